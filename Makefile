@@ -1,0 +1,85 @@
+# pgtide — build, test, demo.
+#
+#   make              build build/pgtide
+#   make deps         install missing Debian packages (apt-get; run as root)
+#   make test         deps + build + the whole test suite on throwaway clusters
+#   make test-asan    the same suite with AddressSanitizer + UndefinedBehaviorSanitizer
+#   make demo         a real migration between two throwaway local clusters
+#   make fuzz         build the libFuzzer harnesses (clang)
+
+BUILD   ?= build
+CC      ?= gcc
+SAN     ?=
+PKGS    := lua5.4 libuv libpq libedit
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -llua5.4-lpeg
+
+OPT     ?= -O2
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) -Iengine $(PKG_CFLAGS)
+ifeq ($(SAN),1)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+LDLIBS  += $(PKG_LIBS) -lm
+
+ENGINE_SRC := $(filter-out engine/main.c,$(wildcard engine/*.c))
+ENGINE_OBJ := $(patsubst engine/%.c,$(BUILD)/obj/%.o,$(ENGINE_SRC))
+LUA_SRC    := $(shell find lua -name '*.lua' | sort)
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+DEB_PACKAGES := gcc make pkg-config python3 liblua5.4-dev lua-lpeg-dev libuv1-dev libpq-dev \
+                libedit-dev postgresql-15 tmux
+
+.PHONY: all deps test test-asan demo fuzz clean unit
+
+all: $(BUILD)/pgtide $(UNIT_BIN)
+
+$(BUILD)/obj/%.o: engine/%.c $(wildcard engine/*.h) | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/embed_lua: engine/gen/embed_lua.c | $(BUILD)/obj
+	$(CC) -std=c11 -O1 -Wall -Wextra -Werror $< -o $@
+
+$(BUILD)/lua_modules.c: $(BUILD)/embed_lua $(LUA_SRC)
+	$(BUILD)/embed_lua lua $(LUA_SRC) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/lua_modules.o: $(BUILD)/lua_modules.c engine/modules.h
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/pgtide: $(BUILD)/obj/main.o $(ENGINE_OBJ) $(BUILD)/obj/lua_modules.o
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/unit/%.c $(ENGINE_OBJ) $(BUILD)/obj/lua_modules.o | $(BUILD)/tests
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(ENGINE_OBJ) $(BUILD)/obj/lua_modules.o $(LDLIBS) -o $@
+
+$(BUILD)/obj $(BUILD)/tests:
+	mkdir -p $@
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install$$missing" >&2; exit 1; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+test: deps
+	$(MAKE) all
+	PGTIDE=$(BUILD)/pgtide UNIT_DIR=$(BUILD)/tests bash tests/run.sh
+
+test-asan: deps
+	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 all
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	PGTIDE=build-asan/pgtide UNIT_DIR=build-asan/tests bash tests/run.sh
+
+demo: deps
+	$(MAKE) all
+	PGTIDE=$(BUILD)/pgtide bash scripts/demo.sh
+
+clean:
+	rm -rf build build-asan build-fuzz

@@ -1,0 +1,207 @@
+-- tide.cli — the command line: parses arguments, dispatches to the command, and maps
+-- outcomes to the documented exit statuses. Runs as the engine's main coroutine.
+local core = require "tide.core"
+local playbook = require "tide.playbook"
+
+local M = {}
+
+M.EXIT = {
+  ok = 0,            -- success
+  failed = 1,        -- the task failed while running
+  usage = 2,         -- bad command line
+  playbook = 3,      -- the playbook has an error
+  connection = 4,    -- a server could not be reached or refused us
+  precheck = 5,      -- a precheck failed; nothing was written
+  mismatch = 6,      -- verification found differences
+  interrupted = 130, -- stopped by a signal before finishing
+  internal = 70,     -- a bug in pgtide
+}
+
+local commands = {}
+M.commands = commands
+
+local function usage_error(msg)
+  io.stderr:write("pgtide: ", msg, "\nRun 'pgtide help' for the commands.\n")
+  return M.EXIT.usage
+end
+
+-- Split "--flag", "--key value"/"--key=value" options from positional arguments.
+-- spec: { flag = "boolean" | "string" }
+function M.parse_options(args, spec)
+  local opts, positional = {}, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local key, value = a:match("^%-%-([%w%-]+)=(.*)$")
+    key = key or a:match("^%-%-([%w%-]+)$")
+    if key then
+      local kind = spec[key]
+      if not kind then return nil, "unknown option --" .. key end
+      if kind == "boolean" then
+        opts[key] = true
+      else
+        if not value then
+          i = i + 1
+          value = args[i]
+          if not value then return nil, "option --" .. key .. " needs a value" end
+        end
+        opts[key] = value
+      end
+    elseif a == "-e" and spec.e then
+      i = i + 1
+      opts.e = args[i]
+      if not opts.e then return nil, "-e needs a chunk of Lua" end
+    else
+      positional[#positional + 1] = a
+    end
+    i = i + 1
+  end
+  return opts, positional
+end
+
+local help = {
+  run = [[
+pgtide run FILE [--json] [--no-precheck]
+  Run the task the playbook FILE returns: prechecks, then the phases it lists in `migrate`
+  (schema, full, incremental), then its cutover hooks. Running it again after an
+  interruption continues where it stopped.]],
+  check = [[
+pgtide check FILE [--json]
+  Run the prechecks only and print the report. Exit status 0 when nothing fails, 5 when a
+  check fails.]],
+  plan = [[
+pgtide plan FILE [--json]
+  Print what the task would do, writing nothing: the selected objects with their source and
+  target names, what is left out and why, warnings, and the DDL per phase in order.]],
+  verify = [[
+pgtide verify FILE [--json]
+  Compare every selected table on source and target (row counts and checksums computed on
+  the servers) and locate the differing rows. Exit status 0 only when everything matches.]],
+  release = [[
+pgtide release FILE
+  Drop what the task created for incremental migration: its replication slot, publication,
+  heartbeat table and replication origin. Nothing else.]],
+  status = [[
+pgtide status [NAME] [--json]
+  List running tasks, or show one task's phase, progress, delay and last error.]],
+  attach = [[
+pgtide attach NAME [-e CHUNK]
+  Open a Lua REPL inside the running task NAME (or run one CHUNK and exit).]],
+  repl = [[
+pgtide repl
+  A local Lua REPL with the engine loaded: tide.connect, tide.spawn, ... Expressions print
+  their values; incomplete chunks continue on the next line; Ctrl-D quits.]],
+  script = [[
+pgtide script FILE [ARGS...]
+  Run a Lua file inside the engine (as a coroutine on its loop), with `arg` set to ARGS.]],
+  help = [[
+pgtide help [COMMAND]
+  Show the commands, or the help of one command.]],
+}
+M.help = help
+
+local order = { "run", "check", "plan", "verify", "release", "status", "attach", "repl", "script", "help" }
+
+local function print_help(cmd)
+  if cmd then
+    if not help[cmd] then return usage_error("no command '" .. cmd .. "'") end
+    print(help[cmd])
+    return M.EXIT.ok
+  end
+  print("pgtide " .. core.version .. " — move a PostgreSQL database while it keeps taking writes\n")
+  print("usage: pgtide COMMAND [ARGS]\n\ncommands:")
+  for _, name in ipairs(order) do
+    local first = help[name]:match("^[^\n]*")
+    local desc = help[name]:match("\n%s*([^\n]*)")
+    print(string.format("  %-40s %s", first:gsub("^pgtide ", ""), desc))
+  end
+  print([[
+
+exit status: 0 ok, 1 task failed, 2 usage error, 3 playbook error, 4 connection error,
+             5 precheck failed, 6 verification found differences, 130 interrupted
+Run 'pgtide help COMMAND' for one command. Documentation: docs/ and README.md.]])
+  return M.EXIT.ok
+end
+
+function commands.help(args) return print_help(args[1]) end
+
+function commands.repl(args)
+  if #args > 0 then return usage_error("repl takes no arguments") end
+  return require("tide.repl").run()
+end
+
+function commands.script(args)
+  local file = args[1]
+  if not file then return usage_error("script needs a FILE") end
+  local chunk, err = loadfile(file, "t")
+  if not chunk then io.stderr:write(err, "\n"); return M.EXIT.playbook end
+  local script_args = { [0] = file }
+  for i = 2, #args do script_args[i - 1] = args[i] end
+  _G.arg = script_args
+  local r = chunk(table.unpack(script_args))
+  if math.type(r) == "integer" then return r end
+  return M.EXIT.ok
+end
+
+-- Commands that load a playbook. Their implementations live in their own modules and
+-- return an exit status; errors of known kinds are mapped here.
+local task_commands = {
+  run = "tide.run", check = "tide.precheck", plan = "tide.plan",
+  verify = "tide.verify", release = "tide.cdc",
+}
+
+local function run_task_command(name, args)
+  local opts, positional = M.parse_options(args, { json = "boolean", ["no-precheck"] = "boolean",
+                                                   control = "string" })
+  if not opts then return usage_error(positional) end
+  local file = positional[1]
+  if not file or #positional > 1 then return usage_error(name .. " needs exactly one playbook FILE") end
+  local ok, mod = pcall(require, task_commands[name])
+  if not ok then
+    io.stderr:write("pgtide: the '", name, "' command is not available in this build: ", tostring(mod), "\n")
+    return M.EXIT.usage
+  end
+  local task = playbook.load(file)
+  return mod.command(task, opts)
+end
+
+for name in pairs(task_commands) do
+  commands[name] = function(args) return run_task_command(name, args) end
+end
+
+-- Turn an error raised by a command into a message and an exit status.
+function M.report_error(e)
+  if playbook.is_playbook_error(e) then
+    io.stderr:write(e.message, "\n")
+    return M.EXIT.playbook
+  end
+  if type(e) == "table" and e.exit then
+    io.stderr:write("pgtide: ", e.message or tostring(e), "\n")
+    return e.exit
+  end
+  io.stderr:write("pgtide: internal error: ", tostring(e), "\n")
+  return M.EXIT.internal
+end
+
+function M.main(args)
+  local cmd = args[1]
+  if cmd == nil then return print_help() end
+  if cmd == "--version" or cmd == "version" then
+    print("pgtide " .. core.version)
+    return M.EXIT.ok
+  end
+  if cmd == "--help" or cmd == "-h" then return print_help() end
+  local fn = commands[cmd]
+  if not fn then return usage_error("unknown command '" .. cmd .. "'") end
+  local rest = {}
+  for i = 2, #args do rest[#rest + 1] = args[i] end
+  local ok, result = xpcall(fn, function(e)
+    if playbook.is_playbook_error(e) or (type(e) == "table" and e.exit) then return e end
+    return debug.traceback(tostring(e), 2)
+  end, rest)
+  io.stdout:flush()
+  if ok then return result or M.EXIT.ok end
+  return M.report_error(result)
+end
+
+return M

@@ -1,0 +1,332 @@
+-- tide.playbook — loading a playbook file and validating the task it returns.
+--
+-- A playbook is a Lua file that returns tide.task{...}. Every mistake in it is reported as
+-- "FILE:LINE: what is wrong (and what to do)" and raised as a playbook error (exit status 3):
+-- syntax errors (from Lua's own parser), unknown keys (with a "did you mean"), wrong types,
+-- values out of range. Nested sections that other modules own (select, rename, precheck, ...)
+-- are checked here for shape, and by their modules for content.
+local M = {}
+
+local PlaybookError = {}
+PlaybookError.__index = PlaybookError
+PlaybookError.__tostring = function(e) return e.message end
+M.PlaybookError = PlaybookError
+
+function M.is_playbook_error(e) return getmetatable(e) == PlaybookError end
+
+local function raise(msg)
+  error(setmetatable({ kind = "playbook", message = msg }, PlaybookError), 0)
+end
+M.raise = raise
+
+-- Secrets (conninfo strings) live here, out of reach of printing and of the REPL's view of
+-- the task; keys are task tables, weak so a dropped task frees them.
+local secrets = setmetatable({}, { __mode = "k" })
+
+function M.conninfo(task, side)
+  local s = secrets[task]
+  return s and s[side]
+end
+
+------------------------------------------------------------------------ locating a key
+
+local file_lines = {}
+
+local function lines_of(path)
+  local cached = file_lines[path]
+  if cached then return cached end
+  local lines = {}
+  local f = io.open(path, "r")
+  if f then
+    for line in f:lines() do lines[#lines + 1] = line end
+    f:close()
+  end
+  file_lines[path] = lines
+  return lines
+end
+
+-- The line where `key = ` (or ["key"] =) first appears at or after `from` in `path`.
+local function find_key_line(path, from, key)
+  local lines = lines_of(path)
+  local plain = "%f[%w_]" .. key:gsub("%W", "%%%0") .. "%s*="
+  local bracketed = "%[%s*[\"']" .. key:gsub("%W", "%%%0") .. "[\"']%s*%]%s*="
+  for i = from or 1, #lines do
+    local text = lines[i]:gsub("%-%-.*$", "")
+    if text:find(plain) or text:find(bracketed) then return i end
+  end
+  return from
+end
+
+-- Edit distance, for "did you mean".
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+local function suggestion(key, allowed)
+  local best, bestd
+  for name in pairs(allowed) do
+    local d = distance(key, name)
+    if not bestd or d < bestd then best, bestd = name, d end
+  end
+  if best and bestd <= math.max(2, #key // 3) then return best end
+end
+
+------------------------------------------------------------------------ the task schema
+
+local function is_list_of(v, ty)
+  if type(v) ~= "table" then return false end
+  local n = 0
+  for k, x in pairs(v) do
+    if math.type(k) ~= "integer" or type(x) ~= ty then return false end
+    n = n + 1
+  end
+  return n == #v
+end
+
+-- Each entry: type (a Lua type name, or a function returning ok, expected-description),
+-- and for tables optionally `keys`, a nested schema of allowed keys.
+local one_of = function(...)
+  local set, names = {}, {}
+  for _, v in ipairs({ ... }) do set[v] = true; names[#names + 1] = string.format("%q", v) end
+  return function(v)
+    return set[v] == true, "one of " .. table.concat(names, ", ")
+  end
+end
+
+local positive_int = function(v)
+  return math.type(v) == "integer" and v > 0, "a positive integer"
+end
+
+local size_value = function(v)
+  if math.type(v) == "integer" and v > 0 then return true end
+  if type(v) == "string" and v:match("^%s*%d+%.?%d*%s*[kKmMgGtT]?[bB]?%s*$") then return true end
+  return false, 'a size such as "1GB", "500MB" or a number of bytes'
+end
+
+local duration_value = function(v)
+  if type(v) == "number" and v >= 0 then return true end
+  if type(v) == "string" and v:match("^%s*%d+%.?%d*%s*[mu]?s?%s*$") or
+     type(v) == "string" and v:match("^%s*%d+%.?%d*%s*min%s*$") or
+     type(v) == "string" and v:match("^%s*%d+%.?%d*%s*h%s*$") then return true end
+  return false, 'a duration such as "30s", "500ms", "5min" or a number of seconds'
+end
+M.size_value, M.duration_value = size_value, duration_value
+
+local migrate_list = function(v)
+  local allowed = { schema = true, full = true, incremental = true }
+  if not is_list_of(v, "string") or #v == 0 then
+    return false, 'a list such as { "schema", "full", "incremental" }'
+  end
+  for _, x in ipairs(v) do
+    if not allowed[x] then return false, 'a list of "schema", "full", "incremental" (not "' .. x .. '")' end
+  end
+  return true
+end
+
+local callable = function(v)
+  local mt = getmetatable(v)
+  return type(v) == "function" or (mt ~= nil and mt.__call ~= nil), "a function (or tide.when{...})"
+end
+
+local task_name = function(v)
+  return type(v) == "string" and v:match("^[%w_%-]+$") ~= nil and #v <= 40,
+         "a name of letters, digits, '_' or '-', at most 40 characters"
+end
+
+M.schema = {
+  name     = { check = task_name, required = true },
+  source   = { check = "string", required = true },
+  target   = { check = "string", required = true },
+  migrate  = { check = migrate_list },
+  select   = { check = "table" },
+  rename   = { check = "table" },
+  schema   = { check = "table", keys = {
+    owners     = { check = one_of("target", "source") },
+    existing   = { check = one_of("error", "skip", "drop") },
+    dependents = { check = one_of("error", "drop") },
+    grants     = { check = "boolean" },
+    comments   = { check = "boolean" },
+  } },
+  full     = { check = "table", keys = {
+    jobs              = { check = positive_int },
+    index_jobs        = { check = positive_int },
+    split_larger_than = { check = size_value },
+    split_parts       = { check = positive_int },
+    existing          = { check = one_of("error", "truncate", "append") },
+    format            = { check = one_of("auto", "text", "binary") },
+    large_objects     = { check = "boolean" },
+    analyze           = { check = "boolean" },
+  } },
+  incremental = { check = "table", keys = {
+    conflict         = { check = one_of("error", "skip", "overwrite") },
+    group_changes    = { check = positive_int },
+    group_ms         = { check = "number" },
+    release          = { check = "boolean" },
+    slot_timeout     = { check = duration_value },
+    heartbeat        = { check = "boolean" },
+    heartbeat_table  = { check = "string" },
+    delay_bound      = { check = duration_value },
+    streaming        = { check = "boolean" },
+  } },
+  precheck = { check = "table" },
+  stop     = { check = callable },
+  on       = { check = "table", keys = {
+    cutover  = { check = function(v) return type(v) == "function" or is_list_of(v, "function"),
+                   "a function or a list of functions" end },
+    change   = { check = "table" },
+    conflict = { check = "function" },
+    progress = { check = "function" },
+    error    = { check = "function" },
+  } },
+  state_schema = { check = function(v) return type(v) == "string" and #v > 0 and #v <= 63,
+                     "a schema name" end },
+  retry    = { check = "table", keys = {
+    attempts  = { check = positive_int },
+    max_delay = { check = duration_value },
+    window    = { check = duration_value },
+  } },
+  verify   = { check = "table" },
+  progress = { check = one_of("auto", "bar", "plain", "json", "none") },
+}
+
+local function check_value(spec, v)
+  if type(spec.check) == "string" then
+    return type(v) == spec.check, "a " .. spec.check
+  end
+  return spec.check(v)
+end
+
+local function describe(v)
+  if type(v) == "string" then return string.format("the string %q", v) end
+  return "a " .. type(v)
+end
+
+-- Validate `tbl` against `schema`; `where` is a key path ("tide.task", "full").
+local function validate(tbl, schema, where, locate)
+  -- Report the first mistake as it appears in the file: visit keys in line order.
+  local keys = {}
+  for key in pairs(tbl) do keys[#keys + 1] = key end
+  local line_of = {}
+  for _, key in ipairs(keys) do
+    line_of[key] = tonumber((locate(type(key) == "string" and key or nil):match(":(%d+): $"))) or 0
+  end
+  table.sort(keys, function(a, b)
+    if line_of[a] ~= line_of[b] then return line_of[a] < line_of[b] end
+    return tostring(a) < tostring(b)
+  end)
+  for _, key in ipairs(keys) do
+    local value = tbl[key]
+    if type(key) ~= "string" then
+      raise(locate(nil) .. "unexpected positional value in " .. where .. " (every entry needs a key: key = value)")
+    end
+    local spec = schema[key]
+    if not spec then
+      local hint = suggestion(key, schema)
+      raise(locate(key) .. "unknown key '" .. key .. "' in " .. where ..
+            (hint and (" (did you mean '" .. hint .. "'?)") or ""))
+    end
+    local ok, expected = check_value(spec, value)
+    if not ok then
+      raise(locate(key) .. where .. "." .. key .. " must be " .. expected .. ", got " .. describe(value))
+    end
+    if spec.keys then validate(value, spec.keys, key, locate) end
+  end
+  for key, spec in pairs(schema) do
+    if spec.required and tbl[key] == nil then
+      raise(locate(nil) .. where .. " needs '" .. key .. "'")
+    end
+  end
+end
+
+local Task = {}
+Task.__index = Task
+M.Task = Task
+
+Task.__tostring = function(t)
+  return string.format("task %s (%s → %s)", t.name, t.source_info or "?", t.target_info or "?")
+end
+
+-- tide.task(def, level): validate def; `level` is the stack level of the playbook's call.
+function M.task(def, level)
+  -- Find the playbook's frame. `return tide.task {...}` is a tail call, which removes the
+  -- playbook's frame; then fall back to the file being loaded and the line of `tide.task`.
+  local path, call_line
+  for l = (level or 1) + 1, 12 do
+    local info = debug.getinfo(l, "Sl")
+    if not info then break end
+    if info.source:sub(1, 1) == "@" and not info.source:find("^@tide/") then
+      path, call_line = info.source:sub(2), info.currentline
+      break
+    end
+  end
+  if not path and M.loading then
+    path = M.loading
+    for i, line in ipairs(lines_of(path)) do
+      if line:find("tide%.task") then call_line = i; break end
+    end
+  end
+  local function locate(key)
+    if not path then return "" end
+    local line = key and find_key_line(path, call_line, key) or call_line
+    return string.format("%s:%d: ", path, line or 0)
+  end
+  if type(def) ~= "table" then
+    raise(locate(nil) .. "tide.task needs a table: tide.task { name = ..., source = ..., target = ... }")
+  end
+  validate(def, M.schema, "tide.task", locate)
+  local task = {}
+  for k, v in pairs(def) do task[k] = v end
+  task.migrate = task.migrate or { "schema", "full" }
+  local set = {}
+  for _, m in ipairs(task.migrate) do set[m] = true end
+  task.phases = set
+  task.state_schema = task.state_schema or "pgtide"
+  task.full = task.full or {}
+  task.schema = task.schema or {}
+  task.incremental = task.incremental or {}
+  task.select = task.select or {}
+  task.rename = task.rename or {}
+  task.on = task.on or {}
+  task.file = path
+  task.locate = locate
+  secrets[task] = { source = def.source, target = def.target }
+  local core = require "tide.core"
+  task.source_info = core.mask_conninfo(def.source)
+  task.target_info = core.mask_conninfo(def.target)
+  task.source, task.target = nil, nil
+  return setmetatable(task, Task)
+end
+
+-- Load and run a playbook file; returns the task. Raises PlaybookError on any mistake.
+function M.load(path)
+  local f = io.open(path, "r")
+  if not f then raise(path .. ": cannot open the playbook (check the path)") end
+  f:close()
+  local chunk, err = loadfile(path, "t")
+  if not chunk then raise(err) end
+  M.loading = path
+  local ok, result = xpcall(chunk, function(e)
+    if M.is_playbook_error(e) then return e end
+    return setmetatable({ kind = "playbook", message = tostring(e),
+                          traceback = debug.traceback(nil, 2) }, PlaybookError)
+  end)
+  M.loading = nil
+  if not ok then error(result, 0) end
+  if getmetatable(result) ~= Task then
+    raise(path .. ": the playbook must end with `return tide.task { ... }` (it returned " ..
+          type(result) .. ")")
+  end
+  return result
+end
+
+return M

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The whole test suite: C unit tests, Lua unit tests, and integration tests against two
+# throwaway PostgreSQL clusters started here and stopped on exit (also on failure or Ctrl-C).
+#   PGTIDE=build/pgtide UNIT_DIR=build/tests bash tests/run.sh [PATTERN]
+# PATTERN limits the run to test files whose path contains it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PGTIDE=${PGTIDE:-build/pgtide}
+UNIT_DIR=${UNIT_DIR:-build/tests}
+PATTERN=${1:-}
+export PGTIDE=$(realpath "$PGTIDE")
+
+work=$(mktemp -d /tmp/pgtide-test.XXXXXX)
+chmod 755 "$work"
+cleanup() {
+  bash scripts/clusters.sh stop "$work/clusters" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+passed=0; failed=0; failed_files=()
+export PGTIDE_TEST_TMP="$work"
+
+run_one() {  # run_one LABEL CMD...
+  local label=$1; shift
+  local out="$work/out.txt" rc f
+  "$@" >"$out" 2>&1; rc=$?
+  cat "$out"
+  local p
+  p=$(grep -cE '^ok [0-9]+' "$out" || true)
+  f=$(grep -cE '^not ok [0-9]+' "$out" || true)
+  passed=$((passed + p)); failed=$((failed + f))
+  if [ "$rc" != 0 ] && [ "$f" = 0 ]; then
+    # A crash or an error outside any case still counts as a failure.
+    echo "not ok - $label exited with status $rc"
+    failed=$((failed + 1))
+  fi
+  if [ "$rc" != 0 ] || [ "$f" != 0 ]; then failed_files+=("$label"); fi
+}
+
+# C unit tests (no server needed)
+for t in "$UNIT_DIR"/test_*; do
+  [ -x "$t" ] || continue
+  case "$t" in *"$PATTERN"*) ;; *) continue ;; esac
+  echo "# $t"
+  run_one "$t" "$t"
+done
+
+# Lua unit tests (no server needed)
+for t in tests/unit/*_test.lua; do
+  [ -f "$t" ] || continue
+  case "$t" in *"$PATTERN"*) ;; *) continue ;; esac
+  echo "# $t"
+  run_one "$t" "$PGTIDE" script tests/lib/runner.lua "$t"
+done
+
+# Integration tests on real servers
+integration=()
+for t in tests/integration/*_test.lua; do
+  [ -f "$t" ] || continue
+  case "$t" in *"$PATTERN"*) integration+=("$t") ;; esac
+done
+if [ ${#integration[@]} -gt 0 ]; then
+  bash scripts/clusters.sh start "$work/clusters" >"$work/clusters.log" 2>&1 || { cat "$work/clusters.log"; exit 1; }
+  set -a; . "$work/clusters/env"; set +a
+  export PGTIDE_SOURCE_ADMIN="$SOURCE_URL" PGTIDE_TARGET_ADMIN="$TARGET_URL"
+  export PGTIDE_TEST_TMP="$work"
+  for t in "${integration[@]}"; do
+    echo "# $t"
+    run_one "$t" "$PGTIDE" script tests/lib/runner.lua "$t"
+  done
+fi
+
+if [ ${#failed_files[@]} -gt 0 ]; then
+  echo "# failing: ${failed_files[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
