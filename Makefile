@@ -31,7 +31,7 @@ UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 DEB_PACKAGES := gcc make pkg-config python3 liblua5.4-dev lua-lpeg-dev libuv1-dev libpq-dev \
                 libedit-dev postgresql-15 tmux
 
-.PHONY: all deps test test-asan demo fuzz clean unit
+.PHONY: all deps test test-asan demo fuzz fuzz-run clean unit
 
 all: $(BUILD)/pgtide $(UNIT_BIN)
 
@@ -80,6 +80,19 @@ test-asan: deps
 demo: deps
 	$(MAKE) all
 	PGTIDE=$(BUILD)/pgtide bash scripts/demo.sh
+
+# libFuzzer harnesses (clang with libclang-rt): `make fuzz`, then `make fuzz-run FUZZ_SECONDS=1800`.
+FUZZ_SECONDS ?= 60
+fuzz: build-fuzz/fuzz_pgoutput
+
+build-fuzz/fuzz_pgoutput: tests/fuzz/fuzz_pgoutput.c engine/pgoutput.c engine/relcache.c engine/pgoutput.h engine/relcache.h
+	@command -v clang >/dev/null || { echo "make fuzz needs clang and libclang-rt-14-dev (apt-get install -y clang libclang-rt-14-dev)" >&2; exit 1; }
+	mkdir -p build-fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iengine $(filter %.c,$^) -o $@
+
+fuzz-run: fuzz
+	mkdir -p build-fuzz/corpus-pgoutput
+	build-fuzz/fuzz_pgoutput -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus-pgoutput tests/fuzz/corpus/pgoutput
 
 clean:
 	rm -rf build build-asan build-fuzz
