@@ -283,13 +283,13 @@ static void connect_on_io(tide_conn *c, int events) {
     connect_update_display(c);
     PQsetnonblocking(c->pg, 1);
     /* Session settings that make text round-trips exact, sent as one simple query. */
-    const char *settings = c->op ? (const char *) c->op : "";
+    const char *settings = c->settings_sql ? c->settings_sql : "";
     char *sql = malloc(strlen(settings) + 256);
     if (!sql) abort();
     sprintf(sql, "SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3; "
                  "SET bytea_output = hex;%s", settings);
-    free(c->op);
-    c->op = NULL;
+    free(c->settings_sql);
+    c->settings_sql = NULL;
     tide_co *w = c->waiter;
     int rc = conn_send_query(c, sql, -1, NULL, NULL, NULL);
     free(sql);
@@ -302,6 +302,7 @@ static void connect_on_io(tide_conn *c, int events) {
  * showing, with the connection it came from. */
 static void notice_receiver(void *arg, const PGresult *r) {
     tide_conn *c = arg;
+    c->notices++;
     const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
     if (sev && strcmp(sev, "WARNING") == 0)
         fprintf(stderr, "pgtide: server warning (%s): %s", c->display, PQresultErrorMessage(r));
@@ -354,8 +355,8 @@ void conn_close(tide_conn *c) {
     if (c->result) PQclear(c->result);
     if (c->error) PQclear(c->error);
     c->result = c->error = NULL;
-    free(c->op);
-    c->op = NULL;
+    free(c->settings_sql);
+    c->settings_sql = NULL;
     conn_maybe_free(c);
 }
 

@@ -23,7 +23,8 @@ struct tide_conn {
     int open_handles;         /* poll/timer handles whose close callback has not run */
     bool userdata_alive;      /* the Lua userdata still points here */
     conn_io_fn on_io;
-    void *op;                 /* the current operation's own state */
+    void *op;                 /* the current operation's own state (not owned) */
+    char *settings_sql;       /* extra session settings to apply once connected */
     tide_co *waiter;          /* coroutine blocked on the current operation */
     bool busy;                /* an operation is in flight */
     bool replication;         /* walsender connection: simple protocol only */
@@ -35,7 +36,7 @@ struct tide_conn {
     char *failure;            /* libpq-level failure (lost connection, timeout, ...) */
     const char *failure_state;
     bool discard_copy;        /* draining an unexpected COPY OUT */
-    int nsettings;            /* results left to read from the session settings */
+    uint64_t notices;         /* notices received (the COPY pump tells them from errors) */
 };
 
 /* Arm the watcher for `events` (UV_READABLE|UV_WRITABLE, 0 = stop) on PQsocket(). */

@@ -371,7 +371,7 @@ static int l_connect(lua_State *L) {
             append_setting(&sql, lua_tostring(L, -3), v);
             lua_pop(L, 2);
         }
-        c->op = sql;
+        c->settings_sql = sql;
     }
     lua_settop(L, box);
 
@@ -388,6 +388,8 @@ static int l_connect(lua_State *L) {
 
 static int l_close(lua_State *L) {
     conn_box *b = luaL_checkudata(L, 1, CONN_META);
+    if (b->c && b->c->busy && !b->c->waiter && b->c->op)
+        return luaL_error(L, "connection is busy with a COPY; wait for the pump first");
     if (b->c) {
         conn_release(b->c);
         b->c = NULL;

@@ -6,6 +6,7 @@
 #include "runtime.h"
 
 int luaopen_tide_conn(lua_State *L);
+int luaopen_tide_copy(lua_State *L);
 void tide_term_register(lua_State *L);
 void tide_process_register(lua_State *L);
 
@@ -13,6 +14,7 @@ int luaopen_tide_core(lua_State *L) {
     lua_newtable(L);
     luaopen_tide_sched(L);
     luaopen_tide_conn(L);
+    luaopen_tide_copy(L);
     tide_error_register(L);
     tide_term_register(L);
     tide_process_register(L);
