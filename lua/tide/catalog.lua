@@ -1,0 +1,540 @@
+-- tide.catalog — what exists on a server, read with one SQL statement per object kind.
+--
+-- catalog.read(conn) runs every statement below once, for the whole database, inside one
+-- REPEATABLE READ READ ONLY transaction (so all kinds come from one consistent view) with
+-- search_path = pg_catalog: the server's pg_get_*def functions and format_type() then print
+-- every user object schema-qualified, which is what lets tide.sqlident map names inside
+-- definitions. No statement runs per object, so 10,000 tables cost the same ~20 round trips
+-- as 10.
+--
+-- Statements read columns that only exist in some server versions through
+-- to_jsonb(row) ->> 'column' (NULL where the column does not exist) instead of keeping one
+-- statement per version. Nested lists (enum labels, inheritance parents, policy roles) come
+-- back as json_agg text and are decoded here.
+local M = {}
+
+-- Schemas the server owns; user objects never live there.
+-- (A user schema cannot start with pg_: the server refuses that name.)
+local USER_SCHEMA = "n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'"
+
+M.statements = {}
+local S = M.statements
+
+S.settings = [[
+SELECT current_user AS current_user,
+       current_setting('server_version_num')::int AS server_version,
+       pg_encoding_to_char(d.encoding) AS encoding,
+       d.datcollate AS lc_collate, d.datctype AS lc_ctype,
+       to_regclass('pg_catalog.pg_synonym') IS NOT NULL AS has_synonyms,
+       to_regclass('pg_catalog.edb_package') IS NOT NULL AS has_packages
+FROM pg_database d
+WHERE d.datname = current_database()
+]]
+
+S.roles = [[
+SELECT r.rolname AS name, r.rolsuper AS superuser FROM pg_roles r
+]]
+
+S.schemas = [[
+SELECT n.oid, n.nspname AS name, pg_get_userbyid(n.nspowner) AS owner
+FROM pg_namespace n
+WHERE %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_namespace'::regclass
+                  AND e.objid = n.oid AND e.deptype = 'e')
+ORDER BY n.nspname
+]]
+
+S.extensions = [[
+SELECT x.oid, x.extname AS name, n.nspname AS schema, x.extversion AS version,
+       pg_get_userbyid(x.extowner) AS owner
+FROM pg_extension x
+JOIN pg_namespace n ON n.oid = x.extnamespace
+ORDER BY x.extname
+]]
+
+-- Objects created by an extension: never migrated one by one, CREATE EXTENSION makes them.
+S.extension_members = [[
+SELECT e.classid::regclass::text AS class, e.objid, e.refobjid AS extension
+FROM pg_depend e
+WHERE e.deptype = 'e' AND e.refclassid = 'pg_extension'::regclass
+]]
+
+S.collations = [[
+SELECT c.oid, n.nspname AS schema, c.collname AS name, pg_get_userbyid(c.collowner) AS owner,
+       c.collprovider AS provider, c.collisdeterministic AS deterministic,
+       c.collcollate AS lc_collate, c.collctype AS lc_ctype,
+       coalesce(to_jsonb(c) ->> 'colllocale', to_jsonb(c) ->> 'colliculocale') AS locale,
+       to_jsonb(c) ->> 'collicurules' AS icu_rules
+FROM pg_collation c
+JOIN pg_namespace n ON n.oid = c.collnamespace
+WHERE %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_collation'::regclass
+                  AND e.objid = c.oid AND e.deptype = 'e')
+ORDER BY n.nspname, c.collname
+]]
+
+-- Enums, composites, domains, ranges and (for reporting) base types. Array types and the row
+-- types of tables are left out: they come with their element type or relation.
+S.types = [[
+SELECT t.oid, n.nspname AS schema, t.typname AS name, pg_get_userbyid(t.typowner) AS owner,
+       t.typtype AS type_kind, t.typarray AS array_oid, t.typrelid AS relid,
+       (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder)
+          FROM pg_enum e WHERE e.enumtypid = t.oid)::text AS labels_json,
+       format_type(t.typbasetype, t.typtypmod) AS base_type,
+       t.typnotnull AS not_null,
+       pg_get_expr(t.typdefaultbin, 0) AS default_expr,
+       CASE WHEN t.typtype = 'd' AND t.typcollation <> bt.typcollation THEN tcn.nspname END AS collation_schema,
+       CASE WHEN t.typtype = 'd' AND t.typcollation <> bt.typcollation THEN tco.collname END AS collation_name,
+       format_type(r.rngsubtype, NULL) AS range_subtype,
+       CASE WHEN NOT opc.opcdefault THEN opcn.nspname END AS range_opclass_schema,
+       CASE WHEN NOT opc.opcdefault THEN opc.opcname END AS range_opclass_name,
+       CASE WHEN r.rngcollation <> st.typcollation THEN rcn.nspname END AS range_collation_schema,
+       CASE WHEN r.rngcollation <> st.typcollation THEN rco.collname END AS range_collation_name,
+       cpn.nspname AS range_canonical_schema, cp.proname AS range_canonical_name,
+       dpn.nspname AS range_diff_schema, dp.proname AS range_diff_name,
+       mtn.nspname AS multirange_schema, mt.typname AS multirange_name,
+       mt.oid AS multirange_oid, mt.typarray AS multirange_array_oid
+FROM pg_type t
+JOIN pg_namespace n ON n.oid = t.typnamespace
+LEFT JOIN pg_type bt ON bt.oid = t.typbasetype
+LEFT JOIN pg_collation tco ON tco.oid = t.typcollation
+LEFT JOIN pg_namespace tcn ON tcn.oid = tco.collnamespace
+LEFT JOIN pg_range r ON r.rngtypid = t.oid
+LEFT JOIN pg_type st ON st.oid = r.rngsubtype
+LEFT JOIN pg_opclass opc ON opc.oid = r.rngsubopc
+LEFT JOIN pg_namespace opcn ON opcn.oid = opc.opcnamespace
+LEFT JOIN pg_collation rco ON rco.oid = r.rngcollation
+LEFT JOIN pg_namespace rcn ON rcn.oid = rco.collnamespace
+LEFT JOIN pg_proc cp ON cp.oid = r.rngcanonical
+LEFT JOIN pg_namespace cpn ON cpn.oid = cp.pronamespace
+LEFT JOIN pg_proc dp ON dp.oid = r.rngsubdiff
+LEFT JOIN pg_namespace dpn ON dpn.oid = dp.pronamespace
+LEFT JOIN pg_type mt ON mt.oid = (to_jsonb(r) ->> 'rngmultitypid')::oid
+LEFT JOIN pg_namespace mtn ON mtn.oid = mt.typnamespace
+WHERE %USER_SCHEMA%
+  AND t.typtype IN ('b', 'c', 'd', 'e', 'r')
+  AND (t.typtype <> 'c' OR EXISTS (SELECT FROM pg_class c WHERE c.oid = t.typrelid AND c.relkind = 'c'))
+  AND NOT EXISTS (SELECT FROM pg_type el WHERE el.typarray = t.oid)
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_type'::regclass
+                  AND e.objid = t.oid AND e.deptype = 'e')
+ORDER BY n.nspname, t.typname
+]]
+
+S.sequences = [[
+SELECT c.oid, n.nspname AS schema, c.relname AS name, pg_get_userbyid(c.relowner) AS owner,
+       c.relpersistence = 'u' AS unlogged,
+       format_type(s.seqtypid, NULL) AS data_type, s.seqstart AS start,
+       s.seqincrement AS increment, s.seqmin AS min, s.seqmax AS max,
+       s.seqcache AS cache, s.seqcycle AS cycle,
+       d.deptype AS owned_deptype, d.refobjid AS owned_table_oid, a.attname AS owned_column
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_sequence s ON s.seqrelid = c.oid
+LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+      AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+WHERE c.relkind = 'S' AND %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
+                  AND e.objid = c.oid AND e.deptype = 'e')
+ORDER BY n.nspname, c.relname
+]]
+
+-- Tables, partitioned tables and foreign tables. Sizes come from pg_class statistics (no
+-- lock, no file access per table).
+S.tables = [[
+SELECT c.oid, n.nspname AS schema, c.relname AS name, pg_get_userbyid(c.relowner) AS owner,
+       c.relkind, c.relpersistence = 'u' AS unlogged, c.reltype AS type_oid,
+       (SELECT t.typarray FROM pg_type t WHERE t.oid = c.reltype) AS array_oid,
+       c.relispartition AS is_partition,
+       pg_get_expr(c.relpartbound, c.oid) AS partition_bound,
+       CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key,
+       (SELECT json_agg(i.inhparent ORDER BY i.inhseqno)
+          FROM pg_inherits i WHERE i.inhrelid = c.oid)::text AS parents_json,
+       CASE WHEN am.amname <> 'heap' THEN am.amname END AS access_method,
+       (SELECT string_agg(quote_ident(o.option_name) || '=' || quote_literal(o.option_value), ', ')
+          FROM pg_options_to_table(c.reloptions) o) AS options,
+       (SELECT string_agg('toast.' || quote_ident(o.option_name) || '=' || quote_literal(o.option_value), ', ')
+          FROM pg_class tc, pg_options_to_table(tc.reloptions) o
+          WHERE tc.oid = c.reltoastrelid) AS toast_options,
+       c.relrowsecurity AS row_security, c.relforcerowsecurity AS force_row_security,
+       c.relreplident AS replica_identity,
+       (SELECT i.indexrelid FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) AS replica_index_oid,
+       (SELECT i.indexrelid FROM pg_index i WHERE i.indrelid = c.oid AND i.indisclustered) AS cluster_index_oid,
+       fs.srvname AS foreign_server,
+       (SELECT string_agg(quote_ident(o.option_name) || ' ' || quote_literal(o.option_value), ', ')
+          FROM pg_options_to_table(ft.ftoptions) o) AS foreign_options,
+       c.relpages::bigint AS pages, c.reltuples::bigint AS rows_estimate,
+       c.relpages::bigint * current_setting('block_size')::bigint AS bytes
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_am am ON am.oid = c.relam
+LEFT JOIN pg_foreign_table ft ON ft.ftrelid = c.oid
+LEFT JOIN pg_foreign_server fs ON fs.oid = ft.ftserver
+WHERE c.relkind IN ('r', 'p', 'f') AND %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
+                  AND e.objid = c.oid AND e.deptype = 'e')
+ORDER BY n.nspname, c.relname
+]]
+
+-- Columns of every relation that has them (tables, views, composite types, ...).
+S.columns = [[
+SELECT a.attrelid AS relid, a.attnum AS num, a.attname AS name,
+       format_type(a.atttypid, a.atttypmod) AS type, a.atttypid AS type_oid,
+       a.attnotnull AS not_null, a.attidentity AS identity, a.attgenerated AS generated,
+       a.attislocal AS is_local, a.attinhcount AS inherited_count,
+       CASE WHEN a.attcollation <> t.typcollation THEN cn.nspname END AS collation_schema,
+       CASE WHEN a.attcollation <> t.typcollation THEN co.collname END AS collation_name,
+       pg_get_expr(ad.adbin, ad.adrelid) AS default_expr, ad.oid AS default_oid,
+       CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage END AS storage,
+       NULLIF((to_jsonb(a) ->> 'attstattarget')::int, -1) AS statistics,
+       NULLIF(to_jsonb(a) ->> 'attcompression', '') AS compression,
+       CASE WHEN a.attoptions IS NOT NULL THEN
+         (SELECT string_agg(quote_ident(o.option_name) || '=' || quote_literal(o.option_value), ', ')
+            FROM pg_options_to_table(a.attoptions) o) END AS options,
+       CASE WHEN a.attfdwoptions IS NOT NULL THEN
+         (SELECT string_agg(quote_ident(o.option_name) || ' ' || quote_literal(o.option_value), ', ')
+            FROM pg_options_to_table(a.attfdwoptions) o) END AS foreign_options
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_collation co ON co.oid = a.attcollation
+LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+WHERE a.attnum > 0 AND NOT a.attisdropped
+  AND c.relkind IN ('r', 'p', 'f', 'c', 'v', 'm') AND %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
+                  AND e.objid = c.oid AND e.deptype = 'e')
+ORDER BY a.attrelid, a.attnum
+]]
+
+-- Table and domain constraints. NOT NULL rows (contype 'n', PostgreSQL 18) are covered by
+-- the columns' not_null. The definition of a constraint's index is in `indexes`.
+S.constraints = [[
+SELECT co.oid, n.nspname AS schema, co.conname AS name, co.contype AS type,
+       co.conrelid AS table_oid, co.contypid AS domain_oid, co.conindid AS index_oid,
+       co.confrelid AS referenced_oid, co.conparentid AS parent_oid,
+       co.conislocal AS is_local, co.coninhcount AS inherited_count,
+       co.convalidated AS validated, co.condeferrable AS deferrable, co.condeferred AS deferred,
+       pg_get_constraintdef(co.oid) AS definition,
+       (SELECT json_agg(a.attname ORDER BY k.ord)
+          FROM unnest(co.conkey) WITH ORDINALITY k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = co.conrelid AND a.attnum = k.attnum)::text AS columns_json,
+       ic.relname AS index_name
+FROM pg_constraint co
+JOIN pg_namespace n ON n.oid = co.connamespace
+LEFT JOIN pg_class ic ON ic.oid = co.conindid
+WHERE %USER_SCHEMA% AND co.contype IN ('c', 'f', 'p', 'u', 'x')
+  AND (co.conrelid <> 0 OR co.contypid <> 0)
+ORDER BY co.conrelid, co.contypid, co.conname
+]]
+
+-- Indexes, including the ones behind constraints (marked by constraint_oid) and the
+-- partition children of partitioned indexes (parent_oid).
+S.indexes = [[
+SELECT i.indexrelid AS oid, n.nspname AS schema, ic.relname AS name, i.indrelid AS table_oid,
+       ic.relkind = 'I' AS partitioned, i.indisvalid AS valid,
+       pg_get_indexdef(i.indexrelid) AS definition,
+       (SELECT json_agg(a.attname ORDER BY k.ord)
+          FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)::text AS columns_json,
+       (SELECT h.inhparent FROM pg_inherits h WHERE h.inhrelid = i.indexrelid) AS parent_oid,
+       (SELECT co.oid FROM pg_constraint co WHERE co.conindid = i.indexrelid
+          AND co.conrelid = i.indrelid AND co.contype IN ('p', 'u', 'x')) AS constraint_oid
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = ic.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm', 'f') AND %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
+                  AND e.objid = c.oid AND e.deptype = 'e')
+ORDER BY i.indrelid, ic.relname
+]]
+
+S.views = [[
+SELECT c.oid, n.nspname AS schema, c.relname AS name, pg_get_userbyid(c.relowner) AS owner,
+       c.relkind, c.relispopulated AS populated, c.reltype AS type_oid,
+       (SELECT t.typarray FROM pg_type t WHERE t.oid = c.reltype) AS array_oid,
+       pg_get_viewdef(c.oid) AS definition,
+       (SELECT r.oid FROM pg_rewrite r WHERE r.ev_class = c.oid AND r.rulename = '_RETURN') AS rule_oid,
+       (SELECT string_agg(quote_ident(o.option_name) || '=' || quote_literal(o.option_value), ', ')
+          FROM pg_options_to_table(c.reloptions) o WHERE o.option_name <> 'check_option') AS options,
+       (SELECT o.option_value FROM pg_options_to_table(c.reloptions) o
+          WHERE o.option_name = 'check_option') AS check_option,
+       CASE WHEN c.relkind = 'm' AND am.amname <> 'heap' THEN am.amname END AS access_method
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_am am ON am.oid = c.relam
+WHERE c.relkind IN ('v', 'm') AND %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
+                  AND e.objid = c.oid AND e.deptype = 'e')
+ORDER BY n.nspname, c.relname
+]]
+
+-- Functions, procedures and aggregates (with their pg_aggregate row). Functions a type made
+-- for itself (a range's constructors: internal dependency) come with the type.
+S.functions = [[
+SELECT p.oid, n.nspname AS schema, p.proname AS name, pg_get_userbyid(p.proowner) AS owner,
+       p.prokind AS routine_kind,
+       pg_get_function_identity_arguments(p.oid) AS identity_args,
+       pg_get_function_arguments(p.oid) AS args,
+       CASE WHEN p.prokind <> 'a' THEN pg_get_functiondef(p.oid) END AS definition,
+       a.aggkind, a.aggtransfn::oid AS transfn_oid,
+       format_type(a.aggtranstype, NULL) AS transtype, a.aggtransspace AS transspace,
+       a.agginitval AS initval, a.aggfinalextra AS finalextra,
+       to_jsonb(a) ->> 'aggfinalmodify' AS finalmodify,
+       format_type(NULLIF(a.aggmtranstype, 0), NULL) AS mtranstype, a.aggmtransspace AS mtransspace,
+       a.aggminitval AS minitval, a.aggmfinalextra AS mfinalextra,
+       to_jsonb(a) ->> 'aggmfinalmodify' AS mfinalmodify,
+       NULLIF(a.aggsortop, 0)::regoperator::text AS sortop,
+       p.proparallel AS parallel,
+       (SELECT json_object_agg(f.role, json_build_array(fn.nspname, fp.proname))
+          FROM (VALUES ('sfunc', a.aggtransfn), ('finalfunc', a.aggfinalfn),
+                       ('combinefunc', a.aggcombinefn), ('serialfunc', a.aggserialfn),
+                       ('deserialfunc', a.aggdeserialfn), ('msfunc', a.aggmtransfn),
+                       ('minvfunc', a.aggminvtransfn), ('mfinalfunc', a.aggmfinalfn)) f(role, fn_oid)
+          JOIN pg_proc fp ON fp.oid = f.fn_oid
+          JOIN pg_namespace fn ON fn.oid = fp.pronamespace)::text AS support_json
+FROM pg_proc p
+JOIN pg_namespace n ON n.oid = p.pronamespace
+LEFT JOIN pg_aggregate a ON a.aggfnoid = p.oid
+WHERE %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass
+                  AND e.objid = p.oid AND e.deptype IN ('e', 'i'))
+ORDER BY n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)
+]]
+
+-- Triggers the user wrote: not the internal ones behind foreign keys, not the clones a
+-- partitioned table's trigger makes on its partitions.
+S.triggers = [[
+SELECT t.oid, n.nspname AS schema, t.tgname AS name, t.tgrelid AS table_oid,
+       pg_get_triggerdef(t.oid) AS definition, t.tgenabled AS enabled,
+       t.tgconstraint AS constraint_oid
+FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT t.tgisinternal AND %USER_SCHEMA%
+  AND coalesce((to_jsonb(t) ->> 'tgparentid')::oid, 0) = 0
+ORDER BY t.tgrelid, t.tgname
+]]
+
+S.rules = [[
+SELECT r.oid, n.nspname AS schema, r.rulename AS name, r.ev_class AS table_oid,
+       pg_get_ruledef(r.oid) AS definition, r.ev_enabled AS enabled
+FROM pg_rewrite r
+JOIN pg_class c ON c.oid = r.ev_class
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE r.rulename <> '_RETURN' AND %USER_SCHEMA%
+ORDER BY r.ev_class, r.rulename
+]]
+
+S.policies = [[
+SELECT p.oid, n.nspname AS schema, p.polname AS name, p.polrelid AS table_oid,
+       p.polcmd AS command, p.polpermissive AS permissive,
+       (SELECT json_agg(CASE WHEN r = 0 THEN NULL ELSE pg_get_userbyid(r) END)
+          FROM unnest(p.polroles) r)::text AS roles_json,
+       pg_get_expr(p.polqual, p.polrelid) AS using_expr,
+       pg_get_expr(p.polwithcheck, p.polrelid) AS check_expr
+FROM pg_policy p
+JOIN pg_class c ON c.oid = p.polrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE %USER_SCHEMA%
+ORDER BY p.polrelid, p.polname
+]]
+
+S.statistics = [[
+SELECT s.oid, n.nspname AS schema, s.stxname AS name, s.stxrelid AS table_oid,
+       pg_get_userbyid(s.stxowner) AS owner, pg_get_statisticsobjdef(s.oid) AS definition,
+       NULLIF((to_jsonb(s) ->> 'stxstattarget')::int, -1) AS statistics
+FROM pg_statistic_ext s
+JOIN pg_namespace n ON n.oid = s.stxnamespace
+WHERE %USER_SCHEMA%
+ORDER BY n.nspname, s.stxname
+]]
+
+-- Comments. System objects (oid < 16384) are skipped, except schemas: `public` has a low oid.
+S.comments = [[
+SELECT d.classoid::regclass::text AS class, d.objoid, d.objsubid, d.description
+FROM pg_description d
+WHERE d.objoid >= 16384 OR d.classoid = 'pg_namespace'::regclass
+]]
+
+-- Privileges that differ from the defaults the server would give the owner: what was
+-- granted on top of acldefault(), and what was revoked from it. grantee NULL = PUBLIC.
+S.privileges = [[
+WITH acl AS (
+  SELECT 'pg_class' AS class, c.oid, 0 AS subid, c.relowner AS owner, c.relacl AS acl,
+         acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner) AS defaults
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relacl IS NOT NULL AND %USER_SCHEMA%
+  UNION ALL
+  SELECT 'pg_class', c.oid, a.attnum, c.relowner, a.attacl, NULL::aclitem[]
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE a.attacl IS NOT NULL AND a.attnum > 0 AND NOT a.attisdropped AND %USER_SCHEMA%
+  UNION ALL
+  SELECT 'pg_namespace', n.oid, 0, n.nspowner, n.nspacl, acldefault('n', n.nspowner)
+  FROM pg_namespace n WHERE n.nspacl IS NOT NULL AND %USER_SCHEMA%
+  UNION ALL
+  SELECT 'pg_proc', p.oid, 0, p.proowner, p.proacl, acldefault('f', p.proowner)
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  WHERE p.proacl IS NOT NULL AND %USER_SCHEMA%
+  UNION ALL
+  SELECT 'pg_type', t.oid, 0, t.typowner, t.typacl, acldefault('T', t.typowner)
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+  WHERE t.typacl IS NOT NULL AND %USER_SCHEMA%
+)
+SELECT acl.class, acl.oid AS objoid, acl.subid AS objsubid, g.action, g.privilege,
+       g.grantable, CASE WHEN g.grantee = 0 THEN NULL ELSE pg_get_userbyid(g.grantee) END AS grantee,
+       g.grantee = acl.owner AS to_owner
+FROM acl,
+LATERAL (
+  (SELECT 'grant' AS action, x.grantee, x.privilege_type AS privilege, x.is_grantable AS grantable
+     FROM aclexplode(acl.acl) x
+   EXCEPT
+   SELECT 'grant', y.grantee, y.privilege_type, y.is_grantable FROM aclexplode(acl.defaults) y)
+  UNION ALL
+  (SELECT 'revoke', y.grantee, y.privilege_type, false FROM aclexplode(acl.defaults) y
+   EXCEPT
+   SELECT 'revoke', x.grantee, x.privilege_type, false FROM aclexplode(acl.acl) x)
+) g
+ORDER BY acl.class, acl.oid, acl.subid, g.action, g.grantee, g.privilege
+]]
+
+-- What depends on what among user objects (oids below 16384 are the server's own).
+-- 'n' normal and 'a' automatic dependencies are the ones that order creation.
+S.depends = [[
+SELECT d.classid::regclass::text AS class, d.objid, d.objsubid,
+       d.refclassid::regclass::text AS refclass, d.refobjid, d.refobjsubid, d.deptype
+FROM pg_depend d
+WHERE d.deptype IN ('n', 'a') AND d.objid >= 16384 AND d.refobjid >= 16384
+]]
+
+-- Objects of kinds pgtide does not create, per schema, so the plan can say so.
+S.unsupported = [[
+SELECT n.nspname AS schema, k.kind, count(*) AS count
+FROM (
+  SELECT 'operator' AS kind, o.oprnamespace AS nsp, o.oid, 'pg_operator'::regclass AS cls FROM pg_operator o
+  UNION ALL SELECT 'operator class', c.opcnamespace, c.oid, 'pg_opclass'::regclass FROM pg_opclass c
+  UNION ALL SELECT 'operator family', f.opfnamespace, f.oid, 'pg_opfamily'::regclass FROM pg_opfamily f
+  UNION ALL SELECT 'text search configuration', t.cfgnamespace, t.oid, 'pg_ts_config'::regclass FROM pg_ts_config t
+  UNION ALL SELECT 'text search dictionary', t.dictnamespace, t.oid, 'pg_ts_dict'::regclass FROM pg_ts_dict t
+  UNION ALL SELECT 'conversion', c.connamespace, c.oid, 'pg_conversion'::regclass FROM pg_conversion c
+) k
+JOIN pg_namespace n ON n.oid = k.nsp
+WHERE %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = k.cls AND e.objid = k.oid AND e.deptype = 'e')
+GROUP BY n.nspname, k.kind
+ORDER BY 1, 2
+]]
+
+-- PolarDB for PostgreSQL (Oracle compatible): synonyms, read only when pg_synonym exists.
+-- Untested here (no such server on the build machine).
+S.synonyms = [[
+SELECT s.oid, n.nspname AS schema, s.synname AS name, pg_get_userbyid(s.synowner) AS owner,
+       s.synobjschema AS object_schema, s.synobjname AS object_name,
+       NULLIF(s.synlink, '') AS dblink
+FROM pg_synonym s
+JOIN pg_namespace n ON n.oid = s.synnamespace
+WHERE %USER_SCHEMA%
+ORDER BY n.nspname, s.synname
+]]
+
+-- Packages (specification and body), read only when edb_package exists. Untested here.
+S.packages = [[
+SELECT p.oid, n.nspname AS schema, p.pkgname AS name, pg_get_userbyid(p.pkgowner) AS owner,
+       p.pkgheadsrc AS header, p.pkgbodysrc AS body
+FROM edb_package p
+JOIN pg_namespace n ON n.oid = p.pkgnamespace
+WHERE %USER_SCHEMA%
+ORDER BY n.nspname, p.pkgname
+]]
+
+for name, sql in pairs(S) do S[name] = sql:gsub("%%USER_SCHEMA%%", USER_SCHEMA) end
+
+------------------------------------------------------------------------ reading
+
+local json = require "tide.json"
+
+-- JSON null inside decoded lists (a Lua nil would end the list).
+M.null = json.null
+
+-- Turn SQL NULLs into nil and *_json columns into Lua values, so the rest of the planner
+-- tests plain `if row.x then`.
+local function clean(rows)
+  local null = require("tide").null
+  for _, row in ipairs(rows) do
+    for k, v in pairs(row) do
+      if v == null then
+        row[k] = nil
+      elseif type(k) == "string" and k:sub(-5) == "_json" then
+        row[k:sub(1, -6)] = json.decode(v)
+        row[k] = nil
+      end
+    end
+  end
+  return rows
+end
+
+local function run(conn, name)
+  local rows, err = conn:query(S[name])
+  if not rows then
+    error(string.format("catalog: reading %s failed on %s: %s", name, conn:conninfo(), tostring(err)), 0)
+  end
+  return clean(rows)
+end
+
+-- The statements every read runs, in order; synonyms and packages join when their catalogs
+-- exist (settings.has_synonyms / has_packages).
+M.kinds_read = { "roles", "schemas", "extensions", "extension_members", "collations", "types",
+  "sequences", "tables", "columns", "constraints", "indexes", "views", "functions", "triggers",
+  "rules", "policies", "statistics", "comments", "privileges", "depends", "unsupported" }
+
+-- catalog.read(conn [, opts]) → cat: cat[statement name] = rows, plus
+--   cat.settings (current_user, server_version, ...), cat.roles_set (name → row),
+--   cat.columns_by_relid (oid → rows in attnum order), cat.extension_of ("class:oid" → ext oid),
+--   cat.timing (statement → seconds).
+-- opts.only = { names... } reads a subset (the target side needs fewer).
+function M.read(conn, opts)
+  opts = opts or {}
+  local core = require "tide"
+  local ok, err = conn:exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+  if not ok then error("catalog: cannot start a read transaction: " .. tostring(err), 0) end
+  local result = table.pack(pcall(function()
+    assert(conn:exec("SET LOCAL search_path = pg_catalog"))
+    local cat = { timing = {} }
+    cat.settings = run(conn, "settings")[1]
+    local names = opts.only or M.kinds_read
+    local list = {}
+    for _, name in ipairs(names) do list[#list + 1] = name end
+    if cat.settings.has_synonyms then list[#list + 1] = "synonyms" end
+    if cat.settings.has_packages then list[#list + 1] = "packages" end
+    for _, name in ipairs(list) do
+      local started = core.monotonic()
+      cat[name] = run(conn, name)
+      cat.timing[name] = core.monotonic() - started
+    end
+    return cat
+  end))
+  conn:exec(result[1] and "COMMIT" or "ROLLBACK")
+  if not result[1] then error(result[2], 0) end
+  local cat = result[2]
+  for _, name in ipairs(M.kinds_read) do cat[name] = cat[name] or {} end
+  cat.synonyms, cat.packages = cat.synonyms or {}, cat.packages or {}
+  cat.server_version = cat.settings.server_version
+  cat.roles_set = {}
+  for _, r in ipairs(cat.roles) do cat.roles_set[r.name] = r end
+  cat.columns_by_relid = {}
+  for _, c in ipairs(cat.columns) do
+    local list = cat.columns_by_relid[c.relid]
+    if not list then list = {}; cat.columns_by_relid[c.relid] = list end
+    list[#list + 1] = c
+  end
+  cat.extension_of = {}
+  for _, m in ipairs(cat.extension_members) do
+    cat.extension_of[m.class .. ":" .. m.objid] = m.extension
+  end
+  return cat
+end
+
+return M

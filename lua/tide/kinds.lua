@@ -1,0 +1,64 @@
+-- tide.kinds — the object kinds pgtide migrates, as data.
+--
+-- A kind is one small table; the planner (tide.plan) knows nothing about any particular
+-- kind, so adding one (a PolarDB synonym, say) is adding an entry in one of the files under
+-- lua/tide/kinds/. Fields:
+--
+--   name       the word used in select.kinds, in rename levels, in keys and messages
+--   list       the tide.catalog statement whose rows hold it (several kinds share one)
+--   accept(row)          → true when a row of that list is this kind (default: all rows)
+--   class      pg_depend class of its rows ("pg_class", "pg_proc", ...)
+--   identities(row)      → extra { class, oid } pairs that stand for this object in pg_depend
+--                          (a table's row type, a view's _RETURN rule, ...)
+--   phase      "pre" (before the data) or "post" (after it)
+--   rank       tie-break among steps that do not depend on each other (lower first)
+--   space      name space on the target for existing-object checks: "relation" (pg_class
+--              and pg_type share names), "function", "collation", "schema", "extension",
+--              or "table" for names unique per table (constraints, triggers, ...)
+--   part_of    "table" when it belongs to a table (row.table_oid) and follows its selection
+--   skip(row)            → a reason when a row is never migrated (it stays in plan.skipped)
+--   inline(row)          → true when the row is written inside its owner's DDL (a table's
+--                          CHECK constraint): not an object of its own
+--   target(ctx, obj)     → target schema, name (default: the rename mapper's answer)
+--   create(ctx, obj)     → list of steps { sql =, kind =, suffix =, phase =, after = {obj...},
+--                          data = {obj...} }; the first step is the one others wait for
+--   reference(ctx, obj)  → the words naming it in COMMENT ON / ALTER ... OWNER TO
+--                          ("TABLE shop.users"); nil when it has no owner or comment
+--   grant_reference(ctx, obj) → the same for GRANT, when it differs
+--   drop(ctx, obj)       → the DROP statement (existing = "drop")
+--   owned      false when the object has no owner of its own (an index)
+local M = {}
+
+local groups = {
+  require "tide.kinds.namespace",   -- schema, extension, collation
+  require "tide.kinds.types",       -- enum, composite, domain, range, base type
+  require "tide.kinds.routines",    -- function, procedure, aggregate
+  require "tide.kinds.relations",   -- sequence, table, foreign table, view, materialized view
+  require "tide.kinds.table_parts", -- index, constraint, trigger, rule, policy, statistics
+  require "tide.kinds.polardb",     -- synonym, package (PolarDB for PostgreSQL, Oracle mode)
+}
+
+M.list = {}
+M.by_name = {}
+for _, group in ipairs(groups) do
+  for _, kind in ipairs(group) do
+    assert(kind.name and kind.list and kind.class and kind.phase and kind.create,
+      "kind " .. tostring(kind.name) .. " lacks a required field")
+    M.list[#M.list + 1] = kind
+    M.by_name[kind.name] = kind
+  end
+end
+
+-- Kind words the selector accepts: the kinds, plus comments and grants, which are
+-- attributes of objects but can be left out as a whole (select.kinds.exclude = {"grant"}).
+M.selectable = {}
+for _, kind in ipairs(M.list) do M.selectable[#M.selectable + 1] = kind.name end
+M.selectable[#M.selectable + 1] = "comment"
+M.selectable[#M.selectable + 1] = "grant"
+
+-- The rank of step kinds that are not the first step of an object (comments, grants, ...).
+M.step_rank = {
+  comment = 900, owner = 950, grant = 960, revoke = 960,
+}
+
+return M

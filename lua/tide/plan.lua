@@ -1,0 +1,310 @@
+-- tide.plan — what the schema migration will do: which objects, under which names, with
+-- which statements in which order. `pgtide plan FILE` prints it; the schema phases, the full
+-- load, the prechecks and verify read it (docs/internals.md describes the structure).
+--
+-- plan.build reads both catalogs (tide.catalog: one statement per kind), then
+--   1. turns rows into linked objects                       tide.plan.objects
+--   2. selects them (select) and maps their names (rename)  tide.plan.objects
+--   3. resolves pg_depend into dependencies, and handles     tide.plan.depends
+--      selected objects that need left-out ones
+--   4. finds what already exists on the target               tide.plan.existing
+--   5. writes each object's statements                       tide.kinds, tide.ddl
+--   6. adds comments, owners and grants                      tide.plan.attributes
+--   7. orders the statements by their dependencies           tide.plan.order
+-- Nothing is written to either server.
+local catalog = require "tide.catalog"
+local kinds = require "tide.kinds"
+local objects = require "tide.plan.objects"
+local depends = require "tide.plan.depends"
+local existing = require "tide.plan.existing"
+local attributes = require "tide.plan.attributes"
+local order = require "tide.plan.order"
+local playbook = require "tide.playbook"
+
+local M = {}
+
+local INTEGER_TYPES = { [20] = true, [21] = true, [23] = true }
+
+-- The naming context tide.ddl and the kinds use (see tide.ddl).
+local function make_ctx(model, map, identity, report)
+  local ctx = { identity = identity, map = map, cat = model.cat, by_name = model.by_name,
+                objects = model.objects, schema_names = {}, json_null = catalog.null }
+  for _, s in ipairs(model.cat.schemas) do ctx.schema_names[s.name] = true end
+  function ctx.object_at(class, oid) return model.identity[class .. ":" .. tostring(oid)] end
+  function ctx.row_at(class, oid)
+    local obj = model.exact[class .. ":" .. tostring(oid)]
+    return obj and obj.row
+  end
+  function ctx.map_name(kind, schema, name)
+    if identity then return schema, name end
+    if kind == "schema" then local s = map:schema(name); return s, s end
+    return map:object(kind, schema, name)
+  end
+  ctx.warn = report and report.warn or function() end
+  ctx.error = report and report.error or function() end
+  ctx.role_exists = report and report.role_exists or function() return true end
+  return ctx
+end
+
+local function compile_section(task, key, compile, opts)
+  local ok, result = pcall(compile, task[key], opts)
+  if not ok then playbook.raise((task.locate and task.locate(key) or "") .. tostring(result)) end
+  return result
+end
+
+-- Two source objects mapped to one target name: an error naming both.
+local function check_collisions(plan, model, map)
+  local list = {}
+  for _, obj in ipairs(model.objects) do
+    if obj.selected and obj.kind ~= "extension" and (obj.inline_of == nil or obj.kind == "sequence") then
+      list[#list + 1] = { kind = obj.kind, schema = obj.schema, name = obj.name,
+        table = obj.owner and obj.owner.name or nil, args = obj.row.identity_args }
+      if obj.kind == "table" or obj.kind == "foreign_table" or obj.kind == "view" or obj.kind == "matview" then
+        for _, c in ipairs(obj.columns or {}) do
+          list[#list + 1] = { kind = "column", schema = obj.schema, name = c.name, table = obj.name }
+        end
+      end
+    end
+  end
+  local ok, found = pcall(map.collisions, map, list)
+  if not ok then
+    plan.errors[#plan.errors + 1] = { message = tostring(found) }
+    return
+  end
+  for _, group in ipairs(found) do
+    plan.errors[#plan.errors + 1] = { kind = "rename", message = group.message .. ": give one of them another name in rename" }
+  end
+end
+
+-- Names of the objects behind references pgtide cannot place, asked in one statement.
+local function report_external(plan, source, external)
+  local classes, oids, users = {}, {}, {}
+  for _, ref in ipairs(external) do
+    if ref.object.selected then
+      local id = ref.class .. ":" .. ref.oid
+      if not users[id] then
+        users[id] = {}
+        classes[#classes + 1], oids[#oids + 1] = ref.class, ref.oid
+      end
+      table.insert(users[id], ref.object)
+    end
+  end
+  if #classes == 0 then return end
+  local rows = source:query([[
+SELECT u.class, u.oid, pg_describe_object(u.class::regclass, u.oid, 0) AS description
+FROM unnest($1::text[], $2::oid[]) AS u(class, oid)
+]], classes, oids)
+  for _, row in ipairs(rows or {}) do
+    local list = users[row.class .. ":" .. row.oid] or {}
+    local names = {}
+    for i, obj in ipairs(list) do names[i] = objects.describe(obj) if i == 3 then break end end
+    local description = row.description ~= require("tide").null and row.description or (row.class .. " " .. row.oid)
+    plan.warnings[#plan.warnings + 1] = { kind = list[1] and list[1].kind, object = list[1] and list[1].key,
+      message = string.format("%s uses %s, which pgtide does not migrate: it must exist on the target (create it there first)",
+        table.concat(names, ", ") .. (#list > 3 and (" and " .. (#list - 3) .. " more") or ""), description) }
+  end
+end
+
+local function table_entry(model, obj, selector, primary_keys)
+  local row = obj.row
+  local columns = {}
+  for _, c in ipairs(obj.columns) do
+    if c.generated ~= "s" then
+      columns[#columns + 1] = { name = c.name, target = c.target, type = c.type, type_oid = c.type_oid,
+                                not_null = c.not_null }
+    end
+  end
+  local key_columns = primary_keys[obj]
+  if not key_columns and row.replica_index_oid then
+    local index = model.exact["pg_class:" .. row.replica_index_oid]
+    key_columns = index and index.row.columns
+  end
+  local int_key
+  if key_columns and #key_columns == 1 then
+    for _, c in ipairs(obj.columns) do
+      if c.name == key_columns[1] and INTEGER_TYPES[c.type_oid] then int_key = c.name end
+    end
+  end
+  local root = obj
+  while root.row.is_partition and root.parents and root.parents[1] do root = root.parents[1] end
+  local copy = {}
+  for i, name in ipairs(key_columns or {}) do copy[i] = name end
+  return {
+    key = objects.table_key(obj), oid = obj.oid,
+    source = { schema = obj.schema, name = obj.name },
+    target = { schema = obj.target.schema, name = obj.target.name },
+    columns = columns, key_columns = key_columns and copy or nil, int_key = int_key,
+    row_filter = selector:row_filter(obj.schema, obj.name),
+    bytes = row.bytes, pages = row.pages, rows_estimate = row.rows_estimate,
+    parent = root ~= obj and objects.table_key(root) or nil,
+    replica_identity = row.replica_identity, unlogged = row.unlogged,
+  }
+end
+
+local function sequence_entry(model, obj)
+  local row = obj.row
+  local owner = row.owned_table_oid and model.exact["pg_class:" .. row.owned_table_oid] or nil
+  return {
+    key = objects.table_key(obj),
+    source = { schema = obj.schema, name = obj.name },
+    target = { schema = obj.target.schema, name = obj.target.name },
+    identity = row.owned_deptype == "i" or nil,
+    owned_by = row.owned_column and { column = row.owned_column, table = owner and objects.table_key(owner) } or nil,
+  }
+end
+
+-- plan.build(task, source, target) → plan (docs/internals.md). Both connections must be idle
+-- (not inside a transaction): the catalogs are read in transactions of their own.
+function M.build(task, source, target)
+  local core = require "tide"
+  local started = core.monotonic()
+  local selector = compile_section(task, "select", require("tide.select").compile, { kinds = kinds.selectable })
+  local map = compile_section(task, "rename", require("tide.rename").compile)
+  local options = task.schema or {}
+  local plan = { objects = {}, pre_data = {}, post_data = {}, tables = {}, sequences = {}, skipped = {},
+                 warnings = {}, conflicts = {}, errors = {}, missing = {}, existing = {}, drops = {},
+                 by_key = {}, timing = {} }
+  local cat, tcat = catalog.read(source), catalog.read(target)
+  plan.catalog, plan.target_catalog = cat, tcat
+  plan.server_version, plan.target_server_version = cat.server_version, tcat.server_version
+  plan.timing.catalog = core.monotonic() - started
+
+  local seen_messages = {}
+  local report = {
+    warn = function(obj, message)
+      if seen_messages[message] then return end
+      seen_messages[message] = true
+      plan.warnings[#plan.warnings + 1] = { kind = obj and obj.kind, object = obj and obj.key, message = message }
+    end,
+    error = function(obj, message)
+      plan.errors[#plan.errors + 1] = { kind = obj and obj.kind, object = obj and obj.key, message = message }
+    end,
+    role_exists = function(role) return tcat.roles_set[role] ~= nil end,
+  }
+  local identity = next(task.rename or {}) == nil
+  local stage_started = core.monotonic()
+  local function stage(name)
+    local now = core.monotonic()
+    plan.timing[name] = now - stage_started
+    stage_started = now
+  end
+  local model, tmodel = objects.collect(cat), objects.collect(tcat)
+  stage("objects")
+  local ctx = make_ctx(model, map, identity, report)
+  local tctx = make_ctx(tmodel, nil, true)
+
+  local ok, err = pcall(objects.select, model, task, selector, plan.skipped)
+  if not ok then playbook.raise((task.locate and task.locate("select") or "") .. tostring(err)) end
+  objects.assign_targets(model, ctx, report.error)
+  for _, tobj in ipairs(tmodel.objects) do tobj.selected = true end
+  objects.assign_targets(tmodel, tctx, function() end)
+  if not identity then
+    check_collisions(plan, model, map)
+    local state_schema = task.state_schema or "pgtide"
+    for _, obj in ipairs(model.objects) do
+      if obj.selected and obj.inline_of == nil and obj.target.schema == state_schema and obj.kind ~= "extension" then
+        report.error(obj, string.format("%s maps into %s, pgtide's own schema on the target (task.state_schema): map it elsewhere in rename",
+          objects.describe(obj), state_schema))
+      end
+    end
+  end
+  stage("select")
+
+  local external = depends.resolve(model)
+  local index = existing.index(tmodel)
+  depends.check_missing(model, {
+    policy = options.dependents or "error",
+    exists_on_target = function(ref) return not ref.selected and index[existing.key(ref, ctx)] ~= nil end,
+    missing = plan.missing, errors = plan.errors, warnings = plan.warnings, skipped = plan.skipped,
+  })
+  existing.detect(plan, model, ctx, tctx, index, options.existing or "error")
+  report_external(plan, source, external)
+  stage("depends")
+
+  local all = order.build_steps(model, ctx, report.error)
+  attributes.add(plan, model, tmodel, ctx, task, selector, all)
+  stage("ddl")
+  local pre, post = order.sort(all, report.error)
+  stage("order")
+
+  -- The plan's steps: plain tables, keys instead of objects.
+  local function finish(step)
+    local out = { kind = step.kind, key = step.key, sql = step.sql, object = step.object.key, phase = step.phase }
+    out.after = {}
+    for i, other in ipairs(step.after_steps or {}) do out.after[i] = other.key end
+    if step.phase == "post" then
+      out.needs_data, out.table = order.data_needs(model, ctx, step)
+    else
+      local _, owner_key = order.data_needs(model, ctx, step)
+      out.table = owner_key
+    end
+    return out
+  end
+  for _, drop in ipairs(plan.drops) do
+    plan.pre_data[#plan.pre_data + 1] = { kind = "drop", key = drop.key, sql = drop.sql, object = drop.object.key,
+                                          phase = "pre", after = {}, drops = drop.keys }
+  end
+  local placed = {}
+  for _, step in ipairs(pre) do
+    plan.pre_data[#plan.pre_data + 1] = finish(step)
+    if not placed[step.object] then placed[step.object] = true; plan.objects[#plan.objects + 1] = step.object end
+  end
+  for _, step in ipairs(post) do
+    plan.post_data[#plan.post_data + 1] = finish(step)
+    if not placed[step.object] then placed[step.object] = true; plan.objects[#plan.objects + 1] = step.object end
+  end
+  for _, obj in ipairs(model.objects) do
+    if obj.selected and obj.inline_of == nil and not placed[obj] then plan.objects[#plan.objects + 1] = obj end
+  end
+  for _, obj in ipairs(plan.objects) do plan.by_key[obj.key] = obj end
+
+  local primary_keys = {}
+  for _, obj in ipairs(model.objects) do
+    if obj.kind == "constraint" and obj.row.type == "p" and obj.owner then primary_keys[obj.owner] = obj.row.columns end
+  end
+  for _, obj in ipairs(model.objects) do
+    if obj.selected and obj.kind == "table" and obj.row.relkind == "r" then
+      plan.tables[#plan.tables + 1] = table_entry(model, obj, selector, primary_keys)
+    elseif obj.kind == "sequence" and obj.selected then
+      plan.sequences[#plan.sequences + 1] = sequence_entry(model, obj)
+    end
+  end
+  for _, message in ipairs(selector:unused()) do
+    plan.warnings[#plan.warnings + 1] = { kind = "select", message = message .. " (a typo?)" }
+  end
+  for _, u in ipairs(cat.unsupported) do
+    local schema = model.schemas[u.schema]
+    if schema and schema.selected then
+      plan.warnings[#plan.warnings + 1] = { kind = "unsupported", object = schema.key,
+        message = string.format("schema %s has %d %s object(s), which pgtide does not migrate: create them on the target if the migrated objects need them",
+          schema.ident, u.count, u.kind) }
+    end
+  end
+  plan.model, plan.target_model = model, tmodel
+  plan.timing.total = core.monotonic() - started
+  return plan
+end
+
+-- True when the plan can be carried out: no errors, no conflicts with the target.
+function M.runnable(plan)
+  return #plan.errors == 0 and #plan.conflicts == 0
+end
+
+-- `pgtide plan FILE [--json]`: prints the plan; exit status 0 when it can run, 5 when it has
+-- errors or conflicts (as a failed precheck: nothing was written).
+function M.command(task, opts)
+  local source, target = require("tide.connect").open_both(task)
+  local ok, plan = pcall(M.build, task, source, target)
+  source:close()
+  target:close()
+  if not ok then error(plan, 0) end
+  local report = require "tide.plan.report"
+  if opts and opts.json then
+    io.write(report.json(plan), "\n")
+  else
+    io.write(report.text(plan, task))
+  end
+  return M.runnable(plan) and 0 or 5
+end
+
+return M

@@ -1,0 +1,206 @@
+-- tide.plan.depends — what depends on what, from pg_depend, and what to do when a selected
+-- object needs one that the selection left out.
+--
+-- Each pg_depend row is mapped to objects through model.identity (a column default stands
+-- for its table, a view's _RETURN rule for the view, a row type for its table, an extension
+-- member for its extension). An edge remembers through which part of the dependent it runs
+-- (a column, a default, a CHECK constraint) and which columns of the referenced relation it
+-- uses, so that schema.dependents = "drop" can leave out just that piece.
+local objects = require "tide.plan.objects"
+
+local M = {}
+
+local function edge(dep, ref)
+  dep.deps = dep.deps or {}
+  local e = dep.deps[ref]
+  if not e then
+    e = { vias = {}, whole = false, ref_columns = {}, ref_whole = false }
+    dep.deps[ref] = e
+  end
+  return e
+end
+
+-- M.resolve(model): fills obj.deps = { [ref] = edge } for every object, and returns the
+-- references pgtide cannot place (operators, text search configurations, foreign servers,
+-- ...) as a list of { object =, class =, oid = }.
+function M.resolve(model)
+  local cat = model.cat
+  local default_column = {}
+  for _, c in ipairs(cat.columns) do
+    if c.default_oid then default_column[c.default_oid] = c.num end
+  end
+  local external = {}
+  for _, d in ipairs(cat.depends) do
+    local dep = model.identity[d.class .. ":" .. d.objid]
+    -- A sequence OWNED BY a column points at its table, but is created before it (the
+    -- column's default uses it); the ownership is a step after the table instead.
+    local owned_by = dep and d.deptype == "a" and dep.kind == "sequence" and d.refclass == "pg_class"
+    if dep and not owned_by then
+      local ref = model.identity[d.refclass .. ":" .. d.refobjid]
+      if not ref then
+        local extension = cat.extension_of[d.refclass .. ":" .. d.refobjid]
+        if extension then ref = model.exact["pg_extension:" .. extension] end
+      end
+      if not ref then
+        external[#external + 1] = { object = dep, class = d.refclass, oid = d.refobjid }
+      elseif ref ~= dep then
+        local e = edge(dep, ref)
+        local exact = model.exact[d.class .. ":" .. d.objid]
+        if d.class == "pg_class" and d.objsubid > 0 and dep.columns then
+          e.vias[#e.vias + 1] = { column = d.objsubid }
+        elseif d.class == "pg_attrdef" then
+          e.vias[#e.vias + 1] = { default = default_column[d.objid] }
+        elseif exact and exact ~= dep and exact.kind == "constraint" and exact.inline_of == dep then
+          e.vias[#e.vias + 1] = { check = exact }
+        else
+          e.whole = true
+        end
+        if d.refclass == "pg_class" and d.refobjsubid > 0 then
+          e.ref_columns[d.refobjsubid] = true
+        else
+          e.ref_whole = true
+        end
+      end
+    end
+  end
+  -- Every object needs its schema (pg_depend has no row for `public`, whose oid is low).
+  for _, obj in ipairs(model.objects) do
+    local schema = obj.kind ~= "schema" and obj.kind ~= "extension" and model.schemas[obj.schema]
+    if schema and obj.inline_of == nil then edge(obj, schema).whole = true end
+  end
+  return external
+end
+
+local function column_name(obj, num)
+  for _, c in ipairs(obj.columns or {}) do if c.num == num then return c.name end end
+  local dropped = obj.dropped_columns and obj.dropped_columns[num]
+  return dropped and dropped.name or tostring(num)
+end
+
+-- Describes what of `ref` is missing for edge e: the object itself, or some of its columns
+-- that the selection dropped. Returns nil when nothing is missing.
+local function missing_part(ref, e)
+  if not ref.selected then return objects.describe(ref), ref.reason end
+  if ref.dropped_columns then
+    for num in pairs(e.ref_columns) do
+      if ref.dropped_columns[num] then
+        return "column " .. ref.ident .. "." .. ref.dropped_columns[num].name,
+          "excluded by select.columns"
+      end
+    end
+  end
+  return nil
+end
+
+-- The piece of `obj` that an edge runs through, as words: "column x of table t".
+local function piece(obj, e)
+  if e.whole or #e.vias == 0 then return objects.describe(obj) end
+  local via = e.vias[1]
+  if via.column then return "column " .. column_name(obj, via.column) .. " of " .. objects.describe(obj) end
+  if via.default then return "the default of column " .. column_name(obj, via.default) .. " of " .. objects.describe(obj) end
+  if via.check then return "constraint " .. via.check.name .. " of " .. objects.describe(obj) end
+  return objects.describe(obj)
+end
+
+-- Leaves out the pieces an edge runs through (columns, defaults, CHECK constraints), when
+-- the edge runs only through such pieces. Returns true when it could.
+local function drop_pieces(obj, e, skipped)
+  if e.whole or #e.vias == 0 then return false end
+  for _, via in ipairs(e.vias) do
+    if via.column then
+      for i, c in ipairs(obj.columns or {}) do
+        if c.num == via.column then
+          table.remove(obj.columns, i)
+          obj.dropped_columns = obj.dropped_columns or {}
+          obj.dropped_columns[c.num] = c
+          skipped[#skipped + 1] = { kind = "column", schema = obj.schema, name = obj.name .. "." .. c.name,
+            key = "column:" .. obj.ident .. "." .. c.name, table = obj.name,
+            reason = "its type is left out (schema.dependents = \"drop\")" }
+          break
+        end
+      end
+    elseif via.default then
+      for _, c in ipairs(obj.columns or {}) do
+        if c.num == via.default then c.drop_default = true end
+      end
+    elseif via.check then
+      for i, con in ipairs(obj.checks or {}) do
+        if con == via.check then table.remove(obj.checks, i); break end
+      end
+    end
+  end
+  return true
+end
+
+-- M.check_missing(model, opts): for every selected object that needs a left-out one (or a
+-- dropped column), either reports an error (opts.policy == "error") or leaves out the
+-- dependent piece with a warning (policy "drop"), transitively.
+--   opts.exists_on_target(ref) → true when the target already has what is missing
+--   opts.missing, opts.errors, opts.warnings, opts.skipped: the plan's lists to fill
+function M.check_missing(model, opts)
+  local dependents = {}
+  for _, obj in ipairs(model.objects) do
+    for ref in pairs(obj.deps or {}) do
+      dependents[ref] = dependents[ref] or {}
+      table.insert(dependents[ref], obj)
+    end
+  end
+  local queue, queued = {}, {}
+  for _, obj in ipairs(model.objects) do
+    if obj.selected and obj.inline_of == nil then queue[#queue + 1] = obj; queued[obj] = true end
+  end
+  local reported = {}
+  local i = 1
+  while i <= #queue do
+    local obj = queue[i]
+    i = i + 1
+    queued[obj] = nil
+    if obj.selected then
+      -- Visit references in a stable order (pairs order is not).
+      local refs = {}
+      for ref in pairs(obj.deps or {}) do refs[#refs + 1] = ref end
+      table.sort(refs, function(a, b) return a.key < b.key end)
+      local told = {}
+      for _, ref in ipairs(refs) do
+        local e = obj.deps[ref]
+        -- A part of a left-out table (its primary key, say) is reported as the table.
+        local shown = ref
+        while shown.owner and not shown.owner.selected do shown = shown.owner end
+        local what, why = missing_part(shown, e)
+        if shown ~= ref then what, why = missing_part(shown, { ref_columns = {} }) end
+        if what and told[shown] then what = nil end
+        if what then told[shown] = true end
+        if what and obj.selected and not opts.exists_on_target(ref) then
+          local dependent = piece(obj, e)
+          local entry = { object = obj.key, kind = obj.kind, needs = shown.key, needs_kind = shown.kind,
+                          piece = dependent, reason = why }
+          opts.missing[#opts.missing + 1] = entry
+          if opts.policy == "drop" then
+            entry.action = "dropped"
+            opts.warnings[#opts.warnings + 1] = { kind = obj.kind, object = obj.key,
+              message = string.format("%s is left out: it needs %s, which is left out (%s)", dependent, what, why) }
+            if not drop_pieces(obj, e, opts.skipped) then
+              obj.selected = false
+              obj.reason = "needs " .. what .. ", which is left out"
+              opts.skipped[#opts.skipped + 1] = { kind = obj.kind, schema = obj.schema, name = obj.name,
+                key = obj.key, reason = obj.reason }
+              for _, other in ipairs(dependents[obj] or {}) do
+                if other.selected and not queued[other] then queue[#queue + 1] = other; queued[other] = true end
+              end
+            end
+          else
+            entry.action = "error"
+            local text = string.format("%s needs %s, which is left out (%s): select it too, or set schema.dependents = \"drop\" to leave out %s",
+              dependent, what, why, dependent)
+            if not reported[text] then
+              reported[text] = true
+              opts.errors[#opts.errors + 1] = { kind = obj.kind, object = obj.key, message = text }
+            end
+          end
+        end
+      end
+    end
+  end
+end
+
+return M

@@ -1,0 +1,280 @@
+-- tide.plan.objects — catalog rows turned into objects, linked to one another, selected and
+-- given their target names. Used for the source (which is selected and renamed) and for the
+-- target (read as it is, to find what already exists).
+--
+-- An object: { kind =, def = (its tide.kinds entry), row =, oid =, class =, schema =, name =,
+--   key = "table:app.users", ident = "app.users", owner = (the table or domain of a part),
+--   inline_of = (the object whose DDL writes it, for inline rows), selected =, reason =,
+--   target = { schema =, name = }, columns = (tables, views: rows with .target), checks =,
+--   parents = (tables), identity_sequences = (tables: column name → sequence object) }
+local kinds = require "tide.kinds"
+local sqlident = require "tide.sqlident"
+
+local M = {}
+
+local quote = sqlident.quote
+
+local WORDS = { foreign_table = "foreign table", matview = "materialized view" }
+
+-- "table app.users", "index app.users_pkey", "function app.f(integer)"
+function M.describe(obj)
+  if not obj then return "?" end
+  return (WORDS[obj.kind] or obj.kind) .. " " .. obj.ident
+end
+
+local function ident_of(obj)
+  local def, row = obj.def, obj.row
+  if obj.kind == "schema" or obj.kind == "extension" then return quote(obj.name) end
+  if def.space == "table" and obj.owner then
+    return quote(obj.owner.schema) .. "." .. quote(obj.owner.name) .. "." .. quote(obj.name)
+  end
+  if def.space == "function" then
+    return quote(obj.schema) .. "." .. quote(obj.name) .. "(" .. (row.identity_args or "") .. ")"
+  end
+  return quote(obj.schema) .. "." .. quote(obj.name)
+end
+
+-- The source key of a table ("schema.name", quoted like SQL), as plan.tables uses it.
+function M.table_key(obj)
+  return quote(obj.schema) .. "." .. quote(obj.name)
+end
+
+-- M.collect(cat) → model: every catalog row of every kind as an object, linked.
+--   model.objects          in kind order, then catalog order
+--   model.exact["class:oid"] → the object of that row
+--   model.identity["class:oid"] → the object that stands for it in dependencies (an inline
+--                          row answers with its owner: a CHECK constraint with its table)
+--   model.by_name["space\0schema\0name"] → object, for tide.ddl.lookup
+--   model.by_key[key]      → object
+function M.collect(cat)
+  local model = { cat = cat, objects = {}, exact = {}, identity = {}, by_name = {}, by_key = {},
+                  schemas = {}, children = {} }
+  for _, def in ipairs(kinds.list) do
+    for _, row in ipairs(cat[def.list] or {}) do
+      if not def.accept or def.accept(row) then
+        local obj = { kind = def.name, def = def, row = row, oid = row.oid, class = def.class,
+                      schema = row.schema or row.name, name = row.name }
+        model.objects[#model.objects + 1] = obj
+        model.exact[def.class .. ":" .. row.oid] = obj
+        if def.name == "schema" then model.schemas[row.name] = obj end
+      end
+    end
+  end
+  -- Owners and inline rows, now that every object exists.
+  for _, obj in ipairs(model.objects) do
+    if obj.def.owner then
+      local class, oid = obj.def.owner(obj.row)
+      obj.owner = model.exact[class .. ":" .. oid]
+    end
+    if obj.def.inline then
+      local class, oid = obj.def.inline(obj.row)
+      if class then obj.inline_of = model.exact[class .. ":" .. oid] or false end
+    end
+  end
+  local function root(obj)
+    local guard = 0
+    while obj and obj.inline_of and guard < 32 do obj, guard = obj.inline_of, guard + 1 end
+    return obj
+  end
+  for _, obj in ipairs(model.objects) do
+    local stands_for = root(obj)
+    model.identity[obj.class .. ":" .. obj.oid] = stands_for
+    for _, extra in ipairs(obj.def.identities and obj.def.identities(obj.row) or {}) do
+      model.identity[extra[1] .. ":" .. extra[2]] = stands_for
+    end
+    if obj.inline_of ~= nil then obj.root = stands_for end
+  end
+  -- Column defaults (pg_attrdef) stand for their table in pg_depend.
+  for _, column in ipairs(cat.columns) do
+    if column.default_oid then
+      local rel = model.identity["pg_class:" .. column.relid]
+      if rel then model.identity["pg_attrdef:" .. column.default_oid] = rel end
+    end
+  end
+  for _, obj in ipairs(model.objects) do
+    obj.ident = ident_of(obj)
+    obj.key = obj.kind .. ":" .. obj.ident
+    model.by_key[obj.key] = obj
+    local space = obj.def.space
+    if space == "relation" or space == "function" or space == "collation" then
+      local name_key = space .. "\0" .. obj.schema .. "\0" .. obj.name
+      if not model.by_name[name_key] then model.by_name[name_key] = obj end
+      if obj.def.list == "types" then model.by_name["type\0" .. obj.schema .. "\0" .. obj.name] = obj end
+    end
+  end
+  -- Table structure: columns, parents, CHECK constraints and identity sequences.
+  for _, obj in ipairs(model.objects) do
+    local row = obj.row
+    if obj.def.list == "tables" or obj.def.list == "views" then
+      obj.columns = {}
+      for i, c in ipairs(cat.columns_by_relid[obj.oid] or {}) do obj.columns[i] = c end
+    end
+    if row.parents then
+      obj.parents = {}
+      for _, oid in ipairs(row.parents) do
+        local parent = model.exact["pg_class:" .. oid]
+        if parent then
+          obj.parents[#obj.parents + 1] = parent
+          if row.is_partition then
+            model.children[parent] = model.children[parent] or {}
+            table.insert(model.children[parent], obj)
+          end
+        end
+      end
+    end
+    local owner = obj.inline_of
+    if owner and obj.kind == "constraint" and row.type == "c" and row.is_local ~= false and row.validated then
+      owner.checks = owner.checks or {}
+      owner.checks[#owner.checks + 1] = obj
+    elseif owner and obj.kind == "sequence" then
+      owner.identity_sequences = owner.identity_sequences or {}
+      owner.identity_sequences[row.owned_column] = obj
+    end
+  end
+  return model
+end
+
+local function heartbeat_names(task)
+  local name = task.incremental and task.incremental.heartbeat_table
+  if type(name) ~= "string" then return nil end
+  local schema, table_name = name:match("^([^.]+)%.(.+)$")
+  return schema, table_name or name
+end
+
+-- The leaf tables (those holding rows) under a table: itself, or its partitions' leaves.
+function M.leaves(model, obj, out)
+  out = out or {}
+  if obj.row.relkind == "p" then
+    for _, child in ipairs(model.children[obj] or {}) do M.leaves(model, child, out) end
+  elseif obj.row.relkind == "r" and obj.selected then
+    out[#out + 1] = obj
+  end
+  return out
+end
+
+-- M.select(model, task, selector, skipped): decides obj.selected / obj.reason for every
+-- object, in an order where owners are decided before their parts, and sets the columns a
+-- table keeps. Left-out objects are added to `skipped`.
+function M.select(model, task, selector, skipped)
+  local state_schema = task.state_schema or "pgtide"
+  local hb_schema, hb_table = heartbeat_names(task)
+  local function decide(obj)
+    local row, def = obj.row, obj.def
+    if obj.schema == state_schema then return false, "pgtide's own schema (task.state_schema)" end
+    if hb_table and obj.name == hb_table and (hb_schema == nil or hb_schema == obj.schema)
+      and obj.kind == "table" then
+      return false, "pgtide's heartbeat table (incremental.heartbeat_table)"
+    end
+    if def.skip then
+      local reason = def.skip(row)
+      if reason then return false, reason end
+    end
+    if obj.owner then
+      if not obj.owner.selected then return false, "its " .. M.describe(obj.owner) .. " is left out" end
+      if obj.owner.kind == "domain" then return selector:object(obj.kind, obj.schema, obj.name) end
+      return selector:object(obj.kind, obj.owner.schema, obj.name, obj.owner.name)
+    end
+    if obj.kind == "schema" then return selector:object("schema", obj.name) end
+    -- plpgsql and other extensions in pg_catalog are on every server: not worth a line in
+    -- "left out" when the patterns do not name them.
+    if obj.kind == "extension" and obj.schema == "pg_catalog" then
+      local kinds = selector.kinds or {}
+      return not (kinds.exclude and kinds.exclude.extension) and not (kinds.include and not kinds.include.extension),
+        "kind \"extension\" not selected"
+    end
+    return selector:object(obj.kind, obj.schema, obj.name)
+  end
+  local passes = { {}, {}, {} }
+  for _, obj in ipairs(model.objects) do
+    local pass = obj.inline_of ~= nil and 3 or (obj.owner and 2 or 1)
+    table.insert(passes[pass], obj)
+  end
+  for pass = 1, 3 do
+    for _, obj in ipairs(passes[pass]) do
+      if pass == 3 then
+        local root = obj.root
+        obj.selected = root ~= nil and root ~= false and root.selected == true
+        if not obj.selected then obj.reason = "belongs to " .. M.describe(root or nil) .. ", which is left out" end
+      else
+        local ok, reason = decide(obj)
+        obj.selected = ok == true
+        if not obj.selected then
+          obj.reason = reason or "left out"
+          skipped[#skipped + 1] = { kind = obj.kind, schema = obj.schema, name = obj.name, key = obj.key,
+                                    table = obj.owner and obj.owner.name or nil, reason = obj.reason }
+        end
+      end
+    end
+  end
+  -- With include patterns, a schema is created only when it holds a selected object
+  -- ("*.audit_log" matches every schema's name half, not every schema).
+  if selector.includes then
+    local used = {}
+    for _, obj in ipairs(model.objects) do
+      if obj.selected and obj.kind ~= "schema" then used[obj.schema] = true end
+    end
+    for _, obj in ipairs(model.objects) do
+      if obj.kind == "schema" and obj.selected and not used[obj.name] then
+        obj.selected, obj.reason = false, "holds no selected object"
+        skipped[#skipped + 1] = { kind = "schema", schema = obj.name, name = obj.name, key = obj.key, reason = obj.reason }
+      end
+    end
+  end
+  -- Columns of the selected tables.
+  for _, obj in ipairs(model.objects) do
+    if obj.selected and (obj.kind == "table" or obj.kind == "foreign_table") and #obj.columns > 0 then
+      local names = {}
+      for i, c in ipairs(obj.columns) do names[i] = c.name end
+      local kept = selector:columns(obj.schema, obj.name, names)
+      local keep = {}
+      for _, name in ipairs(kept) do keep[name] = true end
+      local columns = {}
+      for _, c in ipairs(obj.columns) do
+        if keep[c.name] then
+          columns[#columns + 1] = c
+        else
+          obj.dropped_columns = obj.dropped_columns or {}
+          obj.dropped_columns[c.num] = c
+          skipped[#skipped + 1] = { kind = "column", schema = obj.schema, name = obj.name .. "." .. c.name,
+            key = "column:" .. obj.ident .. "." .. quote(c.name), table = obj.name,
+            reason = "excluded by " .. (selector.path or "select") .. ".columns" }
+        end
+      end
+      obj.columns = columns
+    end
+  end
+end
+
+-- M.assign_targets(model, ctx, on_error): obj.target for every object (owners first) and
+-- .target on the columns of tables, views and composite types.
+function M.assign_targets(model, ctx, on_error)
+  local ordered = {}
+  for _, obj in ipairs(model.objects) do if not obj.owner then ordered[#ordered + 1] = obj end end
+  for _, obj in ipairs(model.objects) do if obj.owner then ordered[#ordered + 1] = obj end end
+  for _, obj in ipairs(ordered) do
+    local ok, schema, name = pcall(function()
+      if obj.def.target then return obj.def.target(ctx, obj) end
+      return ctx.map_name(obj.kind, obj.schema, obj.name)
+    end)
+    if not ok then
+      if obj.selected then on_error(obj, tostring(schema)) end
+      schema, name = obj.schema, obj.name
+    end
+    obj.target = { schema = schema, name = name }
+    if obj.columns then
+      for _, c in ipairs(obj.columns) do
+        local cok, target = pcall(function()
+          if ctx.identity then return c.name end
+          return ctx.map:column(obj.schema, obj.name, c.name)
+        end)
+        if not cok then
+          if obj.selected then on_error(obj, tostring(target)) end
+          target = c.name
+        end
+        c.target = target
+      end
+    end
+  end
+end
+
+return M

@@ -1,0 +1,355 @@
+-- tide.plan.order — the steps of the selected objects, in an order that works.
+--
+-- Each selected object writes its steps (tide.kinds create()). A step waits for the step
+-- before it of the same object and phase, and an object's first step in a phase waits for
+-- everything of the same phase that the object depends on (pg_depend). The steps of each
+-- phase are then sorted topologically; among steps free at the same time, the lower rank
+-- goes first (schemas, types, functions, tables, views; indexes before constraints before
+-- foreign keys), then catalog order, so the plan is the same on every run.
+--
+-- Dependency cycles that pg_dump has to break mostly cannot happen here: foreign keys, the
+-- usual cycle, are post-data steps. A pre-data object that needs a post-data one (a view
+-- grouping by a primary key) is postponed to post-data. A remaining cycle is reported as a
+-- plan error naming its members.
+local kinds = require "tide.kinds"
+local objects = require "tide.plan.objects"
+
+local M = {}
+
+local STEP_RANK = {
+  index = 10, statistics = 15, statistics_target = 16, constraint = 20, index_attach = 25,
+  fkey = 40, trigger = 50, trigger_enable = 51, rule = 60, rule_enable = 61, policy = 70,
+  row_security = 75, replica_identity = 80, cluster = 85, matview_refresh = 90,
+  table_alter = 80, sequence_owned_by = 82,
+}
+M.STEP_RANK = STEP_RANK
+
+local TRAILING = { sequence_owned_by = true, comment = true, owner = true, grant = true, revoke = true,
+  replica_identity = true, cluster = true, row_security = true, trigger_enable = true, rule_enable = true }
+
+local function step_rank(step, obj)
+  return STEP_RANK[step.kind] or kinds.step_rank[step.kind] or obj.def.rank or 500
+end
+
+-- Decide each object's phase: its kind's, or post-data when it needs a post-data object.
+local function assign_phases(model, on_error)
+  for _, obj in ipairs(model.objects) do obj.phase = obj.def.phase end
+  local changed = true
+  while changed do
+    changed = false
+    for _, obj in ipairs(model.objects) do
+      if obj.selected and obj.phase == "pre" and obj.inline_of == nil then
+        for ref in pairs(obj.deps or {}) do
+          if ref.selected and ref.phase == "post" then
+            if obj.kind == "view" or obj.kind == "matview" or obj.kind == "function"
+              or obj.kind == "procedure" or obj.kind == "aggregate" then
+              obj.phase = "post"
+              obj.postponed_by = ref
+              changed = true
+              break
+            else
+              on_error(obj, string.format("%s needs %s, which is only created after the data; pgtide cannot order this",
+                objects.describe(obj), objects.describe(ref)))
+            end
+          end
+        end
+      end
+    end
+  end
+end
+
+-- Tarjan's strongly connected components over the selected pre-data objects.
+local function cycles(model)
+  local index, low, on_stack, stack, found, counter = {}, {}, {}, {}, {}, 0
+  local function edges(obj)
+    local list = {}
+    for ref in pairs(obj.deps or {}) do
+      if ref.selected and ref.phase == "pre" and ref.inline_of == nil then list[#list + 1] = ref end
+    end
+    table.sort(list, function(a, b) return a.key < b.key end)
+    return list
+  end
+  local function visit(v)
+    counter = counter + 1
+    index[v], low[v] = counter, counter
+    stack[#stack + 1], on_stack[v] = v, true
+    for _, w in ipairs(edges(v)) do
+      if not index[w] then
+        visit(w)
+        if low[w] < low[v] then low[v] = low[w] end
+      elseif on_stack[w] and index[w] < low[v] then
+        low[v] = index[w]
+      end
+    end
+    if low[v] == index[v] then
+      local component = {}
+      repeat
+        local w = table.remove(stack)
+        on_stack[w] = nil
+        component[#component + 1] = w
+      until w == v
+      if #component > 1 then found[#found + 1] = component end
+    end
+  end
+  for _, obj in ipairs(model.objects) do
+    if obj.selected and obj.phase == "pre" and obj.inline_of == nil and not index[obj] then visit(obj) end
+  end
+  return found
+end
+
+-- The cycle pg_dump also meets: a table whose CHECK constraint or column default calls a
+-- function that takes the table's row type. Those pieces are taken out of CREATE TABLE and
+-- added right after the function exists (tide.ddl.table split_parts).
+local function break_cycles(model)
+  for _, component in ipairs(cycles(model)) do
+    local members = {}
+    for _, obj in ipairs(component) do members[obj] = true end
+    for _, obj in ipairs(component) do
+      if obj.kind == "table" then
+        for ref, e in pairs(obj.deps or {}) do
+          local splittable = members[ref] and not e.whole and #e.vias > 0
+          for _, via in ipairs(e.vias) do
+            if via.column then splittable = false end
+            if via.default then
+              for _, c in ipairs(obj.columns) do
+                if c.num == via.default and c.generated == "s" then splittable = false end
+              end
+            end
+          end
+          if splittable then
+            for _, via in ipairs(e.vias) do
+              if via.default then
+                for _, c in ipairs(obj.columns) do if c.num == via.default then c.default_split = true end end
+              elseif via.check then
+                for i, con in ipairs(obj.checks or {}) do
+                  if con == via.check then
+                    table.remove(obj.checks, i)
+                    obj.split_checks = obj.split_checks or {}
+                    table.insert(obj.split_checks, con)
+                    break
+                  end
+                end
+              end
+            end
+            obj.split_after = obj.split_after or {}
+            table.insert(obj.split_after, ref)
+            obj.deps[ref] = nil
+          end
+        end
+      end
+    end
+  end
+end
+
+-- M.build_steps(model, ctx, on_error) → list of every step, objects' steps in obj.steps.
+function M.build_steps(model, ctx, on_error)
+  assign_phases(model, on_error)
+  break_cycles(model)
+  local all = {}
+  for _, obj in ipairs(model.objects) do
+    if obj.selected and obj.inline_of == nil and not obj.keep_existing then
+      local ok, steps = pcall(obj.def.create, ctx, obj)
+      if not ok then
+        on_error(obj, "could not write the DDL of " .. objects.describe(obj) .. ": " .. tostring(steps))
+        steps = {}
+      end
+      obj.steps = {}
+      for _, step in ipairs(steps) do M.add_step(obj, step, all) end
+    end
+  end
+  return all
+end
+
+-- Adds one step to an object (also used for comments, owners and grants).
+function M.add_step(obj, step, all)
+  step.object = obj
+  -- Kinds name the objects a step waits for in `after`; the plan's `after` is keys.
+  step.after_objects, step.after = step.after, nil
+  step.kind = step.kind or obj.kind
+  if step.phase == nil then
+    step.phase = obj.phase
+  elseif step.phase == "pre" and obj.phase == "post" then
+    step.phase = "post"
+  end
+  step.key = step.kind .. ":" .. obj.ident .. (step.suffix and ("/" .. step.suffix) or "")
+  -- Steps nothing else waits for: they finish an object off (a sequence's OWNED BY, which
+  -- needs the table that needs the sequence; comments, owners, privileges).
+  if step.trailing == nil then step.trailing = TRAILING[step.kind] or false end
+  step.rank = step.rank or step_rank(step, obj)
+  obj.steps = obj.steps or {}
+  obj.steps[#obj.steps + 1] = step
+  step.seq = #all + 1
+  all[#all + 1] = step
+  if step.attaches then
+    step.attaches.attached_by = step.attaches.attached_by or {}
+    table.insert(step.attaches.attached_by, step)
+  end
+  return step
+end
+
+-- The steps after which `obj` can be used in `phase`: all its steps of that phase, and for a
+-- partitioned index the attachment of every partition's index (it is valid only then).
+local function ready(obj, phase, out, seen)
+  out, seen = out or {}, seen or {}
+  if seen[obj] then return out end
+  seen[obj] = true
+  for _, step in ipairs(obj.steps or {}) do
+    if step.phase == phase and not step.trailing then out[#out + 1] = step end
+  end
+  for _, attach in ipairs(obj.attached_by or {}) do
+    if attach.phase == phase then
+      out[#out + 1] = attach
+      ready(attach.object, phase, out, seen)
+    end
+  end
+  return out
+end
+
+-- A binary heap on (rank, seq).
+local function heap_push(heap, step)
+  heap[#heap + 1] = step
+  local i = #heap
+  while i > 1 do
+    local parent = i // 2
+    local a, b = heap[i], heap[parent]
+    if a.rank < b.rank or (a.rank == b.rank and a.seq < b.seq) then
+      heap[i], heap[parent] = b, a
+      i = parent
+    else
+      break
+    end
+  end
+end
+
+local function heap_pop(heap)
+  local top = heap[1]
+  local last = table.remove(heap)
+  if #heap > 0 then
+    heap[1] = last
+    local i, n = 1, #heap
+    while true do
+      local l, r, smallest = 2 * i, 2 * i + 1, i
+      local function less(x, y)
+        return heap[x].rank < heap[y].rank or (heap[x].rank == heap[y].rank and heap[x].seq < heap[y].seq)
+      end
+      if l <= n and less(l, smallest) then smallest = l end
+      if r <= n and less(r, smallest) then smallest = r end
+      if smallest == i then break end
+      heap[i], heap[smallest] = heap[smallest], heap[i]
+      i = smallest
+    end
+  end
+  return top
+end
+
+-- M.sort(all, on_error) → pre_data, post_data: the steps of each phase in order, each step
+-- with .after (list of steps it waits for).
+function M.sort(all, on_error)
+  for _, step in ipairs(all) do step.waits = {} end
+  local function wait(step, other)
+    if other ~= step and other.phase == step.phase then step.waits[other] = true end
+  end
+  local first_in_phase = {}
+  for _, step in ipairs(all) do
+    local obj = step.object
+    first_in_phase[obj] = first_in_phase[obj] or {}
+    local previous = first_in_phase[obj][step.phase .. ":last"]
+    if previous then wait(step, previous) end
+    if not first_in_phase[obj][step.phase] then
+      first_in_phase[obj][step.phase] = step
+      for ref in pairs(obj.deps or {}) do
+        if ref.selected then for _, other in ipairs(ready(ref, step.phase)) do wait(step, other) end end
+      end
+    end
+    first_in_phase[obj][step.phase .. ":last"] = step
+    for _, ref in ipairs(step.after_objects or {}) do
+      for _, other in ipairs(ref.steps or {}) do
+        if not other.trailing then wait(step, other) end
+      end
+    end
+  end
+  local result = {}
+  for _, phase in ipairs({ "pre", "post" }) do
+    local steps, indegree, dependents = {}, {}, {}
+    for _, step in ipairs(all) do
+      if step.phase == phase then
+        steps[#steps + 1] = step
+        indegree[step] = 0
+      end
+    end
+    for _, step in ipairs(steps) do
+      for other in pairs(step.waits) do
+        indegree[step] = indegree[step] + 1
+        dependents[other] = dependents[other] or {}
+        table.insert(dependents[other], step)
+      end
+    end
+    local heap, out = {}, {}
+    for _, step in ipairs(steps) do if indegree[step] == 0 then heap_push(heap, step) end end
+    while #heap > 0 do
+      local step = heap_pop(heap)
+      out[#out + 1] = step
+      for _, next_step in ipairs(dependents[step] or {}) do
+        indegree[next_step] = indegree[next_step] - 1
+        if indegree[next_step] == 0 then heap_push(heap, next_step) end
+      end
+    end
+    if #out < #steps then
+      local stuck, seen = {}, {}
+      for _, step in ipairs(steps) do
+        if indegree[step] > 0 and not seen[step.object] then
+          seen[step.object] = true
+          stuck[#stuck + 1] = objects.describe(step.object)
+        end
+      end
+      on_error(nil, "these objects depend on each other in a cycle pgtide cannot break: " .. table.concat(stuck, ", ")
+        .. "; create one of them by hand on the target and leave it out of the selection")
+      for _, step in ipairs(steps) do if indegree[step] > 0 then out[#out + 1] = step end end
+    end
+    for _, step in ipairs(out) do
+      local after = {}
+      for other in pairs(step.waits) do after[#after + 1] = other end
+      table.sort(after, function(a, b) return a.seq < b.seq end)
+      step.after_steps = after
+    end
+    result[phase] = out
+  end
+  return result.pre, result.post
+end
+
+-- Tables whose rows a post-data step must wait for (their keys, as in plan.tables):
+-- the leaves of the table it belongs to; for a foreign key also the referenced table's;
+-- for a materialized view's refresh every table it reads, through views.
+function M.data_needs(model, ctx, step)
+  local obj = step.object
+  local tables = {}
+  local function add(t)
+    if t and (t.kind == "table") then
+      for _, leaf in ipairs(objects.leaves(model, t)) do tables[leaf] = true end
+    end
+  end
+  local owner = obj.kind == "table" and obj or obj.owner
+  if step.kind ~= "comment" and step.kind ~= "owner" and step.kind ~= "grant" and step.kind ~= "revoke" then
+    add(owner)
+    if step.data == "referenced" then add(ctx.object_at("pg_class", obj.row.referenced_oid)) end
+    if step.data == "dependencies" then
+      local seen, stack = {}, { obj }
+      while #stack > 0 do
+        local current = table.remove(stack)
+        for ref in pairs(current.deps or {}) do
+          if not seen[ref] and ref.selected then
+            seen[ref] = true
+            if ref.kind == "table" then add(ref)
+            elseif ref.kind == "view" or ref.kind == "matview" then stack[#stack + 1] = ref end
+          end
+        end
+      end
+    end
+  end
+  local list = {}
+  for t in pairs(tables) do list[#list + 1] = objects.table_key(t) end
+  table.sort(list)
+  return list, owner and owner.kind ~= "domain" and objects.table_key(owner) or nil
+end
+
+return M

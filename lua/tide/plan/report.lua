@@ -1,0 +1,124 @@
+-- tide.plan.report — `pgtide plan` output: a readable text, or JSON for machines.
+--
+-- The text lists the selected objects per kind with source → target names, what was left
+-- out and why, warnings, conflicts with the target, errors, then the statements of each
+-- phase in the order they run (post-data steps with the table they belong to and what they
+-- wait for). The JSON carries the same, with the plan's own field names (docs/internals.md).
+local connect = require "tide.connect"
+
+local M = {}
+
+local WORDS = { foreign_table = "foreign tables", matview = "materialized views", index = "indexes",
+  policy = "policies", statistics = "statistics", schema = "schemas" }
+
+local function plural(kind) return WORDS[kind] or (kind .. "s") end
+
+local function names_of(obj)
+  local source = obj.ident
+  local target
+  if obj.kind == "schema" or obj.kind == "extension" then
+    target = require("tide.sqlident").quote(obj.target.name)
+  elseif obj.owner and obj.def.space == "table" then
+    local q = require("tide.sqlident").quote
+    target = q(obj.owner.target.schema) .. "." .. q(obj.owner.target.name) .. "." .. q(obj.target.name)
+  else
+    local q = require("tide.sqlident").quote
+    target = q(obj.target.schema) .. "." .. q(obj.target.name)
+    if obj.def.space == "function" then target = target .. source:match("%b()$") end
+  end
+  return source, target
+end
+
+function M.text(plan, task)
+  local out = {}
+  local function add(...) out[#out + 1] = table.concat({ ... }) end
+  add("plan for task ", task.name)
+  add("source: ", task.source_info, " (PostgreSQL ", connect.version_string(plan.server_version), ")")
+  add("target: ", task.target_info, " (PostgreSQL ", connect.version_string(plan.target_server_version), ")")
+  add("")
+
+  local by_kind, kind_order = {}, {}
+  for _, obj in ipairs(plan.objects) do
+    if not by_kind[obj.kind] then by_kind[obj.kind] = {}; kind_order[#kind_order + 1] = obj.kind end
+    table.insert(by_kind[obj.kind], obj)
+  end
+  add("Selected objects (", #plan.objects, "), source → target:")
+  for _, kind in ipairs(kind_order) do
+    add("  ", plural(kind), " (", #by_kind[kind], "):")
+    for _, obj in ipairs(by_kind[kind]) do
+      local source, target = names_of(obj)
+      local note = obj.keep_existing and "   (exists on the target: kept)" or ""
+      if source == target then add("    ", source, note) else add("    ", source, " → ", target, note) end
+    end
+  end
+  add("")
+  add("Left out (", #plan.skipped, "):")
+  for _, s in ipairs(plan.skipped) do
+    add("  ", s.kind, " ", s.key and s.key:match("^[^:]+:(.*)$") or s.name, ": ", s.reason)
+  end
+  if #plan.warnings > 0 then
+    add("")
+    add("Warnings (", #plan.warnings, "):")
+    for _, w in ipairs(plan.warnings) do add("  - ", w.message) end
+  end
+  if #plan.existing > 0 then
+    add("")
+    add("Already on the target (", #plan.existing, "):")
+    for _, e in ipairs(plan.existing) do add("  ", e.kind, " ", e.target, ": ", e.action) end
+  end
+  if #plan.conflicts > 0 then
+    add("")
+    add("Conflicts with the target (", #plan.conflicts, "):")
+    for _, c in ipairs(plan.conflicts) do add("  - ", c.message) end
+  end
+  if #plan.errors > 0 then
+    add("")
+    add("Errors (", #plan.errors, "):")
+    for _, e in ipairs(plan.errors) do add("  - ", e.message) end
+  end
+  for _, phase in ipairs({ { "Pre-data", plan.pre_data }, { "Post-data", plan.post_data } }) do
+    add("")
+    add(phase[1], " (", #phase[2], " statements, in order):")
+    for i, step in ipairs(phase[2]) do
+      local info = { step.key }
+      if step.table then info[#info + 1] = "table " .. step.table end
+      if step.after and #step.after > 0 then
+        info[#info + 1] = "after " .. table.concat(step.after, ", ", 1, math.min(#step.after, 4))
+          .. (#step.after > 4 and (" and " .. (#step.after - 4) .. " more") or "")
+      end
+      add("-- ", i, ". ", table.concat(info, "; "))
+      add(step.sql, ";")
+    end
+  end
+  add("")
+  local runnable = #plan.errors == 0 and #plan.conflicts == 0
+  add(string.format("%d objects, %d pre-data and %d post-data statements, %d tables to copy; %d left out, %d warnings, %d conflicts, %d errors (%.2f s)",
+    #plan.objects, #plan.pre_data, #plan.post_data, #plan.tables, #plan.skipped, #plan.warnings,
+    #plan.conflicts, #plan.errors, plan.timing.total or 0))
+  add(runnable and "The plan can run." or "The plan cannot run as it is: fix the conflicts and errors above.")
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- The plan as plain data (no catalog rows, no links between objects).
+function M.data(plan)
+  local list = {}
+  for i, obj in ipairs(plan.objects) do
+    local source, target = names_of(obj)
+    list[i] = { kind = obj.kind, key = obj.key, source = { schema = obj.schema, name = obj.name, text = source },
+                target = { schema = obj.target.schema, name = obj.target.name, text = target },
+                table = obj.owner and obj.owner.key or nil, exists = obj.keep_existing or nil }
+  end
+  return {
+    server_version = plan.server_version, target_server_version = plan.target_server_version,
+    objects = list, pre_data = plan.pre_data, post_data = plan.post_data, tables = plan.tables,
+    sequences = plan.sequences, skipped = plan.skipped, warnings = plan.warnings,
+    conflicts = plan.conflicts, errors = plan.errors, missing = plan.missing, existing = plan.existing,
+    runnable = #plan.errors == 0 and #plan.conflicts == 0, timing = plan.timing,
+  }
+end
+
+function M.json(plan)
+  return require("tide.json").encode(M.data(plan))
+end
+
+return M

@@ -1,0 +1,254 @@
+-- `pgtide plan` and the plan itself: selection, renaming, dependency order, output, scale.
+-- Fixture: tests/fixtures/schema_select.sql.
+local T = require "testlib"
+local tide = require "tide"
+local connect = require "tide.connect"
+local plan_module = require "tide.plan"
+
+local PGTIDE = os.getenv("PGTIDE") or "build/pgtide"
+local PG_BIN = "/usr/lib/postgresql/15/bin/"
+local FIXTURE = "tests/fixtures/schema_select.sql"
+
+local loaded = false
+local function load_fixture(ctx)
+  if loaded then return end
+  local code, out = T.sh(PG_BIN .. "psql -X -q -v ON_ERROR_STOP=1 -d '" .. ctx.source_url .. "' -f " .. FIXTURE)
+  if code ~= 0 then error("loading the fixture failed: " .. out) end
+  loaded = true
+end
+
+local function build(ctx, extra, source_url)
+  local def = { name = "plan-test", source = source_url or ctx.source_url, target = ctx.target_url, migrate = { "schema" } }
+  for k, v in pairs(extra or {}) do def[k] = v end
+  local task = tide.task(def)
+  local source, target = connect.open_both(task)
+  local plan = plan_module.build(task, source, target)
+  source:close()
+  target:close()
+  return plan
+end
+
+local function write_playbook(ctx, name, body)
+  local path = ctx.tmpdir .. "/" .. name
+  local f = assert(io.open(path, "w"))
+  f:write('local tide = require "tide"\nreturn tide.task {\n  name = "plan-cli",\n  source = ',
+    string.format("%q", ctx.source_url), ",\n  target = ", string.format("%q", ctx.target_url),
+    ',\n  migrate = { "schema" },\n', body or "", "}\n")
+  f:close()
+  return path
+end
+
+local function skipped_reasons(plan)
+  local reasons = {}
+  for _, s in ipairs(plan.skipped) do reasons[s.key] = s.reason end
+  return reasons
+end
+
+local function step_keys(steps)
+  local keys, position = {}, {}
+  for i, step in ipairs(steps) do keys[i] = step.key; position[step.key] = i end
+  return keys, position
+end
+
+local function messages(list)
+  local out = {}
+  for _, item in ipairs(list) do out[#out + 1] = item.message end
+  return table.concat(out, "\n")
+end
+
+T.test("pgtide plan prints objects with their target names, what is left out, and the DDL; it writes nothing", function(ctx)
+  load_fixture(ctx)
+  local file = write_playbook(ctx, "plan.lua", [[
+  select = { exclude = { "public.tmp_*", "archive" } },
+  rename = { schema = { public = "shop" }, table = { ["public.users"] = "members" },
+             column = { ["public.users.login"] = "username" } },
+]])
+  local code, out = T.sh(PGTIDE .. " plan " .. file)
+  T.eq(code, 0, out)
+  T.match(out, "Selected objects")
+  T.match(out, "public%.users → shop%.members")
+  T.match(out, "public%.orders → shop%.orders")
+  T.match(out, "Left out %(4%)")
+  T.match(out, "table public%.tmp_a: excluded by \"public%.tmp_%*\"")
+  T.match(out, "schema archive: excluded by \"archive\"")
+  T.match(out, "Pre%-data %(%d+ statements")
+  T.match(out, "CREATE TABLE shop%.members %(\n    id bigint NOT NULL,\n    username text NOT NULL")
+  T.match(out, "Post%-data")
+  T.match(out, "REFERENCES shop%.members%(id%)")
+  T.match(out, "CREATE VIEW shop%.user_logins %(id, login%) AS\n SELECT members%.id,\n    members%.username")
+  T.match(out, "The plan can run%.")
+  -- The pre-data statements come in dependency order: the table before its view.
+  T.ok(out:find("CREATE TABLE shop.members", 1, true) < out:find("CREATE VIEW shop.user_logins", 1, true))
+  local target = assert(tide.connect(ctx.target_url))
+  local rows = assert(target:query([[SELECT count(*) AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')]]))
+  T.eq(rows[1].n, 0, "pgtide plan wrote to the target")
+  T.eq(#assert(target:query("SELECT 1 FROM pg_namespace WHERE nspname = 'shop'")), 0)
+  target:close()
+end)
+
+T.test("pgtide plan --json gives the plan's fields", function(ctx)
+  load_fixture(ctx)
+  local file = write_playbook(ctx, "json.lua", [[  select = { include = { "public.users", "public.orders", "public.audit_row" } },
+]])
+  local code, out = T.sh(PGTIDE .. " plan --json " .. file .. " 2>/dev/null")
+  T.eq(code, 0, out)
+  local data = require("tide.json").decode(out)
+  T.eq(data.runnable, true)
+  local tables = {}
+  for _, t in ipairs(data.tables) do tables[#tables + 1] = t.key end
+  table.sort(tables)
+  T.eq(tables, { "public.orders", "public.users" })
+  local users = data.tables[1].key == "public.users" and data.tables[1] or data.tables[2]
+  T.eq(users.key_columns, { "id" })
+  T.eq(users.int_key, "id")
+  T.eq(users.columns[2].name, "login")
+  T.eq(data.pre_data[1].key, "function:public.audit_row()")
+  T.eq(data.pre_data[2].key, "table:public.orders")
+  local fkey
+  for _, step in ipairs(data.post_data) do if step.kind == "fkey" then fkey = step end end
+  T.eq(fkey.table, "public.orders")
+  T.eq(fkey.needs_data, { "public.orders", "public.users" })
+  T.ok(#fkey.after > 0, "the foreign key waits for the primary key")
+  T.match(data.skipped[1].reason, "not matched by any select%.include pattern")
+end)
+
+T.test("selection: include, exclude, globs, regexes, kinds, columns and predicates", function(ctx)
+  load_fixture(ctx)
+  local plan = build(ctx, { select = {
+    include = { "public.*", "billing" },
+    exclude = { "public.tmp_*", { re = "_20[0-9][0-9]$" } },
+    kinds = { exclude = { "trigger" } },
+    columns = { ["public.users"] = { exclude = { "password_hash" } } },
+    where = function(obj) return obj.name ~= "audit", "no audit tables here" end,
+  } })
+  local reasons = skipped_reasons(plan)
+  T.match(reasons["table:public.tmp_a"], "excluded by \"public%.tmp_%*\"")
+  T.match(reasons["table:public.events_2024"], "excluded by")
+  T.match(reasons["schema:archive"], "not matched by any select%.include")
+  T.match(reasons["table:archive.old_orders"], "not matched")
+  T.match(reasons["trigger:public.orders.orders_audit"], "kind \"trigger\" excluded")
+  T.match(reasons["table:public.audit"], "no audit tables here")
+  T.match(reasons["column:public.users.password_hash"], "select%.columns")
+  T.ok(plan.by_key["table:billing.invoices"], "billing.invoices is selected")
+  for _, step in ipairs(plan.pre_data) do
+    T.nomatch(step.sql, "password_hash")
+    T.nomatch(step.sql, "CREATE TRIGGER")
+  end
+  for _, t in ipairs(plan.tables) do
+    if t.key == "public.users" then
+      local names = {}
+      for i, c in ipairs(t.columns) do names[i] = c.name end
+      T.eq(names, { "id", "login", "created_at" })
+    end
+  end
+  T.eq(plan.errors, {})
+end)
+
+T.test("a foreign key or view on an excluded table is reported with both names; dependents = drop leaves them out", function(ctx)
+  load_fixture(ctx)
+  local plan = build(ctx, { select = { include = { "public.orders", "public.users", "public.user_logins" },
+                                       exclude = { "public.users" } } })
+  T.eq(plan_module.runnable(plan), false)
+  local text = messages(plan.errors)
+  T.match(text, "constraint public%.orders%.orders_user_id_fkey needs table public%.users, which is left out %(excluded by \"public%.users\"%)")
+  T.match(text, "view public%.user_logins needs table public%.users")
+  T.match(text, "schema%.dependents = \"drop\"")
+  local file = write_playbook(ctx, "fk.lua", [[  select = { include = { "public.orders" } },
+]])
+  local code, out = T.sh(PGTIDE .. " plan " .. file)
+  T.eq(code, 5, out)
+  T.match(out, "orders_user_id_fkey needs table public%.users")
+
+  plan = build(ctx, { select = { include = { "public.orders", "public.users", "public.user_logins" },
+                                 exclude = { "public.users" } },
+                      schema = { dependents = "drop" } })
+  T.eq(plan.errors, {})
+  T.match(messages(plan.warnings), "constraint public%.orders%.orders_user_id_fkey is left out: it needs table public%.users")
+  T.match(skipped_reasons(plan)["view:public.user_logins"], "needs table public%.users")
+  for _, step in ipairs(plan.post_data) do T.ok(step.kind ~= "fkey", "a foreign key is still planned: " .. step.sql) end
+end)
+
+T.test("objects are created in dependency order, not in a fixed order of kinds", function(ctx)
+  load_fixture(ctx)
+  local plan = build(ctx, { select = { include = { "public.*" } } })
+  T.eq(plan.errors, {})
+  local _, position = step_keys(plan.pre_data)
+  local function before(a, b)
+    T.ok(position[a] and position[b], "missing step " .. a .. " or " .. b)
+    T.ok(position[a] < position[b], a .. " should come before " .. b)
+  end
+  before("composite:public.point2", "domain:public.positive_point")
+  before("domain:public.positive_point", "composite:public.segment")
+  before("composite:public.segment", "table:public.segments")
+  before("function:public.double_it(integer)", "view:public.v1")
+  before("view:public.v1", "view:public.v2")
+  before("view:public.v2", "function:public.twos()")
+  before("function:public.twos()", "view:public.v3")
+  local _, post = step_keys(plan.post_data)
+  T.ok(post["constraint:public.users.users_pkey"] < post["fkey:public.orders.orders_user_id_fkey"])
+  T.ok(post["index:public.users.users_pkey/index"] < post["constraint:public.users.users_pkey"])
+end)
+
+T.test("a CHECK and a default calling functions of the table's row type are added after those functions", function(ctx)
+  load_fixture(ctx)
+  local admin = assert(tide.connect(ctx.target_admin))
+  assert(admin:exec("DROP DATABASE IF EXISTS t_plan_test_cycle WITH (FORCE)"))
+  assert(admin:exec("CREATE DATABASE t_plan_test_cycle"))
+  admin:close()
+  local target_url = ctx.target_url:gsub("/[^/?]*(%??[^/]*)$", "/t_plan_test_cycle%1")
+  local task = tide.task { name = "plan-cycle", source = ctx.source_url, target = target_url,
+                           select = { include = { "public.gadget*" } } }
+  local source, target = connect.open_both(task)
+  local plan = plan_module.build(task, source, target)
+  T.eq(plan.errors, {})
+  local _, position = step_keys(plan.pre_data)
+  T.ok(position["table:public.gadgets"] < position["function:public.gadget_ok(g public.gadgets)"])
+  T.ok(position["function:public.gadget_ok(g public.gadgets)"] < position["table_alter:public.gadgets/split2"])
+  T.ok(position["function:public.gadget_score(g public.gadgets)"] < position["table_alter:public.gadgets/split1"])
+  require("tide.schema").run(task, plan, target)
+  local _, err = target:query("INSERT INTO public.gadgets (id, price) VALUES (1, -5)")
+  T.eq(err and err.sqlstate, "23514", "the CHECK constraint was added")
+  local row = assert(target:query("INSERT INTO public.gadgets (id, price) VALUES (2, 5) RETURNING score"))[1]
+  T.eq(row.score, 1, "the default was added")
+  source:close()
+  target:close()
+end)
+
+T.test("rename: two sources to one target name, and names over 63 bytes, are errors naming them", function(ctx)
+  load_fixture(ctx)
+  local plan = build(ctx, { rename = { table = { ["public.tmp_a"] = "tmp", ["public.tmp_b"] = "tmp" } } })
+  local text = messages(plan.errors)
+  T.match(text, "public%.tmp_a")
+  T.match(text, "public%.tmp_b")
+  T.match(text, "both map to public%.tmp")
+  plan = build(ctx, { rename = { table = function(_, _, name)
+    if name == "audit" then return string.rep("a", 64) end
+  end } })
+  T.match(messages(plan.errors), "64 bytes long; PostgreSQL names are at most 63 bytes")
+  T.eq(plan_module.runnable(plan), false)
+end)
+
+T.test("the plan of 10,000 tables takes well under 10 seconds", function(ctx)
+  local admin = assert(tide.connect(ctx.source_admin))
+  assert(admin:exec("DROP DATABASE IF EXISTS t_plan_test_scale WITH (FORCE)"))
+  assert(admin:exec("CREATE DATABASE t_plan_test_scale"))
+  admin:close()
+  local url = ctx.source_url:gsub("/[^/?]*(%??[^/]*)$", "/t_plan_test_scale%1")
+  local source = assert(tide.connect(url))
+  assert(source:exec([[DO $$ BEGIN
+    FOR i IN 1..10000 LOOP
+      EXECUTE format('CREATE TABLE t%s (id bigint PRIMARY KEY, name text NOT NULL, at timestamptz DEFAULT now())', i);
+      IF i % 1000 = 0 THEN COMMIT; END IF;
+    END LOOP;
+  END $$]]))
+  source:close()
+  local started = tide.monotonic()
+  local plan = build(ctx, nil, url)
+  local seconds = tide.monotonic() - started
+  T.eq(#plan.tables, 10000)
+  T.eq(#plan.pre_data, 10000)
+  T.eq(#plan.post_data, 20000) -- index + constraint per table
+  T.ok(seconds < 10, string.format("planning 10,000 tables took %.1f s", seconds))
+  print(string.format("# plan of 10,000 tables: %.2f s (catalog %.2f s)", seconds, plan.timing.catalog))
+end)
