@@ -368,6 +368,95 @@ static int l_running(lua_State *L) {
     return 1;
 }
 
+/* ---------------------------------------------------------------- conditions
+ *
+ * cond = tide.condition(); cond:wait([timeout]) blocks the calling coroutine until
+ * cond:notify() (→ true) or the timeout (→ false). notify wakes every waiter. Schedulers in
+ * Lua (the full load's post-data steps waiting for their tables) are built on it. */
+
+#define COND_META "tide.condition"
+
+typedef struct cond_wait {
+    uv_timer_t timer;         /* first: the timer's data points at this record */
+    tide_co *co;
+    struct cond_wait *next;
+    bool notified, has_timer;
+} cond_wait;
+
+typedef struct tide_cond {
+    cond_wait *waiters;
+} tide_cond;
+
+static void cond_wait_closed(uv_handle_t *h) { free(h->data); }
+
+static void cond_remove(tide_cond *c, cond_wait *w) {
+    for (cond_wait **p = &c->waiters; *p; p = &(*p)->next)
+        if (*p == w) { *p = w->next; return; }
+}
+
+static void cond_release(cond_wait *w) {
+    if (w->has_timer) uv_close((uv_handle_t *) &w->timer, cond_wait_closed);
+    else free(w);
+}
+
+static int cond_wait_k(lua_State *L, int status, lua_KContext ctx) {
+    (void) status;
+    cond_wait *w = (cond_wait *) ctx;
+    lua_pushboolean(L, w->notified);
+    cond_release(w);
+    return 1;
+}
+
+static void cond_timeout(uv_timer_t *t) {
+    cond_wait *w = t->data;
+    tide_cond *c = *(tide_cond **) ((char *) w + sizeof *w);
+    cond_remove(c, w);
+    sched_ready(w->co);
+}
+
+static int l_cond_wait(lua_State *L) {
+    tide_cond *c = luaL_checkudata(L, 1, COND_META);
+    double timeout = luaL_optnumber(L, 2, -1);
+    tide_co *co = sched_current(L);
+    /* the record is followed by a pointer back to the condition, for the timeout */
+    cond_wait *w = calloc(1, sizeof *w + sizeof(tide_cond *));
+    if (!w) return luaL_error(L, "out of memory");
+    *(tide_cond **) ((char *) w + sizeof *w) = c;
+    w->co = co;
+    w->next = c->waiters;
+    c->waiters = w;
+    if (timeout >= 0) {
+        uv_timer_init(tide_rt(L)->loop, &w->timer);
+        w->timer.data = w;
+        w->has_timer = true;
+        uv_timer_start(&w->timer, cond_timeout, (uint64_t) (timeout * 1000.0 + 0.5), 0);
+    }
+    sched_block(co, "condition");
+    /* The condition stays on this thread's stack while we wait, so it is not collected. */
+    return lua_yieldk(L, 0, (lua_KContext) w, cond_wait_k);
+}
+
+static int l_cond_notify(lua_State *L) {
+    tide_cond *c = luaL_checkudata(L, 1, COND_META);
+    cond_wait *w = c->waiters;
+    c->waiters = NULL;
+    while (w) {
+        cond_wait *next = w->next;
+        w->notified = true;
+        if (w->has_timer) uv_timer_stop(&w->timer);
+        sched_ready(w->co);
+        w = next;
+    }
+    return 0;
+}
+
+static int l_condition(lua_State *L) {
+    tide_cond *c = lua_newuserdatauv(L, sizeof *c, 0);
+    c->waiters = NULL;
+    luaL_setmetatable(L, COND_META);
+    return 1;
+}
+
 int luaopen_tide_sched(lua_State *L) {
     static const luaL_Reg co_methods[] = {
         { "wait", co_wait }, { "done", co_done }, { "result", co_result },
@@ -377,7 +466,13 @@ int luaopen_tide_sched(lua_State *L) {
     static const luaL_Reg funcs[] = {
         { "spawn", l_spawn }, { "sleep", l_sleep }, { "yield", l_yield },
         { "now", l_now }, { "monotonic", l_monotonic }, { "running", l_running },
-        { NULL, NULL } };
+        { "condition", l_condition }, { NULL, NULL } };
+    static const luaL_Reg cond_methods[] = {
+        { "wait", l_cond_wait }, { "notify", l_cond_notify }, { NULL, NULL } };
+    luaL_newmetatable(L, COND_META);
+    luaL_newlib(L, cond_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
     luaL_newmetatable(L, CO_META);
     luaL_setfuncs(L, co_meta, 0);
     luaL_newlib(L, co_methods);

@@ -1,0 +1,126 @@
+-- tide.state — the task's progress, kept on the target so it survives the engine's machine.
+--
+-- Schema task.state_schema (default "pgtide") on the target database:
+--   tasks       one row per task: phase reached, when, the snapshot mode of the full load
+--   copy_parts  the full load's table parts: their definition (so a resumed run copies the
+--               same ranges) and, once its COPY committed, when and how much
+--   steps       schema/post-data steps done (index built, constraint added, ...)
+-- A part or step is marked done in the same target transaction as its work, so a crash can
+-- neither lose one nor count one twice.
+local M = {}
+
+local State = {}
+State.__index = State
+
+local DDL = [[
+CREATE SCHEMA IF NOT EXISTS %s;
+CREATE TABLE IF NOT EXISTS %s.tasks (
+  task        text PRIMARY KEY,
+  phase       text NOT NULL DEFAULT 'new',
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  updated_at  timestamptz NOT NULL DEFAULT now(),
+  info        jsonb NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS %s.copy_parts (
+  task        text NOT NULL,
+  part        text NOT NULL,
+  table_key   text NOT NULL,
+  part_no     int NOT NULL,
+  parts       int NOT NULL,
+  range_kind  text NOT NULL,          -- 'whole', 'key' or 'ctid'
+  range_from  bigint,
+  range_to    bigint,                 -- exclusive; NULL = unbounded
+  done_at     timestamptz,
+  rows        bigint,
+  bytes       bigint,
+  seconds     float8,
+  format      text,
+  PRIMARY KEY (task, part)
+);
+CREATE TABLE IF NOT EXISTS %s.steps (
+  task        text NOT NULL,
+  step        text NOT NULL,
+  done_at     timestamptz NOT NULL DEFAULT now(),
+  seconds     float8,
+  PRIMARY KEY (task, step)
+)]]
+
+-- M.open(task, target) → state; creates the schema and tables when missing.
+function M.open(task, target)
+  local schema = target:quote_ident(task.state_schema or "pgtide")
+  local ok, err = target:exec((DDL:gsub("%%s", function() return schema end)))
+  if not ok then
+    require("tide.failure").raise("failed", string.format(
+      "cannot create pgtide's state schema %s on the target: %s\n  hint: the target user needs CREATE on the database, or set state_schema to a schema it may write",
+      schema, err.message or tostring(err)))
+  end
+  assert(target:query("INSERT INTO " .. schema .. ".tasks (task) VALUES ($1) ON CONFLICT (task) DO NOTHING", task.name))
+  return setmetatable({ task = task, target = target, schema = schema }, State)
+end
+
+function State:tbl(name) return self.schema .. "." .. name end
+
+-- phase(): the phase recorded for the task; set_phase(p [, info]) records one.
+function State:phase()
+  local rows = assert(self.target:query("SELECT phase, info::text AS info FROM " .. self:tbl("tasks") ..
+                                        " WHERE task = $1", self.task.name))
+  return rows[1] and rows[1].phase or "new", rows[1] and rows[1].info
+end
+
+function State:set_phase(phase)
+  assert(self.target:query("UPDATE " .. self:tbl("tasks") .. " SET phase = $2, updated_at = now() WHERE task = $1",
+                           self.task.name, phase))
+end
+
+-- Parts recorded for the task: array of rows (table_key, part, part_no, parts, range_*, done_at...).
+function State:parts()
+  return assert(self.target:query("SELECT * FROM " .. self:tbl("copy_parts") .. " WHERE task = $1 ORDER BY table_key, part_no",
+                                  self.task.name))
+end
+
+-- Record the part definitions of a load (once, before any copy starts).
+function State:define_parts(parts)
+  local sql = "INSERT INTO " .. self:tbl("copy_parts") ..
+              " (task, part, table_key, part_no, parts, range_kind, range_from, range_to) " ..
+              "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (task, part) DO NOTHING"
+  assert(self.target:exec("BEGIN"))
+  for _, p in ipairs(parts) do
+    assert(self.target:query(sql, self.task.name, p.id, p.table.key, p.no, p.count, p.range_kind, p.from, p.to))
+  end
+  assert(self.target:exec("COMMIT"))
+end
+
+-- SQL (simple protocol, literals quoted) that marks a part done; run inside the part's transaction.
+function State:part_done_sql(conn, part, rows, bytes, seconds, format)
+  return string.format("UPDATE %s SET done_at = now(), rows = %d, bytes = %d, seconds = %.3f, format = %s " ..
+                       "WHERE task = %s AND part = %s", self:tbl("copy_parts"), rows, bytes, seconds,
+                       conn:quote_literal(format), conn:quote_literal(self.task.name), conn:quote_literal(part.id))
+end
+
+-- Steps done: a set of step keys.
+function State:steps_done()
+  local done = {}
+  for _, r in ipairs(assert(self.target:query("SELECT step FROM " .. self:tbl("steps") .. " WHERE task = $1",
+                                              self.task.name))) do
+    done[r.step] = true
+  end
+  return done
+end
+
+function State:step_done_sql(conn, key, seconds)
+  return string.format("INSERT INTO %s (task, step, seconds) VALUES (%s, %s, %.3f) ON CONFLICT DO NOTHING",
+                       self:tbl("steps"), conn:quote_literal(self.task.name), conn:quote_literal(key), seconds or 0)
+end
+
+function State:mark_step(key, seconds)
+  assert(self.target:exec(self:step_done_sql(self.target, key, seconds)))
+end
+
+-- Forget the task's progress (after a successful run, or `pgtide release`).
+function State:forget()
+  for _, t in ipairs({ "steps", "copy_parts", "tasks" }) do
+    assert(self.target:query("DELETE FROM " .. self:tbl(t) .. " WHERE task = $1", self.task.name))
+  end
+end
+
+return M
