@@ -1,17 +1,115 @@
 -- tide.run — `pgtide run FILE`: the whole task, phase after phase.
+--
+--   connect both sides → plan → prechecks (nothing written before they pass) →
+--   schema pre-data → [incremental: publication + slot, its snapshot] → full load with
+--   post-data overlapping it (or post-data alone) → [incremental: stream until the stop
+--   condition, cutover hooks] → summary.
+--
+-- The phase reached is recorded on the target (tide.state), so running the same playbook
+-- again after an interruption continues: pre-data is not redone, copied parts and finished
+-- post-data steps are skipped.
+local tide = require "tide"
 local connect = require "tide.connect"
+local failure = require "tide.failure"
 
 local M = {}
 
+local ORDER = { new = 0, schema_pre = 1, full = 2, post = 3, incremental = 4, done = 5 }
+
+local function reached(phase, name) return (ORDER[phase or "new"] or 0) >= ORDER[name] end
+
+local function optional(name)
+  local ok, mod = pcall(require, name)
+  if ok then return mod end
+  if type(mod) == "string" and mod:find("module '" .. name .. "' not found", 1, true) then return nil end
+  error(mod, 0)
+end
+
+local function phases_need_data(task) return task.phases.full or task.phases.incremental end
+
 function M.command(task, opts)
-  local _ = opts
+  opts = opts or {}
+  local progress = require("tide.progress").new(task, opts)
+  task.progress_reporter = progress
   local source, target = connect.open_both(task)
   task.source, task.target = source, target
-  local sv, tv = source:server_version(), target:server_version()
-  print(string.format("source: %s (PostgreSQL %s)", task.source_info, connect.version_string(sv)))
-  print(string.format("target: %s (PostgreSQL %s)", task.target_info, connect.version_string(tv)))
+  progress:line("source: %s (PostgreSQL %s)", task.source_info, connect.version_string(source:server_version()))
+  progress:line("target: %s (PostgreSQL %s)", task.target_info, connect.version_string(target:server_version()))
+
+  local state_mod = require "tide.state"
+  local phase = state_mod.peek(task, target)
+  local resumed = phase ~= nil and phase ~= "new" and phase ~= "done"
+  if phase == "done" then phase = nil end
+  if resumed then progress:note("resuming task " .. task.name .. " from phase '" .. phase .. "'") end
+
+  local plan = require("tide.plan").build(task, source, target)
+  for _, w in ipairs(plan.warnings) do progress:line("plan: warning: %s", w.message) end
+  -- Objects already on the target conflict only when this task is to create them.
+  if #plan.errors > 0 or (#plan.conflicts > 0 and task.phases.schema and not resumed) then
+    failure.raise("precheck", require("tide.schema").refusal(plan))
+  end
+
+  if phases_need_data(task) then require("tide.full").validate_filters(task, plan, source) end
+
+  local precheck = optional "tide.precheck"
+  if precheck and not opts["no-precheck"] then
+    precheck.gate(task, plan, source, target, { resumed = resumed, progress = progress })
+  end
+
+  local state = state_mod.open(task, target)
+  local schema = require "tide.schema"
+  local phases = task.phases
+
+  if phases.schema and not reached(phase, "schema_pre") then
+    progress:phase_start("schema")
+    local n = schema.apply_pre(task, plan, target)
+    state:set_phase("schema_pre")
+    progress:phase_end("schema", string.format("%d pre-data statements", n))
+  end
+
+  local cdc, info
+  if phases.incremental then
+    cdc = require "tide.cdc"
+    progress:phase_start("slot")
+    info = cdc.prepare(task, plan, source, target, { snapshot = phases.full and not reached(phase, "full") })
+    progress:phase_end("slot")
+  end
+
+  if phases.full and not reached(phase, "post") then
+    progress:phase_start("full")
+    local stats = require("tide.full").run(task, plan, source, target, {
+      state = state, progress = progress, snapshot = info and info.snapshot,
+      on_imported = function() if info and info.hold then info.hold:close(); info.hold = nil end end,
+    })
+    state:set_phase("post")
+    progress:phase_end("full", string.format("%d rows, %s", stats.rows, require("tide.progress").human_bytes(stats.bytes)))
+  elseif phases.schema and not reached(phase, "post") then
+    progress:phase_start("post-data")
+    local done = state:steps_done()
+    local n = schema.apply_post(task, plan, target, {
+      skip = function(step) return done[step.key] end,
+      on_step = function(step, seconds) state:mark_step(step.key, seconds) end,
+    })
+    state:set_phase("post")
+    progress:phase_end("post-data", string.format("%d statements", n))
+  end
+
+  local summary
+  if cdc then
+    if not reached(phase, "incremental") then
+      cdc.copy_done(task, info, target)
+      state:set_phase("incremental")
+    end
+    progress:phase_start("incremental")
+    summary = cdc.stream(task, plan, source, target)
+    progress:phase_end("incremental")
+  end
+
+  state:set_phase("done")
+  progress:summary()
   source:close()
   target:close()
+  local _ = summary, tide
   return 0
 end
 

@@ -45,6 +45,16 @@ CREATE TABLE IF NOT EXISTS %s.steps (
   PRIMARY KEY (task, step)
 )]]
 
+-- M.peek(task, target) → the recorded phase of the task, or nil when the target holds no state
+-- for it; writes nothing (prechecks run before anything is written).
+function M.peek(task, target)
+  local tbl = target:quote_ident(task.state_schema or "pgtide") .. ".tasks"
+  local r = assert(target:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", tbl))
+  if not r[1].present then return nil end
+  local rows = assert(target:query("SELECT phase FROM " .. tbl .. " WHERE task = $1", task.name))
+  return rows[1] and rows[1].phase or nil
+end
+
 -- M.open(task, target) → state; creates the schema and tables when missing.
 function M.open(task, target)
   local schema = target:quote_ident(task.state_schema or "pgtide")

@@ -1,0 +1,414 @@
+-- tide.full — the full data migration: every selected table copied under one snapshot by
+-- full.jobs parallel COPY pumps (engine/copy_pump.c), largest parts first, with each table's
+-- post-data steps (indexes, constraints, foreign keys, triggers, ...) starting as soon as the
+-- data they need is in, on full.index_jobs connections of their own.
+--
+--   full.run(task, plan, source, target, opts) → summary
+--     opts.snapshot   a snapshot name to import (exported by the replication slot's creation);
+--                     without it the load exports its own from a REPEATABLE READ transaction
+--     opts.on_imported()  called once every copy job has imported the snapshot (the exporter
+--                     may then let it go)
+--     opts.progress   a tide.progress reporter
+--
+-- Resume: a part counts as done when its COPY committed on the target, in the same
+-- transaction that marks it done in the task's state; a post-data step likewise. A run of an
+-- interrupted task redoes only what is not marked. Without incremental migration the parts
+-- still to copy are read under a new snapshot: rows the source changed in between are copied
+-- as they are now for those parts only (the summary says so).
+local tide = require "tide"
+local parts_mod = require "tide.full.parts"
+local failure = require "tide.failure"
+local connect = require "tide.connect"
+
+local M = {}
+
+local SOURCE_SETTINGS = { statement_timeout = "0", idle_in_transaction_session_timeout = "0",
+                          lock_timeout = "0" }
+local TARGET_SETTINGS = { synchronous_commit = "off", statement_timeout = "0", lock_timeout = "0",
+                          idle_in_transaction_session_timeout = "0", maintenance_work_mem = "512MB" }
+
+local function must(conn, sql, what)
+  local ok, err = conn:exec(sql)
+  if not ok then failure.raise("failed", string.format("%s failed: %s", what, tostring(err)), { err = err }) end
+  return ok
+end
+
+-- The load's shared state: queues, counters, the condition every waiter sleeps on.
+local Load = {}
+Load.__index = Load
+
+local function new_load(task, plan, state, parts, table_parts, opts)
+  local load = setmetatable({
+    task = task, plan = plan, state = state, opts = opts,
+    queue = {}, next_index = 1, parts = parts, table_parts = table_parts,
+    parts_left = {}, loaded = {}, running = {}, done_steps = {},
+    changed = tide.condition(), failed = nil,
+    stats = { rows = 0, bytes = 0, parts_done = 0, parts_total = #parts, steps_done = 0, tables = {} },
+    paused = false, imported = 0,
+  }, Load)
+  for _, p in ipairs(parts) do
+    if not p.done then
+      load.queue[#load.queue + 1] = p
+      load.parts_left[p.table.key] = (load.parts_left[p.table.key] or 0) + 1
+    else
+      load.stats.parts_done = load.stats.parts_done + 1
+    end
+  end
+  for key, list in pairs(table_parts) do
+    if (load.parts_left[key] or 0) == 0 then load.loaded[key] = true end
+    load.stats.tables[key] = { rows = 0, bytes = 0, seconds = 0, parts = #list, format = list[1] and list[1].table.binary and "binary" or "text" }
+  end
+  return load
+end
+
+function Load:fail(err)
+  if not self.failed then self.failed = err end
+  self.changed:notify()
+end
+
+function Load:next_part()
+  if self.failed then return nil end
+  local p = self.queue[self.next_index]
+  if p then self.next_index = self.next_index + 1 end
+  return p
+end
+
+------------------------------------------------------------------------ copying
+
+local function copy_part(load, src, tgt, part)
+  local task, state = load.task, load.state
+  local tbl = part.table
+  local started = tide.monotonic()
+  local existing = task.full.existing or "error"
+  local whole = part.count == 1
+  must(src, "SAVEPOINT tide_part", "opening a savepoint on the source")
+  must(tgt, "BEGIN", "starting the target transaction")
+  local freeze = false
+  if whole and existing ~= "append" then
+    -- TRUNCATE in the loading transaction lets COPY FREEZE write frozen rows (no later
+    -- vacuum pass); it fails on a table referenced by a foreign key, then load without it.
+    local ok = tgt:exec("SAVEPOINT tide_truncate; TRUNCATE ONLY " .. parts_mod.target_relation(tgt, tbl))
+    if ok then
+      must(tgt, "RELEASE SAVEPOINT tide_truncate", "releasing a savepoint on the target")
+      freeze = true
+    else
+      must(tgt, "ROLLBACK TO SAVEPOINT tide_truncate", "rolling back to a savepoint on the target")
+    end
+  end
+  local pump = tide.copy_pump(src, tgt, parts_mod.copy_out_sql(src, part), parts_mod.copy_in_sql(tgt, part, freeze))
+  load.running[part] = pump
+  if load.paused then pump:pause() end
+  if load.throttle then pump:throttle(load.throttle) end
+  local result, err = pump:wait()
+  load.running[part] = nil
+  if not result then
+    tgt:exec("ROLLBACK")
+    src:exec("ROLLBACK TO SAVEPOINT tide_part")
+    local where = err.side == "source" and "reading it from the source" or "writing it to the target"
+    local msg = string.format("copying %s (part %d of %d) failed while %s: %s", tbl.key, part.no, part.count, where,
+                              tostring(err))
+    if err.side == "source" and tbl.row_filter and err.sqlstate and err.sqlstate:match("^42") then
+      msg = msg .. string.format("\n  hint: check the row filter select.rows[%q] = %q", tbl.key, tbl.row_filter)
+    end
+    failure.raise("failed", msg, { err = err, part = part.id })
+  end
+  local seconds = tide.monotonic() - started
+  must(tgt, state:part_done_sql(tgt, part, result.rows, result.bytes, seconds, tbl.binary and "binary" or "text") ..
+            "; COMMIT", "committing " .. tbl.key)
+  must(src, "RELEASE SAVEPOINT tide_part", "releasing a savepoint on the source")
+  local ts = load.stats.tables[tbl.key]
+  ts.rows, ts.bytes, ts.seconds = ts.rows + result.rows, ts.bytes + result.bytes, ts.seconds + seconds
+  load.stats.rows = load.stats.rows + result.rows
+  load.stats.bytes = load.stats.bytes + result.bytes
+  load.stats.parts_done = load.stats.parts_done + 1
+  load.parts_left[tbl.key] = load.parts_left[tbl.key] - 1
+  if load.opts.progress then load.opts.progress:event("part_done", { part = part, rows = result.rows, bytes = result.bytes, seconds = seconds }) end
+  if load.parts_left[tbl.key] == 0 then
+    load.loaded[tbl.key] = true
+    if load.opts.progress then load.opts.progress:event("table_done", { table = tbl.key, stats = ts }) end
+  end
+  load.changed:notify()
+end
+
+local function copy_job(load, snapshot)
+  local task = load.task
+  local src <close> = connect.open(task, "source", { settings = SOURCE_SETTINGS })
+  local tgt <close> = connect.open(task, "target", { settings = TARGET_SETTINGS })
+  must(src, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "starting the source transaction")
+  must(src, "SET TRANSACTION SNAPSHOT " .. src:quote_literal(snapshot), "importing the snapshot " .. snapshot)
+  load.imported = load.imported + 1
+  load.changed:notify()
+  while true do
+    while load.paused and not load.failed do load.changed:wait(1) end
+    local part = load:next_part()
+    if not part then break end
+    local ok, err = pcall(copy_part, load, src, tgt, part)
+    if not ok then load:fail(err); break end
+  end
+  src:exec("COMMIT")
+end
+
+------------------------------------------------------------------------ post-data
+
+local function step_ready(load, step)
+  for _, key in ipairs(step.after or {}) do
+    if load.post_keys[key] and not load.done_steps[key] then return false end
+  end
+  for _, t in ipairs(step.needs_data or {}) do
+    if load.table_parts[t] and not load.loaded[t] then return false end
+  end
+  return true
+end
+
+local function next_step(load)
+  for i = 1, #load.steps do
+    local step = load.steps[i]
+    if not step.taken and step_ready(load, step) then
+      step.taken = true
+      return step
+    end
+  end
+end
+
+local function all_steps_taken(load)
+  for _, step in ipairs(load.steps) do if not step.taken then return false end end
+  return true
+end
+
+local SETTINGS = "SET LOCAL check_function_bodies = off; SET LOCAL client_min_messages = warning"
+
+local function run_step(load, conn, step)
+  local started = tide.monotonic()
+  local sql = "BEGIN; " .. SETTINGS .. ";\n" .. step.sql .. ";\n" ..
+              load.state:step_done_sql(conn, step.key, 0) .. ";\nCOMMIT"
+  local ok, err = conn:exec(sql)
+  if not ok then
+    conn:exec("ROLLBACK")
+    local obj = load.plan.by_key and load.plan.by_key[step.object]
+    local what = obj and require("tide.plan.objects").describe(obj) or step.key
+    failure.raise("failed", string.format("post-data step %s (%s) failed: %s\n  statement: %s", step.key, what,
+      tostring(err), #step.sql > 1000 and step.sql:sub(1, 1000) .. " ..." or step.sql), { err = err, step = step })
+  end
+  load.done_steps[step.key] = true
+  load.stats.steps_done = load.stats.steps_done + 1
+  if load.opts.progress then load.opts.progress:event("step_done", { step = step, seconds = tide.monotonic() - started }) end
+  load.changed:notify()
+end
+
+local function step_job(load)
+  local tgt <close> = connect.open(load.task, "target", { settings = TARGET_SETTINGS })
+  while not load.failed do
+    local step = next_step(load)
+    if step then
+      local ok, err = pcall(run_step, load, tgt, step)
+      if not ok then load:fail(err); return end
+    elseif all_steps_taken(load) then
+      return
+    elseif load.copies_finished and not load:any_step_running() then
+      -- Nothing can become ready any more: a step waits for something that never comes.
+      local waiting = {}
+      for _, s in ipairs(load.steps) do if not s.taken then waiting[#waiting + 1] = s.key end end
+      load:fail(failure.new("failed", "post-data steps wait for steps or tables that are not part of this load: " ..
+                                      table.concat(waiting, ", ", 1, math.min(#waiting, 10))))
+      return
+    else
+      load.changed:wait(1)
+    end
+  end
+end
+
+function Load:any_step_running()
+  for _, s in ipairs(self.steps) do
+    if s.taken and not self.done_steps[s.key] then return true end
+  end
+  return false
+end
+
+------------------------------------------------------------------------ sequences, analyze
+
+local function sync_sequences(load, src, tgt)
+  for _, seq in ipairs(load.plan.sequences or {}) do
+    local sname = src:quote_ident(seq.source.schema) .. "." .. src:quote_ident(seq.source.name)
+    local r = src:query("SELECT last_value, is_called FROM " .. sname)
+    if r and r[1] then
+      local tname = tgt:quote_ident(seq.target.schema) .. "." .. tgt:quote_ident(seq.target.name)
+      local ok, err = tgt:query("SELECT pg_catalog.setval($1::regclass, $2, $3)", tname, r[1].last_value, r[1].is_called)
+      if not ok then
+        failure.raise("failed", string.format("setting sequence %s on the target failed: %s", tname, tostring(err)))
+      end
+    end
+  end
+end
+
+local function analyze_tables(load)
+  if load.task.full.analyze == false then return end
+  local tables = {}
+  for _, t in ipairs(load.plan.tables) do tables[#tables + 1] = t end
+  local jobs = load.task.full.index_jobs or load.task.full.jobs or 4
+  local next_i = 1
+  local handles = {}
+  for _ = 1, math.min(jobs, #tables) do
+    handles[#handles + 1] = tide.spawn(function()
+      local tgt <close> = connect.open(load.task, "target", { settings = TARGET_SETTINGS })
+      while next_i <= #tables do
+        local t = tables[next_i]
+        next_i = next_i + 1
+        tgt:exec("ANALYZE " .. parts_mod.target_relation(tgt, t))
+      end
+    end)
+  end
+  for _, r in ipairs(tide.wait_all(handles)) do if not r.ok then error(r.err, 0) end end
+end
+
+------------------------------------------------------------------------ the load
+
+-- Check the target tables are empty where full.existing = "error" and no part of the table
+-- was copied by an earlier run of this task.
+local function check_existing(load, tgt)
+  local policy = load.task.full.existing or "error"
+  if policy ~= "error" then return end
+  local nonempty = {}
+  for _, tbl in ipairs(load.plan.tables) do
+    local any_done = false
+    for _, p in ipairs(load.table_parts[tbl.key]) do if p.done then any_done = true end end
+    if not any_done then
+      local r = tgt:query("SELECT EXISTS (SELECT FROM ONLY " .. parts_mod.target_relation(tgt, tbl) .. ") AS has_rows")
+      if r and r[1] and r[1].has_rows then nonempty[#nonempty + 1] = tbl.target.schema .. "." .. tbl.target.name end
+    end
+  end
+  if #nonempty > 0 then
+    failure.raise("precheck", "these target tables already hold rows, and full.existing is \"error\": " ..
+      table.concat(nonempty, ", ", 1, math.min(10, #nonempty)) .. (#nonempty > 10 and ", ..." or "") ..
+      "\n  fix: empty them, or set full = { existing = \"truncate\" } (replace their rows) or \"append\" (keep them)")
+  end
+end
+
+local function truncate_split_tables(load, tgt)
+  if (load.task.full.existing or "error") ~= "truncate" then return end
+  for _, tbl in ipairs(load.plan.tables) do
+    local list = load.table_parts[tbl.key]
+    local any_done = false
+    for _, p in ipairs(list) do if p.done then any_done = true end end
+    if #list > 1 and not any_done then must(tgt, "TRUNCATE ONLY " .. parts_mod.target_relation(tgt, tbl), "truncating " .. tbl.key) end
+  end
+end
+
+-- Every row filter (select.rows) must be valid SQL for its table: checked on the source with
+-- EXPLAIN before anything is written, so a typo fails the run at once, naming the table.
+function M.validate_filters(task, plan, source)
+  for _, tbl in ipairs(plan.tables) do
+    if tbl.row_filter then
+      local rel = source:quote_ident(tbl.source.schema) .. "." .. source:quote_ident(tbl.source.name)
+      local ok, err = source:exec("EXPLAIN (COSTS OFF) SELECT 1 FROM ONLY " .. rel .. " WHERE (" .. tbl.row_filter .. ")")
+      if not ok then
+        local where = task.locate and task.locate("rows") or ""
+        require("tide.playbook").raise(string.format("%sselect.rows[%q]: the row filter %q is not valid for %s: %s",
+          where, tbl.key, tbl.row_filter, tbl.key, err.message or tostring(err)))
+      end
+    end
+  end
+end
+
+function M.run(task, plan, source, target, opts)
+  opts = opts or {}
+  local started = tide.monotonic()
+  local state = opts.state or require("tide.state").open(task, target)
+  local recorded = state:parts()
+  local resumed = #recorded > 0
+  local parts, table_parts, new = parts_mod.build(task, plan, source, recorded)
+  if #new > 0 then state:define_parts(new) end
+  local done_steps = state:steps_done()
+  local load = new_load(task, plan, state, parts, table_parts, opts)
+  load.done_steps = done_steps
+  load.resumed = resumed
+  check_existing(load, target)
+  truncate_split_tables(load, target)
+
+  -- The snapshot: imported from the caller (the replication slot) or exported here.
+  local snapshot, exporter = opts.snapshot, nil
+  if not snapshot then
+    exporter = connect.open(task, "source", { settings = SOURCE_SETTINGS })
+    must(exporter, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "starting the snapshot transaction")
+    snapshot = assert(exporter:query("SELECT pg_catalog.pg_export_snapshot() AS s"))[1].s
+    if resumed and load.stats.parts_done > 0 then
+      load.new_snapshot_note = "this run resumed an interrupted full load: the parts still to copy were read under a new snapshot, so rows changed on the source in between appear as they are now in those parts only"
+      if opts.progress then opts.progress:note(load.new_snapshot_note) end
+    end
+  end
+
+  -- Post-data steps not done yet, in plan order (only when this task migrates the schema:
+  -- with migrate = { "full" } the target's schema is the operator's).
+  load.steps, load.post_keys = {}, {}
+  for _, step in ipairs(task.phases.schema and plan.post_data or {}) do
+    load.post_keys[step.key] = true
+    if not done_steps[step.key] then load.steps[#load.steps + 1] = step end
+  end
+  if opts.progress then opts.progress:start_load(load) end
+  task.load = load
+
+  local jobs = math.max(1, math.min(task.full.jobs or 4, math.max(1, #load.queue)))
+  local copy_handles = {}
+  for _ = 1, jobs do copy_handles[#copy_handles + 1] = tide.spawn(copy_job, load, snapshot) end
+  -- Let the exporter go once every job holds the snapshot (or a job failed before that).
+  while load.imported < jobs and not load.failed do
+    local any_finished = false
+    for _, h in ipairs(copy_handles) do if h:done() then any_finished = true end end
+    if any_finished then break end
+    load.changed:wait(1)
+  end
+  if exporter then
+    -- Sequence values are read as the snapshot is taken (sequences are not transactional).
+    local ok, err = pcall(sync_sequences, load, exporter, target)
+    if not ok then load:fail(err) end
+    exporter:exec("COMMIT")
+    exporter:close()
+  end
+  if opts.on_imported then opts.on_imported() end
+
+  local index_jobs = task.full.index_jobs or math.max(1, math.min(4, task.full.jobs or 4))
+  local step_handles = {}
+  for _ = 1, math.min(index_jobs, math.max(1, #load.steps)) do
+    if #load.steps > 0 then step_handles[#step_handles + 1] = tide.spawn(step_job, load) end
+  end
+  for _, r in ipairs(tide.wait_all(copy_handles)) do if not r.ok then load:fail(r.err) end end
+  load.copies_finished = true
+  load.changed:notify()
+  for _, r in ipairs(tide.wait_all(step_handles)) do if not r.ok then load:fail(r.err) end end
+  if load.failed then error(load.failed, 0) end
+  if opts.snapshot then sync_sequences(load, source, target) end
+  local analyze_started = tide.monotonic()
+  analyze_tables(load)
+  load.stats.seconds = tide.monotonic() - started
+  load.stats.analyze_seconds = tide.monotonic() - analyze_started
+  load.stats.note = load.new_snapshot_note
+  if opts.progress then opts.progress:finish_load(load) end
+  return load.stats
+end
+
+-- Operator controls (used by the live-task REPL).
+function M.pause(task)
+  local load = task.load
+  if not load then return false end
+  load.paused = true
+  for _, pump in pairs(load.running) do pump:pause() end
+  return true
+end
+
+function M.resume(task)
+  local load = task.load
+  if not load then return false end
+  load.paused = false
+  for _, pump in pairs(load.running) do pump:resume() end
+  load.changed:notify()
+  return true
+end
+
+function M.throttle(task, limits)
+  local load = task.load
+  if not load then return false end
+  load.throttle = limits
+  for _, pump in pairs(load.running) do pump:throttle(limits) end
+  return true
+end
+
+return M

@@ -1,0 +1,192 @@
+-- tide.full.parts — cutting the plan's tables into COPY parts, and the COPY statements of a part.
+--
+-- A table larger than full.split_larger_than is cut into parts: by ranges of its integer key
+-- when it has one, else by ranges of heap blocks (ctid). The first and last ranges are open
+-- (no lower / upper bound), so rows outside the bounds seen when cutting — inserted before the
+-- snapshot was taken — are still copied by exactly one part. Parts are recorded in the task's
+-- state before any copy starts; a resumed run reuses the recorded ranges.
+local M = {}
+
+local UNITS = { [""] = 1, b = 1, k = 1024, kb = 1024, m = 1024 ^ 2, mb = 1024 ^ 2, g = 1024 ^ 3, gb = 1024 ^ 3,
+                t = 1024 ^ 4, tb = 1024 ^ 4 }
+
+function M.parse_size(v, default)
+  if v == nil then v = default end
+  if type(v) == "number" then return math.floor(v) end
+  local n, unit = tostring(v):lower():match("^%s*([%d%.]+)%s*(%a*)%s*$")
+  local mult = UNITS[unit or ""]
+  assert(n and mult, "not a size: " .. tostring(v))
+  return math.floor(tonumber(n) * mult)
+end
+
+local MAX_PARTS = 64
+
+-- Built-in types whose binary form is the same on any two servers of one major version.
+-- Anything user-defined (enums, composites, domains) carries OIDs or may differ: text.
+local function binary_safe(tbl, task, plan)
+  local fmt = task.full.format or "auto"
+  if fmt == "text" then return false end
+  if fmt == "binary" then return true end
+  if not plan.target_server_version or plan.server_version // 10000 ~= plan.target_server_version // 10000 then
+    return false
+  end
+  for _, c in ipairs(tbl.columns) do
+    if not c.type_oid or c.type_oid >= 10000 then return false end
+  end
+  return #tbl.columns > 0
+end
+
+-- Cut one table into part definitions (before any copy; recorded afterwards).
+local function cut(tbl, conn, split_bytes, id_prefix)
+  local bytes = tbl.bytes or 0
+  local n = 1
+  if split_bytes > 0 and bytes > split_bytes then n = math.min(MAX_PARTS, math.ceil(bytes / split_bytes)) end
+  local parts = {}
+  local function add(kind, from, to)
+    parts[#parts + 1] = { range_kind = kind, from = from, to = to }
+  end
+  if n > 1 and tbl.int_key then
+    local sql = string.format("SELECT min(%s)::int8 AS lo, max(%s)::int8 AS hi FROM ONLY %s.%s",
+      conn:quote_ident(tbl.int_key), conn:quote_ident(tbl.int_key),
+      conn:quote_ident(tbl.source.schema), conn:quote_ident(tbl.source.name))
+    local r = assert(conn:query(sql))[1]
+    local null = require("tide").null
+    if r.lo ~= null and r.hi ~= null and r.hi > r.lo then
+      local span = r.hi - r.lo + 1
+      local prev = nil
+      for i = 1, n - 1 do
+        local bound = r.lo + (span * i) // n
+        if prev == nil or bound > prev then add("key", prev, bound); prev = bound end
+      end
+      add("key", prev, nil)
+    else
+      add("whole")
+    end
+  elseif n > 1 then
+    local pages = tbl.pages and tbl.pages > 0 and tbl.pages or math.ceil(bytes / 8192)
+    local prev = nil
+    for i = 1, n - 1 do
+      local bound = (pages * i) // n
+      if bound > (prev or 0) then add("ctid", prev, bound); prev = bound end
+    end
+    add("ctid", prev, nil)
+  else
+    add("whole")
+  end
+  for i, p in ipairs(parts) do
+    p.id = id_prefix .. (#parts > 1 and ("#" .. i) or "")
+    p.no, p.count, p.table = i, #parts, tbl
+    p.bytes_estimate = bytes // #parts
+  end
+  return parts
+end
+
+-- M.build(task, plan, conn, recorded) → parts (largest first), table_parts (key → parts).
+-- `recorded` are the state's rows for this task: when a table has recorded parts, those are used.
+-- The catalog's relpages is 0 until a table is vacuumed or analyzed: read the real sizes of
+-- the tables to copy, in one statement (main fork for block ranges, plus TOAST for the
+-- progress estimate).
+local function refresh_sizes(plan, conn)
+  local oids = {}
+  for i, tbl in ipairs(plan.tables) do oids[i] = tbl.oid end
+  if #oids == 0 then return end
+  local rows = assert(conn:query([[
+SELECT c.oid::int8 AS oid, pg_catalog.pg_relation_size(c.oid) AS main,
+       coalesce(pg_catalog.pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0) AS toast
+FROM pg_catalog.pg_class c WHERE c.oid = ANY($1::oid[])]], oids))
+  local by = {}
+  for _, r in ipairs(rows) do by[r.oid] = r end
+  for _, tbl in ipairs(plan.tables) do
+    local r = by[tbl.oid]
+    if r then
+      tbl.pages = r.main // 8192
+      tbl.bytes = r.main + r.toast
+    end
+  end
+end
+
+function M.build(task, plan, conn, recorded)
+  local split_bytes = M.parse_size(task.full.split_larger_than, "1GB")
+  refresh_sizes(plan, conn)
+  local by_table = {}
+  for _, row in ipairs(recorded or {}) do
+    local list = by_table[row.table_key] or {}
+    by_table[row.table_key] = list
+    list[#list + 1] = row
+  end
+  local null = require("tide").null
+  local all, table_parts, new = {}, {}, {}
+  for _, tbl in ipairs(plan.tables) do
+    local parts
+    if by_table[tbl.key] then
+      parts = {}
+      for _, row in ipairs(by_table[tbl.key]) do
+        parts[#parts + 1] = {
+          id = row.part, no = row.part_no, count = row.parts, table = tbl, range_kind = row.range_kind,
+          from = row.range_from ~= null and row.range_from or nil,
+          to = row.range_to ~= null and row.range_to or nil,
+          done = row.done_at ~= null,
+          bytes_estimate = (tbl.bytes or 0) // math.max(1, row.parts),
+        }
+      end
+    else
+      parts = cut(tbl, conn, split_bytes, tbl.key)
+      for _, p in ipairs(parts) do new[#new + 1] = p end
+    end
+    tbl.binary = binary_safe(tbl, task, plan)
+    table_parts[tbl.key] = parts
+    for _, p in ipairs(parts) do all[#all + 1] = p end
+  end
+  table.sort(all, function(a, b)
+    if a.bytes_estimate ~= b.bytes_estimate then return a.bytes_estimate > b.bytes_estimate end
+    return a.id < b.id
+  end)
+  return all, table_parts, new
+end
+
+local function column_list(conn, cols, field)
+  local out = {}
+  for i, c in ipairs(cols) do out[i] = conn:quote_ident(c[field]) end
+  return table.concat(out, ", ")
+end
+
+-- COPY ... TO STDOUT for a part on the source.
+function M.copy_out_sql(conn, part)
+  local t = part.table
+  local rel = conn:quote_ident(t.source.schema) .. "." .. conn:quote_ident(t.source.name)
+  local where = {}
+  if part.range_kind == "key" then
+    local k = conn:quote_ident(t.int_key)
+    if part.from then where[#where + 1] = string.format("%s >= %d", k, part.from) end
+    if part.to then where[#where + 1] = string.format("%s < %d", k, part.to) end
+  elseif part.range_kind == "ctid" then
+    if part.from then where[#where + 1] = string.format("ctid >= '(%d,0)'::tid", part.from) end
+    if part.to then where[#where + 1] = string.format("ctid < '(%d,0)'::tid", part.to) end
+  end
+  if t.row_filter then where[#where + 1] = "(" .. t.row_filter .. ")" end
+  local fmt = t.binary and " (FORMAT binary)" or ""
+  local cols = column_list(conn, t.columns, "name")
+  if #where == 0 then
+    return string.format("COPY %s%s TO STDOUT%s", rel, #t.columns > 0 and (" (" .. cols .. ")") or "", fmt)
+  end
+  return string.format("COPY (SELECT %s FROM ONLY %s WHERE %s) TO STDOUT%s",
+    #t.columns > 0 and cols or "", rel, table.concat(where, " AND "), fmt)
+end
+
+-- COPY ... FROM STDIN for a part on the target.
+function M.copy_in_sql(conn, part, freeze)
+  local t = part.table
+  local rel = conn:quote_ident(t.target.schema) .. "." .. conn:quote_ident(t.target.name)
+  local options = {}
+  if t.binary then options[#options + 1] = "FORMAT binary" end
+  if freeze then options[#options + 1] = "FREEZE" end
+  return string.format("COPY %s%s FROM STDIN%s", rel,
+    #t.columns > 0 and (" (" .. column_list(conn, t.columns, "target") .. ")") or "",
+    #options > 0 and (" (" .. table.concat(options, ", ") .. ")") or "")
+end
+
+function M.target_relation(conn, tbl)
+  return conn:quote_ident(tbl.target.schema) .. "." .. conn:quote_ident(tbl.target.name)
+end
+
+return M

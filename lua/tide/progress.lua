@@ -1,0 +1,213 @@
+-- tide.progress — what a person (or a machine) sees while a task runs.
+--
+-- Modes (playbook `progress`, or --json on the command line):
+--   bar    on a terminal: a bar for the whole load (bytes, rows, rate, ETA from the source's
+--          size estimates) and one line per running part, redrawn twice a second
+--   plain  when not a terminal: timestamped lines for each finished table and every 10 s
+--   json   one JSON object per event on stdout ({"event": "...", "time": ..., ...})
+--   none   nothing but errors
+-- At the end of the load a summary table: per table rows, bytes, seconds, format, parts; and
+-- per phase seconds.
+local tide = require "tide"
+local json = require "tide.json"
+
+local M = {}
+local Progress = {}
+Progress.__index = Progress
+
+function M.new(task, opts)
+  opts = opts or {}
+  local mode = opts.json and "json" or task.progress or "auto"
+  if mode == "auto" then mode = tide.isatty(1) and "bar" or "plain" end
+  local p = setmetatable({ task = task, mode = mode, out = opts.output or io.stdout, phases = {},
+                           started = tide.monotonic(), drawn_lines = 0 }, Progress)
+  return p
+end
+
+local function human_bytes(n)
+  n = n or 0
+  local units = { "B", "kB", "MB", "GB", "TB" }
+  local i = 1
+  while n >= 1024 and i < #units do n = n / 1024; i = i + 1 end
+  return i == 1 and string.format("%d %s", n, units[i]) or string.format("%.1f %s", n, units[i])
+end
+M.human_bytes = human_bytes
+
+local function human_seconds(s)
+  if not s or s ~= s or s == math.huge then return "?" end
+  if s < 60 then return string.format("%.1fs", s) end
+  if s < 3600 then return string.format("%dm%02ds", s // 60, math.floor(s % 60)) end
+  return string.format("%dh%02dm", s // 3600, (s % 3600) // 60)
+end
+M.human_seconds = human_seconds
+
+function Progress:emit(event, fields)
+  if self.mode ~= "json" then return end
+  local obj = { event = event, time = tide.now(), task = self.task.name }
+  for k, v in pairs(fields or {}) do obj[k] = v end
+  self.out:write(json.encode(obj), "\n")
+  self.out:flush()
+end
+
+function Progress:line(fmt, ...)
+  if self.mode == "none" or self.mode == "json" then return end
+  self:clear()
+  self.out:write(os.date("%H:%M:%S "), string.format(fmt, ...), "\n")
+  self.out:flush()
+end
+
+function Progress:note(msg)
+  self:line("note: %s", msg)
+  self:emit("note", { message = msg })
+end
+
+-- Phase timing: phase_start("schema"), phase_end("schema").
+function Progress:phase_start(name)
+  self.phases[#self.phases + 1] = { name = name, started = tide.monotonic() }
+  self:line("%s: started", name)
+  self:emit("phase_start", { phase = name })
+end
+
+function Progress:phase_end(name, detail)
+  for _, ph in ipairs(self.phases) do
+    if ph.name == name and not ph.seconds then ph.seconds = tide.monotonic() - ph.started end
+  end
+  self:line("%s: done%s", name, detail and (", " .. detail) or "")
+  self:emit("phase_end", { phase = name, detail = detail })
+end
+
+------------------------------------------------------------------------ the full load
+
+local function load_totals(load)
+  local bytes, rows = load.stats.bytes, load.stats.rows
+  for _, pump in pairs(load.running) do
+    local b = pump:stats()
+    bytes = bytes + b
+  end
+  local total_bytes, total_rows = 0, 0
+  for _, t in ipairs(load.plan.tables) do
+    total_bytes = total_bytes + (t.bytes or 0)
+    total_rows = total_rows + math.max(0, t.rows_estimate or 0)
+  end
+  return bytes, rows, total_bytes, total_rows
+end
+
+function Progress:start_load(load)
+  self.load = load
+  self.load_started = tide.monotonic()
+  local binary, text = 0, 0
+  for _, t in ipairs(load.plan.tables) do if t.binary then binary = binary + 1 else text = text + 1 end end
+  self:line("full: %d tables in %d parts (%d binary COPY, %d text), %d post-data steps, %d jobs",
+            #load.plan.tables, #load.parts, binary, text, #load.steps, load.task.full.jobs or 4)
+  self:emit("load_start", { tables = #load.plan.tables, parts = #load.parts, steps = #load.steps })
+  if self.mode == "bar" or self.mode == "plain" then
+    self.ticker = tide.spawn(function()
+      local every = self.mode == "bar" and 0.5 or 10
+      while not self.load_finished do
+        local ended = self.tick_cond or tide.condition()
+        self.tick_cond = ended
+        ended:wait(every)
+        if not self.load_finished then self:tick() end
+      end
+    end)
+  end
+end
+
+function Progress:event(name, data)
+  if name == "table_done" then
+    local s = data.stats
+    if self.mode == "plain" then
+      self:line("full: %s copied, %d rows, %s in %.1fs (%s)", data.table, s.rows, human_bytes(s.bytes), s.seconds, s.format)
+    end
+    self:emit("table_done", { table = data.table, rows = s.rows, bytes = s.bytes, seconds = s.seconds, format = s.format })
+  elseif name == "part_done" then
+    self:emit("part_done", { part = data.part.id, table = data.part.table.key, rows = data.rows, bytes = data.bytes,
+                             seconds = data.seconds })
+  elseif name == "step_done" then
+    if self.mode == "plain" and data.seconds >= 1 then
+      self:line("post-data: %s (%.1fs)", data.step.key, data.seconds)
+    end
+    self:emit("step_done", { step = data.step.key, kind = data.step.kind, seconds = data.seconds })
+  end
+end
+
+function Progress:clear()
+  if self.mode == "bar" and self.drawn_lines > 0 then
+    self.out:write(string.format("\27[%dA\27[J", self.drawn_lines))
+    self.drawn_lines = 0
+  end
+end
+
+function Progress:tick()
+  local load = self.load
+  if not load then return end
+  local bytes, rows, total_bytes = load_totals(load)
+  local elapsed = tide.monotonic() - self.load_started
+  local rate = elapsed > 0 and bytes / elapsed or 0
+  local eta = rate > 0 and math.max(0, total_bytes - bytes) / rate or nil
+  local fraction = total_bytes > 0 and math.min(1, bytes / total_bytes) or 0
+  if self.mode == "plain" then
+    self:line("full: %s of ~%s (%.0f%%), %d rows done, %s/s, parts %d/%d, steps %d/%d, eta %s",
+      human_bytes(bytes), human_bytes(total_bytes), fraction * 100, rows, human_bytes(rate),
+      load.stats.parts_done, load.stats.parts_total, load.stats.steps_done, #load.steps, human_seconds(eta))
+    return
+  end
+  self:clear()
+  local width = 30
+  local filled = math.floor(fraction * width + 0.5)
+  local lines = {
+    string.format("[%s%s] %3.0f%%  %s / ~%s  %s/s  rows %d  parts %d/%d  steps %d/%d  eta %s",
+      string.rep("#", filled), string.rep(".", width - filled), fraction * 100, human_bytes(bytes),
+      human_bytes(total_bytes), human_bytes(rate), rows, load.stats.parts_done, load.stats.parts_total,
+      load.stats.steps_done, #load.steps, human_seconds(eta)),
+  }
+  local running = {}
+  for part, pump in pairs(load.running) do running[#running + 1] = { part = part, pump = pump } end
+  table.sort(running, function(a, b) return a.part.id < b.part.id end)
+  for _, r in ipairs(running) do
+    local b, msgs = r.pump:stats()
+    lines[#lines + 1] = string.format("  %-40s %10s %9d rows  %s", r.part.id, human_bytes(b), msgs,
+                                      r.part.table.binary and "binary" or "text")
+  end
+  self.out:write(table.concat(lines, "\n"), "\n")
+  self.out:flush()
+  self.drawn_lines = #lines
+end
+
+function Progress:finish_load(load)
+  self.load_finished = true
+  if self.tick_cond then self.tick_cond:notify() end
+  self:clear()
+  local s = load.stats
+  self:emit("load_done", { rows = s.rows, bytes = s.bytes, seconds = s.seconds, parts = s.parts_done,
+                           steps = s.steps_done })
+  if self.mode == "none" or self.mode == "json" then return end
+  local keys = {}
+  for key in pairs(s.tables) do keys[#keys + 1] = key end
+  table.sort(keys)
+  local out = { "", string.format("%-40s %12s %10s %8s %6s %5s", "table", "rows", "bytes", "seconds", "format", "parts") }
+  for _, key in ipairs(keys) do
+    local t = s.tables[key]
+    out[#out + 1] = string.format("%-40s %12d %10s %8.1f %6s %5d", key, t.rows, human_bytes(t.bytes), t.seconds, t.format, t.parts)
+  end
+  out[#out + 1] = string.format("%-40s %12d %10s %8.1f", "total (this run)", s.rows, human_bytes(s.bytes), s.seconds)
+  self.out:write(table.concat(out, "\n"), "\n\n")
+  self.out:flush()
+end
+
+-- The closing summary of a run: seconds per phase.
+function Progress:summary(extra)
+  if self.mode == "json" then
+    local phases = {}
+    for _, ph in ipairs(self.phases) do phases[#phases + 1] = { phase = ph.name, seconds = ph.seconds } end
+    self:emit("done", { phases = phases, seconds = tide.monotonic() - self.started, detail = extra })
+    return
+  end
+  if self.mode == "none" then return end
+  local parts = {}
+  for _, ph in ipairs(self.phases) do parts[#parts + 1] = string.format("%s %.1fs", ph.name, ph.seconds or 0) end
+  self:line("done in %.1fs (%s)%s", tide.monotonic() - self.started, table.concat(parts, ", "),
+            extra and (" — " .. extra) or "")
+end
+
+return M
