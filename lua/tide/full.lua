@@ -75,12 +75,73 @@ end
 
 ------------------------------------------------------------------------ copying
 
+-- Large objects: each one created on the target with its OID, its data written in 1 MB
+-- chunks read under the snapshot (lo_get reads as of the transaction's snapshot), all of them
+-- in one target transaction that also marks the part done.
+local LO_CHUNK = 1024 * 1024
+
+local function copy_large_objects(load, src, tgt, part)
+  local task, state = load.task, load.state
+  local started = tide.monotonic()
+  local existing = task.full.existing or "error"
+  local objects = assert(src:query([[
+SELECT l.oid::int8 AS oid, pg_catalog.pg_get_userbyid(l.lomowner) AS owner
+FROM pg_catalog.pg_largeobject_metadata l ORDER BY l.oid]]))
+  must(tgt, "BEGIN", "starting the target transaction for large objects")
+  local count, bytes = 0, 0
+  local function fail(what, err)
+    tgt:exec("ROLLBACK")
+    failure.raise("failed", string.format("copying large objects failed while %s: %s", what, tostring(err)), { err = err })
+  end
+  for _, lo in ipairs(objects) do
+    local present = assert(tgt:query("SELECT EXISTS (SELECT FROM pg_catalog.pg_largeobject_metadata WHERE oid = $1::oid) AS yes", lo.oid))[1].yes
+    local skip = false
+    if present then
+      if existing == "append" then skip = true
+      elseif existing == "truncate" then
+        local ok, err = tgt:query("SELECT pg_catalog.lo_unlink($1::oid)", lo.oid)
+        if not ok then fail("removing large object " .. lo.oid .. " from the target", err) end
+      else
+        fail("creating large object " .. lo.oid, "it already exists on the target (full.existing = \"error\"; use \"truncate\" or \"append\")")
+      end
+    end
+    if not skip then
+      local ok, err = tgt:query("SELECT pg_catalog.lo_create($1::oid)", lo.oid)
+      if not ok then fail("creating large object " .. lo.oid, err) end
+      local offset = 0
+      while true do
+        local r, rerr = src:query("SELECT pg_catalog.lo_get($1::oid, $2, $3) AS data", lo.oid, offset, LO_CHUNK)
+        if not r then fail("reading large object " .. lo.oid .. " from the source", rerr) end
+        local data = r[1].data
+        if #data == 0 then break end
+        local w, werr = tgt:query("SELECT pg_catalog.lo_put($1::oid, $2, $3)", lo.oid, offset, tide.bytea(data))
+        if not w then fail("writing large object " .. lo.oid, werr) end
+        offset = offset + #data
+        bytes = bytes + #data
+        if #data < LO_CHUNK then break end
+      end
+      if task.schema.owners == "source" then
+        local ok2, err2 = tgt:exec("ALTER LARGE OBJECT " .. lo.oid .. " OWNER TO " .. tgt:quote_ident(lo.owner))
+        if not ok2 then fail("setting the owner of large object " .. lo.oid, err2) end
+      end
+      count = count + 1
+    end
+  end
+  local seconds = tide.monotonic() - started
+  must(tgt, state:part_done_sql(tgt, part, count, bytes, seconds, "lo") .. "; COMMIT", "committing large objects")
+  return { rows = count, bytes = bytes }, seconds
+end
+
 local function copy_part(load, src, tgt, part)
   local task, state = load.task, load.state
   local tbl = part.table
   local started = tide.monotonic()
   local existing = task.full.existing or "error"
   local whole = part.count == 1
+  if part.range_kind == "lo" then
+    local result, seconds = copy_large_objects(load, src, tgt, part)
+    return M.part_finished(load, part, result, seconds)
+  end
   must(src, "SAVEPOINT tide_part", "opening a savepoint on the source")
   must(tgt, "BEGIN", "starting the target transaction")
   local freeze = false
@@ -116,6 +177,11 @@ local function copy_part(load, src, tgt, part)
   must(tgt, state:part_done_sql(tgt, part, result.rows, result.bytes, seconds, tbl.binary and "binary" or "text") ..
             "; COMMIT", "committing " .. tbl.key)
   must(src, "RELEASE SAVEPOINT tide_part", "releasing a savepoint on the source")
+  M.part_finished(load, part, result, seconds)
+end
+
+function M.part_finished(load, part, result, seconds)
+  local tbl = part.table
   local ts = load.stats.tables[tbl.key]
   ts.rows, ts.bytes, ts.seconds = ts.rows + result.rows, ts.bytes + result.bytes, ts.seconds + seconds
   load.stats.rows = load.stats.rows + result.rows

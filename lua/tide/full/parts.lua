@@ -137,6 +137,24 @@ function M.build(task, plan, conn, recorded)
     table_parts[tbl.key] = parts
     for _, p in ipairs(parts) do all[#all + 1] = p end
   end
+  -- Large objects travel as one more part (one target transaction for all of them).
+  if task.full.large_objects ~= false then
+    local r = assert(conn:query([[
+SELECT (SELECT count(*) FROM pg_catalog.pg_largeobject_metadata) AS n,
+       pg_catalog.pg_relation_size('pg_catalog.pg_largeobject') AS bytes]]))[1]
+    if r.n > 0 then
+      local key = "large_objects"
+      local lo_table = { key = key, source = { schema = "pg_catalog", name = "pg_largeobject" },
+                         target = { schema = "pg_catalog", name = "pg_largeobject" }, columns = {},
+                         bytes = r.bytes, large_objects = r.n, binary = false }
+      local row = by_table[key] and by_table[key][1]
+      local part = { id = key, no = 1, count = 1, table = lo_table, range_kind = "lo",
+                     done = row ~= nil and row.done_at ~= null, bytes_estimate = r.bytes }
+      if not row then new[#new + 1] = part end
+      table_parts[key] = { part }
+      all[#all + 1] = part
+    end
+  end
   table.sort(all, function(a, b)
     if a.bytes_estimate ~= b.bytes_estimate then return a.bytes_estimate > b.bytes_estimate end
     return a.id < b.id
