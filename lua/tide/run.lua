@@ -33,6 +33,10 @@ function M.command(task, opts)
   task.progress_reporter = progress
   local source, target = connect.open_both(task)
   task.source, task.target = source, target
+  task.phase = "starting"
+  -- Live control (pgtide status / attach): a socket of this task's own, when available.
+  local live = optional "tide.live"
+  if live then live.serve(task, opts) end
   progress:line("source: %s (PostgreSQL %s)", task.source_info, connect.version_string(source:server_version()))
   progress:line("target: %s (PostgreSQL %s)", task.target_info, connect.version_string(target:server_version()))
 
@@ -61,7 +65,7 @@ function M.command(task, opts)
   local phases = task.phases
 
   if phases.schema and not reached(phase, "schema_pre") then
-    progress:phase_start("schema")
+    task.phase = "schema"; progress:phase_start("schema")
     local n = schema.apply_pre(task, plan, target)
     state:set_phase("schema_pre")
     progress:phase_end("schema", string.format("%d pre-data statements", n))
@@ -70,13 +74,13 @@ function M.command(task, opts)
   local cdc, info
   if phases.incremental then
     cdc = require "tide.cdc"
-    progress:phase_start("slot")
+    task.phase = "slot"; progress:phase_start("slot")
     info = cdc.prepare(task, plan, source, target, { snapshot = phases.full and not reached(phase, "full") })
     progress:phase_end("slot")
   end
 
   if phases.full and not reached(phase, "post") then
-    progress:phase_start("full")
+    task.phase = "full"; progress:phase_start("full")
     local stats = require("tide.full").run(task, plan, source, target, {
       state = state, progress = progress, snapshot = info and info.snapshot,
       on_imported = function() if info and info.hold then info.hold:close(); info.hold = nil end end,
@@ -84,7 +88,7 @@ function M.command(task, opts)
     state:set_phase("post")
     progress:phase_end("full", string.format("%d rows, %s", stats.rows, require("tide.progress").human_bytes(stats.bytes)))
   elseif phases.schema and not reached(phase, "post") then
-    progress:phase_start("post-data")
+    task.phase = "post-data"; progress:phase_start("post-data")
     local done = state:steps_done()
     local n = schema.apply_post(task, plan, target, {
       skip = function(step) return done[step.key] end,
@@ -100,13 +104,15 @@ function M.command(task, opts)
       cdc.copy_done(task, info, target)
       state:set_phase("incremental")
     end
-    progress:phase_start("incremental")
+    task.phase = "incremental"; progress:phase_start("incremental")
     summary = cdc.stream(task, plan, source, target)
     progress:phase_end("incremental")
   end
 
   state:set_phase("done")
+  task.phase = "done"
   progress:summary()
+  if live then live.close(task) end
   source:close()
   target:close()
   local _ = summary, tide
