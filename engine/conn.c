@@ -144,6 +144,8 @@ static void op_fail_lost(tide_conn *c) {
 }
 
 int conn_flush(tide_conn *c) {
+    /* A connection the server closed may have no socket left: nothing would ever wake us. */
+    if (PQsocket(c->pg) < 0) return -1;
     int r = PQflush(c->pg);
     if (r < 0) return -1;
     conn_watch(c, r == 1 ? (UV_READABLE | UV_WRITABLE) : UV_READABLE);
@@ -223,7 +225,8 @@ int conn_send_query(tide_conn *c, const char *sql, int nparams, const char *cons
     if (conn_flush(c) < 0) {
         c->busy = false;
         c->on_io = NULL;
-        conn_set_failure(c, "08006", PQerrorMessage(c->pg));
+        const char *m = PQerrorMessage(c->pg);
+        conn_set_failure(c, "08006", m && *m ? m : "the connection to the server was lost");
         return -1;
     }
     return 0;

@@ -27,10 +27,7 @@ end
 
 local function phases_need_data(task) return task.phases.full or task.phases.incremental end
 
-function M.command(task, opts)
-  opts = opts or {}
-  local progress = require("tide.progress").new(task, opts)
-  task.progress_reporter = progress
+local function run_once(task, opts, progress)
   local source, target = connect.open_both(task)
   task.source, task.target = source, target
   task.phase = "starting"
@@ -115,8 +112,88 @@ function M.command(task, opts)
   if live then live.close(task) end
   source:close()
   target:close()
-  local _ = summary, tide
+  local _ = summary
   return 0
+end
+
+------------------------------------------------------------------------ automatic resume
+
+-- Failures worth another try: the connection dropped, the server restarted or shut down, a
+-- serialization failure or deadlock, too many connections. Everything else (a constraint
+-- violation, a missing privilege, a playbook mistake) stops the task at once.
+local TRANSIENT_STATES = {
+  ["57P01"] = "the server was shut down (admin_shutdown)", ["57P02"] = "the server crashed",
+  ["57P03"] = "the server is starting up", ["40001"] = "a serialization failure",
+  ["40P01"] = "a deadlock", ["53300"] = "too many connections", ["55P03"] = "a lock was not available",
+}
+local PERMANENT_MESSAGES = { "password authentication failed", "does not exist", "permission denied",
+                             "no pg_hba.conf entry", "role .* is not permitted" }
+
+local function sqlstate_of(e, depth)
+  depth = depth or 0
+  if type(e) ~= "table" or depth > 4 then return nil, nil end
+  if e.sqlstate then return e.sqlstate, e.message end
+  return sqlstate_of(e.err, depth + 1)
+end
+
+function M.transient(e)
+  if require("tide.playbook").is_playbook_error(e) then return nil end
+  if failure.is_failure(e) and (e.kind == "precheck" or e.kind == "mismatch" or e.kind == "interrupted") then return nil end
+  local state, message = sqlstate_of(e)
+  if not state then return nil end
+  for _, pattern in ipairs(PERMANENT_MESSAGES) do
+    if message and message:find(pattern) then return nil end
+  end
+  if TRANSIENT_STATES[state] then return TRANSIENT_STATES[state] end
+  if state:sub(1, 2) == "08" then return "the connection was lost or refused" end
+  return nil
+end
+
+local function parse_duration(v, default)
+  if v == nil then return default end
+  if type(v) == "number" then return v end
+  local n, unit = tostring(v):match("^%s*([%d%.]+)%s*(%a*)%s*$")
+  local mult = ({ [""] = 1, s = 1, ms = 0.001, us = 1e-6, min = 60, m = 60, h = 3600 })[unit]
+  return tonumber(n) * (mult or 1)
+end
+M.parse_duration = parse_duration
+
+-- `pgtide run`: run_once, and after a transient failure wait (exponential backoff with
+-- jitter) and run again: every phase resumes from what the target records, so a retry never
+-- repeats committed work. Limits: retry.attempts (10), retry.max_delay (60 s), retry.window
+-- (30 min of retrying in all).
+function M.command(task, opts)
+  opts = opts or {}
+  local progress = require("tide.progress").new(task, opts)
+  task.progress_reporter = progress
+  local retry = task.retry or {}
+  local attempts = retry.attempts or 10
+  local max_delay = parse_duration(retry.max_delay, 60)
+  local window = parse_duration(retry.window, 1800)
+  local first_failure
+  local attempt = 0
+  while true do
+    local ok, result = pcall(run_once, task, opts, progress)
+    if ok then return result end
+    for _, side in ipairs({ "source", "target" }) do
+      local c = task[side]
+      if c then pcall(c.close, c); task[side] = nil end
+    end
+    local why = M.transient(result)
+    attempt = attempt + 1
+    first_failure = first_failure or tide.monotonic()
+    if not why or attempt > attempts or tide.monotonic() - first_failure > window then
+      if why then
+        progress:note(string.format("giving up after %d attempts (retry.attempts = %d, retry.window = %ds)",
+                                    attempt, attempts, window))
+      end
+      error(result, 0)
+    end
+    local delay = math.min(max_delay, 2 ^ (attempt - 1)) * (0.5 + math.random() / 2)
+    progress:note(string.format("%s: %s; running again in %.1fs (attempt %d of %d), continuing from the recorded progress",
+                                why, tostring(result):gsub("\n.*", ""), delay, attempt + 1, attempts + 1))
+    tide.sleep(delay)
+  end
 end
 
 return M

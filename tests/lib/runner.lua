@@ -34,11 +34,14 @@ local function setup()
 end
 
 local function teardown()
-  for _, c in pairs(admins) do
-    if os.getenv("PGTIDE_KEEP_DBS") ~= "1" then
-      c:exec("DROP DATABASE IF EXISTS " .. c:quote_ident(dbname) .. " WITH (FORCE)")
-    end
+  for side, c in pairs(admins) do
     c:close()
+    -- A fresh connection: a test may have restarted the server under the old one.
+    local fresh = tide.connect(side == "source" and admin_src or admin_tgt)
+    if fresh and os.getenv("PGTIDE_KEEP_DBS") ~= "1" then
+      fresh:exec("DROP DATABASE IF EXISTS " .. fresh:quote_ident(dbname) .. " WITH (FORCE)")
+    end
+    if fresh then fresh:close() end
   end
 end
 

@@ -27,6 +27,9 @@ local function binary_safe(tbl, task, plan)
   local fmt = task.full.format or "auto"
   if fmt == "text" then return false end
   if fmt == "binary" then return true end
+  -- Only for tables this task created: a pre-existing target table may declare other types
+  -- (text input converts int to bigint; binary input would reject it).
+  if not task.phases.schema then return false end
   if not plan.target_server_version or plan.server_version // 10000 ~= plan.target_server_version // 10000 then
     return false
   end
