@@ -249,7 +249,7 @@ static int run_query(lua_State *L, bool want_rows) {
     if (nparams == 0 && !want_rows) {
         rc = conn_send_query(c, sql, -1, NULL, NULL, NULL);
     } else {
-        if (c->replication)
+        if (c->replication && nparams > 0)
             return luaL_error(L, "a replication connection runs the simple protocol only: "
                                  "no parameters (use conn:exec without $n)");
         luaL_checkstack(L, nparams + 4, "too many parameters");
