@@ -37,8 +37,29 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
     c->on_io(c, events);
 }
 
+static void kick_fired(uv_timer_t *t) {
+    tide_conn *c = t->data;
+    if (c->on_io && c->pg) c->on_io(c, UV_READABLE | UV_WRITABLE);
+}
+
+/* libpq closes the socket itself when it sees the server go away (after reading the
+ * server's last words into its buffer). An operation waiting for events would then wait
+ * forever: give it one event on the next loop turn, so it reads what libpq holds and fails
+ * cleanly. */
+static void conn_kick(tide_conn *c) {
+    if (!c->kick) {
+        c->kick = malloc(sizeof *c->kick);
+        if (!c->kick) abort();
+        uv_timer_init(c->rt->loop, c->kick);
+        c->kick->data = c;
+        c->open_handles++;
+    }
+    uv_timer_start(c->kick, kick_fired, 0, 0);
+}
+
 void conn_watch(tide_conn *c, int events) {
     int fd = c->pg ? PQsocket(c->pg) : -1;
+    if (fd < 0 && events != 0 && c->on_io) conn_kick(c);
     if (c->poll && (c->poll_fd != fd || fd < 0)) {
         uv_close((uv_handle_t *) c->poll, handle_closed);
         c->poll = NULL;
@@ -139,13 +160,12 @@ static void op_fail(tide_conn *c, const char *sqlstate, const char *msg) {
 }
 
 static void op_fail_lost(tide_conn *c) {
+    if (c->error) { op_done(c); return; }   /* the server said why before it went away */
     const char *msg = c->pg ? PQerrorMessage(c->pg) : NULL;
     op_fail(c, "08006", msg && *msg ? msg : "the connection to the server was lost");
 }
 
 int conn_flush(tide_conn *c) {
-    /* A connection the server closed may have no socket left: nothing would ever wake us. */
-    if (PQsocket(c->pg) < 0) return -1;
     int r = PQflush(c->pg);
     if (r < 0) return -1;
     conn_watch(c, r == 1 ? (UV_READABLE | UV_WRITABLE) : UV_READABLE);
@@ -200,7 +220,12 @@ static void query_on_io(tide_conn *c, int events) {
         if (conn_flush(c) < 0) { op_fail_lost(c); return; }
     }
     if (events & UV_READABLE) {
-        if (!PQconsumeInput(c->pg)) { op_fail_lost(c); return; }
+        if (!PQconsumeInput(c->pg)) {
+            /* The server's last message (a FATAL error, say) may be parsed already. */
+            query_collect(c);
+            op_fail_lost(c);
+            return;
+        }
         if (query_collect(c)) {
             if (PQstatus(c->pg) == CONNECTION_BAD && !c->error)
                 conn_set_failure(c, "08006", PQerrorMessage(c->pg));
@@ -346,6 +371,10 @@ void conn_close(tide_conn *c) {
         sched_ready(w);  /* resumes on the next turn, after we are out of here */
     }
     stop_timer(c);
+    if (c->kick) {
+        uv_close((uv_handle_t *) c->kick, handle_closed);
+        c->kick = NULL;
+    }
     if (c->poll) {
         uv_close((uv_handle_t *) c->poll, handle_closed);
         c->poll = NULL;

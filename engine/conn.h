@@ -20,6 +20,7 @@ struct tide_conn {
     int poll_fd;
     int poll_events;
     uv_timer_t *timer;        /* connect timeout */
+    uv_timer_t *kick;         /* delivers an event when the socket is already gone */
     int open_handles;         /* poll/timer handles whose close callback has not run */
     bool userdata_alive;      /* the Lua userdata still points here */
     conn_io_fn on_io;
