@@ -103,55 +103,57 @@ static void push_rows(lua_State *L, const PGresult *r) {
     lua_settop(L, rows);
 }
 
-/* Render one array element or nested array into b (PostgreSQL array literal syntax). */
-static void add_array_literal(lua_State *L, luaL_Buffer *b, int idx, int depth);
+/* A growable C string for array literals. (A luaL_Buffer cannot be used here: rendering the
+ * elements pushes and pops values, and a buffer needs a balanced stack between its calls.) */
+typedef struct strbuf { char *data; size_t len, cap; } strbuf;
 
-static void add_array_element(lua_State *L, luaL_Buffer *b, int depth) {
-    /* value on top of L; consumes it */
-    switch (lua_type(L, -1)) {
-    case LUA_TTABLE:
-        if (luaL_testudata(L, -1, NULL_META)) break;
-        add_array_literal(L, b, lua_gettop(L), depth + 1);
-        lua_pop(L, 1);
-        return;
-    case LUA_TBOOLEAN:
-        luaL_addchar(b, lua_toboolean(L, -1) ? 't' : 'f');
-        lua_pop(L, 1);
-        return;
-    case LUA_TNUMBER:
-    case LUA_TSTRING: {
-        size_t len;
-        const char *s = lua_tolstring(L, -1, &len);
-        luaL_addchar(b, '"');
-        for (size_t i = 0; i < len; i++) {
-            if (s[i] == '"' || s[i] == '\\') luaL_addchar(b, '\\');
-            luaL_addchar(b, s[i]);
-        }
-        luaL_addchar(b, '"');
-        lua_pop(L, 1);
-        return;
+static void sb_add(lua_State *L, strbuf *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (b->len + n + 1 > cap) cap *= 2;
+        char *grown = realloc(b->data, cap);
+        if (!grown) { free(b->data); b->data = NULL; luaL_error(L, "out of memory"); }
+        b->data = grown;
+        b->cap = cap;
     }
-    default:
-        break;
-    }
-    if (luaL_testudata(L, -1, NULL_META)) {
-        luaL_addstring(b, "NULL");
-        lua_pop(L, 1);
-        return;
-    }
-    luaL_error(L, "cannot send a %s inside an array parameter", luaL_typename(L, -1));
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
 }
 
-static void add_array_literal(lua_State *L, luaL_Buffer *b, int idx, int depth) {
+/* Render the Lua array at idx as a PostgreSQL array literal ({a,"b c",NULL,{1,2}}). */
+static void add_array_literal(lua_State *L, strbuf *b, int idx, int depth) {
     if (depth > 6) luaL_error(L, "array parameter nested too deeply");
+    idx = lua_absindex(L, idx);
     lua_Integer n = luaL_len(L, idx);
-    luaL_addchar(b, '{');
+    sb_add(L, b, "{", 1);
     for (lua_Integer i = 1; i <= n; i++) {
-        if (i > 1) luaL_addchar(b, ',');
+        if (i > 1) sb_add(L, b, ",", 1);
         lua_geti(L, idx, i);
-        add_array_element(L, b, depth);
+        int t = lua_type(L, -1);
+        if (t == LUA_TTABLE) {
+            add_array_literal(L, b, -1, depth + 1);
+        } else if (t == LUA_TBOOLEAN) {
+            sb_add(L, b, lua_toboolean(L, -1) ? "t" : "f", 1);
+        } else if (t == LUA_TNUMBER || t == LUA_TSTRING) {
+            size_t len;
+            const char *v = lua_tolstring(L, -1, &len);
+            sb_add(L, b, "\"", 1);
+            for (size_t k = 0; k < len; k++) {
+                if (v[k] == '"' || v[k] == '\\') sb_add(L, b, "\\", 1);
+                sb_add(L, b, v + k, 1);
+            }
+            sb_add(L, b, "\"", 1);
+        } else if (luaL_testudata(L, -1, NULL_META)) {
+            sb_add(L, b, "NULL", 4);
+        } else {
+            free(b->data);
+            b->data = NULL;
+            luaL_error(L, "cannot send a %s inside an array parameter", luaL_typename(L, -1));
+        }
+        lua_pop(L, 1);
     }
-    luaL_addchar(b, '}');
+    sb_add(L, b, "}", 1);
 }
 
 /* Convert argument `arg` to a parameter; pushes the value's string onto L (keeping it alive). */
@@ -205,10 +207,10 @@ static void param_convert(lua_State *L, int arg, int pos, const char **value, in
             }
         }
         {
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
+            strbuf b = { NULL, 0, 0 };
             add_array_literal(L, &b, arg, 0);
-            luaL_pushresult(&b);
+            lua_pushlstring(L, b.data ? b.data : "{}", b.len ? b.len : 2);
+            free(b.data);
         }
         break;
     default:
