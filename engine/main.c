@@ -49,6 +49,7 @@ int main(int argc, char **argv) {
     if (argc > 2 && strcmp(argv[1], "--lua-dir") == 0) {
         lua_dir = argv[2];
         first = 3;
+        setenv("PGTIDE_LUA_DIR", lua_dir, 1);   /* child processes and Lua see the same */
     }
     modules_register(L, lua_dir);
 

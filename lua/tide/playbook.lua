@@ -177,6 +177,9 @@ M.schema = {
     heartbeat_table  = { check = "string" },
     delay_bound      = { check = duration_value },
     streaming        = { check = "boolean" },
+    heartbeat_interval = { check = duration_value },
+    decoding_work_mem  = { check = size_value },
+    replica_role       = { check = "boolean" },
   } },
   precheck = { check = "table" },
   stop     = { check = callable },
@@ -195,7 +198,23 @@ M.schema = {
     max_delay = { check = duration_value },
     window    = { check = duration_value },
   } },
-  verify   = { check = "table" },
+  verify   = { check = "table", keys = {
+    jobs               = { check = positive_int },
+    max_differences    = { check = positive_int },
+    leaf_rows          = { check = positive_int },
+    chunk_rows         = { check = positive_int },
+    fanout             = { check = function(v) return math.type(v) == "integer" and v >= 2, "an integer of 2 or more" end },
+    tables             = { check = function(v) return is_list_of(v, "string"), "a list of table names" end },
+    sample             = { check = function(v) return type(v) == "number" and v > 0 and v <= 100, "a percentage in (0, 100]" end },
+    sample_larger_than = { check = size_value },
+    table_timeout      = { check = duration_value },
+    recheck_delay      = { check = duration_value },
+    recheck            = { check = function(v) return math.type(v) == "integer" and v >= 0, "an integer of 0 or more" end },
+    sequences          = { check = "boolean" },
+    sequence_offset    = { check = function(v) return math.type(v) == "integer" or type(v) == "function", "an integer or a function" end },
+    hash               = { check = one_of("fast", "md5") },
+    wait_for_lsn       = { check = "function" },
+  } },
   progress = { check = one_of("auto", "bar", "plain", "json", "none") },
 }
 
@@ -261,10 +280,13 @@ function M.task(def, level)
   -- Find the playbook's frame. `return tide.task {...}` is a tail call, which removes the
   -- playbook's frame; then fall back to the file being loaded and the line of `tide.task`.
   local path, call_line
+  local dev_dir = os.getenv("PGTIDE_LUA_DIR")
+  local dev_prefix = dev_dir and ("@" .. dev_dir:gsub("/+$", "") .. "/tide/")
   for l = (level or 1) + 1, 12 do
     local info = debug.getinfo(l, "Sl")
     if not info then break end
-    if info.source:sub(1, 1) == "@" and not info.source:find("^@tide/") then
+    if info.source:sub(1, 1) == "@" and not info.source:find("^@tide/") and
+       not (dev_prefix and info.source:sub(1, #dev_prefix) == dev_prefix) then
       path, call_line = info.source:sub(2), info.currentline
       break
     end
@@ -284,6 +306,12 @@ function M.task(def, level)
     raise(locate(nil) .. "tide.task needs a table: tide.task { name = ..., source = ..., target = ... }")
   end
   validate(def, M.schema, "tide.task", locate)
+  -- The precheck policy is compiled now, so a mistake in it is a playbook error (exit 3)
+  -- that `pgtide plan` and `pgtide check` report too.
+  if def.precheck ~= nil then
+    local ok, precheck = pcall(require, "tide.precheck")
+    if ok then require("tide.precheck.policy").compile(def.precheck, precheck.checks, locate) end
+  end
   local task = {}
   for k, v in pairs(def) do task[k] = v end
   task.migrate = task.migrate or { "schema", "full" }
@@ -315,6 +343,11 @@ function M.load(path)
   local chunk, err = loadfile(path, "t")
   if not chunk then raise(err) end
   M.loading = path
+  -- Modules next to the playbook (shared policies, helpers) can be required by name.
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  if not package.path:find(dir .. "/?.lua;", 1, true) then
+    package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
+  end
   local ok, result = xpcall(chunk, function(e)
     if M.is_playbook_error(e) then return e end
     return setmetatable({ kind = "playbook", message = tostring(e),
