@@ -21,6 +21,8 @@ static void conn_maybe_free(tide_conn *c) {
     }
 }
 
+void conn_recheck(tide_conn *c);
+
 static void handle_closed(uv_handle_t *h) {
     tide_conn *c = h->data;
     free(h);
@@ -35,11 +37,23 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
      * the socket as readable and writable so the operation looks at it. */
     if (status < 0) events = UV_READABLE | UV_WRITABLE;
     c->on_io(c, events);
+    conn_recheck(c);
+}
+
+/* libpq may close the socket inside any call that reads or writes (it drops a connection
+ * the server closed, after reading the server's last message). epoll forgets a closed
+ * descriptor silently, so an operation still in flight would never hear from it again:
+ * after each handler, make sure what we watch is still libpq's socket. */
+void conn_recheck(tide_conn *c) {
+    if (!c->pg || !c->busy || !c->on_io) return;
+    if (c->poll && PQsocket(c->pg) == c->poll_fd) return;
+    conn_watch(c, c->poll_events ? c->poll_events : UV_READABLE);
 }
 
 static void kick_fired(uv_timer_t *t) {
     tide_conn *c = t->data;
     if (c->on_io && c->pg) c->on_io(c, UV_READABLE | UV_WRITABLE);
+    conn_recheck(c);
 }
 
 /* libpq closes the socket itself when it sees the server go away (after reading the
@@ -110,7 +124,9 @@ void conn_reset_outcome(tide_conn *c) {
 void conn_push_result_error(lua_State *L, const PGresult *r, tide_conn *c, const char *query) {
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-    tide_push_error(L, state ? state : "XX000", msg ? msg : PQresultErrorMessage(r));
+    /* Errors libpq makes itself carry no SQLSTATE; on a dead connection they mean just that. */
+    if (!state) state = (c && c->pg && PQstatus(c->pg) == CONNECTION_BAD) || !c || !c->pg ? "08006" : "XX000";
+    tide_push_error(L, state, msg ? msg : PQresultErrorMessage(r));
     tide_error_set(L, -1, "severity", PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED));
     tide_error_set(L, -1, "detail", PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL));
     tide_error_set(L, -1, "hint", PQresultErrorField(r, PG_DIAG_MESSAGE_HINT));

@@ -42,6 +42,8 @@ struct tide_conn {
 
 /* Arm the watcher for `events` (UV_READABLE|UV_WRITABLE, 0 = stop) on PQsocket(). */
 void conn_watch(tide_conn *c, int events);
+/* After libpq calls: re-arm (or kick) when libpq replaced or dropped the socket we watch. */
+void conn_recheck(tide_conn *c);
 /* Record a libpq-level failure (message copied) with its SQLSTATE. */
 void conn_set_failure(tide_conn *c, const char *sqlstate, const char *message);
 /* Forget the outcome of the previous operation. */

@@ -251,6 +251,14 @@ target_lost:
     pump_abort_source(p);
 }
 
+/* Either handler may drive both connections: check both watchers afterwards (conn_recheck). */
+static void pump_recheck(copy_pump *p) {
+    if (p->finished) return;
+    tide_conn *src = p->src, *dst = p->dst;
+    conn_recheck(src);
+    conn_recheck(dst);
+}
+
 /* After any event: make each side follow the other's failure, and finish when both are done.
  * Kept in one place so that the order in which the two servers' answers arrive (an error
  * may come before or after the other side's COPY started) never matters. */
@@ -273,6 +281,7 @@ static void pump_reconcile(copy_pump *p) {
     if (p->src_state == SIDE_DONE) conn_watch(p->src, 0);
     if (p->dst_state == SIDE_DONE) conn_watch(p->dst, 0);
     pump_finish_if_done(p);
+    pump_recheck(p);
 }
 
 static void src_on_io(tide_conn *c, int events) {
