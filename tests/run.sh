@@ -25,7 +25,10 @@ export PGTIDE_TEST_TMP="$work"
 run_one() {  # run_one LABEL CMD...
   local label=$1; shift
   local out="$work/out.txt" rc f
-  "$@" >"$out" 2>&1; rc=$?
+  # A hung test file fails after FILE_TIMEOUT seconds instead of hanging the suite
+  # (timeout signals the whole process group: child pgtide processes too).
+  timeout -k 10 "${FILE_TIMEOUT:-600}" "$@" >"$out" 2>&1; rc=$?
+  [ "$rc" = 124 ] && echo "not ok - $label timed out after ${FILE_TIMEOUT:-600}s" >>"$out"
   cat "$out"
   local p
   p=$(grep -cE '^ok [0-9]+' "$out" || true)
