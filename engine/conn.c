@@ -45,14 +45,15 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
  * descriptor silently, so an operation still in flight would never hear from it again:
  * after each handler, make sure what we watch is still libpq's socket. */
 void conn_recheck(tide_conn *c) {
-    if (!c->pg || !c->busy || !c->on_io) return;
+    if (!c->pg || !c->busy || !c->on_io || !c->want_events) return;
     if (c->poll && PQsocket(c->pg) == c->poll_fd) return;
-    conn_watch(c, c->poll_events ? c->poll_events : UV_READABLE);
+    if (c->kick && uv_is_active((uv_handle_t *) c->kick)) return;
+    conn_watch(c, c->want_events);
 }
 
 static void kick_fired(uv_timer_t *t) {
     tide_conn *c = t->data;
-    if (c->on_io && c->pg) c->on_io(c, UV_READABLE | UV_WRITABLE);
+    if (c->on_io && c->pg && c->want_events) c->on_io(c, UV_READABLE | UV_WRITABLE);
     conn_recheck(c);
 }
 
@@ -68,11 +69,14 @@ static void conn_kick(tide_conn *c) {
         c->kick->data = c;
         c->open_handles++;
     }
-    uv_timer_start(c->kick, kick_fired, 0, 0);
+    /* 1 ms, not 0: a timer re-armed at 0 from its own callback would keep libuv's timer
+     * phase from ever returning. */
+    uv_timer_start(c->kick, kick_fired, 1, 0);
 }
 
 void conn_watch(tide_conn *c, int events) {
     int fd = c->pg ? PQsocket(c->pg) : -1;
+    c->want_events = events;
     if (fd < 0 && events != 0 && c->on_io) conn_kick(c);
     if (c->poll && (c->poll_fd != fd || fd < 0)) {
         uv_close((uv_handle_t *) c->poll, handle_closed);

@@ -19,6 +19,7 @@ struct tide_conn {
     uv_poll_t *poll;          /* malloc'd; freed in its close callback */
     int poll_fd;
     int poll_events;
+    int want_events;          /* what the operation asked for last (conn_watch) */
     uv_timer_t *timer;        /* connect timeout */
     uv_timer_t *kick;         /* delivers an event when the socket is already gone */
     int open_handles;         /* poll/timer handles whose close callback has not run */
