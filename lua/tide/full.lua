@@ -383,6 +383,22 @@ function M.run(task, plan, source, target, opts)
   local resumed = #recorded > 0
   local parts, table_parts, new = parts_mod.build(task, plan, source, recorded)
   if #new > 0 then state:define_parts(new) end
+  -- Largest first, weighted by the index work that waits for each table: a table whose
+  -- indexes take long to build (a GIN index on jsonb, say) should start before a plain table
+  -- of the same size, or its index builds end up alone at the end of the load.
+  local weight = {}
+  for _, step in ipairs(task.phases.schema and plan.post_data or {}) do
+    if step.table and step.kind == "index" then
+      local cost = step.sql:find(" USING gin ", 1, true) and 1.5 or (step.sql:find(" USING gist ", 1, true) and 1.5 or 0.5)
+      weight[step.table] = (weight[step.table] or 1) + cost
+    end
+  end
+  table.sort(parts, function(a, b)
+    local wa = a.bytes_estimate * (weight[a.table.key] or 1)
+    local wb = b.bytes_estimate * (weight[b.table.key] or 1)
+    if wa ~= wb then return wa > wb end
+    return a.id < b.id
+  end)
   local done_steps = state:steps_done()
   local load = new_load(task, plan, state, parts, table_parts, opts)
   load.done_steps = done_steps

@@ -29,6 +29,7 @@ local function phases_need_data(task) return task.phases.full or task.phases.inc
 
 local function run_once(task, opts, progress)
   local source, target = connect.open_both(task)
+  task.connected_once = true
   task.source, task.target = source, target
   task.phase = "starting"
   -- Live control (pgtide status / attach): a socket of this task's own, when available.
@@ -179,7 +180,9 @@ function M.command(task, opts)
       local c = task[side]
       if c then pcall(c.close, c); task[side] = nil end
     end
-    local why = M.transient(result)
+    -- A server that was never reached is a mistake to report at once (exit status 4), not
+    -- something to wait for: retrying starts once the task has connected.
+    local why = task.connected_once and M.transient(result) or nil
     attempt = attempt + 1
     first_failure = first_failure or tide.monotonic()
     if not why or attempt > attempts or tide.monotonic() - first_failure > window then
