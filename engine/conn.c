@@ -74,9 +74,40 @@ static void conn_kick(tide_conn *c) {
     uv_timer_start(c->kick, kick_fired, 1, 0);
 }
 
+/* The watchdog: while an operation waits for its socket, poke its handler once a second as
+ * if the socket were ready. A spurious poke costs one non-blocking libpq call that finds
+ * nothing; it guarantees progress if a readiness event was ever lost (we saw a terminated
+ * backend's socket drop out of the epoll set while an operation still waited on it). */
+static void watchdog_fired(uv_timer_t *t) {
+    tide_conn *c = t->data;
+    if (c->on_io && c->pg && c->want_events) {
+        c->on_io(c, c->want_events);
+        conn_recheck(c);
+    }
+}
+
+static void watchdog_arm(tide_conn *c, bool on) {
+    if (!on) {
+        if (c->watchdog) uv_timer_stop(c->watchdog);
+        return;
+    }
+    if (!c->watchdog) {
+        c->watchdog = malloc(sizeof *c->watchdog);
+        if (!c->watchdog) abort();
+        uv_timer_init(c->rt->loop, c->watchdog);
+        c->watchdog->data = c;
+        c->open_handles++;
+    }
+    if (!uv_is_active((uv_handle_t *) c->watchdog)) uv_timer_start(c->watchdog, watchdog_fired, 1000, 1000);
+}
+
+static void connect_on_io(tide_conn *c, int events);
+
 void conn_watch(tide_conn *c, int events) {
     int fd = c->pg ? PQsocket(c->pg) : -1;
     c->want_events = events;
+    /* Not while connecting: PQconnectPoll must only be called when the socket is ready. */
+    watchdog_arm(c, events != 0 && c->on_io != NULL && c->on_io != connect_on_io);
     if (fd < 0 && events != 0 && c->on_io) conn_kick(c);
     if (c->poll && (c->poll_fd != fd || fd < 0)) {
         uv_close((uv_handle_t *) c->poll, handle_closed);
@@ -394,6 +425,10 @@ void conn_close(tide_conn *c) {
     if (c->kick) {
         uv_close((uv_handle_t *) c->kick, handle_closed);
         c->kick = NULL;
+    }
+    if (c->watchdog) {
+        uv_close((uv_handle_t *) c->watchdog, handle_closed);
+        c->watchdog = NULL;
     }
     if (c->poll) {
         uv_close((uv_handle_t *) c->poll, handle_closed);

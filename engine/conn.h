@@ -22,6 +22,7 @@ struct tide_conn {
     int want_events;          /* what the operation asked for last (conn_watch) */
     uv_timer_t *timer;        /* connect timeout */
     uv_timer_t *kick;         /* delivers an event when the socket is already gone */
+    uv_timer_t *watchdog;     /* pokes a waiting operation every second (see conn.c) */
     int open_handles;         /* poll/timer handles whose close callback has not run */
     bool userdata_alive;      /* the Lua userdata still points here */
     conn_io_fn on_io;
