@@ -467,6 +467,14 @@ function M.run(task, plan, source, target, opts)
   return load.stats
 end
 
+-- Empty every target table of the plan in one statement (foreign keys among them allow it).
+function M.empty_tables(task, plan, target)
+  local list = {}
+  for _, tbl in ipairs(plan.tables) do list[#list + 1] = parts_mod.target_relation(target, tbl) end
+  if #list == 0 then return end
+  must(target, "TRUNCATE " .. table.concat(list, ", "), "emptying the target tables for a new full load")
+end
+
 -- Operator controls (used by the live-task REPL).
 function M.pause(task)
   local load = task.load

@@ -73,8 +73,22 @@ local function run_once(task, opts, progress)
   if phases.incremental then
     cdc = require "tide.cdc"
     task.phase = "slot"; progress:phase_start("slot")
-    info = cdc.prepare(task, plan, source, target, { snapshot = phases.full and not reached(phase, "full") })
+    info = cdc.prepare(task, plan, source, target, { snapshot = phases.full and not reached(phase, "post") })
     progress:phase_end("slot")
+    if info.resumed and not reached(phase, "post") then
+      -- The origin has a position: the full load committed and copy_done ran before the
+      -- phase could be recorded.
+      state:set_phase("post")
+      phase = "post"
+    elseif info.snapshot and #state:parts() > 0 then
+      -- An earlier full load was interrupted, and its snapshot died with its slot. Parts
+      -- copied under it cannot be mixed with parts copied under the new one (the stream
+      -- starts at the new slot), so the copy starts over: its record is forgotten and the
+      -- tables are emptied.
+      progress:note("the interrupted full load restarts from the beginning under the new slot's snapshot")
+      state:forget_parts()
+      require("tide.full").empty_tables(task, plan, target)
+    end
   end
 
   if phases.full and not reached(phase, "post") then
@@ -83,6 +97,9 @@ local function run_once(task, opts, progress)
       state = state, progress = progress, snapshot = info and info.snapshot,
       on_imported = function() if info and info.hold then info.hold:close(); info.hold = nil end end,
     })
+    -- The origin's position is recorded before the phase: a crash in between leaves a slot
+    -- whose origin has a position, which the next run recognises (info.resumed above).
+    if cdc then cdc.copy_done(task, info, target) end
     state:set_phase("post")
     progress:phase_end("full", string.format("%d rows, %s", stats.rows, require("tide.progress").human_bytes(stats.bytes)))
   elseif phases.schema and not reached(phase, "post") then
@@ -99,7 +116,7 @@ local function run_once(task, opts, progress)
   local summary
   if cdc then
     if not reached(phase, "incremental") then
-      cdc.copy_done(task, info, target)
+      if not phases.full then cdc.copy_done(task, info, target) end
       state:set_phase("incremental")
     end
     task.phase = "incremental"; progress:phase_start("incremental")

@@ -126,6 +126,11 @@ function State:mark_step(key, seconds)
   assert(self.target:exec(self:step_done_sql(self.target, key, seconds)))
 end
 
+-- Forget the full load's parts (their snapshot is gone; the copy starts over).
+function State:forget_parts()
+  assert(self.target:query("DELETE FROM " .. self:tbl("copy_parts") .. " WHERE task = $1", self.task.name))
+end
+
 -- Forget the task's progress (after a successful run, or `pgtide release`).
 function State:forget()
   for _, t in ipairs({ "steps", "copy_parts", "tasks" }) do
