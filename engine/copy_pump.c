@@ -21,6 +21,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define FLUSH_EVERY (256 * 1024)
 
@@ -328,6 +329,14 @@ static void dst_on_io(tide_conn *c, int events) {
         }
     }
     if (events & UV_READABLE) {
+        /* Did the server really send something? (The watchdog and kicks deliver events
+         * without asking the socket.) End of file counts: the server went away. */
+        bool arrived = false;
+        if (p->dst_state == SIDE_STREAMING && PQsocket(c->pg) >= 0) {
+            char byte;
+            ssize_t n = recv(PQsocket(c->pg), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+            arrived = n >= 0;
+        }
         uint64_t notices = c->notices;
         if (!PQconsumeInput(c->pg)) {
             pump_fail(p, "target", "08006", PQerrorMessage(c->pg));
@@ -335,7 +344,7 @@ static void dst_on_io(tide_conn *c, int events) {
             pump_reconcile(p);
             return;
         }
-        if (p->dst_state == SIDE_STREAMING && c->notices == notices) {
+        if (p->dst_state == SIDE_STREAMING && arrived && c->notices == notices) {
             /* Not a notice: the target reports an error (see the top of the file). */
             p->target_failed_early = true;
             pump_end_target(p, "pgtide: stopping the COPY after the target reported an error");
