@@ -9,6 +9,7 @@ int luaopen_tide_conn(lua_State *L);
 int luaopen_tide_copy(lua_State *L);
 void tide_term_register(lua_State *L);
 void tide_process_register(lua_State *L);
+void tide_control_register(lua_State *L);
 
 int luaopen_tide_core(lua_State *L) {
     lua_newtable(L);
@@ -18,6 +19,7 @@ int luaopen_tide_core(lua_State *L) {
     tide_error_register(L);
     tide_term_register(L);
     tide_process_register(L);
+    tide_control_register(L);
     lua_pushstring(L, TIDE_VERSION);
     lua_setfield(L, -2, "version");
     return 1;

@@ -66,6 +66,7 @@ static int l_readline(lua_State *L) {
     if (isatty(STDIN_FILENO)) {
         completer_L = L;
         rl_attempted_completion_function = complete;
+        rl_completion_append_character = '\0';   /* `task:sta<Tab>` must not add a space */
         char *line = readline(prompt);
         completer_L = NULL;
         if (!line) return 0;

@@ -21,6 +21,8 @@ trap 'exit 130' INT TERM
 
 passed=0; failed=0; failed_files=()
 export PGTIDE_TEST_TMP="$work"
+# Control sockets of tasks started by tests live here, apart from any other run's.
+export XDG_RUNTIME_DIR="$work/run"; mkdir -p "$XDG_RUNTIME_DIR"; chmod 700 "$XDG_RUNTIME_DIR"
 
 run_one() {  # run_one LABEL CMD...
   local label=$1; shift
@@ -69,6 +71,8 @@ if [ ${#integration[@]} -gt 0 ]; then
   set -a; . "$work/clusters/env"; set +a
   export PGTIDE_SOURCE_ADMIN="$SOURCE_URL" PGTIDE_TARGET_ADMIN="$TARGET_URL"
   export PGTIDE_TEST_TMP="$work"
+# Control sockets of tasks started by tests live here, apart from any other run's.
+export XDG_RUNTIME_DIR="$work/run"; mkdir -p "$XDG_RUNTIME_DIR"; chmod 700 "$XDG_RUNTIME_DIR"
   for t in "${integration[@]}"; do
     echo "# $t"
     run_one "$t" "$PGTIDE" script tests/lib/runner.lua "$t"

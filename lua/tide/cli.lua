@@ -82,11 +82,13 @@ pgtide release FILE
   Drop what the task created for incremental migration: its replication slot, publication,
   heartbeat table and replication origin. Nothing else.]],
   status = [[
-pgtide status [NAME] [--json]
-  List running tasks, or show one task's phase, progress, delay and last error.]],
+pgtide status [NAME] [--json] [--control PATH]
+  List running tasks, or show one task's phase, progress per table, rates, delay, bytes
+  behind, the stop condition's verdict and last error (docs/live.md).]],
   attach = [[
-pgtide attach NAME [-e CHUNK]
-  Open a Lua REPL inside the running task NAME (or run one CHUNK and exit).]],
+pgtide attach NAME [-e CHUNK] [--control PATH]
+  Open a Lua REPL inside the running task NAME (or run one CHUNK and exit): `task` is the
+  live task (task:status(), task:pause(), task:throttle{...}, task:stop(), ...).]],
   repl = [[
 pgtide repl
   A local Lua REPL with the engine loaded: tide.connect, tide.spawn, ... Expressions print
@@ -129,6 +131,10 @@ function commands.repl(args)
   if #args > 0 then return usage_error("repl takes no arguments") end
   return require("tide.repl").run()
 end
+
+-- Live tasks, through their control sockets (tide.live.client).
+function commands.status(args) return require("tide.live.client").status(args) end
+function commands.attach(args) return require("tide.live.client").attach(args) end
 
 function commands.script(args)
   local file = args[1]

@@ -427,6 +427,9 @@ function M.run(task, plan, source, target, opts)
   end
   if opts.progress then opts.progress:start_load(load) end
   task.load = load
+  -- Controls an operator gave before the load began (pgtide attach: pause, throttle, stop).
+  local ok_live, control = pcall(require, "tide.live.control")
+  if ok_live then control.apply_pending(task) end
 
   local jobs = math.max(1, math.min(task.full.jobs or 4, math.max(1, #load.queue)))
   local copy_handles = {}

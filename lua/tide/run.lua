@@ -209,6 +209,7 @@ function M.command(task, opts)
       end
       error(result, 0)
     end
+    task.last_error = { message = tostring(result), time = tide.now() }
     local delay = math.min(max_delay, 2 ^ (attempt - 1)) * (0.5 + math.random() / 2)
     progress:note(string.format("%s: %s; running again in %.1fs (attempt %d of %d), continuing from the recorded progress",
                                 why, tostring(result):gsub("\n.*", ""), delay, attempt + 1, attempts + 1))

@@ -1,0 +1,209 @@
+-- tide.live.status — what `pgtide status` and task:status() report about a running task, as
+-- plain data (strings, numbers, booleans, tables of them: it travels as JSON), and the text a
+-- person reads. The fields are documented in docs/live.md.
+local core = require "tide.core"
+local live_mod = require "tide.live"
+local control = require "tide.live.control"
+local json = require "tide.json"
+
+local M = {}
+
+-- A JSON-safe copy: functions and userdata become their tostring, cycles and depth are cut.
+local function plain(v, depth, seen)
+  local t = type(v)
+  if t == "number" or t == "string" or t == "boolean" then return v end
+  if t ~= "table" or (getmetatable(v) and getmetatable(v).__tostring) then return v ~= nil and tostring(v) or nil end
+  depth, seen = depth or 0, seen or {}
+  if seen[v] or depth > 6 then return "..." end
+  seen[v] = true
+  local out = {}
+  for k, x in pairs(v) do
+    if type(k) == "string" or math.type(k) == "integer" then out[k] = plain(x, depth + 1, seen) end
+  end
+  seen[v] = nil
+  return out
+end
+M.plain = plain
+
+------------------------------------------------------------------------ the full load
+
+local function full_status(live)
+  local load = live.task.load
+  if not load then return nil end
+  local s = load.stats
+  local flight_rows, flight_bytes, flight_parts = {}, {}, {}
+  for part, pump in pairs(load.running) do
+    local bytes, messages = pump:stats()
+    local key = part.table.key
+    flight_rows[key] = (flight_rows[key] or 0) + messages
+    flight_bytes[key] = (flight_bytes[key] or 0) + bytes
+    flight_parts[key] = (flight_parts[key] or 0) + 1
+  end
+  local tables, rows_estimate, bytes_estimate = {}, 0, 0
+  for _, t in ipairs(load.plan.tables) do
+    local ts = s.tables[t.key] or { rows = 0, bytes = 0, parts = 0 }
+    local left = load.parts_left[t.key] or 0
+    local state = load.loaded[t.key] and "done" or flight_parts[t.key] and "copying" or "waiting"
+    if state == "copying" and load.paused then state = "paused" end
+    tables[#tables + 1] = {
+      table = t.key, target = t.target.schema .. "." .. t.target.name,
+      rows = ts.rows + (flight_rows[t.key] or 0), bytes = ts.bytes + (flight_bytes[t.key] or 0),
+      rows_estimate = t.rows_estimate, bytes_estimate = t.bytes,
+      parts = ts.parts, parts_done = ts.parts - left, parts_copying = flight_parts[t.key] or 0,
+      state = state,
+    }
+    rows_estimate = rows_estimate + math.max(0, t.rows_estimate or 0)
+    bytes_estimate = bytes_estimate + math.max(0, t.bytes or 0)
+  end
+  live_mod.sample(live)
+  local rows, bytes = live_mod.load_totals(load)
+  local rows_rate, bytes_rate = live_mod.rates(live)
+  local state = load.failed and (load.failed.kind == "interrupted" and "stopping" or "failed")
+                or s.seconds and "done" or load.paused and "paused" or "copying"
+  if state == "copying" and load.copies_finished then state = "post-data" end
+  return {
+    state = state, rows = rows, bytes = bytes, rows_estimate = rows_estimate, bytes_estimate = bytes_estimate,
+    parts_done = s.parts_done, parts_total = s.parts_total, steps_done = s.steps_done, steps_total = #(load.steps or {}),
+    rows_per_second = rows_rate, bytes_per_second = bytes_rate, seconds = s.seconds,
+    tables = tables,
+  }
+end
+
+------------------------------------------------------------------------ the stop condition
+
+local function describe_condition(c)
+  if c == nil then return "none" end
+  if type(c) == "function" then
+    local info = debug.getinfo(c, "S")
+    return string.format("a function (%s:%d)", info.short_src, info.linedefined)
+  end
+  return tostring(c)
+end
+
+local function stop_status(task, inc)
+  local c = task.stop
+  local out = { condition = describe_condition(c), requested = task.stop_requested == true }
+  if c == nil then return out end
+  if not inc then
+    out.verdict = "not evaluated yet (the change stream evaluates it every tick)"
+  elseif inc.stop_verdict ~= nil then
+    out.verdict = inc.stop_verdict and "met" or "not met"        -- recorded by the stream
+  elseif type(c) == "table" and (tostring(c):find("^tide%.when") or tostring(c):find("task:stop()", 1, true)) then
+    -- tide.when conditions hold no state that one more look with the same status changes.
+    local ok, v = pcall(c, inc)
+    out.verdict = not ok and ("error: " .. tostring(v)) or (v and "met" or "not met")
+  else
+    out.verdict = "evaluated by the change stream every tick (a function is not called from here)"
+  end
+  return out
+end
+
+------------------------------------------------------------------------ all of it
+
+local function last_error(task)
+  local e = task.last_error or (task.load and task.load.failed)
+  if e == nil then return nil end
+  if type(e) == "table" and not getmetatable(e) then return plain(e) end
+  return { message = tostring(e) }
+end
+
+function M.collect(live)
+  local task = live.task
+  local now = core.now()
+  local inc = control.cdc_status(task)
+  local sessions, chunks = 0, 0
+  for session in pairs(live.sessions) do
+    sessions = sessions + 1
+    local c = session.chunk
+    if c and not c.done and not c.abandoned then chunks = chunks + 1 end
+  end
+  local st = {
+    task = task.name, pid = live.pid, version = core.version, protocol = live_mod.PROTOCOL,
+    phase = task.phase or "starting", started = live.started, uptime = now - live.started,
+    migrate = plain(task.migrate), source = task.source_info, target = task.target_info,
+    socket = live.path, sessions = sessions, chunks = chunks,
+    paused = task.paused == true, throttle = plain(task.throttle_limits), stop_requested = task.stop_requested == true,
+    full = full_status(live),
+    incremental = inc and plain(inc),
+    stop = stop_status(task, inc),
+    last_error = last_error(task),
+  }
+  if inc then
+    st.delay = { seconds = inc.delay, bytes_behind = inc.bytes_behind, not_delayed = inc.not_delayed }
+  end
+  return st
+end
+
+------------------------------------------------------------------------ text for a person
+
+local human_bytes = require("tide.progress").human_bytes
+local human_seconds = require("tide.progress").human_seconds
+
+local function num(v) return type(v) == "number" and v or nil end
+
+local function count(n)
+  n = num(n)
+  if not n then return "?" end
+  local text = tostring(math.floor(n + 0.5)):reverse():gsub("(%d%d%d)", "%1,"):reverse()
+  return (text:gsub("^(-?),", "%1"))
+end
+
+local function rate(n, unit) return num(n) and string.format("%s %s/s", count(n), unit) or "-" end
+
+-- One line per task for the list.
+function M.summary_line(st)
+  local progress = "-"
+  local f = st.full
+  if type(f) == "table" then
+    local est = num(f.rows_estimate)
+    progress = string.format("%s rows%s %s", count(f.rows),
+      est and est > 0 and string.format(" (%.0f%%)", math.min(100, 100 * (num(f.rows) or 0) / est)) or "", f.state)
+  end
+  local delay = type(st.delay) == "table" and num(st.delay.seconds) and string.format("%.1fs", st.delay.seconds) or "-"
+  return string.format("%-24s %8s  %-12s %-34s %s%s", st.task, math.tointeger(st.pid) or st.pid, st.phase, progress,
+                       delay, st.paused and "  (paused)" or "")
+end
+
+function M.header_line()
+  return string.format("%-24s %8s  %-12s %-34s %s", "TASK", "PID", "PHASE", "FULL LOAD", "DELAY")
+end
+
+function M.render(st)
+  local out = {}
+  local function add(fmt, ...) out[#out + 1] = string.format(fmt, ...) end
+  add("task %s — pid %s, phase %s, up %s%s", st.task, math.tointeger(st.pid) or st.pid, st.phase,
+      human_seconds(num(st.uptime)), st.paused and ", PAUSED" or "")
+  add("  source: %s", tostring(st.source))
+  add("  target: %s", tostring(st.target))
+  if type(st.throttle) == "table" then add("  throttle: %s", json.encode(st.throttle)) end
+  local f = st.full
+  if type(f) == "table" then
+    add("  full load: %s — %s of ~%s rows, %s, %s, %s; parts %s/%s, post-data steps %s/%s",
+        f.state, count(f.rows), (num(f.rows_estimate) or 0) > 0 and count(f.rows_estimate) or "?", human_bytes(num(f.bytes) or 0), rate(f.rows_per_second, "rows"),
+        num(f.bytes_per_second) and (human_bytes(f.bytes_per_second) .. "/s") or "-",
+        count(f.parts_done), count(f.parts_total), count(f.steps_done), count(f.steps_total))
+    add("    %-40s %12s %12s %10s %6s  %s", "table", "rows", "of ~rows", "bytes", "parts", "state")
+    for _, t in ipairs(type(f.tables) == "table" and f.tables or {}) do
+      add("    %-40s %12s %12s %10s %6s  %s", t.table, count(t.rows),
+          (num(t.rows_estimate) or -1) >= 0 and count(t.rows_estimate) or "?",
+          human_bytes(num(t.bytes) or 0), string.format("%s/%s", count(t.parts_done), count(t.parts)), t.state)
+    end
+  end
+  local inc = st.incremental
+  if type(inc) == "table" then
+    add("  incremental: delay %s (%s), %s behind, %s, %s, applied %s%s",
+        num(inc.delay) and string.format("%.3f s", inc.delay) or "?", inc.not_delayed and "not delayed" or "delayed",
+        human_bytes(num(inc.bytes_behind) or 0), rate(inc.transactions_per_second, "tx"),
+        rate(inc.changes_per_second, "changes"), tostring(inc.applied_lsn), inc.paused and ", paused" or "")
+  end
+  local stop = type(st.stop) == "table" and st.stop or {}
+  add("  stop condition: %s%s%s", tostring(stop.condition or "none"), stop.verdict and (" — " .. stop.verdict) or "",
+      stop.requested and " (stop requested)" or "")
+  local e = st.last_error
+  add("  last error: %s", type(e) == "table" and tostring(e.message) or "none")
+  add("  attached sessions: %s (%s running a chunk); control socket %s", count(st.sessions), count(st.chunks),
+      tostring(st.socket))
+  return table.concat(out, "\n")
+end
+
+return M
