@@ -71,6 +71,8 @@ echo "== source database: $((size / 1024 / 1024)) MB; jobs $JOBS; $RUNS runs per
 
 reset_target() {
   psql -q "$TARGET_URL" -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench" 2>/dev/null
+  # Start every run from the same state: no checkpoint debt from the previous load.
+  psql -q "$SOURCE_URL" -c "CHECKPOINT"; psql -q "$TARGET_URL" -c "CHECKPOINT"
 }
 
 cat >"$work/bench.lua" <<LUA
@@ -94,16 +96,20 @@ run_tool() {  # run_tool NAME → prints "seconds rss_kb"
   cat "$work/time"
 }
 
-declare -A med rss
-for tool in pgtide pgcopydb pg_dump; do
-  times=(); peak=0
-  for r in $(seq 1 "$RUNS"); do
+# Rounds, each running every tool once (interleaved, so a slow moment of the machine does not
+# fall on one tool's runs only); the median of each tool's runs is reported.
+declare -A med rss times
+for tool in pgtide pgcopydb pg_dump; do times[$tool]=""; rss[$tool]=0; done
+for r in $(seq 1 "$RUNS"); do
+  for tool in pgtide pgcopydb pg_dump; do
     read -r secs kb < <(run_tool "$tool")
-    echo "   $tool run $r: ${secs}s, peak RSS $((kb / 1024)) MB"
-    times+=("$secs"); [ "$kb" -gt "$peak" ] && peak=$kb
+    echo "   round $r: $tool ${secs}s, peak RSS $((kb / 1024)) MB"
+    times[$tool]="${times[$tool]} $secs"
+    [ "$kb" -gt "${rss[$tool]}" ] && rss[$tool]=$kb
   done
-  med[$tool]=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  rss[$tool]=$peak
+done
+for tool in pgtide pgcopydb pg_dump; do
+  med[$tool]=$(printf '%s\n' ${times[$tool]} | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 done
 
 # Check pgtide's copy is complete (row counts per table equal).
