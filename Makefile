@@ -31,7 +31,7 @@ UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 DEB_PACKAGES := gcc make pkg-config python3 liblua5.4-dev lua-lpeg-dev libuv1-dev libpq-dev \
                 libedit-dev postgresql-15 tmux
 
-.PHONY: all deps test test-asan demo fuzz fuzz-run clean unit
+.PHONY: all deps test test-asan test-faults demo fuzz fuzz-run clean unit
 
 all: $(BUILD)/pgtide $(UNIT_BIN)
 
@@ -76,6 +76,11 @@ test-asan: deps
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	PGTIDE=build-asan/pgtide UNIT_DIR=build-asan/tests bash tests/run.sh
+
+# Fault injection (SIGKILL at random points of each phase, seeded): PGTIDE_FAULT_SEED=N replays.
+test-faults: deps
+	$(MAKE) all
+	NO_UNIT=1 TEST_DIRS=tests/faults PGTIDE=$(BUILD)/pgtide UNIT_DIR=$(BUILD)/tests bash tests/run.sh
 
 demo: deps
 	$(MAKE) all

@@ -27,6 +27,28 @@ end
 
 local function phases_need_data(task) return task.phases.full or task.phases.incremental end
 
+-- Sessions a previous, dead run of this task left on a server: a killed engine's statements
+-- go on without it (a multi-statement step with its COMMIT, a walsender holding the slot).
+-- The control socket has just proved no other instance of the task runs, so they are orphans:
+-- terminate them, and wait until they are gone, before reading the task's state.
+local function end_orphans(task, conn, progress)
+  local sql = [[
+SELECT pid FROM pg_catalog.pg_stat_activity
+WHERE application_name = $1 AND pid <> pg_catalog.pg_backend_pid()]]
+  local rows = conn:query(sql, "pgtide:" .. task.name)
+  if not rows or #rows == 0 then return end
+  progress:note(string.format("ending %d session(s) left by an earlier run of %s", #rows, task.name))
+  for _, r in ipairs(rows) do conn:query("SELECT pg_catalog.pg_terminate_backend($1)", r.pid) end
+  local deadline = tide.monotonic() + 30
+  repeat
+    rows = conn:query(sql, "pgtide:" .. task.name)
+    if not rows or #rows == 0 then return end
+    tide.sleep(0.05)
+  until tide.monotonic() > deadline
+  failure.raise("failed", string.format("sessions of an earlier run of %s (pids %s) do not end; end them with pg_terminate_backend and run again",
+    task.name, table.concat((function() local p = {} for i, r in ipairs(rows) do p[i] = r.pid end return p end)(), ", ")))
+end
+
 local function run_once(task, opts, progress)
   local source, target = connect.open_both(task)
   task.connected_once = true
@@ -35,6 +57,8 @@ local function run_once(task, opts, progress)
   -- Live control (pgtide status / attach): a socket of this task's own, when available.
   local live = optional "tide.live"
   if live then live.serve(task, opts) end
+  end_orphans(task, source, progress)
+  end_orphans(task, target, progress)
   progress:line("source: %s (PostgreSQL %s)", task.source_info, connect.version_string(source:server_version()))
   progress:line("target: %s (PostgreSQL %s)", task.target_info, connect.version_string(target:server_version()))
 

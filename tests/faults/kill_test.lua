@@ -1,0 +1,68 @@
+-- Fault injection: SIGKILL the engine at random points of each phase (seeded; the seed is
+-- printed, and PGTIDE_FAULT_SEED replays it), run the task again, and check the target equals
+-- the source with no duplicate and nothing left over. Run by `make test-faults`.
+local T = require "testlib"
+local tide = require "tide"
+local H = require "tidetest"
+
+local SEED = tonumber(os.getenv("PGTIDE_FAULT_SEED") or "") or os.time()
+print("# fault seed " .. SEED .. " (replay with PGTIDE_FAULT_SEED=" .. SEED .. ")")
+math.randomseed(SEED)
+
+local function setup(ctx)
+  local s, t = H.connect_both(ctx)
+  for _, c in ipairs({ s, t }) do
+    assert(c:exec("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS pgtide CASCADE; CREATE SCHEMA public"))
+  end
+  assert(s:exec([[
+CREATE TABLE parent (id int PRIMARY KEY, name text UNIQUE);
+INSERT INTO parent SELECT g, 'p' || g FROM generate_series(1, 2000) g;
+CREATE TABLE child (id bigint PRIMARY KEY, parent_id int REFERENCES parent(id), pad text, at timestamptz);
+INSERT INTO child SELECT g, 1 + g % 2000, repeat(md5(g::text), 6), now() - g * interval '1 s' FROM generate_series(1, 200000) g;
+CREATE INDEX child_at ON child (at);
+CREATE INDEX child_pad ON child (pad);
+CREATE TABLE nokey (a int, b text);
+INSERT INTO nokey SELECT g % 97, md5(g::text) FROM generate_series(1, 100000) g;
+CREATE VIEW v AS SELECT p.name, count(*) FROM parent p JOIN child c ON c.parent_id = p.id GROUP BY 1;
+]]))
+  return s, t
+end
+
+local TABLES = { "parent", "child", "nokey" }
+
+-- Start a run, wait for `marker` in its log, wait a random extra moment, SIGKILL it.
+local function kill_during(ctx, pb, marker, name)
+  local proc, log = H.start(ctx, "run " .. pb, name)
+  local seen = H.wait_for(120, function() return H.read(log):find(marker, 1, true) or proc:exited() end)
+  T.ok(seen, "never saw " .. marker .. ": " .. H.read(log))
+  local extra = math.random() * 0.4
+  if not proc:exited() then
+    tide.sleep(extra)
+    proc:kill(9)
+  end
+  proc:wait()
+  return extra
+end
+
+for _, case in ipairs({
+  { phase = "schema pre-data", marker = "schema: started" },
+  { phase = "full load", marker = "full: started" },
+  { phase = "post-data", marker = "copied" },
+}) do
+  T.test("SIGKILL during " .. case.phase .. " (random point), then run again: target = source", function(ctx)
+    local s, t = setup(ctx)
+    local name = "fault_" .. case.phase:gsub("%W", "_")
+    local pb = H.playbook(ctx, name, [[migrate = { "schema", "full" }, progress = "plain",
+      full = { jobs = 2, split_larger_than = "2MB" },]])
+    local extra = kill_during(ctx, pb, case.marker, name)
+    print(string.format("# killed %.3fs after %q", extra, case.marker))
+    local code, out = H.run("run " .. pb)
+    T.eq(code, 0, out)
+    for _, rel in ipairs(TABLES) do T.eq(H.fingerprint(t, rel), H.fingerprint(s, rel), rel) end
+    local q = "SELECT string_agg(indexdef, '; ' ORDER BY indexname) AS d FROM pg_indexes WHERE schemaname = 'public'"
+    T.eq(assert(t:query(q))[1].d, assert(s:query(q))[1].d)
+    T.eq(assert(t:query("SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f'"))[1].n, 1)
+    T.eq(assert(t:query("SELECT phase FROM pgtide.tasks WHERE task = $1", name))[1].phase, "done")
+    s:close(); t:close()
+  end)
+end
