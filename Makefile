@@ -88,16 +88,23 @@ demo: deps
 
 # libFuzzer harnesses (clang with libclang-rt): `make fuzz`, then `make fuzz-run FUZZ_SECONDS=1800`.
 FUZZ_SECONDS ?= 60
-fuzz: build-fuzz/fuzz_pgoutput
+fuzz: build-fuzz/fuzz_pgoutput build-fuzz/fuzz_playbook
 
 build-fuzz/fuzz_pgoutput: tests/fuzz/fuzz_pgoutput.c engine/pgoutput.c engine/relcache.c engine/pgoutput.h engine/relcache.h
 	@command -v clang >/dev/null || { echo "make fuzz needs clang and libclang-rt-14-dev (apt-get install -y clang libclang-rt-14-dev)" >&2; exit 1; }
 	mkdir -p build-fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iengine $(filter %.c,$^) -o $@
 
+build-fuzz/fuzz_playbook: tests/fuzz/fuzz_playbook.c $(ENGINE_SRC) $(BUILD)/lua_modules.c $(wildcard engine/*.h)
+	@command -v clang >/dev/null || { echo "make fuzz needs clang and libclang-rt-14-dev" >&2; exit 1; }
+	mkdir -p build-fuzz
+	clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine $(PKG_CFLAGS) \
+	  tests/fuzz/fuzz_playbook.c $(ENGINE_SRC) $(BUILD)/lua_modules.c $(PKG_LIBS) -lm -o $@
+
 fuzz-run: fuzz
-	mkdir -p build-fuzz/corpus-pgoutput
+	mkdir -p build-fuzz/corpus-pgoutput build-fuzz/corpus-playbook
 	build-fuzz/fuzz_pgoutput -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus-pgoutput tests/fuzz/corpus/pgoutput
+	build-fuzz/fuzz_playbook -max_total_time=$(FUZZ_SECONDS) -timeout=10 build-fuzz/corpus-playbook tests/fuzz/corpus/playbook
 
 clean:
 	rm -rf build build-asan build-fuzz
