@@ -20,6 +20,15 @@ function tide.wait_all(handles)
   return out
 end
 
+-- tide.when{...}: ready-made stop conditions (lua/tide/when.lua), loaded on first use.
+setmetatable(tide, { __index = function(t, k)
+  if k == "when" then
+    local when = require "tide.when"
+    rawset(t, "when", when)
+    return when
+  end
+end })
+
 -- tide.task{...} validates a task definition and returns the task (see tide.playbook).
 function tide.task(def)
   -- Not a tail call: the playbook's frame must stay at a known level for file:line.
