@@ -405,6 +405,8 @@ int conn_start(tide_conn *c, const char *const *keys, const char *const *values)
     uv_timer_init(c->rt->loop, c->timer);
     c->timer->data = c;
     c->open_handles++;
+    /* The loop's clock may be stale after a long blocking call (io.popen in a script). */
+    uv_update_time(c->rt->loop);
     uv_timer_start(c->timer, connect_timer_fired, (uint64_t) (c->timeout * 1000), 0);
     conn_watch(c, UV_WRITABLE);
     return 0;

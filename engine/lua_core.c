@@ -7,6 +7,7 @@
 
 int luaopen_tide_conn(lua_State *L);
 int luaopen_tide_copy(lua_State *L);
+int luaopen_tide_cdc(lua_State *L);
 void tide_term_register(lua_State *L);
 void tide_process_register(lua_State *L);
 void tide_control_register(lua_State *L);
@@ -16,6 +17,7 @@ int luaopen_tide_core(lua_State *L) {
     luaopen_tide_sched(L);
     luaopen_tide_conn(L);
     luaopen_tide_copy(L);
+    luaopen_tide_cdc(L);
     tide_error_register(L);
     tide_term_register(L);
     tide_process_register(L);

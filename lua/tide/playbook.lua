@@ -180,6 +180,7 @@ M.schema = {
     heartbeat_interval = { check = duration_value },
     decoding_work_mem  = { check = size_value },
     replica_role       = { check = "boolean" },
+    merge_updates      = { check = "boolean" },
   } },
   precheck = { check = "table" },
   stop     = { check = callable },

@@ -34,7 +34,8 @@ local function phases_need_data(task) return task.phases.full or task.phases.inc
 local function end_orphans(task, conn, progress)
   local sql = [[
 SELECT pid FROM pg_catalog.pg_stat_activity
-WHERE application_name = $1 AND pid <> pg_catalog.pg_backend_pid()]]
+WHERE (application_name = $1 OR starts_with(application_name, $1 || ':'))
+  AND pid <> pg_catalog.pg_backend_pid()]]
   local rows = conn:query(sql, "pgtide:" .. task.name)
   if not rows or #rows == 0 then return end
   progress:note(string.format("ending %d session(s) left by an earlier run of %s", #rows, task.name))
@@ -146,6 +147,16 @@ local function run_once(task, opts, progress)
     task.phase = "incremental"; progress:phase_start("incremental")
     summary = cdc.stream(task, plan, source, target)
     progress:phase_end("incremental")
+    if summary and summary.stopped_by ~= "condition" then
+      -- Stopped by a signal or an operator before the stop condition: the task is not done;
+      -- running it again goes on streaming from the recorded position.
+      progress:note("stopped before the stop condition (" .. tostring(summary.stopped_by) ..
+                    "); run the task again to continue streaming")
+      if live then live.close(task) end
+      source:close()
+      target:close()
+      return 130
+    end
   end
 
   state:set_phase("done")

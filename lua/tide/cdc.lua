@@ -1,0 +1,560 @@
+-- tide.cdc — incremental migration: publication, slot and origin; the change stream with its
+-- heartbeat, delay figures, stop condition and cutover; release. Bytes never pass through
+-- here: the stream (tide.core.cdc_stream, engine/lua_cdc.c) decodes and applies in C, and
+-- this module steers it. The playbook reference is docs/incremental.md.
+--
+-- THE CONTRACT with tide.run (the lead's orchestration):
+--
+--   cdc.prepare(task, plan, source, target [, { snapshot = false }])
+--     → { snapshot = "00000003-00000002-1", lsn = "0/1A2B3C", hold = <replication conn>,
+--         slot =, publication = }                         a new slot (and origin reset)
+--     → { resumed = true, lsn = "0/1A2B3C", slot =, publication = }
+--                                                         the slot exists and the target's
+--                                                         origin has a position: continue
+--     Creates (in this order) the heartbeat table, the publication, the replication origin on
+--     the target (reset to "no position"), then the slot, waiting at most
+--     incremental.slot_timeout (default 5 min) and naming the transactions that block it.
+--     `hold` keeps the exported snapshot alive: leave it idle until every copy has run
+--     `SET TRANSACTION SNAPSHOT`; copy_done closes it. With { snapshot = false } there is no
+--     snapshot and no hold (migrate = { "incremental" } on a target that already has the data).
+--     A slot that exists while the origin has no position is left over from a run that died
+--     before its full load committed: it is dropped and made again, and the full load MUST
+--     run again under the new snapshot (whatever the task state says) — `resumed` is the
+--     truth about that.
+--   cdc.copy_done(task, info, target)
+--     Once the full load committed: records info.lsn as the origin's position (durably), so
+--     streaming starts there, and closes info.hold. Nothing to do for a resumed info.
+--   cdc.stream(task, plan, source, target [, { tick = 0.25, quiet = false }])
+--     → summary { stopped_by = "condition" | "signal" | "request", transactions =, changes =,
+--                 seconds =, applied_lsn =, conflicts = {...}, reconnects =, cutover_hooks =,
+--                 released = bool, status = <last status> }
+--     Streams from the origin's position until task.stop(status) returns true or SIGINT/
+--     SIGTERM arrives (or cdc.request_stop(task)); stops cleanly (the source transaction in
+--     progress finishes, everything is committed and reported durable); runs on.cutover
+--     hooks only when the stop condition fired; releases when incremental.release = true.
+--     Reconnects after transient failures (lost connection, server restart) within
+--     task.retry limits. Raises a tide.failure for anything else (conflict under "error",
+--     a column added on the source, an invalidated slot, ...), with the change named.
+--   cdc.status(task) → the latest status table (nil when not streaming); cdc.pause(task) /
+--     cdc.resume(task): apply stops taking new work at the next transaction boundary;
+--     feedback to the source continues.
+--   cdc.command(task, opts) → exit status: `pgtide release FILE`.
+local core = require "tide.core"
+local connect = require "tide.connect"
+local failure = require "tide.failure"
+local when = require "tide.when"
+local objects = require "tide.cdc.objects"
+local figures = require "tide.cdc.figures"
+local cutover = require "tide.cdc.cutover"
+
+local M = {}
+
+M.names = objects.names
+M.release = objects.release
+M.sync_sequences = cutover.sync_sequences
+
+-- Live streams by task (for status, pause, resume, the REPL).
+local live = setmetatable({}, { __mode = "k" })
+
+local function conf(task) return task.incremental or {} end
+
+local function seconds(task, key, default)
+  local v = conf(task)[key]
+  if v == nil then return default end
+  return assert(when.seconds(v))
+end
+
+------------------------------------------------------------------------ prepare / copy_done
+
+function M.prepare(task, plan, source, target, opts)
+  opts = opts or {}
+  local names = objects.names(task)
+  objects.check_source(source)
+  local slot = objects.slot_info(source, names)
+  if slot then
+    objects.raise_if_lost(slot, names)
+    local pos = objects.origin_position(target, names)
+    if pos then
+      return { resumed = true, lsn = pos, slot = names.slot, publication = names.publication }
+    end
+    -- The earlier run died before its full load committed: its snapshot is gone.
+    objects.drop_slot(source, names)
+  end
+  if conf(task).heartbeat ~= false then objects.ensure_heartbeat(source, names) end
+  -- A fresh slot follows: the publication can be made again to match today's plan.
+  assert(source:exec("DROP PUBLICATION IF EXISTS " .. source:quote_ident(names.publication)))
+  objects.ensure_publication(task, plan, source, names)
+  objects.reset_origin(target, names)
+  local info = objects.create_slot(task, source, names, opts.snapshot ~= false,
+                                   seconds(task, "slot_timeout", 300))
+  info.publication = names.publication
+  return info
+end
+
+function M.copy_done(task, info, target)
+  if info.hold then info.hold:close(); info.hold = nil end
+  if info.resumed then return end
+  local names = objects.names(task)
+  assert(info.lsn, "copy_done: info.lsn missing (pass what cdc.prepare returned)")
+  local ok, err = target:query("SELECT pg_catalog.pg_replication_origin_advance($1, $2::pg_lsn)",
+                               names.origin, info.lsn)
+  if ok then ok, err = target:query("SELECT pg_catalog.pg_replication_origin_progress($1, true)", names.origin) end
+  if not ok then
+    failure.raise("failed", "cannot record the starting position in the replication origin " ..
+      names.origin .. ": " .. (err.message or tostring(err)))
+  end
+end
+
+------------------------------------------------------------------------ the table map
+
+-- Every source column the plan knew for a table, selected or not: its columns (generated
+-- ones included) and the ones select.columns excluded. A column outside this set that shows up
+-- in the stream was added on the source after planning, and stops the stream.
+local function known_columns(plan, key, columns)
+  local out, seen = {}, {}
+  local function add(name) if name and not seen[name] then seen[name] = true; out[#out + 1] = name end end
+  for _, c in ipairs(columns or {}) do add(c.name) end
+  local obj = plan.by_key and plan.by_key["table:" .. key]
+  if obj then
+    for _, c in ipairs(obj.columns or {}) do add(c.name) end
+    for _, c in pairs(obj.dropped_columns or {}) do add(c.name) end
+  end
+  return out
+end
+
+-- The C stream's tables: every published relation (partitions through their root) with its
+-- target, columns, known columns, key, and whether a hook or the heartbeat owns it.
+local function build_tables(task, plan, target, names)
+  local hooks = (task.on and task.on.change) or {}
+  local by_source, order = {}, {}
+  local function add(schema, name, key, tgt, columns, key_columns)
+    local k = schema .. "\0" .. name
+    if by_source[k] then return end
+    local e = { source_schema = schema, source_name = name, target_schema = tgt.schema,
+                target_name = tgt.name, columns = {}, key = key_columns,
+                known = known_columns(plan, key, columns) }
+    for _, c in ipairs(columns) do
+      if c.generated ~= "s" then e.columns[#e.columns + 1] = { source = c.name, target = c.target or c.name } end
+    end
+    by_source[k] = e
+    order[#order + 1] = e
+  end
+  for _, tbl in ipairs(plan.tables or {}) do
+    local root = tbl.parent and plan.by_key and plan.by_key["table:" .. tbl.parent]
+    if root then
+      add(root.schema, root.name, tbl.parent, root.target, root.columns or tbl.columns, tbl.key_columns)
+    else
+      add(tbl.source.schema, tbl.source.name, tbl.key, tbl.target, tbl.columns, tbl.key_columns)
+    end
+  end
+  -- Which targets are partitioned (never TRUNCATE ONLY, find rows through the root), and
+  -- which may have successive updates of a row folded into one (engine/apply_merge.c): one
+  -- unique index (the key), no exclusion constraint, no trigger firing in replica mode.
+  local tnames = {}
+  for i, e in ipairs(order) do tnames[i] = objects.qname(target, e.target_schema, e.target_name) end
+  local kinds, mergeable = {}, {}
+  local may_merge = conf(task).merge_updates ~= false and conf(task).replica_role ~= false
+  if #tnames > 0 then
+    for _, r in ipairs(assert(target:query([[
+SELECT u.i, c.relkind,
+       (SELECT count(*) FROM pg_catalog.pg_index x
+         WHERE x.indrelid = c.oid AND (x.indisunique OR x.indisexclusion)) AS uniques,
+       (SELECT count(*) FROM pg_catalog.pg_trigger g
+         WHERE g.tgrelid = c.oid AND NOT g.tgisinternal AND g.tgenabled IN ('A', 'R')) AS replica_triggers
+FROM unnest($1::text[]) WITH ORDINALITY AS u(name, i)
+LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tnames))) do
+      kinds[r.i] = r.relkind
+      mergeable[r.i] = may_merge and r.relkind == "r" and r.uniques == 1 and r.replica_triggers == 0
+    end
+  end
+  local entries = {}
+  for i, e in ipairs(order) do
+    local cols = {}
+    for j, c in ipairs(e.columns) do cols[j] = { source = c.source, target_sql = target:quote_ident(c.target) } end
+    local source_name = e.source_schema .. "." .. e.source_name
+    entries[#entries + 1] = {
+      source_schema = e.source_schema, source_name = e.source_name, target_sql = tnames[i],
+      display = e.target_schema .. "." .. e.target_name, columns = cols, key = e.key, known = e.known,
+      partitioned = kinds[i] == "p", mergeable = mergeable[i] and e.key ~= nil,
+      hooked = hooks[source_name] ~= nil or hooks[objects.qname(target, e.source_schema, e.source_name)] ~= nil,
+    }
+  end
+  if conf(task).heartbeat ~= false then
+    entries[#entries + 1] = { source_schema = names.heartbeat_schema, source_name = names.heartbeat_name,
+                              target_sql = "-", display = "(heartbeat)", heartbeat = true }
+  end
+  return entries, hooks
+end
+
+------------------------------------------------------------------------ the stream
+
+local TRANSIENT = { ["57P01"] = true, ["57P02"] = true, ["57P03"] = true, ["55006"] = true,
+                    ["53300"] = true, ["40001"] = true, ["40P01"] = true, ["55000"] = false }
+
+local function is_transient(err)
+  if type(err) ~= "table" then return false end
+  if err.conflict then return false end
+  local state = err.sqlstate or (err.err and err.err.sqlstate)
+  if not state then return err.kind == "connection" end
+  return state:sub(1, 2) == "08" or TRANSIENT[state] == true
+end
+
+local function describe(err)
+  if type(err) ~= "table" then return tostring(err) end
+  local s = err.message or tostring(err)
+  if err.context then s = s .. "\n  while " .. err.context end
+  if err.detail then s = s .. "\n  detail: " .. err.detail end
+  if err.hint then s = s .. "\n  hint: " .. err.hint end
+  return s
+end
+
+local function start_sql(repl, names, lsn)
+  local v = repl:server_version()
+  local proto = v >= 160000 and 4 or v >= 150000 and 3 or v >= 140000 and 2 or 1
+  local options = { "proto_version '" .. proto .. "'",
+                    "publication_names " .. repl:quote_literal(repl:quote_ident(names.publication)) }
+  if v >= 140000 then options[#options + 1] = "messages 'true'" end
+  -- streaming stays off: see docs/incremental.md ("Large transactions").
+  return string.format("START_REPLICATION SLOT %s LOGICAL %s (%s)", repl:quote_ident(names.slot), lsn,
+                       table.concat(options, ", "))
+end
+
+-- Open the stream's connections and set up the apply session. Returns st.session or raises.
+local function open_session(task, st)
+  local names = st.names
+  local repl_settings = {}
+  if conf(task).decoding_work_mem then
+    repl_settings.logical_decoding_work_mem = tostring(math.max(64, assert(when.bytes(conf(task).decoding_work_mem)) // 1024)) .. "kB"
+  end
+  local ses = {}
+  st.session = ses
+  ses.repl = connect.open(task, "source", { replication = "database", settings = repl_settings,
+    application_name = "pgtide:" .. task.name .. ":stream", client_encoding = st.encoding })
+  ses.apply = connect.open(task, "target", { application_name = "pgtide:" .. task.name .. ":apply",
+    settings = { synchronous_commit = "off", statement_timeout = "0", lock_timeout = "0",
+                 idle_in_transaction_session_timeout = "0" } })
+  local a = ses.apply
+  if conf(task).replica_role ~= false then
+    local ok, err = a:exec("SET session_replication_role = replica")
+    if not ok then
+      failure.raise("failed", "cannot SET session_replication_role = replica on the target (" .. err.message ..
+        "): without it target triggers and foreign keys fire a second time for replicated rows\n" ..
+        "  hint: run as a superuser, GRANT SET ON PARAMETER session_replication_role TO the target user " ..
+        "(PostgreSQL 15+), or set incremental.replica_role = false to accept that triggers fire", { err = err })
+    end
+  end
+  local ok, err = a:query("SELECT pg_catalog.pg_replication_origin_session_setup($1)", names.origin)
+  if not ok then
+    if err.sqlstate == "55006" or (err.message or ""):find("already active") then
+      err.message = err.message .. " (another pgtide process may be applying this task, or the previous one's " ..
+                    "session has not ended yet)"
+    end
+    error(err, 0)
+  end
+  local rows = assert(a:query("SELECT pg_catalog.pg_replication_origin_session_progress(false)::text AS lsn"))
+  local lsn = rows[1].lsn
+  if lsn == core.null or lsn == nil or lsn == "0/0" then
+    failure.raise("failed", "the replication origin " .. names.origin .. " on the target has no position: the " ..
+      "full load never finished (cdc.copy_done was not recorded)\n  hint: run the task again from the start " ..
+      "(release it first if it keeps failing)")
+  end
+  ses.start_lsn = lsn
+  -- The slot must not be ahead of what the target has (a restored target, say).
+  if not st.control then
+    st.control = connect.open(task, "source", { application_name = "pgtide:" .. task.name .. ":control" })
+  end
+  local slot = objects.slot_info(st.control, names)
+  if not slot then
+    failure.raise("failed", "the replication slot " .. names.slot .. " does not exist on the source (released?)" ..
+      "\n  hint: run the task again from the start")
+  end
+  objects.raise_if_lost(slot, names)
+  local confirmed = figures.lsn_number(slot.confirmed_flush_lsn)
+  if confirmed and confirmed > figures.lsn_number(lsn) then
+    failure.raise("failed", string.format("the slot %s has confirmed changes up to %s but the target has only " ..
+      "applied up to %s: the target lost data it had acknowledged (restored from a backup?). Streaming now " ..
+      "would leave a gap\n  hint: release the task and migrate again", names.slot, slot.confirmed_flush_lsn, lsn))
+  end
+  ses.stream = core.cdc_stream(ses.repl, ses.apply, {
+    start_sql = start_sql(ses.repl, names, lsn), start_lsn = lsn,
+    conflict = conf(task).conflict or "error", conflict_hook = task.on and task.on.conflict ~= nil,
+    group_changes = conf(task).group_changes, group_ms = conf(task).group_ms,
+    tables = st.tables,
+  })
+  return ses
+end
+
+local function close_session(st)
+  local ses = st.session
+  if not ses then return end
+  st.session = nil
+  if ses.stream then ses.stream:close() end
+  if ses.repl then ses.repl:close() end
+  if ses.apply then ses.apply:close() end
+end
+
+-- The heartbeat and source-position probe, every heartbeat_interval, on its own connection
+-- (st.probe_conn, which the stream closes after a failure so that a fresh one is opened).
+local function probe_loop(task, st)
+  local hb = conf(task).heartbeat ~= false
+  local interval = seconds(task, "heartbeat_interval", 1)
+  local update
+  while not st.finished do
+    if not st.probe_conn then
+      local ok, c = pcall(connect.open, task, "source", { application_name = "pgtide:" .. task.name .. ":heartbeat",
+                                                          timeout = 5 })
+      if ok then
+        st.probe_conn = c
+        update = "UPDATE " .. objects.heartbeat_sql(c, st.names) ..
+          " SET beat = pg_catalog.clock_timestamp(), lsn = pg_catalog.pg_current_wal_insert_lsn() WHERE slot = $1"
+      end
+    end
+    local conn = st.probe_conn
+    if conn then
+      -- pcall: the stream may close this connection under us after a failure.
+      local ok, rows = pcall(function()
+        if hb and not conn:query(update, st.names.slot) then return nil end
+        return conn:query("SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS lsn")
+      end)
+      if ok and rows then
+        st.figures:probe(rows[1].lsn, core.now())
+      else
+        conn:close()
+        if st.probe_conn == conn then st.probe_conn = nil end
+      end
+    end
+    local until_t = core.monotonic() + interval
+    while not st.finished and core.monotonic() < until_t do core.sleep(math.min(0.05, interval)) end
+  end
+  if st.probe_conn then st.probe_conn:close(); st.probe_conn = nil end
+end
+
+-- After a failure, connections to a server that went away are not reused: close them (which
+-- also wakes a coroutine still waiting on one) and let them be opened again.
+local function reset_side_connections(task, st)
+  if st.probe_conn then st.probe_conn:close(); st.probe_conn = nil end
+  if st.control then st.control:close() end
+  local ok, c = pcall(connect.open, task, "source", { application_name = "pgtide:" .. task.name .. ":control" })
+  st.control = ok and c or nil
+end
+
+local function report(task, st, status, opts)
+  local hook = task.on and task.on.progress
+  if hook then
+    local ok, err = pcall(hook, status)
+    if not ok then io.stderr:write("pgtide: on.progress hook failed: ", tostring(err), "\n") end
+  end
+  if opts.quiet or task.progress == "none" then return end
+  if not st.last_line or status.now - st.last_line >= (opts.progress_every or 10) then
+    st.last_line = status.now
+    io.stdout:write(figures.line(status), "\n")
+    io.stdout:flush()
+  end
+end
+
+local function log_conflicts(st, s)
+  local list, total = s:conflicts(st.conflicts_seen)
+  st.conflicts_seen = total
+  for _, c in ipairs(list) do
+    io.stderr:write(string.format("pgtide: conflict %s on %s (key %s) at LSN %s%s\n", c.conflict, c.table,
+      c.key, c.lsn, c.conflict:find("%(") and "" or ": skipped"))
+  end
+end
+
+local function on_change(st, s, ev)
+  local fn = st.hooks[ev.source] or st.hooks[ev.schema .. "." .. ev.table]
+  if not fn then
+    for k, f in pairs(st.hooks) do
+      if k:gsub('"', "") == ev.source then fn = f break end
+    end
+  end
+  local ok, res = pcall(fn, ev)
+  if not ok then
+    failure.raise("failed", string.format("the on.change hook for %s failed at LSN %s: %s", ev.source, ev.lsn,
+      tostring(res)))
+  end
+  if res == false then s:reply(false) elseif type(res) == "table" then s:reply(res) else s:reply(ev) end
+end
+
+local function on_conflict(task, st, s, ev)
+  local ok, res = pcall(task.on.conflict, ev)
+  if not ok then
+    io.stderr:write("pgtide: on.conflict hook failed (", tostring(res), "): stopping on the conflict\n")
+    res = "error"
+  end
+  if res == nil then res = (conf(task).conflict == "skip") and "skip" or "error" end
+  s:reply(res == "skip" or res == true)
+end
+
+-- One connected session: runs until stopped (returns the stop stats) or failed (returns nil, err).
+local function session(task, st, opts)
+  local ok, ses = pcall(open_session, task, st)
+  if not ok then return nil, ses end
+  local s = ses.stream
+  st.stream = s
+  if st.paused then s:pause() end
+  local tick = opts.tick or 0.25
+  while true do
+    local ev = s:next(tick)
+    if ev.kind == "failed" then st.stream = nil return nil, ev.err end
+    if ev.kind == "change" then
+      local hok, herr = pcall(on_change, st, s, ev)
+      if not hok then st.stream = nil return nil, herr end
+    elseif ev.kind == "conflict" then
+      on_conflict(task, st, s, ev)
+    else
+      local stats = s:stats()
+      local status = st.figures:status(stats, core.now(), { paused = st.paused, reconnects = st.reconnects })
+      st.status = status
+      log_conflicts(st, s)
+      report(task, st, status, opts)
+      if not st.stop_reason and task.stop then
+        local cok, fire = pcall(task.stop, status)
+        if not cok then
+          if st.stop_error ~= tostring(fire) then
+            st.stop_error = tostring(fire)
+            io.stderr:write("pgtide: the stop condition raised an error (still streaming): ", st.stop_error, "\n")
+          end
+        elseif fire then
+          st.stop_reason = "condition"
+        end
+      end
+      if st.stop_reason then
+        local stats_or_nil, err = s:stop()
+        st.stream = nil
+        if not stats_or_nil then return nil, err end
+        return stats_or_nil
+      end
+    end
+  end
+end
+
+function M.stream(task, plan, source, target, opts)
+  opts = opts or {}
+  local names = objects.names(task)
+  local now = core.now()
+  local st = { names = names, figures = figures.new(seconds(task, "delay_bound", 1), now), reconnects = 0,
+               conflicts_seen = 0, started = now, task = task }
+  live[task] = st
+  if conf(task).streaming then
+    io.stderr:write("pgtide: incremental.streaming is ignored: pgtide applies every change as it arrives and " ..
+                    "lets the source spill large transactions (docs/incremental.md)\n")
+  end
+  local enc = assert(target:query("SELECT pg_catalog.pg_encoding_to_char(encoding) AS e FROM pg_catalog.pg_database " ..
+                                  "WHERE datname = pg_catalog.current_database()"))
+  st.encoding = enc[1].e
+  st.control = connect.open(task, "source", { application_name = "pgtide:" .. task.name .. ":control" })
+  st.tables, st.hooks = build_tables(task, plan, target, names)
+  local handlers = {}
+  for _, sig in ipairs({ "INT", "TERM" }) do
+    handlers[sig] = true
+    core.on_signal(sig, function() st.stop_reason = st.stop_reason or "signal" end)
+  end
+  local probe = core.spawn(probe_loop, task, st)
+  local retry = task.retry or {}
+  local attempts = retry.attempts or 10
+  local max_delay = retry.max_delay and assert(when.seconds(retry.max_delay)) or 30
+  local failures, stats = 0, nil
+  local ok, err = pcall(function()
+    while true do
+      local began = core.monotonic()
+      local result, serr = session(task, st, opts)
+      close_session(st)
+      if core.monotonic() - began > 60 then failures = 0 end   -- a long healthy session resets the count
+      if result then stats = result break end
+      if st.stop_reason and is_transient(serr) then break end   -- stopping anyway; progress is saved
+      if failure.is_failure(serr) then error(serr, 0) end
+      if not is_transient(serr) then failure.raise("failed", "incremental migration stopped: " .. describe(serr), { err = serr }) end
+      failures = failures + 1
+      if failures > attempts then
+        failure.raise("failed", string.format("incremental migration gave up after %d attempts: %s", attempts, describe(serr)))
+      end
+      local delay = math.min(max_delay, 0.25 * 2 ^ (failures - 1)) * (0.75 + math.random() * 0.5)
+      io.stderr:write(string.format("pgtide: %s; reconnecting in %.1f s (attempt %d of %d)\n",
+        (serr and serr.message) or tostring(serr), delay, failures, attempts))
+      local wake = core.monotonic() + delay
+      while core.monotonic() < wake and not st.stop_reason do core.sleep(0.05) end
+      if st.stop_reason then break end
+      st.reconnects = st.reconnects + 1
+      reset_side_connections(task, st)
+    end
+  end)
+  st.finished = true
+  close_session(st)
+  local deadline = core.monotonic() + 2
+  while not probe:done() and core.monotonic() < deadline do core.sleep(0.02) end
+  if not probe:done() and st.probe_conn then st.probe_conn:close() end
+  probe:wait()
+  for sig in pairs(handlers) do core.on_signal(sig, nil) end
+  if st.control then st.control:close() end
+  if not ok then live[task] = nil error(err, 0) end
+  local summary = { stopped_by = st.stop_reason or "request", reconnects = st.reconnects, status = st.status,
+                    seconds = core.now() - st.started }
+  if stats then
+    summary.transactions, summary.changes, summary.applied_lsn = stats.transactions, stats.changes, stats.applied_lsn
+    summary.conflicts = stats.conflicts
+  end
+  if summary.stopped_by == "condition" then
+    local s2, t2 = connect.open_both(task)
+    local cok, cerr = pcall(function()
+      summary.cutover_hooks = cutover.run(task, cutover.context { task = task, plan = plan, source = s2,
+                                                                    target = t2, status = st.status })
+      if conf(task).release then
+        summary.released = objects.release(task, s2, t2)
+      end
+    end)
+    s2:close(); t2:close()
+    if not cok then live[task] = nil error(cerr, 0) end
+  end
+  live[task] = nil
+  return summary
+end
+
+------------------------------------------------------------------------ control
+
+function M.status(task)
+  local st = live[task]
+  return st and st.status
+end
+
+function M.pause(task)
+  local st = live[task]
+  if not st then return false end
+  st.paused = true
+  if st.stream then st.stream:pause() end
+  return true
+end
+
+function M.resume(task)
+  local st = live[task]
+  if not st then return false end
+  st.paused = false
+  if st.stream then st.stream:resume() end
+  return true
+end
+
+-- Stop the stream as a signal would (for the REPL and tests); cutover hooks do not run.
+function M.request_stop(task, reason)
+  local st = live[task]
+  if not st then return false end
+  st.stop_reason = st.stop_reason or reason or "request"
+  return true
+end
+
+------------------------------------------------------------------------ pgtide release FILE
+
+function M.command(task, opts)
+  local _ = opts
+  local source, target = connect.open_both(task)
+  local dropped = objects.release(task, source, target)
+  source:close()
+  target:close()
+  if #dropped == 0 then
+    print("release: nothing to drop for task " .. task.name)
+  else
+    for _, d in ipairs(dropped) do print("release: dropped " .. d) end
+  end
+  return 0
+end
+
+return M

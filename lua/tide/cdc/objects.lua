@@ -1,0 +1,342 @@
+-- tide.cdc.objects — what incremental migration creates, and drops again at release:
+--   source: the heartbeat table, the publication, the logical replication slot
+--   target: the replication origin
+-- All named after the task with a fixed prefix (pgtide_<name>, lower case, [a-z0-9_]), so an
+-- operator can tell ours from anyone else's, and release drops exactly these.
+local core = require "tide.core"
+local failure = require "tide.failure"
+local connect = require "tide.connect"
+
+local M = {}
+
+local null = core.null
+local function present(v) return v ~= nil and v ~= null end
+
+-- names(task) → { prefix, slot, publication, origin, heartbeat_schema, heartbeat_name }
+function M.names(task)
+  local base = ("pgtide_" .. task.name):lower():gsub("[^a-z0-9_]", "_")
+  local hb_schema, hb_name = "public", base .. "_heartbeat"
+  local conf = task.incremental and task.incremental.heartbeat_table
+  if type(conf) == "string" then
+    local s, n = conf:match("^([^.]+)%.(.+)$")
+    if s then hb_schema, hb_name = s, n else hb_name = conf end
+  end
+  return { prefix = base, slot = base, publication = base, origin = base,
+           heartbeat_schema = hb_schema, heartbeat_name = hb_name }
+end
+
+local function qname(conn, schema, name)
+  return conn:quote_ident(schema) .. "." .. conn:quote_ident(name)
+end
+M.qname = qname
+
+function M.heartbeat_sql(conn, names)
+  return qname(conn, names.heartbeat_schema, names.heartbeat_name)
+end
+
+------------------------------------------------------------------------ source checks
+
+function M.check_source(source)
+  local rows = assert(source:query("SELECT current_setting('wal_level') AS wal_level"))
+  if rows[1].wal_level ~= "logical" then
+    failure.raise("failed", "incremental migration needs wal_level = logical on the source (it is " ..
+      rows[1].wal_level .. ")\n  hint: ALTER SYSTEM SET wal_level = logical, then restart the source server")
+  end
+end
+
+-- The slot's row in pg_replication_slots, or nil.
+function M.slot_info(conn, names)
+  local rows = assert(conn:query([[
+SELECT slot_name, plugin, slot_type, database, active, active_pid, wal_status,
+       confirmed_flush_lsn::text AS confirmed_flush_lsn, restart_lsn::text AS restart_lsn,
+       pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn)::bigint AS retained_bytes
+FROM pg_catalog.pg_replication_slots WHERE slot_name = $1]], names.slot))
+  return rows[1]
+end
+
+function M.raise_if_lost(slot, names)
+  if slot and slot.wal_status == "lost" then
+    failure.raise("failed", string.format(
+      "the replication slot %s was invalidated by the source (wal_status = lost: it fell behind more " ..
+      "than max_slot_wal_keep_size): changes since then are gone, so streaming cannot continue without " ..
+      "a gap\n  hint: run `pgtide release` for this task, then migrate again (full load included)", names.slot))
+  end
+end
+
+------------------------------------------------------------------------ heartbeat table
+
+function M.ensure_heartbeat(source, names)
+  local hb = M.heartbeat_sql(source, names)
+  local ok, err = source:exec(string.format([[
+CREATE TABLE IF NOT EXISTS %s (
+  slot  text PRIMARY KEY,
+  beat  timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+  lsn   pg_lsn
+)]], hb))
+  if not ok then
+    failure.raise("failed", string.format("cannot create the heartbeat table %s on the source: %s\n" ..
+      "  hint: set incremental.heartbeat_table to a schema the source user may create in, or incremental.heartbeat = false",
+      hb, err.message or tostring(err)))
+  end
+  assert(source:query("INSERT INTO " .. hb .. " (slot) VALUES ($1) ON CONFLICT (slot) DO NOTHING", names.slot))
+end
+
+------------------------------------------------------------------------ publication
+
+-- Words in a row filter that name columns other than `allowed` (a row filter on a published
+-- UPDATE/DELETE may only use replica-identity columns, else the source's writes fail).
+local function filter_columns_outside(filter, columns, allowed)
+  local names, bad = {}, {}
+  for _, c in ipairs(columns) do names[c] = true end
+  local stripped = filter:gsub("'[^']*'", "''")
+  for word in stripped:gmatch("[%a_][%w_$]*") do
+    if names[word] and not allowed[word] and not bad[word] then bad[word] = true; bad[#bad + 1] = word end
+  end
+  for quoted in stripped:gmatch('"([^"]+)"') do
+    if names[quoted] and not allowed[quoted] and not bad[quoted] then bad[quoted] = true; bad[#bad + 1] = quoted end
+  end
+  return bad
+end
+
+-- The publication's table list: partitions are published through their root.
+-- Returns entries { schema=, name=, columns = {...} | nil, filter = ... | nil, root = bool }.
+function M.publication_entries(plan, catalog_columns, version)
+  local out, seen, via_root = {}, {}, false
+  for _, tbl in ipairs(plan.tables or {}) do
+    local schema, name, entry_tbl = tbl.source.schema, tbl.source.name, tbl
+    if tbl.parent then
+      local root = plan.by_key and plan.by_key["table:" .. tbl.parent]
+      if root then schema, name, entry_tbl = root.schema, root.name, nil; via_root = true end
+    end
+    local key = schema .. "\0" .. name
+    if not seen[key] then
+      seen[key] = true
+      local e = { schema = schema, name = name, root = entry_tbl == nil }
+      local all = catalog_columns[key]
+      if version >= 150000 and entry_tbl and all and #entry_tbl.columns < #all then
+        e.columns = {}
+        for i, c in ipairs(entry_tbl.columns) do e.columns[i] = c.name end
+      end
+      if version >= 150000 and entry_tbl and entry_tbl.row_filter then
+        local allowed = {}
+        if entry_tbl.replica_identity == "f" then
+          for _, c in ipairs(all or {}) do allowed[c] = true end
+        else
+          for _, c in ipairs(entry_tbl.key_columns or {}) do allowed[c] = true end
+        end
+        local bad = filter_columns_outside(entry_tbl.row_filter, all or {}, allowed)
+        if #bad > 0 then
+          failure.raise("failed", string.format(
+            "the row filter of %s.%s (%s) uses column %s, which is not part of the table's replica identity: " ..
+            "publishing it would make UPDATE and DELETE on the source fail\n  hint: filter on key columns only, " ..
+            "or set REPLICA IDENTITY FULL on the source table", schema, name, entry_tbl.row_filter,
+            table.concat(bad, ", ")))
+        end
+        e.filter = entry_tbl.row_filter
+      end
+      out[#out + 1] = e
+    end
+  end
+  return out, via_root
+end
+
+-- Every source column (not dropped, not generated) of the given tables, keyed "schema\0name".
+function M.catalog_columns(source, pairs_list)
+  local schemas, names = {}, {}
+  for i, p in ipairs(pairs_list) do schemas[i], names[i] = p[1], p[2] end
+  local out = {}
+  if #schemas == 0 then return out end
+  local rows = assert(source:query([[
+SELECT n.nspname AS schema, c.relname AS name, a.attname AS column, c.relkind AS kind
+FROM unnest($1::text[], $2::text[]) AS u(schema, name)
+JOIN pg_catalog.pg_namespace n ON n.nspname = u.schema
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = u.name
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+ORDER BY 1, 2, a.attnum]], schemas, names))
+  for _, r in ipairs(rows) do
+    local key = r.schema .. "\0" .. r.name
+    out[key] = out[key] or {}
+    table.insert(out[key], r.column)
+  end
+  return out
+end
+
+function M.ensure_publication(task, plan, source, names)
+  local version = source:server_version()
+  local pairs_list = {}
+  for _, tbl in ipairs(plan.tables or {}) do
+    pairs_list[#pairs_list + 1] = { tbl.source.schema, tbl.source.name }
+  end
+  local entries, via_root = M.publication_entries(plan, M.catalog_columns(source, pairs_list), version)
+  local rows = assert(source:query("SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1", names.publication))
+  if rows[1] then return false end
+  local parts = {}
+  for _, e in ipairs(entries) do
+    local s = qname(source, e.schema, e.name)
+    if e.columns then
+      local cols = {}
+      for i, c in ipairs(e.columns) do cols[i] = source:quote_ident(c) end
+      s = s .. " (" .. table.concat(cols, ", ") .. ")"
+    end
+    if e.filter then s = s .. " WHERE (" .. e.filter .. ")" end
+    parts[#parts + 1] = s
+  end
+  if task.incremental.heartbeat ~= false then parts[#parts + 1] = M.heartbeat_sql(source, names) end
+  if #parts == 0 then failure.raise("failed", "incremental migration needs at least one selected table") end
+  local sql = "CREATE PUBLICATION " .. source:quote_ident(names.publication) .. " FOR TABLE " ..
+              table.concat(parts, ", ")
+  if via_root and version >= 130000 then sql = sql .. " WITH (publish_via_partition_root = true)" end
+  local ok, err = source:exec(sql)
+  if not ok then
+    failure.raise("failed", string.format("cannot create the publication %s on the source: %s%s",
+      names.publication, err.message or tostring(err), err.hint and ("\n  hint: " .. err.hint) or ""))
+  end
+  return true
+end
+
+------------------------------------------------------------------------ slot
+
+local BLOCKERS_SQL = [[
+SELECT a.pid, a.datname, a.usename, a.application_name, a.state,
+       pg_catalog.to_char(a.xact_start, 'YYYY-MM-DD HH24:MI:SS') AS since,
+       pg_catalog.left(pg_catalog.regexp_replace(a.query, '\s+', ' ', 'g'), 100) AS query
+FROM pg_catalog.pg_stat_activity a
+WHERE a.backend_xid IS NOT NULL AND a.pid <> pg_catalog.pg_backend_pid() AND a.pid <> $1
+ORDER BY a.xact_start]]
+
+local PREPARED_SQL = [[
+SELECT gid, database, owner, pg_catalog.to_char(prepared, 'YYYY-MM-DD HH24:MI:SS') AS since
+FROM pg_catalog.pg_prepared_xacts ORDER BY prepared]]
+
+-- Transactions that keep CREATE_REPLICATION_SLOT waiting, as lines for a message.
+function M.blockers(source, repl_pid)
+  local lines = {}
+  for _, r in ipairs(source:query(BLOCKERS_SQL, repl_pid or 0) or {}) do
+    lines[#lines + 1] = string.format("  pid %d (database %s, user %s, %s, %s since %s): %s", r.pid,
+      tostring(r.datname), tostring(r.usename), present(r.application_name) and r.application_name ~= "" and
+      r.application_name or "no application_name", tostring(r.state), tostring(r.since), tostring(r.query))
+  end
+  for _, r in ipairs(source:query(PREPARED_SQL) or {}) do
+    lines[#lines + 1] = string.format("  prepared transaction %q (database %s, owner %s, since %s)",
+      r.gid, r.database, r.owner, r.since)
+  end
+  return lines
+end
+
+-- Create the slot on a fresh replication connection. With snapshot, the connection is
+-- returned open and idle (the exported snapshot lives as long as it stays idle).
+-- Returns { slot=, lsn=, snapshot=, hold= }.
+function M.create_slot(task, source, names, want_snapshot, timeout)
+  local repl = connect.open(task, "source", { replication = "database",
+                                              application_name = "pgtide:" .. task.name .. ":slot" })
+  local version = repl:server_version()
+  local q = repl:quote_ident(names.slot)
+  local sql
+  if version >= 150000 then
+    sql = string.format("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT '%s')", q,
+                        want_snapshot and "export" or "nothing")
+  else
+    sql = string.format("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", q,
+                        want_snapshot and "EXPORT_SNAPSHOT" or "NOEXPORT_SNAPSHOT")
+  end
+  local pid = repl:backend_pid()
+  local h = core.spawn(function() return repl:query(sql) end)
+  local deadline = core.monotonic() + timeout
+  local step = 0.01
+  while not h:done() and core.monotonic() < deadline do
+    core.sleep(step)
+    step = math.min(step * 2, 0.25)
+  end
+  if not h:done() then
+    local lines = M.blockers(source, pid)
+    repl:cancel()
+    h:wait()
+    repl:close()
+    failure.raise("failed", string.format(
+      "creating the replication slot %s did not finish within %g s: it waits for every transaction that " ..
+      "was running when it started to end%s\n  hint: end or commit those, or raise incremental.slot_timeout",
+      names.slot, timeout, #lines > 0 and (", and these are still open:\n" .. table.concat(lines, "\n")) or ""))
+  end
+  local rows, err = h:wait()
+  if not rows then
+    repl:close()
+    failure.raise("failed", string.format("cannot create the replication slot %s: %s%s", names.slot,
+      err.message or tostring(err), err.hint and ("\n  hint: " .. err.hint) or ""))
+  end
+  local info = { slot = names.slot, lsn = rows[1].consistent_point,
+                 snapshot = present(rows[1].snapshot_name) and rows[1].snapshot_name or nil }
+  if want_snapshot then info.hold = repl else repl:close() end
+  return info
+end
+
+function M.drop_slot(source, names)
+  local slot = M.slot_info(source, names)
+  if not slot then return false end
+  if slot.active then
+    failure.raise("failed", string.format("the replication slot %s is in use by process %s: is the task " ..
+      "still running? Stop it first", names.slot, tostring(slot.active_pid)))
+  end
+  assert(source:query("SELECT pg_catalog.pg_drop_replication_slot($1)", names.slot))
+  return true
+end
+
+------------------------------------------------------------------------ origin (target)
+
+-- The origin's remote LSN (text), nil when it has none (or does not exist).
+function M.origin_position(target, names)
+  local rows = assert(target:query([[
+SELECT pg_catalog.pg_replication_origin_oid($1) IS NOT NULL AS present,
+       CASE WHEN pg_catalog.pg_replication_origin_oid($1) IS NOT NULL
+            THEN pg_catalog.pg_replication_origin_progress($1, true)::text END AS lsn]], names.origin))
+  local r = rows[1]
+  if not r.present or not present(r.lsn) or r.lsn == "0/0" then return nil, r.present end
+  return r.lsn, true
+end
+
+function M.reset_origin(target, names)
+  local _, exists = M.origin_position(target, names)
+  local ok, err = true, nil
+  if exists then ok, err = target:query("SELECT pg_catalog.pg_replication_origin_drop($1)", names.origin) end
+  if ok then ok, err = target:query("SELECT pg_catalog.pg_replication_origin_create($1)", names.origin) end
+  if not ok then
+    failure.raise("failed", string.format("cannot create the replication origin %s on the target: %s\n" ..
+      "  hint: replication origins need a superuser, or EXECUTE on pg_replication_origin_* granted to the target user",
+      names.origin, err.message or tostring(err)))
+  end
+end
+
+------------------------------------------------------------------------ release
+
+-- Drop what the task created; returns the list of what was dropped.
+function M.release(task, source, target)
+  local names = M.names(task)
+  local dropped = {}
+  if source then
+    if M.drop_slot(source, names) then dropped[#dropped + 1] = "replication slot " .. names.slot end
+    local rows = assert(source:query("SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1", names.publication))
+    if rows[1] then
+      assert(source:exec("DROP PUBLICATION IF EXISTS " .. source:quote_ident(names.publication)))
+      dropped[#dropped + 1] = "publication " .. names.publication
+    end
+    local hb = M.heartbeat_sql(source, names)
+    rows = assert(source:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", hb))
+    if rows[1].present then
+      assert(source:exec("DROP TABLE IF EXISTS " .. hb))
+      dropped[#dropped + 1] = "heartbeat table " .. names.heartbeat_schema .. "." .. names.heartbeat_name
+    end
+  end
+  if target then
+    local rows = assert(target:query("SELECT pg_catalog.pg_replication_origin_oid($1) IS NOT NULL AS present", names.origin))
+    if rows[1].present then
+      local ok, err = target:query("SELECT pg_catalog.pg_replication_origin_drop($1)", names.origin)
+      if not ok then
+        failure.raise("failed", string.format("cannot drop the replication origin %s on the target: %s " ..
+          "(is the task still running? stop it first)", names.origin, err.message or tostring(err)))
+      end
+      dropped[#dropped + 1] = "replication origin " .. names.origin
+    end
+  end
+  return dropped
+end
+
+return M

@@ -1,0 +1,259 @@
+/*
+ * test_apply_sql.c — the statements apply sends for each change, from a relation as the stream
+ * describes it and the task's map: unchanged TOAST values left out, rows found by key or by
+ * every column (NULL-safe, one row), ONLY on plain tables, upserts, key text, and the
+ * resolution errors an operator sees (unknown column, dropped column, unselected key column).
+ * TAP output; exit status 1 on any failure.
+ */
+#include "apply.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int tests, failures;
+
+static void check(int ok, const char *what) {
+    tests++;
+    if (!ok) failures++;
+    printf("%sok %d - %s\n", ok ? "" : "not ", tests, what);
+}
+
+static void check_str(const char *got, const char *want, const char *what) {
+    int ok = got && strcmp(got, want) == 0;
+    check(ok, what);
+    if (!ok) printf("#   got:  %s\n#   want: %s\n", got ? got : "(null)", want);
+}
+
+/* ---------------------------------------------------------------- fixtures */
+
+static pgoutput_relation_column wire_cols[8];
+
+/* A relcache entry for relation `relid` with `n` columns named by `names`, flagged by `keys`. */
+static const relcache_relation *describe(relcache *cache, uint32_t relid, char ident, int n,
+                                         const char *const *names, const int *keys, const uint32_t *types) {
+    pgoutput_relation rel;
+    memset(&rel, 0, sizeof rel);
+    rel.relid = relid;
+    rel.schema.data = "public";
+    rel.schema.len = 6;
+    rel.name.data = "t";
+    rel.name.len = 1;
+    rel.replica_identity = ident;
+    rel.ncols = (uint16_t) n;
+    for (int i = 0; i < n; i++) {
+        wire_cols[i].flags = keys[i] ? PGOUTPUT_COLUMN_FLAG_KEY : 0;
+        wire_cols[i].name.data = names[i];
+        wire_cols[i].name.len = strlen(names[i]);
+        wire_cols[i].type_oid = types ? types[i] : 23;
+    }
+    rel.columns = wire_cols;
+    char err[256];
+    if (relcache_put(cache, &rel, err, sizeof err) != 0) abort();
+    return relcache_get(cache, relid);
+}
+
+static apply_target *target(const char *const *selected, int nselected, const char *const *known, int nknown,
+                            const char *const *key, int nkey, bool partitioned) {
+    apply_target *t = calloc(1, sizeof *t);
+    t->source_schema = strdup("public");
+    t->source_name = strdup("t");
+    t->target_sql = strdup("\"shop\".\"t\"");
+    t->display = strdup("shop.t");
+    t->columns = calloc((size_t) nselected, sizeof *t->columns);
+    for (int i = 0; i < nselected; i++) {
+        t->columns[i].source = strdup(selected[i]);
+        char q[64];
+        snprintf(q, sizeof q, "\"%s\"", strcmp(selected[i], "login") == 0 ? "username" : selected[i]);
+        t->columns[i].target_sql = strdup(q);
+    }
+    t->ncolumns = nselected;
+    t->known = calloc((size_t) (nknown ? nknown : 1), sizeof *t->known);
+    for (int i = 0; i < nknown; i++) t->known[i] = strdup(known[i]);
+    t->nknown = nknown;
+    t->key = calloc((size_t) (nkey ? nkey : 1), sizeof *t->key);
+    for (int i = 0; i < nkey; i++) t->key[i] = strdup(key[i]);
+    t->nkey = nkey;
+    t->partitioned = partitioned;
+    return t;
+}
+
+static pgoutput_value text(const char *s) {
+    pgoutput_value v = { PGOUTPUT_VALUE_TEXT, (uint32_t) strlen(s), (const uint8_t *) s };
+    return v;
+}
+static const pgoutput_value NUL = { PGOUTPUT_VALUE_NULL, 0, NULL };
+static const pgoutput_value TOAST = { PGOUTPUT_VALUE_UNCHANGED_TOAST, 0, NULL };
+
+static char *params_text(apply_stmt *st) {
+    static char buf[512];
+    const char *const *p = apply_stmt_params(st);
+    buf[0] = '\0';
+    for (int i = 0; i < st->nparams; i++) {
+        strcat(buf, i ? "|" : "");
+        strcat(buf, p[i] ? p[i] : "NULL");
+    }
+    return buf;
+}
+
+/* ---------------------------------------------------------------- cases */
+
+static void test_primary_key(void) {
+    relcache *cache = relcache_create();
+    const char *names[] = { "id", "login", "doc" };
+    const int keys[] = { 1, 0, 0 };
+    const relcache_relation *rel = describe(cache, 1, 'd', 3, names, keys, NULL);
+    apply_target *t = target(names, 3, names, 3, (const char *[]) { "id" }, 1, false);
+    apply_rel r;
+    char err[512];
+    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "a table with a primary key resolves");
+    check(r.by_key && r.match[0] && !r.match[1], "rows are found by the key");
+    apply_stmt st = { 0 };
+
+    pgoutput_value row_v[] = { text("7"), text("ann"), text("big document") };
+    pgoutput_tuple row = { 3, row_v };
+    apply_sql_insert(&st, &r, &row, APPLY_FORM_INSERT);
+    check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"username\", \"doc\") VALUES ($1, $2, $3)",
+              "insert names every column, renamed ones by their target name");
+    check_str(params_text(&st), "7|ann|big document", "insert parameters");
+
+    pgoutput_value upd_v[] = { text("7"), text("bob"), TOAST };
+    pgoutput_tuple upd = { 3, upd_v };
+    check(apply_sql_update(&st, &r, &upd, &upd, false, err, sizeof err) == 1, "update builds");
+    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"username\" = $1 WHERE \"id\" = $2",
+              "an unchanged TOAST value stays out of SET, the unchanged key too");
+    check_str(params_text(&st), "bob|7", "update parameters: SET values, then the key");
+
+    pgoutput_value old_v[] = { text("7"), NUL, NUL };
+    pgoutput_tuple old = { 3, old_v };
+    pgoutput_value moved_v[] = { text("8"), text("bob"), TOAST };
+    pgoutput_tuple moved = { 3, moved_v };
+    apply_sql_update(&st, &r, &old, &moved, true, err, sizeof err);
+    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = $1, \"username\" = $2 WHERE \"id\" = $3",
+              "a primary-key update sets the new key and finds the row by the old one");
+    check_str(params_text(&st), "8|bob|7", "primary-key update parameters");
+
+    apply_sql_delete(&st, &r, &old, err, sizeof err);
+    check_str(st.sql.data, "DELETE FROM ONLY \"shop\".\"t\" WHERE \"id\" = $1", "delete by key");
+
+    apply_sql_insert(&st, &r, &row, APPLY_FORM_UPSERT);
+    check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"username\", \"doc\") VALUES ($1, $2, $3) "
+              "ON CONFLICT (\"id\") DO UPDATE SET \"username\" = EXCLUDED.\"username\", \"doc\" = EXCLUDED.\"doc\" "
+              "RETURNING (xmax = 0) AS inserted", "overwrite: an upsert on the key that says whether it inserted");
+    apply_sql_insert(&st, &r, &row, APPLY_FORM_INSERT_IGNORE);
+    check(strstr(st.sql.data, " ON CONFLICT DO NOTHING") != NULL, "skip: ON CONFLICT DO NOTHING");
+
+    char key[112];
+    apply_sql_key_text(key, sizeof key, &r, &old);
+    check_str(key, "id='7'", "the key as a message shows it");
+
+    pgoutput_value toast_key_v[] = { TOAST, text("x"), NUL };
+    pgoutput_tuple toast_key = { 3, toast_key_v };
+    check(apply_sql_delete(&st, &r, &toast_key, err, sizeof err) < 0 && strstr(err, "without a value"),
+          "a key without a value is an error, not a wrong WHERE");
+
+    apply_stmt_free(&st);
+    apply_rel_clear(&r);
+    apply_target_free(t);
+    relcache_destroy(cache);
+}
+
+static void test_full_identity(void) {
+    relcache *cache = relcache_create();
+    const char *names[] = { "a", "b", "j" };
+    const int keys[] = { 1, 1, 1 };
+    const uint32_t types[] = { 23, 25, 114 };
+    const relcache_relation *rel = describe(cache, 2, 'f', 3, names, keys, types);
+    apply_target *t = target(names, 3, names, 3, NULL, 0, false);
+    apply_rel r;
+    char err[512];
+    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "REPLICA IDENTITY FULL without a key resolves");
+    check(!r.by_key && r.has_match, "rows are found by every column");
+    apply_stmt st = { 0 };
+    pgoutput_value old_v[] = { text("1"), NUL, text("{\"k\": 1}") };
+    pgoutput_tuple old = { 3, old_v };
+    apply_sql_delete(&st, &r, &old, err, sizeof err);
+    check_str(st.sql.data, "DELETE FROM ONLY \"shop\".\"t\" WHERE ctid = (SELECT ctid FROM ONLY \"shop\".\"t\" "
+              "WHERE \"a\" = $1 AND \"b\" IS NULL AND \"j\"::text = $2 LIMIT 1)",
+              "one row of identical duplicates, NULL matched with IS NULL, json compared as text");
+    check_str(params_text(&st), "1|{\"k\": 1}", "parameters leave the NULL out");
+    pgoutput_value new_v[] = { text("1"), text("set"), TOAST };
+    pgoutput_tuple row = { 3, new_v };
+    apply_sql_update(&st, &r, &old, &row, true, err, sizeof err);
+    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"a\" = $1, \"b\" = $2 WHERE ctid = (SELECT ctid FROM ONLY "
+              "\"shop\".\"t\" WHERE \"a\" = $3 AND \"b\" IS NULL AND \"j\"::text = $4 LIMIT 1)",
+              "update of one row by all old values");
+    apply_rel_clear(&r);
+
+    /* The same relation into a partitioned target with a key from the map. */
+    t->partitioned = true;
+    t->key = realloc(t->key, sizeof *t->key);
+    t->key[0] = strdup("a");
+    t->nkey = 1;
+    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "with the target's key");
+    check(r.by_key && r.match[0] && !r.match[1] && !r.match[2], "FULL identity but a target key: find by the key");
+    apply_sql_delete(&st, &r, &old, err, sizeof err);
+    check_str(st.sql.data, "DELETE FROM \"shop\".\"t\" WHERE \"a\" = $1", "no ONLY on a partitioned target");
+    apply_rel_clear(&r);
+    free(t->key[0]);
+    t->nkey = 0;
+    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "partitioned without a key");
+    apply_sql_delete(&st, &r, &old, err, sizeof err);
+    check(strstr(st.sql.data, "WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM \"shop\".\"t\" WHERE") != NULL,
+          "one row of a partitioned target by tableoid and ctid");
+    apply_stmt_free(&st);
+    apply_rel_clear(&r);
+    apply_target_free(t);
+    relcache_destroy(cache);
+}
+
+static void test_resolution_errors(void) {
+    relcache *cache = relcache_create();
+    char err[512];
+    apply_rel r, before;
+    const char *names[] = { "id", "v", "extra" };
+    const int keys[] = { 1, 0, 0 };
+    const relcache_relation *rel = describe(cache, 3, 'd', 3, names, keys, NULL);
+    apply_target *t = target(names, 2, names, 2, (const char *[]) { "id" }, 1, false);
+    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) < 0 && strstr(err, "now has a column \"extra\"") &&
+          strstr(err, "run the task again"), "a column the plan did not know stops with how to continue");
+
+    t->known = realloc(t->known, 3 * sizeof *t->known);
+    t->known[2] = strdup("extra");
+    t->nknown = 3;
+    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "a column excluded by the playbook is ignored");
+    check(r.slot[2] == -1, "and never applied");
+    before = r;
+
+    const relcache_relation *rel2 = describe(cache, 3, 'd', 2, (const char *[]) { "id", "extra" }, keys, NULL);
+    check(apply_rel_resolve(&r, rel2, t, &before, err, sizeof err) < 0 && strstr(err, "\"v\"") &&
+          strstr(err, "dropped"), "a selected column that disappears mid-stream stops");
+    apply_rel_clear(&before);
+
+    const relcache_relation *rel3 = describe(cache, 4, 'd', 2, (const char *[]) { "id", "v" },
+                                             (const int[]) { 1, 0 }, NULL);
+    apply_target *t2 = target((const char *[]) { "v" }, 1, (const char *[]) { "id", "v" }, 2, NULL, 0, false);
+    check(apply_rel_resolve(&r, rel3, t2, NULL, err, sizeof err) < 0 && strstr(err, "replica identity"),
+          "a key column that is not migrated is an error");
+    apply_target_free(t);
+    apply_target_free(t2);
+    relcache_destroy(cache);
+}
+
+static void test_lsn(void) {
+    char buf[32];
+    uint64_t v = 0;
+    apply_format_lsn(buf, sizeof buf, ((uint64_t) 0x1A << 32) | 0x2B3C4D);
+    check_str(buf, "1A/2B3C4D", "LSN formatting");
+    check(apply_parse_lsn("1A/2B3C4D", &v) == 0 && v == (((uint64_t) 0x1A << 32) | 0x2B3C4D), "LSN parsing");
+    check(apply_parse_lsn("nope", &v) < 0, "a malformed LSN is refused");
+}
+
+int main(void) {
+    test_primary_key();
+    test_full_identity();
+    test_resolution_errors();
+    test_lsn();
+    printf("1..%d\n", tests);
+    return failures ? 1 : 0;
+}
