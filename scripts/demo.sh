@@ -10,7 +10,11 @@ PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 WORKLOAD_SECONDS=${WORKLOAD_SECONDS:-20}
 work=$(mktemp -d /tmp/pgtide-demo.XXXXXX)
 chmod 755 "$work"
-trap 'kill $(jobs -p) 2>/dev/null; bash scripts/clusters.sh stop "$work/clusters" >/dev/null 2>&1; rm -rf "$work"' EXIT
+cleanup() {
+  local pids; pids=$(jobs -p); [ -n "$pids" ] && kill $pids 2>/dev/null
+  bash scripts/clusters.sh stop "$work/clusters" >/dev/null 2>&1; rm -rf "$work"; return 0
+}
+trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "== starting two throwaway PostgreSQL clusters in $work"
@@ -35,13 +39,16 @@ INSERT INTO order_lines (order_id, line_no, product_id, quantity) VALUES (:id, 1
 UPDATE orders SET status = 'shipped' WHERE id = (SELECT max(id) - 50 FROM orders);
 COMMIT;
 SQL
-( "$PGBIN/pgbench" -n -q -c 2 -T "$WORKLOAD_SECONDS" -R 200 -f "$work/workload.sql" "$SOURCE_URL" >"$work/workload.log" 2>&1
-  touch "$DEMO_WORKLOAD_DONE"; echo "== workload finished: $(grep -Eo 'number of transactions actually processed: [0-9]+' "$work/workload.log")" ) &
+( "$PGBIN/pgbench" -n -c 2 -T "$WORKLOAD_SECONDS" -R 200 -f "$work/workload.sql" "$SOURCE_URL" >"$work/workload.log" 2>&1 \
+    || { echo "== the workload failed:"; tail -3 "$work/workload.log"; }
+  touch "$DEMO_WORKLOAD_DONE"
+  echo "== workload finished: $(grep -Eo 'number of transactions actually processed: [0-9/]+' "$work/workload.log")" ) &
 
 echo "== pgtide run examples/demo.lua"
-"$PGTIDE" run examples/demo.lua
-status=$?
-wait
+status=0
+"$PGTIDE" run examples/demo.lua || status=$?
+wait || true
+echo "== pgtide exit status: $status"
 echo "== source and target now hold:"
 for t in customers products orders order_lines; do
   printf '   %-12s source %8s   target %8s\n' "$t" "$(psql -qAt "$SOURCE_URL" -c "SELECT count(*) FROM $t")" \

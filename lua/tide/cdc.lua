@@ -419,7 +419,18 @@ local function session(task, st, opts)
           st.stop_reason = "condition"
         end
       end
-      if st.stop_reason then
+      if st.stop_reason == "condition" and not st.drain_to then
+        -- Cutover: everything the source committed up to this moment must be applied before
+        -- the stream stops (the condition may have fired between a commit and its arrival).
+        local dok, lsn = pcall(function()
+          local c <close> = connect.open(task, "source", { application_name = "pgtide:" .. task.name .. ":drain" })
+          return assert(c:query("SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS lsn"))[1].lsn
+        end)
+        if not dok then st.stream = nil return nil, lsn end
+        st.drain_to = figures.lsn_number(lsn)
+      end
+      local draining = st.stop_reason == "condition" and st.drain_to and (stats.applied or 0) < st.drain_to
+      if st.stop_reason and not draining then
         local stats_or_nil, err = s:stop()
         st.stream = nil
         if not stats_or_nil then return nil, err end
