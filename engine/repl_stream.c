@@ -81,7 +81,10 @@ int repl_stream_send_status(repl_stream *s, bool force) {
     if (flush < s->reported_flush) flush = s->reported_flush;
     uint64_t write = s->received_lsn > flush ? s->received_lsn : flush;
     bool moved = flush != s->reported_flush || write != s->reported_write;
-    if (!force && !(now - s->last_status >= STATUS_EVERY) &&
+    /* While paused we read nothing, so the server's keepalive requests go unanswered: send
+     * our status every second instead, or the walsender ends the stream at wal_sender_timeout. */
+    double every = s->paused ? 1.0 : STATUS_EVERY;
+    if (!force && !(now - s->last_status >= every) &&
         !(moved && now - s->last_status >= STATUS_ON_CHANGE))
         return 0;
     uint8_t m[34] = { 'r' };

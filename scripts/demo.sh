@@ -11,7 +11,7 @@ WORKLOAD_SECONDS=${WORKLOAD_SECONDS:-20}
 work=$(mktemp -d /tmp/pgtide-demo.XXXXXX)
 chmod 755 "$work"
 cleanup() {
-  local pids; pids=$(jobs -p); [ -n "$pids" ] && kill $pids 2>/dev/null
+  local pids; pids=$(jobs -p); [ -n "$pids" ] && { kill $pids 2>/dev/null || true; }
   bash scripts/clusters.sh stop "$work/clusters" >/dev/null 2>&1; rm -rf "$work"; return 0
 }
 trap cleanup EXIT
