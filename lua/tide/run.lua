@@ -204,10 +204,7 @@ end
 
 local function parse_duration(v, default)
   if v == nil then return default end
-  if type(v) == "number" then return v end
-  local n, unit = tostring(v):match("^%s*([%d%.]+)%s*(%a*)%s*$")
-  local mult = ({ [""] = 1, s = 1, ms = 0.001, us = 1e-6, min = 60, m = 60, h = 3600 })[unit]
-  return tonumber(n) * (mult or 1)
+  return assert(require("tide.when").seconds(v))
 end
 M.parse_duration = parse_duration
 

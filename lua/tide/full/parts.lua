@@ -7,16 +7,10 @@
 -- state before any copy starts; a resumed run reuses the recorded ranges.
 local M = {}
 
-local UNITS = { [""] = 1, b = 1, k = 1024, kb = 1024, m = 1024 ^ 2, mb = 1024 ^ 2, g = 1024 ^ 3, gb = 1024 ^ 3,
-                t = 1024 ^ 4, tb = 1024 ^ 4 }
-
+-- "1GB", "500MB", 1048576 → bytes (the playbook validated the form already).
 function M.parse_size(v, default)
   if v == nil then v = default end
-  if type(v) == "number" then return math.floor(v) end
-  local n, unit = tostring(v):lower():match("^%s*([%d%.]+)%s*(%a*)%s*$")
-  local mult = UNITS[unit or ""]
-  assert(n and mult, "not a size: " .. tostring(v))
-  return math.floor(tonumber(n) * mult)
+  return assert(require("tide.when").bytes(v))
 end
 
 local MAX_PARTS = 64
