@@ -31,35 +31,35 @@ int tide_fail(lua_State *L) {
     return 2;
 }
 
-static void add_field(lua_State *L, luaL_Buffer *b, int t, const char *field, const char *label) {
-    if (lua_getfield(L, t, field) == LUA_TSTRING) {
-        luaL_addstring(b, label);
-        luaL_addvalue(b);
-    } else {
-        lua_pop(L, 1);
-    }
+/* Append prefix, the field's value and suffix when the field is a string. A luaL_Buffer allows
+ * nothing but luaL_addvalue right after a push, so the field's type is looked at first. */
+static void add_field(lua_State *L, luaL_Buffer *b, int t, const char *field, const char *prefix,
+                      const char *suffix) {
+    bool present = lua_getfield(L, t, field) == LUA_TSTRING;
+    lua_pop(L, 1);
+    if (!present) return;
+    luaL_addstring(b, prefix);
+    lua_getfield(L, t, field);
+    luaL_addvalue(b);
+    luaL_addstring(b, suffix);
 }
 
 /* "ERROR 42P01: relation "x" does not exist (DETAIL: ...) (HINT: ...)" */
 static int error_tostring(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
+    bool has_severity = lua_getfield(L, 1, "severity") == LUA_TSTRING;
+    bool has_message = lua_getfield(L, 1, "message") == LUA_TSTRING;
+    lua_pop(L, 2);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    if (lua_getfield(L, 1, "severity") == LUA_TSTRING) luaL_addvalue(&b);
-    else { lua_pop(L, 1); luaL_addstring(&b, "ERROR"); }
-    if (lua_getfield(L, 1, "sqlstate") == LUA_TSTRING) {
-        luaL_addchar(&b, ' ');
-        luaL_addvalue(&b);
-    } else lua_pop(L, 1);
+    if (has_severity) add_field(L, &b, 1, "severity", "", "");
+    else luaL_addstring(&b, "ERROR");
+    add_field(L, &b, 1, "sqlstate", " ", "");
     luaL_addstring(&b, ": ");
-    if (lua_getfield(L, 1, "message") == LUA_TSTRING) luaL_addvalue(&b);
-    else { lua_pop(L, 1); luaL_addstring(&b, "unknown error"); }
-    add_field(L, &b, 1, "detail", " (DETAIL: ");
-    if (lua_getfield(L, 1, "detail") == LUA_TSTRING) luaL_addchar(&b, ')');
-    lua_pop(L, 1);
-    add_field(L, &b, 1, "hint", " (HINT: ");
-    if (lua_getfield(L, 1, "hint") == LUA_TSTRING) luaL_addchar(&b, ')');
-    lua_pop(L, 1);
+    if (has_message) add_field(L, &b, 1, "message", "", "");
+    else luaL_addstring(&b, "unknown error");
+    add_field(L, &b, 1, "detail", " (DETAIL: ", ")");
+    add_field(L, &b, 1, "hint", " (HINT: ", ")");
     luaL_pushresult(&b);
     return 1;
 }

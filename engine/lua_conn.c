@@ -221,8 +221,6 @@ static void param_convert(lua_State *L, int arg, int pos, const char **value, in
 
 /* ---------------------------------------------------------------- query / exec */
 
-typedef struct query_ctx { const char *sql; bool rows; } query_ctx;
-
 static int query_k(lua_State *L, int status, lua_KContext ctx) {
     (void) status;
     tide_conn *c = check_conn(L, 1);
@@ -296,7 +294,6 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
         return n;
     }
     conn_reset_outcome(c);
-    lua_settop(L, -1);
     return 1;
 }
 

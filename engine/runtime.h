@@ -41,7 +41,6 @@ struct tide_runtime {
     int nready, cap_ready;
     tide_co *main_co;       /* the CLI's coroutine; the loop stops when it ends */
     int unreported_errors;  /* coroutines that failed and whose error nobody took */
-    uint64_t hook_budget;   /* instruction budget per resume for runaway chunks, 0 = none */
 };
 
 static inline tide_thread_tag *tide_tag(lua_State *L) {

@@ -241,15 +241,10 @@ local function all_steps_taken(load)
   return true
 end
 
-local SETTINGS = "SET LOCAL check_function_bodies = off; SET LOCAL client_min_messages = warning"
-
 local function run_step(load, conn, step)
   local started = tide.monotonic()
-  local sql = "BEGIN; " .. SETTINGS .. ";\n" .. step.sql .. ";\n" ..
-              load.state:step_done_sql(conn, step.key, 0) .. ";\nCOMMIT"
-  local ok, err = conn:exec(sql)
+  local ok, err = require("tide.schema").run_step(conn, step, load.state:step_done_sql(conn, step.key, 0))
   if not ok then
-    conn:exec("ROLLBACK")
     local obj = load.plan.by_key and load.plan.by_key[step.object]
     local what = obj and require("tide.plan.objects").describe(obj) or step.key
     failure.raise("failed", string.format("post-data step %s (%s) failed: %s\n  statement: %s", step.key, what,

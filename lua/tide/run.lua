@@ -132,7 +132,7 @@ local function run_once(task, opts, progress)
     local done = state:steps_done()
     local n = schema.apply_post(task, plan, target, {
       skip = function(step) return done[step.key] end,
-      on_step = function(step, seconds) state:mark_step(step.key, seconds) end,
+      record_sql = function(step) return state:step_done_sql(target, step.key, 0) end,
     })
     state:set_phase("post")
     progress:phase_end("post-data", string.format("%d statements", n))
@@ -165,7 +165,6 @@ local function run_once(task, opts, progress)
   if live then live.close(task) end
   source:close()
   target:close()
-  local _ = summary
   return 0
 end
 

@@ -49,9 +49,11 @@ local SETTINGS = "SET LOCAL check_function_bodies = off; SET LOCAL client_min_me
 
 -- Runs one step in its own transaction, in one round trip. Returns true, or nil and the
 -- server's error. (When the statement fails the rest of the string is skipped and the
--- transaction is left aborted, hence the ROLLBACK.)
-function M.run_step(target, step)
-  local ok, err = target:exec("BEGIN; " .. SETTINGS .. ";\n" .. step.sql .. ";\nCOMMIT")
+-- transaction is left aborted, hence the ROLLBACK.) `record_sql`, when given, runs in the same
+-- transaction: the step and the record that it is done commit together.
+function M.run_step(target, step, record_sql)
+  local ok, err = target:exec("BEGIN; " .. SETTINGS .. ";\n" .. step.sql .. ";\n" ..
+                              (record_sql and (record_sql .. ";\n") or "") .. "COMMIT")
   if not ok then
     target:exec("ROLLBACK")
     return nil, err
@@ -111,7 +113,8 @@ function M.apply_pre(task, plan, target)
 end
 
 -- Post-data, step by step in plan order. opts.skip(step) → true to leave a step out (done in
--- an earlier run, say); opts.on_step(step, seconds) after each step.
+-- an earlier run, say); opts.record_sql(step) → SQL committed with the step (its "done" mark);
+-- opts.on_step(step, seconds) after each step.
 function M.apply_post(task, plan, target, opts)
   local _ = task
   opts = opts or {}
@@ -122,7 +125,7 @@ function M.apply_post(task, plan, target, opts)
   for _, step in ipairs(plan.post_data) do
     if not (opts.skip and opts.skip(step)) then
       local started = core.monotonic()
-      local ok, err = M.run_step(target, step)
+      local ok, err = M.run_step(target, step, opts.record_sql and opts.record_sql(step))
       if not ok then failure.raise("failed", step_failure(plan, step, err), { step = step, err = err }) end
       count = count + 1
       if opts.on_step then opts.on_step(step, core.monotonic() - started) end

@@ -122,10 +122,6 @@ function State:step_done_sql(conn, key, seconds)
                        self:tbl("steps"), conn:quote_literal(self.task.name), conn:quote_literal(key), seconds or 0)
 end
 
-function State:mark_step(key, seconds)
-  assert(self.target:exec(self:step_done_sql(self.target, key, seconds)))
-end
-
 -- Forget the full load's parts (their snapshot is gone; the copy starts over).
 function State:forget_parts()
   assert(self.target:query("DELETE FROM " .. self:tbl("copy_parts") .. " WHERE task = $1", self.task.name))
