@@ -210,7 +210,11 @@ case("private sockets, two tasks at once, a second run refused, a stale socket r
   local dir, sock = run_dir(ctx) .. "/pgtide", run_dir(ctx) .. "/pgtide/live_a.sock"
   T.eq(select(2, T.sh("stat -c %a " .. dir)), "700\n")
   T.eq(select(2, T.sh("stat -c %a " .. sock)), "600\n")
-  local as_nobody = "runuser -u nobody -- " .. H.PGTIDE .. " attach --control " .. sock .. " -e 'return 1'"
+  -- Another user runs a copy of the binary from the scratch directory (world-searchable),
+  -- since the checkout itself may sit in a directory only root can enter.
+  local copy = ctx.tmpdir .. "/pgtide-for-nobody"
+  T.eq(T.sh("cp " .. H.PGTIDE .. " " .. copy .. " && chmod 755 " .. copy), 0)
+  local as_nobody = "runuser -u nobody -- " .. copy .. " attach --control " .. sock .. " -e 'return 1'"
   code, out = T.sh(as_nobody)
   T.eq(code, 4, out)
   T.match(out, "[Pp]ermission denied")
