@@ -3,6 +3,7 @@
 # each from an empty target, the same job count, RUNS runs each, on two throwaway local clusters.
 #
 #   bash scripts/bench-full.sh [--jobs N] [--runs N] [--scale N] [--mixed-rows N] [--keep DIR]
+#                              [--tools "pgtide pgcopydb pg_dump"]
 #
 # Dataset (deterministic): pgbench tables at --scale (60 ≈ 900 MB), plus `mixed` (text, numeric,
 # timestamptz, jsonb, bytea, uuid, int[]), `toasted` (large out-of-line text), `nokey` (no primary
@@ -10,7 +11,7 @@
 # time) and peak RSS (GNU time's maximum resident set size of the tool's largest process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-JOBS=4; RUNS=3; SCALE=60; MIXED_ROWS=2500000; KEEP=""
+JOBS=4; RUNS=3; SCALE=60; MIXED_ROWS=2500000; KEEP=""; TOOLS="pgtide pgcopydb pg_dump"
 while [ $# -gt 0 ]; do
   case "$1" in
     --jobs) JOBS=$2; shift 2 ;;
@@ -18,6 +19,7 @@ while [ $# -gt 0 ]; do
     --scale) SCALE=$2; shift 2 ;;
     --mixed-rows) MIXED_ROWS=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
+    --tools) TOOLS=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -99,16 +101,16 @@ run_tool() {  # run_tool NAME → prints "seconds rss_kb"
 # Rounds, each running every tool once (interleaved, so a slow moment of the machine does not
 # fall on one tool's runs only); the median of each tool's runs is reported.
 declare -A med rss times
-for tool in pgtide pgcopydb pg_dump; do times[$tool]=""; rss[$tool]=0; done
+for tool in $TOOLS; do times[$tool]=""; rss[$tool]=0; done
 for r in $(seq 1 "$RUNS"); do
-  for tool in pgtide pgcopydb pg_dump; do
+  for tool in $TOOLS; do
     read -r secs kb < <(run_tool "$tool")
     echo "   round $r: $tool ${secs}s, peak RSS $((kb / 1024)) MB"
     times[$tool]="${times[$tool]} $secs"
     [ "$kb" -gt "${rss[$tool]}" ] && rss[$tool]=$kb
   done
 done
-for tool in pgtide pgcopydb pg_dump; do
+for tool in $TOOLS; do
   med[$tool]=$(printf '%s\n' ${times[$tool]} | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 done
 
@@ -121,9 +123,10 @@ done
 
 echo
 printf '%-10s %12s %12s %14s %12s\n' tool "median (s)" "vs pgcopydb" "MB/s" "peak RSS MB"
-for tool in pgtide pgcopydb pg_dump; do
+base=pgcopydb; [ -n "${med[pgcopydb]:-}" ] || base=${TOOLS%% *}
+for tool in $TOOLS; do
   printf '%-10s %12s %12s %14s %12s\n' "$tool" "${med[$tool]}" \
-    "$(awk -v a="${med[$tool]}" -v b="${med[pgcopydb]}" 'BEGIN {printf "%.2f", a / b}')" \
+    "$(awk -v a="${med[$tool]}" -v b="${med[$base]}" 'BEGIN {printf "%.2f", a / b}')" \
     "$(awk -v s="$size" -v t="${med[$tool]}" 'BEGIN {printf "%.1f", s / 1048576 / t}')" \
     "$((rss[$tool] / 1024))"
 done

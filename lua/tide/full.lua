@@ -44,8 +44,9 @@ local function new_load(task, plan, state, parts, table_parts, opts)
     parts_left = {}, loaded = {}, running = {}, done_steps = {},
     changed = tide.condition(), failed = nil,
     stats = { rows = 0, bytes = 0, parts_done = 0, parts_total = #parts, steps_done = 0, tables = {} },
-    paused = false, imported = 0,
+    paused = false, imported = 0, steps_running = {}, tables_by_key = {}, analyzed = {},
   }, Load)
+  for _, tbl in ipairs(plan.tables) do load.tables_by_key[tbl.key] = tbl end
   for _, p in ipairs(parts) do
     if not p.done then
       load.queue[#load.queue + 1] = p
@@ -226,13 +227,59 @@ local function step_ready(load, step)
   return true
 end
 
+-- What a step costs, roughly, for choosing among ready steps: the longest first, so that the
+-- one build that would otherwise end the load alone (a GIN index on the biggest table) starts
+-- as early as its data allows.
+local HEAVY_METHODS = { " USING gin ", " USING gist ", " USING spgist " }
+
+local function step_cost(load, step)
+  if step.cost then return step.cost end
+  local tbl = load.tables_by_key and load.tables_by_key[step.table]
+  local bytes = tbl and tbl.bytes or 0
+  local factor = 0.1
+  if step.kind == "index" then
+    factor = 1
+    for _, m in ipairs(HEAVY_METHODS) do if step.sql:find(m, 1, true) then factor = 3 end end
+  elseif step.kind == "fkey" then
+    factor = 0.5
+  end
+  step.cost = bytes * factor
+  return step.cost
+end
+
+-- The tables a step locks: its own and the ones whose data it needs (a foreign key locks the
+-- referenced table too). An index build takes a SHARE lock, which other index builds share;
+-- every other post-data statement (ADD CONSTRAINT, foreign keys, triggers, ...) takes a
+-- stronger lock, which would wait for the running builds and, waiting, block the builds
+-- queued behind it. Such a step is not started while a conflicting step on one of its tables
+-- runs; the job takes other work meanwhile.
+local function shares(step) return step.kind == "index" end
+
+local function conflicts(load, step)
+  for running in pairs(load.steps_running) do
+    if not (shares(step) and shares(running)) then
+      local mine = {}
+      if step.table then mine[step.table] = true end
+      for _, t in ipairs(step.needs_data or {}) do mine[t] = true end
+      if running.table and mine[running.table] then return true end
+      for _, t in ipairs(running.needs_data or {}) do if mine[t] then return true end end
+    end
+  end
+  return false
+end
+
 local function next_step(load)
+  local best, best_i
   for i = 1, #load.steps do
     local step = load.steps[i]
-    if not step.taken and step_ready(load, step) then
-      step.taken = true
-      return step
+    if not step.taken and step_ready(load, step) and not conflicts(load, step) then
+      if not best or step_cost(load, step) > step_cost(load, best) then best, best_i = step, i end
     end
+  end
+  if best then
+    best.taken = true
+    load.steps_running[best] = true
+    return best, best_i
   end
 end
 
@@ -251,18 +298,36 @@ local function run_step(load, conn, step)
       tostring(err), #step.sql > 1000 and step.sql:sub(1, 1000) .. " ..." or step.sql), { err = err, step = step })
   end
   load.done_steps[step.key] = true
+  load.steps_running[step] = nil
+  if step.table then load.pending_steps[step.table] = (load.pending_steps[step.table] or 1) - 1 end
   load.stats.steps_done = load.stats.steps_done + 1
   if load.opts.progress then load.opts.progress:event("step_done", { step = step, seconds = tide.monotonic() - started }) end
   load.changed:notify()
+end
+
+-- A job with no step to run analyzes a table whose data is in and whose post-data steps are
+-- all done (ANALYZE waits for index builds on its table, and gathers statistics for
+-- expression indexes, so it comes after them). The load's end analyzes the rest.
+local function next_analyze(load)
+  if load.task.full.analyze == false or not load.pending_steps then return nil end
+  for _, tbl in ipairs(load.plan.tables) do
+    if not load.analyzed[tbl.key] and load.loaded[tbl.key] and (load.pending_steps[tbl.key] or 0) == 0 then
+      load.analyzed[tbl.key] = true
+      return tbl
+    end
+  end
 end
 
 local function step_job(load)
   local tgt <close> = connect.open(load.task, "target", { settings = TARGET_SETTINGS })
   while not load.failed do
     local step = next_step(load)
+    local analyze = not step and next_analyze(load)
     if step then
       local ok, err = pcall(run_step, load, tgt, step)
       if not ok then load:fail(err); return end
+    elseif analyze then
+      tgt:exec("ANALYZE " .. parts_mod.target_relation(tgt, analyze))
     elseif all_steps_taken(load) then
       return
     elseif load.copies_finished and not load:any_step_running() then
@@ -304,7 +369,9 @@ end
 local function analyze_tables(load)
   if load.task.full.analyze == false then return end
   local tables = {}
-  for _, t in ipairs(load.plan.tables) do tables[#tables + 1] = t end
+  for _, t in ipairs(load.plan.tables) do
+    if not load.analyzed[t.key] then tables[#tables + 1] = t end
+  end
   local jobs = load.task.full.index_jobs or load.task.full.jobs or 4
   local next_i = 1
   local handles = {}
@@ -420,6 +487,10 @@ function M.run(task, plan, source, target, opts)
     load.post_keys[step.key] = true
     if not done_steps[step.key] then load.steps[#load.steps + 1] = step end
   end
+  load.pending_steps = {}
+  for _, step in ipairs(load.steps) do
+    if step.table then load.pending_steps[step.table] = (load.pending_steps[step.table] or 0) + 1 end
+  end
   if opts.progress then opts.progress:start_load(load) end
   task.load = load
   -- Controls an operator gave before the load began (pgtide attach: pause, throttle, stop).
@@ -463,6 +534,12 @@ function M.run(task, plan, source, target, opts)
   load.stats.note = load.new_snapshot_note
   if opts.progress then opts.progress:finish_load(load) end
   return load.stats
+end
+
+-- For the unit tests of the scheduling rules.
+M._next_step, M._step_done = next_step, function(load, step)
+  load.done_steps[step.key] = true
+  load.steps_running[step] = nil
 end
 
 -- Empty every target table of the plan in one statement (foreign keys among them allow it).

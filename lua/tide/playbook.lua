@@ -160,7 +160,11 @@ M.schema = {
   full     = { check = "table", keys = {
     jobs              = { check = positive_int },
     index_jobs        = { check = positive_int },
-    split_larger_than = { check = size_value },
+    split_larger_than = { check = function(v)
+      if v == "auto" or v == 0 then return true end
+      local ok = size_value(v)
+      return ok, 'a size such as "1GB", "500MB", a number of bytes, "auto", or 0 (never split)'
+    end },
     split_parts       = { check = positive_int },
     existing          = { check = one_of("error", "truncate", "append") },
     format            = { check = one_of("auto", "text", "binary") },

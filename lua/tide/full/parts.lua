@@ -1,7 +1,8 @@
 -- tide.full.parts — cutting the plan's tables into COPY parts, and the COPY statements of a part.
 --
 -- A table larger than full.split_larger_than is cut into parts: by ranges of its integer key
--- when it has one, else by ranges of heap blocks (ctid). The first and last ranges are open
+-- when it has one, else by ranges of heap blocks (ctid). "auto" (the default) splits at an
+-- eighth of the data per job (see M.split_bytes). The first and last ranges are open
 -- (no lower / upper bound), so rows outside the bounds seen when cutting — inserted before the
 -- snapshot was taken — are still copied by exactly one part. Parts are recorded in the task's
 -- state before any copy starts; a resumed run reuses the recorded ranges.
@@ -34,10 +35,15 @@ local function binary_safe(tbl, task, plan)
 end
 
 -- Cut one table into part definitions (before any copy; recorded afterwards).
-local function cut(tbl, conn, split_bytes, id_prefix)
+-- A table that is split gets at least one part per job, so all the jobs can work on it at once.
+function M.part_count(bytes, split_bytes, jobs)
+  if split_bytes <= 0 or bytes <= split_bytes then return 1 end
+  return math.min(MAX_PARTS, math.max(jobs or 1, math.ceil(bytes / split_bytes)))
+end
+
+local function cut(tbl, conn, split_bytes, id_prefix, jobs)
   local bytes = tbl.bytes or 0
-  local n = 1
-  if split_bytes > 0 and bytes > split_bytes then n = math.min(MAX_PARTS, math.ceil(bytes / split_bytes)) end
+  local n = M.part_count(bytes, split_bytes, jobs)
   local parts = {}
   local function add(kind, from, to)
     parts[#parts + 1] = { range_kind = kind, from = from, to = to }
@@ -102,9 +108,24 @@ FROM pg_catalog.pg_class c WHERE c.oid = ANY($1::oid[])]], oids))
   end
 end
 
+-- "auto": a table holding more than 1/(2 × jobs) of the data to copy is cut into parts of
+-- that size (at least 64 MB, at most 1 GB), so that no single table's copy — and the index
+-- builds that wait for it — is left running alone at the end while the other jobs are idle.
+local AUTO_MIN, AUTO_MAX = 64 * 1024 * 1024, 1024 * 1024 * 1024
+
+function M.split_bytes(task, plan)
+  local v = task.full.split_larger_than
+  if v ~= nil and v ~= "auto" then return M.parse_size(v) end
+  local total = 0
+  for _, tbl in ipairs(plan.tables) do total = total + (tbl.bytes or 0) end
+  local jobs = task.full.jobs or 4
+  if jobs <= 1 then return 0 end
+  return math.max(AUTO_MIN, math.min(AUTO_MAX, total // (2 * jobs)))
+end
+
 function M.build(task, plan, conn, recorded)
-  local split_bytes = M.parse_size(task.full.split_larger_than, "1GB")
   refresh_sizes(plan, conn)
+  local split_bytes = M.split_bytes(task, plan)
   local by_table = {}
   for _, row in ipairs(recorded or {}) do
     local list = by_table[row.table_key] or {}
@@ -127,7 +148,7 @@ function M.build(task, plan, conn, recorded)
         }
       end
     else
-      parts = cut(tbl, conn, split_bytes, tbl.key)
+      parts = cut(tbl, conn, split_bytes, tbl.key, task.full.jobs or 4)
       for _, p in ipairs(parts) do new[#new + 1] = p end
     end
     tbl.binary = binary_safe(tbl, task, plan)

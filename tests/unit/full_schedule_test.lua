@@ -1,0 +1,94 @@
+-- tide.full's scheduling rules: how "auto" splits tables, which post-data step a free job
+-- takes, and which ones it leaves for later.
+local T = require "testlib"
+local full = require "tide.full"
+local parts = require "tide.full.parts"
+
+local MB = 1024 * 1024
+
+local function plan_of(sizes)
+  local tables = {}
+  for i, b in ipairs(sizes) do tables[i] = { key = "public.t" .. i, bytes = b } end
+  return { tables = tables }
+end
+
+T.test('split_larger_than = "auto": 1/(2 x jobs) of the data, between 64 MB and 1 GB', function()
+  local plan = plan_of({ 650 * MB, 540 * MB, 220 * MB, 190 * MB })   -- 1600 MB
+  T.eq(parts.split_bytes({ full = { jobs = 4 } }, plan), 200 * MB)
+  T.eq(parts.split_bytes({ full = { jobs = 4, split_larger_than = "auto" } }, plan), 200 * MB)
+  T.eq(parts.split_bytes({ full = {} }, plan), 200 * MB, "jobs default to 4")
+  T.eq(parts.split_bytes({ full = { jobs = 2 } }, plan), 400 * MB)
+  T.eq(parts.split_bytes({ full = { jobs = 1 } }, plan), 0, "one job: nothing to gain by splitting")
+  T.eq(parts.split_bytes({ full = { jobs = 4 } }, plan_of({ 10 * MB })), 64 * MB, "small databases: 64 MB")
+  T.eq(parts.split_bytes({ full = { jobs = 2 } }, plan_of({ 100000 * MB })), 1024 * MB, "large ones: 1 GB")
+  T.eq(parts.split_bytes({ full = { jobs = 4, split_larger_than = "500MB" } }, plan), 500 * MB, "a size is taken as it is")
+  T.eq(parts.split_bytes({ full = { jobs = 4, split_larger_than = 0 } }, plan), 0)
+end)
+
+T.test("a split table gets at least one part per job", function()
+  T.eq(parts.part_count(540 * MB, 200 * MB, 4), 4, "3 parts of 200 MB would leave a job idle")
+  T.eq(parts.part_count(2000 * MB, 200 * MB, 4), 10)
+  T.eq(parts.part_count(200 * MB, 200 * MB, 4), 1, "not larger than the threshold: one part")
+  T.eq(parts.part_count(540 * MB, 0, 4), 1, "0: never split")
+  T.eq(parts.part_count(100000 * MB, 100 * MB, 4), 64, "at most 64 parts")
+end)
+
+-- A load as full.run builds it, reduced to what the step scheduler reads.
+local function load_of(steps, sizes)
+  local load = { steps = steps, steps_running = {}, done_steps = {}, post_keys = {}, loaded = {},
+                 table_parts = {}, tables_by_key = {} }
+  for key, bytes in pairs(sizes) do
+    load.tables_by_key[key] = { key = key, bytes = bytes }
+    load.table_parts[key] = { {} }
+    load.loaded[key] = true
+  end
+  for _, s in ipairs(steps) do load.post_keys[s.key] = true end
+  return load
+end
+
+local function step(key, kind, tbl, sql, extra)
+  local s = { key = key, kind = kind, table = tbl, sql = sql, after = {}, needs_data = { tbl } }
+  for k, v in pairs(extra or {}) do s[k] = v end
+  return s
+end
+
+T.test("the most expensive ready step first: a GIN build before btree builds", function()
+  local steps = {
+    step("pk_idx", "index", "public.big", "CREATE UNIQUE INDEX big_pkey ON public.big USING btree (id)"),
+    step("ts_idx", "index", "public.big", "CREATE INDEX big_ts ON public.big USING btree (ts)"),
+    step("small_idx", "index", "public.small", "CREATE INDEX small_a ON public.small USING btree (a)"),
+    step("gin_idx", "index", "public.big", "CREATE INDEX big_j ON public.big USING gin (j)"),
+  }
+  local load = load_of(steps, { ["public.big"] = 500 * MB, ["public.small"] = 1 * MB })
+  T.eq(full._next_step(load).key, "gin_idx")
+  T.eq(full._next_step(load).key, "pk_idx", "then the btree builds of the big table, in plan order")
+  T.eq(full._next_step(load).key, "ts_idx", "index builds of one table run together")
+  T.eq(full._next_step(load).key, "small_idx")
+  T.eq(full._next_step(load), nil)
+end)
+
+T.test("a step needing a stronger lock waits while an index of its table is built", function()
+  local steps = {
+    step("pk_idx", "index", "public.big", "CREATE UNIQUE INDEX big_pkey ON public.big USING btree (id)"),
+    step("gin_idx", "index", "public.big", "CREATE INDEX big_j ON public.big USING gin (j)"),
+    step("pk", "constraint", "public.big", "ALTER TABLE ONLY public.big ADD CONSTRAINT big_pkey PRIMARY KEY USING INDEX big_pkey",
+         { after = { "pk_idx" } }),
+    step("fk", "fkey", "public.other", "ALTER TABLE ONLY public.other ADD CONSTRAINT f FOREIGN KEY (b) REFERENCES public.big (id)",
+         { after = { "pk" }, needs_data = { "public.other", "public.big" } }),
+    step("other_idx", "index", "public.other", "CREATE INDEX other_b ON public.other USING btree (b)"),
+  }
+  local load = load_of(steps, { ["public.big"] = 500 * MB, ["public.other"] = 10 * MB })
+  local gin, pk_idx = full._next_step(load), full._next_step(load)
+  T.eq(gin.key, "gin_idx"); T.eq(pk_idx.key, "pk_idx")
+  full._step_done(load, pk_idx)
+  -- The constraint is ready (its index is built) but the GIN build holds the table.
+  T.eq(full._next_step(load).key, "other_idx", "the job takes other work instead")
+  T.eq(full._next_step(load), nil, "the constraint waits for the GIN build")
+  full._step_done(load, gin)
+  local pk = full._next_step(load)
+  T.eq(pk and pk.key, "pk")
+  full._step_done(load, pk)
+  T.eq(full._next_step(load), nil, "the foreign key waits for the index build on its own table")
+  full._step_done(load, steps[5])
+  T.eq(full._next_step(load).key, "fk")
+end)
