@@ -464,14 +464,19 @@ M.null = json.null
 local function clean(rows)
   local null = require("tide").null
   for _, row in ipairs(rows) do
+    -- Decoded values are new fields: added after the traversal (adding a field while `pairs`
+    -- walks a table makes the walk undefined; it skipped NULLs now and then).
+    local decoded
     for k, v in pairs(row) do
       if v == null then
         row[k] = nil
       elseif type(k) == "string" and k:sub(-5) == "_json" then
-        row[k:sub(1, -6)] = json.decode(v)
+        decoded = decoded or {}
+        decoded[k:sub(1, -6)] = json.decode(v)
         row[k] = nil
       end
     end
+    for k, v in pairs(decoded or {}) do row[k] = v end
   end
   return rows
 end
