@@ -8,10 +8,11 @@
 -- change a type's text form are fixed on every verify connection (SETTINGS below, plus the
 -- engine's DateStyle, IntervalStyle, extra_float_digits and bytea_output).
 --
--- The row hash is a 64-bit bigint of the canonical text: hashtextextended(text, 0) (ctx.hash
--- "fast": the server's own 64-bit string hash, the one hash partitioning relies on staying
--- the same across versions; used when both servers have it and give the same value for a
--- probe string), else the first 64 bits of md5(text) (ctx.hash "md5", about twice the CPU).
+-- The row hash is a 64-bit bigint: with ctx.hash "fast" a chain of hashtextextended (the
+-- server's own 64-bit string hash, the one hash partitioning relies on staying the same
+-- across versions; used when both servers have it and give the same value for a probe
+-- string) over the columns' texts, each seeded with the hash so far (see M.side); else the
+-- first 64 bits of md5 of the canonical text (ctx.hash "md5", about twice the CPU).
 -- A range's checksum is count(*) with sum(hash) as numeric (exact, never overflows), so
 -- duplicate rows count and the order of rows does not matter. Rows compared one by one use
 -- the whole md5.
