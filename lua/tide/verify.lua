@@ -23,7 +23,10 @@
 --         status = "match" | "different" | "missing" (no target table) | "error" | "timeout",
 --         source_rows =, target_rows =, seconds =, error = message | nil, chunks =,
 --         differences = { { kind = "missing" | "extra" | "different",
---                           key = { [source column] = text }, values = {texts}, columns = {names} }, ... },
+--                           key = { [source column] = text }, values = {texts}, columns = {names},
+--                           changed = { { column = target name, source_column =, source = shown,
+--                                         target = shown }, ... } (kind "different" only) }, ... },
+--         detail_error = message | nil (the columns of the different rows could not be read),
 --         counts = { missing =, extra =, different = }, truncated = bool,
 --         sampled = { percent =, chunks =, of = } | nil, rechecks = n | nil }
 --       seq_result = { key =, source =, target =, source_next =, target_next =, offset =,
@@ -32,7 +35,8 @@
 --         counts as matching)
 --       Raises on a connection failure or a playbook mistake; table-level failures are results.
 --   verify.command(task, cli_opts) → exit status: 0 all match, 6 differences, 1 could not
---       compare everything. cli_opts.json prints one JSON document instead of the text.
+--       compare everything. cli_opts.json prints one JSON document instead of the text;
+--       cli_opts.table = { names } (--table) compares only those tables.
 --   verify.cutover_hook([opts]) → function(t): for `on.cutover`; runs verify.run(t, opts)
 --       (with t.plan when the running task has one), prints the report unless opts.quiet,
 --       returns the report when everything matches, else raises failure "mismatch" (exit 6)
