@@ -3,15 +3,17 @@
 # each from an empty target, the same job count, RUNS runs each, on two throwaway local clusters.
 #
 #   bash scripts/bench-full.sh [--jobs N] [--runs N] [--scale N] [--mixed-rows N] [--keep DIR]
-#                              [--tools "pgtide pgcopydb pg_dump"]
+#                              [--tools "pgtide pgcopydb pg_dump"] [--verify]
 #
 # Dataset (deterministic): pgbench tables at --scale (60 ≈ 900 MB), plus `mixed` (text, numeric,
 # timestamptz, jsonb, bytea, uuid, int[]), `toasted` (large out-of-line text), `nokey` (no primary
 # key). Prints a table of median wall time, ratio to pgcopydb, throughput (source database size /
 # time) and peak RSS (GNU time's maximum resident set size of the tool's largest process).
+# --verify: after the runs, time `pgtide verify` of the same playbook (RUNS times, with --jobs
+# connection pairs; it must find everything matching) and print its median next to pgtide's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-JOBS=4; RUNS=3; SCALE=60; MIXED_ROWS=2500000; KEEP=""; TOOLS="pgtide pgcopydb pg_dump"
+JOBS=4; RUNS=3; SCALE=60; MIXED_ROWS=2500000; KEEP=""; TOOLS="pgtide pgcopydb pg_dump"; VERIFY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --jobs) JOBS=$2; shift 2 ;;
@@ -20,6 +22,7 @@ while [ $# -gt 0 ]; do
     --mixed-rows) MIXED_ROWS=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
     --tools) TOOLS=$2; shift 2 ;;
+    --verify) VERIFY=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -80,7 +83,8 @@ reset_target() {
 cat >"$work/bench.lua" <<LUA
 local tide = require "tide"
 return tide.task { name = "bench", source = "$SRC", target = "$TGT", migrate = { "schema", "full" },
-                   progress = "none", full = { jobs = $JOBS, index_jobs = $JOBS } }
+                   progress = "none", full = { jobs = $JOBS, index_jobs = $JOBS },
+                   verify = { jobs = $JOBS } }
 LUA
 
 run_tool() {  # run_tool NAME → prints "seconds rss_kb"
@@ -130,3 +134,22 @@ for tool in $TOOLS; do
     "$(awk -v s="$size" -v t="${med[$tool]}" 'BEGIN {printf "%.1f", s / 1048576 / t}')" \
     "$((rss[$tool] / 1024))"
 done
+
+if [ -n "$VERIFY" ]; then
+  # The target holds pgtide's copy from the completeness check above.
+  vtimes=""
+  for r in $(seq 1 "$RUNS"); do
+    /usr/bin/time -f "%e %M" -o "$work/time" "$PGTIDE" verify "$work/bench.lua" >"$work/verify.out" 2>&1 \
+      || { echo "pgtide verify did not report a match:" >&2; tail -20 "$work/verify.out" >&2; exit 1; }
+    read -r secs kb <"$work/time"
+    echo "   verify round $r: ${secs}s, peak RSS $((kb / 1024)) MB"
+    vtimes="$vtimes $secs"
+  done
+  vmed=$(printf '%s\n' $vtimes | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  echo
+  printf '%-16s %12s %14s\n' "" "median (s)" "MB/s"
+  printf '%-16s %12s %14s\n' "pgtide run" "${med[pgtide]}" "$(awk -v s="$size" -v t="${med[pgtide]}" 'BEGIN {printf "%.1f", s / 1048576 / t}')"
+  printf '%-16s %12s %14s\n' "pgtide verify" "$vmed" "$(awk -v s="$size" -v t="$vmed" 'BEGIN {printf "%.1f", s / 1048576 / t}')"
+  echo "verify / run: $(awk -v a="$vmed" -v b="${med[pgtide]}" 'BEGIN {printf "%.2f", a / b}')"
+  grep -E "^(public\.|OK|DIFF|INCOMPLETE)" "$work/verify.out" | sed 's/^/   /'
+fi

@@ -26,7 +26,7 @@ local function usage_error(msg)
 end
 
 -- Split "--flag", "--key value"/"--key=value" options from positional arguments.
--- spec: { flag = "boolean" | "string" }
+-- spec: { flag = "boolean" | "string" | "list" } ("list": repeatable, the values in order)
 function M.parse_options(args, spec)
   local opts, positional = {}, {}
   local i = 1
@@ -45,7 +45,12 @@ function M.parse_options(args, spec)
           value = args[i]
           if not value then return nil, "option --" .. key .. " needs a value" end
         end
-        opts[key] = value
+        if kind == "list" then
+          opts[key] = opts[key] or {}
+          table.insert(opts[key], value)
+        else
+          opts[key] = value
+        end
       end
     elseif a == "-e" and spec.e then
       i = i + 1
@@ -74,9 +79,11 @@ pgtide plan FILE [--json]
   Print what the task would do, writing nothing: the selected objects with their source and
   target names, what is left out and why, warnings, and the DDL per phase in order.]],
   verify = [[
-pgtide verify FILE [--json]
+pgtide verify FILE [--json] [--table NAME]...
   Compare every selected table on source and target (row counts and checksums computed on
-  the servers) and locate the differing rows. Exit status 0 only when everything matches.]],
+  the servers), locate the differing rows and name their differing columns. --table (again
+  for more) compares only the tables it names: source schema.table or a glob ("sales.*").
+  Exit status 0 only when everything matches, 6 on differences.]],
   release = [[
 pgtide release FILE
   Drop what the task created for incremental migration: its replication slot, publication,
@@ -157,8 +164,9 @@ local task_commands = {
 }
 
 local function run_task_command(name, args)
-  local opts, positional = M.parse_options(args, { json = "boolean", ["no-precheck"] = "boolean",
-                                                   control = "string" })
+  local spec = { json = "boolean", ["no-precheck"] = "boolean", control = "string" }
+  if name == "verify" then spec.table = "list" end
+  local opts, positional = M.parse_options(args, spec)
   if not opts then return usage_error(positional) end
   local file = positional[1]
   if not file or #positional > 1 then return usage_error(name .. " needs exactly one playbook FILE") end

@@ -137,6 +137,7 @@ local function table_entry(model, obj, selector, primary_keys)
     row_filter = selector:row_filter(obj.schema, obj.name),
     bytes = row.bytes, pages = row.pages, rows_estimate = row.rows_estimate,
     parent = root ~= obj and objects.table_key(root) or nil,
+    root = root ~= obj and { schema = root.schema, name = root.name } or nil,
     replica_identity = row.replica_identity, unlogged = row.unlogged,
   }
 end

@@ -219,6 +219,7 @@ M.schema = {
     sequence_offset    = { check = function(v) return math.type(v) == "integer" or type(v) == "function", "an integer or a function" end },
     hash               = { check = one_of("fast", "md5") },
     wait_for_lsn       = { check = "function" },
+    snapshot_timeout   = { check = duration_value },
   } },
   progress = { check = one_of("auto", "bar", "plain", "json", "none") },
 }

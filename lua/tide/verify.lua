@@ -23,7 +23,10 @@
 --         status = "match" | "different" | "missing" (no target table) | "error" | "timeout",
 --         source_rows =, target_rows =, seconds =, error = message | nil, chunks =,
 --         differences = { { kind = "missing" | "extra" | "different",
---                           key = { [source column] = text }, values = {texts}, columns = {names} }, ... },
+--                           key = { [source column] = text }, values = {texts}, columns = {names},
+--                           changed = { { column = target name, source_column =, source = shown,
+--                                         target = shown }, ... } (kind "different" only) }, ... },
+--         detail_error = message | nil (the columns of the different rows could not be read),
 --         counts = { missing =, extra =, different = }, truncated = bool,
 --         sampled = { percent =, chunks =, of = } | nil, rechecks = n | nil }
 --       seq_result = { key =, source =, target =, source_next =, target_next =, offset =,
@@ -32,7 +35,8 @@
 --         counts as matching)
 --       Raises on a connection failure or a playbook mistake; table-level failures are results.
 --   verify.command(task, cli_opts) → exit status: 0 all match, 6 differences, 1 could not
---       compare everything. cli_opts.json prints one JSON document instead of the text.
+--       compare everything. cli_opts.json prints one JSON document instead of the text;
+--       cli_opts.table = { names } (--table) compares only those tables.
 --   verify.cutover_hook([opts]) → function(t): for `on.cutover`; runs verify.run(t, opts)
 --       (with t.plan when the running task has one), prints the report unless opts.quiet,
 --       returns the report when everything matches, else raises failure "mismatch" (exit 6)
@@ -44,6 +48,7 @@ local canonical = require "tide.verify.canonical"
 local compare = require "tide.verify.compare"
 local pairs_mod = require "tide.verify.pairs"
 local report_mod = require "tide.verify.report"
+local pattern = require "tide.pattern"
 
 local M = {}
 
@@ -77,9 +82,11 @@ M.OPTIONS = {
   jobs               = { integer_at_least(1), "a positive integer", 4 },
   tables             = { function(v)
                            if type(v) ~= "table" then return nil end
-                           for _, x in ipairs(v) do if type(x) ~= "string" then return nil end end
+                           for _, x in ipairs(v) do
+                             if type(x) ~= "string" and not (type(x) == "table" and type(x.re) == "string") then return nil end
+                           end
                            return v
-                         end, 'a list of table names such as { "public.users" }' },
+                         end, 'a list of table names or patterns such as { "public.users", "sales.*" }' },
   max_differences    = { integer_at_least(1), "a positive integer", 100 },
   leaf_rows          = { integer_at_least(1), "a positive integer", 500 },
   fanout             = { integer_at_least(2), "an integer of at least 2", 16 },
@@ -96,9 +103,11 @@ M.OPTIONS = {
   recheck_delay      = { duration, 'a duration such as "5s" or a number of seconds', 5 },
   hash               = { function(v) return (v == "fast" or v == "md5") and v or nil end, '"fast" or "md5"', "fast" },
   wait_for_lsn       = { function(v) return type(v) == "function" and v or nil end, "a function(lsn)" },
+  snapshot_timeout   = { function(v) local d = duration(v); return d and d > 0 and d or nil end,
+                         'a duration such as "5min" or a number of seconds', 300 },
 }
 
-local PROGRAM_ONLY = { plan = true, open = true, progress = true }
+local PROGRAM_ONLY = { plan = true, open = true, progress = true, tables_from = true }
 
 -- M.options(task [, overrides]) → options: the playbook's verify = {...}, then overrides,
 -- checked and parsed (durations in seconds, sizes in bytes).
@@ -137,19 +146,42 @@ local function table_name(tbl)
   return tbl.source.schema .. "." .. tbl.source.name
 end
 
-local function select_tables(plan, opts)
-  if not opts.tables then return plan.tables end
-  local wanted, out = {}, {}
-  for _, name in ipairs(opts.tables) do wanted[name] = false end
-  for _, tbl in ipairs(plan.tables) do
-    for _, name in ipairs({ tbl.key, table_name(tbl) }) do
-      if wanted[name] ~= nil then wanted[name] = true; out[#out + 1] = tbl; break end
+-- The plan's tables that `names` select: each an exact source name (schema.table, quoted as
+-- tbl.key or not) or a pattern of the playbook's selection syntax (tide.pattern: a glob such
+-- as "public.order_*", "*.users", or a schema alone "billing"; a { re = ... } regex from Lua).
+-- A partitioned table's name selects its leaf partitions. A name that selects nothing is an
+-- error; `where` says where the names came from ("--table", "verify.tables").
+local function select_tables(plan, names, where)
+  if not names then return plan.tables end
+  local chosen, out = {}, {}
+  local function fail(msg)
+    if where == "--table" then failure.raise("usage", msg) end
+    playbook.raise(msg)
+  end
+  for _, name in ipairs(names) do
+    local ok, q = pcall(pattern.compile_qualified, name)
+    if not ok then fail(string.format("%s %s: %s", where, pattern.describe(name), tostring(q))) end
+    local hit = false
+    for i, tbl in ipairs(plan.tables) do
+      local root = tbl.root
+      if tbl.key == name or table_name(tbl) == name or tbl.parent == name
+         or q:match(tbl.source.schema, tbl.source.name) or (root and q:match(root.schema, root.name)) then
+        chosen[i], hit = true, true
+      end
+    end
+    if not hit then
+      local known = {}
+      for i, tbl in ipairs(plan.tables) do
+        if i > 8 then known[#known + 1] = string.format("and %d more", #plan.tables - 8); break end
+        known[i] = table_name(tbl)
+      end
+      fail(string.format("%s %s selects none of the task's tables (%s)\n  hint: give source names as " ..
+        "schema.table or a glob (\"public.order_*\"); `pgtide plan FILE` lists the selected tables",
+        where, pattern.describe(name), #known > 0 and table.concat(known, ", ") or "it selects no table"))
     end
   end
-  for name, found in pairs(wanted) do
-    if not found then
-      playbook.raise("verify.tables: " .. name .. " is not one of the task's tables (names as schema.table, source names)")
-    end
+  for i, tbl in ipairs(plan.tables) do
+    if chosen[i] then out[#out + 1] = tbl end
   end
   return out
 end
@@ -168,7 +200,7 @@ local function compare_tables(list, tables, opts, ctx, open)
       pairs_mod.repair(open, pair)
       pairs_mod.table_begin(pair)
       local result = compare.table(pair, tables[i], opts, ctx)
-      pairs_mod.table_end(pair, result.error ~= nil)
+      pairs_mod.table_end(pair, result.error ~= nil or result.detail_error ~= nil)
       results[i] = result
       if opts.progress then opts.progress(result) end
     end
@@ -238,14 +270,14 @@ function M.run(task, overrides)
   local ok, report = pcall(function()
     local first = list[1]
     local plan = opts.plan or require("tide.plan").build(task, first.source, first.target)
-    local tables = select_tables(plan, opts)
+    local tables = select_tables(plan, opts.tables, opts.tables_from or "verify.tables")
     local n = math.max(1, math.min(opts.jobs, #tables))
     if n > 1 then
       for _, pair in ipairs(pairs_mod.open(open, n - 1)) do list[#list + 1] = pair end
     end
     local ctx = canonical.context(first.source, first.target, tables, opts.hash)
     local consistent
-    if opts.wait_for_lsn then consistent = pairs_mod.consistent(open, list, opts.wait_for_lsn) end
+    if opts.wait_for_lsn then consistent = pairs_mod.consistent(open, list, opts.wait_for_lsn, opts.snapshot_timeout) end
     local results = compare_tables(list, tables, opts, ctx, open)
     local sequences = {}
     if opts.sequences and not opts.tables then
@@ -268,7 +300,9 @@ local function exit_status(report)
 end
 
 function M.command(task, cli_opts)
-  local report = M.run(task)
+  local overrides
+  if cli_opts and cli_opts.table then overrides = { tables = cli_opts.table, tables_from = "--table" } end
+  local report = M.run(task, overrides)
   if cli_opts and cli_opts.json then
     io.write(report_mod.json(report), "\n")
   else

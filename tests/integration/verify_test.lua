@@ -158,7 +158,7 @@ T.test("a changed value, a missing row and an extra row are located by key", fun
   local path = write_playbook(ctx, "changes.lua", "changes")
   local code, out = T.sh(PGTIDE .. " verify " .. path)
   T.eq(code, 6, out)
-  T.match(out, "different%s+id=777")
+  T.match(out, "different%s+id=777\n%s+amount: '971.25' on source, '971.26' on target\n")
   T.match(out, "missing on target%s+id=15000")
   T.match(out, "extra on target%s+id=25000")
   T.match(out, "DIFFERENCES")
@@ -168,7 +168,9 @@ T.test("a changed value, a missing row and an extra row are located by key", fun
   T.eq(doc.status, "different")
   for _, t in ipairs(doc.tables) do
     if t.source.name == "orders" then
-      T.eq(t.differences[1], { kind = "different", key = { id = "777" } })
+      T.eq(t.differences[1], { kind = "different", key = { id = "777" },
+        changed = { { column = "amount", source_column = "amount", source = "'971.25'", target = "'971.26'" } } })
+      T.eq(t.differences[2], { kind = "missing", key = { id = "15000" } })
       T.eq(t.counts, { missing = 1, extra = 1, different = 1 })
     end
   end
@@ -280,6 +282,8 @@ T.test("renamed schema, table and columns and a column subset compare by positio
   report = verify.run(tide.task { name = "verify-rename", source = ctx.source_url, target = ctx.target_url,
                                   select = extra.select, rename = extra.rename })
   T.eq(located(report.tables[1]), { "different id=1234" })
+  T.eq(report.tables[1].differences[1].changed,
+       { { column = "full_name", source_column = "name", source = "'name 1234'", target = "'someone else'" } })
 end)
 
 T.test("row filters: the source is filtered, the target holds only the filtered rows", function(ctx)
@@ -383,4 +387,146 @@ T.test("playbook mistakes in verify = {...} are reported with the file and line"
   local code, out = T.sh(PGTIDE .. " verify " .. path)
   T.eq(code, 3, out)
   T.match(out, "bad%.lua:%d+: .*verify%.sample must be a percentage")
+end)
+
+T.test("a different row names its differing columns, with both values (NULL, TOAST, bytea)", function(ctx)
+  setup(ctx, [[
+    CREATE SCHEMA cols;
+    CREATE TABLE cols.t (id int PRIMARY KEY, n int, note text, blob bytea, body text, "Mixed Case" text);
+    ALTER TABLE cols.t ALTER body SET STORAGE EXTERNAL;
+    INSERT INTO cols.t SELECT g, g, 'note ' || g, decode(md5(g::text), 'hex'),
+      (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 1000) i), 'm' || g
+    FROM generate_series(1, 600) g;
+    UPDATE cols.t SET note = NULL WHERE id = 2]], nil, [[
+    UPDATE cols.t SET n = -1 WHERE id = 1;
+    UPDATE cols.t SET note = '' WHERE id = 2;                 -- NULL on the source
+    UPDATE cols.t SET note = NULL WHERE id = 3;               -- a value on the source
+    UPDATE cols.t SET body = overlay(body placing 'Z' from 20000 for 1) WHERE id = 4;
+    UPDATE cols.t SET blob = '\x00' WHERE id = 5;
+    UPDATE cols.t SET n = 0, "Mixed Case" = E'it''s\nnew' WHERE id = 6]])
+  local report = run(ctx, "cols")
+  local r = result_for(report, "cols.t")
+  T.eq(located(r), { "different id=1", "different id=2", "different id=3", "different id=4",
+                     "different id=5", "different id=6" })
+  local changed = {}
+  for _, d in ipairs(r.differences) do
+    local cols = {}
+    for i, c in ipairs(d.changed) do
+      T.eq(c.column, c.source_column)
+      cols[i] = c.column .. ": " .. c.source .. " | " .. c.target
+    end
+    changed[tonumber(d.key.id)] = cols
+  end
+  T.eq(changed[1], { "n: '1' | '-1'" })
+  T.eq(changed[2], { "note: NULL | ''" })
+  T.eq(changed[3], { "note: 'note 3' | NULL" })
+  T.eq(#changed[4], 1)
+  -- A long value: its start, its length and a hash that tells the two apart.
+  local body_s, body_t = changed[4][1]:match("^body: '(%x+)… %(32000 bytes, hash (%x+)%) | '%1… %(32000 bytes, hash (%x+)%)$")
+  T.ok(body_s, "the TOASTed body is shown cut, with length and hash: " .. changed[4][1])
+  T.eq(#body_s, 40)
+  T.ne(select(2, changed[4][1]:match("hash (%x+).*hash (%x+)")), select(1, changed[4][1]:match("hash (%x+)")))
+  T.match(changed[5][1], "^blob: %(bytea, 16 bytes, hash %x+%) | %(bytea, 1 bytes, hash %x+%)$")
+  T.eq(changed[6], { "n: '6' | '0'", "Mixed Case: 'm6' | 'it''s\\nnew'" })
+
+  local path = write_playbook(ctx, "cols.lua", "cols")
+  local code, out = T.sh(PGTIDE .. " verify " .. path)
+  T.eq(code, 6, out)
+  T.match(out, "different%s+id=2\n%s+note: NULL on source, '' on target\n")
+  T.match(out, "different%s+id=6\n%s+n: '6' on source, '0' on target\n%s+\"Mixed Case\": 'm6' on source, 'it''s\\nnew' on target\n")
+  code, out = T.sh(PGTIDE .. " verify " .. path .. " --json")
+  T.eq(code, 6, out)
+  local doc = json.decode(out)
+  T.eq(doc.tables[1].differences[3].changed,
+       { { column = "note", source_column = "note", source = "'note 3'", target = "NULL" } })
+end)
+
+T.test("--table verifies only the tables it names: exact names, globs, a partitioned parent", function(ctx)
+  once(ctx, "changes", CHANGES, nil, CHANGED)
+  setup(ctx, [[
+    CREATE SCHEMA parted;
+    CREATE TABLE parted.m (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+    CREATE TABLE parted.m1 PARTITION OF parted.m FOR VALUES FROM (0) TO (100);
+    CREATE TABLE parted.m2 PARTITION OF parted.m FOR VALUES FROM (100) TO (200);
+    CREATE TABLE parted.other (id int PRIMARY KEY);
+    INSERT INTO parted.m SELECT g, 'v' || g FROM generate_series(0, 199) g]])
+  local path = write_playbook(ctx, "subset.lua", nil, nil, '{ include = { "changes.*", "parted.*" } }')
+  local function tables_of(args)
+    local code, out = T.sh(PGTIDE .. " verify " .. path .. " " .. args .. " --json 2>&1")
+    local ok, doc = pcall(json.decode, out)
+    T.ok(ok, out)
+    local names = {}
+    for i, t in ipairs(doc.tables) do names[i] = t.source.schema .. "." .. t.source.name end
+    table.sort(names)
+    return names, code, doc
+  end
+  local names, code, doc = tables_of("--table changes.orders")
+  T.eq(names, { "changes.orders" })
+  T.eq(code, 6)
+  T.eq(#doc.sequences, 0, "sequences are skipped when tables are named")
+  T.eq((tables_of("--table 'changes.*'")), { "changes.lines", "changes.orders" })
+  T.eq((tables_of("--table=changes.lines --table 'parted.oth?r'")), { "changes.lines", "parted.other" })
+  names, code = tables_of("--table parted.m")
+  T.eq(names, { "parted.m1", "parted.m2" })
+  T.eq(code, 0)
+  T.eq((tables_of("--table parted.m1")), { "parted.m1" })
+  local out
+  code, out = T.sh(PGTIDE .. " verify " .. path .. " --table changes.nope 2>&1")
+  T.eq(code, 2, out)
+  T.match(out, '%-%-table "changes%.nope" selects none of the task\'s tables %(changes%.')
+  T.match(out, "hint: give source names as schema%.table or a glob")
+  code, out = T.sh(PGTIDE .. " verify " .. path .. " --table 'changes.[' 2>&1")
+  T.eq(code, 2, out)
+  T.match(out, "invalid glob")
+  code, out = T.sh(PGTIDE .. " verify " .. path .. " --table 2>&1")
+  T.eq(code, 2, out)
+  T.match(out, "option %-%-table needs a value")
+  T.raises(function() run(ctx, "changes", nil, { tables = { "changes.missing" } }) end,
+           'verify.tables "changes.missing" selects none')
+end)
+
+T.test("the consistent snapshot gives up after snapshot_timeout, naming the open transaction", function(ctx)
+  once(ctx, "changes", CHANGES, nil, CHANGED)
+  local holder = assert(tide.connect(ctx.source_url .. "?application_name=verify-blocker"))
+  assert(holder:exec("BEGIN"))
+  assert(holder:query("SELECT txid_current()"))
+  local pid = holder:backend_pid()
+  local started = tide.monotonic()
+  local called = false
+  local err = T.raises(function()
+    run(ctx, "changes", nil, { tables = { "changes.lines" }, snapshot_timeout = 1,
+                               wait_for_lsn = function() called = true end })
+  end, "creating the temporary slot pgtide_verify_%d+_%d+ for a consistent snapshot did not finish within 1 s")
+  local waited = tide.monotonic() - started
+  T.ok(waited >= 1 and waited < 10, "gave up after the timeout, not before or much later: " .. waited)
+  T.ok(not called, "wait_for_lsn is not called without a snapshot")
+  T.ok(failure.is_failure(err))
+  T.match(err.message, "pid " .. pid .. " %(database [^,]+, user [^,]+, verify%-blocker, idle in transaction since %d%d%d%d%-")
+  T.match(err.message, "hint: end or commit those, or raise verify%.snapshot_timeout")
+  assert(holder:exec("ROLLBACK"))
+  local report = run(ctx, "changes", nil, { tables = { "changes.lines" }, snapshot_timeout = "30s",
+                                            wait_for_lsn = function() end })
+  T.ok(report.consistent ~= nil, "without the open transaction the snapshot is taken")
+  T.eq(assert(holder:query("SELECT count(*) AS n FROM pg_replication_slots WHERE slot_name LIKE 'pgtide_verify%'"))[1].n, 0)
+  holder:close()
+  T.raises(function() verify.options({ verify = { snapshot_timeout = "soon" } }) end,
+           "verify.snapshot_timeout must be a duration")
+end)
+
+T.test("the row hash sees values swapped between columns or rows, and char(n) changes", function(ctx)
+  setup(ctx, [[
+    CREATE SCHEMA swaps;
+    CREATE TABLE swaps.t (id int PRIMARY KEY, a text, b text, c char(5), d int);
+    INSERT INTO swaps.t SELECT g, 'a' || g, 'b' || g, 'c' || (g % 100), g FROM generate_series(1, 5000) g]], nil, [[
+    UPDATE swaps.t SET a = b, b = a WHERE id = 1;
+    UPDATE swaps.t SET a = CASE id WHEN 2 THEN 'a3' ELSE 'a2' END WHERE id IN (2, 3);
+    UPDATE swaps.t SET c = 'c4x' WHERE id = 4;
+    UPDATE swaps.t SET a = NULL, b = 'a5b5' WHERE id = 5;   -- the same bytes moved across a NULL
+    UPDATE swaps.t SET d = NULL, c = NULL WHERE id = 6]])
+  for _, hash in ipairs({ "fast", "md5" }) do
+    local report = run(ctx, "swaps", nil, { hash = hash })
+    T.eq(report.hash, hash)
+    T.eq(located(report.tables[1]), { "different id=1", "different id=2", "different id=3", "different id=4",
+                                      "different id=5", "different id=6" }, hash)
+  end
 end)

@@ -223,6 +223,42 @@ function M.blockers(source, repl_pid)
   return lines
 end
 
+-- M.await_slot(repl, source, sql, how) → rows: run CREATE_REPLICATION_SLOT `sql` on the
+-- replication connection `repl`, waiting at most how.timeout seconds. Creating a logical slot
+-- waits for every transaction that holds an xid when it starts; on timeout the command is
+-- cancelled, `repl` closed, and a failure raised that names the transactions still open
+-- (read on `source`, a plain connection) and the setting to raise (how.setting). On an error
+-- `repl` is closed too. how = { timeout =, setting = "incremental.slot_timeout",
+-- what = "creating the replication slot x" }.
+function M.await_slot(repl, source, sql, how)
+  local pid = repl:backend_pid()
+  local h = core.spawn(function() return repl:query(sql) end)
+  local deadline = core.monotonic() + how.timeout
+  local step = 0.01
+  while not h:done() and core.monotonic() < deadline do
+    core.sleep(step)
+    step = math.min(step * 2, 0.25)
+  end
+  if not h:done() then
+    local lines = M.blockers(source, pid)
+    repl:cancel()
+    h:wait()
+    repl:close()
+    failure.raise("failed", string.format(
+      "%s did not finish within %g s: it waits for every transaction that " ..
+      "was running when it started to end%s\n  hint: end or commit those, or raise %s",
+      how.what, how.timeout, #lines > 0 and (", and these are still open:\n" .. table.concat(lines, "\n")) or "",
+      how.setting))
+  end
+  local rows, err = h:wait()
+  if not rows then
+    repl:close()
+    failure.raise("failed", string.format("%s failed: %s%s", how.what,
+      err.message or tostring(err), err.hint and ("\n  hint: " .. err.hint) or ""))
+  end
+  return rows
+end
+
 -- Create the slot on a fresh replication connection. With snapshot, the connection is
 -- returned open and idle (the exported snapshot lives as long as it stays idle).
 -- Returns { slot=, lsn=, snapshot=, hold= }.
@@ -239,30 +275,9 @@ function M.create_slot(task, source, names, want_snapshot, timeout)
     sql = string.format("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", q,
                         want_snapshot and "EXPORT_SNAPSHOT" or "NOEXPORT_SNAPSHOT")
   end
-  local pid = repl:backend_pid()
-  local h = core.spawn(function() return repl:query(sql) end)
-  local deadline = core.monotonic() + timeout
-  local step = 0.01
-  while not h:done() and core.monotonic() < deadline do
-    core.sleep(step)
-    step = math.min(step * 2, 0.25)
-  end
-  if not h:done() then
-    local lines = M.blockers(source, pid)
-    repl:cancel()
-    h:wait()
-    repl:close()
-    failure.raise("failed", string.format(
-      "creating the replication slot %s did not finish within %g s: it waits for every transaction that " ..
-      "was running when it started to end%s\n  hint: end or commit those, or raise incremental.slot_timeout",
-      names.slot, timeout, #lines > 0 and (", and these are still open:\n" .. table.concat(lines, "\n")) or ""))
-  end
-  local rows, err = h:wait()
-  if not rows then
-    repl:close()
-    failure.raise("failed", string.format("cannot create the replication slot %s: %s%s", names.slot,
-      err.message or tostring(err), err.hint and ("\n  hint: " .. err.hint) or ""))
-  end
+  local rows = M.await_slot(repl, source, sql, {
+    timeout = timeout, setting = "incremental.slot_timeout",
+    what = "creating the replication slot " .. names.slot })
   local info = { slot = names.slot, lsn = rows[1].consistent_point,
                  snapshot = present(rows[1].snapshot_name) and rows[1].snapshot_name or nil }
   if want_snapshot then info.hold = repl else repl:close() end

@@ -111,6 +111,72 @@ local function match_rows(job, source_rows, target_rows)
   end
 end
 
+-- How a column's value is shown: NULL, a quoted start of its text (control characters
+-- escaped), cut after canonical.SHOW_CHARS characters with its length and hash; bytea by
+-- length and hash only.
+local function show(row, i, bytea)
+  local n, h, v = row["c" .. i .. "n"], row["c" .. i .. "h"], row["c" .. i .. "v"]
+  if n == core.null then return "NULL" end
+  local hash = string.sub(h, 1, 8)
+  if bytea then return string.format("(bytea, %d bytes, hash %s)", n, hash) end
+  local limit = canonical.SHOW_CHARS
+  local chars = utf8.len(v)
+  local cut = false
+  if (chars or #v) > limit then
+    v = chars and v:sub(1, utf8.offset(v, limit + 1) - 1) or v:sub(1, limit)
+    cut = true
+  end
+  v = "'" .. v:gsub("'", "''"):gsub("[%c]", function(c)
+    local named = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+    return named[c] or string.format("\\x%02x", c:byte())
+  end) .. "'"
+  if cut then return string.format("%s… (%d bytes, hash %s)", v:sub(1, -2), n, hash) end
+  return v
+end
+
+-- For each row listed as "different" (one row per side under its key), read the columns of
+-- both rows by key and name the columns whose values differ: d.changed = { { column =
+-- target name, source_column =, source = shown value, target = shown value }, ... }.
+local function describe_columns(job)
+  local keys, by_id = {}, {}
+  for _, d in ipairs(job.diffs) do
+    if d.kind == "different" then
+      local id = key_id(d.values)
+      if not by_id[id] then by_id[id] = {}; keys[#keys + 1] = d.values end
+      table.insert(by_id[id], d)
+    end
+  end
+  local n = #job.key
+  local columns = job.tbl.columns
+  for first = 1, #keys, 200 do
+    local batch = table.move(keys, first, math.min(first + 199, #keys), 1, {})
+    local source_rows, target_rows = both(job, canonical.column_values, batch)
+    local found = {}
+    for which, rows in pairs({ s = source_rows, t = target_rows }) do
+      for _, r in ipairs(rows) do
+        local id = key_id(row_key(r, n))
+        found[id] = found[id] or { s = {}, t = {} }
+        table.insert(found[id][which], r)
+      end
+    end
+    for _, key in ipairs(batch) do
+      local id = key_id(key)
+      local f = found[id]
+      if f and #f.s == 1 and #f.t == 1 and #by_id[id] == 1 then
+        local changed = {}
+        for i, col in ipairs(columns) do
+          if f.s[1]["c" .. i .. "h"] ~= f.t[1]["c" .. i .. "h"] then
+            local bytea = col.type_oid == 17
+            changed[#changed + 1] = { column = col.target, source_column = col.name,
+                                      source = show(f.s[1], i, bytea), target = show(f.t[1], i, bytea) }
+          end
+        end
+        by_id[id][1].changed = changed
+      end
+    end
+  end
+end
+
 ------------------------------------------------------------------------ cutting ranges
 
 local function child(children, index, bucket, range, which, row)
@@ -345,6 +411,15 @@ function M.table(pair, tbl, opts, ctx)
     if job.size then compare_sample(job, result) else compare_whole(job, result) end
     recheck(job, result)
   end)
+  if ok and job.key and #job.diffs > 0 then
+    -- The located rows are known; naming their columns is extra detail: a failure here
+    -- leaves the differences as they are and says why the columns are not named.
+    local dok, derr = pcall(describe_columns, job)
+    if not dok then
+      if getmetatable(derr) ~= Failure then error(derr, 0) end
+      result.detail_error = derr.message
+    end
+  end
   if not ok then
     if getmetatable(err) ~= Failure then error(err, 0) end
     result.error = err.message

@@ -18,6 +18,7 @@
 local core = require "tide"
 local connect = require "tide.connect"
 local canonical = require "tide.verify.canonical"
+local objects = require "tide.cdc.objects"
 
 local M = {}
 
@@ -69,18 +70,18 @@ local function begin(conn, snapshot)
   end
 end
 
--- M.consistent(open, list, wait_for_lsn) → { lsn =, slot = }: every pair in one snapshot
--- (see the top of this file). `open` opens a connection: open(side, extra_opts).
-function M.consistent(open, list, wait_for_lsn)
+-- M.consistent(open, list, wait_for_lsn [, timeout]) → { lsn =, slot = }: every pair in one
+-- snapshot (see the top of this file). `open` opens a connection: open(side, extra_opts).
+-- Creating the slot waits for the transactions running on the source to end; after `timeout`
+-- seconds (verify.snapshot_timeout) it gives up, naming those transactions.
+function M.consistent(open, list, wait_for_lsn, timeout)
   local repl = open("source", { replication = "database" })
   local slot = string.format("pgtide_verify_%d_%d", repl:backend_pid(), math.random(0, 999999))
   -- The pre-15 spelling (EXPORT_SNAPSHOT) is still accepted by newer servers.
-  local rows, err = repl:query("CREATE_REPLICATION_SLOT " .. slot .. " TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT")
-  if not rows then
-    local where = repl:conninfo()
-    repl:close()
-    check(where, "creating a temporary slot for a consistent snapshot", nil, err)
-  end
+  local rows = objects.await_slot(repl, list[1].source,
+    "CREATE_REPLICATION_SLOT " .. slot .. " TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT", {
+      timeout = timeout or 300, setting = "verify.snapshot_timeout",
+      what = "creating the temporary slot " .. slot .. " for a consistent snapshot" })
   local lsn, snapshot = rows[1].consistent_point, rows[1].snapshot_name
   local ok, failure = pcall(function()
     for _, pair in ipairs(list) do begin(pair.source, snapshot); pair.in_snapshot = true end

@@ -22,6 +22,13 @@ function M.key_text(d)
   return "(" .. table.concat(cols, ", ") .. ")=(" .. table.concat(d.values, ", ") .. ")"
 end
 
+-- "amount", or "full_name (source name)" when renamed
+function M.column_text(c)
+  local name = sqlident.quote(c.column)
+  if c.source_column ~= c.column then name = name .. " (source " .. sqlident.quote(c.source_column) .. ")" end
+  return name
+end
+
 local function width(s) return utf8.len(s) or #s end
 
 local function pad(s, n, right)
@@ -80,7 +87,16 @@ function M.text(report)
     else
       add("  ", M.names(r), string.format(": %d missing on target, %d extra on target, %d different%s",
         r.counts.missing, r.counts.extra, r.counts.different, r.truncated and " (list cut at the limit, there are more)" or ""))
-      for _, d in ipairs(r.differences) do add("    ", pad(KIND_WORDS[d.kind], 18), M.key_text(d)) end
+      for _, d in ipairs(r.differences) do
+        add("    ", pad(KIND_WORDS[d.kind], 18), M.key_text(d))
+        if d.changed and #d.changed == 0 then
+          add("      (no column differs when read again: the row changed while verifying)")
+        end
+        for _, c in ipairs(d.changed or {}) do
+          add("      ", M.column_text(c), ": ", c.source, " on source, ", c.target, " on target")
+        end
+      end
+      if r.detail_error then add("    (the differing columns could not be read: ", r.detail_error, ")") end
     end
   end
   for _, s in ipairs(bad_sequences) do
@@ -110,7 +126,9 @@ function M.json(report)
     local t = {}
     for k, v in pairs(r) do t[k] = v end
     t.differences = {}
-    for j, d in ipairs(r.differences) do t.differences[j] = { kind = d.kind, key = d.key } end
+    for j, d in ipairs(r.differences) do
+      t.differences[j] = { kind = d.kind, key = d.key, changed = d.changed }
+    end
     doc.tables[i] = t
   end
   return json.encode(doc)
