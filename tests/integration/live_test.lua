@@ -315,8 +315,13 @@ case("an interactive session in a terminal: multi-line function, completion, his
   see("\n144\n", 2)
   -- Ctrl-C interrupts the running chunk, not the session.
   type_line("while true do end")
-  tmux(sock, "send-keys C-c")
-  see("attach:1: interrupted")
+  -- The chunk may not have reached the task yet when the key arrives (a loaded machine): a
+  -- Ctrl-C at the prompt only clears the line, so press it until the chunk reports it.
+  local pressed = 0
+  must_wait("the terminal to show attach:1: interrupted", 10, function()
+    if screen():find("attach:1: interrupted", 1, true) then return true end
+    if tide.monotonic() - pressed > 0.5 then tmux(sock, "send-keys C-c"); pressed = tide.monotonic() end
+  end)
   type_line("1 + 1")
   see("\n2\n")
   tmux(sock, "send-keys C-d")
