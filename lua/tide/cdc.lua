@@ -475,6 +475,7 @@ function M.stream(task, plan, source, target, opts)
       if result then stats = result break end
       if st.stop_reason and is_transient(serr) then break end   -- stopping anyway; progress is saved
       if failure.is_failure(serr) then error(serr, 0) end
+      if objects.is_lost_error(serr) then objects.raise_lost(names, " (" .. describe(serr):gsub("\n.*", "") .. ")") end
       if not is_transient(serr) then failure.raise("failed", "incremental migration stopped: " .. describe(serr), { err = serr }) end
       failures = failures + 1
       if failures > attempts then
@@ -558,6 +559,13 @@ function M.command(task, opts)
   local _ = opts
   local source, target = connect.open_both(task)
   local dropped = objects.release(task, source, target)
+  -- The task's recorded progress goes too: with the slot gone, continuing from it would stream
+  -- from a new slot's start and miss every change in between. Running the task again after a
+  -- release starts over (schema, full load, a new slot).
+  if require("tide.state").forget(task, target) then
+    dropped[#dropped + 1] = "recorded progress of task " .. task.name .. " (" ..
+                            (task.state_schema or "pgtide") .. ".tasks on the target)"
+  end
   source:close()
   target:close()
   if #dropped == 0 then
