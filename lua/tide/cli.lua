@@ -81,7 +81,8 @@ pgtide verify FILE [--json]
   release = [[
 pgtide release FILE
   Drop what the task created for incremental migration: its replication slot, publication,
-  heartbeat table and replication origin. Nothing else.]],
+  heartbeat table and replication origin, and forget its recorded progress on the target (the
+  next run starts over). The migrated tables are left as they are.]],
   status = [[
 pgtide status [NAME] [--json] [--control PATH]
   List running tasks, or show one task's phase, progress per table, rates, delay, bytes
