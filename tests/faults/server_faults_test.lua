@@ -164,7 +164,7 @@ local PHASES = {
     end,
     inside = function(t, name) return waiting_on_lock(t, name) end },
   { name = "incremental", window = 1.0,
-    inside = function(_, _, log) return H.read(log):find("incremental: started", 1, true) end },
+    inside = function(_, _, log) return H.read(log):find("incremental: applied", 1, true) end },
 }
 local FAULTS = {
   { name = "source restart", run = function() restart("source") end },

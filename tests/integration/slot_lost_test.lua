@@ -36,7 +36,7 @@ T.test("the slot is invalidated while the task is paused: exit 7, the rerun too,
   local streaming = H.wait_for(60, function()
     if proc:exited() then return "exited" end
     local r = t:query("SELECT phase FROM pgtide.tasks WHERE task = $1", NAME)
-    return r and r[1] and r[1].phase == "incremental" and H.read(log):find("incremental: started", 1, true) and "yes"
+    return r and r[1] and r[1].phase == "incremental" and H.read(log):find("incremental: applied", 1, true) and "yes"
   end)
   T.eq(streaming, "yes", H.read(log))
   -- A change the paused task will not apply: the slot cannot move past it.
@@ -104,7 +104,8 @@ T.test("a slot dropped behind the task's back after its full load: exit 7, not a
   local pb = H.playbook(ctx, name, [[migrate = { "schema", "full", "incremental" }, progress = "plain",
     incremental = { heartbeat_interval = 0.2 }, stop = function() return false end,]])
   local proc, log = H.start(ctx, "run " .. pb, name)
-  T.ok(H.wait_for(60, function() return proc:exited() or H.read(log):find("incremental: started", 1, true) end))
+  -- Once the stream reports (its signal handlers are in place), a clean stop.
+  T.ok(H.wait_for(60, function() return proc:exited() or H.read(log):find("incremental: applied", 1, true) end))
   proc:kill(15)
   T.eq(proc:wait(), 130, H.read(log))
   assert(s:query("SELECT pg_drop_replication_slot('pgtide_slot_dropped')"))
