@@ -507,7 +507,9 @@ function M.stream(task, plan, source, target, opts)
       if core.monotonic() - began > 60 then failures = 0 end   -- a long healthy session resets the count
       if result then stats = result break end
       if st.stop_reason and is_transient(serr) then break end   -- stopping anyway; progress is saved
-      if failure.is_failure(serr) then error(serr, 0) end
+      -- A server still restarting refuses connections for a moment: a connection failure
+      -- while reconnecting is retried like a lost connection; other failures are final.
+      if failure.is_failure(serr) and serr.kind ~= "connection" then error(serr, 0) end
       if objects.is_lost_error(serr) then objects.raise_lost(names, " (" .. describe(serr):gsub("\n.*", "") .. ")") end
       if not is_transient(serr) then failure.raise("failed", "incremental migration stopped: " .. describe(serr), { err = serr }) end
       failures = failures + 1
