@@ -77,7 +77,8 @@ test-asan: deps
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	PGTIDE=build-asan/pgtide UNIT_DIR=build-asan/tests bash tests/run.sh
 
-# Fault injection (SIGKILL at random points of each phase, seeded): PGTIDE_FAULT_SEED=N replays.
+# Fault injection (SIGKILL, server restarts, terminated sessions at seeded random points of each
+# phase): PGTIDE_FAULT_SEED=N replays.
 test-faults: deps
 	$(MAKE) all
 	NO_UNIT=1 TEST_DIRS=tests/faults PGTIDE=$(BUILD)/pgtide UNIT_DIR=$(BUILD)/tests bash tests/run.sh

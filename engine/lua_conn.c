@@ -285,7 +285,8 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
         if (m && strstr(m, "password authentication failed"))
             hint = "check the password given in the conninfo, PGPASSWORD or ~/.pgpass";
         else if (m && strstr(m, "does not exist") && strstr(m, "database"))
-            hint = "check the database name (dbname= or the path of the URI)";
+            hint = "check the database name (dbname= or the path of the URI); pgtide does not create "
+                   "databases: create it first (CREATE DATABASE) if it is new";
         else if (m && (strstr(m, "Connection refused") || strstr(m, "could not translate host")))
             hint = "check host and port, and that the server is running and accepts TCP/IP connections";
         lua_pop(L, 1);

@@ -4,6 +4,8 @@
 #   scripts/clusters.sh start DIR     initdb + start "source" and "target" under DIR
 #   scripts/clusters.sh stop DIR      stop both and remove DIR
 #   scripts/clusters.sh restart DIR source|target
+#   scripts/clusters.sh down DIR source|target     stop one server (fast), keeping its data
+#   scripts/clusters.sh up DIR source|target       start it again
 #   scripts/clusters.sh env DIR       print the environment file (sourceable)
 #
 # The source runs with wal_level=logical and room for slots and WAL senders; the target
@@ -63,7 +65,7 @@ HBA
 }
 
 cmd=${1:-}; dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|restart|env DIR [source|target]" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|restart|down|up|env DIR [source|target]" >&2; exit 2; }
 
 case "$cmd" in
 start)
@@ -99,9 +101,17 @@ restart)
   name=${3:?restart needs source or target}
   as_pg "$PGBIN/pg_ctl" -D "$dir/$name" -l "$dir/$name.log" -m "${PGTIDE_RESTART_MODE:-fast}" -w -t 60 restart >/dev/null
   ;;
+down)
+  name=${3:?down needs source or target}
+  as_pg "$PGBIN/pg_ctl" -D "$dir/$name" -m fast -w -t 60 stop >/dev/null
+  ;;
+up)
+  name=${3:?up needs source or target}
+  as_pg "$PGBIN/pg_ctl" -D "$dir/$name" -l "$dir/$name.log" -w -t 60 start >/dev/null
+  ;;
 env)
   cat "$dir/env"
   ;;
 *)
-  echo "usage: $0 start|stop|restart|env DIR [source|target]" >&2; exit 2 ;;
+  echo "usage: $0 start|stop|restart|down|up|env DIR [source|target]" >&2; exit 2 ;;
 esac

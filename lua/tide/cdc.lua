@@ -293,6 +293,35 @@ local function close_session(st)
   if ses.apply then ses.apply:close() end
 end
 
+-- DDL is not replicated, and a dropped table sends nothing: its changes up to the drop are
+-- applied, then it falls silent. Noticed here (every DROP_CHECK_EVERY seconds) and said once
+-- per table; the stream goes on for the others and the target keeps the table as it was.
+local DROP_CHECK_EVERY = 2
+local function check_dropped(st, conn)
+  local schemas, names = {}, {}
+  for _, e in ipairs(st.tables or {}) do
+    if not e.heartbeat and not (st.dropped and st.dropped[e.source_schema .. "." .. e.source_name]) then
+      schemas[#schemas + 1], names[#names + 1] = e.source_schema, e.source_name
+    end
+  end
+  if #schemas == 0 then return end
+  local rows = conn:query([[
+SELECT u.s, u.n FROM unnest($1::text[], $2::text[]) AS u(s, n)
+WHERE pg_catalog.to_regclass(pg_catalog.quote_ident(u.s) || '.' || pg_catalog.quote_ident(u.n)) IS NULL]],
+    schemas, names)
+  for _, r in ipairs(rows or {}) do
+    local name = r.s .. "." .. r.n
+    st.dropped = st.dropped or {}
+    if not st.dropped[name] then
+      st.dropped[name] = true
+      st.dropped[#st.dropped + 1] = name
+      io.stderr:write(string.format("pgtide: warning: table %s was dropped on the source while streaming: its " ..
+        "changes up to the drop are applied and the other tables go on; the target keeps its copy as it was " ..
+        "(DDL is not replicated: drop it on the target yourself if it should go)\n", name))
+    end
+  end
+end
+
 -- The heartbeat and source-position probe, every heartbeat_interval, on its own connection
 -- (st.probe_conn, which the stream closes after a failure so that a fresh one is opened).
 local function probe_loop(task, st)
@@ -316,6 +345,10 @@ local function probe_loop(task, st)
         if hb and not conn:query(update, st.names.slot) then return nil end
         return conn:query("SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS lsn")
       end)
+      if ok and rows and core.monotonic() >= (st.next_drop_check or 0) then
+        st.next_drop_check = core.monotonic() + DROP_CHECK_EVERY
+        ok = pcall(check_dropped, st, conn)
+      end
       if ok and rows then
         st.figures:probe(rows[1].lsn, core.now())
       else
@@ -474,7 +507,10 @@ function M.stream(task, plan, source, target, opts)
       if core.monotonic() - began > 60 then failures = 0 end   -- a long healthy session resets the count
       if result then stats = result break end
       if st.stop_reason and is_transient(serr) then break end   -- stopping anyway; progress is saved
-      if failure.is_failure(serr) then error(serr, 0) end
+      -- A server still restarting refuses connections for a moment: a connection failure
+      -- while reconnecting is retried like a lost connection; other failures are final.
+      if failure.is_failure(serr) and serr.kind ~= "connection" then error(serr, 0) end
+      if objects.is_lost_error(serr) then objects.raise_lost(names, " (" .. describe(serr):gsub("\n.*", "") .. ")") end
       if not is_transient(serr) then failure.raise("failed", "incremental migration stopped: " .. describe(serr), { err = serr }) end
       failures = failures + 1
       if failures > attempts then
@@ -500,7 +536,7 @@ function M.stream(task, plan, source, target, opts)
   if st.control then st.control:close() end
   if not ok then live[task] = nil error(err, 0) end
   local summary = { stopped_by = st.stop_reason or "request", reconnects = st.reconnects, status = st.status,
-                    seconds = core.now() - st.started }
+                    seconds = core.now() - st.started, dropped_tables = st.dropped }
   if stats then
     summary.transactions, summary.changes, summary.applied_lsn = stats.transactions, stats.changes, stats.applied_lsn
     summary.conflicts = stats.conflicts
@@ -558,6 +594,13 @@ function M.command(task, opts)
   local _ = opts
   local source, target = connect.open_both(task)
   local dropped = objects.release(task, source, target)
+  -- The task's recorded progress goes too: with the slot gone, continuing from it would stream
+  -- from a new slot's start and miss every change in between. Running the task again after a
+  -- release starts over (schema, full load, a new slot).
+  if require("tide.state").forget(task, target) then
+    dropped[#dropped + 1] = "recorded progress of task " .. task.name .. " (" ..
+                            (task.state_schema or "pgtide") .. ".tasks on the target)"
+  end
   source:close()
   target:close()
   if #dropped == 0 then

@@ -13,6 +13,7 @@ M.EXIT = {
   connection = 4,    -- a server could not be reached or refused us
   precheck = 5,      -- a precheck failed; nothing was written
   mismatch = 6,      -- verification found differences
+  slot_lost = 7,     -- the replication slot was invalidated: changes are gone, start again
   interrupted = 130, -- stopped by a signal before finishing
   internal = 70,     -- a bug in pgtide
 }
@@ -87,7 +88,8 @@ pgtide verify FILE [--json] [--table NAME]...
   release = [[
 pgtide release FILE
   Drop what the task created for incremental migration: its replication slot, publication,
-  heartbeat table and replication origin. Nothing else.]],
+  heartbeat table and replication origin, and forget its recorded progress on the target (the
+  next run starts over). The migrated tables are left as they are.]],
   status = [[
 pgtide status [NAME] [--json] [--control PATH]
   List running tasks, or show one task's phase, progress per table, rates, delay, bytes
@@ -127,7 +129,8 @@ local function print_help(cmd)
   print([[
 
 exit status: 0 ok, 1 task failed, 2 usage error, 3 playbook error, 4 connection error,
-             5 precheck failed, 6 verification found differences, 130 interrupted
+             5 precheck failed, 6 verification found differences,
+             7 replication slot invalidated (release, then migrate again), 130 interrupted
 Run 'pgtide help COMMAND' for one command. Documentation: docs/ and README.md.]])
   return M.EXIT.ok
 end

@@ -8,7 +8,7 @@ Failure.__index = Failure
 Failure.__tostring = function(f) return f.message end
 
 local STATUS = { failed = 1, usage = 2, playbook = 3, connection = 4, precheck = 5, mismatch = 6,
-                 interrupted = 130 }
+                 slot_lost = 7, interrupted = 130 }
 
 function M.new(kind, message, fields)
   local f = setmetatable(fields or {}, Failure)

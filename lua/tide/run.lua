@@ -97,6 +97,21 @@ local function run_once(task, opts, progress)
   local cdc, info
   if phases.incremental then
     cdc = require "tide.cdc"
+    if phases.full and reached(phase, "post") then
+      -- The full load is done: only the slot made before it can bring the changes since. A lost
+      -- slot, or none (dropped by hand), cannot: a new one would start with a gap.
+      local objects = require "tide.cdc.objects"
+      local names = objects.names(task)
+      local slot = objects.slot_info(source, names)
+      objects.raise_if_lost(slot, names)
+      if not slot then
+        failure.raise("slot_lost", string.format(
+          "the replication slot %s of task %s is gone (dropped outside pgtide?), but the target records its " ..
+          "full load as done: a new slot would start after changes that were never applied, leaving a gap\n" ..
+          "  hint: run `pgtide release` for this task (it also forgets the task's progress), empty the target " ..
+          "tables, and run the task again: it migrates again with a full load", names.slot, task.name))
+      end
+    end
     task.phase = "slot"; progress:phase_start("slot")
     info = cdc.prepare(task, plan, source, target, { snapshot = phases.full and not reached(phase, "post") })
     progress:phase_end("slot")
@@ -190,7 +205,8 @@ end
 
 function M.transient(e)
   if require("tide.playbook").is_playbook_error(e) then return nil end
-  if failure.is_failure(e) and (e.kind == "precheck" or e.kind == "mismatch" or e.kind == "interrupted") then return nil end
+  if failure.is_failure(e) and (e.kind == "precheck" or e.kind == "mismatch" or e.kind == "interrupted"
+                                or e.kind == "slot_lost") then return nil end
   local state, message = sqlstate_of(e)
   if not state then return nil end
   for _, pattern in ipairs(PERMANENT_MESSAGES) do

@@ -55,6 +55,18 @@ function M.peek(task, target)
   return rows[1] and rows[1].phase or nil
 end
 
+-- M.forget(task, target) → true when the target held progress for the task, which is now
+-- deleted (`pgtide release`: after it, running the task again starts from the beginning).
+function M.forget(task, target)
+  local schema = target:quote_ident(task.state_schema or "pgtide")
+  local r = assert(target:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", schema .. ".tasks"))
+  if not r[1].present then return false end
+  local st = setmetatable({ task = task, target = target, schema = schema }, State)
+  local had = #assert(target:query("SELECT 1 FROM " .. st:tbl("tasks") .. " WHERE task = $1", task.name)) > 0
+  st:forget()
+  return had
+end
+
 -- M.open(task, target) → state; creates the schema and tables when missing.
 function M.open(task, target)
   local schema = target:quote_ident(task.state_schema or "pgtide")

@@ -118,6 +118,39 @@ T.test("a source restart while streaming: the stream reconnects and finishes", f
   src:close(); tgt:close()
 end)
 
+T.test("the source down for a while (connections refused) while streaming: the stream retries and finishes", function(ctx)
+  H.both(ctx, "DROP TABLE IF EXISTS ledger, journal, counter;" .. DDL)
+  local src, tgt = H.connect(ctx.source_url), H.connect(ctx.target_url)
+  assert(src:exec("INSERT INTO counter VALUES (1, 0)"))
+  local ref = {}
+  local task = H.task(ctx, "outage", { stop = H.stop_at(ref), retry = { attempts = 20, max_delay = 1 } })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  write(src, 1, 100)
+  H.wait_for("the first part on the target", function() return count(tgt, "ledger") == 100 end)
+  src:close()
+  local dir = assert(os.getenv("PGTIDE_CLUSTER_DIR"), "PGTIDE_CLUSTER_DIR")
+  local log = ctx.tmpdir .. "/cdc_outage.log"
+  local function cluster(cmd)
+    return assert(tide.process { "bash", "scripts/clusters.sh", cmd, dir, "source", stdout = log, stderr = log }):wait()
+  end
+  T.eq(cluster("down"), 0, "stopping the source failed, see " .. log)
+  -- The outage: long enough for several reconnect attempts to be refused.
+  tide.sleep(2)
+  local gave_up = h:done()
+  T.eq(cluster("up"), 0, "starting the source failed, see " .. log)
+  T.eq(gave_up, false, "the stream gave up while the source was down")
+  src = H.connect(ctx.source_url)
+  write(src, 101, 100)
+  ref.lsn = H.source_lsn(src)
+  local summary = h:wait()
+  T.ok(summary.reconnects >= 2, "reconnected " .. tostring(summary.reconnects) .. " times")
+  for _, tbl in ipairs(TABLES) do H.same(src, tgt, tbl) end
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
+
 T.test("the heartbeat moves confirmed_flush_lsn on an idle source; release leaves nothing", function(ctx)
   H.both(ctx, "DROP TABLE IF EXISTS ledger, journal, counter;" .. DDL)
   local src, tgt = H.connect(ctx.source_url), H.connect(ctx.target_url)

@@ -54,13 +54,27 @@ FROM pg_catalog.pg_replication_slots WHERE slot_name = $1]], names.slot))
   return rows[1]
 end
 
+-- The slot can no longer give changes: the source removed WAL it had not sent yet (it fell
+-- more than max_slot_wal_keep_size behind). Permanent: exit status 7, never retried.
+function M.raise_lost(names, detail)
+  failure.raise("slot_lost", string.format(
+    "the replication slot %s was invalidated by the source%s: it fell more than max_slot_wal_keep_size " ..
+    "behind and the source removed WAL the task had not received. The changes since then are lost, so the " ..
+    "task stops instead of streaming with a gap; running it again will not help\n" ..
+    "  hint: run `pgtide release` for this task (it drops the slot, publication, heartbeat table and origin " ..
+    "and forgets the task's progress), empty the target tables, and run the task again: it migrates again " ..
+    "with a full load. To keep it from happening again, raise max_slot_wal_keep_size on the source " ..
+    "(-1 = no limit) or do not leave the task stopped or paused that long", names.slot, detail or ""))
+end
+
 function M.raise_if_lost(slot, names)
-  if slot and slot.wal_status == "lost" then
-    failure.raise("failed", string.format(
-      "the replication slot %s was invalidated by the source (wal_status = lost: it fell behind more " ..
-      "than max_slot_wal_keep_size): changes since then are gone, so streaming cannot continue without " ..
-      "a gap\n  hint: run `pgtide release` for this task, then migrate again (full load included)", names.slot))
-  end
+  if slot and slot.wal_status == "lost" then M.raise_lost(names, " (wal_status = lost)") end
+end
+
+-- True when a server error says the slot is invalidated (START_REPLICATION on a lost slot).
+function M.is_lost_error(err)
+  local msg = type(err) == "table" and (err.message or (err.err and err.err.message)) or tostring(err)
+  return type(msg) == "string" and msg:find("can no longer get changes from replication slot", 1, true) ~= nil
 end
 
 ------------------------------------------------------------------------ heartbeat table

@@ -134,11 +134,12 @@ function M.collect(cat)
   return model
 end
 
+-- The task's heartbeat table on the source (incremental.heartbeat_table, by default
+-- public.pgtide_<task>_heartbeat): never migrated, also when a run resumes after the stream
+-- created it (it would otherwise become a table to copy and to apply changes to).
 local function heartbeat_names(task)
-  local name = task.incremental and task.incremental.heartbeat_table
-  if type(name) ~= "string" then return nil end
-  local schema, table_name = name:match("^([^.]+)%.(.+)$")
-  return schema, table_name or name
+  local n = require("tide.cdc.objects").names(task)
+  return n.heartbeat_schema, n.heartbeat_name
 end
 
 -- The leaf tables (those holding rows) under a table: itself, or its partitions' leaves.
