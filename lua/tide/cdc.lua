@@ -546,6 +546,9 @@ function M.stream(task, plan, source, target, opts)
     local cok, cerr = pcall(function()
       summary.cutover_hooks = cutover.run(task, cutover.context { task = task, plan = plan, source = s2,
                                                                     target = t2, status = st.status })
+      -- Recorded before the release: an engine that dies in between finishes the task on its
+      -- next run instead of finding its slot gone.
+      require("tide.state").open(task, t2):set_phase("cutover")
       if conf(task).release then
         summary.released = objects.release(task, s2, t2)
       end

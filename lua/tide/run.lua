@@ -14,7 +14,7 @@ local failure = require "tide.failure"
 
 local M = {}
 
-local ORDER = { new = 0, schema_pre = 1, full = 2, post = 3, incremental = 4, done = 5 }
+local ORDER = { new = 0, schema_pre = 1, full = 2, post = 3, incremental = 4, cutover = 5, done = 6 }
 
 local function reached(phase, name) return (ORDER[phase or "new"] or 0) >= ORDER[name] end
 
@@ -86,6 +86,24 @@ local function run_once(task, opts, progress)
   local state = state_mod.open(task, target)
   local schema = require "tide.schema"
   local phases = task.phases
+
+  if phase == "cutover" then
+    -- The stop condition fired, the cutover hooks ran and the stream ended; the engine stopped
+    -- before the task was recorded as done (maybe while releasing). Only the release is left.
+    progress:note("the cutover of task " .. task.name .. " already ran; finishing the task")
+    if phases.incremental and (task.incremental or {}).release then
+      for _, d in ipairs(require("tide.cdc.objects").release(task, source, target)) do
+        progress:line("release: dropped %s", d)
+      end
+    end
+    state:set_phase("done")
+    task.phase = "done"
+    progress:summary()
+    if live then live.close(task) end
+    source:close()
+    target:close()
+    return 0
+  end
 
   if phases.schema and not reached(phase, "schema_pre") then
     task.phase = "schema"; progress:phase_start("schema")

@@ -119,3 +119,46 @@ T.test("a slot dropped behind the task's back after its full load: exit 7, not a
   T.eq(code, 0, out)
   s:close(); t:close()
 end)
+
+T.test("the engine dies while releasing at cutover: the rerun finishes the task instead of finding its slot gone", function(ctx)
+  local s, t = H.connect_both(ctx)
+  for _, c in ipairs({ s, t }) do
+    assert(c:exec("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS pgtide CASCADE; CREATE SCHEMA public"))
+  end
+  assert(s:exec("CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'a')"))
+  local name = "cut_release"
+  local stopfile = ctx.tmpdir .. "/stop_" .. name
+  os.remove(stopfile)
+  local pb = H.playbook(ctx, name, string.format([[migrate = { "schema", "full", "incremental" }, progress = "plain",
+    incremental = { heartbeat_interval = 0.2, release = true },
+    stop = function() local f = io.open(%q) if f then f:close() end return f ~= nil end,]], stopfile))
+  local proc, log = H.start(ctx, "run " .. pb, name)
+  T.ok(H.wait_for(60, function() return proc:exited() or H.read(log):find("incremental: applied", 1, true) end))
+  T.ok(not proc:exited(), H.read(log))
+  assert(s:exec("INSERT INTO items VALUES (2, 'b')"))
+  -- The release at cutover drops the slot, the publication, then the heartbeat table, which
+  -- this session holds: the engine is killed while it waits there.
+  local locker = assert(tide.connect(ctx.source_url))
+  assert(locker:exec("BEGIN; LOCK TABLE public.pgtide_cut_release_heartbeat IN ACCESS EXCLUSIVE MODE"))
+  local f = assert(io.open(stopfile, "w")); f:close()
+  local releasing = H.wait_for(60, function()
+    if proc:exited() then return "exited" end
+    local r = t:query("SELECT phase FROM pgtide.tasks WHERE task = $1", name)
+    local slots = assert(s:query("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pgtide_cut_release'"))
+    return r and r[1] and r[1].phase == "cutover" and #slots == 0 and "yes"
+  end)
+  T.eq(releasing, "yes", H.read(log))
+  proc:kill(9)
+  proc:wait()
+  assert(locker:exec("ROLLBACK"))
+  locker:close()
+  local code, out = H.run("run " .. pb)
+  T.eq(code, 0, out)
+  T.match(out, "cutover of task cut_release already ran")
+  T.eq(assert(t:query("SELECT phase FROM pgtide.tasks WHERE task = $1", name))[1].phase, "done")
+  T.eq(H.fingerprint(t, "items"), H.fingerprint(s, "items"))
+  T.eq(#assert(s:query("SELECT 1 FROM pg_publication WHERE pubname = 'pgtide_cut_release'")), 0)
+  T.eq(assert(s:query("SELECT to_regclass('public.pgtide_cut_release_heartbeat') IS NULL AS gone"))[1].gone, true)
+  T.eq(#assert(t:query("SELECT 1 FROM pg_replication_origin WHERE roname = 'pgtide_cut_release'")), 0)
+  s:close(); t:close()
+end)
