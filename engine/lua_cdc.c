@@ -7,6 +7,7 @@
  *       start_lsn = "0/1A2B3C",                      -- the origin's position: older is skipped
  *       conflict = "error" | "skip" | "overwrite", conflict_hook = bool,
  *       group_changes = 10000, group_ms = 100,
+ *       spool_dir = "/tmp",                          -- streamed transactions (streaming 'on')
  *       tables = { { source_schema=, source_name=, target_sql=, display=,
  *                    columns = { {source=, target_sql=}, ... }, known = { names },
  *                    key = { names }, partitioned=, heartbeat=, hooked= }, ... } })
@@ -24,6 +25,7 @@
  */
 #include "apply.h"
 #include "repl_stream.h"
+#include "spool.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +45,10 @@ typedef struct cdc_stream {
     tide_co *waiter;
     uv_timer_t *wait_timer;
     uv_idle_t *kick;
+    uv_idle_t *replay_idle;   /* continues handing a streamed transaction to apply */
+    tide_spool *spool;        /* NULL when the stream was started with streaming off */
+    bool replay_waiting;      /* apply was full in the middle of a streamed transaction */
+    bool spool_failed;
     int open_handles;
     bool box_gone;
 } cdc_stream;
@@ -73,7 +79,7 @@ static void release_connections(cdc_stream *s) {
 /* Move the stream on after anything happened; runs from the kick handle, never nested. */
 static void advance(cdc_stream *s) {
     if (s->state == CDC_STOPPED || s->state == CDC_FAILED || s->state == CDC_CLOSED) return;
-    if (apply_state_error(s->ap) || s->rs->state == REPL_FAILED) {
+    if (s->spool_failed || apply_state_error(s->ap) || s->rs->state == REPL_FAILED) {
         s->state = CDC_FAILED;
         repl_stream_pause(s->rs);
         release_connections(s);
@@ -102,9 +108,51 @@ static void kick(void *arg) {
     if (s->state != CDC_CLOSED) uv_idle_start(s->kick, kick_run);
 }
 
+static void spool_failure(cdc_stream *s) {
+    s->spool_failed = true;
+    kick(s);
+}
+
+/* Hand the streamed transaction that just committed to apply, as one ordinary transaction.
+ * Returns 0 when all of it went, 1 when apply is full (on_unblock continues it; the stream
+ * stays paused until then), -1 on failure. */
+static int replay(cdc_stream *s) {
+    for (;;) {
+        uint64_t lsn;
+        const uint8_t *p;
+        size_t n;
+        int r = spool_next(s->spool, &lsn, &p, &n);
+        if (r == 0) return 0;
+        if (r < 0) { spool_failure(s); return -1; }
+        apply_feed_result fr = apply_feed(s->ap, lsn, p, n);
+        if (fr == APPLY_FAILED) return -1;
+        if (fr == APPLY_BLOCKED) { s->replay_waiting = true; return 1; }
+    }
+}
+
+static void replay_continue(uv_idle_t *h) {
+    cdc_stream *s = h->data;
+    uv_idle_stop(h);
+    if (!s->replay_waiting || s->state == CDC_FAILED || s->state == CDC_CLOSED) return;
+    s->replay_waiting = false;
+    if (replay(s) == 0) repl_stream_resume(s->rs);
+}
+
 static int on_data(void *arg, uint64_t start, uint64_t end, const uint8_t *payload, size_t len) {
     (void) end;
     cdc_stream *s = arg;
+    if (s->spool) {
+        const uint8_t *out;
+        size_t outlen;
+        switch (spool_feed(s->spool, start, payload, len, &out, &outlen)) {
+        case SPOOL_PASS: return (int) apply_feed(s->ap, start, out, outlen);
+        case SPOOL_TAKEN: return 0;
+        case SPOOL_REPLAY: return replay(s);
+        case SPOOL_FAILED: break;
+        }
+        spool_failure(s);
+        return -1;
+    }
     return (int) apply_feed(s->ap, start, payload, len);
 }
 
@@ -120,7 +168,12 @@ static void on_tick(void *arg) {
     apply_tick(s->ap, s->rs->keepalive_lsn);
 }
 
-static void on_unblock(void *arg) { repl_stream_resume(((cdc_stream *) arg)->rs); }
+static void on_unblock(void *arg) {
+    cdc_stream *s = arg;
+    /* Never feed apply from inside its own callback: continue on the next loop turn. */
+    if (s->replay_waiting) uv_idle_start(s->replay_idle, replay_continue);
+    else repl_stream_resume(s->rs);
+}
 
 static void wait_fired(uv_timer_t *t) { wake(t->data); }
 
@@ -134,6 +187,11 @@ static void push_lsn(lua_State *L, uint64_t lsn, const char *field) {
 }
 
 static void push_error(lua_State *L, cdc_stream *s) {
+    if (s->spool_failed) {
+        tide_push_error(L, spool_sqlstate(s->spool), spool_error(s->spool));
+        tide_error_set(L, -1, "side", "engine");
+        return;
+    }
     const apply_error *e = apply_state_error(s->ap);
     if (e) {
         tide_push_error(L, e->sqlstate, e->message);
@@ -406,6 +464,18 @@ static void push_stats(lua_State *L, cdc_stream *s) {
     SET_INT("messages", rs->messages);
     SET_INT("keepalives", rs->keepalives);
     SET_INT("status_updates", rs->statuses);
+    if (s->spool) {
+        spool_counters sc;
+        spool_get_counters(s->spool, &sc);
+        SET_INT("streamed_transactions", sc.streamed_transactions);
+        SET_INT("streamed_aborts", sc.aborted_transactions);
+        SET_INT("streamed_subtransaction_aborts", sc.aborted_subtransactions);
+        SET_INT("stream_blocks", sc.blocks);
+        SET_INT("spooled_changes", sc.spooled_changes);
+        SET_INT("spooled_bytes", sc.bytes);
+        SET_INT("spool_peak_bytes", sc.peak_bytes);
+        SET_INT("streams_open", sc.open);
+    }
     lua_createtable(L, 0, 5);
     SET_INT("insert_exists", n->insert_exists);
     SET_INT("update_missing", n->update_missing);
@@ -481,10 +551,13 @@ static void stream_close(cdc_stream *s) {
     release_connections(s);
     repl_stream_free(s->rs);
     apply_free(s->ap);
+    spool_free(s->spool);
     s->rs = NULL;
     s->ap = NULL;
+    s->spool = NULL;
     uv_close((uv_handle_t *) s->wait_timer, handle_closed);
     uv_close((uv_handle_t *) s->kick, handle_closed);
+    uv_close((uv_handle_t *) s->replay_idle, handle_closed);
 }
 
 static int l_close(lua_State *L) {
@@ -593,6 +666,9 @@ static int l_cdc_stream(lua_State *L) {
     lua_getfield(L, 3, "group_ms");
     opt.group_seconds = luaL_optnumber(L, -1, 100) / 1000.0;
     lua_pop(L, 1);
+    lua_getfield(L, 3, "spool_dir");
+    const char *spool_dir = luaL_optstring(L, -1, NULL);   /* stays alive in opts */
+    lua_pop(L, 1);
     opt.server_version = PQserverVersion(dst->pg);
     if (lua_getfield(L, 3, "tables") != LUA_TTABLE) return luaL_error(L, "cdc_stream: opts.tables must be a list");
     lua_Integer len = luaL_len(L, -1);
@@ -634,11 +710,14 @@ static int l_cdc_stream(lua_State *L) {
     s->rt = tide_rt(L);
     s->wait_timer = malloc(sizeof *s->wait_timer);
     s->kick = malloc(sizeof *s->kick);
-    if (!s->wait_timer || !s->kick) abort();
+    s->replay_idle = malloc(sizeof *s->replay_idle);
+    if (!s->wait_timer || !s->kick || !s->replay_idle) abort();
     uv_timer_init(s->rt->loop, s->wait_timer);
     uv_idle_init(s->rt->loop, s->kick);
-    s->wait_timer->data = s->kick->data = s;
-    s->open_handles = 2;
+    uv_idle_init(s->rt->loop, s->replay_idle);
+    s->wait_timer->data = s->kick->data = s->replay_idle->data = s;
+    s->open_handles = 3;
+    if (spool_dir && !(s->spool = spool_create(spool_dir))) abort();
     apply_callbacks acb = { .arg = s, .on_unblock = on_unblock, .on_event = kick };
     s->ap = apply_create(dst, &opt, &acb);
     repl_callbacks rcb = { .arg = s, .on_data = on_data, .on_burst_end = on_burst_end,

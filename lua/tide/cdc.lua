@@ -208,13 +208,24 @@ local function describe(err)
   return s
 end
 
-local function start_sql(repl, names, lsn)
+-- Streaming (PostgreSQL 14+, protocol 2+): the source sends a transaction larger than its
+-- logical_decoding_work_mem while it runs; the engine spools it (engine/spool.c) and applies it
+-- whole at its commit. incremental.streaming = false leaves it to the source to spill instead.
+local function streams(task, repl)
+  return conf(task).streaming ~= false and repl:server_version() >= 140000
+end
+
+local function spool_dir(task)
+  return conf(task).spool_dir or os.getenv("TMPDIR") or "/tmp"
+end
+
+local function start_sql(task, repl, names, lsn)
   local v = repl:server_version()
   local proto = v >= 160000 and 4 or v >= 150000 and 3 or v >= 140000 and 2 or 1
   local options = { "proto_version '" .. proto .. "'",
                     "publication_names " .. repl:quote_literal(repl:quote_ident(names.publication)) }
   if v >= 140000 then options[#options + 1] = "messages 'true'" end
-  -- streaming stays off: see docs/incremental.md ("Large transactions").
+  if streams(task, repl) then options[#options + 1] = "streaming 'on'" end
   return string.format("START_REPLICATION SLOT %s LOGICAL %s (%s)", repl:quote_ident(names.slot), lsn,
                        table.concat(options, ", "))
 end
@@ -276,7 +287,8 @@ local function open_session(task, st)
       "would leave a gap\n  hint: release the task and migrate again", names.slot, slot.confirmed_flush_lsn, lsn))
   end
   ses.stream = core.cdc_stream(ses.repl, ses.apply, {
-    start_sql = start_sql(ses.repl, names, lsn), start_lsn = lsn,
+    start_sql = start_sql(task, ses.repl, names, lsn), start_lsn = lsn,
+    spool_dir = streams(task, ses.repl) and spool_dir(task) or nil,
     conflict = conf(task).conflict or "error", conflict_hook = task.on and task.on.conflict ~= nil,
     group_changes = conf(task).group_changes, group_ms = conf(task).group_ms,
     tables = st.tables,
@@ -480,9 +492,17 @@ function M.stream(task, plan, source, target, opts)
   local st = { names = names, figures = figures.new(seconds(task, "delay_bound", 1), now), reconnects = 0,
                conflicts_seen = 0, started = now, task = task }
   live[task] = st
-  if conf(task).streaming then
-    io.stderr:write("pgtide: incremental.streaming is ignored: pgtide applies every change as it arrives and " ..
-                    "lets the source spill large transactions (docs/incremental.md)\n")
+  if conf(task).streaming ~= false then
+    local dir = spool_dir(task)
+    local probe_path = string.format("%s/.pgtide-probe-%d", dir, math.random(1 << 30))
+    local probe = io.open(probe_path, "w")
+    if not probe then
+      failure.raise("failed", "incremental.spool_dir " .. dir .. " is not a writable directory: streamed " ..
+        "transactions are kept there until they commit\n  hint: set incremental.spool_dir to a directory " ..
+        "with room for the largest source transaction, or incremental.streaming = false")
+    end
+    probe:close()
+    os.remove(probe_path)
   end
   local enc = assert(target:query("SELECT pg_catalog.pg_encoding_to_char(encoding) AS e FROM pg_catalog.pg_database " ..
                                   "WHERE datname = pg_catalog.current_database()"))

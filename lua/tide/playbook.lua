@@ -181,6 +181,7 @@ M.schema = {
     heartbeat_table  = { check = "string" },
     delay_bound      = { check = duration_value },
     streaming        = { check = "boolean" },
+    spool_dir        = { check = "string" },
     heartbeat_interval = { check = duration_value },
     decoding_work_mem  = { check = size_value },
     replica_role       = { check = "boolean" },

@@ -92,6 +92,10 @@ function Figures:status(stats, now, extra)
     skipped_transactions = stats.skipped_transactions, heartbeats = stats.heartbeats,
     conflicts = stats.conflicts, groups = stats.groups,
     last_commit_time = stats.applied_commit_time,
+    streamed_transactions = stats.streamed_transactions or 0, streamed_aborts = stats.streamed_aborts or 0,
+    streamed_subtransaction_aborts = stats.streamed_subtransaction_aborts or 0,
+    streams_open = stats.streams_open or 0, spooled_bytes = stats.spooled_bytes or 0,
+    spool_peak_bytes = stats.spool_peak_bytes or 0,
   }
   for k, v in pairs(extra or {}) do st[k] = v end
   return st
