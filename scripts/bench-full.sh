@@ -76,8 +76,10 @@ echo "== source database: $((size / 1024 / 1024)) MB; jobs $JOBS; $RUNS runs per
 
 reset_target() {
   psql -q "$TARGET_URL" -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench" 2>/dev/null
-  # Start every run from the same state: no checkpoint debt from the previous load.
-  psql -q "$SOURCE_URL" -c "CHECKPOINT"; psql -q "$TARGET_URL" -c "CHECKPOINT"
+  # Start every run from the same state: no checkpoint debt from the previous load, and no
+  # dirty page cache (pg_dump's directory, pgcopydb's work files) still being written back
+  # while the next tool runs.
+  psql -q "$SOURCE_URL" -c "CHECKPOINT"; psql -q "$TARGET_URL" -c "CHECKPOINT"; sync
 }
 
 cat >"$work/bench.lua" <<LUA

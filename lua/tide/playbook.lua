@@ -160,6 +160,9 @@ M.schema = {
   full     = { check = "table", keys = {
     jobs              = { check = positive_int },
     index_jobs        = { check = positive_int },
+    protect_critical  = { check = "boolean" },
+    index_workers     = { check = function(v) return math.type(v) == "integer" and v >= 0 and v <= 64,
+                          "an integer from 0 to 64" end },
     split_larger_than = { check = function(v)
       if v == "auto" or v == 0 then return true end
       local ok = size_value(v)
@@ -175,6 +178,7 @@ M.schema = {
     conflict         = { check = one_of("error", "skip", "overwrite") },
     group_changes    = { check = positive_int },
     group_ms         = { check = "number" },
+    group_live_ms    = { check = "number" },
     release          = { check = "boolean" },
     slot_timeout     = { check = duration_value },
     heartbeat        = { check = "boolean" },

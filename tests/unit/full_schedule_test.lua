@@ -36,8 +36,9 @@ end)
 -- A load as full.run builds it, reduced to what the step scheduler reads.
 local function load_of(steps, sizes)
   local load = { steps = steps, steps_running = {}, done_steps = {}, post_keys = {}, loaded = {},
-                 table_parts = {}, tables_by_key = {} }
+                 table_parts = {}, tables_by_key = {}, total_bytes = 0, jobs = 4 }
   for key, bytes in pairs(sizes) do
+    load.total_bytes = load.total_bytes + bytes
     load.tables_by_key[key] = { key = key, bytes = bytes }
     load.table_parts[key] = { {} }
     load.loaded[key] = true
@@ -60,11 +61,52 @@ T.test("the most expensive ready step first: a GIN build before btree builds", f
     step("gin_idx", "index", "public.big", "CREATE INDEX big_j ON public.big USING gin (j)"),
   }
   local load = load_of(steps, { ["public.big"] = 500 * MB, ["public.small"] = 1 * MB })
-  T.eq(full._next_step(load).key, "gin_idx")
-  T.eq(full._next_step(load).key, "pk_idx", "then the btree builds of the big table, in plan order")
+  local gin = full._next_step(load)
+  T.eq(gin.key, "gin_idx")
+  T.ok(gin.critical, "a GIN build on a table with more than 1/(2 x jobs) of the data is critical")
+  local pk = full._next_step(load)
+  T.eq(pk.key, "pk_idx", "then the btree builds of the big table, in plan order")
+  T.eq(full._next_step(load), nil, "beside a critical build, one other step at a time")
+  full._step_done(load, pk)
   T.eq(full._next_step(load).key, "ts_idx", "index builds of one table run together")
-  T.eq(full._next_step(load).key, "small_idx")
+  full._step_done(load, gin)
+  T.eq(full._next_step(load).key, "small_idx", "without a critical build, index_jobs steps at once")
   T.eq(full._next_step(load), nil)
+end)
+
+T.test("a GIN build on a small table is not critical and crowds nothing", function()
+  local steps = {
+    step("gin_idx", "index", "public.small", "CREATE INDEX small_j ON public.small USING gin (j)"),
+    step("a_idx", "index", "public.big", "CREATE INDEX big_a ON public.big USING btree (a)"),
+    step("b_idx", "index", "public.big", "CREATE INDEX big_b ON public.big USING btree (b)"),
+  }
+  local load = load_of(steps, { ["public.big"] = 500 * MB, ["public.small"] = 10 * MB })
+  local picked = {}
+  for _ = 1, 3 do local st = full._next_step(load); picked[#picked + 1] = st and st.key; T.ok(st and not st.critical) end
+  T.eq(#picked, 3, "all three run together")
+end)
+
+T.test("copies are capped while the critical build runs, and from when its table's last part started", function()
+  local steps = { step("gin_idx", "index", "public.big", "CREATE INDEX big_j ON public.big USING gin (j)") }
+  local load = load_of(steps, { ["public.big"] = 500 * MB, ["public.other"] = 500 * MB })
+  load.critical_tables, load.critical_started = { ["public.big"] = true }, {}
+  load.loaded["public.big"] = false
+  load.parts_left = { ["public.big"] = 2, ["public.other"] = 4 }
+  local big, other = { table = { key = "public.big" } }, { table = { key = "public.other" } }
+  load.queue, load.next_index = { big, big, other, other, other, other }, 1
+  T.eq(full._copy_limit(load), 4, "parts of the critical table still to start: all jobs copy")
+  load.next_index = 3
+  T.eq(full._copy_limit(load), 1, "its last part is under way: jobs // 4 copy")
+  load.parts_left["public.big"] = 0
+  load.loaded["public.big"] = true
+  local gin = full._next_step(load)
+  T.ok(gin and gin.critical)
+  T.eq(full._copy_limit(load), 1, "while the build runs")
+  full._step_done(load, gin)
+  T.eq(full._copy_limit(load), 4, "after it: all jobs again")
+  load.jobs = 16
+  load.steps_running[gin] = true
+  T.eq(full._copy_limit(load), 4, "16 jobs: 4 copy beside the build")
 end)
 
 T.test("a step needing a stronger lock waits while an index of its table is built", function()
