@@ -74,10 +74,10 @@ end
 -- While a critical step runs (a GIN/GiST/SP-GiST build on a large table: one backend, the
 -- longest single piece of work, nothing can split it), copies that would start now compete
 -- with it for the servers' cores and stretch the end of the whole load; so at most
--- jobs // 4 (at least one) copy meanwhile, and one other post-data step runs beside it; the
--- cap starts as soon as the critical table's last part is under way. Measured on the 2 GB
--- benchmark with 4 jobs: 18.7 s without, 18.1 s with, 16.8 s with index_workers = 0 too
--- (docs/performance.md). full.protect_critical = false turns it off.
+-- jobs // 4 (at least one) copy meanwhile, and no other post-data step beside it until the
+-- copies are done (one after); the cap starts as soon as the critical table's last part is
+-- under way. Measured on the 2 GB benchmark with 4 jobs (docs/performance.md): 18.7 s
+-- without, 16.0 s with it and index_workers = 0. full.protect_critical = false turns it off.
 function Load:copy_limit()
   local jobs = self.jobs or 4
   for step in pairs(self.steps_running) do
@@ -310,13 +310,16 @@ local function conflicts(load, step)
   return false
 end
 
--- Beside a running critical step, one other step at a time (see Load:copy_limit).
+-- Beside a running critical step no other step while copies run (the copies are the other
+-- cores' work; the builds waiting then fill the cores the copies leave when they end), and
+-- one at a time after (see Load:copy_limit).
 local function crowded(load)
   local critical, others = false, 0
   for running in pairs(load.steps_running) do
     if running.critical then critical = true else others = others + 1 end
   end
-  return critical and others >= 1
+  local allowed = (load.copying or 0) > 0 and 0 or 1
+  return critical and others >= allowed
 end
 
 local function next_step(load)

@@ -68,6 +68,9 @@ T.test("the most expensive ready step first: a GIN build before btree builds", f
   T.eq(pk.key, "pk_idx", "then the btree builds of the big table, in plan order")
   T.eq(full._next_step(load), nil, "beside a critical build, one other step at a time")
   full._step_done(load, pk)
+  load.copying = 1
+  T.eq(full._next_step(load), nil, "... and none while copies still run")
+  load.copying = 0
   T.eq(full._next_step(load).key, "ts_idx", "index builds of one table run together")
   full._step_done(load, gin)
   T.eq(full._next_step(load).key, "small_idx", "without a critical build, index_jobs steps at once")
