@@ -387,6 +387,18 @@ static void queue_truncate(apply_state *ap, const pgoutput_truncate *t) {
     apply_buf_free(&sql);
 }
 
+/* How long a group may stay open. Catching up a backlog, long groups are what make apply fast
+ * (fewer commits, hot rows folded); once caught up — the last transaction committed on the
+ * source less than a second ago — every millisecond a group stays open is delay, so it closes
+ * after group_live_seconds. A source clock far behind ours only keeps the long groups. */
+static double group_limit(const apply_state *ap) {
+    double limit = ap->opt.group_seconds;
+    if (ap->opt.group_live_seconds <= 0 || ap->opt.group_live_seconds >= limit || !ap->group_commit_ts)
+        return limit;
+    int64_t age = (int64_t) (tide_now() * 1e6) - pgoutput_timestamp_to_unix_usec(ap->group_commit_ts);
+    return age < 1000000 ? ap->opt.group_live_seconds : limit;
+}
+
 static void hold_change(apply_state *ap, uint64_t lsn, const uint8_t *payload, size_t len) {
     apply__merge_flush_all(ap);   /* the hook may route the change to any table */
     ap->held = malloc(len ? len : 1);
@@ -431,7 +443,7 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
         ap->group_txs++;
         ap->queued_lsn = ap->skip_below = m->commit.end_lsn;
         if (ap->group_changes >= (uint32_t) ap->opt.group_changes || ap->paused || ap->stop_requested ||
-            apply__now() - ap->group_started >= ap->opt.group_seconds)
+            apply__now() - ap->group_started >= group_limit(ap))
             group_close(ap);
         break;
     case PGOUTPUT_RELATION:
@@ -643,7 +655,7 @@ void apply_tick(apply_state *ap, uint64_t keepalive_lsn) {
         send_sync(ap, IF_SYNC);
     }
     /* A group whose source transaction boundary came while no data followed. */
-    if (ap->group == G_OPEN && !ap->in_tx && apply__now() - ap->group_started >= ap->opt.group_seconds)
+    if (ap->group == G_OPEN && !ap->in_tx && apply__now() - ap->group_started >= group_limit(ap))
         group_close(ap);
     apply__check_stopped(ap);
 }

@@ -158,6 +158,7 @@ typedef struct apply_options {
     bool conflict_hook;
     int group_changes;        /* close a group after this many changes (at a tx boundary) */
     double group_seconds;     /* ... or after this long */
+    double group_live_seconds; /* ... or after this long while caught up (0 = group_seconds) */
     uint64_t start_lsn;       /* origin progress: transactions ending at or before it are skipped */
     int server_version;       /* the target's: the xid function's name */
 } apply_options;

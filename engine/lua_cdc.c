@@ -6,7 +6,7 @@
  *       start_sql = "START_REPLICATION SLOT ...",   -- built and quoted by tide.cdc
  *       start_lsn = "0/1A2B3C",                      -- the origin's position: older is skipped
  *       conflict = "error" | "skip" | "overwrite", conflict_hook = bool,
- *       group_changes = 10000, group_ms = 100,
+ *       group_changes = 10000, group_ms = 100, group_live_ms = 20,
  *       spool_dir = "/tmp",                          -- streamed transactions (streaming 'on')
  *       tables = { { source_schema=, source_name=, target_sql=, display=,
  *                    columns = { {source=, target_sql=}, ... }, known = { names },
@@ -665,6 +665,9 @@ static int l_cdc_stream(lua_State *L) {
     lua_pop(L, 1);
     lua_getfield(L, 3, "group_ms");
     opt.group_seconds = luaL_optnumber(L, -1, 100) / 1000.0;
+    lua_pop(L, 1);
+    lua_getfield(L, 3, "group_live_ms");
+    opt.group_live_seconds = luaL_optnumber(L, -1, 20) / 1000.0;
     lua_pop(L, 1);
     lua_getfield(L, 3, "spool_dir");
     const char *spool_dir = luaL_optstring(L, -1, NULL);   /* stays alive in opts */

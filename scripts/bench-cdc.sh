@@ -78,7 +78,7 @@ local mode, src, tgt = arg[1], arg[2], arg[3]
 local stop
 local task = tide.task { name = "bench", source = src, target = tgt, migrate = { "incremental" },
   select = { include = { "public.pgbench_*", "public.bench_probe" } },
-  incremental = { heartbeat_interval = 1 },
+  incremental = { heartbeat_interval = 1, group_changes = tonumber(os.getenv("GROUP_CHANGES") or "") },
   stop = function(st) return stop(st) end }
 local s, t = assert(tide.connect(src)), assert(tide.connect(tgt))
 local plan = require("tide.plan").build(task, s, t)
@@ -186,8 +186,8 @@ if [ "${BIG_ROWS:-0}" -gt 0 ]; then
   say "applying it ($big of WAL) and what the native window left"
   /usr/bin/time -f "%M %e" -o "$work/big.time" "$PGTIDE" script "$work/driver.lua" rows "$SRC" "$TGT_PGTIDE" "$rows" >"$work/big.log" 2>&1
   read -r big_rss big_secs <"$work/big.time"
-  spill=$(psql -qXAt "$SRC" -c "SELECT pg_size_pretty(spill_bytes) FROM pg_stat_replication_slots WHERE slot_name = 'pgtide_bench'")
-  big_line="single transaction of $BIG_ROWS rows ($big of WAL, spilled by the source: $spill): applied in ${big_secs}s, pgtide peak RSS $((big_rss / 1024)) MB"
+  spill=$(psql -qXAt "$SRC" -c "SELECT 'spilled by the source: ' || pg_size_pretty(spill_bytes) || ', streamed to pgtide: ' || pg_size_pretty(stream_bytes) FROM pg_stat_replication_slots WHERE slot_name = 'pgtide_bench'")
+  big_line="single transaction of $BIG_ROWS rows ($big of WAL, $spill): applied in ${big_secs}s, pgtide peak RSS $((big_rss / 1024)) MB"
 fi
 "$PGTIDE" script "$work/driver.lua" release "$SRC" "$TGT_PGTIDE"
 

@@ -291,6 +291,7 @@ local function open_session(task, st)
     spool_dir = streams(task, ses.repl) and spool_dir(task) or nil,
     conflict = conf(task).conflict or "error", conflict_hook = task.on and task.on.conflict ~= nil,
     group_changes = conf(task).group_changes, group_ms = conf(task).group_ms,
+    group_live_ms = conf(task).group_live_ms,
     tables = st.tables,
   })
   return ses
