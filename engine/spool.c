@@ -359,7 +359,7 @@ bool spool_replaying(const tide_spool *sp) { return sp->replay != NULL; }
 static int read_ahead(tide_spool *sp, size_t n) {
     if (sp->rlen - sp->rpos >= n) return 0;
     size_t have = sp->rlen - sp->rpos;
-    memmove(sp->rbuf, sp->rbuf + sp->rpos, have);
+    if (have) memmove(sp->rbuf, sp->rbuf + sp->rpos, have);
     sp->rpos = 0;
     sp->rlen = have;
     size_t want = n > READ_BUFFER ? n : READ_BUFFER;
