@@ -50,7 +50,7 @@ struct tide_spool {
     uint64_t remaining;      /* record bytes not yet handed out */
     uint64_t commit_lsn, end_lsn;
     int64_t commit_ts;
-    uint8_t frame[32];       /* synthesised Begin/Commit; stripped Relation/Type head */
+    uint8_t frame[32];       /* a synthesised Begin or Commit */
     uint8_t *scratch;        /* a Relation/Type message without its xid */
     size_t scratch_cap;
     pgoutput_message msg;
@@ -108,7 +108,6 @@ static void file_forget(tide_spool *sp, spool_file *f) {
         break;
     }
     if (sp->current == f) sp->current = NULL;
-    sp->n.open = sp->nfiles;
     file_free(sp, f);
 }
 
@@ -153,7 +152,6 @@ static spool_file *file_open(tide_spool *sp, uint32_t xid) {
         if (!sp->files) abort();
     }
     sp->files[sp->nfiles++] = f;
-    sp->n.open = sp->nfiles;
     return f;
 }
 
@@ -183,18 +181,14 @@ static int file_append(tide_spool *sp, spool_file *f, const uint8_t *p, size_t n
         f->wbuf = malloc(WRITE_BUFFER);
         if (!f->wbuf) abort();
     }
-    if (f->wlen + n > WRITE_BUFFER) {
-        if (file_flush(f) != 0) return -1;
-        if (n > WRITE_BUFFER) {   /* a large change goes straight to the file */
-            if (write_all(f->fd, p, n, f->size) != 0) return -1;
-            f->size += n;
-            goto counted;
-        }
+    if (f->wlen + n > WRITE_BUFFER && file_flush(f) != 0) return -1;
+    if (n > WRITE_BUFFER) {   /* a large change goes straight to the file */
+        if (write_all(f->fd, p, n, f->size) != 0) return -1;
+    } else {
+        memcpy(f->wbuf + f->wlen, p, n);
+        f->wlen += n;
     }
-    memcpy(f->wbuf + f->wlen, p, n);
-    f->wlen += n;
     f->size += n;
-counted:
     sp->n.bytes += n;
     if (sp->n.bytes > sp->n.peak_bytes) sp->n.peak_bytes = sp->n.bytes;
     return 0;
@@ -305,7 +299,6 @@ spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, si
         if (file_flush(f) != 0) return fail(sp, "write", f->xid);
         for (int i = 0; i < sp->nfiles; i++)   /* out of the open list; freed after replay */
             if (sp->files[i] == f) { sp->files[i] = sp->files[--sp->nfiles]; break; }
-        sp->n.open = sp->nfiles;
         sp->replay = f;
         sp->phase = 0;
         sp->read_off = 0;
@@ -444,4 +437,7 @@ const char *spool_error(const tide_spool *sp) { return sp->err[0] ? sp->err : "s
 
 const char *spool_sqlstate(const tide_spool *sp) { return sp->sqlstate ? sp->sqlstate : "08P01"; }
 
-void spool_get_counters(const tide_spool *sp, spool_counters *out) { *out = sp->n; }
+void spool_get_counters(const tide_spool *sp, spool_counters *out) {
+    *out = sp->n;
+    out->open = sp->nfiles;
+}

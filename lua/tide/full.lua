@@ -78,27 +78,26 @@ end
 -- copies are done (one after); the cap starts as soon as the critical table's last part is
 -- under way. Measured on the 2 GB benchmark with 4 jobs (docs/performance.md): 18.7 s
 -- without, 16.0 s with it and index_workers = 0. full.protect_critical = false turns it off.
-function Load:copy_limit()
-  local jobs = self.jobs or 4
-  for step in pairs(self.steps_running) do
-    if step.critical then return math.max(1, jobs // 4) end
-  end
-  -- The cap starts once the critical step's table has all its parts under way: parts started
-  -- then would still be copying when the build begins.
-  for key in pairs(self.critical_tables or {}) do
-    if not self.critical_started[key] and self.parts_left[key] and self.parts_left[key] > 0 and
-       Load.all_parts_taken(self, key) then
-      return math.max(1, jobs // 4)
-    end
-  end
-  return jobs
-end
-
-function Load:all_parts_taken(key)
-  for i = self.next_index, #self.queue do
-    if self.queue[i].table.key == key then return false end
+local function all_parts_taken(load, key)
+  for i = load.next_index, #load.queue do
+    if load.queue[i].table.key == key then return false end
   end
   return true
+end
+
+function Load:copy_limit()
+  local jobs = self.jobs or 4
+  local capped = math.max(1, jobs // 4)
+  for step in pairs(self.steps_running) do
+    if step.critical then return capped end
+  end
+  -- The cap starts once a critical step's table has all its parts under way (parts started
+  -- then would still be copying when the build begins); the build itself can only start once
+  -- every part is in, so a table with parts left has not started its build.
+  for key in pairs(self.critical_tables or {}) do
+    if (self.parts_left[key] or 0) > 0 and all_parts_taken(self, key) then return capped end
+  end
+  return jobs
 end
 
 function Load:next_part()
@@ -323,17 +322,16 @@ local function crowded(load)
 end
 
 local function next_step(load)
-  local best, best_i
+  local best, best_i, best_cost
   if crowded(load) then return nil end
   for i = 1, #load.steps do
     local step = load.steps[i]
     if not step.taken and step_ready(load, step) and not conflicts(load, step) then
-      if not best or step_cost(load, step) > step_cost(load, best) then best, best_i = step, i end
+      local cost = step_cost(load, step)   -- also decides step.critical
+      if not best or cost > best_cost then best, best_i, best_cost = step, i, cost end
     end
   end
   if best then
-    step_cost(load, best)   -- decides best.critical
-    if best.critical and load.critical_started then load.critical_started[best.table] = true end
     best.taken = true
     load.steps_running[best] = true
     return best, best_i
@@ -554,7 +552,7 @@ function M.run(task, plan, source, target, opts)
     load.post_keys[step.key] = true
     if not done_steps[step.key] then load.steps[#load.steps + 1] = step end
   end
-  load.pending_steps, load.critical_tables, load.critical_started = {}, {}, {}
+  load.pending_steps, load.critical_tables = {}, {}
   for _, step in ipairs(load.steps) do
     if step.table then load.pending_steps[step.table] = (load.pending_steps[step.table] or 0) + 1 end
     step_cost(load, step)

@@ -92,7 +92,7 @@ end)
 T.test("copies are capped while the critical build runs, and from when its table's last part started", function()
   local steps = { step("gin_idx", "index", "public.big", "CREATE INDEX big_j ON public.big USING gin (j)") }
   local load = load_of(steps, { ["public.big"] = 500 * MB, ["public.other"] = 500 * MB })
-  load.critical_tables, load.critical_started = { ["public.big"] = true }, {}
+  load.critical_tables = { ["public.big"] = true }
   load.loaded["public.big"] = false
   load.parts_left = { ["public.big"] = 2, ["public.other"] = 4 }
   local big, other = { table = { key = "public.big" } }, { table = { key = "public.other" } }
