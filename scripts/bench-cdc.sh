@@ -4,15 +4,17 @@
 #
 #   PGTIDE=build/pgtide bash scripts/bench-cdc.sh
 #   (SCALE=10 TX=100000 STEADY=60 CLIENTS=4 to change the sizes; BIG_ROWS=10000000 adds a
-#   single ~1 GB source transaction and reports pgtide's peak memory while applying it)
+#   single ~1 GB source transaction and reports pgtide's peak memory while applying it;
+#   PERF=DIR records a perf profile of each catch-up)
 #
 # 1. pgbench -i on the source; the same initial data restored into two target databases
 #    (bench_pgtide, bench_native). pgtide's slot and the native subscription's slot are both
 #    created before any change, the subscription disabled (copy_data = false).
 # 2. Backlog: TX tpcb-like transactions on the source with nobody consuming.
-# 3. Catch-up: the subscription is enabled and timed until its target holds every
-#    pgbench_history row; then pgtide streams the same backlog, timed until it applied all
-#    4 × TX changes.
+# 3. Catch-up: one marker row is inserted into bench_probe after the backlog. The subscription
+#    is enabled and timed until its target holds the marker (looked up by key every 10 ms;
+#    changes are applied in commit order); then pgtide streams the same backlog, timed until it
+#    applied all 4 × TX + 1 changes.
 # 4. Steady state, STEADY seconds of `pgbench -c CLIENTS` each, one consumer at a time: a probe
 #    (pgbench -R 10) inserts clock_timestamp() into bench_probe on the source; on each target an
 #    ENABLE ALWAYS trigger records clock_timestamp() − that value when the row is applied. Delay
@@ -109,12 +111,20 @@ s:close(); t:close()
 LUA
 
 cat >"$work/wait.lua" <<'LUA'
--- wait-count URL N: seconds until pgbench_history holds N rows (polled every 10 ms)
+-- wait.lua URL N: seconds until pgbench_history holds N rows (polled every 10 ms)
+-- wait.lua URL marker ID enable: enables the subscription, then seconds until the bench_probe
+--   row ID (written after the backlog) is on the target, looked up by its key every 10 ms; a
+--   count(*) of pgbench_history every 10 ms would take a core from the apply worker it times
 local tide = require "tide"
 local c = assert(tide.connect(arg[1]))
-local want, t0 = tonumber(arg[2]), tide.monotonic()
-if arg[3] then assert(c:exec("ALTER SUBSCRIPTION native_sub ENABLE")) end
-while assert(c:query("SELECT count(*) AS n FROM pgbench_history"))[1].n < want do tide.sleep(0.01) end
+local t0 = tide.monotonic()
+if arg[2] == "marker" then
+  if arg[4] then assert(c:exec("ALTER SUBSCRIPTION native_sub ENABLE")) end
+  while #assert(c:query("SELECT 1 FROM bench_probe WHERE id = $1", arg[3])) == 0 do tide.sleep(0.01) end
+else
+  local want = tonumber(arg[2])
+  while assert(c:query("SELECT count(*) AS n FROM pgbench_history"))[1].n < want do tide.sleep(0.01) end
+end
 print(string.format("%.3f", tide.monotonic() - t0))
 LUA
 echo 'INSERT INTO bench_probe (ts) VALUES (clock_timestamp());' >"$work/probe.sql"
@@ -128,13 +138,22 @@ say "backlog: $TX transactions, $CLIENTS clients"
 pgbench -n -c "$CLIENTS" -j 2 -t $((TX / CLIENTS)) "$SRC" >"$work/backlog.log" 2>&1
 gen_tps=$(awk '/^tps/ {print int($3); exit}' "$work/backlog.log")
 rows=$(psql -qXAt "$SRC" -c "SELECT count(*) FROM pgbench_history")
+# The marker: the last change of the backlog (one insert, applied after every other change).
+marker=$(psql -qXAt "$SRC" -c "INSERT INTO bench_probe (ts) VALUES (clock_timestamp()) RETURNING id" | head -1)
 backlog=$(psql -qXAt "$SRC" -c "SELECT pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)) FROM pg_replication_slots WHERE slot_name = 'pgtide_bench'")
 say "backlog written at $gen_tps tps: $rows history rows, $backlog of WAL"
 
+# PERF=DIR records a system-wide profile of each catch-up (DIR/native.data, DIR/pgtide.data).
+perf_on() { [ -n "${PERF:-}" ] || return 0; mkdir -p "$PERF"; perf record -q -a -g -F 997 -o "$PERF/$1.data" 2>/dev/null & perf_pid=$!; sleep 0.5; }
+perf_off() { [ -n "${PERF:-}" ] || return 0; kill -INT "$perf_pid"; wait "$perf_pid" || true; }
 say "catch-up: native"
-native_catchup=$("$PGTIDE" script "$work/wait.lua" "$TGT_NATIVE" "$rows" enable)
+perf_on native
+native_catchup=$("$PGTIDE" script "$work/wait.lua" "$TGT_NATIVE" marker "$marker" enable)
+perf_off
 say "catch-up: pgtide"
-read -r pgtide_catchup pgtide_tx < <("$PGTIDE" script "$work/driver.lua" catchup "$SRC" "$TGT_PGTIDE" $((rows * 4)))
+perf_on pgtide
+read -r pgtide_catchup pgtide_tx < <("$PGTIDE" script "$work/driver.lua" catchup "$SRC" "$TGT_PGTIDE" $((rows * 4 + 1)))
+perf_off
 psql -qX "$TGT_NATIVE" -c "ALTER SUBSCRIPTION native_sub DISABLE"
 
 steady_window() {  # steady_window TARGET_URL → "median p99 max samples"
