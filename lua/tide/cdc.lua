@@ -242,8 +242,11 @@ local function open_session(task, st)
   ses.repl = connect.open(task, "source", { replication = "database", settings = repl_settings,
     application_name = "pgtide:" .. task.name .. ":stream", client_encoding = st.encoding })
   ses.apply = connect.open(task, "target", { application_name = "pgtide:" .. task.name .. ":apply",
+    -- enable_seqscan = off: every row is looked up by its key, or without one by all its
+    -- values; on a small table the planner would otherwise scan the heap, which inside a
+    -- group holds every version the group wrote so far.
     settings = { synchronous_commit = "off", statement_timeout = "0", lock_timeout = "0",
-                 idle_in_transaction_session_timeout = "0" } })
+                 idle_in_transaction_session_timeout = "0", enable_seqscan = "off" } })
   local a = ses.apply
   if conf(task).replica_role ~= false then
     local ok, err = a:exec("SET session_replication_role = replica")
