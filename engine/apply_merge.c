@@ -18,30 +18,42 @@
  * routed hook change or a new relation description sends the pending updates first.
  *
  * Memory: at most MERGE_WINDOW pending rows per table and MERGE_MAX_BYTES over all tables;
- * past that the oldest go out. Everything pending is sent before the group's check.
+ * past either, what is pending is sent. Everything pending is sent before the group's check.
  */
 #include "apply_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define MERGE_WINDOW 64
+#define MERGE_WINDOW 1024                 /* pending rows per table */
+#define MERGE_SLOTS (2 * MERGE_WINDOW)     /* hash slots per table (a power of two) */
 #define MERGE_MAX_BYTES (8u * 1024 * 1024)
 
 typedef struct merge_entry {
     uint8_t *block;           /* key bytes, then the value bytes */
     uint32_t keylen;
+    uint32_t hash;            /* of the key bytes */
     pgoutput_value *values;   /* one per relation column, data inside block */
     uint64_t lsn, commit_lsn;
     uint32_t merged;          /* updates folded in after the first */
     size_t bytes;
 } merge_entry;
 
+/* Pending rows in the order of their first update; a hash of their keys finds the one a new
+ * update folds into. When the window is full, all of it is sent (in that order) and it starts
+ * again empty, so entries are never removed one by one. */
 struct apply_merge {
-    merge_entry ring[MERGE_WINDOW];
-    int head, count;
-    bool listed;              /* in ap->dirty */
+    merge_entry entries[MERGE_WINDOW];
+    int count;
+    int16_t slot[MERGE_SLOTS];   /* entry index + 1; 0 = empty */
+    bool listed;                 /* in ap->dirty */
 };
+
+static uint32_t key_hash(const uint8_t *key, size_t len) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++) h = (h ^ key[i]) * 16777619u;
+    return h;
+}
 
 /* The key of `row` (its match columns) as bytes; 0 when a key value is missing. */
 static size_t key_bytes(const apply_rel *r, const pgoutput_tuple *row, uint8_t *out, size_t cap) {
@@ -105,12 +117,10 @@ static void entry_send(apply_state *ap, apply_rel *r, merge_entry *e) {
 
 void apply__merge_flush_rel(apply_state *ap, apply_rel *r) {
     struct apply_merge *m = r->merge;
-    if (!m) return;
-    while (m->count > 0) {
-        entry_send(ap, r, &m->ring[m->head]);
-        m->head = (m->head + 1) % MERGE_WINDOW;
-        m->count--;
-    }
+    if (!m || m->count == 0) return;
+    for (int k = 0; k < m->count; k++) entry_send(ap, r, &m->entries[k]);
+    m->count = 0;
+    memset(m->slot, 0, sizeof m->slot);
 }
 
 void apply__merge_flush_all(apply_state *ap) {
@@ -131,9 +141,11 @@ bool apply__merge_update(apply_state *ap, apply_rel *r, const pgoutput_tuple *ro
         if (!r->merge) abort();
     }
     struct apply_merge *m = r->merge;
-    for (int k = 0; k < m->count; k++) {
-        merge_entry *e = &m->ring[(m->head + k) % MERGE_WINDOW];
-        if (e->keylen == keylen && memcmp(e->block, key, keylen) == 0) {
+    uint32_t hash = key_hash(key, keylen);
+    size_t j = hash & (MERGE_SLOTS - 1);
+    for (; m->slot[j]; j = (j + 1) & (MERGE_SLOTS - 1)) {
+        merge_entry *e = &m->entries[m->slot[j] - 1];
+        if (e->hash == hash && e->keylen == keylen && memcmp(e->block, key, keylen) == 0) {
             size_t before = e->bytes;
             entry_fill(e, r->ncols, key, keylen, row->values, e->values);
             ap->merge_bytes += e->bytes - before;
@@ -145,16 +157,16 @@ bool apply__merge_update(apply_state *ap, apply_rel *r, const pgoutput_tuple *ro
         }
     }
     if (m->count == MERGE_WINDOW) {
-        entry_send(ap, r, &m->ring[m->head]);
-        m->head = (m->head + 1) % MERGE_WINDOW;
-        m->count--;
+        apply__merge_flush_rel(ap, r);
+        j = hash & (MERGE_SLOTS - 1);
     }
-    merge_entry *e = &m->ring[(m->head + m->count) % MERGE_WINDOW];
+    merge_entry *e = &m->entries[m->count];
     memset(e, 0, sizeof *e);
     entry_fill(e, r->ncols, key, keylen, row->values, NULL);
+    e->hash = hash;
     e->lsn = lsn;
     e->commit_lsn = ap->tx_final_lsn;
-    m->count++;
+    m->slot[j] = (int16_t) (++m->count);
     ap->merge_bytes += e->bytes;
     if (!m->listed) {
         if (ap->ndirty == ap->cap_dirty) {
@@ -188,9 +200,9 @@ void apply__merge_forget(apply_state *ap, apply_rel *r) {
 void apply__merge_free(apply_rel *r) {
     struct apply_merge *m = r->merge;
     if (!m) return;
-    for (int k = 0; k < MERGE_WINDOW; k++) {
-        free(m->ring[k].block);
-        free(m->ring[k].values);
+    for (int k = 0; k < m->count; k++) {
+        free(m->entries[k].block);
+        free(m->entries[k].values);
     }
     free(m);
     r->merge = NULL;

@@ -1,0 +1,78 @@
+-- Folding updates of one row inside a group (engine/apply_merge.c): more distinct rows than
+-- the window holds, repeated updates of each, out-of-line (TOAST) values left unchanged by
+-- some updates and changed by others, deletes and re-inserts of folded rows; and a table with
+-- a second unique index, where folding could break a constraint row by row, is not folded.
+local T = require "testlib"
+local cdc = require "tide.cdc"
+local H = dofile("tests/integration/cdc_lib.lua")
+
+local DDL = [[
+DROP TABLE IF EXISTS hot, mails;
+CREATE TABLE hot (id int PRIMARY KEY, n int NOT NULL, doc text);
+CREATE TABLE mails (id int PRIMARY KEY, email text NOT NULL UNIQUE, n int);
+]]
+
+-- Random-looking text that compresses badly, so it is stored out of line.
+local BIG = "(SELECT string_agg(md5(g::text || random()::text), '') FROM generate_series(1, 120) g)"
+
+T.test("more rows than the merge window, each updated three times in one transaction", function(ctx)
+  H.both(ctx, DDL)
+  local src = H.connect(ctx.source_url)
+  local tgt = H.connect(ctx.target_url)
+  local ref = {}
+  local task = H.task(ctx, "merge", { stop = H.stop_at(ref) })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  -- Rows with an out-of-line doc exist on both sides before the stream starts.
+  assert(src:exec("INSERT INTO hot SELECT g, 0, " .. BIG .. " FROM generate_series(1, 3000) g"))
+  assert(src:exec("INSERT INTO mails SELECT g, 'm' || g, 0 FROM generate_series(1, 3) g"))
+  local h = H.stream(ctx, task, plan)
+  -- 3,000 keys (the window holds 1,024 per table), three updates of each in a row: the doc is
+  -- left as it is (sent as "unchanged"), except that every 100th row gets a new doc in its
+  -- second update, which its third update (doc unchanged again) must keep.
+  assert(src:exec([[
+DO $$
+BEGIN
+  FOR k IN 1..3000 LOOP
+    UPDATE hot SET n = n + 1 WHERE id = k;
+    IF k % 100 = 0 THEN
+      UPDATE hot SET n = n + 10, doc = ]] .. BIG .. [[ WHERE id = k;
+    ELSE
+      UPDATE hot SET n = n + 10 WHERE id = k;
+    END IF;
+    UPDATE hot SET n = n + 100 WHERE id = k;
+  END LOOP;
+END $$]]))
+  -- A folded row deleted and inserted again in the same transaction, then updated.
+  assert(src:exec([[BEGIN;
+UPDATE hot SET n = -1 WHERE id = 7;
+UPDATE hot SET n = -2 WHERE id = 7;
+DELETE FROM hot WHERE id = 7;
+INSERT INTO hot VALUES (7, 70, 'again');
+UPDATE hot SET n = 71 WHERE id = 7;
+UPDATE hot SET n = 72 WHERE id = 7;
+COMMIT]]))
+  -- A second unique index: row by row, id 1 must give up 'm1' before id 2 takes it, and id 2
+  -- gives up 'm2' before id 1 takes that; folding id 1's updates would break the constraint.
+  assert(src:exec([[BEGIN;
+UPDATE mails SET email = 'tmp' WHERE id = 1;
+UPDATE mails SET email = 'm1' WHERE id = 2;
+UPDATE mails SET email = 'm2' WHERE id = 1;
+UPDATE mails SET n = n + 1 WHERE id = 1;
+COMMIT]]))
+  ref.lsn = H.source_lsn(src)
+  local summary = assert(h:wait())
+  T.eq(summary.stopped_by, "condition")
+  H.same(src, tgt, "hot")
+  H.same(src, tgt, "mails")
+  T.eq(assert(tgt:query("SELECT count(*) AS n FROM hot WHERE n = 111"))[1].n, 2999, "every row got its three updates")
+  T.eq(assert(tgt:query("SELECT n, doc FROM hot WHERE id = 7"))[1].doc, "again")
+  T.eq(assert(tgt:query("SELECT email FROM mails WHERE id = 1"))[1].email, "m2")
+  -- Of each hot row's three updates (9,000), the second and third fold into the first: 6,000.
+  -- id 7 again: -2 folds into -1, the delete sends both, 72 folds into 71: 2 more. The mails
+  -- updates are never folded.
+  T.eq(summary.status.merged_changes, 6002, "folded updates")
+  T.eq(summary.conflicts.update_missing + summary.conflicts.delete_missing + summary.conflicts.insert_exists, 0)
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
