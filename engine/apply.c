@@ -324,6 +324,25 @@ static inflight *queue_dml(apply_state *ap, apply_rel *r, int op, apply_form for
     return e;
 }
 
+void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int nparams,
+                       const char *const *params, uint32_t rows, uint64_t lsn, uint64_t last_lsn,
+                       uint64_t commit_lsn, const pgoutput_tuple *keyed) {
+    int id = stmt_lookup(ap, sql, nparams);
+    inflight *e = apply__q_push(ap, IF_DML);
+    e->op = 'I';
+    e->form = APPLY_FORM_INSERT;
+    e->target = r->target;
+    e->lsn = lsn;
+    e->last_lsn = last_lsn;
+    e->commit_lsn = commit_lsn;
+    e->changes = rows - 1;   /* counted as applied with the statement's own one */
+    e->rows = rows;
+    apply_sql_key_text(e->key, sizeof e->key, r, keyed);
+    char name[24];
+    snprintf(name, sizeof name, "pgtide_%d", id);
+    sent(ap, PQsendQueryPrepared(ap->c->pg, name, nparams, params, NULL, NULL, 0), "sending a change");
+}
+
 void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_tuple *old,
                          const pgoutput_tuple *row, uint64_t lsn, uint64_t commit_lsn, uint32_t merged) {
     char err[512];
@@ -494,8 +513,11 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
         if (m->type == PGOUTPUT_UPDATE && r->target->mergeable &&
             (!old->ncols || !key_changed(r, old, row)) && apply__merge_update(ap, r, row, lsn))
             break;
-        if (r->merge && m->type == PGOUTPUT_DELETE) apply__merge_flush_rel(ap, r);
-        if (r->merge && m->type == PGOUTPUT_UPDATE) apply__merge_flush_rel(ap, r);
+        if (m->type == PGOUTPUT_INSERT && r->target->batchable &&
+            (r->target->unique_free || (ap->opt.conflict == APPLY_CONFLICT_ERROR && !ap->opt.conflict_hook)) &&
+            apply__batch_insert(ap, r, row, lsn))
+            break;
+        if (r->merge) apply__merge_flush_rel(ap, r);   /* what the table holds goes first */
         apply__queue_change(ap, r, m->type, old, row ? row : old, lsn, ap->tx_final_lsn, 0);
         break;
     }

@@ -66,6 +66,10 @@ typedef struct apply_target {
     bool hooked;                       /* on.change names this table: changes go through Lua */
     bool mergeable;                    /* updates of one row in one group may be folded (Lua
                                           checked: one unique index, no replica/always triggers) */
+    bool batchable;                    /* inserts may be sent several rows to a statement (Lua
+                                          checked: a plain table, no replica/always triggers,
+                                          the stream in replica role) */
+    bool unique_free;                  /* the target has no unique index: no insert conflicts */
 } apply_target;
 
 void apply_target_free(apply_target *t);
@@ -107,6 +111,8 @@ typedef struct apply_stmt {
 
 void apply_stmt_reset(apply_stmt *st);
 void apply_stmt_free(apply_stmt *st);
+/* Add the value of one TupleData column as the next parameter; returns its number. */
+int apply_stmt_add(apply_stmt *st, const pgoutput_value *v);
 /* Point st->params at the values (call after the last value was added). */
 const char *const *apply_stmt_params(apply_stmt *st);
 
@@ -175,6 +181,7 @@ typedef struct apply_conflict {
 typedef struct apply_counters {
     uint64_t received_transactions, applied_transactions, skipped_transactions;
     uint64_t applied_changes, queued_changes, hooked_changes, dropped_changes, merged_changes;
+    uint64_t batched_inserts;   /* rows sent in INSERTs of several rows */
     uint64_t groups, truncates, heartbeats;
     uint64_t insert_exists, update_missing, delete_missing;
     uint64_t conflicts_skipped, conflicts_overwritten;

@@ -1,6 +1,7 @@
 /*
  * apply_internal.h — what the apply files share (apply.c: feed, groups, life cycle;
- * apply_result.c: results, conflicts, failures; apply_merge.c: folding updates of hot rows).
+ * apply_result.c: results, conflicts, failures; apply_merge.c: folding updates of hot rows and
+ * sending inserts several rows to a statement).
  * Not for use outside engine/apply*.c; the interface is apply.h.
  */
 #ifndef TIDE_APPLY_INTERNAL_H
@@ -22,6 +23,8 @@ typedef struct inflight {
     uint32_t changes, txs;      /* IF_COMMIT: what the group holds */
     apply_target *target;
     uint64_t lsn, commit_lsn;   /* IF_DML: the change; IF_COMMIT: end_lsn in lsn */
+    uint64_t last_lsn;          /* IF_DML of several inserts: the last one's LSN */
+    uint32_t rows;              /* IF_DML: rows the statement inserts together (0 or 1: one) */
     int64_t commit_ts;
     char key[112];
 } inflight;
@@ -97,6 +100,11 @@ void apply__check_stopped(apply_state *ap);
 void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_tuple *old,
                          const pgoutput_tuple *row, uint64_t lsn, uint64_t commit_lsn, uint32_t merged);
 
+/* Queue one INSERT of `rows` rows (sql with nparams parameters); `keyed` is the first row. */
+void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int nparams,
+                       const char *const *params, uint32_t rows, uint64_t lsn, uint64_t last_lsn,
+                       uint64_t commit_lsn, const pgoutput_tuple *keyed);
+
 /* apply_result.c */
 void apply__fail(apply_state *ap, const char *side, const char *sqlstate, const char *message,
                  const char *context);
@@ -107,6 +115,9 @@ void apply__on_io(tide_conn *c, int events);
 /* apply_merge.c */
 /* Fold an UPDATE (key unchanged) of a mergeable table into its window; false = not taken. */
 bool apply__merge_update(apply_state *ap, apply_rel *r, const pgoutput_tuple *row, uint64_t lsn);
+/* Keep an INSERT of a batchable table to send with the next ones; false = not taken. */
+bool apply__batch_insert(apply_state *ap, apply_rel *r, const pgoutput_tuple *row, uint64_t lsn);
+/* Send what `r` holds: its inserts, then its folded updates. */
 void apply__merge_flush_rel(apply_state *ap, apply_rel *r);
 void apply__merge_flush_all(apply_state *ap);
 void apply__merge_forget(apply_state *ap, apply_rel *r);   /* send what it holds, then free */

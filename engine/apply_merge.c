@@ -28,6 +28,9 @@
 #define MERGE_WINDOW 1024                 /* pending rows per table */
 #define MERGE_SLOTS (2 * MERGE_WINDOW)     /* hash slots per table (a power of two) */
 #define MERGE_MAX_BYTES (8u * 1024 * 1024)
+#define BATCH_ROWS 64                      /* inserts per statement, at most */
+#define BATCH_MAX_BYTES (1u << 20)         /* values per insert batch, at most */
+#define MAX_PARAMS 65535                   /* the protocol's limit per statement */
 
 typedef struct merge_entry {
     uint8_t *block;           /* key bytes, then the value bytes */
@@ -42,11 +45,22 @@ typedef struct merge_entry {
 /* Pending rows in the order of their first update; a hash of their keys finds the one a new
  * update folds into. When the window is full, all of it is sent (in that order) and it starts
  * again empty, so entries are never removed one by one. */
+/* Inserts waiting to be sent together: the values of each row, as statement parameters, one
+ * row after the other; every row sends the same columns. */
+typedef struct insert_batch {
+    apply_stmt vals;
+    bool *present;               /* per relation column: sent by these rows */
+    int ncols, width;            /* relation columns; columns sent per row */
+    int rows, max_rows;
+    uint64_t lsn[BATCH_ROWS], commit_lsn[BATCH_ROWS];
+} insert_batch;
+
 struct apply_merge {
     merge_entry entries[MERGE_WINDOW];
     int count;
     int16_t slot[MERGE_SLOTS];   /* entry index + 1; 0 = empty */
     bool listed;                 /* in ap->dirty */
+    insert_batch ins;
 };
 
 static uint32_t key_hash(const uint8_t *key, size_t len) {
@@ -115,9 +129,131 @@ static void entry_send(apply_state *ap, apply_rel *r, merge_entry *e) {
     memset(e, 0, sizeof *e);
 }
 
+/* ---------------------------------------------------------------- inserts */
+
+/* The row `k` of the batch as a tuple (values pointing into the batch), for its key text. */
+static void batch_row(const insert_batch *b, int k, pgoutput_value *out) {
+    int p = k * b->width;
+    for (int i = 0; i < b->ncols; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        if (!b->present[i]) { out[i].kind = PGOUTPUT_VALUE_UNCHANGED_TOAST; continue; }
+        size_t at = b->vals.offsets[p++];
+        if (at == SIZE_MAX) { out[i].kind = PGOUTPUT_VALUE_NULL; continue; }
+        out[i].kind = PGOUTPUT_VALUE_TEXT;
+        out[i].data = (const uint8_t *) b->vals.values.data + at;
+        out[i].len = (uint32_t) strlen(b->vals.values.data + at);
+    }
+}
+
+/* Send the batch as statements of 2^n rows (largest first), so that a table needs at most one
+ * prepared statement per power of two and column set. */
+static void inserts_send(apply_state *ap, apply_rel *r) {
+    insert_batch *b = &r->merge->ins;
+    if (b->rows == 0) return;
+    const apply_target *t = r->target;
+    const char *const *params = apply_stmt_params(&b->vals);
+    pgoutput_value *first = malloc(sizeof *first * (size_t) b->ncols);
+    if (!first) abort();
+    apply_buf sql = { 0 };
+    int done = 0;
+    while (done < b->rows) {
+        int k = 1;
+        while (k * 2 <= b->rows - done) k *= 2;
+        apply_buf_reset(&sql);
+        apply_buf_addf(&sql, "INSERT INTO %s (", t->target_sql);
+        int c = 0;
+        for (int i = 0; i < b->ncols; i++) {
+            if (!b->present[i]) continue;
+            if (c++) apply_buf_adds(&sql, ", ");
+            apply_buf_adds(&sql, t->columns[r->slot[i]].target_sql);
+        }
+        apply_buf_adds(&sql, ") VALUES ");
+        int n = 0;
+        for (int row = 0; row < k; row++) {
+            apply_buf_adds(&sql, row ? ", (" : "(");
+            for (int j = 0; j < b->width; j++) apply_buf_addf(&sql, j ? ", $%d" : "$%d", ++n);
+            apply_buf_adds(&sql, ")");
+        }
+        batch_row(b, done, first);
+        pgoutput_tuple keyed = { (uint16_t) b->ncols, first };
+        apply__queue_rows(ap, r, sql.data, n, params + (size_t) done * (size_t) b->width, (uint32_t) k,
+                          b->lsn[done], b->lsn[done + k - 1], b->commit_lsn[done + k - 1], &keyed);
+        if (k > 1) ap->n.batched_inserts += (uint64_t) k;
+        done += k;
+    }
+    apply_buf_free(&sql);
+    free(first);
+    ap->merge_bytes -= b->vals.values.len;
+    apply_stmt_reset(&b->vals);
+    b->rows = 0;
+}
+
+static struct apply_merge *pending_of(apply_state *ap, apply_rel *r) {
+    if (!r->merge) {
+        r->merge = calloc(1, sizeof *r->merge);
+        if (!r->merge) abort();
+    }
+    struct apply_merge *m = r->merge;
+    if (!m->listed) {
+        if (ap->ndirty == ap->cap_dirty) {
+            int cap = ap->cap_dirty ? ap->cap_dirty * 2 : 16;
+            apply_rel **grown = realloc(ap->dirty, (size_t) cap * sizeof *grown);
+            if (!grown) abort();
+            ap->dirty = grown;
+            ap->cap_dirty = cap;
+        }
+        ap->dirty[ap->ndirty++] = r;
+        m->listed = true;
+    }
+    return m;
+}
+
+bool apply__batch_insert(apply_state *ap, apply_rel *r, const pgoutput_tuple *row, uint64_t lsn) {
+    if (ap->failed) return false;
+    int width = 0;
+    for (int i = 0; i < r->ncols; i++)
+        if (r->slot[i] >= 0 && row->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST) width++;
+    if (width == 0) return false;   /* DEFAULT VALUES: one at a time */
+    struct apply_merge *m = pending_of(ap, r);
+    insert_batch *b = &m->ins;
+    if (b->rows) {   /* a row sending other columns starts a new batch */
+        bool same = b->ncols == r->ncols && b->width == width;
+        for (int i = 0; same && i < r->ncols; i++)
+            same = b->present[i] == (r->slot[i] >= 0 && row->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST);
+        if (!same) inserts_send(ap, r);
+    }
+    if (b->rows == 0) {
+        if (b->ncols != r->ncols) {
+            free(b->present);
+            b->present = malloc((size_t) (r->ncols ? r->ncols : 1));
+            if (!b->present) abort();
+            b->ncols = r->ncols;
+        }
+        for (int i = 0; i < r->ncols; i++)
+            b->present[i] = r->slot[i] >= 0 && row->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST;
+        b->width = width;
+        b->max_rows = 1;
+        while (b->max_rows * 2 <= BATCH_ROWS && b->max_rows * 2 * width <= MAX_PARAMS) b->max_rows *= 2;
+    }
+    size_t before = b->vals.values.len;
+    for (int i = 0; i < r->ncols; i++)
+        if (b->present[i]) apply_stmt_add(&b->vals, &row->values[i]);
+    b->lsn[b->rows] = lsn;
+    b->commit_lsn[b->rows] = ap->tx_final_lsn;
+    b->rows++;
+    ap->merge_bytes += b->vals.values.len - before;
+    if (b->rows == b->max_rows || b->vals.values.len > BATCH_MAX_BYTES) inserts_send(ap, r);
+    else if (ap->merge_bytes > MERGE_MAX_BYTES) apply__merge_flush_all(ap);
+    return true;
+}
+
+/* ---------------------------------------------------------------- sending what is pending */
+
 void apply__merge_flush_rel(apply_state *ap, apply_rel *r) {
     struct apply_merge *m = r->merge;
-    if (!m || m->count == 0) return;
+    if (!m) return;
+    inserts_send(ap, r);
+    if (m->count == 0) return;
     for (int k = 0; k < m->count; k++) entry_send(ap, r, &m->entries[k]);
     m->count = 0;
     memset(m->slot, 0, sizeof m->slot);
@@ -136,11 +272,7 @@ bool apply__merge_update(apply_state *ap, apply_rel *r, const pgoutput_tuple *ro
     uint8_t key[512];
     size_t keylen = key_bytes(r, row, key, sizeof key);
     if (keylen == 0) return false;
-    if (!r->merge) {
-        r->merge = calloc(1, sizeof *r->merge);
-        if (!r->merge) abort();
-    }
-    struct apply_merge *m = r->merge;
+    struct apply_merge *m = pending_of(ap, r);
     uint32_t hash = key_hash(key, keylen);
     size_t j = hash & (MERGE_SLOTS - 1);
     for (; m->slot[j]; j = (j + 1) & (MERGE_SLOTS - 1)) {
@@ -168,17 +300,6 @@ bool apply__merge_update(apply_state *ap, apply_rel *r, const pgoutput_tuple *ro
     e->commit_lsn = ap->tx_final_lsn;
     m->slot[j] = (int16_t) (++m->count);
     ap->merge_bytes += e->bytes;
-    if (!m->listed) {
-        if (ap->ndirty == ap->cap_dirty) {
-            int cap = ap->cap_dirty ? ap->cap_dirty * 2 : 16;
-            apply_rel **grown = realloc(ap->dirty, (size_t) cap * sizeof *grown);
-            if (!grown) abort();
-            ap->dirty = grown;
-            ap->cap_dirty = cap;
-        }
-        ap->dirty[ap->ndirty++] = r;
-        m->listed = true;
-    }
     if (ap->merge_bytes > MERGE_MAX_BYTES) apply__merge_flush_all(ap);
     return true;
 }
@@ -204,6 +325,8 @@ void apply__merge_free(apply_rel *r) {
         free(m->entries[k].block);
         free(m->entries[k].values);
     }
+    apply_stmt_free(&m->ins.vals);
+    free(m->ins.present);
     free(m);
     r->merge = NULL;
 }

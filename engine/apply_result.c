@@ -40,6 +40,16 @@ static void describe_change(char *out, size_t len, const inflight *e) {
     apply_format_lsn(lsn, sizeof lsn, e->lsn);
     apply_format_lsn(commit, sizeof commit, e->commit_lsn);
     const char *op = e->op == 'I' ? "insert" : e->op == 'U' ? "update" : e->op == 'D' ? "delete" : "change";
+    if (e->rows > 1) {
+        char last[32];
+        apply_format_lsn(last, sizeof last, e->last_lsn);
+        snprintf(out, len, "applying one of %u inserts sent together into %s (source %s.%s, the first "
+                 "with key %s) at LSN %s to %s (source transactions committing up to %s); the detail names "
+                 "the row, incremental.batch_inserts = false applies them one by one", (unsigned) e->rows,
+                 e->target ? e->target->display : "?", e->target ? e->target->source_schema : "?",
+                 e->target ? e->target->source_name : "?", e->key[0] ? e->key : "-", lsn, last, commit);
+        return;
+    }
     snprintf(out, len, "applying the %s into %s (source %s.%s, key %s) at LSN %s (source transaction "
              "committing at %s)", op, e->target ? e->target->display : "?",
              e->target ? e->target->source_schema : "?", e->target ? e->target->source_name : "?",

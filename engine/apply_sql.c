@@ -84,7 +84,7 @@ void apply_stmt_free(apply_stmt *st) {
 }
 
 /* Add parameter $n (returns n) with the value of one TupleData column. */
-static int stmt_param(apply_stmt *st, const pgoutput_value *v) {
+int apply_stmt_add(apply_stmt *st, const pgoutput_value *v) {
     if (st->nparams == st->cap) {
         int cap = st->cap ? st->cap * 2 : 16;
         size_t *o = realloc(st->offsets, (size_t) cap * sizeof *o);
@@ -258,7 +258,7 @@ static void add_where(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *
         if (v->kind == PGOUTPUT_VALUE_NULL) {
             apply_buf_addf(&st->sql, "%s IS NULL", col);
         } else {
-            int n = stmt_param(st, v);
+            int n = apply_stmt_add(st, v);
             if (r->textcmp[i]) apply_buf_addf(&st->sql, "%s::text = $%d", col, n);
             else apply_buf_addf(&st->sql, "%s = $%d", col, n);
         }
@@ -320,7 +320,7 @@ int apply_sql_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *r
         int k = 0;
         for (int i = 0; i < r->ncols; i++) {
             if (r->slot[i] < 0 || row->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) continue;
-            int n = stmt_param(st, &row->values[i]);
+            int n = apply_stmt_add(st, &row->values[i]);
             apply_buf_addf(&st->sql, k++ ? ", $%d" : "$%d", n);
         }
         apply_buf_adds(&st->sql, ")");
@@ -365,7 +365,7 @@ int apply_sql_update(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *s
     for (int i = 0; i < r->ncols; i++) {
         if (r->slot[i] < 0 || row->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) continue;
         if (r->match[i] && r->by_key && !set_keys) continue;
-        int n = stmt_param(st, &row->values[i]);
+        int n = apply_stmt_add(st, &row->values[i]);
         apply_buf_addf(&st->sql, "%s%s = $%d", k++ ? ", " : "", t->columns[r->slot[i]].target_sql, n);
     }
     if (k == 0) {

@@ -456,6 +456,7 @@ static void push_stats(lua_State *L, cdc_stream *s) {
     SET_INT("hooked_changes", n->hooked_changes);
     SET_INT("dropped_changes", n->dropped_changes);
     SET_INT("merged_changes", n->merged_changes);
+    SET_INT("batched_inserts", n->batched_inserts);
     SET_INT("groups", n->groups);
     SET_INT("truncates", n->truncates);
     SET_INT("heartbeats", n->heartbeats);
@@ -620,6 +621,8 @@ static apply_target *target_from_lua(lua_State *L, int t) {
     tg->heartbeat = field_bool(L, t, "heartbeat");
     tg->hooked = field_bool(L, t, "hooked");
     tg->mergeable = field_bool(L, t, "mergeable");
+    tg->batchable = field_bool(L, t, "batchable");
+    tg->unique_free = field_bool(L, t, "unique_free");
     tg->known = field_names(L, t, "known", &tg->nknown);
     tg->key = field_names(L, t, "key", &tg->nkey);
     if (lua_getfield(L, t, "columns") == LUA_TTABLE) {

@@ -5,7 +5,8 @@
 #   PGTIDE=build/pgtide bash scripts/bench-cdc.sh
 #   (SCALE=10 TX=100000 STEADY=60 CLIENTS=4 to change the sizes; BIG_ROWS=10000000 adds a
 #   single ~1 GB source transaction and reports pgtide's peak memory while applying it;
-#   PERF=DIR records a perf profile of each catch-up)
+#   PERF=DIR records a perf profile of each catch-up; GROUP_CHANGES=N, BATCH_INSERTS=0 and
+#   MERGE_UPDATES=0 change pgtide's settings)
 #
 # 1. pgbench -i on the source; the same initial data restored into two target databases
 #    (bench_pgtide, bench_native). pgtide's slot and the native subscription's slot are both
@@ -80,7 +81,8 @@ local mode, src, tgt = arg[1], arg[2], arg[3]
 local stop
 local task = tide.task { name = "bench", source = src, target = tgt, migrate = { "incremental" },
   select = { include = { "public.pgbench_*", "public.bench_probe" } },
-  incremental = { heartbeat_interval = 1, group_changes = tonumber(os.getenv("GROUP_CHANGES") or "") },
+  incremental = { heartbeat_interval = 1, group_changes = tonumber(os.getenv("GROUP_CHANGES") or ""),
+                  batch_inserts = os.getenv("BATCH_INSERTS") ~= "0", merge_updates = os.getenv("MERGE_UPDATES") ~= "0" },
   stop = function(st) return stop(st) end }
 local s, t = assert(tide.connect(src)), assert(tide.connect(tgt))
 local plan = require("tide.plan").build(task, s, t)

@@ -152,8 +152,12 @@ local function build_tables(task, plan, target, names)
   -- unique index (the key), no exclusion constraint, no trigger firing in replica mode.
   local tnames = {}
   for i, e in ipairs(order) do tnames[i] = objects.qname(target, e.target_schema, e.target_name) end
-  local kinds, mergeable = {}, {}
+  local kinds, mergeable, batchable, unique_free = {}, {}, {}, {}
   local may_merge = conf(task).merge_updates ~= false and conf(task).replica_role ~= false
+  -- Inserts into a table may be sent several rows to a statement (engine/apply_merge.c) when
+  -- nothing could notice that they reach the target later than changes of other tables in the
+  -- same group: foreign keys and triggers do not fire (replica role, no trigger enabled in it).
+  local may_batch = conf(task).batch_inserts ~= false and conf(task).replica_role ~= false
   if #tnames > 0 then
     for _, r in ipairs(assert(target:query([[
 SELECT u.i, c.relkind,
@@ -165,6 +169,8 @@ FROM unnest($1::text[]) WITH ORDINALITY AS u(name, i)
 LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tnames))) do
       kinds[r.i] = r.relkind
       mergeable[r.i] = may_merge and r.relkind == "r" and r.uniques == 1 and r.replica_triggers == 0
+      batchable[r.i] = may_batch and r.relkind == "r" and r.replica_triggers == 0
+      unique_free[r.i] = r.uniques == 0
     end
   end
   local entries = {}
@@ -176,6 +182,7 @@ LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tna
       source_schema = e.source_schema, source_name = e.source_name, target_sql = tnames[i],
       display = e.target_schema .. "." .. e.target_name, columns = cols, key = e.key, known = e.known,
       partitioned = kinds[i] == "p", mergeable = mergeable[i] and e.key ~= nil,
+      batchable = batchable[i] or false, unique_free = unique_free[i] or false,
       hooked = hooks[source_name] ~= nil or hooks[objects.qname(target, e.source_schema, e.source_name)] ~= nil,
     }
   end

@@ -190,6 +190,7 @@ M.schema = {
     decoding_work_mem  = { check = size_value },
     replica_role       = { check = "boolean" },
     merge_updates      = { check = "boolean" },
+    batch_inserts      = { check = "boolean" },
   } },
   precheck = { check = "table" },
   stop     = { check = callable },

@@ -76,3 +76,55 @@ COMMIT]]))
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
+
+T.test("inserts go several rows to a statement, in order with the table's other changes", function(ctx)
+  H.both(ctx, [[
+DROP TABLE IF EXISTS hot, mails, logs, items;
+CREATE TABLE logs (at int, what text, n numeric);
+CREATE TABLE items (id int PRIMARY KEY, v text, n int);
+]])
+  local src = H.connect(ctx.source_url)
+  local tgt = H.connect(ctx.target_url)
+  local ref = {}
+  local task = H.task(ctx, "batch", { stop = H.stop_at(ref) })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  -- 100 rows (statements of 64, 32 and 4), NULLs among them; inserts of items interleaved with
+  -- an update and a delete of rows inserted just before, and an insert re-using a deleted key.
+  assert(src:exec([[BEGIN;
+INSERT INTO logs SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'w' || g END, g / 3.0 FROM generate_series(1, 100) g;
+INSERT INTO items SELECT g, 'v' || g, 0 FROM generate_series(1, 40) g;
+UPDATE items SET n = 1 WHERE id = 5;
+INSERT INTO items SELECT g, 'late' || g, 0 FROM generate_series(41, 50) g;
+DELETE FROM items WHERE id = 3;
+INSERT INTO items VALUES (3, 'back', 3);
+INSERT INTO logs VALUES (101, 'last', NULL);
+COMMIT]]))
+  ref.lsn = H.source_lsn(src)
+  local summary = assert(h:wait())
+  H.same(src, tgt, "logs")
+  H.same(src, tgt, "items")
+  T.eq(assert(tgt:query("SELECT v FROM items WHERE id = 3"))[1].v, "back")
+  T.ok(summary.status.batched_inserts >= 100 + 40, "rows went in statements of several: " ..
+       tostring(summary.status.batched_inserts))
+  H.release(ctx, task)
+
+  -- A row that already exists on the target, among rows sent together: the task stops, naming
+  -- the batch, its LSN range and (in the detail) the row; nothing of the group is applied.
+  assert(tgt:exec("INSERT INTO items VALUES (520, 'only on the target', 0)"))
+  local task2 = H.task(ctx, "batchdup", { stop = H.stop_at(ref) })
+  H.setup(ctx, task2, plan, { snapshot = false })
+  local h2 = H.stream(ctx, task2, plan)
+  assert(src:exec("INSERT INTO items SELECT g, 'new', 0 FROM generate_series(500, 530) g"))
+  ref.lsn = H.source_lsn(src)
+  local ok, err = pcall(h2.wait, h2)
+  T.ok(not ok, "the task stopped")
+  local text = tostring(type(err) == "table" and (err.message or "") .. " " .. tostring(err.context) ..
+                        " " .. tostring(err.detail) or err)
+  T.ok(text:find("inserts sent together", 1, true) and text:find("(id)=(520)", 1, true), text)
+  T.eq(assert(tgt:query("SELECT count(*) AS n FROM items WHERE id BETWEEN 500 AND 530"))[1].n, 1,
+       "nothing of the failed group was applied")
+  H.release(ctx, task2)
+  src:close(); tgt:close()
+end)
