@@ -116,7 +116,7 @@ cat >"$work/wait.lua" <<'LUA'
 -- wait.lua URL N: seconds until pgbench_history holds N rows (polled every 10 ms)
 -- wait.lua URL marker ID enable: enables the subscription, then seconds until the bench_probe
 --   row ID (written after the backlog) is on the target, looked up by its key every 10 ms; a
---   count(*) of pgbench_history every 10 ms would take a core from the apply worker it times
+--   count(*) of pgbench_history every 10 ms would take CPU from the apply worker it times
 local tide = require "tide"
 local c = assert(tide.connect(arg[1]))
 local t0 = tide.monotonic()
