@@ -117,12 +117,10 @@ static int stmt_lookup(apply_state *ap, const char *sql, int nparams) {
     return id;
 }
 
-static void send_prepared(apply_state *ap, int id, apply_stmt *st) {
+static void send_prepared(apply_state *ap, int id, int nparams, const char *const *params) {
     char name[24];
     snprintf(name, sizeof name, "pgtide_%d", id);
-    const char *const *params = apply_stmt_params(st);
-    sent(ap, PQsendQueryPrepared(ap->c->pg, name, st->nparams, params, NULL, NULL, 0),
-         "sending a change");
+    sent(ap, PQsendQueryPrepared(ap->c->pg, name, nparams, params, NULL, NULL, 0), "sending a change");
 }
 
 static void send_plain(apply_state *ap, int kind, const char *sql) {
@@ -309,9 +307,11 @@ static bool key_changed(const apply_rel *r, const pgoutput_tuple *old, const pgo
     return false;
 }
 
-static inflight *queue_dml(apply_state *ap, apply_rel *r, int op, apply_form form, uint64_t lsn,
-                           uint64_t commit_lsn, const pgoutput_tuple *keyed, uint32_t merged) {
-    int id = stmt_lookup(ap, ap->st.sql.data, ap->st.nparams);
+/* Queue one change's statement (`sql`, prepared the first time) and what its result needs. */
+static inflight *queue_stmt(apply_state *ap, apply_rel *r, int op, apply_form form, uint64_t lsn,
+                            uint64_t commit_lsn, const pgoutput_tuple *keyed, uint32_t merged,
+                            const char *sql, int nparams, const char *const *params) {
+    int id = stmt_lookup(ap, sql, nparams);
     inflight *e = apply__q_push(ap, IF_DML);
     e->op = (uint8_t) op;
     e->form = (uint8_t) form;
@@ -320,27 +320,23 @@ static inflight *queue_dml(apply_state *ap, apply_rel *r, int op, apply_form for
     e->commit_lsn = commit_lsn;
     e->changes = merged;
     apply_sql_key_text(e->key, sizeof e->key, r, keyed);
-    send_prepared(ap, id, &ap->st);
+    send_prepared(ap, id, nparams, params);
     return e;
+}
+
+static inflight *queue_dml(apply_state *ap, apply_rel *r, int op, apply_form form, uint64_t lsn,
+                           uint64_t commit_lsn, const pgoutput_tuple *keyed, uint32_t merged) {
+    return queue_stmt(ap, r, op, form, lsn, commit_lsn, keyed, merged, ap->st.sql.data, ap->st.nparams,
+                      apply_stmt_params(&ap->st));
 }
 
 void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int nparams,
                        const char *const *params, uint32_t rows, uint64_t lsn, uint64_t last_lsn,
                        uint64_t commit_lsn, const pgoutput_tuple *keyed) {
-    int id = stmt_lookup(ap, sql, nparams);
-    inflight *e = apply__q_push(ap, IF_DML);
-    e->op = 'I';
-    e->form = APPLY_FORM_INSERT;
-    e->target = r->target;
-    e->lsn = lsn;
+    /* the rows after the first count as applied with the statement, like folded updates */
+    inflight *e = queue_stmt(ap, r, 'I', APPLY_FORM_INSERT, lsn, commit_lsn, keyed, rows - 1, sql, nparams, params);
     e->last_lsn = last_lsn;
-    e->commit_lsn = commit_lsn;
-    e->changes = rows - 1;   /* counted as applied with the statement's own one */
     e->rows = rows;
-    apply_sql_key_text(e->key, sizeof e->key, r, keyed);
-    char name[24];
-    snprintf(name, sizeof name, "pgtide_%d", id);
-    sent(ap, PQsendQueryPrepared(ap->c->pg, name, nparams, params, NULL, NULL, 0), "sending a change");
 }
 
 void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_tuple *old,
@@ -513,10 +509,7 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
         if (m->type == PGOUTPUT_UPDATE && r->target->mergeable &&
             (!old->ncols || !key_changed(r, old, row)) && apply__merge_update(ap, r, row, lsn))
             break;
-        if (m->type == PGOUTPUT_INSERT && r->target->batchable &&
-            (r->target->unique_free || (ap->opt.conflict == APPLY_CONFLICT_ERROR && !ap->opt.conflict_hook)) &&
-            apply__batch_insert(ap, r, row, lsn))
-            break;
+        if (m->type == PGOUTPUT_INSERT && apply__batch_insert(ap, r, row, lsn)) break;
         if (r->merge) apply__merge_flush_rel(ap, r);   /* what the table holds goes first */
         apply__queue_change(ap, r, m->type, old, row ? row : old, lsn, ap->tx_final_lsn, 0);
         break;

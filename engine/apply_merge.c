@@ -1,5 +1,6 @@
 /*
- * apply_merge.c — folding successive updates of one row inside one target transaction.
+ * apply_merge.c — what a table holds back inside one target transaction: successive updates of
+ * one row folded into one, and inserts sent several rows to a statement.
  *
  * Why: OLTP workloads update a few hot rows over and over (counters, balances: pgbench's
  * branches and tellers). Applied one by one inside a group, every update of a hot row adds a
@@ -16,6 +17,11 @@
  * session_replication_role = replica, and the stream runs in that role. Within that table
  * the order of each key's changes is kept: a delete, a key-changing update, a TRUNCATE, a
  * routed hook change or a new relation description sends the pending updates first.
+ *
+ * Inserts of a batchable table wait too, and go BATCH_ROWS at most to one INSERT of 2^n rows.
+ * Any other change of the table sends them first (and its pending updates after them), so each
+ * table sees its own changes in source order; only the order between tables changes, which
+ * Lua allows only where nothing observes it (replica role, no trigger firing in it).
  *
  * Memory: at most MERGE_WINDOW pending rows per table and MERGE_MAX_BYTES over all tables;
  * past either, what is pending is sent. Everything pending is sent before the group's check.
@@ -42,9 +48,6 @@ typedef struct merge_entry {
     size_t bytes;
 } merge_entry;
 
-/* Pending rows in the order of their first update; a hash of their keys finds the one a new
- * update folds into. When the window is full, all of it is sent (in that order) and it starts
- * again empty, so entries are never removed one by one. */
 /* Inserts waiting to be sent together: the values of each row, as statement parameters, one
  * row after the other; every row sends the same columns. */
 typedef struct insert_batch {
@@ -55,6 +58,9 @@ typedef struct insert_batch {
     uint64_t lsn[BATCH_ROWS], commit_lsn[BATCH_ROWS];
 } insert_batch;
 
+/* Pending rows in the order of their first update; a hash of their keys finds the one a new
+ * update folds into. When the window is full, all of it is sent (in that order) and it starts
+ * again empty, so entries are never removed one by one. */
 struct apply_merge {
     merge_entry entries[MERGE_WINDOW];
     int count;
@@ -208,20 +214,26 @@ static struct apply_merge *pending_of(apply_state *ap, apply_rel *r) {
     return m;
 }
 
+static bool column_sent(const apply_rel *r, const pgoutput_tuple *row, int i) {
+    return r->slot[i] >= 0 && row->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST;
+}
+
 bool apply__batch_insert(apply_state *ap, apply_rel *r, const pgoutput_tuple *row, uint64_t lsn) {
-    if (ap->failed) return false;
+    /* With a unique index on the target, a duplicate must stop the task (no skip, no hook). */
+    if (ap->failed || !r->target->batchable ||
+        (!r->target->unique_free && (ap->opt.conflict != APPLY_CONFLICT_ERROR || ap->opt.conflict_hook)))
+        return false;
+    insert_batch *b = r->merge ? &r->merge->ins : NULL;
+    bool same = b && b->rows && b->ncols == r->ncols;
     int width = 0;
-    for (int i = 0; i < r->ncols; i++)
-        if (r->slot[i] >= 0 && row->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST) width++;
-    if (width == 0) return false;   /* DEFAULT VALUES: one at a time */
-    struct apply_merge *m = pending_of(ap, r);
-    insert_batch *b = &m->ins;
-    if (b->rows) {   /* a row sending other columns starts a new batch */
-        bool same = b->ncols == r->ncols && b->width == width;
-        for (int i = 0; same && i < r->ncols; i++)
-            same = b->present[i] == (r->slot[i] >= 0 && row->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST);
-        if (!same) inserts_send(ap, r);
+    for (int i = 0; i < r->ncols; i++) {
+        bool sent = column_sent(r, row, i);
+        width += sent;
+        if (same && b->present[i] != sent) same = false;
     }
+    if (width == 0) return false;   /* DEFAULT VALUES: one at a time */
+    b = &pending_of(ap, r)->ins;
+    if (b->rows && !same) inserts_send(ap, r);   /* a row sending other columns starts a new batch */
     if (b->rows == 0) {
         if (b->ncols != r->ncols) {
             free(b->present);
@@ -229,8 +241,7 @@ bool apply__batch_insert(apply_state *ap, apply_rel *r, const pgoutput_tuple *ro
             if (!b->present) abort();
             b->ncols = r->ncols;
         }
-        for (int i = 0; i < r->ncols; i++)
-            b->present[i] = r->slot[i] >= 0 && row->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST;
+        for (int i = 0; i < r->ncols; i++) b->present[i] = column_sent(r, row, i);
         b->width = width;
         b->max_rows = 1;
         while (b->max_rows * 2 <= BATCH_ROWS && b->max_rows * 2 * width <= MAX_PARAMS) b->max_rows *= 2;
