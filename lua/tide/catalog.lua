@@ -141,6 +141,10 @@ ORDER BY n.nspname, c.relname
 
 -- Tables, partitioned tables and foreign tables. Sizes come from pg_class statistics (no
 -- lock, no file access per table).
+-- pgtide_heartbeat: the heartbeat table of a pgtide task (any task: never migrated). Marked by
+-- its comment (tide.cdc.objects.ensure_heartbeat); one made by an earlier version, without
+-- the comment, by its default name pgtide_<task>_heartbeat and its exact columns (slot text,
+-- beat timestamptz, lsn pg_lsn). The columns are only counted for tables with such a name.
 S.tables = [[
 SELECT c.oid, n.nspname AS schema, c.relname AS name, pg_get_userbyid(c.relowner) AS owner,
        c.relkind, c.relpersistence = 'u' AS unlogged, c.reltype AS type_oid,
@@ -164,10 +168,21 @@ SELECT c.oid, n.nspname AS schema, c.relname AS name, pg_get_userbyid(c.relowner
        (SELECT string_agg(quote_ident(o.option_name) || ' ' || quote_literal(o.option_value), ', ')
           FROM pg_options_to_table(ft.ftoptions) o) AS foreign_options,
        c.relpages::bigint AS pages, c.reltuples::bigint AS rows_estimate,
-       c.relpages::bigint * current_setting('block_size')::bigint AS bytes
+       c.relpages::bigint * current_setting('block_size')::bigint AS bytes,
+       CASE WHEN c.relkind <> 'r' THEN false
+            WHEN hd.description LIKE 'pgtide heartbeat table%' THEN true
+            WHEN c.relname ~ '^pgtide_.*_heartbeat$' THEN
+              (SELECT count(*) = 3 AND count(*) FILTER (WHERE
+                        (a.attname = 'slot' AND a.atttypid = 'text'::regtype)
+                     OR (a.attname = 'beat' AND a.atttypid = 'timestamptz'::regtype)
+                     OR (a.attname = 'lsn' AND a.atttypid = 'pg_lsn'::regtype)) = 3
+                 FROM pg_attribute a
+                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+            ELSE false END AS pgtide_heartbeat
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_am am ON am.oid = c.relam
+LEFT JOIN pg_description hd ON hd.objoid = c.oid AND hd.classoid = 'pg_class'::regclass AND hd.objsubid = 0
 LEFT JOIN pg_foreign_table ft ON ft.ftrelid = c.oid
 LEFT JOIN pg_foreign_server fs ON fs.oid = ft.ftserver
 WHERE c.relkind IN ('r', 'p', 'f') AND %USER_SCHEMA%

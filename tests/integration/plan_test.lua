@@ -229,6 +229,67 @@ T.test("rename: two sources to one target name, and names over 63 bytes, are err
   T.eq(plan_module.runnable(plan), false)
 end)
 
+T.test("heartbeat tables of other pgtide tasks are left out; a user table with a like name is not", function(ctx)
+  local admin = assert(tide.connect(ctx.source_admin))
+  assert(admin:exec("DROP DATABASE IF EXISTS t_plan_test_heartbeat WITH (FORCE)"))
+  assert(admin:exec("CREATE DATABASE t_plan_test_heartbeat"))
+  admin:close()
+  local url = ctx.source_url:gsub("/[^/?]*(%??[^/]*)$", "/t_plan_test_heartbeat%1")
+  local source = assert(tide.connect(url))
+  local cdc_objects = require "tide.cdc.objects"
+  -- Made as another task's stream makes them: the default name, and a configured one.
+  local other = cdc_objects.names { name = "other-task" }
+  cdc_objects.ensure_heartbeat(source, other)
+  cdc_objects.ensure_heartbeat(source, other) -- again: idempotent
+  local custom = cdc_objects.names { name = "custom", incremental = { heartbeat_table = "public.custom_beats" } }
+  cdc_objects.ensure_heartbeat(source, custom)
+  T.eq(assert(source:query("SELECT obj_description('public.pgtide_other_task_heartbeat'::regclass, 'pg_class') AS c"))[1].c,
+       "pgtide heartbeat table of task other-task")
+  assert(source:exec([[
+    -- made by an earlier version: no comment
+    CREATE TABLE public.pgtide_old_heartbeat (slot text PRIMARY KEY,
+      beat timestamptz NOT NULL DEFAULT clock_timestamp(), lsn pg_lsn);
+    -- user tables: a fourth column, another type
+    CREATE TABLE public.pgtide_notes_heartbeat (slot text PRIMARY KEY, beat timestamptz, lsn pg_lsn, note text);
+    CREATE TABLE public.pgtide_typed_heartbeat (slot text PRIMARY KEY, beat timestamp, lsn pg_lsn);
+  ]]))
+  source:close()
+
+  local plan = build(ctx, nil, url)
+  local reasons = skipped_reasons(plan)
+  for _, name in ipairs { "pgtide_other_task_heartbeat", "custom_beats", "pgtide_old_heartbeat" } do
+    T.eq(reasons["table:public." .. name], "the heartbeat table of a pgtide task", name)
+  end
+  local tables = {}
+  for _, t in ipairs(plan.tables) do tables[#tables + 1] = t.key end
+  table.sort(tables)
+  T.eq(tables, { "public.pgtide_notes_heartbeat", "public.pgtide_typed_heartbeat" })
+  for _, list in ipairs { plan.pre_data, plan.post_data } do
+    for _, step in ipairs(list) do
+      local sql = step.sql or ""
+      T.nomatch(sql, "pgtide_other_task_heartbeat")
+      T.nomatch(sql, "custom_beats")
+      T.nomatch(sql, "pgtide_old_heartbeat")
+    end
+  end
+
+  local file = ctx.tmpdir .. "/heartbeat.lua"
+  local f = assert(io.open(file, "w"))
+  f:write('local tide = require "tide"\nreturn tide.task { name = "plan-cli", source = ', string.format("%q", url),
+    ", target = ", string.format("%q", ctx.target_url), ', migrate = { "schema" } }\n')
+  f:close()
+  local code, out = T.sh(PGTIDE .. " plan " .. file)
+  T.eq(code, 0, out)
+  T.match(out, "table public%.pgtide_other_task_heartbeat: the heartbeat table of a pgtide task")
+  T.match(out, "table public%.custom_beats: the heartbeat table of a pgtide task")
+  T.match(out, "table public%.pgtide_old_heartbeat: the heartbeat table of a pgtide task")
+  T.nomatch(out, "CREATE TABLE public%.pgtide_other_task_heartbeat")
+  T.nomatch(out, "CREATE TABLE public%.custom_beats")
+  T.nomatch(out, "CREATE TABLE public%.pgtide_old_heartbeat")
+  T.match(out, "CREATE TABLE public%.pgtide_notes_heartbeat")
+  T.match(out, "CREATE TABLE public%.pgtide_typed_heartbeat")
+end)
+
 T.test("the plan of 10,000 tables takes well under 10 seconds", function(ctx)
   local admin = assert(tide.connect(ctx.source_admin))
   assert(admin:exec("DROP DATABASE IF EXISTS t_plan_test_scale WITH (FORCE)"))

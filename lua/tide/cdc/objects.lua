@@ -12,7 +12,7 @@ local M = {}
 local null = core.null
 local function present(v) return v ~= nil and v ~= null end
 
--- names(task) → { prefix, slot, publication, origin, heartbeat_schema, heartbeat_name }
+-- names(task) → { task, prefix, slot, publication, origin, heartbeat_schema, heartbeat_name }
 function M.names(task)
   local base = ("pgtide_" .. task.name):lower():gsub("[^a-z0-9_]", "_")
   local hb_schema, hb_name = "public", base .. "_heartbeat"
@@ -21,7 +21,7 @@ function M.names(task)
     local s, n = conf:match("^([^.]+)%.(.+)$")
     if s then hb_schema, hb_name = s, n else hb_name = conf end
   end
-  return { prefix = base, slot = base, publication = base, origin = base,
+  return { task = task.name, prefix = base, slot = base, publication = base, origin = base,
            heartbeat_schema = hb_schema, heartbeat_name = hb_name }
 end
 
@@ -79,6 +79,11 @@ end
 
 ------------------------------------------------------------------------ heartbeat table
 
+-- The start of the heartbeat table's comment. The plan of every task leaves a table whose
+-- comment starts with it out (tide.catalog: tables.pgtide_heartbeat), so a task never
+-- migrates the heartbeat table of another task on the same source.
+M.HEARTBEAT_COMMENT = "pgtide heartbeat table"
+
 function M.ensure_heartbeat(source, names)
   local hb = M.heartbeat_sql(source, names)
   local ok, err = source:exec(string.format([[
@@ -91,6 +96,19 @@ CREATE TABLE IF NOT EXISTS %s (
     failure.raise("failed", string.format("cannot create the heartbeat table %s on the source: %s\n" ..
       "  hint: set incremental.heartbeat_table to a schema the source user may create in, or incremental.heartbeat = false",
       hb, err.message or tostring(err)))
+  end
+  -- Marked as ours (also a table made by an earlier version, without the comment); only
+  -- written when it differs, so a resumed run takes no lock for it.
+  local comment = M.HEARTBEAT_COMMENT .. " of task " .. (names.task or names.prefix)
+  local rows = assert(source:query(
+    "SELECT pg_catalog.obj_description($1::pg_catalog.regclass, 'pg_class') AS comment", hb))
+  if rows[1].comment ~= comment then
+    ok, err = source:exec("COMMENT ON TABLE " .. hb .. " IS " .. source:quote_literal(comment))
+    if not ok then
+      failure.raise("failed", string.format("cannot mark the heartbeat table %s on the source with a comment: %s\n" ..
+        "  hint: the source user must own the heartbeat table (it is added to the publication)",
+        hb, err.message or tostring(err)))
+    end
   end
   assert(source:query("INSERT INTO " .. hb .. " (slot) VALUES ($1) ON CONFLICT (slot) DO NOTHING", names.slot))
 end

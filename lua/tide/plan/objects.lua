@@ -166,6 +166,18 @@ function M.select(model, task, selector, skipped)
       and obj.kind == "table" then
       return false, "pgtide's heartbeat table (incremental.heartbeat_table)"
     end
+    -- Another task's heartbeat table (tide.catalog marks it by its comment, or by its name and
+    -- columns), and a sequence OWNED BY one of its columns. Its indexes, constraints,
+    -- comments and grants follow it as parts of a left-out table.
+    if obj.kind == "table" and row.pgtide_heartbeat then
+      return false, "the heartbeat table of a pgtide task"
+    end
+    if obj.kind == "sequence" and row.owned_table_oid then
+      local owner = model.exact["pg_class:" .. row.owned_table_oid]
+      if owner and owner.row.pgtide_heartbeat then
+        return false, "owned by " .. M.describe(owner) .. ", the heartbeat table of a pgtide task"
+      end
+    end
     if def.skip then
       local reason = def.skip(row)
       if reason then return false, reason end
