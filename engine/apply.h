@@ -48,6 +48,8 @@ typedef enum apply_conflict_policy {
 typedef struct apply_column {
     char *source;      /* source column name, as the Relation message sends it */
     char *target_sql;  /* target column name, quoted */
+    bool identity_always; /* GENERATED ALWAYS AS IDENTITY on the target: inserts need OVERRIDING
+                             SYSTEM VALUE, and UPDATE may only set it to DEFAULT */
 } apply_column;
 
 /* One source table of the task and where its changes go. Built from Lua (lua_cdc.c). */
@@ -116,12 +118,15 @@ int apply_stmt_add(apply_stmt *st, const pgoutput_value *v);
 /* Point st->params at the values (call after the last value was added). */
 const char *const *apply_stmt_params(apply_stmt *st);
 
-/* INSERT of `row`'s applied columns (UNCHANGED_TOAST ones left out). Returns the number of
- * columns, 0 if there is nothing to insert. */
+/* INSERT of `row`'s applied columns (UNCHANGED_TOAST ones left out; OVERRIDING SYSTEM VALUE
+ * when one is an identity_always column). Returns the number of columns, 0 if there is nothing
+ * to insert. */
 int apply_sql_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *row, apply_form form);
 /* UPDATE setting `row`'s applied columns that are not UNCHANGED_TOAST (key columns only when
- * set_keys), finding the row by `search`. Returns 1, 0 when nothing is to be set, -1 when a
- * match column has no value in `search` (message in err). */
+ * set_keys), finding the row by `search`. An identity_always column is not set but compared
+ * with its new value in the WHERE (a changed value finds no row: a conflict), unless it is a
+ * key column being changed. Returns 1, 0 when nothing is to be set, -1 when a match column has
+ * no value in `search` (message in err). */
 int apply_sql_update(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *search,
                      const pgoutput_tuple *row, bool set_keys, char *err, size_t errlen);
 int apply_sql_delete(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *search,

@@ -168,12 +168,15 @@ static void inserts_send(apply_state *ap, apply_rel *r) {
         apply_buf_reset(&sql);
         apply_buf_addf(&sql, "INSERT INTO %s (", t->target_sql);
         int c = 0;
+        bool overriding = false;
         for (int i = 0; i < b->ncols; i++) {
             if (!b->present[i]) continue;
             if (c++) apply_buf_adds(&sql, ", ");
             apply_buf_adds(&sql, t->columns[r->slot[i]].target_sql);
+            overriding |= t->columns[r->slot[i]].identity_always;
         }
-        apply_buf_adds(&sql, ") VALUES ");
+        /* GENERATED ALWAYS identity columns take the source's values only with the clause. */
+        apply_buf_adds(&sql, overriding ? ") OVERRIDING SYSTEM VALUE VALUES " : ") VALUES ");
         int n = 0;
         for (int row = 0; row < k; row++) {
             apply_buf_adds(&sql, row ? ", (" : "(");

@@ -14,6 +14,9 @@
  *   - Types without an equality operator (json, xml, geometric types) compare as text.
  *   - ONLY on every statement of a plain table (its inheritance children are separate
  *     relations in the stream), never on a partitioned one (rows live in the partitions).
+ *   - A GENERATED ALWAYS identity column on the target takes the source's value only with
+ *     OVERRIDING SYSTEM VALUE, and UPDATE cannot set it: it is compared with its new value in
+ *     the WHERE instead, so a changed value finds no row (a conflict), never a wrong row.
  */
 #include "apply.h"
 
@@ -245,24 +248,56 @@ int apply_rel_resolve(apply_rel *r, const relcache_relation *rel, apply_target *
 
 /* ---------------------------------------------------------------- statement texts */
 
-static void add_where(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *search) {
-    const apply_target *t = r->target;
+static bool identity_always(const apply_rel *r, int i) {
+    return r->slot[i] >= 0 && r->target->columns[r->slot[i]].identity_always;
+}
+
+static bool same_value(const pgoutput_value *a, const pgoutput_value *b) {
+    return a->kind == b->kind && a->len == b->len && (a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
+}
+
+/* What an UPDATE does with relation column i. */
+typedef enum update_role { UPD_SKIP, UPD_SET, UPD_GUARD } update_role;
+
+static update_role update_role_of(const apply_rel *r, const pgoutput_tuple *search,
+                                  const pgoutput_tuple *row, bool set_keys, int i) {
+    if (r->slot[i] < 0 || row->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) return UPD_SKIP;
+    bool key = r->match[i] && r->by_key;
+    if (key && !set_keys) return UPD_SKIP;
+    if (!identity_always(r, i)) return UPD_SET;
+    /* GENERATED ALWAYS identity: SET accepts only DEFAULT. Unchanged, the WHERE compares it. */
+    if (r->match[i] && same_value(&search->values[i], &row->values[i])) return UPD_SKIP;
+    /* A changed key stays in SET: the server's refusal says what happened. */
+    if (key) return UPD_SET;
+    return UPD_GUARD;
+}
+
+static void add_cond(apply_stmt *st, const apply_rel *r, int i, const pgoutput_value *v, bool *first) {
+    apply_buf_adds(&st->sql, *first ? " WHERE " : " AND ");
+    *first = false;
+    const char *col = r->target->columns[r->slot[i]].target_sql;
+    if (v->kind == PGOUTPUT_VALUE_NULL) {
+        apply_buf_addf(&st->sql, "%s IS NULL", col);
+    } else {
+        int n = apply_stmt_add(st, v);
+        if (r->textcmp[i]) apply_buf_addf(&st->sql, "%s::text = $%d", col, n);
+        else apply_buf_addf(&st->sql, "%s = $%d", col, n);
+    }
+}
+
+/* The match columns' values in `search`; for an UPDATE (`row` not NULL) also the new values of
+ * its guarded columns (see update_role_of). */
+static void add_where(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *search,
+                      const pgoutput_tuple *row, bool set_keys) {
     bool first = true;
     for (int i = 0; i < r->ncols; i++) {
         if (!r->match[i]) continue;
         const pgoutput_value *v = &search->values[i];
         if (v->kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) continue;   /* checked by the caller */
-        apply_buf_adds(&st->sql, first ? " WHERE " : " AND ");
-        first = false;
-        const char *col = t->columns[r->slot[i]].target_sql;
-        if (v->kind == PGOUTPUT_VALUE_NULL) {
-            apply_buf_addf(&st->sql, "%s IS NULL", col);
-        } else {
-            int n = apply_stmt_add(st, v);
-            if (r->textcmp[i]) apply_buf_addf(&st->sql, "%s::text = $%d", col, n);
-            else apply_buf_addf(&st->sql, "%s = $%d", col, n);
-        }
+        add_cond(st, r, i, v, &first);
     }
+    for (int i = 0; row && i < r->ncols; i++)
+        if (update_role_of(r, search, row, set_keys, i) == UPD_GUARD) add_cond(st, r, i, &row->values[i], &first);
     if (first) apply_buf_adds(&st->sql, " WHERE true");
 }
 
@@ -287,10 +322,11 @@ static int check_search(const apply_rel *r, const pgoutput_tuple *search, char *
 }
 
 /* The statement's head and, without a unique key, the one-row locator around the WHERE. */
-static void add_locator(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *search) {
+static void add_locator(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *search,
+                        const pgoutput_tuple *row, bool set_keys) {
     const apply_target *t = r->target;
     if (r->by_key) {
-        add_where(st, r, search);
+        add_where(st, r, search, row, set_keys);
         return;
     }
     if (t->partitioned) {
@@ -298,7 +334,7 @@ static void add_locator(apply_stmt *st, const apply_rel *r, const pgoutput_tuple
     } else {
         apply_buf_addf(&st->sql, " WHERE ctid = (SELECT ctid FROM ONLY %s", t->target_sql);
     }
-    add_where(st, r, search);
+    add_where(st, r, search, row, set_keys);
     apply_buf_adds(&st->sql, " LIMIT 1)");
 }
 
@@ -307,16 +343,20 @@ int apply_sql_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *r
     apply_stmt_reset(st);
     apply_buf_addf(&st->sql, "INSERT INTO %s (", t->target_sql);
     int ncols = 0;
+    bool overriding = false;
     for (int i = 0; i < r->ncols; i++) {
         if (r->slot[i] < 0 || row->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) continue;
         if (ncols++) apply_buf_adds(&st->sql, ", ");
         apply_buf_adds(&st->sql, t->columns[r->slot[i]].target_sql);
+        overriding |= identity_always(r, i);
     }
     if (ncols == 0) {
         apply_stmt_reset(st);
         apply_buf_addf(&st->sql, "INSERT INTO %s DEFAULT VALUES", t->target_sql);
     } else {
-        apply_buf_adds(&st->sql, ") VALUES (");
+        /* The source's identity values, not the target sequence's (other tables keep the
+         * plain form, though the server would accept the clause there too). */
+        apply_buf_adds(&st->sql, overriding ? ") OVERRIDING SYSTEM VALUE VALUES (" : ") VALUES (");
         int k = 0;
         for (int i = 0; i < r->ncols; i++) {
             if (r->slot[i] < 0 || row->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) continue;
@@ -338,6 +378,7 @@ int apply_sql_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *r
         for (int i = 0; i < r->ncols; i++) {
             if (r->slot[i] < 0 || r->match[i] || row->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST)
                 continue;
+            if (identity_always(r, i)) continue;   /* SET accepts only DEFAULT for it */
             const char *col = t->columns[r->slot[i]].target_sql;
             apply_buf_addf(&st->sql, "%s%s = EXCLUDED.%s", k++ ? ", " : "", col, col);
         }
@@ -361,18 +402,26 @@ int apply_sql_update(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *s
     apply_stmt_reset(st);
     if (check_search(r, search, err, errlen) < 0) return -1;
     apply_buf_addf(&st->sql, "UPDATE %s%s SET ", t->partitioned ? "" : "ONLY ", t->target_sql);
-    int k = 0;
+    int k = 0, guards = 0;
     for (int i = 0; i < r->ncols; i++) {
-        if (r->slot[i] < 0 || row->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) continue;
-        if (r->match[i] && r->by_key && !set_keys) continue;
+        update_role role = update_role_of(r, search, row, set_keys, i);
+        guards += role == UPD_GUARD;
+        if (role != UPD_SET) continue;
         int n = apply_stmt_add(st, &row->values[i]);
         apply_buf_addf(&st->sql, "%s%s = $%d", k++ ? ", " : "", t->columns[r->slot[i]].target_sql, n);
+    }
+    /* Only guarded columns: a no-op assignment, so that the guard still checks the row. */
+    for (int i = 0; k == 0 && guards && i < r->ncols; i++) {
+        if (r->slot[i] < 0 || identity_always(r, i)) continue;
+        const char *col = t->columns[r->slot[i]].target_sql;
+        apply_buf_addf(&st->sql, "%s = %s", col, col);
+        k++;
     }
     if (k == 0) {
         apply_stmt_reset(st);
         return 0;
     }
-    add_locator(st, r, search);
+    add_locator(st, r, search, row, set_keys);
     return 1;
 }
 
@@ -382,7 +431,7 @@ int apply_sql_delete(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *s
     apply_stmt_reset(st);
     if (check_search(r, search, err, errlen) < 0) return -1;
     apply_buf_addf(&st->sql, "DELETE FROM %s%s", t->partitioned ? "" : "ONLY ", t->target_sql);
-    add_locator(st, r, search);
+    add_locator(st, r, search, NULL, false);
     return 1;
 }
 

@@ -634,6 +634,7 @@ static apply_target *target_from_lua(lua_State *L, int t) {
             luaL_checktype(L, -1, LUA_TTABLE);
             tg->columns[i].source = field_string(L, lua_gettop(L), "source", true);
             tg->columns[i].target_sql = field_string(L, lua_gettop(L), "target_sql", true);
+            tg->columns[i].identity_always = field_bool(L, lua_gettop(L), "identity_always");
             tg->ncolumns++;
             lua_pop(L, 1);
         }

@@ -134,7 +134,12 @@ local function build_tables(task, plan, target, names)
                 target_name = tgt.name, columns = {}, key = key_columns,
                 known = known_columns(plan, key, columns) }
     for _, c in ipairs(columns) do
-      if c.generated ~= "s" then e.columns[#e.columns + 1] = { source = c.name, target = c.target or c.name } end
+      -- The schema phase creates the target column with the source's identity kind: an ALWAYS
+      -- one needs OVERRIDING SYSTEM VALUE and is never SET (engine/apply_sql.c).
+      if c.generated ~= "s" then
+        e.columns[#e.columns + 1] = { source = c.name, target = c.target or c.name,
+                                      identity_always = c.identity == "a" }
+      end
     end
     by_source[k] = e
     order[#order + 1] = e
@@ -176,7 +181,9 @@ LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tna
   local entries = {}
   for i, e in ipairs(order) do
     local cols = {}
-    for j, c in ipairs(e.columns) do cols[j] = { source = c.source, target_sql = target:quote_ident(c.target) } end
+    for j, c in ipairs(e.columns) do
+      cols[j] = { source = c.source, target_sql = target:quote_ident(c.target), identity_always = c.identity_always }
+    end
     local source_name = e.source_schema .. "." .. e.source_name
     entries[#entries + 1] = {
       source_schema = e.source_schema, source_name = e.source_name, target_sql = tnames[i],

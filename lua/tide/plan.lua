@@ -111,7 +111,7 @@ local function table_entry(model, obj, selector, primary_keys)
   for _, c in ipairs(obj.columns) do
     if c.generated ~= "s" then
       columns[#columns + 1] = { name = c.name, target = c.target, type = c.type, type_oid = c.type_oid,
-                                not_null = c.not_null }
+                                not_null = c.not_null, identity = c.identity }
     end
   end
   local key_columns = primary_keys[obj]

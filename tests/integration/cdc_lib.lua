@@ -44,6 +44,8 @@ SELECT n.nspname AS schema, c.relname AS name, c.oid, c.relkind, c.relreplident 
          WHERE r.oid = pg_partition_root(c.oid) AND r.oid <> c.oid) AS root,
        ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
              AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum)::text[] AS columns,
+       ARRAY(SELECT a.attidentity::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+             AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum)::text[] AS identities,
        ARRAY(SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
              AND a.attnum = ANY(i.indkey)
              WHERE i.indrelid = c.oid AND (i.indisprimary OR (c.relreplident = 'i' AND i.indisreplident))
@@ -68,9 +70,9 @@ function H.plan(src, schema, rename)
   local plan = { tables = {}, by_key = {}, sequences = {} }
   for _, r in ipairs(assert(src:query(PLAN_SQL, schema))) do
     local tname = rename[r.name] or r.name
-    local cols = {}
+    local cols, identities = {}, text_array(r.identities)
     for i, c in ipairs(text_array(r.columns)) do
-      cols[i] = { name = c, target = (rename[r.name .. "." .. c]) or c }
+      cols[i] = { name = c, target = (rename[r.name .. "." .. c]) or c, identity = identities[i] }
     end
     local keys = text_array(r.keys)
     local entry = {

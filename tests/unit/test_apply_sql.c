@@ -1,8 +1,9 @@
 /*
  * test_apply_sql.c — the statements apply sends for each change, from a relation as the stream
  * describes it and the task's map: unchanged TOAST values left out, rows found by key or by
- * every column (NULL-safe, one row), ONLY on plain tables, upserts, key text, and the
- * resolution errors an operator sees (unknown column, dropped column, unselected key column).
+ * every column (NULL-safe, one row), ONLY on plain tables, upserts, GENERATED ALWAYS identity
+ * columns, key text, and the resolution errors an operator sees (unknown column, dropped column,
+ * unselected key column).
  * TAP output; exit status 1 on any failure.
  */
 #include "apply.h"
@@ -207,6 +208,109 @@ static void test_full_identity(void) {
     relcache_destroy(cache);
 }
 
+/* GENERATED ALWAYS identity columns on the target: inserts override, updates never SET them
+ * (the server refuses) but compare the new value, unless a key is being changed. */
+static void test_identity_always(void) {
+    relcache *cache = relcache_create();
+    char err[512];
+    apply_rel r;
+    apply_stmt st = { 0 };
+
+    /* (id identity always primary key, v) */
+    const char *names[] = { "id", "v" };
+    const relcache_relation *rel = describe(cache, 5, 'd', 2, names, (const int[]) { 1, 0 }, NULL);
+    apply_target *t = target(names, 2, names, 2, (const char *[]) { "id" }, 1, false);
+    t->columns[0].identity_always = true;
+    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "identity key: resolves");
+    pgoutput_value row_v[] = { text("7"), text("a") };
+    pgoutput_tuple row = { 2, row_v };
+    apply_sql_insert(&st, &r, &row, APPLY_FORM_INSERT);
+    check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"v\") OVERRIDING SYSTEM VALUE VALUES ($1, $2)",
+              "insert of an identity always column overrides the system value");
+    apply_sql_insert(&st, &r, &row, APPLY_FORM_UPSERT);
+    check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"v\") OVERRIDING SYSTEM VALUE VALUES ($1, $2) "
+              "ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\" RETURNING (xmax = 0) AS inserted",
+              "upsert overrides too");
+    check(apply_sql_update(&st, &r, &row, &row, false, err, sizeof err) == 1, "identity key: update builds");
+    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE \"id\" = $2",
+              "update of a row with an identity key: the key only in WHERE");
+    pgoutput_value old_v[] = { text("7"), text("a") };
+    pgoutput_tuple old = { 2, old_v };
+    apply_sql_update(&st, &r, &old, &row, true, err, sizeof err);
+    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE \"id\" = $2",
+              "an old tuple with the same identity key (REPLICA IDENTITY FULL): not set");
+    pgoutput_value moved_v[] = { text("8"), text("a") };
+    pgoutput_tuple moved = { 2, moved_v };
+    apply_sql_update(&st, &r, &old, &moved, true, err, sizeof err);
+    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3",
+              "a changed identity key stays in SET (the server says why it cannot)");
+    check_str(params_text(&st), "8|a|7", "key-changing update parameters");
+    apply_rel_clear(&r);
+    apply_target_free(t);
+
+    /* (id primary key, hid identity always, v) */
+    const char *names3[] = { "id", "hid", "v" };
+    rel = describe(cache, 6, 'd', 3, names3, (const int[]) { 1, 0, 0 }, NULL);
+    t = target(names3, 3, names3, 3, (const char *[]) { "id" }, 1, false);
+    t->columns[1].identity_always = true;
+    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "identity non-key: resolves");
+    pgoutput_value row3_v[] = { text("1"), text("10"), text("x") };
+    pgoutput_tuple row3 = { 3, row3_v };
+    apply_sql_update(&st, &r, &row3, &row3, false, err, sizeof err);
+    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE \"id\" = $2 AND \"hid\" = $3",
+              "an identity column left out of SET is compared with its new value");
+    check_str(params_text(&st), "x|1|10", "guarded update parameters");
+    apply_sql_insert(&st, &r, &row3, APPLY_FORM_UPSERT);
+    check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"hid\", \"v\") OVERRIDING SYSTEM VALUE VALUES "
+              "($1, $2, $3) ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\" RETURNING (xmax = 0) AS inserted",
+              "upsert leaves the identity column out of DO UPDATE SET");
+    pgoutput_value only_v[] = { text("1"), text("11"), TOAST };
+    pgoutput_tuple only = { 3, only_v };
+    check(apply_sql_update(&st, &r, &only, &only, false, err, sizeof err) == 1, "nothing else to set: still built");
+    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = \"id\" WHERE \"id\" = $1 AND \"hid\" = $2",
+              "a no-op SET keeps the guard");
+    apply_rel_clear(&r);
+    apply_target_free(t);
+
+    /* Keyless, REPLICA IDENTITY FULL: (hid identity always, v) */
+    rel = describe(cache, 7, 'f', 2, (const char *[]) { "hid", "v" }, (const int[]) { 1, 1 }, NULL);
+    t = target((const char *[]) { "hid", "v" }, 2, (const char *[]) { "hid", "v" }, 2, NULL, 0, false);
+    t->columns[0].identity_always = true;
+    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0 && !r.by_key, "identity, no key: by every column");
+    pgoutput_value kold_v[] = { text("3"), text("p") };
+    pgoutput_tuple kold = { 2, kold_v };
+    pgoutput_value knew_v[] = { text("3"), text("q") };
+    pgoutput_tuple knew = { 2, knew_v };
+    apply_sql_update(&st, &r, &kold, &knew, true, err, sizeof err);
+    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM ONLY "
+              "\"shop\".\"t\" WHERE \"hid\" = $2 AND \"v\" = $3 LIMIT 1)",
+              "an unchanged identity column: compared once, with the old values");
+    pgoutput_value kmoved_v[] = { text("4"), text("q") };
+    pgoutput_tuple kmoved = { 2, kmoved_v };
+    apply_sql_update(&st, &r, &kold, &kmoved, true, err, sizeof err);
+    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM ONLY "
+              "\"shop\".\"t\" WHERE \"hid\" = $2 AND \"v\" = $3 AND \"hid\" = $4 LIMIT 1)",
+              "a changed identity value guards the row inside the locator (no row: a conflict)");
+    check_str(params_text(&st), "q|3|p|4", "locator guard parameters");
+    apply_rel_clear(&r);
+    apply_target_free(t);
+
+    /* The same shape without identity columns keeps the plain statements. */
+    rel = describe(cache, 8, 'd', 2, names, (const int[]) { 1, 0 }, NULL);
+    t = target(names, 2, names, 2, (const char *[]) { "id" }, 1, false);
+    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "plain table: resolves");
+    apply_sql_insert(&st, &r, &row, APPLY_FORM_INSERT);
+    check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"v\") VALUES ($1, $2)",
+              "no OVERRIDING clause without an identity always column");
+    apply_sql_update(&st, &r, &old, &moved, true, err, sizeof err);
+    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3",
+              "no guard without an identity always column");
+    apply_rel_clear(&r);
+    apply_target_free(t);
+    apply_stmt_free(&st);
+    relcache_destroy(cache);
+}
+
 static void test_resolution_errors(void) {
     relcache *cache = relcache_create();
     char err[512];
@@ -252,6 +356,7 @@ static void test_lsn(void) {
 int main(void) {
     test_primary_key();
     test_full_identity();
+    test_identity_always();
     test_resolution_errors();
     test_lsn();
     printf("1..%d\n", tests);
