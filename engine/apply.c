@@ -344,8 +344,12 @@ void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_t
     char err[512];
     bool hookish = ap->opt.conflict_hook && ap->opt.conflict != APPLY_CONFLICT_OVERWRITE;
     bool overwrite = ap->opt.conflict == APPLY_CONFLICT_OVERWRITE && r->by_key;
+    /* Before a table's tolerated position (see apply_target.tolerate_lsn) an insert may meet a
+     * row the stream's later TRUNCATE removes anyway: never a failed statement. */
+    bool tolerant = commit_lsn && commit_lsn <= r->target->tolerate_lsn;
     if (op == 'I') {
-        apply_form form = overwrite ? APPLY_FORM_UPSERT
+        apply_form form = overwrite || (tolerant && r->by_key) ? APPLY_FORM_UPSERT
+                        : tolerant ? APPLY_FORM_INSERT_IGNORE
                         : (ap->opt.conflict == APPLY_CONFLICT_ERROR && !hookish) ? APPLY_FORM_INSERT
                         : APPLY_FORM_INSERT_IGNORE;
         apply_sql_insert(&ap->st, r, row, form);

@@ -72,6 +72,11 @@ typedef struct apply_target {
                                           checked: a plain table, no replica/always triggers,
                                           the stream in replica role) */
     bool unique_free;                  /* the target has no unique index: no insert conflicts */
+    uint64_t tolerate_lsn;             /* the full load found this table rewritten (TRUNCATE) on the
+                                          source after its snapshot: changes in transactions
+                                          committing at or before this LSN may miss their rows (the
+                                          stream's TRUNCATE resets the table), so their conflicts
+                                          are counted as tolerated, never fatal; 0 = none */
 } apply_target;
 
 void apply_target_free(apply_target *t);
@@ -190,6 +195,7 @@ typedef struct apply_counters {
     uint64_t groups, truncates, heartbeats;
     uint64_t insert_exists, update_missing, delete_missing;
     uint64_t conflicts_skipped, conflicts_overwritten;
+    uint64_t conflicts_tolerated;   /* rows missing before a table's tolerate_lsn (not counted above) */
     uint64_t prepared_statements;
 } apply_counters;
 

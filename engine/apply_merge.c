@@ -223,7 +223,7 @@ static bool column_sent(const apply_rel *r, const pgoutput_tuple *row, int i) {
 
 bool apply__batch_insert(apply_state *ap, apply_rel *r, const pgoutput_tuple *row, uint64_t lsn) {
     /* With a unique index on the target, a duplicate must stop the task (no skip, no hook). */
-    if (ap->failed || !r->target->batchable ||
+    if (ap->failed || !r->target->batchable || ap->tx_final_lsn <= r->target->tolerate_lsn ||
         (!r->target->unique_free && (ap->opt.conflict != APPLY_CONFLICT_ERROR || ap->opt.conflict_hook)))
         return false;
     insert_batch *b = r->merge ? &r->merge->ins : NULL;

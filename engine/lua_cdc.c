@@ -477,12 +477,13 @@ static void push_stats(lua_State *L, cdc_stream *s) {
         SET_INT("spool_peak_bytes", sc.peak_bytes);
         SET_INT("streams_open", sc.open);
     }
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     SET_INT("insert_exists", n->insert_exists);
     SET_INT("update_missing", n->update_missing);
     SET_INT("delete_missing", n->delete_missing);
     SET_INT("skipped", n->conflicts_skipped);
     SET_INT("overwritten", n->conflicts_overwritten);
+    SET_INT("tolerated", n->conflicts_tolerated);
     lua_setfield(L, -2, "conflicts");
 }
 
@@ -623,6 +624,9 @@ static apply_target *target_from_lua(lua_State *L, int t) {
     tg->mergeable = field_bool(L, t, "mergeable");
     tg->batchable = field_bool(L, t, "batchable");
     tg->unique_free = field_bool(L, t, "unique_free");
+    if (lua_getfield(L, t, "tolerate_lsn") == LUA_TSTRING && apply_parse_lsn(lua_tostring(L, -1), &tg->tolerate_lsn) < 0)
+        luaL_error(L, "cdc_stream: tolerate_lsn of %s must look like 0/1A2B3C", tg->display ? tg->display : "?");
+    lua_pop(L, 1);
     tg->known = field_names(L, t, "known", &tg->nknown);
     tg->key = field_names(L, t, "key", &tg->nkey);
     if (lua_getfield(L, t, "columns") == LUA_TTABLE) {

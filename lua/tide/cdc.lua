@@ -124,15 +124,27 @@ end
 
 -- The C stream's tables: every published relation (partitions through their root) with its
 -- target, columns, known columns, key, and whether a hook or the heartbeat owns it.
+local function lsn_value(s)
+  local hi, lo = tostring(s):match("^(%x+)/(%x+)$")
+  return hi and (tonumber(hi, 16) << 32 | tonumber(lo, 16)) or 0
+end
+
 local function build_tables(task, plan, target, names)
   local hooks = (task.on and task.on.change) or {}
   local by_source, order = {}, {}
-  local function add(schema, name, key, tgt, columns, key_columns)
+  -- Tables the full load found truncated on the source after its snapshot (tide.state): up to
+  -- the recorded position, their changes may miss rows (engine/apply.h, tolerate_lsn).
+  local rewritten = require("tide.state").rewritten(task, target)
+  local function add(schema, name, key, tgt, columns, key_columns, leaf_key)
     local k = schema .. "\0" .. name
-    if by_source[k] then return end
+    local lsn = rewritten[leaf_key or key]
+    if by_source[k] then
+      if lsn and lsn_value(lsn) > lsn_value(by_source[k].tolerate_lsn) then by_source[k].tolerate_lsn = lsn end
+      return
+    end
     local e = { source_schema = schema, source_name = name, target_schema = tgt.schema,
                 target_name = tgt.name, columns = {}, key = key_columns,
-                known = known_columns(plan, key, columns) }
+                known = known_columns(plan, key, columns), tolerate_lsn = lsn }
     for _, c in ipairs(columns) do
       -- The schema phase creates the target column with the source's identity kind: an ALWAYS
       -- one needs OVERRIDING SYSTEM VALUE and is never SET (engine/apply_sql.c).
@@ -147,7 +159,7 @@ local function build_tables(task, plan, target, names)
   for _, tbl in ipairs(plan.tables or {}) do
     local root = tbl.parent and plan.by_key and plan.by_key["table:" .. tbl.parent]
     if root then
-      add(root.schema, root.name, tbl.parent, root.target, root.columns or tbl.columns, tbl.key_columns)
+      add(root.schema, root.name, tbl.parent, root.target, root.columns or tbl.columns, tbl.key_columns, tbl.key)
     else
       add(tbl.source.schema, tbl.source.name, tbl.key, tbl.target, tbl.columns, tbl.key_columns)
     end
@@ -189,7 +201,7 @@ LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tna
       source_schema = e.source_schema, source_name = e.source_name, target_sql = tnames[i],
       display = e.target_schema .. "." .. e.target_name, columns = cols, key = e.key, known = e.known,
       partitioned = kinds[i] == "p", mergeable = mergeable[i] and e.key ~= nil,
-      batchable = batchable[i] or false, unique_free = unique_free[i] or false,
+      batchable = batchable[i] or false, unique_free = unique_free[i] or false, tolerate_lsn = e.tolerate_lsn,
       hooked = hooks[source_name] ~= nil or hooks[objects.qname(target, e.source_schema, e.source_name)] ~= nil,
     }
   end

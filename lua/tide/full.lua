@@ -6,8 +6,11 @@
 --   full.run(task, plan, source, target, opts) → summary
 --     opts.snapshot   a snapshot name to import (exported by the replication slot's creation);
 --                     without it the load exports its own from a REPEATABLE READ transaction
---     opts.on_imported()  called once every copy job has imported the snapshot (the exporter
+--     opts.on_imported()  called once every part is copied (the exporter of opts.snapshot
 --                     may then let it go)
+--     opts.stream     true when an incremental stream starting at the snapshot follows the load
+--                     (a source table truncated after the snapshot is then brought back by it;
+--                     without one such a table is copied again under a new snapshot)
 --     opts.progress   a tide.progress reporter
 --
 -- Resume: a part counts as done when its COPY committed on the target, in the same
@@ -169,6 +172,33 @@ FROM pg_catalog.pg_largeobject_metadata l ORDER BY l.oid]]))
   return { rows = count, bytes = bytes }, seconds
 end
 
+-- TRUNCATE is not MVCC-safe: a source table truncated after the load's snapshot was taken
+-- reads as the truncating transaction left it — empty of every row that snapshot can see,
+-- whatever it held before. The COPY's lock keeps the table from being truncated while the
+-- part's transaction lasts, so comparing the table's storage as the snapshot sees it with its
+-- storage now tells whether this happened before the part was read. Returns nil, or the WAL
+-- position now (the truncation committed before it).
+local REWRITE_SQL = [[
+SELECT c.relfilenode::int8 AS then_node, pg_catalog.pg_relation_filenode(c.oid)::int8 AS now_node,
+       pg_catalog.pg_current_wal_insert_lsn()::text AS lsn
+FROM pg_catalog.pg_class c WHERE c.oid = $1::regclass]]
+
+local function rewritten_since_snapshot(src, tbl)
+  local rel = src:quote_ident(tbl.source.schema) .. "." .. src:quote_ident(tbl.source.name)
+  local rows, err = src:query(REWRITE_SQL, rel)
+  if not rows then failure.raise("failed", "checking " .. tbl.key .. " on the source failed: " .. tostring(err), { err = err }) end
+  local r = rows[1]
+  if r and r.then_node ~= r.now_node then return r.lsn end
+end
+
+-- Each part reads in a source transaction of its own under the load's snapshot (imported
+-- again for each part), so a copy job never waits for a table's lock while it holds another
+-- one: a TRUNCATE of several tables on the source can wait for a copy, never deadlock with it.
+local function begin_source(load, src)
+  must(src, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "starting the source transaction")
+  must(src, "SET TRANSACTION SNAPSHOT " .. src:quote_literal(load.snapshot), "importing the snapshot " .. load.snapshot)
+end
+
 local function copy_part(load, src, tgt, part)
   local task, state = load.task, load.state
   local tbl = part.table
@@ -176,10 +206,12 @@ local function copy_part(load, src, tgt, part)
   local existing = task.full.existing or "error"
   local whole = part.count == 1
   if part.range_kind == "lo" then
+    begin_source(load, src)
     local result, seconds = copy_large_objects(load, src, tgt, part)
+    src:exec("COMMIT")
     return M.part_finished(load, part, result, seconds)
   end
-  must(src, "SAVEPOINT tide_part", "opening a savepoint on the source")
+  begin_source(load, src)
   must(tgt, "BEGIN", "starting the target transaction")
   local freeze = false
   if whole and existing ~= "append" then
@@ -201,7 +233,7 @@ local function copy_part(load, src, tgt, part)
   load.running[part] = nil
   if not result then
     tgt:exec("ROLLBACK")
-    src:exec("ROLLBACK TO SAVEPOINT tide_part")
+    src:exec("ROLLBACK")
     local where = err.side == "source" and "reading it from the source" or "writing it to the target"
     local msg = string.format("copying %s (part %d of %d) failed while %s: %s", tbl.key, part.no, part.count, where,
                               tostring(err))
@@ -211,9 +243,24 @@ local function copy_part(load, src, tgt, part)
     failure.raise("failed", msg, { err = err, part = part.id })
   end
   local seconds = tide.monotonic() - started
-  must(tgt, state:part_done_sql(tgt, part, result.rows, result.bytes, seconds, tbl.binary and "binary" or "text") ..
-            "; COMMIT", "committing " .. tbl.key)
-  must(src, "RELEASE SAVEPOINT tide_part", "releasing a savepoint on the source")
+  local rewritten = rewritten_since_snapshot(src, tbl)
+  src:exec("COMMIT")
+  if rewritten and not load.opts.stream then
+    -- No stream follows to bring the table back: the load starts over (M.run, M.start_over).
+    tgt:exec("ROLLBACK")
+    load.rewritten = load.rewritten or {}
+    load.rewritten[tbl.key] = tbl
+    failure.raise("failed", string.format("%s was truncated (or rewritten) on the source after the load's " ..
+      "snapshot was taken, so the snapshot no longer sees its rows (TRUNCATE is not MVCC-safe)", tbl.key),
+      { err = { sqlstate = "40001", message = "table rewritten after the snapshot" }, rewritten = tbl })
+  end
+  if rewritten and load.opts.progress then
+    load.opts.progress:note(string.format("%s (part %d of %d) was truncated on the source after the load's " ..
+      "snapshot (TRUNCATE is not MVCC-safe); the stream's TRUNCATE brings it back, and changes before it that " ..
+      "find no row on the target are tolerated up to %s", tbl.key, part.no, part.count, rewritten))
+  end
+  must(tgt, state:part_done_sql(tgt, part, result.rows, result.bytes, seconds, tbl.binary and "binary" or "text",
+                                rewritten) .. "; COMMIT", "committing " .. tbl.key)
   M.part_finished(load, part, result, seconds)
 end
 
@@ -237,8 +284,10 @@ local function copy_job(load, snapshot)
   local task = load.task
   local src <close> = connect.open(task, "source", { settings = SOURCE_SETTINGS })
   local tgt <close> = connect.open(task, "target", { settings = TARGET_SETTINGS })
-  must(src, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "starting the source transaction")
-  must(src, "SET TRANSACTION SNAPSHOT " .. src:quote_literal(snapshot), "importing the snapshot " .. snapshot)
+  -- The first import proves the snapshot usable from this job's session.
+  load.snapshot = snapshot
+  begin_source(load, src)
+  src:exec("COMMIT")
   load.imported = load.imported + 1
   load.changed:notify()
   while true do
@@ -251,7 +300,6 @@ local function copy_job(load, snapshot)
     load.changed:notify()
     if not ok then load:fail(err); break end
   end
-  src:exec("COMMIT")
 end
 
 ------------------------------------------------------------------------ post-data
@@ -567,21 +615,21 @@ function M.run(task, plan, source, target, opts)
   local jobs = math.max(1, math.min(task.full.jobs or 4, math.max(1, #load.queue)))
   local copy_handles = {}
   for _ = 1, jobs do copy_handles[#copy_handles + 1] = tide.spawn(copy_job, load, snapshot) end
-  -- Let the exporter go once every job holds the snapshot (or a job failed before that).
-  while load.imported < jobs and not load.failed do
-    local any_finished = false
-    for _, h in ipairs(copy_handles) do if h:done() then any_finished = true end end
-    if any_finished then break end
-    load.changed:wait(1)
-  end
   if exporter then
     -- Sequence values are read as the snapshot is taken (sequences are not transactional).
     local ok, err = pcall(sync_sequences, load, exporter, target)
     if not ok then load:fail(err) end
-    exporter:exec("COMMIT")
-    exporter:close()
   end
-  if opts.on_imported then opts.on_imported() end
+  -- The exporter (or the caller's slot connection) stays idle, keeping the snapshot alive, as
+  -- long as parts are copied: each part imports it again (see begin_source).
+  local function release_snapshot()
+    if exporter then
+      exporter:exec("COMMIT")
+      exporter:close()
+      exporter = nil
+    end
+    if opts.on_imported then opts.on_imported(); opts.on_imported = nil end
+  end
 
   local index_jobs = task.full.index_jobs or math.max(1, math.min(4, task.full.jobs or 4))
   local step_handles = {}
@@ -589,9 +637,16 @@ function M.run(task, plan, source, target, opts)
     if #load.steps > 0 then step_handles[#step_handles + 1] = tide.spawn(step_job, load) end
   end
   for _, r in ipairs(tide.wait_all(copy_handles)) do if not r.ok then load:fail(r.err) end end
+  release_snapshot()
   load.copies_finished = true
   load.changed:notify()
   for _, r in ipairs(tide.wait_all(step_handles)) do if not r.ok then load:fail(r.err) end end
+  if load.rewritten then
+    -- Without a stream the copy must equal one snapshot: start again under a new one (the
+    -- failure raised is retried by `pgtide run`).
+    M.start_over(task, plan, target, state)
+    if opts.progress then opts.progress:note("the full load starts again under a new snapshot") end
+  end
   if load.failed then error(load.failed, 0) end
   if opts.snapshot then sync_sequences(load, source, target) end
   local analyze_started = tide.monotonic()
@@ -610,12 +665,36 @@ M._next_step, M._step_done = next_step, function(load, step)
   load.steps_running[step] = nil
 end
 
--- Empty every target table of the plan in one statement (foreign keys among them allow it).
-function M.empty_tables(task, plan, target)
+-- M.start_over(task, plan, target, state [, why]): the full load starts again from the
+-- beginning under a new snapshot (its earlier snapshot died with its slot, or a table was
+-- truncated on the source after it and no stream follows to bring it back). In one target
+-- transaction, so a kill cannot leave half of it: the foreign keys and triggers that earlier
+-- post-data steps built are dropped and those steps forgotten (a foreign key would refuse rows
+-- copied before the ones they reference, a trigger would change them), the copied parts are
+-- forgotten, and every table of the plan is emptied (one TRUNCATE: foreign keys among them
+-- allow it).
+function M.start_over(task, plan, target, state)
+  local done = state:steps_done()
+  local sql, steps = { "BEGIN", "SET LOCAL lock_timeout = 0" }, {}
+  for _, step in ipairs(task.phases.schema and plan.post_data or {}) do
+    if step.undo and done[step.key] then
+      sql[#sql + 1] = step.undo
+      steps[#steps + 1] = step.key
+    end
+  end
   local list = {}
   for _, tbl in ipairs(plan.tables) do list[#list + 1] = parts_mod.target_relation(target, tbl) end
-  if #list == 0 then return end
-  must(target, "TRUNCATE " .. table.concat(list, ", "), "emptying the target tables for a new full load")
+  if #list > 0 then sql[#sql + 1] = "TRUNCATE " .. table.concat(list, ", ") end
+  must(target, table.concat(sql, ";\n"), "emptying the target tables for a new full load")
+  local ok, err = target:query("DELETE FROM " .. state:tbl("steps") .. " WHERE task = $1 AND step = ANY ($2)",
+                               task.name, steps)
+  if ok then ok, err = target:query("DELETE FROM " .. state:tbl("copy_parts") .. " WHERE task = $1", task.name) end
+  if not ok then
+    target:exec("ROLLBACK")
+    failure.raise("failed", "forgetting the interrupted full load failed: " .. tostring(err), { err = err })
+  end
+  must(target, "COMMIT", "emptying the target tables for a new full load")
+  return #steps
 end
 
 -- Operator controls (used by the live-task REPL).

@@ -231,6 +231,14 @@ function M.build(task, source, target)
   -- The plan's steps: plain tables, keys instead of objects.
   local function finish(step)
     local out = { kind = step.kind, key = step.key, sql = step.sql, object = step.object.key, phase = step.phase }
+    -- Post-data objects that act on rows as they are written (foreign keys check them,
+    -- triggers change them): a full load that starts over first drops the ones it built.
+    if (step.kind == "fkey" or step.kind == "trigger") and step.object.def.drop then
+      local ok, drop = pcall(step.object.def.drop, ctx, step.object)
+      if ok and drop then
+        out.undo = drop:gsub("^DROP TRIGGER ", "DROP TRIGGER IF EXISTS ", 1):gsub(" DROP CONSTRAINT ", " DROP CONSTRAINT IF EXISTS ", 1)
+      end
+    end
     out.after = {}
     for i, other in ipairs(step.after_steps or {}) do out.after[i] = other.key end
     if step.phase == "post" then

@@ -64,13 +64,19 @@ local function run_once(task, opts, progress)
   progress:line("target: %s (PostgreSQL %s)", task.target_info, connect.version_string(target:server_version()))
 
   local state_mod = require "tide.state"
-  local phase = state_mod.peek(task, target)
-  local resumed = phase ~= nil and phase ~= "new" and phase ~= "done"
-  if phase == "done" then phase = nil end
+  local phase, pre_committed = state_mod.peek(task, target)
+  local resumed = (phase ~= nil and phase ~= "new" and phase ~= "done") or pre_committed ~= nil
+  local finished = phase == "done"
+  if finished then phase = nil end
   if resumed then progress:note("resuming task " .. task.name .. " from phase '" .. phase .. "'") end
 
   local plan = require("tide.plan").build(task, source, target)
   for _, w in ipairs(plan.warnings) do progress:line("plan: warning: %s", w.message) end
+  if finished and #plan.conflicts > 0 and task.phases.schema then
+    failure.raise("precheck", string.format("task %s already finished on this target: its objects are there and " ..
+      "its recorded phase is \"done\"; nothing was written\n  hint: to migrate again, run `pgtide release` for " ..
+      "the task (it forgets the recorded progress) and empty the target, or give the task another name", task.name))
+  end
   -- Objects already on the target conflict only when this task is to create them.
   if #plan.errors > 0 or (#plan.conflicts > 0 and task.phases.schema and not resumed) then
     failure.raise("precheck", require("tide.schema").refusal(plan))
@@ -107,8 +113,10 @@ local function run_once(task, opts, progress)
 
   if phases.schema and not reached(phase, "schema_pre") then
     task.phase = "schema"; progress:phase_start("schema")
-    local n = schema.apply_pre(task, plan, target)
-    state:set_phase("schema_pre")
+    -- The phase is recorded in the transaction that creates the last objects: a kill cannot
+    -- leave objects the task does not know it made.
+    local n = schema.apply_pre(task, plan, target, { skip = pre_committed,
+      record = function(i, final) return state:phase_sql(target, final and "schema_pre" or "new", final and 0 or i) end })
     progress:phase_end("schema", string.format("%d pre-data statements", n))
   end
 
@@ -144,15 +152,18 @@ local function run_once(task, opts, progress)
       -- starts at the new slot), so the copy starts over: its record is forgotten and the
       -- tables are emptied.
       progress:note("the interrupted full load restarts from the beginning under the new slot's snapshot")
-      state:forget_parts()
-      require("tide.full").empty_tables(task, plan, target)
+      local undone = require("tide.full").start_over(task, plan, target, state)
+      if undone > 0 then
+        progress:note(string.format("dropped %d foreign key(s) and trigger(s) built by the interrupted load; " ..
+                                    "they are built again after the copy", undone))
+      end
     end
   end
 
   if phases.full and not reached(phase, "post") then
     task.phase = "full"; progress:phase_start("full")
     local stats = require("tide.full").run(task, plan, source, target, {
-      state = state, progress = progress, snapshot = info and info.snapshot,
+      state = state, progress = progress, snapshot = info and info.snapshot, stream = info ~= nil,
       on_imported = function() if info and info.hold then info.hold:close(); info.hold = nil end end,
     })
     -- The origin's position is recorded before the phase: a crash in between leaves a slot

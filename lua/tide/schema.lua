@@ -75,41 +75,52 @@ end
 
 -- Pre-data: drops (schema.existing = "drop"), then every creation. In one transaction when it
 -- fits (see above), so a failure leaves the target as it was; a very large schema is created
--- in several transactions, and a failure says what was committed: running again with
--- schema.existing = "skip" continues from there.
-function M.apply_pre(task, plan, target)
+-- in several transactions, and a failure says what was committed: running the task again
+-- continues from there.
+-- opts.record(committed, final) → SQL run in each transaction just before its COMMIT (the
+-- task's record of how far pre-data got: tide.run, so that a kill between the work and the
+-- record cannot happen); opts.skip = N leaves out the first N statements (committed by an
+-- interrupted run, as recorded).
+function M.apply_pre(task, plan, target, opts)
   local _ = task
-  local refusal = M.refusal(plan)
+  opts = opts or {}
+  local skip = opts.skip or 0
+  local refusal = skip == 0 and M.refusal(plan)
   if refusal then failure.raise("precheck", refusal) end
   local batch = statements_per_transaction(target)
-  local committed = 0
   local function begin()
     local ok, err = target:exec("BEGIN; " .. SETTINGS)
     if not ok then failure.raise("failed", "cannot start a pre-data transaction on the target: " .. tostring(err)) end
   end
-  local function commit()
-    local ok, err = target:exec("COMMIT")
-    if not ok then failure.raise("failed", "committing pre-data failed: " .. tostring(err)) end
+  local function commit(i, final)
+    local ok, err = target:exec((opts.record and (opts.record(i, final) .. ";\n") or "") .. "COMMIT")
+    if not ok then
+      target:exec("ROLLBACK")
+      failure.raise("failed", "committing pre-data failed: " .. tostring(err))
+    end
   end
   begin()
+  local committed = skip
   for i, step in ipairs(plan.pre_data) do
+    if i <= skip then goto continue end
     local ok, err = target:exec(step.sql)
     if not ok then
       target:exec("ROLLBACK")
       local outcome = committed == 0
         and "\n  The pre-data phase was rolled back: nothing was created on the target."
-        or string.format("\n  The first %d of %d pre-data statements were committed (the schema is too large for one transaction); fix the cause and run again with schema.existing = \"skip\" to go on from there.",
+        or string.format("\n  The first %d of %d pre-data statements were committed (the schema is too large for one transaction); fix the cause and run the task again: it goes on from there.",
           committed, #plan.pre_data)
       failure.raise("failed", step_failure(plan, step, err) .. outcome, { step = step, err = err })
     end
-    if i % batch == 0 and i < #plan.pre_data then
-      commit()
+    if (i - skip) % batch == 0 and i < #plan.pre_data then
+      commit(i, false)
       committed = i
       begin()
     end
+    ::continue::
   end
-  commit()
-  return #plan.pre_data
+  commit(#plan.pre_data, true)
+  return #plan.pre_data - skip
 end
 
 -- Post-data, step by step in plan order. opts.skip(step) → true to leave a step out (done in

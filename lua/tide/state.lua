@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS %s.copy_parts (
   format      text,
   PRIMARY KEY (task, part)
 );
+-- Set when the source table had been truncated (or rewritten) after the load's snapshot by the
+-- time this part was read: the WAL position then (the stream tolerates missing rows up to it).
+ALTER TABLE %s.copy_parts ADD COLUMN IF NOT EXISTS rewritten_lsn pg_lsn;
 CREATE TABLE IF NOT EXISTS %s.steps (
   task        text NOT NULL,
   step        text NOT NULL,
@@ -46,13 +49,17 @@ CREATE TABLE IF NOT EXISTS %s.steps (
 )]]
 
 -- M.peek(task, target) → the recorded phase of the task, or nil when the target holds no state
--- for it; writes nothing (prechecks run before anything is written).
+-- for it, and how many pre-data statements an interrupted schema phase committed (a schema
+-- too large for one transaction); writes nothing (prechecks run before anything is written).
 function M.peek(task, target)
   local tbl = target:quote_ident(task.state_schema or "pgtide") .. ".tasks"
   local r = assert(target:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", tbl))
   if not r[1].present then return nil end
-  local rows = assert(target:query("SELECT phase FROM " .. tbl .. " WHERE task = $1", task.name))
-  return rows[1] and rows[1].phase or nil
+  local rows = assert(target:query("SELECT phase, (info ->> 'pre_committed')::int AS pre FROM " .. tbl ..
+                                   " WHERE task = $1", task.name))
+  if not rows[1] then return nil end
+  local pre = rows[1].pre
+  return rows[1].phase, rows[1].phase == "new" and type(pre) == "number" and pre > 0 and pre or nil
 end
 
 -- M.forget(task, target) → true when the target held progress for the task, which is now
@@ -89,6 +96,15 @@ function State:phase()
   return rows[1] and rows[1].phase or "new", rows[1] and rows[1].info
 end
 
+-- SQL (literals quoted) that records a phase, for the transaction whose work reaches it: the
+-- work and its record commit together. `pre_committed` (optional) records how many pre-data
+-- statements are committed when the phase is not reached yet.
+function State:phase_sql(conn, phase, pre_committed)
+  return string.format("UPDATE %s SET phase = %s, updated_at = now(), info = info || " ..
+                       "pg_catalog.jsonb_build_object('pre_committed', %d) WHERE task = %s", self:tbl("tasks"),
+                       conn:quote_literal(phase), pre_committed or 0, conn:quote_literal(self.task.name))
+end
+
 function State:set_phase(phase)
   assert(self.target:query("UPDATE " .. self:tbl("tasks") .. " SET phase = $2, updated_at = now() WHERE task = $1",
                            self.task.name, phase))
@@ -112,11 +128,33 @@ function State:define_parts(parts)
   assert(self.target:exec("COMMIT"))
 end
 
--- SQL (simple protocol, literals quoted) that marks a part done; run inside the part's transaction.
-function State:part_done_sql(conn, part, rows, bytes, seconds, format)
-  return string.format("UPDATE %s SET done_at = now(), rows = %d, bytes = %d, seconds = %.3f, format = %s " ..
-                       "WHERE task = %s AND part = %s", self:tbl("copy_parts"), rows, bytes, seconds,
-                       conn:quote_literal(format), conn:quote_literal(self.task.name), conn:quote_literal(part.id))
+-- SQL (simple protocol, literals quoted) that marks a part done; run inside the part's
+-- transaction. `rewritten_lsn`: see copy_parts.rewritten_lsn.
+function State:part_done_sql(conn, part, rows, bytes, seconds, format, rewritten_lsn)
+  return string.format("UPDATE %s SET done_at = now(), rows = %d, bytes = %d, seconds = %.3f, format = %s, " ..
+                       "rewritten_lsn = %s WHERE task = %s AND part = %s", self:tbl("copy_parts"), rows, bytes,
+                       seconds, conn:quote_literal(format),
+                       rewritten_lsn and (conn:quote_literal(rewritten_lsn) .. "::pg_lsn") or "NULL",
+                       conn:quote_literal(self.task.name), conn:quote_literal(part.id))
+end
+
+-- M.rewritten(task, target) → { [table_key] = "LSN" }: the tables the full load found truncated
+-- on the source after its snapshot, with the latest position recorded for each (see
+-- copy_parts.rewritten_lsn); empty when the target holds no state.
+function M.rewritten(task, target)
+  local schema = target:quote_ident(task.state_schema or "pgtide")
+  local r = assert(target:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", schema .. ".copy_parts"))
+  if not r[1].present then return {} end
+  local has = assert(target:query([[SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
+    WHERE attrelid = pg_catalog.to_regclass($1) AND attname = 'rewritten_lsn' AND NOT attisdropped) AS yes]],
+    schema .. ".copy_parts"))
+  if not has[1].yes then return {} end
+  local out = {}
+  for _, row in ipairs(assert(target:query("SELECT table_key, max(rewritten_lsn)::text AS lsn FROM " .. schema ..
+      ".copy_parts WHERE task = $1 AND rewritten_lsn IS NOT NULL GROUP BY table_key", task.name))) do
+    out[row.table_key] = row.lsn
+  end
+  return out
 end
 
 -- Steps done: a set of step keys.
