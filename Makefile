@@ -6,6 +6,7 @@
 #   make test-asan    the same suite with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make demo         a real migration between two throwaway local clusters
 #   make fuzz         build the libFuzzer harnesses (clang)
+#   make test-faults  the fault-injection suites only; SEEDS=N kill-anywhere seeds (FAULTS=kill_anywhere: that suite alone)
 
 BUILD   ?= build
 CC      ?= gcc
@@ -78,10 +79,14 @@ test-asan: deps
 	PGTIDE=build-asan/pgtide UNIT_DIR=build-asan/tests bash tests/run.sh
 
 # Fault injection (SIGKILL, server restarts, terminated sessions at seeded random points of each
-# phase): PGTIDE_FAULT_SEED=N replays.
+# phase): PGTIDE_FAULT_SEED=N replays. The kill-anywhere suite runs SEEDS seeds (3 in `make test`)
+# numbered SEED_BASE+1 .. SEED_BASE+SEEDS.
+SEEDS     ?= 3
+SEED_BASE ?= 0
 test-faults: deps
 	$(MAKE) all
-	NO_UNIT=1 TEST_DIRS=tests/faults PGTIDE=$(BUILD)/pgtide UNIT_DIR=$(BUILD)/tests bash tests/run.sh
+	PGTIDE_FAULT_SEEDS=$(SEEDS) PGTIDE_FAULT_SEED_BASE=$(SEED_BASE) FILE_TIMEOUT=$$((600 + 90 * $(SEEDS))) \
+	NO_UNIT=1 TEST_DIRS=tests/faults PGTIDE=$(BUILD)/pgtide UNIT_DIR=$(BUILD)/tests bash tests/run.sh $(FAULTS)
 
 demo: deps
 	$(MAKE) all

@@ -1,0 +1,285 @@
+-- The kill-anywhere suite. For each seed: a pagila-like source (tests/fixtures/rental_shop.sql
+-- plus pgbench's tables) takes a workload using every change shape (tests/lib/workload.lua)
+-- from before the full load starts until the end; `pgtide run` (schema, full, incremental,
+-- cutover hooks, release) is SIGKILLed at seeded random moments of seeded phases (pre-data,
+-- copy, post-data, the hand-over to streaming, streaming, a streamed transaction's replay,
+-- cutover, release); some kills come after a restart of the target server or the termination of
+-- the engine's sessions there (the engine retries by itself meanwhile). After the
+-- last run: every table equal on both sides (row count and a hash of the sorted row hashes, so
+-- duplicates count), and no slot, publication, origin, heartbeat table, prepared transaction or
+-- session of the task left.
+--
+--   PGTIDE_FAULT_SEEDS=N       how many seeds (default 3)
+--   PGTIDE_FAULT_SEED_BASE=B   seeds B+1 .. B+N (default 0: the same seeds every run)
+--   PGTIDE_FAULT_SEED=S        replay seed S alone
+--   PGTIDE_FAULT_KEEP=1        keep a failing seed's databases (ka_src_S / ka_tgt_S)
+local T = require "testlib"
+local tide = require "tide"
+local H = require "tidetest"
+local W = require "workload"
+
+local N = tonumber(os.getenv("PGTIDE_FAULT_SEEDS") or "") or 3
+local BASE = tonumber(os.getenv("PGTIDE_FAULT_SEED_BASE") or "") or 0
+local ONLY = tonumber(os.getenv("PGTIDE_FAULT_SEED") or "")
+
+local function url_for(admin, db)
+  return (admin:gsub("/[^/?]*(%??[^/]*)$", "/" .. db .. "%1"))
+end
+
+local TEMPLATE = "ka_template"
+
+-- The source database every seed starts from, made once per run (CREATE DATABASE ... TEMPLATE
+-- copies it in a moment).
+local function ensure_template(ctx)
+  local a = assert(tide.connect(ctx.source_admin))
+  assert(a:exec("DROP DATABASE IF EXISTS " .. TEMPLATE .. " WITH (FORCE)"))
+  assert(a:exec("CREATE DATABASE " .. TEMPLATE))
+  a:close()
+  local url = url_for(ctx.source_admin, TEMPLATE)
+  local c = assert(tide.connect(url))
+  local f = assert(io.open("tests/fixtures/rental_shop.sql"))
+  local sql = f:read("a")
+  f:close()
+  assert(c:exec(sql))
+  c:close()
+  W.init_pgbench(url)
+end
+
+-- Phases a kill may hit, in the order a migration meets them. `marker` is a line of the run's
+-- log after which the kill comes `delay` seconds later (uniform in [lo, hi]); `spool` waits for
+-- the workload's next large commit instead (a streamed transaction, replayed from the spool).
+local PHASES = {
+  { name = "pre-data",  marker = "schema: started",      lo = 0,    hi = 0.15 },
+  { name = "copy",      marker = "full: started",        lo = 0,    hi = 1.2 },
+  { name = "post-data", marker = "copied, ",             lo = 0.1,  hi = 1.0 },   -- steps follow each table
+  { name = "hand-over", marker = "full: done",           lo = 0,    hi = 0.25 },
+  { name = "streaming", marker = "incremental: started", lo = 0.2,  hi = 4 },
+  { name = "replay",    marker = "incremental: started", spool = true, lo = 0, hi = 0.4 },
+}
+local LATE = {
+  { name = "cutover",   marker = "incremental: started", cutover = true, lo = 0, hi = 1.5 },
+  { name = "release",   marker = "verify ",              lo = 0,    hi = 0.3 },
+}
+
+local function uniform(lo, hi) return lo + math.random() * (hi - lo) end
+
+local function kill_plan(seed)
+  math.randomseed(seed)
+  local plan, picked = {}, {}
+  local n = math.random(1, 3)
+  while #plan < n do
+    local i = math.random(1, #PHASES)
+    if not picked[i] then picked[i] = true; plan[#plan + 1] = i end
+  end
+  table.sort(plan)
+  local out = {}
+  for _, i in ipairs(plan) do
+    local p = PHASES[i]
+    local extra = math.random()
+    out[#out + 1] = { name = p.name, marker = p.marker, spool = p.spool, delay = uniform(p.lo, p.hi),
+                      terminate = extra < 0.2, restart = extra >= 0.2 and extra < 0.3 }
+  end
+  local late = math.random(0, #LATE)
+  if late > 0 then
+    local p = LATE[late]
+    out[#out + 1] = { name = p.name, marker = p.marker, cutover = p.cutover, delay = uniform(p.lo, p.hi) }
+  end
+  return out
+end
+
+local function playbook(ctx, name, src, tgt, done_file)
+  local path = ctx.tmpdir .. "/" .. name .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write(string.format([[
+local tide = require "tide"
+return tide.task {
+  name = %q, source = %q, target = %q,
+  migrate = { "schema", "full", "incremental" },
+  select = { include = { "public.*", "Odd Schema.*" } },
+  progress = "plain",
+  full = { jobs = 2, split_larger_than = "1MB" },
+  retry = { attempts = 12, max_delay = 1 },
+  incremental = { release = true, heartbeat_interval = 0.2, decoding_work_mem = "64kB", slot_timeout = "60s" },
+  stop = tide.when { lag_below = "1s", for_at_least = "1s", file_exists = %q },
+  on = { cutover = {
+    function(t) t:sync_sequences { offset = 0 } end,
+    require("tide.verify").cutover_hook {},
+  } },
+}
+]], name, src, tgt, done_file))
+  f:close()
+  return path
+end
+
+-- Every user table of the source, partitions through their parent.
+local function tables_of(conn)
+  local rows = assert(conn:query([[
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS rel
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgtide') AND n.nspname NOT LIKE 'pg_toast%'
+  AND c.relname NOT LIKE 'pgtide%heartbeat'
+ORDER BY 1]]))
+  local out = {}
+  for i, r in ipairs(rows) do out[i] = r.rel end
+  return out
+end
+
+-- Count and a hash over the sorted row hashes: equal only when both sides hold the same
+-- multiset of rows (an extra duplicate or a missing twin changes it).
+local function digest(conn, rel)
+  local r = assert(conn:query(string.format(
+    "SELECT count(*) AS n, md5(string_agg(h, '' ORDER BY h)) AS d FROM (SELECT md5(t::text) AS h FROM %s t) s", rel)))
+  return r[1].n .. " rows, " .. tostring(r[1].d)
+end
+
+local function leftovers(src, tgt, name)
+  local out = {}
+  local function add(conn, what, sql, ...)
+    for _, r in ipairs(assert(conn:query(sql, ...))) do out[#out + 1] = what .. " " .. tostring(r.x) end
+  end
+  local like = "pgtide_" .. name .. "%"
+  add(src, "slot", "SELECT slot_name AS x FROM pg_replication_slots WHERE slot_name LIKE $1", like)
+  add(src, "publication", "SELECT pubname AS x FROM pg_publication WHERE pubname LIKE $1", like)
+  add(src, "table", "SELECT relname AS x FROM pg_class WHERE relname LIKE $1", like)
+  add(src, "event trigger", "SELECT evtname AS x FROM pg_event_trigger WHERE evtname LIKE $1", like)
+  add(src, "prepared transaction", "SELECT gid AS x FROM pg_prepared_xacts")
+  add(tgt, "origin", "SELECT roname AS x FROM pg_replication_origin WHERE roname LIKE $1", like)
+  add(src, "session", "SELECT application_name AS x FROM pg_stat_activity WHERE application_name LIKE $1", "pgtide:" .. name .. "%")
+  add(tgt, "session", "SELECT application_name AS x FROM pg_stat_activity WHERE application_name LIKE $1", "pgtide:" .. name .. "%")
+  return out
+end
+
+local function terminate_engine_sessions(admin_url, name)
+  local c = tide.connect(admin_url)
+  if not c then return end
+  c:query("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE $1",
+          "pgtide:" .. name .. "%")
+  c:close()
+end
+
+local function restart_target()
+  local dir = assert(os.getenv("PGTIDE_CLUSTER_DIR"), "PGTIDE_CLUSTER_DIR")
+  local p = assert(tide.process { "bash", "scripts/clusters.sh", "restart", dir, "target" })
+  T.eq(p:wait(), 0, "restarting the target server failed")
+end
+
+local function run_seed(ctx, seed)
+  local name = "ka_" .. seed
+  local sdb, tdb = "ka_src_" .. seed, "ka_tgt_" .. seed
+  local sa, ta = assert(tide.connect(ctx.source_admin)), assert(tide.connect(ctx.target_admin))
+  assert(sa:exec("DROP DATABASE IF EXISTS " .. sdb .. " WITH (FORCE)"))
+  assert(ta:exec("DROP DATABASE IF EXISTS " .. tdb .. " WITH (FORCE)"))
+  assert(sa:exec("CREATE DATABASE " .. sdb .. " TEMPLATE " .. TEMPLATE))
+  assert(ta:exec("CREATE DATABASE " .. tdb))
+  local src_url, tgt_url = url_for(ctx.source_admin, sdb), url_for(ctx.target_admin, tdb)
+  local done_file = ctx.tmpdir .. "/" .. name .. ".done"
+  os.remove(done_file)
+  local pb = playbook(ctx, name, src_url, tgt_url, done_file)
+  local plan = kill_plan(seed)
+  local words = {}
+  for i, k in ipairs(plan) do
+    words[i] = string.format("%s+%.2fs%s", k.name, k.delay,
+                             k.terminate and "(+terminate)" or k.restart and "(+target restart)" or "")
+  end
+  print(string.format("# seed %d: kills %s", seed, table.concat(words, ", ")))
+
+  local w = W.start(src_url, { seed = seed, pgbench = true, tmpdir = ctx.tmpdir })
+  H.wait_for(30, function() return w.rounds >= 1 end)   -- writes are running before the load starts
+  local logs, runs = {}, 0
+  local function start_run()
+    runs = runs + 1
+    local proc, log = H.start(ctx, "run " .. pb, name .. "-" .. runs)
+    logs[#logs + 1] = log
+    return proc, log
+  end
+  local function tail()
+    local parts = {}
+    for i = math.max(1, #logs - 2), #logs do parts[#parts + 1] = "--- " .. logs[i] .. "\n" .. H.read(logs[i]) end
+    return table.concat(parts, "\n")
+  end
+  local stopped = false
+  local function stop_workload()
+    if stopped then return end
+    stopped = true
+    w:stop()
+    local f = assert(io.open(done_file, "w")); f:close()
+  end
+
+  for _, k in ipairs(plan) do
+    if k.cutover or k.name == "release" then stop_workload() end
+    local proc, log = start_run()
+    -- A phase that was over before this run began: its marker never comes, the kill falls in
+    -- streaming instead.
+    H.wait_for(60, function()
+      local text = H.read(log)
+      return text:find(k.marker, 1, true) or text:find("incremental: started", 1, true) or proc:exited()
+    end)
+    if not proc:exited() then
+      if k.spool then
+        local before = w.big_committed
+        H.wait_for(20, function() return w.big_committed ~= before or proc:exited() end)
+      end
+      if k.terminate or k.restart then
+        tide.sleep(k.delay / 2)
+        if k.terminate then terminate_engine_sessions(ctx.target_admin, name) else restart_target() end
+        tide.sleep(k.delay / 2)
+      else
+        tide.sleep(k.delay)
+      end
+      if not proc:exited() then proc:kill(9) end
+    end
+    local code, sig = proc:wait()
+    -- A run that ends by itself before its kill must have succeeded.
+    T.ok(sig == 9 or code == 0,
+         string.format("seed %d: run %d (kill in %s) exited with %s\n%s", seed, runs, k.name, tostring(code), tail()))
+  end
+  stop_workload()
+  T.eq(w.errors, {}, "seed " .. seed .. ": the workload's own statements failed")
+  -- Run until the task is recorded as done (a kill may have come after that already; a run
+  -- killed in its release leaves the rest to the next one).
+  local tgt_check = assert(tide.connect(tgt_url))
+  local function finished()
+    local r = tgt_check:query("SELECT phase FROM pgtide.tasks WHERE task = $1", name)
+    return r and r[1] and r[1].phase == "done"
+  end
+  local code = 0
+  for _ = 1, 3 do
+    if finished() then break end
+    local proc = start_run()
+    code = proc:wait()
+  end
+  T.ok(finished(), string.format("seed %d: the task did not finish (last exit status %s)\n%s", seed, tostring(code), tail()))
+  tgt_check:close()
+
+  local s, t = assert(tide.connect(src_url)), assert(tide.connect(tgt_url))
+  local diffs = {}
+  local rels = tables_of(s)
+  T.ok(#rels >= 15, "tables found: " .. #rels)
+  for _, rel in ipairs(rels) do
+    local a, b = digest(s, rel), digest(t, rel)
+    if a ~= b then diffs[#diffs + 1] = string.format("%s: source %s, target %s", rel, a, b) end
+  end
+  T.eq(diffs, {}, string.format("seed %d: tables differ (workload rounds: %d)\n%s", seed, w.rounds, tail()))
+  T.eq(leftovers(s, t, name), {}, "seed " .. seed .. ": left after release")
+  s:close(); t:close()
+  sa:close(); ta:close()   -- the target may have restarted under them
+  if os.getenv("PGTIDE_FAULT_KEEP") ~= "1" then
+    sa, ta = assert(tide.connect(ctx.source_admin)), assert(tide.connect(ctx.target_admin))
+    assert(sa:exec("DROP DATABASE IF EXISTS " .. sdb .. " WITH (FORCE)"))
+    assert(ta:exec("DROP DATABASE IF EXISTS " .. tdb .. " WITH (FORCE)"))
+    sa:close(); ta:close()
+  end
+  print(string.format("# seed %d: %d runs, %d workload rounds", seed, runs, w.rounds))
+end
+
+local seeds = {}
+if ONLY then seeds = { ONLY } else for i = 1, N do seeds[i] = BASE + i end end
+
+local made = false
+for _, seed in ipairs(seeds) do
+  T.test("seed " .. seed .. ": killed anywhere while the source takes every kind of write, target = source", function(ctx)
+    if not made then ensure_template(ctx); made = true end
+    run_seed(ctx, seed)
+  end)
+end
