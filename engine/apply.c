@@ -318,6 +318,7 @@ static inflight *queue_stmt(apply_state *ap, apply_rel *r, int op, apply_form fo
     e->target = r->target;
     e->lsn = lsn;
     e->commit_lsn = commit_lsn;
+    e->tolerant = commit_lsn && commit_lsn <= r->target->tolerate_lsn;
     e->changes = merged;
     apply_sql_key_text(e->key, sizeof e->key, r, keyed);
     send_prepared(ap, id, nparams, params);
@@ -393,6 +394,9 @@ static void queue_truncate(apply_state *ap, const pgoutput_truncate *t) {
         apply_rel *r = rel_get(ap, t->relids[i], &rel);
         if (!r) { apply_buf_free(&sql); return; }
         if (r->target->heartbeat) continue;
+        /* The table was truncated after the full load's snapshot: from this TRUNCATE on the
+         * target holds what the source holds, and missing rows are conflicts again. */
+        r->target->tolerate_lsn = 0;
         apply_buf_adds(&sql, k++ ? ", " : "TRUNCATE TABLE ");
         if (!r->target->partitioned) apply_buf_adds(&sql, "ONLY ");
         apply_buf_adds(&sql, r->target->target_sql);

@@ -72,11 +72,12 @@ typedef struct apply_target {
                                           checked: a plain table, no replica/always triggers,
                                           the stream in replica role) */
     bool unique_free;                  /* the target has no unique index: no insert conflicts */
-    uint64_t tolerate_lsn;             /* the full load found this table rewritten (TRUNCATE) on the
-                                          source after its snapshot: changes in transactions
-                                          committing at or before this LSN may miss their rows (the
-                                          stream's TRUNCATE resets the table), so their conflicts
-                                          are counted as tolerated, never fatal; 0 = none */
+    uint64_t tolerate_lsn;             /* the full load found this table truncated on the source
+                                          after its snapshot (copied empty): changes in transactions
+                                          committing at or before this LSN may miss their rows, so
+                                          their conflicts are counted as tolerated, never fatal,
+                                          until the stream's TRUNCATE of the table (which resets it
+                                          and sets this back to 0); 0 = none */
 } apply_target;
 
 void apply_target_free(apply_target *t);

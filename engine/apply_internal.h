@@ -25,6 +25,7 @@ typedef struct inflight {
     uint64_t lsn, commit_lsn;   /* IF_DML: the change; IF_COMMIT: end_lsn in lsn */
     uint64_t last_lsn;          /* IF_DML of several inserts: the last one's LSN */
     uint32_t rows;              /* IF_DML: rows the statement inserts together (0 or 1: one) */
+    bool tolerant;              /* IF_DML: queued before its table's tolerate_lsn was passed */
     int64_t commit_ts;
     char key[112];
 } inflight;

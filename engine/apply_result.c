@@ -97,7 +97,7 @@ int apply_recent_conflicts(const apply_state *ap, uint64_t since, apply_conflict
 
 /* A conflict seen in a result. `overwritten`: the statement already resolved it. */
 static void conflict_seen(apply_state *ap, const inflight *e, bool overwritten) {
-    if (e->target && e->commit_lsn && e->commit_lsn <= e->target->tolerate_lsn) {
+    if (e->tolerant) {
         /* The table was truncated on the source after the full load's snapshot: its copy was
          * empty, and the stream's TRUNCATE (at or before tolerate_lsn) resets it; the changes
          * before that one may find no row, and whatever they leave is removed by it. */

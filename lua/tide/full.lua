@@ -177,7 +177,8 @@ end
 -- whatever it held before. The COPY's lock keeps the table from being truncated while the
 -- part's transaction lasts, so comparing the table's storage as the snapshot sees it with its
 -- storage now tells whether this happened before the part was read. Returns nil, or the WAL
--- position now (the truncation committed before it).
+-- position now (the truncation committed before it). A table whose pg_class row the snapshot
+-- does not see (dropped and made again since) counts as rewritten too.
 local REWRITE_SQL = [[
 SELECT c.relfilenode::int8 AS then_node, pg_catalog.pg_relation_filenode(c.oid)::int8 AS now_node,
        pg_catalog.pg_current_wal_insert_lsn()::text AS lsn
@@ -188,7 +189,10 @@ local function rewritten_since_snapshot(src, tbl)
   local rows, err = src:query(REWRITE_SQL, rel)
   if not rows then failure.raise("failed", "checking " .. tbl.key .. " on the source failed: " .. tostring(err), { err = err }) end
   local r = rows[1]
-  if r and r.then_node ~= r.now_node then return r.lsn end
+  if not r then
+    return assert(src:query("SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS lsn"))[1].lsn
+  end
+  if r.then_node ~= r.now_node then return r.lsn end
 end
 
 -- Each part reads in a source transaction of its own under the load's snapshot (imported
@@ -243,7 +247,10 @@ local function copy_part(load, src, tgt, part)
     failure.raise("failed", msg, { err = err, part = part.id })
   end
   local seconds = tide.monotonic() - started
-  local rewritten = rewritten_since_snapshot(src, tbl)
+  -- Rows read from new storage were kept by an MVCC-safe rewrite (VACUUM FULL, CLUSTER, SET
+  -- TABLESPACE keep each row's visibility): the part is right. Only an empty read may be a
+  -- TRUNCATE's doing.
+  local rewritten = result.rows == 0 and rewritten_since_snapshot(src, tbl) or nil
   src:exec("COMMIT")
   if rewritten and not load.opts.stream then
     -- No stream follows to bring the table back: the load starts over (M.run, M.start_over).
@@ -583,6 +590,22 @@ function M.run(task, plan, source, target, opts)
 
   -- The snapshot: imported from the caller (the replication slot) or exported here.
   local snapshot, exporter = opts.snapshot, nil
+  -- The exporter (or the caller's slot connection) stays idle, keeping the snapshot alive, as
+  -- long as parts are copied: each part imports it again (see begin_source). Let go once the
+  -- copies end, or when the load fails before that.
+  local function release_snapshot()
+    if exporter then
+      exporter:exec("COMMIT")
+      exporter:close()
+      exporter = nil
+    end
+    if opts.on_imported then opts.on_imported(); opts.on_imported = nil end
+  end
+  -- (On an error: closing the connection ends its transaction; nothing here may yield.)
+  local _ <close> = setmetatable({}, { __close = function()
+    if exporter then exporter:close(); exporter = nil end
+    if opts.on_imported then opts.on_imported(); opts.on_imported = nil end
+  end })
   if not snapshot then
     exporter = connect.open(task, "source", { settings = SOURCE_SETTINGS })
     must(exporter, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "starting the snapshot transaction")
@@ -619,16 +642,6 @@ function M.run(task, plan, source, target, opts)
     -- Sequence values are read as the snapshot is taken (sequences are not transactional).
     local ok, err = pcall(sync_sequences, load, exporter, target)
     if not ok then load:fail(err) end
-  end
-  -- The exporter (or the caller's slot connection) stays idle, keeping the snapshot alive, as
-  -- long as parts are copied: each part imports it again (see begin_source).
-  local function release_snapshot()
-    if exporter then
-      exporter:exec("COMMIT")
-      exporter:close()
-      exporter = nil
-    end
-    if opts.on_imported then opts.on_imported(); opts.on_imported = nil end
   end
 
   local index_jobs = task.full.index_jobs or math.max(1, math.min(4, task.full.jobs or 4))
@@ -675,18 +688,33 @@ end
 -- allow it).
 function M.start_over(task, plan, target, state)
   local done = state:steps_done()
-  local sql, steps = { "BEGIN", "SET LOCAL lock_timeout = 0" }, {}
+  local sql, dropped, steps = { "BEGIN", "SET LOCAL lock_timeout = 0" }, {}, {}
+  local n = 0
   for _, step in ipairs(task.phases.schema and plan.post_data or {}) do
     if step.undo and done[step.key] then
       sql[#sql + 1] = step.undo
-      steps[#steps + 1] = step.key
+      dropped[step.key:match("^[^:]+:(.*)$")] = true
+      n = n + 1
     end
+  end
+  -- Every done step of a dropped object is done again: its enabling (a trigger's ENABLE
+  -- REPLICA / DISABLE), its comment. Step keys are kind:object[/suffix]; by key, because the
+  -- plan made with the object on the target may not list them (a comment already there).
+  for key in pairs(done) do
+    local ident = key:match("^[^:]+:(.*)$")
+    if ident and (dropped[ident] or dropped[ident:match("^(.-)/") or false]) then steps[#steps + 1] = key end
   end
   local list = {}
   for _, tbl in ipairs(plan.tables) do list[#list + 1] = parts_mod.target_relation(target, tbl) end
   if #list > 0 then sql[#sql + 1] = "TRUNCATE " .. table.concat(list, ", ") end
-  must(target, table.concat(sql, ";\n"), "emptying the target tables for a new full load")
-  local ok, err = target:query("DELETE FROM " .. state:tbl("steps") .. " WHERE task = $1 AND step = ANY ($2)",
+  local ok, err = target:exec(table.concat(sql, ";\n"))
+  if not ok then
+    target:exec("ROLLBACK")
+    failure.raise("failed", "emptying the target tables for a new full load failed: " .. tostring(err) ..
+      "\n  hint: a foreign key of a table outside the task that references one of them stops the TRUNCATE: " ..
+      "drop it on the target, or empty the tables yourself", { err = err })
+  end
+  ok, err = target:query("DELETE FROM " .. state:tbl("steps") .. " WHERE task = $1 AND step = ANY ($2)",
                                task.name, steps)
   if ok then ok, err = target:query("DELETE FROM " .. state:tbl("copy_parts") .. " WHERE task = $1", task.name) end
   if not ok then
@@ -694,7 +722,7 @@ function M.start_over(task, plan, target, state)
     failure.raise("failed", "forgetting the interrupted full load failed: " .. tostring(err), { err = err })
   end
   must(target, "COMMIT", "emptying the target tables for a new full load")
-  return #steps
+  return n
 end
 
 -- Operator controls (used by the live-task REPL).

@@ -64,8 +64,8 @@ local function run_once(task, opts, progress)
   progress:line("target: %s (PostgreSQL %s)", task.target_info, connect.version_string(target:server_version()))
 
   local state_mod = require "tide.state"
-  local phase, pre_committed = state_mod.peek(task, target)
-  local resumed = (phase ~= nil and phase ~= "new" and phase ~= "done") or pre_committed ~= nil
+  local phase, pre_started = state_mod.peek(task, target)
+  local resumed = (phase ~= nil and phase ~= "new" and phase ~= "done") or pre_started == true
   local finished = phase == "done"
   if finished then phase = nil end
   if resumed then progress:note("resuming task " .. task.name .. " from phase '" .. phase .. "'") end
@@ -115,8 +115,10 @@ local function run_once(task, opts, progress)
     task.phase = "schema"; progress:phase_start("schema")
     -- The phase is recorded in the transaction that creates the last objects: a kill cannot
     -- leave objects the task does not know it made.
-    local n = schema.apply_pre(task, plan, target, { skip = pre_committed,
-      record = function(i, final) return state:phase_sql(target, final and "schema_pre" or "new", final and 0 or i) end })
+    local n = schema.apply_pre(task, plan, target, { done = pre_started and state:steps_done() or nil,
+      record = function(keys, final)
+        return final and state:phase_sql(target, "schema_pre") or state:steps_done_sql(target, keys)
+      end })
     progress:phase_end("schema", string.format("%d pre-data statements", n))
   end
 
@@ -156,6 +158,8 @@ local function run_once(task, opts, progress)
       if undone > 0 then
         progress:note(string.format("dropped %d foreign key(s) and trigger(s) built by the interrupted load; " ..
                                     "they are built again after the copy", undone))
+        -- The plan was made with them on the target (their comments, say, counted as there).
+        plan = require("tide.plan").build(task, source, target)
       end
     end
   end

@@ -77,32 +77,36 @@ end
 -- fits (see above), so a failure leaves the target as it was; a very large schema is created
 -- in several transactions, and a failure says what was committed: running the task again
 -- continues from there.
--- opts.record(committed, final) → SQL run in each transaction just before its COMMIT (the
--- task's record of how far pre-data got: tide.run, so that a kill between the work and the
--- record cannot happen); opts.skip = N leaves out the first N statements (committed by an
--- interrupted run, as recorded).
+-- opts.record(keys, final) → SQL run in each transaction just before its COMMIT, given the
+-- keys of the steps it ran (the task's record of how far pre-data got: tide.run, so that a
+-- kill between the work and the record cannot happen); opts.done = { [key] = true } leaves
+-- out the steps an interrupted run committed, as recorded (by key: a plan made again on a
+-- target that holds some of the objects may list other statements).
 function M.apply_pre(task, plan, target, opts)
   local _ = task
   opts = opts or {}
-  local skip = opts.skip or 0
-  local refusal = skip == 0 and M.refusal(plan)
+  local done = opts.done or {}
+  local resuming = next(done) ~= nil
+  local refusal = not resuming and M.refusal(plan)
   if refusal then failure.raise("precheck", refusal) end
   local batch = statements_per_transaction(target)
   local function begin()
     local ok, err = target:exec("BEGIN; " .. SETTINGS)
     if not ok then failure.raise("failed", "cannot start a pre-data transaction on the target: " .. tostring(err)) end
   end
-  local function commit(i, final)
-    local ok, err = target:exec((opts.record and (opts.record(i, final) .. ";\n") or "") .. "COMMIT")
+  local keys = {}
+  local function commit(final)
+    local ok, err = target:exec((opts.record and (opts.record(keys, final) .. ";\n") or "") .. "COMMIT")
+    keys = {}
     if not ok then
       target:exec("ROLLBACK")
       failure.raise("failed", "committing pre-data failed: " .. tostring(err))
     end
   end
   begin()
-  local committed = skip
-  for i, step in ipairs(plan.pre_data) do
-    if i <= skip then goto continue end
+  local committed, ran = 0, 0
+  for _, step in ipairs(plan.pre_data) do
+    if done[step.key] then goto continue end
     local ok, err = target:exec(step.sql)
     if not ok then
       target:exec("ROLLBACK")
@@ -112,15 +116,17 @@ function M.apply_pre(task, plan, target, opts)
           committed, #plan.pre_data)
       failure.raise("failed", step_failure(plan, step, err) .. outcome, { step = step, err = err })
     end
-    if (i - skip) % batch == 0 and i < #plan.pre_data then
-      commit(i, false)
-      committed = i
+    ran = ran + 1
+    keys[#keys + 1] = step.key
+    if ran % batch == 0 then
+      commit(false)
+      committed = ran
       begin()
     end
     ::continue::
   end
-  commit(#plan.pre_data, true)
-  return #plan.pre_data - skip
+  commit(true)
+  return ran
 end
 
 -- Post-data, step by step in plan order. opts.skip(step) → true to leave a step out (done in

@@ -49,17 +49,17 @@ CREATE TABLE IF NOT EXISTS %s.steps (
 )]]
 
 -- M.peek(task, target) → the recorded phase of the task, or nil when the target holds no state
--- for it, and how many pre-data statements an interrupted schema phase committed (a schema
--- too large for one transaction); writes nothing (prechecks run before anything is written).
+-- for it, and true when an interrupted schema phase committed part of pre-data (a schema too
+-- large for one transaction: its steps are recorded); writes nothing (prechecks run before
+-- anything is written).
 function M.peek(task, target)
-  local tbl = target:quote_ident(task.state_schema or "pgtide") .. ".tasks"
-  local r = assert(target:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", tbl))
+  local schema = target:quote_ident(task.state_schema or "pgtide")
+  local r = assert(target:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", schema .. ".tasks"))
   if not r[1].present then return nil end
-  local rows = assert(target:query("SELECT phase, (info ->> 'pre_committed')::int AS pre FROM " .. tbl ..
-                                   " WHERE task = $1", task.name))
+  local rows = assert(target:query("SELECT phase, EXISTS (SELECT FROM " .. schema .. ".steps s WHERE s.task = t.task) " ..
+                                   "AS steps FROM " .. schema .. ".tasks t WHERE task = $1", task.name))
   if not rows[1] then return nil end
-  local pre = rows[1].pre
-  return rows[1].phase, rows[1].phase == "new" and type(pre) == "number" and pre > 0 and pre or nil
+  return rows[1].phase, rows[1].phase == "new" and rows[1].steps or nil
 end
 
 -- M.forget(task, target) → true when the target held progress for the task, which is now
@@ -97,12 +97,21 @@ function State:phase()
 end
 
 -- SQL (literals quoted) that records a phase, for the transaction whose work reaches it: the
--- work and its record commit together. `pre_committed` (optional) records how many pre-data
--- statements are committed when the phase is not reached yet.
-function State:phase_sql(conn, phase, pre_committed)
-  return string.format("UPDATE %s SET phase = %s, updated_at = now(), info = info || " ..
-                       "pg_catalog.jsonb_build_object('pre_committed', %d) WHERE task = %s", self:tbl("tasks"),
-                       conn:quote_literal(phase), pre_committed or 0, conn:quote_literal(self.task.name))
+-- work and its record commit together.
+function State:phase_sql(conn, phase)
+  return string.format("UPDATE %s SET phase = %s, updated_at = now() WHERE task = %s", self:tbl("tasks"),
+                       conn:quote_literal(phase), conn:quote_literal(self.task.name))
+end
+
+-- SQL that records steps (their keys) as done, for the transaction that does them.
+function State:steps_done_sql(conn, keys)
+  if #keys == 0 then return "SELECT 1" end
+  local values = {}
+  for i, k in ipairs(keys) do
+    values[i] = "(" .. conn:quote_literal(self.task.name) .. ", " .. conn:quote_literal(k) .. ")"
+  end
+  return "INSERT INTO " .. self:tbl("steps") .. " (task, step) VALUES " .. table.concat(values, ", ") ..
+         " ON CONFLICT DO NOTHING"
 end
 
 function State:set_phase(phase)

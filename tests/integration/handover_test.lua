@@ -111,7 +111,10 @@ end)
 T.test("a full load interrupted after its post-data steps starts over without its foreign keys and triggers in the way", function(ctx)
   local s, t = setup(ctx)
   assert(s:exec([[CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN NEW.v := NEW.v + 1000000; RETURN NEW; END';
-                  CREATE TRIGGER steady_bump BEFORE INSERT ON steady FOR EACH ROW EXECUTE FUNCTION bump()]]))
+                  CREATE TRIGGER steady_bump BEFORE INSERT ON steady FOR EACH ROW EXECUTE FUNCTION bump();
+                  CREATE TRIGGER steady_off BEFORE UPDATE ON steady FOR EACH ROW EXECUTE FUNCTION bump();
+                  ALTER TABLE steady DISABLE TRIGGER steady_off;
+                  COMMENT ON TRIGGER steady_bump ON steady IS 'bumps']]))
   local pb = H.playbook(ctx, "handover_restart", [[migrate = { "schema", "full", "incremental" }, progress = "plain",
     incremental = { heartbeat_interval = 0.2, release = true },
     stop = tide.when { lag_below = "1s", for_at_least = "0.5s" },]])
@@ -121,7 +124,7 @@ T.test("a full load interrupted after its post-data steps starts over without it
   local plan = require("tide.plan").build(task, source, target)
   local state = require("tide.state").open(task, target)
   require("tide.schema").apply_pre(task, plan, target, {
-    record = function(i, final) return state:phase_sql(target, final and "schema_pre" or "new", final and 0 or i) end })
+    record = function(keys, final) return final and state:phase_sql(target, "schema_pre") or state:steps_done_sql(target, keys) end })
   -- The first run: slot, the whole load with its post-data steps, then "killed" before the
   -- load is recorded as done (the slot stays, the origin has no position).
   local info = cdc.prepare(task, plan, source, target)
@@ -136,10 +139,14 @@ T.test("a full load interrupted after its post-data steps starts over without it
   local code, out = H.run("run " .. pb)
   T.eq(code, 0, out)
   T.match(out, "restarts from the beginning")
-  T.match(out, "dropped 2 foreign key%(s%) and trigger%(s%)")
+  T.match(out, "dropped 3 foreign key%(s%) and trigger%(s%)")
   for _, rel in ipairs(TABLES) do T.eq(H.fingerprint(t, rel), H.fingerprint(s, rel), rel) end
   T.eq(assert(t:query("SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f'"))[1].n, 1, "the foreign key is back")
   T.eq(assert(t:query("SELECT count(*) AS n FROM pg_trigger WHERE tgname = 'steady_bump'"))[1].n, 1, "the trigger is back")
+  T.eq(assert(t:query("SELECT tgenabled FROM pg_trigger WHERE tgname = 'steady_off'"))[1].tgenabled, "D",
+       "a disabled trigger comes back disabled")
+  T.eq(assert(t:query("SELECT obj_description(oid, 'pg_trigger') AS c FROM pg_trigger WHERE tgname = 'steady_bump'"))[1].c,
+       "bumps", "and a trigger's comment comes back")
   s:close(); t:close()
 end)
 
@@ -152,7 +159,7 @@ T.test("pre-data and its record commit together: a task killed right after pre-d
   local plan = require("tide.plan").build(task, source, target)
   local state = require("tide.state").open(task, target)
   require("tide.schema").apply_pre(task, plan, target, {
-    record = function(i, final) return state:phase_sql(target, final and "schema_pre" or "new", final and 0 or i) end })
+    record = function(keys, final) return final and state:phase_sql(target, "schema_pre") or state:steps_done_sql(target, keys) end })
   T.eq(state:phase(), "schema_pre")
   source:close(); target:close()
   local code, out = H.run("run " .. pb)

@@ -295,8 +295,11 @@ end
 -- returned open and idle (the exported snapshot lives as long as it stays idle).
 -- Returns { slot=, lsn=, snapshot=, hold= }.
 function M.create_slot(task, source, names, want_snapshot, timeout)
+  -- With a snapshot this session stays idle in its transaction until the last part of the
+  -- full load is copied: no server-side idle timeout may end it.
   local repl = connect.open(task, "source", { replication = "database",
-                                              application_name = "pgtide:" .. task.name .. ":slot" })
+                                              application_name = "pgtide:" .. task.name .. ":slot",
+                                              settings = { idle_in_transaction_session_timeout = "0" } })
   local version = repl:server_version()
   local q = repl:quote_ident(names.slot)
   local sql
