@@ -480,7 +480,7 @@ local function sync_sequences(load, src, tgt)
       local tname = tgt:quote_ident(seq.target.schema) .. "." .. tgt:quote_ident(seq.target.name)
       local ok, err = tgt:query("SELECT pg_catalog.setval($1::regclass, $2, $3)", tname, r[1].last_value, r[1].is_called)
       if not ok then
-        failure.raise("failed", string.format("setting sequence %s on the target failed: %s", tname, tostring(err)))
+        failure.raise("failed", string.format("setting sequence %s on the target failed: %s", tname, tostring(err)), { err = err })
       end
     end
   end

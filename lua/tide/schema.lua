@@ -92,7 +92,7 @@ function M.apply_pre(task, plan, target, opts)
   local batch = statements_per_transaction(target)
   local function begin()
     local ok, err = target:exec("BEGIN; " .. SETTINGS)
-    if not ok then failure.raise("failed", "cannot start a pre-data transaction on the target: " .. tostring(err)) end
+    if not ok then failure.raise("failed", "cannot start a pre-data transaction on the target: " .. tostring(err), { err = err }) end
   end
   local keys = {}
   local function commit(final)
@@ -100,7 +100,7 @@ function M.apply_pre(task, plan, target, opts)
     keys = {}
     if not ok then
       target:exec("ROLLBACK")
-      failure.raise("failed", "committing pre-data failed: " .. tostring(err))
+      failure.raise("failed", "committing pre-data failed: " .. tostring(err), { err = err })
     end
   end
   begin()

@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS %s (
   if not ok then
     failure.raise("failed", string.format("cannot create the heartbeat table %s on the source: %s\n" ..
       "  hint: set incremental.heartbeat_table to a schema the source user may create in, or incremental.heartbeat = false",
-      hb, err.message or tostring(err)))
+      hb, err.message or tostring(err)), { err = err })
   end
   -- Marked as ours (also a table made by an earlier version, without the comment); only
   -- written when it differs, so a resumed run takes no lock for it.
@@ -107,7 +107,7 @@ CREATE TABLE IF NOT EXISTS %s (
     if not ok then
       failure.raise("failed", string.format("cannot mark the heartbeat table %s on the source with a comment: %s\n" ..
         "  hint: the source user must own the heartbeat table (it is added to the publication)",
-        hb, err.message or tostring(err)))
+        hb, err.message or tostring(err)), { err = err })
     end
   end
   assert(source:query("INSERT INTO " .. hb .. " (slot) VALUES ($1) ON CONFLICT (slot) DO NOTHING", names.slot))
@@ -221,7 +221,7 @@ function M.ensure_publication(task, plan, source, names)
   local ok, err = source:exec(sql)
   if not ok then
     failure.raise("failed", string.format("cannot create the publication %s on the source: %s%s",
-      names.publication, err.message or tostring(err), err.hint and ("\n  hint: " .. err.hint) or ""))
+      names.publication, err.message or tostring(err), err.hint and ("\n  hint: " .. err.hint) or ""), { err = err })
   end
   return true
 end
@@ -286,7 +286,7 @@ function M.await_slot(repl, source, sql, how)
   if not rows then
     repl:close()
     failure.raise("failed", string.format("%s failed: %s%s", how.what,
-      err.message or tostring(err), err.hint and ("\n  hint: " .. err.hint) or ""))
+      err.message or tostring(err), err.hint and ("\n  hint: " .. err.hint) or ""), { err = err })
   end
   return rows
 end
@@ -351,7 +351,7 @@ function M.reset_origin(target, names)
   if not ok then
     failure.raise("failed", string.format("cannot create the replication origin %s on the target: %s\n" ..
       "  hint: replication origins need a superuser, or EXECUTE on pg_replication_origin_* granted to the target user",
-      names.origin, err.message or tostring(err)))
+      names.origin, err.message or tostring(err)), { err = err })
   end
 end
 
@@ -381,7 +381,7 @@ function M.release(task, source, target)
       local ok, err = target:query("SELECT pg_catalog.pg_replication_origin_drop($1)", names.origin)
       if not ok then
         failure.raise("failed", string.format("cannot drop the replication origin %s on the target: %s " ..
-          "(is the task still running? stop it first)", names.origin, err.message or tostring(err)))
+          "(is the task still running? stop it first)", names.origin, err.message or tostring(err)), { err = err })
       end
       dropped[#dropped + 1] = "replication origin " .. names.origin
     end
