@@ -29,7 +29,8 @@ local function human_bytes(n)
   local units = { "B", "kB", "MB", "GB", "TB" }
   local i = 1
   while n >= 1024 and i < #units do n = n / 1024; i = i + 1 end
-  return i == 1 and string.format("%d %s", n, units[i]) or string.format("%.1f %s", n, units[i])
+  -- (a rate under 1 kB/s is a float: %d alone would raise)
+  return i == 1 and string.format("%d %s", math.floor(n), units[i]) or string.format("%.1f %s", n, units[i])
 end
 M.human_bytes = human_bytes
 
