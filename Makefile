@@ -30,7 +30,7 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 DEB_PACKAGES := gcc make pkg-config python3 liblua5.4-dev lua-lpeg-dev libuv1-dev libpq-dev \
-                libedit-dev postgresql-15 tmux
+                libedit-dev postgresql-15 postgresql-15-orafce tmux
 
 .PHONY: all deps test test-asan test-faults demo fuzz fuzz-run clean unit
 

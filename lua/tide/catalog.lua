@@ -53,10 +53,123 @@ ORDER BY x.extname
 ]]
 
 -- Objects created by an extension: never migrated one by one, CREATE EXTENSION makes them.
+-- Relations and types carry a description, for the parts (constraints, triggers, ...) of an
+-- extension's table or domain, which the planner leaves out naming it. The indexes of an
+-- extension's tables count as its members too (a foreign key to such a table needs one).
 S.extension_members = [[
-SELECT e.classid::regclass::text AS class, e.objid, e.refobjid AS extension
+SELECT e.classid::regclass::text AS class, e.objid, e.refobjid AS extension,
+       CASE WHEN e.classid IN ('pg_class'::regclass, 'pg_type'::regclass)
+            THEN pg_describe_object(e.classid, e.objid, 0) END AS description
 FROM pg_depend e
 WHERE e.deptype = 'e' AND e.refclassid = 'pg_extension'::regclass
+UNION ALL
+SELECT 'pg_class', i.indexrelid, e.refobjid, pg_describe_object('pg_class'::regclass, i.indexrelid, 0)
+FROM pg_index i
+JOIN pg_depend e ON e.classid = 'pg_class'::regclass AND e.objid = i.indrelid
+     AND e.deptype = 'e' AND e.refclassid = 'pg_extension'::regclass
+WHERE NOT EXISTS (SELECT FROM pg_depend x WHERE x.classid = 'pg_class'::regclass
+                  AND x.objid = i.indexrelid AND x.deptype = 'e')
+]]
+
+-- Configuration tables and sequences of extensions (pg_extension_config_dump): created by
+-- CREATE EXTENSION, their rows (those matching the condition, "WHERE ..." or empty for all)
+-- copied by the full load, as pg_dump does. key_columns: the primary key, else the replica
+-- identity index.
+S.extension_config = [[
+SELECT x.oid AS extension, x.extname AS extension_name, c.oid, n.nspname AS schema, c.relname AS name,
+       c.relkind, NULLIF(btrim(u.condition), '') AS condition,
+       c.relreplident AS replica_identity, c.relpersistence = 'u' AS unlogged,
+       c.relpages::bigint AS pages, c.reltuples::bigint AS rows_estimate,
+       c.relpages::bigint * current_setting('block_size')::bigint AS bytes,
+       (SELECT json_agg(json_build_object('num', a.attnum, 'name', a.attname,
+                 'type', format_type(a.atttypid, a.atttypmod), 'type_oid', a.atttypid::int8,
+                 'not_null', a.attnotnull, 'identity', a.attidentity, 'generated', a.attgenerated)
+                 ORDER BY a.attnum)
+          FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text AS columns_json,
+       (SELECT json_agg(a.attname ORDER BY k.ord)
+          FROM unnest((SELECT i.indkey FROM pg_index i
+                        WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident)
+                        ORDER BY i.indisprimary DESC LIMIT 1)) WITH ORDINALITY k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum)::text AS key_columns_json
+FROM pg_extension x
+CROSS JOIN LATERAL unnest(x.extconfig, x.extcondition) AS u(reloid, condition)
+JOIN pg_class c ON c.oid = u.reloid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+ORDER BY x.extname, n.nspname, c.relname
+]]
+
+-- Privileges on extension members that differ from what CREATE EXTENSION gives them: the
+-- extension's initial privileges (pg_init_privs), or the defaults (acldefault) when the
+-- script granted nothing. As S.privileges, plus what names the member in GRANT: `word`
+-- (TABLE, SEQUENCE, FUNCTION, PROCEDURE, SCHEMA, TYPE, DOMAIN, FOREIGN DATA WRAPPER,
+-- LANGUAGE), `schema`, `name`, `args` and `arg_types` (routines: identity arguments, and the
+-- argument types alone for short step keys), `column_name` (column privileges).
+S.extension_privileges = [[
+WITH member AS (
+  SELECT e.classid, e.objid, e.refobjid AS extension
+  FROM pg_depend e
+  WHERE e.deptype = 'e' AND e.refclassid = 'pg_extension'::regclass
+), acl AS (
+  SELECT m.extension, 'pg_class' AS class, c.oid, 0 AS subid, c.relowner AS owner, c.relacl AS acl,
+         acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner) AS defaults,
+         CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS word,
+         n.nspname AS schema, c.relname AS name, NULL::text AS args, NULL::text AS arg_types,
+         NULL::name AS column_name
+  FROM member m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  UNION ALL
+  SELECT m.extension, 'pg_class', c.oid, a.attnum, c.relowner, a.attacl, NULL::aclitem[],
+         'TABLE', n.nspname, c.relname, NULL, NULL, a.attname
+  FROM member m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL
+  SELECT m.extension, 'pg_proc', p.oid, 0, p.proowner, p.proacl, acldefault('f', p.proowner),
+         CASE WHEN p.prokind = 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, n.nspname, p.proname,
+         pg_get_function_identity_arguments(p.oid), oidvectortypes(p.proargtypes), NULL
+  FROM member m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid
+  JOIN pg_namespace n ON n.oid = p.pronamespace
+  UNION ALL
+  SELECT m.extension, 'pg_namespace', n.oid, 0, n.nspowner, n.nspacl, acldefault('n', n.nspowner),
+         'SCHEMA', NULL, n.nspname, NULL, NULL, NULL
+  FROM member m JOIN pg_namespace n ON m.classid = 'pg_namespace'::regclass AND n.oid = m.objid
+  UNION ALL
+  SELECT m.extension, 'pg_type', t.oid, 0, t.typowner, t.typacl, acldefault('T', t.typowner),
+         CASE WHEN t.typtype = 'd' THEN 'DOMAIN' ELSE 'TYPE' END, n.nspname, t.typname, NULL, NULL, NULL
+  FROM member m JOIN pg_type t ON m.classid = 'pg_type'::regclass AND t.oid = m.objid
+  JOIN pg_namespace n ON n.oid = t.typnamespace
+  UNION ALL
+  SELECT m.extension, 'pg_foreign_data_wrapper', w.oid, 0, w.fdwowner, w.fdwacl, acldefault('F', w.fdwowner),
+         'FOREIGN DATA WRAPPER', NULL, w.fdwname, NULL, NULL, NULL
+  FROM member m JOIN pg_foreign_data_wrapper w ON m.classid = 'pg_foreign_data_wrapper'::regclass AND w.oid = m.objid
+  UNION ALL
+  SELECT m.extension, 'pg_language', l.oid, 0, l.lanowner, l.lanacl, acldefault('l', l.lanowner),
+         'LANGUAGE', NULL, l.lanname, NULL, NULL, NULL
+  FROM member m JOIN pg_language l ON m.classid = 'pg_language'::regclass AND l.oid = m.objid
+), compared AS (
+  SELECT acl.*, coalesce(acl.acl, acl.defaults) AS now, coalesce(ip.initprivs, acl.defaults) AS base
+  FROM acl
+  LEFT JOIN pg_init_privs ip ON ip.objoid = acl.oid AND ip.classoid = acl.class::regclass
+        AND ip.objsubid = acl.subid
+  WHERE acl.acl IS NOT NULL OR ip.initprivs IS NOT NULL
+)
+SELECT c.extension, c.class, c.oid AS objoid, c.subid AS objsubid, c.word, c.schema, c.name, c.args,
+       c.arg_types, c.column_name,
+       g.action, g.privilege, g.grantable,
+       CASE WHEN g.grantee = 0 THEN NULL ELSE pg_get_userbyid(g.grantee) END AS grantee,
+       g.grantee = c.owner AS to_owner
+FROM compared c,
+LATERAL (
+  (SELECT 'grant' AS action, x.grantee, x.privilege_type AS privilege, x.is_grantable AS grantable
+     FROM aclexplode(c.now) x
+   EXCEPT
+   SELECT 'grant', y.grantee, y.privilege_type, y.is_grantable FROM aclexplode(c.base) y)
+  UNION ALL
+  (SELECT 'revoke', y.grantee, y.privilege_type, false FROM aclexplode(c.base) y
+   EXCEPT
+   SELECT 'revoke', x.grantee, x.privilege_type, false FROM aclexplode(c.now) x)
+) g
+ORDER BY c.extension, c.class, c.oid, c.subid, g.action, g.grantee, g.privilege
 ]]
 
 S.collations = [[
@@ -93,7 +206,35 @@ SELECT t.oid, n.nspname AS schema, t.typname AS name, pg_get_userbyid(t.typowner
        cpn.nspname AS range_canonical_schema, cp.proname AS range_canonical_name,
        dpn.nspname AS range_diff_schema, dp.proname AS range_diff_name,
        mtn.nspname AS multirange_schema, mt.typname AS multirange_name,
-       mt.oid AS multirange_oid, mt.typarray AS multirange_array_oid
+       mt.oid AS multirange_oid, mt.typarray AS multirange_array_oid,
+       -- base types (typtype 'b'): the fields of CREATE TYPE name (INPUT = ..., ...), and its
+       -- functions by role (input, output, ...): [schema, name, oid]
+       CASE WHEN t.typtype = 'b' THEN t.typlen END AS base_length,
+       CASE WHEN t.typtype = 'b' THEN t.typbyval END AS base_by_value,
+       CASE WHEN t.typtype = 'b' THEN t.typalign END AS base_alignment,
+       CASE WHEN t.typtype = 'b' THEN t.typstorage END AS base_storage,
+       CASE WHEN t.typtype = 'b' THEN t.typcategory END AS base_category,
+       CASE WHEN t.typtype = 'b' THEN t.typispreferred END AS base_preferred,
+       CASE WHEN t.typtype = 'b' THEN t.typdelim END AS base_delimiter,
+       CASE WHEN t.typtype = 'b' THEN t.typcollation <> 0 END AS base_collatable,
+       CASE WHEN t.typtype = 'b' THEN t.typdefault END AS base_default,
+       CASE WHEN t.typtype = 'b' AND t.typelem <> 0 THEN format_type(t.typelem, NULL) END AS base_element,
+       CASE WHEN t.typtype = 'b' THEN
+         (SELECT json_object_agg(f.role, json_build_array(fn.nspname, fp.proname, fp.oid::int8))
+            FROM (VALUES ('input', t.typinput), ('output', t.typoutput), ('receive', t.typreceive),
+                         ('send', t.typsend), ('typmod_in', t.typmodin), ('typmod_out', t.typmodout),
+                         ('analyze', t.typanalyze),
+                         -- typsubscript (PostgreSQL 14+) as regproc text; matched by name, not
+                         -- cast back (an overloaded name would make ::regproc fail)
+                         ('subscript', (SELECT sp.oid FROM pg_proc sp
+                                          JOIN pg_namespace spn ON spn.oid = sp.pronamespace
+                                         WHERE sp.pronargs = 1 AND sp.proargtypes[0] = 'internal'::regtype
+                                           AND to_jsonb(t) ->> 'typsubscript' IN
+                                               (quote_ident(spn.nspname) || '.' || quote_ident(sp.proname),
+                                                CASE WHEN spn.nspname = 'pg_catalog' THEN quote_ident(sp.proname) END)
+                                         LIMIT 1))) f(role, fn_oid)
+            JOIN pg_proc fp ON fp.oid = f.fn_oid
+            JOIN pg_namespace fn ON fn.oid = fp.pronamespace)::text END AS base_functions_json
 FROM pg_type t
 JOIN pg_namespace n ON n.oid = t.typnamespace
 LEFT JOIN pg_type bt ON bt.oid = t.typbasetype
@@ -367,6 +508,156 @@ WHERE %USER_SCHEMA%
 ORDER BY n.nspname, s.stxname
 ]]
 
+-- Operators. Shells (no function: what a COMMUTATOR or NEGATOR naming a missing operator
+-- leaves) are not listed; naming them again makes them again. identity_args: "left, right"
+-- as format_type prints them, NONE for the left side of a prefix operator.
+S.operators = [[
+SELECT o.oid, n.nspname AS schema, o.oprname AS name, pg_get_userbyid(o.oprowner) AS owner,
+       CASE WHEN o.oprleft <> 0 THEN format_type(o.oprleft, NULL) END AS left_type,
+       CASE WHEN o.oprright <> 0 THEN format_type(o.oprright, NULL) END AS right_type,
+       coalesce(format_type(NULLIF(o.oprleft, 0), NULL), 'NONE') || ', '
+         || coalesce(format_type(NULLIF(o.oprright, 0), NULL), 'NONE') AS identity_args,
+       fpn.nspname AS function_schema, fp.proname AS function_name,
+       cn.nspname AS commutator_schema, co.oprname AS commutator_name,
+       nn.nspname AS negator_schema, ng.oprname AS negator_name,
+       rpn.nspname AS restrict_schema, rp.proname AS restrict_name,
+       jpn.nspname AS join_schema, jp.proname AS join_name,
+       o.oprcanmerge AS merges, o.oprcanhash AS hashes
+FROM pg_operator o
+JOIN pg_namespace n ON n.oid = o.oprnamespace
+JOIN pg_proc fp ON fp.oid = o.oprcode
+JOIN pg_namespace fpn ON fpn.oid = fp.pronamespace
+LEFT JOIN pg_operator co ON co.oid = o.oprcom
+LEFT JOIN pg_namespace cn ON cn.oid = co.oprnamespace
+LEFT JOIN pg_operator ng ON ng.oid = o.oprnegate
+LEFT JOIN pg_namespace nn ON nn.oid = ng.oprnamespace
+LEFT JOIN pg_proc rp ON rp.oid = o.oprrest
+LEFT JOIN pg_namespace rpn ON rpn.oid = rp.pronamespace
+LEFT JOIN pg_proc jp ON jp.oid = o.oprjoin
+LEFT JOIN pg_namespace jpn ON jpn.oid = jp.pronamespace
+WHERE %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_operator'::regclass
+                  AND e.objid = o.oid AND e.deptype = 'e')
+ORDER BY n.nspname, o.oprname, identity_args
+]]
+
+-- Operator families and classes, each with its members (pg_amop, pg_amproc rows: kind
+-- "operator" or "function", number, left_type, right_type, schema, name, args, sort family).
+-- A class's members are tied to it in pg_depend; a family lists only its loose members, the
+-- ones ALTER OPERATOR FAMILY ... ADD gave it.
+S.opfamilies = [[
+SELECT f.oid, n.nspname AS schema, f.opfname AS name, pg_get_userbyid(f.opfowner) AS owner,
+       am.amname AS method, am.amname AS identity_args,
+       (SELECT json_agg(m ORDER BY m.kind DESC, m.number, m.left_type, m.right_type)
+          FROM (SELECT 'operator' AS kind, ao.oid::int8 AS oid, ao.amopstrategy AS number,
+                       format_type(ao.amoplefttype, NULL) AS left_type,
+                       format_type(ao.amoprighttype, NULL) AS right_type,
+                       opn.nspname AS schema, op.oprname AS name, NULL::text AS args,
+                       sfn.nspname AS sort_family_schema, sf.opfname AS sort_family_name
+                  FROM pg_amop ao
+                  JOIN pg_depend d ON d.classid = 'pg_amop'::regclass AND d.objid = ao.oid
+                   AND d.refclassid = 'pg_opfamily'::regclass AND d.refobjid = f.oid
+                  JOIN pg_operator op ON op.oid = ao.amopopr
+                  JOIN pg_namespace opn ON opn.oid = op.oprnamespace
+                  LEFT JOIN pg_opfamily sf ON sf.oid = ao.amopsortfamily
+                  LEFT JOIN pg_namespace sfn ON sfn.oid = sf.opfnamespace
+                 WHERE ao.amopfamily = f.oid
+                UNION ALL
+                SELECT 'function', ap.oid::int8, ap.amprocnum,
+                       format_type(ap.amproclefttype, NULL), format_type(ap.amprocrighttype, NULL),
+                       pn.nspname, p.proname, oidvectortypes(p.proargtypes), NULL, NULL
+                  FROM pg_amproc ap
+                  JOIN pg_depend d ON d.classid = 'pg_amproc'::regclass AND d.objid = ap.oid
+                   AND d.refclassid = 'pg_opfamily'::regclass AND d.refobjid = f.oid
+                  JOIN pg_proc p ON p.oid = ap.amproc
+                  JOIN pg_namespace pn ON pn.oid = p.pronamespace
+                 WHERE ap.amprocfamily = f.oid) m)::text AS members_json
+FROM pg_opfamily f
+JOIN pg_namespace n ON n.oid = f.opfnamespace
+JOIN pg_am am ON am.oid = f.opfmethod
+WHERE %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_opfamily'::regclass
+                  AND e.objid = f.oid AND e.deptype = 'e')
+ORDER BY n.nspname, f.opfname, am.amname
+]]
+
+S.opclasses = [[
+SELECT c.oid, n.nspname AS schema, c.opcname AS name, pg_get_userbyid(c.opcowner) AS owner,
+       am.amname AS method, am.amname AS identity_args, c.opcdefault AS is_default,
+       format_type(c.opcintype, NULL) AS input_type,
+       CASE WHEN c.opckeytype <> 0 THEN format_type(c.opckeytype, NULL) END AS storage_type,
+       fn.nspname AS family_schema, f.opfname AS family_name,
+       (SELECT json_agg(m ORDER BY m.kind DESC, m.number, m.left_type, m.right_type)
+          FROM (SELECT 'operator' AS kind, ao.oid::int8 AS oid, ao.amopstrategy AS number,
+                       format_type(ao.amoplefttype, NULL) AS left_type,
+                       format_type(ao.amoprighttype, NULL) AS right_type,
+                       opn.nspname AS schema, op.oprname AS name, NULL::text AS args,
+                       sfn.nspname AS sort_family_schema, sf.opfname AS sort_family_name
+                  FROM pg_amop ao
+                  JOIN pg_depend d ON d.classid = 'pg_amop'::regclass AND d.objid = ao.oid
+                   AND d.refclassid = 'pg_opclass'::regclass AND d.refobjid = c.oid
+                  JOIN pg_operator op ON op.oid = ao.amopopr
+                  JOIN pg_namespace opn ON opn.oid = op.oprnamespace
+                  LEFT JOIN pg_opfamily sf ON sf.oid = ao.amopsortfamily
+                  LEFT JOIN pg_namespace sfn ON sfn.oid = sf.opfnamespace
+                 WHERE ao.amopfamily = c.opcfamily
+                UNION ALL
+                SELECT 'function', ap.oid::int8, ap.amprocnum,
+                       format_type(ap.amproclefttype, NULL), format_type(ap.amprocrighttype, NULL),
+                       pn.nspname, p.proname, oidvectortypes(p.proargtypes), NULL, NULL
+                  FROM pg_amproc ap
+                  JOIN pg_depend d ON d.classid = 'pg_amproc'::regclass AND d.objid = ap.oid
+                   AND d.refclassid = 'pg_opclass'::regclass AND d.refobjid = c.oid
+                  JOIN pg_proc p ON p.oid = ap.amproc
+                  JOIN pg_namespace pn ON pn.oid = p.pronamespace
+                 WHERE ap.amprocfamily = c.opcfamily) m)::text AS members_json
+FROM pg_opclass c
+JOIN pg_namespace n ON n.oid = c.opcnamespace
+JOIN pg_am am ON am.oid = c.opcmethod
+JOIN pg_opfamily f ON f.oid = c.opcfamily
+JOIN pg_namespace fn ON fn.oid = f.opfnamespace
+WHERE %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_opclass'::regclass
+                  AND e.objid = c.oid AND e.deptype = 'e')
+ORDER BY n.nspname, c.opcname, am.amname
+]]
+
+-- Casts made by users (the server's own have oids below 16384; those a range type makes to its
+-- multirange depend on it internally, and come with it). They have no schema; name is
+-- "(source AS target)". The plan keeps those that involve a migrated type or function.
+S.casts = [[
+SELECT c.oid, '' AS schema,
+       '(' || format_type(c.castsource, NULL) || ' AS ' || format_type(c.casttarget, NULL) || ')' AS name,
+       format_type(c.castsource, NULL) AS source_type, format_type(c.casttarget, NULL) AS target_type,
+       c.castsource::int8 AS source_oid, c.casttarget::int8 AS target_oid,
+       NULLIF(c.castfunc, 0)::int8 AS function_oid,
+       pn.nspname AS function_schema, p.proname AS function_name,
+       oidvectortypes(p.proargtypes) AS function_args,
+       c.castcontext AS context, c.castmethod AS method
+FROM pg_cast c
+LEFT JOIN pg_proc p ON p.oid = c.castfunc
+LEFT JOIN pg_namespace pn ON pn.oid = p.pronamespace
+WHERE c.oid >= 16384
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_cast'::regclass
+                  AND e.objid = c.oid AND e.deptype IN ('e', 'i'))
+ORDER BY 3
+]]
+
+S.conversions = [[
+SELECT c.oid, n.nspname AS schema, c.conname AS name, pg_get_userbyid(c.conowner) AS owner,
+       pg_encoding_to_char(c.conforencoding) AS for_encoding,
+       pg_encoding_to_char(c.contoencoding) AS to_encoding,
+       pn.nspname AS function_schema, p.proname AS function_name, c.condefault AS is_default
+FROM pg_conversion c
+JOIN pg_namespace n ON n.oid = c.connamespace
+JOIN pg_proc p ON p.oid = c.conproc
+JOIN pg_namespace pn ON pn.oid = p.pronamespace
+WHERE %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_conversion'::regclass
+                  AND e.objid = c.oid AND e.deptype = 'e')
+ORDER BY n.nspname, c.conname
+]]
+
 -- Comments. System objects (oid < 16384) are skipped, except schemas: `public` has a low oid.
 S.comments = [[
 SELECT d.classoid::regclass::text AS class, d.objoid, d.objsubid, d.description
@@ -398,6 +689,12 @@ WITH acl AS (
   SELECT 'pg_type', t.oid, 0, t.typowner, t.typacl, acldefault('T', t.typowner)
   FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
   WHERE t.typacl IS NOT NULL AND %USER_SCHEMA%
+  UNION ALL
+  SELECT 'pg_foreign_data_wrapper', w.oid, 0, w.fdwowner, w.fdwacl, acldefault('F', w.fdwowner)
+  FROM pg_foreign_data_wrapper w WHERE w.fdwacl IS NOT NULL
+  UNION ALL
+  SELECT 'pg_foreign_server', s.oid, 0, s.srvowner, s.srvacl, acldefault('S', s.srvowner)
+  FROM pg_foreign_server s WHERE s.srvacl IS NOT NULL
 )
 SELECT acl.class, acl.oid AS objoid, acl.subid AS objsubid, g.action, g.privilege,
        g.grantable, CASE WHEN g.grantee = 0 THEN NULL ELSE pg_get_userbyid(g.grantee) END AS grantee,
@@ -416,6 +713,136 @@ LATERAL (
 ORDER BY acl.class, acl.oid, acl.subid, g.action, g.grantee, g.privilege
 ]]
 
+-- Text search parsers and templates: their functions as { schema, name, oid } by role.
+S.ts_parsers = [[
+SELECT p.oid, n.nspname AS schema, p.prsname AS name,
+       (SELECT json_object_agg(f.role, json_build_array(fn.nspname, fp.proname, fp.oid::int8))
+          FROM (VALUES ('start', p.prsstart::oid), ('gettoken', p.prstoken::oid), ('end', p.prsend::oid),
+                       ('headline', p.prsheadline::oid), ('lextypes', p.prslextype::oid)) f(role, fn_oid)
+          JOIN pg_proc fp ON fp.oid = f.fn_oid
+          JOIN pg_namespace fn ON fn.oid = fp.pronamespace)::text AS functions_json
+FROM pg_ts_parser p
+JOIN pg_namespace n ON n.oid = p.prsnamespace
+WHERE %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_ts_parser'::regclass
+                  AND e.objid = p.oid AND e.deptype = 'e')
+ORDER BY n.nspname, p.prsname
+]]
+
+S.ts_templates = [[
+SELECT t.oid, n.nspname AS schema, t.tmplname AS name,
+       (SELECT json_object_agg(f.role, json_build_array(fn.nspname, fp.proname, fp.oid::int8))
+          FROM (VALUES ('init', t.tmplinit::oid), ('lexize', t.tmpllexize::oid)) f(role, fn_oid)
+          JOIN pg_proc fp ON fp.oid = f.fn_oid
+          JOIN pg_namespace fn ON fn.oid = fp.pronamespace)::text AS functions_json
+FROM pg_ts_template t
+JOIN pg_namespace n ON n.oid = t.tmplnamespace
+WHERE %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_ts_template'::regclass
+                  AND e.objid = t.oid AND e.deptype = 'e')
+ORDER BY n.nspname, t.tmplname
+]]
+
+-- Dictionaries: options as the server stored them ("stopwords = 'english', ...").
+S.ts_dictionaries = [[
+SELECT d.oid, n.nspname AS schema, d.dictname AS name, pg_get_userbyid(d.dictowner) AS owner,
+       t.oid AS template_oid, tn.nspname AS template_schema, t.tmplname AS template_name,
+       d.dictinitoption AS options
+FROM pg_ts_dict d
+JOIN pg_namespace n ON n.oid = d.dictnamespace
+JOIN pg_ts_template t ON t.oid = d.dicttemplate
+JOIN pg_namespace tn ON tn.oid = t.tmplnamespace
+WHERE %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_ts_dict'::regclass
+                  AND e.objid = d.oid AND e.deptype = 'e')
+ORDER BY n.nspname, d.dictname
+]]
+
+-- Configurations with their mappings: [token, dictionary oid, schema, name] in token then
+-- sequence order (the token's name from the parser's ts_token_type).
+S.ts_configs = [[
+SELECT c.oid, n.nspname AS schema, c.cfgname AS name, pg_get_userbyid(c.cfgowner) AS owner,
+       p.oid AS parser_oid, pn.nspname AS parser_schema, p.prsname AS parser_name,
+       (SELECT json_agg(json_build_array(t.alias, d.oid::int8, dn.nspname, d.dictname)
+                        ORDER BY m.maptokentype, m.mapseqno)
+          FROM pg_ts_config_map m
+          JOIN pg_ts_dict d ON d.oid = m.mapdict
+          JOIN pg_namespace dn ON dn.oid = d.dictnamespace
+          LEFT JOIN ts_token_type(c.cfgparser) t ON t.tokid = m.maptokentype
+          WHERE m.mapcfg = c.oid)::text AS mappings_json
+FROM pg_ts_config c
+JOIN pg_namespace n ON n.oid = c.cfgnamespace
+JOIN pg_ts_parser p ON p.oid = c.cfgparser
+JOIN pg_namespace pn ON pn.oid = p.prsnamespace
+WHERE %USER_SCHEMA%
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_ts_config'::regclass
+                  AND e.objid = c.oid AND e.deptype = 'e')
+ORDER BY n.nspname, c.cfgname
+]]
+
+-- Foreign-data wrappers, servers and user mappings (no schema). Options as
+-- [[name, value], ...] in their stored order.
+S.foreign_data_wrappers = [[
+SELECT w.oid, w.fdwname AS name, pg_get_userbyid(w.fdwowner) AS owner,
+       CASE WHEN w.fdwhandler <> 0 THEN json_build_array(hn.nspname, h.proname, h.oid::int8)::text END AS handler_json,
+       CASE WHEN w.fdwvalidator <> 0 THEN json_build_array(vn.nspname, v.proname, v.oid::int8)::text END AS validator_json,
+       (SELECT json_agg(json_build_array(o.option_name, o.option_value) ORDER BY o.ord)
+          FROM pg_options_to_table(w.fdwoptions) WITH ORDINALITY o(option_name, option_value, ord))::text AS options_json
+FROM pg_foreign_data_wrapper w
+LEFT JOIN pg_proc h ON h.oid = w.fdwhandler
+LEFT JOIN pg_namespace hn ON hn.oid = h.pronamespace
+LEFT JOIN pg_proc v ON v.oid = w.fdwvalidator
+LEFT JOIN pg_namespace vn ON vn.oid = v.pronamespace
+WHERE NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_foreign_data_wrapper'::regclass
+                  AND e.objid = w.oid AND e.deptype = 'e')
+ORDER BY w.fdwname
+]]
+
+S.foreign_servers = [[
+SELECT s.oid, s.srvname AS name, pg_get_userbyid(s.srvowner) AS owner,
+       s.srvtype AS server_type, s.srvversion AS server_version, w.fdwname AS wrapper,
+       (SELECT json_agg(json_build_array(o.option_name, o.option_value) ORDER BY o.ord)
+          FROM pg_options_to_table(s.srvoptions) WITH ORDINALITY o(option_name, option_value, ord))::text AS options_json
+FROM pg_foreign_server s
+JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw
+WHERE NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_foreign_server'::regclass
+                  AND e.objid = s.oid AND e.deptype = 'e')
+ORDER BY s.srvname
+]]
+
+-- User mappings through pg_user_mappings (pg_user_mapping is a superuser's): their options
+-- are shown to a superuser, the server's owner, or the mapped role with USAGE on the server;
+-- options_hidden when they exist but this role cannot see them. name: role@server, quoted,
+-- PUBLIC for the mapping of every role.
+S.user_mappings = [[
+SELECT u.umid AS oid,
+       CASE WHEN u.umuser = 0 THEN 'PUBLIC' ELSE quote_ident(u.usename) END || '@' || quote_ident(u.srvname) AS name,
+       CASE WHEN u.umuser <> 0 THEN u.usename END AS role, u.srvname AS server, u.srvid AS server_oid,
+       (SELECT json_agg(json_build_array(o.option_name, o.option_value) ORDER BY o.ord)
+          FROM pg_options_to_table(u.umoptions) WITH ORDINALITY o(option_name, option_value, ord))::text AS options_json,
+       u.umoptions IS NULL AND NOT (
+         coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user), false)
+         OR pg_has_role(s.srvowner, 'USAGE')
+         OR (u.umuser <> 0 AND u.usename = current_user AND has_server_privilege(s.oid, 'USAGE'))
+       ) AS options_hidden
+FROM pg_user_mappings u
+JOIN pg_foreign_server s ON s.oid = u.srvid
+ORDER BY u.srvname, u.usename
+]]
+
+-- Event triggers (no schema): tags as a list, the function by oid and name.
+S.event_triggers = [[
+SELECT t.oid, t.evtname AS name, pg_get_userbyid(t.evtowner) AS owner, t.evtevent AS event,
+       t.evtenabled AS enabled, to_json(t.evttags)::text AS tags_json,
+       p.oid AS function_oid, pn.nspname AS function_schema, p.proname AS function_name
+FROM pg_event_trigger t
+JOIN pg_proc p ON p.oid = t.evtfoid
+JOIN pg_namespace pn ON pn.oid = p.pronamespace
+WHERE NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_event_trigger'::regclass
+                  AND e.objid = t.oid AND e.deptype = 'e')
+ORDER BY t.evtname
+]]
+
 -- What depends on what among user objects (oids below 16384 are the server's own).
 -- 'n' normal and 'a' automatic dependencies are the ones that order creation.
 S.depends = [[
@@ -425,16 +852,12 @@ FROM pg_depend d
 WHERE d.deptype IN ('n', 'a') AND d.objid >= 16384 AND d.refobjid >= 16384
 ]]
 
--- Objects of kinds pgtide does not create, per schema, so the plan can say so.
+-- Objects of kinds pgtide does not create, per schema, so the plan can say so. (The first
+-- row names the columns and is never true: a kind's line can go when pgtide creates it.)
 S.unsupported = [[
 SELECT n.nspname AS schema, k.kind, count(*) AS count
 FROM (
-  SELECT 'operator' AS kind, o.oprnamespace AS nsp, o.oid, 'pg_operator'::regclass AS cls FROM pg_operator o
-  UNION ALL SELECT 'operator class', c.opcnamespace, c.oid, 'pg_opclass'::regclass FROM pg_opclass c
-  UNION ALL SELECT 'operator family', f.opfnamespace, f.oid, 'pg_opfamily'::regclass FROM pg_opfamily f
-  UNION ALL SELECT 'text search configuration', t.cfgnamespace, t.oid, 'pg_ts_config'::regclass FROM pg_ts_config t
-  UNION ALL SELECT 'text search dictionary', t.dictnamespace, t.oid, 'pg_ts_dict'::regclass FROM pg_ts_dict t
-  UNION ALL SELECT 'conversion', c.connamespace, c.oid, 'pg_conversion'::regclass FROM pg_conversion c
+  SELECT NULL::text AS kind, NULL::oid AS nsp, NULL::oid AS oid, NULL::regclass AS cls WHERE false
 ) k
 JOIN pg_namespace n ON n.oid = k.nsp
 WHERE %USER_SCHEMA%
@@ -506,13 +929,18 @@ end
 
 -- The statements every read runs, in order; synonyms and packages join when their catalogs
 -- exist (settings.has_synonyms / has_packages).
-M.kinds_read = { "roles", "schemas", "extensions", "extension_members", "collations", "types",
+M.kinds_read = { "roles", "schemas", "extensions", "extension_members", "extension_config",
+  "extension_privileges", "collations", "types",
   "sequences", "tables", "columns", "constraints", "indexes", "views", "functions", "triggers",
-  "rules", "policies", "statistics", "comments", "privileges", "depends", "unsupported" }
+  "rules", "policies", "statistics", "comments", "privileges", "depends", "unsupported",
+  "operators", "opfamilies", "opclasses", "casts", "conversions",
+  "ts_parsers", "ts_templates", "ts_dictionaries", "ts_configs",
+  "foreign_data_wrappers", "foreign_servers", "user_mappings", "event_triggers" }
 
 -- catalog.read(conn [, opts]) → cat: cat[statement name] = rows, plus
 --   cat.settings (current_user, server_version, ...), cat.roles_set (name → row),
 --   cat.columns_by_relid (oid → rows in attnum order), cat.extension_of ("class:oid" → ext oid),
+--   cat.extension_description ("class:oid" → "table s.t" for relations and types of extensions),
 --   cat.timing (statement → seconds).
 -- opts.only = { names... } reads a subset (the target side needs fewer).
 function M.read(conn, opts)
@@ -550,9 +978,10 @@ function M.read(conn, opts)
     if not list then list = {}; cat.columns_by_relid[c.relid] = list end
     list[#list + 1] = c
   end
-  cat.extension_of = {}
+  cat.extension_of, cat.extension_description = {}, {}
   for _, m in ipairs(cat.extension_members) do
     cat.extension_of[m.class .. ":" .. m.objid] = m.extension
+    cat.extension_description[m.class .. ":" .. m.objid] = m.description
   end
   return cat
 end

@@ -116,6 +116,21 @@ local function map_operand_qualifiers(ctx, sql)
   end))
 end
 
+-- OPERATOR(schema.op) in an expression: the schema of a user operator follows the schema
+-- map (operators keep their names). tide.sqlident sees the schema as a one-part name before
+-- a dot that no name follows.
+function ddl.map_operator_schemas(ctx, sql)
+  if ctx.identity or not sql:find("[Oo][Pp][Ee][Rr][Aa][Tt][Oo][Rr]%s*%(") then return sql end
+  return (sqlident.rewrite(sql, function(parts, c)
+    if #parts ~= 1 or not (c.next and c.next.text == ".") or not (c.prev and c.prev.text == "(") then return nil end
+    local word = c.before(2)
+    if not (word and word.word == "operator") or not ctx.schema_names[parts[1].name] then return nil end
+    local schema = ctx.map:schema(parts[1].name)
+    if schema == parts[1].name then return nil end
+    return { schema }
+  end))
+end
+
 -- A definition the server printed for something that belongs to relation `rel` (index,
 -- constraint, trigger, policy expression, column default). opts:
 --   expression  the text is an expression, not a statement
@@ -127,6 +142,7 @@ function ddl.definition(ctx, sql, rel, opts)
   if ctx.identity or sql == nil then return sql end
   -- A domain's CHECK or default belongs to no table: only qualified names can be in it.
   if rel == nil then return (ddl.query(ctx, sql, opts.warn_object, opts.describe or "definition")) end
+  sql = ddl.map_operator_schemas(ctx, sql)
   if not opts.expression then sql = map_operand_qualifiers(ctx, sql) end
   local out, warnings = sqlident.rename_in_definition(sql, {
     schema = rel and rel.schema, table = rel and rel.name, expression = opts.expression,
@@ -141,6 +157,9 @@ function ddl.definition(ctx, sql, rel, opts)
       if kind == "function" then return ddl.lookup(ctx, "function", schema, name) end
       if kind == "type" then return ddl.lookup(ctx, "type", schema, name) end
       if kind == "collation" then return ddl.lookup(ctx, "collation", schema, name) end
+      if kind == "text_search_configuration" or kind == "text_search_dictionary" then
+        return ddl.lookup(ctx, kind, schema, name)
+      end
       return ddl.lookup(ctx, "relation", schema, name)
     end,
     column = function(schema, table_name, column)
@@ -151,6 +170,19 @@ function ddl.definition(ctx, sql, rel, opts)
   })
   for _, w in ipairs(warnings) do ctx.warn(opts.warn_object, (opts.describe or "definition") .. ": " .. w) end
   return out
+end
+
+-- Text search configurations and dictionaries named in '...'::regconfig / ::regdictionary
+-- literals (to_tsvector('app.docs_cfg'::regconfig, ...)): value → kind, and the literal
+-- mapped (sqlident's name_literal).
+local TEXT_SEARCH_CASTS = { regconfig = "text_search_configuration", regdictionary = "text_search_dictionary" }
+
+function ddl.text_search_literal(ctx, parts, c)
+  local kind = TEXT_SEARCH_CASTS[c.cast]
+  if not kind or #parts ~= 2 then return nil end
+  local s, n = ddl.lookup(ctx, kind, parts[1].name, parts[2].name)
+  if s == parts[1].name and n == parts[2].name then return nil end
+  return { s, n }
 end
 
 ------------------------------------------------------------------------ query bodies
@@ -188,6 +220,8 @@ end
 -- known beforehand ({ new = rel, old = rel } in a rule).
 function ddl.query(ctx, sql, obj, what, preset)
   if ctx.identity then return sql, false end
+  local original = sql
+  sql = ddl.map_operator_schemas(ctx, sql)
   local aliases = {}      -- alias → { rel =, implicit = } | false when ambiguous
   for alias, rel in pairs(preset or {}) do aliases[alias] = { rel = rel, implicit = false } end
   local function relation_at(parts, c)
@@ -255,8 +289,8 @@ function ddl.query(ctx, sql, obj, what, preset)
       if result[i] ~= part.name then return result end
     end
     return nil
-  end)
-  return out, count > 0 and out ~= sql
+  end, { name_literal = function(parts, c) return ddl.text_search_literal(ctx, parts, c) end })
+  return out, out ~= original
 end
 
 -- pg_get_functiondef output: header names and types through ddl.query, and the body (a

@@ -218,7 +218,10 @@ local function copy_part(load, src, tgt, part)
   begin_source(load, src)
   must(tgt, "BEGIN", "starting the target transaction")
   local freeze = false
-  if whole and existing ~= "append" then
+  if whole and existing ~= "append" and tbl.target_filter then
+    -- An extension's configuration table: only the rows of its condition are the load's.
+    must(tgt, select(2, parts_mod.target_rows(tgt, tbl)), "emptying " .. tbl.key)
+  elseif whole and existing ~= "append" then
     -- TRUNCATE in the loading transaction lets COPY FREEZE write frozen rows (no later
     -- vacuum pass); it fails on a table referenced by a foreign key, then load without it.
     local ok = tgt:exec("SAVEPOINT tide_truncate; TRUNCATE ONLY " .. parts_mod.target_relation(tgt, tbl))
@@ -520,7 +523,8 @@ local function check_existing(load, tgt)
     local any_done = false
     for _, p in ipairs(load.table_parts[tbl.key]) do if p.done then any_done = true end end
     if not any_done then
-      local r = tgt:query("SELECT EXISTS (SELECT FROM ONLY " .. parts_mod.target_relation(tgt, tbl) .. ") AS has_rows")
+      local r = tgt:query("SELECT EXISTS (SELECT FROM ONLY " .. parts_mod.target_relation(tgt, tbl)
+        .. parts_mod.target_rows(tgt, tbl) .. ") AS has_rows")
       if r and r[1] and r[1].has_rows then nonempty[#nonempty + 1] = tbl.target.schema .. "." .. tbl.target.name end
     end
   end
@@ -537,7 +541,7 @@ local function truncate_split_tables(load, tgt)
     local list = load.table_parts[tbl.key]
     local any_done = false
     for _, p in ipairs(list) do if p.done then any_done = true end end
-    if #list > 1 and not any_done then must(tgt, "TRUNCATE ONLY " .. parts_mod.target_relation(tgt, tbl), "truncating " .. tbl.key) end
+    if #list > 1 and not any_done then must(tgt, select(2, parts_mod.target_rows(tgt, tbl)), "truncating " .. tbl.key) end
   end
 end
 
@@ -705,7 +709,10 @@ function M.start_over(task, plan, target, state)
     if ident and (dropped[ident] or dropped[ident:match("^(.-)/") or false]) then steps[#steps + 1] = key end
   end
   local list = {}
-  for _, tbl in ipairs(plan.tables) do list[#list + 1] = parts_mod.target_relation(target, tbl) end
+  for _, tbl in ipairs(plan.tables) do
+    if tbl.target_filter then sql[#sql + 1] = select(2, parts_mod.target_rows(target, tbl))
+    else list[#list + 1] = parts_mod.target_relation(target, tbl) end
+  end
   if #list > 0 then sql[#sql + 1] = "TRUNCATE " .. table.concat(list, ", ") end
   local ok, err = target:exec(table.concat(sql, ";\n"))
   if not ok then

@@ -27,6 +27,31 @@
 --   grant_reference(ctx, obj) → the same for GRANT, when it differs
 --   drop(ctx, obj)       → the DROP statement (existing = "drop")
 --   owned      false when the object has no owner of its own (an index)
+--   global     true for objects that live in no schema (servers, event triggers): obj.schema is
+--              nil, the name stays; selected by tide.plan.database_wide, with
+--   follows(row)         → class, oid of the object whose selection it follows (a user
+--                          mapping its server), and
+--   pulled     true when, with select.include, it is selected as soon as a selected object
+--              needs it (a server a foreign table uses)
+--   ident(obj)           → the identity text in keys and messages (default: the quoted name)
+--   word       the kind in messages, when not its name ("user mapping")
+--   kind_in_keys  true when another kind may have the same ident (a text search configuration
+--              app.docs and a table app.docs): its comment, owner and grant steps are keyed
+--              comment:KIND:IDENT/...
+--   by_name    true to be found by schema and name in definitions (ddl.lookup(ctx, kind, ...)),
+--              as relations, functions and collations are
+--   select(obj, model, selector) → true | false, reason: decides by other objects instead of
+--                          the patterns (a cast: by its types and function)
+--   relink(ctx, obj)     changes obj.deps before the steps are ordered (a base type and its
+--                          I/O functions); an edge with first_step = true waits only for the
+--                          first step of what it needs (the shell type)
+--   space_args true when the name space key carries row.identity_args (operators: their
+--              argument types; classes and families: their access method)
+--   keeps_name true when the name is never mapped (an operator's symbol), only the schema
+--   target_text(obj)     → the target as `pgtide plan` shows it, when not schema.name
+--   A step may say `last = true`: it waits for every other step of its phase (an event
+--   trigger enabled at the end of post-data), and `undo = SQL`: what a full load that starts
+--   over runs to take the done step back (plan step .undo; foreign keys and triggers have theirs).
 local M = {}
 
 local groups = {
@@ -36,6 +61,10 @@ local groups = {
   require "tide.kinds.relations",   -- sequence, table, foreign table, view, materialized view
   require "tide.kinds.table_parts", -- index, constraint, trigger, rule, policy, statistics
   require "tide.kinds.polardb",     -- synonym, package (PolarDB for PostgreSQL, Oracle mode)
+  require "tide.kinds.textsearch",  -- text search parser, template, dictionary, configuration
+  require "tide.kinds.fdw",         -- foreign-data wrapper, server, user mapping
+  require "tide.kinds.event_trigger", -- event trigger
+  require "tide.kinds.operators",   -- operator, operator family and class, cast, conversion
 }
 
 M.list = {}

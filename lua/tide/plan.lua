@@ -10,6 +10,8 @@
 --   4. finds what already exists on the target               tide.plan.existing
 --   5. writes each object's statements                       tide.kinds, tide.ddl
 --   6. adds comments, owners and grants                      tide.plan.attributes
+--      (and privileges on extension members, the data of      tide.plan.extensions
+--      extensions' configuration tables)
 --   7. orders the statements by their dependencies           tide.plan.order
 -- Nothing is written to either server.
 local catalog = require "tide.catalog"
@@ -18,6 +20,7 @@ local objects = require "tide.plan.objects"
 local depends = require "tide.plan.depends"
 local existing = require "tide.plan.existing"
 local attributes = require "tide.plan.attributes"
+local extensions = require "tide.plan.extensions"
 local order = require "tide.plan.order"
 local playbook = require "tide.playbook"
 
@@ -56,7 +59,10 @@ end
 local function check_collisions(plan, model, map)
   local list = {}
   for _, obj in ipairs(model.objects) do
-    if obj.selected and obj.kind ~= "extension" and (obj.inline_of == nil or obj.kind == "sequence") then
+    -- (Objects of no schema keep their names: nothing to collide. Kinds that keep their
+    -- names, def.keeps_name, are not rename's to check either.)
+    if obj.selected and obj.kind ~= "extension" and not obj.def.global and not obj.def.keeps_name
+      and (obj.inline_of == nil or obj.kind == "sequence") then
       list[#list + 1] = { kind = obj.kind, schema = obj.schema, name = obj.name,
         table = obj.owner and obj.owner.name or nil, args = obj.row.identity_args }
       if obj.kind == "table" or obj.kind == "foreign_table" or obj.kind == "view" or obj.kind == "matview" then
@@ -224,6 +230,7 @@ function M.build(task, source, target)
 
   local all = order.build_steps(model, ctx, report.error)
   attributes.add(plan, model, tmodel, ctx, task, selector, all)
+  extensions.member_grants(plan, model, tmodel, ctx, task, selector, all)
   stage("ddl")
   local pre, post = order.sort(all, report.error)
   stage("order")
@@ -231,6 +238,7 @@ function M.build(task, source, target)
   -- The plan's steps: plain tables, keys instead of objects.
   local function finish(step)
     local out = { kind = step.kind, key = step.key, sql = step.sql, object = step.object.key, phase = step.phase }
+    require("tide.secret").carry(step, out)   -- a statement with secrets runs with the real values
     -- Post-data objects that act on rows as they are written (foreign keys check them,
     -- triggers change them): a full load that starts over first drops the ones it built.
     if (step.kind == "fkey" or step.kind == "trigger") and step.object.def.drop then
@@ -239,6 +247,7 @@ function M.build(task, source, target)
         out.undo = drop:gsub("^DROP TRIGGER ", "DROP TRIGGER IF EXISTS ", 1):gsub(" DROP CONSTRAINT ", " DROP CONSTRAINT IF EXISTS ", 1)
       end
     end
+    if step.undo then out.undo = step.undo end   -- a kind's own (an event trigger enabled: disabled)
     out.after = {}
     for i, other in ipairs(step.after_steps or {}) do out.after[i] = other.key end
     if step.phase == "post" then
@@ -278,6 +287,8 @@ function M.build(task, source, target)
       plan.sequences[#plan.sequences + 1] = sequence_entry(model, obj)
     end
   end
+  -- Configuration tables of the selected extensions: rows only (CREATE EXTENSION makes them).
+  extensions.config_tables(plan, model, selector)
   for _, message in ipairs(selector:unused()) do
     plan.warnings[#plan.warnings + 1] = { kind = "select", message = message .. " (a typo?)" }
   end

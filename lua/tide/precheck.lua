@@ -18,7 +18,8 @@ local report_module = require "tide.precheck.report"
 local M = {}
 
 M.MODULES = { "tide.precheck.server", "tide.precheck.privileges", "tide.precheck.objects",
-              "tide.precheck.tables", "tide.precheck.replication", "tide.precheck.info" }
+              "tide.precheck.tables", "tide.precheck.replication", "tide.precheck.info",
+              "tide.precheck.functions" }
 
 -- The built-in checks, in report order.
 M.checks = {}

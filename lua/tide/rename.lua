@@ -28,6 +28,7 @@ rename.object_kinds = {
   "index", "constraint", "sequence", "view", "matview", "foreign_table", "type", "enum",
   "composite", "range", "domain", "collation", "function", "procedure", "aggregate",
   "trigger", "policy", "rule", "synonym", "package",
+  "text_search_parser", "text_search_template", "text_search_dictionary", "text_search_configuration",
 }
 local is_object_kind = {}
 for _, kind in ipairs(rename.object_kinds) do is_object_kind[kind] = true end

@@ -12,6 +12,7 @@
 -- written. A failing statement stops the phase with a message naming the object, the
 -- statement and the server's words.
 local failure = require "tide.failure"
+local secret = require "tide.secret"
 
 local M = {}
 
@@ -32,6 +33,7 @@ local function describe(plan, step)
 end
 
 local function step_failure(plan, step, err)
+  -- step.sql shows secrets masked (tide.secret); the server's words may quote them.
   local msg = string.format("creating %s failed (step %s): %s\n  statement: %s",
     describe(plan, step), step.key, err and (err.message or tostring(err)) or "unknown error",
     #step.sql > 2000 and (step.sql:sub(1, 2000) .. " ...") or step.sql)
@@ -40,7 +42,7 @@ local function step_failure(plan, step, err)
     if err.hint then msg = msg .. "\n  hint: " .. err.hint end
     if err.sqlstate then msg = msg .. "\n  sqlstate: " .. err.sqlstate end
   end
-  return msg
+  return secret.hide(step, msg)
 end
 
 -- Session settings for DDL: function bodies are not checked when created (they may mention
@@ -52,7 +54,7 @@ local SETTINGS = "SET LOCAL check_function_bodies = off; SET LOCAL client_min_me
 -- transaction is left aborted, hence the ROLLBACK.) `record_sql`, when given, runs in the same
 -- transaction: the step and the record that it is done commit together.
 function M.run_step(target, step, record_sql)
-  local ok, err = target:exec("BEGIN; " .. SETTINGS .. ";\n" .. step.sql .. ";\n" ..
+  local ok, err = target:exec("BEGIN; " .. SETTINGS .. ";\n" .. secret.sql(step) .. ";\n" ..
                               (record_sql and (record_sql .. ";\n") or "") .. "COMMIT")
   if not ok then
     target:exec("ROLLBACK")
@@ -107,7 +109,7 @@ function M.apply_pre(task, plan, target, opts)
   local committed, ran = 0, 0
   for _, step in ipairs(plan.pre_data) do
     if done[step.key] then goto continue end
-    local ok, err = target:exec(step.sql)
+    local ok, err = target:exec(secret.sql(step))
     if not ok then
       target:exec("ROLLBACK")
       local outcome = committed == 0

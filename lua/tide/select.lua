@@ -24,6 +24,9 @@ select_module.default_kinds = {
   "sequence", "table", "foreign_table", "view", "matview", "index", "constraint", "trigger",
   "rule", "policy", "function", "procedure", "aggregate", "comment", "grant",
   "synonym", "package",   -- PolarDB for PostgreSQL (Oracle compatible)
+  "text_search_parser", "text_search_template", "text_search_dictionary", "text_search_configuration",
+  "foreign_data_wrapper", "server", "user_mapping", "event_trigger",
+  "operator", "operator_family", "operator_class", "cast", "conversion",
 }
 
 local known_keys = { include = true, exclude = true, kinds = true, columns = true, rows = true, where = true }

@@ -585,6 +585,11 @@ function sqlident.rename_in_definition(sql, opts)
 
   local result = rewrite_tokens(tokens, rename_name, {
     name_literal = function(parts, ctx)
+      -- A text search configuration or dictionary ('app.docs_cfg'::regconfig): only a
+      -- qualified one is a user object (with search_path = pg_catalog the server prints them so).
+      if (ctx.cast == "regconfig" or ctx.cast == "regdictionary") and #parts == 2 then
+        return map_relation(ctx.cast == "regconfig" and "text_search_configuration" or "text_search_dictionary", parts)
+      end
       if ctx.cast ~= "regclass" then return nil end
       return map_relation("sequence", parts, current.schema)
     end,

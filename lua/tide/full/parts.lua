@@ -225,4 +225,17 @@ function M.target_relation(conn, tbl)
   return conn:quote_ident(tbl.target.schema) .. "." .. conn:quote_ident(tbl.target.name)
 end
 
+-- The target rows a table's load replaces: all of them, or for an extension's configuration
+-- table with a condition (tbl.target_filter) only those matching it — the others are the
+-- ones CREATE EXTENSION put there. Returns the WHERE clause ("" for all) and the statement
+-- that empties them (TRUNCATE ONLY, or DELETE when there is a condition).
+function M.target_rows(conn, tbl)
+  local rel = M.target_relation(conn, tbl)
+  if tbl.target_filter then
+    local where = " WHERE (" .. tbl.target_filter .. ")"
+    return where, "DELETE FROM ONLY " .. rel .. where
+  end
+  return "", "TRUNCATE ONLY " .. rel
+end
+
 return M

@@ -70,7 +70,8 @@ local function table_kind(name, accept, rank, word)
             after = { index },
             sql = "ALTER TABLE ONLY " .. target .. " REPLICA IDENTITY USING INDEX " .. ddl.quote(index.target.name) }
         end
-      elseif REPLICA_IDENTITY[row.replica_identity] then
+      elseif REPLICA_IDENTITY[row.replica_identity] and row.relkind ~= "f" then
+        -- (a foreign table has no replica identity to set: its relreplident is always 'n')
         steps[#steps + 1] = { phase = "post", kind = "replica_identity", suffix = "replica_identity",
           sql = "ALTER TABLE ONLY " .. target .. " REPLICA IDENTITY " .. REPLICA_IDENTITY[row.replica_identity] }
       end

@@ -1,4 +1,4 @@
--- Kinds: enum, composite, domain, range, and base types (reported, not created).
+-- Kinds: enum, composite, domain, range, and base types.
 local ddl = require "tide.ddl"
 
 -- Every user type answers to its own oid and to its array type's oid in pg_depend: a column
@@ -89,10 +89,70 @@ local range = type_kind("range", "r", 42, function(ctx, obj)
   return { { sql = "CREATE TYPE " .. ddl.target(obj) .. " AS RANGE (" .. table.concat(options, ", ") .. ")" } }
 end)
 
--- Base types need input/output functions written in C; they come with an extension (whose
--- members are never listed) or must be installed on the target by hand.
-local base = type_kind("type", "b", 41, function() return {} end, {
-  skip = function() return "a base type needs C functions: install it on the target first (usually with its extension)" end,
+-- Base types, as pg_dump writes them: the shell (CREATE TYPE name), then the functions (their
+-- input function returns the type, so they need the shell), then CREATE TYPE name (INPUT =
+-- ..., OUTPUT = ..., ...) with every field explicit (what LIKE copied, too); the array type
+-- comes with it. The functions are LANGUAGE internal, c or sql as on the source; a C
+-- function's library must be on the target (precheck function_library_missing). Base types
+-- of an extension are the extension's (never listed).
+local BASE_FUNCTIONS = { { "input", "INPUT" }, { "output", "OUTPUT" }, { "receive", "RECEIVE" },
+  { "send", "SEND" }, { "typmod_in", "TYPMOD_IN" }, { "typmod_out", "TYPMOD_OUT" },
+  { "analyze", "ANALYZE" }, { "subscript", "SUBSCRIPT" } }
+local ALIGNMENT = { c = "char", s = "int2", i = "int4", d = "double" }
+local STORAGE = { p = "plain", e = "external", x = "extended", m = "main" }
+
+-- The selected user functions the type names (I/O, typmod, analyze, subscript).
+local function base_functions(ctx, obj)
+  local list, seen = {}, {}
+  for _, role in ipairs(BASE_FUNCTIONS) do
+    local f = (obj.row.base_functions or {})[role[1]]
+    local fn = f and ctx.object_at("pg_proc", f[3])
+    if fn and fn ~= obj and not seen[fn] then seen[fn] = true; list[#list + 1] = fn end
+  end
+  return list
+end
+
+local base = type_kind("type", "b", 41, function(ctx, obj)
+  local row = obj.row
+  local functions = row.base_functions or {}
+  local options = { "INTERNALLENGTH = " .. (row.base_length == -1 and "variable" or tostring(row.base_length)) }
+  local function add(text) options[#options + 1] = text end
+  local function fn(role)
+    local f = functions[role]
+    if f then add(BASE_FUNCTIONS[role] .. " = " .. ddl.qualified(ddl.lookup(ctx, "function", f[1], f[2]))) end
+  end
+  for _, role in ipairs({ "input", "output", "receive", "send", "typmod_in", "typmod_out", "analyze" }) do fn(role) end
+  if row.base_collatable then add("COLLATABLE = true") end
+  if row.default_expr then
+    add("DEFAULT = " .. ddl.definition(ctx, row.default_expr, nil,
+      { expression = true, warn_object = obj, describe = "default of type " .. obj.name }))
+  elseif row.base_default then
+    add("DEFAULT = " .. ddl.literal(row.base_default))
+  end
+  fn("subscript")
+  if row.base_element then add("ELEMENT = " .. ddl.type_text(ctx, row.base_element)) end
+  if row.base_category and row.base_category ~= "U" then add("CATEGORY = " .. ddl.literal(row.base_category)) end
+  if row.base_preferred then add("PREFERRED = true") end
+  if row.base_delimiter and row.base_delimiter ~= "," then add("DELIMITER = " .. ddl.literal(row.base_delimiter)) end
+  if ALIGNMENT[row.base_alignment] then add("ALIGNMENT = " .. ALIGNMENT[row.base_alignment]) end
+  if STORAGE[row.base_storage] then add("STORAGE = " .. STORAGE[row.base_storage]) end
+  if row.base_by_value then add("PASSEDBYVALUE") end
+  return {
+    { sql = "CREATE TYPE " .. ddl.target(obj), kind = "type_shell", suffix = "shell" },
+    { sql = "CREATE TYPE " .. ddl.target(obj) .. " (\n    " .. table.concat(options, ",\n    ") .. "\n)",
+      after = base_functions(ctx, obj) },
+  }
+end, {
+  -- The type and its I/O functions depend on each other; the functions need only the shell,
+  -- the full CREATE TYPE needs them (its second step waits for them: `after`).
+  relink = function(ctx, obj)
+    for _, fn in ipairs(base_functions(ctx, obj)) do
+      if obj.deps then obj.deps[fn] = nil end
+      local e = fn.deps and fn.deps[obj]
+      if e then e.first_step = true end
+    end
+  end,
 })
+for _, role in ipairs(BASE_FUNCTIONS) do BASE_FUNCTIONS[role[1]] = role[2] end
 
 return { enum, range, base, domain, composite }

@@ -36,10 +36,21 @@ function M.resolve(model)
     -- column's default uses it); the ownership is a step after the table instead.
     local owned_by = dep and d.deptype == "a" and dep.kind == "sequence" and d.refclass == "pg_class"
     if dep and not owned_by then
-      local ref = model.identity[d.refclass .. ":" .. d.refobjid]
-      if not ref then
-        local extension = cat.extension_of[d.refclass .. ":" .. d.refobjid]
-        if extension then ref = model.exact["pg_extension:" .. extension] end
+      local ref_id = d.refclass .. ":" .. d.refobjid
+      local ref = model.identity[ref_id]
+      -- An extension's member stands for its extension; so does a part of an extension's
+      -- table (its unique constraint, referenced by a foreign key): CREATE EXTENSION makes it.
+      local part = model.exact[ref_id]
+      local extension = cat.extension_of[ref_id]
+        or (part and part.owner_missing and cat.extension_of[part.owner_missing])
+      if extension and (not ref or ref.owner_missing) then
+        ref = model.exact["pg_extension:" .. extension]
+        -- The extension's relations it uses (a configuration table, whose rows the full load
+        -- copies: a foreign key to it, a materialized view on it wait for them).
+        if ref and d.refclass == "pg_class" then
+          dep.extension_relations = dep.extension_relations or {}
+          dep.extension_relations[d.refobjid] = true
+        end
       end
       if not ref then
         external[#external + 1] = { object = dep, class = d.refclass, oid = d.refobjid }

@@ -22,10 +22,11 @@ local function space_key(obj, schema, name, owner, args)
   local space = obj.def.space
   if space == "relation" then return "relation\0" .. schema .. "\0" .. name end
   if space == "function" then return "function\0" .. schema .. "\0" .. name .. "\0" .. (args or "") end
+  if obj.def.space_args then return space .. "\0" .. schema .. "\0" .. name .. "\0" .. (args or "") end
   if space == "table" then
     return obj.kind .. "\0" .. (owner and owner.schema or "") .. "\0" .. (owner and owner.name or "") .. "\0" .. name
   end
-  if space == "schema" or space == "extension" then return space .. "\0" .. name end
+  if space == "schema" or space == "extension" or schema == nil then return space .. "\0" .. name end
   return space .. "\0" .. schema .. "\0" .. name
 end
 
@@ -42,7 +43,7 @@ end
 -- The key the source object `obj` would occupy on the target (its mapped names).
 function M.key(obj, ctx)
   local owner = obj.owner and obj.owner.target
-  local args = obj.def.space == "function" and ddl.type_text(ctx, obj.row.identity_args or "") or nil
+  local args = (obj.def.space == "function" or obj.def.space_args) and ddl.type_text(ctx, obj.row.identity_args or "") or nil
   return space_key(obj, obj.target.schema, obj.target.name, owner, args)
 end
 
@@ -72,8 +73,9 @@ function M.detect(plan, model, ctx, tctx, index, policy)
   for _, obj in ipairs(model.objects) do
     if obj.selected and obj.inline_of == nil then
       local tobj = index[M.key(obj, ctx)]
-      local target_text = ddl.target(obj)
+      local target_text = obj.def.global and obj.ident or ddl.target(obj)
       if obj.kind == "schema" or obj.kind == "extension" then target_text = ddl.quote(obj.target.name) end
+      if obj.def.target_text then target_text = obj.def.target_text(obj) end
       if tobj then
         obj.existing_target = tobj
         local entry = { kind = obj.kind, key = obj.key, target = target_text }

@@ -19,12 +19,15 @@ local WORDS = { foreign_table = "foreign table", matview = "materialized view" }
 -- "table app.users", "index app.users_pkey", "function app.f(integer)"
 function M.describe(obj)
   if not obj then return "?" end
-  return (WORDS[obj.kind] or obj.kind) .. " " .. obj.ident
+  return (obj.def and obj.def.word or WORDS[obj.kind] or obj.kind) .. " " .. obj.ident
 end
 
 local function ident_of(obj)
   local def, row = obj.def, obj.row
   if obj.kind == "schema" or obj.kind == "extension" then return quote(obj.name) end
+  -- Objects of no schema (def.global: servers, event triggers, ...): their name, or def.ident.
+  if def.global then return def.ident and def.ident(obj) or quote(obj.name) end
+  if def.ident then return def.ident(obj) end
   if def.space == "table" and obj.owner then
     return quote(obj.owner.schema) .. "." .. quote(obj.owner.name) .. "." .. quote(obj.name)
   end
@@ -54,6 +57,7 @@ function M.collect(cat)
       if not def.accept or def.accept(row) then
         local obj = { kind = def.name, def = def, row = row, oid = row.oid, class = def.class,
                       schema = row.schema or row.name, name = row.name }
+        if def.global then obj.schema = nil end
         model.objects[#model.objects + 1] = obj
         model.exact[def.class .. ":" .. row.oid] = obj
         if def.name == "schema" then model.schemas[row.name] = obj end
@@ -65,6 +69,9 @@ function M.collect(cat)
     if obj.def.owner then
       local class, oid = obj.def.owner(obj.row)
       obj.owner = model.exact[class .. ":" .. oid]
+      -- A part of a table (or domain) the catalog does not list: one an extension created
+      -- (tide.plan.select leaves the part out with its extension's name).
+      if not obj.owner then obj.owner_missing = class .. ":" .. tostring(oid) end
     end
     if obj.def.inline then
       local class, oid = obj.def.inline(obj.row)
@@ -96,7 +103,7 @@ function M.collect(cat)
     obj.key = obj.kind .. ":" .. obj.ident
     model.by_key[obj.key] = obj
     local space = obj.def.space
-    if space == "relation" or space == "function" or space == "collation" then
+    if space == "relation" or space == "function" or space == "collation" or obj.def.by_name then
       local name_key = space .. "\0" .. obj.schema .. "\0" .. obj.name
       if not model.by_name[name_key] then model.by_name[name_key] = obj end
       if obj.def.list == "types" then model.by_name["type\0" .. obj.schema .. "\0" .. obj.name] = obj end
@@ -153,6 +160,20 @@ function M.leaves(model, obj, out)
   return out
 end
 
+-- Why a part whose table (or domain) is not among the objects is left out: the table
+-- belongs to an extension, so CREATE EXTENSION makes it with what its script adds to it.
+local function missing_owner_reason(model, obj)
+  local cat = model.cat
+  local ext_oid = cat.extension_of and cat.extension_of[obj.owner_missing]
+  local ext = ext_oid and model.exact["pg_extension:" .. tostring(ext_oid)]
+  local what = cat.extension_description and cat.extension_description[obj.owner_missing]
+  if ext_oid then
+    return string.format("its %s belongs to extension %s: CREATE EXTENSION creates it",
+      what or "table", ext and ext.name or tostring(ext_oid))
+  end
+  return string.format("its table (%s) is not a user object pgtide reads", obj.owner_missing)
+end
+
 -- M.select(model, task, selector, skipped): decides obj.selected / obj.reason for every
 -- object, in an order where owners are decided before their parts, and sets the columns a
 -- table keeps. Left-out objects are added to `skipped`.
@@ -182,6 +203,9 @@ function M.select(model, task, selector, skipped)
       local reason = def.skip(row)
       if reason then return false, reason end
     end
+    if obj.owner_missing then return false, missing_owner_reason(model, obj) end
+    -- A kind that decides by other objects (a cast follows its types and function).
+    if def.select then return def.select(obj, model, selector) end
     if obj.owner then
       if not obj.owner.selected then return false, "its " .. M.describe(obj.owner) .. " is left out" end
       if obj.owner.kind == "domain" then return selector:object(obj.kind, obj.schema, obj.name) end
@@ -197,9 +221,9 @@ function M.select(model, task, selector, skipped)
     end
     return selector:object(obj.kind, obj.schema, obj.name)
   end
-  local passes = { {}, {}, {} }
+  local passes = { {}, {}, {}, {} }
   for _, obj in ipairs(model.objects) do
-    local pass = obj.inline_of ~= nil and 3 or (obj.owner and 2 or 1)
+    local pass = obj.def.global and 4 or obj.inline_of ~= nil and 3 or (obj.owner and 2 or 1)
     table.insert(passes[pass], obj)
   end
   for pass = 1, 3 do
@@ -219,12 +243,14 @@ function M.select(model, task, selector, skipped)
       end
     end
   end
+  -- Objects of no schema, once what they follow or what needs them is decided.
+  require("tide.plan.database_wide").select(model, selector, passes[4], skipped)
   -- With include patterns, a schema is created only when it holds a selected object
   -- ("*.audit_log" matches every schema's name half, not every schema).
   if selector.includes then
     local used = {}
     for _, obj in ipairs(model.objects) do
-      if obj.selected and obj.kind ~= "schema" then used[obj.schema] = true end
+      if obj.selected and obj.kind ~= "schema" and obj.schema then used[obj.schema] = true end
     end
     for _, obj in ipairs(model.objects) do
       if obj.kind == "schema" and obj.selected and not used[obj.name] then

@@ -145,6 +145,11 @@ end
 function M.build_steps(model, ctx, on_error)
   assign_phases(model, on_error)
   break_cycles(model)
+  -- Kinds that change their dependencies before the steps are written (def.relink: a base
+  -- type and its I/O functions, which depend on each other).
+  for _, obj in ipairs(model.objects) do
+    if obj.selected and obj.inline_of == nil and obj.def.relink then obj.def.relink(ctx, obj) end
+  end
   local all = {}
   for _, obj in ipairs(model.objects) do
     if obj.selected and obj.inline_of == nil and not obj.keep_existing then
@@ -171,7 +176,14 @@ function M.add_step(obj, step, all)
   elseif step.phase == "pre" and obj.phase == "post" then
     step.phase = "post"
   end
-  step.key = step.kind .. ":" .. obj.ident .. (step.suffix and ("/" .. step.suffix) or "")
+  -- A kind whose names another kind may share (def.kind_in_keys: a text search configuration
+  -- app.docs and a table app.docs, a server and a schema) names itself in the keys of the
+  -- steps other kinds also have (comment, owner, grant): comment:server:dummy/comment.
+  local ident = obj.ident
+  if obj.def.kind_in_keys and kinds.step_rank[step.kind] then
+    ident = obj.kind .. ":" .. ident
+  end
+  step.key = step.kind .. ":" .. ident .. (step.suffix and ("/" .. step.suffix) or "")
   -- Steps nothing else waits for: they finish an object off (a sequence's OWNED BY, which
   -- needs the table that needs the sequence; comments, owners, privileges).
   if step.trailing == nil then step.trailing = TRAILING[step.kind] or false end
@@ -257,14 +269,30 @@ function M.sort(all, on_error)
     if previous then wait(step, previous) end
     if not first_in_phase[obj][step.phase] then
       first_in_phase[obj][step.phase] = step
-      for ref in pairs(obj.deps or {}) do
-        if ref.selected then for _, other in ipairs(ready(ref, step.phase)) do wait(step, other) end end
+      for ref, e in pairs(obj.deps or {}) do
+        if ref.selected and e.first_step then
+          -- only the first step of what it needs (a base type's I/O function: the shell type)
+          for _, other in ipairs(ref.steps or {}) do
+            if other.phase == step.phase and not other.trailing then wait(step, other); break end
+          end
+        elseif ref.selected then
+          for _, other in ipairs(ready(ref, step.phase)) do wait(step, other) end
+        end
       end
     end
     first_in_phase[obj][step.phase .. ":last"] = step
     for _, ref in ipairs(step.after_objects or {}) do
       for _, other in ipairs(ref.steps or {}) do
         if not other.trailing then wait(step, other) end
+      end
+    end
+  end
+  -- A step marked `last` (an event trigger enabled at the end) waits for every other step
+  -- of its phase.
+  for _, step in ipairs(all) do
+    if step.last then
+      for _, other in ipairs(all) do
+        if not other.last then wait(step, other) end
       end
     end
   end
@@ -310,6 +338,11 @@ function M.sort(all, on_error)
       local after = {}
       for other in pairs(step.waits) do after[#after + 1] = other end
       table.sort(after, function(a, b) return a.seq < b.seq end)
+      -- A `last` step waits for everything: the latest first, so a check of its list (the
+      -- full load's, at every step) stops at once while the others still run.
+      if step.last then
+        for i = 1, #after // 2 do after[i], after[#after + 1 - i] = after[#after + 1 - i], after[i] end
+      end
       step.after_steps = after
     end
     result[phase] = out

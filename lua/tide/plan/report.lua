@@ -9,14 +9,20 @@ local connect = require "tide.connect"
 local M = {}
 
 local WORDS = { foreign_table = "foreign tables", matview = "materialized views", index = "indexes",
-  policy = "policies", statistics = "statistics", schema = "schemas" }
+  text_search_dictionary = "text_search_dictionaries",
+  policy = "policies", statistics = "statistics", schema = "schemas",
+  operator_family = "operator families", operator_class = "operator classes" }
 
 local function plural(kind) return WORDS[kind] or (kind .. "s") end
 
 local function names_of(obj)
   local source = obj.ident
   local target
-  if obj.kind == "schema" or obj.kind == "extension" then
+  if obj.def.global then
+    target = source   -- no schema, the name stays
+  elseif obj.def.target_text then
+    target = obj.def.target_text(obj)
+  elseif obj.kind == "schema" or obj.kind == "extension" then
     target = require("tide.sqlident").quote(obj.target.name)
   elseif obj.owner and obj.def.space == "table" then
     local q = require("tide.sqlident").quote
@@ -49,6 +55,16 @@ function M.text(plan, task)
       local source, target = names_of(obj)
       local note = obj.keep_existing and "   (exists on the target: kept)" or ""
       if source == target then add("    ", source, note) else add("    ", source, " → ", target, note) end
+    end
+  end
+  -- Extensions' configuration tables: not created (CREATE EXTENSION makes them), rows copied.
+  local config = {}
+  for _, t in ipairs(plan.tables) do if t.extension then config[#config + 1] = t end end
+  if #config > 0 then
+    add("")
+    add("Rows of extensions' configuration tables (", #config, "), copied by the full load:")
+    for _, t in ipairs(config) do
+      add("    ", t.key, " (extension ", t.extension, ")", t.row_filter and (" WHERE " .. t.row_filter) or "")
     end
   end
   add("")

@@ -93,7 +93,9 @@ function M.side(conn, job, which, ctx)
   local side = {
     conn = conn, which = which,
     rel = "ONLY " .. q(tbl[which].schema) .. "." .. q(tbl[which].name),
-    filter = is_source and tbl.row_filter or nil,
+    -- The target side of an extension's configuration table: only the rows of its
+    -- condition (the others are the ones CREATE EXTENSION made).
+    filter = is_source and tbl.row_filter or (not is_source and tbl.target_filter) or nil,
     md5 = "md5(" .. text .. ")",
     keys = {}, key_texts = {}, details = details,
   }
