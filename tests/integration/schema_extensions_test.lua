@@ -5,6 +5,14 @@
 -- carried; the user's objects that use the extension's types and functions come after it.
 -- The fixture is tests/fixtures/schema_extensions.sql.
 local T = require "testlib"
+local D = require "schemadump"
+local sh_ok, with_db, fresh_db = D.sh_ok, D.with_db, D.fresh_db
+local function dump_objects(url) return D.dump_objects(url, { exclude_schema = "pgtide" }) end
+local function dump_differences(source_url, target_url)
+  local differences, source_count, target_count, source_objects =
+    D.dump_differences(source_url, target_url, { exclude_schema = "pgtide" })
+  return differences, source_objects, source_count, target_count
+end
 local tide = require "tide"
 local H = require "tidetest"
 local connect = require "tide.connect"
@@ -12,24 +20,6 @@ local plan_module = require "tide.plan"
 
 local PG_BIN = "/usr/lib/postgresql/15/bin/"
 local FIXTURE = "tests/fixtures/schema_extensions.sql"
-
-local function sh_ok(cmd)
-  local code, out = T.sh(cmd)
-  if code ~= 0 then error(cmd .. "\nfailed with status " .. tostring(code) .. ":\n" .. out, 2) end
-  return out
-end
-
-local function with_db(url, db)
-  return (url:gsub("/[^/?]*(%??[^/]*)$", "/" .. db .. "%1"))
-end
-
-local function fresh_db(admin_url, name)
-  local admin = assert(tide.connect(admin_url))
-  assert(admin:exec("DROP DATABASE IF EXISTS " .. admin:quote_ident(name) .. " WITH (FORCE)"))
-  assert(admin:exec("CREATE DATABASE " .. admin:quote_ident(name)))
-  admin:close()
-  return with_db(admin_url, name)
-end
 
 local function drop_db(admin_url, name)
   local admin = assert(tide.connect(admin_url))
@@ -74,47 +64,6 @@ end
 -- A playbook for two databases of the clusters (H.playbook takes the file's own ones).
 local function playbook(ctx, name, source_url, target_url, body)
   return H.playbook({ tmpdir = ctx.tmpdir, source_url = source_url, target_url = target_url }, name, body)
-end
-
--- pg_dump --schema-only (pgtide's own schema on the target left out), split into objects by
--- its "-- Name: ...; Type: ...; Schema: ..." headers, as in schema_test.lua.
-local function dump_objects(url)
-  local out = sh_ok(PG_BIN .. "pg_dump --schema-only -N pgtide -d '" .. url .. "'")
-  local objects, current, count = {}, nil, 0
-  for line in (out .. "\n"):gmatch("(.-)\n") do
-    local name, kind, schema_name, owner = line:match("^%-%- Name: (.*); Type: (.*); Schema: (.*); Owner: (.*)$")
-    if name then
-      local key = kind .. " | " .. schema_name .. " | " .. name .. " | " .. owner
-      local n = 1
-      while objects[key .. " #" .. n] do n = n + 1 end
-      current = key .. " #" .. n
-      objects[current] = {}
-      count = count + 1
-    elseif current and line ~= "" and not line:match("^%-%-") and not line:match("^SET ")
-      and not line:match("^\\u?n?restrict") then
-      table.insert(objects[current], line)
-    end
-  end
-  for key, lines in pairs(objects) do objects[key] = table.concat(lines, "\n") end
-  return objects, count
-end
-
-local function dump_differences(source_url, target_url)
-  local source_objects, source_count = dump_objects(source_url)
-  local target_objects, target_count = dump_objects(target_url)
-  local differences = {}
-  for key, text in pairs(source_objects) do
-    if target_objects[key] == nil then
-      differences[#differences + 1] = "missing on the target: " .. key
-    elseif target_objects[key] ~= text then
-      differences[#differences + 1] = "differs: " .. key .. "\n  source: " .. text .. "\n  target: " .. target_objects[key]
-    end
-  end
-  for key in pairs(target_objects) do
-    if source_objects[key] == nil then differences[#differences + 1] = "only on the target: " .. key end
-  end
-  table.sort(differences)
-  return differences, source_objects, source_count, target_count
 end
 
 local TABLES = { "billing.customers", "billing.invoices", "billing.exports", "utl_file.utl_file_dir",

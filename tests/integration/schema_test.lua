@@ -1,6 +1,8 @@
 -- Schema migration on real servers: every object kind, renaming, existing objects on the
 -- target, failures. The every-kind fixture is tests/fixtures/schema_all_kinds.sql.
 local T = require "testlib"
+local D = require "schemadump"
+local sh_ok, with_db, fresh_db, dump_objects = D.sh_ok, D.with_db, D.fresh_db, D.dump_objects
 local tide = require "tide"
 local connect = require "tide.connect"
 local plan_module = require "tide.plan"
@@ -8,25 +10,6 @@ local schema = require "tide.schema"
 
 local PG_BIN = "/usr/lib/postgresql/15/bin/"
 local FIXTURE = "tests/fixtures/schema_all_kinds.sql"
-
-local function sh_ok(cmd)
-  local code, out = T.sh(cmd)
-  if code ~= 0 then error(cmd .. "\nfailed with status " .. tostring(code) .. ":\n" .. out, 2) end
-  return out
-end
-
-local function with_db(url, db)
-  return (url:gsub("/[^/?]*(%??[^/]*)$", "/" .. db .. "%1"))
-end
-
--- A new empty database next to the file's own ones; returns its URL.
-local function fresh_db(admin_url, name)
-  local admin = assert(tide.connect(admin_url))
-  assert(admin:exec("DROP DATABASE IF EXISTS " .. admin:quote_ident(name) .. " WITH (FORCE)"))
-  assert(admin:exec("CREATE DATABASE " .. admin:quote_ident(name)))
-  admin:close()
-  return with_db(admin_url, name)
-end
 
 -- The fixture needs the role tide_reader on both clusters (roles are per cluster).
 local function ensure_roles(ctx)
@@ -73,29 +56,6 @@ local function query(url, sql, ...)
   local rows, err = c:query(sql, ...)
   c:close()
   return rows, err
-end
-
--- pg_dump --schema-only, split into objects by its "-- Name: ...; Type: ...; Schema: ..."
--- headers. Returns { [header] = text }; SET lines and \restrict markers are left out.
-local function dump_objects(url)
-  local out = sh_ok(PG_BIN .. "pg_dump --schema-only -d '" .. url .. "'")
-  local objects, current, count = {}, nil, 0
-  for line in (out .. "\n"):gmatch("(.-)\n") do
-    local name, kind, schema_name, owner = line:match("^%-%- Name: (.*); Type: (.*); Schema: (.*); Owner: (.*)$")
-    if name then
-      local key = kind .. " | " .. schema_name .. " | " .. name .. " | " .. owner
-      local n = 1
-      while objects[key .. " #" .. n] do n = n + 1 end
-      current = key .. " #" .. n
-      objects[current] = {}
-      count = count + 1
-    elseif current and line ~= "" and not line:match("^%-%-") and not line:match("^SET ")
-      and not line:match("^\\u?n?restrict") then
-      table.insert(objects[current], line)
-    end
-  end
-  for key, lines in pairs(objects) do objects[key] = table.concat(lines, "\n") end
-  return objects, count
 end
 
 T.test("every kind migrates: pg_dump of source and target match object by object", function(ctx)

@@ -5,6 +5,8 @@
 -- with existing = "skip" keeps everything; a C function whose library the target lacks is a
 -- precheck finding, not a plan error.
 local T = require "testlib"
+local D = require "schemadump"
+local sh_ok, with_db, fresh_db, dump_objects, dump_differences = D.sh_ok, D.with_db, D.fresh_db, D.dump_objects, D.dump_differences
 local tide = require "tide"
 local connect = require "tide.connect"
 local plan_module = require "tide.plan"
@@ -13,24 +15,6 @@ local precheck = require "tide.precheck"
 
 local PG_BIN = "/usr/lib/postgresql/15/bin/"
 local FIXTURE = "tests/fixtures/schema_types_ops.sql"
-
-local function sh_ok(cmd)
-  local code, out = T.sh(cmd)
-  if code ~= 0 then error(cmd .. "\nfailed with status " .. tostring(code) .. ":\n" .. out, 2) end
-  return out
-end
-
-local function with_db(url, db)
-  return (url:gsub("/[^/?]*(%??[^/]*)$", "/" .. db .. "%1"))
-end
-
-local function fresh_db(admin_url, name)
-  local admin = assert(tide.connect(admin_url))
-  assert(admin:exec("DROP DATABASE IF EXISTS " .. admin:quote_ident(name) .. " WITH (FORCE)"))
-  assert(admin:exec("CREATE DATABASE " .. admin:quote_ident(name)))
-  admin:close()
-  return with_db(admin_url, name)
-end
 
 local loaded = {}
 local function load_fixture(url)
@@ -74,47 +58,6 @@ local function exec(url, sql)
   local ok, err = c:exec(sql)
   c:close()
   assert(ok, tostring(err))
-end
-
--- pg_dump --schema-only, split into objects by its "-- Name: ...; Type: ...; Schema: ..."
--- headers (as schema_test.lua does). Returns { [header] = text }, count.
-local function dump_objects(url)
-  local out = sh_ok(PG_BIN .. "pg_dump --schema-only -d '" .. url .. "'")
-  local objects, current, count = {}, nil, 0
-  for line in (out .. "\n"):gmatch("(.-)\n") do
-    local name, kind, schema_name, owner = line:match("^%-%- Name: (.*); Type: (.*); Schema: (.*); Owner: (.*)$")
-    if name then
-      local key = kind .. " | " .. schema_name .. " | " .. name .. " | " .. owner
-      local n = 1
-      while objects[key .. " #" .. n] do n = n + 1 end
-      current = key .. " #" .. n
-      objects[current] = {}
-      count = count + 1
-    elseif current and line ~= "" and not line:match("^%-%-") and not line:match("^SET ")
-      and not line:match("^\\u?n?restrict") then
-      table.insert(objects[current], line)
-    end
-  end
-  for key, lines in pairs(objects) do objects[key] = table.concat(lines, "\n") end
-  return objects, count
-end
-
-local function dump_differences(source_url, target_url)
-  local source_objects, source_count = dump_objects(source_url)
-  local target_objects, target_count = dump_objects(target_url)
-  local differences = {}
-  for key, text in pairs(source_objects) do
-    if target_objects[key] == nil then
-      differences[#differences + 1] = "missing on the target: " .. key
-    elseif target_objects[key] ~= text then
-      differences[#differences + 1] = "differs: " .. key .. "\n  source: " .. text .. "\n  target: " .. target_objects[key]
-    end
-  end
-  for key in pairs(target_objects) do
-    if source_objects[key] == nil then differences[#differences + 1] = "only on the target: " .. key end
-  end
-  table.sort(differences)
-  return differences, source_count, target_count
 end
 
 local function explain(url, sql)

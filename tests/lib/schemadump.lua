@@ -1,0 +1,95 @@
+-- Helpers of the schema tests (schema_*_test.lua): databases made next to the file's own,
+-- fixtures loaded with psql, and pg_dump --schema-only of source and target compared object
+-- by object.
+local T = require "testlib"
+local tide = require "tide"
+
+local M = {}
+
+M.PG_BIN = "/usr/lib/postgresql/15/bin/"
+
+-- Run a shell command; raise with its output when it fails; return the output.
+function M.sh_ok(cmd)
+  local code, out = T.sh(cmd)
+  if code ~= 0 then error(cmd .. "\nfailed with status " .. tostring(code) .. ":\n" .. out, 2) end
+  return out
+end
+
+function M.with_db(url, db)
+  return (url:gsub("/[^/?]*(%??[^/]*)$", "/" .. db .. "%1"))
+end
+
+-- A new empty database next to the file's own ones; returns its URL.
+function M.fresh_db(admin_url, name)
+  local admin = assert(tide.connect(admin_url))
+  assert(admin:exec("DROP DATABASE IF EXISTS " .. admin:quote_ident(name) .. " WITH (FORCE)"))
+  assert(admin:exec("CREATE DATABASE " .. admin:quote_ident(name)))
+  admin:close()
+  return M.with_db(admin_url, name)
+end
+
+-- Load a SQL file with psql (stops at the first error).
+function M.load_sql(url, file)
+  return M.sh_ok(M.PG_BIN .. "psql -X -q -v ON_ERROR_STOP=1 -d '" .. url .. "' -f " .. file)
+end
+
+function M.query(url, sql, ...)
+  local c = assert(tide.connect(url))
+  local rows, err = c:query(sql, ...)
+  c:close()
+  return rows, err
+end
+
+function M.exec(url, sql)
+  local c = assert(tide.connect(url))
+  local ok, err = c:exec(sql)
+  c:close()
+  assert(ok, tostring(err))
+end
+
+-- pg_dump --schema-only, split into objects by its "-- Name: ...; Type: ...; Schema: ..."
+-- headers. Returns { [header] = text }, count; SET lines and \restrict markers are left out.
+-- opts.exclude_schema: a schema pg_dump leaves out (-N).
+function M.dump_objects(url, opts)
+  local exclude = opts and opts.exclude_schema and (" -N '" .. opts.exclude_schema .. "'") or ""
+  local out = M.sh_ok(M.PG_BIN .. "pg_dump --schema-only" .. exclude .. " -d '" .. url .. "'")
+  local objects, current, count = {}, nil, 0
+  for line in (out .. "\n"):gmatch("(.-)\n") do
+    local name, kind, schema_name, owner = line:match("^%-%- Name: (.*); Type: (.*); Schema: (.*); Owner: (.*)$")
+    if name then
+      local key = kind .. " | " .. schema_name .. " | " .. name .. " | " .. owner
+      local n = 1
+      while objects[key .. " #" .. n] do n = n + 1 end
+      current = key .. " #" .. n
+      objects[current] = {}
+      count = count + 1
+    elseif current and line ~= "" and not line:match("^%-%-") and not line:match("^SET ")
+      and not line:match("^\\u?n?restrict") then
+      table.insert(objects[current], line)
+    end
+  end
+  for key, lines in pairs(objects) do objects[key] = table.concat(lines, "\n") end
+  return objects, count
+end
+
+-- The objects that differ between the dumps of two databases, sorted; then both counts and
+-- the source's objects.
+function M.dump_differences(source_url, target_url, opts)
+  local source_objects, source_count = M.dump_objects(source_url, opts)
+  local target_objects, target_count = M.dump_objects(target_url, opts)
+  local differences = {}
+  for key, text in pairs(source_objects) do
+    if target_objects[key] == nil then
+      differences[#differences + 1] = "missing on the target: " .. key
+    elseif target_objects[key] ~= text then
+      differences[#differences + 1] = "differs: " .. key .. "\n  source: " .. text .. "\n  target: " .. target_objects[key]
+    end
+  end
+  for key in pairs(target_objects) do
+    if source_objects[key] == nil then differences[#differences + 1] = "only on the target: " .. key end
+  end
+  table.sort(differences)
+  return differences, source_count, target_count, source_objects
+end
+
+return M
