@@ -310,6 +310,9 @@ T.test("the plan of 10,000 tables takes well under 10 seconds", function(ctx)
   T.eq(#plan.tables, 10000)
   T.eq(#plan.pre_data, 10000)
   T.eq(#plan.post_data, 20000) -- index + constraint per table
-  T.ok(seconds < 10, string.format("planning 10,000 tables took %.1f s", seconds))
+  -- The bound is the optimized build's; under AddressSanitizer (make test-asan) everything
+  -- runs two to three times slower, and that run is about memory errors, not speed.
+  local bound = os.getenv("ASAN_OPTIONS") and 30 or 10
+  T.ok(seconds < bound, string.format("planning 10,000 tables took %.1f s (bound %d s)", seconds, bound))
   print(string.format("# plan of 10,000 tables: %.2f s (catalog %.2f s)", seconds, plan.timing.catalog))
 end)
