@@ -44,7 +44,7 @@ void apply_buf_reset(apply_buf *b) {
 
 void apply_buf_add(apply_buf *b, const char *s, size_t n) {
     buf_grow(b, n);
-    memcpy(b->data + b->len, s, n);
+    if (n) memcpy(b->data + b->len, s, n);   /* an empty value may come with no pointer at all */
     b->len += n;
     b->data[b->len] = '\0';
 }
@@ -440,7 +440,7 @@ static bool text_add(char *out, size_t len, size_t *pos, const char *s, size_t n
     if (*pos + 1 >= len) return false;
     size_t room = len - 1 - *pos;
     if (n > room) n = room;
-    memcpy(out + *pos, s, n);
+    if (n) memcpy(out + *pos, s, n);
     *pos += n;
     out[*pos] = '\0';
     return *pos + 1 < len;

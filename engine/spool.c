@@ -185,7 +185,7 @@ static int file_append(tide_spool *sp, spool_file *f, const uint8_t *p, size_t n
     if (n > WRITE_BUFFER) {   /* a large change goes straight to the file */
         if (write_all(f->fd, p, n, f->size) != 0) return -1;
     } else {
-        memcpy(f->wbuf + f->wlen, p, n);
+        if (n) memcpy(f->wbuf + f->wlen, p, n);
         f->wlen += n;
     }
     f->size += n;

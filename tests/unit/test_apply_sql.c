@@ -353,7 +353,18 @@ static void test_lsn(void) {
     check(apply_parse_lsn("nope", &v) < 0, "a malformed LSN is refused");
 }
 
+/* An empty value may arrive without a data pointer (the kill-anywhere suite's '' and empty
+ * bytea under UBSan: "null pointer passed as argument 2" to memcpy). */
+static void test_empty_value(void) {
+    apply_buf b = { 0 };
+    apply_buf_adds(&b, "x");
+    apply_buf_add(&b, NULL, 0);
+    check_str(b.data, "x", "appending an empty value without a pointer");
+    apply_buf_free(&b);
+}
+
 int main(void) {
+    test_empty_value();
     test_primary_key();
     test_full_identity();
     test_identity_always();
