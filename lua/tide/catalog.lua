@@ -21,7 +21,7 @@ M.statements = {}
 local S = M.statements
 
 S.settings = [[
-SELECT current_user AS current_user,
+SELECT current_user AS current_user, current_database() AS database,
        current_setting('server_version_num')::int AS server_version,
        pg_encoding_to_char(d.encoding) AS encoding,
        d.datcollate AS lc_collate, d.datctype AS lc_ctype,
@@ -395,6 +395,10 @@ SELECT i.indexrelid AS oid, n.nspname AS schema, ic.relname AS name, i.indrelid 
           FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)::text AS columns_json,
        (SELECT h.inhparent FROM pg_inherits h WHERE h.inhrelid = i.indexrelid) AS parent_oid,
+       -- ALTER INDEX ... ALTER COLUMN n SET STATISTICS (expression columns): [[n, target], ...]
+       (SELECT json_agg(json_build_array(a.attnum, (to_jsonb(a) ->> 'attstattarget')::int) ORDER BY a.attnum)
+          FROM pg_attribute a WHERE a.attrelid = i.indexrelid AND a.attnum > 0
+           AND coalesce((to_jsonb(a) ->> 'attstattarget')::int, -1) >= 0)::text AS statistics_json,
        (SELECT co.oid FROM pg_constraint co WHERE co.conindid = i.indexrelid
           AND co.conrelid = i.indrelid AND co.contype IN ('p', 'u', 'x')) AS constraint_oid
 FROM pg_index i
@@ -443,6 +447,8 @@ SELECT p.oid, n.nspname AS schema, p.proname AS name, pg_get_userbyid(p.proowner
        a.aggminitval AS minitval, a.aggmfinalextra AS mfinalextra,
        to_jsonb(a) ->> 'aggmfinalmodify' AS mfinalmodify,
        NULLIF(a.aggsortop, 0)::regoperator::text AS sortop,
+       (SELECT json_build_array(son.nspname, so.oprname) FROM pg_operator so
+          JOIN pg_namespace son ON son.oid = so.oprnamespace WHERE so.oid = a.aggsortop)::text AS sortop_ref_json,
        p.proparallel AS parallel,
        (SELECT json_object_agg(f.role, json_build_array(fn.nspname, fp.proname))
           FROM (VALUES ('sfunc', a.aggtransfn), ('finalfunc', a.aggfinalfn),
@@ -695,6 +701,9 @@ WITH acl AS (
   UNION ALL
   SELECT 'pg_foreign_server', s.oid, 0, s.srvowner, s.srvacl, acldefault('S', s.srvowner)
   FROM pg_foreign_server s WHERE s.srvacl IS NOT NULL
+  UNION ALL
+  SELECT 'pg_language', l.oid, 0, l.lanowner, l.lanacl, acldefault('l', l.lanowner)
+  FROM pg_language l WHERE l.lanacl IS NOT NULL AND l.oid >= 16384
 )
 SELECT acl.class, acl.oid AS objoid, acl.subid AS objsubid, g.action, g.privilege,
        g.grantable, CASE WHEN g.grantee = 0 THEN NULL ELSE pg_get_userbyid(g.grantee) END AS grantee,
@@ -843,6 +852,98 @@ WHERE NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_event_trigger'::
 ORDER BY t.evtname
 ]]
 
+-- Procedural languages, transforms and access methods made by hand (not the server's own,
+-- not an extension's): their functions as { schema, name, oid [, identity args] }.
+S.languages = [[
+SELECT l.oid, l.lanname AS name, pg_get_userbyid(l.lanowner) AS owner, l.lanpltrusted AS trusted,
+       (SELECT json_object_agg(f.role, json_build_array(fn.nspname, fp.proname, fp.oid::int8))
+          FROM (VALUES ('handler', l.lanplcallfoid), ('inline', l.laninline),
+                       ('validator', l.lanvalidator)) f(role, fn_oid)
+          JOIN pg_proc fp ON fp.oid = f.fn_oid
+          JOIN pg_namespace fn ON fn.oid = fp.pronamespace)::text AS functions_json
+FROM pg_language l
+WHERE l.lanispl AND l.oid >= 16384
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_language'::regclass
+                  AND e.objid = l.oid AND e.deptype = 'e')
+ORDER BY l.lanname
+]]
+
+S.transforms = [[
+SELECT t.oid, 'FOR ' || format_type(t.trftype, NULL) || ' LANGUAGE ' || quote_ident(l.lanname) AS name,
+       t.trftype AS type_oid, format_type(t.trftype, NULL) AS type, t.trflang AS language_oid,
+       l.lanname AS language,
+       (SELECT json_build_array(fn.nspname, fp.proname, fp.oid::int8, pg_get_function_identity_arguments(fp.oid))
+          FROM pg_proc fp JOIN pg_namespace fn ON fn.oid = fp.pronamespace
+          WHERE fp.oid = t.trffromsql)::text AS fromsql_json,
+       (SELECT json_build_array(fn.nspname, fp.proname, fp.oid::int8, pg_get_function_identity_arguments(fp.oid))
+          FROM pg_proc fp JOIN pg_namespace fn ON fn.oid = fp.pronamespace
+          WHERE fp.oid = t.trftosql)::text AS tosql_json
+FROM pg_transform t
+JOIN pg_language l ON l.oid = t.trflang
+WHERE t.oid >= 16384
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_transform'::regclass
+                  AND e.objid = t.oid AND e.deptype = 'e')
+ORDER BY 2
+]]
+
+S.access_methods = [[
+SELECT a.oid, a.amname AS name, a.amtype AS type,
+       json_build_array(n.nspname, p.proname, p.oid::int8)::text AS handler_json
+FROM pg_am a
+JOIN pg_proc p ON p.oid = a.amhandler
+JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE a.oid >= 16384
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_am'::regclass
+                  AND e.objid = a.oid AND e.deptype = 'e')
+ORDER BY a.amname
+]]
+
+-- Default privileges (ALTER DEFAULT PRIVILEGES, no schema of their own): one row per
+-- pg_default_acl entry of this database, with what it grants and revokes compared with what
+-- objects get without it, as pg_dump does: the built-in defaults (acldefault) for an entry of
+-- every schema, nothing for an entry of one schema (those only add). privileges_json:
+-- [[action, grantee ("" for PUBLIC), privilege, grantable], ...].
+S.default_acls = [[
+SELECT d.oid, pg_get_userbyid(d.defaclrole) AS role, d.defaclobjtype AS objtype,
+       n.oid AS schema_oid, n.nspname AS schema_name,
+       'FOR ROLE ' || quote_ident(pg_get_userbyid(d.defaclrole))
+         || coalesce(' IN SCHEMA ' || quote_ident(n.nspname), '') || ' ON '
+         || CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS'
+                                 WHEN 'T' THEN 'TYPES' WHEN 'n' THEN 'SCHEMAS' ELSE d.defaclobjtype::text END AS name,
+       (SELECT json_agg(json_build_array(g.action, CASE WHEN g.grantee = 0 THEN '' ELSE pg_get_userbyid(g.grantee) END,
+                                         g.privilege, g.grantable) ORDER BY g.action, g.grantee, g.privilege)
+          FROM ((SELECT 'grant' AS action, x.grantee, x.privilege_type AS privilege, x.is_grantable AS grantable
+                   FROM aclexplode(b.acl) x
+                 EXCEPT
+                 SELECT 'grant', y.grantee, y.privilege_type, y.is_grantable FROM aclexplode(b.base) y)
+                UNION ALL
+                (SELECT 'revoke', y.grantee, y.privilege_type, false FROM aclexplode(b.base) y
+                 EXCEPT
+                 SELECT 'revoke', x.grantee, x.privilege_type, false FROM aclexplode(b.acl) x)) g
+       )::text AS privileges_json
+FROM pg_default_acl d
+LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace
+CROSS JOIN LATERAL (SELECT CASE WHEN d.defaclnamespace = 0
+    THEN acldefault(CASE WHEN d.defaclobjtype = 'S' THEN 's'::"char" ELSE d.defaclobjtype END, d.defaclrole)
+    END AS base,
+    -- (An empty array has no dimension, which aclexplode refuses: NULL explodes to nothing.)
+    CASE WHEN cardinality(d.defaclacl) > 0 THEN d.defaclacl END AS acl) b
+WHERE d.defaclnamespace = 0 OR %USER_SCHEMA%
+ORDER BY 6
+]]
+
+-- Settings of this database (ALTER DATABASE ... SET: role NULL) and of roles in it (ALTER
+-- ROLE ... IN DATABASE ... SET); config_json: ["name=value", ...] as stored. oid: the role's
+-- (0 for the database's own).
+S.db_role_settings = [[
+SELECT s.setrole AS oid, CASE WHEN s.setrole <> 0 THEN pg_get_userbyid(s.setrole) END AS role,
+       CASE WHEN s.setrole = 0 THEN 'DATABASE' ELSE 'ROLE ' || quote_ident(pg_get_userbyid(s.setrole)) END AS name,
+       to_json(s.setconfig)::text AS config_json
+FROM pg_db_role_setting s
+WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY s.setrole <> 0, 2
+]]
+
 -- What depends on what among user objects (oids below 16384 are the server's own).
 -- 'n' normal and 'a' automatic dependencies are the ones that order creation.
 S.depends = [[
@@ -935,7 +1036,9 @@ M.kinds_read = { "roles", "schemas", "extensions", "extension_members", "extensi
   "rules", "policies", "statistics", "comments", "privileges", "depends", "unsupported",
   "operators", "opfamilies", "opclasses", "casts", "conversions",
   "ts_parsers", "ts_templates", "ts_dictionaries", "ts_configs",
-  "foreign_data_wrappers", "foreign_servers", "user_mappings", "event_triggers" }
+  "foreign_data_wrappers", "foreign_servers", "user_mappings", "event_triggers",
+  "default_acls", "db_role_settings",
+  "languages", "transforms", "access_methods" }
 
 -- catalog.read(conn [, opts]) → cat: cat[statement name] = rows, plus
 --   cat.settings (current_user, server_version, ...), cat.roles_set (name → row),

@@ -35,6 +35,8 @@
 --              needs it (a server a foreign table uses)
 --   ident(obj)           → the identity text in keys and messages (default: the quoted name)
 --   word       the kind in messages, when not its name ("user mapping")
+--   wanted(task)         → true | false, reason: a kind of no schema that the playbook turns on
+--              (database settings: schema.database_settings); otherwise its objects are left out
 --   kind_in_keys  true when another kind may have the same ident (a text search configuration
 --              app.docs and a table app.docs): its comment, owner and grant steps are keyed
 --              comment:KIND:IDENT/...
@@ -64,7 +66,9 @@ local groups = {
   require "tide.kinds.textsearch",  -- text search parser, template, dictionary, configuration
   require "tide.kinds.fdw",         -- foreign-data wrapper, server, user mapping
   require "tide.kinds.event_trigger", -- event trigger
+  require "tide.kinds.database",     -- default privileges, database settings
   require "tide.kinds.operators",   -- operator, operator family and class, cast, conversion
+  require "tide.kinds.languages",   -- procedural language, transform, access method
 }
 
 M.list = {}

@@ -46,6 +46,7 @@ local function make_ctx(model, map, identity, report)
   ctx.warn = report and report.warn or function() end
   ctx.error = report and report.error or function() end
   ctx.role_exists = report and report.role_exists or function() return true end
+  ctx.target_database = report and report.target_database   -- (database settings)
   return ctx
 end
 
@@ -187,6 +188,7 @@ function M.build(task, source, target)
       plan.errors[#plan.errors + 1] = { kind = obj and obj.kind, object = obj and obj.key, message = message }
     end,
     role_exists = function(role) return tcat.roles_set[role] ~= nil end,
+    target_database = tcat.settings.database,
   }
   local identity = next(task.rename or {}) == nil
   local stage_started = core.monotonic()

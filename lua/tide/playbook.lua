@@ -156,6 +156,7 @@ M.schema = {
     dependents = { check = one_of("error", "drop") },
     grants     = { check = "boolean" },
     comments   = { check = "boolean" },
+    database_settings = { check = "boolean" },
   } },
   full     = { check = "table", keys = {
     jobs              = { check = positive_int },

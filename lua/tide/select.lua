@@ -27,6 +27,7 @@ select_module.default_kinds = {
   "text_search_parser", "text_search_template", "text_search_dictionary", "text_search_configuration",
   "foreign_data_wrapper", "server", "user_mapping", "event_trigger",
   "operator", "operator_family", "operator_class", "cast", "conversion",
+  "language", "transform", "access_method",
 }
 
 local known_keys = { include = true, exclude = true, kinds = true, columns = true, rows = true, where = true }

@@ -73,11 +73,10 @@ local aggregate = {
       end
       if row.minitval then add("MINITCOND = " .. ddl.literal(row.minitval)) end
     end
-    if row.sortop then
-      -- regoperator text: ">(integer,integer)" or "myschema.>>>(a,b)"
-      local op = row.sortop:match("^(.-)%(")
-      if not op:find(".", 1, true) then op = "pg_catalog." .. op end
-      add("SORTOP = OPERATOR(" .. op .. ")")
+    if row.sortop_ref then
+      -- { schema, symbol }: the schema follows the schema map (the symbol is never quoted)
+      local schema = ddl.lookup(ctx, "operator", row.sortop_ref[1], row.sortop_ref[2])
+      add("SORTOP = OPERATOR(" .. ddl.quote(schema) .. "." .. row.sortop_ref[2] .. ")")
     end
     if PARALLEL[row.parallel] then add("PARALLEL = " .. PARALLEL[row.parallel]) end
     if row.aggkind == "h" then add("HYPOTHETICAL") end

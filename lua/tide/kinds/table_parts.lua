@@ -38,6 +38,11 @@ local index = {
       steps[#steps + 1] = { kind = "index_attach", suffix = "attach", after = { parent }, attaches = parent,
         sql = "ALTER INDEX " .. ddl.target(parent) .. " ATTACH PARTITION " .. ddl.target(obj) }
     end
+    -- Statistics targets of expression columns (ALTER INDEX ... ALTER COLUMN 1 SET STATISTICS).
+    for _, st in ipairs(obj.row.statistics or {}) do
+      steps[#steps + 1] = { kind = "index_statistics", suffix = "statistics/" .. tostring(st[1]),
+        sql = string.format("ALTER INDEX %s ALTER COLUMN %d SET STATISTICS %d", ddl.target(obj), st[1], st[2]) }
+    end
     return steps
   end,
   reference = function(_, obj) return "INDEX " .. ddl.target(obj) end,

@@ -1,5 +1,6 @@
 -- tide.plan.database_wide — selecting objects that live in no schema: foreign-data wrappers,
--- servers, user mappings, event triggers (kinds with `global = true`; obj.schema is nil).
+-- servers, user mappings, event triggers, default privileges, database settings (kinds with
+-- `global = true`; obj.schema is nil).
 --
 -- select patterns name schema.name, so they never name these objects. What decides:
 --   * select.kinds and select.where (which receive schema = nil), as for every object;
@@ -12,9 +13,10 @@
 --     needs it (a foreign table its server, a server its wrapper).
 local M = {}
 
--- M.select(model, selector, list, skipped): decides obj.selected / obj.reason for `list`,
--- the database-wide objects in model order; left-out ones go to `skipped`.
-function M.select(model, selector, list, skipped)
+-- M.select(model, selector, list, skipped, task): decides obj.selected / obj.reason for `list`,
+-- the database-wide objects in model order; left-out ones go to `skipped`. A kind with
+-- wanted(task) is left out when the playbook does not turn it on.
+function M.select(model, selector, list, skipped, task)
   if #list == 0 then return end
   -- The kinds and where rules alone: include patterns never match an object of no schema.
   local allowed = {}
@@ -23,6 +25,8 @@ function M.select(model, selector, list, skipped)
   local ok, err = pcall(function()
     for _, obj in ipairs(list) do
       local keep, reason = selector:object(obj.kind, nil, obj.name)
+      -- A kind the playbook turns on (def.wanted: database settings).
+      if keep == true and obj.def.wanted then keep, reason = obj.def.wanted(task or {}) end
       allowed[obj] = keep == true
       if not allowed[obj] then obj.reason = reason end
     end

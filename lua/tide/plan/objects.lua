@@ -244,7 +244,7 @@ function M.select(model, task, selector, skipped)
     end
   end
   -- Objects of no schema, once what they follow or what needs them is decided.
-  require("tide.plan.database_wide").select(model, selector, passes[4], skipped)
+  require("tide.plan.database_wide").select(model, selector, passes[4], skipped, task)
   -- With include patterns, a schema is created only when it holds a selected object
   -- ("*.audit_log" matches every schema's name half, not every schema).
   if selector.includes then

@@ -11,7 +11,9 @@ local M = {}
 local WORDS = { foreign_table = "foreign tables", matview = "materialized views", index = "indexes",
   text_search_dictionary = "text_search_dictionaries",
   policy = "policies", statistics = "statistics", schema = "schemas",
-  operator_family = "operator families", operator_class = "operator classes" }
+  operator_family = "operator families", operator_class = "operator classes",
+  access_method = "access methods",
+  default_privileges = "default privileges", database_setting = "database settings" }
 
 local function plural(kind) return WORDS[kind] or (kind .. "s") end
 
