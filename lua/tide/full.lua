@@ -47,7 +47,7 @@ local function new_load(task, plan, state, parts, table_parts, opts)
     parts_left = {}, loaded = {}, running = {}, done_steps = {},
     changed = tide.condition(), failed = nil,
     stats = { rows = 0, bytes = 0, parts_done = 0, parts_total = #parts, steps_done = 0, tables = {} },
-    paused = false, imported = 0, steps_running = {}, tables_by_key = {}, analyzed = {},
+    paused = false, steps_running = {}, tables_by_key = {}, analyzed = {},
     copying = 0, jobs = math.max(1, task.full.jobs or 4), total_bytes = 0,
   }, Load)
   for _, tbl in ipairs(plan.tables) do
@@ -290,16 +290,10 @@ function M.part_finished(load, part, result, seconds)
   load.changed:notify()
 end
 
-local function copy_job(load, snapshot)
+local function copy_job(load)
   local task = load.task
   local src <close> = connect.open(task, "source", { settings = SOURCE_SETTINGS })
   local tgt <close> = connect.open(task, "target", { settings = TARGET_SETTINGS })
-  -- The first import proves the snapshot usable from this job's session.
-  load.snapshot = snapshot
-  begin_source(load, src)
-  src:exec("COMMIT")
-  load.imported = load.imported + 1
-  load.changed:notify()
   while true do
     while load.paused and not load.failed do load.changed:wait(1) end
     local part = load:next_part()
@@ -641,7 +635,8 @@ function M.run(task, plan, source, target, opts)
 
   local jobs = math.max(1, math.min(task.full.jobs or 4, math.max(1, #load.queue)))
   local copy_handles = {}
-  for _ = 1, jobs do copy_handles[#copy_handles + 1] = tide.spawn(copy_job, load, snapshot) end
+  load.snapshot = snapshot   -- imported by each part (begin_source)
+  for _ = 1, jobs do copy_handles[#copy_handles + 1] = tide.spawn(copy_job, load) end
   if exporter then
     -- Sequence values are read as the snapshot is taken (sequences are not transactional).
     local ok, err = pcall(sync_sequences, load, exporter, target)

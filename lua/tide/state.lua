@@ -181,11 +181,6 @@ function State:step_done_sql(conn, key, seconds)
                        self:tbl("steps"), conn:quote_literal(self.task.name), conn:quote_literal(key), seconds or 0)
 end
 
--- Forget the full load's parts (their snapshot is gone; the copy starts over).
-function State:forget_parts()
-  assert(self.target:query("DELETE FROM " .. self:tbl("copy_parts") .. " WHERE task = $1", self.task.name))
-end
-
 -- Forget the task's progress (after a successful run, or `pgtide release`).
 function State:forget()
   for _, t in ipairs({ "steps", "copy_parts", "tasks" }) do
