@@ -23,8 +23,13 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 LDLIBS  += $(PKG_LIBS) -lm
 
-ENGINE_SRC := $(filter-out engine/main.c,$(wildcard engine/*.c))
+# The engine's feature folders (docs/engine.md); engine/gen/ holds the build's own generator.
+ENGINE_DIRS := runtime pg cdc live
+ENGINE_MAIN := engine/runtime/main.c
+ENGINE_SRC := $(filter-out $(ENGINE_MAIN),$(foreach d,$(ENGINE_DIRS),$(wildcard engine/$(d)/*.c)))
+ENGINE_HDR := $(foreach d,$(ENGINE_DIRS),$(wildcard engine/$(d)/*.h))
 ENGINE_OBJ := $(patsubst engine/%.c,$(BUILD)/obj/%.o,$(ENGINE_SRC))
+MAIN_OBJ   := $(patsubst engine/%.c,$(BUILD)/obj/%.o,$(ENGINE_MAIN))
 LUA_SRC    := $(shell find lua -name '*.lua' | sort)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
@@ -36,7 +41,9 @@ DEB_PACKAGES := gcc make pkg-config python3 liblua5.4-dev lua-lpeg-dev libuv1-de
 
 all: $(BUILD)/pgtide $(UNIT_BIN)
 
-$(BUILD)/obj/%.o: engine/%.c $(wildcard engine/*.h) | $(BUILD)/obj
+# Objects mirror the folders: engine/cdc/apply.c -> $(BUILD)/obj/cdc/apply.o.
+$(BUILD)/obj/%.o: engine/%.c $(ENGINE_HDR) | $(BUILD)/obj
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/embed_lua: engine/gen/embed_lua.c | $(BUILD)/obj
@@ -45,10 +52,10 @@ $(BUILD)/embed_lua: engine/gen/embed_lua.c | $(BUILD)/obj
 $(BUILD)/lua_modules.c: $(BUILD)/embed_lua $(LUA_SRC)
 	$(BUILD)/embed_lua lua $(LUA_SRC) > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/obj/lua_modules.o: $(BUILD)/lua_modules.c engine/modules.h
+$(BUILD)/obj/lua_modules.o: $(BUILD)/lua_modules.c engine/runtime/modules.h
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/pgtide: $(BUILD)/obj/main.o $(ENGINE_OBJ) $(BUILD)/obj/lua_modules.o
+$(BUILD)/pgtide: $(MAIN_OBJ) $(ENGINE_OBJ) $(BUILD)/obj/lua_modules.o
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(ENGINE_OBJ) $(BUILD)/obj/lua_modules.o | $(BUILD)/tests
@@ -96,12 +103,12 @@ demo: deps
 FUZZ_SECONDS ?= 60
 fuzz: build-fuzz/fuzz_pgoutput build-fuzz/fuzz_playbook
 
-build-fuzz/fuzz_pgoutput: tests/fuzz/fuzz_pgoutput.c engine/pgoutput.c engine/relcache.c engine/pgoutput.h engine/relcache.h
+build-fuzz/fuzz_pgoutput: tests/fuzz/fuzz_pgoutput.c engine/cdc/pgoutput.c engine/cdc/relcache.c engine/cdc/pgoutput.h engine/cdc/relcache.h
 	@command -v clang >/dev/null || { echo "make fuzz needs clang and libclang-rt-14-dev (apt-get install -y clang libclang-rt-14-dev)" >&2; exit 1; }
 	mkdir -p build-fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iengine $(filter %.c,$^) -o $@
 
-build-fuzz/fuzz_playbook: tests/fuzz/fuzz_playbook.c $(ENGINE_SRC) $(BUILD)/lua_modules.c $(wildcard engine/*.h)
+build-fuzz/fuzz_playbook: tests/fuzz/fuzz_playbook.c $(ENGINE_SRC) $(BUILD)/lua_modules.c $(ENGINE_HDR)
 	@command -v clang >/dev/null || { echo "make fuzz needs clang and libclang-rt-14-dev" >&2; exit 1; }
 	mkdir -p build-fuzz
 	clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine $(PKG_CFLAGS) \

@@ -2,7 +2,7 @@
  * fuzz_pgoutput.c - libFuzzer entry point for the pgoutput decoder and the relation cache.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iengine tests/fuzz/fuzz_pgoutput.c \
- *       engine/pgoutput.c engine/relcache.c -o /tmp/fuzz_pgoutput
+ *       engine/cdc/pgoutput.c engine/cdc/relcache.c -o /tmp/fuzz_pgoutput
  *   /tmp/fuzz_pgoutput -max_total_time=60 NEW_CORPUS_DIR tests/fuzz/corpus/pgoutput
  *
  * Each input is used two ways:
@@ -16,8 +16,8 @@
  * Besides the sanitizers, it traps when a decoded pointer leaves the input or a cached
  * relation differs from the message it was copied from.
  */
-#include "pgoutput.h"
-#include "relcache.h"
+#include "cdc/pgoutput.h"
+#include "cdc/relcache.h"
 
 #include <stdint.h>
 #include <string.h>

@@ -5,8 +5,8 @@
  * task or a raised error; a crash, a sanitizer report or a hang is a bug. Chunks that loop
  * are cut off by an instruction-count hook.
  */
-#include "runtime.h"
-#include "modules.h"
+#include "runtime/runtime.h"
+#include "runtime/modules.h"
 
 #include <lualib.h>
 #include <stdio.h>

@@ -6,7 +6,7 @@
  * unselected key column).
  * TAP output; exit status 1 on any failure.
  */
-#include "apply.h"
+#include "cdc/apply.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /*
- * test_pgoutput.c - unit tests for the pgoutput decoder (engine/pgoutput.c) and the
- * relation cache (engine/relcache.c). Prints TAP; exits non-zero if anything fails.
+ * test_pgoutput.c - unit tests for the pgoutput decoder (engine/cdc/pgoutput.c) and the
+ * relation cache (engine/cdc/relcache.c). Prints TAP; exits non-zero if anything fails.
  *
  * Most checks decode real messages captured from PostgreSQL by scripts/capture-pgoutput.sh
  * (the .hex files in tests/data/pgoutput/, read relative to the repository root, where the test runs)
@@ -8,8 +8,8 @@
  * expectations change with it. The rest feed hand-built and truncated messages and check
  * that each is rejected with an error naming the field and offset.
  */
-#include "pgoutput.h"
-#include "relcache.h"
+#include "cdc/pgoutput.h"
+#include "cdc/relcache.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -6,8 +6,8 @@
  * receives at Stream Commit (Begin, the changes in order, Commit) decoded by the real decoder.
  * TAP output; exit status 1 on any failure.
  */
-#include "pgoutput.h"
-#include "spool.h"
+#include "cdc/pgoutput.h"
+#include "cdc/spool.h"
 
 #include <stdio.h>
 #include <stdlib.h>

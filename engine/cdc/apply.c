@@ -1,0 +1,757 @@
+/*
+ * apply.c — the target side of incremental migration: decoded changes become pipelined,
+ * prepared statements on one target connection, grouped into target transactions that also
+ * advance the replication origin (see apply.h for the group life cycle).
+ *
+ * Why a group is checked before it commits: an UPDATE or DELETE that finds no row is not an
+ * error for the server, only "0 rows". Under the default conflict policy that must stop the
+ * task before the transaction commits, so COMMIT is sent only after the results of every
+ * statement of the group were seen. The price is one round trip per group, not per change;
+ * while a group commits, the next one already streams behind it in the pipeline.
+ *
+ * Memory stays bounded whatever the size of a source transaction: changes are applied as they
+ * arrive (the server spills big transactions itself; we never buffer one), and feeding stops
+ * while MAX_INFLIGHT statements wait for results or the socket does not take more.
+ */#include "cdc/apply_internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+/* ---------------------------------------------------------------- small helpers */
+
+double apply__now(void) { return tide_monotonic(); }
+
+char *apply__strdup(const char *s) { return s ? strdup(s) : NULL; }
+
+inflight *apply__q_push(apply_state *ap, int kind) {
+    if (ap->q_count == ap->q_cap) {
+        size_t cap = ap->q_cap ? ap->q_cap * 2 : 1024;
+        inflight *grown = malloc(cap * sizeof *grown);
+        if (!grown) abort();
+        for (size_t i = 0; i < ap->q_count; i++) grown[i] = ap->q[(ap->q_head + i) % ap->q_cap];
+        free(ap->q);
+        ap->q = grown;
+        ap->q_cap = cap;
+        ap->q_head = 0;
+    }
+    inflight *e = &ap->q[(ap->q_head + ap->q_count) % ap->q_cap];
+    memset(e, 0, offsetof(inflight, key) + 1);
+    e->kind = (uint8_t) kind;
+    ap->q_count++;
+    return e;
+}
+
+inflight *apply__q_front(apply_state *ap) { return ap->q_count ? &ap->q[ap->q_head] : NULL; }
+
+void apply__q_pop(apply_state *ap) {
+    ap->q_head = (ap->q_head + 1) % ap->q_cap;
+    ap->q_count--;
+}
+
+void apply__watch(apply_state *ap) {
+    if (!ap->c->pg || ap->failed) return;
+    conn_watch(ap->c, UV_READABLE | (ap->want_writable ? UV_WRITABLE : 0));
+}
+
+void apply__flush(apply_state *ap) {
+    ap->since_flush = 0;
+    int r = PQflush(ap->c->pg);
+    if (r < 0 || PQsocket(ap->c->pg) < 0) {   /* libpq may drop a dead socket while flushing */
+        apply__fail(ap, "target", "08006", PQerrorMessage(ap->c->pg), "sending statements to the target");
+        return;
+    }
+    ap->want_writable = r == 1;
+    apply__watch(ap);
+}
+
+static void sent(apply_state *ap, int ok, const char *what) {
+    if (!ok) apply__fail(ap, "target", "08006", PQerrorMessage(ap->c->pg), what);
+    else if (++ap->since_flush >= FLUSH_EVERY) apply__flush(ap);
+}
+
+/* ---------------------------------------------------------------- prepared statements */
+
+static uint64_t hash_text(const char *s) {
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (unsigned char) *s) * 1099511628211ULL;
+    return h;
+}
+
+/* The statement number for this SQL text, preparing it (queued) the first time. */
+static int stmt_lookup(apply_state *ap, const char *sql, int nparams) {
+    if (ap->stmt_count * 2 >= ap->stmt_cap) {
+        size_t cap = ap->stmt_cap ? ap->stmt_cap * 2 : 64;
+        char **keys = calloc(cap, sizeof *keys);
+        int *ids = calloc(cap, sizeof *ids);
+        if (!keys || !ids) abort();
+        for (size_t i = 0; i < ap->stmt_cap; i++) {
+            if (!ap->stmt_sql[i]) continue;
+            size_t j = hash_text(ap->stmt_sql[i]) & (cap - 1);
+            while (keys[j]) j = (j + 1) & (cap - 1);
+            keys[j] = ap->stmt_sql[i];
+            ids[j] = ap->stmt_id[i];
+        }
+        free(ap->stmt_sql);
+        free(ap->stmt_id);
+        ap->stmt_sql = keys;
+        ap->stmt_id = ids;
+        ap->stmt_cap = cap;
+    }
+    size_t j = hash_text(sql) & (ap->stmt_cap - 1);
+    while (ap->stmt_sql[j]) {
+        if (strcmp(ap->stmt_sql[j], sql) == 0) return ap->stmt_id[j];
+        j = (j + 1) & (ap->stmt_cap - 1);
+    }
+    int id = (int) ++ap->stmt_count;
+    ap->stmt_sql[j] = strdup(sql);
+    ap->stmt_id[j] = id;
+    char name[24];
+    snprintf(name, sizeof name, "pgtide_%d", id);
+    (void) nparams;
+    apply__q_push(ap, IF_PREPARE);
+    ap->n.prepared_statements++;
+    sent(ap, PQsendPrepare(ap->c->pg, name, sql, 0, NULL), "preparing a statement");
+    return id;
+}
+
+static void send_prepared(apply_state *ap, int id, int nparams, const char *const *params) {
+    char name[24];
+    snprintf(name, sizeof name, "pgtide_%d", id);
+    sent(ap, PQsendQueryPrepared(ap->c->pg, name, nparams, params, NULL, NULL, 0), "sending a change");
+}
+
+static void send_plain(apply_state *ap, int kind, const char *sql) {
+    apply__q_push(ap, kind);
+    sent(ap, PQsendQueryParams(ap->c->pg, sql, 0, NULL, NULL, NULL, NULL, 0), sql);
+}
+
+static void send_sync(apply_state *ap, int kind) {
+    apply__q_push(ap, kind);
+    if (!PQpipelineSync(ap->c->pg)) apply__fail(ap, "target", "08006", PQerrorMessage(ap->c->pg), "sync");
+    else apply__flush(ap);
+}
+
+/* ---------------------------------------------------------------- groups */
+
+static void progress_send(apply_state *ap) {
+    send_plain(ap, IF_PROGRESS, "SELECT pg_catalog.pg_replication_origin_session_progress(true)");
+    ap->progress_in_flight++;
+    ap->last_progress = apply__now();
+}
+
+static void group_open(apply_state *ap) {
+    send_plain(ap, IF_BEGIN, "BEGIN");
+    ap->group = G_OPEN;
+    ap->group_started = apply__now();
+    ap->group_changes = ap->group_txs = 0;
+}
+
+static void group_close(apply_state *ap) {
+    if (ap->group != G_OPEN || ap->in_tx || ap->failed) return;
+    apply__merge_flush_all(ap);
+    ap->group = G_CHECKING;
+    send_sync(ap, IF_CHECK_SYNC);
+}
+
+void apply__group_commit(apply_state *ap) {
+    char lsn[32], ts[32];
+    apply_format_lsn(lsn, sizeof lsn, ap->group_end_lsn);
+    snprintf(ts, sizeof ts, "%lld", (long long) pgoutput_timestamp_to_unix_usec(ap->group_commit_ts));
+    const char *params[2] = { lsn, ts };
+    apply__q_push(ap, IF_SETUP);
+    sent(ap, PQsendQueryPrepared(ap->c->pg, "pgtide_origin_setup", 2, params, NULL, NULL, 0),
+         "recording the origin position");
+    inflight *e = apply__q_push(ap, IF_COMMIT);
+    e->lsn = ap->group_end_lsn;
+    e->commit_ts = ap->group_commit_ts;
+    e->changes = ap->group_changes;
+    e->txs = ap->group_txs;
+    sent(ap, PQsendQueryParams(ap->c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0), "COMMIT");
+    ap->commits_in_flight++;
+    ap->n.groups++;
+    ap->last_group = apply__now();
+    if (ap->stop_requested || apply__now() - ap->last_progress >= PROGRESS_EVERY) progress_send(ap);
+    send_sync(ap, IF_SYNC);
+    ap->group = G_NONE;
+}
+
+/* ---------------------------------------------------------------- flow control */
+
+static bool should_block(const apply_state *ap) {
+    return ap->failed || ap->held || ap->group == G_CHECKING || ap->group == G_WAIT_LUA ||
+           ap->q_count >= MAX_INFLIGHT || ap->want_writable ||
+           ((ap->paused || ap->stop_requested) && !ap->in_tx);
+}
+
+bool apply_blocked(const apply_state *ap) { return should_block(ap); }
+
+void apply__maybe_unblock(apply_state *ap) {
+    if (!ap->feeding_blocked || ap->failed) return;
+    if (ap->q_count >= RESUME_INFLIGHT && ap->q_count >= MAX_INFLIGHT / 2) return;
+    if (should_block(ap)) return;
+    ap->feeding_blocked = false;
+    if (ap->cb.on_unblock) ap->cb.on_unblock(ap->cb.arg);
+}
+
+static apply_feed_result feed_result(apply_state *ap) {
+    if (ap->failed) return APPLY_FAILED;
+    if (should_block(ap)) {
+        ap->feeding_blocked = true;
+        return APPLY_BLOCKED;
+    }
+    return APPLY_CONTINUE;
+}
+
+void apply__check_stopped(apply_state *ap) {
+    if (!ap->stop_requested || ap->stopped || ap->failed || ap->in_tx) return;
+    if (ap->group == G_OPEN) { group_close(ap); return; }
+    if (ap->group != G_NONE || ap->commits_in_flight) return;
+    if (ap->durable_lsn < ap->applied_lsn) {
+        if (!ap->progress_in_flight) { progress_send(ap); send_sync(ap, IF_SYNC); }
+        return;
+    }
+    if (ap->q_count) return;
+    ap->stopped = true;
+    if (ap->cb.on_event) ap->cb.on_event(ap->cb.arg);
+}
+
+/* ---------------------------------------------------------------- relations */
+
+static apply_rel **rel_slot(apply_state *ap, uint32_t relid) {
+    if (ap->rels_count * 2 >= ap->rels_cap) {
+        size_t cap = ap->rels_cap ? ap->rels_cap * 2 : 64;
+        apply_rel **grown = calloc(cap, sizeof *grown);
+        if (!grown) abort();
+        for (size_t i = 0; i < ap->rels_cap; i++) {
+            if (!ap->rels[i]) continue;
+            size_t j = (ap->rels[i]->relid * 2654435761u) & (cap - 1);
+            while (grown[j]) j = (j + 1) & (cap - 1);
+            grown[j] = ap->rels[i];
+        }
+        free(ap->rels);
+        ap->rels = grown;
+        ap->rels_cap = cap;
+    }
+    size_t j = (relid * 2654435761u) & (ap->rels_cap - 1);
+    while (ap->rels[j] && ap->rels[j]->relid != relid) j = (j + 1) & (ap->rels_cap - 1);
+    return &ap->rels[j];
+}
+
+static apply_target *find_target(apply_state *ap, const char *schema, const char *name) {
+    for (int i = 0; i < ap->opt.ntargets; i++) {
+        apply_target *t = ap->opt.targets[i];
+        if (strcmp(t->source_schema, schema) == 0 && strcmp(t->source_name, name) == 0) return t;
+    }
+    return NULL;
+}
+
+apply_target *apply_find_target(apply_state *ap, const char *display) {
+    for (int i = 0; i < ap->opt.ntargets; i++)
+        if (strcmp(ap->opt.targets[i]->display, display) == 0) return ap->opt.targets[i];
+    return NULL;
+}
+
+/* The resolution of relid, rebuilt when its Relation message changed. NULL after a failure. */
+static apply_rel *rel_get(apply_state *ap, uint32_t relid, const relcache_relation **relp) {
+    const relcache_relation *rel = relcache_get(ap->cache, relid);
+    *relp = rel;
+    if (!rel) {
+        snprintf(ap->errbuf, sizeof ap->errbuf, "a change for relation %u arrived before its "
+                 "Relation message", (unsigned) relid);
+        apply__fail(ap, "stream", "08P01", ap->errbuf, NULL);
+        return NULL;
+    }
+    apply_rel **slot = rel_slot(ap, relid);
+    if (*slot && (*slot)->version == rel->version) return *slot;
+    apply_target *t = find_target(ap, rel->schema, rel->name);
+    if (!t) {
+        snprintf(ap->errbuf, sizeof ap->errbuf, "the source sent changes of table %s.%s, which is not "
+                 "part of this task (the publication holds more tables than the plan: was the playbook's "
+                 "selection changed? release the task and start again, or select the table)",
+                 rel->schema, rel->name);
+        apply__fail(ap, "stream", "42P01", ap->errbuf, NULL);
+        return NULL;
+    }
+    apply_rel *r = calloc(1, sizeof *r);
+    if (!r) abort();
+    if (apply_rel_resolve(r, rel, t, *slot, ap->errbuf, sizeof ap->errbuf) < 0) {
+        free(r);
+        apply__fail(ap, "stream", "0A000", ap->errbuf, NULL);
+        return NULL;
+    }
+    if (*slot) {
+        apply__merge_forget(ap, *slot);
+        apply_rel_clear(*slot);
+        free(*slot);
+    } else {
+        ap->rels_count++;
+    }
+    *slot = r;
+    return r;
+}
+
+/* ---------------------------------------------------------------- changes */
+
+static bool same_value(const pgoutput_value *a, const pgoutput_value *b) {
+    return a->kind == b->kind && a->len == b->len && (a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
+}
+
+static bool key_changed(const apply_rel *r, const pgoutput_tuple *old, const pgoutput_tuple *row) {
+    for (int i = 0; i < r->ncols; i++)
+        if (r->match[i] && old->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST &&
+            row->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST && !same_value(&old->values[i], &row->values[i]))
+            return true;
+    return false;
+}
+
+/* Queue one change's statement (`sql`, prepared the first time) and what its result needs. */
+static inflight *queue_stmt(apply_state *ap, apply_rel *r, int op, apply_form form, uint64_t lsn,
+                            uint64_t commit_lsn, const pgoutput_tuple *keyed, uint32_t merged,
+                            const char *sql, int nparams, const char *const *params) {
+    int id = stmt_lookup(ap, sql, nparams);
+    inflight *e = apply__q_push(ap, IF_DML);
+    e->op = (uint8_t) op;
+    e->form = (uint8_t) form;
+    e->target = r->target;
+    e->lsn = lsn;
+    e->commit_lsn = commit_lsn;
+    e->tolerant = commit_lsn && commit_lsn <= r->target->tolerate_lsn;
+    e->changes = merged;
+    apply_sql_key_text(e->key, sizeof e->key, r, keyed);
+    send_prepared(ap, id, nparams, params);
+    return e;
+}
+
+static inflight *queue_dml(apply_state *ap, apply_rel *r, int op, apply_form form, uint64_t lsn,
+                           uint64_t commit_lsn, const pgoutput_tuple *keyed, uint32_t merged) {
+    return queue_stmt(ap, r, op, form, lsn, commit_lsn, keyed, merged, ap->st.sql.data, ap->st.nparams,
+                      apply_stmt_params(&ap->st));
+}
+
+void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int nparams,
+                       const char *const *params, uint32_t rows, uint64_t lsn, uint64_t last_lsn,
+                       uint64_t commit_lsn, const pgoutput_tuple *keyed) {
+    /* the rows after the first count as applied with the statement, like folded updates */
+    inflight *e = queue_stmt(ap, r, 'I', APPLY_FORM_INSERT, lsn, commit_lsn, keyed, rows - 1, sql, nparams, params);
+    e->last_lsn = last_lsn;
+    e->rows = rows;
+}
+
+void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_tuple *old,
+                         const pgoutput_tuple *row, uint64_t lsn, uint64_t commit_lsn, uint32_t merged) {
+    char err[512];
+    bool hookish = ap->opt.conflict_hook && ap->opt.conflict != APPLY_CONFLICT_OVERWRITE;
+    bool overwrite = ap->opt.conflict == APPLY_CONFLICT_OVERWRITE && r->by_key;
+    /* Before a table's tolerated position (see apply_target.tolerate_lsn) an insert may meet a
+     * row the stream's later TRUNCATE removes anyway: never a failed statement. */
+    bool tolerant = commit_lsn && commit_lsn <= r->target->tolerate_lsn;
+    if (op == 'I') {
+        apply_form form = overwrite || (tolerant && r->by_key) ? APPLY_FORM_UPSERT
+                        : tolerant ? APPLY_FORM_INSERT_IGNORE
+                        : (ap->opt.conflict == APPLY_CONFLICT_ERROR && !hookish) ? APPLY_FORM_INSERT
+                        : APPLY_FORM_INSERT_IGNORE;
+        apply_sql_insert(&ap->st, r, row, form);
+        queue_dml(ap, r, op, form, lsn, commit_lsn, row, merged);
+        return;
+    }
+    const pgoutput_tuple *search = old && old->ncols ? old : row;
+    if (op == 'U' && overwrite) {
+        /* Upsert the new row; when the key changed, first remove the row under the old key. */
+        if (old && old->ncols && key_changed(r, old, row)) {
+            if (apply_sql_delete(&ap->st, r, old, err, sizeof err) < 0) {
+                apply__fail(ap, "stream", "0A000", err, NULL);
+                return;
+            }
+            inflight *e = queue_dml(ap, r, 'D', APPLY_FORM_DELETE, lsn, commit_lsn, old, 0);
+            e->op = 0;   /* a missing old row is fine here */
+        }
+        if (apply_sql_insert(&ap->st, r, row, APPLY_FORM_UPSERT) > 0) {
+            queue_dml(ap, r, 'U', APPLY_FORM_UPSERT, lsn, commit_lsn, row, merged);
+            return;
+        }
+    }
+    int rc = op == 'U' ? apply_sql_update(&ap->st, r, search, row, old && old->ncols, err, sizeof err)
+                       : apply_sql_delete(&ap->st, r, search, err, sizeof err);
+    if (rc < 0) {
+        char ctx[256];
+        snprintf(ctx, sizeof ctx, "applying a change of %s.%s", r->target->source_schema, r->target->source_name);
+        apply__fail(ap, "stream", "0A000", err, ctx);
+        return;
+    }
+    if (rc == 0) { ap->n.applied_changes += 1 + merged; return; }   /* only unchanged values */
+    queue_dml(ap, r, op, op == 'U' ? APPLY_FORM_UPDATE : APPLY_FORM_DELETE, lsn, commit_lsn, search, merged);
+}
+
+static void queue_truncate(apply_state *ap, const pgoutput_truncate *t) {
+    apply_buf sql = { 0 };
+    apply__merge_flush_all(ap);
+    int k = 0;
+    for (uint32_t i = 0; i < t->nrels; i++) {
+        const relcache_relation *rel;
+        apply_rel *r = rel_get(ap, t->relids[i], &rel);
+        if (!r) { apply_buf_free(&sql); return; }
+        if (r->target->heartbeat) continue;
+        /* The table was truncated after the full load's snapshot: from this TRUNCATE on the
+         * target holds what the source holds, and missing rows are conflicts again. */
+        r->target->tolerate_lsn = 0;
+        apply_buf_adds(&sql, k++ ? ", " : "TRUNCATE TABLE ");
+        if (!r->target->partitioned) apply_buf_adds(&sql, "ONLY ");
+        apply_buf_adds(&sql, r->target->target_sql);
+    }
+    if (k) {
+        /* CASCADE is not followed: the source sent every table it truncated. */
+        if (t->options & PGOUTPUT_TRUNCATE_RESTART_IDENTITY) apply_buf_adds(&sql, " RESTART IDENTITY");
+        ap->group_changes++;
+        send_plain(ap, IF_TRUNCATE, sql.data);
+    }
+    apply_buf_free(&sql);
+}
+
+/* How long a group may stay open. Catching up a backlog, long groups are what make apply fast
+ * (fewer commits, hot rows folded); once caught up — the last transaction committed on the
+ * source less than a second ago — every millisecond a group stays open is delay, so it closes
+ * after group_live_seconds. A source clock far behind ours only keeps the long groups. */
+static double group_limit(const apply_state *ap) {
+    double limit = ap->opt.group_seconds;
+    if (ap->opt.group_live_seconds <= 0 || ap->opt.group_live_seconds >= limit || !ap->group_commit_ts)
+        return limit;
+    int64_t age = (int64_t) (tide_now() * 1e6) - pgoutput_timestamp_to_unix_usec(ap->group_commit_ts);
+    return age < 1000000 ? ap->opt.group_live_seconds : limit;
+}
+
+static void hold_change(apply_state *ap, uint64_t lsn, const uint8_t *payload, size_t len) {
+    apply__merge_flush_all(ap);   /* the hook may route the change to any table */
+    ap->held = malloc(len ? len : 1);
+    if (!ap->held) abort();
+    memcpy(ap->held, payload, len);
+    ap->held_len = len;
+    ap->held_lsn = lsn;
+    ap->n.hooked_changes++;
+    if (ap->cb.on_event) ap->cb.on_event(ap->cb.arg);
+}
+
+apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *payload, size_t len) {
+    if (ap->failed) return APPLY_FAILED;
+    pgoutput_message *m = &ap->msg;
+    if (pgoutput_decode(payload, len, false, m, ap->errbuf, sizeof ap->errbuf) != 0) {
+        apply__fail(ap, "stream", "08P01", ap->errbuf, "decoding a pgoutput message");
+        return APPLY_FAILED;
+    }
+    switch (m->type) {
+    case PGOUTPUT_BEGIN:
+        ap->in_tx = true;
+        ap->tx_final_lsn = m->begin.final_lsn;
+        ap->tx_commit_ts = m->begin.commit_ts;
+        ap->n.received_transactions++;
+        ap->skip_tx = m->begin.final_lsn < ap->skip_below;
+        if (ap->skip_tx) { ap->n.skipped_transactions++; break; }
+        if (ap->group == G_NONE) {
+            group_open(ap);
+            ap->group_first_ts = pgoutput_timestamp_to_unix_usec(m->begin.commit_ts);
+        }
+        if (!ap->pending_commit_ts) ap->pending_commit_ts = ap->group_first_ts;
+        break;
+    case PGOUTPUT_COMMIT:
+        if (!ap->in_tx) {
+            apply__fail(ap, "stream", "08P01", "a Commit arrived outside a transaction", NULL);
+            break;
+        }
+        ap->in_tx = false;
+        if (ap->skip_tx) { ap->skip_tx = false; break; }
+        ap->group_end_lsn = m->commit.end_lsn;
+        ap->group_commit_ts = m->commit.commit_ts;
+        ap->group_txs++;
+        ap->queued_lsn = ap->skip_below = m->commit.end_lsn;
+        if (ap->group_changes >= (uint32_t) ap->opt.group_changes || ap->paused || ap->stop_requested ||
+            apply__now() - ap->group_started >= group_limit(ap))
+            group_close(ap);
+        break;
+    case PGOUTPUT_RELATION:
+        if (relcache_put(ap->cache, &m->relation, ap->errbuf, sizeof ap->errbuf) != 0) {
+            apply__fail(ap, "stream", "53200", ap->errbuf, NULL);
+            break;
+        }
+        {   /* Resolve now, so a column change stops the stream at its Relation message. With
+             * publish_via_partition_root the leaves are described too, though their changes
+             * come under the root: a relation outside the map only fails when a change needs it. */
+            const relcache_relation *rel = relcache_get(ap->cache, m->relation.relid);
+            if (rel && find_target(ap, rel->schema, rel->name)) rel_get(ap, m->relation.relid, &rel);
+        }
+        break;
+    case PGOUTPUT_TYPE:
+        if (relcache_put_type(ap->cache, &m->data_type, ap->errbuf, sizeof ap->errbuf) != 0)
+            apply__fail(ap, "stream", "53200", ap->errbuf, NULL);
+        break;
+    case PGOUTPUT_ORIGIN:
+    case PGOUTPUT_LOGICAL_MESSAGE:
+        break;
+    case PGOUTPUT_INSERT:
+    case PGOUTPUT_UPDATE:
+    case PGOUTPUT_DELETE: {
+        if (!ap->in_tx) {
+            apply__fail(ap, "stream", "08P01", "a change arrived outside a transaction", NULL);
+            break;
+        }
+        if (ap->skip_tx) break;
+        uint32_t relid = m->type == PGOUTPUT_INSERT ? m->insert.relid
+                       : m->type == PGOUTPUT_UPDATE ? m->update.relid : m->delete.relid;
+        const relcache_relation *rel;
+        apply_rel *r = rel_get(ap, relid, &rel);
+        if (!r) break;
+        if (r->target->heartbeat) { ap->n.heartbeats++; break; }
+        if (r->target->hooked) { hold_change(ap, lsn, payload, len); break; }
+        const pgoutput_tuple *old = NULL, *row = NULL;
+        if (m->type == PGOUTPUT_INSERT) row = &m->insert.new_tuple;
+        else if (m->type == PGOUTPUT_UPDATE) { old = &m->update.old_tuple; row = &m->update.new_tuple; }
+        else old = &m->delete.old_tuple;
+        if ((row && relcache_check_tuple(rel, row, "new tuple", ap->errbuf, sizeof ap->errbuf) != 0) ||
+            (old && old->ncols && relcache_check_tuple(rel, old, "old tuple", ap->errbuf, sizeof ap->errbuf) != 0)) {
+            apply__fail(ap, "stream", "08P01", ap->errbuf, NULL);
+            break;
+        }
+        ap->group_changes++;
+        ap->n.queued_changes++;
+        if (m->type == PGOUTPUT_UPDATE && r->target->mergeable &&
+            (!old->ncols || !key_changed(r, old, row)) && apply__merge_update(ap, r, row, lsn))
+            break;
+        if (m->type == PGOUTPUT_INSERT && apply__batch_insert(ap, r, row, lsn)) break;
+        if (r->merge) apply__merge_flush_rel(ap, r);   /* what the table holds goes first */
+        apply__queue_change(ap, r, m->type, old, row ? row : old, lsn, ap->tx_final_lsn, 0);
+        break;
+    }
+    case PGOUTPUT_TRUNCATE:
+        if (ap->skip_tx) break;
+        queue_truncate(ap, &m->truncate);
+        break;
+    default:
+        snprintf(ap->errbuf, sizeof ap->errbuf, "unexpected %s message: pgtide does not ask for "
+                 "streamed or two-phase transactions", pgoutput_message_type_name(m->type));
+        apply__fail(ap, "stream", "08P01", ap->errbuf, NULL);
+        break;
+    }
+    return feed_result(ap);
+}
+
+apply_feed_result apply_burst_end(apply_state *ap) {
+    if (ap->failed) return APPLY_FAILED;
+    if (ap->group == G_OPEN && !ap->in_tx) group_close(ap);
+    if (ap->since_flush) apply__flush(ap);
+    return feed_result(ap);
+}
+
+/* ---------------------------------------------------------------- Lua events */
+
+apply_event apply_pending_event(const apply_state *ap) {
+    if (ap->held) return APPLY_EVENT_CHANGE;
+    if (ap->nconflicts) return APPLY_EVENT_CONFLICT;
+    return APPLY_EVENT_NONE;
+}
+
+int apply_held_decode(apply_state *ap, pgoutput_message **msg, const relcache_relation **rel,
+                      apply_rel **r, uint64_t *lsn, uint64_t *commit_lsn, int64_t *commit_ts) {
+    if (!ap->held) return -1;
+    if (pgoutput_decode(ap->held, ap->held_len, false, &ap->msg, ap->errbuf, sizeof ap->errbuf) != 0)
+        return -1;
+    uint32_t relid = ap->msg.type == PGOUTPUT_INSERT ? ap->msg.insert.relid
+                   : ap->msg.type == PGOUTPUT_UPDATE ? ap->msg.update.relid : ap->msg.delete.relid;
+    *r = rel_get(ap, relid, rel);
+    if (!*r) return -1;
+    *msg = &ap->msg;
+    *lsn = ap->held_lsn;
+    *commit_lsn = ap->tx_final_lsn;
+    *commit_ts = pgoutput_timestamp_to_unix_usec(ap->tx_commit_ts);
+    return 0;
+}
+
+static void held_release(apply_state *ap) {
+    free(ap->held);
+    ap->held = NULL;
+    ap->held_len = 0;
+    apply__flush(ap);
+    apply__maybe_unblock(ap);
+}
+
+void apply_held_drop(apply_state *ap) {
+    if (!ap->held) return;
+    ap->n.dropped_changes++;
+    held_release(ap);
+}
+
+int apply_held_apply(apply_state *ap, const pgoutput_tuple *old_tuple, const pgoutput_tuple *new_tuple,
+                     apply_target *target) {
+    pgoutput_message *m;
+    const relcache_relation *rel;
+    apply_rel *r;
+    uint64_t lsn, commit_lsn;
+    int64_t ts;
+    if (apply_held_decode(ap, &m, &rel, &r, &lsn, &commit_lsn, &ts) < 0) {
+        apply__fail(ap, "stream", "XX000", ap->errbuf, "re-reading a change for the on.change hook");
+        return -1;
+    }
+    const pgoutput_tuple *old = NULL, *row = NULL;
+    if (m->type == PGOUTPUT_INSERT) row = &m->insert.new_tuple;
+    else if (m->type == PGOUTPUT_UPDATE) { old = &m->update.old_tuple; row = &m->update.new_tuple; }
+    else old = &m->delete.old_tuple;
+    if (old_tuple) old = old_tuple;
+    if (new_tuple) row = new_tuple;
+    apply_rel routed;
+    bool reroute = target && target != r->target;
+    if (reroute) {
+        if (apply_rel_resolve(&routed, rel, target, NULL, ap->errbuf, sizeof ap->errbuf) < 0) {
+            apply__fail(ap, "stream", "0A000", ap->errbuf, "routing a change from the on.change hook");
+            return -1;
+        }
+        r = &routed;
+    }
+    ap->group_changes++;
+    ap->n.queued_changes++;
+    apply__queue_change(ap, r, m->type, old, row ? row : old, lsn, ap->tx_final_lsn, 0);
+    if (reroute) apply_rel_clear(&routed);
+    held_release(ap);
+    return ap->failed ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------- life cycle */
+
+apply_state *apply_create(tide_conn *target, const apply_options *opts, const apply_callbacks *cb) {
+    apply_state *ap = calloc(1, sizeof *ap);
+    if (!ap) abort();
+    ap->c = target;
+    ap->opt = *opts;
+    ap->cb = *cb;
+    if (ap->opt.group_changes <= 0) ap->opt.group_changes = 10000;
+    if (ap->opt.group_seconds <= 0) ap->opt.group_seconds = 0.1;
+    ap->cache = relcache_create();
+    if (!ap->cache) abort();
+    pgoutput_message_init(&ap->msg);
+    ap->skip_below = ap->opt.start_lsn;
+    ap->queued_lsn = ap->applied_lsn = ap->durable_lsn = ap->opt.start_lsn;
+    return ap;
+}
+
+int apply_start(apply_state *ap) {
+    tide_conn *c = ap->c;
+    conn_reset_outcome(c);
+    if (!PQenterPipelineMode(c->pg)) {
+        apply__fail(ap, "target", "08000", PQerrorMessage(c->pg), "entering pipeline mode on the target");
+        return -1;
+    }
+    c->busy = true;
+    c->op = ap;
+    c->on_io = apply__on_io;
+    ap->started = true;
+    /* The statement that records each group's origin position and makes sure the group's
+     * transaction has an xid (without one, COMMIT writes no record and the origin would not
+     * move for a group that only carried heartbeats). */
+    const char *xid = ap->opt.server_version >= 130000 ? "pg_catalog.pg_current_xact_id()"
+                                                       : "pg_catalog.txid_current()";
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT pg_catalog.pg_replication_origin_xact_setup($1::pg_lsn, "
+             "pg_catalog.to_timestamp($2::float8 / 1000000)), %s", xid);
+    apply__q_push(ap, IF_PREPARE);
+    sent(ap, PQsendPrepare(c->pg, "pgtide_origin_setup", sql, 0, NULL), "preparing the origin statement");
+    send_sync(ap, IF_SYNC);
+    return ap->failed ? -1 : 0;
+}
+
+void apply_tick(apply_state *ap, uint64_t keepalive_lsn) {
+    if (ap->failed || !ap->started) return;
+    /* Idle for a while and the server has decoded past our last transaction (WAL of other
+     * tables or databases): record that position, so the slot can release that WAL. Safe
+     * because everything received before the keepalive has been applied. */
+    bool idle = !ap->in_tx && ap->group == G_NONE && ap->commits_in_flight == 0 && !ap->held &&
+                !ap->nconflicts && !ap->stop_requested;
+    if (idle && keepalive_lsn > ap->applied_lsn && keepalive_lsn > ap->queued_lsn &&
+        apply__now() - ap->last_group >= 1.0) {
+        group_open(ap);
+        ap->group_end_lsn = ap->queued_lsn = keepalive_lsn;
+        if (keepalive_lsn > ap->skip_below) ap->skip_below = keepalive_lsn;
+        ap->group_commit_ts = (int64_t) (tide_now() * 1e6) - PGOUTPUT_EPOCH_OFFSET_USEC;
+        apply__group_commit(ap);
+    }
+    if (!ap->progress_in_flight && ap->durable_lsn < ap->applied_lsn && ap->group != G_CHECKING &&
+        apply__now() - ap->last_progress >= PROGRESS_EVERY) {
+        progress_send(ap);
+        send_sync(ap, IF_SYNC);
+    }
+    /* A group whose source transaction boundary came while no data followed. */
+    if (ap->group == G_OPEN && !ap->in_tx && apply__now() - ap->group_started >= group_limit(ap))
+        group_close(ap);
+    apply__check_stopped(ap);
+}
+
+void apply_set_paused(apply_state *ap, bool paused) {
+    ap->paused = paused;
+    if (paused) {
+        if (ap->group == G_OPEN && !ap->in_tx) group_close(ap);
+    } else {
+        apply__maybe_unblock(ap);
+    }
+}
+
+void apply_request_stop(apply_state *ap) {
+    ap->stop_requested = true;
+    apply__check_stopped(ap);
+}
+
+bool apply_stopped(const apply_state *ap) { return ap->stopped; }
+
+void apply_release(apply_state *ap) {
+    tide_conn *c = ap->c;
+    if (!ap->started || !c) return;
+    ap->started = false;
+    if (c->pg && PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF && ap->q_count == 0) PQexitPipelineMode(c->pg);
+    if (c->pg) conn_watch(c, 0);
+    c->busy = false;
+    c->op = NULL;
+    c->on_io = NULL;
+}
+
+void apply_free(apply_state *ap) {
+    if (!ap) return;
+    apply_release(ap);
+    relcache_destroy(ap->cache);
+    pgoutput_message_free(&ap->msg);
+    apply_stmt_free(&ap->st);
+    for (size_t i = 0; i < ap->rels_cap; i++)
+        if (ap->rels[i]) { apply__merge_free(ap->rels[i]); apply_rel_clear(ap->rels[i]); free(ap->rels[i]); }
+    free(ap->dirty);
+    free(ap->rels);
+    for (size_t i = 0; i < ap->stmt_cap; i++) free(ap->stmt_sql[i]);
+    free(ap->stmt_sql);
+    free(ap->stmt_id);
+    free(ap->q);
+    free(ap->held);
+    free(ap->conflicts);
+    free(ap->err.message);
+    free(ap->err.detail);
+    free(ap->err.hint);
+    free(ap->err.context);
+    for (int i = 0; i < ap->opt.ntargets; i++) apply_target_free(ap->opt.targets[i]);
+    free(ap->opt.targets);
+    free(ap);
+}
+
+/* ---------------------------------------------------------------- figures */
+
+const apply_counters *apply_get_counters(const apply_state *ap) { return &ap->n; }
+
+void apply_get_positions(const apply_state *ap, apply_positions *out) {
+    out->queued_lsn = ap->queued_lsn;
+    out->applied_lsn = ap->applied_lsn;
+    out->durable_lsn = ap->durable_lsn;
+    out->applied_commit_ts = ap->applied_commit_ts;
+    out->pending_commit_ts = ap->pending_commit_ts;
+    out->in_transaction = ap->in_tx;
+    out->idle = !ap->in_tx && ap->group == G_NONE && ap->commits_in_flight == 0 && !ap->held;
+}
+
+uint64_t apply_flush_position(const apply_state *ap) {
+    /* Never more than the origin holds durably: on restart the origin is where streaming
+     * resumes, and a slot confirmed past it would mean lost changes (see apply_tick for how an
+     * idle stream still moves forward). */
+    return ap->durable_lsn;
+}

@@ -1,0 +1,127 @@
+/*
+ * apply_internal.h — what the apply files share (apply.c: feed, groups, life cycle;
+ * apply_result.c: results, conflicts, failures; apply_merge.c: folding updates of hot rows and
+ * sending inserts several rows to a statement).
+ * Not for use outside engine/apply*.c; the interface is apply.h.
+ */
+#ifndef TIDE_APPLY_INTERNAL_H
+#define TIDE_APPLY_INTERNAL_H
+
+#include "cdc/apply.h"
+
+#define MAX_INFLIGHT 8192
+#define RESUME_INFLIGHT 2048
+#define FLUSH_EVERY 64
+#define PROGRESS_EVERY 0.2      /* seconds between durable-progress reads while busy */
+
+enum inflight_kind { IF_BEGIN, IF_PREPARE, IF_DML, IF_TRUNCATE, IF_CHECK_SYNC, IF_SETUP,
+                     IF_COMMIT, IF_PROGRESS, IF_SYNC };
+
+typedef struct inflight {
+    uint8_t kind, op, form;
+    bool got_result;
+    uint32_t changes, txs;      /* IF_COMMIT: what the group holds */
+    apply_target *target;
+    uint64_t lsn, commit_lsn;   /* IF_DML: the change; IF_COMMIT: end_lsn in lsn */
+    uint64_t last_lsn;          /* IF_DML of several inserts: the last one's LSN */
+    uint32_t rows;              /* IF_DML: rows the statement inserts together (0 or 1: one) */
+    bool tolerant;              /* IF_DML: queued before its table's tolerate_lsn was passed */
+    int64_t commit_ts;
+    char key[112];
+} inflight;
+
+typedef enum group_state { G_NONE, G_OPEN, G_CHECKING, G_WAIT_LUA } group_state;
+
+struct apply_state {
+    tide_conn *c;
+    apply_options opt;
+    apply_callbacks cb;
+    relcache *cache;
+    pgoutput_message msg;
+    apply_stmt st;
+    char errbuf[1024];
+    /* resolved relations, by relid (open addressing) */
+    apply_rel **rels;
+    size_t rels_cap, rels_count;
+    /* prepared statements: SQL text → number */
+    char **stmt_sql;
+    int *stmt_id;
+    size_t stmt_cap, stmt_count;
+    /* results we wait for, in order */
+    inflight *q;
+    size_t q_cap, q_head, q_count;
+    size_t since_flush;
+    bool want_writable;
+    /* the target transaction being built */
+    group_state group;
+    uint64_t group_end_lsn;
+    int64_t group_commit_ts;
+    uint32_t group_changes, group_txs;
+    double group_started;
+    int64_t group_first_ts;     /* unix µs: commit time of the group's first transaction */
+    /* the source transaction being received */
+    bool in_tx, skip_tx;
+    uint64_t tx_final_lsn;
+    int64_t tx_commit_ts;
+    uint64_t skip_below;
+    /* positions */
+    uint64_t queued_lsn, applied_lsn, durable_lsn;
+    int64_t applied_commit_ts, pending_commit_ts;
+    int commits_in_flight, progress_in_flight;
+    double last_progress, last_group;
+    /* control */
+    bool started, feeding_blocked, paused, stop_requested, stopped, failed;
+    apply_error err;
+    /* Lua */
+    uint8_t *held;
+    size_t held_len;
+    uint64_t held_lsn;
+    apply_conflict *conflicts;   /* waiting for the hook, in order */
+    int nconflicts, cap_conflicts;
+    apply_rel **dirty;           /* relations holding folded updates (apply_merge.c) */
+    int ndirty, cap_dirty;
+    size_t merge_bytes;
+    apply_conflict recent[APPLY_RECENT];
+    uint64_t recent_total;
+    apply_counters n;
+};
+
+/* apply.c */
+double apply__now(void);
+char *apply__strdup(const char *s);
+inflight *apply__q_push(apply_state *ap, int kind);
+inflight *apply__q_front(apply_state *ap);
+void apply__q_pop(apply_state *ap);
+void apply__watch(apply_state *ap);
+void apply__flush(apply_state *ap);
+void apply__group_commit(apply_state *ap);
+void apply__maybe_unblock(apply_state *ap);
+void apply__check_stopped(apply_state *ap);
+/* Queue the statement(s) for one change; `merged` earlier changes were folded into it. */
+void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_tuple *old,
+                         const pgoutput_tuple *row, uint64_t lsn, uint64_t commit_lsn, uint32_t merged);
+
+/* Queue one INSERT of `rows` rows (sql with nparams parameters); `keyed` is the first row. */
+void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int nparams,
+                       const char *const *params, uint32_t rows, uint64_t lsn, uint64_t last_lsn,
+                       uint64_t commit_lsn, const pgoutput_tuple *keyed);
+
+/* apply_result.c */
+void apply__fail(apply_state *ap, const char *side, const char *sqlstate, const char *message,
+                 const char *context);
+void apply__fail_result(apply_state *ap, const PGresult *r, const char *context);
+void apply__process_results(apply_state *ap);
+void apply__on_io(tide_conn *c, int events);
+
+/* apply_merge.c */
+/* Fold an UPDATE (key unchanged) of a mergeable table into its window; false = not taken. */
+bool apply__merge_update(apply_state *ap, apply_rel *r, const pgoutput_tuple *row, uint64_t lsn);
+/* Keep an INSERT of a batchable table to send with the next ones; false = not taken. */
+bool apply__batch_insert(apply_state *ap, apply_rel *r, const pgoutput_tuple *row, uint64_t lsn);
+/* Send what `r` holds: its inserts, then its folded updates. */
+void apply__merge_flush_rel(apply_state *ap, apply_rel *r);
+void apply__merge_flush_all(apply_state *ap);
+void apply__merge_forget(apply_state *ap, apply_rel *r);   /* send what it holds, then free */
+void apply__merge_free(apply_rel *r);                        /* free without sending */
+
+#endif

@@ -1,0 +1,758 @@
+/*
+ * lua_cdc.c — Lua binding of the change stream: a replication connection feeding apply on a
+ * target connection, entirely in C; Lua only sees events and figures.
+ *
+ *   local s = tide.core.cdc_stream(repl_conn, target_conn, {
+ *       start_sql = "START_REPLICATION SLOT ...",   -- built and quoted by tide.cdc
+ *       start_lsn = "0/1A2B3C",                      -- the origin's position: older is skipped
+ *       conflict = "error" | "skip" | "overwrite", conflict_hook = bool,
+ *       group_changes = 10000, group_ms = 100, group_live_ms = 20,
+ *       spool_dir = "/tmp",                          -- streamed transactions (streaming 'on')
+ *       tables = { { source_schema=, source_name=, target_sql=, display=,
+ *                    columns = { {source=, target_sql=}, ... }, known = { names },
+ *                    key = { names }, partitioned=, heartbeat=, hooked= }, ... } })
+ *   s:next([timeout])  → event: {kind="tick"} | {kind="change", ...} | {kind="conflict", ...}
+ *                        | {kind="failed", err=} | {kind="stopped"}
+ *   s:reply(v)         → answers a change (the table, possibly edited, or false to drop) or a
+ *                        conflict ("skip" or "error")
+ *   s:stats()          → figures (positions, counts, conflicts)
+ *   s:conflicts(since) → recent skipped/overwritten conflicts numbered after `since`, total
+ *   s:pause() / s:resume() / s:stop() (waits: commits, reports the flush, ends the stream)
+ *   s:close()          → abandons the stream (after a failure); close the connections next
+ *
+ * The stream holds both connections (user values) while it lives; they are busy until it
+ * stopped, failed or closed.
+ */
+#include "cdc/apply.h"
+#include "cdc/repl_stream.h"
+#include "cdc/spool.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CDC_META "tide.cdc_stream"
+
+tide_conn *tide_check_conn(lua_State *L, int idx);
+void tide_push_null(lua_State *L);
+
+typedef enum cdc_state { CDC_RUNNING, CDC_STOPPING, CDC_ENDING, CDC_STOPPED, CDC_FAILED, CDC_CLOSED } cdc_state;
+
+typedef struct cdc_stream {
+    tide_runtime *rt;
+    repl_stream *rs;
+    apply_state *ap;
+    cdc_state state;
+    tide_co *waiter;
+    uv_timer_t *wait_timer;
+    uv_idle_t *kick;
+    uv_idle_t *replay_idle;   /* continues handing a streamed transaction to apply */
+    tide_spool *spool;        /* NULL when the stream was started with streaming off */
+    bool replay_waiting;      /* apply was full in the middle of a streamed transaction */
+    bool spool_failed;
+    int open_handles;
+    bool box_gone;
+} cdc_stream;
+
+typedef struct cdc_box { cdc_stream *s; } cdc_box;
+
+static cdc_stream *check_stream(lua_State *L) {
+    cdc_box *b = luaL_checkudata(L, 1, CDC_META);
+    if (!b->s || b->s->state == CDC_CLOSED) luaL_error(L, "the change stream is closed");
+    return b->s;
+}
+
+/* ---------------------------------------------------------------- loop side */
+
+static void wake(cdc_stream *s) {
+    tide_co *w = s->waiter;
+    if (!w) return;
+    s->waiter = NULL;
+    uv_timer_stop(s->wait_timer);
+    sched_ready(w);
+}
+
+static void release_connections(cdc_stream *s) {
+    if (s->rs) repl_stream_release(s->rs);
+    if (s->ap) apply_release(s->ap);
+}
+
+/* Move the stream on after anything happened; runs from the kick handle, never nested. */
+static void advance(cdc_stream *s) {
+    if (s->state == CDC_STOPPED || s->state == CDC_FAILED || s->state == CDC_CLOSED) return;
+    if (s->spool_failed || apply_state_error(s->ap) || s->rs->state == REPL_FAILED) {
+        s->state = CDC_FAILED;
+        repl_stream_pause(s->rs);
+        release_connections(s);
+        return;
+    }
+    if (s->state == CDC_STOPPING && apply_stopped(s->ap) && s->rs->state == REPL_STREAMING) {
+        repl_stream_send_status(s->rs, true);
+        s->state = CDC_ENDING;
+        repl_stream_end(s->rs);
+    }
+    if (s->state == CDC_ENDING && s->rs->state == REPL_DONE) {
+        release_connections(s);
+        s->state = CDC_STOPPED;
+    }
+}
+
+static void kick_run(uv_idle_t *h) {
+    cdc_stream *s = h->data;
+    uv_idle_stop(h);
+    advance(s);
+    wake(s);
+}
+
+static void kick(void *arg) {
+    cdc_stream *s = arg;
+    if (s->state != CDC_CLOSED) uv_idle_start(s->kick, kick_run);
+}
+
+static void spool_failure(cdc_stream *s) {
+    s->spool_failed = true;
+    kick(s);
+}
+
+/* Hand the streamed transaction that just committed to apply, as one ordinary transaction.
+ * Returns 0 when all of it went, 1 when apply is full (on_unblock continues it; the stream
+ * stays paused until then), -1 on failure. */
+static int replay(cdc_stream *s) {
+    for (;;) {
+        uint64_t lsn;
+        const uint8_t *p;
+        size_t n;
+        int r = spool_next(s->spool, &lsn, &p, &n);
+        if (r == 0) return 0;
+        if (r < 0) { spool_failure(s); return -1; }
+        apply_feed_result fr = apply_feed(s->ap, lsn, p, n);
+        if (fr == APPLY_FAILED) return -1;
+        if (fr == APPLY_BLOCKED) { s->replay_waiting = true; return 1; }
+    }
+}
+
+static void replay_continue(uv_idle_t *h) {
+    cdc_stream *s = h->data;
+    uv_idle_stop(h);
+    if (!s->replay_waiting || s->state == CDC_FAILED || s->state == CDC_CLOSED) return;
+    s->replay_waiting = false;
+    if (replay(s) == 0) repl_stream_resume(s->rs);
+}
+
+static int on_data(void *arg, uint64_t start, uint64_t end, const uint8_t *payload, size_t len) {
+    (void) end;
+    cdc_stream *s = arg;
+    if (s->spool) {
+        const uint8_t *out;
+        size_t outlen;
+        switch (spool_feed(s->spool, start, payload, len, &out, &outlen)) {
+        case SPOOL_PASS: return (int) apply_feed(s->ap, start, out, outlen);
+        case SPOOL_TAKEN: return 0;
+        case SPOOL_REPLAY: return replay(s);
+        case SPOOL_FAILED: break;
+        }
+        spool_failure(s);
+        return -1;
+    }
+    return (int) apply_feed(s->ap, start, payload, len);
+}
+
+static int on_burst_end(void *arg) { return (int) apply_burst_end(((cdc_stream *) arg)->ap); }
+
+static uint64_t flush_position(void *arg, uint64_t keepalive) {
+    (void) keepalive;
+    return apply_flush_position(((cdc_stream *) arg)->ap);
+}
+
+static void on_tick(void *arg) {
+    cdc_stream *s = arg;
+    apply_tick(s->ap, s->rs->keepalive_lsn);
+}
+
+static void on_unblock(void *arg) {
+    cdc_stream *s = arg;
+    /* Never feed apply from inside its own callback: continue on the next loop turn. */
+    if (s->replay_waiting) uv_idle_start(s->replay_idle, replay_continue);
+    else repl_stream_resume(s->rs);
+}
+
+static void wait_fired(uv_timer_t *t) { wake(t->data); }
+
+/* ---------------------------------------------------------------- events */
+
+static void push_lsn(lua_State *L, uint64_t lsn, const char *field) {
+    char buf[32];
+    apply_format_lsn(buf, sizeof buf, lsn);
+    lua_pushstring(L, buf);
+    lua_setfield(L, -2, field);
+}
+
+static void push_error(lua_State *L, cdc_stream *s) {
+    if (s->spool_failed) {
+        tide_push_error(L, spool_sqlstate(s->spool), spool_error(s->spool));
+        tide_error_set(L, -1, "side", "engine");
+        return;
+    }
+    const apply_error *e = apply_state_error(s->ap);
+    if (e) {
+        tide_push_error(L, e->sqlstate, e->message);
+        tide_error_set(L, -1, "detail", e->detail);
+        tide_error_set(L, -1, "hint", e->hint);
+        tide_error_set(L, -1, "context", e->context);
+        tide_error_set(L, -1, "side", e->side);
+        if (e->is_conflict) {
+            lua_createtable(L, 0, 8);
+            lua_pushstring(L, e->conflict.kind); lua_setfield(L, -2, "kind");
+            lua_pushstring(L, e->conflict.table); lua_setfield(L, -2, "table");
+            lua_pushstring(L, e->conflict.source_table); lua_setfield(L, -2, "source");
+            lua_pushstring(L, e->conflict.key); lua_setfield(L, -2, "key");
+            push_lsn(L, e->conflict.lsn, "lsn");
+            push_lsn(L, e->conflict.commit_lsn, "commit_lsn");
+            lua_setfield(L, -2, "conflict");
+        }
+        return;
+    }
+    repl_stream *rs = s->rs;
+    tide_push_error(L, rs->sqlstate[0] ? rs->sqlstate : "08006", rs->error ? rs->error : "the replication stream failed");
+    tide_error_set(L, -1, "detail", rs->detail);
+    tide_error_set(L, -1, "hint", rs->hint);
+    tide_error_set(L, -1, "side", "source");
+    tide_error_set(L, -1, "context", "streaming changes from the source");
+}
+
+static void push_value(lua_State *L, const pgoutput_value *v) {
+    if (v->kind == PGOUTPUT_VALUE_NULL) tide_push_null(L);
+    else lua_pushlstring(L, (const char *) v->data, v->len);
+}
+
+static void push_tuple(lua_State *L, const relcache_relation *rel, const pgoutput_tuple *t, bool note_unchanged) {
+    lua_createtable(L, 0, rel->ncols);
+    int unchanged = 0;
+    for (int i = 0; i < rel->ncols && i < t->ncols; i++) {
+        if (t->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) { unchanged++; continue; }
+        push_value(L, &t->values[i]);
+        lua_setfield(L, -2, rel->columns[i].name);
+    }
+    if (note_unchanged && unchanged) {
+        lua_createtable(L, 0, unchanged);
+        for (int i = 0; i < rel->ncols && i < t->ncols; i++) {
+            if (t->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST) continue;
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, rel->columns[i].name);
+        }
+        lua_setfield(L, -3, "unchanged");   /* on the change table below the tuple */
+    }
+}
+
+static int push_change(lua_State *L, cdc_stream *s) {
+    pgoutput_message *m;
+    const relcache_relation *rel;
+    apply_rel *r;
+    uint64_t lsn, commit_lsn;
+    int64_t ts;
+    if (apply_held_decode(s->ap, &m, &rel, &r, &lsn, &commit_lsn, &ts) < 0) return 0;
+    lua_createtable(L, 0, 12);
+    lua_pushliteral(L, "change"); lua_setfield(L, -2, "kind");
+    lua_pushstring(L, m->type == PGOUTPUT_INSERT ? "insert" : m->type == PGOUTPUT_UPDATE ? "update" : "delete");
+    lua_setfield(L, -2, "op");
+    lua_pushstring(L, rel->schema); lua_setfield(L, -2, "schema");
+    lua_pushstring(L, rel->name); lua_setfield(L, -2, "table");
+    lua_pushfstring(L, "%s.%s", rel->schema, rel->name); lua_setfield(L, -2, "source");
+    lua_pushstring(L, r->target->display); lua_setfield(L, -2, "target");
+    push_lsn(L, lsn, "lsn");
+    push_lsn(L, commit_lsn, "commit_lsn");
+    lua_pushnumber(L, (double) ts / 1e6); lua_setfield(L, -2, "commit_time");
+    const pgoutput_tuple *old = NULL, *row = NULL;
+    if (m->type == PGOUTPUT_INSERT) row = &m->insert.new_tuple;
+    else if (m->type == PGOUTPUT_UPDATE) { row = &m->update.new_tuple; old = &m->update.old_tuple; }
+    else old = &m->delete.old_tuple;
+    if (row) { push_tuple(L, rel, row, true); lua_setfield(L, -2, "new"); }
+    if (old && old->ncols) { push_tuple(L, rel, old, false); lua_setfield(L, -2, "old"); }
+    return 1;
+}
+
+static void push_conflict(lua_State *L, const apply_conflict *c) {
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, c->kind); lua_setfield(L, -2, "conflict");
+    lua_pushstring(L, c->table); lua_setfield(L, -2, "table");
+    lua_pushstring(L, c->source_table); lua_setfield(L, -2, "source");
+    lua_pushstring(L, c->key); lua_setfield(L, -2, "key");
+    lua_pushstring(L, c->op == 'I' ? "insert" : c->op == 'U' ? "update" : "delete"); lua_setfield(L, -2, "op");
+    push_lsn(L, c->lsn, "lsn");
+    push_lsn(L, c->commit_lsn, "commit_lsn");
+}
+
+/* Push the event waiting for Lua, if any; returns 1 when one was pushed. */
+static int push_event(lua_State *L, cdc_stream *s) {
+    if (s->state == CDC_FAILED) {
+        lua_createtable(L, 0, 2);
+        lua_pushliteral(L, "failed"); lua_setfield(L, -2, "kind");
+        push_error(L, s);
+        lua_setfield(L, -2, "err");
+        return 1;
+    }
+    if (s->state == CDC_STOPPED) {
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "stopped"); lua_setfield(L, -2, "kind");
+        return 1;
+    }
+    switch (apply_pending_event(s->ap)) {
+    case APPLY_EVENT_CHANGE:
+        return push_change(L, s);
+    case APPLY_EVENT_CONFLICT:
+        push_conflict(L, apply_conflict_pending(s->ap));
+        lua_pushliteral(L, "conflict"); lua_setfield(L, -2, "kind");
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int next_k(lua_State *L, int status, lua_KContext ctx) {
+    (void) status; (void) ctx;
+    cdc_stream *s = check_stream(L);
+    if (push_event(L, s)) return 1;
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "tick"); lua_setfield(L, -2, "kind");
+    return 1;
+}
+
+static void block_on(lua_State *L, cdc_stream *s, double timeout, const char *what) {
+    tide_co *co = sched_current(L);
+    if (s->waiter) luaL_error(L, "another coroutine already waits on this change stream");
+    s->waiter = co;
+    if (timeout >= 0) uv_timer_start(s->wait_timer, wait_fired, (uint64_t) (timeout * 1000.0 + 0.5), 0);
+    sched_block(co, what);
+}
+
+/* s:next([timeout]) */
+static int l_next(lua_State *L) {
+    cdc_stream *s = check_stream(L);
+    double timeout = luaL_optnumber(L, 2, 1.0);
+    luaL_argcheck(L, timeout >= 0, 2, "must not be negative");
+    lua_settop(L, 1);
+    if (push_event(L, s)) return 1;
+    block_on(L, s, timeout, "cdc stream");
+    return lua_yieldk(L, 0, 0, next_k);
+}
+
+/* Build a tuple from a Lua table of column values (nil = left out / unchanged). */
+static pgoutput_tuple *tuple_from_lua(lua_State *L, int tbl, int anchor, const relcache_relation *rel) {
+    pgoutput_tuple *t = lua_newuserdatauv(L, sizeof *t, 0);
+    lua_rawseti(L, anchor, (lua_Integer) luaL_len(L, anchor) + 1);
+    pgoutput_value *v = lua_newuserdatauv(L, sizeof *v * (size_t) (rel->ncols ? rel->ncols : 1), 0);
+    lua_rawseti(L, anchor, (lua_Integer) luaL_len(L, anchor) + 1);
+    t->ncols = rel->ncols;
+    t->values = v;
+    for (int i = 0; i < rel->ncols; i++) {
+        memset(&v[i], 0, sizeof v[i]);
+        int ty = lua_getfield(L, tbl, rel->columns[i].name);
+        if (ty == LUA_TNIL) {
+            v[i].kind = PGOUTPUT_VALUE_UNCHANGED_TOAST;
+        } else if (ty == LUA_TUSERDATA && luaL_testudata(L, -1, "tide.null")) {
+            v[i].kind = PGOUTPUT_VALUE_NULL;
+        } else if (ty == LUA_TBOOLEAN) {
+            v[i].kind = PGOUTPUT_VALUE_TEXT;
+            v[i].data = (const uint8_t *) (lua_toboolean(L, -1) ? "t" : "f");
+            v[i].len = 1;
+        } else if (ty == LUA_TSTRING || ty == LUA_TNUMBER) {
+            size_t len;
+            const char *str = luaL_tolstring(L, -1, &len);
+            lua_rawseti(L, anchor, (lua_Integer) luaL_len(L, anchor) + 1);   /* keep it alive */
+            v[i].kind = PGOUTPUT_VALUE_TEXT;
+            v[i].data = (const uint8_t *) str;
+            v[i].len = (uint32_t) len;
+        } else {
+            luaL_error(L, "change: column %s cannot take a %s (use a string, number, boolean or tide.null)",
+                       rel->columns[i].name, luaL_typename(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+    return t;
+}
+
+/* s:reply(value) */
+static int l_reply(lua_State *L) {
+    cdc_stream *s = check_stream(L);
+    if (s->state == CDC_FAILED) return 0;
+    switch (apply_pending_event(s->ap)) {
+    case APPLY_EVENT_CHANGE: {
+        if (lua_isnoneornil(L, 2) || (lua_isboolean(L, 2) && !lua_toboolean(L, 2))) {
+            apply_held_drop(s->ap);
+            return 0;
+        }
+        luaL_checktype(L, 2, LUA_TTABLE);
+        pgoutput_message *m;
+        const relcache_relation *rel;
+        apply_rel *r;
+        uint64_t lsn, commit_lsn;
+        int64_t ts;
+        if (apply_held_decode(s->ap, &m, &rel, &r, &lsn, &commit_lsn, &ts) < 0)
+            return luaL_error(L, "the held change cannot be read again");
+        lua_settop(L, 2);
+        lua_newtable(L);   /* 3: anchors for strings and scratch */
+        pgoutput_tuple *old = NULL, *row = NULL;
+        bool had_old = (m->type == PGOUTPUT_UPDATE && m->update.old_tuple.ncols) || m->type == PGOUTPUT_DELETE;
+        if (m->type != PGOUTPUT_DELETE && lua_getfield(L, 2, "new") == LUA_TTABLE)
+            row = tuple_from_lua(L, 4, 3, rel);
+        lua_settop(L, 3);
+        if (had_old && lua_getfield(L, 2, "old") == LUA_TTABLE) old = tuple_from_lua(L, 4, 3, rel);
+        lua_settop(L, 3);
+        apply_target *target = NULL;
+        if (lua_getfield(L, 2, "target") == LUA_TSTRING) {
+            const char *name = lua_tostring(L, -1);
+            target = apply_find_target(s->ap, name);
+            if (!target) return luaL_error(L, "change.target: %s is not a table of this task", name);
+        }
+        /* Nothing may change between the decode above and this call: both run here. */
+        apply_held_apply(s->ap, old, row, target);
+        return 0;
+    }
+    case APPLY_EVENT_CONFLICT: {
+        bool skip;
+        if (lua_isboolean(L, 2)) skip = lua_toboolean(L, 2);
+        else {
+            const char *d = luaL_checkstring(L, 2);
+            if (strcmp(d, "skip") == 0) skip = true;
+            else if (strcmp(d, "error") == 0) skip = false;
+            else return luaL_error(L, "a conflict takes \"skip\" or \"error\", not \"%s\"", d);
+        }
+        apply_conflict_decide(s->ap, skip);
+        return 0;
+    }
+    default:
+        return luaL_error(L, "no change or conflict waits for a reply");
+    }
+}
+
+/* ---------------------------------------------------------------- figures */
+
+#define SET_INT(name, v) (lua_pushinteger(L, (lua_Integer) (v)), lua_setfield(L, -2, name))
+
+static void push_stats(lua_State *L, cdc_stream *s) {
+    const apply_counters *n = apply_get_counters(s->ap);
+    apply_positions p;
+    apply_get_positions(s->ap, &p);
+    repl_stream *rs = s->rs;
+    static const char *const states[] = { "running", "stopping", "ending", "stopped", "failed", "closed" };
+    lua_createtable(L, 0, 40);
+    lua_pushstring(L, states[s->state]); lua_setfield(L, -2, "state");
+    SET_INT("received", rs->received_lsn); push_lsn(L, rs->received_lsn, "received_lsn");
+    SET_INT("applied", p.applied_lsn); push_lsn(L, p.applied_lsn, "applied_lsn");
+    SET_INT("durable", p.durable_lsn); push_lsn(L, p.durable_lsn, "durable_lsn");
+    SET_INT("flushed", rs->reported_flush); push_lsn(L, rs->reported_flush, "flushed_lsn");
+    SET_INT("keepalive", rs->keepalive_lsn);
+    SET_INT("queued", p.queued_lsn);
+    if (p.applied_commit_ts) { lua_pushnumber(L, (double) p.applied_commit_ts / 1e6); lua_setfield(L, -2, "applied_commit_time"); }
+    if (p.pending_commit_ts) { lua_pushnumber(L, (double) p.pending_commit_ts / 1e6); lua_setfield(L, -2, "pending_since"); }
+    if (rs->last_send_time) { lua_pushnumber(L, (double) rs->last_send_time / 1e6); lua_setfield(L, -2, "server_time"); }
+    lua_pushboolean(L, p.in_transaction); lua_setfield(L, -2, "in_transaction");
+    lua_pushboolean(L, p.idle); lua_setfield(L, -2, "idle");
+    lua_pushboolean(L, rs->state == REPL_STREAMING); lua_setfield(L, -2, "streaming");
+    SET_INT("transactions", n->applied_transactions);
+    SET_INT("changes", n->applied_changes);
+    SET_INT("received_transactions", n->received_transactions);
+    SET_INT("skipped_transactions", n->skipped_transactions);
+    SET_INT("queued_changes", n->queued_changes);
+    SET_INT("hooked_changes", n->hooked_changes);
+    SET_INT("dropped_changes", n->dropped_changes);
+    SET_INT("merged_changes", n->merged_changes);
+    SET_INT("batched_inserts", n->batched_inserts);
+    SET_INT("groups", n->groups);
+    SET_INT("truncates", n->truncates);
+    SET_INT("heartbeats", n->heartbeats);
+    SET_INT("prepared_statements", n->prepared_statements);
+    SET_INT("bytes", rs->bytes);
+    SET_INT("messages", rs->messages);
+    SET_INT("keepalives", rs->keepalives);
+    SET_INT("status_updates", rs->statuses);
+    if (s->spool) {
+        spool_counters sc;
+        spool_get_counters(s->spool, &sc);
+        SET_INT("streamed_transactions", sc.streamed_transactions);
+        SET_INT("streamed_aborts", sc.aborted_transactions);
+        SET_INT("streamed_subtransaction_aborts", sc.aborted_subtransactions);
+        SET_INT("stream_blocks", sc.blocks);
+        SET_INT("spooled_changes", sc.spooled_changes);
+        SET_INT("spooled_bytes", sc.bytes);
+        SET_INT("spool_peak_bytes", sc.peak_bytes);
+        SET_INT("streams_open", sc.open);
+    }
+    lua_createtable(L, 0, 6);
+    SET_INT("insert_exists", n->insert_exists);
+    SET_INT("update_missing", n->update_missing);
+    SET_INT("delete_missing", n->delete_missing);
+    SET_INT("skipped", n->conflicts_skipped);
+    SET_INT("overwritten", n->conflicts_overwritten);
+    SET_INT("tolerated", n->conflicts_tolerated);
+    lua_setfield(L, -2, "conflicts");
+}
+
+static int l_stats(lua_State *L) {
+    push_stats(L, check_stream(L));
+    return 1;
+}
+
+/* s:conflicts(since) → list, total */
+static int l_conflicts(lua_State *L) {
+    cdc_stream *s = check_stream(L);
+    uint64_t since = (uint64_t) luaL_optinteger(L, 2, 0);
+    apply_conflict list[APPLY_RECENT];
+    uint64_t total;
+    int n = apply_recent_conflicts(s->ap, since, list, APPLY_RECENT, &total);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        push_conflict(L, &list[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushinteger(L, (lua_Integer) total);
+    return 2;
+}
+
+static int l_pause(lua_State *L) { apply_set_paused(check_stream(L)->ap, true); return 0; }
+static int l_resume(lua_State *L) { apply_set_paused(check_stream(L)->ap, false); return 0; }
+
+static int stop_k(lua_State *L, int status, lua_KContext ctx) {
+    (void) status; (void) ctx;
+    cdc_stream *s = check_stream(L);
+    if (s->state == CDC_FAILED) {
+        push_error(L, s);
+        return tide_fail(L);
+    }
+    if (s->state == CDC_STOPPED) {
+        push_stats(L, s);
+        return 1;
+    }
+    block_on(L, s, -1, "cdc stop");
+    return lua_yieldk(L, 0, 0, stop_k);
+}
+
+/* s:stop(): finish the transaction in progress, commit, report the durable position, end. */
+static int l_stop(lua_State *L) {
+    cdc_stream *s = check_stream(L);
+    lua_settop(L, 1);
+    if (s->state == CDC_RUNNING) {
+        s->state = CDC_STOPPING;
+        apply_request_stop(s->ap);
+        apply_set_paused(s->ap, false);   /* a paused stream must still finish its transaction */
+        kick(s);
+    }
+    return stop_k(L, 0, 0);
+}
+
+/* ---------------------------------------------------------------- life cycle */
+
+static void handle_closed(uv_handle_t *h) {
+    cdc_stream *s = h->data;
+    free(h);
+    if (--s->open_handles == 0 && s->box_gone) free(s);
+}
+
+static void stream_close(cdc_stream *s) {
+    if (s->state == CDC_CLOSED) return;
+    s->state = CDC_CLOSED;
+    release_connections(s);
+    repl_stream_free(s->rs);
+    apply_free(s->ap);
+    spool_free(s->spool);
+    s->rs = NULL;
+    s->ap = NULL;
+    s->spool = NULL;
+    uv_close((uv_handle_t *) s->wait_timer, handle_closed);
+    uv_close((uv_handle_t *) s->kick, handle_closed);
+    uv_close((uv_handle_t *) s->replay_idle, handle_closed);
+}
+
+static int l_close(lua_State *L) {
+    cdc_box *b = luaL_checkudata(L, 1, CDC_META);
+    if (b->s && b->s->waiter) return luaL_error(L, "a coroutine waits on this change stream");
+    if (b->s) {
+        stream_close(b->s);
+        b->s->box_gone = true;
+        if (b->s->open_handles == 0) free(b->s);
+        b->s = NULL;
+    }
+    return 0;
+}
+
+static int l_tostring(lua_State *L) {
+    cdc_box *b = luaL_checkudata(L, 1, CDC_META);
+    lua_pushfstring(L, "cdc stream (%s): %p", b->s ? "open" : "closed", (void *) b->s);
+    return 1;
+}
+
+static char *field_string(lua_State *L, int t, const char *name, bool required) {
+    char *out = NULL;
+    if (lua_getfield(L, t, name) == LUA_TSTRING) out = strdup(lua_tostring(L, -1));
+    else if (required) luaL_error(L, "cdc_stream: table entry needs %s (a string)", name);
+    lua_pop(L, 1);
+    return out;
+}
+
+static bool field_bool(lua_State *L, int t, const char *name) {
+    lua_getfield(L, t, name);
+    bool v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static char **field_names(lua_State *L, int t, const char *name, int *count) {
+    *count = 0;
+    if (lua_getfield(L, t, name) != LUA_TTABLE) { lua_pop(L, 1); return NULL; }
+    int n = (int) luaL_len(L, -1);
+    char **out = calloc((size_t) (n ? n : 1), sizeof *out);
+    if (!out) abort();
+    for (int i = 0; i < n; i++) {
+        lua_geti(L, -1, i + 1);
+        out[i] = strdup(luaL_checkstring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    *count = n;
+    return out;
+}
+
+static apply_target *target_from_lua(lua_State *L, int t) {
+    apply_target *tg = calloc(1, sizeof *tg);
+    if (!tg) abort();
+    tg->source_schema = field_string(L, t, "source_schema", true);
+    tg->source_name = field_string(L, t, "source_name", true);
+    tg->target_sql = field_string(L, t, "target_sql", true);
+    tg->display = field_string(L, t, "display", true);
+    tg->partitioned = field_bool(L, t, "partitioned");
+    tg->heartbeat = field_bool(L, t, "heartbeat");
+    tg->hooked = field_bool(L, t, "hooked");
+    tg->mergeable = field_bool(L, t, "mergeable");
+    tg->batchable = field_bool(L, t, "batchable");
+    tg->unique_free = field_bool(L, t, "unique_free");
+    if (lua_getfield(L, t, "tolerate_lsn") == LUA_TSTRING && apply_parse_lsn(lua_tostring(L, -1), &tg->tolerate_lsn) < 0)
+        luaL_error(L, "cdc_stream: tolerate_lsn of %s must look like 0/1A2B3C", tg->display ? tg->display : "?");
+    lua_pop(L, 1);
+    tg->known = field_names(L, t, "known", &tg->nknown);
+    tg->key = field_names(L, t, "key", &tg->nkey);
+    if (lua_getfield(L, t, "columns") == LUA_TTABLE) {
+        int n = (int) luaL_len(L, -1);
+        tg->columns = calloc((size_t) (n ? n : 1), sizeof *tg->columns);
+        if (!tg->columns) abort();
+        for (int i = 0; i < n; i++) {
+            lua_geti(L, -1, i + 1);
+            luaL_checktype(L, -1, LUA_TTABLE);
+            tg->columns[i].source = field_string(L, lua_gettop(L), "source", true);
+            tg->columns[i].target_sql = field_string(L, lua_gettop(L), "target_sql", true);
+            tg->columns[i].identity_always = field_bool(L, lua_gettop(L), "identity_always");
+            tg->ncolumns++;
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    return tg;
+}
+
+/* tide.core.cdc_stream(repl_conn, target_conn, opts) → stream, or nil, err */
+static int l_cdc_stream(lua_State *L) {
+    tide_conn *src = tide_check_conn(L, 1);
+    tide_conn *dst = tide_check_conn(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    if (!src->replication) return luaL_error(L, "cdc_stream: the first connection must be a replication connection");
+    if (dst->replication) return luaL_error(L, "cdc_stream: the target connection must be an ordinary one");
+    lua_settop(L, 3);
+    apply_options opt;
+    memset(&opt, 0, sizeof opt);
+    lua_getfield(L, 3, "start_sql");
+    const char *start_sql = luaL_checkstring(L, -1);   /* stays alive in opts */
+    lua_pop(L, 1);
+    if (lua_getfield(L, 3, "start_lsn") == LUA_TSTRING && apply_parse_lsn(lua_tostring(L, -1), &opt.start_lsn) < 0)
+        return luaL_error(L, "cdc_stream: start_lsn must look like 0/1A2B3C");
+    lua_pop(L, 1);
+    static const char *const policies[] = { "error", "skip", "overwrite", NULL };
+    lua_getfield(L, 3, "conflict");
+    opt.conflict = (apply_conflict_policy) luaL_checkoption(L, -1, "error", policies);
+    lua_pop(L, 1);
+    opt.conflict_hook = field_bool(L, 3, "conflict_hook");
+    lua_getfield(L, 3, "group_changes");
+    opt.group_changes = (int) luaL_optinteger(L, -1, 10000);
+    lua_pop(L, 1);
+    lua_getfield(L, 3, "group_ms");
+    opt.group_seconds = luaL_optnumber(L, -1, 100) / 1000.0;
+    lua_pop(L, 1);
+    lua_getfield(L, 3, "group_live_ms");
+    opt.group_live_seconds = luaL_optnumber(L, -1, 20) / 1000.0;
+    lua_pop(L, 1);
+    lua_getfield(L, 3, "spool_dir");
+    const char *spool_dir = luaL_optstring(L, -1, NULL);   /* stays alive in opts */
+    lua_pop(L, 1);
+    opt.server_version = PQserverVersion(dst->pg);
+    if (lua_getfield(L, 3, "tables") != LUA_TTABLE) return luaL_error(L, "cdc_stream: opts.tables must be a list");
+    lua_Integer len = luaL_len(L, -1);
+    if (len < 0 || len > 1000000) return luaL_error(L, "cdc_stream: too many tables");
+    int nt = (int) len;
+    int tables = lua_gettop(L);
+    /* Validate every entry before allocating anything the error would leak. */
+    for (int i = 0; i < nt; i++) {
+        lua_geti(L, tables, i + 1);
+        luaL_checktype(L, -1, LUA_TTABLE);
+        static const char *const required[] = { "source_schema", "source_name", "target_sql", "display", NULL };
+        for (int k = 0; required[k]; k++) {
+            if (lua_getfield(L, -1, required[k]) != LUA_TSTRING)
+                return luaL_error(L, "cdc_stream: tables[%d].%s must be a string", i + 1, required[k]);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    opt.targets = calloc(nt > 0 ? (size_t) nt : 1, sizeof *opt.targets);
+    if (!opt.targets) abort();
+    for (int i = 0; i < nt; i++) {
+        lua_geti(L, tables, i + 1);
+        opt.targets[i] = target_from_lua(L, lua_gettop(L));
+        opt.ntargets++;
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 3);
+
+    cdc_box *b = lua_newuserdatauv(L, sizeof *b, 2);
+    b->s = NULL;
+    luaL_setmetatable(L, CDC_META);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, -2, 2);
+    cdc_stream *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    b->s = s;
+    s->rt = tide_rt(L);
+    s->wait_timer = malloc(sizeof *s->wait_timer);
+    s->kick = malloc(sizeof *s->kick);
+    s->replay_idle = malloc(sizeof *s->replay_idle);
+    if (!s->wait_timer || !s->kick || !s->replay_idle) abort();
+    uv_timer_init(s->rt->loop, s->wait_timer);
+    uv_idle_init(s->rt->loop, s->kick);
+    uv_idle_init(s->rt->loop, s->replay_idle);
+    s->wait_timer->data = s->kick->data = s->replay_idle->data = s;
+    s->open_handles = 3;
+    if (spool_dir && !(s->spool = spool_create(spool_dir))) abort();
+    apply_callbacks acb = { .arg = s, .on_unblock = on_unblock, .on_event = kick };
+    s->ap = apply_create(dst, &opt, &acb);
+    repl_callbacks rcb = { .arg = s, .on_data = on_data, .on_burst_end = on_burst_end,
+                           .flush_position = flush_position, .on_tick = on_tick, .on_state = kick };
+    s->rs = repl_stream_create(s->rt, &rcb);
+    if (apply_start(s->ap) < 0 || repl_stream_start(s->rs, src, start_sql) < 0) {
+        advance(s);   /* → failed; next() reports it */
+    }
+    return 1;
+}
+
+int luaopen_tide_cdc(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        { "next", l_next }, { "reply", l_reply }, { "stats", l_stats }, { "conflicts", l_conflicts },
+        { "pause", l_pause }, { "resume", l_resume }, { "stop", l_stop }, { "close", l_close },
+        { NULL, NULL } };
+    static const luaL_Reg meta[] = {
+        { "__gc", l_close }, { "__close", l_close }, { "__tostring", l_tostring }, { NULL, NULL } };
+    luaL_newmetatable(L, CDC_META);
+    luaL_setfuncs(L, meta, 0);
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_cdc_stream);
+    lua_setfield(L, -2, "cdc_stream");
+    return 0;
+}

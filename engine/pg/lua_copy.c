@@ -1,0 +1,164 @@
+/*
+ * lua_copy.c — Lua side of the COPY pump.
+ *
+ *   local pump = tide.copy_pump(src, dst, "COPY (...) TO STDOUT", "COPY t (...) FROM STDIN")
+ *   pump:stats()          → bytes, messages so far (any coroutine, any time)
+ *   pump:pause() / pump:resume() / pump:throttle{ bytes_per_second = N, rows_per_second = N }
+ *   pump:wait()           → { rows = n, bytes = n } or nil, err (err.side = "source" | "target")
+ *
+ * The pump holds both connections (as user values) until it is collected, so neither can be
+ * collected while rows are moving.
+ */
+#include "pg/copy_pump.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define PUMP_META "tide.copy_pump"
+
+typedef struct pump_box { copy_pump *p; } pump_box;
+
+tide_conn *tide_check_conn(lua_State *L, int idx);
+void conn_push_result_error(lua_State *L, const PGresult *r, tide_conn *c, const char *query);
+
+static copy_pump *check_pump(lua_State *L) {
+    pump_box *b = luaL_checkudata(L, 1, PUMP_META);
+    if (!b->p) luaL_error(L, "copy pump is gone");
+    return b->p;
+}
+
+static bool is_error(const PGresult *r) {
+    return r && (PQresultStatus(r) == PGRES_FATAL_ERROR || PQresultStatus(r) == PGRES_BAD_RESPONSE);
+}
+
+static bool is_echo(const PGresult *r) {
+    /* An error that only repeats our own abort (the target's "COPY from stdin failed: ...",
+     * the source's "canceling statement due to user request"). */
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    return (state && strcmp(state, "57014") == 0) ||
+           (msg && strstr(msg, "COPY from stdin failed") != NULL);
+}
+
+/* Push the error that explains the failure, marked with the side it came from. */
+static int push_pump_error(lua_State *L, copy_pump *p) {
+    const PGresult *r = NULL;
+    const char *side = NULL;
+    tide_conn *c = NULL;
+    if (is_error(p->dst_result) && !is_echo(p->dst_result)) { r = p->dst_result; side = "target"; c = p->dst; }
+    else if (is_error(p->src_result) && !is_echo(p->src_result)) { r = p->src_result; side = "source"; c = p->src; }
+    if (r) {
+        conn_push_result_error(L, r, c, NULL);
+    } else if (p->fail_message) {
+        tide_push_error(L, p->fail_state ? p->fail_state : "08006", p->fail_message);
+        side = p->fail_side;
+    } else if (is_error(p->dst_result)) {
+        conn_push_result_error(L, p->dst_result, p->dst, NULL);
+        side = "target";
+    } else {
+        conn_push_result_error(L, p->src_result, p->src, NULL);
+        side = "source";
+    }
+    tide_error_set(L, -1, "side", side);
+    return tide_fail(L);
+}
+
+static int wait_k(lua_State *L, int status, lua_KContext ctx) {
+    (void) status; (void) ctx;
+    copy_pump *p = check_pump(L);
+    if (p->fail_message || is_error(p->src_result) || is_error(p->dst_result))
+        return push_pump_error(L, p);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, p->rows);
+    lua_setfield(L, -2, "rows");
+    lua_pushinteger(L, p->bytes);
+    lua_setfield(L, -2, "bytes");
+    lua_pushinteger(L, p->messages);
+    lua_setfield(L, -2, "messages");
+    return 1;
+}
+
+static int l_wait(lua_State *L) {
+    copy_pump *p = check_pump(L);
+    if (p->finished) return wait_k(L, 0, 0);
+    if (p->waiter) return luaL_error(L, "another coroutine already waits for this pump");
+    tide_co *co = sched_current(L);
+    p->waiter = co;
+    sched_block(co, "copy");
+    return lua_yieldk(L, 0, 0, wait_k);
+}
+
+static int l_stats(lua_State *L) {
+    copy_pump *p = check_pump(L);
+    lua_pushinteger(L, p->bytes);
+    lua_pushinteger(L, p->messages);
+    lua_pushboolean(L, p->finished);
+    return 3;
+}
+
+static int l_pause(lua_State *L) { copy_pump_set_paused(check_pump(L), true); return 0; }
+static int l_resume(lua_State *L) { copy_pump_set_paused(check_pump(L), false); return 0; }
+
+static int l_throttle(lua_State *L) {
+    copy_pump *p = check_pump(L);
+    double bps = 0, rps = 0;
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "bytes_per_second");
+        bps = luaL_optnumber(L, -1, 0);
+        lua_getfield(L, 2, "rows_per_second");
+        rps = luaL_optnumber(L, -1, 0);
+    }
+    copy_pump_set_throttle(p, bps, rps);
+    return 0;
+}
+
+static int l_gc(lua_State *L) {
+    pump_box *b = luaL_checkudata(L, 1, PUMP_META);
+    /* The connections may be gone already (closed by their owners); the pump let go of
+     * them when it finished, so only its own memory is freed here. */
+    if (b->p && b->p->finished) copy_pump_free(b->p);
+    /* An unfinished pump cannot be collected: its waiter's stack holds it. */
+    b->p = NULL;
+    return 0;
+}
+
+/* tide.copy_pump(src, dst, out_sql, in_sql) */
+static int l_copy_pump(lua_State *L) {
+    tide_conn *src = tide_check_conn(L, 1);
+    tide_conn *dst = tide_check_conn(L, 2);
+    const char *out_sql = luaL_checkstring(L, 3);
+    const char *in_sql = luaL_checkstring(L, 4);
+    if (src == dst) return luaL_error(L, "copy_pump needs two different connections");
+    if (src->replication || dst->replication)
+        return luaL_error(L, "copy_pump: use ordinary connections (not replication ones)");
+    pump_box *b = lua_newuserdatauv(L, sizeof *b, 2);
+    b->p = NULL;
+    luaL_setmetatable(L, PUMP_META);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, -2, 2);
+    copy_pump *p = calloc(1, sizeof *p);
+    if (!p) return luaL_error(L, "out of memory");
+    b->p = p;
+    if (copy_pump_start(p, src, dst, out_sql, in_sql) < 0) {
+        p->finished = true;
+        p->src_state = p->dst_state = SIDE_DONE;
+    }
+    return 1;
+}
+
+int luaopen_tide_copy(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        { "wait", l_wait }, { "stats", l_stats }, { "pause", l_pause }, { "resume", l_resume },
+        { "throttle", l_throttle }, { NULL, NULL } };
+    luaL_newmetatable(L, PUMP_META);
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_copy_pump);
+    lua_setfield(L, -2, "copy_pump");
+    return 0;
+}

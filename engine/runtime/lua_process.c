@@ -1,0 +1,244 @@
+/*
+ * lua_process.c — child processes and signals on the loop.
+ *
+ *   tide.core.process{ "cmd", "arg", ..., stdout = "file", stderr = "file", env = {...} }
+ *     → handle with :wait() → exit code, signal; :kill([signum]); :pid()
+ *   tide.core.on_signal("INT" | "TERM" | "HUP", fn)   fn(name) runs as a new coroutine
+ *
+ * Tests use processes to run the engine the way an operator does and to SIGKILL it mid-work;
+ * the CLI uses signals for a clean stop.
+ */
+#include "runtime/runtime.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PROC_META "tide.process"
+
+typedef struct proc {
+    uv_process_t handle;
+    bool exited, closed_by_lua;
+    int64_t status;
+    int term_signal;
+    tide_co *waiter;
+    int pid;
+} proc;
+
+typedef struct proc_box { proc *p; } proc_box;
+
+static void proc_closed(uv_handle_t *h) { free(h->data); }
+
+static void proc_exit(uv_process_t *h, int64_t status, int term_signal) {
+    proc *p = h->data;
+    p->exited = true;
+    p->status = status;
+    p->term_signal = term_signal;
+    tide_co *w = p->waiter;
+    p->waiter = NULL;
+    if (p->closed_by_lua) uv_close((uv_handle_t *) h, proc_closed);
+    if (w) sched_wake(w);
+}
+
+static proc *check_proc(lua_State *L) {
+    proc_box *b = luaL_checkudata(L, 1, PROC_META);
+    if (!b->p) luaL_error(L, "process handle is closed");
+    return b->p;
+}
+
+static int proc_wait_k(lua_State *L, int status, lua_KContext ctx) {
+    (void) status; (void) ctx;
+    proc *p = check_proc(L);
+    lua_pushinteger(L, p->status);
+    lua_pushinteger(L, p->term_signal);
+    return 2;
+}
+
+static int l_proc_wait(lua_State *L) {
+    proc *p = check_proc(L);
+    if (p->exited) return proc_wait_k(L, 0, 0);
+    tide_co *co = sched_current(L);
+    if (p->waiter) return luaL_error(L, "another coroutine already waits for this process");
+    p->waiter = co;
+    sched_block(co, "process");
+    return lua_yieldk(L, 0, 0, proc_wait_k);
+}
+
+static int l_proc_kill(lua_State *L) {
+    proc *p = check_proc(L);
+    int sig = (int) luaL_optinteger(L, 2, SIGTERM);
+    if (!p->exited) uv_process_kill(&p->handle, sig);
+    return 0;
+}
+
+static int l_proc_pid(lua_State *L) {
+    lua_pushinteger(L, check_proc(L)->pid);
+    return 1;
+}
+
+static int l_proc_exited(lua_State *L) {
+    lua_pushboolean(L, check_proc(L)->exited);
+    return 1;
+}
+
+static int l_proc_gc(lua_State *L) {
+    proc_box *b = luaL_checkudata(L, 1, PROC_META);
+    proc *p = b->p;
+    b->p = NULL;
+    if (!p) return 0;
+    if (p->exited) uv_close((uv_handle_t *) &p->handle, proc_closed);
+    else p->closed_by_lua = true;     /* closed in proc_exit; the child keeps running */
+    return 0;
+}
+
+static int open_redirect(lua_State *L, int t, const char *field) {
+    int fd = -1;
+    if (lua_getfield(L, t, field) == LUA_TSTRING) {
+        fd = open(lua_tostring(L, -1), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0) luaL_error(L, "process: cannot open %s for %s", lua_tostring(L, -1), field);
+    }
+    lua_pop(L, 1);
+    return fd;
+}
+
+static int l_process(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    int argc = (int) luaL_len(L, 1);
+    luaL_argcheck(L, argc >= 1, 1, "needs the command as its first element");
+    /* `keep` anchors every string whose pointer goes to uv_spawn. */
+    lua_newtable(L);
+    int keep = lua_gettop(L);
+    char **argv = lua_newuserdatauv(L, sizeof(char *) * (size_t) (argc + 1), 0);
+    for (int i = 0; i < argc; i++) {
+        lua_geti(L, 1, i + 1);
+        argv[i] = (char *) luaL_checkstring(L, -1);
+        lua_rawseti(L, keep, i + 1);
+    }
+    argv[argc] = NULL;
+    char **env = NULL;
+    if (lua_getfield(L, 1, "env") == LUA_TTABLE) {
+        int et = lua_gettop(L), n = 0;
+        lua_pushnil(L);
+        while (lua_next(L, et)) { n++; lua_pop(L, 1); }
+        env = lua_newuserdatauv(L, sizeof(char *) * (size_t) (n + 1), 0);
+        lua_rawseti(L, keep, argc + 1);
+        int i = 0;
+        lua_pushnil(L);
+        while (lua_next(L, et)) {
+            const char *v = luaL_tolstring(L, -1, NULL);
+            lua_pushfstring(L, "%s=%s", lua_tostring(L, -3), v);
+            env[i++] = (char *) lua_tostring(L, -1);
+            lua_rawseti(L, keep, argc + 1 + i);
+            lua_pop(L, 2);
+        }
+        env[i] = NULL;
+    }
+    lua_settop(L, keep + 1);
+    int out = open_redirect(L, 1, "stdout"), err = open_redirect(L, 1, "stderr");
+    uv_stdio_container_t stdio[3];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_INHERIT_FD;
+    stdio[1].data.fd = out >= 0 ? out : STDOUT_FILENO;
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = err >= 0 ? err : STDERR_FILENO;
+
+    proc *p = calloc(1, sizeof *p);
+    if (!p) return luaL_error(L, "out of memory");
+    uv_process_options_t opts;
+    memset(&opts, 0, sizeof opts);
+    opts.file = argv[0];
+    opts.args = argv;
+    opts.env = env;
+    opts.exit_cb = proc_exit;
+    opts.stdio_count = 3;
+    opts.stdio = stdio;
+    int rc = uv_spawn(tide_rt(L)->loop, &p->handle, &opts);
+    if (out >= 0) close(out);
+    if (err >= 0) close(err);
+    p->handle.data = p;
+    if (rc != 0) {
+        uv_close((uv_handle_t *) &p->handle, proc_closed);
+        tide_push_error(L, "58000", uv_strerror(rc));
+        tide_error_set(L, -1, "command", argv[0]);
+        return tide_fail(L);
+    }
+    p->pid = p->handle.pid;
+    proc_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+    b->p = p;
+    luaL_setmetatable(L, PROC_META);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- signals */
+
+typedef struct sig_watch {
+    uv_signal_t handle;
+    int fn_ref;
+    lua_State *L;
+    const char *name;
+} sig_watch;
+
+static void sig_closed(uv_handle_t *h) { free(h->data); }
+
+static void sig_fired(uv_signal_t *h, int signum) {
+    (void) signum;
+    sig_watch *w = h->data;
+    lua_State *L = w->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->fn_ref);
+    lua_pushstring(L, w->name);
+    sched_spawn(L, 1);
+    lua_pop(L, 1);
+}
+
+static sig_watch *signal_watches[65];
+
+static int l_on_signal(lua_State *L) {
+    static const char *const names[] = { "INT", "TERM", "HUP", NULL };
+    static const int nums[] = { SIGINT, SIGTERM, SIGHUP };
+    int which = luaL_checkoption(L, 1, NULL, names);
+    int signum = nums[which];
+    sig_watch *old = signal_watches[signum];
+    if (old) {
+        luaL_unref(L, LUA_REGISTRYINDEX, old->fn_ref);
+        uv_close((uv_handle_t *) &old->handle, sig_closed);
+        signal_watches[signum] = NULL;
+    }
+    if (lua_isnoneornil(L, 2)) return 0;
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    sig_watch *w = calloc(1, sizeof *w);
+    if (!w) return luaL_error(L, "out of memory");
+    w->L = tide_rt(L)->L;
+    w->name = names[which];
+    lua_pushvalue(L, 2);
+    w->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    uv_signal_init(tide_rt(L)->loop, &w->handle);
+    w->handle.data = w;
+    uv_signal_start(&w->handle, sig_fired, signum);
+    uv_unref((uv_handle_t *) &w->handle);    /* a signal watch alone does not keep us running */
+    signal_watches[signum] = w;
+    return 0;
+}
+
+static int l_getpid(lua_State *L) {
+    lua_pushinteger(L, getpid());
+    return 1;
+}
+
+void tide_process_register(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        { "wait", l_proc_wait }, { "kill", l_proc_kill }, { "pid", l_proc_pid },
+        { "exited", l_proc_exited }, { NULL, NULL } };
+    luaL_newmetatable(L, PROC_META);
+    lua_pushcfunction(L, l_proc_gc);
+    lua_setfield(L, -2, "__gc");
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    static const luaL_Reg funcs[] = {
+        { "process", l_process }, { "on_signal", l_on_signal }, { "getpid", l_getpid },
+        { NULL, NULL } };
+    luaL_setfuncs(L, funcs, 0);
+}
