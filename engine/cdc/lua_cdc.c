@@ -26,14 +26,12 @@
 #include "cdc/apply.h"
 #include "cdc/repl_stream.h"
 #include "cdc/spool.h"
+#include "runtime/bindings.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define CDC_META "tide.cdc_stream"
-
-tide_conn *tide_check_conn(lua_State *L, int idx);
-void tide_push_null(lua_State *L);
 
 typedef enum cdc_state { CDC_RUNNING, CDC_STOPPING, CDC_ENDING, CDC_STOPPED, CDC_FAILED, CDC_CLOSED } cdc_state;
 
@@ -53,12 +51,10 @@ typedef struct cdc_stream {
     bool box_gone;
 } cdc_stream;
 
-typedef struct cdc_box { cdc_stream *s; } cdc_box;
-
 static cdc_stream *check_stream(lua_State *L) {
-    cdc_box *b = luaL_checkudata(L, 1, CDC_META);
-    if (!b->s || b->s->state == CDC_CLOSED) luaL_error(L, "the change stream is closed");
-    return b->s;
+    cdc_stream *s = tide_box_check(L, 1, CDC_META, "the change stream is closed");
+    if (s->state == CDC_CLOSED) luaL_error(L, "the change stream is closed");
+    return s;
 }
 
 /* ---------------------------------------------------------------- loop side */
@@ -348,7 +344,7 @@ static pgoutput_tuple *tuple_from_lua(lua_State *L, int tbl, int anchor, const r
         int ty = lua_getfield(L, tbl, rel->columns[i].name);
         if (ty == LUA_TNIL) {
             v[i].kind = PGOUTPUT_VALUE_UNCHANGED_TOAST;
-        } else if (ty == LUA_TUSERDATA && luaL_testudata(L, -1, "tide.null")) {
+        } else if (ty == LUA_TUSERDATA && luaL_testudata(L, -1, TIDE_NULL_CLASS)) {
             v[i].kind = PGOUTPUT_VALUE_NULL;
         } else if (ty == LUA_TBOOLEAN) {
             v[i].kind = PGOUTPUT_VALUE_TEXT;
@@ -563,20 +559,21 @@ static void stream_close(cdc_stream *s) {
 }
 
 static int l_close(lua_State *L) {
-    cdc_box *b = luaL_checkudata(L, 1, CDC_META);
-    if (b->s && b->s->waiter) return luaL_error(L, "a coroutine waits on this change stream");
-    if (b->s) {
-        stream_close(b->s);
-        b->s->box_gone = true;
-        if (b->s->open_handles == 0) free(b->s);
-        b->s = NULL;
+    void **b = tide_box_slot(L, 1, CDC_META);
+    cdc_stream *s = *b;
+    if (s && s->waiter) return luaL_error(L, "a coroutine waits on this change stream");
+    if (s) {
+        stream_close(s);
+        s->box_gone = true;
+        if (s->open_handles == 0) free(s);
+        *b = NULL;
     }
     return 0;
 }
 
 static int l_tostring(lua_State *L) {
-    cdc_box *b = luaL_checkudata(L, 1, CDC_META);
-    lua_pushfstring(L, "cdc stream (%s): %p", b->s ? "open" : "closed", (void *) b->s);
+    cdc_stream *s = *tide_box_slot(L, 1, CDC_META);
+    lua_pushfstring(L, "cdc stream (%s): %p", s ? "open" : "closed", (void *) s);
     return 1;
 }
 
@@ -708,16 +705,14 @@ static int l_cdc_stream(lua_State *L) {
     }
     lua_settop(L, 3);
 
-    cdc_box *b = lua_newuserdatauv(L, sizeof *b, 2);
-    b->s = NULL;
-    luaL_setmetatable(L, CDC_META);
+    void **b = tide_box_new(L, CDC_META, 2);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
     lua_pushvalue(L, 2);
     lua_setiuservalue(L, -2, 2);
     cdc_stream *s = calloc(1, sizeof *s);
     if (!s) abort();
-    b->s = s;
+    *b = s;
     s->rt = tide_rt(L);
     s->wait_timer = malloc(sizeof *s->wait_timer);
     s->kick = malloc(sizeof *s->kick);
@@ -747,12 +742,8 @@ int luaopen_tide_cdc(lua_State *L) {
         { NULL, NULL } };
     static const luaL_Reg meta[] = {
         { "__gc", l_close }, { "__close", l_close }, { "__tostring", l_tostring }, { NULL, NULL } };
-    luaL_newmetatable(L, CDC_META);
-    luaL_setfuncs(L, meta, 0);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-    lua_pushcfunction(L, l_cdc_stream);
-    lua_setfield(L, -2, "cdc_stream");
-    return 0;
+    static const luaL_Reg funcs[] = { { "cdc_stream", l_cdc_stream }, { NULL, NULL } };
+    tide_class_define(L, CDC_META, methods, meta);
+    luaL_newlib(L, funcs);
+    return 1;
 }

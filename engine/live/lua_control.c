@@ -23,6 +23,7 @@
  * asynchronously (as in luv); __gc lets go, and the close callback frees.
  */
 #include "live/control.h"
+#include "runtime/bindings.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -36,11 +37,6 @@
 #define CHANNEL_META "tide.control_channel"
 #define CLIENT_META "tide.control_client"
 #define DRAIN_HIGH_WATER (1u << 20)
-
-void tide_guard_register(lua_State *L);
-
-typedef struct server_box { control_server *s; } server_box;
-typedef struct channel_box { control_channel *ch; } channel_box;
 
 /* nil, message, code — the code is libuv's name for the error ("ENOENT"), stable for scripts. */
 static int push_failure(lua_State *L, const char *message, int code) {
@@ -89,16 +85,12 @@ static int l_control_list(lua_State *L) {
 /* ---------------------------------------------------------------- server */
 
 static control_server *check_server(lua_State *L) {
-    server_box *b = luaL_checkudata(L, 1, SERVER_META);
-    if (!b->s) luaL_error(L, "control server is gone");
-    return b->s;
+    return tide_box_check(L, 1, SERVER_META, "control server is gone");
 }
 
 static int l_control_listen(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
-    server_box *b = lua_newuserdatauv(L, sizeof *b, 0);
-    b->s = NULL;
-    luaL_setmetatable(L, SERVER_META);
+    void **b = tide_box_new(L, SERVER_META, 0);
     control_server *s = control_server_new(tide_rt(L));
     if (!s) return luaL_error(L, "out of memory");
     char err[1024];
@@ -107,7 +99,7 @@ static int l_control_listen(lua_State *L) {
         control_server_release(s);
         return push_failure(L, err, rc);
     }
-    b->s = s;
+    *b = s;
     return 1;
 }
 
@@ -129,14 +121,12 @@ static int server_accept_k(lua_State *L, int status, lua_KContext ctx) {
             lua_pushliteral(L, "timeout");
             return 2;
         }
-        channel_box *cb = lua_newuserdatauv(L, sizeof *cb, 0);
-        cb->ch = NULL;
-        luaL_setmetatable(L, CHANNEL_META);
+        void **cb = tide_box_new(L, CHANNEL_META, 0);
         control_channel *ch = control_channel_new(tide_rt(L));
         if (!ch) return luaL_error(L, "out of memory");
         int rc = control_channel_accept(s, ch);
         if (rc == 0) {
-            cb->ch = ch;
+            *cb = ch;
             return 1;
         }
         control_channel_release(ch);
@@ -177,18 +167,16 @@ static int l_server_refused(lua_State *L) {
 }
 
 static int l_server_gc(lua_State *L) {
-    server_box *b = luaL_checkudata(L, 1, SERVER_META);
-    if (b->s) control_server_release(b->s);
-    b->s = NULL;
+    void **b = tide_box_slot(L, 1, SERVER_META);
+    if (*b) control_server_release(*b);
+    *b = NULL;
     return 0;
 }
 
 /* ---------------------------------------------------------------- channels */
 
 static control_channel *check_channel(lua_State *L) {
-    channel_box *b = luaL_checkudata(L, 1, CHANNEL_META);
-    if (!b->ch) luaL_error(L, "control channel is gone");
-    return b->ch;
+    return tide_box_check(L, 1, CHANNEL_META, "control channel is gone");
 }
 
 static int channel_receive_k(lua_State *L, int status, lua_KContext ctx) {
@@ -260,15 +248,15 @@ static int l_channel_send(lua_State *L) {
 }
 
 static int l_channel_close(lua_State *L) {
-    channel_box *b = luaL_checkudata(L, 1, CHANNEL_META);
-    if (b->ch) control_channel_close(b->ch);
+    control_channel *ch = *tide_box_slot(L, 1, CHANNEL_META);
+    if (ch) control_channel_close(ch);
     return 0;
 }
 
 static int l_channel_gc(lua_State *L) {
-    channel_box *b = luaL_checkudata(L, 1, CHANNEL_META);
-    if (b->ch) control_channel_release(b->ch);
-    b->ch = NULL;
+    void **b = tide_box_slot(L, 1, CHANNEL_META);
+    if (*b) control_channel_release(*b);
+    *b = NULL;
     return 0;
 }
 
@@ -282,10 +270,8 @@ static control_client *check_client(lua_State *L) {
 
 static int l_control_connect(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
-    control_client *c = lua_newuserdatauv(L, sizeof *c, 0);
-    memset(c, 0, sizeof *c);
+    control_client *c = tide_udata_new(L, CLIENT_META, sizeof *c, 0);
     c->fd = -1;
-    luaL_setmetatable(L, CLIENT_META);
     int fd = control_connect(path);
     if (fd < 0) {
         char msg[1024];
@@ -344,17 +330,7 @@ static int l_client_close(lua_State *L) {
 
 /* ---------------------------------------------------------------- registration */
 
-static void new_meta(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc) {
-    luaL_newmetatable(L, name);
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-}
-
-void tide_control_register(lua_State *L) {
+int luaopen_tide_control(lua_State *L) {
     static const luaL_Reg server_methods[] = {
         { "accept", l_server_accept }, { "wake", l_server_wake }, { "close", l_server_close },
         { "refused", l_server_refused }, { NULL, NULL } };
@@ -364,13 +340,16 @@ void tide_control_register(lua_State *L) {
     static const luaL_Reg client_methods[] = {
         { "receive", l_client_receive }, { "send", l_client_send },
         { "close", l_client_close }, { NULL, NULL } };
-    new_meta(L, SERVER_META, server_methods, l_server_gc);
-    new_meta(L, CHANNEL_META, channel_methods, l_channel_gc);
-    new_meta(L, CLIENT_META, client_methods, l_client_close);
+    static const luaL_Reg server_meta[] = { { "__gc", l_server_gc }, { NULL, NULL } };
+    static const luaL_Reg channel_meta[] = { { "__gc", l_channel_gc }, { NULL, NULL } };
+    static const luaL_Reg client_meta[] = { { "__gc", l_client_close }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
         { "control_dir", l_control_dir }, { "control_list", l_control_list },
         { "control_listen", l_control_listen }, { "control_connect", l_control_connect },
         { NULL, NULL } };
-    luaL_setfuncs(L, funcs, 0);
-    tide_guard_register(L);
+    tide_class_define(L, SERVER_META, server_methods, server_meta);
+    tide_class_define(L, CHANNEL_META, channel_methods, channel_meta);
+    tide_class_define(L, CLIENT_META, client_methods, client_meta);
+    luaL_newlib(L, funcs);
+    return 1;
 }

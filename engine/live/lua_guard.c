@@ -26,7 +26,7 @@
  * Threads inherit their creator's hook (lua_newthread copies it); a thread that carries this
  * hook without being watched is engine work the chunk started, and the hook removes itself.
  */
-#include "runtime/runtime.h"
+#include "runtime/bindings.h"
 
 #include <string.h>
 
@@ -115,13 +115,11 @@ static void read_limits(lua_State *L, int t, chunk_guard *g) {
 }
 
 static int l_chunk_guard(lua_State *L) {
-    chunk_guard *g = lua_newuserdatauv(L, sizeof *g, 0);
-    memset(g, 0, sizeof *g);
+    chunk_guard *g = tide_udata_new(L, GUARD_META, sizeof *g, 0);
     g->slice = 0.005;
     g->cpu_limit = 60;
     g->block_limit = 5;
     strcpy(g->message, "interrupted");
-    luaL_setmetatable(L, GUARD_META);
     read_limits(L, 1, g);
     return 1;
 }
@@ -213,24 +211,21 @@ static int l_chunk_guard_of(lua_State *L) {
     return 1;
 }
 
-void tide_guard_register(lua_State *L) {
+int luaopen_tide_guard(lua_State *L) {
     static const luaL_Reg methods[] = {
         { "watch", l_guard_watch }, { "unwatch", l_guard_unwatch },
         { "interrupt", l_guard_interrupt }, { "interrupted", l_guard_interrupted },
         { "set", l_guard_set }, { "used", l_guard_used }, { "preempted", l_guard_preempted },
         { NULL, NULL } };
-    luaL_newmetatable(L, GUARD_META);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    static const luaL_Reg funcs[] = {
+        { "chunk_guard", l_chunk_guard }, { "chunk_guard_of", l_chunk_guard_of }, { NULL, NULL } };
+    tide_class_define(L, GUARD_META, methods, NULL);
     lua_newtable(L);
     lua_createtable(L, 0, 1);
     lua_pushliteral(L, "k");
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
     lua_setfield(L, LUA_REGISTRYINDEX, GUARDED);
-    lua_pushcfunction(L, l_chunk_guard);
-    lua_setfield(L, -2, "chunk_guard");
-    lua_pushcfunction(L, l_chunk_guard_of);
-    lua_setfield(L, -2, "chunk_guard_of");
+    luaL_newlib(L, funcs);
+    return 1;
 }

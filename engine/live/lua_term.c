@@ -8,7 +8,7 @@
  * the REPL's own to run. The completer is a Lua function called with (word, line) that
  * returns an array of candidates.
  */
-#include "runtime/runtime.h"
+#include "runtime/bindings.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,12 +112,13 @@ static int l_isatty(lua_State *L) {
     return 1;
 }
 
-void tide_term_register(lua_State *L) {
+int luaopen_tide_term(lua_State *L) {
     static const luaL_Reg funcs[] = {
         { "readline", l_readline }, { "add_history", l_add_history },
         { "load_history", l_load_history }, { "save_history", l_save_history },
         { "set_completer", l_set_completer }, { "isatty", l_isatty }, { NULL, NULL } };
-    luaL_setfuncs(L, funcs, 0);
+    luaL_newlib(L, funcs);
+    return 1;
 }
 
 void tide_term_close(void) { free_candidates(); }

@@ -2,8 +2,9 @@
  * conn.c — the non-blocking libpq state machines: connecting (PQconnectPoll, re-reading
  * PQsocket after every step because libpq may switch sockets between hosts), running a
  * query (PQsendQuery*, PQflush until 0, PQconsumeInput then PQisBusy/PQgetResult until
- * NULL), and closing. Lua bindings are in lua_conn.c; COPY pumps and the replication
- * stream reuse conn_watch and install their own on_io.
+ * NULL), and closing. Lua bindings are in lua_conn.c, which also turns an operation's outcome
+ * into Lua error values; COPY pumps and the replication stream reuse conn_watch and install
+ * their own on_io.
  */
 #include "pg/conn.h"
 
@@ -154,46 +155,6 @@ void conn_reset_outcome(tide_conn *c) {
     c->failure = NULL;
     c->failure_state = NULL;
     c->discard_copy = false;
-}
-
-void conn_push_result_error(lua_State *L, const PGresult *r, tide_conn *c, const char *query) {
-    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-    /* Errors libpq makes itself carry no SQLSTATE; on a dead connection they mean just that. */
-    if (!state) state = (c && c->pg && PQstatus(c->pg) == CONNECTION_BAD) || !c || !c->pg ? "08006" : "XX000";
-    tide_push_error(L, state, msg ? msg : PQresultErrorMessage(r));
-    tide_error_set(L, -1, "severity", PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED));
-    tide_error_set(L, -1, "detail", PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL));
-    tide_error_set(L, -1, "hint", PQresultErrorField(r, PG_DIAG_MESSAGE_HINT));
-    tide_error_set(L, -1, "context", PQresultErrorField(r, PG_DIAG_CONTEXT));
-    tide_error_set(L, -1, "schema", PQresultErrorField(r, PG_DIAG_SCHEMA_NAME));
-    tide_error_set(L, -1, "table", PQresultErrorField(r, PG_DIAG_TABLE_NAME));
-    tide_error_set(L, -1, "column", PQresultErrorField(r, PG_DIAG_COLUMN_NAME));
-    tide_error_set(L, -1, "constraint", PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME));
-    tide_error_set(L, -1, "position", PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION));
-    if (query) {
-        lua_pushlstring(L, query, strnlen(query, 200));
-        lua_setfield(L, -2, "query");
-    }
-    if (c) tide_error_set(L, -1, "conninfo", c->display);
-}
-
-int conn_push_outcome_error(lua_State *L, tide_conn *c, const char *query) {
-    if (c->failure) {
-        tide_push_error(L, c->failure_state ? c->failure_state : "08006", c->failure);
-        tide_error_set(L, -1, "severity", "FATAL");
-        tide_error_set(L, -1, "conninfo", c->display);
-        if (query) {
-            lua_pushlstring(L, query, strnlen(query, 200));
-            lua_setfield(L, -2, "query");
-        }
-        return tide_fail(L);
-    }
-    if (c->error) {
-        conn_push_result_error(L, c->error, c, query);
-        return tide_fail(L);
-    }
-    return 0;
 }
 
 static void op_done(tide_conn *c) {

@@ -50,10 +50,6 @@ void conn_recheck(tide_conn *c);
 void conn_set_failure(tide_conn *c, const char *sqlstate, const char *message);
 /* Forget the outcome of the previous operation. */
 void conn_reset_outcome(tide_conn *c);
-/* Push nil, err for the outcome (failure or error result) if there was one; returns 2, else 0. */
-int conn_push_outcome_error(lua_State *L, tide_conn *c, const char *query);
-/* Push an error table made from a server error result. */
-void conn_push_result_error(lua_State *L, const PGresult *r, tide_conn *c, const char *query);
 /* Flush pending output; re-arm for writability when libpq still holds data. -1 on failure. */
 int conn_flush(tide_conn *c);
 /* Start the connection; the waiter is woken when it is usable or failed. */

@@ -6,8 +6,13 @@
  * Values: NULL is tide.null; int2/int4/int8/oid become Lua integers, float4/float8 floats,
  * bool booleans, bytea raw strings; everything else stays the server's text. Parameters go
  * as text except tide.bytea(s) values, which go in binary format.
+ *
+ * Errors: what conn.c records about a failed operation (a libpq failure, the server's error
+ * result) becomes a tide.error table here, with the SQLSTATE, the server's fields, the masked
+ * conninfo and the start of the query.
  */
 #include "pg/conn.h"
+#include "runtime/bindings.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -16,14 +21,10 @@
 
 #define CONN_META "tide.conn"
 #define BYTEA_META "tide.bytea"
-#define NULL_META "tide.null"
-
-typedef struct conn_box { tide_conn *c; } conn_box;
+#define NULL_META TIDE_NULL_CLASS
 
 static tide_conn *check_conn(lua_State *L, int idx) {
-    conn_box *b = luaL_checkudata(L, idx, CONN_META);
-    if (!b->c) luaL_error(L, "connection is closed");
-    return b->c;
+    return tide_box_check(L, idx, CONN_META, "connection is closed");
 }
 
 static tide_conn *check_open(lua_State *L, int idx) {
@@ -31,6 +32,50 @@ static tide_conn *check_open(lua_State *L, int idx) {
     if (c->busy)
         luaL_error(L, "connection is busy with another operation (a connection serves one coroutine at a time)");
     return c;
+}
+
+/* ---------------------------------------------------------------- errors */
+
+void tide_push_result_error(lua_State *L, const PGresult *r, tide_conn *c, const char *query) {
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    /* Errors libpq makes itself carry no SQLSTATE; on a dead connection they mean just that. */
+    if (!state) state = (c && c->pg && PQstatus(c->pg) == CONNECTION_BAD) || !c || !c->pg ? "08006" : "XX000";
+    tide_push_error(L, state, msg ? msg : PQresultErrorMessage(r));
+    tide_error_set(L, -1, "severity", PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED));
+    tide_error_set(L, -1, "detail", PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL));
+    tide_error_set(L, -1, "hint", PQresultErrorField(r, PG_DIAG_MESSAGE_HINT));
+    tide_error_set(L, -1, "context", PQresultErrorField(r, PG_DIAG_CONTEXT));
+    tide_error_set(L, -1, "schema", PQresultErrorField(r, PG_DIAG_SCHEMA_NAME));
+    tide_error_set(L, -1, "table", PQresultErrorField(r, PG_DIAG_TABLE_NAME));
+    tide_error_set(L, -1, "column", PQresultErrorField(r, PG_DIAG_COLUMN_NAME));
+    tide_error_set(L, -1, "constraint", PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME));
+    tide_error_set(L, -1, "position", PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION));
+    if (query) {
+        lua_pushlstring(L, query, strnlen(query, 200));
+        lua_setfield(L, -2, "query");
+    }
+    if (c) tide_error_set(L, -1, "conninfo", c->display);
+}
+
+/* Push nil, err for the outcome of the last operation (a libpq-level failure or the server's
+ * error result) if there was one, and return 2; else return 0. */
+static int push_outcome_error(lua_State *L, tide_conn *c, const char *query) {
+    if (c->failure) {
+        tide_push_error(L, c->failure_state ? c->failure_state : "08006", c->failure);
+        tide_error_set(L, -1, "severity", "FATAL");
+        tide_error_set(L, -1, "conninfo", c->display);
+        if (query) {
+            lua_pushlstring(L, query, strnlen(query, 200));
+            lua_setfield(L, -2, "query");
+        }
+        return tide_fail(L);
+    }
+    if (c->error) {
+        tide_push_result_error(L, c->error, c, query);
+        return tide_fail(L);
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- values */
@@ -226,7 +271,7 @@ static int query_k(lua_State *L, int status, lua_KContext ctx) {
     tide_conn *c = check_conn(L, 1);
     bool want_rows = ctx & 1;
     const char *sql = lua_tostring(L, 2);
-    int n = conn_push_outcome_error(L, c, sql);
+    int n = push_outcome_error(L, c, sql);
     if (n) return n;
     if (want_rows) {
         if (c->result && PQresultStatus(c->result) == PGRES_TUPLES_OK) push_rows(L, c->result);
@@ -261,7 +306,7 @@ static int run_query(lua_State *L, bool want_rows) {
         else rc = conn_send_query(c, sql, nparams, values, lengths, formats);
         lua_settop(L, 2);
     }
-    if (rc < 0) return conn_push_outcome_error(L, c, sql);
+    if (rc < 0) return push_outcome_error(L, c, sql);
     c->waiter = co;
     sched_block(co, "query");
     return lua_yieldk(L, 0, want_rows ? 1 : 0, query_k);
@@ -274,10 +319,9 @@ static int l_exec(lua_State *L) { return run_query(L, false); }
 
 static int connect_k(lua_State *L, int status, lua_KContext ctx) {
     (void) status; (void) ctx;
-    conn_box *b = luaL_checkudata(L, -1, CONN_META);
-    tide_conn *c = b->c;
+    tide_conn *c = *tide_box_slot(L, -1, CONN_META);
     if (c->failure || c->error) {
-        int n = conn_push_outcome_error(L, c, NULL);
+        int n = push_outcome_error(L, c, NULL);
         /* Add a hint for the usual causes. */
         lua_getfield(L, -1, "message");
         const char *m = lua_tostring(L, -1);
@@ -345,9 +389,7 @@ static int l_connect(lua_State *L) {
     if (replication) { keys[n] = "replication"; values[n++] = replication; }
     keys[n] = NULL; values[n] = NULL;
 
-    conn_box *b = lua_newuserdatauv(L, sizeof *b, 1);
-    b->c = NULL;
-    luaL_setmetatable(L, CONN_META);
+    void **b = tide_box_new(L, CONN_META, 1);
     int box = lua_gettop(L);
     tide_conn *c = calloc(1, sizeof *c);
     if (!c) return luaL_error(L, "out of memory");
@@ -356,7 +398,7 @@ static int l_connect(lua_State *L) {
     c->timeout = timeout;
     c->replication = replication != NULL;
     c->display = conn_mask_conninfo(conninfo);
-    b->c = c;
+    *b = c;
     /* Extra session settings, applied with the fixed ones right after connecting. */
     if (has_opts && lua_getfield(L, 2, "settings") == LUA_TTABLE) {
         int t = lua_gettop(L);
@@ -387,12 +429,13 @@ static int l_connect(lua_State *L) {
 /* ---------------------------------------------------------------- other methods */
 
 static int l_close(lua_State *L) {
-    conn_box *b = luaL_checkudata(L, 1, CONN_META);
-    if (b->c && b->c->busy && !b->c->waiter && b->c->op)
+    void **b = tide_box_slot(L, 1, CONN_META);
+    tide_conn *c = *b;
+    if (c && c->busy && !c->waiter && c->op)
         return luaL_error(L, "connection is busy with a COPY; wait for the pump first");
-    if (b->c) {
-        conn_release(b->c);
-        b->c = NULL;
+    if (c) {
+        conn_release(c);
+        *b = NULL;
     }
     return 0;
 }
@@ -435,9 +478,9 @@ static int l_conninfo(lua_State *L) {
 }
 
 static int l_status(lua_State *L) {
-    conn_box *b = luaL_checkudata(L, 1, CONN_META);
-    if (!b->c || !b->c->pg) lua_pushstring(L, "closed");
-    else if (PQstatus(b->c->pg) == CONNECTION_OK) lua_pushstring(L, b->c->busy ? "busy" : "ok");
+    tide_conn *c = *tide_box_slot(L, 1, CONN_META);
+    if (!c || !c->pg) lua_pushstring(L, "closed");
+    else if (PQstatus(c->pg) == CONNECTION_OK) lua_pushstring(L, c->busy ? "busy" : "ok");
     else lua_pushstring(L, "bad");
     return 1;
 }
@@ -493,8 +536,8 @@ static int l_cancel(lua_State *L) {
 }
 
 static int l_tostring(lua_State *L) {
-    conn_box *b = luaL_checkudata(L, 1, CONN_META);
-    if (b->c) lua_pushfstring(L, "connection (%s)", b->c->display);
+    tide_conn *c = *tide_box_slot(L, 1, CONN_META);
+    if (c) lua_pushfstring(L, "connection (%s)", c->display);
     else lua_pushliteral(L, "connection (closed)");
     return 1;
 }
@@ -530,30 +573,17 @@ int luaopen_tide_conn(lua_State *L) {
         { NULL, NULL } };
     static const luaL_Reg meta[] = {
         { "__gc", l_close }, { "__close", l_close }, { "__tostring", l_tostring }, { NULL, NULL } };
-    luaL_newmetatable(L, CONN_META);
-    luaL_setfuncs(L, meta, 0);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, BYTEA_META);
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, NULL_META);
-    lua_pushcfunction(L, null_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
-    lua_newuserdatauv(L, 0, 0);
-    luaL_setmetatable(L, NULL_META);
+    static const luaL_Reg null_meta[] = { { "__tostring", null_tostring }, { NULL, NULL } };
+    static const luaL_Reg funcs[] = {
+        { "connect", l_connect }, { "bytea", l_bytea }, { "mask_conninfo", l_mask_conninfo },
+        { NULL, NULL } };
+    tide_class_define(L, CONN_META, methods, meta);
+    tide_class_define(L, BYTEA_META, NULL, NULL);
+    tide_class_define(L, NULL_META, NULL, null_meta);
+    luaL_newlib(L, funcs);
+    tide_udata_new(L, NULL_META, 0, 0);   /* the one tide.null */
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, NULL_META "_value");
     lua_setfield(L, -2, "null");
-
-    lua_pushcfunction(L, l_connect);
-    lua_setfield(L, -2, "connect");
-    lua_pushcfunction(L, l_bytea);
-    lua_setfield(L, -2, "bytea");
-    lua_pushcfunction(L, l_mask_conninfo);
-    lua_setfield(L, -2, "mask_conninfo");
-    return 0;
+    return 1;
 }

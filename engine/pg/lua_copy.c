@@ -10,22 +10,14 @@
  * collected while rows are moving.
  */
 #include "pg/copy_pump.h"
+#include "runtime/bindings.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define PUMP_META "tide.copy_pump"
 
-typedef struct pump_box { copy_pump *p; } pump_box;
-
-tide_conn *tide_check_conn(lua_State *L, int idx);
-void conn_push_result_error(lua_State *L, const PGresult *r, tide_conn *c, const char *query);
-
-static copy_pump *check_pump(lua_State *L) {
-    pump_box *b = luaL_checkudata(L, 1, PUMP_META);
-    if (!b->p) luaL_error(L, "copy pump is gone");
-    return b->p;
-}
+static copy_pump *check_pump(lua_State *L) { return tide_box_check(L, 1, PUMP_META, "copy pump is gone"); }
 
 static bool is_error(const PGresult *r) {
     return r && (PQresultStatus(r) == PGRES_FATAL_ERROR || PQresultStatus(r) == PGRES_BAD_RESPONSE);
@@ -48,15 +40,15 @@ static int push_pump_error(lua_State *L, copy_pump *p) {
     if (is_error(p->dst_result) && !is_echo(p->dst_result)) { r = p->dst_result; side = "target"; c = p->dst; }
     else if (is_error(p->src_result) && !is_echo(p->src_result)) { r = p->src_result; side = "source"; c = p->src; }
     if (r) {
-        conn_push_result_error(L, r, c, NULL);
+        tide_push_result_error(L, r, c, NULL);
     } else if (p->fail_message) {
         tide_push_error(L, p->fail_state ? p->fail_state : "08006", p->fail_message);
         side = p->fail_side;
     } else if (is_error(p->dst_result)) {
-        conn_push_result_error(L, p->dst_result, p->dst, NULL);
+        tide_push_result_error(L, p->dst_result, p->dst, NULL);
         side = "target";
     } else {
-        conn_push_result_error(L, p->src_result, p->src, NULL);
+        tide_push_result_error(L, p->src_result, p->src, NULL);
         side = "source";
     }
     tide_error_set(L, -1, "side", side);
@@ -113,12 +105,13 @@ static int l_throttle(lua_State *L) {
 }
 
 static int l_gc(lua_State *L) {
-    pump_box *b = luaL_checkudata(L, 1, PUMP_META);
+    void **b = tide_box_slot(L, 1, PUMP_META);
+    copy_pump *p = *b;
     /* The connections may be gone already (closed by their owners); the pump let go of
      * them when it finished, so only its own memory is freed here. */
-    if (b->p && b->p->finished) copy_pump_free(b->p);
+    if (p && p->finished) copy_pump_free(p);
     /* An unfinished pump cannot be collected: its waiter's stack holds it. */
-    b->p = NULL;
+    *b = NULL;
     return 0;
 }
 
@@ -131,16 +124,14 @@ static int l_copy_pump(lua_State *L) {
     if (src == dst) return luaL_error(L, "copy_pump needs two different connections");
     if (src->replication || dst->replication)
         return luaL_error(L, "copy_pump: use ordinary connections (not replication ones)");
-    pump_box *b = lua_newuserdatauv(L, sizeof *b, 2);
-    b->p = NULL;
-    luaL_setmetatable(L, PUMP_META);
+    void **b = tide_box_new(L, PUMP_META, 2);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
     lua_pushvalue(L, 2);
     lua_setiuservalue(L, -2, 2);
     copy_pump *p = calloc(1, sizeof *p);
     if (!p) return luaL_error(L, "out of memory");
-    b->p = p;
+    *b = p;
     if (copy_pump_start(p, src, dst, out_sql, in_sql) < 0) {
         p->finished = true;
         p->src_state = p->dst_state = SIDE_DONE;
@@ -152,13 +143,9 @@ int luaopen_tide_copy(lua_State *L) {
     static const luaL_Reg methods[] = {
         { "wait", l_wait }, { "stats", l_stats }, { "pause", l_pause }, { "resume", l_resume },
         { "throttle", l_throttle }, { NULL, NULL } };
-    luaL_newmetatable(L, PUMP_META);
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-    lua_pushcfunction(L, l_copy_pump);
-    lua_setfield(L, -2, "copy_pump");
-    return 0;
+    static const luaL_Reg meta[] = { { "__gc", l_gc }, { NULL, NULL } };
+    static const luaL_Reg funcs[] = { { "copy_pump", l_copy_pump }, { NULL, NULL } };
+    tide_class_define(L, PUMP_META, methods, meta);
+    luaL_newlib(L, funcs);
+    return 1;
 }

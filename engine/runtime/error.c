@@ -3,7 +3,7 @@
  * detail, hint, ... and a metatable ("tide.error") whose __tostring renders one line a
  * person can act on. Lua code builds the same kind of value with tide.error{...}.
  */
-#include "runtime/runtime.h"
+#include "runtime/bindings.h"
 
 #include <string.h>
 
@@ -83,16 +83,10 @@ static int l_is_error(lua_State *L) {
     return 1;
 }
 
-void tide_error_register(lua_State *L) {
-    luaL_newmetatable(L, ERROR_META);
-    lua_pushcfunction(L, error_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushstring(L, "tide.error");
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
-    /* table on top is `tide` */
-    lua_pushcfunction(L, l_error);
-    lua_setfield(L, -2, "error");
-    lua_pushcfunction(L, l_is_error);
-    lua_setfield(L, -2, "is_error");
+int luaopen_tide_error(lua_State *L) {
+    static const luaL_Reg meta[] = { { "__tostring", error_tostring }, { NULL, NULL } };
+    static const luaL_Reg funcs[] = { { "error", l_error }, { "is_error", l_is_error }, { NULL, NULL } };
+    tide_class_define(L, ERROR_META, NULL, meta);
+    luaL_newlib(L, funcs);
+    return 1;
 }

@@ -8,7 +8,7 @@
  * Tests use processes to run the engine the way an operator does and to SIGKILL it mid-work;
  * the CLI uses signals for a clean stop.
  */
-#include "runtime/runtime.h"
+#include "runtime/bindings.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -27,8 +27,6 @@ typedef struct proc {
     int pid;
 } proc;
 
-typedef struct proc_box { proc *p; } proc_box;
-
 static void proc_closed(uv_handle_t *h) { free(h->data); }
 
 static void proc_exit(uv_process_t *h, int64_t status, int term_signal) {
@@ -42,11 +40,7 @@ static void proc_exit(uv_process_t *h, int64_t status, int term_signal) {
     if (w) sched_wake(w);
 }
 
-static proc *check_proc(lua_State *L) {
-    proc_box *b = luaL_checkudata(L, 1, PROC_META);
-    if (!b->p) luaL_error(L, "process handle is closed");
-    return b->p;
-}
+static proc *check_proc(lua_State *L) { return tide_box_check(L, 1, PROC_META, "process handle is closed"); }
 
 static int proc_wait_k(lua_State *L, int status, lua_KContext ctx) {
     (void) status; (void) ctx;
@@ -84,9 +78,9 @@ static int l_proc_exited(lua_State *L) {
 }
 
 static int l_proc_gc(lua_State *L) {
-    proc_box *b = luaL_checkudata(L, 1, PROC_META);
-    proc *p = b->p;
-    b->p = NULL;
+    void **box = tide_box_slot(L, 1, PROC_META);
+    proc *p = *box;
+    *box = NULL;
     if (!p) return 0;
     if (p->exited) uv_close((uv_handle_t *) &p->handle, proc_closed);
     else p->closed_by_lua = true;     /* closed in proc_exit; the child keeps running */
@@ -166,9 +160,7 @@ static int l_process(lua_State *L) {
         return tide_fail(L);
     }
     p->pid = p->handle.pid;
-    proc_box *b = lua_newuserdatauv(L, sizeof *b, 0);
-    b->p = p;
-    luaL_setmetatable(L, PROC_META);
+    *tide_box_new(L, PROC_META, 0) = p;
     return 1;
 }
 
@@ -227,18 +219,15 @@ static int l_getpid(lua_State *L) {
     return 1;
 }
 
-void tide_process_register(lua_State *L) {
+int luaopen_tide_process(lua_State *L) {
     static const luaL_Reg methods[] = {
         { "wait", l_proc_wait }, { "kill", l_proc_kill }, { "pid", l_proc_pid },
         { "exited", l_proc_exited }, { NULL, NULL } };
-    luaL_newmetatable(L, PROC_META);
-    lua_pushcfunction(L, l_proc_gc);
-    lua_setfield(L, -2, "__gc");
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    static const luaL_Reg meta[] = { { "__gc", l_proc_gc }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
         { "process", l_process }, { "on_signal", l_on_signal }, { "getpid", l_getpid },
         { NULL, NULL } };
-    luaL_setfuncs(L, funcs, 0);
+    tide_class_define(L, PROC_META, methods, meta);
+    luaL_newlib(L, funcs);
+    return 1;
 }

@@ -4,7 +4,7 @@
  * loop, and turns its result into the exit status. Everything a command does is in Lua;
  * this file only owns the process's lifetime.
  */
-#include "runtime/runtime.h"
+#include "runtime/bindings.h"
 #include "runtime/modules.h"
 
 #include <lualib.h>
@@ -12,8 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-void tide_term_close(void);
 
 #define EXIT_INTERNAL 70
 

@@ -5,13 +5,11 @@
  * from that directory instead, so an edit takes effect without rebuilding.
  */
 #include "runtime/modules.h"
+#include "runtime/bindings.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
 #include <string.h>
-
-int luaopen_lpeg(lua_State *L);
-int luaopen_tide_core(lua_State *L);
 
 static int embedded_loader(lua_State *L) {
     const tide_embedded_module *m = lua_touserdata(L, lua_upvalueindex(1));

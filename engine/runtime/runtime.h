@@ -60,16 +60,6 @@ void sched_ready(tide_co *co);                    /* resume it on the next loop 
 tide_co *sched_spawn(lua_State *L, int nargs);
 bool sched_finished(const tide_co *co, bool *ok);
 const char *sched_blocked_on(const tide_co *co);
-int luaopen_tide_sched(lua_State *L);             /* adds spawn/sleep/... to the table on top */
-
-/* ---- errors (error.c) ---- */
-/* Push an error table {sqlstate=, message=} with the tide.error metatable. */
-void tide_push_error(lua_State *L, const char *sqlstate, const char *message);
-/* Set field (string value, skipped when NULL) of the table at idx. */
-void tide_error_set(lua_State *L, int idx, const char *field, const char *value);
-/* `return tide_fail(L);` with an error table on top: returns nil, err. */
-int tide_fail(lua_State *L);
-void tide_error_register(lua_State *L);
 
 double tide_now(void);
 double tide_monotonic(void);

@@ -14,7 +14,7 @@
  * A failure that nobody took (by wait or result) is reported when the handle is collected,
  * the way asyncio reports "exception was never retrieved".
  */
-#include "runtime/runtime.h"
+#include "runtime/bindings.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,12 +191,10 @@ tide_co *sched_current(lua_State *L) {
 tide_co *sched_spawn(lua_State *L, int nargs) {
     tide_runtime *rt = tide_rt(L);
     luaL_checktype(L, -(nargs + 1), LUA_TFUNCTION);
-    tide_co *co = lua_newuserdatauv(L, sizeof *co, 0);
-    memset(co, 0, sizeof *co);
+    tide_co *co = tide_udata_new(L, CO_META, sizeof *co, 0);
     co->tag.rt = rt;
     co->tag.co = co;
     co->results_ref = co->traceback_ref = co->thread_ref = co->self_ref = LUA_NOREF;
-    luaL_setmetatable(L, CO_META);
     lua_pushvalue(L, -1);
     co->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_State *T = lua_newthread(L);
@@ -451,9 +449,7 @@ static int l_cond_notify(lua_State *L) {
 }
 
 static int l_condition(lua_State *L) {
-    tide_cond *c = lua_newuserdatauv(L, sizeof *c, 0);
-    c->waiters = NULL;
-    luaL_setmetatable(L, COND_META);
+    tide_udata_new(L, COND_META, sizeof(tide_cond), 0);
     return 1;
 }
 
@@ -469,15 +465,8 @@ int luaopen_tide_sched(lua_State *L) {
         { "condition", l_condition }, { NULL, NULL } };
     static const luaL_Reg cond_methods[] = {
         { "wait", l_cond_wait }, { "notify", l_cond_notify }, { NULL, NULL } };
-    luaL_newmetatable(L, COND_META);
-    luaL_newlib(L, cond_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-    luaL_newmetatable(L, CO_META);
-    luaL_setfuncs(L, co_meta, 0);
-    luaL_newlib(L, co_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-    luaL_setfuncs(L, funcs, 0);
-    return 0;
+    tide_class_define(L, COND_META, cond_methods, NULL);
+    tide_class_define(L, CO_META, co_methods, co_meta);
+    luaL_newlib(L, funcs);
+    return 1;
 }
