@@ -58,7 +58,7 @@ $(BUILD)/obj/lua_modules.o: $(BUILD)/lua_modules.c engine/runtime/modules.h
 $(BUILD)/pgtide: $(MAIN_OBJ) $(ENGINE_OBJ) $(BUILD)/obj/lua_modules.o
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: tests/unit/%.c $(ENGINE_OBJ) $(BUILD)/obj/lua_modules.o | $(BUILD)/tests
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(ENGINE_OBJ) $(BUILD)/obj/lua_modules.o | $(BUILD)/tests
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(ENGINE_OBJ) $(BUILD)/obj/lua_modules.o $(LDLIBS) -o $@
 
 $(BUILD)/obj $(BUILD)/tests:

@@ -7,24 +7,11 @@
  * TAP output; exit status 1 on any failure.
  */
 #include "cdc/apply.h"
+#include "tap.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int tests, failures;
-
-static void check(int ok, const char *what) {
-    tests++;
-    if (!ok) failures++;
-    printf("%sok %d - %s\n", ok ? "" : "not ", tests, what);
-}
-
-static void check_str(const char *got, const char *want, const char *what) {
-    int ok = got && strcmp(got, want) == 0;
-    check(ok, what);
-    if (!ok) printf("#   got:  %s\n#   want: %s\n", got ? got : "(null)", want);
-}
 
 /* ---------------------------------------------------------------- fixtures */
 
@@ -107,50 +94,50 @@ static void test_primary_key(void) {
     apply_target *t = target(names, 3, names, 3, (const char *[]) { "id" }, 1, false);
     apply_rel r;
     char err[512];
-    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "a table with a primary key resolves");
-    check(r.by_key && r.match[0] && !r.match[1], "rows are found by the key");
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "a table with a primary key resolves");
+    tap_check(r.by_key && r.match[0] && !r.match[1], "rows are found by the key");
     apply_stmt st = { 0 };
 
     pgoutput_value row_v[] = { text("7"), text("ann"), text("big document") };
     pgoutput_tuple row = { 3, row_v };
     apply_sql_insert(&st, &r, &row, APPLY_FORM_INSERT);
-    check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"username\", \"doc\") VALUES ($1, $2, $3)",
+    tap_check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"username\", \"doc\") VALUES ($1, $2, $3)",
               "insert names every column, renamed ones by their target name");
-    check_str(params_text(&st), "7|ann|big document", "insert parameters");
+    tap_check_str(params_text(&st), "7|ann|big document", "insert parameters");
 
     pgoutput_value upd_v[] = { text("7"), text("bob"), TOAST };
     pgoutput_tuple upd = { 3, upd_v };
-    check(apply_sql_update(&st, &r, &upd, &upd, false, err, sizeof err) == 1, "update builds");
-    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"username\" = $1 WHERE \"id\" = $2",
+    tap_check(apply_sql_update(&st, &r, &upd, &upd, false, err, sizeof err) == 1, "update builds");
+    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"username\" = $1 WHERE \"id\" = $2",
               "an unchanged TOAST value stays out of SET, the unchanged key too");
-    check_str(params_text(&st), "bob|7", "update parameters: SET values, then the key");
+    tap_check_str(params_text(&st), "bob|7", "update parameters: SET values, then the key");
 
     pgoutput_value old_v[] = { text("7"), NUL, NUL };
     pgoutput_tuple old = { 3, old_v };
     pgoutput_value moved_v[] = { text("8"), text("bob"), TOAST };
     pgoutput_tuple moved = { 3, moved_v };
     apply_sql_update(&st, &r, &old, &moved, true, err, sizeof err);
-    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = $1, \"username\" = $2 WHERE \"id\" = $3",
+    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = $1, \"username\" = $2 WHERE \"id\" = $3",
               "a primary-key update sets the new key and finds the row by the old one");
-    check_str(params_text(&st), "8|bob|7", "primary-key update parameters");
+    tap_check_str(params_text(&st), "8|bob|7", "primary-key update parameters");
 
     apply_sql_delete(&st, &r, &old, err, sizeof err);
-    check_str(st.sql.data, "DELETE FROM ONLY \"shop\".\"t\" WHERE \"id\" = $1", "delete by key");
+    tap_check_str(st.sql.data, "DELETE FROM ONLY \"shop\".\"t\" WHERE \"id\" = $1", "delete by key");
 
     apply_sql_insert(&st, &r, &row, APPLY_FORM_UPSERT);
-    check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"username\", \"doc\") VALUES ($1, $2, $3) "
+    tap_check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"username\", \"doc\") VALUES ($1, $2, $3) "
               "ON CONFLICT (\"id\") DO UPDATE SET \"username\" = EXCLUDED.\"username\", \"doc\" = EXCLUDED.\"doc\" "
               "RETURNING (xmax = 0) AS inserted", "overwrite: an upsert on the key that says whether it inserted");
     apply_sql_insert(&st, &r, &row, APPLY_FORM_INSERT_IGNORE);
-    check(strstr(st.sql.data, " ON CONFLICT DO NOTHING") != NULL, "skip: ON CONFLICT DO NOTHING");
+    tap_check(strstr(st.sql.data, " ON CONFLICT DO NOTHING") != NULL, "skip: ON CONFLICT DO NOTHING");
 
     char key[112];
     apply_sql_key_text(key, sizeof key, &r, &old);
-    check_str(key, "id='7'", "the key as a message shows it");
+    tap_check_str(key, "id='7'", "the key as a message shows it");
 
     pgoutput_value toast_key_v[] = { TOAST, text("x"), NUL };
     pgoutput_tuple toast_key = { 3, toast_key_v };
-    check(apply_sql_delete(&st, &r, &toast_key, err, sizeof err) < 0 && strstr(err, "without a value"),
+    tap_check(apply_sql_delete(&st, &r, &toast_key, err, sizeof err) < 0 && strstr(err, "without a value"),
           "a key without a value is an error, not a wrong WHERE");
 
     apply_stmt_free(&st);
@@ -168,20 +155,20 @@ static void test_full_identity(void) {
     apply_target *t = target(names, 3, names, 3, NULL, 0, false);
     apply_rel r;
     char err[512];
-    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "REPLICA IDENTITY FULL without a key resolves");
-    check(!r.by_key && r.has_match, "rows are found by every column");
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "REPLICA IDENTITY FULL without a key resolves");
+    tap_check(!r.by_key && r.has_match, "rows are found by every column");
     apply_stmt st = { 0 };
     pgoutput_value old_v[] = { text("1"), NUL, text("{\"k\": 1}") };
     pgoutput_tuple old = { 3, old_v };
     apply_sql_delete(&st, &r, &old, err, sizeof err);
-    check_str(st.sql.data, "DELETE FROM ONLY \"shop\".\"t\" WHERE ctid = (SELECT ctid FROM ONLY \"shop\".\"t\" "
+    tap_check_str(st.sql.data, "DELETE FROM ONLY \"shop\".\"t\" WHERE ctid = (SELECT ctid FROM ONLY \"shop\".\"t\" "
               "WHERE \"a\" = $1 AND \"b\" IS NULL AND \"j\"::text = $2 LIMIT 1)",
               "one row of identical duplicates, NULL matched with IS NULL, json compared as text");
-    check_str(params_text(&st), "1|{\"k\": 1}", "parameters leave the NULL out");
+    tap_check_str(params_text(&st), "1|{\"k\": 1}", "parameters leave the NULL out");
     pgoutput_value new_v[] = { text("1"), text("set"), TOAST };
     pgoutput_tuple row = { 3, new_v };
     apply_sql_update(&st, &r, &old, &row, true, err, sizeof err);
-    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"a\" = $1, \"b\" = $2 WHERE ctid = (SELECT ctid FROM ONLY "
+    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"a\" = $1, \"b\" = $2 WHERE ctid = (SELECT ctid FROM ONLY "
               "\"shop\".\"t\" WHERE \"a\" = $3 AND \"b\" IS NULL AND \"j\"::text = $4 LIMIT 1)",
               "update of one row by all old values");
     apply_rel_clear(&r);
@@ -191,16 +178,16 @@ static void test_full_identity(void) {
     t->key = realloc(t->key, sizeof *t->key);
     t->key[0] = strdup("a");
     t->nkey = 1;
-    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "with the target's key");
-    check(r.by_key && r.match[0] && !r.match[1] && !r.match[2], "FULL identity but a target key: find by the key");
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "with the target's key");
+    tap_check(r.by_key && r.match[0] && !r.match[1] && !r.match[2], "FULL identity but a target key: find by the key");
     apply_sql_delete(&st, &r, &old, err, sizeof err);
-    check_str(st.sql.data, "DELETE FROM \"shop\".\"t\" WHERE \"a\" = $1", "no ONLY on a partitioned target");
+    tap_check_str(st.sql.data, "DELETE FROM \"shop\".\"t\" WHERE \"a\" = $1", "no ONLY on a partitioned target");
     apply_rel_clear(&r);
     free(t->key[0]);
     t->nkey = 0;
-    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "partitioned without a key");
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "partitioned without a key");
     apply_sql_delete(&st, &r, &old, err, sizeof err);
-    check(strstr(st.sql.data, "WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM \"shop\".\"t\" WHERE") != NULL,
+    tap_check(strstr(st.sql.data, "WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM \"shop\".\"t\" WHERE") != NULL,
           "one row of a partitioned target by tableoid and ctid");
     apply_stmt_free(&st);
     apply_rel_clear(&r);
@@ -221,30 +208,30 @@ static void test_identity_always(void) {
     const relcache_relation *rel = describe(cache, 5, 'd', 2, names, (const int[]) { 1, 0 }, NULL);
     apply_target *t = target(names, 2, names, 2, (const char *[]) { "id" }, 1, false);
     t->columns[0].identity_always = true;
-    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "identity key: resolves");
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "identity key: resolves");
     pgoutput_value row_v[] = { text("7"), text("a") };
     pgoutput_tuple row = { 2, row_v };
     apply_sql_insert(&st, &r, &row, APPLY_FORM_INSERT);
-    check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"v\") OVERRIDING SYSTEM VALUE VALUES ($1, $2)",
+    tap_check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"v\") OVERRIDING SYSTEM VALUE VALUES ($1, $2)",
               "insert of an identity always column overrides the system value");
     apply_sql_insert(&st, &r, &row, APPLY_FORM_UPSERT);
-    check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"v\") OVERRIDING SYSTEM VALUE VALUES ($1, $2) "
+    tap_check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"v\") OVERRIDING SYSTEM VALUE VALUES ($1, $2) "
               "ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\" RETURNING (xmax = 0) AS inserted",
               "upsert overrides too");
-    check(apply_sql_update(&st, &r, &row, &row, false, err, sizeof err) == 1, "identity key: update builds");
-    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE \"id\" = $2",
+    tap_check(apply_sql_update(&st, &r, &row, &row, false, err, sizeof err) == 1, "identity key: update builds");
+    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE \"id\" = $2",
               "update of a row with an identity key: the key only in WHERE");
     pgoutput_value old_v[] = { text("7"), text("a") };
     pgoutput_tuple old = { 2, old_v };
     apply_sql_update(&st, &r, &old, &row, true, err, sizeof err);
-    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE \"id\" = $2",
+    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE \"id\" = $2",
               "an old tuple with the same identity key (REPLICA IDENTITY FULL): not set");
     pgoutput_value moved_v[] = { text("8"), text("a") };
     pgoutput_tuple moved = { 2, moved_v };
     apply_sql_update(&st, &r, &old, &moved, true, err, sizeof err);
-    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3",
+    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3",
               "a changed identity key stays in SET (the server says why it cannot)");
-    check_str(params_text(&st), "8|a|7", "key-changing update parameters");
+    tap_check_str(params_text(&st), "8|a|7", "key-changing update parameters");
     apply_rel_clear(&r);
     apply_target_free(t);
 
@@ -253,21 +240,21 @@ static void test_identity_always(void) {
     rel = describe(cache, 6, 'd', 3, names3, (const int[]) { 1, 0, 0 }, NULL);
     t = target(names3, 3, names3, 3, (const char *[]) { "id" }, 1, false);
     t->columns[1].identity_always = true;
-    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "identity non-key: resolves");
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "identity non-key: resolves");
     pgoutput_value row3_v[] = { text("1"), text("10"), text("x") };
     pgoutput_tuple row3 = { 3, row3_v };
     apply_sql_update(&st, &r, &row3, &row3, false, err, sizeof err);
-    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE \"id\" = $2 AND \"hid\" = $3",
+    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE \"id\" = $2 AND \"hid\" = $3",
               "an identity column left out of SET is compared with its new value");
-    check_str(params_text(&st), "x|1|10", "guarded update parameters");
+    tap_check_str(params_text(&st), "x|1|10", "guarded update parameters");
     apply_sql_insert(&st, &r, &row3, APPLY_FORM_UPSERT);
-    check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"hid\", \"v\") OVERRIDING SYSTEM VALUE VALUES "
+    tap_check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"hid\", \"v\") OVERRIDING SYSTEM VALUE VALUES "
               "($1, $2, $3) ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\" RETURNING (xmax = 0) AS inserted",
               "upsert leaves the identity column out of DO UPDATE SET");
     pgoutput_value only_v[] = { text("1"), text("11"), TOAST };
     pgoutput_tuple only = { 3, only_v };
-    check(apply_sql_update(&st, &r, &only, &only, false, err, sizeof err) == 1, "nothing else to set: still built");
-    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = \"id\" WHERE \"id\" = $1 AND \"hid\" = $2",
+    tap_check(apply_sql_update(&st, &r, &only, &only, false, err, sizeof err) == 1, "nothing else to set: still built");
+    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = \"id\" WHERE \"id\" = $1 AND \"hid\" = $2",
               "a no-op SET keeps the guard");
     apply_rel_clear(&r);
     apply_target_free(t);
@@ -276,34 +263,34 @@ static void test_identity_always(void) {
     rel = describe(cache, 7, 'f', 2, (const char *[]) { "hid", "v" }, (const int[]) { 1, 1 }, NULL);
     t = target((const char *[]) { "hid", "v" }, 2, (const char *[]) { "hid", "v" }, 2, NULL, 0, false);
     t->columns[0].identity_always = true;
-    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0 && !r.by_key, "identity, no key: by every column");
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0 && !r.by_key, "identity, no key: by every column");
     pgoutput_value kold_v[] = { text("3"), text("p") };
     pgoutput_tuple kold = { 2, kold_v };
     pgoutput_value knew_v[] = { text("3"), text("q") };
     pgoutput_tuple knew = { 2, knew_v };
     apply_sql_update(&st, &r, &kold, &knew, true, err, sizeof err);
-    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM ONLY "
+    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM ONLY "
               "\"shop\".\"t\" WHERE \"hid\" = $2 AND \"v\" = $3 LIMIT 1)",
               "an unchanged identity column: compared once, with the old values");
     pgoutput_value kmoved_v[] = { text("4"), text("q") };
     pgoutput_tuple kmoved = { 2, kmoved_v };
     apply_sql_update(&st, &r, &kold, &kmoved, true, err, sizeof err);
-    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM ONLY "
+    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM ONLY "
               "\"shop\".\"t\" WHERE \"hid\" = $2 AND \"v\" = $3 AND \"hid\" = $4 LIMIT 1)",
               "a changed identity value guards the row inside the locator (no row: a conflict)");
-    check_str(params_text(&st), "q|3|p|4", "locator guard parameters");
+    tap_check_str(params_text(&st), "q|3|p|4", "locator guard parameters");
     apply_rel_clear(&r);
     apply_target_free(t);
 
     /* The same shape without identity columns keeps the plain statements. */
     rel = describe(cache, 8, 'd', 2, names, (const int[]) { 1, 0 }, NULL);
     t = target(names, 2, names, 2, (const char *[]) { "id" }, 1, false);
-    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "plain table: resolves");
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "plain table: resolves");
     apply_sql_insert(&st, &r, &row, APPLY_FORM_INSERT);
-    check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"v\") VALUES ($1, $2)",
+    tap_check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"v\") VALUES ($1, $2)",
               "no OVERRIDING clause without an identity always column");
     apply_sql_update(&st, &r, &old, &moved, true, err, sizeof err);
-    check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3",
+    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3",
               "no guard without an identity always column");
     apply_rel_clear(&r);
     apply_target_free(t);
@@ -319,25 +306,25 @@ static void test_resolution_errors(void) {
     const int keys[] = { 1, 0, 0 };
     const relcache_relation *rel = describe(cache, 3, 'd', 3, names, keys, NULL);
     apply_target *t = target(names, 2, names, 2, (const char *[]) { "id" }, 1, false);
-    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) < 0 && strstr(err, "now has a column \"extra\"") &&
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) < 0 && strstr(err, "now has a column \"extra\"") &&
           strstr(err, "run the task again"), "a column the plan did not know stops with how to continue");
 
     t->known = realloc(t->known, 3 * sizeof *t->known);
     t->known[2] = strdup("extra");
     t->nknown = 3;
-    check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "a column excluded by the playbook is ignored");
-    check(r.slot[2] == -1, "and never applied");
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "a column excluded by the playbook is ignored");
+    tap_check(r.slot[2] == -1, "and never applied");
     before = r;
 
     const relcache_relation *rel2 = describe(cache, 3, 'd', 2, (const char *[]) { "id", "extra" }, keys, NULL);
-    check(apply_rel_resolve(&r, rel2, t, &before, err, sizeof err) < 0 && strstr(err, "\"v\"") &&
+    tap_check(apply_rel_resolve(&r, rel2, t, &before, err, sizeof err) < 0 && strstr(err, "\"v\"") &&
           strstr(err, "dropped"), "a selected column that disappears mid-stream stops");
     apply_rel_clear(&before);
 
     const relcache_relation *rel3 = describe(cache, 4, 'd', 2, (const char *[]) { "id", "v" },
                                              (const int[]) { 1, 0 }, NULL);
     apply_target *t2 = target((const char *[]) { "v" }, 1, (const char *[]) { "id", "v" }, 2, NULL, 0, false);
-    check(apply_rel_resolve(&r, rel3, t2, NULL, err, sizeof err) < 0 && strstr(err, "replica identity"),
+    tap_check(apply_rel_resolve(&r, rel3, t2, NULL, err, sizeof err) < 0 && strstr(err, "replica identity"),
           "a key column that is not migrated is an error");
     apply_target_free(t);
     apply_target_free(t2);
@@ -348,9 +335,9 @@ static void test_lsn(void) {
     char buf[32];
     uint64_t v = 0;
     apply_format_lsn(buf, sizeof buf, ((uint64_t) 0x1A << 32) | 0x2B3C4D);
-    check_str(buf, "1A/2B3C4D", "LSN formatting");
-    check(apply_parse_lsn("1A/2B3C4D", &v) == 0 && v == (((uint64_t) 0x1A << 32) | 0x2B3C4D), "LSN parsing");
-    check(apply_parse_lsn("nope", &v) < 0, "a malformed LSN is refused");
+    tap_check_str(buf, "1A/2B3C4D", "LSN formatting");
+    tap_check(apply_parse_lsn("1A/2B3C4D", &v) == 0 && v == (((uint64_t) 0x1A << 32) | 0x2B3C4D), "LSN parsing");
+    tap_check(apply_parse_lsn("nope", &v) < 0, "a malformed LSN is refused");
 }
 
 /* An empty value may arrive without a data pointer (the kill-anywhere suite's '' and empty
@@ -359,7 +346,7 @@ static void test_empty_value(void) {
     apply_buf b = { 0 };
     apply_buf_adds(&b, "x");
     apply_buf_add(&b, NULL, 0);
-    check_str(b.data, "x", "appending an empty value without a pointer");
+    tap_check_str(b.data, "x", "appending an empty value without a pointer");
     apply_buf_free(&b);
 }
 
@@ -370,6 +357,5 @@ int main(void) {
     test_identity_always();
     test_resolution_errors();
     test_lsn();
-    printf("1..%d\n", tests);
-    return failures ? 1 : 0;
+    return tap_done();
 }

@@ -10,53 +10,12 @@
  */
 #include "cdc/pgoutput.h"
 #include "cdc/relcache.h"
+#include "tap.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ------------------------------------------------------------------------------------------
- * TAP
- */
-
-static int tap_count;
-static int tap_failed;
-
-static bool tap_check(bool ok, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-
-static bool tap_check(bool ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%sok %d - ", ok ? "" : "not ", ++tap_count);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (!ok)
-        tap_failed++;
-    return ok;
-}
-
-static void tap_diag(const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 1, 2)))
-#endif
-    ;
-
-static void tap_diag(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("#   ");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-}
 
 static bool expect_u64(uint64_t got, uint64_t want, const char *name)
 {
@@ -1059,8 +1018,5 @@ int main(void)
     test_stream_abort_parallel();
     test_mutations();
     test_relcache();
-    printf("1..%d\n", tap_count);
-    if (tap_failed > 0)
-        printf("# %d of %d failed\n", tap_failed, tap_count);
-    return tap_failed > 0 ? 1 : 0;
+    return tap_done();
 }

@@ -8,18 +8,11 @@
  */
 #include "cdc/pgoutput.h"
 #include "cdc/spool.h"
+#include "tap.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int tests, failures;
-
-static void check(int ok, const char *what) {
-    tests++;
-    if (!ok) failures++;
-    printf("%sok %d - %s\n", ok ? "" : "not ", tests, what);
-}
 
 /* ---------------------------------------------------------------- message builders */
 
@@ -100,51 +93,51 @@ int main(void) {
 
     /* Ordinary messages pass untouched. */
     msg plain = insert(0, "x");
-    check(feed(sp, plain, &out, &outlen) == SPOOL_PASS && outlen == plain.n && memcmp(out, plain.b, outlen) == 0,
+    tap_check(feed(sp, plain, &out, &outlen) == SPOOL_PASS && outlen == plain.n && memcmp(out, plain.b, outlen) == 0,
           "a message outside a stream block passes as it is");
 
     /* Transaction 500: two blocks, with transaction 600's block and an ordinary message between. */
-    check(feed1(sp, stream_start(500, 1)) == SPOOL_TAKEN, "Stream Start is taken");
+    tap_check(feed1(sp, stream_start(500, 1)) == SPOOL_TAKEN, "Stream Start is taken");
     msg rel = relation(500);
-    check(feed(sp, rel, &out, &outlen) == SPOOL_PASS && outlen == rel.n - 4 && out[0] == 'R' &&
+    tap_check(feed(sp, rel, &out, &outlen) == SPOOL_PASS && outlen == rel.n - 4 && out[0] == 'R' &&
           memcmp(out + 1, rel.b + 5, outlen - 1) == 0, "a Relation inside a block passes at once, without its xid");
     pgoutput_message dm; pgoutput_message_init(&dm); char err[256];
-    check(pgoutput_decode(out, outlen, false, &dm, err, sizeof err) == 0 && dm.relation.relid == 16384,
+    tap_check(pgoutput_decode(out, outlen, false, &dm, err, sizeof err) == 0 && dm.relation.relid == 16384,
           "... and decodes as an ordinary Relation");
     pgoutput_message_free(&dm);
-    check(feed1(sp, insert(500, "a1")) == SPOOL_TAKEN, "a change inside a block is spooled");
-    check(feed1(sp, insert(501, "s1")) == SPOOL_TAKEN, "a subtransaction's change is spooled");
-    check(feed1(sp, insert(502, "s2")) == SPOOL_TAKEN, "a nested subtransaction's change is spooled");
-    check(feed1(sp, stream_stop()) == SPOOL_TAKEN, "Stream Stop is taken");
-    check(feed1(sp, stream_start(600, 1)) == SPOOL_TAKEN && feed1(sp, insert(600, "b1")) == SPOOL_TAKEN &&
+    tap_check(feed1(sp, insert(500, "a1")) == SPOOL_TAKEN, "a change inside a block is spooled");
+    tap_check(feed1(sp, insert(501, "s1")) == SPOOL_TAKEN, "a subtransaction's change is spooled");
+    tap_check(feed1(sp, insert(502, "s2")) == SPOOL_TAKEN, "a nested subtransaction's change is spooled");
+    tap_check(feed1(sp, stream_stop()) == SPOOL_TAKEN, "Stream Stop is taken");
+    tap_check(feed1(sp, stream_start(600, 1)) == SPOOL_TAKEN && feed1(sp, insert(600, "b1")) == SPOOL_TAKEN &&
           feed1(sp, stream_stop()) == SPOOL_TAKEN, "another transaction's block interleaves");
-    check(feed1(sp, insert(0, "ordinary")) == SPOOL_PASS, "an ordinary transaction between blocks passes");
-    check(feed1(sp, stream_abort(500, 502)) == SPOOL_TAKEN, "the nested subtransaction aborts");
-    check(feed1(sp, stream_start(500, 0)) == SPOOL_TAKEN && feed1(sp, insert(501, "s1b")) == SPOOL_TAKEN &&
+    tap_check(feed1(sp, insert(0, "ordinary")) == SPOOL_PASS, "an ordinary transaction between blocks passes");
+    tap_check(feed1(sp, stream_abort(500, 502)) == SPOOL_TAKEN, "the nested subtransaction aborts");
+    tap_check(feed1(sp, stream_start(500, 0)) == SPOOL_TAKEN && feed1(sp, insert(501, "s1b")) == SPOOL_TAKEN &&
           feed1(sp, insert(503, "s3")) == SPOOL_TAKEN && feed1(sp, insert(500, "a2")) == SPOOL_TAKEN &&
           feed1(sp, stream_stop()) == SPOOL_TAKEN, "a second block of the first transaction");
-    check(feed1(sp, stream_abort(500, 503)) == SPOOL_TAKEN, "a later subtransaction aborts");
+    tap_check(feed1(sp, stream_abort(500, 503)) == SPOOL_TAKEN, "a later subtransaction aborts");
     spool_counters c;
     spool_get_counters(sp, &c);
-    check(c.open == 2 && c.aborted_subtransactions == 2 && c.spooled_changes == 7, "two open, two subtransactions cut");
-    check(feed1(sp, stream_commit(500, 0x2000, 0x2040)) == SPOOL_REPLAY, "Stream Commit asks for a replay");
-    check(spool_replaying(sp), "replaying");
+    tap_check(c.open == 2 && c.aborted_subtransactions == 2 && c.spooled_changes == 7, "two open, two subtransactions cut");
+    tap_check(feed1(sp, stream_commit(500, 0x2000, 0x2040)) == SPOOL_REPLAY, "Stream Commit asks for a replay");
+    tap_check(spool_replaying(sp), "replaying");
     /* 503's abort cut "s3" and everything after it ("a2" too, as PostgreSQL's worker does:
      * in a real stream a2 cannot follow s3 while 503 is open). */
-    check(replay(sp, 0x2000, 0x2040) && strcmp(replayed, "a1,s1,s1b") == 0,
+    tap_check(replay(sp, 0x2000, 0x2040) && strcmp(replayed, "a1,s1,s1b") == 0,
           "apply gets Begin, the changes that survived in order, Commit");
     printf("#   replayed: %s\n", replayed);
-    check(!spool_replaying(sp), "the replay is over");
+    tap_check(!spool_replaying(sp), "the replay is over");
 
     /* Transaction 600 aborts whole. */
-    check(feed1(sp, stream_abort(600, 600)) == SPOOL_TAKEN, "a whole transaction aborts");
+    tap_check(feed1(sp, stream_abort(600, 600)) == SPOOL_TAKEN, "a whole transaction aborts");
     spool_get_counters(sp, &c);
-    check(c.open == 0 && c.aborted_transactions == 1 && c.bytes == 0, "nothing left on disk");
+    tap_check(c.open == 0 && c.aborted_transactions == 1 && c.bytes == 0, "nothing left on disk");
 
     /* Sent again from its first segment (after a reconnect): the earlier part is dropped. */
     feed1(sp, stream_start(700, 1)); feed1(sp, insert(700, "old")); feed1(sp, stream_stop());
     feed1(sp, stream_start(700, 1)); feed1(sp, insert(700, "new")); feed1(sp, stream_stop());
-    check(feed1(sp, stream_commit(700, 0x3000, 0x3010)) == SPOOL_REPLAY && replay(sp, 0x3000, 0x3010) &&
+    tap_check(feed1(sp, stream_commit(700, 0x3000, 0x3010)) == SPOOL_REPLAY && replay(sp, 0x3000, 0x3010) &&
           strcmp(replayed, "new") == 0, "a transaction sent again from its start replaces what was spooled");
 
     /* A change larger than the write buffer and many small ones around it. */
@@ -160,35 +153,34 @@ int main(void) {
     }
     feed1(sp, stream_start(800, 1));
     for (int i = 0; i < 3000; i++) feed1(sp, insert(800, "small"));
-    check(feed1(sp, big) == SPOOL_TAKEN, "a 600 kB change is spooled");
+    tap_check(feed1(sp, big) == SPOOL_TAKEN, "a 600 kB change is spooled");
     feed1(sp, insert(800, "tail"));
     feed1(sp, stream_stop());
     spool_get_counters(sp, &c);
-    check(c.peak_bytes > bign, "the spool's size is counted");
-    check(feed1(sp, stream_commit(800, 0x4000, 0x4010)) == SPOOL_REPLAY && replay(sp, 0x4000, 0x4010),
+    tap_check(c.peak_bytes > bign, "the spool's size is counted");
+    tap_check(feed1(sp, stream_commit(800, 0x4000, 0x4010)) == SPOOL_REPLAY && replay(sp, 0x4000, 0x4010),
           "the large transaction replays");
     size_t rl = strlen(replayed);
-    check(rl == 3000 * 6 + bign + 5 && strcmp(replayed + rl - 5, ",tail") == 0 &&
+    tap_check(rl == 3000 * 6 + bign + 5 && strcmp(replayed + rl - 5, ",tail") == 0 &&
           replayed[3000 * 6] == 'z' && replayed[3000 * 6 + bign - 1] == 'z', "every change in order, the large one whole");
     free(big.big);
 
     /* A committed transaction that spooled no change is an empty transaction. */
     feed1(sp, stream_start(900, 1)); feed1(sp, relation(900)); feed1(sp, stream_stop());
-    check(feed1(sp, stream_commit(900, 0x5000, 0x5010)) == SPOOL_REPLAY && replay(sp, 0x5000, 0x5010) &&
+    tap_check(feed1(sp, stream_commit(900, 0x5000, 0x5010)) == SPOOL_REPLAY && replay(sp, 0x5000, 0x5010) &&
           replayed[0] == '\0', "a streamed transaction without a change replays as Begin + Commit");
 
     /* Protocol errors are named. */
     feed1(sp, stream_start(1000, 1));
-    check(feed1(sp, stream_start(1001, 1)) == SPOOL_FAILED && strstr(spool_error(sp), "Stream Start inside") != NULL,
+    tap_check(feed1(sp, stream_start(1001, 1)) == SPOOL_FAILED && strstr(spool_error(sp), "Stream Start inside") != NULL,
           "a Stream Start inside a block is an error");
     spool_free(sp);
 
     /* A directory that cannot hold files: the error says where and what to do. */
     sp = spool_create("/nonexistent/spool");
-    check(feed1(sp, stream_start(1, 1)) == SPOOL_FAILED && strstr(spool_error(sp), "/nonexistent/spool") != NULL &&
+    tap_check(feed1(sp, stream_start(1, 1)) == SPOOL_FAILED && strstr(spool_error(sp), "/nonexistent/spool") != NULL &&
           strstr(spool_error(sp), "incremental.spool_dir") != NULL, "an unusable spool directory is named with the fix");
     spool_free(sp);
 
-    printf("1..%d\n", tests);
-    return failures ? 1 : 0;
+    return tap_done();
 }
