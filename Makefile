@@ -7,6 +7,8 @@
 #   make demo         a real migration between two throwaway local clusters
 #   make fuzz         build the libFuzzer harnesses (clang)
 #   make test-faults  the fault-injection suites only; SEEDS=N kill-anywhere seeds (FAULTS=kill_anywhere: that suite alone)
+#   make lint-c       clang-format check of engine/ and tests/ C files (.clang-format); run by `make test`
+#   make format-c     format them in place
 
 BUILD   ?= build
 CC      ?= gcc
@@ -35,9 +37,9 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 DEB_PACKAGES := gcc make pkg-config python3 liblua5.4-dev lua-lpeg-dev libuv1-dev libpq-dev \
-                libedit-dev postgresql-15 postgresql-15-orafce tmux
+                libedit-dev postgresql-15 postgresql-15-orafce tmux clang-format
 
-.PHONY: all deps test test-asan test-faults demo fuzz fuzz-run clean unit
+.PHONY: all deps test test-asan test-faults demo fuzz fuzz-run clean unit lint-c format-c
 
 all: $(BUILD)/pgtide $(UNIT_BIN)
 
@@ -75,8 +77,19 @@ deps:
 	fi
 
 test: deps
+	$(MAKE) lint-c
 	$(MAKE) all
 	PGTIDE=$(BUILD)/pgtide UNIT_DIR=$(BUILD)/tests bash tests/run.sh
+
+# The C style (.clang-format): `make lint-c` fails on any file clang-format would change;
+# `make format-c` rewrites them.
+C_STYLE_SRC := $(wildcard engine/*/*.c engine/*/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c)
+lint-c:
+	@command -v clang-format >/dev/null || { echo "make lint-c needs clang-format (make deps, or apt-get install -y clang-format)" >&2; exit 1; }
+	@clang-format --dry-run -Werror $(C_STYLE_SRC) && echo "lint-c: $(words $(C_STYLE_SRC)) C files formatted as .clang-format says"
+
+format-c:
+	clang-format -i $(C_STYLE_SRC)
 
 test-asan: deps
 	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 all

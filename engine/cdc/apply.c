@@ -12,13 +12,13 @@
  * Memory stays bounded whatever the size of a source transaction: changes are applied as they
  * arrive (the server spills big transactions itself; we never buffer one), and feeding stops
  * while MAX_INFLIGHT statements wait for results or the socket does not take more.
- */#include "cdc/apply_internal.h"
+ */
+#include "cdc/apply_internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
 
 /* ---------------------------------------------------------------- small helpers */
 
@@ -59,7 +59,7 @@ void apply__watch(apply_state *ap) {
 void apply__flush(apply_state *ap) {
     ap->since_flush = 0;
     int r = PQflush(ap->c->pg);
-    if (r < 0 || PQsocket(ap->c->pg) < 0) {   /* libpq may drop a dead socket while flushing */
+    if (r < 0 || PQsocket(ap->c->pg) < 0) { /* libpq may drop a dead socket while flushing */
         apply__fail(ap, "target", "08006", PQerrorMessage(ap->c->pg), "sending statements to the target");
         return;
     }
@@ -68,8 +68,10 @@ void apply__flush(apply_state *ap) {
 }
 
 static void sent(apply_state *ap, int ok, const char *what) {
-    if (!ok) apply__fail(ap, "target", "08006", PQerrorMessage(ap->c->pg), what);
-    else if (++ap->since_flush >= FLUSH_EVERY) apply__flush(ap);
+    if (!ok)
+        apply__fail(ap, "target", "08006", PQerrorMessage(ap->c->pg), what);
+    else if (++ap->since_flush >= FLUSH_EVERY)
+        apply__flush(ap);
 }
 
 /* ---------------------------------------------------------------- prepared statements */
@@ -130,8 +132,10 @@ static void send_plain(apply_state *ap, int kind, const char *sql) {
 
 static void send_sync(apply_state *ap, int kind) {
     apply__q_push(ap, kind);
-    if (!PQpipelineSync(ap->c->pg)) apply__fail(ap, "target", "08006", PQerrorMessage(ap->c->pg), "sync");
-    else apply__flush(ap);
+    if (!PQpipelineSync(ap->c->pg))
+        apply__fail(ap, "target", "08006", PQerrorMessage(ap->c->pg), "sync");
+    else
+        apply__flush(ap);
 }
 
 /* ---------------------------------------------------------------- groups */
@@ -207,10 +211,16 @@ static apply_feed_result feed_result(apply_state *ap) {
 
 void apply__check_stopped(apply_state *ap) {
     if (!ap->stop_requested || ap->stopped || ap->failed || ap->in_tx) return;
-    if (ap->group == G_OPEN) { group_close(ap); return; }
+    if (ap->group == G_OPEN) {
+        group_close(ap);
+        return;
+    }
     if (ap->group != G_NONE || ap->commits_in_flight) return;
     if (ap->durable_lsn < ap->applied_lsn) {
-        if (!ap->progress_in_flight) { progress_send(ap); send_sync(ap, IF_SYNC); }
+        if (!ap->progress_in_flight) {
+            progress_send(ap);
+            send_sync(ap, IF_SYNC);
+        }
         return;
     }
     if (ap->q_count) return;
@@ -259,8 +269,10 @@ static apply_rel *rel_get(apply_state *ap, uint32_t relid, const relcache_relati
     const relcache_relation *rel = relcache_get(ap->cache, relid);
     *relp = rel;
     if (!rel) {
-        snprintf(ap->errbuf, sizeof ap->errbuf, "a change for relation %u arrived before its "
-                 "Relation message", (unsigned) relid);
+        snprintf(ap->errbuf, sizeof ap->errbuf,
+                 "a change for relation %u arrived before its "
+                 "Relation message",
+                 (unsigned) relid);
         apply__fail(ap, "stream", "08P01", ap->errbuf, NULL);
         return NULL;
     }
@@ -268,7 +280,8 @@ static apply_rel *rel_get(apply_state *ap, uint32_t relid, const relcache_relati
     if (*slot && (*slot)->version == rel->version) return *slot;
     apply_target *t = find_target(ap, rel->schema, rel->name);
     if (!t) {
-        snprintf(ap->errbuf, sizeof ap->errbuf, "the source sent changes of table %s.%s, which is not "
+        snprintf(ap->errbuf, sizeof ap->errbuf,
+                 "the source sent changes of table %s.%s, which is not "
                  "part of this task (the publication holds more tables than the plan: was the playbook's "
                  "selection changed? release the task and start again, or select the table)",
                  rel->schema, rel->name);
@@ -302,7 +315,8 @@ static bool same_value(const pgoutput_value *a, const pgoutput_value *b) {
 static bool key_changed(const apply_rel *r, const pgoutput_tuple *old, const pgoutput_tuple *row) {
     for (int i = 0; i < r->ncols; i++)
         if (r->match[i] && old->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST &&
-            row->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST && !same_value(&old->values[i], &row->values[i]))
+            row->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST &&
+            !same_value(&old->values[i], &row->values[i]))
             return true;
     return false;
 }
@@ -331,11 +345,12 @@ static inflight *queue_dml(apply_state *ap, apply_rel *r, int op, apply_form for
                       apply_stmt_params(&ap->st));
 }
 
-void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int nparams,
-                       const char *const *params, uint32_t rows, uint64_t lsn, uint64_t last_lsn,
-                       uint64_t commit_lsn, const pgoutput_tuple *keyed) {
+void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int nparams, const char *const *params,
+                       uint32_t rows, uint64_t lsn, uint64_t last_lsn, uint64_t commit_lsn,
+                       const pgoutput_tuple *keyed) {
     /* the rows after the first count as applied with the statement, like folded updates */
-    inflight *e = queue_stmt(ap, r, 'I', APPLY_FORM_INSERT, lsn, commit_lsn, keyed, rows - 1, sql, nparams, params);
+    inflight *e =
+        queue_stmt(ap, r, 'I', APPLY_FORM_INSERT, lsn, commit_lsn, keyed, rows - 1, sql, nparams, params);
     e->last_lsn = last_lsn;
     e->rows = rows;
 }
@@ -349,10 +364,10 @@ void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_t
      * row the stream's later TRUNCATE removes anyway: never a failed statement. */
     bool tolerant = commit_lsn && commit_lsn <= r->target->tolerate_lsn;
     if (op == 'I') {
-        apply_form form = overwrite || (tolerant && r->by_key) ? APPLY_FORM_UPSERT
-                        : tolerant ? APPLY_FORM_INSERT_IGNORE
-                        : (ap->opt.conflict == APPLY_CONFLICT_ERROR && !hookish) ? APPLY_FORM_INSERT
-                        : APPLY_FORM_INSERT_IGNORE;
+        apply_form form = overwrite || (tolerant && r->by_key)                     ? APPLY_FORM_UPSERT
+                          : tolerant                                               ? APPLY_FORM_INSERT_IGNORE
+                          : (ap->opt.conflict == APPLY_CONFLICT_ERROR && !hookish) ? APPLY_FORM_INSERT
+                                                                                   : APPLY_FORM_INSERT_IGNORE;
         apply_sql_insert(&ap->st, r, row, form);
         queue_dml(ap, r, op, form, lsn, commit_lsn, row, merged);
         return;
@@ -366,7 +381,7 @@ void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_t
                 return;
             }
             inflight *e = queue_dml(ap, r, 'D', APPLY_FORM_DELETE, lsn, commit_lsn, old, 0);
-            e->op = 0;   /* a missing old row is fine here */
+            e->op = 0; /* a missing old row is fine here */
         }
         if (apply_sql_insert(&ap->st, r, row, APPLY_FORM_UPSERT) > 0) {
             queue_dml(ap, r, 'U', APPLY_FORM_UPSERT, lsn, commit_lsn, row, merged);
@@ -377,11 +392,16 @@ void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_t
                        : apply_sql_delete(&ap->st, r, search, err, sizeof err);
     if (rc < 0) {
         char ctx[256];
-        snprintf(ctx, sizeof ctx, "applying a change of %s.%s", r->target->source_schema, r->target->source_name);
+        snprintf(ctx, sizeof ctx, "applying a change of %s.%s", r->target->source_schema,
+                 r->target->source_name);
         apply__fail(ap, "stream", "0A000", err, ctx);
         return;
     }
-    if (rc == 0) { ap->n.applied_changes += 1 + merged; return; }   /* only unchanged values */
+    /* only unchanged values */
+    if (rc == 0) {
+        ap->n.applied_changes += 1 + merged;
+        return;
+    }
     queue_dml(ap, r, op, op == 'U' ? APPLY_FORM_UPDATE : APPLY_FORM_DELETE, lsn, commit_lsn, search, merged);
 }
 
@@ -392,7 +412,10 @@ static void queue_truncate(apply_state *ap, const pgoutput_truncate *t) {
     for (uint32_t i = 0; i < t->nrels; i++) {
         const relcache_relation *rel;
         apply_rel *r = rel_get(ap, t->relids[i], &rel);
-        if (!r) { apply_buf_free(&sql); return; }
+        if (!r) {
+            apply_buf_free(&sql);
+            return;
+        }
         if (r->target->heartbeat) continue;
         /* The table was truncated after the full load's snapshot: from this TRUNCATE on the
          * target holds what the source holds, and missing rows are conflicts again. */
@@ -423,7 +446,7 @@ static double group_limit(const apply_state *ap) {
 }
 
 static void hold_change(apply_state *ap, uint64_t lsn, const uint8_t *payload, size_t len) {
-    apply__merge_flush_all(ap);   /* the hook may route the change to any table */
+    apply__merge_flush_all(ap); /* the hook may route the change to any table */
     ap->held = malloc(len ? len : 1);
     if (!ap->held) abort();
     memcpy(ap->held, payload, len);
@@ -447,7 +470,10 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
         ap->tx_commit_ts = m->begin.commit_ts;
         ap->n.received_transactions++;
         ap->skip_tx = m->begin.final_lsn < ap->skip_below;
-        if (ap->skip_tx) { ap->n.skipped_transactions++; break; }
+        if (ap->skip_tx) {
+            ap->n.skipped_transactions++;
+            break;
+        }
         if (ap->group == G_NONE) {
             group_open(ap);
             ap->group_first_ts = pgoutput_timestamp_to_unix_usec(m->begin.commit_ts);
@@ -460,7 +486,10 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
             break;
         }
         ap->in_tx = false;
-        if (ap->skip_tx) { ap->skip_tx = false; break; }
+        if (ap->skip_tx) {
+            ap->skip_tx = false;
+            break;
+        }
         ap->group_end_lsn = m->commit.end_lsn;
         ap->group_commit_ts = m->commit.commit_ts;
         ap->group_txs++;
@@ -474,7 +503,8 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
             apply__fail(ap, "stream", "53200", ap->errbuf, NULL);
             break;
         }
-        {   /* Resolve now, so a column change stops the stream at its Relation message. With
+        {
+            /* Resolve now, so a column change stops the stream at its Relation message. With
              * publish_via_partition_root the leaves are described too, though their changes
              * come under the root: a relation outside the map only fails when a change needs it. */
             const relcache_relation *rel = relcache_get(ap->cache, m->relation.relid);
@@ -486,8 +516,7 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
             apply__fail(ap, "stream", "53200", ap->errbuf, NULL);
         break;
     case PGOUTPUT_ORIGIN:
-    case PGOUTPUT_LOGICAL_MESSAGE:
-        break;
+    case PGOUTPUT_LOGICAL_MESSAGE: break;
     case PGOUTPUT_INSERT:
     case PGOUTPUT_UPDATE:
     case PGOUTPUT_DELETE: {
@@ -496,19 +525,31 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
             break;
         }
         if (ap->skip_tx) break;
-        uint32_t relid = m->type == PGOUTPUT_INSERT ? m->insert.relid
-                       : m->type == PGOUTPUT_UPDATE ? m->update.relid : m->delete.relid;
+        uint32_t relid = m->type == PGOUTPUT_INSERT   ? m->insert.relid
+                         : m->type == PGOUTPUT_UPDATE ? m->update.relid
+                                                      : m->delete.relid;
         const relcache_relation *rel;
         apply_rel *r = rel_get(ap, relid, &rel);
         if (!r) break;
-        if (r->target->heartbeat) { ap->n.heartbeats++; break; }
-        if (r->target->hooked) { hold_change(ap, lsn, payload, len); break; }
+        if (r->target->heartbeat) {
+            ap->n.heartbeats++;
+            break;
+        }
+        if (r->target->hooked) {
+            hold_change(ap, lsn, payload, len);
+            break;
+        }
         const pgoutput_tuple *old = NULL, *row = NULL;
-        if (m->type == PGOUTPUT_INSERT) row = &m->insert.new_tuple;
-        else if (m->type == PGOUTPUT_UPDATE) { old = &m->update.old_tuple; row = &m->update.new_tuple; }
-        else old = &m->delete.old_tuple;
+        if (m->type == PGOUTPUT_INSERT)
+            row = &m->insert.new_tuple;
+        else if (m->type == PGOUTPUT_UPDATE) {
+            old = &m->update.old_tuple;
+            row = &m->update.new_tuple;
+        } else
+            old = &m->delete.old_tuple;
         if ((row && relcache_check_tuple(rel, row, "new tuple", ap->errbuf, sizeof ap->errbuf) != 0) ||
-            (old && old->ncols && relcache_check_tuple(rel, old, "old tuple", ap->errbuf, sizeof ap->errbuf) != 0)) {
+            (old && old->ncols &&
+             relcache_check_tuple(rel, old, "old tuple", ap->errbuf, sizeof ap->errbuf) != 0)) {
             apply__fail(ap, "stream", "08P01", ap->errbuf, NULL);
             break;
         }
@@ -518,7 +559,7 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
             (!old->ncols || !key_changed(r, old, row)) && apply__merge_update(ap, r, row, lsn))
             break;
         if (m->type == PGOUTPUT_INSERT && apply__batch_insert(ap, r, row, lsn)) break;
-        if (r->merge) apply__merge_flush_rel(ap, r);   /* what the table holds goes first */
+        if (r->merge) apply__merge_flush_rel(ap, r); /* what the table holds goes first */
         apply__queue_change(ap, r, m->type, old, row ? row : old, lsn, ap->tx_final_lsn, 0);
         break;
     }
@@ -527,8 +568,10 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
         queue_truncate(ap, &m->truncate);
         break;
     default:
-        snprintf(ap->errbuf, sizeof ap->errbuf, "unexpected %s message: pgtide does not ask for "
-                 "streamed or two-phase transactions", pgoutput_message_type_name(m->type));
+        snprintf(ap->errbuf, sizeof ap->errbuf,
+                 "unexpected %s message: pgtide does not ask for "
+                 "streamed or two-phase transactions",
+                 pgoutput_message_type_name(m->type));
         apply__fail(ap, "stream", "08P01", ap->errbuf, NULL);
         break;
     }
@@ -550,13 +593,14 @@ apply_event apply_pending_event(const apply_state *ap) {
     return APPLY_EVENT_NONE;
 }
 
-int apply_held_decode(apply_state *ap, pgoutput_message **msg, const relcache_relation **rel,
-                      apply_rel **r, uint64_t *lsn, uint64_t *commit_lsn, int64_t *commit_ts) {
+int apply_held_decode(apply_state *ap, pgoutput_message **msg, const relcache_relation **rel, apply_rel **r,
+                      uint64_t *lsn, uint64_t *commit_lsn, int64_t *commit_ts) {
     if (!ap->held) return -1;
     if (pgoutput_decode(ap->held, ap->held_len, false, &ap->msg, ap->errbuf, sizeof ap->errbuf) != 0)
         return -1;
-    uint32_t relid = ap->msg.type == PGOUTPUT_INSERT ? ap->msg.insert.relid
-                   : ap->msg.type == PGOUTPUT_UPDATE ? ap->msg.update.relid : ap->msg.delete.relid;
+    uint32_t relid = ap->msg.type == PGOUTPUT_INSERT   ? ap->msg.insert.relid
+                     : ap->msg.type == PGOUTPUT_UPDATE ? ap->msg.update.relid
+                                                       : ap->msg.delete.relid;
     *r = rel_get(ap, relid, rel);
     if (!*r) return -1;
     *msg = &ap->msg;
@@ -592,9 +636,13 @@ int apply_held_apply(apply_state *ap, const pgoutput_tuple *old_tuple, const pgo
         return -1;
     }
     const pgoutput_tuple *old = NULL, *row = NULL;
-    if (m->type == PGOUTPUT_INSERT) row = &m->insert.new_tuple;
-    else if (m->type == PGOUTPUT_UPDATE) { old = &m->update.old_tuple; row = &m->update.new_tuple; }
-    else old = &m->delete.old_tuple;
+    if (m->type == PGOUTPUT_INSERT)
+        row = &m->insert.new_tuple;
+    else if (m->type == PGOUTPUT_UPDATE) {
+        old = &m->update.old_tuple;
+        row = &m->update.new_tuple;
+    } else
+        old = &m->delete.old_tuple;
     if (old_tuple) old = old_tuple;
     if (new_tuple) row = new_tuple;
     apply_rel routed;
@@ -646,11 +694,13 @@ int apply_start(apply_state *ap) {
     /* The statement that records each group's origin position and makes sure the group's
      * transaction has an xid (without one, COMMIT writes no record and the origin would not
      * move for a group that only carried heartbeats). */
-    const char *xid = ap->opt.server_version >= 130000 ? "pg_catalog.pg_current_xact_id()"
-                                                       : "pg_catalog.txid_current()";
+    const char *xid =
+        ap->opt.server_version >= 130000 ? "pg_catalog.pg_current_xact_id()" : "pg_catalog.txid_current()";
     char sql[256];
-    snprintf(sql, sizeof sql, "SELECT pg_catalog.pg_replication_origin_xact_setup($1::pg_lsn, "
-             "pg_catalog.to_timestamp($2::float8 / 1000000)), %s", xid);
+    snprintf(sql, sizeof sql,
+             "SELECT pg_catalog.pg_replication_origin_xact_setup($1::pg_lsn, "
+             "pg_catalog.to_timestamp($2::float8 / 1000000)), %s",
+             xid);
     apply__q_push(ap, IF_PREPARE);
     sent(ap, PQsendPrepare(c->pg, "pgtide_origin_setup", sql, 0, NULL), "preparing the origin statement");
     send_sync(ap, IF_SYNC);
@@ -717,7 +767,11 @@ void apply_free(apply_state *ap) {
     pgoutput_message_free(&ap->msg);
     apply_stmt_free(&ap->st);
     for (size_t i = 0; i < ap->rels_cap; i++)
-        if (ap->rels[i]) { apply__merge_free(ap->rels[i]); apply_rel_clear(ap->rels[i]); free(ap->rels[i]); }
+        if (ap->rels[i]) {
+            apply__merge_free(ap->rels[i]);
+            apply_rel_clear(ap->rels[i]);
+            free(ap->rels[i]);
+        }
     free(ap->dirty);
     free(ap->rels);
     for (size_t i = 0; i < ap->stmt_cap; i++) free(ap->stmt_sql[i]);

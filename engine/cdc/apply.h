@@ -40,14 +40,14 @@ void apply_buf_free(apply_buf *b);
 /* ---------------------------------------------------------------- the relation map */
 
 typedef enum apply_conflict_policy {
-    APPLY_CONFLICT_ERROR,      /* stop with the change, table, key and LSN */
-    APPLY_CONFLICT_SKIP,       /* leave the target as it is, count it */
-    APPLY_CONFLICT_OVERWRITE,  /* make the target row what the source says */
+    APPLY_CONFLICT_ERROR,     /* stop with the change, table, key and LSN */
+    APPLY_CONFLICT_SKIP,      /* leave the target as it is, count it */
+    APPLY_CONFLICT_OVERWRITE, /* make the target row what the source says */
 } apply_conflict_policy;
 
 typedef struct apply_column {
-    char *source;      /* source column name, as the Relation message sends it */
-    char *target_sql;  /* target column name, quoted */
+    char *source;         /* source column name, as the Relation message sends it */
+    char *target_sql;     /* target column name, quoted */
     bool identity_always; /* GENERATED ALWAYS AS IDENTITY on the target: inserts need OVERRIDING
                              SYSTEM VALUE, and UPDATE may only set it to DEFAULT */
 } apply_column;
@@ -59,20 +59,20 @@ typedef struct apply_target {
     char *display;                     /* schema.name of the target, for messages */
     apply_column *columns;             /* the selected columns */
     int ncolumns;
-    char **known;                      /* every source column the plan knew, selected or not */
+    char **known; /* every source column the plan knew, selected or not */
     int nknown;
-    char **key;                        /* source names of a unique key on the target (may be 0) */
+    char **key; /* source names of a unique key on the target (may be 0) */
     int nkey;
-    bool partitioned;                  /* target is partitioned: never ONLY, find rows by tableoid */
-    bool heartbeat;                    /* pgtide's heartbeat table: counted, never applied */
-    bool hooked;                       /* on.change names this table: changes go through Lua */
-    bool mergeable;                    /* updates of one row in one group may be folded (Lua
+    bool partitioned;      /* target is partitioned: never ONLY, find rows by tableoid */
+    bool heartbeat;        /* pgtide's heartbeat table: counted, never applied */
+    bool hooked;           /* on.change names this table: changes go through Lua */
+    bool mergeable;        /* updates of one row in one group may be folded (Lua
                                           checked: one unique index, no replica/always triggers) */
-    bool batchable;                    /* inserts may be sent several rows to a statement (Lua
+    bool batchable;        /* inserts may be sent several rows to a statement (Lua
                                           checked: a plain table, no replica/always triggers,
                                           the stream in replica role) */
-    bool unique_free;                  /* the target has no unique index: no insert conflicts */
-    uint64_t tolerate_lsn;             /* the full load found this table truncated on the source
+    bool unique_free;      /* the target has no unique index: no insert conflicts */
+    uint64_t tolerate_lsn; /* the full load found this table truncated on the source
                                           after its snapshot (copied empty): changes in transactions
                                           committing at or before this LSN may miss their rows, so
                                           their conflicts are counted as tolerated, never fatal,
@@ -89,21 +89,21 @@ typedef struct apply_rel {
     uint64_t version;
     apply_target *target;
     int ncols;
-    int *slot;        /* per relation column: index in target->columns, -1 = not applied */
-    bool *match;      /* per relation column: used to find the row on update/delete */
-    bool *textcmp;    /* per relation column: compare as text (the type has no '=') */
-    bool by_key;      /* the match columns are unique: a plain WHERE; else one row by ctid */
+    int *slot;     /* per relation column: index in target->columns, -1 = not applied */
+    bool *match;   /* per relation column: used to find the row on update/delete */
+    bool *textcmp; /* per relation column: compare as text (the type has no '=') */
+    bool by_key;   /* the match columns are unique: a plain WHERE; else one row by ctid */
     bool has_match;
-    char identity;    /* the source's replica identity letter */
-    struct apply_merge *merge;   /* pending folded updates (apply_merge.c), or NULL */
+    char identity;             /* the source's replica identity letter */
+    struct apply_merge *merge; /* pending folded updates (apply_merge.c), or NULL */
 } apply_rel;
 
 /* ---------------------------------------------------------------- statement building */
 
 typedef enum apply_form {
-    APPLY_FORM_INSERT,         /* INSERT ... VALUES */
-    APPLY_FORM_INSERT_IGNORE,  /* ... ON CONFLICT DO NOTHING: 0 rows = the row existed */
-    APPLY_FORM_UPSERT,         /* ... ON CONFLICT (key) DO UPDATE ... RETURNING (xmax = 0) */
+    APPLY_FORM_INSERT,        /* INSERT ... VALUES */
+    APPLY_FORM_INSERT_IGNORE, /* ... ON CONFLICT DO NOTHING: 0 rows = the row existed */
+    APPLY_FORM_UPSERT,        /* ... ON CONFLICT (key) DO UPDATE ... RETURNING (xmax = 0) */
     APPLY_FORM_UPDATE,
     APPLY_FORM_DELETE,
 } apply_form;
@@ -111,9 +111,9 @@ typedef enum apply_form {
 /* One statement: its text and its text-format parameters (NULL = SQL NULL). */
 typedef struct apply_stmt {
     apply_buf sql;
-    apply_buf values;      /* parameter values, each NUL-terminated */
-    size_t *offsets;       /* offset of each value in `values`, or SIZE_MAX for NULL */
-    const char **params;   /* filled by apply_stmt_params() */
+    apply_buf values;    /* parameter values, each NUL-terminated */
+    size_t *offsets;     /* offset of each value in `values`, or SIZE_MAX for NULL */
+    const char **params; /* filled by apply_stmt_params() */
     int nparams, cap;
 } apply_stmt;
 
@@ -135,15 +135,15 @@ int apply_sql_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *r
  * no value in `search` (message in err). */
 int apply_sql_update(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *search,
                      const pgoutput_tuple *row, bool set_keys, char *err, size_t errlen);
-int apply_sql_delete(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *search,
-                     char *err, size_t errlen);
+int apply_sql_delete(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *search, char *err,
+                     size_t errlen);
 /* "id=42, region='eu'" from the match columns of `search` (shortened to len). */
 void apply_sql_key_text(char *out, size_t len, const apply_rel *r, const pgoutput_tuple *search);
 /* Resolve a relation against its target. Returns 0 or -1 with a message for the operator
  * (a column the task does not know, a key column that is not selected, ...). `previous`
  * is the earlier resolution of the same relid in this stream, or NULL. */
-int apply_rel_resolve(apply_rel *r, const relcache_relation *rel, apply_target *t,
-                      const apply_rel *previous, char *err, size_t errlen);
+int apply_rel_resolve(apply_rel *r, const relcache_relation *rel, apply_target *t, const apply_rel *previous,
+                      char *err, size_t errlen);
 void apply_rel_clear(apply_rel *r);
 
 /* ---------------------------------------------------------------- the apply state */
@@ -151,21 +151,21 @@ void apply_rel_clear(apply_rel *r);
 typedef struct apply_state apply_state;
 
 typedef enum apply_feed_result {
-    APPLY_CONTINUE = 0,   /* give me the next message */
-    APPLY_BLOCKED = 1,    /* processed; stop feeding until apply calls on_unblock */
-    APPLY_FAILED = -1,    /* stop: apply_state_error() says why */
+    APPLY_CONTINUE = 0, /* give me the next message */
+    APPLY_BLOCKED = 1,  /* processed; stop feeding until apply calls on_unblock */
+    APPLY_FAILED = -1,  /* stop: apply_state_error() says why */
 } apply_feed_result;
 
 typedef enum apply_event {
     APPLY_EVENT_NONE,
-    APPLY_EVENT_CHANGE,    /* a change of a hooked table waits for Lua (apply_held_*) */
-    APPLY_EVENT_CONFLICT,  /* a conflict waits for the Lua hook's decision */
+    APPLY_EVENT_CHANGE,   /* a change of a hooked table waits for Lua (apply_held_*) */
+    APPLY_EVENT_CONFLICT, /* a conflict waits for the Lua hook's decision */
 } apply_event;
 
 typedef struct apply_callbacks {
     void *arg;
-    void (*on_unblock)(void *arg);  /* feeding may resume */
-    void (*on_event)(void *arg);    /* something changed for Lua: failure, event, stop done */
+    void (*on_unblock)(void *arg); /* feeding may resume */
+    void (*on_event)(void *arg);   /* something changed for Lua: failure, event, stop done */
 } apply_callbacks;
 
 typedef struct apply_options {
@@ -173,16 +173,16 @@ typedef struct apply_options {
     int ntargets;
     apply_conflict_policy conflict;
     bool conflict_hook;
-    int group_changes;        /* close a group after this many changes (at a tx boundary) */
-    double group_seconds;     /* ... or after this long */
+    int group_changes;         /* close a group after this many changes (at a tx boundary) */
+    double group_seconds;      /* ... or after this long */
     double group_live_seconds; /* ... or after this long while caught up (0 = group_seconds) */
-    uint64_t start_lsn;       /* origin progress: transactions ending at or before it are skipped */
-    int server_version;       /* the target's: the xid function's name */
+    uint64_t start_lsn;        /* origin progress: transactions ending at or before it are skipped */
+    int server_version;        /* the target's: the xid function's name */
 } apply_options;
 
 typedef struct apply_conflict {
-    const char *kind;       /* "insert_exists", "update_missing", "delete_missing" */
-    const char *table;      /* target display name */
+    const char *kind;  /* "insert_exists", "update_missing", "delete_missing" */
+    const char *table; /* target display name */
     char source_table[128];
     char key[200];
     uint64_t lsn, commit_lsn;
@@ -192,22 +192,22 @@ typedef struct apply_conflict {
 typedef struct apply_counters {
     uint64_t received_transactions, applied_transactions, skipped_transactions;
     uint64_t applied_changes, queued_changes, hooked_changes, dropped_changes, merged_changes;
-    uint64_t batched_inserts;   /* rows sent in INSERTs of several rows */
+    uint64_t batched_inserts; /* rows sent in INSERTs of several rows */
     uint64_t groups, truncates, heartbeats;
     uint64_t insert_exists, update_missing, delete_missing;
     uint64_t conflicts_skipped, conflicts_overwritten;
-    uint64_t conflicts_tolerated;   /* rows missing before a table's tolerate_lsn (not counted above) */
+    uint64_t conflicts_tolerated; /* rows missing before a table's tolerate_lsn (not counted above) */
     uint64_t prepared_statements;
 } apply_counters;
 
 typedef struct apply_positions {
-    uint64_t queued_lsn;      /* end of the last source transaction queued */
-    uint64_t applied_lsn;     /* end of the last committed group */
-    uint64_t durable_lsn;     /* origin progress read back with flush = true */
-    int64_t applied_commit_ts;     /* unix microseconds, of the last committed transaction */
-    int64_t pending_commit_ts;     /* unix µs of the oldest received, uncommitted tx; 0 if none */
+    uint64_t queued_lsn;       /* end of the last source transaction queued */
+    uint64_t applied_lsn;      /* end of the last committed group */
+    uint64_t durable_lsn;      /* origin progress read back with flush = true */
+    int64_t applied_commit_ts; /* unix microseconds, of the last committed transaction */
+    int64_t pending_commit_ts; /* unix µs of the oldest received, uncommitted tx; 0 if none */
     bool in_transaction;
-    bool idle;                /* nothing received is waiting: everything queued has committed */
+    bool idle; /* nothing received is waiting: everything queued has committed */
 } apply_positions;
 
 apply_state *apply_create(tide_conn *target, const apply_options *opts, const apply_callbacks *cb);
@@ -225,7 +225,7 @@ void apply_tick(apply_state *ap, uint64_t keepalive_lsn);
 void apply_set_paused(apply_state *ap, bool paused);
 /* Finish: close the group at the next boundary, commit, read durable progress. */
 void apply_request_stop(apply_state *ap);
-bool apply_stopped(const apply_state *ap);   /* stop requested and everything durable */
+bool apply_stopped(const apply_state *ap); /* stop requested and everything durable */
 /* Give the connection back: leave pipeline mode when possible, stop watching. */
 void apply_release(apply_state *ap);
 void apply_free(apply_state *ap);
@@ -240,8 +240,8 @@ bool apply_blocked(const apply_state *ap);
 typedef struct apply_error {
     char sqlstate[6];
     char *message, *detail, *hint;
-    char *context;          /* what was being applied: "update of public.t (id=3) at 0/1A2B" */
-    const char *side;       /* "target" or "stream" */
+    char *context;    /* what was being applied: "update of public.t (id=3) at 0/1A2B" */
+    const char *side; /* "target" or "stream" */
     apply_conflict conflict;
     bool is_conflict;
 } apply_error;
@@ -250,12 +250,12 @@ const apply_error *apply_state_error(const apply_state *ap);
 /* Lua events. */
 apply_event apply_pending_event(const apply_state *ap);
 /* The held change of a hooked table, decoded again: message, relation and its resolution. */
-int apply_held_decode(apply_state *ap, pgoutput_message **msg, const relcache_relation **rel,
-                      apply_rel **r, uint64_t *lsn, uint64_t *commit_lsn, int64_t *commit_ts);
+int apply_held_decode(apply_state *ap, pgoutput_message **msg, const relcache_relation **rel, apply_rel **r,
+                      uint64_t *lsn, uint64_t *commit_lsn, int64_t *commit_ts);
 /* Apply the held change with these tuples instead of the decoded ones (NULL = as decoded);
  * `target` (may be NULL) routes it to another table. Then feeding resumes. */
-int apply_held_apply(apply_state *ap, const pgoutput_tuple *old_tuple,
-                     const pgoutput_tuple *new_tuple, apply_target *target);
+int apply_held_apply(apply_state *ap, const pgoutput_tuple *old_tuple, const pgoutput_tuple *new_tuple,
+                     apply_target *target);
 void apply_held_drop(apply_state *ap);
 /* The map entry whose target is `display` ("schema.name"), for routing; NULL if none. */
 apply_target *apply_find_target(apply_state *ap, const char *display);

@@ -12,20 +12,29 @@
 #define MAX_INFLIGHT 8192
 #define RESUME_INFLIGHT 2048
 #define FLUSH_EVERY 64
-#define PROGRESS_EVERY 0.2      /* seconds between durable-progress reads while busy */
+#define PROGRESS_EVERY 0.2 /* seconds between durable-progress reads while busy */
 
-enum inflight_kind { IF_BEGIN, IF_PREPARE, IF_DML, IF_TRUNCATE, IF_CHECK_SYNC, IF_SETUP,
-                     IF_COMMIT, IF_PROGRESS, IF_SYNC };
+enum inflight_kind {
+    IF_BEGIN,
+    IF_PREPARE,
+    IF_DML,
+    IF_TRUNCATE,
+    IF_CHECK_SYNC,
+    IF_SETUP,
+    IF_COMMIT,
+    IF_PROGRESS,
+    IF_SYNC
+};
 
 typedef struct inflight {
     uint8_t kind, op, form;
     bool got_result;
-    uint32_t changes, txs;      /* IF_COMMIT: what the group holds */
+    uint32_t changes, txs; /* IF_COMMIT: what the group holds */
     apply_target *target;
-    uint64_t lsn, commit_lsn;   /* IF_DML: the change; IF_COMMIT: end_lsn in lsn */
-    uint64_t last_lsn;          /* IF_DML of several inserts: the last one's LSN */
-    uint32_t rows;              /* IF_DML: rows the statement inserts together (0 or 1: one) */
-    bool tolerant;              /* IF_DML: queued before its table's tolerate_lsn was passed */
+    uint64_t lsn, commit_lsn; /* IF_DML: the change; IF_COMMIT: end_lsn in lsn */
+    uint64_t last_lsn;        /* IF_DML of several inserts: the last one's LSN */
+    uint32_t rows;            /* IF_DML: rows the statement inserts together (0 or 1: one) */
+    bool tolerant;            /* IF_DML: queued before its table's tolerate_lsn was passed */
     int64_t commit_ts;
     char key[112];
 } inflight;
@@ -58,7 +67,7 @@ struct apply_state {
     int64_t group_commit_ts;
     uint32_t group_changes, group_txs;
     double group_started;
-    int64_t group_first_ts;     /* unix µs: commit time of the group's first transaction */
+    int64_t group_first_ts; /* unix µs: commit time of the group's first transaction */
     /* the source transaction being received */
     bool in_tx, skip_tx;
     uint64_t tx_final_lsn;
@@ -76,9 +85,9 @@ struct apply_state {
     uint8_t *held;
     size_t held_len;
     uint64_t held_lsn;
-    apply_conflict *conflicts;   /* waiting for the hook, in order */
+    apply_conflict *conflicts; /* waiting for the hook, in order */
     int nconflicts, cap_conflicts;
-    apply_rel **dirty;           /* relations holding folded updates (apply_merge.c) */
+    apply_rel **dirty; /* relations holding folded updates (apply_merge.c) */
     int ndirty, cap_dirty;
     size_t merge_bytes;
     apply_conflict recent[APPLY_RECENT];
@@ -102,9 +111,9 @@ void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_t
                          const pgoutput_tuple *row, uint64_t lsn, uint64_t commit_lsn, uint32_t merged);
 
 /* Queue one INSERT of `rows` rows (sql with nparams parameters); `keyed` is the first row. */
-void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int nparams,
-                       const char *const *params, uint32_t rows, uint64_t lsn, uint64_t last_lsn,
-                       uint64_t commit_lsn, const pgoutput_tuple *keyed);
+void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int nparams, const char *const *params,
+                       uint32_t rows, uint64_t lsn, uint64_t last_lsn, uint64_t commit_lsn,
+                       const pgoutput_tuple *keyed);
 
 /* apply_result.c */
 void apply__fail(apply_state *ap, const char *side, const char *sqlstate, const char *message,
@@ -121,7 +130,7 @@ bool apply__batch_insert(apply_state *ap, apply_rel *r, const pgoutput_tuple *ro
 /* Send what `r` holds: its inserts, then its folded updates. */
 void apply__merge_flush_rel(apply_state *ap, apply_rel *r);
 void apply__merge_flush_all(apply_state *ap);
-void apply__merge_forget(apply_state *ap, apply_rel *r);   /* send what it holds, then free */
-void apply__merge_free(apply_rel *r);                        /* free without sending */
+void apply__merge_forget(apply_state *ap, apply_rel *r); /* send what it holds, then free */
+void apply__merge_free(apply_rel *r);                    /* free without sending */
 
 #endif

@@ -31,20 +31,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MERGE_WINDOW 1024                 /* pending rows per table */
-#define MERGE_SLOTS (2 * MERGE_WINDOW)     /* hash slots per table (a power of two) */
+#define MERGE_WINDOW 1024              /* pending rows per table */
+#define MERGE_SLOTS (2 * MERGE_WINDOW) /* hash slots per table (a power of two) */
 #define MERGE_MAX_BYTES (8u * 1024 * 1024)
-#define BATCH_ROWS 64                      /* inserts per statement, at most */
-#define BATCH_MAX_BYTES (1u << 20)         /* values per insert batch, at most */
-#define MAX_PARAMS 65535                   /* the protocol's limit per statement */
+#define BATCH_ROWS 64              /* inserts per statement, at most */
+#define BATCH_MAX_BYTES (1u << 20) /* values per insert batch, at most */
+#define MAX_PARAMS 65535           /* the protocol's limit per statement */
 
 typedef struct merge_entry {
-    uint8_t *block;           /* key bytes, then the value bytes */
+    uint8_t *block; /* key bytes, then the value bytes */
     uint32_t keylen;
-    uint32_t hash;            /* of the key bytes */
-    pgoutput_value *values;   /* one per relation column, data inside block */
+    uint32_t hash;          /* of the key bytes */
+    pgoutput_value *values; /* one per relation column, data inside block */
     uint64_t lsn, commit_lsn;
-    uint32_t merged;          /* updates folded in after the first */
+    uint32_t merged; /* updates folded in after the first */
     size_t bytes;
 } merge_entry;
 
@@ -52,8 +52,8 @@ typedef struct merge_entry {
  * row after the other; every row sends the same columns. */
 typedef struct insert_batch {
     apply_stmt vals;
-    bool *present;               /* per relation column: sent by these rows */
-    int ncols, width;            /* relation columns; columns sent per row */
+    bool *present;    /* per relation column: sent by these rows */
+    int ncols, width; /* relation columns; columns sent per row */
     int rows, max_rows;
     uint64_t lsn[BATCH_ROWS], commit_lsn[BATCH_ROWS];
 } insert_batch;
@@ -64,8 +64,8 @@ typedef struct insert_batch {
 struct apply_merge {
     merge_entry entries[MERGE_WINDOW];
     int count;
-    int16_t slot[MERGE_SLOTS];   /* entry index + 1; 0 = empty */
-    bool listed;                 /* in ap->dirty */
+    int16_t slot[MERGE_SLOTS]; /* entry index + 1; 0 = empty */
+    bool listed;               /* in ap->dirty */
     insert_batch ins;
 };
 
@@ -99,7 +99,8 @@ static void entry_fill(merge_entry *e, int ncols, const uint8_t *key, size_t key
                        const pgoutput_value *newer, const pgoutput_value *older) {
     size_t bytes = keylen;
     for (int i = 0; i < ncols; i++) {
-        const pgoutput_value *v = (newer[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST && older) ? &older[i] : &newer[i];
+        const pgoutput_value *v =
+            (newer[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST && older) ? &older[i] : &newer[i];
         bytes += v->len;
     }
     uint8_t *block = malloc(bytes + 1);
@@ -108,7 +109,8 @@ static void entry_fill(merge_entry *e, int ncols, const uint8_t *key, size_t key
     memcpy(block, key, keylen);
     size_t at = keylen;
     for (int i = 0; i < ncols; i++) {
-        const pgoutput_value *v = (newer[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST && older) ? &older[i] : &newer[i];
+        const pgoutput_value *v =
+            (newer[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST && older) ? &older[i] : &newer[i];
         values[i] = *v;
         if (v->len) {
             memcpy(block + at, v->data, v->len);
@@ -142,9 +144,15 @@ static void batch_row(const insert_batch *b, int k, pgoutput_value *out) {
     int p = k * b->width;
     for (int i = 0; i < b->ncols; i++) {
         memset(&out[i], 0, sizeof out[i]);
-        if (!b->present[i]) { out[i].kind = PGOUTPUT_VALUE_UNCHANGED_TOAST; continue; }
+        if (!b->present[i]) {
+            out[i].kind = PGOUTPUT_VALUE_UNCHANGED_TOAST;
+            continue;
+        }
         size_t at = b->vals.offsets[p++];
-        if (at == SIZE_MAX) { out[i].kind = PGOUTPUT_VALUE_NULL; continue; }
+        if (at == SIZE_MAX) {
+            out[i].kind = PGOUTPUT_VALUE_NULL;
+            continue;
+        }
         out[i].kind = PGOUTPUT_VALUE_TEXT;
         out[i].data = (const uint8_t *) b->vals.values.data + at;
         out[i].len = (uint32_t) strlen(b->vals.values.data + at);
@@ -234,9 +242,9 @@ bool apply__batch_insert(apply_state *ap, apply_rel *r, const pgoutput_tuple *ro
         width += sent;
         if (same && b->present[i] != sent) same = false;
     }
-    if (width == 0) return false;   /* DEFAULT VALUES: one at a time */
+    if (width == 0) return false; /* DEFAULT VALUES: one at a time */
     b = &pending_of(ap, r)->ins;
-    if (b->rows && !same) inserts_send(ap, r);   /* a row sending other columns starts a new batch */
+    if (b->rows && !same) inserts_send(ap, r); /* a row sending other columns starts a new batch */
     if (b->rows == 0) {
         if (b->ncols != r->ncols) {
             free(b->present);
@@ -256,8 +264,10 @@ bool apply__batch_insert(apply_state *ap, apply_rel *r, const pgoutput_tuple *ro
     b->commit_lsn[b->rows] = ap->tx_final_lsn;
     b->rows++;
     ap->merge_bytes += b->vals.values.len - before;
-    if (b->rows == b->max_rows || b->vals.values.len > BATCH_MAX_BYTES) inserts_send(ap, r);
-    else if (ap->merge_bytes > MERGE_MAX_BYTES) apply__merge_flush_all(ap);
+    if (b->rows == b->max_rows || b->vals.values.len > BATCH_MAX_BYTES)
+        inserts_send(ap, r);
+    else if (ap->merge_bytes > MERGE_MAX_BYTES)
+        apply__merge_flush_all(ap);
     return true;
 }
 

@@ -43,17 +43,20 @@ static void describe_change(char *out, size_t len, const inflight *e) {
     if (e->rows > 1) {
         char last[32];
         apply_format_lsn(last, sizeof last, e->last_lsn);
-        snprintf(out, len, "applying one of %u inserts sent together into %s (source %s.%s, the first "
+        snprintf(out, len,
+                 "applying one of %u inserts sent together into %s (source %s.%s, the first "
                  "with key %s) at LSN %s to %s (source transactions committing up to %s); the detail names "
-                 "the row, incremental.batch_inserts = false applies them one by one", (unsigned) e->rows,
-                 e->target ? e->target->display : "?", e->target ? e->target->source_schema : "?",
-                 e->target ? e->target->source_name : "?", e->key[0] ? e->key : "-", lsn, last, commit);
+                 "the row, incremental.batch_inserts = false applies them one by one",
+                 (unsigned) e->rows, e->target ? e->target->display : "?",
+                 e->target ? e->target->source_schema : "?", e->target ? e->target->source_name : "?",
+                 e->key[0] ? e->key : "-", lsn, last, commit);
         return;
     }
-    snprintf(out, len, "applying the %s into %s (source %s.%s, key %s) at LSN %s (source transaction "
-             "committing at %s)", op, e->target ? e->target->display : "?",
-             e->target ? e->target->source_schema : "?", e->target ? e->target->source_name : "?",
-             e->key[0] ? e->key : "-", lsn, commit);
+    snprintf(out, len,
+             "applying the %s into %s (source %s.%s, key %s) at LSN %s (source transaction "
+             "committing at %s)",
+             op, e->target ? e->target->display : "?", e->target ? e->target->source_schema : "?",
+             e->target ? e->target->source_name : "?", e->key[0] ? e->key : "-", lsn, commit);
 }
 
 /* ---------------------------------------------------------------- conflicts */
@@ -76,9 +79,12 @@ static void conflict_fill(apply_conflict *c, const inflight *e) {
 }
 
 static void conflict_count(apply_state *ap, int op) {
-    if (op == 'I') ap->n.insert_exists++;
-    else if (op == 'U') ap->n.update_missing++;
-    else ap->n.delete_missing++;
+    if (op == 'I')
+        ap->n.insert_exists++;
+    else if (op == 'U')
+        ap->n.update_missing++;
+    else
+        ap->n.delete_missing++;
 }
 
 static void conflict_remember(apply_state *ap, const apply_conflict *c) {
@@ -130,8 +136,7 @@ static void conflict_seen(apply_state *ap, const inflight *e, bool overwritten) 
         describe_change(ctx, sizeof ctx, e);
         char msg[512];
         snprintf(msg, sizeof msg, "conflict (%s): %s", conflict_kind(e->op),
-                 e->op == 'I' ? "the row already exists on the target"
-                              : "the row is not on the target");
+                 e->op == 'I' ? "the row already exists on the target" : "the row is not on the target");
         apply__fail(ap, "target", e->op == 'I' ? "23505" : "02000", msg, ctx);
         ap->err.is_conflict = true;
         conflict_fill(&ap->err.conflict, e);
@@ -141,7 +146,7 @@ static void conflict_seen(apply_state *ap, const inflight *e, bool overwritten) 
                                   "row on the target and run the task again");
         return;
     }
-    ap->n.conflicts_skipped++;   /* skip, or overwrite where there is nothing to overwrite */
+    ap->n.conflicts_skipped++; /* skip, or overwrite where there is nothing to overwrite */
     apply_conflict c;
     conflict_fill(&c, e);
     conflict_remember(ap, &c);
@@ -179,9 +184,13 @@ void apply_conflict_decide(apply_state *ap, bool skip) {
 
 static void handle_dml_result(apply_state *ap, inflight *e, PGresult *r) {
     ExecStatusType st = PQresultStatus(r);
-    ap->n.applied_changes += e->changes;   /* updates folded into this statement */
+    ap->n.applied_changes += e->changes; /* updates folded into this statement */
     if (e->form == APPLY_FORM_UPSERT && st == PGRES_TUPLES_OK) {
-        if (PQntuples(r) == 0) { conflict_seen(ap, e, true); return; }   /* key-only row existed */
+        /* a key-only row existed */
+        if (PQntuples(r) == 0) {
+            conflict_seen(ap, e, true);
+            return;
+        }
         bool inserted = PQgetvalue(r, 0, 0)[0] == 't';
         if (e->op == 'I' && !inserted) conflict_seen(ap, e, true);
         if (e->op == 'U' && inserted) conflict_seen(ap, e, true);
@@ -198,7 +207,7 @@ static void handle_dml_result(apply_state *ap, inflight *e, PGresult *r) {
 
 static void handle_result(apply_state *ap, inflight *e, PGresult *r) {
     ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_PIPELINE_ABORTED) return;   /* an earlier error already failed us */
+    if (st == PGRES_PIPELINE_ABORTED) return; /* an earlier error already failed us */
     if (st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE || st == PGRES_NONFATAL_ERROR) {
         char ctx[512];
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
@@ -207,11 +216,13 @@ static void handle_result(apply_state *ap, inflight *e, PGresult *r) {
             if (state && strcmp(state, "23505") == 0 && e->op == 'I' &&
                 ap->opt.conflict == APPLY_CONFLICT_ERROR && !ap->opt.conflict_hook) {
                 conflict_seen(ap, e, false);
-                if (!ap->err.detail) ap->err.detail = apply__strdup(PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL));
+                if (!ap->err.detail)
+                    ap->err.detail = apply__strdup(PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL));
                 return;
             }
         } else if (e->kind == IF_PREPARE) {
-            snprintf(ctx, sizeof ctx, "preparing a statement for the target (does the target table "
+            snprintf(ctx, sizeof ctx,
+                     "preparing a statement for the target (does the target table "
                      "still match the source's columns?)");
         } else if (e->kind == IF_TRUNCATE) {
             snprintf(ctx, sizeof ctx, "applying a TRUNCATE");
@@ -226,12 +237,8 @@ static void handle_result(apply_state *ap, inflight *e, PGresult *r) {
         return;
     }
     switch (e->kind) {
-    case IF_DML:
-        handle_dml_result(ap, e, r);
-        break;
-    case IF_TRUNCATE:
-        ap->n.truncates++;
-        break;
+    case IF_DML: handle_dml_result(ap, e, r); break;
+    case IF_TRUNCATE: ap->n.truncates++; break;
     case IF_COMMIT: {
         const char *tag = PQcmdStatus(r);
         if (!tag || strcmp(tag, "COMMIT") != 0) {
@@ -255,8 +262,7 @@ static void handle_result(apply_state *ap, inflight *e, PGresult *r) {
                 ap->durable_lsn = lsn;
         }
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -273,7 +279,7 @@ void apply__process_results(apply_state *ap) {
             }
             break;
         }
-        if (!e) {   /* nothing expected: a protocol surprise */
+        if (!e) { /* nothing expected: a protocol surprise */
             PQclear(r);
             apply__fail(ap, "target", "08P01", "unexpected result from the target", NULL);
             break;
@@ -283,8 +289,10 @@ void apply__process_results(apply_state *ap) {
             PQclear(r);
             apply__q_pop(ap);
             if (kind == IF_CHECK_SYNC && !ap->failed && ap->group == G_CHECKING) {
-                if (ap->nconflicts) ap->group = G_WAIT_LUA;
-                else apply__group_commit(ap);
+                if (ap->nconflicts)
+                    ap->group = G_WAIT_LUA;
+                else
+                    apply__group_commit(ap);
             }
             continue;
         }
@@ -296,7 +304,10 @@ void apply__process_results(apply_state *ap) {
 
 void apply__on_io(tide_conn *c, int events) {
     apply_state *ap = c->op;
-    if (ap->failed) { conn_watch(c, 0); return; }
+    if (ap->failed) {
+        conn_watch(c, 0);
+        return;
+    }
     if (events & UV_WRITABLE) {
         int r = PQflush(c->pg);
         if (r < 0 || PQsocket(c->pg) < 0) {

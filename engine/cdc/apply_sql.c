@@ -44,7 +44,7 @@ void apply_buf_reset(apply_buf *b) {
 
 void apply_buf_add(apply_buf *b, const char *s, size_t n) {
     buf_grow(b, n);
-    if (n) memcpy(b->data + b->len, s, n);   /* an empty value may come with no pointer at all */
+    if (n) memcpy(b->data + b->len, s, n); /* an empty value may come with no pointer at all */
     b->len += n;
     b->data[b->len] = '\0';
 }
@@ -103,7 +103,7 @@ int apply_stmt_add(apply_stmt *st, const pgoutput_value *v) {
     } else {
         st->offsets[st->nparams] = st->values.len;
         apply_buf_add(&st->values, (const char *) v->data, v->len);
-        apply_buf_add(&st->values, "", 1);   /* the terminator libpq needs for text values */
+        apply_buf_add(&st->values, "", 1); /* the terminator libpq needs for text values */
     }
     return ++st->nparams;
 }
@@ -125,6 +125,7 @@ void apply_rel_clear(apply_rel *r) {
 
 /* Types whose values cannot be compared with '=' (no default btree/hash opclass). */
 static bool type_needs_textcmp(uint32_t oid) {
+    /* clang-format off */
     switch (oid) {
     case 114: case 199:           /* json, json[] */
     case 142: case 143:           /* xml, xml[] */
@@ -139,6 +140,7 @@ static bool type_needs_textcmp(uint32_t oid) {
     default:
         return false;
     }
+    /* clang-format on */
 }
 
 static int find_column(const apply_target *t, const char *name) {
@@ -153,8 +155,8 @@ static bool is_known(const apply_target *t, const char *name) {
     return false;
 }
 
-int apply_rel_resolve(apply_rel *r, const relcache_relation *rel, apply_target *t,
-                      const apply_rel *previous, char *err, size_t errlen) {
+int apply_rel_resolve(apply_rel *r, const relcache_relation *rel, apply_target *t, const apply_rel *previous,
+                      char *err, size_t errlen) {
     int n = rel->ncols;
     memset(r, 0, sizeof *r);
     r->relid = rel->relid;
@@ -182,7 +184,7 @@ int apply_rel_resolve(apply_rel *r, const relcache_relation *rel, apply_target *
             return -1;
         }
     }
-    if (t->heartbeat) return 0;   /* counted, never applied */
+    if (t->heartbeat) return 0; /* counted, never applied */
     /* A selected column that this stream saw before and that is gone now was dropped. */
     if (previous && previous->target == t) {
         for (int j = 0; j < t->ncolumns; j++) {
@@ -221,7 +223,7 @@ int apply_rel_resolve(apply_rel *r, const relcache_relation *rel, apply_target *
     }
     bool any_key = false;
     for (int i = 0; i < n; i++) any_key |= rel->columns[i].is_key;
-    if (!any_key) return 0;   /* inserts only: the source cannot update or delete such rows */
+    if (!any_key) return 0; /* inserts only: the source cannot update or delete such rows */
     if (rel->replica_identity == 'f') {
         for (int i = 0; i < n; i++) r->match[i] = r->slot[i] >= 0;
         r->by_key = false;
@@ -259,8 +261,8 @@ static bool same_value(const pgoutput_value *a, const pgoutput_value *b) {
 /* What an UPDATE does with relation column i. */
 typedef enum update_role { UPD_SKIP, UPD_SET, UPD_GUARD } update_role;
 
-static update_role update_role_of(const apply_rel *r, const pgoutput_tuple *search,
-                                  const pgoutput_tuple *row, bool set_keys, int i) {
+static update_role update_role_of(const apply_rel *r, const pgoutput_tuple *search, const pgoutput_tuple *row,
+                                  bool set_keys, int i) {
     if (r->slot[i] < 0 || row->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) return UPD_SKIP;
     bool key = r->match[i] && r->by_key;
     if (key && !set_keys) return UPD_SKIP;
@@ -280,8 +282,10 @@ static void add_cond(apply_stmt *st, const apply_rel *r, int i, const pgoutput_v
         apply_buf_addf(&st->sql, "%s IS NULL", col);
     } else {
         int n = apply_stmt_add(st, v);
-        if (r->textcmp[i]) apply_buf_addf(&st->sql, "%s::text = $%d", col, n);
-        else apply_buf_addf(&st->sql, "%s = $%d", col, n);
+        if (r->textcmp[i])
+            apply_buf_addf(&st->sql, "%s::text = $%d", col, n);
+        else
+            apply_buf_addf(&st->sql, "%s = $%d", col, n);
     }
 }
 
@@ -293,27 +297,31 @@ static void add_where(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *
     for (int i = 0; i < r->ncols; i++) {
         if (!r->match[i]) continue;
         const pgoutput_value *v = &search->values[i];
-        if (v->kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) continue;   /* checked by the caller */
+        if (v->kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) continue; /* checked by the caller */
         add_cond(st, r, i, v, &first);
     }
     for (int i = 0; row && i < r->ncols; i++)
-        if (update_role_of(r, search, row, set_keys, i) == UPD_GUARD) add_cond(st, r, i, &row->values[i], &first);
+        if (update_role_of(r, search, row, set_keys, i) == UPD_GUARD)
+            add_cond(st, r, i, &row->values[i], &first);
     if (first) apply_buf_adds(&st->sql, " WHERE true");
 }
 
 /* Check that every match column has a value in `search`. */
 static int check_search(const apply_rel *r, const pgoutput_tuple *search, char *err, size_t errlen) {
     if (!r->has_match) {
-        snprintf(err, errlen, "table %s has no key and no replica identity FULL on the source, so its "
-                 "rows cannot be found on the target", r->target->display);
+        snprintf(err, errlen,
+                 "table %s has no key and no replica identity FULL on the source, so its "
+                 "rows cannot be found on the target",
+                 r->target->display);
         return -1;
     }
     if (r->by_key) {
         for (int i = 0; i < r->ncols; i++) {
             if (r->match[i] && search->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) {
-                snprintf(err, errlen, "key column %s of table %s arrived without a value (an unchanged "
-                         "out-of-line value): the row cannot be found", r->target->columns[r->slot[i]].target_sql,
-                         r->target->display);
+                snprintf(err, errlen,
+                         "key column %s of table %s arrived without a value (an unchanged "
+                         "out-of-line value): the row cannot be found",
+                         r->target->columns[r->slot[i]].target_sql, r->target->display);
                 return -1;
             }
         }
@@ -378,7 +386,7 @@ int apply_sql_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *r
         for (int i = 0; i < r->ncols; i++) {
             if (r->slot[i] < 0 || r->match[i] || row->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST)
                 continue;
-            if (identity_always(r, i)) continue;   /* SET accepts only DEFAULT for it */
+            if (identity_always(r, i)) continue; /* SET accepts only DEFAULT for it */
             const char *col = t->columns[r->slot[i]].target_sql;
             apply_buf_addf(&st->sql, "%s%s = EXCLUDED.%s", k++ ? ", " : "", col, col);
         }
@@ -425,8 +433,8 @@ int apply_sql_update(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *s
     return 1;
 }
 
-int apply_sql_delete(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *search,
-                     char *err, size_t errlen) {
+int apply_sql_delete(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *search, char *err,
+                     size_t errlen) {
     const apply_target *t = r->target;
     apply_stmt_reset(st);
     if (check_search(r, search, err, errlen) < 0) return -1;

@@ -33,7 +33,14 @@
 
 #define CDC_META "tide.cdc_stream"
 
-typedef enum cdc_state { CDC_RUNNING, CDC_STOPPING, CDC_ENDING, CDC_STOPPED, CDC_FAILED, CDC_CLOSED } cdc_state;
+typedef enum cdc_state {
+    CDC_RUNNING,
+    CDC_STOPPING,
+    CDC_ENDING,
+    CDC_STOPPED,
+    CDC_FAILED,
+    CDC_CLOSED
+} cdc_state;
 
 typedef struct cdc_stream {
     tide_runtime *rt;
@@ -43,9 +50,9 @@ typedef struct cdc_stream {
     tide_co *waiter;
     uv_timer_t *wait_timer;
     uv_idle_t *kick;
-    uv_idle_t *replay_idle;   /* continues handing a streamed transaction to apply */
-    tide_spool *spool;        /* NULL when the stream was started with streaming off */
-    bool replay_waiting;      /* apply was full in the middle of a streamed transaction */
+    uv_idle_t *replay_idle; /* continues handing a streamed transaction to apply */
+    tide_spool *spool;      /* NULL when the stream was started with streaming off */
+    bool replay_waiting;    /* apply was full in the middle of a streamed transaction */
     bool spool_failed;
     int open_handles;
     bool box_gone;
@@ -119,10 +126,16 @@ static int replay(cdc_stream *s) {
         size_t n;
         int r = spool_next(s->spool, &lsn, &p, &n);
         if (r == 0) return 0;
-        if (r < 0) { spool_failure(s); return -1; }
+        if (r < 0) {
+            spool_failure(s);
+            return -1;
+        }
         apply_feed_result fr = apply_feed(s->ap, lsn, p, n);
         if (fr == APPLY_FAILED) return -1;
-        if (fr == APPLY_BLOCKED) { s->replay_waiting = true; return 1; }
+        if (fr == APPLY_BLOCKED) {
+            s->replay_waiting = true;
+            return 1;
+        }
     }
 }
 
@@ -167,8 +180,10 @@ static void on_tick(void *arg) {
 static void on_unblock(void *arg) {
     cdc_stream *s = arg;
     /* Never feed apply from inside its own callback: continue on the next loop turn. */
-    if (s->replay_waiting) uv_idle_start(s->replay_idle, replay_continue);
-    else repl_stream_resume(s->rs);
+    if (s->replay_waiting)
+        uv_idle_start(s->replay_idle, replay_continue);
+    else
+        repl_stream_resume(s->rs);
 }
 
 static void wait_fired(uv_timer_t *t) { wake(t->data); }
@@ -197,10 +212,14 @@ static void push_error(lua_State *L, cdc_stream *s) {
         tide_error_set(L, -1, "side", e->side);
         if (e->is_conflict) {
             lua_createtable(L, 0, 8);
-            lua_pushstring(L, e->conflict.kind); lua_setfield(L, -2, "kind");
-            lua_pushstring(L, e->conflict.table); lua_setfield(L, -2, "table");
-            lua_pushstring(L, e->conflict.source_table); lua_setfield(L, -2, "source");
-            lua_pushstring(L, e->conflict.key); lua_setfield(L, -2, "key");
+            lua_pushstring(L, e->conflict.kind);
+            lua_setfield(L, -2, "kind");
+            lua_pushstring(L, e->conflict.table);
+            lua_setfield(L, -2, "table");
+            lua_pushstring(L, e->conflict.source_table);
+            lua_setfield(L, -2, "source");
+            lua_pushstring(L, e->conflict.key);
+            lua_setfield(L, -2, "key");
             push_lsn(L, e->conflict.lsn, "lsn");
             push_lsn(L, e->conflict.commit_lsn, "commit_lsn");
             lua_setfield(L, -2, "conflict");
@@ -208,7 +227,8 @@ static void push_error(lua_State *L, cdc_stream *s) {
         return;
     }
     repl_stream *rs = s->rs;
-    tide_push_error(L, rs->sqlstate[0] ? rs->sqlstate : "08006", rs->error ? rs->error : "the replication stream failed");
+    tide_push_error(L, rs->sqlstate[0] ? rs->sqlstate : "08006",
+                    rs->error ? rs->error : "the replication stream failed");
     tide_error_set(L, -1, "detail", rs->detail);
     tide_error_set(L, -1, "hint", rs->hint);
     tide_error_set(L, -1, "side", "source");
@@ -216,15 +236,21 @@ static void push_error(lua_State *L, cdc_stream *s) {
 }
 
 static void push_value(lua_State *L, const pgoutput_value *v) {
-    if (v->kind == PGOUTPUT_VALUE_NULL) tide_push_null(L);
-    else lua_pushlstring(L, (const char *) v->data, v->len);
+    if (v->kind == PGOUTPUT_VALUE_NULL)
+        tide_push_null(L);
+    else
+        lua_pushlstring(L, (const char *) v->data, v->len);
 }
 
-static void push_tuple(lua_State *L, const relcache_relation *rel, const pgoutput_tuple *t, bool note_unchanged) {
+static void push_tuple(lua_State *L, const relcache_relation *rel, const pgoutput_tuple *t,
+                       bool note_unchanged) {
     lua_createtable(L, 0, rel->ncols);
     int unchanged = 0;
     for (int i = 0; i < rel->ncols && i < t->ncols; i++) {
-        if (t->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) { unchanged++; continue; }
+        if (t->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) {
+            unchanged++;
+            continue;
+        }
         push_value(L, &t->values[i]);
         lua_setfield(L, -2, rel->columns[i].name);
     }
@@ -235,7 +261,7 @@ static void push_tuple(lua_State *L, const relcache_relation *rel, const pgoutpu
             lua_pushboolean(L, 1);
             lua_setfield(L, -2, rel->columns[i].name);
         }
-        lua_setfield(L, -3, "unchanged");   /* on the change table below the tuple */
+        lua_setfield(L, -3, "unchanged"); /* on the change table below the tuple */
     }
 }
 
@@ -247,32 +273,55 @@ static int push_change(lua_State *L, cdc_stream *s) {
     int64_t ts;
     if (apply_held_decode(s->ap, &m, &rel, &r, &lsn, &commit_lsn, &ts) < 0) return 0;
     lua_createtable(L, 0, 12);
-    lua_pushliteral(L, "change"); lua_setfield(L, -2, "kind");
-    lua_pushstring(L, m->type == PGOUTPUT_INSERT ? "insert" : m->type == PGOUTPUT_UPDATE ? "update" : "delete");
+    lua_pushliteral(L, "change");
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, m->type == PGOUTPUT_INSERT   ? "insert"
+                      : m->type == PGOUTPUT_UPDATE ? "update"
+                                                   : "delete");
     lua_setfield(L, -2, "op");
-    lua_pushstring(L, rel->schema); lua_setfield(L, -2, "schema");
-    lua_pushstring(L, rel->name); lua_setfield(L, -2, "table");
-    lua_pushfstring(L, "%s.%s", rel->schema, rel->name); lua_setfield(L, -2, "source");
-    lua_pushstring(L, r->target->display); lua_setfield(L, -2, "target");
+    lua_pushstring(L, rel->schema);
+    lua_setfield(L, -2, "schema");
+    lua_pushstring(L, rel->name);
+    lua_setfield(L, -2, "table");
+    lua_pushfstring(L, "%s.%s", rel->schema, rel->name);
+    lua_setfield(L, -2, "source");
+    lua_pushstring(L, r->target->display);
+    lua_setfield(L, -2, "target");
     push_lsn(L, lsn, "lsn");
     push_lsn(L, commit_lsn, "commit_lsn");
-    lua_pushnumber(L, (double) ts / 1e6); lua_setfield(L, -2, "commit_time");
+    lua_pushnumber(L, (double) ts / 1e6);
+    lua_setfield(L, -2, "commit_time");
     const pgoutput_tuple *old = NULL, *row = NULL;
-    if (m->type == PGOUTPUT_INSERT) row = &m->insert.new_tuple;
-    else if (m->type == PGOUTPUT_UPDATE) { row = &m->update.new_tuple; old = &m->update.old_tuple; }
-    else old = &m->delete.old_tuple;
-    if (row) { push_tuple(L, rel, row, true); lua_setfield(L, -2, "new"); }
-    if (old && old->ncols) { push_tuple(L, rel, old, false); lua_setfield(L, -2, "old"); }
+    if (m->type == PGOUTPUT_INSERT)
+        row = &m->insert.new_tuple;
+    else if (m->type == PGOUTPUT_UPDATE) {
+        row = &m->update.new_tuple;
+        old = &m->update.old_tuple;
+    } else
+        old = &m->delete.old_tuple;
+    if (row) {
+        push_tuple(L, rel, row, true);
+        lua_setfield(L, -2, "new");
+    }
+    if (old && old->ncols) {
+        push_tuple(L, rel, old, false);
+        lua_setfield(L, -2, "old");
+    }
     return 1;
 }
 
 static void push_conflict(lua_State *L, const apply_conflict *c) {
     lua_createtable(L, 0, 8);
-    lua_pushstring(L, c->kind); lua_setfield(L, -2, "conflict");
-    lua_pushstring(L, c->table); lua_setfield(L, -2, "table");
-    lua_pushstring(L, c->source_table); lua_setfield(L, -2, "source");
-    lua_pushstring(L, c->key); lua_setfield(L, -2, "key");
-    lua_pushstring(L, c->op == 'I' ? "insert" : c->op == 'U' ? "update" : "delete"); lua_setfield(L, -2, "op");
+    lua_pushstring(L, c->kind);
+    lua_setfield(L, -2, "conflict");
+    lua_pushstring(L, c->table);
+    lua_setfield(L, -2, "table");
+    lua_pushstring(L, c->source_table);
+    lua_setfield(L, -2, "source");
+    lua_pushstring(L, c->key);
+    lua_setfield(L, -2, "key");
+    lua_pushstring(L, c->op == 'I' ? "insert" : c->op == 'U' ? "update" : "delete");
+    lua_setfield(L, -2, "op");
     push_lsn(L, c->lsn, "lsn");
     push_lsn(L, c->commit_lsn, "commit_lsn");
 }
@@ -281,34 +330,37 @@ static void push_conflict(lua_State *L, const apply_conflict *c) {
 static int push_event(lua_State *L, cdc_stream *s) {
     if (s->state == CDC_FAILED) {
         lua_createtable(L, 0, 2);
-        lua_pushliteral(L, "failed"); lua_setfield(L, -2, "kind");
+        lua_pushliteral(L, "failed");
+        lua_setfield(L, -2, "kind");
         push_error(L, s);
         lua_setfield(L, -2, "err");
         return 1;
     }
     if (s->state == CDC_STOPPED) {
         lua_createtable(L, 0, 1);
-        lua_pushliteral(L, "stopped"); lua_setfield(L, -2, "kind");
+        lua_pushliteral(L, "stopped");
+        lua_setfield(L, -2, "kind");
         return 1;
     }
     switch (apply_pending_event(s->ap)) {
-    case APPLY_EVENT_CHANGE:
-        return push_change(L, s);
+    case APPLY_EVENT_CHANGE: return push_change(L, s);
     case APPLY_EVENT_CONFLICT:
         push_conflict(L, apply_conflict_pending(s->ap));
-        lua_pushliteral(L, "conflict"); lua_setfield(L, -2, "kind");
+        lua_pushliteral(L, "conflict");
+        lua_setfield(L, -2, "kind");
         return 1;
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
 static int next_k(lua_State *L, int status, lua_KContext ctx) {
-    (void) status; (void) ctx;
+    (void) status;
+    (void) ctx;
     cdc_stream *s = check_stream(L);
     if (push_event(L, s)) return 1;
     lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "tick"); lua_setfield(L, -2, "kind");
+    lua_pushliteral(L, "tick");
+    lua_setfield(L, -2, "kind");
     return 1;
 }
 
@@ -353,7 +405,7 @@ static pgoutput_tuple *tuple_from_lua(lua_State *L, int tbl, int anchor, const r
         } else if (ty == LUA_TSTRING || ty == LUA_TNUMBER) {
             size_t len;
             const char *str = luaL_tolstring(L, -1, &len);
-            lua_rawseti(L, anchor, (lua_Integer) luaL_len(L, anchor) + 1);   /* keep it alive */
+            lua_rawseti(L, anchor, (lua_Integer) luaL_len(L, anchor) + 1); /* keep it alive */
             v[i].kind = PGOUTPUT_VALUE_TEXT;
             v[i].data = (const uint8_t *) str;
             v[i].len = (uint32_t) len;
@@ -385,9 +437,10 @@ static int l_reply(lua_State *L) {
         if (apply_held_decode(s->ap, &m, &rel, &r, &lsn, &commit_lsn, &ts) < 0)
             return luaL_error(L, "the held change cannot be read again");
         lua_settop(L, 2);
-        lua_newtable(L);   /* 3: anchors for strings and scratch */
+        lua_newtable(L); /* 3: anchors for strings and scratch */
         pgoutput_tuple *old = NULL, *row = NULL;
-        bool had_old = (m->type == PGOUTPUT_UPDATE && m->update.old_tuple.ncols) || m->type == PGOUTPUT_DELETE;
+        bool had_old =
+            (m->type == PGOUTPUT_UPDATE && m->update.old_tuple.ncols) || m->type == PGOUTPUT_DELETE;
         if (m->type != PGOUTPUT_DELETE && lua_getfield(L, 2, "new") == LUA_TTABLE)
             row = tuple_from_lua(L, 4, 3, rel);
         lua_settop(L, 3);
@@ -405,18 +458,21 @@ static int l_reply(lua_State *L) {
     }
     case APPLY_EVENT_CONFLICT: {
         bool skip;
-        if (lua_isboolean(L, 2)) skip = lua_toboolean(L, 2);
+        if (lua_isboolean(L, 2))
+            skip = lua_toboolean(L, 2);
         else {
             const char *d = luaL_checkstring(L, 2);
-            if (strcmp(d, "skip") == 0) skip = true;
-            else if (strcmp(d, "error") == 0) skip = false;
-            else return luaL_error(L, "a conflict takes \"skip\" or \"error\", not \"%s\"", d);
+            if (strcmp(d, "skip") == 0)
+                skip = true;
+            else if (strcmp(d, "error") == 0)
+                skip = false;
+            else
+                return luaL_error(L, "a conflict takes \"skip\" or \"error\", not \"%s\"", d);
         }
         apply_conflict_decide(s->ap, skip);
         return 0;
     }
-    default:
-        return luaL_error(L, "no change or conflict waits for a reply");
+    default: return luaL_error(L, "no change or conflict waits for a reply");
     }
 }
 
@@ -431,19 +487,36 @@ static void push_stats(lua_State *L, cdc_stream *s) {
     repl_stream *rs = s->rs;
     static const char *const states[] = { "running", "stopping", "ending", "stopped", "failed", "closed" };
     lua_createtable(L, 0, 40);
-    lua_pushstring(L, states[s->state]); lua_setfield(L, -2, "state");
-    SET_INT("received", rs->received_lsn); push_lsn(L, rs->received_lsn, "received_lsn");
-    SET_INT("applied", p.applied_lsn); push_lsn(L, p.applied_lsn, "applied_lsn");
-    SET_INT("durable", p.durable_lsn); push_lsn(L, p.durable_lsn, "durable_lsn");
-    SET_INT("flushed", rs->reported_flush); push_lsn(L, rs->reported_flush, "flushed_lsn");
+    lua_pushstring(L, states[s->state]);
+    lua_setfield(L, -2, "state");
+    SET_INT("received", rs->received_lsn);
+    push_lsn(L, rs->received_lsn, "received_lsn");
+    SET_INT("applied", p.applied_lsn);
+    push_lsn(L, p.applied_lsn, "applied_lsn");
+    SET_INT("durable", p.durable_lsn);
+    push_lsn(L, p.durable_lsn, "durable_lsn");
+    SET_INT("flushed", rs->reported_flush);
+    push_lsn(L, rs->reported_flush, "flushed_lsn");
     SET_INT("keepalive", rs->keepalive_lsn);
     SET_INT("queued", p.queued_lsn);
-    if (p.applied_commit_ts) { lua_pushnumber(L, (double) p.applied_commit_ts / 1e6); lua_setfield(L, -2, "applied_commit_time"); }
-    if (p.pending_commit_ts) { lua_pushnumber(L, (double) p.pending_commit_ts / 1e6); lua_setfield(L, -2, "pending_since"); }
-    if (rs->last_send_time) { lua_pushnumber(L, (double) rs->last_send_time / 1e6); lua_setfield(L, -2, "server_time"); }
-    lua_pushboolean(L, p.in_transaction); lua_setfield(L, -2, "in_transaction");
-    lua_pushboolean(L, p.idle); lua_setfield(L, -2, "idle");
-    lua_pushboolean(L, rs->state == REPL_STREAMING); lua_setfield(L, -2, "streaming");
+    if (p.applied_commit_ts) {
+        lua_pushnumber(L, (double) p.applied_commit_ts / 1e6);
+        lua_setfield(L, -2, "applied_commit_time");
+    }
+    if (p.pending_commit_ts) {
+        lua_pushnumber(L, (double) p.pending_commit_ts / 1e6);
+        lua_setfield(L, -2, "pending_since");
+    }
+    if (rs->last_send_time) {
+        lua_pushnumber(L, (double) rs->last_send_time / 1e6);
+        lua_setfield(L, -2, "server_time");
+    }
+    lua_pushboolean(L, p.in_transaction);
+    lua_setfield(L, -2, "in_transaction");
+    lua_pushboolean(L, p.idle);
+    lua_setfield(L, -2, "idle");
+    lua_pushboolean(L, rs->state == REPL_STREAMING);
+    lua_setfield(L, -2, "streaming");
     SET_INT("transactions", n->applied_transactions);
     SET_INT("changes", n->applied_changes);
     SET_INT("received_transactions", n->received_transactions);
@@ -504,11 +577,18 @@ static int l_conflicts(lua_State *L) {
     return 2;
 }
 
-static int l_pause(lua_State *L) { apply_set_paused(check_stream(L)->ap, true); return 0; }
-static int l_resume(lua_State *L) { apply_set_paused(check_stream(L)->ap, false); return 0; }
+static int l_pause(lua_State *L) {
+    apply_set_paused(check_stream(L)->ap, true);
+    return 0;
+}
+static int l_resume(lua_State *L) {
+    apply_set_paused(check_stream(L)->ap, false);
+    return 0;
+}
 
 static int stop_k(lua_State *L, int status, lua_KContext ctx) {
-    (void) status; (void) ctx;
+    (void) status;
+    (void) ctx;
     cdc_stream *s = check_stream(L);
     if (s->state == CDC_FAILED) {
         push_error(L, s);
@@ -529,7 +609,7 @@ static int l_stop(lua_State *L) {
     if (s->state == CDC_RUNNING) {
         s->state = CDC_STOPPING;
         apply_request_stop(s->ap);
-        apply_set_paused(s->ap, false);   /* a paused stream must still finish its transaction */
+        apply_set_paused(s->ap, false); /* a paused stream must still finish its transaction */
         kick(s);
     }
     return stop_k(L, 0, 0);
@@ -579,8 +659,10 @@ static int l_tostring(lua_State *L) {
 
 static char *field_string(lua_State *L, int t, const char *name, bool required) {
     char *out = NULL;
-    if (lua_getfield(L, t, name) == LUA_TSTRING) out = strdup(lua_tostring(L, -1));
-    else if (required) luaL_error(L, "cdc_stream: table entry needs %s (a string)", name);
+    if (lua_getfield(L, t, name) == LUA_TSTRING)
+        out = strdup(lua_tostring(L, -1));
+    else if (required)
+        luaL_error(L, "cdc_stream: table entry needs %s (a string)", name);
     lua_pop(L, 1);
     return out;
 }
@@ -594,7 +676,10 @@ static bool field_bool(lua_State *L, int t, const char *name) {
 
 static char **field_names(lua_State *L, int t, const char *name, int *count) {
     *count = 0;
-    if (lua_getfield(L, t, name) != LUA_TTABLE) { lua_pop(L, 1); return NULL; }
+    if (lua_getfield(L, t, name) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return NULL;
+    }
     int n = (int) luaL_len(L, -1);
     char **out = calloc((size_t) (n ? n : 1), sizeof *out);
     if (!out) abort();
@@ -621,8 +706,10 @@ static apply_target *target_from_lua(lua_State *L, int t) {
     tg->mergeable = field_bool(L, t, "mergeable");
     tg->batchable = field_bool(L, t, "batchable");
     tg->unique_free = field_bool(L, t, "unique_free");
-    if (lua_getfield(L, t, "tolerate_lsn") == LUA_TSTRING && apply_parse_lsn(lua_tostring(L, -1), &tg->tolerate_lsn) < 0)
-        luaL_error(L, "cdc_stream: tolerate_lsn of %s must look like 0/1A2B3C", tg->display ? tg->display : "?");
+    if (lua_getfield(L, t, "tolerate_lsn") == LUA_TSTRING &&
+        apply_parse_lsn(lua_tostring(L, -1), &tg->tolerate_lsn) < 0)
+        luaL_error(L, "cdc_stream: tolerate_lsn of %s must look like 0/1A2B3C",
+                   tg->display ? tg->display : "?");
     lua_pop(L, 1);
     tg->known = field_names(L, t, "known", &tg->nknown);
     tg->key = field_names(L, t, "key", &tg->nkey);
@@ -649,15 +736,17 @@ static int l_cdc_stream(lua_State *L) {
     tide_conn *src = tide_check_conn(L, 1);
     tide_conn *dst = tide_check_conn(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
-    if (!src->replication) return luaL_error(L, "cdc_stream: the first connection must be a replication connection");
+    if (!src->replication)
+        return luaL_error(L, "cdc_stream: the first connection must be a replication connection");
     if (dst->replication) return luaL_error(L, "cdc_stream: the target connection must be an ordinary one");
     lua_settop(L, 3);
     apply_options opt;
     memset(&opt, 0, sizeof opt);
     lua_getfield(L, 3, "start_sql");
-    const char *start_sql = luaL_checkstring(L, -1);   /* stays alive in opts */
+    const char *start_sql = luaL_checkstring(L, -1); /* stays alive in opts */
     lua_pop(L, 1);
-    if (lua_getfield(L, 3, "start_lsn") == LUA_TSTRING && apply_parse_lsn(lua_tostring(L, -1), &opt.start_lsn) < 0)
+    if (lua_getfield(L, 3, "start_lsn") == LUA_TSTRING &&
+        apply_parse_lsn(lua_tostring(L, -1), &opt.start_lsn) < 0)
         return luaL_error(L, "cdc_stream: start_lsn must look like 0/1A2B3C");
     lua_pop(L, 1);
     static const char *const policies[] = { "error", "skip", "overwrite", NULL };
@@ -675,10 +764,11 @@ static int l_cdc_stream(lua_State *L) {
     opt.group_live_seconds = luaL_optnumber(L, -1, 20) / 1000.0;
     lua_pop(L, 1);
     lua_getfield(L, 3, "spool_dir");
-    const char *spool_dir = luaL_optstring(L, -1, NULL);   /* stays alive in opts */
+    const char *spool_dir = luaL_optstring(L, -1, NULL); /* stays alive in opts */
     lua_pop(L, 1);
     opt.server_version = PQserverVersion(dst->pg);
-    if (lua_getfield(L, 3, "tables") != LUA_TTABLE) return luaL_error(L, "cdc_stream: opts.tables must be a list");
+    if (lua_getfield(L, 3, "tables") != LUA_TTABLE)
+        return luaL_error(L, "cdc_stream: opts.tables must be a list");
     lua_Integer len = luaL_len(L, -1);
     if (len < 0 || len > 1000000) return luaL_error(L, "cdc_stream: too many tables");
     int nt = (int) len;
@@ -687,7 +777,8 @@ static int l_cdc_stream(lua_State *L) {
     for (int i = 0; i < nt; i++) {
         lua_geti(L, tables, i + 1);
         luaL_checktype(L, -1, LUA_TTABLE);
-        static const char *const required[] = { "source_schema", "source_name", "target_sql", "display", NULL };
+        static const char *const required[] = { "source_schema", "source_name", "target_sql", "display",
+                                                NULL };
         for (int k = 0; required[k]; k++) {
             if (lua_getfield(L, -1, required[k]) != LUA_TSTRING)
                 return luaL_error(L, "cdc_stream: tables[%d].%s must be a string", i + 1, required[k]);
@@ -726,22 +817,31 @@ static int l_cdc_stream(lua_State *L) {
     if (spool_dir && !(s->spool = spool_create(spool_dir))) abort();
     apply_callbacks acb = { .arg = s, .on_unblock = on_unblock, .on_event = kick };
     s->ap = apply_create(dst, &opt, &acb);
-    repl_callbacks rcb = { .arg = s, .on_data = on_data, .on_burst_end = on_burst_end,
-                           .flush_position = flush_position, .on_tick = on_tick, .on_state = kick };
+    repl_callbacks rcb = { .arg = s,
+                           .on_data = on_data,
+                           .on_burst_end = on_burst_end,
+                           .flush_position = flush_position,
+                           .on_tick = on_tick,
+                           .on_state = kick };
     s->rs = repl_stream_create(s->rt, &rcb);
     if (apply_start(s->ap) < 0 || repl_stream_start(s->rs, src, start_sql) < 0) {
-        advance(s);   /* → failed; next() reports it */
+        advance(s); /* → failed; next() reports it */
     }
     return 1;
 }
 
 int luaopen_tide_cdc(lua_State *L) {
     static const luaL_Reg methods[] = {
-        { "next", l_next }, { "reply", l_reply }, { "stats", l_stats }, { "conflicts", l_conflicts },
-        { "pause", l_pause }, { "resume", l_resume }, { "stop", l_stop }, { "close", l_close },
-        { NULL, NULL } };
+        { "next", l_next },           { "reply", l_reply }, { "stats", l_stats },
+        { "conflicts", l_conflicts }, { "pause", l_pause }, { "resume", l_resume },
+        { "stop", l_stop },           { "close", l_close }, { NULL, NULL },
+    };
     static const luaL_Reg meta[] = {
-        { "__gc", l_close }, { "__close", l_close }, { "__tostring", l_tostring }, { NULL, NULL } };
+        { "__gc", l_close },
+        { "__close", l_close },
+        { "__tostring", l_tostring },
+        { NULL, NULL },
+    };
     static const luaL_Reg funcs[] = { { "cdc_stream", l_cdc_stream }, { NULL, NULL } };
     tide_class_define(L, CDC_META, methods, meta);
     luaL_newlib(L, funcs);

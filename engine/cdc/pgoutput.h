@@ -82,9 +82,9 @@ typedef enum pgoutput_value_kind {
 
 /* Which old row an Update or Delete carries. */
 typedef enum pgoutput_old_tuple_kind {
-    PGOUTPUT_OLD_TUPLE_NONE = 0,    /* Update only: no old row; find the row by the new one */
-    PGOUTPUT_OLD_TUPLE_KEY = 'K',   /* replica-identity columns filled, the others NULL */
-    PGOUTPUT_OLD_TUPLE_FULL = 'O',  /* REPLICA IDENTITY FULL: the whole old row */
+    PGOUTPUT_OLD_TUPLE_NONE = 0,   /* Update only: no old row; find the row by the new one */
+    PGOUTPUT_OLD_TUPLE_KEY = 'K',  /* replica-identity columns filled, the others NULL */
+    PGOUTPUT_OLD_TUPLE_FULL = 'O', /* REPLICA IDENTITY FULL: the whole old row */
 } pgoutput_old_tuple_kind;
 
 #define PGOUTPUT_COLUMN_FLAG_KEY 1            /* Relation column flag: part of the key */
@@ -116,26 +116,26 @@ typedef struct pgoutput_tuple {
 } pgoutput_tuple;
 
 typedef struct pgoutput_begin {
-    uint64_t final_lsn;   /* start of the commit record */
-    int64_t commit_ts;    /* microseconds since 2000-01-01 UTC */
+    uint64_t final_lsn; /* start of the commit record */
+    int64_t commit_ts;  /* microseconds since 2000-01-01 UTC */
     uint32_t xid;
 } pgoutput_begin;
 
 typedef struct pgoutput_commit {
     uint8_t flags;
-    uint64_t commit_lsn;  /* equals the Begin's final_lsn */
-    uint64_t end_lsn;     /* end of the commit record: the progress position */
+    uint64_t commit_lsn; /* equals the Begin's final_lsn */
+    uint64_t end_lsn;    /* end of the commit record: the progress position */
     int64_t commit_ts;
 } pgoutput_commit;
 
 typedef struct pgoutput_origin {
-    uint64_t commit_lsn;  /* the commit LSN on the origin server */
+    uint64_t commit_lsn; /* the commit LSN on the origin server */
     pgoutput_string name;
 } pgoutput_origin;
 
 typedef struct pgoutput_logical_message {
     uint8_t flags;
-    bool transactional;   /* flags & PGOUTPUT_MESSAGE_FLAG_TRANSACTIONAL */
+    bool transactional; /* flags & PGOUTPUT_MESSAGE_FLAG_TRANSACTIONAL */
     uint64_t lsn;
     pgoutput_string prefix;
     uint32_t content_len;
@@ -143,7 +143,7 @@ typedef struct pgoutput_logical_message {
 } pgoutput_logical_message;
 
 typedef struct pgoutput_relation_column {
-    uint8_t flags;        /* PGOUTPUT_COLUMN_FLAG_KEY */
+    uint8_t flags; /* PGOUTPUT_COLUMN_FLAG_KEY */
     pgoutput_string name;
     uint32_t type_oid;
     int32_t typmod;
@@ -153,7 +153,7 @@ typedef struct pgoutput_relation {
     uint32_t relid;
     pgoutput_string schema; /* namespace as sent: "" means pg_catalog */
     pgoutput_string name;
-    char replica_identity;  /* 'd' default, 'n' nothing, 'f' full, 'i' index */
+    char replica_identity; /* 'd' default, 'n' nothing, 'f' full, 'i' index */
     uint16_t ncols;
     const pgoutput_relation_column *columns; /* message storage */
 } pgoutput_relation;
@@ -189,7 +189,7 @@ typedef struct pgoutput_truncate {
 } pgoutput_truncate;
 
 typedef struct pgoutput_stream_start {
-    uint32_t xid;         /* the top-level transaction */
+    uint32_t xid; /* the top-level transaction */
     bool first_segment;
 } pgoutput_stream_start;
 
@@ -203,8 +203,8 @@ typedef struct pgoutput_stream_commit {
 
 typedef struct pgoutput_stream_abort {
     uint32_t xid;
-    uint32_t subxid;      /* == xid when the whole transaction aborted */
-    bool has_abort_info;  /* abort_lsn/abort_ts present (streaming 'parallel', proto 4) */
+    uint32_t subxid;     /* == xid when the whole transaction aborted */
+    bool has_abort_info; /* abort_lsn/abort_ts present (streaming 'parallel', proto 4) */
     uint64_t abort_lsn;
     int64_t abort_ts;
 } pgoutput_stream_abort;
@@ -277,7 +277,7 @@ typedef struct pgoutput_message {
         pgoutput_stream_commit stream_commit;
         pgoutput_stream_abort stream_abort;
         pgoutput_begin_prepare begin_prepare;
-        pgoutput_prepare prepare;           /* PGOUTPUT_PREPARE and PGOUTPUT_STREAM_PREPARE */
+        pgoutput_prepare prepare; /* PGOUTPUT_PREPARE and PGOUTPUT_STREAM_PREPARE */
         pgoutput_commit_prepared commit_prepared;
         pgoutput_rollback_prepared rollback_prepared;
     };
@@ -296,18 +296,16 @@ void pgoutput_message_free(pgoutput_message *msg);
  * input (or out of memory) with a one-line message in errbuf naming the message, the field
  * and the byte offset. errbuf may be NULL when errlen is 0. Never reads outside buf.
  */
-int pgoutput_decode(const uint8_t *buf, size_t len, bool in_stream_block,
-                    pgoutput_message *msg, char *errbuf, size_t errlen);
+int pgoutput_decode(const uint8_t *buf, size_t len, bool in_stream_block, pgoutput_message *msg, char *errbuf,
+                    size_t errlen);
 
 /* "Begin", "Stream Abort", ... for a tag byte; "unknown" for anything else. */
 const char *pgoutput_message_type_name(int type);
 
 /* A pgoutput timestamp (microseconds since 2000-01-01 UTC) as microseconds since 1970.
  * Saturates instead of overflowing, because the value comes off the wire. */
-static inline int64_t pgoutput_timestamp_to_unix_usec(int64_t pg_timestamp)
-{
-    if (pg_timestamp > INT64_MAX - PGOUTPUT_EPOCH_OFFSET_USEC)
-        return INT64_MAX;
+static inline int64_t pgoutput_timestamp_to_unix_usec(int64_t pg_timestamp) {
+    if (pg_timestamp > INT64_MAX - PGOUTPUT_EPOCH_OFFSET_USEC) return INT64_MAX;
     return pg_timestamp + PGOUTPUT_EPOCH_OFFSET_USEC;
 }
 

@@ -29,22 +29,22 @@ typedef struct relcache_column {
     const char *name;
     uint32_t type_oid;
     int32_t typmod;
-    bool is_key;           /* part of the replica identity (every column with FULL) */
+    bool is_key; /* part of the replica identity (every column with FULL) */
 } relcache_column;
 
 typedef struct relcache_relation {
     uint32_t relid;
-    const char *schema;    /* "" on the wire is stored as "pg_catalog" */
+    const char *schema; /* "" on the wire is stored as "pg_catalog" */
     const char *name;
     char replica_identity; /* 'd', 'n', 'f', 'i' */
     uint16_t ncols;
     const relcache_column *columns;
-    uint64_t version;      /* changes on every relcache_put of this relid */
+    uint64_t version; /* changes on every relcache_put of this relid */
 } relcache_relation;
 
 typedef struct relcache_type {
     uint32_t oid;
-    const char *schema;    /* "" on the wire is stored as "pg_catalog" */
+    const char *schema; /* "" on the wire is stored as "pg_catalog" */
     const char *name;
     uint64_t version;
 } relcache_type;
@@ -59,8 +59,7 @@ void relcache_destroy(relcache *cache);
 
 /* Store a copy of a decoded Relation message, replacing any entry with the same relid.
  * Returns 0, or -1 with a message when out of memory (the old entry, if any, is kept). */
-int relcache_put(relcache *cache, const pgoutput_relation *relation, char *errbuf,
-                 size_t errlen);
+int relcache_put(relcache *cache, const pgoutput_relation *relation, char *errbuf, size_t errlen);
 
 /* The entry for relid, or NULL if no Relation message described it yet. */
 const relcache_relation *relcache_get(const relcache *cache, uint32_t relid);

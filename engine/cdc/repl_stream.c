@@ -18,8 +18,8 @@
 #include <string.h>
 
 #define TICK_MS 100
-#define STATUS_EVERY 10.0       /* seconds: at least this often */
-#define STATUS_ON_CHANGE 1.0    /* seconds: at most this often when only the flush moved */
+#define STATUS_EVERY 10.0    /* seconds: at least this often */
+#define STATUS_ON_CHANGE 1.0 /* seconds: at most this often when only the flush moved */
 
 static void repl_read(repl_stream *s);
 
@@ -84,8 +84,7 @@ int repl_stream_send_status(repl_stream *s, bool force) {
     /* While paused we read nothing, so the server's keepalive requests go unanswered: send
      * our status every second instead, or the walsender ends the stream at wal_sender_timeout. */
     double every = s->paused ? 1.0 : STATUS_EVERY;
-    if (!force && !(now - s->last_status >= every) &&
-        !(moved && now - s->last_status >= STATUS_ON_CHANGE))
+    if (!force && !(now - s->last_status >= every) && !(moved && now - s->last_status >= STATUS_ON_CHANGE))
         return 0;
     uint8_t m[34] = { 'r' };
     put_u64(m + 1, write);
@@ -98,9 +97,9 @@ int repl_stream_send_status(repl_stream *s, bool force) {
         stream_fail(s, "08006", PQerrorMessage(s->c->pg));
         return -1;
     }
-    if (r == 0) return 0;   /* libpq's buffer is full: try again on the next tick */
+    if (r == 0) return 0; /* libpq's buffer is full: try again on the next tick */
     int f = PQflush(s->c->pg);
-    if (f < 0 || PQsocket(s->c->pg) < 0) {   /* libpq may drop a dead socket while flushing */
+    if (f < 0 || PQsocket(s->c->pg) < 0) { /* libpq may drop a dead socket while flushing */
         stream_fail(s, "08006", PQerrorMessage(s->c->pg));
         return -1;
     }
@@ -130,7 +129,7 @@ static int handle_message(repl_stream *s, const uint8_t *buf, int n) {
         uint64_t start = get_u64(buf + 1), end = get_u64(buf + 9);
         s->last_send_time = (int64_t) get_u64(buf + 17) + PGOUTPUT_EPOCH_OFFSET_USEC;
         if (end > s->received_lsn) s->received_lsn = end;
-        if (s->state != REPL_STREAMING) return 0;   /* ending: discard */
+        if (s->state != REPL_STREAMING) return 0; /* ending: discard */
         return s->cb.on_data(s->cb.arg, start, end, buf + 25, (size_t) n - 25);
     }
     if (buf[0] == 'k' && n >= 18) {
@@ -155,7 +154,10 @@ static void collect_final(repl_stream *s) {
     while (!PQisBusy(pg)) {
         PGresult *r = PQgetResult(pg);
         if (!r) {
-            if (s->error) { stream_fail(s, s->sqlstate, s->error); return; }
+            if (s->error) {
+                stream_fail(s, s->sqlstate, s->error);
+                return;
+            }
             if (s->ended_by_server) {
                 stream_fail(s, "08006", "the server ended the replication stream");
                 return;
@@ -196,7 +198,7 @@ static void repl_read(repl_stream *s) {
             PQfreemem(buf);
             if (rc < 0) {
                 if (s->state != REPL_FAILED) {
-                    s->paused = true;   /* the consumer failed; it tells its owner */
+                    s->paused = true; /* the consumer failed; it tells its owner */
                     stream_watch(s);
                 }
                 return;
@@ -249,16 +251,25 @@ static void start_collect(repl_stream *s) {
 
 static void repl_on_io(tide_conn *c, int events) {
     repl_stream *s = c->op;
-    if (s->state == REPL_FAILED || s->state == REPL_DONE) { conn_watch(c, 0); return; }
+    if (s->state == REPL_FAILED || s->state == REPL_DONE) {
+        conn_watch(c, 0);
+        return;
+    }
     if (events & UV_WRITABLE) {
         int f = PQflush(c->pg);
-        if (f < 0 || PQsocket(c->pg) < 0) { stream_fail(s, "08006", PQerrorMessage(c->pg)); return; }
+        if (f < 0 || PQsocket(c->pg) < 0) {
+            stream_fail(s, "08006", PQerrorMessage(c->pg));
+            return;
+        }
         s->want_writable = f == 1;
     }
     if (events & UV_READABLE) {
         /* While paused the socket is not watched for reading, so this only runs when we
          * want data. */
-        if (!PQconsumeInput(c->pg)) { stream_fail(s, "08006", PQerrorMessage(c->pg)); return; }
+        if (!PQconsumeInput(c->pg)) {
+            stream_fail(s, "08006", PQerrorMessage(c->pg));
+            return;
+        }
         switch (s->state) {
         case REPL_STARTING: start_collect(s); break;
         case REPL_STREAMING:
@@ -340,9 +351,15 @@ int repl_stream_start(repl_stream *s, tide_conn *c, const char *sql) {
 void repl_stream_end(repl_stream *s) {
     if (s->state != REPL_STREAMING) return;
     s->paused = false;
-    if (PQputCopyEnd(s->c->pg, NULL) < 0) { stream_fail(s, "08006", PQerrorMessage(s->c->pg)); return; }
+    if (PQputCopyEnd(s->c->pg, NULL) < 0) {
+        stream_fail(s, "08006", PQerrorMessage(s->c->pg));
+        return;
+    }
     int f = PQflush(s->c->pg);
-    if (f < 0) { stream_fail(s, "08006", PQerrorMessage(s->c->pg)); return; }
+    if (f < 0) {
+        stream_fail(s, "08006", PQerrorMessage(s->c->pg));
+        return;
+    }
     s->want_writable = f == 1;
     s->state = REPL_ENDING;
     /* The server answers CopyDone with CopyDone, then the command's completion. */

@@ -32,10 +32,10 @@ typedef struct repl_callbacks {
 } repl_callbacks;
 
 typedef enum repl_state {
-    REPL_STARTING,    /* START_REPLICATION sent */
+    REPL_STARTING, /* START_REPLICATION sent */
     REPL_STREAMING,
-    REPL_ENDING,      /* we sent CopyDone; discarding what still comes */
-    REPL_COLLECTING,  /* the copy is over; reading the command's final results */
+    REPL_ENDING,     /* we sent CopyDone; discarding what still comes */
+    REPL_COLLECTING, /* the copy is over; reading the command's final results */
     REPL_DONE,
     REPL_FAILED,
 } repl_state;
@@ -46,11 +46,11 @@ typedef struct repl_stream {
     repl_callbacks cb;
     repl_state state;
     bool paused, want_writable, ended_by_server;
-    uint64_t received_lsn;       /* highest walEnd seen (data or keepalive) */
-    uint64_t keepalive_lsn;      /* walEnd of the latest keepalive */
+    uint64_t received_lsn;  /* highest walEnd seen (data or keepalive) */
+    uint64_t keepalive_lsn; /* walEnd of the latest keepalive */
     uint64_t reported_write, reported_flush;
     double last_status, last_flush_change;
-    int64_t last_send_time;      /* server clock of the latest message, unix µs */
+    int64_t last_send_time; /* server clock of the latest message, unix µs */
     uint64_t bytes, messages, keepalives, statuses;
     uv_timer_t *timer;
     uv_idle_t *resume_idle;

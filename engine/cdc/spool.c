@@ -29,8 +29,8 @@ typedef struct spool_subxact {
 typedef struct spool_file {
     uint32_t xid;
     int fd;
-    uint64_t size;           /* bytes of records, buffered ones included */
-    uint8_t *wbuf;           /* the last wlen bytes of the records, not yet written */
+    uint64_t size; /* bytes of records, buffered ones included */
+    uint8_t *wbuf; /* the last wlen bytes of the records, not yet written */
     size_t wlen;
     spool_subxact *subs;
     int nsubs, subcap;
@@ -40,18 +40,18 @@ struct tide_spool {
     char *dir;
     spool_file **files;
     int nfiles, cap;
-    spool_file *current;     /* inside this transaction's Stream Start ... Stream Stop */
+    spool_file *current; /* inside this transaction's Stream Start ... Stream Stop */
     /* replay of a committed transaction */
     spool_file *replay;
-    int phase;               /* 0 Begin, 1 changes, 2 Commit, 3 done */
-    uint64_t read_off;       /* file offset of rbuf[0] + rlen: the next byte to read */
+    int phase;         /* 0 Begin, 1 changes, 2 Commit, 3 done */
+    uint64_t read_off; /* file offset of rbuf[0] + rlen: the next byte to read */
     uint8_t *rbuf;
     size_t rcap, rpos, rlen;
-    uint64_t remaining;      /* record bytes not yet handed out */
+    uint64_t remaining; /* record bytes not yet handed out */
     uint64_t commit_lsn, end_lsn;
     int64_t commit_ts;
-    uint8_t frame[32];       /* a synthesised Begin or Commit */
-    uint8_t *scratch;        /* a Relation/Type message without its xid */
+    uint8_t frame[32]; /* a synthesised Begin or Commit */
+    uint8_t *scratch;  /* a Relation/Type message without its xid */
     size_t scratch_cap;
     pgoutput_message msg;
     spool_counters n;
@@ -75,7 +75,8 @@ static uint64_t get_u64(const uint8_t *p) {
 }
 
 static spool_result fail(tide_spool *sp, const char *what, uint32_t xid) {
-    snprintf(sp->err, sizeof sp->err, "cannot %s the spool file of streamed transaction %u in %s: %s "
+    snprintf(sp->err, sizeof sp->err,
+             "cannot %s the spool file of streamed transaction %u in %s: %s "
              "(set incremental.spool_dir to a file system with room for the largest transaction, "
              "or incremental.streaming = false to let the source spill it instead)",
              what, (unsigned) xid, sp->dir, strerror(errno));
@@ -87,7 +88,10 @@ tide_spool *spool_create(const char *dir) {
     tide_spool *sp = calloc(1, sizeof *sp);
     if (!sp) return NULL;
     sp->dir = strdup(dir && *dir ? dir : "/tmp");
-    if (!sp->dir) { free(sp); return NULL; }
+    if (!sp->dir) {
+        free(sp);
+        return NULL;
+    }
     pgoutput_message_init(&sp->msg);
     return sp;
 }
@@ -140,7 +144,7 @@ static spool_file *file_open(tide_spool *sp, uint32_t xid) {
         fail(sp, "create", xid);
         return NULL;
     }
-    unlink(path);   /* the file lives as long as the descriptor: a crash leaves nothing */
+    unlink(path); /* the file lives as long as the descriptor: a crash leaves nothing */
     free(path);
     spool_file *f = calloc(1, sizeof *f);
     if (!f) abort();
@@ -182,7 +186,7 @@ static int file_append(tide_spool *sp, spool_file *f, const uint8_t *p, size_t n
         if (!f->wbuf) abort();
     }
     if (f->wlen + n > WRITE_BUFFER && file_flush(f) != 0) return -1;
-    if (n > WRITE_BUFFER) {   /* a large change goes straight to the file */
+    if (n > WRITE_BUFFER) { /* a large change goes straight to the file */
         if (write_all(f->fd, p, n, f->size) != 0) return -1;
     } else {
         if (n) memcpy(f->wbuf + f->wlen, p, n);
@@ -221,7 +225,7 @@ static spool_result spool_change(tide_spool *sp, uint64_t lsn, const uint8_t *pa
                 f->subs = realloc(f->subs, (size_t) f->subcap * sizeof *f->subs);
                 if (!f->subs) abort();
             }
-            f->subs[f->nsubs++] = (spool_subxact) { .xid = xid, .offset = f->size };
+            f->subs[f->nsubs++] = (spool_subxact){ .xid = xid, .offset = f->size };
         }
     }
     uint8_t head[RECORD_HEADER + 1];
@@ -244,8 +248,8 @@ static spool_result protocol(tide_spool *sp, const char *what) {
     return SPOOL_FAILED;
 }
 
-spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, size_t len,
-                        const uint8_t **out, size_t *outlen) {
+spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, size_t len, const uint8_t **out,
+                        size_t *outlen) {
     *out = payload;
     *outlen = len;
     if (len == 0) return SPOOL_PASS;
@@ -256,7 +260,7 @@ spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, si
         if (sp->current) return protocol(sp, "Stream Start inside a stream block");
         uint32_t xid = sp->msg.stream_start.xid;
         spool_file *f = file_find(sp, xid);
-        if (f && sp->msg.stream_start.first_segment) {   /* sent again from its start */
+        if (f && sp->msg.stream_start.first_segment) { /* sent again from its start */
             file_forget(sp, f);
             f = NULL;
         }
@@ -274,7 +278,7 @@ spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, si
         if (sp->current) return protocol(sp, "Stream Abort inside a stream block");
         const pgoutput_stream_abort *a = &sp->msg.stream_abort;
         spool_file *f = file_find(sp, a->xid);
-        if (!f) return SPOOL_TAKEN;   /* nothing of it was spooled */
+        if (!f) return SPOOL_TAKEN; /* nothing of it was spooled */
         if (a->subxid == a->xid) {
             file_forget(sp, f);
             sp->n.aborted_transactions++;
@@ -295,10 +299,13 @@ spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, si
         if (sp->replay) return protocol(sp, "Stream Commit while another is being applied");
         const pgoutput_stream_commit *c = &sp->msg.stream_commit;
         spool_file *f = file_find(sp, c->xid);
-        if (!f && !(f = file_open(sp, c->xid))) return SPOOL_FAILED;   /* no change was published */
+        if (!f && !(f = file_open(sp, c->xid))) return SPOOL_FAILED; /* no change was published */
         if (file_flush(f) != 0) return fail(sp, "write", f->xid);
-        for (int i = 0; i < sp->nfiles; i++)   /* out of the open list; freed after replay */
-            if (sp->files[i] == f) { sp->files[i] = sp->files[--sp->nfiles]; break; }
+        for (int i = 0; i < sp->nfiles; i++) /* out of the open list; freed after replay */
+            if (sp->files[i] == f) {
+                sp->files[i] = sp->files[--sp->nfiles];
+                break;
+            }
         sp->replay = f;
         sp->phase = 0;
         sp->read_off = 0;
@@ -311,8 +318,7 @@ spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, si
     }
     case PGOUTPUT_STREAM_PREPARE:
         return protocol(sp, "Stream Prepare (pgtide does not ask for two-phase decoding)");
-    default:
-        break;
+    default: break;
     }
     if (!sp->current) return SPOOL_PASS;
     switch (tag) {
@@ -336,8 +342,7 @@ spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, si
         *outlen = len - 4;
         return SPOOL_PASS;
     case PGOUTPUT_ORIGIN:
-    case PGOUTPUT_LOGICAL_MESSAGE:
-        return SPOOL_TAKEN;   /* apply has no use for either */
+    case PGOUTPUT_LOGICAL_MESSAGE: return SPOOL_TAKEN; /* apply has no use for either */
     default: {
         char what[64];
         snprintf(what, sizeof what, "'%c' inside a stream block", tag);
@@ -379,7 +384,7 @@ int spool_next(tide_spool *sp, uint64_t *lsn, const uint8_t **payload, size_t *l
     if (!f) return 0;
     *lsn = 0;
     switch (sp->phase) {
-    case 0:   /* Begin: final_lsn, commit_ts, xid */
+    case 0: /* Begin: final_lsn, commit_ts, xid */
         sp->frame[0] = PGOUTPUT_BEGIN;
         put_u64(sp->frame + 1, sp->commit_lsn);
         put_u64(sp->frame + 9, (uint64_t) sp->commit_ts);
@@ -408,7 +413,7 @@ int spool_next(tide_spool *sp, uint64_t *lsn, const uint8_t **payload, size_t *l
         }
         sp->phase = 2;
         /* fall through */
-    case 2:   /* Commit: flags, commit_lsn, end_lsn, commit_ts */
+    case 2: /* Commit: flags, commit_lsn, end_lsn, commit_ts */
         sp->frame[0] = PGOUTPUT_COMMIT;
         sp->frame[1] = 0;
         put_u64(sp->frame + 2, sp->commit_lsn);
@@ -423,7 +428,7 @@ int spool_next(tide_spool *sp, uint64_t *lsn, const uint8_t **payload, size_t *l
         sp->replay = NULL;
         file_free(sp, f);
         sp->n.streamed_transactions++;
-        if (sp->rcap > READ_BUFFER) {   /* give back what one large change needed */
+        if (sp->rcap > READ_BUFFER) { /* give back what one large change needed */
             free(sp->rbuf);
             sp->rbuf = NULL;
             sp->rcap = 0;

@@ -30,10 +30,10 @@
 typedef struct tide_spool tide_spool;
 
 typedef enum spool_result {
-    SPOOL_FAILED = -1,  /* spool_error() says why */
-    SPOOL_PASS = 0,     /* not for the spool: give *out (len *outlen) to apply now */
-    SPOOL_TAKEN = 1,    /* kept (or dropped); nothing to do */
-    SPOOL_REPLAY = 2,   /* a Stream Commit: call spool_next() until it returns 0 */
+    SPOOL_FAILED = -1, /* spool_error() says why */
+    SPOOL_PASS = 0,    /* not for the spool: give *out (len *outlen) to apply now */
+    SPOOL_TAKEN = 1,   /* kept (or dropped); nothing to do */
+    SPOOL_REPLAY = 2,  /* a Stream Commit: call spool_next() until it returns 0 */
 } spool_result;
 
 typedef struct spool_counters {
@@ -42,9 +42,9 @@ typedef struct spool_counters {
     uint64_t aborted_subtransactions; /* cut back at a subtransaction's Stream Abort */
     uint64_t blocks;                  /* Stream Start messages */
     uint64_t spooled_changes;
-    uint64_t bytes;                   /* held on disk now */
+    uint64_t bytes; /* held on disk now */
     uint64_t peak_bytes;
-    int open;                         /* streamed transactions in progress */
+    int open; /* streamed transactions in progress */
 } spool_counters;
 
 /* A spool writing its files in `dir` (must exist). NULL only when out of memory. */
@@ -56,8 +56,8 @@ void spool_free(tide_spool *sp);
  * come back as SPOOL_PASS with *out = payload; a Relation/Type inside a block as SPOOL_PASS
  * with the xid removed (*out points into the spool, valid until the next call).
  */
-spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, size_t len,
-                        const uint8_t **out, size_t *outlen);
+spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, size_t len, const uint8_t **out,
+                        size_t *outlen);
 
 /*
  * After SPOOL_REPLAY: the next message of the committed transaction (Begin, its changes,

@@ -71,13 +71,17 @@ int control_run_dir(bool create, char *out, size_t size, char *err, size_t errsi
         return -1;
     }
     if (st.st_uid != geteuid()) {
-        snprintf(err, errsize, "the run directory %s belongs to uid %u, not to us (uid %u); "
-                 "remove it or set XDG_RUNTIME_DIR", out, (unsigned) st.st_uid, (unsigned) geteuid());
+        snprintf(err, errsize,
+                 "the run directory %s belongs to uid %u, not to us (uid %u); "
+                 "remove it or set XDG_RUNTIME_DIR",
+                 out, (unsigned) st.st_uid, (unsigned) geteuid());
         return -1;
     }
     if (st.st_mode & 077) {
-        snprintf(err, errsize, "the run directory %s can be entered by other users (mode %03o); "
-                 "fix: chmod 700 %s", out, (unsigned) (st.st_mode & 0777), out);
+        snprintf(err, errsize,
+                 "the run directory %s can be entered by other users (mode %03o); "
+                 "fix: chmod 700 %s",
+                 out, (unsigned) (st.st_mode & 0777), out);
         return -1;
     }
     return 0;
@@ -133,16 +137,20 @@ void control_server_wake(control_server *s) {
 
 static void server_connection(uv_stream_t *stream, int status) {
     control_server *s = stream->data;
-    if (status < 0) s->listen_status = status;
-    else s->pending++;
+    if (status < 0)
+        s->listen_status = status;
+    else
+        s->pending++;
     server_wake_waiter(s);
 }
 
 int control_server_listen(control_server *s, const char *path, char *err, size_t errsize) {
     struct sockaddr_un sun;
     if (strlen(path) >= sizeof sun.sun_path) {
-        snprintf(err, errsize, "the control socket path %s is too long (%zu bytes, at most %zu); "
-                 "choose a shorter one with --control", path, strlen(path), sizeof sun.sun_path - 1);
+        snprintf(err, errsize,
+                 "the control socket path %s is too long (%zu bytes, at most %zu); "
+                 "choose a shorter one with --control",
+                 path, strlen(path), sizeof sun.sun_path - 1);
         return -ENAMETOOLONG;
     }
     struct stat st;
@@ -178,7 +186,10 @@ int control_server_listen(control_server *s, const char *path, char *err, size_t
     }
     s->path = strdup(path);
     s->bound = true;
-    if (lstat(path, &st) == 0) { s->dev = st.st_dev; s->ino = st.st_ino; }
+    if (lstat(path, &st) == 0) {
+        s->dev = st.st_dev;
+        s->ino = st.st_ino;
+    }
     if (chmod(path, 0600) != 0 || (rc = uv_listen((uv_stream_t *) &s->pipe, 16, server_connection)) != 0) {
         snprintf(err, errsize, "cannot listen on the control socket %s: %s", path,
                  rc ? uv_strerror(rc) : strerror(errno));
@@ -205,8 +216,10 @@ void control_server_release(control_server *s) {
      * so nobody is woken from here. */
     s->waiter = NULL;
     s->orphan = true;
-    if (!s->closing) control_server_close(s);
-    else if (s->open_handles == 0) server_free(s);
+    if (!s->closing)
+        control_server_close(s);
+    else if (s->open_handles == 0)
+        server_free(s);
 }
 
 /* ---------------------------------------------------------------- channels */
@@ -242,7 +255,11 @@ static void channel_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     if (ch->in_cap - ch->in_len < READ_CHUNK) {
         size_t cap = ch->in_cap * 2 > ch->in_len + READ_CHUNK ? ch->in_cap * 2 : ch->in_len + READ_CHUNK;
         char *grown = realloc(ch->in, cap);
-        if (!grown) { *buf = uv_buf_init(NULL, 0); return; }   /* read_cb gets UV_ENOBUFS */
+        /* read_cb gets UV_ENOBUFS */
+        if (!grown) {
+            *buf = uv_buf_init(NULL, 0);
+            return;
+        }
         ch->in = grown;
         ch->in_cap = cap;
     }
@@ -260,7 +277,7 @@ static void channel_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
         char type;
         size_t len;
         if (control_frame_peek(ch->in, ch->in_len, &type, &len) < 0) {
-            ch->read_status = UV_E2BIG;   /* a peer that does not speak the protocol */
+            ch->read_status = UV_E2BIG; /* a peer that does not speak the protocol */
             uv_read_stop(stream);
         }
     }
@@ -295,12 +312,15 @@ void control_channel_consume(control_channel *ch, size_t n) {
     if (ch->in_cap > 4 * READ_CHUNK && ch->in_len < READ_CHUNK) {
         /* Give back the memory of a big frame once it is taken. */
         char *smaller = realloc(ch->in, READ_CHUNK);
-        if (smaller) { ch->in = smaller; ch->in_cap = READ_CHUNK; }
+        if (smaller) {
+            ch->in = smaller;
+            ch->in_cap = READ_CHUNK;
+        }
     }
 }
 
 typedef struct send_req {
-    uv_write_t req;           /* first: the callback casts back */
+    uv_write_t req; /* first: the callback casts back */
     control_channel *ch;
     char data[];
 } send_req;
@@ -346,17 +366,22 @@ void control_channel_close(control_channel *ch) {
 }
 
 void control_channel_release(control_channel *ch) {
-    ch->reader = ch->drainer = NULL;   /* see control_server_release */
+    ch->reader = ch->drainer = NULL; /* see control_server_release */
     ch->orphan = true;
-    if (!ch->closing) control_channel_close(ch);
-    else if (ch->handle_closed) channel_free(ch);
+    if (!ch->closing)
+        control_channel_close(ch);
+    else if (ch->handle_closed)
+        channel_free(ch);
 }
 
 /* ---------------------------------------------------------------- blocking client */
 
 /* Set by the SIGINT handler the client installs while it waits for an answer. */
 static volatile sig_atomic_t interrupt_seen;
-static void on_interrupt(int sig) { (void) sig; interrupt_seen = 1; }
+static void on_interrupt(int sig) {
+    (void) sig;
+    interrupt_seen = 1;
+}
 
 int control_connect(const char *path) {
     struct sockaddr_un sun;
@@ -416,12 +441,22 @@ int control_client_receive(control_client *c, double seconds, bool interruptible
     int rc;
     for (;;) {
         int frame = control_frame_peek(c->in, c->in_len, type, length);
-        if (frame != 0) { rc = frame > 0 ? 1 : -E2BIG; break; }
-        if (interruptible && interrupt_seen) { interrupt_seen = 0; rc = -EINTR; break; }
+        if (frame != 0) {
+            rc = frame > 0 ? 1 : -E2BIG;
+            break;
+        }
+        if (interruptible && interrupt_seen) {
+            interrupt_seen = 0;
+            rc = -EINTR;
+            break;
+        }
         struct timespec ts, *tsp = NULL;
         if (seconds >= 0) {
             double left = deadline - tide_monotonic();
-            if (left <= 0) { rc = 0; break; }
+            if (left <= 0) {
+                rc = 0;
+                break;
+            }
             ts.tv_sec = (time_t) left;
             ts.tv_nsec = (long) ((left - (double) ts.tv_sec) * 1e9);
             tsp = &ts;
@@ -437,7 +472,10 @@ int control_client_receive(control_client *c, double seconds, bool interruptible
         if (c->in_cap - c->in_len < READ_CHUNK) {
             size_t cap = c->in_len + READ_CHUNK * 2;
             char *grown = realloc(c->in, cap);
-            if (!grown) { rc = -ENOMEM; break; }
+            if (!grown) {
+                rc = -ENOMEM;
+                break;
+            }
             c->in = grown;
             c->in_cap = cap;
         }
@@ -447,7 +485,10 @@ int control_client_receive(control_client *c, double seconds, bool interruptible
             rc = -errno;
             break;
         }
-        if (got == 0) { rc = -EPIPE; break; }
+        if (got == 0) {
+            rc = -EPIPE;
+            break;
+        }
         c->in_len += (size_t) got;
     }
     if (interruptible) {

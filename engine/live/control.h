@@ -18,7 +18,7 @@
 
 #define CONTROL_HEADER_SIZE 5
 #define CONTROL_MAX_PAYLOAD (64u * 1024 * 1024)
-#define CONTROL_REFUSED 1        /* control_channel_accept: the peer is another user */
+#define CONTROL_REFUSED 1 /* control_channel_accept: the peer is another user */
 
 /* Write the header of a frame of `length` payload bytes. */
 void control_frame_header(char out[CONTROL_HEADER_SIZE], char type, size_t length);
@@ -35,29 +35,29 @@ int control_run_dir(bool create, char *out, size_t size, char *err, size_t errsi
 
 typedef struct control_server {
     uv_pipe_t pipe;
-    uv_timer_t timer;         /* accept's timeout: the live loop's tick, without a wait record
-                               * that would outlive the process's last loop turn */
+    uv_timer_t timer; /* accept's timeout: the live loop's tick, without a wait record
+                       * that would outlive the process's last loop turn */
     char *path;
     dev_t dev;
-    ino_t ino;                /* the socket file we bound: unlinked on close only if still ours */
+    ino_t ino; /* the socket file we bound: unlinked on close only if still ours */
     bool bound;
-    tide_co *waiter;          /* coroutine blocked in accept */
-    int pending;              /* connections libuv announced and we have not accepted */
-    int listen_status;        /* < 0 once listening failed */
-    int refused;              /* connections from other users, closed at once */
-    bool timed_out;           /* accept's timer fired, or control_server_wake was called */
-    int open_handles;         /* pipe and timer until their close callbacks ran */
+    tide_co *waiter;   /* coroutine blocked in accept */
+    int pending;       /* connections libuv announced and we have not accepted */
+    int listen_status; /* < 0 once listening failed */
+    int refused;       /* connections from other users, closed at once */
+    bool timed_out;    /* accept's timer fired, or control_server_wake was called */
+    int open_handles;  /* pipe and timer until their close callbacks ran */
     bool closing, orphan;
 } control_server;
 
 typedef struct control_channel {
     uv_pipe_t pipe;
-    char *in;                 /* bytes received and not taken yet */
+    char *in; /* bytes received and not taken yet */
     size_t in_len, in_cap;
-    tide_co *reader;          /* coroutine waiting for a whole frame */
-    tide_co *drainer;         /* coroutine waiting for the write queue to shrink */
-    int read_status;          /* 0 while reading; UV_EOF or an error once it ended */
-    int write_status;         /* 0, or the first write error */
+    tide_co *reader;  /* coroutine waiting for a whole frame */
+    tide_co *drainer; /* coroutine waiting for the write queue to shrink */
+    int read_status;  /* 0 while reading; UV_EOF or an error once it ended */
+    int write_status; /* 0, or the first write error */
     bool closing, handle_closed, orphan;
 } control_channel;
 
@@ -68,9 +68,9 @@ int control_server_listen(control_server *s, const char *path, char *err, size_t
 /* Wait for a connection at most `seconds` (< 0: no limit): arms the timer. */
 void control_server_arm(control_server *s, double seconds);
 void control_server_disarm(control_server *s);
-void control_server_wake(control_server *s);      /* end the current wait now, as a timeout */
-void control_server_close(control_server *s);     /* stop, unlink our socket, wake the waiter */
-void control_server_release(control_server *s);   /* the Lua side lets go (frees when closed) */
+void control_server_wake(control_server *s);    /* end the current wait now, as a timeout */
+void control_server_close(control_server *s);   /* stop, unlink our socket, wake the waiter */
+void control_server_release(control_server *s); /* the Lua side lets go (frees when closed) */
 
 control_channel *control_channel_new(tide_runtime *rt);
 /* Accept one pending connection into ch and start reading. 0, CONTROL_REFUSED, or a libuv
@@ -99,8 +99,7 @@ int control_client_send(control_client *c, char type, const char *payload, size_
 /* Wait for a whole frame: 1 (type, length; payload at c->in + CONTROL_HEADER_SIZE), 0 on
  * timeout (seconds < 0: none), -EINTR when `interruptible` and SIGINT arrived, -EPIPE when
  * the server closed the connection, another negative errno on failure. */
-int control_client_receive(control_client *c, double seconds, bool interruptible, char *type,
-                           size_t *length);
+int control_client_receive(control_client *c, double seconds, bool interruptible, char *type, size_t *length);
 void control_client_consume(control_client *c, size_t n);
 
 #endif

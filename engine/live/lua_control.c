@@ -104,7 +104,8 @@ static int l_control_listen(lua_State *L) {
 }
 
 static int server_accept_k(lua_State *L, int status, lua_KContext ctx) {
-    (void) status; (void) ctx;
+    (void) status;
+    (void) ctx;
     control_server *s = check_server(L);
     if (!s->closing) control_server_disarm(s);
     for (;;) {
@@ -180,7 +181,8 @@ static control_channel *check_channel(lua_State *L) {
 }
 
 static int channel_receive_k(lua_State *L, int status, lua_KContext ctx) {
-    (void) status; (void) ctx;
+    (void) status;
+    (void) ctx;
     control_channel *ch = check_channel(L);
     char type;
     size_t len;
@@ -197,9 +199,12 @@ static int channel_receive_k(lua_State *L, int status, lua_KContext ctx) {
     }
     if (ch->read_status != 0) {
         lua_pushnil(L);
-        if (ch->read_status == UV_EOF || ch->read_status == UV_ECONNRESET) lua_pushliteral(L, "closed");
-        else if (ch->read_status == UV_E2BIG) lua_pushliteral(L, "the client sent a frame over the size limit");
-        else lua_pushstring(L, uv_strerror(ch->read_status));
+        if (ch->read_status == UV_EOF || ch->read_status == UV_ECONNRESET)
+            lua_pushliteral(L, "closed");
+        else if (ch->read_status == UV_E2BIG)
+            lua_pushliteral(L, "the client sent a frame over the size limit");
+        else
+            lua_pushstring(L, uv_strerror(ch->read_status));
         return 2;
     }
     if (ch->reader) return luaL_error(L, "another coroutine already reads this channel");
@@ -216,7 +221,8 @@ static int l_channel_receive(lua_State *L) {
 }
 
 static int channel_send_k(lua_State *L, int status, lua_KContext ctx) {
-    (void) status; (void) ctx;
+    (void) status;
+    (void) ctx;
     control_channel *ch = check_channel(L);
     if (ch->write_status && ch->write_status != UV_ECANCELED)
         return push_failure(L, uv_strerror(ch->write_status), ch->write_status);
@@ -311,7 +317,8 @@ static int l_client_receive(lua_State *L) {
     switch (rc) {
     case 0: lua_pushliteral(L, "timeout"); break;
     case -EINTR: lua_pushliteral(L, "interrupted"); break;
-    case -EPIPE: case -ECONNRESET: lua_pushliteral(L, "closed"); break;
+    case -EPIPE:
+    case -ECONNRESET: lua_pushliteral(L, "closed"); break;
     case -E2BIG: lua_pushliteral(L, "the server sent a frame over the size limit"); break;
     default: lua_pushstring(L, strerror(-rc));
     }
@@ -332,21 +339,34 @@ static int l_client_close(lua_State *L) {
 
 int luaopen_tide_control(lua_State *L) {
     static const luaL_Reg server_methods[] = {
-        { "accept", l_server_accept }, { "wake", l_server_wake }, { "close", l_server_close },
-        { "refused", l_server_refused }, { NULL, NULL } };
+        { "accept", l_server_accept },
+        { "wake", l_server_wake },
+        { "close", l_server_close },
+        { "refused", l_server_refused },
+        { NULL, NULL },
+    };
     static const luaL_Reg channel_methods[] = {
-        { "receive", l_channel_receive }, { "send", l_channel_send },
-        { "close", l_channel_close }, { NULL, NULL } };
+        { "receive", l_channel_receive },
+        { "send", l_channel_send },
+        { "close", l_channel_close },
+        { NULL, NULL },
+    };
     static const luaL_Reg client_methods[] = {
-        { "receive", l_client_receive }, { "send", l_client_send },
-        { "close", l_client_close }, { NULL, NULL } };
+        { "receive", l_client_receive },
+        { "send", l_client_send },
+        { "close", l_client_close },
+        { NULL, NULL },
+    };
     static const luaL_Reg server_meta[] = { { "__gc", l_server_gc }, { NULL, NULL } };
     static const luaL_Reg channel_meta[] = { { "__gc", l_channel_gc }, { NULL, NULL } };
     static const luaL_Reg client_meta[] = { { "__gc", l_client_close }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
-        { "control_dir", l_control_dir }, { "control_list", l_control_list },
-        { "control_listen", l_control_listen }, { "control_connect", l_control_connect },
-        { NULL, NULL } };
+        { "control_dir", l_control_dir },
+        { "control_list", l_control_list },
+        { "control_listen", l_control_listen },
+        { "control_connect", l_control_connect },
+        { NULL, NULL },
+    };
     tide_class_define(L, SERVER_META, server_methods, server_meta);
     tide_class_define(L, CHANNEL_META, channel_methods, channel_meta);
     tide_class_define(L, CLIENT_META, client_methods, client_meta);

@@ -31,7 +31,7 @@
 #include <string.h>
 
 #define GUARD_META "tide.chunk_guard"
-#define GUARDED "tide.guarded"        /* registry: weak thread → watch record */
+#define GUARDED "tide.guarded" /* registry: weak thread → watch record */
 #define HOOK_EVERY 1000
 #define RESUMED_GAP 0.001
 
@@ -43,9 +43,9 @@ typedef struct chunk_guard {
 } chunk_guard;
 
 typedef struct thread_watch {
-    double last_hook;         /* 0 after a yield: the next hook starts a new slice */
+    double last_hook; /* 0 after a yield: the next hook starts a new slice */
     double slice_start;
-    bool preempted;           /* a plain coroutine yielded by the hook, not by its code */
+    bool preempted; /* a plain coroutine yielded by the hook, not by its code */
 } thread_watch;
 
 static bool is_engine_code(const char *source) {
@@ -54,8 +54,10 @@ static bool is_engine_code(const char *source) {
 }
 
 static void stop_chunk(lua_State *L, lua_Debug *where, const char *message) {
-    if (where->currentline > 0) lua_pushfstring(L, "%s:%d: %s", where->short_src, where->currentline, message);
-    else lua_pushstring(L, message);
+    if (where->currentline > 0)
+        lua_pushfstring(L, "%s:%d: %s", where->short_src, where->currentline, message);
+    else
+        lua_pushstring(L, message);
     lua_error(L);
 }
 
@@ -71,12 +73,14 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
         return;
     }
     lua_getiuservalue(L, -1, 1);
-    chunk_guard *g = lua_touserdata(L, -1);    /* kept alive by the watch record */
+    chunk_guard *g = lua_touserdata(L, -1); /* kept alive by the watch record */
     lua_pop(L, 3);
 
     double now = tide_monotonic();
-    if (w->last_hook == 0 || now - w->last_hook > RESUMED_GAP) w->slice_start = now;
-    else g->used += now - w->last_hook;
+    if (w->last_hook == 0 || now - w->last_hook > RESUMED_GAP)
+        w->slice_start = now;
+    else
+        g->used += now - w->last_hook;
     w->last_hook = now;
 
     lua_Debug info;
@@ -90,8 +94,10 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
         stop_chunk(L, &info, msg);
     }
     if (g->block_limit > 0 && now - w->slice_start > g->block_limit) {
-        snprintf(msg, sizeof msg, "stopped: the chunk kept the task's loop for more than %g s "
-                 "without waiting (session.block_limit)", g->block_limit);
+        snprintf(msg, sizeof msg,
+                 "stopped: the chunk kept the task's loop for more than %g s "
+                 "without waiting (session.block_limit)",
+                 g->block_limit);
         stop_chunk(L, &info, msg);
     }
     /* An engine coroutine's yield goes to the scheduler, which resumes it on the next loop
@@ -100,7 +106,7 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
     if (user && now - w->slice_start >= g->slice && lua_isyieldable(L)) {
         w->last_hook = 0;
         w->preempted = tide_tag(L)->co == NULL;
-        lua_yield(L, 0);   /* in a hook this returns; the VM yields once the hook is done */
+        lua_yield(L, 0); /* in a hook this returns; the VM yields once the hook is done */
     }
 }
 
@@ -213,12 +219,20 @@ static int l_chunk_guard_of(lua_State *L) {
 
 int luaopen_tide_guard(lua_State *L) {
     static const luaL_Reg methods[] = {
-        { "watch", l_guard_watch }, { "unwatch", l_guard_unwatch },
-        { "interrupt", l_guard_interrupt }, { "interrupted", l_guard_interrupted },
-        { "set", l_guard_set }, { "used", l_guard_used }, { "preempted", l_guard_preempted },
-        { NULL, NULL } };
+        { "watch", l_guard_watch },
+        { "unwatch", l_guard_unwatch },
+        { "interrupt", l_guard_interrupt },
+        { "interrupted", l_guard_interrupted },
+        { "set", l_guard_set },
+        { "used", l_guard_used },
+        { "preempted", l_guard_preempted },
+        { NULL, NULL },
+    };
     static const luaL_Reg funcs[] = {
-        { "chunk_guard", l_chunk_guard }, { "chunk_guard_of", l_chunk_guard_of }, { NULL, NULL } };
+        { "chunk_guard", l_chunk_guard },
+        { "chunk_guard_of", l_chunk_guard_of },
+        { NULL, NULL },
+    };
     tide_class_define(L, GUARD_META, methods, NULL);
     lua_newtable(L);
     lua_createtable(L, 0, 1);

@@ -16,7 +16,7 @@
 #include <unistd.h>
 #include <editline/readline.h>
 
-static lua_State *completer_L;     /* the state during a readline call, for the completer */
+static lua_State *completer_L; /* the state during a readline call, for the completer */
 static int completer_ref = LUA_NOREF;
 static char **candidates;
 static int ncandidates;
@@ -35,11 +35,12 @@ static char *candidate_generator(const char *text, int state) {
 }
 
 static char **complete(const char *text, int start, int end) {
-    (void) start; (void) end;
+    (void) start;
+    (void) end;
     lua_State *L = completer_L;
     free_candidates();
     if (!L || completer_ref == LUA_NOREF) return NULL;
-    rl_attempted_completion_over = 1;   /* no file-name completion fallback */
+    rl_attempted_completion_over = 1; /* no file-name completion fallback */
     lua_rawgeti(L, LUA_REGISTRYINDEX, completer_ref);
     lua_pushstring(L, text);
     lua_pushstring(L, rl_line_buffer ? rl_line_buffer : "");
@@ -66,7 +67,7 @@ static int l_readline(lua_State *L) {
     if (isatty(STDIN_FILENO)) {
         completer_L = L;
         rl_attempted_completion_function = complete;
-        rl_completion_append_character = '\0';   /* `task:sta<Tab>` must not add a space */
+        rl_completion_append_character = '\0'; /* `task:sta<Tab>` must not add a space */
         char *line = readline(prompt);
         completer_L = NULL;
         if (!line) return 0;
@@ -77,7 +78,10 @@ static int l_readline(lua_State *L) {
     char *line = NULL;
     size_t cap = 0;
     ssize_t n = getline(&line, &cap, stdin);
-    if (n < 0) { free(line); return 0; }
+    if (n < 0) {
+        free(line);
+        return 0;
+    }
     if (n > 0 && line[n - 1] == '\n') n--;
     lua_pushlstring(L, line, (size_t) n);
     free(line);
@@ -114,9 +118,14 @@ static int l_isatty(lua_State *L) {
 
 int luaopen_tide_term(lua_State *L) {
     static const luaL_Reg funcs[] = {
-        { "readline", l_readline }, { "add_history", l_add_history },
-        { "load_history", l_load_history }, { "save_history", l_save_history },
-        { "set_completer", l_set_completer }, { "isatty", l_isatty }, { NULL, NULL } };
+        { "readline", l_readline },
+        { "add_history", l_add_history },
+        { "load_history", l_load_history },
+        { "save_history", l_save_history },
+        { "set_completer", l_set_completer },
+        { "isatty", l_isatty },
+        { NULL, NULL },
+    };
     luaL_newlib(L, funcs);
     return 1;
 }

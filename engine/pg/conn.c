@@ -33,7 +33,10 @@ static void handle_closed(uv_handle_t *h) {
 
 static void poll_cb(uv_poll_t *p, int status, int events) {
     tide_conn *c = p->data;
-    if (!c->on_io) { conn_watch(c, 0); return; }
+    if (!c->on_io) {
+        conn_watch(c, 0);
+        return;
+    }
     /* An error on the socket (status < 0) is handled by libpq on the next call: report
      * the socket as readable and writable so the operation looks at it. */
     if (status < 0) events = UV_READABLE | UV_WRITABLE;
@@ -142,7 +145,7 @@ void conn_watch(tide_conn *c, int events) {
 /* ---------------------------------------------------------------- outcome */
 
 void conn_set_failure(tide_conn *c, const char *sqlstate, const char *message) {
-    if (c->failure) return;   /* keep the first cause */
+    if (c->failure) return; /* keep the first cause */
     c->failure = strdup(message ? message : "connection failure");
     c->failure_state = sqlstate;
 }
@@ -172,7 +175,11 @@ static void op_fail(tide_conn *c, const char *sqlstate, const char *msg) {
 }
 
 static void op_fail_lost(tide_conn *c) {
-    if (c->error) { op_done(c); return; }   /* the server said why before it went away */
+    /* the server said why before it went away */
+    if (c->error) {
+        op_done(c);
+        return;
+    }
     const char *msg = c->pg ? PQerrorMessage(c->pg) : NULL;
     op_fail(c, "08006", msg && *msg ? msg : "the connection to the server was lost");
 }
@@ -217,8 +224,10 @@ static bool query_collect(tide_conn *c) {
         case PGRES_FATAL_ERROR:
         case PGRES_NONFATAL_ERROR:
         case PGRES_BAD_RESPONSE:
-            if (!c->error) c->error = r;
-            else PQclear(r);
+            if (!c->error)
+                c->error = r;
+            else
+                PQclear(r);
             break;
         default:
             if (c->result) PQclear(c->result);
@@ -229,7 +238,10 @@ static bool query_collect(tide_conn *c) {
 
 static void query_on_io(tide_conn *c, int events) {
     if (events & UV_WRITABLE) {
-        if (conn_flush(c) < 0) { op_fail_lost(c); return; }
+        if (conn_flush(c) < 0) {
+            op_fail_lost(c);
+            return;
+        }
     }
     if (events & UV_READABLE) {
         if (!PQconsumeInput(c->pg)) {
@@ -246,15 +258,16 @@ static void query_on_io(tide_conn *c, int events) {
     }
 }
 
-int conn_send_query(tide_conn *c, const char *sql, int nparams, const char *const *values,
-                    const int *lengths, const int *formats) {
+int conn_send_query(tide_conn *c, const char *sql, int nparams, const char *const *values, const int *lengths,
+                    const int *formats) {
     conn_reset_outcome(c);
     int ok;
-    if (nparams < 0) ok = PQsendQuery(c->pg, sql);
-    else ok = PQsendQueryParams(c->pg, sql, nparams, NULL, values, lengths, formats, 0);
+    if (nparams < 0)
+        ok = PQsendQuery(c->pg, sql);
+    else
+        ok = PQsendQueryParams(c->pg, sql, nparams, NULL, values, lengths, formats, 0);
     if (!ok) {
-        conn_set_failure(c, PQstatus(c->pg) == CONNECTION_BAD ? "08006" : "08000",
-                         PQerrorMessage(c->pg));
+        conn_set_failure(c, PQstatus(c->pg) == CONNECTION_BAD ? "08006" : "08000", PQerrorMessage(c->pg));
         return -1;
     }
     c->busy = true;
@@ -271,9 +284,7 @@ int conn_send_query(tide_conn *c, const char *sql, int nparams, const char *cons
 
 /* ---------------------------------------------------------------- connect */
 
-static void connect_settings_on_io(tide_conn *c, int events) {
-    query_on_io(c, events);
-}
+static void connect_settings_on_io(tide_conn *c, int events) { query_on_io(c, events); }
 
 static void connect_timer_fired(uv_timer_t *t) {
     tide_conn *c = t->data;
@@ -295,8 +306,8 @@ static void stop_timer(tide_conn *c) {
 static void connect_update_display(tide_conn *c) {
     char buf[1024];
     const char *host = PQhost(c->pg), *port = PQport(c->pg), *db = PQdb(c->pg), *user = PQuser(c->pg);
-    snprintf(buf, sizeof buf, "host=%s port=%s dbname=%s user=%s", host ? host : "",
-             port ? port : "", db ? db : "", user ? user : "");
+    snprintf(buf, sizeof buf, "host=%s port=%s dbname=%s user=%s", host ? host : "", port ? port : "",
+             db ? db : "", user ? user : "");
     free(c->display);
     c->display = strdup(buf);
 }
@@ -304,20 +315,14 @@ static void connect_update_display(tide_conn *c) {
 static void connect_on_io(tide_conn *c, int events) {
     (void) events;
     switch (PQconnectPoll(c->pg)) {
-    case PGRES_POLLING_READING:
-        conn_watch(c, UV_READABLE);
-        return;
-    case PGRES_POLLING_WRITING:
-        conn_watch(c, UV_WRITABLE);
-        return;
+    case PGRES_POLLING_READING: conn_watch(c, UV_READABLE); return;
+    case PGRES_POLLING_WRITING: conn_watch(c, UV_WRITABLE); return;
     case PGRES_POLLING_FAILED:
         stop_timer(c);
         op_fail(c, "08001", PQerrorMessage(c->pg));
         return;
-    case PGRES_POLLING_OK:
-        break;
-    default:
-        return;
+    case PGRES_POLLING_OK: break;
+    default: return;
     }
     stop_timer(c);
     connect_update_display(c);
@@ -326,15 +331,20 @@ static void connect_on_io(tide_conn *c, int events) {
     const char *settings = c->settings_sql ? c->settings_sql : "";
     char *sql = malloc(strlen(settings) + 256);
     if (!sql) abort();
-    sprintf(sql, "SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3; "
-                 "SET bytea_output = hex;%s", settings);
+    sprintf(sql,
+            "SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3; "
+            "SET bytea_output = hex;%s",
+            settings);
     free(c->settings_sql);
     c->settings_sql = NULL;
     tide_co *w = c->waiter;
     int rc = conn_send_query(c, sql, -1, NULL, NULL, NULL);
     free(sql);
     c->waiter = w;
-    if (rc < 0) { op_done(c); return; }
+    if (rc < 0) {
+        op_done(c);
+        return;
+    }
     c->on_io = connect_settings_on_io;
 }
 
@@ -382,7 +392,7 @@ void conn_close(tide_conn *c) {
         c->waiter = NULL;
         c->busy = false;
         c->on_io = NULL;
-        sched_ready(w);  /* resumes on the next turn, after we are out of here */
+        sched_ready(w); /* resumes on the next turn, after we are out of here */
     }
     stop_timer(c);
     if (c->kick) {

@@ -16,30 +16,30 @@ typedef void (*conn_io_fn)(tide_conn *c, int events);
 struct tide_conn {
     tide_runtime *rt;
     PGconn *pg;
-    uv_poll_t *poll;          /* malloc'd; freed in its close callback */
+    uv_poll_t *poll; /* malloc'd; freed in its close callback */
     int poll_fd;
     int poll_events;
-    int want_events;          /* what the operation asked for last (conn_watch) */
-    uv_timer_t *timer;        /* connect timeout */
-    uv_timer_t *kick;         /* delivers an event when the socket is already gone */
-    uv_timer_t *watchdog;     /* pokes a waiting operation every second (see conn.c) */
-    int open_handles;         /* poll/timer handles whose close callback has not run */
-    bool userdata_alive;      /* the Lua userdata still points here */
+    int want_events;      /* what the operation asked for last (conn_watch) */
+    uv_timer_t *timer;    /* connect timeout */
+    uv_timer_t *kick;     /* delivers an event when the socket is already gone */
+    uv_timer_t *watchdog; /* pokes a waiting operation every second (see conn.c) */
+    int open_handles;     /* poll/timer handles whose close callback has not run */
+    bool userdata_alive;  /* the Lua userdata still points here */
     conn_io_fn on_io;
-    void *op;                 /* the current operation's own state (not owned) */
-    char *settings_sql;       /* extra session settings to apply once connected */
-    tide_co *waiter;          /* coroutine blocked on the current operation */
-    bool busy;                /* an operation is in flight */
-    bool replication;         /* walsender connection: simple protocol only */
-    char *display;            /* conninfo with the password masked */
+    void *op;           /* the current operation's own state (not owned) */
+    char *settings_sql; /* extra session settings to apply once connected */
+    tide_co *waiter;    /* coroutine blocked on the current operation */
+    bool busy;          /* an operation is in flight */
+    bool replication;   /* walsender connection: simple protocol only */
+    char *display;      /* conninfo with the password masked */
     double timeout;
     /* outcome of the last query-like operation */
-    PGresult *result;         /* last result with tuples or a command status */
-    PGresult *error;          /* first error result */
-    char *failure;            /* libpq-level failure (lost connection, timeout, ...) */
+    PGresult *result; /* last result with tuples or a command status */
+    PGresult *error;  /* first error result */
+    char *failure;    /* libpq-level failure (lost connection, timeout, ...) */
     const char *failure_state;
-    bool discard_copy;        /* draining an unexpected COPY OUT */
-    uint64_t notices;         /* notices received (the COPY pump tells them from errors) */
+    bool discard_copy; /* draining an unexpected COPY OUT */
+    uint64_t notices;  /* notices received (the COPY pump tells them from errors) */
 };
 
 /* Arm the watcher for `events` (UV_READABLE|UV_WRITABLE, 0 = stop) on PQsocket(). */
@@ -55,11 +55,11 @@ int conn_flush(tide_conn *c);
 /* Start the connection; the waiter is woken when it is usable or failed. */
 int conn_start(tide_conn *c, const char *const *keys, const char *const *values);
 /* Start a query (simple protocol when nparams < 0); the waiter is woken when all results are in. */
-int conn_send_query(tide_conn *c, const char *sql, int nparams, const char *const *values,
-                    const int *lengths, const int *formats);
+int conn_send_query(tide_conn *c, const char *sql, int nparams, const char *const *values, const int *lengths,
+                    const int *formats);
 /* Finish the PGconn and close the handles; frees the struct once nothing refers to it. */
 void conn_close(tide_conn *c);
-void conn_release(tide_conn *c);   /* the userdata is gone */
+void conn_release(tide_conn *c); /* the userdata is gone */
 /* Masked rendering of a conninfo string or URI (never contains the password). */
 char *conn_mask_conninfo(const char *conninfo);
 

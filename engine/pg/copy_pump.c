@@ -41,8 +41,14 @@ static void pump_keep_result(copy_pump *p, bool source, PGresult *r) {
     PGresult **slot = source ? &p->src_result : &p->dst_result;
     ExecStatusType st = PQresultStatus(r);
     bool is_error = st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE || st == PGRES_NONFATAL_ERROR;
-    if (*slot && PQresultStatus(*slot) == PGRES_FATAL_ERROR) { PQclear(r); return; }
-    if (*slot && !is_error) { PQclear(r); return; }
+    if (*slot && PQresultStatus(*slot) == PGRES_FATAL_ERROR) {
+        PQclear(r);
+        return;
+    }
+    if (*slot && !is_error) {
+        PQclear(r);
+        return;
+    }
     if (*slot) PQclear(*slot);
     *slot = r;
     if (source && st == PGRES_COMMAND_OK) {
@@ -72,19 +78,19 @@ static bool side_collect(copy_pump *p, tide_conn *c, bool source) {
             *st = SIDE_STREAMING;
             return true;
         }
-        if (s == PGRES_COPY_OUT) {             /* draining an aborted source */
+        if (s == PGRES_COPY_OUT) { /* draining an aborted source */
             PQclear(r);
             *st = SIDE_DRAINING;
             return true;
         }
-        if (s == PGRES_COPY_IN) {             /* cannot happen after we ended it; be safe */
+        if (s == PGRES_COPY_IN) { /* cannot happen after we ended it; be safe */
             PQputCopyEnd(c->pg, "pgtide: unexpected COPY IN state");
             PQclear(r);
             continue;
         }
         if (result_is_error(r) && *st == SIDE_STARTING) {
             pump_keep_result(p, source, r);
-            *st = SIDE_ENDING;                 /* the NULL that follows ends the side */
+            *st = SIDE_ENDING; /* the NULL that follows ends the side */
             continue;
         }
         pump_keep_result(p, source, r);
@@ -146,8 +152,7 @@ static void pump_end_target(copy_pump *p, const char *msg) {
 }
 
 static void pump_finish_if_done(copy_pump *p) {
-    if (p->src_state != SIDE_DONE || p->dst_state != SIDE_DONE || p->cancel_running || p->finished)
-        return;
+    if (p->src_state != SIDE_DONE || p->dst_state != SIDE_DONE || p->cancel_running || p->finished) return;
     p->finished = true;
     conn_watch(p->src, 0);
     conn_watch(p->dst, 0);
@@ -180,7 +185,10 @@ static void pump_step(copy_pump *p) {
         char *buf;
         int n;
         while ((n = PQgetCopyData(src, &buf, 1)) > 0) PQfreemem(buf);
-        if (n == 0) { conn_watch(p->src, UV_READABLE); return; }
+        if (n == 0) {
+            conn_watch(p->src, UV_READABLE);
+            return;
+        }
         p->src_state = SIDE_ENDING;
         side_collect(p, p->src, true);
         conn_watch(p->src, p->src_state == SIDE_DONE ? 0 : UV_READABLE);
@@ -195,7 +203,10 @@ static void pump_step(copy_pump *p) {
         }
         if (p->pending) {
             int r = PQputCopyData(dst, p->pending, p->pending_len);
-            if (r == 0) { p->dst_blocked = true; break; }
+            if (r == 0) {
+                p->dst_blocked = true;
+                break;
+            }
             if (r < 0) goto target_lost;
             PQfreemem(p->pending);
             p->pending = NULL;
@@ -228,7 +239,10 @@ static void pump_step(copy_pump *p) {
             p->unflushed = 0;
             int f = PQflush(dst);
             if (f < 0) goto target_lost;
-            if (f == 1) { p->dst_blocked = true; break; }
+            if (f == 1) {
+                p->dst_blocked = true;
+                break;
+            }
             conn_watch(p->src, UV_READABLE);
             conn_watch(p->dst, UV_READABLE);
             return;
@@ -273,7 +287,7 @@ static void pump_reconcile(copy_pump *p) {
         const char *m = p->src_result ? PQresultErrorField(p->src_result, PG_DIAG_MESSAGE_PRIMARY) : NULL;
         pump_end_target(p, m ? m : "pgtide: the source failed");
     } else if (p->src_state == SIDE_DONE && p->dst_state == SIDE_STREAMING) {
-        pump_end_target(p, NULL);     /* every row is in: end the target's COPY cleanly */
+        pump_end_target(p, NULL); /* every row is in: end the target's COPY cleanly */
     }
     if (dst_failed && (p->src_state == SIDE_STREAMING || p->src_state == SIDE_DRAINING)) {
         pump_abort_source(p);
@@ -300,22 +314,17 @@ static void src_on_io(tide_conn *c, int events) {
         pump_step(p);
         break;
     case SIDE_STREAMING:
-    case SIDE_DRAINING:
-        pump_step(p);
-        break;
-    case SIDE_ENDING:
-        side_collect(p, c, true);
-        break;
-    case SIDE_DONE:
-        break;
+    case SIDE_DRAINING: pump_step(p); break;
+    case SIDE_ENDING: side_collect(p, c, true); break;
+    case SIDE_DONE: break;
     }
     pump_reconcile(p);
 }
 
 static void dst_on_io(tide_conn *c, int events) {
     copy_pump *p = c->op;
-    if ((events & UV_WRITABLE) && (p->dst_state == SIDE_STREAMING || p->dst_state == SIDE_ENDING ||
-                                   p->dst_state == SIDE_STARTING)) {
+    if ((events & UV_WRITABLE) &&
+        (p->dst_state == SIDE_STREAMING || p->dst_state == SIDE_ENDING || p->dst_state == SIDE_STARTING)) {
         int f = PQflush(c->pg);
         if (f < 0) {
             pump_fail(p, "target", "08006", PQerrorMessage(c->pg));
@@ -362,8 +371,7 @@ static void dst_on_io(tide_conn *c, int events) {
         if (PQflush(c->pg) == 0) conn_watch(c, UV_READABLE);
         side_collect(p, c, false);
         break;
-    default:
-        break;
+    default: break;
     }
     pump_reconcile(p);
 }

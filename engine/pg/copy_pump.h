@@ -8,10 +8,10 @@
 #include "pg/conn.h"
 
 typedef enum side_state {
-    SIDE_STARTING,    /* command sent, waiting for COPY OUT / COPY IN */
+    SIDE_STARTING, /* command sent, waiting for COPY OUT / COPY IN */
     SIDE_STREAMING,
-    SIDE_DRAINING,    /* source only: discarding after an abort */
-    SIDE_ENDING,      /* collecting the final results */
+    SIDE_DRAINING, /* source only: discarding after an abort */
+    SIDE_ENDING,   /* collecting the final results */
     SIDE_DONE
 } side_state;
 
@@ -19,11 +19,11 @@ typedef struct copy_pump {
     tide_conn *src, *dst;
     tide_co *waiter;
     side_state src_state, dst_state;
-    PGresult *src_result, *dst_result;   /* final (or first error) results */
-    char *pending;                       /* a row the target's buffer did not accept yet */
+    PGresult *src_result, *dst_result; /* final (or first error) results */
+    char *pending;                     /* a row the target's buffer did not accept yet */
     int pending_len;
     size_t unflushed;
-    bool dst_blocked;                    /* target holds unsent data: source reading paused */
+    bool dst_blocked; /* target holds unsent data: source reading paused */
     bool paused, finished, target_failed_early;
     bool cancel_sent, cancel_running;
     PGcancel *cancel;
@@ -33,7 +33,7 @@ typedef struct copy_pump {
     double bytes_per_second, rows_per_second;
     double window_start;
     int64_t window_bytes, window_messages;
-    int64_t bytes, messages, rows;       /* rows: from the source's "COPY n" at the end */
+    int64_t bytes, messages, rows; /* rows: from the source's "COPY n" at the end */
     const char *fail_side, *fail_state;
     char *fail_message;
 } copy_pump;

@@ -30,7 +30,8 @@ static tide_conn *check_conn(lua_State *L, int idx) {
 static tide_conn *check_open(lua_State *L, int idx) {
     tide_conn *c = check_conn(L, idx);
     if (c->busy)
-        luaL_error(L, "connection is busy with another operation (a connection serves one coroutine at a time)");
+        luaL_error(L,
+                   "connection is busy with another operation (a connection serves one coroutine at a time)");
     return c;
 }
 
@@ -101,13 +102,14 @@ static void push_bytea(lua_State *L, const char *v, int len) {
         }
         luaL_pushresultsize(&b, n);
     } else {
-        lua_pushlstring(L, v, (size_t) len);   /* escape format: leave as the server sent it */
+        lua_pushlstring(L, v, (size_t) len); /* escape format: leave as the server sent it */
     }
 }
 
 static void push_value(lua_State *L, const PGresult *r, int row, int col, Oid type) {
     const char *v = PQgetvalue(r, row, col);
     int len = PQgetlength(r, row, col);
+    /* clang-format off */
     switch (type) {
     case 16: lua_pushboolean(L, v[0] == 't'); return;                 /* bool */
     case 17: push_bytea(L, v, len); return;                           /* bytea */
@@ -117,6 +119,7 @@ static void push_value(lua_State *L, const PGresult *r, int row, int col, Oid ty
     case 700: case 701: lua_pushnumber(L, strtod(v, NULL)); return;  /* float4 float8 */
     default: lua_pushlstring(L, v, (size_t) len);
     }
+    /* clang-format on */
 }
 
 /* rows = { {col = value, ...}, ..., columns = {names...} } */
@@ -139,8 +142,10 @@ static void push_rows(lua_State *L, const PGresult *r) {
         lua_createtable(L, 0, ncols);
         for (int j = 0; j < ncols; j++) {
             lua_pushvalue(L, names + j);
-            if (PQgetisnull(r, i, j)) lua_pushvalue(L, null);
-            else push_value(L, r, i, j, PQftype(r, j));
+            if (PQgetisnull(r, i, j))
+                lua_pushvalue(L, null);
+            else
+                push_value(L, r, i, j, PQftype(r, j));
             lua_rawset(L, -3);
         }
         lua_rawseti(L, rows, i + 1);
@@ -150,14 +155,21 @@ static void push_rows(lua_State *L, const PGresult *r) {
 
 /* A growable C string for array literals. (A luaL_Buffer cannot be used here: rendering the
  * elements pushes and pops values, and a buffer needs a balanced stack between its calls.) */
-typedef struct strbuf { char *data; size_t len, cap; } strbuf;
+typedef struct strbuf {
+    char *data;
+    size_t len, cap;
+} strbuf;
 
 static void sb_add(lua_State *L, strbuf *b, const char *s, size_t n) {
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (b->len + n + 1 > cap) cap *= 2;
         char *grown = realloc(b->data, cap);
-        if (!grown) { free(b->data); b->data = NULL; luaL_error(L, "out of memory"); }
+        if (!grown) {
+            free(b->data);
+            b->data = NULL;
+            luaL_error(L, "out of memory");
+        }
         b->data = grown;
         b->cap = cap;
     }
@@ -211,24 +223,23 @@ static void param_convert(lua_State *L, int arg, int pos, const char **value, in
         *value = NULL;
         lua_pushnil(L);
         return;
-    case LUA_TBOOLEAN:
-        lua_pushstring(L, lua_toboolean(L, arg) ? "t" : "f");
-        break;
+    case LUA_TBOOLEAN: lua_pushstring(L, lua_toboolean(L, arg) ? "t" : "f"); break;
     case LUA_TNUMBER:
         if (lua_isinteger(L, arg)) {
             lua_pushfstring(L, "%I", (LUAI_UACINT) lua_tointeger(L, arg));
         } else {
             double d = lua_tonumber(L, arg);
             char buf[64];
-            if (isnan(d)) strcpy(buf, "NaN");
-            else if (isinf(d)) strcpy(buf, d > 0 ? "Infinity" : "-Infinity");
-            else snprintf(buf, sizeof buf, "%.17g", d);
+            if (isnan(d))
+                strcpy(buf, "NaN");
+            else if (isinf(d))
+                strcpy(buf, d > 0 ? "Infinity" : "-Infinity");
+            else
+                snprintf(buf, sizeof buf, "%.17g", d);
             lua_pushstring(L, buf);
         }
         break;
-    case LUA_TSTRING:
-        lua_pushvalue(L, arg);
-        break;
+    case LUA_TSTRING: lua_pushvalue(L, arg); break;
     case LUA_TUSERDATA:
         if (luaL_testudata(L, arg, NULL_META)) {
             *value = NULL;
@@ -274,8 +285,10 @@ static int query_k(lua_State *L, int status, lua_KContext ctx) {
     int n = push_outcome_error(L, c, sql);
     if (n) return n;
     if (want_rows) {
-        if (c->result && PQresultStatus(c->result) == PGRES_TUPLES_OK) push_rows(L, c->result);
-        else lua_createtable(L, 0, 1);
+        if (c->result && PQresultStatus(c->result) == PGRES_TUPLES_OK)
+            push_rows(L, c->result);
+        else
+            lua_createtable(L, 0, 1);
         return 1;
     }
     const char *tuples = c->result ? PQcmdTuples(c->result) : "";
@@ -301,9 +314,12 @@ static int run_query(lua_State *L, bool want_rows) {
         const char **values = lua_newuserdatauv(L, sizeof(char *) * (size_t) (nparams + 1), 0);
         int *lengths = lua_newuserdatauv(L, sizeof(int) * (size_t) (nparams + 1), 0);
         int *formats = lua_newuserdatauv(L, sizeof(int) * (size_t) (nparams + 1), 0);
-        for (int i = 0; i < nparams; i++) param_convert(L, 3 + i, i + 1, &values[i], &lengths[i], &formats[i]);
-        if (c->replication) rc = conn_send_query(c, sql, -1, NULL, NULL, NULL);
-        else rc = conn_send_query(c, sql, nparams, values, lengths, formats);
+        for (int i = 0; i < nparams; i++)
+            param_convert(L, 3 + i, i + 1, &values[i], &lengths[i], &formats[i]);
+        if (c->replication)
+            rc = conn_send_query(c, sql, -1, NULL, NULL, NULL);
+        else
+            rc = conn_send_query(c, sql, nparams, values, lengths, formats);
         lua_settop(L, 2);
     }
     if (rc < 0) return push_outcome_error(L, c, sql);
@@ -318,7 +334,8 @@ static int l_exec(lua_State *L) { return run_query(L, false); }
 /* ---------------------------------------------------------------- connect */
 
 static int connect_k(lua_State *L, int status, lua_KContext ctx) {
-    (void) status; (void) ctx;
+    (void) status;
+    (void) ctx;
     tide_conn *c = *tide_box_slot(L, -1, CONN_META);
     if (c->failure || c->error) {
         int n = push_outcome_error(L, c, NULL);
@@ -350,9 +367,15 @@ static void append_setting(char **sql, const char *name, const char *value) {
     if (!out) abort();
     char *p = out + old;
     p += sprintf(p, " SELECT pg_catalog.set_config('");
-    for (const char *q = name; *q; q++) { if (*q == '\'') *p++ = '\''; *p++ = *q; }
+    for (const char *q = name; *q; q++) {
+        if (*q == '\'') *p++ = '\'';
+        *p++ = *q;
+    }
     p += sprintf(p, "', '");
-    for (const char *q = value; *q; q++) { if (*q == '\'') *p++ = '\''; *p++ = *q; }
+    for (const char *q = value; *q; q++) {
+        if (*q == '\'') *p++ = '\'';
+        *p++ = *q;
+    }
     sprintf(p, "', false);");
     *sql = out;
 }
@@ -367,8 +390,10 @@ static int l_connect(lua_State *L) {
 
     const char *keys[8], *values[8];
     int n = 0;
-    keys[n] = "dbname"; values[n++] = conninfo;
-    keys[n] = "fallback_application_name"; values[n++] = "pgtide";
+    keys[n] = "dbname";
+    values[n++] = conninfo;
+    keys[n] = "fallback_application_name";
+    values[n++] = "pgtide";
     double timeout = 30;
     const char *replication = NULL;
     lua_settop(L, 2);
@@ -376,18 +401,24 @@ static int l_connect(lua_State *L) {
         if (lua_getfield(L, 2, "timeout") != LUA_TNIL) timeout = luaL_checknumber(L, -1);
         lua_pop(L, 1);
         if (lua_getfield(L, 2, "replication") == LUA_TSTRING) replication = lua_tostring(L, -1);
-        lua_pop(L, 1);   /* the string stays alive in the opts table */
+        lua_pop(L, 1); /* the string stays alive in the opts table */
         if (lua_getfield(L, 2, "application_name") == LUA_TSTRING) {
-            keys[n] = "application_name"; values[n++] = lua_tostring(L, -1);
+            keys[n] = "application_name";
+            values[n++] = lua_tostring(L, -1);
         }
         lua_pop(L, 1);
         if (lua_getfield(L, 2, "client_encoding") == LUA_TSTRING) {
-            keys[n] = "client_encoding"; values[n++] = lua_tostring(L, -1);
+            keys[n] = "client_encoding";
+            values[n++] = lua_tostring(L, -1);
         }
         lua_pop(L, 1);
     }
-    if (replication) { keys[n] = "replication"; values[n++] = replication; }
-    keys[n] = NULL; values[n] = NULL;
+    if (replication) {
+        keys[n] = "replication";
+        values[n++] = replication;
+    }
+    keys[n] = NULL;
+    values[n] = NULL;
 
     void **b = tide_box_new(L, CONN_META, 1);
     int box = lua_gettop(L);
@@ -479,9 +510,12 @@ static int l_conninfo(lua_State *L) {
 
 static int l_status(lua_State *L) {
     tide_conn *c = *tide_box_slot(L, 1, CONN_META);
-    if (!c || !c->pg) lua_pushstring(L, "closed");
-    else if (PQstatus(c->pg) == CONNECTION_OK) lua_pushstring(L, c->busy ? "busy" : "ok");
-    else lua_pushstring(L, "bad");
+    if (!c || !c->pg)
+        lua_pushstring(L, "closed");
+    else if (PQstatus(c->pg) == CONNECTION_OK)
+        lua_pushstring(L, c->busy ? "busy" : "ok");
+    else
+        lua_pushstring(L, "bad");
     return 1;
 }
 
@@ -529,7 +563,11 @@ static int l_cancel(lua_State *L) {
     r->cancel = PQgetCancel(c->pg);
     r->co = co;
     r->work.data = r;
-    if (!r->cancel) { free(r); lua_pushboolean(L, 0); return 1; }
+    if (!r->cancel) {
+        free(r);
+        lua_pushboolean(L, 0);
+        return 1;
+    }
     uv_queue_work(tide_rt(L)->loop, &r->work, cancel_work, cancel_after);
     sched_block(co, "cancel");
     return lua_yieldk(L, 0, (lua_KContext) r, cancel_k);
@@ -537,8 +575,10 @@ static int l_cancel(lua_State *L) {
 
 static int l_tostring(lua_State *L) {
     tide_conn *c = *tide_box_slot(L, 1, CONN_META);
-    if (c) lua_pushfstring(L, "connection (%s)", c->display);
-    else lua_pushliteral(L, "connection (closed)");
+    if (c)
+        lua_pushfstring(L, "connection (%s)", c->display);
+    else
+        lua_pushliteral(L, "connection (closed)");
     return 1;
 }
 
@@ -553,7 +593,10 @@ static int l_bytea(lua_State *L) {
     return 1;
 }
 
-static int null_tostring(lua_State *L) { lua_pushliteral(L, "NULL"); return 1; }
+static int null_tostring(lua_State *L) {
+    lua_pushliteral(L, "NULL");
+    return 1;
+}
 
 static int l_mask_conninfo(lua_State *L) {
     char *m = conn_mask_conninfo(luaL_checkstring(L, 1));
@@ -566,22 +609,36 @@ tide_conn *tide_check_conn(lua_State *L, int idx) { return check_open(L, idx); }
 
 int luaopen_tide_conn(lua_State *L) {
     static const luaL_Reg methods[] = {
-        { "query", l_query }, { "exec", l_exec }, { "close", l_close },
-        { "server_version", l_server_version }, { "backend_pid", l_backend_pid },
-        { "quote_ident", l_quote_ident }, { "quote_literal", l_quote_literal },
-        { "conninfo", l_conninfo }, { "status", l_status }, { "cancel", l_cancel },
-        { NULL, NULL } };
+        { "query", l_query },
+        { "exec", l_exec },
+        { "close", l_close },
+        { "server_version", l_server_version },
+        { "backend_pid", l_backend_pid },
+        { "quote_ident", l_quote_ident },
+        { "quote_literal", l_quote_literal },
+        { "conninfo", l_conninfo },
+        { "status", l_status },
+        { "cancel", l_cancel },
+        { NULL, NULL },
+    };
     static const luaL_Reg meta[] = {
-        { "__gc", l_close }, { "__close", l_close }, { "__tostring", l_tostring }, { NULL, NULL } };
+        { "__gc", l_close },
+        { "__close", l_close },
+        { "__tostring", l_tostring },
+        { NULL, NULL },
+    };
     static const luaL_Reg null_meta[] = { { "__tostring", null_tostring }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
-        { "connect", l_connect }, { "bytea", l_bytea }, { "mask_conninfo", l_mask_conninfo },
-        { NULL, NULL } };
+        { "connect", l_connect },
+        { "bytea", l_bytea },
+        { "mask_conninfo", l_mask_conninfo },
+        { NULL, NULL },
+    };
     tide_class_define(L, CONN_META, methods, meta);
     tide_class_define(L, BYTEA_META, NULL, NULL);
     tide_class_define(L, NULL_META, NULL, null_meta);
     luaL_newlib(L, funcs);
-    tide_udata_new(L, NULL_META, 0, 0);   /* the one tide.null */
+    tide_udata_new(L, NULL_META, 0, 0); /* the one tide.null */
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, NULL_META "_value");
     lua_setfield(L, -2, "null");

@@ -28,8 +28,7 @@ static bool is_echo(const PGresult *r) {
      * the source's "canceling statement due to user request"). */
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-    return (state && strcmp(state, "57014") == 0) ||
-           (msg && strstr(msg, "COPY from stdin failed") != NULL);
+    return (state && strcmp(state, "57014") == 0) || (msg && strstr(msg, "COPY from stdin failed") != NULL);
 }
 
 /* Push the error that explains the failure, marked with the side it came from. */
@@ -37,8 +36,15 @@ static int push_pump_error(lua_State *L, copy_pump *p) {
     const PGresult *r = NULL;
     const char *side = NULL;
     tide_conn *c = NULL;
-    if (is_error(p->dst_result) && !is_echo(p->dst_result)) { r = p->dst_result; side = "target"; c = p->dst; }
-    else if (is_error(p->src_result) && !is_echo(p->src_result)) { r = p->src_result; side = "source"; c = p->src; }
+    if (is_error(p->dst_result) && !is_echo(p->dst_result)) {
+        r = p->dst_result;
+        side = "target";
+        c = p->dst;
+    } else if (is_error(p->src_result) && !is_echo(p->src_result)) {
+        r = p->src_result;
+        side = "source";
+        c = p->src;
+    }
     if (r) {
         tide_push_result_error(L, r, c, NULL);
     } else if (p->fail_message) {
@@ -56,10 +62,10 @@ static int push_pump_error(lua_State *L, copy_pump *p) {
 }
 
 static int wait_k(lua_State *L, int status, lua_KContext ctx) {
-    (void) status; (void) ctx;
+    (void) status;
+    (void) ctx;
     copy_pump *p = check_pump(L);
-    if (p->fail_message || is_error(p->src_result) || is_error(p->dst_result))
-        return push_pump_error(L, p);
+    if (p->fail_message || is_error(p->src_result) || is_error(p->dst_result)) return push_pump_error(L, p);
     lua_createtable(L, 0, 3);
     lua_pushinteger(L, p->rows);
     lua_setfield(L, -2, "rows");
@@ -88,8 +94,14 @@ static int l_stats(lua_State *L) {
     return 3;
 }
 
-static int l_pause(lua_State *L) { copy_pump_set_paused(check_pump(L), true); return 0; }
-static int l_resume(lua_State *L) { copy_pump_set_paused(check_pump(L), false); return 0; }
+static int l_pause(lua_State *L) {
+    copy_pump_set_paused(check_pump(L), true);
+    return 0;
+}
+static int l_resume(lua_State *L) {
+    copy_pump_set_paused(check_pump(L), false);
+    return 0;
+}
 
 static int l_throttle(lua_State *L) {
     copy_pump *p = check_pump(L);
@@ -141,8 +153,9 @@ static int l_copy_pump(lua_State *L) {
 
 int luaopen_tide_copy(lua_State *L) {
     static const luaL_Reg methods[] = {
-        { "wait", l_wait }, { "stats", l_stats }, { "pause", l_pause }, { "resume", l_resume },
-        { "throttle", l_throttle }, { NULL, NULL } };
+        { "wait", l_wait },     { "stats", l_stats },       { "pause", l_pause },
+        { "resume", l_resume }, { "throttle", l_throttle }, { NULL, NULL },
+    };
     static const luaL_Reg meta[] = { { "__gc", l_gc }, { NULL, NULL } };
     static const luaL_Reg funcs[] = { { "copy_pump", l_copy_pump }, { NULL, NULL } };
     tide_class_define(L, PUMP_META, methods, meta);

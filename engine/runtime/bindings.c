@@ -6,8 +6,7 @@
 
 #include <string.h>
 
-void tide_class_define(lua_State *L, const char *name, const luaL_Reg *methods,
-                       const luaL_Reg *metamethods) {
+void tide_class_define(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *metamethods) {
     luaL_newmetatable(L, name);
     if (metamethods) luaL_setfuncs(L, metamethods, 0);
     if (methods) {

@@ -30,24 +30,23 @@
 
 /* ---------------------------------------------------------------- the modules */
 
-int luaopen_tide_core(lua_State *L);      /* runtime/lua_core.c: all of the below in one table */
-int luaopen_tide_sched(lua_State *L);     /* runtime/sched.c: spawn, sleep, yield, condition, ... */
-int luaopen_tide_error(lua_State *L);     /* runtime/error.c: error, is_error */
-int luaopen_tide_process(lua_State *L);   /* runtime/lua_process.c: process, on_signal, getpid */
-int luaopen_tide_conn(lua_State *L);      /* pg/lua_conn.c: connect, null, bytea, mask_conninfo */
-int luaopen_tide_copy(lua_State *L);      /* pg/lua_copy.c: copy_pump */
-int luaopen_tide_cdc(lua_State *L);       /* cdc/lua_cdc.c: cdc_stream */
-int luaopen_tide_control(lua_State *L);   /* live/lua_control.c: control_dir, control_listen, ... */
-int luaopen_tide_guard(lua_State *L);     /* live/lua_guard.c: chunk_guard, chunk_guard_of */
-int luaopen_tide_term(lua_State *L);      /* live/lua_term.c: readline, add_history, isatty, ... */
-int luaopen_lpeg(lua_State *L);           /* the lpeg library, linked in */
+int luaopen_tide_core(lua_State *L);    /* runtime/lua_core.c: all of the below in one table */
+int luaopen_tide_sched(lua_State *L);   /* runtime/sched.c: spawn, sleep, yield, condition, ... */
+int luaopen_tide_error(lua_State *L);   /* runtime/error.c: error, is_error */
+int luaopen_tide_process(lua_State *L); /* runtime/lua_process.c: process, on_signal, getpid */
+int luaopen_tide_conn(lua_State *L);    /* pg/lua_conn.c: connect, null, bytea, mask_conninfo */
+int luaopen_tide_copy(lua_State *L);    /* pg/lua_copy.c: copy_pump */
+int luaopen_tide_cdc(lua_State *L);     /* cdc/lua_cdc.c: cdc_stream */
+int luaopen_tide_control(lua_State *L); /* live/lua_control.c: control_dir, control_listen, ... */
+int luaopen_tide_guard(lua_State *L);   /* live/lua_guard.c: chunk_guard, chunk_guard_of */
+int luaopen_tide_term(lua_State *L);    /* live/lua_term.c: readline, add_history, isatty, ... */
+int luaopen_lpeg(lua_State *L);         /* the lpeg library, linked in */
 
 /* ---------------------------------------------------------------- userdata */
 
 /* Create the metatable `name` (its __name too): `methods` (may be NULL) become its __index
  * table, `metamethods` (may be NULL) its own fields. Leaves the stack as it was. */
-void tide_class_define(lua_State *L, const char *name, const luaL_Reg *methods,
-                       const luaL_Reg *metamethods);
+void tide_class_define(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *metamethods);
 /* Push a new userdata of class `name`: `size` zeroed bytes and `nuvalue` user values. */
 void *tide_udata_new(lua_State *L, const char *name, size_t size, int nuvalue);
 /* Push a new box of class `name` (its pointer NULL); returns the pointer's slot. */
@@ -69,7 +68,7 @@ int tide_fail(lua_State *L);
 /* ---------------------------------------------------------------- shared by bindings */
 
 typedef struct tide_conn tide_conn;
-struct pg_result;   /* libpq's PGresult */
+struct pg_result; /* libpq's PGresult */
 
 #define TIDE_NULL_CLASS "tide.null"
 

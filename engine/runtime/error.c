@@ -13,7 +13,7 @@ void tide_error_set(lua_State *L, int idx, const char *field, const char *value)
     if (!value) return;
     idx = lua_absindex(L, idx);
     size_t n = strlen(value);
-    while (n > 0 && (value[n - 1] == '\n' || value[n - 1] == ' ')) n--;  /* libpq adds "\n" */
+    while (n > 0 && (value[n - 1] == '\n' || value[n - 1] == ' ')) n--; /* libpq adds "\n" */
     lua_pushlstring(L, value, n);
     lua_setfield(L, idx, field);
 }
@@ -52,12 +52,16 @@ static int error_tostring(lua_State *L) {
     lua_pop(L, 2);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    if (has_severity) add_field(L, &b, 1, "severity", "", "");
-    else luaL_addstring(&b, "ERROR");
+    if (has_severity)
+        add_field(L, &b, 1, "severity", "", "");
+    else
+        luaL_addstring(&b, "ERROR");
     add_field(L, &b, 1, "sqlstate", " ", "");
     luaL_addstring(&b, ": ");
-    if (has_message) add_field(L, &b, 1, "message", "", "");
-    else luaL_addstring(&b, "unknown error");
+    if (has_message)
+        add_field(L, &b, 1, "message", "", "");
+    else
+        luaL_addstring(&b, "unknown error");
     add_field(L, &b, 1, "detail", " (DETAIL: ", ")");
     add_field(L, &b, 1, "hint", " (HINT: ", ")");
     luaL_pushresult(&b);

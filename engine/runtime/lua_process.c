@@ -43,7 +43,8 @@ static void proc_exit(uv_process_t *h, int64_t status, int term_signal) {
 static proc *check_proc(lua_State *L) { return tide_box_check(L, 1, PROC_META, "process handle is closed"); }
 
 static int proc_wait_k(lua_State *L, int status, lua_KContext ctx) {
-    (void) status; (void) ctx;
+    (void) status;
+    (void) ctx;
     proc *p = check_proc(L);
     lua_pushinteger(L, p->status);
     lua_pushinteger(L, p->term_signal);
@@ -82,8 +83,10 @@ static int l_proc_gc(lua_State *L) {
     proc *p = *box;
     *box = NULL;
     if (!p) return 0;
-    if (p->exited) uv_close((uv_handle_t *) &p->handle, proc_closed);
-    else p->closed_by_lua = true;     /* closed in proc_exit; the child keeps running */
+    if (p->exited)
+        uv_close((uv_handle_t *) &p->handle, proc_closed);
+    else
+        p->closed_by_lua = true; /* closed in proc_exit; the child keeps running */
     return 0;
 }
 
@@ -116,7 +119,10 @@ static int l_process(lua_State *L) {
     if (lua_getfield(L, 1, "env") == LUA_TTABLE) {
         int et = lua_gettop(L), n = 0;
         lua_pushnil(L);
-        while (lua_next(L, et)) { n++; lua_pop(L, 1); }
+        while (lua_next(L, et)) {
+            n++;
+            lua_pop(L, 1);
+        }
         env = lua_newuserdatauv(L, sizeof(char *) * (size_t) (n + 1), 0);
         lua_rawseti(L, keep, argc + 1);
         int i = 0;
@@ -209,7 +215,7 @@ static int l_on_signal(lua_State *L) {
     uv_signal_init(tide_rt(L)->loop, &w->handle);
     w->handle.data = w;
     uv_signal_start(&w->handle, sig_fired, signum);
-    uv_unref((uv_handle_t *) &w->handle);    /* a signal watch alone does not keep us running */
+    uv_unref((uv_handle_t *) &w->handle); /* a signal watch alone does not keep us running */
     signal_watches[signum] = w;
     return 0;
 }
@@ -221,12 +227,16 @@ static int l_getpid(lua_State *L) {
 
 int luaopen_tide_process(lua_State *L) {
     static const luaL_Reg methods[] = {
-        { "wait", l_proc_wait }, { "kill", l_proc_kill }, { "pid", l_proc_pid },
-        { "exited", l_proc_exited }, { NULL, NULL } };
+        { "wait", l_proc_wait },     { "kill", l_proc_kill }, { "pid", l_proc_pid },
+        { "exited", l_proc_exited }, { NULL, NULL },
+    };
     static const luaL_Reg meta[] = { { "__gc", l_proc_gc }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
-        { "process", l_process }, { "on_signal", l_on_signal }, { "getpid", l_getpid },
-        { NULL, NULL } };
+        { "process", l_process },
+        { "on_signal", l_on_signal },
+        { "getpid", l_getpid },
+        { NULL, NULL },
+    };
     tide_class_define(L, PROC_META, methods, meta);
     luaL_newlib(L, funcs);
     return 1;

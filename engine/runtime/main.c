@@ -47,7 +47,7 @@ int main(int argc, char **argv) {
     if (argc > 2 && strcmp(argv[1], "--lua-dir") == 0) {
         lua_dir = argv[2];
         first = 3;
-        setenv("PGTIDE_LUA_DIR", lua_dir, 1);   /* child processes and Lua see the same */
+        setenv("PGTIDE_LUA_DIR", lua_dir, 1); /* child processes and Lua see the same */
     }
     modules_register(L, lua_dir);
 
@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
     lua_getfield(L, -1, "main");
     lua_getglobal(L, "arg");
     rt.main_co = sched_spawn(L, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "tide.main");   /* keep the main handle */
+    lua_setfield(L, LUA_REGISTRYINDEX, "tide.main"); /* keep the main handle */
     lua_settop(L, 0);
 
     uv_run(rt.loop, UV_RUN_DEFAULT);
@@ -86,8 +86,10 @@ int main(int argc, char **argv) {
         lua_getfield(L, -1, "status");
         lua_insert(L, -2);
         lua_call(L, 1, 2);
-        fprintf(stderr, "pgtide: internal error: the main coroutine is %s on %s with nothing left "
-                        "to wake it\n", lua_tostring(L, -2), lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+        fprintf(stderr,
+                "pgtide: internal error: the main coroutine is %s on %s with nothing left "
+                "to wake it\n",
+                lua_tostring(L, -2), lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
     } else if (lua_toboolean(L, 1)) {
         status = lua_isinteger(L, 2) ? (int) lua_tointeger(L, 2) : 0;
     } else {

@@ -9,8 +9,8 @@
 #include <lua.h>
 
 typedef struct tide_embedded_module {
-    const char *name;        /* "tide.plan" */
-    const char *chunkname;   /* "@tide/plan.lua" */
+    const char *name;      /* "tide.plan" */
+    const char *chunkname; /* "@tide/plan.lua" */
     const unsigned char *source;
     size_t length;
 } tide_embedded_module;

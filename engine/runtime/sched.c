@@ -30,10 +30,10 @@ struct tide_co {
     lua_State *T;             /* the coroutine's thread (NULL once finished) */
     int thread_ref, self_ref; /* registry anchors while unfinished */
     enum co_state state;
-    int nargs;                /* values on T's stack for the next resume */
-    int results_ref;          /* DONE: table of results, FAILED: the error value */
-    int traceback_ref;        /* FAILED: "message\nstack traceback:..." */
-    bool taken;               /* someone received the outcome */
+    int nargs;         /* values on T's stack for the next resume */
+    int results_ref;   /* DONE: table of results, FAILED: the error value */
+    int traceback_ref; /* FAILED: "message\nstack traceback:..." */
+    bool taken;        /* someone received the outcome */
     bool queued;
     const char *blocked_on;
     tide_co **waiters;
@@ -93,8 +93,7 @@ void sched_init(tide_runtime *rt) {
 }
 
 void sched_close(tide_runtime *rt) {
-    if (!uv_is_closing((uv_handle_t *) &rt->ready_idle))
-        uv_close((uv_handle_t *) &rt->ready_idle, NULL);
+    if (!uv_is_closing((uv_handle_t *) &rt->ready_idle)) uv_close((uv_handle_t *) &rt->ready_idle, NULL);
     free(rt->ready);
     rt->ready = NULL;
     rt->nready = rt->cap_ready = 0;
@@ -116,7 +115,8 @@ static void co_finish(tide_co *co, int status, int nres) {
     } else {
         const char *msg = NULL;
         bool rendered = false;
-        if (lua_type(T, -1) == LUA_TSTRING) msg = lua_tostring(T, -1);
+        if (lua_type(T, -1) == LUA_TSTRING)
+            msg = lua_tostring(T, -1);
         else if (luaL_callmeta(T, -1, "__tostring")) {
             rendered = true;
             msg = lua_tostring(T, -1);
@@ -141,7 +141,7 @@ static void co_finish(tide_co *co, int status, int nres) {
     co->nwaiters = co->capwaiters = 0;
     if (co == rt->main_co) uv_stop(rt->loop);
     lua_State *L = rt->L;
-    luaL_unref(L, LUA_REGISTRYINDEX, co->self_ref);   /* may make the handle collectable */
+    luaL_unref(L, LUA_REGISTRYINDEX, co->self_ref); /* may make the handle collectable */
     co->self_ref = LUA_NOREF;
 }
 
@@ -202,16 +202,14 @@ tide_co *sched_spawn(lua_State *L, int nargs) {
     co->T = T;
     *(tide_thread_tag **) lua_getextraspace(T) = &co->tag;
     /* stack: fn args... handle  → move fn and args into the thread */
-    lua_rotate(L, -(nargs + 2), -(nargs + 1));   /* handle fn args... */
+    lua_rotate(L, -(nargs + 2), -(nargs + 1)); /* handle fn args... */
     lua_xmove(L, T, nargs + 1);
     co->nargs = nargs;
     sched_ready(co);
     return co;
 }
 
-static tide_co *check_co(lua_State *L, int idx) {
-    return luaL_checkudata(L, idx, CO_META);
-}
+static tide_co *check_co(lua_State *L, int idx) { return luaL_checkudata(L, idx, CO_META); }
 
 static int co_push_outcome(lua_State *L, tide_co *co, bool raise) {
     co->taken = true;
@@ -267,7 +265,10 @@ static int co_done(lua_State *L) {
 static int co_result(lua_State *L) {
     tide_co *co = check_co(L, 1);
     bool ok;
-    if (!sched_finished(co, &ok)) { lua_pushnil(L); return 1; }
+    if (!sched_finished(co, &ok)) {
+        lua_pushnil(L);
+        return 1;
+    }
     lua_pushboolean(L, ok);
     return 1 + co_push_outcome(L, co, false);
 }
@@ -286,8 +287,8 @@ static int co_status(lua_State *L) {
 static int co_tostring(lua_State *L) {
     tide_co *co = check_co(L, 1);
     static const char *const names[] = { "ready", "running", "blocked", "done", "failed" };
-    lua_pushfstring(L, "coroutine (%s%s%s): %p", names[co->state],
-                    co->blocked_on ? " on " : "", co->blocked_on ? co->blocked_on : "", (void *) co);
+    lua_pushfstring(L, "coroutine (%s%s%s): %p", names[co->state], co->blocked_on ? " on " : "",
+                    co->blocked_on ? co->blocked_on : "", (void *) co);
     return 1;
 }
 
@@ -295,8 +296,7 @@ static int co_gc(lua_State *L) {
     tide_co *co = check_co(L, 1);
     if (co->state == CO_FAILED && !co->taken) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, co->traceback_ref);
-        fprintf(stderr, "pgtide: a coroutine failed and nobody waited for it:\n%s\n",
-                lua_tostring(L, -1));
+        fprintf(stderr, "pgtide: a coroutine failed and nobody waited for it:\n%s\n", lua_tostring(L, -1));
         lua_pop(L, 1);
         co->taken = true;
         co->tag.rt->unreported_errors++;
@@ -332,7 +332,9 @@ static void sleep_fired(uv_timer_t *t) {
 }
 
 static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
-    (void) L; (void) status; (void) ctx;
+    (void) L;
+    (void) status;
+    (void) ctx;
     return 0;
 }
 
@@ -356,12 +358,21 @@ static int l_yield(lua_State *L) {
     return lua_yieldk(L, 0, 0, sleep_k);
 }
 
-static int l_now(lua_State *L) { lua_pushnumber(L, tide_now()); return 1; }
-static int l_monotonic(lua_State *L) { lua_pushnumber(L, tide_monotonic()); return 1; }
+static int l_now(lua_State *L) {
+    lua_pushnumber(L, tide_now());
+    return 1;
+}
+static int l_monotonic(lua_State *L) {
+    lua_pushnumber(L, tide_monotonic());
+    return 1;
+}
 
 static int l_running(lua_State *L) {
     tide_co *co = tide_tag(L)->co;
-    if (!co || co->T != L || co->self_ref == LUA_NOREF) { lua_pushnil(L); return 1; }
+    if (!co || co->T != L || co->self_ref == LUA_NOREF) {
+        lua_pushnil(L);
+        return 1;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, co->self_ref);
     return 1;
 }
@@ -375,7 +386,7 @@ static int l_running(lua_State *L) {
 #define COND_META "tide.condition"
 
 typedef struct cond_wait {
-    uv_timer_t timer;         /* first: the timer's data points at this record */
+    uv_timer_t timer; /* first: the timer's data points at this record */
     tide_co *co;
     struct cond_wait *next;
     bool notified, has_timer;
@@ -389,12 +400,17 @@ static void cond_wait_closed(uv_handle_t *h) { free(h->data); }
 
 static void cond_remove(tide_cond *c, cond_wait *w) {
     for (cond_wait **p = &c->waiters; *p; p = &(*p)->next)
-        if (*p == w) { *p = w->next; return; }
+        if (*p == w) {
+            *p = w->next;
+            return;
+        }
 }
 
 static void cond_release(cond_wait *w) {
-    if (w->has_timer) uv_close((uv_handle_t *) &w->timer, cond_wait_closed);
-    else free(w);
+    if (w->has_timer)
+        uv_close((uv_handle_t *) &w->timer, cond_wait_closed);
+    else
+        free(w);
 }
 
 static int cond_wait_k(lua_State *L, int status, lua_KContext ctx) {
@@ -455,16 +471,25 @@ static int l_condition(lua_State *L) {
 
 int luaopen_tide_sched(lua_State *L) {
     static const luaL_Reg co_methods[] = {
-        { "wait", co_wait }, { "done", co_done }, { "result", co_result },
-        { "status", co_status }, { NULL, NULL } };
+        { "wait", co_wait },     { "done", co_done }, { "result", co_result },
+        { "status", co_status }, { NULL, NULL },
+    };
     static const luaL_Reg co_meta[] = {
-        { "__gc", co_gc }, { "__tostring", co_tostring }, { NULL, NULL } };
+        { "__gc", co_gc },
+        { "__tostring", co_tostring },
+        { NULL, NULL },
+    };
     static const luaL_Reg funcs[] = {
-        { "spawn", l_spawn }, { "sleep", l_sleep }, { "yield", l_yield },
-        { "now", l_now }, { "monotonic", l_monotonic }, { "running", l_running },
-        { "condition", l_condition }, { NULL, NULL } };
+        { "spawn", l_spawn },         { "sleep", l_sleep },
+        { "yield", l_yield },         { "now", l_now },
+        { "monotonic", l_monotonic }, { "running", l_running },
+        { "condition", l_condition }, { NULL, NULL },
+    };
     static const luaL_Reg cond_methods[] = {
-        { "wait", l_cond_wait }, { "notify", l_cond_notify }, { NULL, NULL } };
+        { "wait", l_cond_wait },
+        { "notify", l_cond_notify },
+        { NULL, NULL },
+    };
     tide_class_define(L, COND_META, cond_methods, NULL);
     tide_class_define(L, CO_META, co_methods, co_meta);
     luaL_newlib(L, funcs);

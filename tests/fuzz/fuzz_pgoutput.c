@@ -22,42 +22,37 @@
 #include <stdint.h>
 #include <string.h>
 
-#define REQUIRE(cond) \
-    do { \
-        if (!(cond)) \
-            __builtin_trap(); \
+#define REQUIRE(cond)                  \
+    do {                               \
+        if (!(cond)) __builtin_trap(); \
     } while (0)
 
 static const uint8_t *input_start;
 static const uint8_t *input_end;
 
-static void check_inside(const void *p, size_t len)
-{
+static void check_inside(const void *p, size_t len) {
     const uint8_t *q = p;
     REQUIRE(q >= input_start && q <= input_end && len <= (size_t) (input_end - q));
 }
 
-static void check_string(pgoutput_string s)
-{
+static void check_string(pgoutput_string s) {
     check_inside(s.data, s.len + 1);
     REQUIRE(s.data[s.len] == '\0' && memchr(s.data, '\0', s.len) == NULL);
 }
 
-static void check_tuple(const pgoutput_tuple *t)
-{
+static void check_tuple(const pgoutput_tuple *t) {
     for (size_t i = 0; i < t->ncols; i++) {
         const pgoutput_value *v = &t->values[i];
         if (v->kind == PGOUTPUT_VALUE_TEXT || v->kind == PGOUTPUT_VALUE_BINARY)
             check_inside(v->data, v->len);
         else
-            REQUIRE((v->kind == PGOUTPUT_VALUE_NULL || v->kind == PGOUTPUT_VALUE_UNCHANGED_TOAST)
-                    && v->data == NULL && v->len == 0);
+            REQUIRE((v->kind == PGOUTPUT_VALUE_NULL || v->kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) &&
+                    v->data == NULL && v->len == 0);
     }
 }
 
 /* Walk every pointer of a successfully decoded message. */
-static void check_message(const pgoutput_message *m)
-{
+static void check_message(const pgoutput_message *m) {
     switch (m->type) {
     case PGOUTPUT_ORIGIN: check_string(m->origin.name); break;
     case PGOUTPUT_LOGICAL_MESSAGE:
@@ -67,8 +62,7 @@ static void check_message(const pgoutput_message *m)
     case PGOUTPUT_RELATION:
         check_string(m->relation.schema);
         check_string(m->relation.name);
-        for (size_t i = 0; i < m->relation.ncols; i++)
-            check_string(m->relation.columns[i].name);
+        for (size_t i = 0; i < m->relation.ncols; i++) check_string(m->relation.columns[i].name);
         break;
     case PGOUTPUT_TYPE:
         check_string(m->data_type.schema);
@@ -95,21 +89,18 @@ static void check_message(const pgoutput_message *m)
 }
 
 /* Store Relation/Type messages and check changes against them, as the apply path will. */
-static void feed_relcache(relcache *cache, const pgoutput_message *m)
-{
+static void feed_relcache(relcache *cache, const pgoutput_message *m) {
     char err[256];
     const relcache_relation *rel;
     switch (m->type) {
     case PGOUTPUT_RELATION:
-        if (relcache_put(cache, &m->relation, err, sizeof err) != 0)
-            return;
+        if (relcache_put(cache, &m->relation, err, sizeof err) != 0) return;
         rel = relcache_get(cache, m->relation.relid);
-        REQUIRE(rel != NULL && rel->ncols == m->relation.ncols
-                && strlen(rel->name) == m->relation.name.len
-                && memcmp(rel->name, m->relation.name.data, m->relation.name.len) == 0);
+        REQUIRE(rel != NULL && rel->ncols == m->relation.ncols && strlen(rel->name) == m->relation.name.len &&
+                memcmp(rel->name, m->relation.name.data, m->relation.name.len) == 0);
         for (size_t i = 0; i < rel->ncols; i++)
-            REQUIRE(strlen(rel->columns[i].name) == m->relation.columns[i].name.len
-                    && rel->columns[i].type_oid == m->relation.columns[i].type_oid);
+            REQUIRE(strlen(rel->columns[i].name) == m->relation.columns[i].name.len &&
+                    rel->columns[i].type_oid == m->relation.columns[i].type_oid);
         break;
     case PGOUTPUT_TYPE:
         if (relcache_put_type(cache, &m->data_type, err, sizeof err) == 0)
@@ -130,16 +121,14 @@ static void feed_relcache(relcache *cache, const pgoutput_message *m)
             (void) relcache_check_tuple(rel, &m->delete.old_tuple, "old tuple", err, sizeof err);
         break;
     case PGOUTPUT_TRUNCATE:
-        for (size_t i = 0; i < m->truncate.nrels; i++)
-            (void) relcache_get(cache, m->truncate.relids[i]);
+        for (size_t i = 0; i < m->truncate.nrels; i++) (void) relcache_get(cache, m->truncate.relids[i]);
         break;
     default: break;
     }
 }
 
-static bool decode_one(const uint8_t *buf, size_t len, bool in_stream_block,
-                       pgoutput_message *msg, relcache *cache)
-{
+static bool decode_one(const uint8_t *buf, size_t len, bool in_stream_block, pgoutput_message *msg,
+                       relcache *cache) {
     char err[256];
     if (pgoutput_decode(buf, len, in_stream_block, msg, err, sizeof err) != 0) {
         REQUIRE(memchr(err, '\0', sizeof err) != NULL && err[0] != '\0');
@@ -152,14 +141,12 @@ static bool decode_one(const uint8_t *buf, size_t len, bool in_stream_block,
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* Kept across inputs on purpose: the decoder must cope with storage left by any earlier
      * message. Still reachable at exit, so LeakSanitizer does not report it. */
     static pgoutput_message msg;
     relcache *cache = relcache_create();
-    if (cache == NULL)
-        return 0;
+    if (cache == NULL) return 0;
     input_start = data;
     input_end = data + size;
 
@@ -173,8 +160,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (size - pos >= 2) {
         size_t frame_len = (size_t) data[pos] << 8 | data[pos + 1];
         pos += 2;
-        if (frame_len > size - pos)
-            break;
+        if (frame_len > size - pos) break;
         /* Only a message that decoded moves the stream-block state, as in a consumer. */
         if (decode_one(data + pos, frame_len, in_stream_block, &msg, cache)) {
             if (msg.type == PGOUTPUT_STREAM_START)

@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lua_sethook(L, stop_runaway, LUA_MASKCOUNT, 2000000);
     if (luaL_loadstring(L, LOADER) == LUA_OK) {
         lua_pushstring(L, path);
-        lua_pcall(L, 1, 0, 0);   /* any error here is the loader's normal answer */
+        lua_pcall(L, 1, 0, 0); /* any error here is the loader's normal answer */
     }
     lua_close(L);
     return 0;

@@ -25,8 +25,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static int tap_count;    /* checks so far */
-static int tap_failed;   /* of which failed */
+static int tap_count;  /* checks so far */
+static int tap_failed; /* of which failed */
 
 /* One check: prints its TAP line, returns ok. */
 static inline bool tap_check(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

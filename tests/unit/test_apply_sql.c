@@ -91,25 +91,27 @@ static void test_primary_key(void) {
     const char *names[] = { "id", "login", "doc" };
     const int keys[] = { 1, 0, 0 };
     const relcache_relation *rel = describe(cache, 1, 'd', 3, names, keys, NULL);
-    apply_target *t = target(names, 3, names, 3, (const char *[]) { "id" }, 1, false);
+    apply_target *t = target(names, 3, names, 3, (const char *[]){ "id" }, 1, false);
     apply_rel r;
     char err[512];
-    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "a table with a primary key resolves");
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0,
+              "a table with a primary key resolves");
     tap_check(r.by_key && r.match[0] && !r.match[1], "rows are found by the key");
     apply_stmt st = { 0 };
 
     pgoutput_value row_v[] = { text("7"), text("ann"), text("big document") };
     pgoutput_tuple row = { 3, row_v };
     apply_sql_insert(&st, &r, &row, APPLY_FORM_INSERT);
-    tap_check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"username\", \"doc\") VALUES ($1, $2, $3)",
-              "insert names every column, renamed ones by their target name");
+    tap_check_str(st.sql.data,
+                  "INSERT INTO \"shop\".\"t\" (\"id\", \"username\", \"doc\") VALUES ($1, $2, $3)",
+                  "insert names every column, renamed ones by their target name");
     tap_check_str(params_text(&st), "7|ann|big document", "insert parameters");
 
     pgoutput_value upd_v[] = { text("7"), text("bob"), TOAST };
     pgoutput_tuple upd = { 3, upd_v };
     tap_check(apply_sql_update(&st, &r, &upd, &upd, false, err, sizeof err) == 1, "update builds");
     tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"username\" = $1 WHERE \"id\" = $2",
-              "an unchanged TOAST value stays out of SET, the unchanged key too");
+                  "an unchanged TOAST value stays out of SET, the unchanged key too");
     tap_check_str(params_text(&st), "bob|7", "update parameters: SET values, then the key");
 
     pgoutput_value old_v[] = { text("7"), NUL, NUL };
@@ -117,17 +119,21 @@ static void test_primary_key(void) {
     pgoutput_value moved_v[] = { text("8"), text("bob"), TOAST };
     pgoutput_tuple moved = { 3, moved_v };
     apply_sql_update(&st, &r, &old, &moved, true, err, sizeof err);
-    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = $1, \"username\" = $2 WHERE \"id\" = $3",
-              "a primary-key update sets the new key and finds the row by the old one");
+    tap_check_str(st.sql.data,
+                  "UPDATE ONLY \"shop\".\"t\" SET \"id\" = $1, \"username\" = $2 WHERE \"id\" = $3",
+                  "a primary-key update sets the new key and finds the row by the old one");
     tap_check_str(params_text(&st), "8|bob|7", "primary-key update parameters");
 
     apply_sql_delete(&st, &r, &old, err, sizeof err);
     tap_check_str(st.sql.data, "DELETE FROM ONLY \"shop\".\"t\" WHERE \"id\" = $1", "delete by key");
 
     apply_sql_insert(&st, &r, &row, APPLY_FORM_UPSERT);
-    tap_check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"username\", \"doc\") VALUES ($1, $2, $3) "
-              "ON CONFLICT (\"id\") DO UPDATE SET \"username\" = EXCLUDED.\"username\", \"doc\" = EXCLUDED.\"doc\" "
-              "RETURNING (xmax = 0) AS inserted", "overwrite: an upsert on the key that says whether it inserted");
+    tap_check_str(
+        st.sql.data,
+        "INSERT INTO \"shop\".\"t\" (\"id\", \"username\", \"doc\") VALUES ($1, $2, $3) "
+        "ON CONFLICT (\"id\") DO UPDATE SET \"username\" = EXCLUDED.\"username\", \"doc\" = EXCLUDED.\"doc\" "
+        "RETURNING (xmax = 0) AS inserted",
+        "overwrite: an upsert on the key that says whether it inserted");
     apply_sql_insert(&st, &r, &row, APPLY_FORM_INSERT_IGNORE);
     tap_check(strstr(st.sql.data, " ON CONFLICT DO NOTHING") != NULL, "skip: ON CONFLICT DO NOTHING");
 
@@ -138,7 +144,7 @@ static void test_primary_key(void) {
     pgoutput_value toast_key_v[] = { TOAST, text("x"), NUL };
     pgoutput_tuple toast_key = { 3, toast_key_v };
     tap_check(apply_sql_delete(&st, &r, &toast_key, err, sizeof err) < 0 && strstr(err, "without a value"),
-          "a key without a value is an error, not a wrong WHERE");
+              "a key without a value is an error, not a wrong WHERE");
 
     apply_stmt_free(&st);
     apply_rel_clear(&r);
@@ -155,22 +161,25 @@ static void test_full_identity(void) {
     apply_target *t = target(names, 3, names, 3, NULL, 0, false);
     apply_rel r;
     char err[512];
-    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "REPLICA IDENTITY FULL without a key resolves");
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0,
+              "REPLICA IDENTITY FULL without a key resolves");
     tap_check(!r.by_key && r.has_match, "rows are found by every column");
     apply_stmt st = { 0 };
     pgoutput_value old_v[] = { text("1"), NUL, text("{\"k\": 1}") };
     pgoutput_tuple old = { 3, old_v };
     apply_sql_delete(&st, &r, &old, err, sizeof err);
-    tap_check_str(st.sql.data, "DELETE FROM ONLY \"shop\".\"t\" WHERE ctid = (SELECT ctid FROM ONLY \"shop\".\"t\" "
-              "WHERE \"a\" = $1 AND \"b\" IS NULL AND \"j\"::text = $2 LIMIT 1)",
-              "one row of identical duplicates, NULL matched with IS NULL, json compared as text");
+    tap_check_str(st.sql.data,
+                  "DELETE FROM ONLY \"shop\".\"t\" WHERE ctid = (SELECT ctid FROM ONLY \"shop\".\"t\" "
+                  "WHERE \"a\" = $1 AND \"b\" IS NULL AND \"j\"::text = $2 LIMIT 1)",
+                  "one row of identical duplicates, NULL matched with IS NULL, json compared as text");
     tap_check_str(params_text(&st), "1|{\"k\": 1}", "parameters leave the NULL out");
     pgoutput_value new_v[] = { text("1"), text("set"), TOAST };
     pgoutput_tuple row = { 3, new_v };
     apply_sql_update(&st, &r, &old, &row, true, err, sizeof err);
-    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"a\" = $1, \"b\" = $2 WHERE ctid = (SELECT ctid FROM ONLY "
-              "\"shop\".\"t\" WHERE \"a\" = $3 AND \"b\" IS NULL AND \"j\"::text = $4 LIMIT 1)",
-              "update of one row by all old values");
+    tap_check_str(st.sql.data,
+                  "UPDATE ONLY \"shop\".\"t\" SET \"a\" = $1, \"b\" = $2 WHERE ctid = (SELECT ctid FROM ONLY "
+                  "\"shop\".\"t\" WHERE \"a\" = $3 AND \"b\" IS NULL AND \"j\"::text = $4 LIMIT 1)",
+                  "update of one row by all old values");
     apply_rel_clear(&r);
 
     /* The same relation into a partitioned target with a key from the map. */
@@ -179,16 +188,19 @@ static void test_full_identity(void) {
     t->key[0] = strdup("a");
     t->nkey = 1;
     tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "with the target's key");
-    tap_check(r.by_key && r.match[0] && !r.match[1] && !r.match[2], "FULL identity but a target key: find by the key");
+    tap_check(r.by_key && r.match[0] && !r.match[1] && !r.match[2],
+              "FULL identity but a target key: find by the key");
     apply_sql_delete(&st, &r, &old, err, sizeof err);
-    tap_check_str(st.sql.data, "DELETE FROM \"shop\".\"t\" WHERE \"a\" = $1", "no ONLY on a partitioned target");
+    tap_check_str(st.sql.data, "DELETE FROM \"shop\".\"t\" WHERE \"a\" = $1",
+                  "no ONLY on a partitioned target");
     apply_rel_clear(&r);
     free(t->key[0]);
     t->nkey = 0;
     tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "partitioned without a key");
     apply_sql_delete(&st, &r, &old, err, sizeof err);
-    tap_check(strstr(st.sql.data, "WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM \"shop\".\"t\" WHERE") != NULL,
-          "one row of a partitioned target by tableoid and ctid");
+    tap_check(strstr(st.sql.data,
+                     "WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM \"shop\".\"t\" WHERE") != NULL,
+              "one row of a partitioned target by tableoid and ctid");
     apply_stmt_free(&st);
     apply_rel_clear(&r);
     apply_target_free(t);
@@ -205,93 +217,104 @@ static void test_identity_always(void) {
 
     /* (id identity always primary key, v) */
     const char *names[] = { "id", "v" };
-    const relcache_relation *rel = describe(cache, 5, 'd', 2, names, (const int[]) { 1, 0 }, NULL);
-    apply_target *t = target(names, 2, names, 2, (const char *[]) { "id" }, 1, false);
+    const relcache_relation *rel = describe(cache, 5, 'd', 2, names, (const int[]){ 1, 0 }, NULL);
+    apply_target *t = target(names, 2, names, 2, (const char *[]){ "id" }, 1, false);
     t->columns[0].identity_always = true;
     tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "identity key: resolves");
     pgoutput_value row_v[] = { text("7"), text("a") };
     pgoutput_tuple row = { 2, row_v };
     apply_sql_insert(&st, &r, &row, APPLY_FORM_INSERT);
-    tap_check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"v\") OVERRIDING SYSTEM VALUE VALUES ($1, $2)",
-              "insert of an identity always column overrides the system value");
+    tap_check_str(st.sql.data,
+                  "INSERT INTO \"shop\".\"t\" (\"id\", \"v\") OVERRIDING SYSTEM VALUE VALUES ($1, $2)",
+                  "insert of an identity always column overrides the system value");
     apply_sql_insert(&st, &r, &row, APPLY_FORM_UPSERT);
-    tap_check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"v\") OVERRIDING SYSTEM VALUE VALUES ($1, $2) "
-              "ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\" RETURNING (xmax = 0) AS inserted",
-              "upsert overrides too");
-    tap_check(apply_sql_update(&st, &r, &row, &row, false, err, sizeof err) == 1, "identity key: update builds");
+    tap_check_str(
+        st.sql.data,
+        "INSERT INTO \"shop\".\"t\" (\"id\", \"v\") OVERRIDING SYSTEM VALUE VALUES ($1, $2) "
+        "ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\" RETURNING (xmax = 0) AS inserted",
+        "upsert overrides too");
+    tap_check(apply_sql_update(&st, &r, &row, &row, false, err, sizeof err) == 1,
+              "identity key: update builds");
     tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE \"id\" = $2",
-              "update of a row with an identity key: the key only in WHERE");
+                  "update of a row with an identity key: the key only in WHERE");
     pgoutput_value old_v[] = { text("7"), text("a") };
     pgoutput_tuple old = { 2, old_v };
     apply_sql_update(&st, &r, &old, &row, true, err, sizeof err);
     tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE \"id\" = $2",
-              "an old tuple with the same identity key (REPLICA IDENTITY FULL): not set");
+                  "an old tuple with the same identity key (REPLICA IDENTITY FULL): not set");
     pgoutput_value moved_v[] = { text("8"), text("a") };
     pgoutput_tuple moved = { 2, moved_v };
     apply_sql_update(&st, &r, &old, &moved, true, err, sizeof err);
     tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3",
-              "a changed identity key stays in SET (the server says why it cannot)");
+                  "a changed identity key stays in SET (the server says why it cannot)");
     tap_check_str(params_text(&st), "8|a|7", "key-changing update parameters");
     apply_rel_clear(&r);
     apply_target_free(t);
 
     /* (id primary key, hid identity always, v) */
     const char *names3[] = { "id", "hid", "v" };
-    rel = describe(cache, 6, 'd', 3, names3, (const int[]) { 1, 0, 0 }, NULL);
-    t = target(names3, 3, names3, 3, (const char *[]) { "id" }, 1, false);
+    rel = describe(cache, 6, 'd', 3, names3, (const int[]){ 1, 0, 0 }, NULL);
+    t = target(names3, 3, names3, 3, (const char *[]){ "id" }, 1, false);
     t->columns[1].identity_always = true;
     tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "identity non-key: resolves");
     pgoutput_value row3_v[] = { text("1"), text("10"), text("x") };
     pgoutput_tuple row3 = { 3, row3_v };
     apply_sql_update(&st, &r, &row3, &row3, false, err, sizeof err);
     tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE \"id\" = $2 AND \"hid\" = $3",
-              "an identity column left out of SET is compared with its new value");
+                  "an identity column left out of SET is compared with its new value");
     tap_check_str(params_text(&st), "x|1|10", "guarded update parameters");
     apply_sql_insert(&st, &r, &row3, APPLY_FORM_UPSERT);
-    tap_check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"hid\", \"v\") OVERRIDING SYSTEM VALUE VALUES "
-              "($1, $2, $3) ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\" RETURNING (xmax = 0) AS inserted",
-              "upsert leaves the identity column out of DO UPDATE SET");
+    tap_check_str(
+        st.sql.data,
+        "INSERT INTO \"shop\".\"t\" (\"id\", \"hid\", \"v\") OVERRIDING SYSTEM VALUE VALUES "
+        "($1, $2, $3) ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\" RETURNING (xmax = 0) AS inserted",
+        "upsert leaves the identity column out of DO UPDATE SET");
     pgoutput_value only_v[] = { text("1"), text("11"), TOAST };
     pgoutput_tuple only = { 3, only_v };
-    tap_check(apply_sql_update(&st, &r, &only, &only, false, err, sizeof err) == 1, "nothing else to set: still built");
-    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = \"id\" WHERE \"id\" = $1 AND \"hid\" = $2",
-              "a no-op SET keeps the guard");
+    tap_check(apply_sql_update(&st, &r, &only, &only, false, err, sizeof err) == 1,
+              "nothing else to set: still built");
+    tap_check_str(st.sql.data,
+                  "UPDATE ONLY \"shop\".\"t\" SET \"id\" = \"id\" WHERE \"id\" = $1 AND \"hid\" = $2",
+                  "a no-op SET keeps the guard");
     apply_rel_clear(&r);
     apply_target_free(t);
 
     /* Keyless, REPLICA IDENTITY FULL: (hid identity always, v) */
-    rel = describe(cache, 7, 'f', 2, (const char *[]) { "hid", "v" }, (const int[]) { 1, 1 }, NULL);
-    t = target((const char *[]) { "hid", "v" }, 2, (const char *[]) { "hid", "v" }, 2, NULL, 0, false);
+    rel = describe(cache, 7, 'f', 2, (const char *[]){ "hid", "v" }, (const int[]){ 1, 1 }, NULL);
+    t = target((const char *[]){ "hid", "v" }, 2, (const char *[]){ "hid", "v" }, 2, NULL, 0, false);
     t->columns[0].identity_always = true;
-    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0 && !r.by_key, "identity, no key: by every column");
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0 && !r.by_key,
+              "identity, no key: by every column");
     pgoutput_value kold_v[] = { text("3"), text("p") };
     pgoutput_tuple kold = { 2, kold_v };
     pgoutput_value knew_v[] = { text("3"), text("q") };
     pgoutput_tuple knew = { 2, knew_v };
     apply_sql_update(&st, &r, &kold, &knew, true, err, sizeof err);
-    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM ONLY "
-              "\"shop\".\"t\" WHERE \"hid\" = $2 AND \"v\" = $3 LIMIT 1)",
-              "an unchanged identity column: compared once, with the old values");
+    tap_check_str(st.sql.data,
+                  "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM ONLY "
+                  "\"shop\".\"t\" WHERE \"hid\" = $2 AND \"v\" = $3 LIMIT 1)",
+                  "an unchanged identity column: compared once, with the old values");
     pgoutput_value kmoved_v[] = { text("4"), text("q") };
     pgoutput_tuple kmoved = { 2, kmoved_v };
     apply_sql_update(&st, &r, &kold, &kmoved, true, err, sizeof err);
-    tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM ONLY "
-              "\"shop\".\"t\" WHERE \"hid\" = $2 AND \"v\" = $3 AND \"hid\" = $4 LIMIT 1)",
-              "a changed identity value guards the row inside the locator (no row: a conflict)");
+    tap_check_str(st.sql.data,
+                  "UPDATE ONLY \"shop\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM ONLY "
+                  "\"shop\".\"t\" WHERE \"hid\" = $2 AND \"v\" = $3 AND \"hid\" = $4 LIMIT 1)",
+                  "a changed identity value guards the row inside the locator (no row: a conflict)");
     tap_check_str(params_text(&st), "q|3|p|4", "locator guard parameters");
     apply_rel_clear(&r);
     apply_target_free(t);
 
     /* The same shape without identity columns keeps the plain statements. */
-    rel = describe(cache, 8, 'd', 2, names, (const int[]) { 1, 0 }, NULL);
-    t = target(names, 2, names, 2, (const char *[]) { "id" }, 1, false);
+    rel = describe(cache, 8, 'd', 2, names, (const int[]){ 1, 0 }, NULL);
+    t = target(names, 2, names, 2, (const char *[]){ "id" }, 1, false);
     tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "plain table: resolves");
     apply_sql_insert(&st, &r, &row, APPLY_FORM_INSERT);
     tap_check_str(st.sql.data, "INSERT INTO \"shop\".\"t\" (\"id\", \"v\") VALUES ($1, $2)",
-              "no OVERRIDING clause without an identity always column");
+                  "no OVERRIDING clause without an identity always column");
     apply_sql_update(&st, &r, &old, &moved, true, err, sizeof err);
     tap_check_str(st.sql.data, "UPDATE ONLY \"shop\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3",
-              "no guard without an identity always column");
+                  "no guard without an identity always column");
     apply_rel_clear(&r);
     apply_target_free(t);
     apply_stmt_free(&st);
@@ -305,27 +328,30 @@ static void test_resolution_errors(void) {
     const char *names[] = { "id", "v", "extra" };
     const int keys[] = { 1, 0, 0 };
     const relcache_relation *rel = describe(cache, 3, 'd', 3, names, keys, NULL);
-    apply_target *t = target(names, 2, names, 2, (const char *[]) { "id" }, 1, false);
-    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) < 0 && strstr(err, "now has a column \"extra\"") &&
-          strstr(err, "run the task again"), "a column the plan did not know stops with how to continue");
+    apply_target *t = target(names, 2, names, 2, (const char *[]){ "id" }, 1, false);
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) < 0 &&
+                  strstr(err, "now has a column \"extra\"") && strstr(err, "run the task again"),
+              "a column the plan did not know stops with how to continue");
 
     t->known = realloc(t->known, 3 * sizeof *t->known);
     t->known[2] = strdup("extra");
     t->nknown = 3;
-    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "a column excluded by the playbook is ignored");
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0,
+              "a column excluded by the playbook is ignored");
     tap_check(r.slot[2] == -1, "and never applied");
     before = r;
 
-    const relcache_relation *rel2 = describe(cache, 3, 'd', 2, (const char *[]) { "id", "extra" }, keys, NULL);
+    const relcache_relation *rel2 = describe(cache, 3, 'd', 2, (const char *[]){ "id", "extra" }, keys, NULL);
     tap_check(apply_rel_resolve(&r, rel2, t, &before, err, sizeof err) < 0 && strstr(err, "\"v\"") &&
-          strstr(err, "dropped"), "a selected column that disappears mid-stream stops");
+                  strstr(err, "dropped"),
+              "a selected column that disappears mid-stream stops");
     apply_rel_clear(&before);
 
-    const relcache_relation *rel3 = describe(cache, 4, 'd', 2, (const char *[]) { "id", "v" },
-                                             (const int[]) { 1, 0 }, NULL);
-    apply_target *t2 = target((const char *[]) { "v" }, 1, (const char *[]) { "id", "v" }, 2, NULL, 0, false);
+    const relcache_relation *rel3 =
+        describe(cache, 4, 'd', 2, (const char *[]){ "id", "v" }, (const int[]){ 1, 0 }, NULL);
+    apply_target *t2 = target((const char *[]){ "v" }, 1, (const char *[]){ "id", "v" }, 2, NULL, 0, false);
     tap_check(apply_rel_resolve(&r, rel3, t2, NULL, err, sizeof err) < 0 && strstr(err, "replica identity"),
-          "a key column that is not migrated is an error");
+              "a key column that is not migrated is an error");
     apply_target_free(t);
     apply_target_free(t2);
     relcache_destroy(cache);
@@ -336,7 +362,8 @@ static void test_lsn(void) {
     uint64_t v = 0;
     apply_format_lsn(buf, sizeof buf, ((uint64_t) 0x1A << 32) | 0x2B3C4D);
     tap_check_str(buf, "1A/2B3C4D", "LSN formatting");
-    tap_check(apply_parse_lsn("1A/2B3C4D", &v) == 0 && v == (((uint64_t) 0x1A << 32) | 0x2B3C4D), "LSN parsing");
+    tap_check(apply_parse_lsn("1A/2B3C4D", &v) == 0 && v == (((uint64_t) 0x1A << 32) | 0x2B3C4D),
+              "LSN parsing");
     tap_check(apply_parse_lsn("nope", &v) < 0, "a malformed LSN is refused");
 }
 

@@ -17,70 +17,51 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool expect_u64(uint64_t got, uint64_t want, const char *name)
-{
-    if (tap_check(got == want, "%s", name))
-        return true;
-    tap_diag("got %llu (0x%llx), want %llu (0x%llx)", (unsigned long long) got,
-             (unsigned long long) got, (unsigned long long) want, (unsigned long long) want);
+static bool expect_u64(uint64_t got, uint64_t want, const char *name) {
+    if (tap_check(got == want, "%s", name)) return true;
+    tap_diag("got %llu (0x%llx), want %llu (0x%llx)", (unsigned long long) got, (unsigned long long) got,
+             (unsigned long long) want, (unsigned long long) want);
     return false;
 }
 
-static bool string_equals(pgoutput_string s, const char *want)
-{
-    return s.data != NULL && s.len == strlen(want) && memcmp(s.data, want, s.len) == 0
-           && s.data[s.len] == '\0';
+static bool string_equals(pgoutput_string s, const char *want) {
+    return s.data != NULL && s.len == strlen(want) && memcmp(s.data, want, s.len) == 0 &&
+           s.data[s.len] == '\0';
 }
 
-static bool expect_string(pgoutput_string got, const char *want, const char *name)
-{
-    if (tap_check(string_equals(got, want), "%s", name))
-        return true;
-    tap_diag("got \"%.*s\", want \"%s\"", got.data ? (int) got.len : 0,
-             got.data ? got.data : "", want);
+static bool expect_string(pgoutput_string got, const char *want, const char *name) {
+    if (tap_check(string_equals(got, want), "%s", name)) return true;
+    tap_diag("got \"%.*s\", want \"%s\"", got.data ? (int) got.len : 0, got.data ? got.data : "", want);
     return false;
 }
 
-static bool value_is_text(const pgoutput_value *v, const char *want)
-{
-    return v->kind == PGOUTPUT_VALUE_TEXT && v->len == strlen(want)
-           && memcmp(v->data, want, v->len) == 0;
+static bool value_is_text(const pgoutput_value *v, const char *want) {
+    return v->kind == PGOUTPUT_VALUE_TEXT && v->len == strlen(want) && memcmp(v->data, want, v->len) == 0;
 }
 
-static bool value_is_binary(const pgoutput_value *v, const uint8_t *want, size_t want_len)
-{
-    return v->kind == PGOUTPUT_VALUE_BINARY && v->len == want_len
-           && memcmp(v->data, want, want_len) == 0;
+static bool value_is_binary(const pgoutput_value *v, const uint8_t *want, size_t want_len) {
+    return v->kind == PGOUTPUT_VALUE_BINARY && v->len == want_len && memcmp(v->data, want, want_len) == 0;
 }
 
-static bool expect_text(const pgoutput_tuple *t, size_t column, const char *want,
-                        const char *name)
-{
+static bool expect_text(const pgoutput_tuple *t, size_t column, const char *want, const char *name) {
     if (column >= t->ncols)
         return tap_check(false, "%s (tuple has only %u columns)", name, (unsigned) t->ncols);
     const pgoutput_value *v = &t->values[column];
-    if (tap_check(value_is_text(v, want), "%s", name))
-        return true;
+    if (tap_check(value_is_text(v, want), "%s", name)) return true;
     tap_diag("got kind '%c' \"%.*s\", want 't' \"%s\"", v->kind, (int) v->len,
              v->data ? (const char *) v->data : "", want);
     return false;
 }
 
-static bool expect_kind(const pgoutput_tuple *t, size_t column, pgoutput_value_kind want,
-                        const char *name)
-{
+static bool expect_kind(const pgoutput_tuple *t, size_t column, pgoutput_value_kind want, const char *name) {
     if (column >= t->ncols)
         return tap_check(false, "%s (tuple has only %u columns)", name, (unsigned) t->ncols);
-    if (tap_check(t->values[column].kind == want, "%s", name))
-        return true;
+    if (tap_check(t->values[column].kind == want, "%s", name)) return true;
     tap_diag("got kind '%c', want '%c'", t->values[column].kind, want);
     return false;
 }
 
-static bool contains(const char *haystack, const char *needle)
-{
-    return strstr(haystack, needle) != NULL;
-}
+static bool contains(const char *haystack, const char *needle) { return strstr(haystack, needle) != NULL; }
 
 /* ------------------------------------------------------------------------------------------
  * Captured messages: load a .hex file and decode every message into its own
@@ -92,22 +73,20 @@ typedef struct capture {
     size_t count;
     uint8_t **bytes;
     size_t *lens;
-    bool *in_stream_block;   /* the decoding mode each message needed */
+    bool *in_stream_block; /* the decoding mode each message needed */
     pgoutput_message *messages;
     size_t decode_failures;
     char first_error[400];
 } capture;
 
-static int hex_digit(int c)
-{
+static int hex_digit(int c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
 
-static void capture_append(capture *c, uint8_t *bytes, size_t len)
-{
+static void capture_append(capture *c, uint8_t *bytes, size_t len) {
     c->bytes = realloc(c->bytes, (c->count + 1) * sizeof *c->bytes);
     c->lens = realloc(c->lens, (c->count + 1) * sizeof *c->lens);
     if (c->bytes == NULL || c->lens == NULL) {
@@ -120,8 +99,7 @@ static void capture_append(capture *c, uint8_t *bytes, size_t len)
 }
 
 /* Lines are "lsn xid hex-bytes"; '#' starts a comment line. */
-static bool capture_load(capture *c, const char *scenario)
-{
+static bool capture_load(capture *c, const char *scenario) {
     char path[256];
     snprintf(path, sizeof path, "tests/data/pgoutput/%s.hex", scenario);
     memset(c, 0, sizeof *c);
@@ -133,8 +111,7 @@ static bool capture_load(capture *c, const char *scenario)
     }
     static char line[1 << 20];
     while (fgets(line, sizeof line, f) != NULL) {
-        if (line[0] == '#' || line[0] == '\n')
-            continue;
+        if (line[0] == '#' || line[0] == '\n') continue;
         char *hex = strrchr(line, ' ');
         hex = hex ? hex + 1 : line;
         size_t n = strcspn(hex, "\r\n");
@@ -177,8 +154,7 @@ static bool capture_load(capture *c, const char *scenario)
     return true;
 }
 
-static void capture_free(capture *c)
-{
+static void capture_free(capture *c) {
     for (size_t i = 0; i < c->count; i++) {
         free(c->bytes[i]);
         pgoutput_message_free(&c->messages[i]);
@@ -191,83 +167,70 @@ static void capture_free(capture *c)
 }
 
 /* Index of the nth (0-based) message of a type at or after `from`, or -1. */
-static long capture_find(const capture *c, pgoutput_message_type type, size_t from, size_t nth)
-{
+static long capture_find(const capture *c, pgoutput_message_type type, size_t from, size_t nth) {
     for (size_t i = from; i < c->count; i++)
-        if (c->messages[i].type == type && nth-- == 0)
-            return (long) i;
+        if (c->messages[i].type == type && nth-- == 0) return (long) i;
     return -1;
 }
 
 /* The Insert/Update whose new tuple has `text` in column `column`, or -1. */
-static long capture_find_row(const capture *c, pgoutput_message_type type, size_t column,
-                             const char *text)
-{
+static long capture_find_row(const capture *c, pgoutput_message_type type, size_t column, const char *text) {
     for (size_t i = 0; i < c->count; i++) {
         const pgoutput_message *m = &c->messages[i];
         const pgoutput_tuple *t = NULL;
-        if (m->type != type)
-            continue;
+        if (m->type != type) continue;
         if (type == PGOUTPUT_INSERT)
             t = &m->insert.new_tuple;
         else if (type == PGOUTPUT_UPDATE)
             t = &m->update.new_tuple;
-        if (t != NULL && column < t->ncols && value_is_text(&t->values[column], text))
-            return (long) i;
+        if (t != NULL && column < t->ncols && value_is_text(&t->values[column], text)) return (long) i;
     }
     return -1;
 }
 
 /* The Relation message for a table name, or NULL. */
-static const pgoutput_relation *capture_relation(const capture *c, const char *name)
-{
+static const pgoutput_relation *capture_relation(const capture *c, const char *name) {
     for (size_t i = 0; i < c->count; i++)
-        if (c->messages[i].type == PGOUTPUT_RELATION
-            && string_equals(c->messages[i].relation.name, name))
+        if (c->messages[i].type == PGOUTPUT_RELATION && string_equals(c->messages[i].relation.name, name))
             return &c->messages[i].relation;
     return NULL;
 }
 
-static const pgoutput_type *capture_type(const capture *c, const char *name)
-{
+static const pgoutput_type *capture_type(const capture *c, const char *name) {
     for (size_t i = 0; i < c->count; i++)
         if (c->messages[i].type == PGOUTPUT_TYPE && string_equals(c->messages[i].data_type.name, name))
             return &c->messages[i].data_type;
     return NULL;
 }
 
-static bool check_all_decoded(const capture *c)
-{
-    bool ok = tap_check(c->count > 0 && c->decode_failures == 0,
-                        "%s: all %zu captured messages decode", c->scenario, c->count);
-    if (!ok)
-        tap_diag("%zu failures; first: %s", c->decode_failures, c->first_error);
+static bool check_all_decoded(const capture *c) {
+    bool ok = tap_check(c->count > 0 && c->decode_failures == 0, "%s: all %zu captured messages decode",
+                        c->scenario, c->count);
+    if (!ok) tap_diag("%zu failures; first: %s", c->decode_failures, c->first_error);
     return ok;
 }
 
 /* Begin/Commit pairs: the Commit repeats the Begin's final_lsn and timestamp. */
-static void check_transaction_framing(const capture *c)
-{
+static void check_transaction_framing(const capture *c) {
     size_t pairs = 0, bad = 0;
     const pgoutput_begin *open = NULL;
     for (size_t i = 0; i < c->count; i++) {
         const pgoutput_message *m = &c->messages[i];
         if (m->type == PGOUTPUT_BEGIN) {
-            if (open != NULL || m->begin.xid == 0)
-                bad++;
+            if (open != NULL || m->begin.xid == 0) bad++;
             open = &m->begin;
         } else if (m->type == PGOUTPUT_COMMIT) {
-            if (open == NULL || m->commit.commit_lsn != open->final_lsn
-                || m->commit.end_lsn <= m->commit.commit_lsn
-                || m->commit.commit_ts != open->commit_ts || m->commit.flags != 0)
+            if (open == NULL || m->commit.commit_lsn != open->final_lsn ||
+                m->commit.end_lsn <= m->commit.commit_lsn || m->commit.commit_ts != open->commit_ts ||
+                m->commit.flags != 0)
                 bad++;
             open = NULL;
             pairs++;
         }
     }
     tap_check(pairs > 0 && bad == 0 && open == NULL,
-              "%s: %zu Commits each match their Begin (commit_lsn = final_lsn, same timestamp)",
-              c->scenario, pairs);
+              "%s: %zu Commits each match their Begin (commit_lsn = final_lsn, same timestamp)", c->scenario,
+              pairs);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -277,8 +240,7 @@ static void check_transaction_framing(const capture *c)
 #define TYPE_INT4 23
 #define TYPE_TEXT 25
 
-static void test_plain(void)
-{
+static void test_plain(void) {
     capture c;
     capture_load(&c, "plain");
     check_all_decoded(&c);
@@ -287,8 +249,7 @@ static void test_plain(void)
     const pgoutput_type *mood = capture_type(&c, "mood");
     const pgoutput_type *point3 = capture_type(&c, "point3");
     tap_check(mood != NULL && point3 != NULL, "plain: Type messages for mood and point3");
-    if (mood == NULL || point3 == NULL)
-        goto out;
+    if (mood == NULL || point3 == NULL) goto out;
     expect_string(mood->schema, "public", "plain: Type mood is in schema public");
     tap_check(mood->oid >= 16384 && point3->oid >= 16384 && mood->oid != point3->oid,
               "plain: user type OIDs are distinct and >= 16384 (%u, %u)", (unsigned) mood->oid,
@@ -296,14 +257,12 @@ static void test_plain(void)
 
     const pgoutput_relation *items = capture_relation(&c, "items");
     tap_check(items != NULL, "plain: Relation message for items");
-    if (items == NULL)
-        goto out;
+    if (items == NULL) goto out;
     expect_string(items->schema, "public", "plain: items schema");
     expect_u64((uint64_t) items->replica_identity, 'd', "plain: items replica identity 'd'");
-    if (!expect_u64(items->ncols, 6, "plain: items has 6 columns"))
-        goto out;
-    static const char *const names[] = {"id", "name", "qty", "mood", "pos", "note"};
-    const uint32_t types[] = {TYPE_INT4, TYPE_TEXT, TYPE_INT4, mood->oid, point3->oid, TYPE_TEXT};
+    if (!expect_u64(items->ncols, 6, "plain: items has 6 columns")) goto out;
+    static const char *const names[] = { "id", "name", "qty", "mood", "pos", "note" };
+    const uint32_t types[] = { TYPE_INT4, TYPE_TEXT, TYPE_INT4, mood->oid, point3->oid, TYPE_TEXT };
     bool names_ok = true, types_ok = true, flags_ok = true, typmods_ok = true;
     for (size_t i = 0; i < 6; i++) {
         names_ok &= string_equals(items->columns[i].name, names[i]);
@@ -374,16 +333,13 @@ static void test_plain(void)
         i = capture_find(&c, PGOUTPUT_DELETE, 0, 0);
         if (tap_check(i >= 0 && c.messages[i].delete.relid == fullrow->relid,
                       "plain: Delete of fullrow found")) {
-            expect_u64(c.messages[i].delete.old_kind, PGOUTPUT_OLD_TUPLE_FULL,
-                       "plain: FULL delete has 'O'");
+            expect_u64(c.messages[i].delete.old_kind, PGOUTPUT_OLD_TUPLE_FULL, "plain: FULL delete has 'O'");
             expect_text(&c.messages[i].delete.old_tuple, 1, "uno", "plain: deleted row value");
         }
     }
     i = capture_find(&c, PGOUTPUT_DELETE, 0, 1);
-    if (tap_check(i >= 0 && c.messages[i].delete.relid == items->relid,
-                  "plain: Delete of items found")) {
-        expect_u64(c.messages[i].delete.old_kind, PGOUTPUT_OLD_TUPLE_KEY,
-                   "plain: items delete has 'K'");
+    if (tap_check(i >= 0 && c.messages[i].delete.relid == items->relid, "plain: Delete of items found")) {
+        expect_u64(c.messages[i].delete.old_kind, PGOUTPUT_OLD_TUPLE_KEY, "plain: items delete has 'K'");
         expect_text(&c.messages[i].delete.old_tuple, 0, "10", "plain: deleted key is 10");
     }
 
@@ -396,8 +352,7 @@ static void test_plain(void)
         tap_check(lm->content_len == 19 && memcmp(lm->content, "hello transactional", 19) == 0,
                   "plain: Message content");
         tap_check(lm->lsn != 0, "plain: Message lsn set");
-        tap_check(c.messages[i - 1].type == PGOUTPUT_BEGIN,
-                  "plain: transactional Message follows Begin");
+        tap_check(c.messages[i - 1].type == PGOUTPUT_BEGIN, "plain: transactional Message follows Begin");
     }
     i = capture_find(&c, PGOUTPUT_LOGICAL_MESSAGE, 0, 1);
     if (tap_check(i > 0, "plain: non-transactional Message found")) {
@@ -444,16 +399,14 @@ static void test_plain(void)
     if (tap_check(i >= 0, "plain: Insert of 'toasty' found")) {
         const pgoutput_value *note = &c.messages[i].insert.new_tuple.values[5];
         bool all_x = note->kind == PGOUTPUT_VALUE_TEXT && note->len == 3000;
-        for (size_t k = 0; all_x && k < note->len; k++)
-            all_x = note->data[k] == 'x';
+        for (size_t k = 0; all_x && k < note->len; k++) all_x = note->data[k] == 'x';
         tap_check(all_x, "plain: inserted TOAST value arrives whole (3000 x's)");
     }
     i = capture_find_row(&c, PGOUTPUT_UPDATE, 1, "toasty");
     if (tap_check(i >= 0, "plain: Update of 'toasty' found")) {
         const pgoutput_update *u = &c.messages[i].update;
         expect_text(&u->new_tuple, 2, "2", "plain: toasty qty updated");
-        expect_kind(&u->new_tuple, 5, PGOUTPUT_VALUE_UNCHANGED_TOAST,
-                    "plain: untouched TOAST column is 'u'");
+        expect_kind(&u->new_tuple, 5, PGOUTPUT_VALUE_UNCHANGED_TOAST, "plain: untouched TOAST column is 'u'");
         tap_check(u->new_tuple.values[5].data == NULL && u->new_tuple.values[5].len == 0,
                   "plain: 'u' carries no data");
     }
@@ -472,9 +425,8 @@ static void test_plain(void)
             expect_u64((uint64_t) pgoutput_timestamp_to_unix_usec(begin->begin.commit_ts),
                        UINT64_C(1704164645000000), "plain: timestamp converts to Unix usec");
         }
-        tap_check(i + 1 < (long) c.count && c.messages[i + 1].type == PGOUTPUT_INSERT
-                      && value_is_text(&c.messages[i + 1].insert.new_tuple.values[1],
-                                       "from-upstream"),
+        tap_check(i + 1 < (long) c.count && c.messages[i + 1].type == PGOUTPUT_INSERT &&
+                      value_is_text(&c.messages[i + 1].insert.new_tuple.values[1], "from-upstream"),
                   "plain: the replayed Insert follows Origin");
     }
 out:
@@ -485,8 +437,7 @@ out:
  * stream: Stream Start/Stop/Commit/Abort and the [xid] prefix
  */
 
-static void test_stream(void)
-{
+static void test_stream(void) {
     capture c;
     capture_load(&c, "stream");
     check_all_decoded(&c);
@@ -502,17 +453,15 @@ static void test_stream(void)
             wrong += m->has_stream_xid;
         }
     }
-    tap_check(in_block > 0 && wrong == 0, "stream: all %zu changes in blocks carry [xid]",
-              in_block);
+    tap_check(in_block > 0 && wrong == 0, "stream: all %zu changes in blocks carry [xid]", in_block);
 
     long start = capture_find(&c, PGOUTPUT_STREAM_START, 0, 0);
-    if (!tap_check(start >= 0, "stream: Stream Start found"))
-        goto out;
+    if (!tap_check(start >= 0, "stream: Stream Start found")) goto out;
     uint32_t xid = c.messages[start].stream_start.xid;
     tap_check(c.messages[start].stream_start.first_segment, "stream: first block is first_segment");
     long next = capture_find(&c, PGOUTPUT_STREAM_START, (size_t) start + 1, 0);
-    tap_check(next > 0 && c.messages[next].stream_start.xid == xid
-                  && !c.messages[next].stream_start.first_segment,
+    tap_check(next > 0 && c.messages[next].stream_start.xid == xid &&
+                  !c.messages[next].stream_start.first_segment,
               "stream: later block of the same xid is not first_segment");
 
     const pgoutput_relation *items = capture_relation(&c, "items");
@@ -534,17 +483,17 @@ static void test_stream(void)
     i = capture_find(&c, PGOUTPUT_LOGICAL_MESSAGE, 0, 0);
     if (tap_check(i >= 0, "stream: Message inside stream found")) {
         const pgoutput_logical_message *lm = &c.messages[i].logical_message;
-        tap_check(c.messages[i].stream_xid == xid && lm->transactional
-                      && lm->content_len == 15 && memcmp(lm->content, "inside a stream", 15) == 0,
+        tap_check(c.messages[i].stream_xid == xid && lm->transactional && lm->content_len == 15 &&
+                      memcmp(lm->content, "inside a stream", 15) == 0,
                   "stream: Message [xid], flags and content");
     }
     i = capture_find(&c, PGOUTPUT_TRUNCATE, 0, 0);
-    tap_check(i >= 0 && c.messages[i].stream_xid == xid && c.messages[i].truncate.nrels == 1
-                  && c.messages[i].truncate.options == 0,
+    tap_check(i >= 0 && c.messages[i].stream_xid == xid && c.messages[i].truncate.nrels == 1 &&
+                  c.messages[i].truncate.options == 0,
               "stream: Truncate with [xid]");
     i = capture_find(&c, PGOUTPUT_TYPE, 0, 0);
-    tap_check(i >= 0 && c.messages[i].stream_xid == xid
-                  && string_equals(c.messages[i].data_type.name, "mood"),
+    tap_check(i >= 0 && c.messages[i].stream_xid == xid &&
+                  string_equals(c.messages[i].data_type.name, "mood"),
               "stream: Type with [xid]");
 
     i = capture_find(&c, PGOUTPUT_STREAM_COMMIT, 0, 0);
@@ -584,8 +533,7 @@ out:
  * binary: TupleData kind 'b'
  */
 
-static void test_binary(void)
-{
+static void test_binary(void) {
     capture c;
     capture_load(&c, "binary");
     check_all_decoded(&c);
@@ -596,18 +544,13 @@ static void test_binary(void)
         const pgoutput_value *v = c.messages[i].insert.new_tuple.values;
         tap_check(value_is_binary(&v[0], (const uint8_t *) "\0\0\0\5", 4),
                   "binary: id is int4 send format 00000005");
-        tap_check(value_is_binary(&v[1], (const uint8_t *) "binary-row", 10),
-                  "binary: text sends its bytes");
-        tap_check(value_is_binary(&v[2], (const uint8_t *) "\0\0\0\x2a", 4),
-                  "binary: qty is 0000002a");
-        tap_check(value_is_binary(&v[3], (const uint8_t *) "happy", 5),
-                  "binary: enum sends its label");
+        tap_check(value_is_binary(&v[1], (const uint8_t *) "binary-row", 10), "binary: text sends its bytes");
+        tap_check(value_is_binary(&v[2], (const uint8_t *) "\0\0\0\x2a", 4), "binary: qty is 0000002a");
+        tap_check(value_is_binary(&v[3], (const uint8_t *) "happy", 5), "binary: enum sends its label");
         /* record_send: field count 3, then (type OID 23, length 4, value) per field */
-        static const uint8_t record[] = {0, 0, 0, 3, 0, 0, 0, 23, 0, 0, 0, 4, 0, 0, 0, 7,
-                                         0, 0, 0, 23, 0, 0, 0, 4, 0, 0, 0, 8,
-                                         0, 0, 0, 23, 0, 0, 0, 4, 0, 0, 0, 9};
-        tap_check(value_is_binary(&v[4], record, sizeof record),
-                  "binary: composite is record_send output");
+        static const uint8_t record[] = { 0, 0, 0, 3, 0, 0, 0, 23, 0, 0, 0, 4,  0, 0, 0, 7, 0, 0, 0, 23,
+                                          0, 0, 0, 4, 0, 0, 0, 8,  0, 0, 0, 23, 0, 0, 0, 4, 0, 0, 0, 9 };
+        tap_check(value_is_binary(&v[4], record, sizeof record), "binary: composite is record_send output");
         tap_check(v[5].kind == PGOUTPUT_VALUE_NULL, "binary: NULL is still 'n'");
     }
     capture_free(&c);
@@ -617,12 +560,10 @@ static void test_binary(void)
  * twophase: Begin Prepare, Prepare, Commit Prepared, Rollback Prepared, Stream Prepare
  */
 
-static long find_by_gid(const capture *c, pgoutput_message_type type, const char *gid)
-{
+static long find_by_gid(const capture *c, pgoutput_message_type type, const char *gid) {
     for (size_t i = 0; i < c->count; i++) {
         const pgoutput_message *m = &c->messages[i];
-        if (m->type != type)
-            continue;
+        if (m->type != type) continue;
         pgoutput_string g;
         switch (type) {
         case PGOUTPUT_BEGIN_PREPARE: g = m->begin_prepare.gid; break;
@@ -632,14 +573,12 @@ static long find_by_gid(const capture *c, pgoutput_message_type type, const char
         case PGOUTPUT_ROLLBACK_PREPARED: g = m->rollback_prepared.gid; break;
         default: continue;
         }
-        if (string_equals(g, gid))
-            return (long) i;
+        if (string_equals(g, gid)) return (long) i;
     }
     return -1;
 }
 
-static void test_twophase(void)
-{
+static void test_twophase(void) {
     capture c;
     capture_load(&c, "twophase");
     check_all_decoded(&c);
@@ -654,11 +593,11 @@ static void test_twophase(void)
         const pgoutput_commit_prepared *cp = &c.messages[k].commit_prepared;
         tap_check(bp->xid != 0 && bp->xid == pp->xid && pp->xid == cp->xid,
                   "twophase: same xid in all three");
-        tap_check(bp->prepare_lsn == pp->prepare_lsn && bp->end_lsn == pp->end_lsn
-                      && bp->prepare_ts == pp->prepare_ts && pp->end_lsn > pp->prepare_lsn,
+        tap_check(bp->prepare_lsn == pp->prepare_lsn && bp->end_lsn == pp->end_lsn &&
+                      bp->prepare_ts == pp->prepare_ts && pp->end_lsn > pp->prepare_lsn,
                   "twophase: Prepare repeats Begin Prepare's LSNs and timestamp");
-        tap_check(cp->end_lsn > cp->commit_lsn && cp->commit_lsn >= pp->end_lsn
-                      && cp->flags == 0 && pp->flags == 0,
+        tap_check(cp->end_lsn > cp->commit_lsn && cp->commit_lsn >= pp->end_lsn && cp->flags == 0 &&
+                      pp->flags == 0,
                   "twophase: Commit Prepared comes after the prepare");
         long ins = capture_find_row(&c, PGOUTPUT_INSERT, 1, "prepared-commit");
         tap_check(ins > b && ins < p, "twophase: the prepared Insert sits between b and P");
@@ -669,8 +608,8 @@ static void test_twophase(void)
     if (tap_check(p2 >= 0 && r > p2, "twophase: Rollback Prepared for gid-rollback")) {
         const pgoutput_prepare *pp = &c.messages[p2].prepare;
         const pgoutput_rollback_prepared *rp = &c.messages[r].rollback_prepared;
-        tap_check(rp->xid == pp->xid && rp->prepare_end_lsn == pp->end_lsn
-                      && rp->prepare_ts == pp->prepare_ts,
+        tap_check(rp->xid == pp->xid && rp->prepare_end_lsn == pp->end_lsn &&
+                      rp->prepare_ts == pp->prepare_ts,
                   "twophase: Rollback Prepared names the prepare's end LSN and timestamp");
         tap_check(rp->rollback_end_lsn > rp->prepare_end_lsn && rp->rollback_ts >= rp->prepare_ts,
                   "twophase: rollback comes after the prepare");
@@ -681,8 +620,8 @@ static void test_twophase(void)
     long k3 = find_by_gid(&c, PGOUTPUT_COMMIT_PREPARED, "gid-stream");
     if (tap_check(sp > ss && ss >= 0 && k3 > sp, "twophase: Stream Prepare and its Commit "
                                                  "Prepared for gid-stream")) {
-        tap_check(c.messages[sp].prepare.xid == c.messages[ss].stream_start.xid
-                      && c.messages[k3].commit_prepared.xid == c.messages[sp].prepare.xid,
+        tap_check(c.messages[sp].prepare.xid == c.messages[ss].stream_start.xid &&
+                      c.messages[k3].commit_prepared.xid == c.messages[sp].prepare.xid,
                   "twophase: Stream Prepare xid is the streamed xid");
         tap_check(!c.in_stream_block[sp], "twophase: Stream Prepare arrives after Stream Stop");
     }
@@ -695,8 +634,7 @@ static void test_twophase(void)
 
 /* Every strict prefix of every captured message must be rejected with an error that names
  * an offset; one extra byte at the end must be rejected too. */
-static void test_truncation(const char *scenario)
-{
+static void test_truncation(const char *scenario) {
     capture c;
     capture_load(&c, scenario);
     pgoutput_message m;
@@ -708,8 +646,7 @@ static void test_truncation(const char *scenario)
         for (size_t cut = 0; cut < c.lens[i]; cut++) {
             uint8_t *prefix = malloc(cut ? cut : 1);
             memcpy(prefix, c.bytes[i], cut);
-            int rc = pgoutput_decode(cut ? prefix : NULL, cut, c.in_stream_block[i], &m, err,
-                                     sizeof err);
+            int rc = pgoutput_decode(cut ? prefix : NULL, cut, c.in_stream_block[i], &m, err, sizeof err);
             free(prefix);
             cuts++;
             if (rc == 0)
@@ -717,19 +654,17 @@ static void test_truncation(const char *scenario)
             else if (!contains(err, "offset"))
                 vague++;
             if ((rc == 0 || !contains(err, "offset")) && first_bad[0] == '\0')
-                snprintf(first_bad, sizeof first_bad, "message %zu cut at %zu: rc %d, \"%s\"",
-                         i + 1, cut, rc, err);
+                snprintf(first_bad, sizeof first_bad, "message %zu cut at %zu: rc %d, \"%s\"", i + 1, cut, rc,
+                         err);
         }
         uint8_t *longer = malloc(c.lens[i] + 1);
         memcpy(longer, c.bytes[i], c.lens[i]);
         longer[c.lens[i]] = 0;
-        extended_ok += pgoutput_decode(longer, c.lens[i] + 1, c.in_stream_block[i], &m, err,
-                                       sizeof err) == 0;
+        extended_ok += pgoutput_decode(longer, c.lens[i] + 1, c.in_stream_block[i], &m, err, sizeof err) == 0;
         free(longer);
     }
     if (!tap_check(cuts > 0 && accepted == 0 && vague == 0,
-                   "%s: all %zu truncations of %zu messages fail with an offset", scenario, cuts,
-                   c.count))
+                   "%s: all %zu truncations of %zu messages fail with an offset", scenario, cuts, c.count))
         tap_diag("%zu accepted, %zu without offset; first: %s", accepted, vague, first_bad);
     tap_check(extended_ok == 0, "%s: a trailing extra byte is rejected (%zu accepted)", scenario,
               extended_ok);
@@ -738,9 +673,8 @@ static void test_truncation(const char *scenario)
 }
 
 /* Decode hand-built bytes; returns the decoder's result and leaves the error in err. */
-static int decode_bytes(const uint8_t *bytes, size_t len, bool in_stream, pgoutput_message *m,
-                        char *err, size_t errlen)
-{
+static int decode_bytes(const uint8_t *bytes, size_t len, bool in_stream, pgoutput_message *m, char *err,
+                        size_t errlen) {
     uint8_t *copy = malloc(len ? len : 1);
     memcpy(copy, bytes, len);
     int rc = pgoutput_decode(copy, len, in_stream, m, err, errlen);
@@ -749,21 +683,18 @@ static int decode_bytes(const uint8_t *bytes, size_t len, bool in_stream, pgoutp
 }
 
 static bool expect_error(const uint8_t *bytes, size_t len, bool in_stream, const char *want,
-                         const char *name)
-{
+                         const char *name) {
     pgoutput_message m;
     pgoutput_message_init(&m);
     char err[256] = "";
     int rc = decode_bytes(bytes, len, in_stream, &m, err, sizeof err);
     pgoutput_message_free(&m);
-    if (tap_check(rc == -1 && contains(err, want), "%s", name))
-        return true;
+    if (tap_check(rc == -1 && contains(err, want), "%s", name)) return true;
     tap_diag("rc %d, error \"%s\", want it to contain \"%s\"", rc, err, want);
     return false;
 }
 
-static void test_malformed(void)
-{
+static void test_malformed(void) {
     expect_error((const uint8_t *) "", 0, false, "empty message: no type byte at offset 0",
                  "malformed: empty input");
     expect_error((const uint8_t *) "Z", 1, false, "unknown message type 0x5a at offset 0",
@@ -773,70 +704,66 @@ static void test_malformed(void)
                  "malformed: 'r' alone is a truncated Rollback Prepared, with a precise message");
 
     /* Insert relid 16394: 'N', 2 columns */
-    static const uint8_t bad_kind[] = {'I', 0, 0, 0x40, 0x0a, 'N', 0, 2, 'n', 'x'};
+    static const uint8_t bad_kind[] = { 'I', 0, 0, 0x40, 0x0a, 'N', 0, 2, 'n', 'x' };
     expect_error(bad_kind, sizeof bad_kind, false,
                  "Insert: new tuple column 2 of 2: unknown column kind 0x78 at offset 9",
                  "malformed: unknown TupleData kind");
-    static const uint8_t negative_ncols[] = {'I', 0, 0, 0x40, 0x0a, 'N', 0xff, 0xff};
+    static const uint8_t negative_ncols[] = { 'I', 0, 0, 0x40, 0x0a, 'N', 0xff, 0xff };
     expect_error(negative_ncols, sizeof negative_ncols, false,
-                 "new tuple column count at offset 6 is negative (-1)",
-                 "malformed: negative column count");
-    static const uint8_t ncols_too_big[] = {'I', 0, 0, 0x40, 0x0a, 'N', 0x7f, 0xff, 'n', 'n'};
+                 "new tuple column count at offset 6 is negative (-1)", "malformed: negative column count");
+    static const uint8_t ncols_too_big[] = { 'I', 0, 0, 0x40, 0x0a, 'N', 0x7f, 0xff, 'n', 'n' };
     expect_error(ncols_too_big, sizeof ncols_too_big, false,
                  "new tuple column count at offset 6 is 32767, but the 2 bytes left hold at most 2",
                  "malformed: column count larger than the message");
-    static const uint8_t negative_len[] = {'I', 0, 0, 0x40, 0x0a, 'N', 0, 1, 't',
-                                           0xff, 0xff, 0xff, 0xfe};
-    expect_error(negative_len, sizeof negative_len, false,
-                 "value length (I32) at offset 9 is negative (-2)",
+    static const uint8_t negative_len[] = { 'I', 0, 0, 0x40, 0x0a, 'N', 0, 1, 't', 0xff, 0xff, 0xff, 0xfe };
+    expect_error(negative_len, sizeof negative_len, false, "value length (I32) at offset 9 is negative (-2)",
                  "malformed: negative value length");
-    static const uint8_t huge_len[] = {'I', 0, 0, 0x40, 0x0a, 'N', 0, 1, 'b',
-                                       0x7f, 0xff, 0xff, 0xff, 'a', 'b'};
+    static const uint8_t huge_len[] = { 'I', 0,    0,    0x40, 0x0a, 'N', 0,  1,
+                                        'b', 0x7f, 0xff, 0xff, 0xff, 'a', 'b' };
     expect_error(huge_len, sizeof huge_len, false,
                  "Insert: new tuple column 1 of 1: value length (I32) at offset 9 says "
                  "2147483647 bytes but only 2 are left",
                  "malformed: value length past the end");
-    static const uint8_t insert_marker[] = {'I', 0, 0, 0x40, 0x0a, 'K', 0, 0};
+    static const uint8_t insert_marker[] = { 'I', 0, 0, 0x40, 0x0a, 'K', 0, 0 };
     expect_error(insert_marker, sizeof insert_marker, false,
                  "unexpected tuple marker 0x4b at offset 5 (expected N)",
                  "malformed: Insert with 'K' marker");
-    static const uint8_t update_marker[] = {'U', 0, 0, 0x40, 0x0a, 'X', 0, 0};
+    static const uint8_t update_marker[] = { 'U', 0, 0, 0x40, 0x0a, 'X', 0, 0 };
     expect_error(update_marker, sizeof update_marker, false,
                  "Update: unexpected tuple marker 0x58 at offset 5 (expected KON)",
                  "malformed: Update with unknown marker");
-    static const uint8_t update_no_new[] = {'U', 0, 0, 0x40, 0x0a, 'K', 0, 1, 'n', 'K', 0, 1, 'n'};
+    static const uint8_t update_no_new[] = { 'U', 0, 0, 0x40, 0x0a, 'K', 0, 1, 'n', 'K', 0, 1, 'n' };
     expect_error(update_no_new, sizeof update_no_new, false,
                  "unexpected tuple marker 0x4b at offset 9 (expected N)",
                  "malformed: Update whose second marker is not 'N'");
-    static const uint8_t delete_marker[] = {'D', 0, 0, 0x40, 0x0a, 'N', 0, 0};
+    static const uint8_t delete_marker[] = { 'D', 0, 0, 0x40, 0x0a, 'N', 0, 0 };
     expect_error(delete_marker, sizeof delete_marker, false, "(expected KO)",
                  "malformed: Delete with 'N' marker");
-    static const uint8_t origin_no_nul[] = {'O', 0, 0, 0, 0, 0, 0, 0, 1, 'a', 'b'};
+    static const uint8_t origin_no_nul[] = { 'O', 0, 0, 0, 0, 0, 0, 0, 1, 'a', 'b' };
     expect_error(origin_no_nul, sizeof origin_no_nul, false,
                  "Origin: origin name (S) starting at offset 9 has no terminating NUL",
                  "malformed: string without NUL");
-    static const uint8_t truncate_huge[] = {'T', 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1};
+    static const uint8_t truncate_huge[] = { 'T', 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1 };
     expect_error(truncate_huge, sizeof truncate_huge, false,
                  "relation count at offset 1 is 2147483647, but the 4 bytes left hold at most 1",
                  "malformed: Truncate count larger than the message (nothing allocated)");
-    static const uint8_t truncate_negative[] = {'T', 0xff, 0xff, 0xff, 0xff, 0};
+    static const uint8_t truncate_negative[] = { 'T', 0xff, 0xff, 0xff, 0xff, 0 };
     expect_error(truncate_negative, sizeof truncate_negative, false, "is negative (-1)",
                  "malformed: negative Truncate count");
-    static const uint8_t relation_huge[] = {'R', 0, 0, 0x40, 0x0a, 0, 't', 0, 'd', 0x7f, 0xff,
-                                            1, 'a', 0, 0, 0, 0, 23, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t relation_huge[] = { 'R', 0,   0, 0x40, 0x0a, 0, 't', 0,    'd',  0x7f, 0xff,
+                                             1,   'a', 0, 0,    0,    0, 23,  0xff, 0xff, 0xff, 0xff };
     expect_error(relation_huge, sizeof relation_huge, false,
                  "Relation: column count at offset 9 is 32767, but the 11 bytes left hold at most 1",
                  "malformed: Relation column count larger than the message");
-    static const uint8_t message_negative[] = {'M', 1, 0, 0, 0, 0, 0, 0, 0, 1, 'p', 0,
-                                               0x80, 0, 0, 0};
+    static const uint8_t message_negative[] = { 'M', 1, 0, 0, 0, 0, 0, 0, 0, 1, 'p', 0, 0x80, 0, 0, 0 };
     expect_error(message_negative, sizeof message_negative, false,
                  "content length (I32) at offset 12 is negative (-2147483648)",
                  "malformed: negative Message content length");
-    static const uint8_t stop_extra[] = {'E', 0};
+    static const uint8_t stop_extra[] = { 'E', 0 };
     expect_error(stop_extra, sizeof stop_extra, false,
                  "Stream Stop: 1 unexpected bytes after the last field, at offset 1",
                  "malformed: Stream Stop with a payload");
-    static const uint8_t abort_partial[] = {'A', 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0};
+    static const uint8_t abort_partial[] = { 'A', 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0 };
     expect_error(abort_partial, sizeof abort_partial, false,
                  "Stream Abort: truncated at offset 9 reading abort_lsn (I64): need 8 bytes, 3 left",
                  "malformed: Stream Abort with a partial abort_lsn");
@@ -848,18 +775,17 @@ static void test_malformed(void)
               "malformed: NULL errbuf is allowed");
     char small[8];
     memset(small, 'z', sizeof small);
-    tap_check(pgoutput_decode(bad_kind, sizeof bad_kind, false, &m, small, sizeof small) == -1
-                  && memchr(small, '\0', sizeof small) != NULL && strlen(small) == 7,
+    tap_check(pgoutput_decode(bad_kind, sizeof bad_kind, false, &m, small, sizeof small) == -1 &&
+                  memchr(small, '\0', sizeof small) != NULL && strlen(small) == 7,
               "malformed: short errbuf is NUL-terminated within its size");
     pgoutput_message_free(&m);
 }
 
 /* The proto 4 (streaming 'parallel') Stream Abort, which PG15 cannot produce: built by hand.
  * Its optional tail means the 9-byte prefix is itself a valid older Stream Abort. */
-static void test_stream_abort_parallel(void)
-{
+static void test_stream_abort_parallel(void) {
     static const uint8_t bytes[] = {
-        'A', 0x00, 0x00, 0x03, 0xe8,                    /* xid 1000 */
+        'A',  0x00, 0x00, 0x03, 0xe8,                   /* xid 1000 */
         0x00, 0x00, 0x03, 0xe9,                         /* subxid 1001 */
         0x00, 0x00, 0x00, 0x01, 0x23, 0x45, 0x67, 0x89, /* abort_lsn 1/23456789 */
         0x00, 0x02, 0xb0, 0xec, 0x85, 0x15, 0xf3, 0x40, /* abort_ts 2024-01-02 03:04:05 */
@@ -868,10 +794,10 @@ static void test_stream_abort_parallel(void)
     pgoutput_message_init(&m);
     char err[256];
     int rc = decode_bytes(bytes, sizeof bytes, false, &m, err, sizeof err);
-    tap_check(rc == 0 && m.type == PGOUTPUT_STREAM_ABORT && m.stream_abort.xid == 1000
-                  && m.stream_abort.subxid == 1001 && m.stream_abort.has_abort_info
-                  && m.stream_abort.abort_lsn == UINT64_C(0x123456789)
-                  && m.stream_abort.abort_ts == INT64_C(757479845000000),
+    tap_check(rc == 0 && m.type == PGOUTPUT_STREAM_ABORT && m.stream_abort.xid == 1000 &&
+                  m.stream_abort.subxid == 1001 && m.stream_abort.has_abort_info &&
+                  m.stream_abort.abort_lsn == UINT64_C(0x123456789) &&
+                  m.stream_abort.abort_ts == INT64_C(757479845000000),
               "stream abort (proto 4): abort_lsn and abort_ts decoded");
     size_t accepted = 0;
     for (size_t cut = 0; cut < sizeof bytes; cut++)
@@ -886,9 +812,8 @@ static void test_stream_abort_parallel(void)
 
 /* Flip bytes of real messages with a fixed-seed generator: no input may crash the decoder
  * (this is the fuzzer's job; the test keeps a cheap version of it in every run). */
-static void test_mutations(void)
-{
-    static const char *const scenarios[] = {"plain", "stream", "binary", "twophase"};
+static void test_mutations(void) {
+    static const char *const scenarios[] = { "plain", "stream", "binary", "twophase" };
     uint64_t state = 0x9e3779b97f4a7c15u;
     size_t runs = 0, decoded = 0;
     pgoutput_message m;
@@ -914,8 +839,8 @@ static void test_mutations(void)
         }
         capture_free(&c);
     }
-    tap_check(runs > 0, "mutations: %zu mutated messages decoded without crashing (%zu accepted)",
-              runs, decoded);
+    tap_check(runs > 0, "mutations: %zu mutated messages decoded without crashing (%zu accepted)", runs,
+              decoded);
     pgoutput_message_free(&m);
 }
 
@@ -923,65 +848,64 @@ static void test_mutations(void)
  * relcache
  */
 
-static void test_relcache(void)
-{
+static void test_relcache(void) {
     capture c;
     capture_load(&c, "plain");
     relcache *cache = relcache_create();
     char err[256];
     const pgoutput_relation *items = capture_relation(&c, "items");
     const pgoutput_type *mood = capture_type(&c, "mood");
-    if (!tap_check(cache != NULL && items != NULL && mood != NULL, "relcache: created"))
-        goto out;
+    if (!tap_check(cache != NULL && items != NULL && mood != NULL, "relcache: created")) goto out;
 
     tap_check(relcache_get(cache, items->relid) == NULL, "relcache: unknown relid is NULL");
     tap_check(relcache_put(cache, items, err, sizeof err) == 0, "relcache: put items");
     const relcache_relation *rel = relcache_get(cache, items->relid);
     if (tap_check(rel != NULL, "relcache: get items")) {
-        tap_check(strcmp(rel->schema, "public") == 0 && strcmp(rel->name, "items") == 0
-                      && rel->replica_identity == 'd' && rel->ncols == 6,
+        tap_check(strcmp(rel->schema, "public") == 0 && strcmp(rel->name, "items") == 0 &&
+                      rel->replica_identity == 'd' && rel->ncols == 6,
                   "relcache: schema, name, replica identity, column count copied");
-        tap_check(rel->name != items->name.data && strcmp(rel->columns[4].name, "pos") == 0
-                      && rel->columns[3].type_oid == mood->oid && rel->columns[0].is_key
-                      && !rel->columns[1].is_key && rel->columns[2].typmod == -1,
+        tap_check(rel->name != items->name.data && strcmp(rel->columns[4].name, "pos") == 0 &&
+                      rel->columns[3].type_oid == mood->oid && rel->columns[0].is_key &&
+                      !rel->columns[1].is_key && rel->columns[2].typmod == -1,
                   "relcache: columns are deep copies with names, types, key flags");
         long i = capture_find_row(&c, PGOUTPUT_INSERT, 1, "apple");
-        tap_check(i >= 0 && relcache_check_tuple(rel, &c.messages[i].insert.new_tuple,
-                                                 "new tuple", err, sizeof err) == 0,
+        tap_check(i >= 0 && relcache_check_tuple(rel, &c.messages[i].insert.new_tuple, "new tuple", err,
+                                                 sizeof err) == 0,
                   "relcache: Insert tuple fits the cached relation");
     }
     uint64_t first_version = rel ? rel->version : 0;
 
     /* A Relation message after ALTER TABLE replaces the whole entry. */
     pgoutput_relation_column columns[2] = {
-        {PGOUTPUT_COLUMN_FLAG_KEY, {"id", 2}, TYPE_INT4, -1},
-        {0, {"renamed", 7}, TYPE_TEXT, -1},
+        { PGOUTPUT_COLUMN_FLAG_KEY, { "id", 2 }, TYPE_INT4, -1 },
+        { 0, { "renamed", 7 }, TYPE_TEXT, -1 },
     };
-    pgoutput_relation altered = {items->relid, {"", 0}, {"items", 5}, 'f', 2, columns};
+    pgoutput_relation altered = { items->relid, { "", 0 }, { "items", 5 }, 'f', 2, columns };
     tap_check(relcache_put(cache, &altered, err, sizeof err) == 0, "relcache: put replacement");
     rel = relcache_get(cache, items->relid);
-    tap_check(rel != NULL && rel->ncols == 2 && strcmp(rel->columns[1].name, "renamed") == 0
-                  && rel->replica_identity == 'f' && rel->version > first_version,
+    tap_check(rel != NULL && rel->ncols == 2 && strcmp(rel->columns[1].name, "renamed") == 0 &&
+                  rel->replica_identity == 'f' && rel->version > first_version,
               "relcache: replacement wins and gets a new version");
     tap_check(rel != NULL && strcmp(rel->schema, "pg_catalog") == 0,
               "relcache: empty namespace is stored as pg_catalog");
     expect_u64(relcache_count(cache), 1, "relcache: replacing does not add an entry");
     long i = capture_find_row(&c, PGOUTPUT_INSERT, 1, "apple");
     if (rel != NULL && i >= 0) {
-        int rc = relcache_check_tuple(rel, &c.messages[i].insert.new_tuple, "new tuple", err,
-                                      sizeof err);
+        int rc = relcache_check_tuple(rel, &c.messages[i].insert.new_tuple, "new tuple", err, sizeof err);
         char want[128];
-        snprintf(want, sizeof want, "relation pg_catalog.items (%u) has 2 columns but its new "
-                 "tuple has 6", (unsigned) items->relid);
+        snprintf(want, sizeof want,
+                 "relation pg_catalog.items (%u) has 2 columns but its new "
+                 "tuple has 6",
+                 (unsigned) items->relid);
         tap_check(rc == -1 && strcmp(err, want) == 0,
                   "relcache: a tuple from the old definition is rejected");
     }
 
     /* Many relids (including 0): growth keeps every entry reachable. */
-    pgoutput_relation_column one = {0, {"c", 1}, TYPE_INT4, -1};
+    pgoutput_relation_column one = { 0, { "c", 1 }, TYPE_INT4, -1 };
     bool all_put = true, all_found = true;
     for (uint32_t relid = 0; relid < 2000; relid++) {
-        pgoutput_relation r = {relid * 7, {"s", 1}, {"t", 1}, 'd', 1, &one};
+        pgoutput_relation r = { relid * 7, { "s", 1 }, { "t", 1 }, 'd', 1, &one };
         all_put &= relcache_put(cache, &r, err, sizeof err) == 0;
     }
     for (uint32_t relid = 0; relid < 2000; relid++) {
@@ -993,19 +917,17 @@ static void test_relcache(void)
 
     tap_check(relcache_put_type(cache, mood, err, sizeof err) == 0, "relcache: put type mood");
     const relcache_type *t = relcache_get_type(cache, mood->oid);
-    tap_check(t != NULL && strcmp(t->name, "mood") == 0 && strcmp(t->schema, "public") == 0
-                  && t->oid == mood->oid,
+    tap_check(t != NULL && strcmp(t->name, "mood") == 0 && strcmp(t->schema, "public") == 0 &&
+                  t->oid == mood->oid,
               "relcache: get type mood");
-    tap_check(relcache_get_type(cache, items->relid) == NULL,
-              "relcache: types and relations are separate");
+    tap_check(relcache_get_type(cache, items->relid) == NULL, "relcache: types and relations are separate");
 out:
     relcache_destroy(cache);
     relcache_destroy(NULL);
     capture_free(&c);
 }
 
-int main(void)
-{
+int main(void) {
     test_plain();
     test_stream();
     test_binary();
