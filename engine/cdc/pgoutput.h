@@ -3,8 +3,9 @@
  *
  * Input: the payload of one XLogData frame (the bytes after the 25-byte 'w' header), or one
  * row of pg_logical_slot_get_binary_changes(). Output: a pgoutput_message whose variant is
- * selected by `type`. Pure C: no I/O, no libpq, no Lua. Byte layouts are in
- * docs/pgoutput-reference.md (shared docs), section 3.
+ * selected by `type`. Pure C: no I/O, no libpq, no Lua. Byte layouts: PostgreSQL's
+ * documentation, chapter "Logical Replication Message Formats"; what pgtide relies on is
+ * summed up in docs/engine.md, "The replication protocol".
  *
  * Usage:
  *

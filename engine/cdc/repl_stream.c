@@ -1,6 +1,7 @@
 /*
  * repl_stream.c — START_REPLICATION and the CopyBoth loop on a non-blocking walsender
- * connection (see repl_stream.h). Frame layouts: shared docs, pgoutput-reference.md §2.
+ * connection (see repl_stream.h). Frame layouts: docs/engine.md, "The replication protocol", and
+ * PostgreSQL's documentation, chapter "Streaming Replication Protocol".
  *
  *   XLogData   'w' I64 dataStart, I64 walEnd, I64 sendTime, payload
  *   keepalive  'k' I64 walEnd, I64 sendTime, B replyRequested

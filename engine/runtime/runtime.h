@@ -3,7 +3,7 @@
  * state), the coroutine record the scheduler keeps for each unit of work, and the small
  * helpers C code uses to park a coroutine on non-blocking work and wake it when done.
  *
- * The model (see docs/design.md): an engine call that waits starts its work, records the
+ * The model (docs/engine.md, "The runtime"): an engine call that waits starts its work, records the
  * calling coroutine as the work's waiter (sched_block), and yields with a continuation;
  * the loop callback that sees the work finish calls sched_wake, which resumes the
  * coroutine, whose continuation pushes the results.
