@@ -7,12 +7,14 @@ local Failure = {}
 Failure.__index = Failure
 Failure.__tostring = function(f) return f.message end
 
-local STATUS = { failed = 1, usage = 2, playbook = 3, connection = 4, precheck = 5, mismatch = 6,
-                 slot_lost = 7, interrupted = 130 }
+-- A kind is the name of its exit status (tide.exit): failed, usage, playbook, connection,
+-- precheck, mismatch, slot_lost, interrupted.
+local exit = require "tide.exit"
 
 function M.new(kind, message, fields)
   local f = setmetatable(fields or {}, Failure)
-  f.kind, f.message, f.exit = kind, message, assert(STATUS[kind], "unknown failure kind")
+  f.kind, f.message = kind, message
+  f.exit = assert(kind ~= "ok" and kind ~= "internal" and exit[kind], "unknown failure kind")
   return f
 end
 

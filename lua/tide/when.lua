@@ -9,32 +9,13 @@
 -- Several keys in one tide.when must all hold. A condition is a callable table: the stream
 -- calls it every tick with the status table (docs/incremental.md) and stops when it returns
 -- true. A playbook may also give a plain function(status) → boolean.
+local units = require "tide.units"
+
 local M = {}
 
-local UNITS = { us = 1e-6, ms = 1e-3, s = 1, sec = 1, min = 60, m = 60, h = 3600 }
-
--- Seconds from 12, 1.5, "30s", "500ms", "5min", "2h" (nil, message when it is none of those).
-function M.seconds(v)
-  if type(v) == "number" then return v end
-  if type(v) ~= "string" then return nil, "a duration such as \"30s\"" end
-  local num, unit = v:match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
-  if not num then return nil, string.format("%q is not a duration such as \"30s\"", v) end
-  local scale = unit == "" and 1 or UNITS[unit]
-  if not scale then return nil, string.format("%q: unknown unit %q (us, ms, s, min, h)", v, unit) end
-  return tonumber(num) * scale
-end
-
-local SIZES = { [""] = 1, b = 1, k = 1024, kb = 1024, m = 1024 ^ 2, mb = 1024 ^ 2, g = 1024 ^ 3,
-                gb = 1024 ^ 3, t = 1024 ^ 4, tb = 1024 ^ 4 }
-
--- Bytes from 1024, "64kB", "1GB".
-function M.bytes(v)
-  if type(v) == "number" then return v end
-  local num, unit = tostring(v):match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
-  local scale = num and SIZES[unit:lower()]
-  if not scale then return nil, string.format("%q is not a size such as \"64MB\"", tostring(v)) end
-  return math.floor(tonumber(num) * scale)
-end
+-- Seconds from 12, 1.5, "30s", "500ms", "5min", "2h"; bytes from 1024, "64kB", "1GB" (nil,
+-- message when it is none of those): the playbook's one reading of durations and sizes.
+M.seconds, M.bytes = units.parse_duration, units.parse_size
 
 local function must(v, what)
   local x, err = M.seconds(v)

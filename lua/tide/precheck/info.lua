@@ -2,7 +2,7 @@
 -- a rough duration of the full load.
 local M = {}
 
-local human_bytes = require("tide.precheck.tables").human_bytes
+local human_bytes = require("tide.units").human_bytes
 
 local function human_seconds(s)
   if s < 60 then return string.format("%.0f s", s) end

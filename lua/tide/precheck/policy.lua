@@ -16,6 +16,8 @@
 -- reusable one is a Lua module returning such a table; M.merge layers several of them.
 local pattern = require "tide.pattern"
 local playbook = require "tide.playbook"
+local suggest = require "tide.suggest"
+local units = require "tide.units"
 
 local M = {}
 
@@ -26,27 +28,7 @@ local TOP_KEYS = { fail = true, warn = true, info = true, ignore = true, only = 
                    extra = true, settings = true }
 
 -- Thresholds a policy may set: name → { default, parse }.
-local function parse_duration(v)
-  if type(v) == "number" and v >= 0 then return v end
-  if type(v) ~= "string" then return nil end
-  local n, unit = v:match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
-  n = tonumber(n)
-  if not n then return nil end
-  local factor = ({ [""] = 1, s = 1, ms = 0.001, us = 0.000001, min = 60, h = 3600 })[unit]
-  return factor and n * factor or nil
-end
-
-local function parse_size(v)
-  if math.type(v) == "integer" and v >= 0 then return v end
-  if type(v) ~= "string" then return nil end
-  local n, unit = v:match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
-  n = tonumber(n)
-  if not n then return nil end
-  local factor = ({ [""] = 1, b = 1, kb = 1024, mb = 1024 ^ 2, gb = 1024 ^ 3, tb = 1024 ^ 4,
-                    k = 1024, m = 1024 ^ 2, g = 1024 ^ 3, t = 1024 ^ 4 })[unit:lower()]
-  return factor and math.floor(n * factor) or nil
-end
-M.parse_duration, M.parse_size = parse_duration, parse_size
+local parse_duration, parse_size = units.parse_duration, units.parse_size
 
 M.SETTINGS = {
   long_transaction = { default = 60, parse = parse_duration,
@@ -57,31 +39,7 @@ M.SETTINGS = {
 
 ------------------------------------------------------------------------ helpers
 
-local function edit_distance(a, b)
-  local row = {}
-  for j = 0, #b do row[j] = j end
-  for i = 1, #a do
-    local diagonal = row[0]
-    row[0] = i
-    for j = 1, #b do
-      local above = row[j]
-      row[j] = math.min(row[j] + 1, row[j - 1] + 1, diagonal + (a:byte(i) == b:byte(j) and 0 or 1))
-      diagonal = above
-    end
-  end
-  return row[#b]
-end
-
-local function closest(word, known)
-  local best, best_distance
-  for name in pairs(known) do
-    local d = edit_distance(word, name)
-    if not best_distance or d < best_distance or (d == best_distance and name < best) then
-      best, best_distance = name, d
-    end
-  end
-  if best and best_distance <= math.max(2, #word // 3) then return best end
-end
+local closest = suggest.closest
 
 local function is_list(v)
   if type(v) ~= "table" then return false end
@@ -94,12 +52,6 @@ local function is_list(v)
 end
 
 ------------------------------------------------------------------------ merging
-
-local function copy_map(m)
-  local out = {}
-  for k, v in pairs(m or {}) do out[k] = v end
-  return out
-end
 
 -- M.merge(p1, p2, ...) → one policy table: later policies win for the same check id (a
 -- regrade, an ignore, a scope, a setting); extra checks are concatenated, a later one with

@@ -6,7 +6,7 @@ local info = require "tide.precheck.info"
 
 local M = {}
 local quote = context.quote
-local human_bytes = require("tide.precheck.tables").human_bytes
+local human_bytes = require("tide.units").human_bytes
 
 local function incremental(ctx) return ctx.phases.incremental == true end
 

@@ -9,13 +9,7 @@ local quote = context.quote
 local function incremental(ctx) return ctx.phases.incremental == true end
 local function moves_data(ctx) return ctx.phases.full == true or ctx.phases.incremental == true end
 
-local function human_bytes(n)
-  local units, i = { "B", "kB", "MB", "GB", "TB" }, 1
-  n = n or 0
-  while n >= 1024 and i < #units do n, i = n / 1024, i + 1 end
-  return i == 1 and string.format("%d %s", n, units[i]) or string.format("%.1f %s", n, units[i])
-end
-M.human_bytes = human_bytes
+local human_bytes = require("tide.units").human_bytes
 
 -- The unique indexes that could serve as replica identity: valid, not partial, plain columns
 -- only, every column NOT NULL. Returns table oid → first such index row.
