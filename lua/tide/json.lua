@@ -26,9 +26,10 @@ function M.decode(text)
         local simple = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
         if simple[e] then out[#out + 1] = simple[e]; pos = pos + 2
         elseif e == "u" then
-          local cp = tonumber(text:sub(pos + 2, pos + 5), 16)
+          local cp = tonumber(text:match("^%x%x%x%x", pos + 2) or "", 16)
+          if not cp then fail("bad \\u escape") end
           pos = pos + 6
-          if cp >= 0xD800 and cp <= 0xDBFF and text:sub(pos, pos + 1) == "\\u" then
+          if cp >= 0xD800 and cp <= 0xDBFF and text:match("^\\u[dD][c-fC-F]%x%x", pos) then
             local low = tonumber(text:sub(pos + 2, pos + 5), 16)
             cp = 0x10000 + (cp - 0xD800) * 0x400 + (low - 0xDC00)
             pos = pos + 6
@@ -86,7 +87,10 @@ function M.decode(text)
       return math.tointeger(tonumber(num)) or tonumber(num)
     end
   end
-  return value()
+  local result = value()
+  skip()
+  if pos <= #text then fail("unexpected text after the value") end
+  return result
 end
 
 local function encode_string(s)

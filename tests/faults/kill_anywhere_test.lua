@@ -14,6 +14,7 @@
 --   PGTIDE_FAULT_SEED=S        replay seed S alone
 --   PGTIDE_FAULT_KEEP=1        keep a failing seed's databases (ka_src_S / ka_tgt_S)
 local T = require "testlib"
+local P = require "pg"
 local tide = require "tide"
 local H = require "tidetest"
 local W = require "workload"
@@ -21,10 +22,6 @@ local W = require "workload"
 local N = tonumber(os.getenv("PGTIDE_FAULT_SEEDS") or "") or 3
 local BASE = tonumber(os.getenv("PGTIDE_FAULT_SEED_BASE") or "") or 0
 local ONLY = tonumber(os.getenv("PGTIDE_FAULT_SEED") or "")
-
-local function url_for(admin, db)
-  return (admin:gsub("/[^/?]*(%??[^/]*)$", "/" .. db .. "%1"))
-end
 
 local TEMPLATE = "ka_template"
 
@@ -35,7 +32,7 @@ local function ensure_template(ctx)
   assert(a:exec("DROP DATABASE IF EXISTS " .. TEMPLATE .. " WITH (FORCE)"))
   assert(a:exec("CREATE DATABASE " .. TEMPLATE))
   a:close()
-  local url = url_for(ctx.source_admin, TEMPLATE)
+  local url = P.with_db(ctx.source_admin, TEMPLATE)
   local c = assert(tide.connect(url))
   local f = assert(io.open("tests/fixtures/rental_shop.sql"))
   local sql = f:read("a")
@@ -127,12 +124,6 @@ end
 
 -- Count and a hash over the sorted row hashes: equal only when both sides hold the same
 -- multiset of rows (an extra duplicate or a missing twin changes it).
-local function digest(conn, rel)
-  local r = assert(conn:query(string.format(
-    "SELECT count(*) AS n, md5(string_agg(h, '' ORDER BY h)) AS d FROM (SELECT md5(t::text) AS h FROM %s t) s", rel)))
-  return r[1].n .. " rows, " .. tostring(r[1].d)
-end
-
 local function leftovers(src, tgt, name)
   local out = {}
   local function add(conn, what, sql, ...)
@@ -172,7 +163,7 @@ local function run_seed(ctx, seed)
   assert(ta:exec("DROP DATABASE IF EXISTS " .. tdb .. " WITH (FORCE)"))
   assert(sa:exec("CREATE DATABASE " .. sdb .. " TEMPLATE " .. TEMPLATE))
   assert(ta:exec("CREATE DATABASE " .. tdb))
-  local src_url, tgt_url = url_for(ctx.source_admin, sdb), url_for(ctx.target_admin, tdb)
+  local src_url, tgt_url = P.with_db(ctx.source_admin, sdb), P.with_db(ctx.target_admin, tdb)
   local done_file = ctx.tmpdir .. "/" .. name .. ".done"
   os.remove(done_file)
   local pb = playbook(ctx, name, src_url, tgt_url, done_file)
@@ -185,7 +176,7 @@ local function run_seed(ctx, seed)
   print(string.format("# seed %d: kills %s", seed, table.concat(words, ", ")))
 
   local w = W.start(src_url, { seed = seed, pgbench = true, tmpdir = ctx.tmpdir })
-  H.wait_for(30, function() return w.rounds >= 1 end)   -- writes are running before the load starts
+  P.poll(30, function() return w.rounds >= 1 end)   -- writes are running before the load starts
   local logs, runs = {}, 0
   local function start_run()
     runs = runs + 1
@@ -211,14 +202,14 @@ local function run_seed(ctx, seed)
     local proc, log = start_run()
     -- A phase that was over before this run began: its marker never comes, the kill falls in
     -- streaming instead.
-    H.wait_for(60, function()
+    P.poll(60, function()
       local text = H.read(log)
       return text:find(k.marker, 1, true) or text:find("incremental: started", 1, true) or proc:exited()
     end)
     if not proc:exited() then
       if k.spool then
         local before = w.big_committed
-        H.wait_for(20, function() return w.big_committed ~= before or proc:exited() end)
+        P.poll(20, function() return w.big_committed ~= before or proc:exited() end)
       end
       if k.terminate or k.restart then
         tide.sleep(k.delay / 2)
@@ -257,7 +248,7 @@ local function run_seed(ctx, seed)
   local rels = tables_of(s)
   T.ok(#rels >= 15, "tables found: " .. #rels)
   for _, rel in ipairs(rels) do
-    local a, b = digest(s, rel), digest(t, rel)
+    local a, b = P.fingerprint(s, rel), P.fingerprint(t, rel)
     if a ~= b then diffs[#diffs + 1] = string.format("%s: source %s, target %s", rel, a, b) end
   end
   T.eq(diffs, {}, string.format("seed %d: tables differ (workload rounds: %d)\n%s", seed, w.rounds, tail()))

@@ -2,6 +2,7 @@
 -- printed, and PGTIDE_FAULT_SEED replays it), run the task again, and check the target equals
 -- the source with no duplicate and nothing left over. Run by `make test-faults`.
 local T = require "testlib"
+local P = require "pg"
 local tide = require "tide"
 local H = require "tidetest"
 
@@ -10,10 +11,7 @@ print("# fault seed " .. SEED .. " (replay with PGTIDE_FAULT_SEED=" .. SEED .. "
 math.randomseed(SEED)
 
 local function setup(ctx)
-  local s, t = H.connect_both(ctx)
-  for _, c in ipairs({ s, t }) do
-    assert(c:exec("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS pgtide CASCADE; CREATE SCHEMA public"))
-  end
+  local s, t = P.clean(ctx)
   assert(s:exec([[
 CREATE TABLE parent (id int PRIMARY KEY, name text UNIQUE);
 INSERT INTO parent SELECT g, 'p' || g FROM generate_series(1, 2000) g;
@@ -33,7 +31,7 @@ local TABLES = { "parent", "child", "nokey" }
 -- Start a run, wait for `marker` in its log, wait a random extra moment, SIGKILL it.
 local function kill_during(ctx, pb, marker, name)
   local proc, log = H.start(ctx, "run " .. pb, name)
-  local seen = H.wait_for(120, function() return H.read(log):find(marker, 1, true) or proc:exited() end)
+  local seen = P.poll(120, function() return H.read(log):find(marker, 1, true) or proc:exited() end)
   T.ok(seen, "never saw " .. marker .. ": " .. H.read(log))
   local extra = math.random() * 0.4
   if not proc:exited() then
@@ -58,7 +56,7 @@ for _, case in ipairs({
     print(string.format("# killed %.3fs after %q", extra, case.marker))
     local code, out = H.run("run " .. pb)
     T.eq(code, 0, out)
-    for _, rel in ipairs(TABLES) do T.eq(H.fingerprint(t, rel), H.fingerprint(s, rel), rel) end
+    for _, rel in ipairs(TABLES) do T.eq(P.fingerprint(t, rel), P.fingerprint(s, rel), rel) end
     local q = "SELECT string_agg(indexdef, '; ' ORDER BY indexname) AS d FROM pg_indexes WHERE schemaname = 'public'"
     T.eq(assert(t:query(q))[1].d, assert(s:query(q))[1].d)
     T.eq(assert(t:query("SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f'"))[1].n, 1)

@@ -6,25 +6,15 @@
 -- (cli_test), invalid pattern (select_test), rename collision (rename_test), invalid row filter
 -- (full_test), a column added while streaming (cdc_conflict_test).
 local T = require "testlib"
+local P = require "pg"
 local tide = require "tide"
 local H = require "tidetest"
 
 local ROLE = "bad_input_test_nocreate"
 
-local function fresh(ctx)
-  local s, t = H.connect_both(ctx)
-  for _, c in ipairs({ s, t }) do
-    assert(c:exec("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS pgtide CASCADE; CREATE SCHEMA public"))
-  end
-  return s, t
-end
-
-local function with_db(url, db) return (url:gsub("/[^/?]*(%??[^/]*)$", "/" .. db .. "%1")) end
-
 local function write_lsn(path, conn)
-  assert(conn:exec("SET synchronous_commit = on"))
   local f = assert(io.open(path, "w"))
-  f:write(assert(conn:query("SELECT pg_current_wal_insert_lsn()::text AS l"))[1].l, "\n")
+  f:write(P.lsn(conn, true), "\n")
   f:close()
 end
 
@@ -45,8 +35,8 @@ T.test("a database that does not exist: exit 4, naming the database and the fix"
     local path = ctx.tmpdir .. "/wrongdb_" .. side .. ".lua"
     local f = assert(io.open(path, "w"))
     f:write(string.format([[return require("tide").task { name = "wrongdb", source = %q, target = %q }]],
-      side == "source" and with_db(ctx.source_url, "no_such_db") or ctx.source_url,
-      side == "target" and with_db(ctx.target_url, "no_such_db") or ctx.target_url))
+      side == "source" and P.with_db(ctx.source_url, "no_such_db") or ctx.source_url,
+      side == "target" and P.with_db(ctx.target_url, "no_such_db") or ctx.target_url))
     f:close()
     local code, out = H.run("run " .. path)
     T.eq(code, 4, out)
@@ -60,7 +50,7 @@ T.test("a database that does not exist: exit 4, naming the database and the fix"
 end)
 
 T.test("a target user without CREATE on the database: the run stops before writing (exit 5)", function(ctx)
-  local s, t = fresh(ctx)
+  local s, t = P.clean(ctx)
   assert(s:exec("CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'a')"))
   local admin = assert(tide.connect(ctx.target_admin))
   assert(admin:exec(string.format([[DO $$ BEGIN
@@ -88,20 +78,20 @@ T.test("a target user without CREATE on the database: the run stops before writi
 end)
 
 T.test("a stop condition that raises: the task keeps streaming, says so once, and stops when it holds", function(ctx)
-  local s, t = fresh(ctx)
+  local s, t = P.clean(ctx)
   assert(s:exec("CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'a')"))
   local stopfile = ctx.tmpdir .. "/raising.stop"
   os.remove(stopfile)
   local pb = H.playbook(ctx, "raising", [[migrate = { "schema", "full", "incremental" }, progress = "plain",
     incremental = { heartbeat_interval = 0.2, release = true },]] .. stop_code(stopfile, true))
   local proc, log = H.start(ctx, "run " .. pb, "raising")
-  T.ok(H.wait_for(60, function()
+  T.ok(P.poll(60, function()
     return proc:exited() or H.read(log):find("the stop condition raised an error", 1, true)
   end), "the error was never reported: " .. H.read(log))
   T.ok(not proc:exited(), "the task ended on the stop condition's error: " .. H.read(log))
   -- Still streaming: a change made now reaches the target.
   assert(s:exec("INSERT INTO items VALUES (2, 'while the condition fails')"))
-  T.ok(H.wait_for(30, function()
+  T.ok(P.poll(30, function()
     return #assert(t:query("SELECT 1 FROM items WHERE id = 2")) == 1
   end), "a change made while the condition raised never arrived")
   write_lsn(stopfile, s)
@@ -110,12 +100,12 @@ T.test("a stop condition that raises: the task keeps streaming, says so once, an
   T.match(out, "the stop condition raised an error %(still streaming%): .*no stop file yet")
   local _, times = out:gsub("the stop condition raised an error", "")
   T.eq(times, 1, "reported once, not at every tick")
-  T.eq(H.fingerprint(t, "items"), H.fingerprint(s, "items"))
+  T.eq(P.fingerprint(t, "items"), P.fingerprint(s, "items"))
   s:close(); t:close()
 end)
 
 T.test("a table dropped on the source while streaming: the others go on; the target keeps it and is told", function(ctx)
-  local s, t = fresh(ctx)
+  local s, t = P.clean(ctx)
   assert(s:exec("CREATE TABLE kept (id int PRIMARY KEY, v text); CREATE TABLE gone (id int PRIMARY KEY, v text); " ..
                 "INSERT INTO kept VALUES (1, 'a'); INSERT INTO gone VALUES (1, 'a')"))
   local stopfile = ctx.tmpdir .. "/dropped.stop"
@@ -123,19 +113,19 @@ T.test("a table dropped on the source while streaming: the others go on; the tar
   local pb = H.playbook(ctx, "dropped", [[migrate = { "schema", "full", "incremental" }, progress = "plain",
     incremental = { heartbeat_interval = 0.2, release = true },]] .. stop_code(stopfile, false))
   local proc, log = H.start(ctx, "run " .. pb, "dropped")
-  T.ok(H.wait_for(60, function() return proc:exited() or H.read(log):find("incremental: started", 1, true) end))
+  T.ok(P.poll(60, function() return proc:exited() or H.read(log):find("incremental: started", 1, true) end))
   assert(s:exec("INSERT INTO gone VALUES (2, 'before the drop'); INSERT INTO kept VALUES (2, 'b')"))
-  T.ok(H.wait_for(30, function() return #assert(t:query("SELECT 1 FROM gone WHERE id = 2")) == 1 end))
+  T.ok(P.poll(30, function() return #assert(t:query("SELECT 1 FROM gone WHERE id = 2")) == 1 end))
   assert(s:exec("DROP TABLE gone"))
   assert(s:exec("INSERT INTO kept VALUES (3, 'after the drop'); UPDATE kept SET v = 'z' WHERE id = 1"))
-  T.ok(H.wait_for(30, function()
+  T.ok(P.poll(30, function()
     return proc:exited() or H.read(log):find("public.gone was dropped on the source", 1, true)
   end), "the drop was never reported: " .. H.read(log))
   write_lsn(stopfile, s)
   T.eq(proc:wait(), 0, H.read(log))
   local out = H.read(log)
   T.match(out, "public%.gone was dropped on the source while streaming")
-  T.eq(H.fingerprint(t, "kept"), H.fingerprint(s, "kept"))
+  T.eq(P.fingerprint(t, "kept"), P.fingerprint(s, "kept"))
   T.eq(#assert(t:query("SELECT 1 FROM gone")), 2, "the target keeps the rows it had at the drop")
   s:close(); t:close()
 end)

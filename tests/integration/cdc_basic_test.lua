@@ -1,13 +1,13 @@
 -- Incremental migration, the basic path: prepare (publication, slot, origin), the copy under
 -- the exported snapshot, streaming inserts/updates/deletes, a clean stop, release.
 local T = require "testlib"
-local tide = require "tide"
+local P = require "pg"
 local H = dofile("tests/integration/cdc_lib.lua")
 
 T.test("changes made after the snapshot reach the target, once", function(ctx)
   local ddl = [[CREATE TABLE items (id int PRIMARY KEY, name text, qty int, note text);]]
-  H.both(ctx, ddl)
-  local src = H.connect(ctx.source_url)
+  P.both(ctx, ddl)
+  local src = P.connect(ctx.source_url)
   assert(src:exec("INSERT INTO items SELECT g, 'item ' || g, g, NULL FROM generate_series(1, 100) g"))
   local ref = {}
   local task = H.task(ctx, "basic", { stop = H.stop_at(ref) })
@@ -20,11 +20,11 @@ T.test("changes made after the snapshot reach the target, once", function(ctx)
     UPDATE items SET qty = qty * 10 WHERE id % 3 = 0;
     DELETE FROM items WHERE id % 7 = 0;
     UPDATE items SET note = NULL WHERE id = 101;]]))
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local summary = h:wait()
   T.eq(summary.stopped_by, "condition")
-  local tgt = H.connect(ctx.target_url)
-  H.same(src, tgt, "items")
+  local tgt = P.connect(ctx.target_url)
+  P.same(src, tgt, "items")
   T.ok(summary.transactions >= 1 and summary.changes >= 50, "counted: " .. tostring(summary.transactions) .. " transactions, " .. tostring(summary.changes) .. " changes")
   local dropped = H.release(ctx, task)
   T.eq(#dropped, 4, "slot, publication, heartbeat table, origin")

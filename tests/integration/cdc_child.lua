@@ -4,6 +4,7 @@
 -- The stream stops once the target applied the LSN written in STOPFILE.
 package.path = "tests/lib/?.lua;" .. package.path
 local H = dofile("tests/integration/cdc_lib.lua")
+local P = require "pg"
 local cdc = require "tide.cdc"
 local when = require "tide.when"
 
@@ -16,7 +17,7 @@ local task = H.task(ctx, name, { stop = function(st)
   f:close()
   return lsn ~= nil and st.applied >= when.lsn_number(lsn)
 end })
-local src, tgt = H.connect(source_url), H.connect(target_url)
+local src, tgt = P.connect(source_url), P.connect(target_url)
 local summary = cdc.stream(task, H.plan(src), src, tgt, { quiet = true })
 print(string.format("stopped by %s after %d transactions", summary.stopped_by, summary.transactions or 0))
 src:close(); tgt:close()

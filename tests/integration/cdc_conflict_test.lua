@@ -1,16 +1,15 @@
 -- Conflicts (error / skip / overwrite / the on.conflict hook), the per-change hook, and a
 -- column added on the source while streaming.
 local T = require "testlib"
-local tide = require "tide"
-local cdc = require "tide.cdc"
+local P = require "pg"
 local H = dofile("tests/integration/cdc_lib.lua")
 
 -- A source and a target that hold the same rows of t (and of archive), streaming set up.
 local function fresh(ctx, name, extra)
-  H.both(ctx, [[DROP TABLE IF EXISTS t, archive;
+  P.both(ctx, [[DROP TABLE IF EXISTS t, archive;
     CREATE TABLE t (id int PRIMARY KEY, v text);
     CREATE TABLE archive (id int PRIMARY KEY, v text)]])
-  local src, tgt = H.connect(ctx.source_url), H.connect(ctx.target_url)
+  local src, tgt = P.connect(ctx.source_url), P.connect(ctx.target_url)
   assert(src:exec("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 20) g"))
   local ref = {}
   extra = extra or {}
@@ -31,7 +30,7 @@ T.test("under the default policy a missing row stops the task with change, table
   assert(tgt:exec("DELETE FROM t WHERE id = 5"))
   local h = H.stream(ctx, task, plan)
   assert(src:exec("BEGIN; UPDATE t SET v = 'first' WHERE id = 4; UPDATE t SET v = 'gone' WHERE id = 5; COMMIT"))
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local ok, err = pcall(h.wait, h)
   T.eq(ok, false)
   local msg = tostring(err)
@@ -53,7 +52,7 @@ T.test("skip counts conflicts and goes on; overwrite makes the target what the s
   assert(tgt:exec("DELETE FROM t WHERE id IN (1, 2); INSERT INTO t VALUES (21, 'target only')"))
   local h = H.stream(ctx, task, plan)
   assert(src:exec("UPDATE t SET v = 'u1' WHERE id = 1; DELETE FROM t WHERE id = 2; INSERT INTO t VALUES (21, 'source')"))
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local summary = h:wait()
   T.eq(summary.conflicts.update_missing, 1)
   T.eq(summary.conflicts.delete_missing, 1)
@@ -66,10 +65,10 @@ T.test("skip counts conflicts and goes on; overwrite makes the target what the s
   assert(src:exec("UPDATE t SET v = 'u2' WHERE id = 1; INSERT INTO t VALUES (22, 'new')"))
   assert(tgt:exec("INSERT INTO t VALUES (22, 'old')"))
   assert(src:exec("UPDATE t SET v = 'from source' WHERE id = 21"))
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   summary = h:wait()
   T.eq(summary.conflicts.overwritten, 2, "the missing row 1 inserted, the existing row 22 overwritten")
-  H.same(src, tgt, "t")
+  P.same(src, tgt, "t")
   finish(ctx, task, src, tgt)
 end)
 
@@ -83,7 +82,7 @@ T.test("an on.conflict hook decides per conflict", function(ctx)
   local h = H.stream(ctx, task, plan)
   assert(src:exec("DELETE FROM t WHERE id = 7"))
   assert(src:exec("UPDATE t SET v = 'x' WHERE id = 8"))
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local ok, err = pcall(h.wait, h)
   T.eq(ok, false)
   T.match(tostring(err), "on.conflict hook stopped")
@@ -106,7 +105,7 @@ T.test("on.change drops, edits and routes changes of the tables it names", funct
   local h = H.stream(ctx, task, plan)
   assert(src:exec("INSERT INTO t VALUES (30, 'shout'), (31, 'secret'), (150, 'old news')"))
   assert(src:exec("INSERT INTO archive VALUES (500, 'untouched')"))
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   h:wait()
   T.eq(calls, 3, "only changes of public.t entered Lua")
   T.eq(assert(tgt:query("SELECT v FROM t WHERE id = 30"))[1].v, "SHOUT")
@@ -122,7 +121,7 @@ T.test("a column added on the source stops the stream, and it continues once the
   assert(src:exec("INSERT INTO t VALUES (40, 'before')"))
   assert(src:exec("ALTER TABLE t ADD COLUMN extra int"))
   assert(src:exec("INSERT INTO t VALUES (41, 'after', 7)"))
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local ok, err = pcall(h.wait, h)
   T.eq(ok, false)
   T.match(tostring(err), 'now has a column "extra"')
@@ -130,6 +129,6 @@ T.test("a column added on the source stops the stream, and it continues once the
   assert(tgt:exec("ALTER TABLE t ADD COLUMN extra int"))
   local summary = H.stream(ctx, task, H.plan(src)):wait()
   T.eq(summary.stopped_by, "condition")
-  H.same(src, tgt, "t")
+  P.same(src, tgt, "t")
   finish(ctx, task, src, tgt)
 end)

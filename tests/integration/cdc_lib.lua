@@ -1,28 +1,13 @@
 -- Helpers shared by the cdc_*_test.lua files: a minimal plan read from the source catalog
 -- (the shape of docs/internals.md, so these tests do not depend on tide.plan), the initial
--- copy under the exported snapshot, checksums, and polling with a deadline.
+-- copy under the exported snapshot, and the stream's steps as tide.cmd.run takes them.
+-- Connections, waiting and comparing tables: tests/lib/pg.lua.
 local tide = require "tide"
-local T = require "testlib"
+local P = require "pg"
 local cdc = require "tide.cdc"
+local core = require "tide.core"
 
 local H = {}
-
-function H.connect(url, opts)
-  return assert(tide.connect(url, opts))
-end
-
--- Poll fn() until it returns a true value; raise after `timeout` seconds.
-function H.wait_for(what, fn, timeout)
-  local deadline = tide.monotonic() + (timeout or 30)
-  local step = 0.02
-  while true do
-    local v = fn()
-    if v then return v end
-    if tide.monotonic() > deadline then error("timed out waiting for " .. what, 2) end
-    tide.sleep(step)
-    step = math.min(step * 1.5, 0.2)
-  end
-end
 
 -- A task for the test databases. `extra` adds/overrides keys.
 function H.task(ctx, name, extra)
@@ -96,7 +81,7 @@ end
 
 -- The initial copy of every plan table under the exported snapshot (one transaction each side).
 function H.copy(ctx, plan, info)
-  local s, t = H.connect(ctx.source_url), H.connect(ctx.target_url)
+  local s, t = P.connect_both(ctx)
   assert(s:exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
   assert(s:exec("SET TRANSACTION SNAPSHOT " .. s:quote_literal(info.snapshot)))
   assert(t:exec("BEGIN"))
@@ -105,31 +90,12 @@ function H.copy(ctx, plan, info)
     for i, c in ipairs(tbl.columns) do cols[i] = s:quote_ident(c.name); tcols[i] = t:quote_ident(c.target) end
     local src = s:quote_ident(tbl.source.schema) .. "." .. s:quote_ident(tbl.source.name)
     local dst = t:quote_ident(tbl.target.schema) .. "." .. t:quote_ident(tbl.target.name)
-    assert(tide.copy_pump(s, t, "COPY (SELECT " .. table.concat(cols, ", ") .. " FROM ONLY " .. src .. ") TO STDOUT",
+    assert(core.copy_pump(s, t, "COPY (SELECT " .. table.concat(cols, ", ") .. " FROM ONLY " .. src .. ") TO STDOUT",
                           "COPY " .. dst .. " (" .. table.concat(tcols, ", ") .. ") FROM STDIN"):wait())
   end
   assert(t:exec("COMMIT"))
   assert(s:exec("COMMIT"))
   s:close(); t:close()
-end
-
--- Order-independent content of a table, duplicates included.
-function H.checksum(conn, tbl, columns)
-  local cols = columns or "t"
-  local rows = assert(conn:query(string.format(
-    "SELECT count(*) AS n, coalesce(md5(string_agg(x, '|' ORDER BY x)), '') AS h FROM (SELECT (%s)::text AS x FROM %s t) s",
-    cols, tbl)))
-  return rows[1].n .. ":" .. rows[1].h
-end
-
-function H.same(src, tgt, tbl, columns)
-  T.eq(H.checksum(tgt, tbl, columns), H.checksum(src, tbl, columns), "target differs from source for " .. tbl)
-end
-
--- The source's WAL position now, after making sure it is flushed.
-function H.source_lsn(src)
-  assert(src:exec("SET synchronous_commit = on"))
-  return assert(src:query("SELECT pg_current_wal_insert_lsn()::text AS l"))[1].l
 end
 
 -- Stop once the target applied everything up to `lsn` (a function usable as task.stop).
@@ -139,9 +105,9 @@ function H.stop_at(lsn_ref)
   end
 end
 
--- prepare + copy + copy_done, as tide.run will do it.
+-- prepare + copy + copy_done, as tide.cmd.run does it.
 function H.setup(ctx, task, plan, opts)
-  local s, t = H.connect(ctx.source_url), H.connect(ctx.target_url)
+  local s, t = P.connect_both(ctx)
   local info = cdc.prepare(task, plan, s, t, opts)
   if info.snapshot then H.copy(ctx, plan, info) end
   cdc.copy_done(task, info, t)
@@ -149,11 +115,12 @@ function H.setup(ctx, task, plan, opts)
   return info
 end
 
--- cdc.stream in its own coroutine; returns the handle.
-function H.stream(ctx, task, plan, opts)
+-- cdc.stream in its own coroutine; returns the handle. `run` is a tide.taskrun run (to see
+-- its stream: run:stream_status()) or a task.
+function H.stream(ctx, run, plan, opts)
   return tide.spawn(function()
-    local s, t = H.connect(ctx.source_url), H.connect(ctx.target_url)
-    local ok, res = pcall(cdc.stream, task, plan, s, t, opts or { quiet = true })
+    local s, t = P.connect_both(ctx)
+    local ok, res = pcall(cdc.stream, run, plan, s, t, opts or { quiet = true })
     s:close(); t:close()
     if not ok then error(res, 0) end
     return res
@@ -161,18 +128,10 @@ function H.stream(ctx, task, plan, opts)
 end
 
 function H.release(ctx, task)
-  local s, t = H.connect(ctx.source_url), H.connect(ctx.target_url)
+  local s, t = P.connect_both(ctx)
   local dropped = cdc.release(task, s, t)
   s:close(); t:close()
   return dropped
-end
-
--- Run the same DDL on both sides.
-function H.both(ctx, sql)
-  local s, t = H.connect(ctx.source_url), H.connect(ctx.target_url)
-  assert(s:exec(sql))
-  assert(t:exec(sql))
-  s:close(); t:close()
 end
 
 return H

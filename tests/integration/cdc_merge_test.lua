@@ -1,9 +1,9 @@
--- Folding updates of one row inside a group (engine/apply_merge.c): more distinct rows than
+-- Folding updates of one row inside a group (engine/cdc/apply_merge.c): more distinct rows than
 -- the window holds, repeated updates of each, out-of-line (TOAST) values left unchanged by
 -- some updates and changed by others, deletes and re-inserts of folded rows; and a table with
 -- a second unique index, where folding could break a constraint row by row, is not folded.
 local T = require "testlib"
-local cdc = require "tide.cdc"
+local P = require "pg"
 local H = dofile("tests/integration/cdc_lib.lua")
 
 local DDL = [[
@@ -16,9 +16,9 @@ CREATE TABLE mails (id int PRIMARY KEY, email text NOT NULL UNIQUE, n int);
 local BIG = "(SELECT string_agg(md5(g::text || random()::text), '') FROM generate_series(1, 120) g)"
 
 T.test("more rows than the merge window, each updated three times in one transaction", function(ctx)
-  H.both(ctx, DDL)
-  local src = H.connect(ctx.source_url)
-  local tgt = H.connect(ctx.target_url)
+  P.both(ctx, DDL)
+  local src = P.connect(ctx.source_url)
+  local tgt = P.connect(ctx.target_url)
   local ref = {}
   local task = H.task(ctx, "merge", { stop = H.stop_at(ref) })
   local plan = H.plan(src)
@@ -60,11 +60,11 @@ UPDATE mails SET email = 'm1' WHERE id = 2;
 UPDATE mails SET email = 'm2' WHERE id = 1;
 UPDATE mails SET n = n + 1 WHERE id = 1;
 COMMIT]]))
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local summary = assert(h:wait())
   T.eq(summary.stopped_by, "condition")
-  H.same(src, tgt, "hot")
-  H.same(src, tgt, "mails")
+  P.same(src, tgt, "hot")
+  P.same(src, tgt, "mails")
   T.eq(assert(tgt:query("SELECT count(*) AS n FROM hot WHERE n = 111"))[1].n, 2999, "every row got its three updates")
   T.eq(assert(tgt:query("SELECT n, doc FROM hot WHERE id = 7"))[1].doc, "again")
   T.eq(assert(tgt:query("SELECT email FROM mails WHERE id = 1"))[1].email, "m2")
@@ -78,13 +78,13 @@ COMMIT]]))
 end)
 
 T.test("inserts go several rows to a statement, in order with the table's other changes", function(ctx)
-  H.both(ctx, [[
+  P.both(ctx, [[
 DROP TABLE IF EXISTS hot, mails, logs, items;
 CREATE TABLE logs (at int, what text, n numeric);
 CREATE TABLE items (id int PRIMARY KEY, v text, n int);
 ]])
-  local src = H.connect(ctx.source_url)
-  local tgt = H.connect(ctx.target_url)
+  local src = P.connect(ctx.source_url)
+  local tgt = P.connect(ctx.target_url)
   local ref = {}
   local task = H.task(ctx, "batch", { stop = H.stop_at(ref) })
   local plan = H.plan(src)
@@ -101,10 +101,10 @@ DELETE FROM items WHERE id = 3;
 INSERT INTO items VALUES (3, 'back', 3);
 INSERT INTO logs VALUES (101, 'last', NULL);
 COMMIT]]))
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local summary = assert(h:wait())
-  H.same(src, tgt, "logs")
-  H.same(src, tgt, "items")
+  P.same(src, tgt, "logs")
+  P.same(src, tgt, "items")
   T.eq(assert(tgt:query("SELECT v FROM items WHERE id = 3"))[1].v, "back")
   T.ok(summary.status.batched_inserts >= 100 + 40, "rows went in statements of several: " ..
        tostring(summary.status.batched_inserts))
@@ -117,7 +117,7 @@ COMMIT]]))
   H.setup(ctx, task2, plan, { snapshot = false })
   local h2 = H.stream(ctx, task2, plan)
   assert(src:exec("INSERT INTO items SELECT g, 'new', 0 FROM generate_series(500, 530) g"))
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local ok, err = pcall(h2.wait, h2)
   T.ok(not ok, "the task stopped")
   local text = tostring(type(err) == "table" and (err.message or "") .. " " .. tostring(err.context) ..

@@ -1,7 +1,7 @@
 -- The acceptance workload: writes during the initial copy and after it, covering every kind
 -- of change the apply must get right, then target = source (count and content per table).
 local T = require "testlib"
-local tide = require "tide"
+local P = require "pg"
 local cdc = require "tide.cdc"
 local H = dofile("tests/integration/cdc_lib.lua")
 
@@ -95,8 +95,8 @@ local function workload_after(src)
 end
 
 T.test("a workload during and after the copy ends with target = source", function(ctx)
-  H.both(ctx, DDL)
-  local src = H.connect(ctx.source_url)
+  P.both(ctx, DDL)
+  local src = P.connect(ctx.source_url)
   assert(src:exec("INSERT INTO accounts SELECT g, g, " .. BIG .. " FROM generate_series(1, 200) g"))
   assert(src:exec("INSERT INTO moves SELECT g, 'v' || g FROM generate_series(1, 50) g"))
   assert(src:exec("INSERT INTO events SELECT -g, date '2025-01-01' + g, 'old' FROM generate_series(1, 20) g"))
@@ -104,7 +104,7 @@ T.test("a workload during and after the copy ends with target = source", functio
   local ref = {}
   local task = H.task(ctx, "workload", { stop = H.stop_at(ref), incremental = { decoding_work_mem = "64kB" } })
   local plan = H.plan(src)
-  local s, t = H.connect(ctx.source_url), H.connect(ctx.target_url)
+  local s, t = P.connect(ctx.source_url), P.connect(ctx.target_url)
   local info = cdc.prepare(task, plan, s, t)
   T.ok(info.snapshot, "a snapshot was exported")
   workload_during_copy(src)            -- after the snapshot, before the copy: streamed later
@@ -112,10 +112,10 @@ T.test("a workload during and after the copy ends with target = source", functio
   cdc.copy_done(task, info, t)
   local h = H.stream(ctx, task, plan)
   workload_after(src)
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local summary = h:wait()
   T.eq(summary.stopped_by, "condition")
-  for _, name in ipairs(TABLES) do H.same(src, t, name) end
+  for _, name in ipairs(TABLES) do P.same(src, t, name) end
   -- the big transaction went over the walsender's memory: streamed to pgtide's spool while it ran
   -- (or, for parts the server cannot stream yet, spilled by the source), applied in one piece
   local big = assert(src:query("SELECT stream_txns, spill_txns FROM pg_stat_replication_slots WHERE slot_name = $1",

@@ -1,14 +1,11 @@
 -- Connections and coroutines on real servers: overlap, errors, lost backends, secrets,
 -- parameter round-trips.
 local T = require "testlib"
+local P = require "pg"
 local tide = require "tide"
 
-local function connect(url)
-  return assert(tide.connect(url))
-end
-
 T.test("two coroutines' queries run at the same time", function(ctx)
-  local a, b, watch = connect(ctx.source_url), connect(ctx.source_url), connect(ctx.source_url)
+  local a, b, watch = P.connect(ctx.source_url), P.connect(ctx.source_url), P.connect(ctx.source_url)
   local pids = { a:backend_pid(), b:backend_pid() }
   local ha = tide.spawn(function() return assert(a:query("SELECT pg_sleep(1) AS s, 'a' AS who")) end)
   local hb = tide.spawn(function() return assert(b:query("SELECT pg_sleep(1) AS s, 'b' AS who")) end)
@@ -29,7 +26,7 @@ T.test("two coroutines' queries run at the same time", function(ctx)
 end)
 
 T.test("a server error returns nil and an error with SQLSTATE, message and hint", function(ctx)
-  local c = connect(ctx.source_url)
+  local c = P.connect(ctx.source_url)
   local rows, err = c:query("SELECT * FROM no_such_table")
   T.eq(rows, nil)
   T.eq(err.sqlstate, "42P01")
@@ -43,7 +40,7 @@ T.test("a server error returns nil and an error with SQLSTATE, message and hint"
 end)
 
 T.test("a terminated backend surfaces as an error, not a hang", function(ctx)
-  local victim, killer = connect(ctx.source_url), connect(ctx.source_url)
+  local victim, killer = P.connect(ctx.source_url), P.connect(ctx.source_url)
   local pid = victim:backend_pid()
   local h = tide.spawn(function() return victim:query("SELECT pg_sleep(30)") end)
   local deadline = tide.monotonic() + 5
@@ -63,7 +60,7 @@ T.test("a terminated backend surfaces as an error, not a hang", function(ctx)
 end)
 
 T.test("a wrong password fails clearly and never shows the password", function(ctx)
-  local admin = connect(ctx.source_admin)
+  local admin = P.connect(ctx.source_admin)
   admin:exec("DROP ROLE IF EXISTS pw_user")
   assert(admin:exec("CREATE ROLE pw_user LOGIN PASSWORD 'right-secret'"))
   local port = ctx.source_url:match(":(%d+)/")
@@ -116,7 +113,7 @@ T.test("a connection attempt that gets no answer times out", function()
 end)
 
 T.test("parameters and values round-trip: NULL, quotes, unicode, bytea, numbers", function(ctx)
-  local c = connect(ctx.source_url)
+  local c = P.connect(ctx.source_url)
   local bytes = "\0\1\2\255\254'\"\\x" .. string.rep("\200", 10)
   local rows = assert(c:query(
     "SELECT $1::text AS t, $2::text AS q, $3::text AS u, $4::bytea AS b, $5::int8 AS big, " ..
@@ -145,7 +142,7 @@ T.test("parameters and values round-trip: NULL, quotes, unicode, bytea, numbers"
 end)
 
 T.test("exec runs several statements and reports affected rows", function(ctx)
-  local c = connect(ctx.source_url)
+  local c = P.connect(ctx.source_url)
   assert(c:exec("CREATE TABLE ex(a int); INSERT INTO ex VALUES (1),(2),(3)"))
   local n, tag = c:exec("UPDATE ex SET a = a + 1 WHERE a > $1", 1)
   T.eq(n, 2)
@@ -167,7 +164,7 @@ T.test("an engine call from a plain Lua coroutine is refused with a clear messag
 end)
 
 T.test("a connection serves one coroutine at a time", function(ctx)
-  local c = connect(ctx.source_url)
+  local c = P.connect(ctx.source_url)
   local h = tide.spawn(function() return c:query("SELECT pg_sleep(0.2)") end)
   tide.yield()
   tide.yield()

@@ -1,18 +1,11 @@
 -- The COPY pump on real servers: data equality, errors from either side, pause/resume,
 -- back-pressure with large rows.
 local T = require "testlib"
-local tide = require "tide"
-
-local function pair(ctx)
-  return assert(tide.connect(ctx.source_url)), assert(tide.connect(ctx.target_url))
-end
-
-local function checksum(conn, tbl)
-  return assert(conn:query("SELECT count(*) AS n, coalesce(sum(hashtext(t::text)::numeric), 0)::text AS h FROM " .. tbl .. " t"))[1]
-end
+local P = require "pg"
+local tide = require "tide.core"
 
 T.test("a table streams from source to target with identical content", function(ctx)
-  local s, t = pair(ctx)
+  local s, t = P.connect_both(ctx)
   assert(s:exec([[CREATE TABLE p1 (id int PRIMARY KEY, txt text, n numeric, ts timestamptz, j jsonb, b bytea, arr int[]);
     INSERT INTO p1 SELECT g, 'row ' || g || E'\ttab\nnewline', g * 1.5, '2020-01-01'::timestamptz + g * interval '1 min',
       jsonb_build_object('g', g), decode(md5(g::text), 'hex'), ARRAY[g, g+1]
@@ -25,24 +18,24 @@ T.test("a table streams from source to target with identical content", function(
   assert(t:exec("COMMIT"))
   T.eq(stats.rows, 20001)
   T.ok(stats.bytes > 20001 * 20, "bytes counted")
-  T.eq(checksum(t, "p1"), checksum(s, "p1"))
+  T.eq(P.fingerprint(t, "p1"), P.fingerprint(s, "p1"))
   s:close(); t:close()
 end)
 
 T.test("binary format round-trips too", function(ctx)
-  local s, t = pair(ctx)
+  local s, t = P.connect_both(ctx)
   assert(s:exec([[CREATE TABLE p2 (id bigint, f float8, u uuid, iv interval, a text[]);
     INSERT INTO p2 SELECT g, g / 7.0, md5(g::text)::uuid, g * interval '1 sec', ARRAY['x' || g, NULL] FROM generate_series(1, 5000) g]]))
   assert(t:exec("CREATE TABLE p2 (id bigint, f float8, u uuid, iv interval, a text[])"))
   local stats = assert(tide.copy_pump(s, t, "COPY (SELECT * FROM p2) TO STDOUT (FORMAT binary)",
                                       "COPY p2 FROM STDIN (FORMAT binary)"):wait())
   T.eq(stats.rows, 5000)
-  T.eq(checksum(t, "p2"), checksum(s, "p2"))
+  T.eq(P.fingerprint(t, "p2"), P.fingerprint(s, "p2"))
   s:close(); t:close()
 end)
 
 T.test("a source error (bad filter) fails with side=source and leaves the target usable", function(ctx)
-  local s, t = pair(ctx)
+  local s, t = P.connect_both(ctx)
   assert(s:exec("CREATE TABLE p3 (id int)"))
   assert(t:exec("CREATE TABLE p3 (id int)"))
   local ok, err = tide.copy_pump(s, t, "COPY (SELECT * FROM p3 WHERE id >>> 1) TO STDOUT", "COPY p3 FROM STDIN"):wait()
@@ -55,7 +48,7 @@ T.test("a source error (bad filter) fails with side=source and leaves the target
 end)
 
 T.test("a target error mid-stream stops early with side=target, and the source stays usable", function(ctx)
-  local s, t = pair(ctx)
+  local s, t = P.connect_both(ctx)
   assert(s:exec("CREATE TABLE p4 (id int); INSERT INTO p4 SELECT CASE WHEN g = 50 THEN 1 ELSE g END FROM generate_series(1, 300000) g"))
   assert(t:exec("CREATE TABLE p4 (id int PRIMARY KEY)"))
   assert(s:exec("BEGIN ISOLATION LEVEL REPEATABLE READ; SAVEPOINT part"))
@@ -74,7 +67,7 @@ T.test("a target error mid-stream stops early with side=target, and the source s
 end)
 
 T.test("a target table that does not exist fails at once with side=target", function(ctx)
-  local s, t = pair(ctx)
+  local s, t = P.connect_both(ctx)
   assert(s:exec("CREATE TABLE p5 (id int); INSERT INTO p5 SELECT generate_series(1, 1000)"))
   local ok, err = tide.copy_pump(s, t, "COPY (SELECT * FROM p5) TO STDOUT", "COPY nosuch FROM STDIN"):wait()
   T.eq(ok, nil)
@@ -85,7 +78,7 @@ T.test("a target table that does not exist fails at once with side=target", func
 end)
 
 T.test("pause holds the stream, resume finishes it", function(ctx)
-  local s, t = pair(ctx)
+  local s, t = P.connect_both(ctx)
   assert(s:exec("CREATE TABLE p6 (id int, pad text); INSERT INTO p6 SELECT g, repeat('x', 200) FROM generate_series(1, 200000) g"))
   assert(t:exec("CREATE TABLE p6 (id int, pad text)"))
   local pump = tide.copy_pump(s, t, "COPY (SELECT * FROM p6) TO STDOUT", "COPY p6 FROM STDIN")
@@ -101,12 +94,12 @@ T.test("pause holds the stream, resume finishes it", function(ctx)
   pump:resume()
   local stats = assert(pump:wait())
   T.eq(stats.rows, 200000)
-  T.eq(checksum(t, "p6"), checksum(s, "p6"))
+  T.eq(P.fingerprint(t, "p6"), P.fingerprint(s, "p6"))
   s:close(); t:close()
 end)
 
 T.test("a 100 MB value is copied intact", function(ctx)
-  local s, t = pair(ctx)
+  local s, t = P.connect_both(ctx)
   assert(s:exec("CREATE TABLE big (id int, v text); ALTER TABLE big ALTER v SET STORAGE EXTERNAL; " ..
                 "INSERT INTO big SELECT 1, repeat(md5('x'), 100 * 1024 * 1024 / 32)"))
   assert(t:exec("CREATE TABLE big (id int, v text)"))
@@ -120,7 +113,7 @@ T.test("a 100 MB value is copied intact", function(ctx)
 end)
 
 T.test("a source error mid-stream aborts the target's COPY: no partial table", function(ctx)
-  local s, t = pair(ctx)
+  local s, t = P.connect_both(ctx)
   assert(s:exec("CREATE TABLE p7 (id int); INSERT INTO p7 SELECT generate_series(1, 200000)"))
   assert(t:exec("CREATE TABLE p7 (id int)"))
   assert(t:exec("BEGIN"))

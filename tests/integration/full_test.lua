@@ -1,6 +1,7 @@
 -- The full load on real servers: equality for every common type, the snapshot, table splitting,
 -- SIGKILL in the middle and resume, bad row filters, existing data.
 local T = require "testlib"
+local P = require "pg"
 local tide = require "tide"
 local H = require "tidetest"
 
@@ -28,7 +29,7 @@ end
 local function compare_all(s, t)
   for _, rel in ipairs(TABLES) do
     local cols = rel == "public.kinds" and "(t.id, t.i2, t.i4, t.i8, t.n, t.n2, t.f4, t.f8, t.b, t.t, t.vc, t.ch, t.by, t.d, t.ts, t.tstz, t.tm, t.tmtz, t.iv, t.u, t.js::text, t.jb, t.x::text, t.ip, t.cidr_, t.mac, t.arr_i, t.arr_t, t.arr_2d, t.rng, t.trng, t.pt, t.bx::text, t.bits, t.m, t.pos, t.big, t.gen)::text" or nil
-    T.eq(H.fingerprint(t, rel, cols), H.fingerprint(s, rel, cols), "table " .. rel .. " differs")
+    T.eq(P.fingerprint(t, rel, cols), P.fingerprint(s, rel, cols), "table " .. rel .. " differs")
   end
 end
 
@@ -66,14 +67,14 @@ T.test("the copy equals the snapshot: writes after it do not leak in", function(
   assert(holder:exec("BEGIN ISOLATION LEVEL REPEATABLE READ"))
   local snapshot = assert(holder:query("SELECT pg_export_snapshot() AS s"))[1].s
   local expected = {}
-  for _, rel in ipairs(TABLES) do expected[rel] = H.fingerprint(holder, rel) end
+  for _, rel in ipairs(TABLES) do expected[rel] = P.fingerprint(holder, rel) end
   assert(s:exec("UPDATE kinds SET t = 'changed' WHERE id % 10 = 0; DELETE FROM no_key WHERE a = 5; " ..
                 "INSERT INTO empty_table VALUES (1, 'late'); INSERT INTO events VALUES (99999, '2020-06-01', 'b')"))
   local stats = require("tide.full").run(task, plan, source, target, { snapshot = snapshot })
   holder:exec("COMMIT")
   T.ok(stats.rows > 0)
   local t = assert(tide.connect(ctx.target_url))
-  for _, rel in ipairs(TABLES) do T.eq(H.fingerprint(t, rel), expected[rel], "table " .. rel) end
+  for _, rel in ipairs(TABLES) do T.eq(P.fingerprint(t, rel), expected[rel], "table " .. rel) end
   source:close(); target:close(); s:close(); t:close(); holder:close()
 end)
 
@@ -104,7 +105,7 @@ T.test("SIGKILL in the middle of the copy, then run again: identical data, no du
     full = { jobs = 1, split_larger_than = "256kB" },]])
   local proc, log = H.start(ctx, "run " .. pb, "killed")
   local t = assert(tide.connect(ctx.target_url))
-  local mid = H.wait_for(60, function()
+  local mid = P.poll(60, function()
     local r = t:query("SELECT count(*) FILTER (WHERE done_at IS NOT NULL) AS done, count(*) AS total FROM pgtide.copy_parts WHERE task = 'killed'")
     return r and r[1] and r[1].done >= 2 and r[1].done < r[1].total - 2 and r[1]
   end)
@@ -117,7 +118,7 @@ T.test("SIGKILL in the middle of the copy, then run again: identical data, no du
   T.match(out, "resuming task killed")
   T.match(out, "new snapshot")
   compare_all(s, t)
-  T.eq(H.fingerprint(t, "public.bulk"), H.fingerprint(s, "public.bulk"))
+  T.eq(P.fingerprint(t, "public.bulk"), P.fingerprint(s, "public.bulk"))
   table.remove(TABLES)
   s:close(); t:close()
 end)
@@ -147,9 +148,9 @@ T.test("row filters and column lists apply", function(ctx)
   local code, out = H.run("run " .. pb)
   T.eq(code, 0, out)
   local t = assert(tide.connect(ctx.target_url))
-  T.eq(H.fingerprint(t, "public.kinds", "t.id::text"), H.fingerprint(s, "(SELECT * FROM kinds WHERE id % 2 = 0)", "t.id::text"))
+  T.eq(P.fingerprint(t, "public.kinds", "t.id::text"), P.fingerprint(s, "(SELECT * FROM kinds WHERE id % 2 = 0)", "t.id::text"))
   T.eq(assert(t:query("SELECT count(*) AS n FROM information_schema.columns WHERE table_name = 'no_key'"))[1].n, 1)
-  T.eq(H.fingerprint(t, "public.no_key", "t.a::text"), H.fingerprint(s, "public.no_key", "t.a::text"))
+  T.eq(P.fingerprint(t, "public.no_key", "t.a::text"), P.fingerprint(s, "public.no_key", "t.a::text"))
   s:close(); t:close()
 end)
 
@@ -171,7 +172,7 @@ T.test("existing rows on the target: error by default, truncate and append on re
   pb = H.playbook(ctx, "exist3", [[migrate = { "full" }, progress = "none", full = { existing = "truncate" },]])
   code, out = H.run("run " .. pb)
   T.eq(code, 0, out)
-  T.eq(H.fingerprint(t, "keep"), H.fingerprint(s, "keep"))
+  T.eq(P.fingerprint(t, "keep"), P.fingerprint(s, "keep"))
   s:close(); t:close()
 end)
 

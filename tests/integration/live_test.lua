@@ -7,6 +7,7 @@
 -- Tasks are held still without sleeping: a test transaction locking a source table keeps
 -- a task in its planning phase (catalog functions wait for the lock) for as long as needed.
 local T = require "testlib"
+local P = require "pg"
 local tide = require "tide"
 local H = require "tidetest"
 local json = require "tide.json"
@@ -66,7 +67,7 @@ local function must_status(ctx, name)
 end
 
 local function must_wait(what, seconds, fn)
-  local v = H.wait_for(seconds, fn)
+  local v = P.poll(seconds, fn)
   if not v then error("timed out waiting for " .. what, 2) end
   return v
 end
@@ -78,8 +79,6 @@ local function reset(urls)
     c:close()
   end
 end
-
-local function with_db(url, db) return (url:gsub("/[^/?]*$", "/" .. db)) end
 
 local function playbook(ctx, name, source, target, body)
   local path = ctx.tmpdir .. "/" .. name .. ".lua"
@@ -149,7 +148,7 @@ case("a full load seen and steered live: status, pause, resume, a runaway chunk;
   must_wait("rows growing while the chunk spins", 20, function()
     return must_status(ctx, "live_full").full.rows > frozen
   end)
-  code, out = attach(ctx, "live_full", "return 1 + 1")
+  out = select(2, attach(ctx, "live_full", "return 1 + 1"))
   T.eq(out, "2\n", "another session is served meanwhile")
   loop:kill(2)
   local loop_code = loop:wait()
@@ -160,7 +159,7 @@ case("a full load seen and steered live: status, pause, resume, a runaway chunk;
   T.eq(code, 0, out)
   T.eq(run:wait(), 0, H.read(ctx.tmpdir .. "/live_full.log"))
   local t = assert(tide.connect(ctx.target_url))
-  for _, rel in ipairs({ "big", "small" }) do T.eq(H.fingerprint(t, rel), H.fingerprint(s, rel), rel) end
+  for _, rel in ipairs({ "big", "small" }) do T.eq(P.fingerprint(t, rel), P.fingerprint(s, rel), rel) end
   s:close(); t:close()
 end)
 
@@ -175,7 +174,7 @@ case("private sockets, two tasks at once, a second run refused, a stale socket r
     assert(c:exec("CREATE DATABASE " .. db_b))
     c:close()
   end
-  urls.b = { with_db(ctx.source_admin, db_b), with_db(ctx.target_admin, db_b) }
+  urls.b = { P.with_db(ctx.source_admin, db_b), P.with_db(ctx.target_admin, db_b) }
   reset({ ctx.source_url, ctx.target_url })
   local locks, runs = {}, {}
   ctx.cleanup = function() for _, c in pairs(locks) do c:exec("ROLLBACK"); c:close() end end
@@ -233,18 +232,18 @@ case("private sockets, two tasks at once, a second run refused, a stale socket r
   -- Secrets: not in the task's printing, its fields, the playbook text, the status.
   for _, chunk in ipairs({ "return task", "for k, v in pairs(task) do print(k, v) end",
                            "local f = io.open(task.file) local s = f:read(\"a\") f:close() print(s) return s" }) do
-    code, out = attach(ctx, "live_a", chunk)
+    out = select(2, attach(ctx, "live_a", chunk))
     T.nomatch(out, SECRET, chunk)
   end
   T.match(out, "%*%*%*%*%*%*%*%*")
-  code, out = pgtide(ctx, "status live_a --json")
+  out = select(2, pgtide(ctx, "status live_a --json"))
   T.nomatch(out, SECRET)
   T.match(out, "password=%*%*%*%*%*%*%*%*")
 
   -- A task killed outright leaves its socket; status says so; running it again replaces it.
   runs.b.proc:kill(9)
   runs.b.proc:wait()
-  code, list = pgtide(ctx, "status")
+  list = select(2, pgtide(ctx, "status"))
   T.match(list, "left over from ended processes: live_b")
   code, out = attach(ctx, "live_b", "return 1")
   T.eq(code, 1, out)
@@ -383,6 +382,6 @@ case("pause during incremental streaming: apply stops, the stream outlives wal_s
   code, out = attach(ctx, "live_cdc", "return task:stop()")
   T.eq(code, 0, out)
   T.eq(run:wait(), 0, H.read(log))
-  T.eq(H.fingerprint(t, "t"), H.fingerprint(s, "t"))
+  T.eq(P.fingerprint(t, "t"), P.fingerprint(s, "t"))
   s:close(); t:close()
 end)

@@ -2,6 +2,7 @@
 -- max_wal_senders, ...): a throwaway pair of clusters started here with bad values, checked,
 -- fixed with ALTER SYSTEM and a restart, checked again, and stopped.
 local T = require "testlib"
+local P = require "pg"
 local tide = require "tide"
 local precheck = require "tide.precheck"
 
@@ -16,11 +17,9 @@ local function read_env(path)
   return out
 end
 
-local function with_db(url, db) return (url:gsub("/[^/?]*(%??[^/]*)$", "/" .. db .. "%1")) end
-
 local function evaluate()
   local task = tide.task { name = "precheck-settings", migrate = { "schema", "full", "incremental" },
-    source = with_db(env.SOURCE_URL, "app"), target = with_db(env.TARGET_URL, "app") }
+    source = P.with_db(env.SOURCE_URL, "app"), target = P.with_db(env.TARGET_URL, "app") }
   return (precheck.evaluate(task))
 end
 
@@ -47,7 +46,7 @@ T.test("a throwaway source with wal_level = replica, one slot, one WAL sender, s
     assert(c:exec("CREATE DATABASE app"))
     c:close()
   end
-  local c = assert(tide.connect(with_db(env.SOURCE_URL, "app")))
+  local c = assert(tide.connect(P.with_db(env.SOURCE_URL, "app")))
   assert(c:exec("CREATE TABLE items (id int PRIMARY KEY)"))
   -- Fill the only slot (a physical one: wal_level = replica allows no logical slot).
   assert(c:query("SELECT pg_create_physical_replication_slot('precheck_settings_full')"))
@@ -56,7 +55,7 @@ end)
 
 T.test("wal_level, replication_slots, wal_senders, slot_wal_keep_size, wal_sender_timeout", function()
   -- Hold the only WAL sender.
-  local sender = assert(tide.connect(with_db(env.SOURCE_URL, "app"), { replication = "database" }))
+  local sender = assert(tide.connect(P.with_db(env.SOURCE_URL, "app"), { replication = "database" }))
   local report = evaluate()
   sender:close()
   T.eq(report.ok, false)

@@ -3,6 +3,7 @@
 -- cluster: precheck_settings_test.lua; policies, the CLI, the gate and scale:
 -- precheck_policy_test.lua. Every case works in its own schema and selects only it.
 local T = require "testlib"
+local P = require "pg"
 local tide = require "tide"
 local precheck = require "tide.precheck"
 
@@ -12,15 +13,6 @@ local function sql(url, text)
   c:close()
   assert(ok, tostring(err))
 end
-
-local function query(url, text, ...)
-  local c = assert(tide.connect(url))
-  local rows, err = c:query(text, ...)
-  c:close()
-  return assert(rows, tostring(err))
-end
-
-local function with_db(url, db) return (url:gsub("/[^/?]*(%??[^/]*)$", "/" .. db .. "%1")) end
 
 local function evaluate(ctx, def, opts)
   def.name = def.name or "precheck-test"
@@ -160,7 +152,7 @@ T.test("encoding, collation and collation_missing against a LATIN1 / C target da
   local ok, err = pcall(function()
     sql(ctx.source_url, [[CREATE SCHEMA co; CREATE TABLE co.t (id int PRIMARY KEY, name text COLLATE "C.utf8")]])
     local def = { migrate = { "schema", "full" }, select = { include = { "co" } },
-                  target = with_db(ctx.target_url, "precheck_test_latin1") }
+                  target = P.with_db(ctx.target_url, "precheck_test_latin1") }
     local report = evaluate(ctx, def)
     local enc = findings(report, "encoding")
     T.eq(#enc, 1, text(enc))
@@ -186,7 +178,7 @@ T.test("encoding, collation and collation_missing against a LATIN1 / C target da
 end)
 
 T.test("extension_unavailable: an extension the target server does not have", function(ctx)
-  local rows = query(ctx.source_admin, "SELECT setting FROM pg_config() WHERE name = $1", "SHAREDIR")
+  local rows = P.query(ctx.source_admin, "SELECT setting FROM pg_config() WHERE name = $1", "SHAREDIR")
   local dir = rows[1].setting .. "/extension/"
   local control = dir .. "precheck_test_ext.control"
   local script = dir .. "precheck_test_ext--1.0.sql"
@@ -249,7 +241,7 @@ CREATE UNLOGGED TABLE mi.u (id int PRIMARY KEY);
 CREATE TABLE mi.g (id int PRIMARY KEY, doubled int GENERATED ALWAYS AS (id * 2) STORED)]])
   local session = assert(tide.connect(ctx.source_url))
   assert(session:exec("CREATE TEMP TABLE precheck_tmp (x int)"))
-  local lo = query(ctx.source_url, "SELECT lo_from_bytea(0, $1) AS oid", "some bytes")[1].oid
+  local lo = P.query(ctx.source_url, "SELECT lo_from_bytea(0, $1) AS oid", "some bytes")[1].oid
   local def = { migrate = INCREMENTAL, select = { include = { "mi" } } }
   local report = evaluate(ctx, def)
   local unlogged = findings(report, "unlogged_tables")
@@ -272,7 +264,7 @@ CREATE TABLE mi.g (id int PRIMARY KEY, doubled int GENERATED ALWAYS AS (id * 2) 
 
   sql(ctx.source_url, "ALTER TABLE mi.u SET LOGGED; ALTER TABLE mi.g DROP COLUMN doubled")
   assert(session:exec("DROP TABLE precheck_tmp"))
-  query(ctx.source_url, "SELECT lo_unlink($1)", lo)
+  P.query(ctx.source_url, "SELECT lo_unlink($1)", lo)
   report = evaluate(ctx, def)
   for _, id in ipairs({ "unlogged_tables", "generated_columns", "temporary_tables", "large_objects" }) do
     T.eq(#findings(report, id), 0, id .. ": " .. text(findings(report, id)))
@@ -283,7 +275,7 @@ end)
 T.test("open and prepared transactions, inactive slots, FOR ALL TABLES publications", function(ctx)
   sql(ctx.source_url, "CREATE SCHEMA pu; CREATE TABLE pu.nokey (x int); CREATE TABLE pu.probe (x int)")
   -- The slot first: creating it waits for the transactions opened below.
-  query(ctx.source_url, "SELECT pg_create_logical_replication_slot('precheck_test_idle', 'pgoutput')")
+  P.query(ctx.source_url, "SELECT pg_create_logical_replication_slot('precheck_test_idle', 'pgoutput')")
   local open = assert(tide.connect(ctx.source_url))
   local prepared = assert(tide.connect(ctx.source_url))
   local ok, err = pcall(function()
@@ -308,7 +300,7 @@ T.test("open and prepared transactions, inactive slots, FOR ALL TABLES publicati
 
     assert(open:exec("COMMIT"))
     assert(prepared:exec("ROLLBACK PREPARED 'precheck_test_gid'"))
-    query(ctx.source_url, "SELECT pg_drop_replication_slot('precheck_test_idle')")
+    P.query(ctx.source_url, "SELECT pg_drop_replication_slot('precheck_test_idle')")
     sql(ctx.source_url, "DROP PUBLICATION precheck_test_all")
     report = evaluate(ctx, def)
     T.nomatch(text(findings(report, "open_transactions")), "pid " .. open:backend_pid() .. ":")

@@ -5,9 +5,9 @@
 -- carried; the user's objects that use the extension's types and functions come after it.
 -- The fixture is tests/fixtures/schema_extensions.sql.
 local T = require "testlib"
+local P = require "pg"
 local D = require "schemadump"
-local sh_ok, with_db, fresh_db = D.sh_ok, D.with_db, D.fresh_db
-local function dump_objects(url) return D.dump_objects(url, { exclude_schema = "pgtide" }) end
+local sh_ok, fresh_db = D.sh_ok, P.fresh_db
 local function dump_differences(source_url, target_url)
   local differences, source_count, target_count, source_objects =
     D.dump_differences(source_url, target_url, { exclude_schema = "pgtide" })
@@ -21,12 +21,6 @@ local plan_module = require "tide.plan"
 local PG_BIN = "/usr/lib/postgresql/15/bin/"
 local FIXTURE = "tests/fixtures/schema_extensions.sql"
 
-local function drop_db(admin_url, name)
-  local admin = assert(tide.connect(admin_url))
-  admin:exec("DROP DATABASE IF EXISTS " .. admin:quote_ident(name) .. " WITH (FORCE)")
-  admin:close()
-end
-
 -- The fixture grants to tide_ext_reader: on both clusters (roles are per cluster).
 local function ensure_roles(ctx)
   for _, url in ipairs({ ctx.source_admin, ctx.target_admin }) do
@@ -36,21 +30,6 @@ local function ensure_roles(ctx)
     END $$]]))
     c:close()
   end
-end
-
-local function exec(url, sql)
-  local c = assert(tide.connect(url))
-  local ok, err = c:exec(sql)
-  c:close()
-  assert(ok, tostring(err))
-end
-
-local function query(url, sql, ...)
-  local c = assert(tide.connect(url))
-  local rows, err = c:query(sql, ...)
-  c:close()
-  assert(rows, tostring(err))
-  return rows
 end
 
 local function build(task)
@@ -151,9 +130,9 @@ T.test("orafce and pg_stat_statements: plan, schema + full, pg_dump object by ob
   T.match(acl_text, "ACL | dbms_output | FUNCTION put_line%(a text%) |")
 
   -- The data, by checksum.
-  local s, t = H.connect_both(ctx)
+  local s, t = P.connect_both(ctx)
   for _, rel in ipairs(TABLES) do
-    T.eq(H.fingerprint(t, rel), H.fingerprint(s, rel), "table " .. rel .. " differs")
+    T.eq(P.fingerprint(t, rel), P.fingerprint(s, rel), "table " .. rel .. " differs")
   end
   -- The privileges work as on the source.
   local can = assert(t:query([[SELECT has_function_privilege('tide_ext_reader', 'public.pg_stat_statements(boolean)', 'EXECUTE') AS reader,
@@ -180,9 +159,9 @@ T.test("a configuration table with a condition: its rows are copied, the extensi
   -- an extension's script inserts (on the target too, with its own values).
   local condition = [[UPDATE pg_extension SET extcondition = ARRAY['WHERE dirname NOT LIKE ''SYS%''']
     WHERE extname = 'orafce']]
-  exec(source_url, "CREATE EXTENSION orafce; " .. condition .. [[;
+  P.exec(source_url, "CREATE EXTENSION orafce; " .. condition .. [[;
     INSERT INTO utl_file.utl_file_dir (dir, dirname) VALUES ('/sys', 'SYS1'), ('/data', 'DATA'), ('/logs', 'LOGS')]])
-  exec(target_url, "CREATE EXTENSION orafce; " .. condition .. [[;
+  P.exec(target_url, "CREATE EXTENSION orafce; " .. condition .. [[;
     INSERT INTO utl_file.utl_file_dir (dir, dirname) VALUES ('/target/sys', 'SYS1')]])
   local pb = playbook(ctx, "ext_condition", source_url, target_url, [[migrate = { "schema", "full" }, progress = "plain",]])
   local plan = build(require("tide.playbook").load(pb))
@@ -194,7 +173,7 @@ T.test("a configuration table with a condition: its rows are copied, the extensi
   local code, out = H.run("run " .. pb)
   T.eq(code, 0, out)
   T.match(out, "utl_file%.utl_file_dir copied, 2 rows")
-  local rows = query(target_url, "SELECT string_agg(dirname || '=' || dir, ', ' ORDER BY dirname) AS list FROM utl_file.utl_file_dir")
+  local rows = P.query(target_url, "SELECT string_agg(dirname || '=' || dir, ', ' ORDER BY dirname) AS list FROM utl_file.utl_file_dir")
   T.eq(rows[1].list, "DATA=/data, LOGS=/logs, SYS1=/target/sys")
   -- verify compares the rows of the condition on both sides.
   code, out = H.run("verify " .. pb)
@@ -206,6 +185,6 @@ T.test("a configuration table with a condition: its rows are copied, the extensi
   local reasons = {}
   for _, s in ipairs(plan.skipped) do reasons[s.key] = s.reason end
   T.match(reasons["table:utl_file.utl_file_dir"] or "", 'excluded by "utl_file%.%*" %(configuration table of extension orafce%)')
-  drop_db(ctx.source_admin, "s_schema_ext_condition")
-  drop_db(ctx.target_admin, "t_schema_ext_condition")
+  P.drop_db(ctx.source_admin, "s_schema_ext_condition")
+  P.drop_db(ctx.target_admin, "t_schema_ext_condition")
 end)

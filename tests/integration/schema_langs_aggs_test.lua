@@ -5,8 +5,9 @@
 -- the aggregates answer like the source's; a second run with existing = "skip" keeps
 -- everything.
 local T = require "testlib"
+local P = require "pg"
 local D = require "schemadump"
-local sh_ok, dump_differences, query, fresh_db = D.sh_ok, D.dump_differences, D.query, D.fresh_db
+local sh_ok, dump_differences, query, fresh_db = D.sh_ok, D.dump_differences, P.query, P.fresh_db
 local tide = require "tide"
 local H = require "tidetest"
 local connect = require "tide.connect"
@@ -135,7 +136,7 @@ T.test("renamed schema: an aggregate's sort operator and support functions follo
   T.match(text, "SORTOP = OPERATOR%(pg_catalog%.>%)")
   T.eq(query(target_url, [[SELECT aggsortop::regoperator::text AS op FROM pg_aggregate
     WHERE aggfnoid = 'aggs.my_min(integer)'::regprocedure]])[1].op, "aggs.>>>(integer,integer)")
-  D.exec(target_url, [[INSERT INTO aggs."on heap2" SELECT i, 'v' || i FROM generate_series(1, 100) i]])
+  P.exec(target_url, [[INSERT INTO aggs."on heap2" SELECT i, 'v' || i FROM generate_series(1, 100) i]])
   local probe = "SELECT row(r.*)::text AS r FROM %s.results r"
   T.eq(query(target_url, probe:format("aggs"))[1].r, query(ctx.source_url, probe:format('"Agg Schema"'))[1].r)
 end)

@@ -6,8 +6,9 @@
 -- privileges of their schema; roles missing on the target are warnings naming them; the
 -- playbook key is checked for typos. The roles the test makes are dropped at the end.
 local T = require "testlib"
+local P = require "pg"
 local D = require "schemadump"
-local sh_ok, with_db, fresh_db, dump_differences = D.sh_ok, D.with_db, D.fresh_db, D.dump_differences
+local sh_ok, fresh_db, dump_differences = D.sh_ok, P.fresh_db, D.dump_differences
 local tide = require "tide"
 local connect = require "tide.connect"
 local plan_module = require "tide.plan"
@@ -18,24 +19,10 @@ local FIXTURE = "tests/fixtures/schema_privs_settings.sql"
 local ROLES = { "pgtide_ps_owner", "pgtide_ps_reader", "pgtide_ps_writer" }
 local GHOST = "pgtide_ps_ghost"   -- on the source only
 
-local function exec(url, sql)
-  local c = assert(tide.connect(url))
-  local ok, err = c:exec(sql)
-  c:close()
-  assert(ok, tostring(err))
-end
-
-local function query(url, sql, ...)
-  local c = assert(tide.connect(url))
-  local rows, err = c:query(sql, ...)
-  c:close()
-  return assert(rows, tostring(err))
-end
-
 local function ensure_roles(ctx)
   for _, url in ipairs({ ctx.source_admin, ctx.target_admin }) do
     for _, role in ipairs(ROLES) do
-      exec(url, string.format([[DO $$ BEGIN
+      P.exec(url, string.format([[DO $$ BEGIN
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %s; END IF;
       END $$]], role, role))
     end
@@ -84,7 +71,7 @@ ORDER BY 1]]
 
 local function settings(url)
   local list = {}
-  for _, r in ipairs(query(url, SETTINGS)) do list[#list + 1] = r.line end
+  for _, r in ipairs(P.query(url, SETTINGS)) do list[#list + 1] = r.line end
   return list
 end
 
@@ -96,7 +83,7 @@ ORDER BY 1]]
 
 local function default_acls(url)
   local list = {}
-  for _, r in ipairs(query(url, DEFAULT_ACLS)) do list[#list + 1] = r.line end
+  for _, r in ipairs(P.query(url, DEFAULT_ACLS)) do list[#list + 1] = r.line end
   return list
 end
 
@@ -160,22 +147,22 @@ T.test("renamed schemas carry their default privileges; database settings stay o
     FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum]]
   local function lines(url, rel)
     local out = {}
-    for _, r in ipairs(query(url, string.format(q, "'" .. rel .. "'"))) do out[#out + 1] = r.line end
+    for _, r in ipairs(P.query(url, string.format(q, "'" .. rel .. "'"))) do out[#out + 1] = r.line end
     return out
   end
   T.eq(lines(target_url, "app2.docs"), lines(ctx.source_url, "app.docs"))
   T.eq(lines(target_url, "app2.docs_lower"), lines(ctx.source_url, "app.docs_lower"))
-  exec(ctx.target_admin, "DROP DATABASE t_schema_privs_rename WITH (FORCE)")
+  P.exec(ctx.target_admin, "DROP DATABASE t_schema_privs_rename WITH (FORCE)")
 end)
 
 T.test("roles missing on the target: default privileges and settings are warnings naming them", function(ctx)
   ensure_roles(ctx)
-  exec(ctx.source_admin, string.format([[DO $$ BEGIN
+  P.exec(ctx.source_admin, string.format([[DO $$ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %s; END IF;
   END $$]], GHOST, GHOST))
   local source_url = fresh_db(ctx.source_admin, "s_schema_privs_ghost")
   local target_url = fresh_db(ctx.target_admin, "t_schema_privs_ghost")
-  exec(source_url, [[
+  P.exec(source_url, [[
     CREATE SCHEMA app;
     CREATE TABLE app.t (id int);
     ALTER DEFAULT PRIVILEGES FOR ROLE pgtide_ps_ghost GRANT SELECT ON TABLES TO pgtide_ps_reader;
@@ -189,9 +176,9 @@ T.test("roles missing on the target: default privileges and settings are warning
   T.match(warnings, "settings of role pgtide_ps_ghost[^\n]*does not exist on the target")
   T.eq(default_acls(target_url), { "pgtide_ps_owner|app|r|{pgtide_ps_reader=r/pgtide_ps_owner}" })
   T.eq(settings(target_url), { "-|work_mem=7MB" })
-  exec(ctx.source_admin, "DROP DATABASE s_schema_privs_ghost WITH (FORCE)")
-  exec(ctx.target_admin, "DROP DATABASE t_schema_privs_ghost WITH (FORCE)")
-  exec(ctx.source_admin, "DROP ROLE " .. GHOST)
+  P.exec(ctx.source_admin, "DROP DATABASE s_schema_privs_ghost WITH (FORCE)")
+  P.exec(ctx.target_admin, "DROP DATABASE t_schema_privs_ghost WITH (FORCE)")
+  P.exec(ctx.source_admin, "DROP ROLE " .. GHOST)
 end)
 
 T.test("schema.database_settings is checked like the other playbook keys", function()
@@ -210,9 +197,9 @@ T.test("the test's roles are dropped", function(ctx)
   -- (One role at a time: DROP OWNED BY of several roles fails on a default ACL of one that
   -- grants to another.)
   for _, url in ipairs({ ctx.source_url, ctx.target_url, ctx.source_admin, ctx.target_admin }) do
-    for _, role in ipairs(ROLES) do exec(url, "DROP OWNED BY " .. role) end
+    for _, role in ipairs(ROLES) do P.exec(url, "DROP OWNED BY " .. role) end
   end
   for _, admin in ipairs({ ctx.source_admin, ctx.target_admin }) do
-    exec(admin, "DROP ROLE " .. table.concat(ROLES, ", "))
+    P.exec(admin, "DROP ROLE " .. table.concat(ROLES, ", "))
   end
 end)

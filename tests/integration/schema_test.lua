@@ -1,8 +1,9 @@
 -- Schema migration on real servers: every object kind, renaming, existing objects on the
 -- target, failures. The every-kind fixture is tests/fixtures/schema_all_kinds.sql.
 local T = require "testlib"
+local P = require "pg"
 local D = require "schemadump"
-local sh_ok, with_db, fresh_db, dump_objects = D.sh_ok, D.with_db, D.fresh_db, D.dump_objects
+local sh_ok, fresh_db, dump_objects = D.sh_ok, P.fresh_db, D.dump_objects
 local tide = require "tide"
 local connect = require "tide.connect"
 local plan_module = require "tide.plan"
@@ -51,13 +52,6 @@ local function migrate(task)
   return plan
 end
 
-local function query(url, sql, ...)
-  local c = assert(tide.connect(url))
-  local rows, err = c:query(sql, ...)
-  c:close()
-  return rows, err
-end
-
 T.test("every kind migrates: pg_dump of source and target match object by object", function(ctx)
   load_fixture(ctx, ctx.source_url)
   local plan = migrate(make_task(ctx.source_url, ctx.target_url, { schema = { owners = "source" } }))
@@ -87,7 +81,7 @@ T.test("every kind migrates: pg_dump of source and target match object by object
   T.eq(differences, {}, "pg_dump differences")
   T.eq(source_count, target_count)
   -- The materialized view was refreshed after the data: it is populated.
-  local rows = query(ctx.target_url, "SELECT relispopulated FROM pg_class WHERE oid = 'app.mood_counts'::regclass")
+  local rows = P.query(ctx.target_url, "SELECT relispopulated FROM pg_class WHERE oid = 'app.mood_counts'::regclass")
   T.eq(rows[1].relispopulated, true)
 end)
 
@@ -106,7 +100,7 @@ T.test("renamed schemas, tables and columns: the target has exactly the mapped n
 
   -- Exactly the mapped relation names: computed here from the source, independently.
   local expected = {}
-  local source_rels = query(ctx.source_url, [[
+  local source_rels = P.query(ctx.source_url, [[
     SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname IN ('app', 'Mixed Case', 'order', 'ünïcødé')]])
   for _, r in ipairs(source_rels) do
@@ -117,31 +111,31 @@ T.test("renamed schemas, tables and columns: the target has exactly the mapped n
     expected[#expected + 1] = s .. "." .. n
   end
   table.sort(expected)
-  local target_rels = query(target_url, [[
+  local target_rels = P.query(target_url, [[
     SELECT n.nspname || '.' || c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
       AND n.nspname <> 'public' ORDER BY 1]])
   local got = {}
   for i, r in ipairs(target_rels) do got[i] = r.name end
   T.eq(got, expected, "relations on the target")
-  T.eq(#query(target_url, "SELECT 1 FROM pg_namespace WHERE nspname IN ('app', 'Mixed Case')"), 0)
+  T.eq(#P.query(target_url, "SELECT 1 FROM pg_namespace WHERE nspname IN ('app', 'Mixed Case')"), 0)
 
   -- Columns, foreign keys and indexes use the mapped names.
-  local columns = query(target_url, [[SELECT attname FROM pg_attribute
+  local columns = P.query(target_url, [[SELECT attname FROM pg_attribute
     WHERE attrelid = 'shop.customers'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum]])
   local names = {}
   for i, r in ipairs(columns) do names[i] = r.attname end
   T.eq(names[3], "full_name")
-  local fk = query(target_url, [[SELECT conrelid::regclass::text AS t, confrelid::regclass::text AS r,
+  local fk = P.query(target_url, [[SELECT conrelid::regclass::text AS t, confrelid::regclass::text AS r,
     pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conname = 'Order Lines_customer_fkey']])
   T.eq(fk[1].t, "mixed.order_lines")
   T.eq(fk[1].r, "shop.customers")
   T.match(fk[1].def, "REFERENCES shop%.customers%(id%)")
-  local index = query(target_url, "SELECT pg_get_indexdef('shop.docs_lower_title'::regclass) AS def")
+  local index = P.query(target_url, "SELECT pg_get_indexdef('shop.docs_lower_title'::regclass) AS def")
   T.match(index[1].def, "ON shop%.documents USING btree %(lower%(heading%)%)")
-  local lines_index = query(target_url, [[SELECT pg_get_indexdef('mixed."Order Lines select"'::regclass) AS def]])
+  local lines_index = P.query(target_url, [[SELECT pg_get_indexdef('mixed."Order Lines select"'::regclass) AS def]])
   T.match(lines_index[1].def, "%(chosen, \"quote\"\"d\"%)")
-  local stats = query(target_url, "SELECT pg_get_statisticsobjdef(oid) AS def FROM pg_statistic_ext WHERE stxname = 'customers_stats'")
+  local stats = P.query(target_url, "SELECT pg_get_statisticsobjdef(oid) AS def FROM pg_statistic_ext WHERE stxname = 'customers_stats'")
   T.match(stats[1].def, "^CREATE STATISTICS shop%.customers_stats .* ON full_name, mood FROM shop%.customers$")
 
   -- Data through the mapped names: defaults, identity, generated columns, checks, domains,
@@ -195,10 +189,10 @@ T.test("existing = \"error\": the plan lists what exists and nothing is written"
   T.eq(err.exit, 5)
   T.match(err.message, "table app%.customers already exists")
   target:close()
-  local rels = query(target_url, [[SELECT count(*) AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  local rels = P.query(target_url, [[SELECT count(*) AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')]])
   T.eq(rels[1].n, 1, "only the table that was there before")
-  T.eq(#query(target_url, "SELECT 1 FROM pg_namespace WHERE nspname = 'Mixed Case'"), 0)
+  T.eq(#P.query(target_url, "SELECT 1 FROM pg_namespace WHERE nspname = 'Mixed Case'"), 0)
 end)
 
 T.test("existing = \"skip\": identical objects are kept, a different one fails the plan", function(ctx)
@@ -240,13 +234,13 @@ T.test("existing = \"drop\": drops and recreates, only when asked, never with CA
   local err = T.raises(function() schema.run(task, plan, target) end, "keep_me")
   T.match(err.message, "DROP TABLE app%.scratch")
   T.match(err.message, "rolled back")
-  T.eq(#query(target_url, "SELECT 1 FROM pg_class WHERE relname = 'customers'"), 0, "nothing was created")
+  T.eq(#P.query(target_url, "SELECT 1 FROM pg_class WHERE relname = 'customers'"), 0, "nothing was created")
   -- Without that view the drop goes through, and the table is the source's.
   assert(t:exec("DROP VIEW app.keep_me"))
   t:close()
   schema.run(task, plan, target)
   target:close()
-  local columns = query(target_url, [[SELECT string_agg(attname, ',' ORDER BY attnum) AS list FROM pg_attribute
+  local columns = P.query(target_url, [[SELECT string_agg(attname, ',' ORDER BY attnum) AS list FROM pg_attribute
     WHERE attrelid = 'app.scratch'::regclass AND attnum > 0 AND NOT attisdropped]])
   T.eq(columns[1].list, "k,v")
 end)
@@ -267,7 +261,7 @@ T.test("a failing statement names the object, the statement and the server's mes
   T.match(err.message, [[statement: CREATE TABLE "order"%."table"]])
   T.match(err.message, "already exists")
   target:close()
-  T.eq(#query(target_url, "SELECT 1 FROM pg_namespace WHERE nspname = 'app'"), 0, "pre-data was rolled back")
+  T.eq(#P.query(target_url, "SELECT 1 FROM pg_namespace WHERE nspname = 'app'"), 0, "pre-data was rolled back")
 end)
 
 T.test("pgtide's own schema on the source is never selected", function(ctx)

@@ -2,8 +2,9 @@
 -- foreign-data wrappers, servers, user mappings, foreign tables and event triggers, on real
 -- servers. Fixture: tests/fixtures/schema_textsearch_fdw.sql.
 local T = require "testlib"
+local P = require "pg"
 local D = require "schemadump"
-local sh_ok, with_db, fresh_db, dump_objects, dump_differences = D.sh_ok, D.with_db, D.fresh_db, D.dump_objects, D.dump_differences
+local sh_ok, fresh_db, dump_differences = D.sh_ok, P.fresh_db, D.dump_differences
 local tide = require "tide"
 local connect = require "tide.connect"
 local plan_module = require "tide.plan"
@@ -51,13 +52,6 @@ local function migrate(task)
   schema.run(task, plan, target)
   target:close()
   return plan
-end
-
-local function query(url, sql, ...)
-  local c = assert(tide.connect(url))
-  local rows, err = c:query(sql, ...)
-  c:close()
-  return rows, err
 end
 
 local function write_playbook(ctx, name, target_url, body)
@@ -108,16 +102,16 @@ T.test("text search, foreign data and event triggers migrate: pg_dump of source 
 
   -- The event triggers did not fire while pgtide worked (the source's log has the
   -- fixture's own statements), and have the source's states.
-  T.ok(query(ctx.source_url, "SELECT count(*) AS n FROM app.ddl_log")[1].n > 0, "the source logged its DDL")
-  T.eq(query(ctx.target_url, "SELECT count(*) AS n FROM app.ddl_log")[1].n, 0, "an event trigger fired during the migration")
+  T.ok(P.query(ctx.source_url, "SELECT count(*) AS n FROM app.ddl_log")[1].n > 0, "the source logged its DDL")
+  T.eq(P.query(ctx.target_url, "SELECT count(*) AS n FROM app.ddl_log")[1].n, 0, "an event trigger fired during the migration")
   local states = "SELECT string_agg(evtname || '=' || evtenabled::text, ', ' ORDER BY evtname) AS s FROM pg_event_trigger"
-  T.eq(query(ctx.target_url, states)[1].s, query(ctx.source_url, states)[1].s)
+  T.eq(P.query(ctx.target_url, states)[1].s, P.query(ctx.source_url, states)[1].s)
   -- The user mappings carry the real passwords.
   local options = [[SELECT string_agg(coalesce(usename, '-') || ' ' || srvname || ' ' || array_to_string(umoptions, ','), '; '
     ORDER BY srvname, usename) AS s FROM pg_user_mappings]]
-  local source_options = query(ctx.source_url, options)[1].s
+  local source_options = P.query(ctx.source_url, options)[1].s
   T.match(source_options, "password=pg%-secret%-Xq7!", "the fixture's password")
-  T.eq(query(ctx.target_url, options)[1].s, source_options)
+  T.eq(P.query(ctx.target_url, options)[1].s, source_options)
 
   -- Text search behaves the same: the configurations, their parsers' headlines, the
   -- generated column and the index.
@@ -129,7 +123,7 @@ T.test("text search, foreign data and event triggers migrate: pg_dump of source 
     "SELECT ts_headline('app.docs_cfg', $1, to_tsquery('app.docs_cfg', 'fox')) AS v",
   }
   for _, sql in ipairs(checks) do
-    T.eq(query(ctx.target_url, sql, text)[1].v, query(ctx.source_url, sql, text)[1].v, sql)
+    T.eq(P.query(ctx.target_url, sql, text)[1].v, P.query(ctx.source_url, sql, text)[1].v, sql)
   end
   local c = assert(tide.connect(ctx.target_url))
   assert(c:exec("INSERT INTO app.docs (id, title, body) VALUES (1, 'Running foxes', 'and jumping dogs, 12345 of them')"))
@@ -137,7 +131,7 @@ T.test("text search, foreign data and event triggers migrate: pg_dump of source 
   local plan_text = assert(c:query([[EXPLAIN (COSTS OFF) SELECT id FROM app.docs
     WHERE to_tsvector('"Text Search"."Odd Config"'::regconfig, title) @@ 'fox'::tsquery]]))
   c:close()
-  T.eq(target_search, query(ctx.source_url, "SELECT search::text AS v FROM app.docs WHERE id = 1")[1].v)
+  T.eq(target_search, P.query(ctx.source_url, "SELECT search::text AS v FROM app.docs WHERE id = 1")[1].v)
   T.ok(#plan_text > 0)
 
   -- Migrated again with existing = "skip": everything is there with the same definition.
@@ -184,7 +178,7 @@ T.test("pgtide plan, its JSON and a failing statement never show a password", fu
   T.match(err.message, "role \"tide gone user\" does not exist")
   T.match(err.message, "password '%*%*%*%*%*%*%*%*'")
   T.ok(not err.message:find("gone-secret-1", 1, true), "the error shows the password: " .. err.message)
-  T.eq(#query(target_url, "SELECT 1 FROM pg_foreign_server"), 0, "pre-data was rolled back")
+  T.eq(#P.query(target_url, "SELECT 1 FROM pg_foreign_server"), 0, "pre-data was rolled back")
   -- Planned again: the mapping of a role missing on the target is left out with a warning.
   plan, target = build(task)
   target:close()
@@ -240,17 +234,17 @@ T.test("renamed schemas and configurations: definitions name them by their new n
     text_search_dictionary = { ["app.synonyms"] = "syn" },
   } }))
   T.eq(plan.errors, {})
-  local rows = query(target_url, [[SELECT pg_get_indexdef('shop.docs_title_odd'::regclass) AS i,
+  local rows = P.query(target_url, [[SELECT pg_get_indexdef('shop.docs_title_odd'::regclass) AS i,
       pg_get_expr(d.adbin, d.adrelid) AS g
     FROM pg_attrdef d WHERE d.adrelid = 'shop.docs'::regclass]])
   T.match(rows[1].i, "to_tsvector%('\"Text Search\"%.odd_config'::regconfig, title%)")
   T.match(rows[1].g, "to_tsvector%('shop%.docs_cfg'::regconfig")
-  T.match(query(target_url, "SELECT pg_get_viewdef('shop.doc_words'::regclass) AS v")[1].v,
+  T.match(P.query(target_url, "SELECT pg_get_viewdef('shop.doc_words'::regclass) AS v")[1].v,
     "to_tsvector%('\"Text Search\"%.odd_config'::regconfig, docs%.title%)")
   local text = "Running foxes and jumping dogs"
-  T.eq(query(target_url, "SELECT to_tsvector('shop.docs_cfg', $1)::text AS v", text)[1].v,
-    query(ctx.source_url, "SELECT to_tsvector('app.docs_cfg', $1)::text AS v", text)[1].v)
-  local map = query(target_url, [[SELECT string_agg(DISTINCT m.mapdict::regdictionary::text, ', ') AS d
+  T.eq(P.query(target_url, "SELECT to_tsvector('shop.docs_cfg', $1)::text AS v", text)[1].v,
+    P.query(ctx.source_url, "SELECT to_tsvector('app.docs_cfg', $1)::text AS v", text)[1].v)
+  local map = P.query(target_url, [[SELECT string_agg(DISTINCT m.mapdict::regdictionary::text, ', ') AS d
     FROM pg_ts_config_map m WHERE m.mapcfg = 'shop.docs_cfg'::regconfig]])
   T.match(map[1].d, "shop%.syn")
   -- The event trigger calls the function in its new schema, which logs into the new table.

@@ -5,8 +5,9 @@
 -- with existing = "skip" keeps everything; a C function whose library the target lacks is a
 -- precheck finding, not a plan error.
 local T = require "testlib"
+local P = require "pg"
 local D = require "schemadump"
-local sh_ok, with_db, fresh_db, dump_objects, dump_differences = D.sh_ok, D.with_db, D.fresh_db, D.dump_objects, D.dump_differences
+local sh_ok, fresh_db, dump_differences = D.sh_ok, P.fresh_db, D.dump_differences
 local tide = require "tide"
 local connect = require "tide.connect"
 local plan_module = require "tide.plan"
@@ -44,20 +45,6 @@ local function migrate(task)
   schema.run(task, plan, target)
   target:close()
   return plan
-end
-
-local function query(url, sql, ...)
-  local c = assert(tide.connect(url))
-  local rows, err = c:query(sql, ...)
-  c:close()
-  return assert(rows, tostring(err))
-end
-
-local function exec(url, sql)
-  local c = assert(tide.connect(url))
-  local ok, err = c:exec(sql)
-  c:close()
-  assert(ok, tostring(err))
 end
 
 local function explain(url, sql)
@@ -103,20 +90,20 @@ T.test("base types, operators, families, classes, casts, conversions: pg_dump of
   -- The index that uses the user class serves the class's cross-type operator (only that
   -- family has it), and answers like the source.
   local probe = 'SELECT f1::text AS v FROM public.ec1 WHERE f1 OPERATOR("Ops Schema".<) 45::bigint ORDER BY 1'
-  exec(ctx.target_url, [[INSERT INTO public.ec1 (f1, f4, f5, f6, f7)
+  P.exec(ctx.target_url, [[INSERT INTO public.ec1 (f1, f4, f5, f6, f7)
     SELECT i::bigint::public.int8alias1, '9', 'x' || i, ARRAY[('(' || i || ',2)')::"Ops Schema".pair],
            ('(' || i || ',1)')::public.plain_cube
     FROM generate_series(1, 50) i]])
   T.match(explain(ctx.target_url, probe), "ec1_f1_reverse")
-  T.eq(column(query(ctx.target_url, probe), "v"), column(query(ctx.source_url, probe), "v"))
+  T.eq(column(P.query(ctx.target_url, probe), "v"), column(P.query(ctx.source_url, probe), "v"))
   -- Column defaults through the casts; the view through the operators; the C type.
-  local rows = query(ctx.target_url, [[SELECT f2::text AS f2, f3, f5::text AS f5, public.plain_cube_dim(f7) AS dim
+  local rows = P.query(ctx.target_url, [[SELECT f2::text AS f2, f3, f5::text AS f5, public.plain_cube_dim(f7) AS dim
     FROM public.ec1 WHERE f1 OPERATOR(public.=) '7']])
   T.eq(rows[1].f2, "42")
   T.eq(rows[1].f3, 5)
   T.eq(rows[1].f5, "x7")
   T.eq(rows[1].dim, 2)
-  T.eq(query(ctx.target_url, 'SELECT count(*) AS n FROM "Ops Schema".same_rows')[1].n, 50)
+  T.eq(P.query(ctx.target_url, 'SELECT count(*) AS n FROM "Ops Schema".same_rows')[1].n, 50)
   -- The default conversion of "Ops Schema" and its C function, found through search_path.
   local c = assert(tide.connect(ctx.target_url))
   assert(c:exec([[SET search_path = "Ops Schema", pg_catalog]]))
@@ -145,7 +132,7 @@ T.test("renamed schemas and type: operators, classes, casts and conversions foll
   T.eq(targets['operator:"Ops Schema".===(public.int8alias1, public.int8alias1)'], "ops.===(shop.bigalias, shop.bigalias)")
   T.eq(targets["cast:(bigint AS public.int8alias1)"], "(bigint AS shop.bigalias)")
   T.eq(targets['operator_family:"Ops Schema"."Reverse Family" USING btree'], 'ops."Reverse Family" USING btree')
-  local rows = query(target_url, [[
+  local rows = P.query(target_url, [[
     SELECT (SELECT count(*) FROM pg_operator WHERE oprnamespace = 'shop'::regnamespace) AS shop_ops,
            (SELECT count(*) FROM pg_operator WHERE oprnamespace = 'ops'::regnamespace) AS ops_ops,
            (SELECT count(*) FROM pg_opclass WHERE opcnamespace IN ('shop'::regnamespace, 'ops'::regnamespace)) AS classes,
@@ -154,26 +141,26 @@ T.test("renamed schemas and type: operators, classes, casts and conversions foll
            (SELECT count(*) FROM pg_cast WHERE oid >= 16384) AS casts,
            (SELECT oprcode::text FROM pg_operator WHERE oid = 'shop.=(shop.bigalias, shop.bigalias)'::regoperator) AS eq]])
   T.eq(rows[1], { shop_ops = 6, ops_ops = 4, classes = 3, families = 4, conversions = 2, casts = 4, eq = "shop.eq_alias" })
-  exec(target_url, [[INSERT INTO shop.ec1 (f1) SELECT i::bigint FROM generate_series(1, 50) i]])   -- the assignment cast
-  T.eq(query(target_url, "SELECT (3::integer)::shop.bigalias::text AS v")[1].v, "3")   -- the SQL cast function
+  P.exec(target_url, [[INSERT INTO shop.ec1 (f1) SELECT i::bigint FROM generate_series(1, 50) i]])   -- the assignment cast
+  T.eq(P.query(target_url, "SELECT (3::integer)::shop.bigalias::text AS v")[1].v, "3")   -- the SQL cast function
   local probe = "SELECT f1::text AS v FROM shop.ec1 WHERE f1 OPERATOR(ops.<) 47::bigint ORDER BY 1"
   T.match(explain(target_url, probe), "ec1_f1_reverse")
-  T.eq(column(query(target_url, probe), "v"), { "48", "49", "50" })
-  T.eq(query(target_url, "SELECT count(*) AS n FROM ops.same_rows")[1].n, 50)
-  T.eq(query(target_url, "SELECT f2::text AS f2, f3 FROM shop.ec1 WHERE f1 OPERATOR(shop.=) '3'")[1], { f2 = "42", f3 = 5 })
+  T.eq(column(P.query(target_url, probe), "v"), { "48", "49", "50" })
+  T.eq(P.query(target_url, "SELECT count(*) AS n FROM ops.same_rows")[1].n, 50)
+  T.eq(P.query(target_url, "SELECT f2::text AS f2, f3 FROM shop.ec1 WHERE f1 OPERATOR(shop.=) '3'")[1], { f2 = "42", f3 = 5 })
 end)
 
 T.test("function_library_missing: a C function whose library the target server lacks", function(ctx)
   local source_url = fresh_db(ctx.source_admin, "t_schema_types_ops_lib_src")
   local target_url = fresh_db(ctx.target_admin, "t_schema_types_ops_lib_tgt")
-  local libdir = query(ctx.source_admin, "SELECT setting FROM pg_config() WHERE name = $1", "PKGLIBDIR")[1].setting
+  local libdir = P.query(ctx.source_admin, "SELECT setting FROM pg_config() WHERE name = $1", "PKGLIBDIR")[1].setting
   -- Both clusters share one installation: the library is copied to a directory of its own,
   -- the function created on the source, the copy removed, so only the target misses it.
   local dir = ctx.tmpdir .. "/c_library"
   sh_ok("mkdir -p '" .. dir .. "' && chmod 755 '" .. dir .. "' && cp '" .. libdir .. "/cube.so' '" .. dir .. "/lostlib.so' && chmod 644 '" .. dir .. "/lostlib.so'")
-  exec(source_url, "CREATE FUNCTION public.lost_dim(integer) RETURNS integer STRICT LANGUAGE c AS '"
+  P.exec(source_url, "CREATE FUNCTION public.lost_dim(integer) RETURNS integer STRICT LANGUAGE c AS '"
     .. dir .. "/lostlib', 'cube_dim'")
-  exec(source_url, "CREATE FUNCTION public.kept_dim(integer) RETURNS integer STRICT LANGUAGE c AS '$libdir/cube', 'cube_dim'")
+  P.exec(source_url, "CREATE FUNCTION public.kept_dim(integer) RETURNS integer STRICT LANGUAGE c AS '$libdir/cube', 'cube_dim'")
   os.remove(dir .. "/lostlib.so")
   local task = make_task(source_url, target_url)
   local report, plan = precheck.evaluate(task)
@@ -185,7 +172,7 @@ T.test("function_library_missing: a C function whose library the target server l
   T.eq(r.findings[1].object, "library " .. dir .. "/lostlib")
   T.match(r.findings[1].message, "public%.lost_dim%(integer%)")
   T.match(r.findings[1].message, "is not on the target server %(looked for " .. dir:gsub("%p", "%%%0") .. "/lostlib, ")
-  exec(source_url, "DROP FUNCTION public.lost_dim(integer)")
+  P.exec(source_url, "DROP FUNCTION public.lost_dim(integer)")
   report = precheck.evaluate(task)
   T.eq(precheck.result(report, "function_library_missing").status, "pass")
 end)

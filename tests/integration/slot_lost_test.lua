@@ -3,6 +3,7 @@
 -- was lost and what to do; running it again stops the same way at once (no retry loop); and
 -- `pgtide release` still drops everything, after which the task starts over.
 local T = require "testlib"
+local P = require "pg"
 local tide = require "tide"
 local H = require "tidetest"
 
@@ -26,14 +27,14 @@ local function slot_status(s)
 end
 
 T.test("the slot is invalidated while the task is paused: exit 7, the rerun too, release cleans up", function(ctx)
-  local s, t = H.connect_both(ctx)
+  local s, t = P.connect_both(ctx)
   assert(s:exec("CREATE TABLE items (id int PRIMARY KEY, v text); " ..
                 "INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 1000) g"))
   local pb = H.playbook(ctx, NAME, [[migrate = { "schema", "full", "incremental" }, progress = "plain",
     incremental = { heartbeat_interval = 0.2 }, retry = { attempts = 3, max_delay = 1 },
     stop = function() return false end,]])
   local proc, log = H.start(ctx, "run " .. pb, NAME)
-  local streaming = H.wait_for(60, function()
+  local streaming = P.poll(60, function()
     if proc:exited() then return "exited" end
     local r = t:query("SELECT phase FROM pgtide.tasks WHERE task = $1", NAME)
     return r and r[1] and r[1].phase == "incremental" and H.read(log):find("incremental: applied", 1, true) and "yes"
@@ -44,7 +45,7 @@ T.test("the slot is invalidated while the task is paused: exit 7, the rerun too,
   local code, out = H.run("attach " .. NAME .. " -e 'task:pause()'")
   T.eq(code, 0, out)
   with_small_wal_keep(ctx, function()
-    local lost = H.wait_for(90, function()
+    local lost = P.poll(90, function()
       assert(s:exec("INSERT INTO items SELECT g, md5(g::text) FROM generate_series(2000, 2500) g " ..
                     "ON CONFLICT (id) DO UPDATE SET v = excluded.v || 'x'"))
       assert(s:query("SELECT pg_switch_wal()"))
@@ -53,7 +54,7 @@ T.test("the slot is invalidated while the task is paused: exit 7, the rerun too,
     end)
     T.ok(lost, "the slot was never invalidated (wal_status " .. tostring(slot_status(s)) .. ")")
     -- The running task notices by itself and stops: permanent, not retried forever.
-    T.ok(H.wait_for(60, function() return proc:exited() end), "the task did not stop: " .. H.read(log))
+    T.ok(P.poll(60, function() return proc:exited() end), "the task did not stop: " .. H.read(log))
     local rc = proc:wait()
     out = H.read(log)
     T.eq(rc, 7, out)
@@ -89,13 +90,13 @@ T.test("the slot is invalidated while the task is paused: exit 7, the rerun too,
     incremental = { heartbeat_interval = 0.2, release = true }, stop = function() return true end,]])
   code, out = H.run("run " .. pb2)
   T.eq(code, 0, out)
-  T.eq(H.fingerprint(t, "items"), H.fingerprint(s, "items"))
+  T.eq(P.fingerprint(t, "items"), P.fingerprint(s, "items"))
   T.eq(#assert(s:query("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pgtide_slot_lost'")), 0)
   s:close(); t:close()
 end)
 
 T.test("a slot dropped behind the task's back after its full load: exit 7, not a silent gap", function(ctx)
-  local s, t = H.connect_both(ctx)
+  local s, t = P.connect_both(ctx)
   for _, c in ipairs({ s, t }) do
     assert(c:exec("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS pgtide CASCADE; CREATE SCHEMA public"))
   end
@@ -105,7 +106,7 @@ T.test("a slot dropped behind the task's back after its full load: exit 7, not a
     incremental = { heartbeat_interval = 0.2 }, stop = function() return false end,]])
   local proc, log = H.start(ctx, "run " .. pb, name)
   -- Once the stream reports (its signal handlers are in place), a clean stop.
-  T.ok(H.wait_for(60, function() return proc:exited() or H.read(log):find("incremental: applied", 1, true) end))
+  T.ok(P.poll(60, function() return proc:exited() or H.read(log):find("incremental: applied", 1, true) end))
   proc:kill(15)
   T.eq(proc:wait(), 130, H.read(log))
   assert(s:query("SELECT pg_drop_replication_slot('pgtide_slot_dropped')"))
@@ -121,7 +122,7 @@ T.test("a slot dropped behind the task's back after its full load: exit 7, not a
 end)
 
 T.test("the engine dies while releasing at cutover: the rerun finishes the task instead of finding its slot gone", function(ctx)
-  local s, t = H.connect_both(ctx)
+  local s, t = P.connect_both(ctx)
   for _, c in ipairs({ s, t }) do
     assert(c:exec("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS pgtide CASCADE; CREATE SCHEMA public"))
   end
@@ -133,7 +134,7 @@ T.test("the engine dies while releasing at cutover: the rerun finishes the task 
     incremental = { heartbeat_interval = 0.2, release = true },
     stop = function() local f = io.open(%q) if f then f:close() end return f ~= nil end,]], stopfile))
   local proc, log = H.start(ctx, "run " .. pb, name)
-  T.ok(H.wait_for(60, function() return proc:exited() or H.read(log):find("incremental: applied", 1, true) end))
+  T.ok(P.poll(60, function() return proc:exited() or H.read(log):find("incremental: applied", 1, true) end))
   T.ok(not proc:exited(), H.read(log))
   assert(s:exec("INSERT INTO items VALUES (2, 'b')"))
   -- The release at cutover drops the slot, the publication, then the heartbeat table, which
@@ -141,7 +142,7 @@ T.test("the engine dies while releasing at cutover: the rerun finishes the task 
   local locker = assert(tide.connect(ctx.source_url))
   assert(locker:exec("BEGIN; LOCK TABLE public.pgtide_cut_release_heartbeat IN ACCESS EXCLUSIVE MODE"))
   local f = assert(io.open(stopfile, "w")); f:close()
-  local releasing = H.wait_for(60, function()
+  local releasing = P.poll(60, function()
     if proc:exited() then return "exited" end
     local r = t:query("SELECT phase FROM pgtide.tasks WHERE task = $1", name)
     local slots = assert(s:query("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pgtide_cut_release'"))
@@ -156,7 +157,7 @@ T.test("the engine dies while releasing at cutover: the rerun finishes the task 
   T.eq(code, 0, out)
   T.match(out, "cutover of task cut_release already ran")
   T.eq(assert(t:query("SELECT phase FROM pgtide.tasks WHERE task = $1", name))[1].phase, "done")
-  T.eq(H.fingerprint(t, "items"), H.fingerprint(s, "items"))
+  T.eq(P.fingerprint(t, "items"), P.fingerprint(s, "items"))
   T.eq(#assert(s:query("SELECT 1 FROM pg_publication WHERE pubname = 'pgtide_cut_release'")), 0)
   T.eq(assert(s:query("SELECT to_regclass('public.pgtide_cut_release_heartbeat') IS NULL AS gone"))[1].gone, true)
   T.eq(#assert(t:query("SELECT 1 FROM pg_replication_origin WHERE roname = 'pgtide_cut_release'")), 0)

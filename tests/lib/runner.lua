@@ -1,13 +1,16 @@
 -- Runs one test file inside the engine: `pgtide script tests/lib/runner.lua FILE`.
 -- For integration tests (PGTIDE_SOURCE_ADMIN / PGTIDE_TARGET_ADMIN set, pointing at the
 -- clusters' postgres database) it creates fresh databases on both sides named after the file,
--- hands their URLs to every case, and drops them at the end. Prints one TAP line per case and
--- a closing "# passed N failed M" line that tests/run.sh adds up.
+-- hands their URLs to every case, and drops them at the end.
+-- Output is TAP: the plan "1..N", then one line per case ("ok", "not ok", or
+-- "ok N - name # SKIP reason" for a case that called T.skip or that PGTIDE_TEST_ONLY leaves
+-- out), and a closing "# passed N failed M skipped K". A file that registers no case fails.
 local tide = require "tide"
 package.path = "tests/lib/?.lua;" .. package.path
 
 local file = assert(arg[1], "usage: runner.lua TESTFILE")
 local T = require "testlib"
+local P = require "pg"
 local name = file:match("([^/]+)%.lua$"):gsub("[^%w]", "_"):lower()
 
 local ctx = { file = file }
@@ -16,58 +19,62 @@ local admin_src, admin_tgt = os.getenv("PGTIDE_SOURCE_ADMIN"), os.getenv("PGTIDE
 local dbname = "t_" .. name
 local admins = {}
 
-local function with_db(url, db)
-  return (url:gsub("/[^/?]*(%??[^/]*)$", "/" .. db .. "%1"))
-end
-
 local function setup()
   if not admin_src then return end
   for side, url in pairs({ source = admin_src, target = admin_tgt }) do
-    local c = assert(tide.connect(url))
-    assert(c:exec("DROP DATABASE IF EXISTS " .. c:quote_ident(dbname) .. " WITH (FORCE)"))
-    assert(c:exec("CREATE DATABASE " .. c:quote_ident(dbname)))
-    admins[side] = c
-    ctx[side .. "_url"] = with_db(url, dbname)
+    ctx[side .. "_url"] = P.fresh_db(url, dbname)
     ctx[side .. "_admin"] = url
+    admins[side] = url
   end
   ctx.dbname = dbname
 end
 
 local function teardown()
-  for side, c in pairs(admins) do
-    c:close()
-    -- A fresh connection: a test may have restarted the server under the old one.
-    local fresh = tide.connect(side == "source" and admin_src or admin_tgt)
-    if fresh and os.getenv("PGTIDE_KEEP_DBS") ~= "1" then
-      fresh:exec("DROP DATABASE IF EXISTS " .. fresh:quote_ident(dbname) .. " WITH (FORCE)")
-    end
-    if fresh then fresh:close() end
-  end
+  if os.getenv("PGTIDE_KEEP_DBS") == "1" then return end
+  -- A fresh connection: a test may have restarted the server meanwhile.
+  for _, url in pairs(admins) do pcall(P.drop_db, url, dbname) end
 end
 
 local chunk = assert(loadfile(file, "t"))
 chunk()
-setup()
-local passed, failed = 0, 0
+
 local only = os.getenv("PGTIDE_TEST_ONLY")
+local passed, failed, skipped = 0, 0, 0
+if #T.cases == 0 then
+  -- A file whose cases never registered (a typo, an early return) must not pass silently.
+  print("1..1")
+  print(string.format("not ok 1 - %s: the file registers no test case (T.test)", name))
+  print("# passed 0 failed 1 skipped 0")
+  return 1
+end
+print("1.." .. #T.cases)
+setup()
 for i, case in ipairs(T.cases) do
-  if not only or case.name:find(only, 1, true) then
+  local label = string.format("%d - %s: %s", i, name, case.name)
+  if only and not case.name:find(only, 1, true) then
+    skipped = skipped + 1
+    print(string.format("ok %s # SKIP not selected by PGTIDE_TEST_ONLY=%s", label, only))
+  else
     local started = tide.monotonic()
     local ok, err = xpcall(case.fn, function(e)
+      if T.skip_reason(e) then return e end
       return debug.traceback(type(e) == "string" and e or tostring(e), 2)
     end, ctx)
     local secs = tide.monotonic() - started
     if ok then
       passed = passed + 1
-      print(string.format("ok %d - %s: %s (%.1fs)", i, name, case.name, secs))
+      print(string.format("ok %s (%.1fs)", label, secs))
+    elseif T.skip_reason(err) then
+      skipped = skipped + 1
+      print(string.format("ok %s # SKIP %s", label, T.skip_reason(err):gsub("\n", " ")))
     else
       failed = failed + 1
-      print(string.format("not ok %d - %s: %s", i, name, case.name))
+      print(string.format("not ok %s", label))
       for line in tostring(err):gmatch("[^\n]+") do print("#   " .. line) end
     end
-    io.stdout:flush()
   end
+  io.stdout:flush()
 end
 teardown()
-print(string.format("# passed %d failed %d", passed, failed))
+print(string.format("# passed %d failed %d skipped %d", passed, failed, skipped))
 return failed == 0 and 0 or 1

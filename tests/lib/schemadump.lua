@@ -1,8 +1,7 @@
--- Helpers of the schema tests (schema_*_test.lua): databases made next to the file's own,
--- fixtures loaded with psql, and pg_dump --schema-only of source and target compared object
--- by object.
+-- Helpers of the schema tests (schema_*_test.lua): fixtures loaded with psql, and pg_dump
+-- --schema-only of source and target compared object by object. Databases made next to the
+-- file's own: tests/lib/pg.lua (P.fresh_db).
 local T = require "testlib"
-local tide = require "tide"
 
 local M = {}
 
@@ -15,36 +14,9 @@ function M.sh_ok(cmd)
   return out
 end
 
-function M.with_db(url, db)
-  return (url:gsub("/[^/?]*(%??[^/]*)$", "/" .. db .. "%1"))
-end
-
--- A new empty database next to the file's own ones; returns its URL.
-function M.fresh_db(admin_url, name)
-  local admin = assert(tide.connect(admin_url))
-  assert(admin:exec("DROP DATABASE IF EXISTS " .. admin:quote_ident(name) .. " WITH (FORCE)"))
-  assert(admin:exec("CREATE DATABASE " .. admin:quote_ident(name)))
-  admin:close()
-  return M.with_db(admin_url, name)
-end
-
 -- Load a SQL file with psql (stops at the first error).
 function M.load_sql(url, file)
   return M.sh_ok(M.PG_BIN .. "psql -X -q -v ON_ERROR_STOP=1 -d '" .. url .. "' -f " .. file)
-end
-
-function M.query(url, sql, ...)
-  local c = assert(tide.connect(url))
-  local rows, err = c:query(sql, ...)
-  c:close()
-  return rows, err
-end
-
-function M.exec(url, sql)
-  local c = assert(tide.connect(url))
-  local ok, err = c:exec(sql)
-  c:close()
-  assert(ok, tostring(err))
 end
 
 -- pg_dump --schema-only, split into objects by its "-- Name: ...; Type: ...; Schema: ..."

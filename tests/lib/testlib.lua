@@ -7,6 +7,7 @@
 --                                   (integration runs only; nil in pure unit runs)
 --   ctx.tmpdir                      a scratch directory for this file
 -- Assertions raise; a raised error fails the case and its message (with traceback) is shown.
+-- T.skip(reason) ends a case as skipped: reported as "ok N - name # SKIP reason", counted apart.
 local T = { cases = {} }
 
 local function fmt(v)
@@ -17,6 +18,19 @@ end
 function T.test(name, fn)
   assert(type(name) == "string" and type(fn) == "function", "T.test(name, fn)")
   T.cases[#T.cases + 1] = { name = name, fn = fn }
+end
+
+-- A skip is raised as this marker; the runner tells it from a failure.
+local Skip = { __tostring = function(s) return "skipped: " .. s.reason end }
+
+-- T.skip(reason): end the running case here, as skipped (something it needs is missing).
+function T.skip(reason)
+  error(setmetatable({ reason = tostring(reason or "no reason given") }, Skip), 0)
+end
+
+-- The reason when `e` is a skip marker, else nil.
+function T.skip_reason(e)
+  return getmetatable(e) == Skip and e.reason or nil
 end
 
 function T.ok(cond, msg)

@@ -1,5 +1,6 @@
--- Helpers shared by integration tests: playbooks written to the test's scratch directory,
--- the pgtide binary run as a child process, and table comparisons computed on the servers.
+-- Helpers shared by integration tests that drive pgtide as a user does: playbooks written to
+-- the test's scratch directory, the pgtide binary run as a child process, its log read.
+-- Connections, waiting and comparing tables: tests/lib/pg.lua.
 local tide = require "tide"
 local T = require "testlib"
 
@@ -45,31 +46,6 @@ function M.read(path)
   local s = f:read("a")
   f:close()
   return s
-end
-
--- Row count and an order-independent checksum of a table (or of a query's rows).
-function M.fingerprint(conn, relation, columns)
-  local sql = string.format(
-    "SELECT count(*) AS n, coalesce(sum(('x' || substr(md5(%s), 1, 15))::bit(60)::int8), 0)::text AS h FROM %s t",
-    columns or "t::text", relation)
-  local r, err = conn:query(sql)
-  assert(r, tostring(err))
-  return r[1].n .. ":" .. r[1].h
-end
-
--- Poll `fn` until it returns a true value or `seconds` pass; returns the value or nil.
-function M.wait_for(seconds, fn)
-  local deadline = tide.monotonic() + seconds
-  repeat
-    local v = fn()
-    if v then return v end
-    tide.sleep(0.02)
-  until tide.monotonic() > deadline
-  return nil
-end
-
-function M.connect_both(ctx)
-  return assert(tide.connect(ctx.source_url)), assert(tide.connect(ctx.target_url))
 end
 
 return M

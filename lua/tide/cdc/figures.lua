@@ -16,7 +16,7 @@ local Figures = {}
 Figures.__index = Figures
 
 function M.new(bound, now)
-  return setmetatable({ bound = bound, started = now, samples = {}, probes = {}, head = 1 }, Figures)
+  return setmetatable({ bound = bound, started = now, samples = {}, probes = {}, head = 1, tail = 0 }, Figures)
 end
 
 local function lsn_number(s)
@@ -37,8 +37,11 @@ function Figures:probe(lsn_text, t)
   if not lsn then return end
   self.source_lsn = lsn
   local p = self.probes
-  p[#p + 1] = { lsn = lsn, time = t }
-  if #p - self.head > 4000 then self.head = self.head + 1; p[self.head - 1] = nil end
+  -- An explicit tail: once the oldest probes are dropped, #p may be 0 (a border) and a new
+  -- probe would land below head, out of sight.
+  self.tail = self.tail + 1
+  p[self.tail] = { lsn = lsn, time = t }
+  if self.tail - self.head > 4000 then self.head = self.head + 1; p[self.head - 1] = nil end
 end
 
 -- The oldest probe the stream has not received yet (dropping those it has).
@@ -48,7 +51,7 @@ function Figures:oldest_unreceived(received)
     p[self.head] = nil
     self.head = self.head + 1
   end
-  if self.head > 64 and not p[self.head] then self.probes, self.head = {}, 1 end
+  if self.head > 64 and not p[self.head] then self.probes, self.head, self.tail = {}, 1, 0 end
   return self.probes[self.head]
 end
 
@@ -102,12 +105,7 @@ function Figures:status(stats, now, extra)
   return st
 end
 
-local function human_bytes(n)
-  if n < 1024 then return string.format("%d B", n) end
-  if n < 1024 ^ 2 then return string.format("%.1f kB", n / 1024) end
-  if n < 1024 ^ 3 then return string.format("%.1f MB", n / 1024 ^ 2) end
-  return string.format("%.2f GB", n / 1024 ^ 3)
-end
+local human_bytes = require("tide.units").human_bytes
 M.human_bytes = human_bytes
 
 -- One line for a log or a terminal.
