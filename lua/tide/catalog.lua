@@ -636,7 +636,7 @@ M.null = json.null
 -- Turn SQL NULLs into nil and *_json columns into Lua values, so the rest of the planner
 -- tests plain `if row.x then`.
 local function clean(rows)
-  local null = require("tide").null
+  local null = require("tide.core").null
   for _, row in ipairs(rows) do
     -- Decoded values are new fields: added after the traversal (adding a field while `pairs`
     -- walks a table makes the walk undefined; it skipped NULLs now and then).
@@ -683,7 +683,7 @@ M.kinds_read = { "roles", "schemas", "extensions", "extension_members", "extensi
 -- opts.only = { names... } reads a subset (the target side needs fewer).
 function M.read(conn, opts)
   opts = opts or {}
-  local core = require "tide"
+  local core = require "tide.core"
   local ok, err = conn:exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
   if not ok then error("catalog: cannot start a read transaction: " .. tostring(err), 0) end
   local result = table.pack(pcall(function()

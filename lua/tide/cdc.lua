@@ -1,9 +1,9 @@
 -- tide.cdc — incremental migration: publication, slot and origin; the change stream with its
 -- heartbeat, delay figures, stop condition and cutover; release. Bytes never pass through
--- here: the stream (tide.core.cdc_stream, engine/lua_cdc.c) decodes and applies in C, and
+-- here: the stream (tide.core.cdc_stream, engine/cdc/lua_cdc.c) decodes and applies in C, and
 -- this module steers it. The playbook reference is docs/incremental.md.
 --
--- THE CONTRACT with tide.run (the lead's orchestration):
+-- THE CONTRACT with tide.cmd.run (the orchestration of `pgtide run`):
 --
 --   cdc.prepare(task, plan, source, target [, { snapshot = false }])
 --     → { snapshot = "00000003-00000002-1", lsn = "0/1A2B3C", hold = <replication conn>,
@@ -24,25 +24,28 @@
 --   cdc.copy_done(task, info, target)
 --     Once the full load committed: records info.lsn as the origin's position (durably), so
 --     streaming starts there, and closes info.hold. Nothing to do for a resumed info.
---   cdc.stream(task, plan, source, target [, { tick = 0.25, quiet = false }])
+--   cdc.stream(run, plan, source, target [, { tick = 0.25, quiet = false }])
+--     run: the tide.taskrun run (a task is taken as a run of its own); the run holds the
+--     stream's handle while it runs (run.stream: status, pause, resume, request_stop) and the
+--     stop condition (run:stop_condition(), the task's `stop` unless an operator replaced it).
 --     → summary { stopped_by = "condition" | "signal" | "request", transactions =, changes =,
 --                 seconds =, applied_lsn =, conflicts = {...}, reconnects =, cutover_hooks =,
 --                 released = bool, status = <last status> }
---     Streams from the origin's position until task.stop(status) returns true or SIGINT/
---     SIGTERM arrives (or cdc.request_stop(task)); stops cleanly (the source transaction in
+--     Streams from the origin's position until the stop condition returns true or SIGINT/
+--     SIGTERM arrives (or run.stream:request_stop()); stops cleanly (the source transaction in
 --     progress finishes, everything is committed and reported durable); runs on.cutover
 --     hooks only when the stop condition fired; releases when incremental.release = true.
 --     Reconnects after transient failures (lost connection, server restart) within
 --     task.retry limits. Raises a tide.failure for anything else (conflict under "error",
 --     a column added on the source, an invalidated slot, ...), with the change named.
---   cdc.status(task) → the latest status table (nil when not streaming); cdc.pause(task) /
---     cdc.resume(task): apply stops taking new work at the next transaction boundary;
---     feedback to the source continues.
---   cdc.command(task, opts) → exit status: `pgtide release FILE`.
+--   run.stream:status() → the latest status table; run.stream:pause() / :resume(): apply
+--     stops taking new work at the next transaction boundary; feedback to the source continues.
 local core = require "tide.core"
 local connect = require "tide.connect"
 local failure = require "tide.failure"
+local retry = require "tide.retry"
 local when = require "tide.when"
+local taskrun = require "tide.taskrun"
 local objects = require "tide.cdc.objects"
 local figures = require "tide.cdc.figures"
 local cutover = require "tide.cdc.cutover"
@@ -53,8 +56,32 @@ M.names = objects.names
 M.release = objects.release
 M.sync_sequences = cutover.sync_sequences
 
--- Live streams by task (for status, pause, resume, the REPL).
-local live = setmetatable({}, { __mode = "k" })
+-- A running stream as its run sees it (run.stream): status, pause, resume, request_stop.
+local Stream = {}
+Stream.__index = Stream
+
+function Stream:status() return self.st.status end
+
+function Stream:pause()
+  local st = self.st
+  st.paused = true
+  if st.stream then st.stream:pause() end
+  return true
+end
+
+function Stream:resume()
+  local st = self.st
+  st.paused = false
+  if st.stream then st.stream:resume() end
+  return true
+end
+
+-- Stop the stream as a signal would (for tests); cutover hooks do not run.
+function Stream:request_stop(reason)
+  local st = self.st
+  st.stop_reason = st.stop_reason or reason or "request"
+  return true
+end
 
 local function conf(task) return task.incremental or {} end
 
@@ -133,7 +160,7 @@ local function build_tables(task, plan, target, names)
   local hooks = (task.on and task.on.change) or {}
   local by_source, order = {}, {}
   -- Tables the full load found truncated on the source after its snapshot (tide.state): up to
-  -- the recorded position, their changes may miss rows (engine/apply.h, tolerate_lsn).
+  -- the recorded position, their changes may miss rows (engine/cdc/apply.h, tolerate_lsn).
   local rewritten = require("tide.state").rewritten(task, target)
   local function add(schema, name, key, tgt, columns, key_columns, leaf_key)
     local k = schema .. "\0" .. name
@@ -147,7 +174,7 @@ local function build_tables(task, plan, target, names)
                 known = known_columns(plan, key, columns), tolerate_lsn = lsn }
     for _, c in ipairs(columns) do
       -- The schema phase creates the target column with the source's identity kind: an ALWAYS
-      -- one needs OVERRIDING SYSTEM VALUE and is never SET (engine/apply_sql.c).
+      -- one needs OVERRIDING SYSTEM VALUE and is never SET (engine/cdc/apply_sql.c).
       if c.generated ~= "s" then
         e.columns[#e.columns + 1] = { source = c.name, target = c.target or c.name,
                                       identity_always = c.identity == "a" }
@@ -165,13 +192,13 @@ local function build_tables(task, plan, target, names)
     end
   end
   -- Which targets are partitioned (never TRUNCATE ONLY, find rows through the root), and
-  -- which may have successive updates of a row folded into one (engine/apply_merge.c): one
+  -- which may have successive updates of a row folded into one (engine/cdc/apply_merge.c): one
   -- unique index (the key), no exclusion constraint, no trigger firing in replica mode.
   local tnames = {}
   for i, e in ipairs(order) do tnames[i] = objects.qname(target, e.target_schema, e.target_name) end
   local kinds, mergeable, batchable, unique_free = {}, {}, {}, {}
   local may_merge = conf(task).merge_updates ~= false and conf(task).replica_role ~= false
-  -- Inserts into a table may be sent several rows to a statement (engine/apply_merge.c) when
+  -- Inserts into a table may be sent several rows to a statement (engine/cdc/apply_merge.c) when
   -- nothing could notice that they reach the target later than changes of other tables in the
   -- same group: foreign keys and triggers do not fire (replica role, no trigger enabled in it).
   local may_batch = conf(task).batch_inserts ~= false and conf(task).replica_role ~= false
@@ -214,26 +241,9 @@ end
 
 ------------------------------------------------------------------------ the stream
 
-local TRANSIENT = { ["57P01"] = true, ["57P02"] = true, ["57P03"] = true, ["55006"] = true,
-                    ["53300"] = true, ["40001"] = true, ["40P01"] = true, ["55000"] = false }
-
--- Errors of the source's logical decoding that a new walsender, decoding again from the
--- slot's restart point, may not meet (seen once in the kill-anywhere suite after a kill while
--- a TRUNCATE-and-refill transaction was being decoded): retried like a lost connection, and
--- reported by name when the retries run out. Nothing of the failed transaction was applied.
-local DECODING_RETRY = { "could not map filenode", "could not map filenumber" }
-
-local function is_transient(err)
-  if type(err) ~= "table" then return false end
-  if err.conflict then return false end
-  local state = err.sqlstate or (err.err and err.err.sqlstate)
-  if not state then return err.kind == "connection" end
-  if state == "XX000" then
-    local msg = err.message or (err.err and err.err.message) or ""
-    for _, m in ipairs(DECODING_RETRY) do if msg:find(m, 1, true) then return true end end
-  end
-  return state:sub(1, 2) == "08" or TRANSIENT[state] == true
-end
+-- Which failures the stream reconnects after, and how long it waits: tide.retry, the same
+-- rule as `pgtide run`'s retries.
+local is_transient = retry.transient
 
 local function describe(err)
   if type(err) ~= "table" then return tostring(err) end
@@ -245,7 +255,7 @@ local function describe(err)
 end
 
 -- Streaming (PostgreSQL 14+, protocol 2+): the source sends a transaction larger than its
--- logical_decoding_work_mem while it runs; the engine spools it (engine/spool.c) and applies it
+-- logical_decoding_work_mem while it runs; the engine spools it (engine/cdc/spool.c) and applies it
 -- whole at its commit. incremental.streaming = false leaves it to the source to spill instead.
 local function streams(task, repl)
   return conf(task).streaming ~= false and repl:server_version() >= 140000
@@ -461,7 +471,7 @@ local function on_change(st, s, ev)
   if res == false then s:reply(false) elseif type(res) == "table" then s:reply(res) else s:reply(ev) end
 end
 
-local function on_conflict(task, st, s, ev)
+local function on_conflict(task, _st, s, ev)
   local ok, res = pcall(task.on.conflict, ev)
   if not ok then
     io.stderr:write("pgtide: on.conflict hook failed (", tostring(res), "): stopping on the conflict\n")
@@ -493,8 +503,9 @@ local function session(task, st, opts)
       st.status = status
       log_conflicts(st, s)
       report(task, st, status, opts)
-      if not st.stop_reason and task.stop then
-        local cok, fire = pcall(task.stop, status)
+      local condition = st.run:stop_condition()
+      if not st.stop_reason and condition then
+        local cok, fire = pcall(condition, status)
         if not cok then
           if st.stop_error ~= tostring(fire) then
             st.stop_error = tostring(fire)
@@ -525,13 +536,18 @@ local function session(task, st, opts)
   end
 end
 
-function M.stream(task, plan, source, target, opts)
+function M.stream(run, plan, _source, target, opts)
   opts = opts or {}
+  run = taskrun.of(run)
+  local task = run.task
   local names = objects.names(task)
   local now = core.now()
   local st = { names = names, figures = figures.new(seconds(task, "delay_bound", 1), now), reconnects = 0,
-               conflicts_seen = 0, started = now, task = task }
-  live[task] = st
+               conflicts_seen = 0, started = now, task = task, run = run }
+  local handle = setmetatable({ st = st }, Stream)
+  run:attach_stream(handle)
+  -- Every way out of here (an error included) ends the run's view of the stream.
+  local _ <close> = setmetatable({}, { __close = function() run:detach_stream(handle) end })
   if conf(task).streaming ~= false then
     local dir = spool_dir(task)
     local probe_path = string.format("%s/.pgtide-probe-%d", dir, math.random(1 << 30))
@@ -555,9 +571,8 @@ function M.stream(task, plan, source, target, opts)
     core.on_signal(sig, function() st.stop_reason = st.stop_reason or "signal" end)
   end
   local probe = core.spawn(probe_loop, task, st)
-  local retry = task.retry or {}
-  local attempts = retry.attempts or 10
-  local max_delay = retry.max_delay and assert(when.seconds(retry.max_delay)) or 30
+  local limits = retry.limits(task.retry)
+  local attempts, max_delay = limits.attempts, limits.max_delay
   local failures, stats = 0, nil
   local ok, err = pcall(function()
     while true do
@@ -576,7 +591,7 @@ function M.stream(task, plan, source, target, opts)
       if failures > attempts then
         failure.raise("failed", string.format("incremental migration gave up after %d attempts: %s", attempts, describe(serr)))
       end
-      local delay = math.min(max_delay, 0.25 * 2 ^ (failures - 1)) * (0.75 + math.random() * 0.5)
+      local delay = retry.delay(failures, max_delay)
       io.stderr:write(string.format("pgtide: %s; reconnecting in %.1f s (attempt %d of %d)\n",
         (serr and serr.message) or tostring(serr), delay, failures, attempts))
       local wake = core.monotonic() + delay
@@ -594,7 +609,7 @@ function M.stream(task, plan, source, target, opts)
   probe:wait()
   for sig in pairs(handlers) do core.on_signal(sig, nil) end
   if st.control then st.control:close() end
-  if not ok then live[task] = nil error(err, 0) end
+  if not ok then error(err, 0) end
   local summary = { stopped_by = st.stop_reason or "request", reconnects = st.reconnects, status = st.status,
                     seconds = core.now() - st.started, dropped_tables = st.dropped }
   if stats then
@@ -614,64 +629,9 @@ function M.stream(task, plan, source, target, opts)
       end
     end)
     s2:close(); t2:close()
-    if not cok then live[task] = nil error(cerr, 0) end
+    if not cok then error(cerr, 0) end
   end
-  live[task] = nil
   return summary
-end
-
------------------------------------------------------------------------- control
-
-function M.status(task)
-  local st = live[task]
-  return st and st.status
-end
-
-function M.pause(task)
-  local st = live[task]
-  if not st then return false end
-  st.paused = true
-  if st.stream then st.stream:pause() end
-  return true
-end
-
-function M.resume(task)
-  local st = live[task]
-  if not st then return false end
-  st.paused = false
-  if st.stream then st.stream:resume() end
-  return true
-end
-
--- Stop the stream as a signal would (for the REPL and tests); cutover hooks do not run.
-function M.request_stop(task, reason)
-  local st = live[task]
-  if not st then return false end
-  st.stop_reason = st.stop_reason or reason or "request"
-  return true
-end
-
------------------------------------------------------------------------- pgtide release FILE
-
-function M.command(task, opts)
-  local _ = opts
-  local source, target = connect.open_both(task)
-  local dropped = objects.release(task, source, target)
-  -- The task's recorded progress goes too: with the slot gone, continuing from it would stream
-  -- from a new slot's start and miss every change in between. Running the task again after a
-  -- release starts over (schema, full load, a new slot).
-  if require("tide.state").forget(task, target) then
-    dropped[#dropped + 1] = "recorded progress of task " .. task.name .. " (" ..
-                            (task.state_schema or "pgtide") .. ".tasks on the target)"
-  end
-  source:close()
-  target:close()
-  if #dropped == 0 then
-    print("release: nothing to drop for task " .. task.name)
-  else
-    for _, d in ipairs(dropped) do print("release: dropped " .. d) end
-  end
-  return 0
 end
 
 return M

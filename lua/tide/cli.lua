@@ -2,21 +2,11 @@
 -- outcomes to the documented exit statuses. Runs as the engine's main coroutine.
 local core = require "tide.core"
 local playbook = require "tide.playbook"
+local args_mod = require "tide.cmd.args"
 
 local M = {}
 
-M.EXIT = {
-  ok = 0,            -- success
-  failed = 1,        -- the task failed while running
-  usage = 2,         -- bad command line
-  playbook = 3,      -- the playbook has an error
-  connection = 4,    -- a server could not be reached or refused us
-  precheck = 5,      -- a precheck failed; nothing was written
-  mismatch = 6,      -- verification found differences
-  slot_lost = 7,     -- the replication slot was invalidated: changes are gone, start again
-  interrupted = 130, -- stopped by a signal before finishing
-  internal = 70,     -- a bug in pgtide
-}
+M.EXIT = require "tide.exit"   -- the exit statuses by name (ok, failed, usage, playbook, ...)
 
 local commands = {}
 M.commands = commands
@@ -24,45 +14,6 @@ M.commands = commands
 local function usage_error(msg)
   io.stderr:write("pgtide: ", msg, "\nRun 'pgtide help' for the commands.\n")
   return M.EXIT.usage
-end
-
--- Split "--flag", "--key value"/"--key=value" options from positional arguments.
--- spec: { flag = "boolean" | "string" | "list" } ("list": repeatable, the values in order)
-function M.parse_options(args, spec)
-  local opts, positional = {}, {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local key, value = a:match("^%-%-([%w%-]+)=(.*)$")
-    key = key or a:match("^%-%-([%w%-]+)$")
-    if key then
-      local kind = spec[key]
-      if not kind then return nil, "unknown option --" .. key end
-      if kind == "boolean" then
-        opts[key] = true
-      else
-        if not value then
-          i = i + 1
-          value = args[i]
-          if not value then return nil, "option --" .. key .. " needs a value" end
-        end
-        if kind == "list" then
-          opts[key] = opts[key] or {}
-          table.insert(opts[key], value)
-        else
-          opts[key] = value
-        end
-      end
-    elseif a == "-e" and spec.e then
-      i = i + 1
-      opts.e = args[i]
-      if not opts.e then return nil, "-e needs a chunk of Lua" end
-    else
-      positional[#positional + 1] = a
-    end
-    i = i + 1
-  end
-  return opts, positional
 end
 
 local help = {
@@ -142,9 +93,9 @@ function commands.repl(args)
   return require("tide.repl").run()
 end
 
--- Live tasks, through their control sockets (tide.live.client).
-function commands.status(args) return require("tide.live.client").status(args) end
-function commands.attach(args) return require("tide.live.client").attach(args) end
+-- Live tasks, through their control sockets (tide.cmd.live).
+function commands.status(args) return require("tide.cmd.live").status(args) end
+function commands.attach(args) return require("tide.cmd.live").attach(args) end
 
 function commands.script(args)
   local file = args[1]
@@ -159,25 +110,21 @@ function commands.script(args)
   return M.EXIT.ok
 end
 
--- Commands that load a playbook. Their implementations live in their own modules and
--- return an exit status; errors of known kinds are mapped here.
+-- Commands that load a playbook: each is a module of lua/tide/cmd/ whose command(task, opts)
+-- returns an exit status; errors of known kinds are mapped here.
 local task_commands = {
-  run = "tide.run", check = "tide.precheck", plan = "tide.plan",
-  verify = "tide.verify", release = "tide.cdc",
+  run = "tide.cmd.run", check = "tide.cmd.check", plan = "tide.cmd.plan",
+  verify = "tide.cmd.verify", release = "tide.cmd.release",
 }
 
 local function run_task_command(name, args)
   local spec = { json = "boolean", ["no-precheck"] = "boolean", control = "string" }
   if name == "verify" then spec.table = "list" end
-  local opts, positional = M.parse_options(args, spec)
+  local opts, positional = args_mod.parse(args, spec)
   if not opts then return usage_error(positional) end
   local file = positional[1]
   if not file or #positional > 1 then return usage_error(name .. " needs exactly one playbook FILE") end
-  local ok, mod = pcall(require, task_commands[name])
-  if not ok then
-    io.stderr:write("pgtide: the '", name, "' command is not available in this build: ", tostring(mod), "\n")
-    return M.EXIT.usage
-  end
+  local mod = require(task_commands[name])
   local task = playbook.load(file)
   return mod.command(task, opts)
 end

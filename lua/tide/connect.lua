@@ -24,7 +24,7 @@ end
 -- Open both sides at once; returns source, target.
 function M.open_both(task)
   local hs = { core.spawn(M.open, task, "source"), core.spawn(M.open, task, "target") }
-  local results = require("tide").wait_all(hs)
+  local results = require("tide.wait").all(hs)
   for _, r in ipairs(results) do
     if not r.ok then
       for _, other in ipairs(results) do

@@ -1,5 +1,5 @@
 -- tide.full — the full data migration: every selected table copied under one snapshot by
--- full.jobs parallel COPY pumps (engine/copy_pump.c), largest parts first, with each table's
+-- full.jobs parallel COPY pumps (engine/pg/copy_pump.c), largest parts first, with each table's
 -- post-data steps (indexes, constraints, foreign keys, triggers, ...) starting as soon as the
 -- data they need is in, on full.index_jobs connections of their own.
 --
@@ -12,13 +12,15 @@
 --                     (a source table truncated after the snapshot is then brought back by it;
 --                     without one such a table is copied again under a new snapshot)
 --     opts.progress   a tide.progress reporter
+--     opts.run        the tide.taskrun run: it sees the load (status, operator controls) once
+--                     it starts
 --
 -- Resume: a part counts as done when its COPY committed on the target, in the same
 -- transaction that marks it done in the task's state; a post-data step likewise. A run of an
 -- interrupted task redoes only what is not marked. Without incremental migration the parts
 -- still to copy are read under a new snapshot: rows the source changed in between are copied
 -- as they are now for those parts only (the summary says so).
-local tide = require "tide"
+local tide = require "tide.core"
 local parts_mod = require "tide.full.parts"
 local failure = require "tide.failure"
 local connect = require "tide.connect"
@@ -235,7 +237,7 @@ local function copy_part(load, src, tgt, part)
   local pump = tide.copy_pump(src, tgt, parts_mod.copy_out_sql(src, part), parts_mod.copy_in_sql(tgt, part, freeze))
   load.running[part] = pump
   if load.paused then pump:pause() end
-  if load.throttle then pump:throttle(load.throttle) end
+  if load.pump_limits then pump:throttle(load.pump_limits) end
   local result, err = pump:wait()
   load.running[part] = nil
   if not result then
@@ -502,7 +504,7 @@ local function analyze_tables(load)
       end
     end)
   end
-  for _, r in ipairs(tide.wait_all(handles)) do if not r.ok then error(r.err, 0) end end
+  for _, r in ipairs(require("tide.wait").all(handles)) do if not r.ok then error(r.err, 0) end end
 end
 
 ------------------------------------------------------------------------ the load
@@ -628,10 +630,9 @@ function M.run(task, plan, source, target, opts)
     if step.critical then load.critical_tables[step.table] = true end
   end
   if opts.progress then opts.progress:start_load(load) end
-  task.load = load
-  -- Controls an operator gave before the load began (pgtide attach: pause, throttle, stop).
-  local ok_live, control = pcall(require, "tide.live.control")
-  if ok_live then control.apply_pending(task) end
+  -- The run sees the load from now on; controls an operator gave before it began (pgtide
+  -- attach: pause, throttle, stop) take effect here.
+  if opts.run then opts.run:attach_load(load) end
 
   local jobs = math.max(1, math.min(task.full.jobs or 4, math.max(1, #load.queue)))
   local copy_handles = {}
@@ -648,11 +649,11 @@ function M.run(task, plan, source, target, opts)
   for _ = 1, math.min(index_jobs, math.max(1, #load.steps)) do
     if #load.steps > 0 then step_handles[#step_handles + 1] = tide.spawn(step_job, load) end
   end
-  for _, r in ipairs(tide.wait_all(copy_handles)) do if not r.ok then load:fail(r.err) end end
+  for _, r in ipairs(require("tide.wait").all(copy_handles)) do if not r.ok then load:fail(r.err) end end
   release_snapshot()
   load.copies_finished = true
   load.changed:notify()
-  for _, r in ipairs(tide.wait_all(step_handles)) do if not r.ok then load:fail(r.err) end end
+  for _, r in ipairs(require("tide.wait").all(step_handles)) do if not r.ok then load:fail(r.err) end end
   if load.rewritten then
     -- Without a stream the copy must equal one snapshot: start again under a new one (the
     -- failure raised is retried by `pgtide run`).
@@ -727,30 +728,73 @@ function M.start_over(task, plan, target, state)
   return n
 end
 
--- Operator controls (used by the live-task REPL).
-function M.pause(task)
-  local load = task.load
-  if not load then return false end
-  load.paused = true
-  for _, pump in pairs(load.running) do pump:pause() end
-  return true
+
+------------------------------------------------------------------------ operator controls, figures
+
+-- Operator controls (tide.taskrun pushes them): no new part, and parts in flight stop reading.
+function Load:pause()
+  self.paused = true
+  for _, pump in pairs(self.running) do pump:pause() end
 end
 
-function M.resume(task)
-  local load = task.load
-  if not load then return false end
-  load.paused = false
-  for _, pump in pairs(load.running) do pump:resume() end
-  load.changed:notify()
-  return true
+function Load:resume()
+  self.paused = false
+  for _, pump in pairs(self.running) do pump:resume() end
+  self.changed:notify()
 end
 
-function M.throttle(task, limits)
-  local load = task.load
-  if not load then return false end
-  load.throttle = limits
-  for _, pump in pairs(load.running) do pump:throttle(limits) end
-  return true
+function Load:throttle(limits)
+  self.pump_limits = limits
+  for _, pump in pairs(self.running) do pump:throttle(limits) end
+end
+
+-- Rows and bytes moved so far: committed parts and parts in flight.
+function Load:totals()
+  local rows, bytes = self.stats.rows, self.stats.bytes
+  for _, pump in pairs(self.running) do
+    local b, messages = pump:stats()
+    rows, bytes = rows + messages, bytes + b
+  end
+  return rows, bytes
+end
+
+-- What the load is doing, as plain data (the `full` part of `pgtide status`, docs/live.md);
+-- the rates are the live control's (it samples totals over time).
+function Load:status()
+  local s = self.stats
+  local flight_rows, flight_bytes, flight_parts = {}, {}, {}
+  for part, pump in pairs(self.running) do
+    local bytes, messages = pump:stats()
+    local key = part.table.key
+    flight_rows[key] = (flight_rows[key] or 0) + messages
+    flight_bytes[key] = (flight_bytes[key] or 0) + bytes
+    flight_parts[key] = (flight_parts[key] or 0) + 1
+  end
+  local tables, rows_estimate, bytes_estimate = {}, 0, 0
+  for _, t in ipairs(self.plan.tables) do
+    local ts = s.tables[t.key] or { rows = 0, bytes = 0, parts = 0 }
+    local left = self.parts_left[t.key] or 0
+    local state = self.loaded[t.key] and "done" or flight_parts[t.key] and "copying" or "waiting"
+    if state == "copying" and self.paused then state = "paused" end
+    tables[#tables + 1] = {
+      table = t.key, target = t.target.schema .. "." .. t.target.name,
+      rows = ts.rows + (flight_rows[t.key] or 0), bytes = ts.bytes + (flight_bytes[t.key] or 0),
+      rows_estimate = t.rows_estimate, bytes_estimate = t.bytes,
+      parts = ts.parts, parts_done = ts.parts - left, parts_copying = flight_parts[t.key] or 0,
+      state = state,
+    }
+    rows_estimate = rows_estimate + math.max(0, t.rows_estimate or 0)
+    bytes_estimate = bytes_estimate + math.max(0, t.bytes or 0)
+  end
+  local rows, bytes = self:totals()
+  local state = self.failed and (self.failed.kind == "interrupted" and "stopping" or "failed")
+                or s.seconds and "done" or self.paused and "paused" or "copying"
+  if state == "copying" and self.copies_finished then state = "post-data" end
+  return {
+    state = state, rows = rows, bytes = bytes, rows_estimate = rows_estimate, bytes_estimate = bytes_estimate,
+    parts_done = s.parts_done, parts_total = s.parts_total, steps_done = s.steps_done, steps_total = #(self.steps or {}),
+    seconds = s.seconds, tables = tables,
+  }
 end
 
 return M

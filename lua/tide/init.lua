@@ -1,38 +1,33 @@
--- tide — the playbook API: what a playbook, a REPL chunk or an engine module calls.
--- The C core (tide.core) provides coroutines, connections, errors and processes; this module
--- re-exports them and adds the Lua-level helpers (tide.task, tide.wait_all, ...).
+-- tide — the playbook API: what a playbook, a cutover hook or a REPL chunk calls
+-- (docs/lua-api.md). A chosen set of the C core's calls (tide.core has more: the engine's own
+-- modules use it directly), and the Lua-level helpers: tide.task, tide.when, tide.wait_all.
+-- No module of the engine requires this one: it sits on top of them all.
 local core = require "tide.core"
 
 local tide = {}
-for k, v in pairs(core) do tide[k] = v end
 
--- tide.wait_all{h1, h2, ...} → { {ok=true, values={...}} | {ok=false, err=e}, ... }
-function tide.wait_all(handles)
-  local out = {}
-  for i, h in ipairs(handles) do
-    local r = table.pack(pcall(h.wait, h))
-    if r[1] then
-      out[i] = { ok = true, values = table.pack(table.unpack(r, 2, r.n)) }
-    else
-      out[i] = { ok = false, err = r[2] }
-    end
-  end
-  return out
+-- Coroutines, time, connections, values, child processes (docs/lua-api.md).
+for _, name in ipairs({ "spawn", "sleep", "yield", "running", "now", "monotonic", "condition",
+                        "connect", "null", "bytea", "is_error", "process", "version" }) do
+  tide[name] = assert(core[name], name)
 end
 
--- tide.when{...}: ready-made stop conditions (lua/tide/when.lua), loaded on first use.
-setmetatable(tide, { __index = function(t, k)
-  if k == "when" then
-    local when = require "tide.when"
-    rawset(t, "when", when)
-    return when
-  end
-end })
+-- tide.wait_all{h1, h2, ...} → { {ok=true, values={...}} | {ok=false, err=e}, ... }
+tide.wait_all = require("tide.wait").all
 
--- tide.task{...} validates a task definition and returns the task (see tide.playbook).
+-- tide.when{...}: ready-made stop conditions (lua/tide/when.lua).
+tide.when = require "tide.when"
+
+-- tide.task{...} validates a task definition and returns the task (see tide.playbook); the
+-- precheck policy is compiled here too, so a mistake in it is a playbook error (exit 3)
+-- that `pgtide plan` and `pgtide check` report as well.
 function tide.task(def)
   -- Not a tail call: the playbook's frame must stay at a known level for file:line.
   local task = require("tide.playbook").task(def, 2)
+  if task.precheck ~= nil then
+    local precheck = require "tide.precheck"
+    require("tide.precheck.policy").compile(task.precheck, precheck.checks, task.locate)
+  end
   return task
 end
 

@@ -94,4 +94,13 @@ M.step_rank = {
   comment = 900, owner = 950, grant = 960, revoke = 960,
 }
 
+local WORDS = { foreign_table = "foreign table", matview = "materialized view" }
+
+-- An object of a plan (tide.plan.objects) as the messages name it: "table app.users",
+-- "index app.users_pkey", "function app.f(integer)".
+function M.describe(obj)
+  if not obj then return "?" end
+  return (obj.def and obj.def.word or WORDS[obj.kind] or obj.kind) .. " " .. obj.ident
+end
+
 return M

@@ -105,7 +105,7 @@ FROM unnest($1::text[], $2::oid[]) AS u(class, oid)
     local list = users[row.class .. ":" .. row.oid] or {}
     local names = {}
     for i, obj in ipairs(list) do names[i] = objects.describe(obj) if i == 3 then break end end
-    local description = row.description ~= require("tide").null and row.description or (row.class .. " " .. row.oid)
+    local description = row.description ~= require("tide.core").null and row.description or (row.class .. " " .. row.oid)
     plan.warnings[#plan.warnings + 1] = { kind = list[1] and list[1].kind, object = list[1] and list[1].key,
       message = string.format("%s uses %s, which pgtide does not migrate: it must exist on the target (create it there first)",
         table.concat(names, ", ") .. (#list > 3 and (" and " .. (#list - 3) .. " more") or ""), description) }
@@ -164,7 +164,7 @@ end
 -- plan.build(task, source, target) → plan (docs/internals.md). Both connections must be idle
 -- (not inside a transaction): the catalogs are read in transactions of their own.
 function M.build(task, source, target)
-  local core = require "tide"
+  local core = require "tide.core"
   local started = core.monotonic()
   local selector = compile_section(task, "select", require("tide.select").compile, { kinds = kinds.selectable })
   local map = compile_section(task, "rename", require("tide.rename").compile)
@@ -244,8 +244,8 @@ function M.build(task, source, target)
     -- Post-data objects that act on rows as they are written (foreign keys check them,
     -- triggers change them): a full load that starts over first drops the ones it built.
     if (step.kind == "fkey" or step.kind == "trigger") and step.object.def.drop then
-      local ok, drop = pcall(step.object.def.drop, ctx, step.object)
-      if ok and drop then
+      local dropped, drop = pcall(step.object.def.drop, ctx, step.object)
+      if dropped and drop then
         out.undo = drop:gsub("^DROP TRIGGER ", "DROP TRIGGER IF EXISTS ", 1):gsub(" DROP CONSTRAINT ", " DROP CONSTRAINT IF EXISTS ", 1)
       end
     end
@@ -310,23 +310,6 @@ end
 -- True when the plan can be carried out: no errors, no conflicts with the target.
 function M.runnable(plan)
   return #plan.errors == 0 and #plan.conflicts == 0
-end
-
--- `pgtide plan FILE [--json]`: prints the plan; exit status 0 when it can run, 5 when it has
--- errors or conflicts (as a failed precheck: nothing was written).
-function M.command(task, opts)
-  local source, target = require("tide.connect").open_both(task)
-  local ok, plan = pcall(M.build, task, source, target)
-  source:close()
-  target:close()
-  if not ok then error(plan, 0) end
-  local report = require "tide.plan.report"
-  if opts and opts.json then
-    io.write(report.json(plan), "\n")
-  else
-    io.write(report.text(plan, task))
-  end
-  return M.runnable(plan) and 0 or 5
 end
 
 return M

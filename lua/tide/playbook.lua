@@ -5,6 +5,9 @@
 -- syntax errors (from Lua's own parser), unknown keys (with a "did you mean"), wrong types,
 -- values out of range. Nested sections that other modules own (select, rename, precheck, ...)
 -- are checked here for shape, and by their modules for content.
+local suggest = require "tide.suggest"
+local units = require "tide.units"
+
 local M = {}
 
 local PlaybookError = {}
@@ -57,30 +60,6 @@ local function find_key_line(path, from, key)
   return from
 end
 
--- Edit distance, for "did you mean".
-local function distance(a, b)
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
-local function suggestion(key, allowed)
-  local best, bestd
-  for name in pairs(allowed) do
-    local d = distance(key, name)
-    if not bestd or d < bestd then best, bestd = name, d end
-  end
-  if best and bestd <= math.max(2, #key // 3) then return best end
-end
-
 ------------------------------------------------------------------------ the task schema
 
 local function is_list_of(v, ty)
@@ -107,18 +86,13 @@ local positive_int = function(v)
   return math.type(v) == "integer" and v > 0, "a positive integer"
 end
 
+-- Sizes and durations are checked by the parsers that read them at run time (tide.units).
 local size_value = function(v)
-  if math.type(v) == "integer" and v > 0 then return true end
-  if type(v) == "string" and v:match("^%s*%d+%.?%d*%s*[kKmMgGtT]?[bB]?%s*$") then return true end
-  return false, 'a size such as "1GB", "500MB" or a number of bytes'
+  return units.parse_size(v) ~= nil, units.SIZE_EXPECTED
 end
 
 local duration_value = function(v)
-  if type(v) == "number" and v >= 0 then return true end
-  if type(v) == "string" and v:match("^%s*%d+%.?%d*%s*[mu]?s?%s*$") or
-     type(v) == "string" and v:match("^%s*%d+%.?%d*%s*min%s*$") or
-     type(v) == "string" and v:match("^%s*%d+%.?%d*%s*h%s*$") then return true end
-  return false, 'a duration such as "30s", "500ms", "5min" or a number of seconds'
+  return units.parse_duration(v) ~= nil, units.DURATION_EXPECTED
 end
 M.size_value, M.duration_value = size_value, duration_value
 
@@ -263,15 +237,17 @@ local function validate(tbl, schema, where, locate)
     end
     local spec = schema[key]
     if not spec then
-      local hint = suggestion(key, schema)
-      raise(locate(key) .. "unknown key '" .. key .. "' in " .. where ..
-            (hint and (" (did you mean '" .. hint .. "'?)") or ""))
+      raise(locate(key) .. "unknown key '" .. key .. "' in " .. where .. suggest.hint(key, schema))
     end
     local ok, expected = check_value(spec, value)
     if not ok then
       raise(locate(key) .. where .. "." .. key .. " must be " .. expected .. ", got " .. describe(value))
     end
-    if spec.keys then validate(value, spec.keys, key, locate) end
+    if spec.keys then
+      -- A section's keys are looked for from the section's line on (verify's `jobs`, not full's).
+      local from = tonumber((locate(key):match(":(%d+): $")))
+      validate(value, spec.keys, key, function(k) return locate(k, from) end)
+    end
   end
   for key, spec in pairs(schema) do
     if spec.required and tbl[key] == nil then
@@ -280,9 +256,19 @@ local function validate(tbl, schema, where, locate)
   end
 end
 
+-- A task is read-only once validated: its fields sit in a table of their own behind the
+-- proxy the playbook gets, and writing to it is an error. What changes while a task runs is
+-- on its run (tide.taskrun).
 local Task = {}
-Task.__index = Task
 M.Task = Task
+local FIELDS = setmetatable({}, { __name = "tide.task fields" })   -- the proxy's private key
+
+Task.__index = function(t, k) return rawget(t, FIELDS)[k] end
+Task.__newindex = function(_, k)
+  error(string.format("task.%s cannot be set: a task is its playbook and does not change once made " ..
+                      "(what changes while it runs belongs to its run)", tostring(k)), 2)
+end
+Task.__pairs = function(t) return next, rawget(t, FIELDS), nil end
 
 Task.__tostring = function(t)
   return string.format("task %s (%s → %s)", t.name, t.source_info or "?", t.target_info or "?")
@@ -310,21 +296,15 @@ function M.task(def, level)
       if line:find("tide%.task") then call_line = i; break end
     end
   end
-  local function locate(key)
+  local function locate(key, from)
     if not path then return "" end
-    local line = key and find_key_line(path, call_line, key) or call_line
+    local line = key and find_key_line(path, from or call_line, key) or from or call_line
     return string.format("%s:%d: ", path, line or 0)
   end
   if type(def) ~= "table" then
     raise(locate(nil) .. "tide.task needs a table: tide.task { name = ..., source = ..., target = ... }")
   end
   validate(def, M.schema, "tide.task", locate)
-  -- The precheck policy is compiled now, so a mistake in it is a playbook error (exit 3)
-  -- that `pgtide plan` and `pgtide check` report too.
-  if def.precheck ~= nil then
-    local ok, precheck = pcall(require, "tide.precheck")
-    if ok then require("tide.precheck.policy").compile(def.precheck, precheck.checks, locate) end
-  end
   local task = {}
   for k, v in pairs(def) do task[k] = v end
   task.migrate = task.migrate or { "schema", "full" }
@@ -345,7 +325,9 @@ function M.task(def, level)
   task.source_info = core.mask_conninfo(def.source)
   task.target_info = core.mask_conninfo(def.target)
   task.source, task.target = nil, nil
-  return setmetatable(task, Task)
+  local proxy = setmetatable({ [FIELDS] = task }, Task)
+  secrets[proxy], secrets[task] = secrets[task], nil
+  return proxy
 end
 
 -- Load and run a playbook file; returns the task. Raises PlaybookError on any mistake.

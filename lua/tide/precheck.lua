@@ -9,7 +9,7 @@
 -- tide/precheck/*.lua by concern; the playbook's `precheck` table (tide.precheck.policy)
 -- regrades, ignores, scopes and adds checks. Checks run as coroutines at the same time; they
 -- read the plan and ask the servers one statement per concern (tide.precheck.context).
-local tide = require "tide"
+local tide = require "tide.core"
 local failure = require "tide.failure"
 local context = require "tide.precheck.context"
 local policy_module = require "tide.precheck.policy"
@@ -173,12 +173,10 @@ end
 
 -- True when the target holds progress of an earlier run of this task (tide.state).
 function M.resumed(task, target)
-  local ok, state = pcall(require, "tide.state")
-  if ok and state.peek then
-    local peek_ok, phase = pcall(state.peek, task, target)
-    return peek_ok and phase ~= nil and phase ~= "new" and phase ~= "done"
-  end
-  return false
+  -- A target the state cannot be read from (no privilege on the state schema, say) holds no
+  -- progress this run could use: the privilege checks report it.
+  local peek_ok, phase = pcall(require("tide.state").peek, task, target)
+  return peek_ok and phase ~= nil and phase ~= "new" and phase ~= "done"
 end
 
 -- Connects both sides (a failure is a finding of `connectivity`), builds the plan, runs the
@@ -189,7 +187,7 @@ function M.evaluate(task, opts)
   local policy = M.compile_policy(task)
   local connect = require "tide.connect"
   local handles = { tide.spawn(connect.open, task, "source"), tide.spawn(connect.open, task, "target") }
-  local results = tide.wait_all(handles)
+  local results = require("tide.wait").all(handles)
   local conns, errors = {}, {}
   for i, side in ipairs({ "source", "target" }) do
     local r = results[i]
@@ -218,18 +216,6 @@ function M.evaluate(task, opts)
   if not ok then error(err, 0) end
   report.seconds = tide.monotonic() - started
   return report, plan
-end
-
--- `pgtide check FILE [--json]`: exit status 0 when nothing fails, 5 when a check fails.
-function M.command(task, opts)
-  opts = opts or {}
-  local report = M.evaluate(task, opts)
-  if opts.json then
-    io.write(report_module.json(report), "\n")
-  else
-    io.write(report_module.text(report))
-  end
-  return report.ok and 0 or 5
 end
 
 -- M.gate(task, plan, source, target, opts) → report, for `pgtide run`: the same checks;

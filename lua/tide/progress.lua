@@ -8,8 +8,9 @@
 --   none   nothing but errors
 -- At the end of the load a summary table: per table rows, bytes, seconds, format, parts; and
 -- per phase seconds.
-local tide = require "tide"
+local tide = require "tide.core"
 local json = require "tide.json"
+local units = require "tide.units"
 
 local M = {}
 local Progress = {}
@@ -24,23 +25,8 @@ function M.new(task, opts)
   return p
 end
 
-local function human_bytes(n)
-  n = n or 0
-  local units = { "B", "kB", "MB", "GB", "TB" }
-  local i = 1
-  while n >= 1024 and i < #units do n = n / 1024; i = i + 1 end
-  -- (a rate under 1 kB/s is a float: %d alone would raise)
-  return i == 1 and string.format("%d %s", math.floor(n), units[i]) or string.format("%.1f %s", n, units[i])
-end
-M.human_bytes = human_bytes
-
-local function human_seconds(s)
-  if not s or s ~= s or s == math.huge then return "?" end
-  if s < 60 then return string.format("%.1fs", s) end
-  if s < 3600 then return string.format("%dm%02ds", s // 60, math.floor(s % 60)) end
-  return string.format("%dh%02dm", s // 3600, (s % 3600) // 60)
-end
-M.human_seconds = human_seconds
+local human_bytes, human_seconds = units.human_bytes, units.human_seconds
+M.human_bytes, M.human_seconds = human_bytes, human_seconds
 
 function Progress:emit(event, fields)
   if self.mode ~= "json" then return end

@@ -80,7 +80,7 @@ end
 -- in several transactions, and a failure says what was committed: running the task again
 -- continues from there.
 -- opts.record(keys, final) → SQL run in each transaction just before its COMMIT, given the
--- keys of the steps it ran (the task's record of how far pre-data got: tide.run, so that a
+-- keys of the steps it ran (the task's record of how far pre-data got: tide.cmd.run, so that a
 -- kill between the work and the record cannot happen); opts.done = { [key] = true } leaves
 -- out the steps an interrupted run committed, as recorded (by key: a plan made again on a
 -- target that holds some of the objects may list other statements).
@@ -139,7 +139,7 @@ function M.apply_post(task, plan, target, opts)
   opts = opts or {}
   local refusal = M.refusal(plan)
   if refusal then failure.raise("precheck", refusal) end
-  local core = require "tide"
+  local core = require "tide.core"
   local count = 0
   for _, step in ipairs(plan.post_data) do
     if not (opts.skip and opts.skip(step)) then
@@ -163,7 +163,7 @@ end
 -- warnings, runs pre-data then post-data, and prints one line per phase. Returns the plan.
 function M.migrate(task, source, target, opts)
   opts = opts or {}
-  local core = require "tide"
+  local core = require "tide.core"
   local out = opts.output or io.stdout
   local plan = opts.plan or require("tide.plan").build(task, source, target)
   for _, w in ipairs(plan.warnings) do out:write("schema: warning: ", w.message, "\n") end

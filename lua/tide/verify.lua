@@ -34,15 +34,13 @@
 --         (next = the value nextval would return; expected = source_next + offset; "ahead"
 --         counts as matching)
 --       Raises on a connection failure or a playbook mistake; table-level failures are results.
---   verify.command(task, cli_opts) → exit status: 0 all match, 6 differences, 1 could not
---       compare everything. cli_opts.json prints one JSON document instead of the text;
---       cli_opts.table = { names } (--table) compares only those tables.
 --   verify.cutover_hook([opts]) → function(t): for `on.cutover`; runs verify.run(t, opts)
 --       (with t.plan when the running task has one), prints the report unless opts.quiet,
 --       returns the report when everything matches, else raises failure "mismatch" (exit 6)
 --       or "failed" (exit 1), so the task does not report success.
-local core = require "tide"
+local core = require "tide.core"
 local failure = require "tide.failure"
+local units = require "tide.units"
 local playbook = require "tide.playbook"
 local canonical = require "tide.verify.canonical"
 local compare = require "tide.verify.compare"
@@ -54,24 +52,7 @@ local M = {}
 
 ------------------------------------------------------------------------ options
 
-local UNITS = { [""] = 1, s = 1, ms = 1e-3, us = 1e-6, m = 60, min = 60, h = 3600 }
-local SIZES = { [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3, t = 1024 ^ 4 }
-
-local function duration(v)
-  if type(v) == "number" and v >= 0 then return v end
-  if type(v) ~= "string" then return nil end
-  local n, unit = v:match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
-  local factor = n and UNITS[unit:lower()]
-  return factor and tonumber(n) * factor or nil
-end
-
-local function size(v)
-  if math.type(v) == "integer" and v >= 0 then return v end
-  if type(v) ~= "string" then return nil end
-  local n, unit = v:match("^%s*(%d+%.?%d*)%s*([kKmMgGtT]?)[bB]?%s*$")
-  local factor = n and SIZES[unit:lower()]
-  return factor and math.floor(tonumber(n) * factor) or nil
-end
+local duration, size = units.parse_duration, units.parse_size
 
 local function integer_at_least(min)
   return function(v) return math.type(v) == "integer" and v >= min and v or nil end
@@ -207,7 +188,7 @@ local function compare_tables(list, tables, opts, ctx, open)
   end
   local handles = {}
   for _, pair in ipairs(list) do handles[#handles + 1] = core.spawn(worker, pair) end
-  for _, r in ipairs(core.wait_all(handles)) do
+  for _, r in ipairs(require("tide.wait").all(handles)) do
     if not r.ok then error(r.err, 0) end
   end
   return results
@@ -293,23 +274,6 @@ function M.run(task, overrides)
 end
 
 ------------------------------------------------------------------------ command and hook
-
-local function exit_status(report)
-  if report.ok then return 0 end
-  return report.status == "different" and 6 or 1
-end
-
-function M.command(task, cli_opts)
-  local overrides
-  if cli_opts and cli_opts.table then overrides = { tables = cli_opts.table, tables_from = "--table" } end
-  local report = M.run(task, overrides)
-  if cli_opts and cli_opts.json then
-    io.write(report_mod.json(report), "\n")
-  else
-    io.write(report_mod.text(report))
-  end
-  return exit_status(report)
-end
 
 function M.cutover_hook(hook_opts)
   local overrides, quiet = {}, false

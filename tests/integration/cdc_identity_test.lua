@@ -2,6 +2,7 @@
 -- values (OVERRIDING SYSTEM VALUE), never sets such a column in an UPDATE, and reports a
 -- changed identity value as a conflict instead of losing it.
 local T = require "testlib"
+local P = require "pg"
 local cdc = require "tide.cdc"
 local H = dofile("tests/integration/cdc_lib.lua")
 local TT = require "tidetest"
@@ -16,8 +17,8 @@ CREATE TABLE coded (code text PRIMARY KEY, seq bigint GENERATED ALWAYS AS IDENTI
 local TABLES = { "ids", "tags", "coded" }
 
 T.test("inserts, updates and deletes of identity-always tables while streaming: target = source", function(ctx)
-  H.both(ctx, DDL)
-  local src = H.connect(ctx.source_url)
+  P.both(ctx, DDL)
+  local src = P.connect(ctx.source_url)
   assert(src:exec([[
     INSERT INTO ids (v) SELECT 'v' || g FROM generate_series(1, 50) g;
     INSERT INTO tags (label, n) SELECT 'l' || g % 5, g FROM generate_series(1, 20) g;
@@ -44,11 +45,11 @@ T.test("inserts, updates and deletes of identity-always tables while streaming: 
     UPDATE coded SET v = v * 10 WHERE v % 2 = 0;
     DELETE FROM coded WHERE code = 'c5';]]))
   for _ = 1, 20 do assert(src:exec("UPDATE ids SET v = v || '+' WHERE id IN (2, 4)")) end
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local summary = h:wait()
   T.eq(summary.stopped_by, "condition")
-  local tgt = H.connect(ctx.target_url)
-  for _, name in ipairs(TABLES) do H.same(src, tgt, name) end
+  local tgt = P.connect(ctx.target_url)
+  for _, name in ipairs(TABLES) do P.same(src, tgt, name) end
   T.eq(summary.conflicts.update_missing + summary.conflicts.delete_missing + summary.conflicts.insert_exists, 0)
   T.ok(summary.status.batched_inserts > 0, "inserts went several rows to a statement too")
   T.ok(summary.status.merged_changes > 0, "updates of one row were folded too")
@@ -59,8 +60,8 @@ T.test("inserts, updates and deletes of identity-always tables while streaming: 
 end)
 
 T.test("an identity value changed on the source (SET ... = DEFAULT) stops as a conflict", function(ctx)
-  H.both(ctx, "DROP TABLE IF EXISTS ids, tags, coded;" .. DDL)
-  local src = H.connect(ctx.source_url)
+  P.both(ctx, "DROP TABLE IF EXISTS ids, tags, coded;" .. DDL)
+  local src = P.connect(ctx.source_url)
   assert(src:exec("INSERT INTO coded (code, v) SELECT 'c' || g, g FROM generate_series(1, 10) g"))
   local ref = {}
   local task = H.task(ctx, "identity_changed", { stop = H.stop_at(ref) })
@@ -68,19 +69,19 @@ T.test("an identity value changed on the source (SET ... = DEFAULT) stops as a c
   H.setup(ctx, task, plan)
   local h = H.stream(ctx, task, plan)
   assert(src:exec("UPDATE coded SET seq = DEFAULT, v = -1 WHERE code = 'c3'"))
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local ok, err = pcall(h.wait, h)
   T.eq(ok, false)
   T.match(tostring(err), "update_missing")
   T.match(tostring(err), "code='c3'")
-  local tgt = H.connect(ctx.target_url)
+  local tgt = P.connect(ctx.target_url)
   T.eq(assert(tgt:query("SELECT v FROM coded WHERE code = 'c3'"))[1].v, 3, "the row was not written with a wrong value")
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
 
 T.test("through the real plan: the schema phase makes GENERATED ALWAYS columns, the stream fills them", function(ctx)
-  local s, t = TT.connect_both(ctx)
+  local s, t = P.connect_both(ctx)
   for _, c in ipairs({ s, t }) do
     assert(c:exec("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS pgtide CASCADE; CREATE SCHEMA public"))
   end
@@ -109,14 +110,15 @@ T.test("through the real plan: the schema phase makes GENERATED ALWAYS columns, 
     INSERT INTO coded (code, v) VALUES ('c7', 7);
     UPDATE coded SET v = 0 WHERE code IN ('c1', 'c7');]]))
   local stop = assert(s:query("SELECT pg_current_wal_insert_lsn()::text AS l"))[1].l
-  task.stop = function(st) return st.applied >= require("tide.when").lsn_number(stop) end
-  local summary = cdc.stream(task, plan, source, target, { quiet = true })
+  local run = require("tide.taskrun").new(task)
+  run:set_stop_condition(function(st) return st.applied >= require("tide.when").lsn_number(stop) end)
+  local summary = cdc.stream(run, plan, source, target, { quiet = true })
   T.eq(summary.stopped_by, "condition")
   local kinds = assert(t:query([[
 SELECT string_agg(attrelid::regclass || '.' || attname, ',' ORDER BY attrelid::regclass::text, attname) AS c
 FROM pg_attribute WHERE attidentity = 'a' AND attrelid IN ('ids'::regclass, 'tags'::regclass, 'coded'::regclass)]]))
   T.eq(kinds[1].c, "coded.seq,ids.id,tags.hid", "the target's identity columns are GENERATED ALWAYS")
-  for _, rel in ipairs(TABLES) do T.eq(TT.fingerprint(t, rel), TT.fingerprint(s, rel), rel) end
+  for _, rel in ipairs(TABLES) do T.eq(P.fingerprint(t, rel), P.fingerprint(s, rel), rel) end
   T.eq(summary.conflicts.update_missing + summary.conflicts.delete_missing + summary.conflicts.insert_exists, 0)
   cdc.release(task, source, target)
   source:close(); target:close(); s:close(); t:close()

@@ -2,6 +2,7 @@
 -- rerun (no duplicate, no gap), a source restart while streaming, the heartbeat moving the
 -- slot on an idle source, and release leaving nothing behind.
 local T = require "testlib"
+local P = require "pg"
 local tide = require "tide"
 local cdc = require "tide.cdc"
 local H = dofile("tests/integration/cdc_lib.lua")
@@ -44,8 +45,8 @@ local function slurp(path)
 end
 
 T.test("SIGTERM stops cleanly; SIGKILL while applying, then a rerun: no duplicate, no gap", function(ctx)
-  H.both(ctx, DDL)
-  local src, tgt = H.connect(ctx.source_url), H.connect(ctx.target_url)
+  P.both(ctx, DDL)
+  local src, tgt = P.connect(ctx.source_url), P.connect(ctx.target_url)
   assert(src:exec("INSERT INTO counter VALUES (1, 0)"))
   local name = "resume_kill"
   local task = H.task(ctx, name)
@@ -57,7 +58,7 @@ T.test("SIGTERM stops cleanly; SIGKILL while applying, then a rerun: no duplicat
   -- 1. SIGTERM: a clean stop with progress saved
   local p = child(ctx, name, stopfile, log)
   write(src, 1, 200)
-  H.wait_for("the first rows on the target", function() return count(tgt, "ledger") >= 100 end)
+  P.wait_for("the first rows on the target", function() return count(tgt, "ledger") >= 100 end)
   p:kill(15)
   local code, sig = p:wait()
   T.eq(code, 0, "clean exit on SIGTERM: " .. slurp(log))
@@ -67,11 +68,11 @@ T.test("SIGTERM stops cleanly; SIGKILL while applying, then a rerun: no duplicat
   -- 2. SIGKILL in the middle of applying a stream of transactions
   p = child(ctx, name, stopfile, log)
   local writer = tide.spawn(function()
-    local w = H.connect(ctx.source_url)
+    local w = P.connect(ctx.source_url)
     write(w, 201, 3000)
     w:close()
   end)
-  H.wait_for("the target to move", function() return count(tgt, "ledger") >= 800 end)
+  P.wait_for("the target to move", function() return count(tgt, "ledger") >= 800 end)
   p:kill(9)
   p:wait()
   writer:wait()
@@ -79,20 +80,20 @@ T.test("SIGTERM stops cleanly; SIGKILL while applying, then a rerun: no duplicat
 
   -- 3. run again to the end
   local f = assert(io.open(stopfile, "w"))
-  f:write(H.source_lsn(src), "\n")
+  f:write(P.lsn(src, true), "\n")
   f:close()
   p = child(ctx, name, stopfile, log)
   code = p:wait()
   T.eq(code, 0, slurp(log))
-  for _, tbl in ipairs(TABLES) do H.same(src, tgt, tbl) end
+  for _, tbl in ipairs(TABLES) do P.same(src, tgt, tbl) end
   T.eq(count(tgt, "journal"), 3200, "no duplicate in a table without a key")
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
 
 T.test("a source restart while streaming: the stream reconnects and finishes", function(ctx)
-  H.both(ctx, "DROP TABLE IF EXISTS ledger, journal, counter;" .. DDL)
-  local src, tgt = H.connect(ctx.source_url), H.connect(ctx.target_url)
+  P.both(ctx, "DROP TABLE IF EXISTS ledger, journal, counter;" .. DDL)
+  local src, tgt = P.connect(ctx.source_url), P.connect(ctx.target_url)
   assert(src:exec("INSERT INTO counter VALUES (1, 0)"))
   local ref = {}
   local task = H.task(ctx, "restart", { stop = H.stop_at(ref) })
@@ -100,7 +101,7 @@ T.test("a source restart while streaming: the stream reconnects and finishes", f
   H.setup(ctx, task, plan)
   local h = H.stream(ctx, task, plan)
   write(src, 1, 300)
-  H.wait_for("the first part on the target", function() return count(tgt, "ledger") == 300 end)
+  P.wait_for("the first part on the target", function() return count(tgt, "ledger") == 300 end)
   src:close()
   local dir = assert(os.getenv("PGTIDE_CLUSTER_DIR"), "PGTIDE_CLUSTER_DIR")
   -- As a child process, so the engine keeps reading the stream while the server shuts down
@@ -108,19 +109,19 @@ T.test("a source restart while streaming: the stream reconnects and finishes", f
   local log = ctx.tmpdir .. "/cdc_restart.log"
   local rc = assert(tide.process { "bash", "scripts/clusters.sh", "restart", dir, "source", stdout = log, stderr = log }):wait()
   T.eq(rc, 0, "restart failed, see " .. log)
-  src = H.connect(ctx.source_url)
+  src = P.connect(ctx.source_url)
   write(src, 301, 300)
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local summary = h:wait()
   T.ok(summary.reconnects >= 1, "reconnected " .. tostring(summary.reconnects) .. " times")
-  for _, tbl in ipairs(TABLES) do H.same(src, tgt, tbl) end
+  for _, tbl in ipairs(TABLES) do P.same(src, tgt, tbl) end
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
 
 T.test("the source down for a while (connections refused) while streaming: the stream retries and finishes", function(ctx)
-  H.both(ctx, "DROP TABLE IF EXISTS ledger, journal, counter;" .. DDL)
-  local src, tgt = H.connect(ctx.source_url), H.connect(ctx.target_url)
+  P.both(ctx, "DROP TABLE IF EXISTS ledger, journal, counter;" .. DDL)
+  local src, tgt = P.connect(ctx.source_url), P.connect(ctx.target_url)
   assert(src:exec("INSERT INTO counter VALUES (1, 0)"))
   local ref = {}
   local task = H.task(ctx, "outage", { stop = H.stop_at(ref), retry = { attempts = 20, max_delay = 1 } })
@@ -128,7 +129,7 @@ T.test("the source down for a while (connections refused) while streaming: the s
   H.setup(ctx, task, plan)
   local h = H.stream(ctx, task, plan)
   write(src, 1, 100)
-  H.wait_for("the first part on the target", function() return count(tgt, "ledger") == 100 end)
+  P.wait_for("the first part on the target", function() return count(tgt, "ledger") == 100 end)
   src:close()
   local dir = assert(os.getenv("PGTIDE_CLUSTER_DIR"), "PGTIDE_CLUSTER_DIR")
   local log = ctx.tmpdir .. "/cdc_outage.log"
@@ -141,41 +142,42 @@ T.test("the source down for a while (connections refused) while streaming: the s
   local gave_up = h:done()
   T.eq(cluster("up"), 0, "starting the source failed, see " .. log)
   T.eq(gave_up, false, "the stream gave up while the source was down")
-  src = H.connect(ctx.source_url)
+  src = P.connect(ctx.source_url)
   write(src, 101, 100)
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local summary = h:wait()
   T.ok(summary.reconnects >= 2, "reconnected " .. tostring(summary.reconnects) .. " times")
-  for _, tbl in ipairs(TABLES) do H.same(src, tgt, tbl) end
+  for _, tbl in ipairs(TABLES) do P.same(src, tgt, tbl) end
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
 
 T.test("the heartbeat moves confirmed_flush_lsn on an idle source; release leaves nothing", function(ctx)
-  H.both(ctx, "DROP TABLE IF EXISTS ledger, journal, counter;" .. DDL)
-  local src, tgt = H.connect(ctx.source_url), H.connect(ctx.target_url)
+  P.both(ctx, "DROP TABLE IF EXISTS ledger, journal, counter;" .. DDL)
+  local src, tgt = P.connect(ctx.source_url), P.connect(ctx.target_url)
   assert(src:exec("CREATE SCHEMA IF NOT EXISTS elsewhere; CREATE TABLE IF NOT EXISTS elsewhere.noise (x int)"))
   local task = H.task(ctx, "heartbeat")
   local plan = H.plan(src)
   H.setup(ctx, task, plan)
-  local h = H.stream(ctx, task, plan)
-  H.wait_for("the stream to report", function() return cdc.status(task) end)
+  local run = require("tide.taskrun").new(task)
+  local h = H.stream(ctx, run, plan)
+  P.wait_for("the stream to report", function() return run:stream_status() end)
   -- WAL moves on, but nothing the publication carries: only the heartbeat can advance the slot.
   assert(src:exec("INSERT INTO elsewhere.noise SELECT g FROM generate_series(1, 1000) g"))
-  local lsn = H.source_lsn(src)
+  local lsn = P.lsn(src, true)
   local slot = cdc.names(task).slot
-  H.wait_for("confirmed_flush_lsn to pass " .. lsn, function()
+  P.wait_for("confirmed_flush_lsn to pass " .. lsn, function()
     local r = assert(src:query("SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots " ..
                                "WHERE slot_name = $2", lsn, slot))[1]
     return r and r.ok
   end, 15)
-  local st = H.wait_for("a caught-up status", function()
-    local s = cdc.status(task)
+  local st = P.wait_for("a caught-up status", function()
+    local s = run:stream_status()
     return s and s.not_delayed and s.bytes_behind == 0 and s
   end, 10)
   T.ok(st.delay < 1, "delay " .. st.delay)
   T.ok(st.heartbeats >= 1, "heartbeats seen")
-  cdc.request_stop(task)
+  run.stream:request_stop()
   T.eq(h:wait().stopped_by, "request")
   H.release(ctx, task)
   local names = cdc.names(task)

@@ -4,7 +4,7 @@
 -- ordinary transactions committed meanwhile go on being applied. An aborted streamed
 -- transaction leaves no trace. With incremental.streaming = false the source spills instead.
 local T = require "testlib"
-local tide = require "tide"
+local P = require "pg"
 local cdc = require "tide.cdc"
 local H = dofile("tests/integration/cdc_lib.lua")
 
@@ -26,20 +26,21 @@ local function count(conn, sql)
 end
 
 T.test("a streamed transaction is applied whole at its commit; ordinary ones go on meanwhile", function(ctx)
-  H.both(ctx, DDL)
-  local src = H.connect(ctx.source_url)
-  local tgt = H.connect(ctx.target_url)
+  P.both(ctx, DDL)
+  local src = P.connect(ctx.source_url)
+  local tgt = P.connect(ctx.target_url)
   assert(src:exec("INSERT INTO big SELECT g, 'initial' FROM generate_series(1, 100) g"))
   assert(src:exec("INSERT INTO fullid SELECT g % 10, 'dup' FROM generate_series(1, 50) g"))
   local ref = {}
   local task = H.task(ctx, "streaming", { stop = H.stop_at(ref), incremental = { decoding_work_mem = "64kB" } })
   local plan = H.plan(src)
   H.setup(ctx, task, plan)
-  local h = H.stream(ctx, task, plan)
-  H.wait_for("the stream to run", function() local st = cdc.status(task) return st and st.state end)
+  local run = require("tide.taskrun").new(task)
+  local h = H.stream(ctx, run, plan)
+  P.wait_for("the stream to run", function() local st = run:stream_status() return st and st.state end)
 
   -- A long transaction, well over 64 kB before its commit, with a savepoint rolled back.
-  local long = H.connect(ctx.source_url)
+  local long = P.connect(ctx.source_url)
   assert(long:exec("BEGIN"))
   assert(long:exec("INSERT INTO big SELECT g, repeat('p', 200) FROM generate_series(1000, 6000) g"))
   assert(long:exec("SAVEPOINT s1"))
@@ -53,14 +54,14 @@ T.test("a streamed transaction is applied whole at its commit; ordinary ones go 
   assert(long:exec("INSERT INTO big SELECT g, repeat('q', 200) FROM generate_series(7000, 9000) g"))
 
   -- While it runs: it is being spooled, nothing of it is on the target, ordinary commits flow.
-  H.wait_for("blocks of the open transaction", function()
-    local st = cdc.status(task)
+  P.wait_for("blocks of the open transaction", function()
+    local st = run:stream_status()
     return st and st.streams_open >= 1 and st.spooled_bytes > 64 * 1024
   end)
   assert(src:exec("INSERT INTO small SELECT g, 'meanwhile' FROM generate_series(1, 20) g"))
-  local mark = H.source_lsn(src)
-  H.wait_for("the ordinary transaction", function()
-    local st = cdc.status(task)
+  local mark = P.lsn(src, true)
+  P.wait_for("the ordinary transaction", function()
+    local st = run:stream_status()
     return st and st.applied >= require("tide.when").lsn_number(mark)
   end)
   T.eq(count(tgt, "SELECT count(*) AS n FROM small"), 20, "an ordinary transaction is applied while the big one runs")
@@ -73,16 +74,16 @@ T.test("a streamed transaction is applied whole at its commit; ordinary ones go 
   assert(long:exec("BEGIN"))
   assert(long:exec("INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(200000, 205000) g"))
   assert(long:exec("DELETE FROM big WHERE id < 50"))
-  H.wait_for("the second transaction to stream", function()
-    local st = cdc.status(task)
+  P.wait_for("the second transaction to stream", function()
+    local st = run:stream_status()
     return st and st.streams_open >= 1
   end)
   assert(long:exec("ROLLBACK"))
   assert(src:exec("INSERT INTO small VALUES (21, 'after')"))
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local summary = assert(h:wait())
   T.eq(summary.stopped_by, "condition")
-  for _, name in ipairs({ "big", "small", "fullid" }) do H.same(src, tgt, name) end
+  for _, name in ipairs({ "big", "small", "fullid" }) do P.same(src, tgt, name) end
   T.eq(count(tgt, "SELECT count(*) AS n FROM big WHERE id >= 100000"), 0, "the rolled-back savepoint left nothing")
   -- ids divisible by 10 among 1..100 and 1000..6000 when the update ran
   T.eq(count(tgt, "SELECT count(*) AS n FROM big WHERE pad = 'kept'"), 10 + 501, "the released savepoint's update is there")
@@ -98,9 +99,9 @@ T.test("a streamed transaction is applied whole at its commit; ordinary ones go 
 end)
 
 T.test("incremental.streaming = false: the source spills the large transaction instead", function(ctx)
-  H.both(ctx, DDL)
-  local src = H.connect(ctx.source_url)
-  local tgt = H.connect(ctx.target_url)
+  P.both(ctx, DDL)
+  local src = P.connect(ctx.source_url)
+  local tgt = P.connect(ctx.target_url)
   local ref = {}
   local task = H.task(ctx, "nostream", { stop = H.stop_at(ref),
                                          incremental = { decoding_work_mem = "64kB", streaming = false } })
@@ -108,9 +109,9 @@ T.test("incremental.streaming = false: the source spills the large transaction i
   H.setup(ctx, task, plan)
   local h = H.stream(ctx, task, plan)
   assert(src:exec("BEGIN; INSERT INTO big SELECT g, repeat('p', 200) FROM generate_series(1, 5000) g; COMMIT"))
-  ref.lsn = H.source_lsn(src)
+  ref.lsn = P.lsn(src, true)
   local summary = assert(h:wait())
-  H.same(src, tgt, "big")
+  P.same(src, tgt, "big")
   local ss = slot_stats(src, task)
   T.ok(ss.spill_txns >= 1 and ss.stream_txns == 0, "spilled, not streamed: " .. ss.spill_txns .. "/" .. ss.stream_txns)
   T.eq(summary.status.streamed_transactions, 0)
@@ -119,8 +120,8 @@ T.test("incremental.streaming = false: the source spills the large transaction i
 end)
 
 T.test("a spool directory that cannot be written is refused before streaming, naming the fix", function(ctx)
-  H.both(ctx, DDL)
-  local src = H.connect(ctx.source_url)
+  P.both(ctx, DDL)
+  local src = P.connect(ctx.source_url)
   local task = H.task(ctx, "badspool", { incremental = { spool_dir = "/nonexistent/pgtide-spool" } })
   local plan = H.plan(src)
   H.setup(ctx, task, plan)

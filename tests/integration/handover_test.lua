@@ -4,6 +4,7 @@
 -- restarted after a kill in post-data (foreign keys and triggers already built must not stop
 -- or change the new copy).
 local T = require "testlib"
+local P = require "pg"
 local tide = require "tide"
 local H = require "tidetest"
 local cdc = require "tide.cdc"
@@ -25,9 +26,8 @@ INSERT INTO steady SELECT g, g FROM generate_series(1, 1000) g;
 local TABLES = { "actor", "film_actor", "kit", "steady" }
 
 local function setup(ctx)
-  local s, t = H.connect_both(ctx)
+  local s, t = P.clean(ctx)
   assert(s:exec(DDL))
-  assert(t:exec("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS pgtide CASCADE; CREATE SCHEMA public"))
   assert(s:query([[SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots
     WHERE database = current_database() AND NOT active]]))
   return s, t
@@ -51,8 +51,6 @@ local function writes_after_snapshot(s)
   assert(s:exec("UPDATE steady SET v = -v WHERE id % 10 = 0"))
 end
 
-local function lsn(s) return assert(s:query("SELECT pg_current_wal_insert_lsn()::text AS l"))[1].l end
-
 T.test("tables truncated and refilled after the slot's snapshot: streaming brings them back, nothing lost", function(ctx)
   local s, t = setup(ctx)
   local pb = H.playbook(ctx, "handover", [[migrate = { "schema", "full", "incremental" }, progress = "none",
@@ -72,11 +70,12 @@ T.test("tables truncated and refilled after the slot's snapshot: streaming bring
   T.eq(stats.tables["public.film_actor"].rows, 0, "the copy reads a table truncated after the snapshot as empty")
   T.match(table.concat(notes, "\n"), "public.film_actor .*truncated on the source after the load's snapshot")
   cdc.copy_done(task, info, target)
-  local stop = lsn(s)
-  task.stop = function(st) return st.applied >= require("tide.when").lsn_number(stop) end
-  local summary = cdc.stream(task, plan, source, target, { quiet = true })
+  local stop = P.lsn(s)
+  local run = require("tide.taskrun").new(task)
+  run:set_stop_condition(function(st) return st.applied >= require("tide.when").lsn_number(stop) end)
+  local summary = cdc.stream(run, plan, source, target, { quiet = true })
   T.eq(summary.stopped_by, "condition")
-  for _, rel in ipairs(TABLES) do T.eq(H.fingerprint(t, rel), H.fingerprint(s, rel), rel) end
+  for _, rel in ipairs(TABLES) do T.eq(P.fingerprint(t, rel), P.fingerprint(s, rel), rel) end
   T.ok(summary.conflicts.tolerated > 0, "changes before the TRUNCATE found no rows and were tolerated")
   T.eq(summary.conflicts.update_missing + summary.conflicts.delete_missing + summary.conflicts.insert_exists, 0)
   cdc.release(task, source, target)
@@ -99,12 +98,12 @@ T.test("without a stream, a table truncated after the snapshot is copied again u
   holder:exec("COMMIT")
   T.ok(not ok, "the load stops")
   T.match(tostring(err), "truncated %(or rewritten%) on the source after the load's snapshot")
-  T.ok(require("tide.run").transient(err), "and is retried by pgtide run")
+  T.ok(require("tide.cmd.run").transient(err), "and is retried by pgtide run")
   T.eq(assert(t:query("SELECT count(*) AS n FROM film_actor"))[1].n, 0)
   -- The retry (a new snapshot for what is left) ends with every table equal to the source.
   local stats = require("tide.full").run(task, plan, source, target, {})
   T.ok(stats.rows > 0)
-  for _, rel in ipairs({ "film_actor", "kit" }) do T.eq(H.fingerprint(t, rel), H.fingerprint(s, rel), rel) end
+  for _, rel in ipairs({ "film_actor", "kit" }) do T.eq(P.fingerprint(t, rel), P.fingerprint(s, rel), rel) end
   source:close(); target:close(); s:close(); t:close(); holder:close()
 end)
 
@@ -140,7 +139,7 @@ T.test("a full load interrupted after its post-data steps starts over without it
   T.eq(code, 0, out)
   T.match(out, "restarts from the beginning")
   T.match(out, "dropped 3 foreign key%(s%) and trigger%(s%)")
-  for _, rel in ipairs(TABLES) do T.eq(H.fingerprint(t, rel), H.fingerprint(s, rel), rel) end
+  for _, rel in ipairs(TABLES) do T.eq(P.fingerprint(t, rel), P.fingerprint(s, rel), rel) end
   T.eq(assert(t:query("SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f'"))[1].n, 1, "the foreign key is back")
   T.eq(assert(t:query("SELECT count(*) AS n FROM pg_trigger WHERE tgname = 'steady_bump'"))[1].n, 1, "the trigger is back")
   T.eq(assert(t:query("SELECT tgenabled FROM pg_trigger WHERE tgname = 'steady_off'"))[1].tgenabled, "D",
@@ -165,6 +164,6 @@ T.test("pre-data and its record commit together: a task killed right after pre-d
   local code, out = H.run("run " .. pb)
   T.eq(code, 0, out)
   T.match(out, "resuming task handover_pre from phase 'schema_pre'")
-  for _, rel in ipairs(TABLES) do T.eq(H.fingerprint(t, rel), H.fingerprint(s, rel), rel) end
+  for _, rel in ipairs(TABLES) do T.eq(P.fingerprint(t, rel), P.fingerprint(s, rel), rel) end
   s:close(); t:close()
 end)

@@ -1,14 +1,12 @@
 -- Automatic resume: transient failures during a run (backends terminated, a server restarted)
 -- are retried with backoff, continuing from the recorded progress; permanent ones stop at once.
 local T = require "testlib"
+local P = require "pg"
 local tide = require "tide"
 local H = require "tidetest"
 
 local function setup(ctx, name)
-  local s, t = H.connect_both(ctx)
-  for _, c in ipairs({ s, t }) do
-    assert(c:exec("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS pgtide CASCADE; CREATE SCHEMA public"))
-  end
+  local s, t = P.clean(ctx)
   assert(s:exec("CREATE TABLE bulk (id int PRIMARY KEY, pad text); " ..
                 "INSERT INTO bulk SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 150000) g; " ..
                 "CREATE INDEX bulk_pad ON bulk (pad)"))
@@ -18,7 +16,7 @@ local function setup(ctx, name)
 end
 
 local function wait_some_parts(t, task)
-  return H.wait_for(60, function()
+  return P.poll(60, function()
     local r = t:query("SELECT count(*) FILTER (WHERE done_at IS NOT NULL) AS done, count(*) AS total " ..
                       "FROM pgtide.copy_parts WHERE task = $1", task)
     return r and r[1] and r[1].done >= 2 and r[1].done < r[1].total - 3
@@ -36,7 +34,7 @@ T.test("terminated backends during the load: the run retries and ends identical"
   local out = H.read(log)
   T.eq(code, 0, out)
   T.match(out, "running again in")
-  T.eq(H.fingerprint(t, "bulk"), H.fingerprint(s, "bulk"))
+  T.eq(P.fingerprint(t, "bulk"), P.fingerprint(s, "bulk"))
   T.eq(assert(t:query("SELECT count(*) AS n FROM pg_indexes WHERE tablename = 'bulk'"))[1].n, 2)
   s:close(); t:close()
 end)
@@ -53,7 +51,7 @@ T.test("the source server restarts during the load: the run waits, retries and e
   T.eq(code, 0, out)
   T.match(out, "running again in")
   s = assert(tide.connect(ctx.source_url))
-  T.eq(H.fingerprint(t, "bulk"), H.fingerprint(s, "bulk"))
+  T.eq(P.fingerprint(t, "bulk"), P.fingerprint(s, "bulk"))
   s:close(); t:close()
 end)
 
@@ -72,7 +70,7 @@ T.test("a permanent failure stops at once without retrying", function(ctx)
 end)
 
 T.test("transient and permanent errors are told apart", function()
-  local run = require "tide.run"
+  local run = require "tide.cmd.run"
   T.ok(run.transient({ sqlstate = "57P01", message = "terminating connection due to administrator command" }))
   T.ok(run.transient({ err = { sqlstate = "08006", message = "server closed the connection unexpectedly" } }))
   T.ok(run.transient({ sqlstate = "40P01", message = "deadlock detected" }))

@@ -11,7 +11,7 @@ local M = {}
 -- "1GB", "500MB", 1048576 → bytes (the playbook validated the form already).
 function M.parse_size(v, default)
   if v == nil then v = default end
-  return assert(require("tide.when").bytes(v))
+  return assert(require("tide.units").parse_size(v))
 end
 
 local MAX_PARTS = 64
@@ -53,7 +53,7 @@ local function cut(tbl, conn, split_bytes, id_prefix, jobs)
       conn:quote_ident(tbl.int_key), conn:quote_ident(tbl.int_key),
       conn:quote_ident(tbl.source.schema), conn:quote_ident(tbl.source.name))
     local r = assert(conn:query(sql))[1]
-    local null = require("tide").null
+    local null = require("tide.core").null
     if r.lo ~= null and r.hi ~= null and r.hi > r.lo then
       local span = r.hi - r.lo + 1
       local prev = nil
@@ -132,7 +132,7 @@ function M.build(task, plan, conn, recorded)
     by_table[row.table_key] = list
     list[#list + 1] = row
   end
-  local null = require("tide").null
+  local null = require("tide.core").null
   local all, table_parts, new = {}, {}, {}
   for _, tbl in ipairs(plan.tables) do
     local parts

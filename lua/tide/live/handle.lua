@@ -1,13 +1,12 @@
 -- tide.live.handle — `task` as an attached REPL sees it: a view of the running task with the
--- operator's methods (docs/live.md). Reads fall through to the task's own fields; writes are
+-- operator's methods (docs/live.md). Reads fall through to the task's own fields, and for what
+-- changes while it runs (phase, stop, paused, ...) to its run (tide.taskrun); writes are
 -- limited to what may change live (the stop condition); printing shows no secret.
 --
 -- `task.source` and `task.target` are NOT the run's connections here: those serve the
 -- migration's own coroutines and may be busy at any instant (a connection serves one
 -- coroutine at a time). The view opens a connection of the session's own to that side on first
 -- use, closed when the session ends; task:connect(side) opens more.
-local control = require "tide.live.control"
-
 local M = {}
 
 local Methods = {}
@@ -20,7 +19,7 @@ local function session_of(view)
 end
 
 function Methods.status(view)
-  return require("tide.live").status(session_of(view).task)
+  return require("tide.live.status").of_run(session_of(view).task_run)
 end
 
 function Methods.tables(view)
@@ -29,18 +28,18 @@ function Methods.tables(view)
 end
 
 function Methods.lag(view)
-  local task = session_of(view).task
-  local inc = control.cdc_status(task)
-  if not inc then return nil, "no change stream runs now (phase " .. tostring(task.phase) .. ")" end
+  local run = session_of(view).task_run
+  local inc = run:stream_status()
+  if not inc then return nil, "no change stream runs now (phase " .. tostring(run.phase) .. ")" end
   return { delay = inc.delay, apply_delay = inc.apply_delay, source_delay = inc.source_delay,
            bytes_behind = inc.bytes_behind, not_delayed = inc.not_delayed, applied_lsn = inc.applied_lsn,
            source_lsn = inc.source_lsn }
 end
 
-function Methods.pause(view) return control.pause(session_of(view).task) end
-function Methods.resume(view) return control.resume(session_of(view).task) end
-function Methods.throttle(view, limits) return control.throttle(session_of(view).task, limits) end
-function Methods.stop(view) return control.stop(session_of(view).task) end
+function Methods.pause(view) return session_of(view).task_run:pause() end
+function Methods.resume(view) return session_of(view).task_run:resume() end
+function Methods.throttle(view, limits) return session_of(view).task_run:throttle(limits) end
+function Methods.stop(view) return session_of(view).task_run:request_stop() end
 
 function Methods.connect(view, side)
   if side ~= "source" and side ~= "target" then error('task:connect("source") or task:connect("target")', 2) end
@@ -63,10 +62,14 @@ task:connect("source")   one more connection of this session
 session.cpu_limit, session.block_limit   limits of a chunk (seconds)]]
 end
 
-local function checked_stop_condition(v)
-  local mt = getmetatable(v)
-  if v == nil or type(v) == "function" or (type(mt) == "table" and mt.__call) then return v end
-  error("task.stop must be a function(status) → boolean or a tide.when{...} (or nil for none)", 3)
+-- What the REPL's task.KEY reads from the run rather than the task: it changes as it runs.
+local RUN_FIELDS = { phase = "phase", stop = "stop", paused = "paused", throttle_limits = "throttle_limits",
+                     stop_requested = "stop_requested", last_error = "last_error", load = "load" }
+
+local function field(s, key)
+  local rk = RUN_FIELDS[key]
+  if rk then return s.task_run[rk] end
+  return s.task[key]
 end
 
 local View = {
@@ -76,29 +79,33 @@ local View = {
     if m then return m end
     local s = session_of(view)
     if key == "source" or key == "target" then return s:connection(key) end
-    return s.task[key]
+    return field(s, key)
   end,
   __newindex = function(view, key, value)
-    local task = session_of(view).task
+    local run = session_of(view).task_run
     if key == "stop" then
-      task.stop = checked_stop_condition(value)
+      run:set_stop_condition(value)
       return
     end
     error("task." .. tostring(key) .. " cannot be changed from the REPL (task.stop can; the methods " ..
           "pause, resume, throttle and stop steer the task)", 2)
   end,
   __tostring = function(view)
-    local task = session_of(view).task
+    local s = session_of(view)
+    local task = s.task
     return string.format("task %s (phase %s): %s → %s — task:help() lists what you can do",
-                         task.name, tostring(task.phase), task.source_info or "?", task.target_info or "?")
+                         task.name, tostring(s.task_run.phase), task.source_info or "?", task.target_info or "?")
   end,
   -- pairs(task): the methods, then the task's fields (source/target: this session's view).
   __pairs = function(view)
     local s = session_of(view)
     local keys, values = {}, {}
     for k, v in pairs(Methods) do keys[#keys + 1] = k; values[k] = v end
-    for k, v in pairs(s.task) do
-      if values[k] == nil then keys[#keys + 1] = k; values[k] = v end
+    for k in pairs(s.task) do
+      if values[k] == nil then keys[#keys + 1] = k; values[k] = field(s, k) end
+    end
+    for k in pairs(RUN_FIELDS) do
+      if values[k] == nil and field(s, k) ~= nil then keys[#keys + 1] = k; values[k] = field(s, k) end
     end
     for _, side in ipairs({ "source", "target" }) do
       if values[side] == nil then keys[#keys + 1] = side end

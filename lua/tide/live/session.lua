@@ -6,14 +6,15 @@
 -- task (tide.live.handle) and print/io.write sent back to the client (O frames). The chunk
 -- ends with R (its results, pretty-printed) or X (the error with its traceback). Meanwhile the
 -- reader keeps listening, so an interrupt (I) reaches the chunk: a count hook
--- (engine/lua_guard.c) preempts user code every few milliseconds, stops it when interrupted
+-- (engine/live/lua_guard.c) preempts user code every few milliseconds, stops it when interrupted
 -- or over its limits, and never lets it starve the migration's own coroutines.
 local core = require "tide.core"
 local tide = require "tide"
 local json = require "tide.json"
 local repl = require "tide.repl"
 local connect = require "tide.connect"
-local live_mod = require "tide.live"
+local guarded_spawn = require("tide.live.guarded").spawn
+local status = require "tide.live.status"
 local mask = require "tide.live.mask"
 local handle = require "tide.live.handle"
 
@@ -25,20 +26,15 @@ Session.__index = Session
 local CHUNK_NAME = "=attach"   -- error positions read "attach:1:"
 local INTERRUPT_GRACE = 0.5    -- seconds a waiting chunk gets to notice an interrupt
 
-local function optional_when()
-  local ok, when = pcall(require, "tide.when")
-  return ok and when or nil
-end
-
 function M.new(live, channel, id)
   local s = setmetatable({
-    live = live, task = live.task, channel = channel, id = id,
+    live = live, task_run = live.run, task = live.run.task, channel = channel, id = id,
     connections = {},                                   -- side → this session's connection
     owned = {},                                         -- every connection it opened
     abandoned = setmetatable({}, { __mode = "k" }),     -- guards of interrupted chunks left waiting
     guards = setmetatable({}, { __mode = "k" }),        -- every chunk's guard (its coroutines may outlive it)
     limits = { cpu_limit = 60, block_limit = 5 },
-    filter = mask.filter(live.task),
+    filter = mask.filter(live.run.task),
   }, Session)
   s.env = s:make_env()
   return s
@@ -105,7 +101,7 @@ function Session:spawn(fn, ...)
     if guard then guard:watch() end
     return fn(...)
   end, ...)
-  live_mod.guarded_spawn("reaper", function()
+  guarded_spawn("reaper", function()
     local ok, err = pcall(h.wait, h)
     if not ok then self:send("O", "a coroutine started in this session failed: " .. tostring(err) .. "\n") end
   end)
@@ -122,7 +118,7 @@ function Session:make_env()
     read = function() error("io.read: a chunk runs inside the task and has no input", 2) end,
   }, { __index = io })
   env.tide = setmetatable({ spawn = function(fn, ...) return s:spawn(fn, ...) end,
-                            when = tide.when or optional_when() }, { __index = tide })
+                            when = require("tide.when") }, { __index = tide })
   -- Coroutines a chunk creates are watched by its guard too (an endless loop inside one is
   -- stopped like one in the chunk).
   env.coroutine = setmetatable({
@@ -174,7 +170,7 @@ function Session:connection(side)
 end
 
 local function cancel_busy(conn)
-  if conn:status() == "busy" then live_mod.guarded_spawn("cancel", function() pcall(conn.cancel, conn) end) end
+  if conn:status() == "busy" then guarded_spawn("cancel", function() pcall(conn.cancel, conn) end) end
 end
 
 function Session:close_connections()
@@ -182,7 +178,7 @@ function Session:close_connections()
     if c:status() == "busy" then
       -- Closing under a waiting chunk would leave it waiting forever: cancel, let it see the
       -- error, then close.
-      live_mod.guarded_spawn("closer", function()
+      guarded_spawn("closer", function()
         pcall(c.cancel, c)
         local deadline = core.monotonic() + 10
         while c:status() == "busy" and core.monotonic() < deadline do core.sleep(0.1) end
@@ -208,7 +204,7 @@ function Session:evaluate(text)
   self.guards[guard] = true
   local chunk = { guard = guard, done = false, ended = core.condition() }
   self.chunk = chunk
-  chunk.handle = live_mod.guarded_spawn("chunk", function()
+  chunk.handle = guarded_spawn("chunk", function()
     local function run()
       -- Unwatch on every way out, inside the protected call.
       local _ <close> = setmetatable({}, { __close = function() guard:unwatch() end })
@@ -248,15 +244,15 @@ function Session:complete(word)
 end
 
 function Session:status_json()
-  local ok, st = pcall(live_mod.status, self.task)
+  local ok, st = pcall(status.of_run, self.task_run)
   if not ok then return nil, tostring(st) end
   return json.encode(st or {})
 end
 
 function Session:run()
   local task = self.task
-  self:send("W", json.encode({ protocol = live_mod.PROTOCOL, task = task.name, pid = self.live.pid,
-                               version = core.version, phase = task.phase, session = self.id }))
+  self:send("W", json.encode({ protocol = status.PROTOCOL, task = task.name, pid = self.live.pid,
+                               version = core.version, phase = self.task_run.phase, session = self.id }))
   while not self.closed do
     local kind, payload = self.channel:receive()
     if not kind then break end
@@ -270,7 +266,7 @@ function Session:run()
       local text, err = self:status_json()
       if text then self:send("S", text) else self:send("X", "status failed: " .. err) end
     else
-      self:send("X", string.format("unknown request %q (this task speaks protocol %d)", kind, live_mod.PROTOCOL))
+      self:send("X", string.format("unknown request %q (this task speaks protocol %d)", kind, status.PROTOCOL))
     end
   end
   self:close()

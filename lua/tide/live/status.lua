@@ -2,11 +2,12 @@
 -- plain data (strings, numbers, booleans, tables of them: it travels as JSON), and the text a
 -- person reads. The fields are documented in docs/live.md.
 local core = require "tide.core"
-local live_mod = require "tide.live"
-local control = require "tide.live.control"
 local json = require "tide.json"
 
 local M = {}
+
+M.PROTOCOL = 1                -- of the control socket (docs/live.md)
+local RATE_WINDOW = 10        -- seconds of samples behind the rates in the status
 
 -- A JSON-safe copy: functions and userdata become their tostring, cycles and depth are cut.
 local function plain(v, depth, seen)
@@ -25,48 +26,38 @@ local function plain(v, depth, seen)
 end
 M.plain = plain
 
+------------------------------------------------------------------------ progress samples
+
+-- Called by the control loop every tick: the full load's totals, kept for RATE_WINDOW seconds.
+function M.sample(live)
+  local load = live.run.load
+  if not load then return end
+  if live.sampled_load ~= load then live.samples, live.sampled_load = {}, load end
+  local rows, bytes = load:totals()
+  local now = core.monotonic()
+  local s = live.samples
+  s[#s + 1] = { t = now, rows = rows, bytes = bytes }
+  while #s > 2 and now - s[1].t > RATE_WINDOW do table.remove(s, 1) end
+end
+
+-- Rows and bytes per second over the last RATE_WINDOW seconds (nil before two samples).
+function M.rates(live)
+  local s = live.samples
+  local first, last = s[1], s[#s]
+  if not first or last.t - first.t <= 0 then return nil, nil end
+  local dt = last.t - first.t
+  return (last.rows - first.rows) / dt, (last.bytes - first.bytes) / dt
+end
+
 ------------------------------------------------------------------------ the full load
 
 local function full_status(live)
-  local load = live.task.load
+  local load = live.run.load
   if not load then return nil end
-  local s = load.stats
-  local flight_rows, flight_bytes, flight_parts = {}, {}, {}
-  for part, pump in pairs(load.running) do
-    local bytes, messages = pump:stats()
-    local key = part.table.key
-    flight_rows[key] = (flight_rows[key] or 0) + messages
-    flight_bytes[key] = (flight_bytes[key] or 0) + bytes
-    flight_parts[key] = (flight_parts[key] or 0) + 1
-  end
-  local tables, rows_estimate, bytes_estimate = {}, 0, 0
-  for _, t in ipairs(load.plan.tables) do
-    local ts = s.tables[t.key] or { rows = 0, bytes = 0, parts = 0 }
-    local left = load.parts_left[t.key] or 0
-    local state = load.loaded[t.key] and "done" or flight_parts[t.key] and "copying" or "waiting"
-    if state == "copying" and load.paused then state = "paused" end
-    tables[#tables + 1] = {
-      table = t.key, target = t.target.schema .. "." .. t.target.name,
-      rows = ts.rows + (flight_rows[t.key] or 0), bytes = ts.bytes + (flight_bytes[t.key] or 0),
-      rows_estimate = t.rows_estimate, bytes_estimate = t.bytes,
-      parts = ts.parts, parts_done = ts.parts - left, parts_copying = flight_parts[t.key] or 0,
-      state = state,
-    }
-    rows_estimate = rows_estimate + math.max(0, t.rows_estimate or 0)
-    bytes_estimate = bytes_estimate + math.max(0, t.bytes or 0)
-  end
-  live_mod.sample(live)
-  local rows, bytes = live_mod.load_totals(load)
-  local rows_rate, bytes_rate = live_mod.rates(live)
-  local state = load.failed and (load.failed.kind == "interrupted" and "stopping" or "failed")
-                or s.seconds and "done" or load.paused and "paused" or "copying"
-  if state == "copying" and load.copies_finished then state = "post-data" end
-  return {
-    state = state, rows = rows, bytes = bytes, rows_estimate = rows_estimate, bytes_estimate = bytes_estimate,
-    parts_done = s.parts_done, parts_total = s.parts_total, steps_done = s.steps_done, steps_total = #(load.steps or {}),
-    rows_per_second = rows_rate, bytes_per_second = bytes_rate, seconds = s.seconds,
-    tables = tables,
-  }
+  local out = load:status()
+  M.sample(live)
+  out.rows_per_second, out.bytes_per_second = M.rates(live)
+  return out
 end
 
 ------------------------------------------------------------------------ the stop condition
@@ -80,9 +71,9 @@ local function describe_condition(c)
   return tostring(c)
 end
 
-local function stop_status(task, inc)
-  local c = task.stop
-  local out = { condition = describe_condition(c), requested = task.stop_requested == true }
+local function stop_status(run, inc)
+  local c = run:stop_condition()
+  local out = { condition = describe_condition(c), requested = run.stop_requested == true }
   if c == nil then return out end
   if not inc then
     out.verdict = "not evaluated yet (the change stream evaluates it every tick)"
@@ -100,17 +91,24 @@ end
 
 ------------------------------------------------------------------------ all of it
 
-local function last_error(task)
-  local e = task.last_error or (task.load and task.load.failed)
+local function last_error(run)
+  local e = run.last_error or (run.load and run.load.failed)
   if e == nil then return nil end
   if type(e) == "table" and not getmetatable(e) then return plain(e) end
   return { message = tostring(e) }
 end
 
+-- The status of a run whose control socket is served (nil when it is not).
+function M.of_run(run)
+  local live = run.live
+  return live and M.collect(live) or nil
+end
+
 function M.collect(live)
-  local task = live.task
+  local run = live.run
+  local task = run.task
   local now = core.now()
-  local inc = control.cdc_status(task)
+  local inc = run:stream_status()
   local sessions, chunks = 0, 0
   for session in pairs(live.sessions) do
     sessions = sessions + 1
@@ -118,15 +116,15 @@ function M.collect(live)
     if c and not c.done and not c.abandoned then chunks = chunks + 1 end
   end
   local st = {
-    task = task.name, pid = live.pid, version = core.version, protocol = live_mod.PROTOCOL,
-    phase = task.phase or "starting", started = live.started, uptime = now - live.started,
+    task = task.name, pid = live.pid, version = core.version, protocol = M.PROTOCOL,
+    phase = run.phase or "starting", started = live.started, uptime = now - live.started,
     migrate = plain(task.migrate), source = task.source_info, target = task.target_info,
     socket = live.path, sessions = sessions, chunks = chunks,
-    paused = task.paused == true, throttle = plain(task.throttle_limits), stop_requested = task.stop_requested == true,
+    paused = run.paused == true, throttle = plain(run.throttle_limits), stop_requested = run.stop_requested == true,
     full = full_status(live),
     incremental = inc and plain(inc),
-    stop = stop_status(task, inc),
-    last_error = last_error(task),
+    stop = stop_status(run, inc),
+    last_error = last_error(run),
   }
   if inc then
     st.delay = { seconds = inc.delay, bytes_behind = inc.bytes_behind, not_delayed = inc.not_delayed }
@@ -136,8 +134,8 @@ end
 
 ------------------------------------------------------------------------ text for a person
 
-local human_bytes = require("tide.progress").human_bytes
-local human_seconds = require("tide.progress").human_seconds
+local human_bytes = require("tide.units").human_bytes
+local human_seconds = require("tide.units").human_seconds
 
 local function num(v) return type(v) == "number" and v or nil end
 

@@ -75,7 +75,7 @@ function M.select(model, selector, list, skipped, task)
       if allowed[obj] then
         local leader = followed(obj)
         if leader then
-          obj.reason = "its " .. require("tide.plan.objects").describe(leader) .. " is left out"
+          obj.reason = "its " .. require("tide.kinds").describe(leader) .. " is left out"
         elseif obj.def.pulled then
           obj.reason = "it lives in no schema, so select.include patterns do not name it, and no selected object needs it"
         else

@@ -14,13 +14,8 @@ local M = {}
 
 local quote = sqlident.quote
 
-local WORDS = { foreign_table = "foreign table", matview = "materialized view" }
-
 -- "table app.users", "index app.users_pkey", "function app.f(integer)"
-function M.describe(obj)
-  if not obj then return "?" end
-  return (obj.def and obj.def.word or WORDS[obj.kind] or obj.kind) .. " " .. obj.ident
-end
+M.describe = kinds.describe
 
 local function ident_of(obj)
   local def, row = obj.def, obj.row
@@ -215,8 +210,8 @@ function M.select(model, task, selector, skipped)
     -- plpgsql and other extensions in pg_catalog are on every server: not worth a line in
     -- "left out" when the patterns do not name them.
     if obj.kind == "extension" and obj.schema == "pg_catalog" then
-      local kinds = selector.kinds or {}
-      return not (kinds.exclude and kinds.exclude.extension) and not (kinds.include and not kinds.include.extension),
+      local sel = selector.kinds or {}
+      return not (sel.exclude and sel.exclude.extension) and not (sel.include and not sel.include.extension),
         "kind \"extension\" not selected"
     end
     return selector:object(obj.kind, obj.schema, obj.name)

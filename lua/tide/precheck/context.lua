@@ -17,7 +17,7 @@
 --
 -- Checks run as coroutines at the same time; anything that waits on a server goes through
 -- ctx.source / ctx.target (or ctx:query), which serialise the statements of one connection.
-local tide = require "tide"
+local tide = require "tide.core"
 local sqlident = require "tide.sqlident"
 
 local M = {}
@@ -228,26 +228,12 @@ function M.target_ident(obj)
   return sqlident.quote(obj.target.schema) .. "." .. sqlident.quote(obj.target.name)
 end
 
--- The names the task's incremental migration uses on the source: tide.cdc owns them
--- (cdc.names(task) → slot, publication, heartbeat_schema, heartbeat_name); the same rule is
--- repeated here for builds without tide.cdc.
+-- The names the task's incremental migration uses on the source (tide.cdc.objects owns the
+-- rule): slot, publication, heartbeat_schema, heartbeat_name, and heartbeat = { schema, name }.
 function M.own_names(task)
-  local ok, cdc = pcall(require, "tide.cdc")
-  if ok and type(cdc) == "table" and type(cdc.names) == "function" then
-    local names_ok, names = pcall(cdc.names, task)
-    if names_ok and type(names) == "table" and names.slot then
-      names.heartbeat = names.heartbeat or { schema = names.heartbeat_schema, name = names.heartbeat_name }
-      if names.heartbeat.schema and names.heartbeat.name then return names end
-    end
-  end
-  local base = "pgtide_" .. task.name:lower():gsub("[^%w_]", "_")
-  local configured = task.incremental and task.incremental.heartbeat_table
-  local schema, name = "public", base .. "_heartbeat"
-  if type(configured) == "string" then
-    local s, n = configured:match("^([^.]+)%.(.+)$")
-    schema, name = s or "public", n or configured
-  end
-  return { slot = base, publication = base, heartbeat = { schema = schema, name = name } }
+  local names = require("tide.cdc.objects").names(task)
+  names.heartbeat = names.heartbeat or { schema = names.heartbeat_schema, name = names.heartbeat_name }
+  return names
 end
 
 -- M.new{...} → ctx (see the top of this file).

@@ -10,7 +10,7 @@
 --
 -- Sampling compares a random `sample` percent of key chunks of about `chunk_rows` rows.
 -- Rechecking (lag during incremental migration) reads the differing rows again after a delay.
-local core = require "tide"
+local core = require "tide.core"
 local canonical = require "tide.verify.canonical"
 
 local M = {}

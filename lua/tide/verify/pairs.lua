@@ -15,7 +15,7 @@
 -- Both sides then read the state of the same instant of the source's history, however long
 -- the comparison takes. Each table runs inside a savepoint, so a failed statement does not
 -- end the transaction the other tables need.
-local core = require "tide"
+local core = require "tide.core"
 local connect = require "tide.connect"
 local canonical = require "tide.verify.canonical"
 local objects = require "tide.cdc.objects"
@@ -40,11 +40,11 @@ end
 -- M.open(open, n) → { {source=, target=}, ... }: n pairs, all connections opened at once.
 function M.open(open, n)
   local handles = {}
-  for i = 1, n do
+  for _ = 1, n do
     handles[#handles + 1] = core.spawn(open, "source")
     handles[#handles + 1] = core.spawn(open, "target")
   end
-  local results = core.wait_all(handles)
+  local results = require("tide.wait").all(handles)
   local failed
   for _, r in ipairs(results) do if not r.ok then failed = failed or r.err end end
   if failed then

@@ -1,4 +1,4 @@
--- tide.run — `pgtide run FILE`: the whole task, phase after phase.
+-- tide.cmd.run — `pgtide run FILE`: the whole task, phase after phase.
 --
 --   connect both sides → plan → prechecks (nothing written before they pass) →
 --   schema pre-data → [incremental: publication + slot, its snapshot] → full load with
@@ -8,22 +8,20 @@
 -- The phase reached is recorded on the target (tide.state), so running the same playbook
 -- again after an interruption continues: pre-data is not redone, copied parts and finished
 -- post-data steps are skipped.
-local tide = require "tide"
+--
+-- The task is the playbook and never changes; everything that changes while it runs (the
+-- connections, the phase, the load and the stream, the operator's controls) is on its run
+-- (tide.taskrun), made once per `pgtide run` and kept over its automatic retries.
+local tide = require "tide.core"
 local connect = require "tide.connect"
 local failure = require "tide.failure"
+local retry = require "tide.retry"
 
 local M = {}
 
 local ORDER = { new = 0, schema_pre = 1, full = 2, post = 3, incremental = 4, cutover = 5, done = 6 }
 
 local function reached(phase, name) return (ORDER[phase or "new"] or 0) >= ORDER[name] end
-
-local function optional(name)
-  local ok, mod = pcall(require, name)
-  if ok then return mod end
-  if type(mod) == "string" and mod:find("module '" .. name .. "' not found", 1, true) then return nil end
-  error(mod, 0)
-end
 
 local function phases_need_data(task) return task.phases.full or task.phases.incremental end
 
@@ -50,14 +48,16 @@ WHERE (application_name = $1 OR starts_with(application_name, $1 || ':'))
     task.name, table.concat((function() local p = {} for i, r in ipairs(rows) do p[i] = r.pid end return p end)(), ", ")))
 end
 
-local function run_once(task, opts, progress)
+local function run_once(run, opts, progress)
+  local task = run.task
+  -- However this attempt ends, its connections close (the run's live control stays up over
+  -- retries: `pgtide status` shows the failure being retried).
+  local _ <close> = setmetatable({}, { __close = function() run:close_connections() end })
   local source, target = connect.open_both(task)
-  task.connected_once = true
-  task.source, task.target = source, target
-  task.phase = "starting"
-  -- Live control (pgtide status / attach): a socket of this task's own, when available.
-  local live = optional "tide.live"
-  if live then live.serve(task, opts) end
+  run:set_connections(source, target)
+  run:set_phase("starting")
+  -- Live control (pgtide status / attach): a socket of this task's own.
+  require("tide.live").serve(run, opts)
   end_orphans(task, source, progress)
   end_orphans(task, target, progress)
   progress:line("source: %s (PostgreSQL %s)", task.source_info, connect.version_string(source:server_version()))
@@ -84,9 +84,8 @@ local function run_once(task, opts, progress)
 
   if phases_need_data(task) then require("tide.full").validate_filters(task, plan, source) end
 
-  local precheck = optional "tide.precheck"
-  if precheck and not opts["no-precheck"] then
-    precheck.gate(task, plan, source, target, { resumed = resumed, progress = progress })
+  if not opts["no-precheck"] then
+    require("tide.precheck").gate(task, plan, source, target, { resumed = resumed, progress = progress })
   end
 
   local state = state_mod.open(task, target)
@@ -103,16 +102,13 @@ local function run_once(task, opts, progress)
       end
     end
     state:set_phase("done")
-    task.phase = "done"
+    run:set_phase("done")
     progress:summary()
-    if live then live.close(task) end
-    source:close()
-    target:close()
     return 0
   end
 
   if phases.schema and not reached(phase, "schema_pre") then
-    task.phase = "schema"; progress:phase_start("schema")
+    run:set_phase("schema"); progress:phase_start("schema")
     -- The phase is recorded in the transaction that creates the last objects: a kill cannot
     -- leave objects the task does not know it made.
     local n = schema.apply_pre(task, plan, target, { done = pre_started and state:steps_done() or nil,
@@ -140,7 +136,7 @@ local function run_once(task, opts, progress)
           "tables, and run the task again: it migrates again with a full load", names.slot, task.name))
       end
     end
-    task.phase = "slot"; progress:phase_start("slot")
+    run:set_phase("slot"); progress:phase_start("slot")
     info = cdc.prepare(task, plan, source, target, { snapshot = phases.full and not reached(phase, "post") })
     progress:phase_end("slot")
     if info.resumed and not reached(phase, "post") then
@@ -165,9 +161,9 @@ local function run_once(task, opts, progress)
   end
 
   if phases.full and not reached(phase, "post") then
-    task.phase = "full"; progress:phase_start("full")
+    run:set_phase("full"); progress:phase_start("full")
     local stats = require("tide.full").run(task, plan, source, target, {
-      state = state, progress = progress, snapshot = info and info.snapshot, stream = info ~= nil,
+      state = state, progress = progress, snapshot = info and info.snapshot, stream = info ~= nil, run = run,
       on_imported = function() if info and info.hold then info.hold:close(); info.hold = nil end end,
     })
     -- The origin's position is recorded before the phase: a crash in between leaves a slot
@@ -176,7 +172,7 @@ local function run_once(task, opts, progress)
     state:set_phase("post")
     progress:phase_end("full", string.format("%d rows, %s", stats.rows, require("tide.progress").human_bytes(stats.bytes)))
   elseif phases.schema and not reached(phase, "post") then
-    task.phase = "post-data"; progress:phase_start("post-data")
+    run:set_phase("post-data"); progress:phase_start("post-data")
     local done = state:steps_done()
     local n = schema.apply_post(task, plan, target, {
       skip = function(step) return done[step.key] end,
@@ -192,69 +188,31 @@ local function run_once(task, opts, progress)
       if not phases.full then cdc.copy_done(task, info, target) end
       state:set_phase("incremental")
     end
-    task.phase = "incremental"; progress:phase_start("incremental")
-    summary = cdc.stream(task, plan, source, target)
+    run:set_phase("incremental"); progress:phase_start("incremental")
+    summary = cdc.stream(run, plan, source, target)
     progress:phase_end("incremental")
     if summary and summary.stopped_by ~= "condition" then
       -- Stopped by a signal or an operator before the stop condition: the task is not done;
       -- running it again goes on streaming from the recorded position.
       progress:note("stopped before the stop condition (" .. tostring(summary.stopped_by) ..
                     "); run the task again to continue streaming")
-      if live then live.close(task) end
-      source:close()
-      target:close()
       return 130
     end
   end
 
   state:set_phase("done")
-  task.phase = "done"
+  run:set_phase("done")
   progress:summary()
-  if live then live.close(task) end
-  source:close()
-  target:close()
   return 0
 end
 
 ------------------------------------------------------------------------ automatic resume
 
--- Failures worth another try: the connection dropped, the server restarted or shut down, a
--- serialization failure or deadlock, too many connections. Everything else (a constraint
--- violation, a missing privilege, a playbook mistake) stops the task at once.
-local TRANSIENT_STATES = {
-  ["57P01"] = "the server was shut down (admin_shutdown)", ["57P02"] = "the server crashed",
-  ["57P03"] = "the server is starting up", ["40001"] = "a serialization failure",
-  ["40P01"] = "a deadlock", ["53300"] = "too many connections", ["55P03"] = "a lock was not available",
-}
-local PERMANENT_MESSAGES = { "password authentication failed", "does not exist", "permission denied",
-                             "no pg_hba.conf entry", "role .* is not permitted" }
-
-local function sqlstate_of(e, depth)
-  depth = depth or 0
-  if type(e) ~= "table" or depth > 4 then return nil, nil end
-  if e.sqlstate then return e.sqlstate, e.message end
-  return sqlstate_of(e.err, depth + 1)
-end
-
-function M.transient(e)
-  if require("tide.playbook").is_playbook_error(e) then return nil end
-  if failure.is_failure(e) and (e.kind == "precheck" or e.kind == "mismatch" or e.kind == "interrupted"
-                                or e.kind == "slot_lost") then return nil end
-  local state, message = sqlstate_of(e)
-  if not state then return nil end
-  for _, pattern in ipairs(PERMANENT_MESSAGES) do
-    if message and message:find(pattern) then return nil end
-  end
-  if TRANSIENT_STATES[state] then return TRANSIENT_STATES[state] end
-  if state:sub(1, 2) == "08" then return "the connection was lost or refused" end
-  return nil
-end
-
-local function parse_duration(v, default)
-  if v == nil then return default end
-  return assert(require("tide.when").seconds(v))
-end
-M.parse_duration = parse_duration
+-- Failures worth another try (the connection dropped, the server restarted, a deadlock, ...)
+-- and the wait before it: tide.retry, the same rule as the change stream's reconnects.
+-- Everything else (a constraint violation, a missing privilege, a playbook mistake) stops the
+-- task at once.
+M.transient = retry.transient
 
 -- `pgtide run`: run_once, and after a transient failure wait (exponential backoff with
 -- jitter) and run again: every phase resumes from what the target records, so a retry never
@@ -263,34 +221,31 @@ M.parse_duration = parse_duration
 function M.command(task, opts)
   opts = opts or {}
   local progress = require("tide.progress").new(task, opts)
-  task.progress_reporter = progress
-  local retry = task.retry or {}
-  local attempts = retry.attempts or 10
-  local max_delay = parse_duration(retry.max_delay, 60)
-  local window = parse_duration(retry.window, 1800)
+  local run = require("tide.taskrun").new(task, opts)
+  run.progress = progress
+  -- The control socket closes when the command ends, however it ends.
+  local _ <close> = setmetatable({}, { __close = function() require("tide.live").close(run) end })
+  local limits = retry.limits(task.retry)
+  local attempts, max_delay, window = limits.attempts, limits.max_delay, limits.window
   local first_failure
   local attempt = 0
   while true do
-    local ok, result = pcall(run_once, task, opts, progress)
+    local ok, result = pcall(run_once, run, opts, progress)
     if ok then return result end
-    for _, side in ipairs({ "source", "target" }) do
-      local c = task[side]
-      if c then pcall(c.close, c); task[side] = nil end
-    end
     -- A server that was never reached is a mistake to report at once (exit status 4), not
     -- something to wait for: retrying starts once the task has connected.
-    local why = task.connected_once and M.transient(result) or nil
+    local why = run.connected_once and M.transient(result) or nil
     attempt = attempt + 1
     first_failure = first_failure or tide.monotonic()
     if not why or attempt > attempts or tide.monotonic() - first_failure > window then
       if why then
-        progress:note(string.format("giving up after %d attempts (retry.attempts = %d, retry.window = %ds)",
+        progress:note(string.format("giving up after %d attempts (retry.attempts = %d, retry.window = %gs)",
                                     attempt, attempts, window))
       end
       error(result, 0)
     end
-    task.last_error = { message = tostring(result), time = tide.now() }
-    local delay = math.min(max_delay, 2 ^ (attempt - 1)) * (0.5 + math.random() / 2)
+    run.last_error = { message = tostring(result), time = tide.now() }
+    local delay = retry.delay(attempt, max_delay)
     progress:note(string.format("%s: %s; running again in %.1fs (attempt %d of %d), continuing from the recorded progress",
                                 why, tostring(result):gsub("\n.*", ""), delay, attempt + 1, attempts + 1))
     tide.sleep(delay)

@@ -1,7 +1,7 @@
--- tide.live.client — the command-line side of live tasks: `pgtide status [NAME] [--json]`
+-- tide.cmd.live — the command-line side of live tasks: `pgtide status [NAME] [--json]`
 -- and `pgtide attach NAME [-e CHUNK]` (docs/live.md).
 --
--- The client is blocking on purpose (engine/control.c says why): it has nothing to run but
+-- The client is blocking on purpose (engine/live/control.c says why): it has nothing to run but
 -- the operator's session, and the completer is called from inside readline.
 local core = require "tide.core"
 local json = require "tide.json"
@@ -10,7 +10,7 @@ local status_text = require "tide.live.status"
 
 local M = {}
 
-local EXIT = { ok = 0, failed = 1, usage = 2, connection = 4, interrupted = 130 }
+local EXIT = require "tide.exit"
 
 local function say(...) io.stderr:write("pgtide: ", ...) io.stderr:write("\n") end
 
@@ -147,8 +147,7 @@ local function list_tasks(as_json)
 end
 
 function M.status(args)
-  local cli = require "tide.cli"
-  local opts, positional = cli.parse_options(args, { json = "boolean", control = "string" })
+  local opts, positional = require("tide.cmd.args").parse(args, { json = "boolean", control = "string" })
   if not opts then say(positional) return EXIT.usage end
   if #positional > 1 then say("status takes at most one task NAME") return EXIT.usage end
   local name = positional[1]
@@ -205,8 +204,7 @@ local function interactive(conn)
 end
 
 function M.attach(args)
-  local cli = require "tide.cli"
-  local opts, positional = cli.parse_options(args, { e = "string", control = "string" })
+  local opts, positional = require("tide.cmd.args").parse(args, { e = "string", control = "string" })
   if not opts then say(positional) return EXIT.usage end
   local name = positional[1]
   if (not name and not opts.control) or #positional > 1 then
