@@ -7,6 +7,7 @@
 #   make demo         a real migration between two throwaway local clusters
 #   make fuzz         build the libFuzzer harnesses (clang)
 #   make test-faults  the fault-injection suites only; SEEDS=N kill-anywhere seeds (FAULTS=kill_anywhere: that suite alone)
+#   make lint-lua     luacheck on lua/, tests/ and examples/ (.luacheckrc); run by `make test`
 #   make lint-c       clang-format check of engine/ and tests/ C files (.clang-format); run by `make test`
 #   make format-c     format them in place
 
@@ -37,9 +38,9 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 DEB_PACKAGES := gcc make pkg-config python3 liblua5.4-dev lua-lpeg-dev libuv1-dev libpq-dev \
-                libedit-dev postgresql-15 postgresql-15-orafce tmux clang-format
+                libedit-dev postgresql-15 postgresql-15-orafce tmux clang-format lua-check
 
-.PHONY: all deps test test-asan test-faults demo fuzz fuzz-run clean unit lint-c format-c
+.PHONY: all deps test test-asan test-faults demo fuzz fuzz-run clean unit lint-c format-c lint-lua
 
 all: $(BUILD)/pgtide $(UNIT_BIN)
 
@@ -78,6 +79,7 @@ deps:
 
 test: deps
 	$(MAKE) lint-c
+	$(MAKE) lint-lua
 	$(MAKE) all
 	PGTIDE=$(BUILD)/pgtide UNIT_DIR=$(BUILD)/tests bash tests/run.sh
 
@@ -90,6 +92,11 @@ lint-c:
 
 format-c:
 	clang-format -i $(C_STYLE_SRC)
+
+# The Lua style and mistakes luacheck finds (.luacheckrc: Lua 5.4, the engine's globals).
+lint-lua:
+	@command -v luacheck >/dev/null || { echo "make lint-lua needs luacheck (make deps, or apt-get install -y lua-check)" >&2; exit 1; }
+	luacheck --quiet --no-color lua tests examples
 
 test-asan: deps
 	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 all

@@ -243,7 +243,7 @@ function ddl.query(ctx, sql, obj, what, preset)
   end)
   local words = renamed_words(ctx)
   local reported = {}
-  local out, count = sqlident.rewrite(sql, function(parts, c)
+  local out = sqlident.rewrite(sql, function(parts, c)
     local n = #parts
     local first, last = parts[1].name, parts[n].name
     if n == 1 then

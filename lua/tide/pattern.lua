@@ -313,7 +313,7 @@ end
 local function open_marker(index) return Ct(Cc(index) * Cp()) end
 local function close_marker(index) return Ct(Cc(-index) * Cp()) end
 
-local function compile_tree(tree)
+local function compile_tree()
   local rules = {}
   local count = 0
   local function new_rule()
@@ -392,7 +392,7 @@ end
 -- Builds the lpeg grammar: a glob matches the whole text, a regex searches for the leftmost
 -- match. Captures: start position, group markers, end position.
 local function build_grammar(tree, anchored)
-  local compile, rules, new_rule = compile_tree(tree)
+  local compile, rules, new_rule = compile_tree()
   local main = new_rule()
   if anchored then
     rules[main] = Cp() * compile(tree, -P(1) * Cp())

@@ -90,7 +90,7 @@ T.test("rewrite: names inside regclass literals through the name_literal hook", 
   local sql = [[nextval('public.orders_id_seq'::regclass), 'public.orders_id_seq'::text, 'x'::regproc]]
   local casts = {}
   local out = sqlident.rewrite(sql, function() end, {
-    name_literal = function(parts, ctx)
+    name_literal = function(_, ctx)
       casts[#casts + 1] = ctx.cast
       if ctx.cast == "regclass" then return { "Shop's", "Order Seq" } end
     end,

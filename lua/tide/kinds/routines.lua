@@ -32,7 +32,7 @@ local procedure = routine_kind("procedure", { p = true }, 61, "PROCEDURE")
 local MODIFY = { r = "READ_ONLY", s = "SHAREABLE", w = "READ_WRITE" }
 local PARALLEL = { s = "SAFE", r = "RESTRICTED" }
 
-local function aggregate_arguments(ctx, obj, text)
+local function aggregate_arguments(ctx, _obj, text)
   if text == nil or text == "" then return "*" end
   return ddl.type_text(ctx, text)
 end

@@ -42,7 +42,7 @@ local function is_owned(obj)
 end
 
 -- The step list grows; `all` is every step so far (tide.plan.order).
-function M.add(plan, model, tmodel, ctx, task, selector, all)
+function M.add(_plan, model, tmodel, ctx, task, selector, all)
   local options = task.schema or {}
   local owners = options.owners or "target"
   local want_comments = options.comments ~= false and M.kind_allowed(selector, "comment")

@@ -157,7 +157,7 @@ end
 -- initial ones. A difference the target already has is not repeated (a second run, or an
 -- extension already there with the same privileges); a role missing on the target is left
 -- out with a warning, as for other objects.
-function M.member_grants(plan, model, tmodel, ctx, task, selector, all)
+function M.member_grants(_plan, model, tmodel, ctx, task, selector, all)
   local options = task.schema or {}
   if options.grants == false or not attributes.kind_allowed(selector, "grant") then return end
   local target_user = tmodel.cat.settings.current_user
