@@ -3,6 +3,7 @@
 -- at <eof>) asks for more lines; a line is tried first as `return <line>` so expressions
 -- print their values; chunks run in the calling coroutine, so they may wait on I/O.
 local core = require "tide.core"
+local exit = require "tide.exit"
 local pretty = require "tide.pretty"
 
 local M = {}
@@ -105,7 +106,7 @@ function M.run(env)
   end
   if buffer then io.write("incomplete chunk at end of input: ", buffer, "\n") end
   if interactive then core.save_history(history); io.write("\n") end
-  return 0
+  return exit.ok
 end
 
 return M

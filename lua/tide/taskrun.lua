@@ -50,6 +50,18 @@ Run.__tostring = function(r) return string.format("run of task %s (phase %s)", r
 
 function Run:set_phase(phase) self.phase = phase end
 
+-- The operator's controls as recorded: { paused =, throttle =, stop_requested = } (a copy).
+function Run:controls()
+  local limits
+  for k, v in pairs(self.throttle_limits or {}) do limits = limits or {}; limits[k] = v end
+  return { paused = self.paused == true, throttle = limits, stop_requested = self.stop_requested == true }
+end
+
+-- What went wrong last: the failure a retry follows, else the full load's failure (nil if none).
+function Run:last_failure()
+  return self.last_error or (self.load and self.load.failed) or nil
+end
+
 ------------------------------------------------------------------------ connections
 
 function Run:set_connections(source, target)

@@ -15,6 +15,7 @@
 local tide = require "tide.core"
 local connect = require "tide.connect"
 local failure = require "tide.failure"
+local exit = require "tide.exit"
 local retry = require "tide.retry"
 
 local M = {}
@@ -46,6 +47,14 @@ WHERE (application_name = $1 OR starts_with(application_name, $1 || ':'))
   until tide.monotonic() > deadline
   failure.raise("failed", string.format("sessions of an earlier run of %s (pids %s) do not end; end them with pg_terminate_backend and run again",
     task.name, table.concat((function() local p = {} for i, r in ipairs(rows) do p[i] = r.pid end return p end)(), ", ")))
+end
+
+-- The task is done: recorded on the target, then reported.
+local function finish(run, state, progress)
+  state:set_phase("done")
+  run:set_phase("done")
+  progress:summary()
+  return exit.ok
 end
 
 local function run_once(run, opts, progress)
@@ -101,10 +110,7 @@ local function run_once(run, opts, progress)
         progress:line("release: dropped %s", d)
       end
     end
-    state:set_phase("done")
-    run:set_phase("done")
-    progress:summary()
-    return 0
+    return finish(run, state, progress)
   end
 
   if phases.schema and not reached(phase, "schema_pre") then
@@ -196,14 +202,11 @@ local function run_once(run, opts, progress)
       -- running it again goes on streaming from the recorded position.
       progress:note("stopped before the stop condition (" .. tostring(summary.stopped_by) ..
                     "); run the task again to continue streaming")
-      return 130
+      return exit.interrupted
     end
   end
 
-  state:set_phase("done")
-  run:set_phase("done")
-  progress:summary()
-  return 0
+  return finish(run, state, progress)
 end
 
 ------------------------------------------------------------------------ automatic resume

@@ -73,7 +73,7 @@ end
 
 local function stop_status(run, inc)
   local c = run:stop_condition()
-  local out = { condition = describe_condition(c), requested = run.stop_requested == true }
+  local out = { condition = describe_condition(c), requested = run:controls().stop_requested }
   if c == nil then return out end
   if not inc then
     out.verdict = "not evaluated yet (the change stream evaluates it every tick)"
@@ -92,7 +92,7 @@ end
 ------------------------------------------------------------------------ all of it
 
 local function last_error(run)
-  local e = run.last_error or (run.load and run.load.failed)
+  local e = run:last_failure()
   if e == nil then return nil end
   if type(e) == "table" and not getmetatable(e) then return plain(e) end
   return { message = tostring(e) }
@@ -109,6 +109,7 @@ function M.collect(live)
   local task = run.task
   local now = core.now()
   local inc = run:stream_status()
+  local controls = run:controls()
   local sessions, chunks = 0, 0
   for session in pairs(live.sessions) do
     sessions = sessions + 1
@@ -120,7 +121,7 @@ function M.collect(live)
     phase = run.phase or "starting", started = live.started, uptime = now - live.started,
     migrate = plain(task.migrate), source = task.source_info, target = task.target_info,
     socket = live.path, sessions = sessions, chunks = chunks,
-    paused = run.paused == true, throttle = plain(run.throttle_limits), stop_requested = run.stop_requested == true,
+    paused = controls.paused, throttle = controls.throttle, stop_requested = controls.stop_requested,
     full = full_status(live),
     incremental = inc and plain(inc),
     stop = stop_status(run, inc),
