@@ -690,11 +690,16 @@ function M.start_over(task, plan, target, state)
   local done = state:steps_done()
   local sql, dropped, steps = { "BEGIN", "SET LOCAL lock_timeout = 0" }, {}, {}
   local n = 0
-  for _, step in ipairs(task.phases.schema and plan.post_data or {}) do
-    if step.undo and done[step.key] then
-      sql[#sql + 1] = step.undo
-      dropped[step.key:match("^[^:]+:(.*)$")] = true
-      n = n + 1
+  -- Event triggers enabled at the end (`last` steps) are disabled first, so the drops that
+  -- follow do not fire them.
+  local post = task.phases.schema and plan.post_data or {}
+  for pass = 1, 2 do
+    for _, step in ipairs(post) do
+      if step.undo and done[step.key] and (pass == 1) == (step.last ~= nil and step.last ~= false) then
+        sql[#sql + 1] = step.undo
+        dropped[step.key:match("^[^:]+:(.*)$")] = true
+        n = n + 1
+      end
     end
   end
   -- Every done step of a dropped object is done again: its enabling (a trigger's ENABLE

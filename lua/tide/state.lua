@@ -74,10 +74,23 @@ function M.forget(task, target)
   return had
 end
 
--- M.open(task, target) → state; creates the schema and tables when missing.
+-- True when the state schema has all it needs (the newest column included).
+local function complete(target, schema)
+  local r = assert(target:query([[
+SELECT pg_catalog.to_regclass($1) IS NOT NULL AND pg_catalog.to_regclass($2) IS NOT NULL
+       AND EXISTS (SELECT FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass($3) AND attname = 'rewritten_lsn' AND NOT attisdropped)
+       AS present]], schema .. ".tasks", schema .. ".steps", schema .. ".copy_parts"))
+  return r[1].present
+end
+
+-- M.open(task, target) → state; creates the schema and tables when missing. Only then: any
+-- DDL fires the target's event triggers, which are enabled once the schema phase is over, and
+-- one that logs DDL into a table would change the migrated data on every later run.
 function M.open(task, target)
   local schema = target:quote_ident(task.state_schema or "pgtide")
-  local ok, err = target:exec((DDL:gsub("%%s", function() return schema end)))
+  local ok, err = true, nil
+  if not complete(target, schema) then ok, err = target:exec((DDL:gsub("%%s", function() return schema end))) end
   if not ok then
     require("tide.failure").raise("failed", string.format(
       "cannot create pgtide's state schema %s on the target: %s\n  hint: the target user needs CREATE on the database, or set state_schema to a schema it may write",

@@ -201,6 +201,22 @@ T.test("a step's `after` objects, and a `last` step waiting for everything", fun
   T.ok(last_step.after_steps[1].seq > last_step.after_steps[3].seq, "the latest first")
 end)
 
+T.test("`last` levels: an event trigger enabled (2) after default privileges (true, 1)", function()
+  local a = object("table", "app.a")
+  local enable = object("function", "app.evt()", { steps = { { last = 2 } } })
+  local privs = object("schema", "app", { steps = { { last = true } } })
+  local pre, _, errors, steps = plan { enable, privs, a }
+  T.eq(errors, {})
+  T.eq(pre, { "table:app.a", "schema:app", "function:app.evt()" })
+  local by_key = {}
+  for _, step in ipairs(steps) do by_key[step.object.key] = step end
+  local waits = {}
+  for _, other in ipairs(by_key["function:app.evt()"].after_steps) do waits[#waits + 1] = other.object.key end
+  table.sort(waits)
+  T.eq(waits, { "schema:app", "table:app.a" }, "level 2 waits for level 1 and for unmarked steps")
+  T.eq(#by_key["schema:app"].after_steps, 1, "level 1 does not wait for level 2")
+end)
+
 T.test("objects not selected, kept as they exist, or written by another object write no step", function()
   local t = object("table", "app.t")
   local gone = object("table", "app.gone", { selected = false })

@@ -141,6 +141,10 @@ function M.publication_entries(plan, catalog_columns, version)
       if root then schema, name, entry_tbl = root.schema, root.name, nil; via_root = true end
     end
     local key = schema .. "\0" .. name
+    -- An unlogged table writes no WAL, so no publication can carry it (PostgreSQL refuses to
+    -- add one): the full load copies it, and the target keeps those rows (precheck
+    -- unlogged_tables says so).
+    if tbl.unlogged and entry_tbl then seen[key] = true end
     if not seen[key] then
       seen[key] = true
       local e = { schema = schema, name = name, root = entry_tbl == nil }

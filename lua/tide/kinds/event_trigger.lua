@@ -4,8 +4,8 @@
 -- created at the end of pre-data and, unless it is disabled on the source, disabled right
 -- away: otherwise it would fire on the statements pgtide runs after it (the rest of
 -- pre-data, indexes, constraints, comments, grants, ...). Its state on the source (ENABLE,
--- ENABLE REPLICA, ENABLE ALWAYS) is set by the last post-data step (`last`: it waits for
--- every other post-data step).
+-- ENABLE REPLICA, ENABLE ALWAYS) is set by the last post-data step (`last = 2`: it waits for
+-- every other post-data step, the default privileges included).
 local ddl = require "tide.ddl"
 
 local ENABLE = { O = "ENABLE", R = "ENABLE REPLICA", A = "ENABLE ALWAYS" }
@@ -33,7 +33,7 @@ local event_trigger = {
       sql = "ALTER EVENT TRIGGER " .. name .. " DISABLE" } }
     if ENABLE[row.enabled] then
       -- A full load that starts over disables it again (undo) and enables it at its end.
-      steps[#steps + 1] = { kind = "event_trigger_enable", suffix = "enabled", phase = "post", last = true,
+      steps[#steps + 1] = { kind = "event_trigger_enable", suffix = "enabled", phase = "post", last = 2,
         trailing = true, sql = "ALTER EVENT TRIGGER " .. name .. " " .. ENABLE[row.enabled],
         undo = "ALTER EVENT TRIGGER " .. name .. " DISABLE" }
     end

@@ -287,12 +287,16 @@ function M.sort(all, on_error)
       end
     end
   end
-  -- A step marked `last` (an event trigger enabled at the end) waits for every other step
-  -- of its phase.
+  -- A step marked `last` waits for every step of its phase with a lower `last` (none counts as
+  -- 0, true as 1): default privileges (1) come after every object is made, so they change no
+  -- object pgtide creates; an event trigger is enabled (2) after everything else, so no
+  -- statement of pgtide's fires it (ALTER DEFAULT PRIVILEGES would).
+  local function level(step) return step.last == true and 1 or step.last or 0 end
   for _, step in ipairs(all) do
-    if step.last then
+    local l = level(step)
+    if l > 0 then
       for _, other in ipairs(all) do
-        if not other.last then wait(step, other) end
+        if level(other) < l then wait(step, other) end
       end
     end
   end

@@ -205,6 +205,10 @@ end
 
 function Context:table_object(tbl)
   return self.plan.model.by_key["table:" .. tbl.key] or self.plan.by_key["table:" .. tbl.key]
+    -- An extension's configuration table: its rows are copied, but CREATE EXTENSION makes it,
+    -- so it is no object of the plan. A finding still names it.
+    or { kind = "table", ident = tbl.key, oid = tbl.oid, schema = tbl.source and tbl.source.schema,
+         name = tbl.source and tbl.source.name }
 end
 
 -- The source schema and name of a plan object, and how a finding shows it.
