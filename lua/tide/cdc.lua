@@ -109,7 +109,7 @@ function M.prepare(task, plan, source, target, opts)
   end
   if conf(task).heartbeat ~= false then objects.ensure_heartbeat(source, names) end
   -- A fresh slot follows: the publication can be made again to match today's plan.
-  assert(source:exec("DROP PUBLICATION IF EXISTS " .. source:quote_ident(names.publication)))
+  objects.drop_publications(source, names)
   objects.ensure_publication(task, plan, source, names)
   objects.reset_origin(target, names)
   local info = objects.create_slot(task, source, names, opts.snapshot ~= false,
@@ -265,11 +265,19 @@ local function spool_dir(task)
   return conf(task).spool_dir or os.getenv("TMPDIR") or "/tmp"
 end
 
+-- pgoutput's publication_names: a comma-separated list of identifiers (names.publications, set
+-- by M.stream from what exists on the source; the main publication alone otherwise).
+local function publication_list(repl, names)
+  local list = {}
+  for i, name in ipairs(names.publications or { names.publication }) do list[i] = repl:quote_ident(name) end
+  return table.concat(list, ",")
+end
+
 local function start_sql(task, repl, names, lsn)
   local v = repl:server_version()
   local proto = v >= 160000 and 4 or v >= 150000 and 3 or v >= 140000 and 2 or 1
   local options = { "proto_version '" .. proto .. "'",
-                    "publication_names " .. repl:quote_literal(repl:quote_ident(names.publication)) }
+                    "publication_names " .. repl:quote_literal(publication_list(repl, names)) }
   if v >= 140000 then options[#options + 1] = "messages 'true'" end
   if streams(task, repl) then options[#options + 1] = "streaming 'on'" end
   return string.format("START_REPLICATION SLOT %s LOGICAL %s (%s)", repl:quote_ident(names.slot), lsn,
@@ -324,6 +332,7 @@ local function open_session(task, st)
     st.control = connect.open(task, "source", { application_name = "pgtide:" .. task.name .. ":control" })
   end
   local slot = objects.slot_info(st.control, names)
+  names.publications = objects.publications(st.control, names)
   if not slot then
     failure.raise("failed", "the replication slot " .. names.slot .. " does not exist on the source (released?)" ..
       "\n  hint: run the task again from the start")

@@ -291,6 +291,21 @@ function M.build(task, source, target)
   end
   -- Configuration tables of the selected extensions: rows only (CREATE EXTENSION makes them).
   extensions.config_tables(plan, model, selector)
+  -- What incremental migration does with tables it cannot stream whole (tide.cdc.objects).
+  if task.phases and task.phases.incremental then
+    local keyless = require("tide.cdc.objects").keyless
+    for _, tbl in ipairs(plan.tables) do
+      if tbl.unlogged then
+        plan.warnings[#plan.warnings + 1] = { kind = "table", object = "table:" .. tbl.key, message = tbl.key ..
+          ": unlogged: copied by the full load, left out of the stream (its changes are not in the WAL)" }
+      elseif keyless(tbl) then
+        plan.warnings[#plan.warnings + 1] = { kind = "table", object = "table:" .. tbl.key, message = tbl.key ..
+          ": no replica identity: only its inserts and truncates are streamed" ..
+          (tbl.parent and (", with its partitioned table " .. tbl.parent) or "") ..
+          " (precheck table_without_key fails unless a policy lets it in)" }
+      end
+    end
+  end
   for _, message in ipairs(selector:unused()) do
     plan.warnings[#plan.warnings + 1] = { kind = "select", message = message .. " (a typo?)" }
   end

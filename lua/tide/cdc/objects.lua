@@ -12,7 +12,9 @@ local M = {}
 local null = core.null
 local function present(v) return v ~= nil and v ~= null end
 
--- names(task) → { task, prefix, slot, publication, origin, heartbeat_schema, heartbeat_name }
+-- names(task) → { task, prefix, slot, publication, inserts_publication, origin, heartbeat_schema,
+-- heartbeat_name }. inserts_publication carries the tables without a replica identity (only
+-- when a precheck policy let them in: see publication_entries).
 function M.names(task)
   local base = ("pgtide_" .. task.name):lower():gsub("[^a-z0-9_]", "_")
   local hb_schema, hb_name = "public", base .. "_heartbeat"
@@ -22,6 +24,7 @@ function M.names(task)
     if s then hb_schema, hb_name = s, n else hb_name = conf end
   end
   return { task = task.name, prefix = base, slot = base, publication = base, origin = base,
+           inserts_publication = base:sub(1, 55) .. "_inserts",
            heartbeat_schema = hb_schema, heartbeat_name = hb_name }
 end
 
@@ -132,6 +135,16 @@ end
 
 -- The publication's table list: partitions are published through their root.
 -- Returns entries { schema=, name=, columns = {...} | nil, filter = ... | nil, root = bool }.
+-- A table whose UPDATE and DELETE cannot be published: no replica identity (REPLICA IDENTITY
+-- NOTHING, or DEFAULT without a primary key). The precheck table_without_key fails for it;
+-- a policy may let it in (append-only tables), and then it goes to a publication of inserts
+-- and truncates only: in one that publishes updates, UPDATE and DELETE of the table would fail
+-- on the source itself, breaking the application.
+local function keyless(tbl)
+  return tbl.replica_identity == "n" or (tbl.replica_identity == "d" and not tbl.key_columns)
+end
+M.keyless = keyless
+
 function M.publication_entries(plan, catalog_columns, version)
   local out, seen, via_root = {}, {}, false
   for _, tbl in ipairs(plan.tables or {}) do
@@ -145,15 +158,19 @@ function M.publication_entries(plan, catalog_columns, version)
     -- add one): the full load copies it, and the target keeps those rows (precheck
     -- unlogged_tables says so).
     if tbl.unlogged and entry_tbl then seen[key] = true end
+    -- A root is published as a whole: one keyless partition takes it to the inserts-only one.
+    if seen[key] and keyless(tbl) and type(seen[key]) == "table" then seen[key].inserts_only = true end
     if not seen[key] then
-      seen[key] = true
-      local e = { schema = schema, name = name, root = entry_tbl == nil }
+      local e = { schema = schema, name = name, root = entry_tbl == nil, inserts_only = keyless(tbl) }
+      seen[key] = e
       local all = catalog_columns[key]
       if version >= 150000 and entry_tbl and all and #entry_tbl.columns < #all then
         e.columns = {}
         for i, c in ipairs(entry_tbl.columns) do e.columns[i] = c.name end
       end
-      if version >= 150000 and entry_tbl and entry_tbl.row_filter then
+      if version >= 150000 and entry_tbl and entry_tbl.row_filter and e.inserts_only then
+        e.filter = entry_tbl.row_filter        -- inserts only: any column may be filtered on
+      elseif version >= 150000 and entry_tbl and entry_tbl.row_filter then
         local allowed = {}
         if entry_tbl.replica_identity == "f" then
           for _, c in ipairs(all or {}) do allowed[c] = true end
@@ -206,7 +223,7 @@ function M.ensure_publication(task, plan, source, names)
   local entries, via_root = M.publication_entries(plan, M.catalog_columns(source, pairs_list), version)
   local rows = assert(source:query("SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1", names.publication))
   if rows[1] then return false end
-  local parts = {}
+  local parts, inserts = {}, {}
   for _, e in ipairs(entries) do
     local s = qname(source, e.schema, e.name)
     if e.columns then
@@ -215,19 +232,50 @@ function M.ensure_publication(task, plan, source, names)
       s = s .. " (" .. table.concat(cols, ", ") .. ")"
     end
     if e.filter then s = s .. " WHERE (" .. e.filter .. ")" end
-    parts[#parts + 1] = s
+    local list = e.inserts_only and inserts or parts
+    list[#list + 1] = s
   end
   if task.incremental.heartbeat ~= false then parts[#parts + 1] = M.heartbeat_sql(source, names) end
-  if #parts == 0 then failure.raise("failed", "incremental migration needs at least one selected table") end
-  local sql = "CREATE PUBLICATION " .. source:quote_ident(names.publication) .. " FOR TABLE " ..
-              table.concat(parts, ", ")
-  if via_root and version >= 130000 then sql = sql .. " WITH (publish_via_partition_root = true)" end
+  if #parts + #inserts == 0 then failure.raise("failed", "incremental migration needs at least one selected table") end
+  local options = {}
+  if via_root and version >= 130000 then options[#options + 1] = "publish_via_partition_root = true" end
+  local function create(name, list, extra)
+    local with = {}
+    for _, o in ipairs(options) do with[#with + 1] = o end
+    if extra then with[#with + 1] = extra end
+    return "CREATE PUBLICATION " .. source:quote_ident(name) .. " FOR TABLE " .. table.concat(list, ", ") ..
+           (#with > 0 and (" WITH (" .. table.concat(with, ", ") .. ")") or "")
+  end
+  -- The main publication always exists (an empty one when every table is keyless): it is how
+  -- a run finds that the publications were made. Both in one transaction.
+  local sql = #parts > 0 and create(names.publication, parts)
+              or ("CREATE PUBLICATION " .. source:quote_ident(names.publication))
+  if #inserts > 0 then sql = sql .. ";\n" .. create(names.inserts_publication, inserts, "publish = 'insert, truncate'") end
   local ok, err = source:exec(sql)
   if not ok then
     failure.raise("failed", string.format("cannot create the publication %s on the source: %s%s",
       names.publication, err.message or tostring(err), err.hint and ("\n  hint: " .. err.hint) or ""), { err = err })
   end
   return true
+end
+
+-- The task's publications that exist on the source (the stream subscribes to them).
+function M.publications(source, names)
+  local rows = assert(source:query("SELECT pubname FROM pg_catalog.pg_publication WHERE pubname = ANY ($1) ORDER BY pubname",
+                                   { names.publication, names.inserts_publication }))
+  local out = {}
+  for i, r in ipairs(rows) do out[i] = r.pubname end
+  return out
+end
+
+-- Drop the task's publications; returns the names dropped.
+function M.drop_publications(source, names)
+  local out = {}
+  for _, name in ipairs(M.publications(source, names)) do
+    assert(source:exec("DROP PUBLICATION IF EXISTS " .. source:quote_ident(name)))
+    out[#out + 1] = name
+  end
+  return out
 end
 
 ------------------------------------------------------------------------ slot
@@ -367,13 +415,9 @@ function M.release(task, source, target)
   local dropped = {}
   if source then
     if M.drop_slot(source, names) then dropped[#dropped + 1] = "replication slot " .. names.slot end
-    local rows = assert(source:query("SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1", names.publication))
-    if rows[1] then
-      assert(source:exec("DROP PUBLICATION IF EXISTS " .. source:quote_ident(names.publication)))
-      dropped[#dropped + 1] = "publication " .. names.publication
-    end
+    for _, name in ipairs(M.drop_publications(source, names)) do dropped[#dropped + 1] = "publication " .. name end
     local hb = M.heartbeat_sql(source, names)
-    rows = assert(source:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", hb))
+    local rows = assert(source:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", hb))
     if rows[1].present then
       assert(source:exec("DROP TABLE IF EXISTS " .. hb))
       dropped[#dropped + 1] = "heartbeat table " .. names.heartbeat_schema .. "." .. names.heartbeat_name
