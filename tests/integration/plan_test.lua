@@ -145,6 +145,19 @@ T.test("selection: include, exclude, globs, regexes, kinds, columns and predicat
   T.eq(plan.errors, {})
 end)
 
+T.test("pgtide plan lists row filters, renamed and left-out columns per table", function(ctx)
+  load_fixture(ctx)
+  local plan = build(ctx, {
+    select = { columns = { ["public.users"] = { exclude = { "password_hash" } } },
+               rows = { ["public.orders"] = "id > 1" } },
+    rename = { column = { ["public.users.login"] = "username" } },
+  })
+  local text = require("tide.plan.report").text(plan, { name = "plan-test", source_info = "s", target_info = "t" })
+  T.match(text, "Rows and columns %(2 table%(s%)%):")
+  T.match(text, "\n    public%.orders: rows WHERE id > 1\n")
+  T.match(text, "\n    public%.users: columns renamed: login → username; columns left out: password_hash\n")
+end)
+
 T.test("a foreign key or view on an excluded table is reported with both names; dependents = drop leaves them out", function(ctx)
   load_fixture(ctx)
   local plan = build(ctx, { select = { include = { "public.orders", "public.users", "public.user_logins" },

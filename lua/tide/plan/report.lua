@@ -69,6 +69,29 @@ function M.text(plan, task)
       add("    ", t.key, " (extension ", t.extension, ")", t.row_filter and (" WHERE " .. t.row_filter) or "")
     end
   end
+  -- Row filters, renamed and left-out columns: what the full load and the stream do to rows.
+  local shaped = {}
+  for _, t in ipairs(plan.tables) do
+    local obj = plan.by_key and plan.by_key["table:" .. t.key]
+    local renamed, left = {}, {}
+    for _, c in ipairs(t.columns) do
+      if c.target and c.target ~= c.name then renamed[#renamed + 1] = c.name .. " → " .. c.target end
+    end
+    for _, c in pairs(obj and obj.dropped_columns or {}) do left[#left + 1] = c.name end
+    table.sort(left)
+    if t.row_filter or #renamed > 0 or #left > 0 then
+      local parts = {}
+      if t.row_filter then parts[#parts + 1] = "rows WHERE " .. t.row_filter end
+      if #renamed > 0 then parts[#parts + 1] = "columns renamed: " .. table.concat(renamed, ", ") end
+      if #left > 0 then parts[#parts + 1] = "columns left out: " .. table.concat(left, ", ") end
+      shaped[#shaped + 1] = t.key .. ": " .. table.concat(parts, "; ")
+    end
+  end
+  if #shaped > 0 then
+    add("")
+    add("Rows and columns (", #shaped, " table(s)):")
+    for _, line in ipairs(shaped) do add("    ", line) end
+  end
   add("")
   add("Left out (", #plan.skipped, "):")
   for _, s in ipairs(plan.skipped) do
