@@ -349,7 +349,9 @@ SELECT a.attrelid AS relid, a.attnum AS num, a.attname AS name,
        NULLIF(to_jsonb(a) ->> 'attcompression', '') AS compression,
        CASE WHEN a.attoptions IS NOT NULL THEN
          (SELECT string_agg(quote_ident(o.option_name) || '=' || quote_literal(o.option_value), ', ')
-            FROM pg_options_to_table(a.attoptions) o) END AS options,
+            FROM pg_options_to_table(a.attoptions) o
+           -- pg_-prefixed options are the server's own (some builds stamp every column with one)
+           WHERE o.option_name NOT LIKE 'pg\_%') END AS options,
        CASE WHEN a.attfdwoptions IS NOT NULL THEN
          (SELECT string_agg(quote_ident(o.option_name) || ' ' || quote_literal(o.option_value), ', ')
             FROM pg_options_to_table(a.attfdwoptions) o) END AS foreign_options
