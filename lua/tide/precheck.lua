@@ -17,7 +17,8 @@ local report_module = require "tide.precheck.report"
 
 local M = {}
 
-M.MODULES = { "tide.precheck.server", "tide.precheck.privileges", "tide.precheck.objects",
+M.MODULES = { "tide.precheck.server", "tide.precheck.privileges", "tide.precheck.superuser",
+              "tide.precheck.objects",
               "tide.precheck.tables", "tide.precheck.replication", "tide.precheck.info",
               "tide.precheck.functions" }
 
