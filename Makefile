@@ -37,8 +37,10 @@ LUA_SRC    := $(shell find lua -name '*.lua' | sort)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
+# postgresql-server-dev-15: PGXS and the server headers, to build the test security label
+# provider (tests/fixtures/seclabel/; PostgreSQL's packages ship none).
 DEB_PACKAGES := gcc make pkg-config python3 liblua5.4-dev lua-lpeg-dev libuv1-dev libpq-dev \
-                libedit-dev postgresql-15 postgresql-15-orafce tmux clang-format lua-check
+                libedit-dev postgresql-15 postgresql-15-orafce postgresql-server-dev-15 tmux clang-format lua-check
 
 .PHONY: all deps test test-asan test-faults demo fuzz fuzz-run clean unit lint-c format-c lint-lua
 
@@ -85,7 +87,7 @@ test: deps
 
 # The C style (.clang-format): `make lint-c` fails on any file clang-format would change;
 # `make format-c` rewrites them.
-C_STYLE_SRC := $(wildcard engine/*/*.c engine/*/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c)
+C_STYLE_SRC := $(wildcard engine/*/*.c engine/*/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c tests/fixtures/*/*.c)
 lint-c:
 	@command -v clang-format >/dev/null || { echo "make lint-c needs clang-format (make deps, or apt-get install -y clang-format)" >&2; exit 1; }
 	@clang-format --dry-run -Werror $(C_STYLE_SRC) && echo "lint-c: $(words $(C_STYLE_SRC)) C files formatted as .clang-format says"

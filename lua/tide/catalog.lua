@@ -526,6 +526,16 @@ FROM pg_description d
 WHERE d.objoid >= 16384 OR d.classoid = 'pg_namespace'::regclass
 ]]
 
+-- Security labels (SECURITY LABEL FOR provider ON ...), selected like comments. Labels of
+-- shared objects (pg_shseclabel: roles, tablespaces, databases) are not read: pgtide
+-- migrates none of those.
+S.security_labels = [[
+SELECT l.classoid::regclass::text AS class, l.objoid, l.objsubid, l.provider, l.label
+FROM pg_seclabel l
+WHERE l.objoid >= 16384 OR l.classoid = 'pg_namespace'::regclass
+ORDER BY 1, 2, 3, 4
+]]
+
 -- Privileges that differ from the defaults the server would give the owner: what was
 -- granted on top of acldefault(), and what was revoked from it. grantee NULL = PUBLIC.
 S.privileges = [[
@@ -670,7 +680,7 @@ end
 M.kinds_read = { "roles", "schemas", "extensions", "extension_members", "extension_config",
   "extension_privileges", "collations", "types",
   "sequences", "tables", "columns", "constraints", "indexes", "views", "functions", "triggers",
-  "rules", "policies", "statistics", "comments", "privileges", "depends", "unsupported",
+  "rules", "policies", "statistics", "comments", "security_labels", "privileges", "depends", "unsupported",
   "operators", "opfamilies", "opclasses", "casts", "conversions",
   "ts_parsers", "ts_templates", "ts_dictionaries", "ts_configs",
   "foreign_data_wrappers", "foreign_servers", "user_mappings", "event_triggers",

@@ -82,16 +82,17 @@ for _, group in ipairs(groups) do
   end
 end
 
--- Kind words the selector accepts: the kinds, plus comments and grants, which are
--- attributes of objects but can be left out as a whole (select.kinds.exclude = {"grant"}).
+-- Kind words the selector accepts: the kinds, plus comments, security labels and grants, which
+-- are attributes of objects but can be left out as a whole (select.kinds.exclude = {"grant"}).
 M.selectable = {}
 for _, kind in ipairs(M.list) do M.selectable[#M.selectable + 1] = kind.name end
 M.selectable[#M.selectable + 1] = "comment"
+M.selectable[#M.selectable + 1] = "security_label"
 M.selectable[#M.selectable + 1] = "grant"
 
 -- The rank of step kinds that are not the first step of an object (comments, grants, ...).
 M.step_rank = {
-  comment = 900, owner = 950, grant = 960, revoke = 960,
+  comment = 900, security_label = 910, owner = 950, grant = 960, revoke = 960,
 }
 
 local WORDS = { foreign_table = "foreign table", matview = "materialized view" }

@@ -130,6 +130,7 @@ M.schema = {
     dependents = { check = one_of("error", "drop") },
     grants     = { check = "boolean" },
     comments   = { check = "boolean" },
+    security_labels = { check = "boolean" },
     database_settings = { check = "boolean" },
   } },
   full     = { check = "table", keys = {

@@ -20,7 +20,7 @@ local M = {}
 M.MODULES = { "tide.precheck.server", "tide.precheck.privileges", "tide.precheck.superuser",
               "tide.precheck.objects",
               "tide.precheck.tables", "tide.precheck.replication", "tide.precheck.info",
-              "tide.precheck.functions" }
+              "tide.precheck.functions", "tide.precheck.seclabels" }
 
 -- The built-in checks, in report order.
 M.checks = {}

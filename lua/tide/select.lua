@@ -22,7 +22,7 @@ local select_module = {}
 select_module.default_kinds = {
   "schema", "extension", "type", "enum", "composite", "range", "domain", "collation",
   "sequence", "table", "foreign_table", "view", "matview", "index", "constraint", "trigger",
-  "rule", "policy", "function", "procedure", "aggregate", "comment", "grant",
+  "rule", "policy", "function", "procedure", "aggregate", "comment", "security_label", "grant",
   "synonym", "package",   -- PolarDB for PostgreSQL (Oracle compatible)
   "text_search_parser", "text_search_template", "text_search_dictionary", "text_search_configuration",
   "foreign_data_wrapper", "server", "user_mapping", "event_trigger",

@@ -1,6 +1,10 @@
 -- tide.plan.attributes — comments, owners and privileges of the selected objects, as steps.
 --
 --   schema.comments = true (default)   COMMENT ON ... for every comment of the source
+--   schema.security_labels = true (default)  SECURITY LABEL FOR provider ON ... for every
+--                                      label of the source (pg_seclabel), like comments;
+--                                      plan.security_labels lists them for the precheck
+--                                      security_label_provider
 --   schema.owners = "target" (default) everything stays owned by the role pgtide connects as
 --                                      on the target: what works on managed services
 --                 | "source"           ALTER ... OWNER TO the source owner, when that role
@@ -9,7 +13,7 @@
 --                                      privileges; privileges of the source owner go to the
 --                                      target owner; roles missing on the target are warned
 --                                      about and left out
--- Comments come right after their object (same phase); owners and grants come last, in
+-- Comments and labels come right after their object (same phase); owners and grants come last, in
 -- post-data, so the load is not affected by them.
 local ddl = require "tide.ddl"
 local order = require "tide.plan.order"
@@ -42,10 +46,11 @@ local function is_owned(obj)
 end
 
 -- The step list grows; `all` is every step so far (tide.plan.order).
-function M.add(_plan, model, tmodel, ctx, task, selector, all)
+function M.add(plan, model, tmodel, ctx, task, selector, all)
   local options = task.schema or {}
   local owners = options.owners or "target"
   local want_comments = options.comments ~= false and M.kind_allowed(selector, "comment")
+  local want_labels = options.security_labels ~= false and M.kind_allowed(selector, "security_label")
   local want_grants = options.grants ~= false and M.kind_allowed(selector, "grant")
   local target_user = tmodel.cat.settings.current_user
   local roles = tmodel.cat.roles_set
@@ -74,6 +79,40 @@ function M.add(_plan, model, tmodel, ctx, task, selector, all)
               .. (row.objsubid > 0 and ("/" .. row.objsubid) or ""),
             sql = "COMMENT ON " .. reference .. " IS " .. ddl.literal(row.description),
           }, all)
+        end
+      end
+    end
+  end
+
+  -- Security labels, as comments: one step per object, column and provider, after the
+  -- object; a label an existing object (a schema) already has on the target is left alone.
+  -- Large objects, publications, subscriptions and extension members are not migrated one
+  -- by one, nor are their labels.
+  plan.security_labels = plan.security_labels or {}
+  if want_labels then
+    local function label_id(class, oid, subid, provider)
+      return table.concat({ class, tostring(oid), tostring(subid), provider }, ":")
+    end
+    local target_labels = {}
+    for _, row in ipairs(tmodel.cat.security_labels or {}) do
+      target_labels[label_id(row.class, row.objoid, row.objsubid, row.provider)] = row.label
+    end
+    for _, row in ipairs(model.cat.security_labels or {}) do
+      local obj = model.exact[row.class .. ":" .. row.objoid]
+      if obj and usable(obj) and obj.kind ~= "extension" then
+        local existing = obj.existing_target
+        local same = existing and target_labels[label_id(existing.class, existing.oid, row.objsubid, row.provider)] == row.label
+        local reference = not same and comment_reference(ctx, obj, row.objsubid)
+        if reference then
+          local owner = obj.inline_of ~= nil and obj.root or obj
+          local step = order.add_step(owner, {
+            kind = "security_label", trailing = true,
+            suffix = row.provider .. (obj ~= owner and ("/" .. obj.kind .. "/" .. obj.name) or "")
+              .. (row.objsubid > 0 and ("/" .. row.objsubid) or ""),
+            sql = "SECURITY LABEL FOR " .. ddl.quote(row.provider) .. " ON " .. reference .. " IS " .. ddl.literal(row.label),
+          }, all)
+          plan.security_labels[#plan.security_labels + 1] = { provider = row.provider, object = obj,
+            reference = reference, step = step.key }
         end
       end
     end
