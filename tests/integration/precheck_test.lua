@@ -362,3 +362,34 @@ T.test("server_version and version_differences: same version here; older target,
   T.match(all, "different products %(source: PostgreSQL; target: PolarDB%)")
   T.match(all, "before PostgreSQL 14 large transactions")
 end)
+
+T.test("row_filter_stream: a filter outside the replica identity fails before anything is written", function(ctx)
+  sql(ctx.source_url, [[
+CREATE SCHEMA rf;
+CREATE TABLE rf.orders (id int PRIMARY KEY, order_date date, note text);
+CREATE TABLE rf.lines (order_id int, n int, PRIMARY KEY (order_id, n));
+CREATE TABLE rf.whole (id int PRIMARY KEY, kind text);
+ALTER TABLE rf.whole REPLICA IDENTITY FULL;
+CREATE TABLE rf.audit (at date, what text)]])
+  local def = { migrate = INCREMENTAL, select = { include = { "rf" }, rows = {
+    ["rf.orders"] = "order_date >= date '1997-01-01' AND note <> 'id'",
+    ["rf.lines"] = "order_id > 10",
+    ["rf.whole"] = "kind = 'x'",
+    ["rf.audit"] = "at > date '2000-01-01'",
+  } }, precheck = { warn = { "table_without_key" } } }
+  local list, result = findings(evaluate(ctx, def), "row_filter_stream")
+  T.eq(result.status, "fail")
+  T.eq(#list, 1, text(list))
+  local all = text(list)
+  T.match(all, "^rf%.orders: row filter .* uses column%(s%) order_date, note, outside the table's replica identity")
+  T.match(all, "filter on the replica identity's columns %(id%), or ALTER TABLE rf%.orders REPLICA IDENTITY FULL;")
+  -- Key columns, REPLICA IDENTITY FULL, and a keyless table (inserts only) are fine.
+  def.select.rows["rf.orders"] = "id > 100"
+  list, result = findings(evaluate(ctx, def), "row_filter_stream")
+  T.eq(result.status, "pass", text(list))
+  -- Without the incremental phase the check does not apply.
+  def.migrate = { "schema", "full" }
+  def.select.rows["rf.orders"] = "order_date >= date '1997-01-01'"
+  local _, r2 = findings(evaluate(ctx, def), "row_filter_stream")
+  T.ne(r2.status, "fail")
+end)

@@ -133,8 +133,6 @@ local function filter_columns_outside(filter, columns, allowed)
   return bad
 end
 
--- The publication's table list: partitions are published through their root.
--- Returns entries { schema=, name=, columns = {...} | nil, filter = ... | nil, root = bool }.
 -- A table whose UPDATE and DELETE cannot be published: no replica identity (REPLICA IDENTITY
 -- NOTHING, or DEFAULT without a primary key). The precheck table_without_key fails for it;
 -- a policy may let it in (append-only tables), and then it goes to a publication of inserts
@@ -145,6 +143,23 @@ local function keyless(tbl)
 end
 M.keyless = keyless
 
+-- The columns of tbl's row filter that the publication may not filter on (the replica
+-- identity rule, for tables whose updates and deletes are published); `all` lists the table's
+-- columns (catalog_columns). Empty when the filter can go into the publication.
+function M.filter_problem(tbl, all)
+  if not tbl.row_filter or keyless(tbl) then return {} end
+  local allowed = {}
+  if tbl.replica_identity == "f" then
+    for _, c in ipairs(all or {}) do allowed[c] = true end
+  else
+    for _, c in ipairs(tbl.key_columns or {}) do allowed[c] = true end
+  end
+  return filter_columns_outside(tbl.row_filter, all or {}, allowed)
+end
+
+-- The publication's table list: partitions are published through their root.
+-- Returns entries { schema=, name=, columns = {...} | nil, filter = ... | nil, root = bool,
+-- inserts_only = bool }.
 function M.publication_entries(plan, catalog_columns, version)
   local out, seen, via_root = {}, {}, false
   for _, tbl in ipairs(plan.tables or {}) do
@@ -171,13 +186,8 @@ function M.publication_entries(plan, catalog_columns, version)
       if version >= 150000 and entry_tbl and entry_tbl.row_filter and e.inserts_only then
         e.filter = entry_tbl.row_filter        -- inserts only: any column may be filtered on
       elseif version >= 150000 and entry_tbl and entry_tbl.row_filter then
-        local allowed = {}
-        if entry_tbl.replica_identity == "f" then
-          for _, c in ipairs(all or {}) do allowed[c] = true end
-        else
-          for _, c in ipairs(entry_tbl.key_columns or {}) do allowed[c] = true end
-        end
-        local bad = filter_columns_outside(entry_tbl.row_filter, all or {}, allowed)
+        -- (The precheck row_filter_stream reports this before anything is written.)
+        local bad = M.filter_problem(entry_tbl, all)
         if #bad > 0 then
           failure.raise("failed", string.format(
             "the row filter of %s.%s (%s) uses column %s, which is not part of the table's replica identity: " ..

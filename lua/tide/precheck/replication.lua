@@ -191,6 +191,46 @@ ORDER BY p.prepared
     end,
   },
   {
+    id = "row_filter_stream", title = "Row filters the change stream can apply", grade = "fail",
+    applies = function(ctx) return incremental(ctx) and #ctx.plan.tables > 0 end,
+    run = function(ctx)
+      local objects = require "tide.cdc.objects"
+      local filtered, pairs_list = {}, {}
+      for _, tbl in ipairs(ctx.plan.tables) do
+        if tbl.row_filter then
+          filtered[#filtered + 1] = tbl
+          pairs_list[#pairs_list + 1] = { tbl.source.schema, tbl.source.name }
+        end
+      end
+      if #filtered == 0 then return {} end
+      local out = {}
+      if ctx.versions.source < 150000 then
+        for _, tbl in ipairs(filtered) do
+          out[#out + 1] = context.finding(ctx:table_object(tbl),
+            string.format("row filter %q: the source runs PostgreSQL %d, and publications filter rows from 15 on: " ..
+              "the stream would carry every change of %s, also of rows the full load left out", tbl.row_filter,
+              ctx.versions.source // 10000, tbl.key),
+            "leave the table out of the incremental phase (select), drop its row filter, or migrate from PostgreSQL 15 or later")
+        end
+        return out
+      end
+      local all = objects.catalog_columns(ctx.source, pairs_list)
+      for _, tbl in ipairs(filtered) do
+        local bad = objects.filter_problem(tbl, all[tbl.source.schema .. "\0" .. tbl.source.name])
+        if #bad > 0 then
+          out[#out + 1] = context.finding(ctx:table_object(tbl),
+            string.format("row filter %q uses column(s) %s, outside the table's replica identity: a publication " ..
+              "that publishes UPDATE and DELETE cannot filter on them (the source's own UPDATEs and DELETEs of " ..
+              "the table would fail)", tbl.row_filter, table.concat(bad, ", ")),
+            string.format("filter on the replica identity's columns (%s), or ALTER TABLE %s REPLICA IDENTITY FULL;  " ..
+              "(every column is the key: more WAL, slower apply)",
+              tbl.key_columns and table.concat(tbl.key_columns, ", ") or "none", tbl.key))
+        end
+      end
+      return out
+    end,
+  },
+  {
     id = "all_tables_publication", title = "FOR ALL TABLES publications and tables without a replica identity", grade = "warn",
     applies = incremental,
     run = function(ctx)
