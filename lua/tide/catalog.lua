@@ -381,6 +381,9 @@ SELECT co.oid, n.nspname AS schema, co.conname AS name, co.contype AS type,
        (SELECT json_agg(a.attname ORDER BY k.ord)
           FROM unnest(co.conkey) WITH ORDINALITY k(attnum, ord)
           JOIN pg_attribute a ON a.attrelid = co.conrelid AND a.attnum = k.attnum)::text AS columns_json,
+       (SELECT json_agg(a.attname ORDER BY k.ord)
+          FROM unnest(co.confkey) WITH ORDINALITY k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = co.confrelid AND a.attnum = k.attnum)::text AS ref_columns_json,
        ic.relname AS index_name
 FROM pg_constraint co
 JOIN pg_namespace n ON n.oid = co.connamespace

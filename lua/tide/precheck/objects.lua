@@ -160,6 +160,55 @@ M.checks = {
     run = function(ctx) return missing_findings(ctx, true) end,
   },
   {
+    -- Row filters and foreign keys: the constraint is added after the data, so child rows whose
+    -- parent row a filter left out make it fail after the whole copy. Counted on the source
+    -- now, with both filters as the full load applies them (tables, not partitioned ones).
+    id = "foreign_key_filtered", title = "Foreign keys between tables that row filters cut apart", grade = "fail",
+    applies = function(ctx) return ctx.phases.full == true and ctx.phases.schema == true end,
+    run = function(ctx)
+      local model, by_table = ctx.plan.model, {}
+      for _, t in ipairs(ctx.plan.tables) do by_table[t.oid] = t end
+      local out = {}
+      for _, obj in ipairs(ctx.plan.objects) do
+        local row = obj.row
+        if obj.kind == "constraint" and row.type == "f" and not obj.keep_existing then
+          local child, parent = by_table[row.table_oid], by_table[row.referenced_oid]
+          local pobj = model.exact["pg_class:" .. tostring(row.referenced_oid)]
+          if child and parent and pobj and (child.row_filter or parent.row_filter) and row.columns
+            and row.ref_columns and #row.columns == #row.ref_columns then
+            local match, notnull = {}, {}
+            for i, c in ipairs(row.columns) do
+              match[i] = "p." .. quote(row.ref_columns[i]) .. " = c." .. quote(c)
+              notnull[i] = "c." .. quote(c) .. " IS NOT NULL"
+            end
+            local sql = string.format(
+              "SELECT count(*) AS n FROM ONLY %s.%s c WHERE (%s) AND %s AND NOT EXISTS " ..
+              "(SELECT FROM ONLY %s.%s p WHERE %s AND (%s))",
+              quote(child.source.schema), quote(child.source.name), child.row_filter or "true",
+              table.concat(notnull, " AND "), quote(parent.source.schema), quote(parent.source.name),
+              table.concat(match, " AND "), parent.row_filter or "true")
+            local ok, rows = pcall(ctx.query, ctx, "source", sql)
+            local n = ok and rows[1] and rows[1].n or 0
+            if n > 0 then
+              local keep = string.format("%s IN (SELECT %s FROM %s WHERE %s)",
+                #row.columns == 1 and quote(row.columns[1]) or ("(" .. table.concat(row.columns, ", ") .. ")"),
+                table.concat(row.ref_columns, ", "), parent.key, parent.row_filter or "true")
+              out[#out + 1] = context.finding(obj,
+                string.format("foreign key %s of %s references %s, and the row filter(s) leave out the %s row(s) " ..
+                  "%d row(s) of %s point to (counted on the source now): adding the constraint after the copy would fail",
+                  quote(row.name), child.key, parent.key, parent.key, n, child.key),
+                ctx.phases.incremental and string.format("give %s a row filter that keeps only rows with a kept parent, on " ..
+                  "its key columns, or leave the foreign key out (select.kinds.exclude = { \"constraint\" } or select.where)", child.key)
+                  or string.format("select.rows[%q] = %q  (or leave the foreign key out: select.where)", child.key,
+                  child.row_filter and ("(" .. child.row_filter .. ") AND " .. keep) or keep))
+            end
+          end
+        end
+      end
+      return out
+    end,
+  },
+  {
     id = "dependency_unselected", title = "Views, functions and other objects that need unselected objects", grade = "fail",
     run = function(ctx) return missing_findings(ctx, false) end,
   },
