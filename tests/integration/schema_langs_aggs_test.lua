@@ -10,8 +10,6 @@ local D = require "schemadump"
 local sh_ok, dump_differences, query, fresh_db = D.sh_ok, D.dump_differences, P.query, P.fresh_db
 local tide = require "tide"
 local H = require "tidetest"
-local connect = require "tide.connect"
-local plan_module = require "tide.plan"
 local schema = require "tide.schema"
 
 local PG_BIN = "/usr/lib/postgresql/15/bin/"
@@ -25,18 +23,9 @@ local function load_fixture(url)
   end
 end
 
-local function make_task(source_url, target_url, extra)
-  local def = { name = "schema-langs-aggs-test", source = source_url, target = target_url, migrate = { "schema" } }
-  for k, v in pairs(extra or {}) do def[k] = v end
-  return tide.task(def)
-end
+local make_task = D.task_maker("schema-langs-aggs-test")
 
-local function build(task)
-  local source, target = connect.open_both(task)
-  local plan = plan_module.build(task, source, target)
-  source:close()
-  return plan, target
-end
+local build = D.build
 
 T.test("languages, transforms, access methods, aggregates: planned, migrated with the data, pg_dump of source and target match", function(ctx)
   load_fixture(ctx.source_url)

@@ -12,10 +12,6 @@ local T = require "testlib"
 local P = require "pg"
 local D = require "schemadump"
 local H = require "tidetest"
-local tide = require "tide"
-local connect = require "tide.connect"
-local plan_module = require "tide.plan"
-local schema = require "tide.schema"
 local precheck = require "tide.precheck"
 
 local FIXTURE = "tests/fixtures/schema_seclabel.sql"
@@ -47,27 +43,11 @@ local function load_fixture()
   end
 end
 
-local function make_task(source_url, target_url, extra)
-  local def = { name = "schema-seclabel-test", source = source_url, target = target_url, migrate = { "schema" } }
-  for k, v in pairs(extra or {}) do def[k] = v end
-  return tide.task(def)
-end
+local make_task = D.task_maker("schema-seclabel-test")
 
-local function build(task)
-  local source, target = connect.open_both(task)
-  local plan = plan_module.build(task, source, target)
-  source:close()
-  return plan, target
-end
+local build = D.build
 
-local function migrate(task)
-  local plan, target = build(task)
-  T.eq(plan.errors, {}, "plan errors")
-  T.eq(plan.conflicts, {}, "plan conflicts")
-  schema.run(task, plan, target)
-  target:close()
-  return plan
-end
+local migrate = D.migrate
 
 local LABELS = [[
 SELECT l.objtype, l.objname, l.provider, l.label FROM pg_seclabels l ORDER BY 1, 2, 3

@@ -9,9 +9,7 @@ local P = require "pg"
 local D = require "schemadump"
 local sh_ok, fresh_db, dump_differences = D.sh_ok, P.fresh_db, D.dump_differences
 local tide = require "tide"
-local connect = require "tide.connect"
 local plan_module = require "tide.plan"
-local schema = require "tide.schema"
 local precheck = require "tide.precheck"
 
 local PG_BIN = "/usr/lib/postgresql/15/bin/"
@@ -25,27 +23,11 @@ local function load_fixture(url)
   end
 end
 
-local function make_task(source_url, target_url, extra)
-  local def = { name = "schema-types-ops-test", source = source_url, target = target_url, migrate = { "schema" } }
-  for k, v in pairs(extra or {}) do def[k] = v end
-  return tide.task(def)
-end
+local make_task = D.task_maker("schema-types-ops-test")
 
-local function build(task)
-  local source, target = connect.open_both(task)
-  local plan = plan_module.build(task, source, target)
-  source:close()
-  return plan, target
-end
+local build = D.build
 
-local function migrate(task)
-  local plan, target = build(task)
-  T.eq(plan.errors, {}, "plan errors")
-  T.eq(plan.conflicts, {}, "plan conflicts")
-  schema.run(task, plan, target)
-  target:close()
-  return plan
-end
+local migrate = D.migrate
 
 local function explain(url, sql)
   local c = assert(tide.connect(url))

@@ -64,4 +64,31 @@ function M.dump_differences(source_url, target_url, opts)
   return differences, source_count, target_count, source_objects
 end
 
+-- The schema tests' task: migrate = { "schema" } between two databases, `extra` keys added.
+function M.task_maker(name)
+  return function(source_url, target_url, extra)
+    local def = { name = name, source = source_url, target = target_url, migrate = { "schema" } }
+    for k, v in pairs(extra or {}) do def[k] = v end
+    return require("tide").task(def)
+  end
+end
+
+-- The plan of a task, and its open target connection (the source is closed).
+function M.build(task)
+  local source, target = require("tide.connect").open_both(task)
+  local plan = require("tide.plan").build(task, source, target)
+  source:close()
+  return plan, target
+end
+
+-- Plan (no errors, no conflicts) and run the schema phase; returns the plan.
+function M.migrate(task)
+  local plan, target = M.build(task)
+  T.eq(plan.errors, {}, "plan errors")
+  T.eq(plan.conflicts, {}, "plan conflicts")
+  require("tide.schema").run(task, plan, target)
+  target:close()
+  return plan
+end
+
 return M
