@@ -396,26 +396,26 @@ end)
 
 T.test("foreign_key_filtered: child rows whose parent a row filter leaves out, counted, with the filter that fixes it", function(ctx)
   sql(ctx.source_url, [[
-CREATE SCHEMA fk;
-CREATE TABLE fk.orders (id int PRIMARY KEY, order_date date NOT NULL);
-CREATE TABLE fk.order_lines (order_id int REFERENCES fk.orders, n int, PRIMARY KEY (order_id, n));
-CREATE TABLE fk.notes (id int PRIMARY KEY, order_id int REFERENCES fk.orders);
-INSERT INTO fk.orders SELECT g, date '1996-12-25' + g FROM generate_series(1, 20) g;
-INSERT INTO fk.order_lines SELECT o, k FROM generate_series(1, 20) o, generate_series(1, 3) k;
-INSERT INTO fk.notes VALUES (1, NULL), (2, 15)]])
-  local def = { migrate = { "schema", "full" }, select = { include = { "fk" }, rows = {
-    ["fk.orders"] = "order_date >= date '1997-01-01'",
+CREATE SCHEMA fkf;
+CREATE TABLE fkf.orders (id int PRIMARY KEY, order_date date NOT NULL);
+CREATE TABLE fkf.order_lines (order_id int REFERENCES fkf.orders, n int, PRIMARY KEY (order_id, n));
+CREATE TABLE fkf.notes (id int PRIMARY KEY, order_id int REFERENCES fkf.orders);
+INSERT INTO fkf.orders SELECT g, date '1996-12-25' + g FROM generate_series(1, 20) g;
+INSERT INTO fkf.order_lines SELECT o, k FROM generate_series(1, 20) o, generate_series(1, 3) k;
+INSERT INTO fkf.notes VALUES (1, NULL), (2, 15)]])
+  local def = { migrate = { "schema", "full" }, select = { include = { "fkf" }, rows = {
+    ["fkf.orders"] = "order_date >= date '1997-01-01'",
   } } }
   local list, result = findings(evaluate(ctx, def), "foreign_key_filtered")
   T.eq(result.status, "fail")
   T.eq(#list, 1, text(list))
   -- Orders 1..6 are before 1997: their 18 lines point to left-out orders; the notes do not
   -- (a NULL reference is not checked, order 15 is kept).
-  T.match(text(list), "foreign key order_lines_order_id_fkey of fk%.order_lines references fk%.orders, and the row " ..
-    "filter%(s%) leave out the fk%.orders row%(s%) 18 row%(s%) of fk%.order_lines point to")
-  T.match(text(list), 'select%.rows%["fk%.order_lines"%] = "order_id IN %(SELECT id FROM fk%.orders WHERE order_date >= date \'1997%-01%-01\'%)"')
+  T.match(text(list), "foreign key order_lines_order_id_fkey of fkf%.order_lines references fkf%.orders, and the row " ..
+    "filter%(s%) leave out the fkf%.orders row%(s%) 18 row%(s%) of fkf%.order_lines point to")
+  T.match(text(list), 'select%.rows%["fkf%.order_lines"%] = "order_id IN %(SELECT id FROM fkf%.orders WHERE order_date >= date \'1997%-01%-01\'%)"')
   -- The filter it suggests makes the subset complete.
-  def.select.rows["fk.order_lines"] = "order_id IN (SELECT id FROM fk.orders WHERE order_date >= date '1997-01-01')"
+  def.select.rows["fkf.order_lines"] = "order_id IN (SELECT id FROM fkf.orders WHERE order_date >= date '1997-01-01')"
   list, result = findings(evaluate(ctx, def), "foreign_key_filtered")
   T.eq(result.status, "pass", text(list))
 end)
