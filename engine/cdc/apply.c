@@ -265,7 +265,7 @@ apply_target *apply_find_target(apply_state *ap, const char *display) {
 }
 
 /* The resolution of relid, rebuilt when its Relation message changed. NULL after a failure. */
-static apply_rel *rel_get(apply_state *ap, uint32_t relid, const relcache_relation **relp) {
+apply_rel *apply__rel_get(apply_state *ap, uint32_t relid, const relcache_relation **relp) {
     const relcache_relation *rel = relcache_get(ap->cache, relid);
     *relp = rel;
     if (!rel) {
@@ -411,7 +411,7 @@ static void queue_truncate(apply_state *ap, const pgoutput_truncate *t) {
     int k = 0;
     for (uint32_t i = 0; i < t->nrels; i++) {
         const relcache_relation *rel;
-        apply_rel *r = rel_get(ap, t->relids[i], &rel);
+        apply_rel *r = apply__rel_get(ap, t->relids[i], &rel);
         if (!r) {
             apply_buf_free(&sql);
             return;
@@ -508,7 +508,7 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
              * publish_via_partition_root the leaves are described too, though their changes
              * come under the root: a relation outside the map only fails when a change needs it. */
             const relcache_relation *rel = relcache_get(ap->cache, m->relation.relid);
-            if (rel && find_target(ap, rel->schema, rel->name)) rel_get(ap, m->relation.relid, &rel);
+            if (rel && find_target(ap, rel->schema, rel->name)) apply__rel_get(ap, m->relation.relid, &rel);
         }
         break;
     case PGOUTPUT_TYPE:
@@ -529,7 +529,7 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
                          : m->type == PGOUTPUT_UPDATE ? m->update.relid
                                                       : m->delete.relid;
         const relcache_relation *rel;
-        apply_rel *r = rel_get(ap, relid, &rel);
+        apply_rel *r = apply__rel_get(ap, relid, &rel);
         if (!r) break;
         if (r->target->heartbeat) {
             ap->n.heartbeats++;
@@ -583,83 +583,6 @@ apply_feed_result apply_burst_end(apply_state *ap) {
     if (ap->group == G_OPEN && !ap->in_tx) group_close(ap);
     if (ap->since_flush) apply__flush(ap);
     return feed_result(ap);
-}
-
-/* ---------------------------------------------------------------- Lua events */
-
-apply_event apply_pending_event(const apply_state *ap) {
-    if (ap->held) return APPLY_EVENT_CHANGE;
-    if (ap->nconflicts) return APPLY_EVENT_CONFLICT;
-    return APPLY_EVENT_NONE;
-}
-
-int apply_held_decode(apply_state *ap, pgoutput_message **msg, const relcache_relation **rel, apply_rel **r,
-                      uint64_t *lsn, uint64_t *commit_lsn, int64_t *commit_ts) {
-    if (!ap->held) return -1;
-    if (pgoutput_decode(ap->held, ap->held_len, false, &ap->msg, ap->errbuf, sizeof ap->errbuf) != 0)
-        return -1;
-    uint32_t relid = ap->msg.type == PGOUTPUT_INSERT   ? ap->msg.insert.relid
-                     : ap->msg.type == PGOUTPUT_UPDATE ? ap->msg.update.relid
-                                                       : ap->msg.delete.relid;
-    *r = rel_get(ap, relid, rel);
-    if (!*r) return -1;
-    *msg = &ap->msg;
-    *lsn = ap->held_lsn;
-    *commit_lsn = ap->tx_final_lsn;
-    *commit_ts = pgoutput_timestamp_to_unix_usec(ap->tx_commit_ts);
-    return 0;
-}
-
-static void held_release(apply_state *ap) {
-    free(ap->held);
-    ap->held = NULL;
-    ap->held_len = 0;
-    apply__flush(ap);
-    apply__maybe_unblock(ap);
-}
-
-void apply_held_drop(apply_state *ap) {
-    if (!ap->held) return;
-    ap->n.dropped_changes++;
-    held_release(ap);
-}
-
-int apply_held_apply(apply_state *ap, const pgoutput_tuple *old_tuple, const pgoutput_tuple *new_tuple,
-                     apply_target *target) {
-    pgoutput_message *m;
-    const relcache_relation *rel;
-    apply_rel *r;
-    uint64_t lsn, commit_lsn;
-    int64_t ts;
-    if (apply_held_decode(ap, &m, &rel, &r, &lsn, &commit_lsn, &ts) < 0) {
-        apply__fail(ap, "stream", "XX000", ap->errbuf, "re-reading a change for the on.change hook");
-        return -1;
-    }
-    const pgoutput_tuple *old = NULL, *row = NULL;
-    if (m->type == PGOUTPUT_INSERT)
-        row = &m->insert.new_tuple;
-    else if (m->type == PGOUTPUT_UPDATE) {
-        old = &m->update.old_tuple;
-        row = &m->update.new_tuple;
-    } else
-        old = &m->delete.old_tuple;
-    if (old_tuple) old = old_tuple;
-    if (new_tuple) row = new_tuple;
-    apply_rel routed;
-    bool reroute = target && target != r->target;
-    if (reroute) {
-        if (apply_rel_resolve(&routed, rel, target, NULL, ap->errbuf, sizeof ap->errbuf) < 0) {
-            apply__fail(ap, "stream", "0A000", ap->errbuf, "routing a change from the on.change hook");
-            return -1;
-        }
-        r = &routed;
-    }
-    ap->group_changes++;
-    ap->n.queued_changes++;
-    apply__queue_change(ap, r, m->type, old, row ? row : old, lsn, ap->tx_final_lsn, 0);
-    if (reroute) apply_rel_clear(&routed);
-    held_release(ap);
-    return ap->failed ? -1 : 0;
 }
 
 /* ---------------------------------------------------------------- life cycle */

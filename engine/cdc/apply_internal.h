@@ -105,6 +105,8 @@ void apply__watch(apply_state *ap);
 void apply__flush(apply_state *ap);
 void apply__group_commit(apply_state *ap);
 void apply__maybe_unblock(apply_state *ap);
+/* The stream's relation `relid` resolved to its target (NULL when the task has none). */
+apply_rel *apply__rel_get(apply_state *ap, uint32_t relid, const relcache_relation **relp);
 void apply__check_stopped(apply_state *ap);
 /* Queue the statement(s) for one change; `merged` earlier changes were folded into it. */
 void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_tuple *old,

@@ -24,6 +24,7 @@
  * stopped, failed or closed.
  */
 #include "cdc/apply.h"
+#include "cdc/lua_cdc_tables.h"
 #include "cdc/repl_stream.h"
 #include "cdc/spool.h"
 #include "runtime/bindings.h"
@@ -657,80 +658,6 @@ static int l_tostring(lua_State *L) {
     return 1;
 }
 
-static char *field_string(lua_State *L, int t, const char *name, bool required) {
-    char *out = NULL;
-    if (lua_getfield(L, t, name) == LUA_TSTRING)
-        out = strdup(lua_tostring(L, -1));
-    else if (required)
-        luaL_error(L, "cdc_stream: table entry needs %s (a string)", name);
-    lua_pop(L, 1);
-    return out;
-}
-
-static bool field_bool(lua_State *L, int t, const char *name) {
-    lua_getfield(L, t, name);
-    bool v = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
-static char **field_names(lua_State *L, int t, const char *name, int *count) {
-    *count = 0;
-    if (lua_getfield(L, t, name) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        return NULL;
-    }
-    int n = (int) luaL_len(L, -1);
-    char **out = calloc((size_t) (n ? n : 1), sizeof *out);
-    if (!out) abort();
-    for (int i = 0; i < n; i++) {
-        lua_geti(L, -1, i + 1);
-        out[i] = strdup(luaL_checkstring(L, -1));
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    *count = n;
-    return out;
-}
-
-static apply_target *target_from_lua(lua_State *L, int t) {
-    apply_target *tg = calloc(1, sizeof *tg);
-    if (!tg) abort();
-    tg->source_schema = field_string(L, t, "source_schema", true);
-    tg->source_name = field_string(L, t, "source_name", true);
-    tg->target_sql = field_string(L, t, "target_sql", true);
-    tg->display = field_string(L, t, "display", true);
-    tg->partitioned = field_bool(L, t, "partitioned");
-    tg->heartbeat = field_bool(L, t, "heartbeat");
-    tg->hooked = field_bool(L, t, "hooked");
-    tg->mergeable = field_bool(L, t, "mergeable");
-    tg->batchable = field_bool(L, t, "batchable");
-    tg->unique_free = field_bool(L, t, "unique_free");
-    if (lua_getfield(L, t, "tolerate_lsn") == LUA_TSTRING &&
-        apply_parse_lsn(lua_tostring(L, -1), &tg->tolerate_lsn) < 0)
-        luaL_error(L, "cdc_stream: tolerate_lsn of %s must look like 0/1A2B3C",
-                   tg->display ? tg->display : "?");
-    lua_pop(L, 1);
-    tg->known = field_names(L, t, "known", &tg->nknown);
-    tg->key = field_names(L, t, "key", &tg->nkey);
-    if (lua_getfield(L, t, "columns") == LUA_TTABLE) {
-        int n = (int) luaL_len(L, -1);
-        tg->columns = calloc((size_t) (n ? n : 1), sizeof *tg->columns);
-        if (!tg->columns) abort();
-        for (int i = 0; i < n; i++) {
-            lua_geti(L, -1, i + 1);
-            luaL_checktype(L, -1, LUA_TTABLE);
-            tg->columns[i].source = field_string(L, lua_gettop(L), "source", true);
-            tg->columns[i].target_sql = field_string(L, lua_gettop(L), "target_sql", true);
-            tg->columns[i].identity_always = field_bool(L, lua_gettop(L), "identity_always");
-            tg->ncolumns++;
-            lua_pop(L, 1);
-        }
-    }
-    lua_pop(L, 1);
-    return tg;
-}
-
 /* tide.core.cdc_stream(repl_conn, target_conn, opts) → stream, or nil, err */
 static int l_cdc_stream(lua_State *L) {
     tide_conn *src = tide_check_conn(L, 1);
@@ -753,7 +680,7 @@ static int l_cdc_stream(lua_State *L) {
     lua_getfield(L, 3, "conflict");
     opt.conflict = (apply_conflict_policy) luaL_checkoption(L, -1, "error", policies);
     lua_pop(L, 1);
-    opt.conflict_hook = field_bool(L, 3, "conflict_hook");
+    opt.conflict_hook = cdc_field_bool(L, 3, "conflict_hook");
     lua_getfield(L, 3, "group_changes");
     opt.group_changes = (int) luaL_optinteger(L, -1, 10000);
     lua_pop(L, 1);
@@ -790,7 +717,7 @@ static int l_cdc_stream(lua_State *L) {
     if (!opt.targets) abort();
     for (int i = 0; i < nt; i++) {
         lua_geti(L, tables, i + 1);
-        opt.targets[i] = target_from_lua(L, lua_gettop(L));
+        opt.targets[i] = cdc_target_from_lua(L, lua_gettop(L));
         opt.ntargets++;
         lua_pop(L, 1);
     }

@@ -1,0 +1,19 @@
+/*
+ * lua_cdc_tables.h — reading the stream's options and table map from Lua (lua_cdc_tables.c).
+ */
+#ifndef TIDE_LUA_CDC_TABLES_H
+#define TIDE_LUA_CDC_TABLES_H
+
+#include "cdc/apply.h"
+
+#include <lua.h>
+#include <stdbool.h>
+
+/* The boolean field `name` of the table at index t (false when absent). */
+bool cdc_field_bool(lua_State *L, int t, const char *name);
+
+/* One entry of the table map (the table at index t) as a new apply_target; raises a Lua error
+ * naming the missing field. */
+apply_target *cdc_target_from_lua(lua_State *L, int t);
+
+#endif
