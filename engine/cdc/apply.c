@@ -355,6 +355,35 @@ void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int npara
     e->rows = rows;
 }
 
+/* A change of a table whose row filter pgtide applies (apply_filter.c); deletes take the plain
+ * path. Updates are never conflicts here: the row may be one the filter left out. */
+static void queue_filtered(apply_state *ap, apply_rel *r, int op, const pgoutput_tuple *old,
+                           const pgoutput_tuple *row, uint64_t lsn, uint64_t commit_lsn, uint32_t merged,
+                           bool hookish, bool overwrite, bool tolerant) {
+    const relcache_relation *rel = relcache_get(ap->cache, r->relid);
+    if (!rel || rel->ncols != r->ncols) {
+        apply__fail(ap, "stream", "08P01", "a change arrived without its Relation message", NULL);
+        return;
+    }
+    if (op == 'I') {
+        apply_form form = overwrite || (tolerant && r->by_key)                     ? APPLY_FORM_UPSERT
+                          : (ap->opt.conflict == APPLY_CONFLICT_ERROR && !hookish) ? APPLY_FORM_INSERT
+                                                                                   : APPLY_FORM_INSERT_IGNORE;
+        apply_sql_filtered_insert(&ap->st, r, rel, row, form);
+    } else {
+        char err[512];
+        bool changed = old && old->ncols && key_changed(r, old, row);
+        if (apply_sql_filtered_update(&ap->st, r, rel, old, row, changed, err, sizeof err) < 0) {
+            char ctx[256];
+            snprintf(ctx, sizeof ctx, "applying a change of %s.%s", r->target->source_schema,
+                     r->target->source_name);
+            apply__fail(ap, "stream", "0A000", err, ctx);
+            return;
+        }
+    }
+    queue_dml(ap, r, op, APPLY_FORM_FILTERED, lsn, commit_lsn, old && old->ncols ? old : row, merged);
+}
+
 void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_tuple *old,
                          const pgoutput_tuple *row, uint64_t lsn, uint64_t commit_lsn, uint32_t merged) {
     char err[512];
@@ -363,6 +392,10 @@ void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_t
     /* Before a table's tolerated position (see apply_target.tolerate_lsn) an insert may meet a
      * row the stream's later TRUNCATE removes anyway: never a failed statement. */
     bool tolerant = commit_lsn && commit_lsn <= r->target->tolerate_lsn;
+    if (r->target->filter && op != 'D') {
+        queue_filtered(ap, r, op, old, row, lsn, commit_lsn, merged, hookish, overwrite, tolerant);
+        return;
+    }
     if (op == 'I') {
         apply_form form = overwrite || (tolerant && r->by_key)                     ? APPLY_FORM_UPSERT
                           : tolerant                                               ? APPLY_FORM_INSERT_IGNORE

@@ -61,8 +61,11 @@ typedef struct apply_target {
     int ncolumns;
     char **known; /* every source column the plan knew, selected or not */
     int nknown;
-    char **key; /* source names of a unique key on the target (may be 0) */
+    char **known_type; /* per known column: its SQL type, for a filter pgtide applies (NULL: text) */
+    char **key;        /* source names of a unique key on the target (may be 0) */
     int nkey;
+    char *filter;          /* a row filter pgtide applies itself (apply_filter.c), in source column names;
+                              NULL when the publication filters (or nothing does) */
     bool partitioned;      /* target is partitioned: never ONLY, find rows by tableoid */
     bool heartbeat;        /* pgtide's heartbeat table: counted, never applied */
     bool hooked;           /* on.change names this table: changes go through Lua */
@@ -106,6 +109,7 @@ typedef enum apply_form {
     APPLY_FORM_UPSERT,        /* ... ON CONFLICT (key) DO UPDATE ... RETURNING (xmax = 0) */
     APPLY_FORM_UPDATE,
     APPLY_FORM_DELETE,
+    APPLY_FORM_FILTERED, /* apply_filter.c: returns (wanted, done, inserted, complete) */
 } apply_form;
 
 /* One statement: its text and its text-format parameters (NULL = SQL NULL). */
@@ -137,6 +141,14 @@ int apply_sql_update(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *s
                      const pgoutput_tuple *row, bool set_keys, char *err, size_t errlen);
 int apply_sql_delete(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *search, char *err,
                      size_t errlen);
+/* A table with a filter pgtide applies (apply_filter.c). The insert takes `form`'s conflict
+ * handling (INSERT: a duplicate is an error; INSERT_IGNORE; UPSERT). The update returns 1, or -1
+ * with a message when the table has no unique key or the old key has no value. */
+void apply_sql_filtered_insert(apply_stmt *st, const apply_rel *r, const relcache_relation *rel,
+                               const pgoutput_tuple *row, apply_form form);
+int apply_sql_filtered_update(apply_stmt *st, const apply_rel *r, const relcache_relation *rel,
+                              const pgoutput_tuple *old, const pgoutput_tuple *row, bool key_changed,
+                              char *err, size_t errlen);
 /* "id=42, region='eu'" from the match columns of `search` (shortened to len). */
 void apply_sql_key_text(char *out, size_t len, const apply_rel *r, const pgoutput_tuple *search);
 /* Resolve a relation against its target. Returns 0 or -1 with a message for the operator

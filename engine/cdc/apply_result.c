@@ -182,9 +182,46 @@ void apply_conflict_decide(apply_state *ap, bool skip) {
 
 /* ---------------------------------------------------------------- results */
 
+/* A statement of apply_filter.c: one row (wanted, done, inserted, complete). */
+static void handle_filtered_result(apply_state *ap, inflight *e, PGresult *r) {
+    if (PQntuples(r) != 1 || PQnfields(r) != 4) {
+        apply__fail(ap, "target", "XX000", "a filtered change returned an unexpected result", NULL);
+        return;
+    }
+    bool wanted = strcmp(PQgetvalue(r, 0, 0), "0") != 0, done = strcmp(PQgetvalue(r, 0, 1), "0") != 0;
+    bool inserted = PQgetvalue(r, 0, 2)[0] == 't', complete = PQgetvalue(r, 0, 3)[0] == 't';
+    if (e->op == 'U' && inserted && !complete) {
+        char ctx[512];
+        describe_change(ctx, sizeof ctx, e);
+        apply__fail(
+            ap, "target", "55000",
+            "an update moved a row into the table's row filter, but the source did not send the value of "
+            "an unchanged out-of-line (TOASTed) column, and the row is not on the target to take it from",
+            ctx);
+        if (!ap->err.hint)
+            ap->err.hint =
+                strdup("set REPLICA IDENTITY FULL on the source table (the publication then applies "
+                       "the filter and sends whole rows), release the task and migrate the table again");
+        return;
+    }
+    if (e->op == 'I' && wanted && !done) {
+        conflict_seen(ap, e, false);
+        return;
+    }
+    if (e->op == 'I' && done && !inserted) {
+        conflict_seen(ap, e, true);
+        return;
+    }
+    ap->n.applied_changes++;
+}
+
 static void handle_dml_result(apply_state *ap, inflight *e, PGresult *r) {
     ExecStatusType st = PQresultStatus(r);
     ap->n.applied_changes += e->changes; /* updates folded into this statement */
+    if (e->form == APPLY_FORM_FILTERED && st == PGRES_TUPLES_OK) {
+        handle_filtered_result(ap, e, r);
+        return;
+    }
     if (e->form == APPLY_FORM_UPSERT && st == PGRES_TUPLES_OK) {
         /* a key-only row existed */
         if (PQntuples(r) == 0) {
@@ -198,7 +235,8 @@ static void handle_dml_result(apply_state *ap, inflight *e, PGresult *r) {
         return;
     }
     const char *tuples = PQcmdTuples(r);
-    if (tuples && tuples[0] == '0' && tuples[1] == '\0' && e->op) {
+    /* On a filtered table a missing row may be one the filter left out: not a conflict. */
+    if (tuples && tuples[0] == '0' && tuples[1] == '\0' && e->op && !(e->target && e->target->filter)) {
         conflict_seen(ap, e, false);
         return;
     }

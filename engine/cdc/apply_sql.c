@@ -502,8 +502,13 @@ void apply_target_free(apply_target *t) {
         free(t->columns[j].target_sql);
     }
     free(t->columns);
-    for (int j = 0; j < t->nknown; j++) free(t->known[j]);
+    for (int j = 0; j < t->nknown; j++) {
+        free(t->known[j]);
+        if (t->known_type) free(t->known_type[j]);
+    }
     free(t->known);
+    free(t->known_type);
+    free(t->filter);
     for (int j = 0; j < t->nkey; j++) free(t->key[j]);
     free(t->key);
     free(t);

@@ -64,6 +64,18 @@ apply_target *cdc_target_from_lua(lua_State *L, int t) {
                    tg->display ? tg->display : "?");
     lua_pop(L, 1);
     tg->known = field_names(L, t, "known", &tg->nknown);
+    tg->filter = field_string(L, t, "filter", false);
+    if (tg->filter) {
+        /* known_type[j]: the SQL type of known[j], by name ({ [column] = "type" }) */
+        tg->known_type = calloc((size_t) (tg->nknown ? tg->nknown : 1), sizeof *tg->known_type);
+        if (!tg->known_type) abort();
+        if (lua_getfield(L, t, "known_type") == LUA_TTABLE)
+            for (int j = 0; j < tg->nknown; j++)
+                tg->known_type[j] = field_string(L, lua_gettop(L), tg->known[j], false);
+        lua_pop(L, 1);
+        /* each change is one statement of its own (apply_filter.c): never folded or batched */
+        tg->mergeable = tg->batchable = false;
+    }
     tg->key = field_names(L, t, "key", &tg->nkey);
     if (lua_getfield(L, t, "columns") == LUA_TTABLE) {
         int n = (int) luaL_len(L, -1);

@@ -377,11 +377,101 @@ static void test_empty_value(void) {
     apply_buf_free(&b);
 }
 
+/* A filter pgtide applies (apply_filter.c): the change's row is named after the source table,
+ * with source column names and the target's types, and the filter is put in as it is. */
+static void test_filtered(void) {
+    relcache *cache = relcache_create();
+    const char *names[] = { "id", "login", "doc" };
+    const int keys[] = { 1, 0, 0 };
+    const relcache_relation *rel = describe(cache, 9, 'd', 3, names, keys, NULL);
+    apply_target *t = target(names, 3, names, 3, (const char *[]){ "id" }, 1, false);
+    t->filter = strdup("login <> 'x' AND t.doc IS NOT NULL");
+    t->known_type = calloc(3, sizeof *t->known_type);
+    t->known_type[0] = strdup("integer");
+    t->known_type[1] = strdup("character varying(20)");
+    apply_rel r;
+    char err[512];
+    tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "a filtered table resolves");
+    apply_stmt st = { 0 };
+    pgoutput_value row_v[] = { text("7"), text("ann"), NUL };
+    pgoutput_tuple row = { 3, row_v };
+    apply_sql_filtered_insert(&st, &r, rel, &row, APPLY_FORM_INSERT);
+    tap_check(
+        strncmp(
+            st.sql.data,
+            "WITH \"t\" AS (SELECT $1::integer AS \"id\", $2::character varying(20) AS \"login\", "
+            "$3::text AS \"doc\"), pgtide_keep AS (SELECT * FROM \"t\" WHERE (login <> 'x' AND t.doc IS "
+            "NOT NULL)), pgtide_put AS (INSERT INTO \"shop\".\"t\" (\"id\", \"username\", \"doc\") "
+            "SELECT \"id\", \"login\", \"doc\" FROM pgtide_keep RETURNING",
+            strlen("WITH \"t\" AS (SELECT $1::integer AS \"id\", $2::character varying(20) AS \"login\", "
+                   "$3::text AS \"doc\"), pgtide_keep AS (SELECT * FROM \"t\" WHERE (login <> 'x' AND "
+                   "t.doc IS NOT NULL)), pgtide_put AS (INSERT INTO \"shop\".\"t\" (\"id\", "
+                   "\"username\", \"doc\") SELECT \"id\", \"login\", \"doc\" FROM pgtide_keep RETURNING")) ==
+            0,
+        "filtered insert: typed source-named row, the filter as given, target names in the INSERT");
+    tap_check(strstr(st.sql.data, "ON CONFLICT") == NULL,
+              "conflict = error: a plain insert (a duplicate is an error)");
+    tap_check_str(params_text(&st), "7|ann|NULL", "filtered insert parameters");
+    tap_check(strstr(st.sql.data, "AS wanted") && strstr(st.sql.data, "true AS complete"),
+              "the result says whether the row matched and was put");
+
+    /* An update with an unchanged TOAST value: taken from the target row under the old key. */
+    pgoutput_value upd_v[] = { text("7"), text("bob"), TOAST };
+    pgoutput_tuple upd = { 3, upd_v };
+    tap_check(apply_sql_filtered_update(&st, &r, rel, NULL, &upd, false, err, sizeof err) == 1,
+              "filtered update");
+    tap_check(strstr(st.sql.data,
+                     "(SELECT x.\"doc\" FROM ONLY \"shop\".\"t\" x WHERE x.\"id\" = $3) AS \"doc\"") != NULL,
+              "an unchanged TOAST value comes from the target's row");
+    tap_check(strstr(st.sql.data,
+                     "pgtide_gone AS (DELETE FROM ONLY \"shop\".\"t\" WHERE \"id\" = $4 AND NOT EXISTS "
+                     "(SELECT FROM pgtide_keep) RETURNING 1)") != NULL,
+              "same key: the row is deleted only when the new row does not match");
+    tap_check(strstr(st.sql.data,
+                     "ON CONFLICT (\"id\") DO UPDATE SET \"username\" = EXCLUDED.\"username\" RETURNING") !=
+                  NULL,
+              "the upsert leaves the unchanged value as the target has it");
+    tap_check(strstr(st.sql.data,
+                     "EXISTS (SELECT FROM ONLY \"shop\".\"t\" x WHERE x.\"id\" = $5) AS complete") != NULL,
+              "complete only when the target had the row to take the value from");
+
+    pgoutput_value old_v[] = { text("7"), NUL, NUL };
+    pgoutput_tuple old = { 3, old_v };
+    pgoutput_value moved_v[] = { text("8"), text("bob"), text("d") };
+    pgoutput_tuple moved = { 3, moved_v };
+    apply_sql_filtered_update(&st, &r, rel, &old, &moved, true, err, sizeof err);
+    tap_check(strstr(st.sql.data, "WHERE \"id\" = $4 RETURNING 1)") != NULL,
+              "a new key: the old row always goes");
+    tap_check_str(params_text(&st), "8|bob|d|7", "new values, then the old key");
+
+    /* Without a unique key a filtered update cannot find its row. */
+    const char *fnames[] = { "a", "b" };
+    const int fkeys[] = { 1, 1 };
+    const relcache_relation *frel = describe(cache, 10, 'f', 2, fnames, fkeys, NULL);
+    apply_target *ft = target(fnames, 2, fnames, 2, NULL, 0, false);
+    ft->filter = strdup("b > 1");
+    apply_rel fr;
+    tap_check(apply_rel_resolve(&fr, frel, ft, NULL, err, sizeof err) == 0,
+              "a keyless filtered table resolves");
+    pgoutput_value fv[] = { text("1"), text("2") };
+    pgoutput_tuple frow = { 2, fv };
+    tap_check(apply_sql_filtered_update(&st, &fr, frel, &frow, &frow, false, err, sizeof err) == -1 &&
+                  strstr(err, "no unique key") != NULL,
+              "a keyless filtered update is refused, naming the fix");
+    apply_rel_clear(&fr);
+    apply_target_free(ft);
+    apply_rel_clear(&r);
+    apply_target_free(t);
+    apply_stmt_free(&st);
+    relcache_destroy(cache);
+}
+
 int main(void) {
     test_empty_value();
     test_primary_key();
     test_full_identity();
     test_identity_always();
+    test_filtered();
     test_resolution_errors();
     test_lsn();
     return tap_done();

@@ -1,0 +1,208 @@
+/*
+ * apply_filter.c — the statements for a table whose row filter pgtide applies itself, because
+ * the publication cannot carry it (a filter on columns outside the replica identity, or a
+ * source before PostgreSQL 15): the publication sends every change of the table, and each one
+ * is applied by one statement that lets the target server evaluate the filter on the change's
+ * values, passed as parameters. The filter keeps its SQL meaning; nothing here parses it.
+ *
+ * Each statement names the change's row after the source table (a CTE whose columns carry the
+ * source's column names, cast to the target's types), so the filter reads as it does on the
+ * source, and returns one row: (wanted, done, inserted, complete).
+ *   insert   inserted when the row matches, else nothing (wanted = 0);
+ *   update   the row under the old key is deleted unless the new row matches under the same
+ *            key; a matching new row is upserted under its key. A row that moves into the
+ *            filter is inserted whole; a column the source sent as UNCHANGED_TOAST takes the
+ *            value of the target's row under the old key, and when there is no such row the
+ *            value is unknown: `complete` is false and apply_result.c stops the task rather
+ *            than insert a row with a missing value.
+ *   delete   the plain delete by key (apply_sql.c); finding no row is not a conflict, as the
+ *            filter may have left the row out.
+ * Such a table needs a unique key on the target (apply_rel_resolve checks it).
+ */
+#include "cdc/apply.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void add_ident(apply_buf *b, const char *name) {
+    apply_buf_adds(b, "\"");
+    for (const char *p = name; *p; p++) {
+        if (*p == '"')
+            apply_buf_adds(b, "\"\"");
+        else
+            apply_buf_add(b, p, 1);
+    }
+    apply_buf_adds(b, "\"");
+}
+
+/* The SQL type of relation column i for the filter's row (text when the plan did not say). */
+static const char *column_type(const apply_target *t, const char *name) {
+    for (int j = 0; j < t->nknown; j++)
+        if (strcmp(t->known[j], name) == 0)
+            return t->known_type && t->known_type[j] ? t->known_type[j] : "text";
+    return "text";
+}
+
+static const char *only(const apply_target *t) { return t->partitioned ? "" : "ONLY "; }
+
+/* "x.k1 = $n AND x.k2 = $m": the target row under the key values of `search`. */
+static void add_key_match(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *search,
+                          const char *alias) {
+    int k = 0;
+    for (int i = 0; i < r->ncols; i++) {
+        if (!r->match[i]) continue;
+        const char *col = r->target->columns[r->slot[i]].target_sql;
+        if (k++) apply_buf_adds(&st->sql, " AND ");
+        const pgoutput_value *v = &search->values[i];
+        if (v->kind == PGOUTPUT_VALUE_NULL) {
+            apply_buf_addf(&st->sql, "%s%s IS NULL", alias, col);
+            continue;
+        }
+        int n = apply_stmt_add(st, v);
+        apply_buf_addf(&st->sql, r->textcmp[i] ? "%s%s::text = $%d" : "%s%s = $%d", alias, col, n);
+    }
+}
+
+/* WITH "<source table>" AS (SELECT $1::type AS "col", ...), pgtide_keep AS (... WHERE filter).
+ * Returns whether a value came from the target's row (an UNCHANGED_TOAST column). */
+static bool add_row_cte(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *row,
+                        const pgoutput_tuple *search, const relcache_relation *rel) {
+    const apply_target *t = r->target;
+    bool from_target = false;
+    apply_buf_adds(&st->sql, "WITH ");
+    add_ident(&st->sql, t->source_name);
+    apply_buf_adds(&st->sql, " AS (SELECT ");
+    for (int i = 0; i < r->ncols; i++) {
+        const char *name = rel->columns[i].name;
+        const char *type = column_type(t, name);
+        if (i) apply_buf_adds(&st->sql, ", ");
+        const pgoutput_value *v = &row->values[i];
+        if (v->kind != PGOUTPUT_VALUE_UNCHANGED_TOAST) {
+            int n = apply_stmt_add(st, v);
+            apply_buf_addf(&st->sql, "$%d::%s", n, type);
+        } else if (r->slot[i] >= 0 && search) {
+            from_target = true;
+            apply_buf_addf(&st->sql, "(SELECT x.%s FROM %s%s x WHERE ", t->columns[r->slot[i]].target_sql,
+                           only(t), t->target_sql);
+            add_key_match(st, r, search, "x.");
+            apply_buf_adds(&st->sql, ")");
+        } else {
+            apply_buf_addf(&st->sql, "NULL::%s", type);
+        }
+        apply_buf_adds(&st->sql, " AS ");
+        add_ident(&st->sql, name);
+    }
+    if (r->ncols == 0) apply_buf_adds(&st->sql, "1 AS pgtide_none");
+    apply_buf_adds(&st->sql, "), pgtide_keep AS (SELECT * FROM ");
+    add_ident(&st->sql, t->source_name);
+    apply_buf_addf(&st->sql, " WHERE (%s))", t->filter);
+    return from_target;
+}
+
+static bool identity_always(const apply_rel *r, int i) {
+    return r->slot[i] >= 0 && r->target->columns[r->slot[i]].identity_always;
+}
+
+/* INSERT INTO target (...) SELECT ... FROM pgtide_keep [ON CONFLICT ...] RETURNING (xmax = 0).
+ * `upsert`: ON CONFLICT (key) DO UPDATE, setting the columns the change carries. */
+static void add_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *row,
+                       const relcache_relation *rel, apply_form form, bool upsert) {
+    const apply_target *t = r->target;
+    apply_buf_addf(&st->sql, "INSERT INTO %s (", t->target_sql);
+    int k = 0;
+    bool overriding = false;
+    for (int i = 0; i < r->ncols; i++) {
+        if (r->slot[i] < 0) continue;
+        apply_buf_addf(&st->sql, "%s%s", k++ ? ", " : "", t->columns[r->slot[i]].target_sql);
+        overriding |= identity_always(r, i);
+    }
+    apply_buf_adds(&st->sql, overriding ? ") OVERRIDING SYSTEM VALUE SELECT " : ") SELECT ");
+    k = 0;
+    for (int i = 0; i < r->ncols; i++) {
+        if (r->slot[i] < 0) continue;
+        if (k++) apply_buf_adds(&st->sql, ", ");
+        add_ident(&st->sql, rel->columns[i].name);
+    }
+    apply_buf_adds(&st->sql, " FROM pgtide_keep");
+    if (upsert && r->by_key) {
+        apply_buf_adds(&st->sql, " ON CONFLICT (");
+        k = 0;
+        for (int i = 0; i < r->ncols; i++)
+            if (r->match[i])
+                apply_buf_addf(&st->sql, "%s%s", k++ ? ", " : "", t->columns[r->slot[i]].target_sql);
+        apply_buf_adds(&st->sql, ")");
+        k = 0;
+        for (int i = 0; i < r->ncols; i++) {
+            if (r->slot[i] < 0 || r->match[i] || identity_always(r, i)) continue;
+            if (row->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) continue; /* the target keeps it */
+            const char *col = t->columns[r->slot[i]].target_sql;
+            apply_buf_addf(&st->sql, "%s%s = EXCLUDED.%s", k++ ? ", " : " DO UPDATE SET ", col, col);
+        }
+        if (k == 0) apply_buf_adds(&st->sql, " DO NOTHING");
+    } else if (form != APPLY_FORM_INSERT) {
+        apply_buf_adds(&st->sql, " ON CONFLICT DO NOTHING");
+    }
+    apply_buf_adds(&st->sql, " RETURNING (xmax = 0) AS inserted");
+}
+
+static void add_result(apply_stmt *st, const char *complete) {
+    apply_buf_addf(
+        &st->sql,
+        ") SELECT (SELECT count(*) FROM pgtide_keep) AS wanted, (SELECT count(*) FROM pgtide_put) AS done, "
+        "coalesce((SELECT bool_or(inserted) FROM pgtide_put), false) AS inserted, %s AS complete",
+        complete);
+}
+
+void apply_sql_filtered_insert(apply_stmt *st, const apply_rel *r, const relcache_relation *rel,
+                               const pgoutput_tuple *row, apply_form form) {
+    apply_stmt_reset(st);
+    add_row_cte(st, r, row, NULL, rel);
+    apply_buf_adds(&st->sql, ", pgtide_put AS (");
+    add_insert(st, r, row, rel, form, form == APPLY_FORM_UPSERT);
+    add_result(st, "true");
+}
+
+int apply_sql_filtered_update(apply_stmt *st, const apply_rel *r, const relcache_relation *rel,
+                              const pgoutput_tuple *old, const pgoutput_tuple *row, bool key_changed,
+                              char *err, size_t errlen) {
+    const apply_target *t = r->target;
+    apply_stmt_reset(st);
+    if (!r->by_key) {
+        snprintf(err, errlen,
+                 "table %s has a row filter that pgtide applies itself, and no unique key on the target to "
+                 "find its rows by: give it a primary key, or set REPLICA IDENTITY FULL on the source table "
+                 "(the publication then applies the filter)",
+                 t->display);
+        return -1;
+    }
+    const pgoutput_tuple *search = old && old->ncols ? old : row;
+    for (int i = 0; i < r->ncols; i++) {
+        if (r->match[i] && search->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) {
+            snprintf(err, errlen,
+                     "key column %s of table %s arrived without a value (an unchanged out-of-line value): "
+                     "the row cannot be found",
+                     t->columns[r->slot[i]].target_sql, t->display);
+            return -1;
+        }
+    }
+    bool from_target = add_row_cte(st, r, row, search, rel);
+    /* The row under the old key goes when the key changed or the new row is filtered out. */
+    apply_buf_addf(&st->sql, ", pgtide_gone AS (DELETE FROM %s%s WHERE ", only(t), t->target_sql);
+    add_key_match(st, r, search, "");
+    if (!key_changed) apply_buf_adds(&st->sql, " AND NOT EXISTS (SELECT FROM pgtide_keep)");
+    apply_buf_adds(&st->sql, " RETURNING 1), pgtide_put AS (");
+    add_insert(st, r, row, rel, APPLY_FORM_UPSERT, true);
+    if (!from_target) {
+        add_result(st, "true");
+        return 1;
+    }
+    /* Values taken from the target's row are known only when that row is there. */
+    apply_buf_adds(&st->sql,
+                   ") SELECT (SELECT count(*) FROM pgtide_keep) AS wanted, (SELECT count(*) FROM "
+                   "pgtide_put) AS done, coalesce((SELECT bool_or(inserted) FROM pgtide_put), false) "
+                   "AS inserted, EXISTS (SELECT FROM ");
+    apply_buf_addf(&st->sql, "%s%s x WHERE ", only(t), t->target_sql);
+    add_key_match(st, r, search, "x.");
+    apply_buf_adds(&st->sql, ") AS complete");
+    return 1;
+}
