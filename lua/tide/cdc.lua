@@ -156,7 +156,64 @@ local function lsn_value(s)
   return hi and (tonumber(hi, 16) << 32 | tonumber(lo, 16)) or 0
 end
 
-local function build_tables(task, plan, target, names)
+-- "name" -> { [column] = SQL type } of a table, written so that it means the same under any
+-- search_path (types outside pg_catalog qualified by their schema); `builtin_only`: a type of
+-- another schema is given as text (a source type the target may not have under that name).
+local function column_types(conn, qualified, builtin_only)
+  local out = {}
+  for _, r in ipairs(assert(conn:query([[
+SELECT a.attname AS name,
+       CASE WHEN t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace
+            THEN pg_catalog.format_type(a.atttypid, a.atttypmod)
+            WHEN $2 THEN 'text'
+            ELSE pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(t.typname) END AS type
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped]], qualified,
+      builtin_only and true or false))) do
+    out[r.name] = r.type
+  end
+  return out
+end
+
+-- For a table with a row filter that the task's publications do not carry (tide.cdc.objects.
+-- filter_mode chose so when it made them; what they hold is what counts, so a publication made
+-- by an earlier run is never trusted to filter): the filter, and the type of every column the
+-- filter may read, for engine/cdc/apply_filter.c.
+local function applied_filters(source, target, order, tnames, names)
+  local wanted = {}
+  for i, e in ipairs(order) do
+    if e.plan_table and e.plan_table.row_filter and not e.plan_table.unlogged then wanted[#wanted + 1] = i end
+  end
+  if #wanted == 0 then return end
+  local carried = {}
+  if source:server_version() >= 150000 then
+    for _, r in ipairs(assert(source:query([[
+SELECT n.nspname AS schema, c.relname AS name
+FROM pg_catalog.pg_publication p
+JOIN pg_catalog.pg_publication_rel r ON r.prpubid = p.oid
+JOIN pg_catalog.pg_class c ON c.oid = r.prrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE p.pubname IN ($1, $2) AND r.prqual IS NOT NULL]], names.publication, names.inserts_publication))) do
+      carried[r.schema .. "\0" .. r.name] = true
+    end
+  end
+  for _, i in ipairs(wanted) do
+    local e = order[i]
+    local tbl = e.plan_table
+    if not carried[e.source_schema .. "\0" .. e.source_name] then
+      local on_target = column_types(target, tnames[i], false)
+      local on_source = column_types(source, objects.qname(source, e.source_schema, e.source_name), true)
+      local types = {}
+      for _, name in ipairs(e.known) do types[name] = on_source[name] end
+      for _, c in ipairs(e.columns) do types[c.source] = on_target[c.target] or types[c.source] end
+      e.filter, e.known_type = tbl.row_filter, types
+    end
+  end
+end
+
+local function build_tables(task, plan, target, names, source)
   local hooks = (task.on and task.on.change) or {}
   local by_source, order = {}, {}
   -- Tables the full load found truncated on the source after its snapshot (tide.state): up to
@@ -189,6 +246,8 @@ local function build_tables(task, plan, target, names)
       add(root.schema, root.name, tbl.parent, root.target, root.columns or tbl.columns, tbl.key_columns, tbl.key)
     else
       add(tbl.source.schema, tbl.source.name, tbl.key, tbl.target, tbl.columns, tbl.key_columns)
+      local e = by_source[tbl.source.schema .. "\0" .. tbl.source.name]
+      e.plan_table = tbl
     end
   end
   -- Which targets are partitioned (never TRUNCATE ONLY, find rows through the root), and
@@ -196,6 +255,7 @@ local function build_tables(task, plan, target, names)
   -- unique index (the key), no exclusion constraint, no trigger firing in replica mode.
   local tnames = {}
   for i, e in ipairs(order) do tnames[i] = objects.qname(target, e.target_schema, e.target_name) end
+  applied_filters(source, target, order, tnames, names)
   local kinds, mergeable, batchable, unique_free = {}, {}, {}, {}
   local may_merge = conf(task).merge_updates ~= false and conf(task).replica_role ~= false
   -- Inserts into a table may be sent several rows to a statement (engine/cdc/apply_merge.c) when
@@ -229,6 +289,7 @@ LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tna
       display = e.target_schema .. "." .. e.target_name, columns = cols, key = e.key, known = e.known,
       partitioned = kinds[i] == "p", mergeable = mergeable[i] and e.key ~= nil,
       batchable = batchable[i] or false, unique_free = unique_free[i] or false, tolerate_lsn = e.tolerate_lsn,
+      filter = e.filter, known_type = e.known_type,
       hooked = hooks[source_name] ~= nil or hooks[objects.qname(target, e.source_schema, e.source_name)] ~= nil,
     }
   end
@@ -573,7 +634,7 @@ function M.stream(run, plan, _source, target, opts)
                                   "WHERE datname = pg_catalog.current_database()"))
   st.encoding = enc[1].e
   st.control = connect.open(task, "source", { application_name = "pgtide:" .. task.name .. ":control" })
-  st.tables, st.hooks = build_tables(task, plan, target, names)
+  st.tables, st.hooks = build_tables(task, plan, target, names, st.control)
   local handlers = {}
   for _, sig in ipairs({ "INT", "TERM" }) do
     handlers[sig] = true

@@ -293,8 +293,18 @@ function M.build(task, source, target)
   extensions.config_tables(plan, model, selector)
   -- What incremental migration does with tables it cannot stream whole (tide.cdc.objects).
   if task.phases and task.phases.incremental then
-    local keyless = require("tide.cdc.objects").keyless
+    local cdc_objects = require "tide.cdc.objects"
+    local keyless = cdc_objects.keyless
     for _, tbl in ipairs(plan.tables) do
+      local obj = plan.by_key["table:" .. tbl.key]
+      local names = {}
+      for _, c in ipairs(obj and obj.columns or tbl.columns) do names[#names + 1] = c.name end
+      if tbl.row_filter and not tbl.unlogged and not tbl.parent and
+          cdc_objects.filter_mode(tbl, names, plan.server_version or 0) == "pgtide" then
+        plan.warnings[#plan.warnings + 1] = { kind = "table", object = "table:" .. tbl.key, message = tbl.key ..
+          ": its row filter cannot go into the publication: every change is streamed and pgtide applies the " ..
+          "filter on the target (precheck row_filter_applied)" }
+      end
       if tbl.unlogged then
         plan.warnings[#plan.warnings + 1] = { kind = "table", object = "table:" .. tbl.key, message = tbl.key ..
           ": unlogged: copied by the full load, left out of the stream (its changes are not in the WAL)" }

@@ -124,7 +124,9 @@ local function filter_columns_outside(filter, columns, allowed)
   local names, bad = {}, {}
   for _, c in ipairs(columns) do names[c] = true end
   local stripped = filter:gsub("'[^']*'", "''")
-  for word in stripped:gmatch("[%a_][%w_$]*") do
+  -- An unquoted name is folded to lower case by the server; a quoted one is taken as it is.
+  for word in stripped:gsub('"[^"]*"', " "):gmatch("[%a_][%w_$]*") do
+    word = word:lower()
     if names[word] and not allowed[word] and not bad[word] then bad[word] = true; bad[#bad + 1] = word end
   end
   for quoted in stripped:gmatch('"([^"]+)"') do
@@ -157,10 +159,24 @@ function M.filter_problem(tbl, all)
   return filter_columns_outside(tbl.row_filter, all or {}, allowed)
 end
 
+-- Where the stream applies tbl's row filter (`all`: the table's columns, catalog_columns):
+--   "publication"  the source filters (PostgreSQL 15 or later, and the filter uses only replica
+--                  identity columns, or the table's updates and deletes are not published);
+--   "pgtide"       every change of the table is published, and the apply evaluates the filter on
+--                  the target with the change's values (engine/cdc/apply_filter.c): an update
+--                  whose new row matches is an upsert, one whose new row does not is a delete;
+--   nil            no filter. Partitions published through their root keep their root's rule.
+function M.filter_mode(tbl, all, version)
+  if not tbl.row_filter then return nil end
+  if version >= 150000 and (keyless(tbl) or #M.filter_problem(tbl, all) == 0) then return "publication" end
+  return "pgtide"
+end
+
 -- The publication's table list: partitions are published through their root.
 -- Returns entries { schema=, name=, columns = {...} | nil, filter = ... | nil, root = bool,
 -- inserts_only = bool }.
-function M.publication_entries(plan, catalog_columns, version)
+function M.publication_entries(plan, catalog_columns, version, filter_columns)
+  filter_columns = filter_columns or catalog_columns
   local out, seen, via_root = {}, {}, false
   for _, tbl in ipairs(plan.tables or {}) do
     local schema, name, entry_tbl = tbl.source.schema, tbl.source.name, tbl
@@ -179,49 +195,44 @@ function M.publication_entries(plan, catalog_columns, version)
       local e = { schema = schema, name = name, root = entry_tbl == nil, inserts_only = keyless(tbl) }
       seen[key] = e
       local all = catalog_columns[key]
-      if version >= 150000 and entry_tbl and all and #entry_tbl.columns < #all then
+      local mode = entry_tbl and M.filter_mode(entry_tbl, filter_columns[key], version)
+      -- A filter pgtide applies may read any column: the stream then carries them all.
+      if version >= 150000 and entry_tbl and all and #entry_tbl.columns < #all and mode ~= "pgtide" then
         e.columns = {}
         for i, c in ipairs(entry_tbl.columns) do e.columns[i] = c.name end
       end
-      if version >= 150000 and entry_tbl and entry_tbl.row_filter and e.inserts_only then
-        e.filter = entry_tbl.row_filter        -- inserts only: any column may be filtered on
-      elseif version >= 150000 and entry_tbl and entry_tbl.row_filter then
-        -- (The precheck row_filter_stream reports this before anything is written.)
-        local bad = M.filter_problem(entry_tbl, all)
-        if #bad > 0 then
-          failure.raise("failed", string.format(
-            "the row filter of %s.%s (%s) uses column %s, which is not part of the table's replica identity: " ..
-            "publishing it would make UPDATE and DELETE on the source fail\n  hint: filter on key columns only, " ..
-            "or set REPLICA IDENTITY FULL on the source table", schema, name, entry_tbl.row_filter,
-            table.concat(bad, ", ")))
-        end
-        e.filter = entry_tbl.row_filter
-      end
+      if mode == "publication" then e.filter = entry_tbl.row_filter end
       out[#out + 1] = e
     end
   end
   return out, via_root
 end
 
--- Every source column (not dropped, not generated) of the given tables, keyed "schema\0name".
+-- Every source column (not dropped, not generated) of the given tables, keyed "schema\0name";
+-- and second, every column with the generated ones (what a row filter may read).
 function M.catalog_columns(source, pairs_list)
   local schemas, names = {}, {}
   for i, p in ipairs(pairs_list) do schemas[i], names[i] = p[1], p[2] end
   local out = {}
   if #schemas == 0 then return out end
   local rows = assert(source:query([[
-SELECT n.nspname AS schema, c.relname AS name, a.attname AS column, c.relkind AS kind
+SELECT n.nspname AS schema, c.relname AS name, a.attname AS column, c.relkind AS kind, a.attgenerated AS generated
 FROM unnest($1::text[], $2::text[]) AS u(schema, name)
 JOIN pg_catalog.pg_namespace n ON n.nspname = u.schema
 JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = u.name
-JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY 1, 2, a.attnum]], schemas, names))
+  local with_generated = {}
   for _, r in ipairs(rows) do
     local key = r.schema .. "\0" .. r.name
-    out[key] = out[key] or {}
-    table.insert(out[key], r.column)
+    with_generated[key] = with_generated[key] or {}
+    table.insert(with_generated[key], r.column)
+    if r.generated == "" then
+      out[key] = out[key] or {}
+      table.insert(out[key], r.column)
+    end
   end
-  return out
+  return out, with_generated
 end
 
 function M.ensure_publication(task, plan, source, names)
@@ -230,7 +241,8 @@ function M.ensure_publication(task, plan, source, names)
   for _, tbl in ipairs(plan.tables or {}) do
     pairs_list[#pairs_list + 1] = { tbl.source.schema, tbl.source.name }
   end
-  local entries, via_root = M.publication_entries(plan, M.catalog_columns(source, pairs_list), version)
+  local columns, with_generated = M.catalog_columns(source, pairs_list)
+  local entries, via_root = M.publication_entries(plan, columns, version, with_generated)
   local rows = assert(source:query("SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1", names.publication))
   if rows[1] then return false end
   local parts, inserts = {}, {}

@@ -191,40 +191,74 @@ ORDER BY p.prepared
     end,
   },
   {
+    -- The filters a stream cannot honour: pgtide applies a filter the publication cannot carry
+    -- (tide.cdc.objects.filter_mode), but it needs a unique key to find the rows, and a
+    -- partition's changes are published through its root, with the root's filter.
     id = "row_filter_stream", title = "Row filters the change stream can apply", grade = "fail",
     applies = function(ctx) return incremental(ctx) and #ctx.plan.tables > 0 end,
     run = function(ctx)
       local objects = require "tide.cdc.objects"
       local filtered, pairs_list = {}, {}
       for _, tbl in ipairs(ctx.plan.tables) do
-        if tbl.row_filter then
+        if tbl.row_filter and not tbl.unlogged then
           filtered[#filtered + 1] = tbl
           pairs_list[#pairs_list + 1] = { tbl.source.schema, tbl.source.name }
         end
       end
       if #filtered == 0 then return {} end
       local out = {}
-      if ctx.versions.source < 150000 then
-        for _, tbl in ipairs(filtered) do
-          out[#out + 1] = context.finding(ctx:table_object(tbl),
-            string.format("row filter %q: the source runs PostgreSQL %d, and publications filter rows from 15 on: " ..
-              "the stream would carry every change of %s, also of rows the full load left out", tbl.row_filter,
-              ctx.versions.source // 10000, tbl.key),
-            "leave the table out of the incremental phase (select), drop its row filter, or migrate from PostgreSQL 15 or later")
-        end
-        return out
-      end
-      local all = objects.catalog_columns(ctx.source, pairs_list)
+      local _, all = objects.catalog_columns(ctx.source, pairs_list)
       for _, tbl in ipairs(filtered) do
-        local bad = objects.filter_problem(tbl, all[tbl.source.schema .. "\0" .. tbl.source.name])
-        if #bad > 0 then
+        local root = tbl.parent and ctx.plan.by_key and ctx.plan.by_key["table:" .. tbl.parent]
+        if root then
           out[#out + 1] = context.finding(ctx:table_object(tbl),
-            string.format("row filter %q uses column(s) %s, outside the table's replica identity: a publication " ..
-              "that publishes UPDATE and DELETE cannot filter on them (the source's own UPDATEs and DELETEs of " ..
-              "the table would fail)", tbl.row_filter, table.concat(bad, ", ")),
-            string.format("filter on the replica identity's columns (%s), or ALTER TABLE %s REPLICA IDENTITY FULL;  " ..
-              "(every column is the key: more WAL, slower apply)",
-              tbl.key_columns and table.concat(tbl.key_columns, ", ") or "none", tbl.key))
+            string.format("row filter %q is on a partition of %s, whose changes the stream receives through the " ..
+              "partitioned table: the filter would hold for the full load only", tbl.row_filter, tbl.parent),
+            string.format("put the filter on the partitioned table (select.rows[%q]), or leave the partition out",
+              tbl.parent))
+        elseif objects.filter_mode(tbl, all[tbl.source.schema .. "\0" .. tbl.source.name], ctx.versions.source) ==
+            "pgtide" and not tbl.key_columns and not objects.keyless(tbl) then
+          out[#out + 1] = context.finding(ctx:table_object(tbl),
+            string.format("row filter %q: the publication cannot apply it (%s), and pgtide applies it only to tables " ..
+              "with a unique key, which %s has not", tbl.row_filter, ctx.versions.source < 150000 and
+              string.format("the source runs PostgreSQL %d; publications filter rows from 15 on",
+                ctx.versions.source // 10000) or "it reads columns outside the replica identity", tbl.key),
+            string.format("give %s a primary key, or leave it out of the incremental phase (select)", tbl.key))
+        end
+      end
+      return out
+    end,
+  },
+  {
+    -- Filters pgtide applies itself: what that means for the stream (docs/select-and-rename.md).
+    id = "row_filter_applied", title = "Row filters pgtide applies itself while streaming", grade = "warn",
+    applies = function(ctx) return incremental(ctx) and #ctx.plan.tables > 0 end,
+    run = function(ctx)
+      local objects = require "tide.cdc.objects"
+      local filtered, pairs_list = {}, {}
+      for _, tbl in ipairs(ctx.plan.tables) do
+        if tbl.row_filter and not tbl.unlogged and not tbl.parent and tbl.key_columns then
+          filtered[#filtered + 1] = tbl
+          pairs_list[#pairs_list + 1] = { tbl.source.schema, tbl.source.name }
+        end
+      end
+      if #filtered == 0 then return {} end
+      local out = {}
+      local _, all = objects.catalog_columns(ctx.source, pairs_list)
+      for _, tbl in ipairs(filtered) do
+        local names = all[tbl.source.schema .. "\0" .. tbl.source.name]
+        if objects.filter_mode(tbl, names, ctx.versions.source) == "pgtide" then
+          local bad = objects.filter_problem(tbl, names)
+          out[#out + 1] = context.finding(ctx:table_object(tbl),
+            string.format("row filter %q %s: the source publishes every change of %s, and pgtide evaluates the " ..
+              "filter on the target for each one (an update into the filter inserts the row, one out of it deletes " ..
+              "it). A row that an update moves into the filter while a large out-of-line value of it is unchanged " ..
+              "cannot be completed, and stops the task", tbl.row_filter,
+              #bad > 0 and ("reads column(s) " .. table.concat(bad, ", ") .. ", outside the replica identity")
+                or string.format("cannot go into a publication on PostgreSQL %d", ctx.versions.source // 10000),
+              tbl.key),
+            string.format("nothing to do if that is acceptable; ALTER TABLE %s REPLICA IDENTITY FULL on the source " ..
+              "lets the publication apply the filter instead (more WAL)", tbl.key))
         end
       end
       return out
