@@ -5,9 +5,10 @@
 -- cutover hooks, release) is SIGKILLed at seeded random moments of seeded phases (pre-data,
 -- copy, post-data, the hand-over to streaming, streaming, a streamed transaction's replay,
 -- cutover, release); some kills come after a restart of the target server or the termination of
--- the engine's sessions there (the engine retries by itself meanwhile). After the
--- last run: every table equal on both sides (row count and a hash of the sorted row hashes, so
--- duplicates count), and no slot, publication, origin, heartbeat table, prepared transaction or
+-- the engine's sessions there (the engine retries by itself meanwhile). One table has a row
+-- filter pgtide applies itself while streaming. After the last run: every table equal on both
+-- sides (row count and a hash of the sorted row hashes, so duplicates count; the filtered table
+-- against the source's matching rows), and no slot, publication, origin, heartbeat table, prepared transaction or
 -- session of the task left, and pg_dump --schema-only of both sides equal object by object.
 --
 --   PGTIDE_FAULT_SEEDS=N       how many seeds (default 3)
@@ -129,6 +130,9 @@ local function kill_plan(seed)
   return out
 end
 
+-- Tables with a row filter: the target holds the source's matching rows.
+local FILTERED = { ["public.pgbench_accounts"] = "abalance % 3 <> 0" }
+
 local function playbook(ctx, name, src, tgt, done_file)
   local path = ctx.tmpdir .. "/" .. name .. ".lua"
   local f = assert(io.open(path, "w"))
@@ -140,6 +144,9 @@ return tide.task {
   schema = { owners = "source" },
   progress = "plain",
   full = { jobs = 2, split_larger_than = "1MB" },
+  -- A filter no publication can carry (abalance is not the key): pgtide applies it while
+  -- streaming, and pgbench's updates move rows into and out of it all the time.
+  select = { rows = { ["public.pgbench_accounts"] = %q } },
   retry = { attempts = 12, max_delay = 1 },
   incremental = { release = true, heartbeat_interval = 0.2, decoding_work_mem = "64kB", slot_timeout = "60s" },
   stop = tide.when { lag_below = "1s", for_at_least = "1s", file_exists = %q },
@@ -148,7 +155,7 @@ return tide.task {
     require("tide.verify").cutover_hook {},
   } },
 }
-]], name, src, tgt, done_file))
+]], name, src, tgt, FILTERED["public.pgbench_accounts"], done_file))
   f:close()
   return path
 end
@@ -297,7 +304,9 @@ local function run_seed(ctx, seed)
     -- the release, after the cutover, drops the publication and the heartbeat table there:
     -- rows the target must not get. The verify hook compared the table at the cutover.
     if rel == "ts_app.ddl_log" then goto next end
-    local a, b = P.fingerprint(s, rel), P.fingerprint(t, rel)
+    local filter = FILTERED[rel]
+    local a, b = P.fingerprint(s, filter and ("(SELECT * FROM " .. rel .. " WHERE " .. filter .. ")") or rel),
+                 P.fingerprint(t, rel)
     if a ~= b then diffs[#diffs + 1] = string.format("%s: source %s, target %s", rel, a, b) end
     ::next::
   end
