@@ -10,6 +10,9 @@
 #   make lint-lua     luacheck on lua/, tests/ and examples/ (.luacheckrc); run by `make test`
 #   make lint-c       clang-format check of engine/ and tests/ C files (.clang-format); run by `make test`
 #   make format-c     format them in place
+#   make install      build/pgtide, its man page and bash completion under $(DESTDIR)$(PREFIX) (/usr/local)
+#   make uninstall    remove them again
+#   make deb          build/pgtide_VERSION_ARCH.deb (docs/install.md)
 
 BUILD   ?= build
 CC      ?= gcc
@@ -40,9 +43,11 @@ UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 # postgresql-server-dev-15: PGXS and the server headers, to build the test security label
 # provider (tests/fixtures/seclabel/; PostgreSQL's packages ship none).
 DEB_PACKAGES := gcc make pkg-config python3 liblua5.4-dev lua-lpeg-dev libuv1-dev libpq-dev \
-                libedit-dev postgresql-15 postgresql-15-orafce postgresql-server-dev-15 tmux clang-format lua-check
+                libedit-dev postgresql-15 postgresql-15-orafce postgresql-server-dev-15 tmux clang-format lua-check \
+                dpkg-dev
 
-.PHONY: all deps test test-asan test-faults demo fuzz fuzz-run clean unit lint-c format-c lint-lua
+.PHONY: all deps test test-asan test-faults demo fuzz fuzz-run clean unit lint-c format-c lint-lua \
+        install uninstall deb
 
 all: $(BUILD)/pgtide $(UNIT_BIN)
 
@@ -140,6 +145,25 @@ fuzz-run: fuzz
 	mkdir -p build-fuzz/corpus-pgoutput build-fuzz/corpus-playbook
 	build-fuzz/fuzz_pgoutput -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus-pgoutput tests/fuzz/corpus/pgoutput
 	build-fuzz/fuzz_playbook -max_total_time=$(FUZZ_SECONDS) -timeout=10 build-fuzz/corpus-playbook tests/fuzz/corpus/playbook
+
+# Install (docs/install.md): the binary is all that runs (the Lua modules are built into it).
+PREFIX ?= /usr/local
+INSTALLED := $(DESTDIR)$(PREFIX)/bin/pgtide $(DESTDIR)$(PREFIX)/share/man/man1/pgtide.1 \
+             $(DESTDIR)$(PREFIX)/share/bash-completion/completions/pgtide
+install: $(BUILD)/pgtide
+	install -D -m 755 $(BUILD)/pgtide $(word 1,$(INSTALLED))
+	install -D -m 644 docs/pgtide.1 $(word 2,$(INSTALLED))
+	install -D -m 644 scripts/pgtide.bash-completion $(word 3,$(INSTALLED))
+
+uninstall:
+	rm -f $(INSTALLED)
+
+# The Debian package, from `make install DESTDIR=... PREFIX=/usr` staged in $(BUILD)/deb
+# (scripts/deb.sh: control file, Depends from the binary's libraries, dpkg-deb).
+deb: $(BUILD)/pgtide
+	rm -rf $(BUILD)/deb
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD))/deb/debian/pgtide PREFIX=/usr
+	bash scripts/deb.sh $(BUILD)/deb $(BUILD)
 
 clean:
 	rm -rf build build-asan build-fuzz
