@@ -148,22 +148,23 @@ fuzz-run: fuzz
 
 # Install (docs/install.md): the binary is all that runs (the Lua modules are built into it).
 PREFIX ?= /usr/local
-INSTALLED := $(DESTDIR)$(PREFIX)/bin/pgtide $(DESTDIR)$(PREFIX)/share/man/man1/pgtide.1 \
-             $(DESTDIR)$(PREFIX)/share/bash-completion/completions/pgtide
+INSTALL_BIN        = $(DESTDIR)$(PREFIX)/bin/pgtide
+INSTALL_MAN        = $(DESTDIR)$(PREFIX)/share/man/man1/pgtide.1
+INSTALL_COMPLETION = $(DESTDIR)$(PREFIX)/share/bash-completion/completions/pgtide
 install: $(BUILD)/pgtide
-	install -D -m 755 $(BUILD)/pgtide $(word 1,$(INSTALLED))
-	install -D -m 644 docs/pgtide.1 $(word 2,$(INSTALLED))
-	install -D -m 644 scripts/pgtide.bash-completion $(word 3,$(INSTALLED))
+	install -D -m 755 $(BUILD)/pgtide "$(INSTALL_BIN)"
+	install -D -m 644 docs/pgtide.1 "$(INSTALL_MAN)"
+	install -D -m 644 scripts/pgtide.bash-completion "$(INSTALL_COMPLETION)"
 
 uninstall:
-	rm -f $(INSTALLED)
+	rm -f "$(INSTALL_BIN)" "$(INSTALL_MAN)" "$(INSTALL_COMPLETION)"
 
 # The Debian package, from `make install DESTDIR=... PREFIX=/usr` staged in $(BUILD)/deb
 # (scripts/deb.sh: control file, Depends from the binary's libraries, dpkg-deb).
 deb: $(BUILD)/pgtide
 	rm -rf $(BUILD)/deb
 	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD))/deb/debian/pgtide PREFIX=/usr
-	bash scripts/deb.sh $(BUILD)/deb $(BUILD)
+	bash scripts/deb.sh "$(BUILD)/deb" "$(BUILD)"
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -222,6 +222,11 @@ T.test("bash completion: commands, options per command, playbook files, running 
   os.execute("rm -rf " .. quote(run_dir) .. " && mkdir -p " .. quote(run_dir) .. " && chmod 700 " .. quote(run_dir))
   local env = "XDG_RUNTIME_DIR=" .. quote(run_dir)
   T.eq(complete({ bin, "attach", "" }, env), {}, "no running task, no names")
+  -- A socket left over from an ended process (bound, never listening): listed as stale, not offered.
+  os.execute("mkdir -p -m 700 " .. quote(run_dir .. "/pgtide"))
+  local code, out = T.sh("python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' " ..
+                         quote(run_dir .. "/pgtide/ended-task.sock"))
+  T.eq(code, 0, out)
   reset(ctx)
   local holder = assert(tide.connect(ctx.source_url))
   assert(holder:exec("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE"))
@@ -231,9 +236,11 @@ T.test("bash completion: commands, options per command, playbook files, running 
                                      stdout = log, stderr = log }))
   local ok, err = pcall(function()
     P.wait_for("the task's control socket", function()
-      local code, out = T.sh(env .. " " .. bin .. " status --json")
-      return code == 0 and out:find('"task":"completion-task"', 1, true)
+      local status_code, listing = T.sh(env .. " " .. bin .. " status --json")
+      return status_code == 0 and listing:find('"task":"completion-task"', 1, true)
     end)
+    local _, listed = T.sh(env .. " " .. bin .. " status --json")
+    T.ok(listed:find('"task":"ended-task"', 1, true), "the stale socket is listed:\n" .. listed)
     T.eq(complete({ bin, "attach", "" }, env), { ["completion-task"] = true }, "attach NAME")
     T.eq(complete({ bin, "status", "compl" }, env), { ["completion-task"] = true }, "status NAME")
     T.eq(complete({ bin, "status", "x" }, env), {}, "status with a prefix no task has")
@@ -241,7 +248,7 @@ T.test("bash completion: commands, options per command, playbook files, running 
   end)
   holder:exec("COMMIT")
   holder:close()
-  local code = P.poll(60, function() return proc:exited() end) and proc:wait()
+  code = P.poll(60, function() return proc:exited() end) and proc:wait()
   if not code then proc:kill(9); proc:wait() end
   if not ok then error(err, 0) end
   T.eq(code, 0, "the held task finished once released:\n" .. H.read(log))
