@@ -291,6 +291,20 @@ function M.build(task, source, target)
   end
   -- Configuration tables of the selected extensions: rows only (CREATE EXTENSION makes them).
   extensions.config_tables(plan, model, selector)
+  -- select.rows_follow: tables referencing a filtered table follow its filter (tide.plan.follow).
+  if selector.rows_follow == "foreign_keys" then
+    for _, e in ipairs(require("tide.plan.follow").derive(plan)) do plan.errors[#plan.errors + 1] = e end
+    if task.phases and task.phases.incremental then
+      for _, tbl in ipairs(plan.tables) do
+        if tbl.derived_from then
+          plan.errors[#plan.errors + 1] = { message = string.format("select.rows_follow: %s follows the filter of " ..
+            "%s through a subquery, which the change stream cannot apply: migrate with { \"schema\", \"full\" }, " ..
+            "or give %s a filter on its own columns (select.rows) and leave rows_follow out", tbl.key,
+            table.concat(tbl.derived_from, ", "), tbl.key) }
+        end
+      end
+    end
+  end
   -- What incremental migration does with tables it cannot stream whole (tide.cdc.objects).
   if task.phases and task.phases.incremental then
     local cdc_objects = require "tide.cdc.objects"

@@ -30,7 +30,8 @@ select_module.default_kinds = {
   "language", "transform", "access_method",
 }
 
-local known_keys = { include = true, exclude = true, kinds = true, columns = true, rows = true, where = true }
+local known_keys = { include = true, exclude = true, kinds = true, columns = true, rows = true, where = true,
+                     rows_follow = true }
 
 local function fail(path, message)
   error(path .. ": " .. message, 0)
@@ -137,7 +138,7 @@ function select_module.compile(spec, opts)
   if type(spec) ~= "table" then fail(path, "expected a table, got a " .. type(spec)) end
   for key in pairs(spec) do
     if not known_keys[key] then
-      fail(path, string.format("unknown key %s (known: columns, exclude, include, kinds, rows, where)",
+      fail(path, string.format("unknown key %s (known: columns, exclude, include, kinds, rows, rows_follow, where)",
         tostring(key)))
     end
   end
@@ -151,6 +152,13 @@ function select_module.compile(spec, opts)
   self.kinds = spec.kinds and compile_kinds(spec.kinds, path .. ".kinds", valid) or {}
   self.column_rules = spec.columns and compile_table_map(spec.columns, path .. ".columns", compile_column_rule) or {}
   self.row_rules = spec.rows and compile_table_map(spec.rows, path .. ".rows", compile_row_filter) or {}
+  -- rows_follow = "foreign_keys": tables referencing a filtered table keep only the rows whose
+  -- parent row is kept (tide.plan.follow derives their filters).
+  if spec.rows_follow ~= nil and spec.rows_follow ~= "foreign_keys" then
+    fail(path .. ".rows_follow", string.format("expected \"foreign_keys\" (or no key), got %s",
+      type(spec.rows_follow) == "string" and string.format("%q", spec.rows_follow) or tostring(spec.rows_follow)))
+  end
+  self.rows_follow = spec.rows_follow
   self.predicates = {}
   if spec.where ~= nil then
     local list = type(spec.where) == "function" and { spec.where } or spec.where

@@ -430,7 +430,12 @@ INSERT INTO fkf.notes VALUES (1, NULL), (2, 15)]])
   T.match(text(list), "foreign key order_lines_order_id_fkey of fkf%.order_lines references fkf%.orders, and the row " ..
     "filter%(s%) leave out the fkf%.orders row%(s%) 18 row%(s%) of fkf%.order_lines point to")
   T.match(text(list), 'select%.rows%["fkf%.order_lines"%] = "order_id IN %(SELECT id FROM fkf%.orders WHERE order_date >= date \'1997%-01%-01\'%)"')
-  -- The filter it suggests makes the subset complete.
+  T.match(text(list), 'select%.rows_follow = "foreign_keys" %(derives it%)')
+  -- The filter it suggests makes the subset complete; so does rows_follow.
+  def.select.rows_follow = "foreign_keys"
+  list, result = findings(evaluate(ctx, def), "foreign_key_filtered")
+  T.eq(result.status, "pass", text(list))
+  def.select.rows_follow = nil
   def.select.rows["fkf.order_lines"] = "order_id IN (SELECT id FROM fkf.orders WHERE order_date >= date '1997-01-01')"
   list, result = findings(evaluate(ctx, def), "foreign_key_filtered")
   T.eq(result.status, "pass", text(list))

@@ -81,7 +81,12 @@ function M.text(plan, task)
     table.sort(left)
     if t.row_filter or #renamed > 0 or #left > 0 then
       local parts = {}
-      if t.row_filter then parts[#parts + 1] = "rows WHERE " .. t.row_filter end
+      if t.derived_from then
+        parts[#parts + 1] = "rows follow " .. table.concat(t.derived_from, ", ") .. " (select.rows_follow): WHERE " ..
+          t.row_filter
+      elseif t.row_filter then
+        parts[#parts + 1] = "rows WHERE " .. t.row_filter
+      end
       if #renamed > 0 then parts[#parts + 1] = "columns renamed: " .. table.concat(renamed, ", ") end
       if #left > 0 then parts[#parts + 1] = "columns left out: " .. table.concat(left, ", ") end
       shaped[#shaped + 1] = t.key .. ": " .. table.concat(parts, "; ")

@@ -176,17 +176,21 @@ M.checks = {
           local pobj = model.exact["pg_class:" .. tostring(row.referenced_oid)]
           if child and parent and pobj and (child.row_filter or parent.row_filter) and row.columns
             and row.ref_columns and #row.columns == #row.ref_columns then
+            -- No alias for the child, and none for the parent unless it is the child itself: a
+            -- filter may name columns by schema and table (select.rows_follow's do).
             local match, notnull = {}, {}
+            local cref = quote(child.source.schema) .. "." .. quote(child.source.name)
+            local pref = child == parent and "p" or (quote(parent.source.schema) .. "." .. quote(parent.source.name))
             for i, c in ipairs(row.columns) do
-              match[i] = "p." .. quote(row.ref_columns[i]) .. " = c." .. quote(c)
-              notnull[i] = "c." .. quote(c) .. " IS NOT NULL"
+              match[i] = pref .. "." .. quote(row.ref_columns[i]) .. " = " .. cref .. "." .. quote(c)
+              notnull[i] = cref .. "." .. quote(c) .. " IS NOT NULL"
             end
             local sql = string.format(
-              "SELECT count(*) AS n FROM ONLY %s.%s c WHERE (%s) AND %s AND NOT EXISTS " ..
-              "(SELECT FROM ONLY %s.%s p WHERE %s AND (%s))",
-              quote(child.source.schema), quote(child.source.name), child.row_filter or "true",
-              table.concat(notnull, " AND "), quote(parent.source.schema), quote(parent.source.name),
-              table.concat(match, " AND "), parent.row_filter or "true")
+              "SELECT count(*) AS n FROM ONLY %s WHERE (%s) AND %s AND NOT EXISTS " ..
+              "(SELECT FROM ONLY %s.%s%s WHERE %s AND (%s))",
+              cref, child.row_filter or "true", table.concat(notnull, " AND "), quote(parent.source.schema),
+              quote(parent.source.name), child == parent and " p" or "", table.concat(match, " AND "),
+              parent.row_filter or "true")
             local ok, rows = pcall(ctx.query, ctx, "source", sql)
             local n = ok and rows[1] and rows[1].n or 0
             if n > 0 then
@@ -199,7 +203,8 @@ M.checks = {
                   quote(row.name), child.key, parent.key, parent.key, n, child.key),
                 ctx.phases.incremental and string.format("give %s a row filter that keeps only rows with a kept parent, on " ..
                   "its key columns, or leave the foreign key out (select.kinds.exclude = { \"constraint\" } or select.where)", child.key)
-                  or string.format("select.rows[%q] = %q  (or leave the foreign key out: select.where)", child.key,
+                  or string.format("select.rows_follow = \"foreign_keys\" (derives it), or select.rows[%q] = %q  (or " ..
+                    "leave the foreign key out: select.where)", child.key,
                   child.row_filter and ("(" .. child.row_filter .. ") AND " .. keep) or keep))
             end
           end
