@@ -158,16 +158,30 @@ read -r pgtide_catchup pgtide_tx < <("$PGTIDE" script "$work/driver.lua" catchup
 perf_off
 psql -qX "$TGT_NATIVE" -c "ALTER SUBSCRIPTION native_sub DISABLE"
 
-steady_window() {  # steady_window TARGET_URL → "median p99 max samples"
+# The WAL the source keeps for a slot: bytes between its current position and what the consumer
+# confirmed durable, sampled every 0.1 s by one psql session (in the background; kill it).
+slot_sampler() {  # slot_sampler SLOT FILE
+  printf "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = '%s' \\watch 0.1\n" "$1" >"$work/watch.sql"
+  psql -qXAt "$SRC" -f "$work/watch.sql" >"$2" 2>/dev/null &
+  sampler=$!
+}
+mb_median_max() {  # mb_median_max FILE → "median max" in MB
+  grep -E '^-?[0-9]+$' "$1" | sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) { print "- -"; exit }
+    printf "%.2f %.2f\n", v[int((NR + 1) / 2)] / 1048576, v[NR] / 1048576 }'
+}
+
+steady_window() {  # steady_window TARGET_URL SLOT → "median p99 max samples behind_median behind_max"
   psql -qX "$1" -c "TRUNCATE bench_lag"
+  slot_sampler "$2" "$work/behind.$2"
   pgbench -n -c 1 -R 10 -T "$STEADY" -f "$work/probe.sql" "$SRC" >"$work/probe.log" 2>&1 &
   local probe=$!
   pgbench -n -c "$CLIENTS" -j 2 -T "$STEADY" "$SRC" >"$work/steady.log" 2>&1
   wait "$probe"
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
   "$PGTIDE" script "$work/wait.lua" "$1" "$(psql -qXAt "$SRC" -c "SELECT count(*) FROM pgbench_history")" >/dev/null
-  psql -qXAt -F ' ' "$1" -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag)::numeric, 4),
+  echo "$(psql -qXAt -F ' ' "$1" -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag)::numeric, 4),
     round(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)::numeric, 4), round(max(lag)::numeric, 4), count(*)
-    FROM bench_lag"
+    FROM bench_lag") $(mb_median_max "$work/behind.$2")"
 }
 
 say "steady state: pgtide, ${STEADY}s of pgbench -c $CLIENTS"
@@ -180,7 +194,7 @@ until [ "$(psql -qXAt "$SRC" -c "SELECT count(*) FROM pg_stat_replication WHERE 
   sleep 0.1
 done
 sleep 1
-read -r pg_med pg_p99 pg_max pg_n < <(steady_window "$TGT_PGTIDE")
+read -r pg_med pg_p99 pg_max pg_n pg_behind pg_behind_max < <(steady_window "$TGT_PGTIDE" pgtide_bench)
 touch "$work/stop"
 wait "$stream"
 pgtide_tps=$(awk '/^tps/ {print int($3); exit}' "$work/steady.log")
@@ -191,7 +205,7 @@ sum_pg=$(psql -qXAt "$TGT_PGTIDE" -c "SELECT sum(abalance) FROM pgbench_accounts
 say "steady state: native (after catching up what it missed)"
 psql -qX "$TGT_NATIVE" -c "ALTER SUBSCRIPTION native_sub ENABLE"
 "$PGTIDE" script "$work/wait.lua" "$TGT_NATIVE" "$(psql -qXAt "$SRC" -c "SELECT count(*) FROM pgbench_history")" >/dev/null
-read -r nt_med nt_p99 nt_max nt_n < <(steady_window "$TGT_NATIVE")
+read -r nt_med nt_p99 nt_max nt_n nt_behind nt_behind_max < <(steady_window "$TGT_NATIVE" native_sub)
 native_tps=$(awk '/^tps/ {print int($3); exit}' "$work/steady.log")
 
 psql -qX "$TGT_NATIVE" -c "ALTER SUBSCRIPTION native_sub DISABLE" -c "ALTER SUBSCRIPTION native_sub SET (slot_name = NONE)" -c "DROP SUBSCRIPTION native_sub"
@@ -225,6 +239,8 @@ steady delay median (s)            $(printf '%-15s %s' "$pg_med" "$nt_med")
 steady delay p99 (s)               $(printf '%-15s %s' "$pg_p99" "$nt_p99")
 steady delay max (s)               $(printf '%-15s %s' "$pg_max" "$nt_max")
 steady samples                     $(printf '%-15s %s' "$pg_n" "$nt_n")
+slot behind, median (MB)           $(printf '%-15s %s' "$pg_behind" "$nt_behind")
+slot behind, max (MB)              $(printf '%-15s %s' "$pg_behind_max" "$nt_behind_max")
 source tps during the window       $(printf '%-15s %s' "$pgtide_tps" "$native_tps")
 target = source (sum of abalance)  $( [ "$sum_src" = "$sum_pg" ] && echo yes || echo "NO ($sum_pg vs $sum_src)")
 $big_line
