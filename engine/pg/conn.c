@@ -7,6 +7,7 @@
  * their own on_io.
  */
 #include "pg/conn.h"
+#include "runtime/bindings.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -354,8 +355,15 @@ static void notice_receiver(void *arg, const PGresult *r) {
     tide_conn *c = arg;
     c->notices++;
     const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
-    if (sev && strcmp(sev, "WARNING") == 0)
-        fprintf(stderr, "pgtide: server warning (%s): %s", c->display, PQresultErrorMessage(r));
+    if (!sev || strcmp(sev, "WARNING") != 0) return;
+    const char *what = PQresultErrorMessage(r);
+    size_t n = strlen(what);
+    while (n > 0 && what[n - 1] == '\n') n--; /* libpq ends it with a newline */
+    char message[2048], text[2200];
+    snprintf(message, sizeof message, "server warning (%s): %.*s", c->display, (int) n, what);
+    snprintf(text, sizeof text, "pgtide: %s", message);
+    /* Called from inside libpq, on the loop (the main thread is idle) or under a binding call. */
+    tide_log(c->rt ? c->rt->L : NULL, "warning", "server_warning", message, text);
 }
 
 int conn_start(tide_conn *c, const char *const *keys, const char *const *values) {

@@ -40,6 +40,8 @@ int luaopen_tide_cdc(lua_State *L);     /* cdc/lua_cdc.c: cdc_stream */
 int luaopen_tide_control(lua_State *L); /* live/lua_control.c: control_dir, control_listen, ... */
 int luaopen_tide_guard(lua_State *L);   /* live/lua_guard.c: chunk_guard, chunk_guard_of */
 int luaopen_tide_term(lua_State *L);    /* live/lua_term.c: readline, add_history, isatty, ... */
+int luaopen_tide_log(lua_State *L);     /* runtime/log.c: set_logger */
+int luaopen_tide_http(lua_State *L);    /* live/lua_http.c: http_listen */
 int luaopen_lpeg(lua_State *L);         /* the lpeg library, linked in */
 
 /* ---------------------------------------------------------------- userdata */
@@ -79,6 +81,10 @@ void tide_push_null(lua_State *L);
 /* pg/lua_conn.c: push the error table for a server error result (sqlstate, message, detail,
  * hint, ... and the connection and query it came from, when given). */
 void tide_push_result_error(lua_State *L, const struct pg_result *r, tide_conn *c, const char *query);
+
+/* runtime/log.c: one log line through the Lua logger when set (level "error", "warning", ...;
+ * event a short word; text the plain line, without its newline), else `text` on stderr. */
+void tide_log(lua_State *L, const char *level, const char *event, const char *message, const char *text);
 
 /* live/lua_term.c: free what the completer kept (at exit). */
 void tide_term_close(void);

@@ -100,6 +100,9 @@ int main(int argc, char **argv) {
     lua_setfield(L, LUA_REGISTRYINDEX, "tide.main");
     lua_gc(L, LUA_GCCOLLECT);
     if (rt.unreported_errors && status == 0) status = 1;
+    /* From here on the engine's lines are plain text: the logger's Lua state is going away. */
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "tide.logger");
     fflush(stdout);
 
     lua_close(L);

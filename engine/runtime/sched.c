@@ -296,8 +296,15 @@ static int co_gc(lua_State *L) {
     tide_co *co = check_co(L, 1);
     if (co->state == CO_FAILED && !co->taken) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, co->traceback_ref);
-        fprintf(stderr, "pgtide: a coroutine failed and nobody waited for it:\n%s\n", lua_tostring(L, -1));
-        lua_pop(L, 1);
+        const char *trace = lua_tostring(L, -1);
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        luaL_addstring(&b, "pgtide: a coroutine failed and nobody waited for it:\n");
+        luaL_addstring(&b, trace ? trace : "?");
+        luaL_pushresult(&b);
+        tide_log(L, "error", "coroutine_failed", lua_tostring(L, -1) + strlen("pgtide: "),
+                 lua_tostring(L, -1));
+        lua_pop(L, 2);
         co->taken = true;
         co->tag.rt->unreported_errors++;
     }

@@ -41,6 +41,7 @@
 --   run.stream:status() → the latest status table; run.stream:pause() / :resume(): apply
 --     stops taking new work at the next transaction boundary; feedback to the source continues.
 local core = require "tide.core"
+local log = require "tide.log"
 local connect = require "tide.connect"
 local failure = require "tide.failure"
 local retry = require "tide.retry"
@@ -447,9 +448,9 @@ WHERE pg_catalog.to_regclass(pg_catalog.quote_ident(u.s) || '.' || pg_catalog.qu
     if not st.dropped[name] then
       st.dropped[name] = true
       st.dropped[#st.dropped + 1] = name
-      io.stderr:write(string.format("pgtide: warning: table %s was dropped on the source while streaming: its " ..
+      log.warning("table_dropped", string.format("table %s was dropped on the source while streaming: its " ..
         "changes up to the drop are applied and the other tables go on; the target keeps its copy as it was " ..
-        "(DDL is not replicated: drop it on the target yourself if it should go)\n", name))
+        "(DDL is not replicated: drop it on the target yourself if it should go)", name), { table = name })
     end
   end
 end
@@ -507,7 +508,7 @@ local function report(task, st, status, opts)
   local hook = task.on and task.on.progress
   if hook then
     local ok, err = pcall(hook, status)
-    if not ok then io.stderr:write("pgtide: on.progress hook failed: ", tostring(err), "\n") end
+    if not ok then log.error("hook_failed", "on.progress hook failed: " .. tostring(err), { hook = "on.progress" }) end
   end
   if opts.quiet or task.progress == "none" then return end
   if not st.last_line or status.now - st.last_line >= (opts.progress_every or 10) then
@@ -521,8 +522,9 @@ local function log_conflicts(st, s)
   local list, total = s:conflicts(st.conflicts_seen)
   st.conflicts_seen = total
   for _, c in ipairs(list) do
-    io.stderr:write(string.format("pgtide: conflict %s on %s (key %s) at LSN %s%s\n", c.conflict, c.table,
-      c.key, c.lsn, c.conflict:find("%(") and "" or ": skipped"))
+    log.write("warning", "conflict", string.format("conflict %s on %s (key %s) at LSN %s%s", c.conflict, c.table,
+      c.key, c.lsn, c.conflict:find("%(") and "" or ": skipped"), { conflict = c.conflict, table = c.table,
+      key = c.key, lsn = c.lsn })
   end
 end
 
@@ -544,7 +546,8 @@ end
 local function on_conflict(task, _st, s, ev)
   local ok, res = pcall(task.on.conflict, ev)
   if not ok then
-    io.stderr:write("pgtide: on.conflict hook failed (", tostring(res), "): stopping on the conflict\n")
+    log.error("hook_failed", "on.conflict hook failed (" .. tostring(res) .. "): stopping on the conflict",
+              { hook = "on.conflict" })
     res = "error"
   end
   if res == nil then res = (conf(task).conflict == "skip") and "skip" or "error" end
@@ -579,7 +582,8 @@ local function session(task, st, opts)
         if not cok then
           if st.stop_error ~= tostring(fire) then
             st.stop_error = tostring(fire)
-            io.stderr:write("pgtide: the stop condition raised an error (still streaming): ", st.stop_error, "\n")
+            log.error("stop_condition_failed", "the stop condition raised an error (still streaming): " ..
+                      st.stop_error)
           end
         elseif fire then
           st.stop_reason = "condition"
@@ -662,8 +666,9 @@ function M.stream(run, plan, _source, target, opts)
         failure.raise("failed", string.format("incremental migration gave up after %d attempts: %s", attempts, describe(serr)))
       end
       local delay = retry.delay(failures, max_delay)
-      io.stderr:write(string.format("pgtide: %s; reconnecting in %.1f s (attempt %d of %d)\n",
-        (serr and serr.message) or tostring(serr), delay, failures, attempts))
+      log.write("warning", "reconnect", string.format("%s; reconnecting in %.1f s (attempt %d of %d)",
+        (serr and serr.message) or tostring(serr), delay, failures, attempts),
+        { delay_seconds = delay, attempt = failures, attempts = attempts, reconnects = st.reconnects })
       local wake = core.monotonic() + delay
       while core.monotonic() < wake and not st.stop_reason do core.sleep(0.05) end
       if st.stop_reason then break end

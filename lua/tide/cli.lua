@@ -18,10 +18,11 @@ end
 
 local help = {
   run = [[
-pgtide run FILE [--json] [--no-precheck]
+pgtide run FILE [--json] [--no-precheck] [--log-format text|json]
   Run the task the playbook FILE returns: prechecks, then the phases it lists in `migrate`
   (schema, full, incremental), then its cutover hooks. Running it again after an
-  interruption continues where it stopped.]],
+  interruption continues where it stopped. --log-format json writes each stderr line as a
+  JSON object (docs/operating.md).]],
   check = [[
 pgtide check FILE [--json]
   Run the prechecks only and print the report. Exit status 0 when nothing fails, 5 when a
@@ -120,8 +121,15 @@ local task_commands = {
 local function run_task_command(name, args)
   local spec = { json = "boolean", ["no-precheck"] = "boolean", control = "string" }
   if name == "verify" then spec.table = "list" end
+  if name == "run" then spec["log-format"] = "string" end
   local opts, positional = args_mod.parse(args, spec)
   if not opts then return usage_error(positional) end
+  if opts["log-format"] then
+    if not require("tide.log").FORMATS[opts["log-format"]] then
+      return usage_error("--log-format must be text or json, not '" .. opts["log-format"] .. "'")
+    end
+    require("tide.log").configure { format = opts["log-format"] }
+  end
   local file = positional[1]
   if not file or #positional > 1 then return usage_error(name .. " needs exactly one playbook FILE") end
   local mod = require(task_commands[name])
@@ -135,15 +143,16 @@ end
 
 -- Turn an error raised by a command into a message and an exit status.
 function M.report_error(e)
+  local log = require "tide.log"
   if playbook.is_playbook_error(e) then
-    io.stderr:write(e.message, "\n")
+    log.error("playbook_error", e.message, { exit_status = M.EXIT.playbook }, e.message)
     return M.EXIT.playbook
   end
   if type(e) == "table" and e.exit then
-    io.stderr:write("pgtide: ", e.message or tostring(e), "\n")
+    log.error(e.kind or "failed", e.message or tostring(e), { exit_status = e.exit })
     return e.exit
   end
-  io.stderr:write("pgtide: internal error: ", tostring(e), "\n")
+  log.error("internal_error", tostring(e), { exit_status = M.EXIT.internal }, "pgtide: internal error: " .. tostring(e))
   return M.EXIT.internal
 end
 

@@ -117,6 +117,29 @@ local task_name = function(v)
          "a name of letters, digits, '_' or '-', at most 40 characters"
 end
 
+-- metrics.listen: "HOST:PORT" with HOST an IPv4 address, "localhost" or [an IPv6 address]
+-- → host, port; or nil, what was expected.
+local LISTEN_EXPECTED = 'an address to listen on such as "127.0.0.1:9187", "0.0.0.0:9187" or "[::1]:9187" ' ..
+                        "(an IP address and a port from 1 to 65535)"
+function M.listen_address(v)
+  if type(v) ~= "string" then return nil, LISTEN_EXPECTED end
+  local host, port = v:match("^%[([%x:%.]+)%]:(%d+)$")
+  if host then
+    if not host:find(":") then return nil, LISTEN_EXPECTED end
+  else
+    host, port = v:match("^([%w%.%-]+):(%d+)$")
+    if host == "localhost" then host = "127.0.0.1" end
+    local a, b, c, d = (host or ""):match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+    if not a then return nil, LISTEN_EXPECTED end
+    for _, octet in ipairs({ a, b, c, d }) do
+      if #octet > 3 or tonumber(octet) > 255 then return nil, LISTEN_EXPECTED end
+    end
+  end
+  port = #port <= 5 and tonumber(port) or nil
+  if not port or port < 1 or port > 65535 then return nil, LISTEN_EXPECTED end
+  return host, port
+end
+
 M.schema = {
   name     = { check = task_name, required = true },
   source   = { check = "string", required = true },
@@ -204,6 +227,11 @@ M.schema = {
     snapshot_timeout   = { check = duration_value },
   } },
   progress = { check = one_of("auto", "bar", "plain", "json", "none") },
+  metrics  = { check = "table", keys = {
+    listen = { check = function(v) return M.listen_address(v) ~= nil, select(2, M.listen_address(v)) end,
+               required = true },
+  } },
+  log_format = { check = one_of("text", "json") },
 }
 
 local function check_value(spec, v)

@@ -226,8 +226,14 @@ function M.command(task, opts)
   local progress = require("tide.progress").new(task, opts)
   local run = require("tide.taskrun").new(task, opts)
   run.progress = progress
-  -- The control socket closes when the command ends, however it ends.
-  local _ <close> = setmetatable({}, { __close = function() require("tide.live").close(run) end })
+  require("tide.log").configure { format = opts["log-format"] or task.log_format, run = run }
+  -- The control socket and the metrics endpoint close when the command ends, however it ends.
+  local _ <close> = setmetatable({}, { __close = function()
+    require("tide.live").close(run)
+    require("tide.metrics").close(run)
+  end })
+  -- Before anything is connected or written: a metrics port in use stops the run at once.
+  require("tide.metrics").serve(run)
   local limits = retry.limits(task.retry)
   local attempts, max_delay, window = limits.attempts, limits.max_delay, limits.window
   local first_failure
@@ -248,6 +254,7 @@ function M.command(task, opts)
       error(result, 0)
     end
     run.last_error = { message = tostring(result), time = tide.now() }
+    run.retries = (run.retries or 0) + 1
     local delay = retry.delay(attempt, max_delay)
     progress:note(string.format("%s: %s; running again in %.1fs (attempt %d of %d), continuing from the recorded progress",
                                 why, tostring(result):gsub("\n.*", ""), delay, attempt + 1, attempts + 1))

@@ -9,7 +9,7 @@ local M = {}
 function M.spawn(what, fn, ...)
   return core.spawn(function(...)
     local ok, err = xpcall(fn, debug.traceback, ...)
-    if not ok then io.stderr:write("pgtide: live control (", what, ") failed: ", tostring(err), "\n") end
+    if not ok then require("tide.log").error("live_failed", "live control (" .. what .. ") failed: " .. tostring(err)) end
   end, ...)
 end
 
