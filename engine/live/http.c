@@ -14,18 +14,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct http_conn {
+struct http_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_write_t write;
     uv_shutdown_t shutdown;
     http_server *server;
+    struct http_conn *prev, *next; /* the server's open connections */
     char in[HTTP_MAX_REQUEST];
     size_t in_len;
     char *out;
     int open_handles;
     bool answered, written, peer_done, closing;
-} http_conn;
+};
 
 /* ---------------------------------------------------------------- the request line */
 
@@ -77,6 +78,8 @@ static size_t head_end(const char *buf, size_t len) {
 
 /* ---------------------------------------------------------------- server */
 
+static void conn_close(http_conn *c);
+
 static void server_free_if_done(http_server *s) {
     if (s->orphan && s->closed && s->connections == 0) free(s);
 }
@@ -107,6 +110,9 @@ void http_server_release(http_server *s) {
     s->handler = NULL;
     s->arg = NULL;
     s->orphan = true;
+    /* Connections still open (a client that sends nothing) close now: at exit, the loop's
+     * last turn then frees them, and the server after them. */
+    for (http_conn *c = s->conns; c; c = c->next) conn_close(c);
     if (!s->closing)
         http_server_close(s);
     else
@@ -119,6 +125,11 @@ static void conn_handle_closed(uv_handle_t *h) {
     http_conn *c = h->data;
     if (--c->open_handles > 0) return;
     http_server *s = c->server;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
     free(c->out);
     free(c);
     s->connections--;
@@ -250,6 +261,9 @@ static void server_connection(uv_stream_t *stream, int status) {
     http_conn *c = calloc(1, sizeof *c);
     if (!c) return;
     c->server = s;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
     s->connections++;
     uv_tcp_init(stream->loop, &c->tcp);
     uv_timer_init(stream->loop, &c->timer);

@@ -27,8 +27,11 @@ typedef struct http_response {
 /* Fill `out` for a GET of `path` (the request target without its query string). */
 typedef void (*http_handler_fn)(void *arg, const char *path, http_response *out);
 
+typedef struct http_conn http_conn;
+
 typedef struct http_server {
     uv_tcp_t tcp;
+    http_conn *conns;        /* open connections, a doubly linked list */
     http_handler_fn handler; /* NULL once the owner let go: requests get 503 */
     void *arg;
     int connections; /* open connections (each holds the server until its close callback) */

@@ -135,8 +135,8 @@ case("a run scraped while it loads and streams: figures move and match the run's
   T.eq(code, 0, "the malformed request's connection was closed: " .. out)
   T.match(out, "^HTTP/1%.1 400 ")
   -- A client that never finishes its request does not hold up the others.
-  local idle = assert(tide.process { "timeout", "8", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/" .. port ..
-                                     "; printf 'GET /metrics HTTP/1.1\\r\\n' >&3; sleep 7" })
+  local idle = assert(tide.process { "timeout", "30", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/" .. port ..
+                                     "; printf 'GET /metrics HTTP/1.1\\r\\n' >&3; sleep 29" })
   ctx.children[#ctx.children + 1] = idle
 
   -- Eight scrapers at once: each gets a whole answer.
