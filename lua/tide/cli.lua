@@ -18,11 +18,17 @@ end
 
 local help = {
   run = [[
-pgtide run FILE [--json] [--no-precheck] [--log-format text|json]
+pgtide run FILE [--json] [--no-precheck] [--again] [--log-format text|json]
   Run the task the playbook FILE returns: prechecks, then the phases it lists in `migrate`
   (schema, full, incremental), then its cutover hooks. Running it again after an
-  interruption continues where it stopped. --log-format json writes each stderr line as a
-  JSON object (docs/operating.md).]],
+  interruption continues where it stopped; running a finished task again says when it
+  finished and what it did, and writes nothing.
+  --again starts a finished task over: it forgets the recorded progress (as `pgtide release`,
+  which also drops an incremental task's slot and publication) and runs every phase again.
+  It never drops or empties anything the task migrated: objects already on the target stop
+  the schema phase (nothing is written then, and the recorded progress is kept), and tables
+  holding rows stop the full load unless full.existing says "truncate" or "append".
+  --log-format json writes each stderr line as a JSON object (docs/operating.md).]],
   check = [[
 pgtide check FILE [--json]
   Run the prechecks only and print the report. Exit status 0 when nothing fails, 5 when a
@@ -121,7 +127,7 @@ local task_commands = {
 local function run_task_command(name, args)
   local spec = { json = "boolean", ["no-precheck"] = "boolean", control = "string" }
   if name == "verify" then spec.table = "list" end
-  if name == "run" then spec["log-format"] = "string" end
+  if name == "run" then spec["log-format"] = "string"; spec.again = "boolean" end
   local opts, positional = args_mod.parse(args, spec)
   if not opts then return usage_error(positional) end
   if opts["log-format"] then

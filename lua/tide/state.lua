@@ -62,6 +62,30 @@ function M.peek(task, target)
   return rows[1].phase, rows[1].phase == "new" and rows[1].steps or nil
 end
 
+-- M.record(task, target) → what the target records of the task, or nil when nothing: { phase,
+-- started, updated (timestamps as text, UTC), tables, parts, rows, bytes (of the full load's
+-- copied parts; rows and bytes nil when none), steps (schema and post-data steps done) }.
+-- Writes nothing.
+function M.record(task, target)
+  local schema = target:quote_ident(task.state_schema or "pgtide")
+  local r = assert(target:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", schema .. ".tasks"))
+  if not r[1].present then return nil end
+  local rows = assert(target:query(
+    "SELECT phase, pg_catalog.to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS started, " ..
+    "pg_catalog.to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS updated, " ..
+    "(SELECT count(DISTINCT table_key) FROM " .. schema .. ".copy_parts p WHERE p.task = t.task) AS tables, " ..
+    "(SELECT count(*) FROM " .. schema .. ".copy_parts p WHERE p.task = t.task AND done_at IS NOT NULL) AS parts, " ..
+    "(SELECT sum(p.rows) FROM " .. schema .. ".copy_parts p WHERE p.task = t.task) AS rows, " ..
+    "(SELECT sum(p.bytes) FROM " .. schema .. ".copy_parts p WHERE p.task = t.task) AS bytes, " ..
+    "(SELECT count(*) FROM " .. schema .. ".steps s WHERE s.task = t.task) AS steps " ..
+    "FROM " .. schema .. ".tasks t WHERE task = $1", task.name))
+  local row = rows[1]
+  if not row then return nil end
+  return { phase = row.phase, started = row.started, updated = row.updated, tables = tonumber(row.tables) or 0,
+           parts = tonumber(row.parts) or 0, rows = tonumber(row.rows), bytes = tonumber(row.bytes),
+           steps = tonumber(row.steps) or 0 }
+end
+
 -- M.forget(task, target) → true when the target held progress for the task, which is now
 -- deleted (`pgtide release`: after it, running the task again starts from the beginning).
 function M.forget(task, target)

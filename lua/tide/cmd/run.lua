@@ -76,15 +76,26 @@ local function run_once(run, opts, progress)
   local phase, pre_started = state_mod.peek(task, target)
   local resumed = (phase ~= nil and phase ~= "new" and phase ~= "done") or pre_started == true
   local finished = phase == "done"
+  if finished and not opts.again then
+    -- Done: say when and what, and how to start over (tide.cmd.finished); nothing to write.
+    require("tide.cmd.finished").report(task, state_mod.record(task, target), opts)
+    return exit.ok
+  end
+  if opts.again and phase ~= nil and not finished then
+    failure.raise("usage", string.format("--again starts a finished task over, but task %s has not finished " ..
+      "(its recorded phase is '%s'): run it without --again to continue it, or `pgtide release` it first to " ..
+      "forget its progress", task.name, phase))
+  end
   if finished then phase = nil end
   if resumed then progress:note("resuming task " .. task.name .. " from phase '" .. phase .. "'") end
 
   local plan = require("tide.plan").build(task, source, target)
   for _, w in ipairs(plan.warnings) do progress:line("plan: warning: %s", w.message) end
   if finished and #plan.conflicts > 0 and task.phases.schema then
-    failure.raise("precheck", string.format("task %s already finished on this target: its objects are there and " ..
-      "its recorded phase is \"done\"; nothing was written\n  hint: to migrate again, run `pgtide release` for " ..
-      "the task (it forgets the recorded progress) and empty the target, or give the task another name", task.name))
+    failure.raise("precheck", require("tide.schema").refusal(plan) .. string.format("\n--again: task %s would " ..
+      "start over, but the objects above are already on the target (from its finished run?); nothing was " ..
+      "written and its recorded progress is kept\n  hint: to load them again in place, set schema = { existing = " ..
+      "\"skip\" } and full = { existing = \"truncate\" } (replaces their rows), or drop them on the target", task.name))
   end
   -- Objects already on the target conflict only when this task is to create them.
   if #plan.errors > 0 or (#plan.conflicts > 0 and task.phases.schema and not resumed) then
@@ -97,6 +108,17 @@ local function run_once(run, opts, progress)
     require("tide.precheck").gate(task, plan, source, target, { resumed = resumed, progress = progress })
   end
 
+  if finished then
+    -- --again, and nothing in the way: forget the finished run (as `pgtide release`), so every
+    -- phase runs again from the beginning.
+    if task.phases.incremental then
+      for _, d in ipairs(require("tide.cdc.objects").release(task, source, target)) do
+        progress:line("again: dropped %s", d)
+      end
+    end
+    state_mod.forget(task, target)
+    progress:note("--again: forgot the recorded progress of the finished task " .. task.name .. "; starting over")
+  end
   local state = state_mod.open(task, target)
   local schema = require "tide.schema"
   local phases = task.phases
