@@ -8,6 +8,17 @@ local pretty = require "tide.pretty"
 
 local M = {}
 
+-- M.text(s) → a value the REPLs print as the lines it holds, not as a quoted string (help
+-- texts, reports). tostring() gives the text back; `..` joins it with strings.
+local Text = { __name = "tide.text" }
+Text.__index = Text
+Text.__tostring = function(t) return t.text end
+Text.__concat = function(a, b) return tostring(a) .. tostring(b) end
+Text.__len = function(t) return #t.text end
+
+function M.text(s) return setmetatable({ text = tostring(s) }, Text) end
+function M.is_text(v) return getmetatable(v) == Text end
+
 -- compile(text, env) → fn | nil, err, incomplete
 function M.compile(text, env, chunkname)
   chunkname = chunkname or "=repl"
@@ -30,7 +41,7 @@ function M.evaluate(fn)
   end))
   if not r[1] then return false, r[2] end
   local parts = {}
-  for i = 2, r.n do parts[#parts + 1] = pretty.format(r[i]) end
+  for i = 2, r.n do parts[#parts + 1] = M.is_text(r[i]) and r[i].text or pretty.format(r[i]) end
   return true, table.concat(parts, "\t")
 end
 

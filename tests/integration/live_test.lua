@@ -112,6 +112,14 @@ case("a full load seen and steered live: status, pause, resume, a runaway chunk;
     local code = attach(ctx, "live_full", "return task:throttle{ rows_per_second = 20000 }")
     return code == 0
   end)
+  -- task:help() prints its lines as they are, not one quoted string with \n escapes.
+  local hcode, help = attach(ctx, "live_full", "task:help()")
+  T.eq(hcode, 0, help)
+  T.match(help, "^task:status%(%) +phase")
+  T.match(help, "\ntask:tables%(%) +the full load's tables")
+  T.nomatch(help, "\\n")
+  T.nomatch(help, '^"')
+  T.ok(select(2, help:gsub("\n", "")) >= 10, help)
   local st = must_wait("rows moving", 20, function()
     local x = status(ctx, "live_full")
     return x and x.full and x.full.rows > 0 and x

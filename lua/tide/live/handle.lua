@@ -47,7 +47,7 @@ function Methods.connect(view, side)
 end
 
 function Methods.help()
-  return [[
+  return require("tide.repl").text [[
 task:status()            phase, progress per table, rates, delay, stop condition, last error
 task:tables()            the full load's tables: rows, bytes, parts, state
 task:lag()               delay and bytes behind of the change stream
