@@ -58,7 +58,7 @@ pgtide attach NAME [-e CHUNK] [--control PATH]
   live task (task:status(), task:pause(), task:throttle{...}, task:stop(), ...).]],
   repl = [[
 pgtide repl
-  A local Lua REPL with the engine loaded: tide.connect, tide.spawn, ... Expressions print
+  A local Lua REPL with the engine loaded (tide.connect, tide.spawn, ...). Expressions print
   their values; incomplete chunks continue on the next line; Ctrl-D quits.]],
   script = [[
 pgtide script FILE [ARGS...]
@@ -71,6 +71,64 @@ M.help = help
 
 local order = { "run", "check", "plan", "verify", "release", "status", "attach", "repl", "script", "help" }
 
+-- The first sentence of a command's help: its description (the lines after the synopsis)
+-- joined, up to the first period that ends a sentence (followed by a space or the end; not an
+-- ellipsis, not a period inside a word such as docs/live.md).
+function M.first_sentence(text)
+  local desc = (text:match("\n(.*)$") or ""):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
+  local pos = 1
+  while true do
+    local i = desc:find(".", pos, true)
+    if not i then return desc end
+    local after, before = desc:sub(i + 1, i + 1), desc:sub(i - 1, i - 1)
+    if (after == "" or after == " ") and before ~= "." then return desc:sub(1, i) end
+    pos = i + 1
+  end
+end
+
+-- Wrap text into lines of at most `width` characters (a longer word stays whole on its own
+-- line): the first line starts with `first` (already that many characters wide, say a
+-- command's synopsis), the others with `indent` spaces (a hanging indent).
+function M.wrap(text, width, indent, first)
+  first = first or string.rep(" ", indent)
+  local lines, line, empty = {}, first, true
+  for word in text:gmatch("%S+") do
+    if not empty and utf8.len(line) + 1 + utf8.len(word) > width then
+      lines[#lines + 1] = line
+      line, empty = string.rep(" ", indent) .. word, false
+    else
+      line, empty = line .. (empty and "" or " ") .. word, false
+    end
+  end
+  lines[#lines + 1] = line
+  return lines
+end
+
+-- The width to wrap help to: COLUMNS when set, else 80.
+function M.width()
+  local n = math.tointeger(tonumber(os.getenv("COLUMNS") or ""))
+  return n and n >= 20 and n or 80
+end
+
+-- One command's line(s) in `pgtide help`: its synopsis, then its first sentence wrapped to
+-- `width` with a hanging indent. A synopsis too long for its column puts the sentence on the
+-- next lines; a narrow terminal indents the sentence less.
+function M.command_lines(synopsis, sentence, width)
+  local col = 42
+  if width - col < 30 then
+    local out = { "  " .. synopsis }
+    for _, l in ipairs(M.wrap(sentence, width, 6)) do out[#out + 1] = l end
+    return out
+  end
+  local head = string.format("  %-" .. (col - 3) .. "s ", synopsis)
+  if utf8.len(head) > col then
+    local out = { "  " .. synopsis }
+    for _, l in ipairs(M.wrap(sentence, width, col)) do out[#out + 1] = l end
+    return out
+  end
+  return M.wrap(sentence, width, col, head)
+end
+
 local function print_help(cmd)
   if cmd then
     if not help[cmd] then return usage_error("no command '" .. cmd .. "'") end
@@ -79,16 +137,17 @@ local function print_help(cmd)
   end
   print("pgtide " .. core.version .. " — move a PostgreSQL database while it keeps taking writes\n")
   print("usage: pgtide COMMAND [ARGS]\n\ncommands:")
+  local width = M.width()
   for _, name in ipairs(order) do
-    local first = help[name]:match("^[^\n]*")
-    local desc = help[name]:match("\n%s*([^\n]*)")
-    print(string.format("  %-40s %s", first:gsub("^pgtide ", ""), desc))
+    local synopsis = help[name]:match("^[^\n]*"):gsub("^pgtide ", "")
+    for _, l in ipairs(M.command_lines(synopsis, M.first_sentence(help[name]), width)) do print(l) end
   end
   print([[
 
-exit status: 0 ok, 1 task failed, 2 usage error, 3 playbook error, 4 connection error,
-             5 precheck failed, 6 verification found differences,
-             7 replication slot invalidated (release, then migrate again), 130 interrupted
+exit status: 0 ok, 1 task failed, 2 usage error, 3 playbook error,
+             4 connection error, 5 precheck failed, 6 verification differences,
+             7 replication slot invalidated (release, then migrate again),
+             130 interrupted
 Run 'pgtide help COMMAND' for one command. Documentation: docs/ and README.md.]])
   return M.EXIT.ok
 end
