@@ -246,9 +246,10 @@ local function describe(v)
   return "a " .. type(v)
 end
 
--- Validate `tbl` against `schema`; `where` is a key path ("tide.task", "full").
-local function validate(tbl, schema, where, locate)
-  -- Report the first mistake as it appears in the file: visit keys in line order.
+-- Validate `tbl` against `schema`; `where` is a key path ("tide.task", "full"). Every mistake
+-- found is appended to `mistakes` (messages "FILE:LINE: ..."), in the order of the file, so
+-- one run reports them all; a section of the wrong type is not looked into.
+local function validate(tbl, schema, where, locate, mistakes)
   local keys = {}
   for key in pairs(tbl) do keys[#keys + 1] = key end
   local line_of = {}
@@ -261,28 +262,30 @@ local function validate(tbl, schema, where, locate)
   end)
   for _, key in ipairs(keys) do
     local value = tbl[key]
+    local spec = type(key) == "string" and schema[key] or nil
     if type(key) ~= "string" then
-      raise(locate(nil) .. "unexpected positional value in " .. where .. " (every entry needs a key: key = value)")
-    end
-    local spec = schema[key]
-    if not spec then
-      raise(locate(key) .. "unknown key '" .. key .. "' in " .. where .. suggest.hint(key, schema))
-    end
-    local ok, expected = check_value(spec, value)
-    if not ok then
-      raise(locate(key) .. where .. "." .. key .. " must be " .. expected .. ", got " .. describe(value))
-    end
-    if spec.keys then
-      -- A section's keys are looked for from the section's line on (verify's `jobs`, not full's).
-      local from = tonumber((locate(key):match(":(%d+): $")))
-      validate(value, spec.keys, key, function(k) return locate(k, from) end)
+      mistakes[#mistakes + 1] = locate(nil) .. "unexpected positional value in " .. where ..
+                                " (every entry needs a key: key = value)"
+    elseif not spec then
+      mistakes[#mistakes + 1] = locate(key) .. "unknown key '" .. key .. "' in " .. where .. suggest.hint(key, schema)
+    else
+      local ok, expected = check_value(spec, value)
+      if not ok then
+        mistakes[#mistakes + 1] = locate(key) .. where .. "." .. key .. " must be " .. expected .. ", got " ..
+                                  describe(value)
+      elseif spec.keys then
+        -- A section's keys are looked for from the section's line on (verify's `jobs`, not full's).
+        local from = tonumber((locate(key):match(":(%d+): $")))
+        validate(value, spec.keys, key, function(k) return locate(k, from) end, mistakes)
+      end
     end
   end
+  local missing = {}
   for key, spec in pairs(schema) do
-    if spec.required and tbl[key] == nil then
-      raise(locate(nil) .. where .. " needs '" .. key .. "'")
-    end
+    if spec.required and tbl[key] == nil then missing[#missing + 1] = key end
   end
+  table.sort(missing)
+  for _, key in ipairs(missing) do mistakes[#mistakes + 1] = locate(nil) .. where .. " needs '" .. key .. "'" end
 end
 
 -- A task is read-only once validated: its fields sit in a table of their own behind the
@@ -333,7 +336,13 @@ function M.task(def, level)
   if type(def) ~= "table" then
     raise(locate(nil) .. "tide.task needs a table: tide.task { name = ..., source = ..., target = ... }")
   end
-  validate(def, M.schema, "tide.task", locate)
+  local mistakes = {}
+  validate(def, M.schema, "tide.task", locate, mistakes)
+  if #mistakes > 0 then
+    local msg = table.concat(mistakes, "\n")
+    if #mistakes > 1 then msg = msg .. string.format("\n%d mistakes in the playbook; fix them all and run again", #mistakes) end
+    raise(msg)
+  end
   local task = {}
   for k, v in pairs(def) do task[k] = v end
   task.migrate = task.migrate or { "schema", "full" }

@@ -168,11 +168,46 @@ T.test("a positional value", function(ctx)
   T.match(rejected(ctx, BASE .. '  "incremental",\n', 2), "^unexpected positional value in tide%.task")
 end)
 
-T.test("the first mistake in the file is the one reported", function(ctx)
+T.test("the first mistake in the file is reported first", function(ctx)
   local body = BASE .. '  progress = "fancy",\n  full = { jobs = 0 },\n  zzz = 1,\n'
   T.match(rejected(ctx, body, 6), "^tide%.task%.progress must be")
   body = BASE .. '  zzz = 1,\n  full = { jobs = 0 },\n  progress = "fancy",\n'
   T.match(rejected(ctx, body, 6), "^unknown key 'zzz'")
+end)
+
+T.test("every mistake of a playbook is reported in one pass, in the file's order", function(ctx)
+  -- Four independent mistakes: a wrong value, a nested wrong value, a misspelt key, a
+  -- misspelt nested key; and a missing required key.
+  local body = '  name = "shop-move",\n  source = "host=src.invalid dbname=shop",\n' ..
+               '  progress = "fancy",\n' ..                        -- line 5
+               '  full = { jobs = 0 },\n' ..                       -- line 6
+               '  selcet = { include = { "public.*" } },\n' ..     -- line 7
+               '  incremental = {\n    relase = true,\n  },\n'      -- line 9
+  local path = write(ctx, body)
+  local ok, err = pcall(load, path)
+  T.ok(not ok and playbook.is_playbook_error(err), tostring(err))
+  local lines = {}
+  for l in tostring(err):gmatch("[^\n]+") do lines[#lines + 1] = l end
+  T.eq(#lines, 6, tostring(err))
+  local p = path:gsub("%p", "%%%0")
+  T.match(lines[1], "^" .. p .. ":5: tide%.task%.progress must be one of \"auto\"")
+  T.match(lines[2], "^" .. p .. ":6: full%.jobs must be a positive integer, got a number")
+  T.match(lines[3], "^" .. p .. ":7: unknown key 'selcet' in tide%.task.*did you mean 'select'")
+  T.match(lines[4], "^" .. p .. ":9: unknown key 'relase' in incremental.*did you mean 'release'")
+  T.match(lines[5], "^" .. p .. ":%d+: tide%.task needs 'target'")
+  T.eq(lines[6], "5 mistakes in the playbook; fix them all and run again")
+  -- A section of the wrong type is one mistake, not one per key it was meant to hold.
+  path = write(ctx, BASE .. '  full = 4,\n  retry = { attempts = 0 },\n')
+  ok, err = pcall(load, path)
+  T.ok(not ok)
+  T.match(tostring(err), ":6: tide%.task%.full must be a table, got a number\n.*:7: retry%.attempts must be")
+  -- and pgtide itself: exit status 3, every mistake on stderr
+  local code, out = T.sh((os.getenv("PGTIDE") or "build/pgtide") .. " check " .. write(ctx, body))
+  T.eq(code, 3, out)
+  T.match(out, ":5: tide%.task%.progress")
+  T.match(out, ":7: unknown key 'selcet'")
+  T.match(out, ":9: unknown key 'relase'")
+  T.nomatch(out, "internal error")
 end)
 
 T.test("a key in a comment or a string is not taken for the key's line", function(ctx)
