@@ -29,6 +29,14 @@ pgtide run FILE [--json] [--no-precheck] [--again] [--log-format text|json]
   the schema phase (nothing is written then, and the recorded progress is kept), and tables
   holding rows stop the full load unless full.existing says "truncate" or "append".
   --log-format json writes each stderr line as a JSON object (docs/operating.md).]],
+  new = [[
+pgtide new FILE --source URL --target URL [--incremental] [--name NAME]
+  Write a commented playbook to start from, made from what the source holds. It reads the
+  source (read-only), lists its schemas and tables with sizes, estimated rows and keys, fills
+  select and rename with what exists, and lists the prechecks that fail or warn today with
+  their fix. Passwords in the URLs are never written (use ~/.pgpass or PGPASSWORD). FILE
+  must not exist yet (exit status 2); the task is named after FILE unless --name says
+  otherwise.]],
   check = [[
 pgtide check FILE [--json]
   Run the prechecks only and print the report. Exit status 0 when nothing fails, 5 when a
@@ -69,7 +77,7 @@ pgtide help [COMMAND]
 }
 M.help = help
 
-local order = { "run", "check", "plan", "verify", "release", "status", "attach", "repl", "script", "help" }
+local order = { "new", "run", "check", "plan", "verify", "release", "status", "attach", "repl", "script", "help" }
 
 -- The first sentence of a command's help: its description (the lines after the synopsis)
 -- joined, up to the first period that ends a sentence (followed by a space or the end; not an
@@ -115,6 +123,15 @@ end
 -- next lines; a narrow terminal indents the sentence less.
 function M.command_lines(synopsis, sentence, width)
   local col = 42
+  if utf8.len(synopsis) + 2 > width then
+    -- a synopsis wider than the terminal: wrapped itself, the sentence below it
+    -- (an option in brackets, "[--name NAME]", stays on one line)
+    local glued = synopsis:gsub("%b[]", function(b) return (b:gsub(" ", "\0")) end)
+    local out = M.wrap(glued, width, 4, "  ")
+    for i, l in ipairs(out) do out[i] = l:gsub("%z", " ") end
+    for _, l in ipairs(M.wrap(sentence, width, math.min(col, 6))) do out[#out + 1] = l end
+    return out
+  end
   if width - col < 30 then
     local out = { "  " .. synopsis }
     for _, l in ipairs(M.wrap(sentence, width, 6)) do out[#out + 1] = l end
@@ -153,6 +170,8 @@ Run 'pgtide help COMMAND' for one command. Documentation: docs/ and README.md.]]
 end
 
 function commands.help(args) return print_help(args[1]) end
+
+function commands.new(args) return require("tide.cmd.new").command(args) end
 
 function commands.repl(args)
   if #args > 0 then return usage_error("repl takes no arguments") end

@@ -36,6 +36,11 @@ T.test("command_lines: a hanging indent; a long synopsis or a narrow terminal pu
   T.eq(lines, { "  " .. string.rep("s", 45), string.rep(" ", 42) .. "short text" })
   lines = cli.command_lines("plan FILE", "one two three four five", 50)
   T.eq(lines, { "  plan FILE", "      one two three four five" })
+  -- a synopsis wider than the terminal is wrapped too
+  lines = cli.command_lines("new FILE --source URL --target URL", "Write it.", 24)
+  T.eq(lines, { "  new FILE --source URL", "    --target URL", "      Write it." })
+  lines = cli.command_lines("new FILE [--name NAME]", "Write it.", 20)
+  T.eq(lines, { "  new FILE", "    [--name NAME]", "      Write it." })
 end)
 
 T.test("pgtide help: every line within COLUMNS, every command's first sentence whole", function()
