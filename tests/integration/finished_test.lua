@@ -98,3 +98,33 @@ T.test("a finished incremental task (stopped at its stop condition) run again re
   T.eq(assert(s:query("SELECT count(*) AS n FROM pg_replication_slots"))[1].n, 0)
   s:close(); t:close()
 end)
+
+T.test("a finished incremental task that kept its slot says so; --again releases it and migrates again", function(ctx)
+  local s, t = setup(ctx)
+  assert(s:exec("ALTER TABLE notes REPLICA IDENTITY FULL"))
+  local body = [[migrate = { "schema", "full", "incremental" }, progress = "plain",
+    incremental = { heartbeat_interval = 0.2, release = false },
+    stop = tide.when { lag_below = "1s", for_at_least = "0.5s" },]]
+  local pb = H.playbook(ctx, "fin_keep", body)
+  local code, out = H.run("run " .. pb)
+  T.eq(code, 0, out)
+  local function slots()
+    return assert(s:query("SELECT count(*) AS n FROM pg_replication_slots WHERE slot_name LIKE '%fin_keep%'"))[1].n
+  end
+  T.eq(slots(), 1, "release = false keeps the slot")
+  code, out = H.run("run " .. pb)
+  T.eq(code, 0, out)
+  T.match(out, "task fin_keep already finished")
+  T.match(out, "the replication slot [%w_]+ is still on the source")
+  T.eq(slots(), 1)
+  assert(s:exec("INSERT INTO items VALUES (5000, 'after the cutover')"))
+  local pb2 = H.playbook(ctx, "fin_keep", body .. [[
+    schema = { existing = "skip" }, full = { existing = "truncate" },]])
+  code, out = H.run("run " .. pb2 .. " --again")
+  T.eq(code, 0, out)
+  T.match(out, "again: dropped replication slot")
+  T.eq(P.fingerprint(t, "items"), P.fingerprint(s, "items"))
+  T.eq(slots(), 1, "the new run made its own slot")
+  T.eq(phase(t, "fin_keep"), "done")
+  s:close(); t:close()
+end)

@@ -28,6 +28,10 @@ function M.lines(task, rec)
   if task.phases.incremental then
     add("  incremental: the change stream reached its stop condition and the cutover hooks ran")
   end
+  if rec.slot then
+    add("  slot:        the replication slot %s is still on the source and keeps WAL there: drop it with", rec.slot)
+    add("               `pgtide release FILE` once you are done with the task")
+  end
   add("  recorded in: %s.tasks on the target", task.state_schema or "pgtide")
   add("to migrate again:")
   add("  pgtide release FILE       forget the recorded progress%s;",
@@ -42,7 +46,7 @@ function M.report(task, rec, opts)
   if opts and opts.json then
     io.write(json.encode({ event = "finished", task = task.name, finished_at = rec.updated, started_at = rec.started,
                            phases = phases_of(task), tables = rec.tables, parts = rec.parts, rows = rec.rows,
-                           bytes = rec.bytes, steps = rec.steps }), "\n")
+                           bytes = rec.bytes, steps = rec.steps, slot = rec.slot }), "\n")
     return
   end
   io.write(table.concat(M.lines(task, rec), "\n"), "\n")

@@ -78,7 +78,13 @@ local function run_once(run, opts, progress)
   local finished = phase == "done"
   if finished and not opts.again then
     -- Done: say when and what, and how to start over (tide.cmd.finished); nothing to write.
-    require("tide.cmd.finished").report(task, state_mod.record(task, target), opts)
+    local rec = state_mod.record(task, target)
+    if task.phases.incremental then
+      local objects = require "tide.cdc.objects"
+      local names = objects.names(task)
+      rec.slot = objects.slot_info(source, names) and names.slot or nil
+    end
+    require("tide.cmd.finished").report(task, rec, opts)
     return exit.ok
   end
   if opts.again and phase ~= nil and not finished then
