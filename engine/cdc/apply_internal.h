@@ -12,7 +12,7 @@
 #define MAX_INFLIGHT 8192
 #define RESUME_INFLIGHT 2048
 #define FLUSH_EVERY 64
-#define PROGRESS_EVERY 0.2 /* seconds between durable-progress reads while busy */
+#define PROGRESS_EVERY 0.1 /* seconds between durable-progress reads while busy */
 
 enum inflight_kind {
     IF_BEGIN,

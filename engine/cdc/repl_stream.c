@@ -20,7 +20,7 @@
 
 #define TICK_MS 100
 #define STATUS_EVERY 10.0    /* seconds: at least this often */
-#define STATUS_ON_CHANGE 1.0 /* seconds: at most this often when only the flush moved */
+#define STATUS_ON_CHANGE 0.1 /* seconds: at most this often when only the flush moved */
 
 static void repl_read(repl_stream *s);
 
