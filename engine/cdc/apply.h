@@ -265,9 +265,10 @@ apply_event apply_pending_event(const apply_state *ap);
 int apply_held_decode(apply_state *ap, pgoutput_message **msg, const relcache_relation **rel, apply_rel **r,
                       uint64_t *lsn, uint64_t *commit_lsn, int64_t *commit_ts);
 /* Apply the held change with these tuples instead of the decoded ones (NULL = as decoded);
- * `target` (may be NULL) routes it to another table. Then feeding resumes. */
+ * `target` (may be NULL) routes it to another table; `as_delete` applies an update as the delete
+ * of its row (on.row dropped the new row). Then feeding resumes. */
 int apply_held_apply(apply_state *ap, const pgoutput_tuple *old_tuple, const pgoutput_tuple *new_tuple,
-                     apply_target *target);
+                     apply_target *target, bool as_delete);
 void apply_held_drop(apply_state *ap);
 /* The map entry whose target is `display` ("schema.name"), for routing; NULL if none. */
 apply_target *apply_find_target(apply_state *ap, const char *display);

@@ -46,7 +46,7 @@ void apply_held_drop(apply_state *ap) {
 }
 
 int apply_held_apply(apply_state *ap, const pgoutput_tuple *old_tuple, const pgoutput_tuple *new_tuple,
-                     apply_target *target) {
+                     apply_target *target, bool as_delete) {
     pgoutput_message *m;
     const relcache_relation *rel;
     apply_rel *r;
@@ -77,7 +77,14 @@ int apply_held_apply(apply_state *ap, const pgoutput_tuple *old_tuple, const pgo
     }
     ap->group_changes++;
     ap->n.queued_changes++;
-    apply__queue_change(ap, r, m->type, old, row ? row : old, lsn, ap->tx_final_lsn, 0);
+    if (as_delete && m->type == PGOUTPUT_UPDATE) {
+        /* An update whose new row on.row dropped: the row goes, found by its old key (or by the
+         * new row's key columns when the key did not change). */
+        const pgoutput_tuple *search = old && old->ncols ? old : row;
+        apply__queue_change(ap, r, 'D', search, search, lsn, ap->tx_final_lsn, 0);
+    } else {
+        apply__queue_change(ap, r, m->type, old, row ? row : old, lsn, ap->tx_final_lsn, 0);
+    }
     if (reroute) apply_rel_clear(&routed);
     held_release(ap);
     return ap->failed ? -1 : 0;

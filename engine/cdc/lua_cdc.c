@@ -453,8 +453,11 @@ static int l_reply(lua_State *L) {
             target = apply_find_target(s->ap, name);
             if (!target) return luaL_error(L, "change.target: %s is not a table of this task", name);
         }
+        bool as_delete =
+            lua_getfield(L, 2, "op") == LUA_TSTRING && strcmp(lua_tostring(L, -1), "delete") == 0;
+        lua_pop(L, 1);
         /* Nothing may change between the decode above and this call: both run here. */
-        apply_held_apply(s->ap, old, row, target);
+        apply_held_apply(s->ap, old, row, target, as_delete);
         return 0;
     }
     case APPLY_EVENT_CONFLICT: {

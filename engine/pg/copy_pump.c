@@ -29,6 +29,16 @@ static void pump_step(copy_pump *p);
 static void pump_reconcile(copy_pump *p);
 static void pump_finish_if_done(copy_pump *p);
 
+static void pending_free(copy_pump *p) {
+    if (!p->pending) return;
+    if (p->pending_owned)
+        free(p->pending);
+    else
+        PQfreemem(p->pending);
+    p->pending = NULL;
+    p->pending_owned = false;
+}
+
 static void pump_fail(copy_pump *p, const char *side, const char *sqlstate, const char *msg) {
     if (p->fail_message) return;
     p->fail_side = side;
@@ -130,10 +140,7 @@ static void pump_abort_source(copy_pump *p) {
 /* End the target's COPY: cleanly (msg NULL) or with an error message that aborts it. */
 static void pump_end_target(copy_pump *p, const char *msg) {
     if (p->dst_state != SIDE_STREAMING) return;
-    if (p->pending) {
-        PQfreemem(p->pending);
-        p->pending = NULL;
-    }
+    pending_free(p);
     int r = PQputCopyEnd(p->dst->pg, msg);
     if (r < 0) {
         pump_fail(p, "target", "08006", PQerrorMessage(p->dst->pg));
@@ -208,22 +215,48 @@ static void pump_step(copy_pump *p) {
                 break;
             }
             if (r < 0) goto target_lost;
-            PQfreemem(p->pending);
-            p->pending = NULL;
+            pending_free(p);
         }
         char *buf;
         int n = PQgetCopyData(src, &buf, 1);
         if (n > 0) {
             p->bytes += n;
             p->messages++;
-            int r = PQputCopyData(dst, buf, n);
+            const char *data = buf;
+            int len = n;
+            if (p->row_fn) {
+                char err[1024];
+                int k = p->row_fn(p->row_arg, buf, n, &data, &len, err, sizeof err);
+                if (k <= 0) {
+                    PQfreemem(buf);
+                    if (k == 0) {
+                        p->dropped++;
+                        continue;
+                    }
+                    pump_fail(p, "transform", "P0001", err);
+                    pump_end_target(p, err);
+                    pump_abort_source(p);
+                    conn_watch(p->src, UV_READABLE);
+                    return;
+                }
+            }
+            int r = PQputCopyData(dst, data, len);
             if (r == 0) {
-                p->pending = buf;
-                p->pending_len = n;
+                if (data != buf) {
+                    p->pending = malloc((size_t) len);
+                    if (!p->pending) abort();
+                    memcpy(p->pending, data, (size_t) len);
+                    p->pending_owned = true;
+                    PQfreemem(buf);
+                } else {
+                    p->pending = buf;
+                }
+                p->pending_len = len;
                 p->dst_blocked = true;
                 break;
             }
             PQfreemem(buf);
+            n = len;
             if (r < 0) goto target_lost;
             p->unflushed += (size_t) n;
             if (p->unflushed >= FLUSH_EVERY) {
@@ -462,7 +495,7 @@ int copy_pump_start(copy_pump *p, tide_conn *src, tide_conn *dst, const char *ou
 static void timer_closed(uv_handle_t *h) { free(h); }
 
 void copy_pump_free(copy_pump *p) {
-    if (p->pending) PQfreemem(p->pending);
+    pending_free(p);
     if (p->src_result) PQclear(p->src_result);
     if (p->dst_result) PQclear(p->dst_result);
     if (p->throttle_timer) uv_close((uv_handle_t *) p->throttle_timer, timer_closed);

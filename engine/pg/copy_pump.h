@@ -22,6 +22,12 @@ typedef struct copy_pump {
     PGresult *src_result, *dst_result; /* final (or first error) results */
     char *pending;                     /* a row the target's buffer did not accept yet */
     int pending_len;
+    bool pending_owned; /* pending is ours (malloc), not libpq's */
+    /* Each row through this function first (copy_rows.c), or NULL: 1 send *out, 0 drop, -1 fail. */
+    int (*row_fn)(void *arg, const char *row, int len, const char **out, int *outlen, char *err,
+                  size_t errlen);
+    void *row_arg;
+    int64_t dropped; /* rows row_fn dropped */
     size_t unflushed;
     bool dst_blocked; /* target holds unsent data: source reading paused */
     bool paused, finished, target_failed_early;

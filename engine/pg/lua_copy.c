@@ -1,15 +1,19 @@
 /*
  * lua_copy.c — Lua side of the COPY pump.
  *
- *   local pump = tide.copy_pump(src, dst, "COPY (...) TO STDOUT", "COPY t (...) FROM STDIN")
+ *   local pump = tide.copy_pump(src, dst, "COPY (...) TO STDOUT", "COPY t (...) FROM STDIN"
+ *                               [, { fn = f, columns = {...}, keys = {...}, label = "schema.table" }])
+ *     (with the table, both COPYs in text format: each row goes through f, copy_rows.c)
  *   pump:stats()          → bytes, messages so far (any coroutine, any time)
  *   pump:pause() / pump:resume() / pump:throttle{ bytes_per_second = N, rows_per_second = N }
- *   pump:wait()           → { rows = n, bytes = n } or nil, err (err.side = "source" | "target")
+ *   pump:wait()           → { rows = n, bytes = n, dropped = n } or nil, err
+ *                           (err.side = "source" | "target" | "transform"; rows: sent to the target)
  *
  * The pump holds both connections (as user values) until it is collected, so neither can be
  * collected while rows are moving.
  */
 #include "pg/copy_pump.h"
+#include "pg/copy_rows.h"
 #include "runtime/bindings.h"
 
 #include <stdlib.h>
@@ -66,9 +70,11 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
     (void) ctx;
     copy_pump *p = check_pump(L);
     if (p->fail_message || is_error(p->src_result) || is_error(p->dst_result)) return push_pump_error(L, p);
-    lua_createtable(L, 0, 3);
-    lua_pushinteger(L, p->rows);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, p->rows - p->dropped);
     lua_setfield(L, -2, "rows");
+    lua_pushinteger(L, p->dropped);
+    lua_setfield(L, -2, "dropped");
     lua_pushinteger(L, p->bytes);
     lua_setfield(L, -2, "bytes");
     lua_pushinteger(L, p->messages);
@@ -121,7 +127,10 @@ static int l_gc(lua_State *L) {
     copy_pump *p = *b;
     /* The connections may be gone already (closed by their owners); the pump let go of
      * them when it finished, so only its own memory is freed here. */
-    if (p && p->finished) copy_pump_free(p);
+    if (p && p->finished) {
+        copy_rows_free(p->row_arg);
+        copy_pump_free(p);
+    }
     /* An unfinished pump cannot be collected: its waiter's stack holds it. */
     *b = NULL;
     return 0;
@@ -136,7 +145,18 @@ static int l_copy_pump(lua_State *L) {
     if (src == dst) return luaL_error(L, "copy_pump needs two different connections");
     if (src->replication || dst->replication)
         return luaL_error(L, "copy_pump: use ordinary connections (not replication ones)");
-    void **b = tide_box_new(L, PUMP_META, 2);
+    bool rows = !lua_isnoneornil(L, 5);
+    if (rows) {
+        luaL_checktype(L, 5, LUA_TTABLE);
+        if (lua_getfield(L, 5, "fn") != LUA_TFUNCTION)
+            return luaL_error(L, "copy_pump: rows.fn must be a function");
+        if (lua_getfield(L, 5, "columns") != LUA_TTABLE)
+            return luaL_error(L, "copy_pump: rows.columns must be a list of names");
+        lua_getfield(L, 5, "label");
+        lua_getfield(L, 5, "keys");
+        lua_settop(L, 9); /* 6 fn, 7 columns, 8 label, 9 keys */
+    }
+    void **b = tide_box_new(L, PUMP_META, 3);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
     lua_pushvalue(L, 2);
@@ -144,6 +164,12 @@ static int l_copy_pump(lua_State *L) {
     copy_pump *p = calloc(1, sizeof *p);
     if (!p) return luaL_error(L, "out of memory");
     *b = p;
+    if (rows) {
+        const char *label = lua_isstring(L, 8) ? lua_tostring(L, 8) : "the table";
+        p->row_arg = copy_rows_new(L, 6, 7, lua_istable(L, 9) ? 9 : 0, label); /* pushes its thread */
+        lua_setiuservalue(L, -2, 3);
+        p->row_fn = copy_rows_call;
+    }
     if (copy_pump_start(p, src, dst, out_sql, in_sql) < 0) {
         p->finished = true;
         p->src_state = p->dst_state = SIDE_DONE;

@@ -185,7 +185,9 @@ end
 local function applied_filters(source, target, order, tnames, names)
   local wanted = {}
   for i, e in ipairs(order) do
-    if e.plan_table and e.plan_table.row_filter and not e.plan_table.unlogged then wanted[#wanted + 1] = i end
+    if (e.plan_table and e.plan_table.row_filter and not e.plan_table.unlogged) or e.transform then
+      wanted[#wanted + 1] = i
+    end
   end
   if #wanted == 0 then return end
   local carried = {}
@@ -203,13 +205,16 @@ WHERE p.pubname IN ($1, $2) AND r.prqual IS NOT NULL]], names.publication, names
   for _, i in ipairs(wanted) do
     local e = order[i]
     local tbl = e.plan_table
-    if not carried[e.source_schema .. "\0" .. e.source_name] then
+    -- A table with on.row applies like a filtered one (filter "true"): a row the function
+    -- dropped may come back with an update (an upsert then), or go with one (a delete).
+    local own = tbl and tbl.row_filter and not tbl.unlogged and not carried[e.source_schema .. "\0" .. e.source_name]
+    if own or e.transform then
       local on_target = column_types(target, tnames[i], false)
       local on_source = column_types(source, objects.qname(source, e.source_schema, e.source_name), true)
       local types = {}
       for _, name in ipairs(e.known) do types[name] = on_source[name] end
       for _, c in ipairs(e.columns) do types[c.source] = on_target[c.target] or types[c.source] end
-      e.filter, e.known_type = tbl.row_filter, types
+      e.filter, e.known_type = own and tbl.row_filter or "true", types
     end
   end
 end
@@ -245,10 +250,12 @@ local function build_tables(task, plan, target, names, source)
     local root = tbl.parent and plan.by_key and plan.by_key["table:" .. tbl.parent]
     if root then
       add(root.schema, root.name, tbl.parent, root.target, root.columns or tbl.columns, tbl.key_columns, tbl.key)
+      local e = by_source[root.schema .. "\0" .. root.name]
+      e.transform = e.transform or tbl.transform
     else
       add(tbl.source.schema, tbl.source.name, tbl.key, tbl.target, tbl.columns, tbl.key_columns)
       local e = by_source[tbl.source.schema .. "\0" .. tbl.source.name]
-      e.plan_table = tbl
+      e.plan_table, e.transform = tbl, tbl.transform
     end
   end
   -- Which targets are partitioned (never TRUNCATE ONLY, find rows through the root), and
@@ -278,7 +285,7 @@ LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tna
       unique_free[r.i] = r.uniques == 0
     end
   end
-  local entries = {}
+  local entries, transforms = {}, {}
   for i, e in ipairs(order) do
     local cols = {}
     for j, c in ipairs(e.columns) do
@@ -291,14 +298,20 @@ LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tna
       partitioned = kinds[i] == "p", mergeable = mergeable[i] and e.key ~= nil,
       batchable = batchable[i] or false, unique_free = unique_free[i] or false, tolerate_lsn = e.tolerate_lsn,
       filter = e.filter, known_type = e.known_type,
-      hooked = hooks[source_name] ~= nil or hooks[objects.qname(target, e.source_schema, e.source_name)] ~= nil,
+      hooked = e.transform ~= nil or hooks[source_name] ~= nil
+        or hooks[objects.qname(target, e.source_schema, e.source_name)] ~= nil,
     }
+    if e.transform then
+      local selected = {}
+      for _, c in ipairs(e.columns) do selected[c.source] = true end
+      transforms[source_name] = { fn = e.transform, key = e.key, columns = selected }
+    end
   end
   if conf(task).heartbeat ~= false then
     entries[#entries + 1] = { source_schema = names.heartbeat_schema, source_name = names.heartbeat_name,
                               target_sql = "-", display = "(heartbeat)", heartbeat = true }
   end
-  return entries, hooks
+  return entries, hooks, transforms
 end
 
 ------------------------------------------------------------------------ the stream
@@ -528,13 +541,60 @@ local function log_conflicts(st, s)
   end
 end
 
+-- on.row over a streamed insert's or update's new row, as the full load applies it to copied
+-- rows (engine/pg/copy_rows.c): the function sees the selected columns (an update's unchanged
+-- out-of-line values are absent), may edit them, and keeps (true) or drops (false) the row.
+-- Returns whether the row is kept; raises on what the full load would refuse too.
+local function transform_change(tf, ev)
+  local function refuse(fmt, ...)
+    failure.raise("failed", string.format("on.row for %s at LSN %s: " .. fmt, ev.source, ev.lsn, ...))
+  end
+  local view, before = {}, {}
+  for k, v in pairs(ev.new) do
+    if tf.columns[k] then view[k], before[k] = v, v end
+  end
+  local ok, res, extra = pcall(tf.fn, view)
+  if not ok then refuse("failed: %s", tostring(res)) end
+  if extra ~= nil then
+    refuse("returned a second value: routing rows to another table is not supported by on.row yet (on.change " ..
+      "can route streamed changes)")
+  end
+  if res == false then return false end
+  local row = view
+  if type(res) == "table" then row = res elseif res ~= nil and res ~= true then
+    refuse("returned a %s: return the row (a table), true or nothing to keep it, false to drop it", type(res))
+  end
+  for k in pairs(before) do
+    if row[k] == nil then refuse("column %s has no value (nil); set tide.null for NULL", k) end
+  end
+  for k, v in pairs(row) do
+    if not tf.columns[k] then refuse("set %s, which is not a column of the table", tostring(k)) end
+    ev.new[k] = v
+  end
+  for _, k in ipairs(tf.key or {}) do
+    if before[k] ~= nil and tostring(row[k]) ~= tostring(before[k]) then
+      refuse("changed key column %s: keys stay as the source has them (streamed updates and deletes find their " ..
+        "rows by them)", k)
+    end
+  end
+  return true
+end
+
 local function on_change(st, s, ev)
+  local tf = st.transforms[ev.source]
+  if tf and ev.new and (ev.op == "insert" or ev.op == "update") and not transform_change(tf, ev) then
+    if ev.op == "insert" then s:reply(false) return end
+    ev.op = "delete"   -- the row goes (if the target has it), found by its key
+    s:reply(ev)
+    return
+  end
   local fn = st.hooks[ev.source] or st.hooks[ev.schema .. "." .. ev.table]
   if not fn then
     for k, f in pairs(st.hooks) do
       if k:gsub('"', "") == ev.source then fn = f break end
     end
   end
+  if not fn then s:reply(ev) return end
   local ok, res = pcall(fn, ev)
   if not ok then
     failure.raise("failed", string.format("the on.change hook for %s failed at LSN %s: %s", ev.source, ev.lsn,
@@ -638,7 +698,7 @@ function M.stream(run, plan, _source, target, opts)
                                   "WHERE datname = pg_catalog.current_database()"))
   st.encoding = enc[1].e
   st.control = connect.open(task, "source", { application_name = "pgtide:" .. task.name .. ":control" })
-  st.tables, st.hooks = build_tables(task, plan, target, names, st.control)
+  st.tables, st.hooks, st.transforms = build_tables(task, plan, target, names, st.control)
   local handlers = {}
   for _, sig in ipairs({ "INT", "TERM" }) do
     handlers[sig] = true

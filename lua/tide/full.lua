@@ -234,7 +234,14 @@ local function copy_part(load, src, tgt, part)
       must(tgt, "ROLLBACK TO SAVEPOINT tide_truncate", "rolling back to a savepoint on the target")
     end
   end
-  local pump = tide.copy_pump(src, tgt, parts_mod.copy_out_sql(src, part), parts_mod.copy_in_sql(tgt, part, freeze))
+  local rows
+  if tbl.transform then
+    local names = {}
+    for i, c in ipairs(tbl.columns) do names[i] = c.name end
+    rows = { fn = tbl.transform, columns = names, keys = tbl.key_columns, label = tbl.key }
+  end
+  local pump = tide.copy_pump(src, tgt, parts_mod.copy_out_sql(src, part), parts_mod.copy_in_sql(tgt, part, freeze),
+                              rows)
   load.running[part] = pump
   if load.paused then pump:pause() end
   if load.pump_limits then pump:throttle(load.pump_limits) end
@@ -243,7 +250,8 @@ local function copy_part(load, src, tgt, part)
   if not result then
     tgt:exec("ROLLBACK")
     src:exec("ROLLBACK")
-    local where = err.side == "source" and "reading it from the source" or "writing it to the target"
+    local where = err.side == "source" and "reading it from the source"
+                  or err.side == "transform" and "passing its rows through on.row" or "writing it to the target"
     local msg = string.format("copying %s (part %d of %d) failed while %s: %s", tbl.key, part.no, part.count, where,
                               tostring(err))
     if err.side == "source" and tbl.row_filter and err.sqlstate and err.sqlstate:match("^42") then

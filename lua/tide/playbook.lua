@@ -197,6 +197,16 @@ M.schema = {
     cutover  = { check = function(v) return type(v) == "function" or is_list_of(v, "function"),
                    "a function or a list of functions" end },
     change   = { check = "table" },
+    row      = { check = function(v)
+                   if type(v) ~= "table" then return false, "a table of \"schema.table\" = function" end
+                   for k, f in pairs(v) do
+                     if type(k) ~= "string" or not k:find(".", 1, true) or type(f) ~= "function" then
+                       return false, "a table of \"schema.table\" = function (found " ..
+                         string.format("%s = %s", type(k) == "string" and string.format("%q", k) or tostring(k), type(f)) .. ")"
+                     end
+                   end
+                   return true
+                 end },
     conflict = { check = "function" },
     progress = { check = "function" },
     error    = { check = "function" },

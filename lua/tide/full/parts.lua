@@ -151,7 +151,7 @@ function M.build(task, plan, conn, recorded)
       parts = cut(tbl, conn, split_bytes, tbl.key, task.full.jobs or 4)
       for _, p in ipairs(parts) do new[#new + 1] = p end
     end
-    tbl.binary = binary_safe(tbl, task, plan)
+    tbl.binary = not tbl.transform and binary_safe(tbl, task, plan)   -- on.row reads text rows
     table_parts[tbl.key] = parts
     for _, p in ipairs(parts) do all[#all + 1] = p end
   end

@@ -397,6 +397,22 @@ end
 -- M.table(pair, tbl, opts, ctx) → result (see tide.verify). pair = { source =, target = }.
 function M.table(pair, tbl, opts, ctx)
   local started = core.monotonic()
+  if tbl.transform then
+    -- on.row: the source's rows through the same function, compared on the target.
+    local result = { key = tbl.key, source = tbl.source, target = tbl.target, keyed = tbl.key_columns ~= nil,
+                     differences = {}, truncated = false, chunks = 1 }
+    local ok, err = pcall(require("tide.verify.transformed").compare, pair, tbl, result, opts.max_differences)
+    if not ok then
+      result.error = type(err) == "table" and err.message or tostring(err)
+      result.status = type(err) == "table" and err.side == "target" and err.err and err.err.sqlstate == "42P01"
+        and "missing" or "error"
+    end
+    result.counts = { missing = 0, extra = 0, different = 0 }
+    for _, d in ipairs(result.differences) do result.counts[d.kind] = result.counts[d.kind] + 1 end
+    result.counts_override = nil
+    result.seconds = core.monotonic() - started
+    return result
+  end
   local job = M.prepare(tbl)
   job.opts, job.diffs, job.truncated, job.chunks = opts, {}, false, 0
   job.source = canonical.side(pair.source, job, "source", ctx)
