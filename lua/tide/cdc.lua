@@ -647,6 +647,10 @@ local function session(task, st, opts)
           end
         elseif fire then
           st.stop_reason = "condition"
+          if st.run.progress then
+            st.run.progress:emit("stop_condition", { condition = tostring(condition), delay = status.delay,
+                                                     bytes_behind = status.bytes_behind })
+          end
         end
       end
       if st.stop_reason == "condition" and not st.drain_to then
@@ -755,7 +759,8 @@ function M.stream(run, plan, _source, target, opts)
     local s2, t2 = connect.open_both(task)
     local cok, cerr = pcall(function()
       summary.cutover_hooks = cutover.run(task, cutover.context { task = task, plan = plan, source = s2,
-                                                                    target = t2, status = st.status })
+                                                                    target = t2, status = st.status },
+                                          run.progress)
       -- Recorded before the release: an engine that dies in between finishes the task on its
       -- next run instead of finding its slot gone.
       require("tide.state").open(task, t2):set_phase("cutover")

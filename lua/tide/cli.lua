@@ -56,6 +56,11 @@ pgtide release FILE
   Drop what the task created for incremental migration: its replication slot, publication,
   heartbeat table and replication origin, and forget its recorded progress on the target (the
   next run starts over). The migrated tables are left as they are.]],
+  report = [[
+pgtide report FILE [-o PATH]
+  Write one self-contained HTML page (default TASK-report.html) from what the task's runs
+  recorded on the target: summary, Gantt chart of the full load, throughput and delay over
+  time, prechecks, verification, cutover (docs/report.md).]],
   status = [[
 pgtide status [NAME] [--json] [--control PATH]
   List running tasks, or show one task's phase, progress per table, rates, delay, bytes
@@ -77,7 +82,7 @@ pgtide help [COMMAND]
 }
 M.help = help
 
-local order = { "new", "run", "check", "plan", "verify", "release", "status", "attach", "repl", "script", "help" }
+local order = { "new", "run", "check", "plan", "verify", "release", "report", "status", "attach", "repl", "script", "help" }
 
 -- The first sentence of a command's help: its description (the lines after the synopsis)
 -- joined, up to the first period that ends a sentence (followed by a space or the end; not an
@@ -181,6 +186,9 @@ end
 -- Live tasks, through their control sockets (tide.cmd.live).
 function commands.status(args) return require("tide.cmd.live").status(args) end
 function commands.attach(args) return require("tide.cmd.live").attach(args) end
+
+-- The HTML report of a task's runs (tide.cmd.report parses its own -o PATH).
+function commands.report(args) return require("tide.cmd.report").main(args) end
 
 function commands.script(args)
   local file = args[1]

@@ -228,9 +228,10 @@ function M.gate(task, plan, source, target, opts)
   local report = M.run(task, plan, source, target, opts)
   local progress = opts.progress
   local mode = progress and progress.mode or (opts.json and "json" or "text")
+  -- The run's progress prints the findings in JSON mode and keeps them in its timeline.
+  if progress and progress.emit then progress:emit("precheck", report_module.data(report)) end
   if mode == "json" then
-    if progress then progress:emit("precheck", report_module.data(report))
-    else io.write(report_module.json(report), "\n") end
+    if not progress then io.write(report_module.json(report), "\n") end
   elseif mode ~= "none" or not report.ok then
     local text = report_module.text(report, { short = true })
     if progress and progress.clear then progress:clear() end

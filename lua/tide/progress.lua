@@ -28,7 +28,9 @@ end
 local human_bytes, human_seconds = units.human_bytes, units.human_seconds
 M.human_bytes, M.human_seconds = human_bytes, human_seconds
 
+-- Every event goes to the run's timeline (tide.timeline) when it has one, whatever the mode.
 function Progress:emit(event, fields)
+  if self.timeline then self.timeline:record(event, fields) end
   if self.mode ~= "json" then return end
   local obj = { event = event, time = tide.now(), task = self.task.name }
   for k, v in pairs(fields or {}) do obj[k] = v end
@@ -109,7 +111,7 @@ function Progress:event(name, data)
     self:emit("table_done", { table = data.table, rows = s.rows, bytes = s.bytes, seconds = s.seconds, format = s.format })
   elseif name == "part_done" then
     self:emit("part_done", { part = data.part.id, table = data.part.table.key, rows = data.rows, bytes = data.bytes,
-                             seconds = data.seconds })
+                             seconds = data.seconds, part_no = data.part.no, parts = data.part.count })
   elseif name == "step_done" then
     if self.mode == "plain" and data.seconds >= 1 then
       self:line("post-data: %s (%.1fs)", data.step.key, data.seconds)

@@ -5,6 +5,7 @@
 --   copy_parts  the full load's table parts: their definition (so a resumed run copies the
 --               same ranges) and, once its COPY committed, when and how much
 --   steps       schema/post-data steps done (index built, constraint added, ...)
+--   timeline    what happened during each run, for `pgtide report` (tide.timeline writes it)
 -- A part or step is marked done in the same target transaction as its work, so a crash can
 -- neither lose one nor count one twice.
 local M = {}
@@ -46,6 +47,15 @@ CREATE TABLE IF NOT EXISTS %s.steps (
   done_at     timestamptz NOT NULL DEFAULT now(),
   seconds     float8,
   PRIMARY KEY (task, step)
+);
+CREATE TABLE IF NOT EXISTS %s.timeline (
+  task        text NOT NULL,
+  run         text NOT NULL,
+  seq         int NOT NULL,
+  at          timestamptz NOT NULL,
+  kind        text NOT NULL,
+  data        jsonb NOT NULL DEFAULT '{}',
+  PRIMARY KEY (task, run, seq)
 )]]
 
 -- M.peek(task, target) → the recorded phase of the task, or nil when the target holds no state
@@ -102,9 +112,10 @@ end
 local function complete(target, schema)
   local r = assert(target:query([[
 SELECT pg_catalog.to_regclass($1) IS NOT NULL AND pg_catalog.to_regclass($2) IS NOT NULL
+       AND pg_catalog.to_regclass($4) IS NOT NULL
        AND EXISTS (SELECT FROM pg_catalog.pg_attribute
                    WHERE attrelid = pg_catalog.to_regclass($3) AND attname = 'rewritten_lsn' AND NOT attisdropped)
-       AS present]], schema .. ".tasks", schema .. ".steps", schema .. ".copy_parts"))
+       AS present]], schema .. ".tasks", schema .. ".steps", schema .. ".copy_parts", schema .. ".timeline"))
   return r[1].present
 end
 
@@ -218,9 +229,11 @@ function State:step_done_sql(conn, key, seconds)
                        self:tbl("steps"), conn:quote_literal(self.task.name), conn:quote_literal(key), seconds or 0)
 end
 
--- Forget the task's progress (after a successful run, or `pgtide release`).
+-- Forget the task's progress (after a successful run, or `pgtide release`), its timeline
+-- included (a state schema made before the timeline existed has none).
 function State:forget()
-  for _, t in ipairs({ "steps", "copy_parts", "tasks" }) do
+  local r = assert(self.target:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", self:tbl("timeline")))
+  for _, t in ipairs({ "steps", "copy_parts", "tasks", r[1].present and "timeline" or nil }) do
     assert(self.target:query("DELETE FROM " .. self:tbl(t) .. " WHERE task = $1", self.task.name))
   end
 end

@@ -56,13 +56,34 @@ function M.context(fields)
   return setmetatable(fields, Context)
 end
 
--- Run the playbook's on.cutover hooks (a function or a list of them) in order.
-function M.run(task, ctx)
+-- A verification report a hook returned (tide.verify.cutover_hook) or failed with, cut to
+-- what the run's timeline keeps: per table the status and row counts.
+local function verify_summary(v)
+  if type(v) ~= "table" or type(v.tables) ~= "table" or type(v.summary) ~= "table" then return nil end
+  local tables = {}
+  for i, r in ipairs(v.tables) do
+    tables[i] = { table = r.key, status = r.status, source_rows = r.source_rows, target_rows = r.target_rows,
+                  error = r.error }
+  end
+  return { status = v.status, ok = v.ok, summary = v.summary, seconds = v.seconds, tables = tables }
+end
+
+-- Run the playbook's on.cutover hooks (a function or a list of them) in order; `progress`
+-- (optional, the run's tide.progress) sees each hook start and end.
+function M.run(task, ctx, progress)
   local hooks = task.on and task.on.cutover
   if not hooks then return 0 end
   if type(hooks) == "function" then hooks = { hooks } end
+  local core = require "tide.core"
   for i, fn in ipairs(hooks) do
+    if progress then progress:emit("cutover_hook_start", { hook = i, hooks = #hooks }) end
+    local started = core.monotonic()
     local ok, err = pcall(fn, ctx)
+    if progress then
+      progress:emit("cutover_hook_end", { hook = i, hooks = #hooks, ok = ok, seconds = core.monotonic() - started,
+                                          verify = verify_summary(ok and err or (type(err) == "table" and err.report)),
+                                          error = not ok and tostring(type(err) == "table" and err.message or err) or nil })
+    end
     if not ok then
       require("tide.failure").raise("failed", string.format("on.cutover hook %d failed: %s\n  the stream " ..
         "has stopped and its progress is saved; fix the hook and run the task again to retry the cutover",

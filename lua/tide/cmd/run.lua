@@ -262,6 +262,18 @@ function M.command(task, opts)
   end })
   -- Before anything is connected or written: a metrics port in use stops the run at once.
   require("tide.metrics").serve(run)
+  -- The run's timeline on the target (`pgtide report`), ended with the exit status.
+  progress.timeline = require("tide.timeline").new(run)
+  local ok, result = pcall(M.attempts, run, opts, progress)
+  progress.timeline:finish(ok and result or (type(result) == "table" and result.exit) or exit.internal,
+                           not ok and tostring(type(result) == "table" and result.message or result):gsub("\n.*", "") or nil)
+  if not ok then error(result, 0) end
+  return result
+end
+
+-- run_once until it succeeds, or fails in a way a retry cannot mend.
+function M.attempts(run, opts, progress)
+  local task = run.task
   local limits = retry.limits(task.retry)
   local attempts, max_delay, window = limits.attempts, limits.max_delay, limits.window
   local first_failure
