@@ -44,7 +44,7 @@ UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 # provider (tests/fixtures/seclabel/; PostgreSQL's packages ship none).
 DEB_PACKAGES := gcc make pkg-config python3 liblua5.4-dev lua-lpeg-dev libuv1-dev libpq-dev \
                 libedit-dev postgresql-15 postgresql-15-orafce postgresql-server-dev-15 tmux clang-format lua-check \
-                dpkg-dev
+                dpkg-dev chromium
 
 .PHONY: all deps test test-asan test-faults demo fuzz fuzz-run clean unit lint-c format-c lint-lua \
         install uninstall deb
