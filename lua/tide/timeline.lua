@@ -87,12 +87,20 @@ function Recorder:record(kind, data)
   if self.finished then return end
   self.seq = self.seq + 1
   local pending = self.pending
-  pending[#pending + 1] = { s = self.seq, t = tide.now(), k = kind, d = data or {} }
+  -- Encoded now: a value JSON cannot hold must not keep a whole batch from being written.
+  local event = { s = self.seq, t = tide.now(), k = kind, d = data or {} }
+  local ok, text = pcall(json.encode, event)
+  if not ok then
+    event.d = { unrecorded = tostring(text) }
+    text = json.encode(event)
+  end
+  pending[#pending + 1] = { k = kind, s = self.seq, json = text }
   if #pending > M.MAX_PENDING then
+    local dropped = false
     for i, e in ipairs(pending) do
-      if e.k == "sample" then table.remove(pending, i) return end
+      if e.k == "sample" then table.remove(pending, i); dropped = true; break end
     end
-    table.remove(pending, 1)
+    if not dropped then table.remove(pending, 1) end
   end
   -- Writing starts once the run is past its prechecks (they write nothing) and its state
   -- tables exist: at its first phase (or at the end of a run that finishes a cutover).
@@ -131,7 +139,10 @@ function Recorder:flush()
       self.conn = conn
       self.schema = conn:quote_ident(self.task.state_schema or "pgtide")
     end
-    assert(self.conn:query(string.format(INSERT, self.schema), self.task.name, self.id, json.encode(batch)))
+    local texts = {}
+    for i, e in ipairs(batch) do texts[i] = e.json end
+    assert(self.conn:query(string.format(INSERT, self.schema), self.task.name, self.id,
+                           "[" .. table.concat(texts, ",") .. "]"))
   end)
   if ok then return true end
   if self.conn then pcall(self.conn.close, self.conn); self.conn = nil end

@@ -166,8 +166,10 @@ T.test("the recorder keeps events in memory until the run reaches a phase, and b
   local task = { name = "t", phases = { full = true }, source_info = "host=a", target_info = "host=b" }
   local run = require("tide.taskrun").new(task)
   local r = timeline.new(run)
+  local json = require "tide.json"
+  local function data(i) return json.decode(r.pending[i].json).d end
   T.eq(r.pending[1].k, "run_start")
-  T.eq(r.pending[1].d.source, { host = "a" })
+  T.eq(data(1).source, { host = "a" })
   r:record("precheck", { ok = true })
   T.eq(r.writing, false, "nothing is written before a phase starts (prechecks write nothing)")
   local max = timeline.MAX_PENDING
@@ -175,8 +177,12 @@ T.test("the recorder keeps events in memory until the run reaches a phase, and b
   for i = 1, 4 do r:record("sample", { i = i }) end
   r:record("note", {})
   T.eq(#r.pending, 5)
-  T.eq({ r.pending[1].k, r.pending[2].k, r.pending[3].d.i, r.pending[4].d.i, r.pending[5].k },
+  T.eq({ r.pending[1].k, r.pending[2].k, data(3).i, data(4).i, r.pending[5].k },
        { "run_start", "precheck", 3, 4, "note" }, "the oldest samples went first")
   timeline.MAX_PENDING = max
   T.eq(r.pending[#r.pending].s, 7, "sequence numbers keep counting")
+  local cyclic = {}
+  cyclic.again = cyclic
+  r:record("odd", cyclic)
+  T.match(r.pending[#r.pending].json, '"unrecorded"', "a value JSON cannot hold is replaced, not kept")
 end)
