@@ -153,6 +153,7 @@ function Recorder:flush()
 end
 
 function Recorder:serve()
+  self:flush()   -- at once: the run shows on the target from its first phase
   while not self.finished do
     self.wake:wait(M.EVERY)
     if self.finished then break end

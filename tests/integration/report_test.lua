@@ -179,3 +179,45 @@ WHERE s.task = 'report' AND s.kind = 'phase_start' ORDER BY s.seq]]))
   T.match(out, "holds no run of task report")
   src:close(); tgt:close()
 end)
+
+T.test("a run killed during the full load and the run that resumes it are two runs of the report", function(ctx)
+  local src, tgt = P.clean(ctx)
+  assert(src:exec("CREATE TABLE bulk (id int PRIMARY KEY, pad text); " ..
+                  "INSERT INTO bulk SELECT g, repeat('p', 300) FROM generate_series(1, 150000) g"))
+  local pb = H.playbook(ctx, "killed", [[migrate = { "schema", "full" }, progress = "plain",
+    full = { jobs = 1, split_larger_than = "256kB" },]])
+  local proc, log = H.start(ctx, "run " .. pb, "killed")
+  local mid = P.poll(60, function()
+    local r = tgt:query([[SELECT (SELECT count(*) FROM pgtide.timeline WHERE task = 'killed') AS events,
+      (SELECT count(*) FILTER (WHERE done_at IS NOT NULL) FROM pgtide.copy_parts WHERE task = 'killed') AS done,
+      (SELECT count(*) FROM pgtide.copy_parts WHERE task = 'killed') AS total]])
+    return r and r[1] and r[1].events > 0 and r[1].done >= 2 and r[1].done < r[1].total - 2 and r[1]
+  end)
+  T.ok(mid, "never saw the copy half done with the timeline written: " .. read(log))
+  proc:kill(9)
+  local _, signal = proc:wait()
+  T.eq(signal, 9)
+  local code, out = H.run("run " .. pb)
+  T.eq(code, 0, out)
+  T.match(out, "resuming task killed")
+  local runs = assert(tgt:query([[SELECT run, bool_or(kind = 'run_end') AS ended,
+      max((data->>'exit')::int) FILTER (WHERE kind = 'run_end') AS exit
+    FROM pgtide.timeline WHERE task = 'killed' GROUP BY run ORDER BY min(at)]]))
+  T.eq(#runs, 2, "two runs recorded")
+  T.eq(runs[1].ended, false, "the killed run recorded no end")
+  T.eq(runs[2].exit, 0)
+  local html_path = ctx.tmpdir .. "/killed.html"
+  code, out = H.run("report " .. pb .. " -o " .. html_path)
+  T.eq(code, 0, out)
+  local html = read(html_path)
+  T.match(html, 'class="runs">2<', "the summary counts two runs")
+  T.match(html, 'data%-run="1"><td>1</td>.-killed or lost', "the first run: killed")
+  T.match(html, 'data%-run="2"><td>2</td>.-0 %(ok%)', "the second: done")
+  local rows = assert(tgt:query("SELECT count(*)::int AS n FROM bulk"))[1].n
+  T.eq(rows, 150000)
+  T.match(html, '<td class="name">public%.bulk</td><td class="num parts">%d+</td><td class="num rows">' .. rows .. "</td>",
+          "every row copied, the killed run's parts included")
+  T.eq(count(html, '<rect class="bar part"'),
+       assert(tgt:query("SELECT count(*)::int AS n FROM pgtide.copy_parts WHERE task = 'killed'"))[1].n)
+  src:close(); tgt:close()
+end)
