@@ -76,7 +76,7 @@ function M.gantt(model, opts)
   for _, r in ipairs(rows) do t0, t1 = math.min(t0, r.started), math.max(t1, r.ended) end
   if t1 - t0 < 1 then t1 = t0 + 1 end
   local width, label_w, row_h = opts.width or 960, 300, 18
-  local plot_w = width - label_w - 20
+  local plot_w = width - label_w - 40   -- room for the last tick's label
   local top = 10
   local height = top + #rows * row_h + 40
   local function x_of(t) return label_w + (t - t0) / (t1 - t0) * plot_w end
@@ -96,7 +96,7 @@ function M.gantt(model, opts)
                                   row_h - 6, esc(r.title))
   end
   out[#out + 1] = string.format('<line class="axis" x1="%d" y1="%d" x2="%d" y2="%d"/>', label_w, bottom,
-                                width - 20, bottom)
+                                label_w + plot_w, bottom)
   out[#out + 1] = string.format('<text class="axis-title" x="%s" y="%d" text-anchor="middle">time (UTC)</text>',
                                 num(label_w + plot_w / 2), bottom + 32)
   out[#out + 1] = "</svg>"
@@ -107,7 +107,7 @@ end
 --   y_format = function(v) → text, threshold = v | nil, threshold_label =, t0 =, t1 =, width = }
 function M.line_chart(spec)
   local width, height = spec.width or 960, spec.height or 240
-  local left, right, top, bottom_pad = 80, 20, 14, 46
+  local left, right, top, bottom_pad = 80, 40, 14, 46
   local plot_w, plot_h = width - left - right, height - top - bottom_pad
   local t0, t1, vmax = spec.t0, spec.t1, 0
   for _, s in ipairs(spec.series) do
