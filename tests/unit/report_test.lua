@@ -186,3 +186,20 @@ T.test("the recorder keeps events in memory until the run reaches a phase, and b
   r:record("odd", cyclic)
   T.match(r.pending[#r.pending].json, '"unrecorded"', "a value JSON cannot hold is replaced, not kept")
 end)
+
+T.test("pgtide report: its help, and usage errors with exit status 2", function(ctx)
+  local pgtide = os.getenv("PGTIDE") or "build/pgtide"
+  local code, out = T.sh(pgtide .. " help report")
+  T.eq(code, 0)
+  T.match(out, "report FILE %[%-o PATH%]")
+  code, out = T.sh(pgtide .. " help")
+  T.match(out, "report FILE")
+  for _, args in ipairs({ "report", "report a.lua b.lua", "report a.lua -o", "report --frob a.lua" }) do
+    code, out = T.sh(pgtide .. " " .. args .. " 2>&1")
+    T.eq(code, 2, args .. ": " .. out)
+    T.nomatch(out, "internal error", args)
+  end
+  local missing = ctx.tmpdir .. "/no-such-playbook.lua"
+  code = T.sh(pgtide .. " report " .. missing .. " 2>&1")
+  T.eq(code, 3, "a playbook that cannot be read is a playbook error")
+end)
