@@ -133,7 +133,8 @@ function Recorder:flush()
   local ok = pcall(function()
     if not self.conn then
       local conn = require("tide.connect").open(self.task, "target",
-                                                { application_name = "pgtide-timeline:" .. self.task.name })
+                                                { application_name = "pgtide-timeline:" .. self.task.name,
+                                                  timeout = 5 })
       -- A write that waits long is given up (and tried again later): never something to wait for.
       assert(conn:exec("SET statement_timeout = '20s'; SET lock_timeout = '5s'; SET synchronous_commit = off"))
       self.conn = conn
@@ -169,7 +170,8 @@ function Recorder:finish(status, message)
   self.finished = true
   self.wake:notify()
   if self.loop then pcall(self.loop.wait, self.loop) end
-  for _ = 1, 3 do
+  -- Bounded: a target out of reach costs the exit at most two connection timeouts (5 s).
+  for _ = 1, 2 do
     if self:flush() then break end
     tide.sleep(0.2)
   end
