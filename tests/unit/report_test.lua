@@ -193,6 +193,7 @@ T.test("pgtide report: its help, and usage errors with exit status 2", function(
   T.eq(code, 0)
   T.match(out, "report FILE %[%-o PATH%]")
   code, out = T.sh(pgtide .. " help")
+  T.eq(code, 0)
   T.match(out, "report FILE")
   for _, args in ipairs({ "report", "report a.lua b.lua", "report a.lua -o", "report --frob a.lua" }) do
     code, out = T.sh(pgtide .. " " .. args .. " 2>&1")
