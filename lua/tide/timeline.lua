@@ -78,7 +78,8 @@ function M.new(run)
   r:record("run_start", {
     source = M.endpoint(task.source_info), target = M.endpoint(task.target_info), migrate = phases,
     version = tide.version, jobs = task.full and task.full.jobs or nil,
-    stop = stop ~= nil and tostring(stop) or nil, threshold = M.threshold(stop),
+    stop = type(stop) == "function" and "a Lua function" or (stop ~= nil and tostring(stop) or nil),
+    threshold = M.threshold(stop),
   })
   return r
 end

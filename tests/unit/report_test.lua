@@ -6,6 +6,7 @@ local svg = require "tide.report.svg"
 local model_mod = require "tide.report.model"
 local html_mod = require "tide.report.html"
 local timeline = require "tide.timeline"
+local json_decode = require("tide.json").decode
 
 local ODD = [[public."a<b> & 'c'"]]
 
@@ -160,6 +161,8 @@ T.test("endpoints keep host, port and database of a masked conninfo, never the p
   T.eq(e, { host = "h", dbname = "my db" })
   T.eq(timeline.threshold(require("tide.when") { lag_below = "1.5s", for_at_least = "3s" }), 1.5)
   T.eq(timeline.threshold(function() return true end), nil)
+  local run = require("tide.taskrun").new({ name = "t", phases = {}, stop = function() return true end })
+  T.eq(json_decode(timeline.new(run).pending[1].json).d.stop, "a Lua function", "not a function's address")
 end)
 
 T.test("the recorder keeps events in memory until the run reaches a phase, and bounds them", function()
