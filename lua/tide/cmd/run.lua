@@ -264,9 +264,14 @@ function M.command(task, opts)
   require("tide.metrics").serve(run)
   -- The run's timeline on the target (`pgtide report`), ended with the exit status.
   progress.timeline = require("tide.timeline").new(run)
-  local ok, result = pcall(M.attempts, run, opts, progress)
-  progress.timeline:finish(ok and result or (type(result) == "table" and result.exit) or exit.internal,
-                           not ok and tostring(type(result) == "table" and result.message or result):gsub("\n.*", "") or nil)
+  -- An internal error keeps the traceback of where it happened.
+  local ok, result = xpcall(M.attempts, function(e)
+    if type(e) == "table" then return e end
+    return debug.traceback(tostring(e), 2)
+  end, run, opts, progress)
+  local status = ok and result or (type(result) == "table" and result.exit) or
+                 (require("tide.playbook").is_playbook_error(result) and exit.playbook) or exit.internal
+  progress.timeline:finish(status, not ok and tostring(type(result) == "table" and result.message or result):gsub("\n.*", "") or nil)
   if not ok then error(result, 0) end
   return result
 end
