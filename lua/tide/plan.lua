@@ -291,28 +291,8 @@ function M.build(task, source, target)
   end
   -- Configuration tables of the selected extensions: rows only (CREATE EXTENSION makes them).
   extensions.config_tables(plan, model, selector)
-  -- on.row: one Lua function over a table's rows, in the full load and the stream alike (a
-  -- partitioned table's applies to its partitions). A key naming no selected table is an error.
-  local transforms = task.on and task.on.row
-  if transforms then
-    local used = {}
-    local function find(schema, name, key)
-      for _, k in ipairs({ schema .. "." .. name, key }) do
-        if k and transforms[k] then used[k] = true; return transforms[k], k end
-      end
-    end
-    for _, tbl in ipairs(plan.tables) do
-      local fn, k = find(tbl.source.schema, tbl.source.name, tbl.key)
-      if not fn and tbl.root then fn, k = find(tbl.root.schema, tbl.root.name, tbl.parent) end
-      tbl.transform, tbl.transform_key = fn, k
-    end
-    for k in pairs(transforms) do
-      if not used[k] then
-        plan.errors[#plan.errors + 1] = { message = string.format("on.row[%q] names no selected table (give it as " ..
-          "\"schema.table\", the source's names)", k) }
-      end
-    end
-  end
+  -- on.row: one Lua function over a table's rows, in every phase (tide.plan.transforms).
+  if task.on and task.on.row then require("tide.plan.transforms").attach(plan, task) end
   -- select.rows_follow: tables referencing a filtered table follow its filter (tide.plan.follow).
   if selector.rows_follow == "foreign_keys" then
     for _, e in ipairs(require("tide.plan.follow").derive(plan)) do plan.errors[#plan.errors + 1] = e end

@@ -106,4 +106,19 @@ T.test("on.row mistakes stop the task, naming the table and the fix", function(c
   local code, out = H.run("plan " .. pb)
   T.ne(code, 0, out)
   T.match(out, 'on%.row%["public%.nope"%] names no selected table')
+  -- Said by the plan, before anything is written: rows of a referencing table that a dropped
+  -- row would orphan (a warning), and a table the stream could not find rows of (an error).
+  local src = P.connect(ctx.source_url)
+  assert(src:exec([[CREATE TABLE visits (id int PRIMARY KEY, person_id int REFERENCES people);
+                    CREATE TABLE nokey (a int, b text); ALTER TABLE nokey REPLICA IDENTITY FULL]]))
+  src:close()
+  pb = H.playbook(ctx, "tfplan", [[
+  migrate = { "schema", "full", "incremental" },
+  on = { row = { ["public.people"] = function(r) return r.status ~= "spam" end,
+                 ["public.nokey"] = function(r) return r end } },
+]])
+  code, out = H.run("plan " .. pb)
+  T.ne(code, 0, out)
+  T.match(out, "public%.people: rows its on%.row function drops may leave rows of public%.visits pointing nowhere")
+  T.match(out, 'on%.row%["public%.nokey"%]: public%.nokey has no unique key, so the stream cannot find')
 end)
