@@ -248,6 +248,59 @@ T.test("the gate: a failed check raises failure \"precheck\" (exit 5) and writes
   T.ok(target_is_empty(ctx), "pgtide run wrote to the target before the gate")
 end)
 
+T.test("checks that cannot be graded down: a playbook error, and pgtide run writes nothing", function(ctx)
+  local function fails(spec, pattern)
+    T.raises(function() evaluate(ctx, { precheck = spec }) end, pattern)
+  end
+  local why = "the stream would apply changes the row filter leaves out"
+  fails({ warn = { "row_filter_stream" } }, "precheck%.warn: check 'row_filter_stream' cannot be graded down.*" .. why)
+  fails({ info = { "connectivity" } }, "precheck%.info: check 'connectivity' cannot be graded down")
+  fails({ ignore = { foreign_key_filtered = "we know" } }, "precheck%.ignore: check 'foreign_key_filtered' cannot")
+  fails({ ignore = { target_ownership = { reason = "x", objects = { "po.*" } } } }, "precheck%.ignore: check 'target_ownership'")
+  fails({ only = { target_table_privileges = { "po.keyed" } } }, "precheck%.only: check 'target_table_privileges'")
+  fails({ exclude = { source_select_privilege = { "po.*" } } }, "precheck%.exclude: check 'source_select_privilege'")
+  -- The mistake in the entry itself comes first; listing a fixed check under fail is harmless.
+  fails({ ignore = { foreign_key_filtered = "" } }, "needs a reason")
+  local report = evaluate(ctx, { migrate = { "schema", "full" },
+                                 precheck = { fail = { "row_filter_stream", "foreign_key_filtered" } } })
+  T.eq(result(report, "foreign_key_filtered").status, "pass")
+
+  -- Graded down, foreign_key_filtered let the full load copy every row and then failed adding
+  -- the constraint: now the run stops on the playbook before it connects.
+  sql(ctx.source_url, [[
+CREATE SCHEMA pofk;
+CREATE TABLE pofk.parent (id int PRIMARY KEY);
+CREATE TABLE pofk.child (id int PRIMARY KEY, parent int REFERENCES pofk.parent);
+INSERT INTO pofk.parent SELECT g FROM generate_series(1, 10) g;
+INSERT INTO pofk.child SELECT g, g FROM generate_series(1, 10) g]])
+  local function fixed_playbook(name, precheck_line)
+    local path = ctx.tmpdir .. "/" .. name .. ".lua"
+    local f = assert(io.open(path, "w"))
+    f:write(string.format([[
+local tide = require "tide"
+return tide.task {
+  name = %q, source = %q, target = %q,
+  migrate = { "schema", "full" },
+  select = { include = { "pofk" }, rows = { ["pofk.parent"] = "id <= 5" } },
+  %s
+}
+]], name, ctx.source_url, ctx.target_url, precheck_line))
+    f:close()
+    return path
+  end
+  local path = fixed_playbook("fixed", "precheck = { warn = { \"foreign_key_filtered\" } },")
+  local code, out = T.sh(PGTIDE .. " run " .. path .. " 2>&1")
+  T.eq(code, 3, out)
+  T.match(out, "fixed%.lua:%d+: precheck%.warn: check 'foreign_key_filtered' cannot be graded down")
+  T.ok(target_is_empty(ctx), "the run wrote to the target")
+  -- Without that policy the gate stops it, naming the check, before anything is written.
+  code, out = T.sh(PGTIDE .. " run " .. fixed_playbook("fixed_default", "") .. " 2>&1")
+  T.eq(code, 5, out)
+  T.match(out, "%[foreign_key_filtered%]")
+  T.ok(target_is_empty(ctx), "the run wrote to the target")
+  sql(ctx.source_url, "DROP SCHEMA pofk CASCADE")
+end)
+
 T.test("10,000 tables: the whole precheck (plan included) takes well under 10 s", function(ctx)
   local admin = assert(tide.connect(ctx.source_admin))
   assert(admin:exec("DROP DATABASE IF EXISTS t_precheck_scale WITH (FORCE)"))

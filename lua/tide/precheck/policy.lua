@@ -37,6 +37,22 @@ M.SETTINGS = {
                  expects = 'a size per second and per COPY job, such as "50MB"' },
 }
 
+-- Checks a policy may not grade down (warn, info), ignore, or scope away (only, exclude):
+-- graded down, the task would run into what they found and change data silently, or write rows
+-- to the target and only then fail. id → why, for the playbook error (docs/prechecks.md).
+M.FIXED = {
+  connectivity = "without both connections no other check runs, so the precheck would pass having checked nothing",
+  row_filter_stream = "the stream would apply changes the row filter leaves out: the target would get rows the " ..
+    "selection excludes",
+  foreign_key_filtered = "the full load would copy every row, then adding the foreign key would fail",
+  target_table_missing = "the full load would copy the other tables, then fail on the missing one",
+  target_table_privileges = "the full load or the stream would write the other tables, then fail on that one",
+  source_select_privilege = "the full load would copy the other tables, then fail on the unreadable one",
+  source_schema_usage = "the full load would copy the other tables, then fail on those of that schema",
+  target_ownership = "row-level security would reject the loaded rows after other tables were copied, or make " ..
+    "applied updates and deletes miss rows silently; foreign owners would fail the post-data phase after the load",
+}
+
 ------------------------------------------------------------------------ helpers
 
 local closest = suggest.closest
@@ -242,6 +258,23 @@ function M.compile(spec, builtins, locate)
       if parsed == nil then fail("precheck.settings." .. name .. " must be " .. setting.expects) end
       settings[name] = parsed
     end
+  end
+
+  -- Last, so that a mistake in the same entry (no reason, a bad pattern) is reported as such.
+  local function refuse_lowering(id, where)
+    if M.FIXED[id] then
+      fail(where .. ": check '" .. id .. "' cannot be graded down, ignored or scoped: " .. M.FIXED[id] ..
+        "; fix what it finds instead (docs/prechecks.md)")
+    end
+  end
+  for _, grade in ipairs({ "warn", "info" }) do
+    for _, id in ipairs(spec[grade] or {}) do refuse_lowering(id, "precheck." .. grade) end
+  end
+  for _, key in ipairs({ "ignore", "only", "exclude" }) do
+    local ids = {}
+    for id in pairs(spec[key] or {}) do ids[#ids + 1] = id end
+    table.sort(ids)
+    for _, id in ipairs(ids) do refuse_lowering(id, "precheck." .. key) end
   end
 
   local policy = { extra = extra, settings = settings, regrade = regrade }
