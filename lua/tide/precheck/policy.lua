@@ -49,8 +49,8 @@ M.FIXED = {
   target_table_privileges = "the full load or the stream would write the other tables, then fail on that one",
   source_select_privilege = "the full load would copy the other tables, then fail on the unreadable one",
   source_schema_usage = "the full load would copy the other tables, then fail on those of that schema",
-  target_ownership = "row-level security would reject the loaded rows after other tables were copied, or make " ..
-    "applied updates and deletes miss rows silently; foreign owners would fail the post-data phase after the load",
+  target_ownership = "row-level security would refuse the load after other tables were copied, and hide rows " ..
+    "from applied updates and deletes; foreign owners would fail the post-data phase after the load",
 }
 
 ------------------------------------------------------------------------ helpers
