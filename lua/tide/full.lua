@@ -302,8 +302,11 @@ end
 
 local function copy_job(load)
   local task = load.task
-  local src <close> = connect.open(task, "source", { settings = SOURCE_SETTINGS })
   local tgt <close> = connect.open(task, "target", { settings = TARGET_SETTINGS })
+  -- COPY passes bytes through: the source converts its text to the target's encoding (a
+  -- LATIN1 source into a UTF8 target), as the change stream's connection does.
+  load.target_encoding = load.target_encoding or assert(tgt:query("SHOW server_encoding"))[1].server_encoding
+  local src <close> = connect.open(task, "source", { settings = SOURCE_SETTINGS, client_encoding = load.target_encoding })
   while true do
     while load.paused and not load.failed do load.changed:wait(1) end
     local part = load:next_part()

@@ -42,8 +42,8 @@ M.SETTINGS = {
 -- to the target and only then fail. id → why, for the playbook error (docs/prechecks.md).
 M.FIXED = {
   connectivity = "without both connections no other check runs, so the precheck would pass having checked nothing",
-  encoding = "the full load copies text as bytes, without converting it between the two encodings: text would " ..
-    "be stored as other characters, silently, or stop the load after other tables were copied",
+  encoding = "a character the target's encoding cannot hold stops the load after other tables were copied, and " ..
+    "text from or into SQL_ASCII is stored as bytes, which the other side may read as other characters",
   row_filter_stream = "the stream would apply changes the row filter leaves out: the target would get rows the " ..
     "selection excludes",
   foreign_key_filtered = "the full load would copy every row, then adding the foreign key would fail",
