@@ -307,6 +307,10 @@ local function copy_job(load)
   -- LATIN1 source into a UTF8 target), as the change stream's connection does.
   load.target_encoding = load.target_encoding or assert(tgt:query("SHOW server_encoding"))[1].server_encoding
   local src <close> = connect.open(task, "source", { settings = SOURCE_SETTINGS, client_encoding = load.target_encoding })
+  -- As the change stream applies: the target's ordinary triggers do not fire for copied rows
+  -- (a pre-existing table's audit trigger would write every row again). A role that may not set
+  -- it loads with them firing, as the precheck target_replication_role says.
+  tgt:exec("SET session_replication_role = replica")
   while true do
     while load.paused and not load.failed do load.changed:wait(1) end
     local part = load:next_part()

@@ -175,6 +175,22 @@ T.test("existing rows on the target: error by default, truncate and append on re
   code, out = H.run("run " .. pb)
   T.eq(code, 0, out)
   T.eq(P.fingerprint(t, "keep"), P.fingerprint(s, "keep"))
+  -- The existing table's own trigger does not fire for copied rows (session_replication_role
+  -- = replica, as for applied changes); one marked ENABLE ALWAYS does, as the precheck says.
+  assert(t:exec([[CREATE TABLE keep_audit (id int, via text);
+CREATE FUNCTION keep_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO keep_audit VALUES (NEW.id, TG_NAME); RETURN NEW; END $$;
+CREATE TRIGGER ordinary AFTER INSERT ON keep FOR EACH ROW EXECUTE FUNCTION keep_audit();
+CREATE TRIGGER always AFTER INSERT ON keep FOR EACH ROW EXECUTE FUNCTION keep_audit();
+ALTER TABLE keep ENABLE ALWAYS TRIGGER always;]]))
+  pb = H.playbook(ctx, "exist4", [[migrate = { "full" }, progress = "none", full = { existing = "truncate" },]])
+  out = select(2, H.run("check " .. pb))
+  T.match(out, 'trigger "?always"? on the target table public%.keep %(ENABLE ALWAYS%) fires for every row')
+  T.nomatch(out, 'trigger "?ordinary"?')
+  code, out = H.run("run " .. pb)
+  T.eq(code, 0, out)
+  T.eq(assert(t:query("SELECT count(*) FILTER (WHERE via = 'ordinary') AS o, count(*) FILTER (WHERE via = 'always') AS a FROM keep_audit"))[1],
+       { o = 0, a = 100 })
   s:close(); t:close()
 end)
 

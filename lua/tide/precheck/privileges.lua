@@ -354,9 +354,14 @@ WHERE r.rolname = ANY($1::text[]) AND NOT pg_has_role(r.oid, 'MEMBER')
       local fix = ctx.versions.target >= 150000
         and string.format("GRANT SET ON PARAMETER session_replication_role TO %s;", quote(t.user_name))
         or "run pgtide as a superuser on the target (before PostgreSQL 15 only superusers may set it)"
+      -- The change stream sets it unless told not to, and stops when it cannot: that would come
+      -- after the whole full load, so it fails here.
+      local streams = ctx.phases.incremental and not (ctx.task.incremental and ctx.task.incremental.replica_role == false)
       return { { object = "role " .. quote(t.user_name),
-        message = "the target role cannot SET session_replication_role = replica: user triggers and foreign-key checks fire for every loaded and applied row (a trigger that writes elsewhere writes again, and foreign keys must be satisfied in load order)",
-        fix = fix } }
+        message = "the target role cannot SET session_replication_role = replica: user triggers and foreign-key checks fire for every loaded and applied row (a trigger that writes elsewhere writes again, and foreign keys must be satisfied in load order)" ..
+          (streams and "; the change stream sets it (incremental.replica_role) and would stop there, after the full load" or ""),
+        fix = fix .. (streams and "  or incremental = { replica_role = false } (changes applied with triggers and foreign keys firing)" or ""),
+        grade = streams and "fail" or nil } }
     end,
   },
   {
