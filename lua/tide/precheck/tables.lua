@@ -109,7 +109,7 @@ M.checks = {
             out[#out + 1] = context.finding(obj,
               string.format("generated column(s) %s are not copied, but on the existing target table they are plain column(s) %s: they stay NULL",
                 table.concat(names, ", "), table.concat(plain, ", ")),
-              "make them GENERATED ALWAYS AS (...) STORED on the target too", { grade = "warn" })
+              "make them GENERATED ALWAYS AS (...) STORED on the target too", { grade = "fail" })
           else
             out[#out + 1] = context.finding(obj,
               string.format("generated column(s) %s are not copied%s: the target computes them from its own definition, so the expressions must give the same results there",
