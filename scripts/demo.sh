@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The demo: two throwaway clusters, a sample database on the source, a write workload on it,
-# and a migration with examples/demo.lua: schema, full load, incremental until the workload
-# stops and the target is not delayed, then the cutover hooks (sequences, verification).
-# Everything is removed at the end.
+# and a migration with examples/demo.lua: schema, full load, incremental while the workload
+# writes, then `pgtide cutover` (fence, drain, sequences, verification) printing the write
+# downtime. Everything is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PGTIDE=$(realpath "${PGTIDE:-build/pgtide}")
@@ -40,13 +40,22 @@ UPDATE orders SET status = 'shipped' WHERE id = (SELECT max(id) - 50 FROM orders
 COMMIT;
 SQL
 ( "$PGBIN/pgbench" -n -c 2 -T "$WORKLOAD_SECONDS" -R 200 -f "$work/workload.sql" "$SOURCE_URL" >"$work/workload.log" 2>&1 \
-    || { echo "== the workload failed:"; tail -3 "$work/workload.log"; }
+    || echo "== the workload stopped: the source refuses writes once the cutover fenced it (expected)"
   touch "$DEMO_WORKLOAD_DONE"
-  echo "== workload finished: $(grep -Eo 'number of transactions actually processed: [0-9/]+' "$work/workload.log")" ) &
+  echo "== workload: $(grep -Eo 'number of transactions actually processed: [0-9/]+' "$work/workload.log")" ) &
 
-echo "== pgtide run examples/demo.lua"
+echo "== pgtide run examples/demo.lua (in the background; it streams until the cutover)"
+"$PGTIDE" run examples/demo.lua &
+run=$!
+until "$PGTIDE" status demo 2>/dev/null | grep -q "phase incremental"; do
+  kill -0 "$run" 2>/dev/null || { wait "$run" || true; echo "== pgtide run ended before streaming"; exit 1; }
+  sleep 0.5
+done
+sleep $(( WORKLOAD_SECONDS / 2 ))
+echo "== pgtide cutover examples/demo.lua (the workload is still writing)"
 status=0
-"$PGTIDE" run examples/demo.lua || status=$?
+"$PGTIDE" cutover examples/demo.lua || status=$?
+wait "$run" || status=$?
 wait || true
 echo "== pgtide exit status: $status"
 echo "== source and target now hold:"

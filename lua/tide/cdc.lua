@@ -50,6 +50,8 @@ local taskrun = require "tide.taskrun"
 local objects = require "tide.cdc.objects"
 local figures = require "tide.cdc.figures"
 local cutover = require "tide.cdc.cutover"
+local switch = require "tide.cdc.switch"
+local rows_mod = require "tide.cdc.rows"
 
 local M = {}
 
@@ -541,48 +543,9 @@ local function log_conflicts(st, s)
   end
 end
 
--- on.row over a streamed insert's or update's new row, as the full load applies it to copied
--- rows (engine/pg/copy_rows.c): the function sees the selected columns (an update's unchanged
--- out-of-line values are absent), may edit them, and keeps (true) or drops (false) the row.
--- Returns whether the row is kept; raises on what the full load would refuse too.
-local function transform_change(tf, ev)
-  local function refuse(fmt, ...)
-    failure.raise("failed", string.format("on.row for %s at LSN %s: " .. fmt, ev.source, ev.lsn, ...))
-  end
-  local view, before = {}, {}
-  for k, v in pairs(ev.new) do
-    if tf.columns[k] then view[k], before[k] = v, v end
-  end
-  local ok, res, extra = pcall(tf.fn, view)
-  if not ok then refuse("failed: %s", tostring(res)) end
-  if extra ~= nil then
-    refuse("returned a second value: routing rows to another table is not supported by on.row yet (on.change " ..
-      "can route streamed changes)")
-  end
-  if res == false then return false end
-  local row = view
-  if type(res) == "table" then row = res elseif res ~= nil and res ~= true then
-    refuse("returned a %s: return the row (a table), true or nothing to keep it, false to drop it", type(res))
-  end
-  for k in pairs(before) do
-    if row[k] == nil then refuse("column %s has no value (nil); set tide.null for NULL", k) end
-  end
-  for k, v in pairs(row) do
-    if not tf.columns[k] then refuse("set %s, which is not a column of the table", tostring(k)) end
-    ev.new[k] = v
-  end
-  for _, k in ipairs(tf.key or {}) do
-    if before[k] ~= nil and tostring(row[k]) ~= tostring(before[k]) then
-      refuse("changed key column %s: keys stay as the source has them (streamed updates and deletes find their " ..
-        "rows by them)", k)
-    end
-  end
-  return true
-end
-
 local function on_change(st, s, ev)
   local tf = st.transforms[ev.source]
-  if tf and ev.new and (ev.op == "insert" or ev.op == "update") and not transform_change(tf, ev) then
+  if tf and ev.new and (ev.op == "insert" or ev.op == "update") and not rows_mod.transform_change(tf, ev) then
     if ev.op == "insert" then s:reply(false) return end
     ev.op = "delete"   -- the row goes (if the target has it), found by its key
     s:reply(ev)
@@ -636,8 +599,10 @@ local function session(task, st, opts)
       st.status = status
       log_conflicts(st, s)
       report(task, st, status, opts)
+      local cut_err = switch.tick(task, st, stats, status)
+      if cut_err then st.stream = nil return nil, cut_err end
       local condition = st.run:stop_condition()
-      if not st.stop_reason and condition then
+      if not st.stop_reason and condition and not st.cut then
         local cok, fire = pcall(condition, status)
         if not cok then
           if st.stop_error ~= tostring(fire) then
@@ -681,7 +646,14 @@ function M.stream(run, plan, _source, target, opts)
   local names = objects.names(task)
   local now = core.now()
   local st = { names = names, figures = figures.new(seconds(task, "delay_bound", 1), now), reconnects = 0,
-               conflicts_seen = 0, started = now, task = task, run = run }
+               conflicts_seen = 0, started = now, task = task, run = run, plan = plan }
+  -- A cutover that a dead run left fenced: the source takes writes again before anything else.
+  local lifted = switch.recover(task, target)
+  if lifted then
+    log.write("warning", "cutover", string.format("a cutover that did not finish left the source fenced (%s, " ..
+      "since %s): the fence is lifted and the task streams on; run pgtide cutover again to switch", lifted.method,
+      tostring(lifted.at_text)), {})
+  end
   local handle = setmetatable({ st = st }, Stream)
   run:attach_stream(handle)
   -- Every way out of here (an error included) ends the run's view of the stream.
@@ -754,6 +726,26 @@ function M.stream(run, plan, _source, target, opts)
   if stats then
     summary.transactions, summary.changes, summary.applied_lsn = stats.transactions, stats.changes, stats.applied_lsn
     summary.conflicts = stats.conflicts
+  end
+  if summary.stopped_by == "cutover" then
+    -- The cutover's steps ran while the stream waited (tide.cdc.switch); the fence stays up.
+    local t2 <close> = connect.open(task, "target")
+    require("tide.state").open(task, t2):set_phase("cutover")
+    summary.cutover = st.cut
+    local text = switch.describe(st.cut)
+    log.write("info", "cutover", text, { downtime_seconds = st.cut.downtime })
+    if run.progress then run.progress:emit("cutover_done", { downtime = st.cut.downtime }) end
+    local req = run.cutover_request
+    if req then req.result = { ok = true, message = text, cut = st.cut } end
+    if conf(task).release then
+      local s2 <close> = connect.open(task, "source")
+      summary.released = objects.release(task, s2, t2)
+    end
+    -- The operator's `pgtide cutover` is told before this process ends (its session answers
+    -- from this loop): a few seconds at most.
+    local told_by = core.monotonic() + 3
+    while req and not req.delivered and core.monotonic() < told_by do core.sleep(0.05) end
+    if req and req.delivered then core.sleep(0.2) end
   end
   if summary.stopped_by == "condition" then
     local s2, t2 = connect.open_both(task)

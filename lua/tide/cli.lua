@@ -61,6 +61,11 @@ pgtide report FILE [-o PATH]
   Write one self-contained HTML page (default TASK-report.html) from what the task's runs
   recorded on the target: summary, Gantt chart of the full load, throughput and delay over
   time, prechecks, verification, cutover (docs/report.md).]],
+  cutover = [[
+pgtide cutover FILE [--control PATH]
+  Cut the running task of FILE over to the target: fence writes on the source, apply up to
+  that point, bring sequences across, verify, run the cutover hooks, and print the write
+  downtime. A failure lifts the fence and the task streams on (docs/cutover.md).]],
   status = [[
 pgtide status [NAME] [--json] [--control PATH]
   List running tasks, or show one task's phase, progress per table, rates, delay, bytes
@@ -82,7 +87,7 @@ pgtide help [COMMAND]
 }
 M.help = help
 
-local order = { "new", "run", "check", "plan", "verify", "release", "report", "status", "attach", "repl", "script", "help" }
+local order = { "new", "run", "check", "plan", "verify", "cutover", "release", "report", "status", "attach", "repl", "script", "help" }
 
 -- The first sentence of a command's help: its description (the lines after the synopsis)
 -- joined, up to the first period that ends a sentence (followed by a space or the end; not an
@@ -207,7 +212,7 @@ end
 -- returns an exit status; errors of known kinds are mapped here.
 local task_commands = {
   run = "tide.cmd.run", check = "tide.cmd.check", plan = "tide.cmd.plan",
-  verify = "tide.cmd.verify", release = "tide.cmd.release",
+  verify = "tide.cmd.verify", release = "tide.cmd.release", cutover = "tide.cmd.cutover",
 }
 
 local function run_task_command(name, args)

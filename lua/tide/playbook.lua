@@ -193,6 +193,37 @@ M.schema = {
   } },
   precheck = { check = "table" },
   stop     = { check = callable },
+  -- `pgtide cutover` (docs/cutover.md)
+  cutover  = { check = function(v)
+                 if type(v) ~= "table" then return false, "a table" end
+                 local fence = v.fence
+                 if fence ~= nil and fence ~= "read_only" and fence ~= "revoke_connect" and type(fence) ~= "function" then
+                   return false, 'a table whose fence is "read_only", "revoke_connect" or a function(source)'
+                 end
+                 if type(fence) == "function" and type(v.unfence) ~= "function" then
+                   return false, "a table with unfence = function(source) beside fence = function (a failed cutover lifts the fence)"
+                 end
+                 if fence == "revoke_connect" and (not is_list_of(v.roles, "string") or #v.roles == 0) then
+                   return false, 'a table with roles = { "app", ... } beside fence = "revoke_connect"'
+                 end
+                 if v.sequences ~= nil and v.sequences ~= false and not (type(v.sequences) == "table"
+                     and (v.sequences.offset == nil or math.type(v.sequences.offset) == "integer")) then
+                   return false, "a table whose sequences is false or { offset = N }"
+                 end
+                 if v.verify ~= nil and v.verify ~= "checksums" and v.verify ~= "none" then
+                   return false, 'a table whose verify is "checksums" or "none"'
+                 end
+                 if v.timeout ~= nil and not units.parse_duration(v.timeout) then
+                   return false, "a table whose timeout is " .. units.DURATION_EXPECTED
+                 end
+                 for k in pairs(v) do
+                   local known = { fence = 1, unfence = 1, roles = 1, sequences = 1, verify = 1, timeout = 1 }
+                   if not known[k] then
+                     return false, "a table of fence, unfence, roles, sequences, verify, timeout (not " .. tostring(k) .. ")"
+                   end
+                 end
+                 return true
+               end },
   on       = { check = "table", keys = {
     cutover  = { check = function(v) return type(v) == "function" or is_list_of(v, "function"),
                    "a function or a list of functions" end },

@@ -162,6 +162,27 @@ function State:steps_done_sql(conn, keys)
          " ON CONFLICT DO NOTHING"
 end
 
+-- info(key) / set_info(key, value): what the task records beside its phase (tasks.info, a
+-- jsonb object; value nil removes the key) — the cutover's fence while it holds, its figures.
+function State:info(key)
+  local rows = assert(self.target:query("SELECT (info -> $2)::text AS v FROM " .. self:tbl("tasks") ..
+                                        " WHERE task = $1", self.task.name, key))
+  local v = rows[1] and rows[1].v
+  if type(v) ~= "string" then return nil end
+  return require("tide.json").decode(v)
+end
+
+function State:set_info(key, value)
+  if value == nil then
+    assert(self.target:query("UPDATE " .. self:tbl("tasks") .. " SET info = info - $2 WHERE task = $1",
+                             self.task.name, key))
+  else
+    assert(self.target:query("UPDATE " .. self:tbl("tasks") ..
+                             " SET info = pg_catalog.jsonb_set(info, ARRAY[$2], $3::jsonb) WHERE task = $1",
+                             self.task.name, key, require("tide.json").encode(value)))
+  end
+end
+
 function State:set_phase(phase)
   assert(self.target:query("UPDATE " .. self:tbl("tasks") .. " SET phase = $2, updated_at = now() WHERE task = $1",
                            self.task.name, phase))

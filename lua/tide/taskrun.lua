@@ -229,6 +229,24 @@ function Run:request_stop()
   return "nothing to stop: the task runs no phase that can stop early (phase " .. tostring(self.phase) .. ")"
 end
 
+-- `pgtide cutover` / task:cutover(): a request the change stream takes at its next tick
+-- (tide.cdc.switch). Returns the request (its .result is set when the cutover ended: { ok,
+-- message }), or nil and why it cannot be taken now.
+function Run:request_cutover()
+  local phases = self.task.phases or {}
+  if not phases.incremental then
+    return nil, "this task has no incremental phase: there is nothing to cut over from"
+  end
+  if self.phase ~= "incremental" or not self.stream then
+    return nil, "the change stream is not running yet (phase " .. tostring(self.phase) .. "): cut over once " ..
+                "the task streams"
+  end
+  if self.cutover_request then return nil, "a cutover is under way already (" .. tostring(self.cutover_step) .. ")" end
+  self.cutover_request = { requested = require("tide.core").now() }
+  self:poke()
+  return self.cutover_request
+end
+
 -- Push recorded controls to the phase running now; true while one still waits for a phase
 -- that has not started (the control loop then looks again soon).
 function Run:apply_pending()

@@ -436,6 +436,9 @@ function M.release(task, source, target)
   local names = M.names(task)
   local dropped = {}
   if source then
+    -- After a cutover the source database is fenced (default_transaction_read_only): pgtide's
+    -- own cleanup is not the application's writing.
+    assert(source:exec("SET default_transaction_read_only = off"))
     if M.drop_slot(source, names) then dropped[#dropped + 1] = "replication slot " .. names.slot end
     for _, name in ipairs(M.drop_publications(source, names)) do dropped[#dropped + 1] = "publication " .. name end
     local hb = M.heartbeat_sql(source, names)

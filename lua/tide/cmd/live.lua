@@ -225,4 +225,19 @@ function M.attach(args)
   return status
 end
 
+-- `pgtide cutover FILE`: the running task of the playbook cuts over (task:cutover() through
+-- its control socket); the outcome is printed, the exit status says it (docs/cutover.md).
+function M.cutover(task, opts)
+  local conn, err, code = open(task.name, opts.control)
+  if not conn then
+    say(err, "\n  hint: cutover works on a task that is streaming: start it with `pgtide run` and cut over once it ",
+        "streams")
+    return code == "ECONNREFUSED" and EXIT.failed or EXIT.connection
+  end
+  local ok, text = conn:evaluate("return task:cutover()", io.stdout, io.stderr)
+  conn:close()
+  if ok == nil then say("the control connection closed: ", tostring(text)) return EXIT.failed end
+  return ok and EXIT.ok or EXIT.failed
+end
+
 return M

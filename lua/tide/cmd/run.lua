@@ -225,7 +225,7 @@ local function run_once(run, opts, progress)
     run:set_phase("incremental"); progress:phase_start("incremental")
     summary = cdc.stream(run, plan, source, target)
     progress:phase_end("incremental")
-    if summary and summary.stopped_by ~= "condition" then
+    if summary and summary.stopped_by ~= "condition" and summary.stopped_by ~= "cutover" then
       -- Stopped by a signal or an operator before the stop condition: the task is not done;
       -- running it again goes on streaming from the recorded position.
       progress:note("stopped before the stop condition (" .. tostring(summary.stopped_by) ..

@@ -41,6 +41,19 @@ function Methods.resume(view) return session_of(view).task_run:resume() end
 function Methods.throttle(view, limits) return session_of(view).task_run:throttle(limits) end
 function Methods.stop(view) return session_of(view).task_run:request_stop() end
 
+-- task:cutover(): fence, drain, sequences, verify, hooks (tide.cdc.switch); waits for the
+-- outcome and returns its lines, or raises with the reason (the fence is lifted then).
+function Methods.cutover(view)
+  local run = session_of(view).task_run
+  local req, why = run:request_cutover()
+  if not req then error("cutover: " .. why, 0) end
+  local core = require "tide.core"
+  while not req.result do core.sleep(0.05) end
+  req.delivered = true
+  if not req.result.ok then error(req.result.message, 0) end
+  return require("tide.repl").text(req.result.message)
+end
+
 function Methods.connect(view, side)
   if side ~= "source" and side ~= "target" then error('task:connect("source") or task:connect("target")', 2) end
   return session_of(view):open_connection(side)
@@ -54,6 +67,8 @@ task:lag()               delay and bytes behind of the change stream
 task:pause()             copy jobs and the change apply stop taking new work
 task:resume()
 task:throttle{ rows_per_second = N }   or bytes_per_second; task:throttle(nil) removes it
+task:cutover()           fence writes on the source, apply up to that point, sync sequences,
+                         verify, run the cutover hooks, print the write downtime (docs/cutover.md)
 task:stop()              the clean stop (full load: commit what is in flight and end;
                          change stream: stop as when the stop condition holds, cutover hooks run)
 task.stop = tide.when{ lag_below = "1s", for_at_least = "30s" }   replace the stop condition

@@ -118,7 +118,8 @@ function M.collect(live)
   end
   local st = {
     task = task.name, pid = live.pid, version = core.version, protocol = M.PROTOCOL,
-    phase = run.phase or "starting", started = live.started, uptime = now - live.started,
+    phase = run.cutover_step and ("cutover: " .. run.cutover_step) or run.phase or "starting",
+    started = live.started, uptime = now - live.started,
     migrate = plain(task.migrate), source = task.source_info, target = task.target_info,
     socket = live.path, sessions = sessions, chunks = chunks,
     paused = controls.paused, throttle = controls.throttle, stop_requested = controls.stop_requested,

@@ -23,6 +23,9 @@ function M.compare(pair, tbl, result, opts_max)
     if not rows then error({ side = side, message = tostring(err), err = err }, 0) end
     return rows
   end
+  -- The temporary table is verify's own DDL: under replica role (when the role may set it)
+  -- the target's event triggers do not log it as the application's.
+  local replica = tgt:exec("SET session_replication_role = replica")
   must(tgt, "target", string.format("CREATE TEMPORARY TABLE %s (LIKE %s)", tmp, rel))
   local ok, err = pcall(function()
     local names, cols = {}, {}
@@ -86,6 +89,7 @@ SELECT (SELECT count(*) FROM pg_temp.%s) AS source_rows, (SELECT count(*) FROM O
     result.status = (r.missing == 0 and r.extra == 0) and "match" or "different"
   end)
   tgt:exec("DROP TABLE IF EXISTS pg_temp." .. tmp)
+  if replica then tgt:exec("RESET session_replication_role") end
   if not ok then error(err, 0) end
 end
 
