@@ -87,13 +87,16 @@ function M.record(task, target)
     "(SELECT count(*) FROM " .. schema .. ".copy_parts p WHERE p.task = t.task AND done_at IS NOT NULL) AS parts, " ..
     "(SELECT sum(p.rows) FROM " .. schema .. ".copy_parts p WHERE p.task = t.task) AS rows, " ..
     "(SELECT sum(p.bytes) FROM " .. schema .. ".copy_parts p WHERE p.task = t.task) AS bytes, " ..
-    "(SELECT count(*) FROM " .. schema .. ".steps s WHERE s.task = t.task) AS steps " ..
+    "(SELECT count(*) FROM " .. schema .. ".steps s WHERE s.task = t.task) AS steps, " ..
+    "(t.info -> 'cutover' ->> 'downtime')::float8 AS downtime, t.info ->> 'fence' AS fence " ..
     "FROM " .. schema .. ".tasks t WHERE task = $1", task.name))
   local row = rows[1]
   if not row then return nil end
+  local fence = type(row.fence) == "string" and require("tide.json").decode(row.fence) or nil
   return { phase = row.phase, started = row.started, updated = row.updated, tables = tonumber(row.tables) or 0,
            parts = tonumber(row.parts) or 0, rows = tonumber(row.rows), bytes = tonumber(row.bytes),
-           steps = tonumber(row.steps) or 0 }
+           steps = tonumber(row.steps) or 0, downtime = tonumber(row.downtime),
+           fence = type(fence) == "table" and fence or nil }
 end
 
 -- M.forget(task, target) → true when the target held progress for the task, which is now

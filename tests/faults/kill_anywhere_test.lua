@@ -4,7 +4,7 @@
 -- from before the full load starts until the end; `pgtide run` (schema, full, incremental,
 -- cutover hooks, release) is SIGKILLed at seeded random moments of seeded phases (pre-data,
 -- copy, post-data, the hand-over to streaming, streaming, a streamed transaction's replay,
--- cutover, release); some kills come after a restart of the target server or the termination of
+-- cutover hooks, release, `pgtide cutover` with its fence); some kills come after a restart of the target server or the termination of
 -- the engine's sessions there (the engine retries by itself meanwhile). One table has a row
 -- filter pgtide applies itself while streaming, and one an on.row function. After the last run: every table equal on both
 -- sides (row count and a hash of the sorted row hashes, so duplicates count; the filtered table
@@ -102,6 +102,9 @@ local PHASES = {
 local LATE = {
   { name = "cutover",   marker = "incremental: started", cutover = true, lo = 0, hi = 1.5 },
   { name = "release",   marker = "verify ",              lo = 0,    hi = 0.3 },
+  -- `pgtide cutover` (docs/cutover.md): the kill comes while the source is fenced, while the
+  -- target is verified, or after the switch; the next run lifts a fence left up.
+  { name = "fenced cutover", marker = "incremental: started", fenced = true, lo = 0, hi = 2.5 },
 }
 
 local function uniform(lo, hi) return lo + math.random() * (hi - lo) end
@@ -125,7 +128,8 @@ local function kill_plan(seed)
   local late = math.random(0, #LATE)
   if late > 0 then
     local p = LATE[late]
-    out[#out + 1] = { name = p.name, marker = p.marker, cutover = p.cutover, delay = uniform(p.lo, p.hi) }
+    out[#out + 1] = { name = p.name, marker = p.marker, cutover = p.cutover, fenced = p.fenced,
+                      delay = uniform(p.lo, p.hi) }
   end
   return out
 end
@@ -246,7 +250,7 @@ local function run_seed(ctx, seed)
     for i = math.max(1, #logs - 2), #logs do parts[#parts + 1] = "--- " .. logs[i] .. "\n" .. H.read(logs[i]) end
     return table.concat(parts, "\n")
   end
-  local stopped = false
+  local stopped, cutover_client = false, nil
   local function stop_workload()
     if stopped then return end
     stopped = true
@@ -255,7 +259,7 @@ local function run_seed(ctx, seed)
   end
 
   for _, k in ipairs(plan) do
-    if k.cutover or k.name == "release" then stop_workload() end
+    if k.cutover or k.name == "release" or k.fenced then stop_workload() end
     local proc, log = start_run()
     -- A phase that was over before this run began: its marker never comes, the kill falls in
     -- streaming instead.
@@ -268,6 +272,7 @@ local function run_seed(ctx, seed)
         local before = w.big_committed
         P.poll(20, function() return w.big_committed ~= before or proc:exited() end)
       end
+      if k.fenced then cutover_client = H.start(ctx, "cutover " .. pb, name .. "-cutover-" .. runs) end
       if k.terminate or k.restart then
         tide.sleep(k.delay / 2)
         if k.terminate then terminate_engine_sessions(ctx.target_admin, name) else restart_target() end
@@ -278,6 +283,7 @@ local function run_seed(ctx, seed)
       if not proc:exited() then proc:kill(9) end
     end
     local code, sig = proc:wait()
+    if cutover_client then cutover_client:wait(); cutover_client = nil end
     -- A run that ends by itself before its kill must have succeeded.
     T.ok(sig == 9 or code == 0,
          string.format("seed %d: run %d (kill in %s) exited with %s\n%s", seed, runs, k.name, tostring(code), tail()))

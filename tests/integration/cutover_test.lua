@@ -104,6 +104,8 @@ T.test("cutover under writes: fenced, drained, sequences, verified, downtime pri
   local code, again = H.run("run " .. pb)
   T.eq(code, 0, again)
   T.match(again, "finished")
+  T.match(again, "cut over by `pgtide cutover`, write downtime")
+  T.match(again, "old source:  still fenced %(read_only on database")
   src:close(); tgt:close()
   unfence(ctx)
 end)

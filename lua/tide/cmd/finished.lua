@@ -25,7 +25,14 @@ function M.lines(task, rec)
         require("tide.progress").human_bytes(rec.bytes or 0), rec.parts)
   end
   if rec.steps > 0 then add("  steps:       %d schema / post-data step(s) recorded", rec.steps) end
-  if task.phases.incremental then
+  if task.phases.incremental and rec.downtime then
+    add("  incremental: cut over by `pgtide cutover`, write downtime %s", require("tide.units").human_seconds(rec.downtime))
+    if rec.fence then
+      add("  old source:  still fenced (%s on database %s): it takes no writes, and this task does not stream", rec.fence.method or "?",
+          rec.fence.database or "?")
+      add("               from it again; the application writes to the target now")
+    end
+  elseif task.phases.incremental then
     add("  incremental: the change stream reached its stop condition and the cutover hooks ran")
   end
   if rec.slot then
@@ -46,7 +53,8 @@ function M.report(task, rec, opts)
   if opts and opts.json then
     io.write(json.encode({ event = "finished", task = task.name, finished_at = rec.updated, started_at = rec.started,
                            phases = phases_of(task), tables = rec.tables, parts = rec.parts, rows = rec.rows,
-                           bytes = rec.bytes, steps = rec.steps, slot = rec.slot }), "\n")
+                           bytes = rec.bytes, steps = rec.steps, slot = rec.slot, downtime = rec.downtime,
+                           fenced = rec.fence ~= nil }), "\n")
     return
   end
   io.write(table.concat(M.lines(task, rec), "\n"), "\n")
