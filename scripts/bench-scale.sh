@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Many-tables benchmark (#20): a schema-per-tenant shape — N tables in 10 schemas, each with a
+# primary key, a secondary index and (three tables in four) a foreign key to another table, R
+# rows each — and what pgtide needs for it: `pgtide plan` and `pgtide check` (time, peak RSS),
+# the full load (schema + full) against `pgcopydb clone` at the same job count (time, peak RSS),
+# on two throwaway local clusters.
+#
+#   PGTIDE=build/pgtide bash scripts/bench-scale.sh [--tables N] [--rows R] [--jobs J] [--no-pgcopydb]
+#
+# Peak RSS is GNU time's maximum resident set size of the tool's largest process (pgtide is one
+# process; pgcopydb forks workers, so its figure is the largest of them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TABLES=2000; ROWS=300; JOBS=2; PGCOPYDB=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tables) TABLES=$2; shift 2 ;;
+    --rows) ROWS=$2; shift 2 ;;
+    --jobs) JOBS=$2; shift 2 ;;
+    --no-pgcopydb) PGCOPYDB=""; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+need="time"; [ -n "$PGCOPYDB" ] && need="$need pgcopydb"
+for p in $need; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || {
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$p" >/dev/null; }
+done
+PGTIDE=$(realpath "${PGTIDE:-build/pgtide}")
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+work=$(mktemp -d /tmp/pgtide-bench-scale.XXXXXX)
+chmod 755 "$work"
+cleanup() { bash scripts/clusters.sh stop "$work/clusters" >/dev/null 2>&1; rm -rf "$work"; }
+trap cleanup EXIT
+conf="max_locks_per_transaction = 1024
+shared_buffers = 512MB
+max_wal_size = 4GB
+autovacuum = off"
+PGTIDE_SOURCE_CONF="$conf" PGTIDE_TARGET_CONF="$conf" bash scripts/clusters.sh start "$work/clusters" >/dev/null
+set -a; . "$work/clusters/env"; set +a
+SRC=${SOURCE_URL%/postgres}/bench
+TGT=${TARGET_URL%/postgres}/bench
+say() { echo "$(date +%H:%M:%S)  $*" >&2; }
+
+say "building $TABLES tables of $ROWS rows in 10 schemas"
+psql -qX "$SOURCE_URL" -c "CREATE DATABASE bench"
+psql -qX "$SRC" -v ON_ERROR_STOP=1 <<SQL
+DO \$\$
+DECLARE s int; i int; t text; p text;
+BEGIN
+  FOR s IN 0..9 LOOP EXECUTE format('CREATE SCHEMA tenant_%s', s); END LOOP;
+  FOR i IN 1..$TABLES LOOP
+    s := i % 10;
+    t := format('tenant_%s.t%s', s, i);
+    EXECUTE format('CREATE TABLE %s (id int PRIMARY KEY, parent int, v text NOT NULL, at timestamptz NOT NULL)', t);
+    EXECUTE format('INSERT INTO %s SELECT g, g, md5(g::text), now() FROM generate_series(1, $ROWS) g', t);
+    EXECUTE format('CREATE INDEX ON %s (v)', t);
+    IF i > 10 AND i % 4 <> 0 THEN
+      p := format('tenant_%s.t%s', s, i - 10);
+      EXECUTE format('ALTER TABLE %s ADD FOREIGN KEY (parent) REFERENCES %s (id)', t, p);
+    END IF;
+    IF i % 500 = 0 THEN COMMIT; END IF;
+  END LOOP;
+END \$\$;
+ANALYZE;
+SQL
+size=$(psql -qXAt "$SRC" -c "SELECT pg_size_pretty(pg_database_size(current_database()))")
+say "source: $size"
+
+cat >"$work/scale.lua" <<LUA
+local tide = require "tide"
+return tide.task {
+  name = "scale", source = "$SRC", target = "$TGT",
+  migrate = { "schema", "full" }, full = { jobs = $JOBS }, progress = "none",
+}
+LUA
+
+timed() {  # timed NAME CMD... → "seconds peak_mb"
+  local name=$1; shift
+  /usr/bin/time -f "%e %M" -o "$work/$name.time" "$@" >"$work/$name.log" 2>&1 || {
+    echo "$name failed:" >&2; tail -20 "$work/$name.log" >&2; exit 1; }
+  awk '{ printf "%s %.0f\n", $1, $2 / 1024 }' "$work/$name.time"
+}
+
+say "pgtide plan"; read -r plan_s plan_mb < <(timed plan "$PGTIDE" plan "$work/scale.lua")
+say "pgtide check"; read -r check_s check_mb < <(timed check "$PGTIDE" check "$work/scale.lua")
+psql -qX "$TARGET_URL" -c "CREATE DATABASE bench"
+say "pgtide run (schema + full, $JOBS jobs)"; read -r run_s run_mb < <(timed run "$PGTIDE" run "$work/scale.lua")
+tables_tgt=$(psql -qXAt "$TGT" -c "SELECT count(*) FROM pg_tables WHERE schemaname LIKE 'tenant_%'")
+fks_tgt=$(psql -qXAt "$TGT" -c "SELECT count(*) FROM pg_constraint WHERE contype = 'f'")
+cp_s="-"; cp_mb="-"
+if [ -n "$PGCOPYDB" ]; then
+  psql -qX "$TARGET_URL" -c "DROP DATABASE bench" -c "CREATE DATABASE bench"
+  say "pgcopydb clone (--table-jobs $JOBS --index-jobs $JOBS)"
+  read -r cp_s cp_mb < <(timed pgcopydb env PGCOPYDB_SOURCE_PGURI="$SRC" PGCOPYDB_TARGET_PGURI="$TGT" \
+    pgcopydb clone --table-jobs "$JOBS" --index-jobs "$JOBS" --dir "$work/pgcopydb" --no-owner --no-acl)
+fi
+
+cat <<EOF
+
+pgtide many-tables benchmark — $TABLES tables x $ROWS rows in 10 schemas, $(psql -qXAt "$SRC" -c "SELECT count(*) FROM pg_constraint WHERE contype = 'f'") foreign keys, $size;
+$(nproc) CPUs, PostgreSQL $(psql -qXAt "$SRC" -c "SHOW server_version"), jobs = $JOBS
+
+                               seconds    peak RSS (MB)
+pgtide plan                    $(printf '%-10s %s' "$plan_s" "$plan_mb")
+pgtide check                   $(printf '%-10s %s' "$check_s" "$check_mb")
+pgtide run (schema + full)     $(printf '%-10s %s' "$run_s" "$run_mb")
+pgcopydb clone                 $(printf '%-10s %s' "$cp_s" "$cp_mb")
+target after pgtide: $tables_tgt tables, $fks_tgt foreign keys
+EOF
