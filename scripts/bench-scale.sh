@@ -82,9 +82,9 @@ timed() {  # timed NAME CMD... → "seconds peak_mb"
   awk '{ printf "%s %.0f\n", $1, $2 / 1024 }' "$work/$name.time"
 }
 
+psql -qX "$TARGET_URL" -c "CREATE DATABASE bench"
 say "pgtide plan"; read -r plan_s plan_mb < <(timed plan "$PGTIDE" plan "$work/scale.lua")
 say "pgtide check"; read -r check_s check_mb < <(timed check "$PGTIDE" check "$work/scale.lua")
-psql -qX "$TARGET_URL" -c "CREATE DATABASE bench"
 say "pgtide run (schema + full, $JOBS jobs)"; read -r run_s run_mb < <(timed run "$PGTIDE" run "$work/scale.lua")
 tables_tgt=$(psql -qXAt "$TGT" -c "SELECT count(*) FROM pg_tables WHERE schemaname LIKE 'tenant_%'")
 fks_tgt=$(psql -qXAt "$TGT" -c "SELECT count(*) FROM pg_constraint WHERE contype = 'f'")
