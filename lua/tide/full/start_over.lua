@@ -13,6 +13,16 @@ local function start_over(task, plan, target, state)
   local done = state:steps_done()
   local sql, dropped, steps = { "BEGIN", "SET LOCAL lock_timeout = 0" }, {}, {}
   local n = 0
+  -- Event triggers an earlier load enabled (its recorded steps say which: a plan made while
+  -- they are on the target may not list their steps) are disabled first, so the drops that
+  -- follow do not fire them, and their enabling is forgotten: done again at the new load's end.
+  for key in pairs(done) do
+    local ident = key:match("^event_trigger_enable:(.+)/enabled$")
+    if ident then
+      sql[#sql + 1] = "ALTER EVENT TRIGGER " .. ident:gsub("^event_trigger:", "") .. " DISABLE"
+      steps[#steps + 1] = key
+    end
+  end
   -- Event triggers enabled at the end (`last` steps) are disabled first, so the drops that
   -- follow do not fire them.
   local post = task.phases.schema and plan.post_data or {}

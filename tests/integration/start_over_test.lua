@@ -1,0 +1,62 @@
+-- The full load starting over (tide.full.start_over) on a target whose post-data already ran to
+-- its end: the event triggers pgtide enabled there must not fire for the drops start_over
+-- makes (an event trigger that logs DDL into a table whose sequence is behind the copied rows
+-- would fail the whole transaction, and every run after it), and they are enabled again when
+-- the new load ends.
+local T = require "testlib"
+local P = require "pg"
+local H = require "tidetest"
+local tide = require "tide"
+
+T.test("start_over on a finished post-data: enabled event triggers stay quiet and are enabled again later", function(ctx)
+  local sa, ta = assert(tide.connect(ctx.source_admin)), assert(tide.connect(ctx.target_admin))
+  for _, c in ipairs({ sa, ta }) do
+    assert(c:exec("DROP DATABASE IF EXISTS so_db WITH (FORCE)"))
+    assert(c:exec("CREATE DATABASE so_db"))
+  end
+  sa:close(); ta:close()
+  local src_url, tgt_url = P.with_db(ctx.source_admin, "so_db"), P.with_db(ctx.target_admin, "so_db")
+  local src = assert(tide.connect(src_url))
+  assert(src:exec([[
+CREATE TABLE parent (id int PRIMARY KEY);
+CREATE TABLE child (id int PRIMARY KEY, parent int REFERENCES parent);
+CREATE TABLE ddl_log (id bigserial PRIMARY KEY, tag text);
+CREATE FUNCTION log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO ddl_log (tag) VALUES (tg_tag); END $$;
+CREATE EVENT TRIGGER so_log_ddl ON ddl_command_end EXECUTE FUNCTION log_ddl();
+INSERT INTO parent SELECT generate_series(1, 10);
+INSERT INTO child SELECT g, g FROM generate_series(1, 10) g;
+CREATE INDEX ON child (parent);]]))
+  local pb = ctx.tmpdir .. "/so.lua"
+  local f = assert(io.open(pb, "w"))
+  f:write(string.format([[
+local tide = require "tide"
+return tide.task { name = "so", source = %q, target = %q, migrate = { "schema", "full" }, progress = "none" }
+]], src_url, tgt_url))
+  f:close()
+  local code, out = H.run("run " .. pb)
+  T.eq(code, 0, out)
+  local tgt = assert(tide.connect(tgt_url))
+  T.eq(assert(tgt:query("SELECT evtenabled FROM pg_event_trigger WHERE evtname = 'so_log_ddl'"))[1].evtenabled, "O")
+  -- As after a load interrupted before the sequences were brought across.
+  assert(tgt:exec("SELECT setval('ddl_log_id_seq', 1, false)"))
+  local task = require("tide.playbook").load(pb)
+  local plan = require("tide.plan").build(task, src, tgt)
+  local state = require("tide.state").open(task, tgt)
+  local ok, err = pcall(require("tide.full").start_over, task, plan, tgt, state)
+  T.ok(ok, "start_over: " .. tostring(type(err) == "table" and err.message or err))
+  T.eq(assert(tgt:query("SELECT evtenabled FROM pg_event_trigger WHERE evtname = 'so_log_ddl'"))[1].evtenabled, "D",
+       "disabled until the new load ends")
+  T.eq(assert(tgt:query("SELECT count(*) AS n FROM child"))[1].n, 0, "emptied")
+  -- The new load (as the run that called start_over goes on): the rows again, the foreign key
+  -- and the trigger's state as on the source, and nothing logged by pgtide's own DDL.
+  assert(tgt:query("UPDATE pgtide.tasks SET phase = 'schema_pre' WHERE task = 'so'"))
+  code, out = H.run("run " .. pb)
+  T.eq(code, 0, out)
+  T.eq(assert(tgt:query("SELECT evtenabled FROM pg_event_trigger WHERE evtname = 'so_log_ddl'"))[1].evtenabled, "O",
+       "enabled again at the end of the new load")
+  P.same(src, tgt, "child")
+  P.same(src, tgt, "ddl_log")
+  T.eq(assert(tgt:query("SELECT count(*) AS n FROM ddl_log"))[1].n, assert(src:query("SELECT count(*) AS n FROM ddl_log"))[1].n)
+  src:close(); tgt:close()
+end)
