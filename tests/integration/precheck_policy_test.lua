@@ -255,7 +255,7 @@ T.test("checks that cannot be graded down: a playbook error, and pgtide run writ
   local why = "the stream would apply changes the row filter leaves out"
   fails({ warn = { "row_filter_stream" } }, "precheck%.warn: check 'row_filter_stream' cannot be graded down.*" .. why)
   fails({ info = { "connectivity" } }, "precheck%.info: check 'connectivity' cannot be graded down")
-  fails({ warn = { "encoding" } }, "precheck%.warn: check 'encoding' cannot be graded down.*: the full load copies text as bytes")
+  fails({ warn = { "encoding" } }, "precheck%.warn: check 'encoding' cannot be graded down.*: a character the target's encoding cannot hold")
   fails({ ignore = { foreign_key_filtered = "we know" } }, "precheck%.ignore: check 'foreign_key_filtered' cannot")
   fails({ ignore = { target_ownership = { reason = "x", objects = { "po.*" } } } }, "precheck%.ignore: check 'target_ownership'")
   fails({ only = { target_table_privileges = { "po.keyed" } } }, "precheck%.only: check 'target_table_privileges'")
