@@ -66,6 +66,8 @@ typedef struct apply_target {
     int nkey;
     char *filter;          /* a row filter pgtide applies itself (apply_filter.c), in source column names;
                               NULL when the publication filters (or nothing does) */
+    char **filter_columns; /* the source columns the filter names */
+    int nfilter_columns;
     bool partitioned;      /* target is partitioned: never ONLY, find rows by tableoid */
     bool heartbeat;        /* pgtide's heartbeat table: counted, never applied */
     bool hooked;           /* on.change names this table: changes go through Lua */
@@ -109,7 +111,7 @@ typedef enum apply_form {
     APPLY_FORM_UPSERT,        /* ... ON CONFLICT (key) DO UPDATE ... RETURNING (xmax = 0) */
     APPLY_FORM_UPDATE,
     APPLY_FORM_DELETE,
-    APPLY_FORM_FILTERED, /* apply_filter.c: returns (wanted, done, inserted, complete) */
+    APPLY_FORM_FILTERED, /* apply_filter.c: returns (wanted, done, inserted, complete, decided) */
 } apply_form;
 
 /* One statement: its text and its text-format parameters (NULL = SQL NULL). */

@@ -7,14 +7,17 @@
  *
  * Each statement names the change's row after the source table (a CTE whose columns carry the
  * source's column names, cast to the target's types), so the filter reads as it does on the
- * source, and returns one row: (wanted, done, inserted, complete).
+ * source, and returns one row: (wanted, done, inserted, complete, decided).
  *   insert   inserted when the row matches, else nothing (wanted = 0);
  *   update   the row under the old key is deleted unless the new row matches under the same
  *            key; a matching new row is upserted under its key. A row that moves into the
  *            filter is inserted whole; a column the source sent as UNCHANGED_TOAST takes the
  *            value of the target's row under the old key, and when there is no such row the
  *            value is unknown: `complete` is false and apply_result.c stops the task rather
- *            than insert a row with a missing value.
+ *            than insert a row with a missing value. When the filter itself reads such a value
+ *            (`decided` false), whether the row matches cannot be known: the task stops too,
+ *            rather than keep or drop the row on a guess. (REPLICA IDENTITY FULL sends the whole
+ *            old row, whose values are used first.)
  *   delete   the plain delete by key (apply_sql.c); finding no row is not a conflict, as the
  *            filter may have left the row out.
  * Such a table needs a unique key on the target (apply_rel_resolve checks it).
@@ -63,12 +66,26 @@ static void add_key_match(apply_stmt *st, const apply_rel *r, const pgoutput_tup
     }
 }
 
-/* WITH "<source table>" AS (SELECT $1::type AS "col", ...), pgtide_keep AS (... WHERE filter).
- * Returns whether a value came from the target's row (an UNCHANGED_TOAST column). */
-static bool add_row_cte(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *row,
-                        const pgoutput_tuple *search, const relcache_relation *rel) {
+static bool in_filter(const apply_target *t, const char *name) {
+    for (int j = 0; j < t->nfilter_columns; j++)
+        if (strcmp(t->filter_columns[j], name) == 0) return true;
+    return false;
+}
+
+/* What an UPDATE's row needs from the target: values of columns the source did not send
+ * (UNCHANGED_TOAST) are taken from the old row when it is whole (REPLICA IDENTITY FULL), else
+ * from the target's row under the old key; `needs_row` says the row must be there for them to
+ * be known, `undecidable` that the filter reads such a value (and with NEVER, one the target
+ * cannot have either: a column it does not migrate). */
+typedef enum { DECIDED, DECIDED_IF_ROW, NEVER } decidable;
+
+/* WITH "<source table>" AS (SELECT $1::type AS "col", ...), pgtide_keep AS (... WHERE filter). */
+static void add_row_cte(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *row,
+                        const pgoutput_tuple *old, const pgoutput_tuple *search, const relcache_relation *rel,
+                        bool *needs_row, decidable *decided) {
     const apply_target *t = r->target;
-    bool from_target = false;
+    *needs_row = false;
+    *decided = DECIDED;
     apply_buf_adds(&st->sql, "WITH ");
     add_ident(&st->sql, t->source_name);
     apply_buf_adds(&st->sql, " AS (SELECT ");
@@ -77,16 +94,21 @@ static bool add_row_cte(apply_stmt *st, const apply_rel *r, const pgoutput_tuple
         const char *type = column_type(t, name);
         if (i) apply_buf_adds(&st->sql, ", ");
         const pgoutput_value *v = &row->values[i];
+        if (v->kind == PGOUTPUT_VALUE_UNCHANGED_TOAST && r->identity == 'f' && old && old->ncols > i &&
+            old->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST)
+            v = &old->values[i]; /* REPLICA IDENTITY FULL: the old row is whole, the value is there */
         if (v->kind != PGOUTPUT_VALUE_UNCHANGED_TOAST) {
             int n = apply_stmt_add(st, v);
             apply_buf_addf(&st->sql, "$%d::%s", n, type);
         } else if (r->slot[i] >= 0 && search) {
-            from_target = true;
+            *needs_row = true;
+            if (in_filter(t, name) && *decided == DECIDED) *decided = DECIDED_IF_ROW;
             apply_buf_addf(&st->sql, "(SELECT x.%s FROM %s%s x WHERE ", t->columns[r->slot[i]].target_sql,
                            only(t), t->target_sql);
             add_key_match(st, r, search, "x.");
             apply_buf_adds(&st->sql, ")");
         } else {
+            if (in_filter(t, name)) *decided = NEVER;
             apply_buf_addf(&st->sql, "NULL::%s", type);
         }
         apply_buf_adds(&st->sql, " AS ");
@@ -96,7 +118,6 @@ static bool add_row_cte(apply_stmt *st, const apply_rel *r, const pgoutput_tuple
     apply_buf_adds(&st->sql, "), pgtide_keep AS (SELECT * FROM ");
     add_ident(&st->sql, t->source_name);
     apply_buf_addf(&st->sql, " WHERE (%s))", t->filter);
-    return from_target;
 }
 
 static bool identity_always(const apply_rel *r, int i) {
@@ -145,21 +166,38 @@ static void add_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple 
     apply_buf_adds(&st->sql, " RETURNING (xmax = 0) AS inserted");
 }
 
-static void add_result(apply_stmt *st, const char *complete) {
-    apply_buf_addf(
-        &st->sql,
-        ") SELECT (SELECT count(*) FROM pgtide_keep) AS wanted, (SELECT count(*) FROM pgtide_put) AS done, "
-        "coalesce((SELECT bool_or(inserted) FROM pgtide_put), false) AS inserted, %s AS complete",
-        complete);
+/* The statement's one row: wanted, done, inserted, and whether the values taken from the
+ * target were there (complete) and the filter could be decided (decided). */
+static void add_result(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *search, bool needs_row,
+                       decidable decided) {
+    const apply_target *t = r->target;
+    apply_buf_adds(&st->sql,
+                   ") SELECT (SELECT count(*) FROM pgtide_keep) AS wanted, (SELECT count(*) FROM pgtide_put) "
+                   "AS done, coalesce((SELECT bool_or(inserted) FROM pgtide_put), false) AS inserted, ");
+    for (int k = 0; k < 2; k++) {
+        bool row_needed = k == 0 ? needs_row : decided == DECIDED_IF_ROW;
+        if (k == 1 && decided == NEVER) {
+            apply_buf_adds(&st->sql, "false");
+        } else if (row_needed) {
+            apply_buf_addf(&st->sql, "EXISTS (SELECT FROM %s%s x WHERE ", only(t), t->target_sql);
+            add_key_match(st, r, search, "x.");
+            apply_buf_adds(&st->sql, ")");
+        } else {
+            apply_buf_adds(&st->sql, "true");
+        }
+        apply_buf_adds(&st->sql, k == 0 ? " AS complete, " : " AS decided");
+    }
 }
 
 void apply_sql_filtered_insert(apply_stmt *st, const apply_rel *r, const relcache_relation *rel,
                                const pgoutput_tuple *row, apply_form form) {
+    bool needs_row;
+    decidable decided;
     apply_stmt_reset(st);
-    add_row_cte(st, r, row, NULL, rel);
+    add_row_cte(st, r, row, NULL, NULL, rel, &needs_row, &decided);
     apply_buf_adds(&st->sql, ", pgtide_put AS (");
     add_insert(st, r, row, rel, form, form == APPLY_FORM_UPSERT);
-    add_result(st, "true");
+    add_result(st, r, NULL, false, decided == NEVER ? NEVER : DECIDED);
 }
 
 int apply_sql_filtered_update(apply_stmt *st, const apply_rel *r, const relcache_relation *rel,
@@ -169,9 +207,8 @@ int apply_sql_filtered_update(apply_stmt *st, const apply_rel *r, const relcache
     apply_stmt_reset(st);
     if (!r->by_key) {
         snprintf(err, errlen,
-                 "table %s has a row filter that pgtide applies itself, and no unique key on the target to "
-                 "find its rows by: give it a primary key, or set REPLICA IDENTITY FULL on the source table "
-                 "(the publication then applies the filter)",
+                 "table %s has a row filter (or on.row) that pgtide applies itself, and no unique key on the "
+                 "target to find its rows by: give the table a primary key or a unique index on both sides",
                  t->display);
         return -1;
     }
@@ -185,24 +222,15 @@ int apply_sql_filtered_update(apply_stmt *st, const apply_rel *r, const relcache
             return -1;
         }
     }
-    bool from_target = add_row_cte(st, r, row, search, rel);
+    bool needs_row;
+    decidable decided;
+    add_row_cte(st, r, row, old, search, rel, &needs_row, &decided);
     /* The row under the old key goes when the key changed or the new row is filtered out. */
     apply_buf_addf(&st->sql, ", pgtide_gone AS (DELETE FROM %s%s WHERE ", only(t), t->target_sql);
     add_key_match(st, r, search, "");
     if (!key_changed) apply_buf_adds(&st->sql, " AND NOT EXISTS (SELECT FROM pgtide_keep)");
     apply_buf_adds(&st->sql, " RETURNING 1), pgtide_put AS (");
     add_insert(st, r, row, rel, APPLY_FORM_UPSERT, true);
-    if (!from_target) {
-        add_result(st, "true");
-        return 1;
-    }
-    /* Values taken from the target's row are known only when that row is there. */
-    apply_buf_adds(&st->sql,
-                   ") SELECT (SELECT count(*) FROM pgtide_keep) AS wanted, (SELECT count(*) FROM "
-                   "pgtide_put) AS done, coalesce((SELECT bool_or(inserted) FROM pgtide_put), false) "
-                   "AS inserted, EXISTS (SELECT FROM ");
-    apply_buf_addf(&st->sql, "%s%s x WHERE ", only(t), t->target_sql);
-    add_key_match(st, r, search, "x.");
-    apply_buf_adds(&st->sql, ") AS complete");
+    add_result(st, r, search, needs_row, decided);
     return 1;
 }

@@ -182,14 +182,30 @@ void apply_conflict_decide(apply_state *ap, bool skip) {
 
 /* ---------------------------------------------------------------- results */
 
-/* A statement of apply_filter.c: one row (wanted, done, inserted, complete). */
+/* A statement of apply_filter.c: one row (wanted, done, inserted, complete, decided). */
 static void handle_filtered_result(apply_state *ap, inflight *e, PGresult *r) {
-    if (PQntuples(r) != 1 || PQnfields(r) != 4) {
+    if (PQntuples(r) != 1 || PQnfields(r) != 5) {
         apply__fail(ap, "target", "XX000", "a filtered change returned an unexpected result", NULL);
         return;
     }
     bool wanted = strcmp(PQgetvalue(r, 0, 0), "0") != 0, done = strcmp(PQgetvalue(r, 0, 1), "0") != 0;
     bool inserted = PQgetvalue(r, 0, 2)[0] == 't', complete = PQgetvalue(r, 0, 3)[0] == 't';
+    bool decided = PQgetvalue(r, 0, 4)[0] == 't';
+    if (!decided) {
+        char ctx[512];
+        describe_change(ctx, sizeof ctx, e);
+        apply__fail(
+            ap, "target", "55000",
+            "the table's row filter reads a column whose value the source did not send (an unchanged "
+            "out-of-line, TOASTed value), and the row is not on the target to take it from: whether the "
+            "row matches the filter cannot be known",
+            ctx);
+        if (!ap->err.hint)
+            ap->err.hint =
+                strdup("set REPLICA IDENTITY FULL on the source table (the old row is then sent whole), "
+                       "release the task and migrate the table again; or filter on other columns");
+        return;
+    }
     if (e->op == 'U' && inserted && !complete) {
         char ctx[512];
         describe_change(ctx, sizeof ctx, e);
@@ -200,8 +216,8 @@ static void handle_filtered_result(apply_state *ap, inflight *e, PGresult *r) {
             ctx);
         if (!ap->err.hint)
             ap->err.hint =
-                strdup("set REPLICA IDENTITY FULL on the source table (the publication then applies "
-                       "the filter and sends whole rows), release the task and migrate the table again");
+                strdup("set REPLICA IDENTITY FULL on the source table (the old row is then sent whole), "
+                       "release the task and migrate the table again");
         return;
     }
     if (e->op == 'I' && wanted && !done) {

@@ -509,6 +509,8 @@ void apply_target_free(apply_target *t) {
     free(t->known);
     free(t->known_type);
     free(t->filter);
+    for (int j = 0; j < t->nfilter_columns; j++) free(t->filter_columns[j]);
+    free(t->filter_columns);
     for (int j = 0; j < t->nkey; j++) free(t->key[j]);
     free(t->key);
     free(t);

@@ -73,6 +73,7 @@ apply_target *cdc_target_from_lua(lua_State *L, int t) {
             for (int j = 0; j < tg->nknown; j++)
                 tg->known_type[j] = field_string(L, lua_gettop(L), tg->known[j], false);
         lua_pop(L, 1);
+        tg->filter_columns = field_names(L, t, "filter_columns", &tg->nfilter_columns);
         /* each change is one statement of its own (apply_filter.c): never folded or batched */
         tg->mergeable = tg->batchable = false;
     }

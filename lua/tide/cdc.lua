@@ -217,6 +217,9 @@ WHERE p.pubname IN ($1, $2) AND r.prqual IS NOT NULL]], names.publication, names
       for _, name in ipairs(e.known) do types[name] = on_source[name] end
       for _, c in ipairs(e.columns) do types[c.source] = on_target[c.target] or types[c.source] end
       e.filter, e.known_type = own and tbl.row_filter or "true", types
+      -- The columns the filter reads: one the source did not send (an unchanged out-of-line
+      -- value) and the target cannot supply leaves the filter undecided (apply_filter.c).
+      e.filter_columns = own and objects.filter_columns(tbl.row_filter, e.known) or {}
     end
   end
 end
@@ -299,7 +302,7 @@ LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tna
       display = e.target_schema .. "." .. e.target_name, columns = cols, key = e.key, known = e.known,
       partitioned = kinds[i] == "p", mergeable = mergeable[i] and e.key ~= nil,
       batchable = batchable[i] or false, unique_free = unique_free[i] or false, tolerate_lsn = e.tolerate_lsn,
-      filter = e.filter, known_type = e.known_type,
+      filter = e.filter, known_type = e.known_type, filter_columns = e.filter_columns,
       hooked = e.transform ~= nil or hooks[source_name] ~= nil
         or hooks[objects.qname(target, e.source_schema, e.source_name)] ~= nil,
     }
@@ -714,6 +717,9 @@ function M.stream(run, plan, _source, target, opts)
   end)
   st.finished = true
   close_session(st)
+  if not (ok and st.stop_reason == "cutover") then
+    switch.abandon(task, st, ok and (st.stop_reason or "stopped") or (type(err) == "table" and err.message or tostring(err)))
+  end
   local deadline = core.monotonic() + 2
   while not probe:done() and core.monotonic() < deadline do core.sleep(0.02) end
   if not probe:done() and st.probe_conn then st.probe_conn:close() end

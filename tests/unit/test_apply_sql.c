@@ -389,6 +389,10 @@ static void test_filtered(void) {
     t->known_type = calloc(3, sizeof *t->known_type);
     t->known_type[0] = strdup("integer");
     t->known_type[1] = strdup("character varying(20)");
+    t->filter_columns = calloc(2, sizeof *t->filter_columns);
+    t->filter_columns[0] = strdup("login");
+    t->filter_columns[1] = strdup("doc");
+    t->nfilter_columns = 2;
     apply_rel r;
     char err[512];
     tap_check(apply_rel_resolve(&r, rel, t, NULL, err, sizeof err) == 0, "a filtered table resolves");
@@ -434,6 +438,10 @@ static void test_filtered(void) {
     tap_check(strstr(st.sql.data,
                      "EXISTS (SELECT FROM ONLY \"shop\".\"t\" x WHERE x.\"id\" = $5) AS complete") != NULL,
               "complete only when the target had the row to take the value from");
+    tap_check(strstr(st.sql.data,
+                     "EXISTS (SELECT FROM ONLY \"shop\".\"t\" x WHERE x.\"id\" = $6) AS decided") != NULL,
+              "the filter reads the unchanged value: decided only when the target has the row");
+    tap_check(strstr(st.sql.data, "true AS decided") == NULL, "not decided blindly");
 
     pgoutput_value old_v[] = { text("7"), NUL, NUL };
     pgoutput_tuple old = { 3, old_v };

@@ -135,6 +135,9 @@ local function filter_columns_outside(filter, columns, allowed)
   return bad
 end
 
+-- The table's columns (names in `columns`) a row filter names.
+function M.filter_columns(filter, columns) return filter_columns_outside(filter, columns, {}) end
+
 -- A table whose UPDATE and DELETE cannot be published: no replica identity (REPLICA IDENTITY
 -- NOTHING, or DEFAULT without a primary key). The precheck table_without_key fails for it;
 -- a policy may let it in (append-only tables), and then it goes to a publication of inserts
