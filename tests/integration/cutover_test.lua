@@ -32,7 +32,11 @@ local function writer(url)
   w.handle = tide.spawn(function()
     local conn
     while not w.stop do
-      conn = conn or tide.connect(url)
+      if not conn then
+        local cerr
+        conn, cerr = tide.connect(url)
+        if not conn then w.connect_errors = (w.connect_errors or 0) + 1; w.last_connect_error = tostring(cerr) end
+      end
       if conn then
         local ok, err = conn:query("INSERT INTO events (account, note) VALUES (1, 'app') RETURNING id")
         if ok then w.committed = w.committed + 1
@@ -83,9 +87,11 @@ T.test("cutover under writes: fenced, drained, sequences, verified, downtime pri
   T.match(out, "fence .*, sequences .*, verify .*, hooks ")
   T.eq(proc:wait(), 0, H.read(log))
   w.stop = true
-  w.handle:wait()
+  local wok, werr = w.handle:wait()
+  T.ok(wok ~= false, "the writer failed: " .. tostring(werr))
   T.eq(w.errors, {}, "the application saw only read-only refusals")
-  T.ok(w.refused > 0, "the application's writes were refused after the fence")
+  T.ok(w.refused > 0, "the application's writes were refused after the fence: " .. w.committed .. " committed, " .. w.refused .. " refused, errors " .. table.concat(w.errors, "; ") .. "; connect errors " .. tostring(w.connect_errors) .. " " .. tostring(w.last_connect_error) ..
+       "\n" .. (H.read(log):match("[^\n]*fenced on the source[^\n]*") or "?"))
   -- The old source refuses writes; the target holds every row that committed there.
   local fresh = assert(tide.connect(ctx.source_url))
   local _, err = fresh:query("INSERT INTO events (account, note) VALUES (1, 'late')")

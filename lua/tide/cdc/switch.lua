@@ -25,13 +25,20 @@ local function conf(task) return task.cutover or {} end
 
 -- The other client sessions of the database (pgtide's own stay: the stream must drain).
 local END_SESSIONS = [[
-SELECT count(pg_catalog.pg_terminate_backend(a.pid)) AS n
+SELECT count(*) AS n, coalesce(array_agg(a.pid), '{}') AS pids
 FROM pg_catalog.pg_stat_activity a
 WHERE a.datname = pg_catalog.current_database() AND a.pid <> pg_catalog.pg_backend_pid()
   AND a.backend_type = 'client backend'
   AND a.application_name NOT LIKE 'pgtide:%' AND a.application_name NOT LIKE 'pgtide-timeline:%'
   AND ($1::text[] IS NULL OR a.usename = ANY ($1::text[]))
-  AND ($2::timestamptz IS NULL OR a.backend_start >= $2::timestamptz)]]
+  AND ($2::timestamptz IS NULL OR a.backend_start >= $2::timestamptz)
+  AND pg_catalog.pg_terminate_backend(a.pid)]]
+
+
+local PRIOR_READ_ONLY = [[
+SELECT EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
+               WHERE d.datname = pg_catalog.current_database() AND s.setrole = 0
+                 AND 'default_transaction_read_only=on' = ANY (s.setconfig)) AS set]]
 
 local function must(conn, what, sql, ...)
   local rows, err = conn:query(sql, ...)
@@ -41,31 +48,36 @@ local function must(conn, what, sql, ...)
   return rows
 end
 
+-- The sessions ended by END_SESSIONS, gone: a backend signalled may still be committing, and
+-- its commit must come before the barrier is read. Waits up to 5 s; returns how many remain.
+local function wait_gone(conn, pids)
+  local deadline = core.monotonic() + 5
+  while true do
+    local left = must(conn, "waiting for the ended sessions",
+      "SELECT count(*) AS n FROM pg_catalog.pg_stat_activity WHERE pid = ANY ($1::int[])", pids)[1].n
+    if left == 0 or core.monotonic() > deadline then return left end
+    core.sleep(0.02)
+  end
+end
+
 -- fence(task, source, record): stops writes, filling `record` (method, database, roles, at) as
 -- it goes, so that what was done can be undone even when a later part of it fails.
 local function fence(task, source, record)
   local c = conf(task)
   local method = c.fence or "read_only"
   local ident = source:quote_ident(record.database)
-  record.at_text = must(source, "reading the clock", "SELECT pg_catalog.now()::text AS t")[1].t
   if method == "read_only" then
-    local prior = must(source, "reading the database's settings", [[
-SELECT EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
-               WHERE d.datname = pg_catalog.current_database() AND s.setrole = 0
-                 AND 'default_transaction_read_only=on' = ANY (s.setconfig)) AS set]])[1].set
-    if prior then
-      record.method = "none"   -- not ours to lift
-      failure.raise("failed", "cutover: the source database already has default_transaction_read_only = on: " ..
-        "writes are fenced already, or the setting is the application's own; lift it, or use " ..
-        "cutover.fence = \"revoke_connect\" or a function")
-    end
     must(source, "fencing (ALTER DATABASE ... SET default_transaction_read_only)",
          "ALTER DATABASE " .. ident .. " SET default_transaction_read_only = on")
-    record.ended = must(source, "ending the database's other sessions", END_SESSIONS, nil, nil)[1].n
+    local ended = must(source, "ending the database's other sessions", END_SESSIONS, nil, nil)[1]
+    record.ended = ended.n
+    local left = wait_gone(source, ended.pids)
+    if left > 0 then
+      failure.raise("failed", string.format("cutover: %d session(s) of the source database did not end within 5 s " ..
+        "of pg_terminate_backend; try again", left))
+    end
   elseif method == "revoke_connect" then
-    record.roles = {}
-    for _, role in ipairs(c.roles or {}) do
-      record.roles[#record.roles + 1] = role
+    for _, role in ipairs(record.roles or {}) do
       must(source, "REVOKE CONNECT", "REVOKE CONNECT ON DATABASE " .. ident .. " FROM " .. source:quote_ident(role))
       local still = must(source, "checking CONNECT", "SELECT pg_catalog.has_database_privilege($1, $2, 'CONNECT') AS c",
                          role, record.database)[1].c
@@ -75,7 +87,9 @@ SELECT EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_da
           role, record.database))
       end
     end
-    record.ended = must(source, "ending the roles' sessions", END_SESSIONS, record.roles, nil)[1].n
+    local ended = must(source, "ending the roles' sessions", END_SESSIONS, record.roles, nil)[1]
+    record.ended = ended.n
+    wait_gone(source, ended.pids)
   else
     local ok, err = pcall(method, source)
     if not ok then failure.raise("failed", "cutover: the cutover.fence function failed: " .. tostring(err)) end
@@ -122,10 +136,21 @@ function M.start(task)
   local src <close> = open(task, "source")
   local tgt <close> = open(task, "target")
   local state = state_of(task, tgt)
-  local method = conf(task).fence or "read_only"
-  local record = { method = type(method) == "function" and "function" or method,
-                   database = assert(src:query("SELECT pg_catalog.current_database() AS d"))[1].d }
-  state:set_info("fence", record)   -- first: a run that dies from here on lifts it when it starts again
+  local c = conf(task)
+  local method = c.fence or "read_only"
+  local now = must(src, "reading the source", "SELECT pg_catalog.current_database() AS d, pg_catalog.now()::text AS t")[1]
+  -- Complete before it is saved: what a run that dies from here on lifts when it starts again.
+  local record = { method = type(method) == "function" and "function" or method, database = now.d, at_text = now.t,
+                   roles = method == "revoke_connect" and c.roles or nil }
+  if method == "read_only" then
+    local prior = must(src, "reading the database's settings", PRIOR_READ_ONLY)[1].set
+    if prior then
+      failure.raise("failed", "cutover: the source database already has default_transaction_read_only = on: " ..
+        "writes are fenced already, or the setting is the application's own; lift it, or use " ..
+        "cutover.fence = \"revoke_connect\" or a function")
+    end
+  end
+  state:set_info("fence", record)
   local began = core.monotonic()
   local ok, err = pcall(fence, task, src, record)
   if not ok then
@@ -153,6 +178,8 @@ function M.recover(task, target)
   local state = state_of(task, target)
   local ok, record = pcall(state.info, state, "fence")
   if not ok or type(record) ~= "table" then return nil end
+  -- A cutover whose steps all ran keeps its fence: the application may write to the target now.
+  if state:info("cutover") then return nil end
   local src <close> = open(task, "source")
   unfence(task, src, record)
   state:set_info("fence", nil)
@@ -195,7 +222,13 @@ function M.complete(task, plan, cut, status, progress)
   cut.downtime = core.monotonic() - cut.fenced_at
   local recorded = { downtime = cut.downtime, fenced_at = cut.wall_fenced_at, steps = {} }
   for i, s in ipairs(cut.steps) do recorded.steps[i] = { step = s[1], seconds = s[2] } end
-  state_of(task, tgt):set_info("cutover", recorded)
+  -- From here the switch is done: the figures and the phase recorded together, so a run that
+  -- dies before the stream has stopped finishes the task instead of lifting the fence.
+  local state = state_of(task, tgt)
+  must(tgt, "recording the cutover", "BEGIN")
+  state:set_info("cutover", recorded)
+  state:set_phase("cutover")
+  must(tgt, "recording the cutover", "COMMIT")
 end
 
 -- The change stream's tick (tide.cdc), one step at a time: a request fences the source and
@@ -205,6 +238,12 @@ end
 function M.tick(task, st, stats, status)
   local run = st.run
   local req = run.cutover_request
+  if req and not st.cut and st.stop_reason then
+    run.cutover_request = nil
+    req.result = { ok = false, message = "cutover: the change stream is stopping (" .. tostring(st.stop_reason) ..
+                                         "); nothing was fenced" }
+    return nil
+  end
   if req and not st.cut and not st.stop_reason then
     run.cutover_step = "fencing"
     local ok, cut = pcall(M.start, task)
@@ -216,8 +255,8 @@ function M.tick(task, st, stats, status)
     end
     st.cut, st.cut_barrier = cut, figures.lsn_number(cut.barrier)
     run.cutover_step = "draining"
-    log.write("info", "cutover", string.format("cutover: writes fenced on the source (%s); applying up to %s",
-      cut.record.method, cut.barrier), { lsn = cut.barrier })
+    log.write("info", "cutover", string.format("cutover: writes fenced on the source (%s, %d session(s) ended); " ..
+      "applying up to %s", cut.record.method, cut.record.ended or 0, cut.barrier), { lsn = cut.barrier })
   end
   local cut = st.cut
   if not cut or cut.completed then return nil end
@@ -245,6 +284,25 @@ function M.tick(task, st, stats, status)
   st.cut, st.cut_barrier, run.cutover_step, run.cutover_request = nil, nil, nil, nil
   if req then req.result = { ok = false, message = message } end
   return nil
+end
+
+-- M.abandon(task, st): the stream ended (a signal, task:stop(), an error) while a cutover
+-- was under way: its fence comes down, and the operator's request gets the outcome.
+function M.abandon(task, st, why)
+  local run = st.run
+  local req = run.cutover_request
+  if st.cut and not st.cut.completed then
+    local ok, err = pcall(M.lift, task, st.cut.record)
+    local message = "cutover: the change stream ended before the cutover did (" .. tostring(why) .. ")" ..
+      (ok and "; the fence was lifted" or ("; LIFTING THE FENCE FAILED: " .. tostring(err) .. " — it is lifted " ..
+       "when the task runs again, or by hand"))
+    log.error("cutover_failed", message)
+    st.cut, run.cutover_step = nil, nil
+    if req and not req.result then req.result = { ok = false, message = message } end
+  end
+  if req and not req.result then
+    req.result = { ok = false, message = "cutover: the change stream ended (" .. tostring(why) .. ")" }
+  end
 end
 
 -- The lines printed and returned for a finished cutover.

@@ -48,7 +48,10 @@ function Methods.cutover(view)
   local req, why = run:request_cutover()
   if not req then error("cutover: " .. why, 0) end
   local core = require "tide.core"
-  while not req.result do core.sleep(0.05) end
+  while not req.result do
+    if not run.stream and run.phase ~= "incremental" then error("cutover: the change stream ended", 0) end
+    core.sleep(0.05)
+  end
   req.delivered = true
   if not req.result.ok then error(req.result.message, 0) end
   return require("tide.repl").text(req.result.message)
