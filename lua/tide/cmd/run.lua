@@ -186,8 +186,8 @@ local function run_once(run, opts, progress)
       progress:note("the interrupted full load restarts from the beginning under the new slot's snapshot")
       local undone = require("tide.full").start_over(task, plan, target, state)
       if undone > 0 then
-        progress:note(string.format("dropped %d foreign key(s) and trigger(s) built by the interrupted load; " ..
-                                    "they are built again after the copy", undone))
+        progress:note(string.format("undid %d foreign key(s), trigger(s) and event trigger enabling(s) of the " ..
+                                    "interrupted load; they are done again after the copy", undone))
         -- The plan was made with them on the target (their comments, say, counted as there).
         plan = require("tide.plan").build(task, source, target)
       end

@@ -16,11 +16,17 @@ local function start_over(task, plan, target, state)
   -- Event triggers an earlier load enabled (its recorded steps say which: a plan made while
   -- they are on the target may not list their steps) are disabled first, so the drops that
   -- follow do not fire them, and their enabling is forgotten: done again at the new load's end.
+  local present = {}
+  for _, r in ipairs(assert(target:query("SELECT pg_catalog.quote_ident(evtname) AS ident FROM pg_catalog.pg_event_trigger"))) do
+    present[r.ident] = true
+  end
   for key in pairs(done) do
     local ident = key:match("^event_trigger_enable:(.+)/enabled$")
     if ident then
-      sql[#sql + 1] = "ALTER EVENT TRIGGER " .. ident:gsub("^event_trigger:", "") .. " DISABLE"
+      ident = ident:gsub("^event_trigger:", "")
+      if present[ident] then sql[#sql + 1] = "ALTER EVENT TRIGGER " .. ident .. " DISABLE" end
       steps[#steps + 1] = key
+      n = n + 1   -- the caller plans again, so the new load enables it at its end
     end
   end
   -- Event triggers enabled at the end (`last` steps) are disabled first, so the drops that

@@ -26,15 +26,18 @@ function M.compare(pair, tbl, result, opts_max)
   -- The temporary table is verify's own DDL: under replica role (when the role may set it)
   -- the target's event triggers do not log it as the application's.
   local replica = tgt:exec("SET session_replication_role = replica")
-  must(tgt, "target", string.format("CREATE TEMPORARY TABLE %s (LIKE %s)", tmp, rel))
   local ok, err = pcall(function()
+    -- Only the compared columns, without the table's constraints (a target-only NOT NULL
+    -- column would refuse the rows).
+    local tcols = {}
+    for i, c in ipairs(tbl.columns) do tcols[i] = tgt:quote_ident(c.target or c.name) end
+    must(tgt, "target", string.format("CREATE TEMPORARY TABLE %s AS SELECT %s FROM ONLY %s WITH NO DATA", tmp,
+                                      table.concat(tcols, ", "), rel))
     local names, cols = {}, {}
     for i, c in ipairs(tbl.columns) do
       names[i] = c.name
       cols[i] = tgt:quote_ident(c.target or c.name) .. "::text AS v" .. i
     end
-    local tcols = {}
-    for i, c in ipairs(tbl.columns) do tcols[i] = tgt:quote_ident(c.target or c.name) end
     local out_sql = parts.copy_out_sql(src, { table = { source = tbl.source, columns = tbl.columns,
                                                         row_filter = tbl.row_filter } })
     local pump = tide.copy_pump(src, tgt, out_sql,
