@@ -405,6 +405,7 @@ static pgoutput_tuple *tuple_from_lua(lua_State *L, int tbl, int anchor, const r
             v[i].len = 1;
         } else if (ty == LUA_TSTRING || ty == LUA_TNUMBER) {
             size_t len;
+            tide_number_text(L, -1);
             const char *str = luaL_tolstring(L, -1, &len);
             lua_rawseti(L, anchor, (lua_Integer) luaL_len(L, anchor) + 1); /* keep it alive */
             v[i].kind = PGOUTPUT_VALUE_TEXT;

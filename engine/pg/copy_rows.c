@@ -224,6 +224,7 @@ int copy_rows_call(void *arg, const char *row, int len, const char **out, int *o
         int ty = lua_rawget(T, res);
         if (ty == LUA_TSTRING || ty == LUA_TNUMBER) {
             size_t vl;
+            tide_number_text(T, -1);
             const char *v = lua_tolstring(T, -1, &vl);
             encode(r, v, vl);
         } else if (ty == LUA_TBOOLEAN) {

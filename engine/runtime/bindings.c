@@ -4,6 +4,8 @@
  */
 #include "runtime/bindings.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void tide_class_define(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *metamethods) {
@@ -36,4 +38,20 @@ void *tide_box_check(lua_State *L, int idx, const char *name, const char *gone) 
     void **slot = luaL_checkudata(L, idx, name);
     if (!*slot) luaL_error(L, "%s", gone);
     return *slot;
+}
+
+/* A float at idx becomes its shortest text that reads back as the same double (Lua's own
+ * tostring keeps 14 digits: 12345678901234567.5 would become 1.2345678901235e+16). Integers and
+ * other values are left as they are. */
+void tide_number_text(lua_State *L, int idx) {
+    if (lua_type(L, idx) != LUA_TNUMBER || lua_isinteger(L, idx)) return;
+    idx = lua_absindex(L, idx);
+    double d = lua_tonumber(L, idx);
+    char buf[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d) break;
+    }
+    lua_pushstring(L, buf);
+    lua_replace(L, idx);
 }

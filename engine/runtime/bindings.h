@@ -76,6 +76,9 @@ struct pg_result; /* libpq's PGresult */
 
 /* pg/lua_conn.c: the connection argument at idx, open and idle (raises otherwise). */
 tide_conn *tide_check_conn(lua_State *L, int idx);
+/* runtime/bindings.c: a float at idx replaced by its shortest round-trip text (on.row and
+ * on.change values); anything else left as it is. */
+void tide_number_text(lua_State *L, int idx);
 /* pg/lua_conn.c: push tide.null. */
 void tide_push_null(lua_State *L);
 /* pg/lua_conn.c: push the error table for a server error result (sqlstate, message, detail,

@@ -122,3 +122,19 @@ T.test("on.row mistakes stop the task, naming the table and the fix", function(c
   T.match(out, "public%.people: rows its on%.row function drops may leave rows of public%.visits pointing nowhere")
   T.match(out, 'on%.row%["public%.nokey"%]: public%.nokey has no unique key, so the stream cannot find')
 end)
+
+T.test("on.row: a number computed in Lua keeps every digit it has (not Lua's 14-digit text)", function(ctx)
+  P.clean(ctx)
+  local src, tgt = P.connect_both(ctx)
+  assert(src:exec([[DROP TABLE IF EXISTS prices; CREATE TABLE prices (id int PRIMARY KEY, amount numeric);
+                    INSERT INTO prices VALUES (1, 123456789012345.5), (2, 0.25)]]))
+  local pb = H.playbook(ctx, "tfnum", [[
+  migrate = { "schema", "full" },
+  on = { row = { ["public.prices"] = function(r) r.amount = tonumber(r.amount) * 2 end } },
+]])
+  local code, out = H.run("run " .. pb)
+  T.eq(code, 0, out)
+  local rows = assert(tgt:query("SELECT id, amount::text AS a FROM prices ORDER BY id"))
+  T.eq({ rows[1].a, rows[2].a }, { "246913578024691", "0.5" })
+  src:close(); tgt:close()
+end)
