@@ -138,7 +138,7 @@ T.test("a full load interrupted after its post-data steps starts over without it
   local code, out = H.run("run " .. pb)
   T.eq(code, 0, out)
   T.match(out, "restarts from the beginning")
-  T.match(out, "dropped 3 foreign key%(s%) and trigger%(s%)")
+  T.match(out, "undid 3 foreign key%(s%), trigger%(s%) and event trigger enabling%(s%)")
   for _, rel in ipairs(TABLES) do T.eq(P.fingerprint(t, rel), P.fingerprint(s, rel), rel) end
   T.eq(assert(t:query("SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f'"))[1].n, 1, "the foreign key is back")
   T.eq(assert(t:query("SELECT count(*) AS n FROM pg_trigger WHERE tgname = 'steady_bump'"))[1].n, 1, "the trigger is back")
