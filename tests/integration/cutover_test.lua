@@ -175,6 +175,10 @@ T.test("killed while fenced: the next run lifts the fence and streams on", funct
   os.remove(slow)
   local proc2, log2 = H.start(ctx, "run " .. pb, "cut3-again")
   streaming(proc2, log2)
+  -- The stream lifts the fence as it starts (the line may come just after "started").
+  P.wait_for("the fence lifted", function()
+    return H.read(log2):find("a cutover that did not finish left the source fenced", 1, true) or proc2:exited()
+  end, 30)
   T.match(H.read(log2), "a cutover that did not finish left the source fenced")
   fresh = assert(tide.connect(ctx.source_url))
   assert(fresh:query("INSERT INTO events (account, note) VALUES (1, 'lifted')"))
