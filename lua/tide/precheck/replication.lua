@@ -25,6 +25,22 @@ local function slots(ctx)
   return ctx:once("slots", function() return ctx:query("source", SLOTS) end)
 end
 
+
+-- The selected tables with a row filter (logged ones, that `keep` lets in) and every column of
+-- each (generated ones too: what a filter may read), keyed "schema\0name".
+local function filtered_tables(ctx, keep)
+  local filtered, pairs_list = {}, {}
+  for _, tbl in ipairs(ctx.plan.tables) do
+    if tbl.row_filter and not tbl.unlogged and keep(tbl) then
+      filtered[#filtered + 1] = tbl
+      pairs_list[#pairs_list + 1] = { tbl.source.schema, tbl.source.name }
+    end
+  end
+  if #filtered == 0 then return filtered, {} end
+  local _, all = require("tide.cdc.objects").catalog_columns(ctx.source, pairs_list)
+  return filtered, all
+end
+
 local function restart_fix(name, value)
   return string.format("ALTER SYSTEM SET %s = %s;  then restart the source server", name, tostring(value))
 end
@@ -198,16 +214,8 @@ ORDER BY p.prepared
     applies = function(ctx) return incremental(ctx) and #ctx.plan.tables > 0 end,
     run = function(ctx)
       local objects = require "tide.cdc.objects"
-      local filtered, pairs_list = {}, {}
-      for _, tbl in ipairs(ctx.plan.tables) do
-        if tbl.row_filter and not tbl.unlogged then
-          filtered[#filtered + 1] = tbl
-          pairs_list[#pairs_list + 1] = { tbl.source.schema, tbl.source.name }
-        end
-      end
-      if #filtered == 0 then return {} end
+      local filtered, all = filtered_tables(ctx, function() return true end)
       local out = {}
-      local _, all = objects.catalog_columns(ctx.source, pairs_list)
       for _, tbl in ipairs(filtered) do
         local root = tbl.parent and ctx.plan.by_key and ctx.plan.by_key["table:" .. tbl.parent]
         if root then
@@ -235,16 +243,8 @@ ORDER BY p.prepared
     applies = function(ctx) return incremental(ctx) and #ctx.plan.tables > 0 end,
     run = function(ctx)
       local objects = require "tide.cdc.objects"
-      local filtered, pairs_list = {}, {}
-      for _, tbl in ipairs(ctx.plan.tables) do
-        if tbl.row_filter and not tbl.unlogged and not tbl.parent and tbl.key_columns then
-          filtered[#filtered + 1] = tbl
-          pairs_list[#pairs_list + 1] = { tbl.source.schema, tbl.source.name }
-        end
-      end
-      if #filtered == 0 then return {} end
+      local filtered, all = filtered_tables(ctx, function(tbl) return not tbl.parent and tbl.key_columns end)
       local out = {}
-      local _, all = objects.catalog_columns(ctx.source, pairs_list)
       for _, tbl in ipairs(filtered) do
         local names = all[tbl.source.schema .. "\0" .. tbl.source.name]
         if objects.filter_mode(tbl, names, ctx.versions.source) == "pgtide" then
