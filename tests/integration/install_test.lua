@@ -16,8 +16,12 @@ local function have(tool) return (T.sh("command -v " .. tool)) == 0 end
 -- rather than another build.
 local BUILD = H.PGTIDE:match("^(.*)/[^/]+$") or "."
 
+-- Under `make test-asan` the binary is a sanitizer build: make is told so, or a relink (a Lua
+-- file newer than the binary) would drop the sanitizer's flags and leave no binary at all.
+local SAN_FLAGS = os.getenv("ASAN_OPTIONS") and " SAN=1 OPT=-O1" or ""
+
 local function make(args)
-  return T.sh("make --no-print-directory BUILD=" .. quote(BUILD) .. " " .. args)
+  return T.sh("make --no-print-directory BUILD=" .. quote(BUILD) .. SAN_FLAGS .. " " .. args)
 end
 
 local function read(path)
