@@ -367,6 +367,9 @@ local function shares(step) return step.kind == "index" end
 
 local function conflicts(load, step)
   for running in pairs(load.steps_running) do
+    -- Two steps of one object (an extension's grants on its tables, say) update the same
+    -- catalog row: at once, one fails with "tuple concurrently updated".
+    if step.object and running.object == step.object then return true end
     if not (shares(step) and shares(running)) then
       local mine = {}
       if step.table then mine[step.table] = true end
