@@ -50,7 +50,7 @@ local function new_load(task, plan, state, parts, table_parts, opts)
     changed = tide.condition(), failed = nil,
     stats = { rows = 0, bytes = 0, parts_done = 0, parts_total = #parts, steps_done = 0, tables = {} },
     paused = false, steps_running = {}, tables_by_key = {}, analyzed = {},
-    copying = 0, jobs = math.max(1, task.full.jobs or 4), total_bytes = 0,
+    copying = 0, jobs = math.max(1, task.full.jobs or 4), total_bytes = 0, untaken = {},
   }, Load)
   for _, tbl in ipairs(plan.tables) do
     load.tables_by_key[tbl.key] = tbl
@@ -60,6 +60,7 @@ local function new_load(task, plan, state, parts, table_parts, opts)
     if not p.done then
       load.queue[#load.queue + 1] = p
       load.parts_left[p.table.key] = (load.parts_left[p.table.key] or 0) + 1
+      load.untaken[p.table.key] = (load.untaken[p.table.key] or 0) + 1
     else
       load.stats.parts_done = load.stats.parts_done + 1
     end
@@ -83,11 +84,9 @@ end
 -- copies are done (one after); the cap starts as soon as the critical table's last part is
 -- under way. Measured on the 2 GB benchmark with 4 jobs (docs/performance.md): 18.7 s
 -- without, 16.0 s with it and index_workers = 0. full.protect_critical = false turns it off.
+-- (load.untaken: per table, how many of its parts are still in the queue; kept by next_part.)
 local function all_parts_taken(load, key)
-  for i = load.next_index, #load.queue do
-    if load.queue[i].table.key == key then return false end
-  end
-  return true
+  return (load.untaken[key] or 0) == 0
 end
 
 function Load:copy_limit()
@@ -111,7 +110,10 @@ function Load:next_part()
   end
   if self.failed then return nil end
   local p = self.queue[self.next_index]
-  if p then self.next_index = self.next_index + 1 end
+  if p then
+    self.next_index = self.next_index + 1
+    self.untaken[p.table.key] = self.untaken[p.table.key] - 1
+  end
   return p
 end
 
@@ -295,6 +297,7 @@ function M.part_finished(load, part, result, seconds)
   if load.opts.progress then load.opts.progress:event("part_done", { part = part, rows = result.rows, bytes = result.bytes, seconds = seconds }) end
   if load.parts_left[tbl.key] == 0 then
     load.loaded[tbl.key] = true
+    load:table_loaded(tbl.key)
     if load.opts.progress then load.opts.progress:event("table_done", { table = tbl.key, stats = ts }) end
   end
   load.changed:notify()
@@ -324,16 +327,6 @@ local function copy_job(load)
 end
 
 ------------------------------------------------------------------------ post-data
-
-local function step_ready(load, step)
-  for _, key in ipairs(step.after or {}) do
-    if load.post_keys[key] and not load.done_steps[key] then return false end
-  end
-  for _, t in ipairs(step.needs_data or {}) do
-    if load.table_parts[t] and not load.loaded[t] then return false end
-  end
-  return true
-end
 
 -- What a step costs, roughly, for choosing among ready steps: the longest first, so that the
 -- one build that would otherwise end the load alone (a GIN index on the biggest table) starts
@@ -393,26 +386,132 @@ local function crowded(load)
   return critical and others >= allowed
 end
 
-local function next_step(load)
-  local best, best_i, best_cost
-  if crowded(load) then return nil end
-  for i = 1, #load.steps do
-    local step = load.steps[i]
-    if not step.taken and step_ready(load, step) and not conflicts(load, step) then
-      local cost = step_cost(load, step)   -- also decides step.critical
-      if not best or cost > best_cost then best, best_i, best_cost = step, i, cost end
+-- Which steps can run: built on the first call from the load's state, then kept up to date
+-- as steps finish and tables are loaded (step_finished, table_loaded), so that choosing a step
+-- costs the same with 40 steps or 400,000 (a scan of every step at every wake of every job
+-- made the load quadratic in its objects). A step is ready once every step it comes after
+-- (among this load's) is done and every table whose data it needs is in; the ready ones wait
+-- in a heap, the most expensive first, then in plan order.
+local function ready_before(a, b)
+  if a.cost ~= b.cost then return a.cost > b.cost end
+  return a.i < b.i
+end
+
+local function heap_push(h, e)
+  h[#h + 1] = e
+  local i = #h
+  while i > 1 do
+    local up = i // 2
+    if not ready_before(h[i], h[up]) then break end
+    h[i], h[up] = h[up], h[i]
+    i = up
+  end
+end
+
+local function heap_pop(h)
+  local n = #h
+  local top = h[1]
+  h[1] = h[n]
+  h[n] = nil
+  n = n - 1
+  local i = 1
+  while true do
+    local l, r, m = 2 * i, 2 * i + 1, i
+    if l <= n and ready_before(h[l], h[m]) then m = l end
+    if r <= n and ready_before(h[r], h[m]) then m = r end
+    if m == i then break end
+    h[i], h[m] = h[m], h[i]
+    i = m
+  end
+  return top
+end
+
+local function sched_of(load)
+  local sc = load.sched
+  if sc then return sc end
+  sc = { heap = {}, waiting_step = {}, waiting_table = {}, untaken = #load.steps,
+         analyze = {}, analyze_i = 1 }
+  load.sched = sc
+  for i, step in ipairs(load.steps) do
+    local e = { step = step, i = i, cost = step_cost(load, step) }   -- step_cost also decides step.critical
+    local unmet = 0
+    for _, key in ipairs(step.after or {}) do
+      if load.post_keys[key] and not load.done_steps[key] then
+        unmet = unmet + 1
+        local list = sc.waiting_step[key] or {}
+        sc.waiting_step[key] = list
+        list[#list + 1] = e
+      end
+    end
+    for _, t in ipairs(step.needs_data or {}) do
+      if load.table_parts[t] and not load.loaded[t] then
+        unmet = unmet + 1
+        local list = sc.waiting_table[t] or {}
+        sc.waiting_table[t] = list
+        list[#list + 1] = e
+      end
+    end
+    e.unmet = unmet
+    if unmet == 0 then heap_push(sc.heap, e) end
+  end
+  for _, tbl in ipairs(load.plan and load.plan.tables or {}) do
+    if load.loaded[tbl.key] and (load.pending_steps and load.pending_steps[tbl.key] or 0) == 0 then
+      sc.analyze[#sc.analyze + 1] = tbl
     end
   end
+  return sc
+end
+
+local function release(sc, list)
+  for _, e in ipairs(list or {}) do
+    e.unmet = e.unmet - 1
+    if e.unmet == 0 then heap_push(sc.heap, e) end
+  end
+end
+
+-- A step ended well: the steps after it may be ready, its table may be analyzed.
+local function step_finished(load, step)
+  local sc = load.sched
+  if not sc then return end
+  release(sc, sc.waiting_step[step.key])
+  sc.waiting_step[step.key] = nil
+  local t = step.table
+  if t and load.loaded[t] and load.pending_steps and load.pending_steps[t] == 0 and load.tables_by_key[t] then
+    sc.analyze[#sc.analyze + 1] = load.tables_by_key[t]
+  end
+end
+
+-- Every part of a table is in: the steps that need its data may be ready.
+function Load:table_loaded(key)
+  local sc = self.sched
+  if not sc then return end
+  release(sc, sc.waiting_table[key])
+  sc.waiting_table[key] = nil
+  if (self.pending_steps and self.pending_steps[key] or 0) == 0 and self.tables_by_key[key] then
+    sc.analyze[#sc.analyze + 1] = self.tables_by_key[key]
+  end
+end
+
+local function next_step(load)
+  if crowded(load) then return nil end
+  local sc = sched_of(load)
+  local skipped, best = {}, nil
+  while sc.heap[1] do
+    local e = heap_pop(sc.heap)
+    if not conflicts(load, e.step) then best = e; break end
+    skipped[#skipped + 1] = e
+  end
+  for _, e in ipairs(skipped) do heap_push(sc.heap, e) end
   if best then
-    best.taken = true
-    load.steps_running[best] = true
-    return best, best_i
+    best.step.taken = true
+    sc.untaken = sc.untaken - 1
+    load.steps_running[best.step] = true
+    return best.step, best.i
   end
 end
 
 local function all_steps_taken(load)
-  for _, step in ipairs(load.steps) do if not step.taken then return false end end
-  return true
+  return sched_of(load).untaken == 0
 end
 
 local function run_step(load, conn, step)
@@ -427,6 +526,7 @@ local function run_step(load, conn, step)
   load.done_steps[step.key] = true
   load.steps_running[step] = nil
   if step.table then load.pending_steps[step.table] = (load.pending_steps[step.table] or 1) - 1 end
+  step_finished(load, step)
   load.stats.steps_done = load.stats.steps_done + 1
   if load.opts.progress then load.opts.progress:event("step_done", { step = step, seconds = tide.monotonic() - started }) end
   load.changed:notify()
@@ -437,8 +537,11 @@ end
 -- expression indexes, so it comes after them). The load's end analyzes the rest.
 local function next_analyze(load)
   if load.task.full.analyze == false or not load.pending_steps then return nil end
-  for _, tbl in ipairs(load.plan.tables) do
-    if not load.analyzed[tbl.key] and load.loaded[tbl.key] and (load.pending_steps[tbl.key] or 0) == 0 then
+  local sc = sched_of(load)
+  while sc.analyze[sc.analyze_i] do
+    local tbl = sc.analyze[sc.analyze_i]
+    sc.analyze_i = sc.analyze_i + 1
+    if not load.analyzed[tbl.key] then
       load.analyzed[tbl.key] = true
       return tbl
     end
@@ -481,10 +584,7 @@ local function step_job(load)
 end
 
 function Load:any_step_running()
-  for _, s in ipairs(self.steps) do
-    if s.taken and not self.done_steps[s.key] then return true end
-  end
-  return false
+  return next(self.steps_running) ~= nil
 end
 
 ------------------------------------------------------------------------ sequences, analyze
@@ -694,6 +794,7 @@ M._copy_limit = function(load) return Load.copy_limit(load) end
 M._next_step, M._step_done = next_step, function(load, step)
   load.done_steps[step.key] = true
   load.steps_running[step] = nil
+  step_finished(load, step)
 end
 
 -- M.start_over(task, plan, target, state): the full load starts again from the beginning

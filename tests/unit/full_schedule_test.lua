@@ -97,8 +97,9 @@ T.test("copies are capped while the critical build runs, and from when its table
   load.parts_left = { ["public.big"] = 2, ["public.other"] = 4 }
   local big, other = { table = { key = "public.big" } }, { table = { key = "public.other" } }
   load.queue, load.next_index = { big, big, other, other, other, other }, 1
+  load.untaken = { ["public.big"] = 2, ["public.other"] = 4 }
   T.eq(full._copy_limit(load), 4, "parts of the critical table still to start: all jobs copy")
-  load.next_index = 3
+  load.next_index, load.untaken["public.big"] = 3, 0
   T.eq(full._copy_limit(load), 1, "its last part is under way: jobs // 4 copy")
   load.parts_left["public.big"] = 0
   load.loaded["public.big"] = true

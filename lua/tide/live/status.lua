@@ -168,6 +168,38 @@ function M.header_line()
   return string.format("%-24s %8s  %-12s %-34s %s", "TASK", "PID", "PHASE", "FULL LOAD", "DELAY")
 end
 
+-- A terminal shows at most this many tables of a full load; --json has them all.
+local TABLE_LINES = 20
+
+-- The tables a terminal shows: every one when they are few; else the ones being copied, then
+-- the others in their order, up to `limit` lines, and what is left counted by state.
+function M.table_lines(tables, limit)
+  if #tables <= limit then return tables, nil end
+  local shown, picked = {}, {}
+  for _, t in ipairs(tables) do
+    if #shown < limit and t.state == "copying" then shown[#shown + 1] = t; picked[t] = true end
+  end
+  for _, t in ipairs(tables) do
+    if #shown >= limit then break end
+    if not picked[t] and t.state ~= "done" then shown[#shown + 1] = t; picked[t] = true end
+  end
+  for _, t in ipairs(tables) do
+    if #shown >= limit then break end
+    if not picked[t] then shown[#shown + 1] = t; picked[t] = true end
+  end
+  local by_state, order = {}, {}
+  for _, t in ipairs(tables) do
+    if not picked[t] then
+      local state = tostring(t.state)
+      if not by_state[state] then by_state[state] = 0; order[#order + 1] = state end
+      by_state[state] = by_state[state] + 1
+    end
+  end
+  local parts = {}
+  for _, state in ipairs(order) do parts[#parts + 1] = string.format("%s %s", count(by_state[state]), state) end
+  return shown, { n = #tables - #shown, states = table.concat(parts, ", ") }
+end
+
 function M.render(st)
   local out = {}
   local function add(fmt, ...) out[#out + 1] = string.format(fmt, ...) end
@@ -183,11 +215,14 @@ function M.render(st)
         num(f.bytes_per_second) and (human_bytes(f.bytes_per_second) .. "/s") or "-",
         count(f.parts_done), count(f.parts_total), count(f.steps_done), count(f.steps_total))
     add("    %-40s %12s %12s %10s %6s  %s", "table", "rows", "of ~rows", "bytes", "parts", "state")
-    for _, t in ipairs(type(f.tables) == "table" and f.tables or {}) do
+    local tables = type(f.tables) == "table" and f.tables or {}
+    local shown, left = M.table_lines(tables, TABLE_LINES)
+    for _, t in ipairs(shown) do
       add("    %-40s %12s %12s %10s %6s  %s", t.table, count(t.rows),
           (num(t.rows_estimate) or -1) >= 0 and count(t.rows_estimate) or "?",
           human_bytes(num(t.bytes) or 0), string.format("%s/%s", count(t.parts_done), count(t.parts)), t.state)
     end
+    if left then add("    ... and %s more tables (%s); `pgtide status %s --json` lists every one", count(left.n), left.states, st.task) end
   end
   local inc = st.incremental
   if type(inc) == "table" then

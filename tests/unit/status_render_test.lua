@@ -1,0 +1,55 @@
+-- tide.live.status on a terminal: a full load of many tables is shown aggregated (the tables
+-- being copied first, then the others, at most 20 lines, the rest counted by state); --json
+-- keeps every table.
+local T = require "testlib"
+local status = require "tide.live.status"
+
+local function tables(n, state_of)
+  local list = {}
+  for i = 1, n do
+    list[i] = { table = string.format("tenant_%d.t%d", i % 10, i), rows = 10, rows_estimate = 10, bytes = 100,
+                parts_done = 0, parts = 1, state = state_of(i) }
+  end
+  return list
+end
+
+local function status_with(list)
+  return { task = "many", pid = 42, phase = "full", uptime = 5, source = "s", target = "t",
+           full = { state = "copying", rows = 0, rows_estimate = 0, bytes = 0, parts_done = 0, parts_total = #list,
+                    steps_done = 0, steps_total = 0, tables = list },
+           sessions = 0, chunks = 0, socket = "/x" }
+end
+
+local function table_rows(text)
+  local n = 0
+  for line in text:gmatch("[^\n]+") do if line:match("^    tenant_") then n = n + 1 end end
+  return n
+end
+
+T.test("a few tables: every one is listed", function()
+  local text = status.render(status_with(tables(12, function() return "waiting" end)))
+  T.eq(table_rows(text), 12)
+  T.nomatch(text, "more tables")
+end)
+
+T.test("10,000 tables: 20 lines, the ones being copied first, the rest counted by state", function()
+  local list = tables(10000, function(i)
+    if i == 9000 or i == 9999 then return "copying" end
+    return i < 6000 and "done" or "waiting"
+  end)
+  local text = status.render(status_with(list))
+  T.eq(table_rows(text), 20)
+  local first, second = text:match("\n    (tenant_%S+)[^\n]*\n    (tenant_%S+)")
+  T.eq(first, "tenant_0.t9000", "the tables being copied come first")
+  T.eq(second, "tenant_9.t9999")
+  T.match(text, "tenant_0%.t6000 .* waiting", "then the waiting ones, in order")
+  T.nomatch(text, " done\n", "done tables only when nothing else is left to show")
+  T.match(text, "%.%.%. and 9,980 more tables %(5,999 done, 3,981 waiting%); `pgtide status many %-%-json` lists every one")
+end)
+
+T.test("table_lines leaves the list whole at the limit", function()
+  local list = tables(20, function() return "done" end)
+  local shown, left = status.table_lines(list, 20)
+  T.eq(#shown, 20)
+  T.eq(left, nil)
+end)
