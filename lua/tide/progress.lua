@@ -163,6 +163,10 @@ function Progress:tick()
   self.drawn_lines = #lines
 end
 
+-- The load's summary on a terminal lists every table up to this many, else the slowest ones
+-- (progress = "json" reports every table).
+local SUMMARY_TABLES = 20
+
 function Progress:finish_load(load)
   self.load_finished = true
   if self.tick_cond then self.tick_cond:notify() end
@@ -173,11 +177,29 @@ function Progress:finish_load(load)
   if self.mode == "none" or self.mode == "json" then return end
   local keys = {}
   for key in pairs(s.tables) do keys[#keys + 1] = key end
-  table.sort(keys)
+  -- Many tables: the ones that took longest, the rest summed in one line.
+  local shown = #keys
+  if #keys > SUMMARY_TABLES then
+    table.sort(keys, function(a, b)
+      local ta, tb = s.tables[a].seconds, s.tables[b].seconds
+      if ta ~= tb then return ta > tb end
+      return a < b
+    end)
+    shown = SUMMARY_TABLES
+  else
+    table.sort(keys)
+  end
   local out = { "", string.format("%-40s %12s %10s %8s %6s %5s", "table", "rows", "bytes", "seconds", "format", "parts") }
-  for _, key in ipairs(keys) do
+  for i = 1, shown do
+    local key = keys[i]
     local t = s.tables[key]
     out[#out + 1] = string.format("%-40s %12d %10s %8.1f %6s %5d", key, t.rows, human_bytes(t.bytes), t.seconds, t.format, t.parts)
+  end
+  if shown < #keys then
+    local rows, bytes = 0, 0
+    for i = shown + 1, #keys do rows, bytes = rows + s.tables[keys[i]].rows, bytes + s.tables[keys[i]].bytes end
+    out[#out + 1] = string.format("%-40s %12d %10s", string.format("(%d more tables, each faster)", #keys - shown),
+                                  rows, human_bytes(bytes))
   end
   out[#out + 1] = string.format("%-40s %12d %10s %8.1f", "total (this run)", s.rows, human_bytes(s.bytes), s.seconds)
   self.out:write(table.concat(out, "\n"), "\n\n")
