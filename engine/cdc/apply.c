@@ -521,6 +521,13 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
         ap->in_tx = false;
         if (ap->skip_tx) {
             ap->skip_tx = false;
+            if (ap->skip_origin_tx) {
+                /* Not applied on purpose, but passed: the group's origin position moves past it. */
+                ap->skip_origin_tx = false;
+                ap->group_end_lsn = m->commit.end_lsn;
+                ap->group_commit_ts = m->commit.commit_ts;
+                ap->queued_lsn = ap->skip_below = m->commit.end_lsn;
+            }
             break;
         }
         ap->group_end_lsn = m->commit.end_lsn;
@@ -549,6 +556,19 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
             apply__fail(ap, "stream", "53200", ap->errbuf, NULL);
         break;
     case PGOUTPUT_ORIGIN:
+        /* Sent after Begin when the source replayed the transaction under an origin. */
+        if (ap->in_tx && !ap->skip_tx) {
+            for (int i = 0; i < ap->opt.nskip_origins; i++) {
+                const char *want = ap->opt.skip_origins[i];
+                if (m->origin.name.len == strlen(want) &&
+                    memcmp(m->origin.name.data, want, m->origin.name.len) == 0) {
+                    ap->skip_tx = ap->skip_origin_tx = true;
+                    ap->n.origin_skipped++;
+                    break;
+                }
+            }
+        }
+        break;
     case PGOUTPUT_LOGICAL_MESSAGE: break;
     case PGOUTPUT_INSERT:
     case PGOUTPUT_UPDATE:

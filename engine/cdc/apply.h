@@ -182,6 +182,8 @@ typedef struct apply_callbacks {
     void (*on_event)(void *arg);   /* something changed for Lua: failure, event, stop done */
 } apply_callbacks;
 
+#define APPLY_MAX_SKIP_ORIGINS 4
+
 typedef struct apply_options {
     apply_target **targets;
     int ntargets;
@@ -192,6 +194,10 @@ typedef struct apply_options {
     double group_live_seconds; /* ... or after this long while caught up (0 = group_seconds) */
     uint64_t start_lsn;        /* origin progress: transactions ending at or before it are skipped */
     int server_version;        /* the target's: the xid function's name */
+    /* Transactions that the source replayed under one of these replication origins (pgtide's
+     * own apply of a paired task: a reverse task's forward one) are not applied: no loop. */
+    char skip_origins[APPLY_MAX_SKIP_ORIGINS][64];
+    int nskip_origins;
 } apply_options;
 
 typedef struct apply_conflict {
@@ -212,6 +218,7 @@ typedef struct apply_counters {
     uint64_t conflicts_skipped, conflicts_overwritten;
     uint64_t conflicts_tolerated; /* rows missing before a table's tolerate_lsn (not counted above) */
     uint64_t prepared_statements;
+    uint64_t origin_skipped; /* transactions not applied: replayed under a skip_origins origin */
 } apply_counters;
 
 typedef struct apply_positions {

@@ -70,6 +70,7 @@ struct apply_state {
     int64_t group_first_ts; /* unix µs: commit time of the group's first transaction */
     /* the source transaction being received */
     bool in_tx, skip_tx;
+    bool skip_origin_tx; /* skip_tx for a transaction of a skip_origins origin (tide.cdc) */
     uint64_t tx_final_lsn;
     int64_t tx_commit_ts;
     uint64_t skip_below;

@@ -8,6 +8,7 @@
  *       conflict = "error" | "skip" | "overwrite", conflict_hook = bool,
  *       group_changes = 10000, group_ms = 100, group_live_ms = 20,
  *       spool_dir = "/tmp",                          -- streamed transactions (streaming 'on')
+ *       skip_origins = { "pgtide_x" },               -- transactions replayed under these: not applied
  *       tables = { { source_schema=, source_name=, target_sql=, display=,
  *                    columns = { {source=, target_sql=}, ... }, known = { names },
  *                    key = { names }, partitioned=, heartbeat=, hooked= }, ... } })
@@ -526,6 +527,7 @@ static void push_stats(lua_State *L, cdc_stream *s) {
     SET_INT("changes", n->applied_changes);
     SET_INT("received_transactions", n->received_transactions);
     SET_INT("skipped_transactions", n->skipped_transactions);
+    SET_INT("origin_skipped", n->origin_skipped);
     SET_INT("queued_changes", n->queued_changes);
     SET_INT("hooked_changes", n->hooked_changes);
     SET_INT("dropped_changes", n->dropped_changes);
@@ -698,6 +700,21 @@ static int l_cdc_stream(lua_State *L) {
     const char *spool_dir = luaL_optstring(L, -1, NULL); /* stays alive in opts */
     lua_pop(L, 1);
     opt.server_version = PQserverVersion(dst->pg);
+    if (lua_getfield(L, 3, "skip_origins") == LUA_TTABLE) {
+        lua_Integer n = luaL_len(L, -1);
+        if (n > APPLY_MAX_SKIP_ORIGINS) return luaL_error(L, "cdc_stream: too many skip_origins");
+        for (int i = 0; i < (int) n; i++) {
+            lua_geti(L, -1, i + 1);
+            size_t l;
+            const char *name = luaL_checklstring(L, -1, &l);
+            if (l >= sizeof opt.skip_origins[0])
+                return luaL_error(L, "cdc_stream: skip_origins[%d] is too long", i + 1);
+            memcpy(opt.skip_origins[i], name, l + 1);
+            opt.nskip_origins++;
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
     if (lua_getfield(L, 3, "tables") != LUA_TTABLE)
         return luaL_error(L, "cdc_stream: opts.tables must be a list");
     lua_Integer len = luaL_len(L, -1);
