@@ -430,6 +430,7 @@ local function open_session(task, st)
     conflict = conf(task).conflict or "error", conflict_hook = task.on and task.on.conflict ~= nil,
     group_changes = conf(task).group_changes, group_ms = conf(task).group_ms,
     group_live_ms = conf(task).group_live_ms,
+    skip_origins = require("tide.cdc.reverse").skip_origins(task),
     tables = st.tables,
   })
   return ses
@@ -732,6 +733,12 @@ function M.stream(run, plan, _source, target, opts)
   if stats then
     summary.transactions, summary.changes, summary.applied_lsn = stats.transactions, stats.changes, stats.applied_lsn
     summary.conflicts = stats.conflicts
+    summary.origin_skipped = stats.origin_skipped
+    if (stats.origin_skipped or 0) > 0 then
+      log.write("info", "origin_skipped", string.format("%d transaction(s) that the paired task had applied on the " ..
+        "source were not applied back (replication origins %s)", stats.origin_skipped,
+        table.concat(require("tide.cdc.reverse").skip_origins(task), ", ")), { transactions = stats.origin_skipped })
+    end
   end
   if summary.stopped_by == "cutover" then
     -- The cutover's steps ran while the stream waited (tide.cdc.switch); the fence stays up.

@@ -11,6 +11,14 @@ function M.open(task, side, opts)
   local conninfo = assert(playbook.conninfo(task, side), "task has no " .. side)
   opts = opts or {}
   opts.application_name = opts.application_name or ("pgtide:" .. task.name)
+  if side == "target" and task.reverse_of then
+    -- A reverse task writes to the old source, which its forward task's cutover fenced
+    -- read-only (docs/cutover.md): pgtide's own sessions set the fence aside.
+    local settings = {}
+    for k, v in pairs(opts.settings or {}) do settings[k] = v end
+    settings.default_transaction_read_only = "off"
+    opts.settings = settings
+  end
   local conn, err = core.connect(conninfo, opts)
   if not conn then
     local msg = string.format("cannot connect to the %s (%s): %s", side,

@@ -31,4 +31,9 @@ function tide.task(def)
   return task
 end
 
+-- tide.playbook(FILE) → the task of another playbook; tide.side(task, "source" | "target") →
+-- its conninfo for this playbook's source or target, never seen as a string (docs/cutover.md).
+tide.playbook = function(path) return require("tide.playbook").load_nested(path) end
+tide.side = function(task, side) return require("tide.playbook").side(task, side) end
+
 return tide

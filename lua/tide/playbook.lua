@@ -140,10 +140,21 @@ function M.listen_address(v)
   return host, port
 end
 
+-- tide.side(task, "source" | "target"): the conninfo of another playbook's task, passed on
+-- without ever being a string the playbook can see or print (a reverse task's playbook gives
+-- its sides this way: docs/cutover.md).
+local SideRef = { __name = "tide.side", __tostring = function(r) return "tide.side(" .. r.side .. ")" end }
+local function conninfo_value(v)
+  return type(v) == "string" or getmetatable(v) == SideRef,
+         "a string (a libpq conninfo or URI), or tide.side(task, \"source\" | \"target\")"
+end
+
 M.schema = {
   name     = { check = task_name, required = true },
-  source   = { check = "string", required = true },
-  target   = { check = "string", required = true },
+  source   = { check = conninfo_value, required = true },
+  target   = { check = conninfo_value, required = true },
+  -- Generated with a reverse task (docs/cutover.md): the name of the task it follows back.
+  reverse_of = { check = task_name },
   migrate  = { check = migrate_list },
   select   = { check = "table" },
   rename   = { check = "table" },
@@ -210,16 +221,20 @@ M.schema = {
                      and (v.sequences.offset == nil or math.type(v.sequences.offset) == "integer")) then
                    return false, "a table whose sequences is false or { offset = N }"
                  end
-                 if v.verify ~= nil and v.verify ~= "checksums" and v.verify ~= "none" then
-                   return false, 'a table whose verify is "checksums" or "none"'
+                 if v.verify ~= nil and v.verify ~= "checksums" and v.verify ~= "counts" and v.verify ~= "none" then
+                   return false, 'a table whose verify is "checksums", "counts" or "none"'
+                 end
+                 if v.reverse ~= nil and type(v.reverse) ~= "boolean" then
+                   return false, "a table whose reverse is true or false"
                  end
                  if v.timeout ~= nil and not units.parse_duration(v.timeout) then
                    return false, "a table whose timeout is " .. units.DURATION_EXPECTED
                  end
                  for k in pairs(v) do
-                   local known = { fence = 1, unfence = 1, roles = 1, sequences = 1, verify = 1, timeout = 1 }
+                   local known = { fence = 1, unfence = 1, roles = 1, sequences = 1, verify = 1, timeout = 1, reverse = 1 }
                    if not known[k] then
-                     return false, "a table of fence, unfence, roles, sequences, verify, timeout (not " .. tostring(k) .. ")"
+                     return false, "a table of fence, unfence, roles, sequences, verify, timeout, reverse (not " ..
+                                   tostring(k) .. ")"
                    end
                  end
                  return true
@@ -399,14 +414,36 @@ function M.task(def, level)
   task.on = task.on or {}
   task.file = path
   task.locate = locate
-  secrets[task] = { source = def.source, target = def.target }
+  local function resolve(v)
+    if getmetatable(v) ~= SideRef then return v end
+    return assert(secrets[v.task] and secrets[v.task][v.side], "tide.side: not a task")
+  end
+  secrets[task] = { source = resolve(def.source), target = resolve(def.target) }
   local core = require "tide.core"
-  task.source_info = core.mask_conninfo(def.source)
-  task.target_info = core.mask_conninfo(def.target)
+  task.source_info = core.mask_conninfo(secrets[task].source)
+  task.target_info = core.mask_conninfo(secrets[task].target)
   task.source, task.target = nil, nil
   local proxy = setmetatable({ [FIELDS] = task }, Task)
   secrets[proxy], secrets[task] = secrets[task], nil
   return proxy
+end
+
+-- tide.side(task, side) → a reference to that side's conninfo (see SideRef).
+function M.side(task, side)
+  if getmetatable(task) ~= Task then error("tide.side: the first argument must be a task (tide.playbook(FILE))", 2) end
+  if side ~= "source" and side ~= "target" then error('tide.side: the side must be "source" or "target"', 2) end
+  return setmetatable({ task = task, side = side }, SideRef)
+end
+
+-- tide.playbook(path) → the task of another playbook file, `path` taken from the directory of
+-- the playbook being loaded (a reverse task's playbook reads its forward one).
+function M.load_nested(path)
+  local outer = M.loading
+  if outer and path:sub(1, 1) ~= "/" then path = (outer:match("^(.*)/[^/]*$") or ".") .. "/" .. path end
+  local ok, task = pcall(M.load, path)
+  M.loading = outer
+  if not ok then error(task, 0) end
+  return task
 end
 
 -- Load and run a playbook file; returns the task. Raises PlaybookError on any mistake.

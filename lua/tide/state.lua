@@ -88,12 +88,17 @@ function M.record(task, target)
     "(SELECT sum(p.rows) FROM " .. schema .. ".copy_parts p WHERE p.task = t.task) AS rows, " ..
     "(SELECT sum(p.bytes) FROM " .. schema .. ".copy_parts p WHERE p.task = t.task) AS bytes, " ..
     "(SELECT count(*) FROM " .. schema .. ".steps s WHERE s.task = t.task) AS steps, " ..
-    "(t.info -> 'cutover' ->> 'downtime')::float8 AS downtime, t.info ->> 'fence' AS fence " ..
+    "(t.info -> 'cutover' ->> 'downtime')::float8 AS downtime, t.info ->> 'fence' AS fence, " ..
+    "t.info ->> 'reverse' AS reverse, t.info ->> 'rolled_back' AS rolled_back " ..
     "FROM " .. schema .. ".tasks t WHERE task = $1", task.name))
   local row = rows[1]
   if not row then return nil end
-  local fence = type(row.fence) == "string" and require("tide.json").decode(row.fence) or nil
-  return { phase = row.phase, started = row.started, updated = row.updated, tables = tonumber(row.tables) or 0,
+  local function decoded(v)
+    local t = type(v) == "string" and require("tide.json").decode(v) or nil
+    return type(t) == "table" and t or nil
+  end
+  local fence = decoded(row.fence)
+  return { reverse = decoded(row.reverse), rolled_back = decoded(row.rolled_back), phase = row.phase, started = row.started, updated = row.updated, tables = tonumber(row.tables) or 0,
            parts = tonumber(row.parts) or 0, rows = tonumber(row.rows), bytes = tonumber(row.bytes),
            steps = tonumber(row.steps) or 0, downtime = tonumber(row.downtime),
            fence = type(fence) == "table" and fence or nil }

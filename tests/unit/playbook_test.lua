@@ -132,9 +132,10 @@ T.test("a wrong type or value names the key, what it must be and what it got", f
     { '  cutover = { fence = function() end },\n', "tide.task.cutover must be a table with unfence = function(source) beside fence = function" },
     { '  cutover = { fence = "revoke_connect" },\n', 'tide.task.cutover must be a table with roles = { "app", ... } beside fence = "revoke_connect"' },
     { '  cutover = { sequences = { offset = 1.5 } },\n', "tide.task.cutover must be a table whose sequences is false or { offset = N }" },
-    { '  cutover = { verify = "counts" },\n', 'tide.task.cutover must be a table whose verify is "checksums" or "none"' },
+    { '  cutover = { verify = "rows" },\n', 'tide.task.cutover must be a table whose verify is "checksums", "counts" or "none"' },
+    { '  cutover = { reverse = "yes" },\n', 'tide.task.cutover must be a table whose reverse is true or false' },
     { '  cutover = { timeout = "soon" },\n', "tide.task.cutover must be a table whose timeout is" },
-    { '  cutover = { fenc = "read_only" },\n', "tide.task.cutover must be a table of fence, unfence, roles, sequences, verify, timeout (not fenc)" },
+    { '  cutover = { fenc = "read_only" },\n', "tide.task.cutover must be a table of fence, unfence, roles, sequences, verify, timeout, reverse (not fenc)" },
     { '  on = { row = { people = function() end } },\n', 'on.row must be a table of "schema.table" = function (found "people" = function)' },
     { '  incremental = { slot_timeout = "soon" },\n', "incremental.slot_timeout must be a duration such as \"30s\"" },
     { '  incremental = { decoding_work_mem = "lots" },\n', "incremental.decoding_work_mem must be a size such as" },
@@ -279,4 +280,20 @@ T.test("pgtide plan exits with status 3 on a playbook error, before connecting",
   T.match(out, ":6: full%.jobs must be a positive integer")
   T.nomatch(out, "connect")
   os.remove(path)
+end)
+
+T.test("tide.playbook and tide.side: a reverse playbook takes another playbook's sides, never as strings", function(ctx)
+  local fwd = write(ctx, '  name = "fwd",\n  source = "postgresql://u:hunter2@src.invalid/db",\n' ..
+    '  target = "host=tgt.invalid password=hunter2 dbname=d",\n')
+  local name = fwd:match("[^/]*$")
+  local task = accepted(ctx, '  name = "fwd-reverse",\n  reverse_of = "fwd",\n  source = tide.side(forward, "target"),\n' ..
+    '  target = tide.side(forward, "source"),\n  migrate = { "incremental" },\n',
+    string.format('local tide = require "tide"\nlocal forward = tide.playbook %q\n', name))
+  T.eq(playbook.conninfo(task, "source"), "host=tgt.invalid password=hunter2 dbname=d")
+  T.eq(playbook.conninfo(task, "target"), "postgresql://u:hunter2@src.invalid/db")
+  T.eq(task.reverse_of, "fwd")
+  T.nomatch(tostring(task), "hunter2")
+  T.match(rejected(ctx, '  name = "r",\n  source = tide.side(forward, "middle"),\n  target = "host=b",\n', 5,
+    string.format('local tide = require "tide"\nlocal forward = tide.playbook %q\n', name)), 'the side must be "source" or "target"')
+  os.remove(fwd)
 end)

@@ -132,11 +132,12 @@ local function state_of(task, target) return require("tide.state").open(task, ta
 
 -- M.start(task) → cut: the fence recorded on the target, then put up; cut.barrier is the
 -- source's WAL position after it. On failure the fence is lifted and the error raised.
-function M.start(task)
+function M.start(task, plan)
   local src <close> = open(task, "source")
   local tgt <close> = open(task, "target")
   local state = state_of(task, tgt)
   local c = conf(task)
+  if c.reverse and plan then require("tide.cdc.reverse").check_file(task, plan) end
   local method = c.fence or "read_only"
   local now = must(src, "reading the source", "SELECT pg_catalog.current_database() AS d, pg_catalog.now()::text AS t")[1]
   -- Complete before it is saved: what a run that dies from here on lifts when it starts again.
@@ -170,7 +171,11 @@ function M.lift(task, record)
   local src <close> = open(task, "source")
   local tgt <close> = open(task, "target")
   unfence(task, src, record)
-  state_of(task, tgt):set_info("fence", nil)
+  local state = state_of(task, tgt)
+  state:set_info("fence", nil)
+  -- A reverse task made before the failure would start from a point the application never
+  -- reached: dropped (the next cutover makes it again).
+  require("tide.cdc.reverse").discard(task, state)
 end
 
 -- M.recover(task, target) → the record of a fence a dead run left up (then lifted), or nil.
@@ -183,7 +188,36 @@ function M.recover(task, target)
   local src <close> = open(task, "source")
   unfence(task, src, record)
   state:set_info("fence", nil)
+  require("tide.cdc.reverse").discard(task, state)
   return record
+end
+
+-- M.count_rows(task, plan, source, target) → { ok, summary = { tables, different, incomplete },
+-- lines }: cutover.verify = "counts", the rows of every selected table counted on the fenced
+-- source (its row filter applied) and on the target. A table transformed by on.row cannot be
+-- compared by count (the function may drop rows): it is not compared, and says so.
+function M.count_rows(_task, plan, source, target)
+  local out = { ok = true, summary = { tables = 0, different = 0, incomplete = 0 }, lines = {} }
+  for _, tbl in ipairs(plan.tables or {}) do
+    out.summary.tables = out.summary.tables + 1
+    local shown = tbl.target.schema .. "." .. tbl.target.name
+    if tbl.transform then
+      out.summary.incomplete = out.summary.incomplete + 1
+    else
+      local from_src = "SELECT count(*) AS n FROM ONLY " .. source:quote_ident(tbl.source.schema) .. "." ..
+                       source:quote_ident(tbl.source.name) .. (tbl.row_filter and (" WHERE (" .. tbl.row_filter .. ")") or "")
+      local from_tgt = "SELECT count(*) AS n FROM ONLY " .. target:quote_ident(tbl.target.schema) .. "." ..
+                       target:quote_ident(tbl.target.name)
+      local s = must(source, "counting the rows of " .. tbl.source.schema .. "." .. tbl.source.name, from_src)[1].n
+      local t = must(target, "counting the rows of " .. shown, from_tgt)[1].n
+      if s ~= t then
+        out.ok = false
+        out.summary.different = out.summary.different + 1
+        out.lines[#out.lines + 1] = string.format("%s %d vs %d", shown, s, t)
+      end
+    end
+  end
+  return out
 end
 
 -- M.complete(task, plan, cut, ctx) after the drain: sequences, verify, hooks, each timed; the
@@ -202,7 +236,15 @@ function M.complete(task, plan, cut, status, progress)
       require("tide.cdc.cutover").sync_sequences(plan, src, tgt, (type(c.sequences) == "table" and c.sequences.offset) or 0)
     end)
   end
-  if (c.verify or "checksums") ~= "none" then
+  if c.verify == "counts" then
+    step("verify", function()
+      local result = M.count_rows(task, plan, src, tgt)
+      cut.verify = { status = result.ok and "same" or "different", summary = result.summary }
+      if not result.ok then
+        failure.raise("mismatch", "cutover: the row counts differ (source vs target): " .. table.concat(result.lines, "; "))
+      end
+    end)
+  elseif (c.verify or "checksums") ~= "none" then
     step("verify", function()
       local verify = require "tide.verify"
       local report = verify.run(task, { plan = plan, recheck = 0 })
@@ -212,6 +254,11 @@ function M.complete(task, plan, cut, status, progress)
         failure.raise("mismatch", string.format("cutover: the verification found %d of %d table(s) differing, %d " ..
           "not compared (pgtide verify FILE names the rows)", sum.different, sum.tables, sum.incomplete))
       end
+    end)
+  end
+  if c.reverse then
+    step("reverse", function()
+      cut.reverse = require("tide.cdc.reverse").setup(task, plan, src, tgt, state_of(task, tgt))
     end)
   end
   step("hooks", function()
@@ -229,6 +276,20 @@ function M.complete(task, plan, cut, status, progress)
   state:set_info("cutover", recorded)
   state:set_phase("cutover")
   must(tgt, "recording the cutover", "COMMIT")
+  if task.reverse_of then
+    -- A rollback: the old source (this task's target) takes writes again. After the switch is
+    -- recorded, so a failure here never lifts this task's fence as well: it is said, not raised.
+    local ok, line = pcall(require("tide.cdc.reverse").lift_forward, task, src, tgt,
+                           function(record, conn) unfence({ cutover = {} }, conn, record) end)
+    if ok then
+      log.write("info", "cutover", "rollback: " .. line, {})
+    else
+      cut.lift_error = tostring(type(line) == "table" and line.message or line)
+      log.error("cutover_failed", "rollback: the switch is done, but lifting " .. task.reverse_of .. "'s fence on " ..
+        "the old source failed: " .. cut.lift_error .. " — lift it by hand (ALTER DATABASE ... RESET " ..
+        "default_transaction_read_only, or GRANT CONNECT back)")
+    end
+  end
 end
 
 -- The change stream's tick (tide.cdc), one step at a time: a request fences the source and
@@ -246,7 +307,7 @@ function M.tick(task, st, stats, status)
   end
   if req and not st.cut and not st.stop_reason then
     run.cutover_step = "fencing"
-    local ok, cut = pcall(M.start, task)
+    local ok, cut = pcall(M.start, task, st.plan)
     if not ok then
       run.cutover_step, run.cutover_request = nil, nil
       req.result = { ok = false, message = tostring(type(cut) == "table" and cut.message or cut) }
@@ -309,8 +370,15 @@ end
 function M.describe(cut)
   local parts = {}
   for _, s in ipairs(cut.steps) do parts[#parts + 1] = string.format("%s %s", s[1], units.human_seconds(s[2])) end
-  return string.format("cutover done: write downtime %s (fence to ready: %s)", units.human_seconds(cut.downtime),
-                       table.concat(parts, ", "))
+  local text = string.format("cutover done: write downtime %s (fence to ready: %s)", units.human_seconds(cut.downtime),
+                             table.concat(parts, ", "))
+  if cut.reverse then
+    text = text .. string.format("\nreverse task %s: slot %s on the target, from %s; its playbook: %s " ..
+      "(pgtide run it to stream back, pgtide cutover it to roll back)", cut.reverse.task, cut.reverse.slot,
+      cut.reverse.lsn, cut.reverse.file)
+  end
+  if cut.lift_error then text = text .. "\nLIFTING THE OLD SOURCE'S FENCE FAILED: " .. cut.lift_error end
+  return text
 end
 
 return M

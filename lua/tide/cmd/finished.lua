@@ -35,6 +35,15 @@ function M.lines(task, rec)
   elseif task.phases.incremental then
     add("  incremental: the change stream reached its stop condition and the cutover hooks ran")
   end
+  if rec.reverse and rec.reverse.ready then
+    add("  reverse:     task %s follows the target back to the old source (slot %s on the target, from %s);",
+        rec.reverse.task or "?", rec.reverse.slot or "?", rec.reverse.lsn or "?")
+    add("               its playbook: %s (`pgtide status %s` shows its delay while it runs)", rec.reverse.file or "?",
+        rec.reverse.task or "?")
+  end
+  if rec.rolled_back then
+    add("  rolled back: by the cutover of task %s: the old source takes writes again", rec.rolled_back.by or "?")
+  end
   if rec.slot then
     add("  slot:        the replication slot %s is still on the source and keeps WAL there: drop it with", rec.slot)
     add("               `pgtide release FILE` once you are done with the task")
@@ -54,7 +63,8 @@ function M.report(task, rec, opts)
     io.write(json.encode({ event = "finished", task = task.name, finished_at = rec.updated, started_at = rec.started,
                            phases = phases_of(task), tables = rec.tables, parts = rec.parts, rows = rec.rows,
                            bytes = rec.bytes, steps = rec.steps, slot = rec.slot, downtime = rec.downtime,
-                           fenced = rec.fence ~= nil }), "\n")
+                           fenced = rec.fence ~= nil, reverse = rec.reverse,
+                           rolled_back = rec.rolled_back }), "\n")
     return
   end
   io.write(table.concat(M.lines(task, rec), "\n"), "\n")

@@ -7,8 +7,21 @@ local exit = require "tide.exit"
 local M = {}
 
 function M.command(task)
-  local source, target = connect.open_both(task)
+  -- After a cutover (or a rollback) a side may be fenced read-only: releasing is pgtide's own
+  -- cleanup, not the application writing.
+  local settings = { default_transaction_read_only = "off" }
+  local source = connect.open(task, "source", { settings = settings })
+  local target = connect.open(task, "target", { settings = settings })
   local dropped = require("tide.cdc.objects").release(task, source, target)
+  -- A reverse task made by this task's cutover is a task of its own: released with its playbook.
+  local rec = require("tide.state").record(task, target)
+  if rec and rec.reverse and rec.reverse.ready then
+    local names = require("tide.cdc.reverse").names(task)
+    if require("tide.cdc.objects").slot_info(target, names) then
+      print(string.format("release: the reverse task %s still has its slot %s on the target: release it with " ..
+        "`pgtide release %s`", rec.reverse.task, names.slot, rec.reverse.file or "its playbook"))
+    end
+  end
   -- The task's recorded progress goes too: with the slot gone, continuing from it would stream
   -- from a new slot's start and miss every change in between. Running the task again after a
   -- release starts over (schema, full load, a new slot).
