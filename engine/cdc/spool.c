@@ -341,8 +341,19 @@ spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, si
         *out = sp->scratch;
         *outlen = len - 4;
         return SPOOL_PASS;
-    case PGOUTPUT_ORIGIN:
-    case PGOUTPUT_LOGICAL_MESSAGE: return SPOOL_TAKEN; /* apply has no use for either */
+    case PGOUTPUT_ORIGIN: {
+        /* Kept in its place (first, after Stream Start): apply skips a transaction of some
+         * origins (apply_options.skip_origins). It carries no xid: the record is the message. */
+        uint8_t head[RECORD_HEADER];
+        if (len > UINT32_MAX) return protocol(sp, "an Origin message too large");
+        put_u32(head, (uint32_t) len);
+        put_u64(head + 4, lsn);
+        if (file_append(sp, sp->current, head, sizeof head) != 0 ||
+            file_append(sp, sp->current, payload, len) != 0)
+            return fail(sp, "write", sp->current->xid);
+        return SPOOL_TAKEN;
+    }
+    case PGOUTPUT_LOGICAL_MESSAGE: return SPOOL_TAKEN; /* apply has no use for it */
     default: {
         char what[64];
         snprintf(what, sizeof what, "'%c' inside a stream block", tag);
