@@ -7,6 +7,7 @@
 local T = require "testlib"
 local P = require "pg"
 local H = require "tidetest"
+local W = require "workload"
 local tide = require "tide"
 
 local SETUP = [[
@@ -33,6 +34,7 @@ local function reset(ctx)
     for _, r in ipairs(assert(c:query("SELECT roname FROM pg_replication_origin WHERE roname LIKE 'pgtide_rev%'"))) do
       assert(c:query("SELECT pg_replication_origin_drop($1)", r.roname))
     end
+    assert(c:exec('DROP SCHEMA IF EXISTS "Odd Schema" CASCADE'))
     c:close()
   end
   P.clean(ctx)
@@ -46,15 +48,15 @@ local function leftovers(url)
   local function add(sql)
     for _, r in ipairs(assert(c:query(sql))) do out[#out + 1] = r.what end
   end
-  add("SELECT 'slot ' || slot_name AS what FROM pg_replication_slots WHERE slot_name LIKE 'pgtide_%'")
-  add("SELECT 'publication ' || pubname AS what FROM pg_publication WHERE pubname LIKE 'pgtide_%'")
-  add("SELECT 'origin ' || roname AS what FROM pg_replication_origin WHERE roname LIKE 'pgtide_%'")
-  add("SELECT 'table ' || oid::regclass::text AS what FROM pg_class WHERE relname LIKE 'pgtide_%heartbeat'")
+  add("SELECT 'slot ' || slot_name AS what FROM pg_replication_slots WHERE slot_name LIKE 'pgtide_rev%'")
+  add("SELECT 'publication ' || pubname AS what FROM pg_publication WHERE pubname LIKE 'pgtide_rev%'")
+  add("SELECT 'origin ' || roname AS what FROM pg_replication_origin WHERE roname LIKE 'pgtide_rev%'")
+  add("SELECT 'table ' || oid::regclass::text AS what FROM pg_class WHERE relname LIKE 'pgtide_rev%heartbeat'")
   add("SELECT 'event trigger ' || evtname AS what FROM pg_event_trigger WHERE evtname LIKE 'pgtide%'")
   if assert(c:query("SELECT to_regclass('pgtide.tasks') IS NOT NULL AS p"))[1].p then
-    add("SELECT 'state of ' || task AS what FROM pgtide.tasks")
-    add("SELECT 'steps of ' || task AS what FROM pgtide.steps")
-    add("SELECT 'parts of ' || task AS what FROM pgtide.copy_parts")
+    add("SELECT 'state of ' || task AS what FROM pgtide.tasks WHERE task LIKE 'rev%'")
+    add("SELECT 'steps of ' || task AS what FROM pgtide.steps WHERE task LIKE 'rev%'")
+    add("SELECT 'parts of ' || task AS what FROM pgtide.copy_parts WHERE task LIKE 'rev%'")
   end
   add("SELECT 'read-only setting' AS what FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase " ..
       "WHERE d.datname = current_database() AND 'default_transaction_read_only=on' = ANY (s.setconfig)")
@@ -301,5 +303,91 @@ T.test("killed while making the reverse task: nothing leaks, the retried cutover
   T.eq(code, 0, out)
   T.eq(leftovers(ctx.target_url), {}, "nothing left on the new primary")
   T.eq(leftovers(ctx.source_url), { "read-only setting" }, "the forward task's fence is kept on the old source")
+  reset(ctx)
+end)
+
+-- Every user table, partitions through their parent.
+local function tables_of(conn)
+  local out = {}
+  for i, r in ipairs(assert(conn:query([[
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS rel
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgtide') AND n.nspname NOT LIKE 'pg_toast%'
+  AND c.relname NOT LIKE 'pgtide%heartbeat'
+ORDER BY 1]]))) do out[i] = r.rel end
+  return out
+end
+
+local function differences(ctx)
+  local s = assert(tide.connect(ctx.source_url))
+  local t = assert(tide.connect(ctx.target_url))
+  local rels, diffs = tables_of(s), {}
+  for _, rel in ipairs(rels) do
+    local a, b = P.fingerprint(s, rel), P.fingerprint(t, rel)
+    if a ~= b then diffs[#diffs + 1] = string.format("%s: old source %s, new primary %s", rel, a, b) end
+  end
+  s:close(); t:close()
+  return diffs, #rels
+end
+
+T.test("the rental shop under its workload: reverse task, the workload on the new primary streamed back, rolled back", function(ctx)
+  reset(ctx)
+  local f = assert(io.open("tests/fixtures/rental_shop.sql"))
+  local fixture = f:read("a")
+  f:close()
+  local src = assert(tide.connect(ctx.source_url))
+  assert(src:exec(fixture))
+  src:close()
+  local pb = H.playbook(ctx, "rev3", string.format([[
+  migrate = { "schema", "full", "incremental" },
+  progress = "plain",
+  full = { jobs = 2 },
+  incremental = { heartbeat_interval = 0.2, decoding_work_mem = "64kB" },
+  cutover = { reverse = true },
+  stop = tide.when { file_exists = %q },
+]], ctx.tmpdir .. "/rev3.never"))
+  local rev_pb = ctx.tmpdir .. "/rev3-reverse.lua"
+  os.remove(rev_pb)
+  local w = W.start(ctx.source_url, { seed = 31 })
+  local proc, log = H.start(ctx, "run " .. pb, "rev3")
+  streaming(proc, log)
+  local at = w.rounds
+  P.wait_for("workload rounds while streaming", function() return w.rounds >= at + 4 end, 120)
+  w:stop()   -- a round may hold a prepared transaction, which the fence refuses
+  T.eq(w.errors, {}, "the workload on the source")
+  local cut, cut_log = H.start(ctx, "cutover " .. pb, "rev3-cutover")
+  T.eq(cut:wait(), 0, H.read(cut_log) .. H.read(log))
+  T.match(H.read(cut_log), "cutover done: write downtime")
+  T.eq(proc:wait(), 0, H.read(log))
+  local diffs, n = differences(ctx)
+  T.ok(n >= 15, "tables found: " .. n)
+  T.eq(diffs, {}, "after the cutover")
+
+  local rproc, rlog = H.start(ctx, "run " .. rev_pb, "rev3-reverse")
+  streaming(rproc, rlog)
+  local w2 = W.start(ctx.target_url, { seed = 32 })
+  P.wait_for("workload rounds on the new primary (a large one among them)", function()
+    return w2.rounds >= 4 and w2.big_committed ~= nil
+  end, 120)
+  w2:stop()
+  T.eq(w2.errors, {}, "the workload on the new primary")
+  local rb, rb_log = H.start(ctx, "cutover " .. rev_pb, "rev3-rollback")
+  T.eq(rb:wait(), 0, H.read(rb_log) .. H.read(rlog))
+  T.match(H.read(rb_log), "cutover done: write downtime")
+  T.eq(rproc:wait(), 0, H.read(rlog))
+  diffs = differences(ctx)
+  T.eq(diffs, {}, "after the rollback")
+  -- The old source takes the workload again.
+  local w3 = W.start(ctx.source_url, { seed = 33 })
+  P.wait_for("a workload round on the old source", function() return w3.rounds >= 1 end, 60)
+  w3:stop()
+  T.eq(w3.errors, {}, "the workload on the old source after the rollback")
+  local code, out = H.run("release " .. rev_pb)
+  T.eq(code, 0, out)
+  code, out = H.run("release " .. pb)
+  T.eq(code, 0, out)
+  T.eq(leftovers(ctx.source_url), {}, "nothing left on the old source")
+  T.eq(leftovers(ctx.target_url), { "read-only setting" }, "only the rollback's fence is left on the new primary")
   reset(ctx)
 end)

@@ -71,13 +71,28 @@ local function reverse_tables(plan)
     if not seen[k] and not tbl.unlogged then
       seen[k] = true
       out[#out + 1] = { source = entry.source, target = entry.target, root = entry.root,
-                        keyless = not entry.root and objects.keyless(tbl), columns = not entry.root and tbl.columns }
+                        columns = not entry.root and tbl.columns }
     end
   end
   return out
 end
 
 local function lua_string(s) return string.format("%q", s) end
+
+-- Every table the reverse task selects and renames back: the followed tables (roots
+-- included) and each partition, by target name.
+local function selected_tables(plan)
+  local out, seen = {}, {}
+  local function add(t)
+    local k = t.target.schema .. "\0" .. t.target.name
+    if not seen[k] then seen[k] = true; out[#out + 1] = t end
+  end
+  for _, t in ipairs(reverse_tables(plan)) do add(t) end
+  for _, tbl in ipairs(plan.tables or {}) do
+    if not tbl.unlogged then add({ source = tbl.source, target = tbl.target, columns = tbl.columns }) end
+  end
+  return out
+end
 
 -- The text of the reverse task's playbook (deterministic: a retried cutover writes the same).
 function M.render(task, plan)
@@ -102,7 +117,7 @@ function M.render(task, plan)
   add("  target     = tide.side(forward, \"source\"),   -- the old source")
   add("  migrate    = { \"incremental\" },")
   if task.state_schema and task.state_schema ~= "pgtide" then add("  state_schema = %s,", lua_string(task.state_schema)) end
-  local tables = reverse_tables(plan)
+  local tables = selected_tables(plan)
   add("  select     = { include = {")
   for _, t in ipairs(tables) do add("    %s,", lua_string(glob_part(t.target.schema) .. "." .. glob_part(t.target.name))) end
   for _, s in ipairs(plan.sequences or {}) do
@@ -223,12 +238,29 @@ end
 -- The publications of the reverse task on the new primary: every followed table by its target
 -- name, and the heartbeat table; tables without a replica identity in an inserts-only one (in
 -- the main one the application's UPDATE and DELETE of them would fail on the new primary).
+-- Which of `names` (qualified, quoted) cannot publish UPDATE and DELETE on the target as it
+-- is: REPLICA IDENTITY NOTHING, DEFAULT without a primary key, or USING an index that is gone;
+-- a partitioned table when one of its partitions cannot.
+local KEYLESS_SQL = [[
+WITH RECURSIVE u AS (SELECT u.i, pg_catalog.to_regclass(u.name) AS oid FROM unnest($1::text[]) WITH ORDINALITY AS u(name, i)),
+tree AS (SELECT u.i, u.oid FROM u
+         UNION ALL SELECT tree.i, h.inhrelid FROM tree JOIN pg_catalog.pg_inherits h ON h.inhparent = tree.oid)
+SELECT DISTINCT tree.i FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid
+WHERE c.relkind = 'r' AND (c.relreplident = 'n'
+   OR (c.relreplident = 'd' AND NOT EXISTS (SELECT FROM pg_catalog.pg_index x WHERE x.indrelid = c.oid AND x.indisprimary))
+   OR (c.relreplident = 'i' AND NOT EXISTS (SELECT FROM pg_catalog.pg_index x WHERE x.indrelid = c.oid AND x.indisreplident)))]]
+
 local function create_publications(plan, primary, names)
   local parts, inserts, via_root = {}, {}, false
-  for _, t in ipairs(reverse_tables(plan)) do
-    local q = objects.qname(primary, t.target.schema, t.target.name)
+  local list, quoted = reverse_tables(plan), {}
+  for i, t in ipairs(list) do quoted[i] = objects.qname(primary, t.target.schema, t.target.name) end
+  local keyless = {}
+  for _, r in ipairs(must(primary, "reading the target tables' replica identity", KEYLESS_SQL, quoted)) do
+    keyless[r.i] = true
+  end
+  for i, t in ipairs(list) do
     if t.root then via_root = true end
-    if t.keyless then inserts[#inserts + 1] = q else parts[#parts + 1] = q end
+    if keyless[i] then inserts[#inserts + 1] = quoted[i] else parts[#parts + 1] = quoted[i] end
   end
   parts[#parts + 1] = objects.heartbeat_sql(primary, names)
   local with = via_root and " WITH (publish_via_partition_root = true)" or ""
