@@ -101,6 +101,7 @@ function M.prepare(task, plan, source, target, opts)
   local names = objects.names(task)
   objects.check_source(source)
   local slot = objects.slot_info(source, names)
+  if not slot and task.reverse_of then require("tide.cdc.reverse").check_slot(task, source) end
   if slot then
     objects.raise_if_lost(slot, names)
     local pos = objects.origin_position(target, names)

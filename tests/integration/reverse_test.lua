@@ -25,6 +25,11 @@ local function reset(ctx)
     local db = assert(c:query("SELECT current_database() AS d"))[1].d
     assert(c:exec("SET default_transaction_read_only = off"))
     assert(c:exec("ALTER DATABASE " .. c:quote_ident(db) .. " RESET default_transaction_read_only"))
+    -- sessions a failed case left (its pgtide processes)
+    assert(c:query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'pgtide:rev%'"))
+    P.wait_for("sessions of earlier cases gone", function()
+      return assert(c:query("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'pgtide:rev%'"))[1].n == 0
+    end, 10)
     for _, r in ipairs(assert(c:query("SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'pgtide_rev%' AND NOT active"))) do
       assert(c:query("SELECT pg_drop_replication_slot($1)", r.slot_name))
     end
@@ -240,6 +245,54 @@ T.test("reverse task: cut over, stream back, roll back; nothing left after relea
   T.match(out, "dropped replication slot pgtide_rev1\n")
   T.eq(leftovers(ctx.source_url), {}, "nothing left on the old source")
   T.eq(leftovers(ctx.target_url), { "read-only setting" }, "only the rollback's fence is left on the new primary")
+  -- Released, the reverse task cannot start again (it would miss what was written since).
+  code, out = H.run("run " .. rev_pb)
+  T.eq(code, 1, out)
+  T.match(out, "the reverse task rev1%-reverse has no replication slot pgtide_rev1_reverse on its source")
+  T.eq(leftovers(ctx.source_url), {}, "nothing written by the refused run")
+  reset(ctx)
+end)
+
+T.test("a hook that fails after the reverse setup: its objects and playbook are dropped, the retry makes them", function(ctx)
+  reset(ctx)
+  local src = assert(tide.connect(ctx.source_url))
+  assert(src:exec(SETUP))
+  src:close()
+  local pb = forward_playbook(ctx, "rev4", [[
+  on = { cutover = (function()
+    local calls = 0
+    return function() calls = calls + 1; if calls == 1 then error("not yet") end end
+  end)() },
+]])
+  local rev_pb = ctx.tmpdir .. "/rev4-reverse.lua"
+  os.remove(rev_pb)
+  local proc, log = H.start(ctx, "run " .. pb, "rev4")
+  streaming(proc, log)
+  local cut, cut_log = H.start(ctx, "cutover " .. pb, "rev4-cutover1")
+  T.eq(cut:wait(), 1, H.read(cut_log))
+  T.match(H.read(cut_log), "not yet")
+  P.wait_for("the reverse objects dropped", function()
+    return H.read(log):find("its reverse task's objects are dropped", 1, true)
+  end, 30)
+  T.eq(count(ctx.target_url, "SELECT count(*) AS n FROM pg_replication_slots WHERE slot_name = 'pgtide_rev4_reverse'"), 0)
+  T.eq(count(ctx.target_url, "SELECT count(*) AS n FROM pg_publication WHERE pubname LIKE 'pgtide_rev4_reverse%'"), 0)
+  T.eq(count(ctx.target_url, "SELECT count(*) AS n FROM pg_class WHERE relname = 'pgtide_rev4_reverse_heartbeat'"), 0)
+  T.eq(count(ctx.source_url, "SELECT count(*) AS n FROM pg_replication_origin WHERE roname = 'pgtide_rev4_reverse'"), 0)
+  T.ok(not io.open(rev_pb), "the reverse playbook is removed")
+  local s = assert(tide.connect(ctx.source_url))
+  assert(s:query("INSERT INTO events (account, note) VALUES (4, 'between the cutovers')"))
+  s:close()
+  cut, cut_log = H.start(ctx, "cutover " .. pb, "rev4-cutover2")
+  T.eq(cut:wait(), 0, H.read(cut_log))
+  T.eq(proc:wait(), 0, H.read(log))
+  T.ok(io.open(rev_pb) ~= nil, "the retried cutover wrote the reverse playbook")
+  same(ctx, "after the retried cutover")
+  local code, out = H.run("release " .. rev_pb)
+  T.eq(code, 0, out)
+  code, out = H.run("release " .. pb)
+  T.eq(code, 0, out)
+  T.eq(leftovers(ctx.target_url), {}, "nothing left on the new primary")
+  T.eq(leftovers(ctx.source_url), { "read-only setting" }, "the forward task's fence is kept on the old source")
   reset(ctx)
 end)
 

@@ -40,6 +40,16 @@ function M.skip_origins(task)
   return list
 end
 
+-- A reverse task starts only from the slot its forward task's cutover made: raises when it
+-- is not on `source` (before anything is written; `pgtide run` and tide.cdc.prepare).
+function M.check_slot(task, source)
+  local names = objects.names(task)
+  if objects.slot_info(source, names) then return end
+  failure.raise("failed", string.format("the reverse task %s has no replication slot %s on its source: it is made " ..
+    "by the cutover of task %s (cutover.reverse = true), and is gone once released; without it this task " ..
+    "cannot start (it would miss what was written since the cutover)", task.name, names.slot, task.reverse_of))
+end
+
 -- The generated playbook's path: next to the forward playbook, NAME-reverse.lua.
 function M.path(task)
   local file = task.file or (task.name .. ".lua")
@@ -323,6 +333,8 @@ function M.discard(task, state)
   local old <close> = connect.open(task, "source", { application_name = "pgtide:" .. task.name .. ":cutover",
                                                      settings = { default_transaction_read_only = "off" } })
   local dropped = M.drop(task, primary, old)
+  -- The playbook written for it would follow a slot that is gone: removed too.
+  if record.ready and record.file and os.remove(record.file) then dropped[#dropped + 1] = "playbook " .. record.file end
   state:set_info("reverse", nil)
   if #dropped > 0 then
     log.write("info", "cutover", "the cutover did not end: its reverse task's objects are dropped (" ..

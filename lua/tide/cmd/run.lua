@@ -93,6 +93,7 @@ local function run_once(run, opts, progress)
       "forget its progress", task.name, phase))
   end
   if finished then phase = nil end
+  if task.reverse_of and not resumed then require("tide.cdc.reverse").check_slot(task, source) end
   if resumed then progress:note("resuming task " .. task.name .. " from phase '" .. phase .. "'") end
 
   local plan = require("tide.plan").build(task, source, target)
