@@ -175,7 +175,18 @@ function M.lift(task, record)
   state:set_info("fence", nil)
   -- A reverse task made before the failure would start from a point the application never
   -- reached: dropped (the next cutover makes it again).
-  require("tide.cdc.reverse").discard(task, state)
+  M.discard_reverse(task, state)
+end
+
+-- The objects of a reverse setup whose cutover did not end, dropped; a failure to drop them is
+-- said, not raised (the fence is down already; the next cutover drops them before it makes its own).
+function M.discard_reverse(task, state)
+  local ok, err = pcall(require("tide.cdc.reverse").discard, task, state)
+  if not ok then
+    log.warning("cutover", "the cutover did not end, and its reverse task's objects could not be dropped: " ..
+      tostring(type(err) == "table" and err.message or err) .. " (the next cutover drops them first; " ..
+      "`pgtide release` of the reverse playbook drops them too)", {})
+  end
 end
 
 -- M.recover(task, target) → the record of a fence a dead run left up (then lifted), or nil.
@@ -188,20 +199,21 @@ function M.recover(task, target)
   local src <close> = open(task, "source")
   unfence(task, src, record)
   state:set_info("fence", nil)
-  require("tide.cdc.reverse").discard(task, state)
+  M.discard_reverse(task, state)
   return record
 end
 
 -- M.count_rows(task, plan, source, target) → { ok, summary = { tables, different, incomplete },
 -- lines }: cutover.verify = "counts", the rows of every selected table counted on the fenced
 -- source (its row filter applied) and on the target. A table transformed by on.row cannot be
--- compared by count (the function may drop rows): it is not compared, and says so.
+-- compared by count (the function may drop rows), nor an unlogged one (not streamed): they are
+-- not compared.
 function M.count_rows(_task, plan, source, target)
   local out = { ok = true, summary = { tables = 0, different = 0, incomplete = 0 }, lines = {} }
   for _, tbl in ipairs(plan.tables or {}) do
     out.summary.tables = out.summary.tables + 1
     local shown = tbl.target.schema .. "." .. tbl.target.name
-    if tbl.transform then
+    if tbl.transform or tbl.unlogged then
       out.summary.incomplete = out.summary.incomplete + 1
     else
       local from_src = "SELECT count(*) AS n FROM ONLY " .. source:quote_ident(tbl.source.schema) .. "." ..
