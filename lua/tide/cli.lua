@@ -65,7 +65,9 @@ pgtide report FILE [-o PATH]
 pgtide cutover FILE [--control PATH]
   Cut the running task of FILE over to the target: fence writes on the source, apply up to
   that point, bring sequences across, verify, run the cutover hooks, and print the write
-  downtime. A failure lifts the fence and the task streams on (docs/cutover.md).]],
+  downtime. A failure lifts the fence and the task streams on. With cutover.reverse = true it
+  also makes the reverse task and writes NAME-reverse.lua: `pgtide run` it to stream back,
+  `pgtide cutover` it to roll back (docs/cutover.md).]],
   status = [[
 pgtide status [NAME] [--json] [--control PATH]
   List running tasks, or show one task's phase, progress per table, rates, delay, bytes
