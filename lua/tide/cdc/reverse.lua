@@ -353,8 +353,20 @@ function M.lift_forward(task, source, target, unfence)
   local state = require "tide.state"
   local forward = { name = task.reverse_of, state_schema = task.state_schema }
   if not state.peek(forward, source) then
-    return "the forward task " .. task.reverse_of .. " records nothing on the new primary (released?): its fence, " ..
-           "if any, is not lifted"
+    -- Released before the rollback: its record is gone. A read-only fence is still seen on the
+    -- database (the forward cutover refused to start on a database that had it already).
+    local db = must(target, "reading the old source's settings", [[
+SELECT pg_catalog.current_database() AS d,
+       EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
+               WHERE d.datname = pg_catalog.current_database() AND s.setrole = 0
+                 AND 'default_transaction_read_only=on' = ANY (s.setconfig)) AS fenced]])[1]
+    if db.fenced then
+      unfence({ method = "read_only", database = db.d }, target)
+      return string.format("the old source takes writes again: its default_transaction_read_only is reset (task %s, " ..
+                           "released, no longer records its fence)", task.reverse_of)
+    end
+    return "the forward task " .. task.reverse_of .. " records nothing on the new primary (released?) and the old " ..
+           "source is not read-only: a revoke_connect or function fence is not lifted (GRANT CONNECT back yourself)"
   end
   local fwd = state.open(forward, source)
   local record = fwd:info("fence")
