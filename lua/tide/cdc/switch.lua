@@ -269,10 +269,12 @@ function M.complete(task, plan, cut, status, progress)
     end)
   end
   if c.reverse then
+    if cut.on_step then cut.on_step("making the reverse task") end
     step("reverse", function()
       cut.reverse = require("tide.cdc.reverse").setup(task, plan, src, tgt, state_of(task, tgt))
     end)
   end
+  if cut.on_step then cut.on_step("verifying") end
   step("hooks", function()
     local cutover = require "tide.cdc.cutover"
     cut.hooks = cutover.run(task, cutover.context { task = task, plan = plan, source = src, target = tgt,
@@ -337,7 +339,9 @@ function M.tick(task, st, stats, status)
   local failed
   if (stats.applied or 0) >= st.cut_barrier then
     run.cutover_step = "verifying"
+    cut.on_step = function(name) run.cutover_step = name end
     local ok, err = pcall(M.complete, task, st.plan, cut, status, run.progress)
+    cut.on_step = nil
     if ok then
       cut.completed, st.stop_reason, run.cutover_step = true, "cutover", "cut over"
       return nil
