@@ -31,8 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MERGE_WINDOW 1024              /* pending rows per table */
-#define MERGE_SLOTS (2 * MERGE_WINDOW) /* hash slots per table (a power of two) */
+#define MERGE_WINDOW 1024 /* pending rows per table, at most (a power of two) */
+#define MERGE_FIRST 8     /* the window a table starts with: grown as it fills */
 #define MERGE_MAX_BYTES (8u * 1024 * 1024)
 #define BATCH_ROWS 64              /* inserts per statement, at most */
 #define BATCH_MAX_BYTES (1u << 20) /* values per insert batch, at most */
@@ -60,12 +60,14 @@ typedef struct insert_batch {
 
 /* Pending rows in the order of their first update; a hash of their keys finds the one a new
  * update folds into. When the window is full, all of it is sent (in that order) and it starts
- * again empty, so entries are never removed one by one. */
+ * again empty, so entries are never removed one by one. The window starts small and doubles
+ * as it fills, up to MERGE_WINDOW: a stream over 100,000 tables touches each one a little,
+ * and a full window for each (some 60 kB) would cost gigabytes. */
 struct apply_merge {
-    merge_entry entries[MERGE_WINDOW];
-    int count;
-    int16_t slot[MERGE_SLOTS]; /* entry index + 1; 0 = empty */
-    bool listed;               /* in ap->dirty */
+    merge_entry *entries; /* cap of them */
+    int count, cap;
+    int16_t *slot; /* 2 * cap: entry index + 1; 0 = empty */
+    bool listed;   /* in ap->dirty */
     insert_batch ins;
 };
 
@@ -225,6 +227,24 @@ static struct apply_merge *pending_of(apply_state *ap, apply_rel *r) {
     return m;
 }
 
+/* Twice the window (MERGE_FIRST at first), its entries hashed again into new slots. */
+static void window_grow(struct apply_merge *m) {
+    int cap = m->cap ? m->cap * 2 : MERGE_FIRST;
+    merge_entry *entries = realloc(m->entries, sizeof *entries * (size_t) cap);
+    int16_t *slot = calloc((size_t) cap * 2, sizeof *slot);
+    if (!entries || !slot) abort();
+    size_t mask = (size_t) cap * 2 - 1;
+    for (int k = 0; k < m->count; k++) {
+        size_t j = entries[k].hash & mask;
+        while (slot[j]) j = (j + 1) & mask;
+        slot[j] = (int16_t) (k + 1);
+    }
+    free(m->slot);
+    m->entries = entries;
+    m->slot = slot;
+    m->cap = cap;
+}
+
 static bool column_sent(const apply_rel *r, const pgoutput_tuple *row, int i) {
     return r->slot[i] >= 0 && row->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST;
 }
@@ -280,7 +300,7 @@ void apply__merge_flush_rel(apply_state *ap, apply_rel *r) {
     if (m->count == 0) return;
     for (int k = 0; k < m->count; k++) entry_send(ap, r, &m->entries[k]);
     m->count = 0;
-    memset(m->slot, 0, sizeof m->slot);
+    memset(m->slot, 0, sizeof *m->slot * (size_t) m->cap * 2);
 }
 
 void apply__merge_flush_all(apply_state *ap) {
@@ -298,8 +318,9 @@ bool apply__merge_update(apply_state *ap, apply_rel *r, const pgoutput_tuple *ro
     if (keylen == 0) return false;
     struct apply_merge *m = pending_of(ap, r);
     uint32_t hash = key_hash(key, keylen);
-    size_t j = hash & (MERGE_SLOTS - 1);
-    for (; m->slot[j]; j = (j + 1) & (MERGE_SLOTS - 1)) {
+    size_t mask = (size_t) m->cap * 2 - 1;
+    size_t j = hash & mask;
+    for (; m->cap && m->slot[j]; j = (j + 1) & mask) {
         merge_entry *e = &m->entries[m->slot[j] - 1];
         if (e->hash == hash && e->keylen == keylen && memcmp(e->block, key, keylen) == 0) {
             size_t before = e->bytes;
@@ -312,10 +333,11 @@ bool apply__merge_update(apply_state *ap, apply_rel *r, const pgoutput_tuple *ro
             return true;
         }
     }
-    if (m->count == MERGE_WINDOW) {
-        apply__merge_flush_rel(ap, r);
-        j = hash & (MERGE_SLOTS - 1);
-    }
+    if (m->count == MERGE_WINDOW) apply__merge_flush_rel(ap, r);
+    if (m->count == m->cap) window_grow(m);
+    mask = (size_t) m->cap * 2 - 1;
+    j = hash & mask;
+    while (m->slot[j]) j = (j + 1) & mask;
     merge_entry *e = &m->entries[m->count];
     memset(e, 0, sizeof *e);
     entry_fill(e, r->ncols, key, keylen, row->values, NULL);
@@ -351,6 +373,8 @@ void apply__merge_free(apply_rel *r) {
     }
     apply_stmt_free(&m->ins.vals);
     free(m->ins.present);
+    free(m->entries);
+    free(m->slot);
     free(m);
     r->merge = NULL;
 }
