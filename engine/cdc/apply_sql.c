@@ -172,7 +172,7 @@ int apply_rel_resolve(apply_rel *r, const relcache_relation *rel, apply_target *
         const relcache_column *c = &rel->columns[i];
         r->slot[i] = find_column(t, c->name);
         r->textcmp[i] = type_needs_textcmp(c->type_oid);
-        if (r->slot[i] < 0 && !is_known(t, c->name) && !t->heartbeat) {
+        if (r->slot[i] < 0 && !is_known(t, c->name) && !t->heartbeat && !t->ignored) {
             snprintf(err, errlen,
                      "source table %s.%s now has a column \"%s\" that the task does not know: it was "
                      "added (or renamed) on the source after the task was planned, and DDL is not "
@@ -184,7 +184,7 @@ int apply_rel_resolve(apply_rel *r, const relcache_relation *rel, apply_target *
             return -1;
         }
     }
-    if (t->heartbeat) return 0; /* counted, never applied */
+    if (t->heartbeat || t->ignored) return 0; /* never applied */
     /* A selected column that this stream saw before and that is gone now was dropped. */
     if (previous && previous->target == t) {
         for (int j = 0; j < t->ncolumns; j++) {

@@ -341,8 +341,12 @@ spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, si
         *out = sp->scratch;
         *outlen = len - 4;
         return SPOOL_PASS;
-    case PGOUTPUT_ORIGIN:
-    case PGOUTPUT_LOGICAL_MESSAGE: return SPOOL_TAKEN; /* apply has no use for either */
+    case PGOUTPUT_LOGICAL_MESSAGE:
+        /* transactional messages carry the xid here; the task's DDL messages must be applied
+         * at their place in the transaction */
+        if (len < 5) return protocol(sp, "a Message shorter than its xid");
+        return spool_change(sp, lsn, payload, len);
+    case PGOUTPUT_ORIGIN: return SPOOL_TAKEN; /* apply has no use for it */
     default: {
         char what[64];
         snprintf(what, sizeof what, "'%c' inside a stream block", tag);

@@ -52,6 +52,7 @@ local figures = require "tide.cdc.figures"
 local cutover = require "tide.cdc.cutover"
 local switch = require "tide.cdc.switch"
 local rows_mod = require "tide.cdc.rows"
+local ddl = require "tide.cdc.ddl"
 
 local M = {}
 
@@ -105,6 +106,7 @@ function M.prepare(task, plan, source, target, opts)
     objects.raise_if_lost(slot, names)
     local pos = objects.origin_position(target, names)
     if pos then
+      ddl.prepare(task, plan, source, target, false)
       return { resumed = true, lsn = pos, slot = names.slot, publication = names.publication }
     end
     -- The earlier run died before its full load committed: its snapshot is gone.
@@ -115,6 +117,7 @@ function M.prepare(task, plan, source, target, opts)
   objects.drop_publications(source, names)
   objects.ensure_publication(task, plan, source, names)
   objects.reset_origin(target, names)
+  ddl.prepare(task, plan, source, target, true)
   local info = objects.create_slot(task, source, names, opts.snapshot ~= false,
                                    seconds(task, "slot_timeout", 300))
   info.publication = names.publication
@@ -430,7 +433,7 @@ local function open_session(task, st)
     conflict = conf(task).conflict or "error", conflict_hook = task.on and task.on.conflict ~= nil,
     group_changes = conf(task).group_changes, group_ms = conf(task).group_ms,
     group_live_ms = conf(task).group_live_ms,
-    tables = st.tables,
+    tables = st.tables, ddl_prefix = st.ddl and ddl.names(task).prefix or nil,
   })
   return ses
 end
@@ -449,6 +452,7 @@ end
 -- per table; the stream goes on for the others and the target keeps the table as it was.
 local DROP_CHECK_EVERY = 2
 local function check_dropped(st, conn)
+  if st.ddl then return end   -- DDL replication follows a DROP TABLE itself
   local schemas, names = {}, {}
   for _, e in ipairs(st.tables or {}) do
     if not e.heartbeat and not (st.dropped and st.dropped[e.source_schema .. "." .. e.source_name]) then
@@ -596,9 +600,13 @@ local function session(task, st, opts)
       if not hok then st.stream = nil return nil, herr end
     elseif ev.kind == "conflict" then
       on_conflict(task, st, s, ev)
+    elseif ev.kind == "ddl" then
+      local dok, derr = pcall(ddl.handle, st.ddl, s, ev)
+      if not dok then st.stream = nil return nil, derr end
     else
       local stats = s:stats()
       local status = st.figures:status(stats, core.now(), { paused = st.paused, reconnects = st.reconnects })
+      if st.ddl then status.ddl = { applied = st.ddl.applied, skipped = st.ddl.skipped, recent = st.ddl.recent } end
       st.status = status
       log_conflicts(st, s)
       report(task, st, status, opts)
@@ -634,6 +642,17 @@ local function session(task, st, opts)
       local draining = st.stop_reason == "condition" and st.drain_to and (stats.applied or 0) < st.drain_to
       if st.stop_reason and not draining then
         local stats_or_nil, err = s:stop()
+        -- the transaction being finished holds something for Lua (a DDL message, a change)
+        while stats_or_nil == false do
+          local held = err
+          local hok, herr = pcall(function()
+            if held.kind == "ddl" then ddl.handle(st.ddl, s, held)
+            elseif held.kind == "change" then on_change(st, s, held)
+            elseif held.kind == "conflict" then on_conflict(task, st, s, held) end
+          end)
+          if not hok then st.stream = nil return nil, herr end
+          stats_or_nil, err = s:stop()
+        end
         st.stream = nil
         if not stats_or_nil then return nil, err end
         return stats_or_nil
@@ -678,6 +697,11 @@ function M.stream(run, plan, _source, target, opts)
   st.encoding = enc[1].e
   st.control = connect.open(task, "source", { application_name = "pgtide:" .. task.name .. ":control" })
   st.tables, st.hooks, st.transforms = build_tables(task, plan, target, names, st.control)
+  if ddl.enabled(task) then
+    -- DDL replication: the map is what the target has at the stream's position (tide.cdc.ddl)
+    st.ddl = ddl.start(task, plan, target)
+    st.tables = ddl.overlay(st.ddl, st.tables, plan)
+  end
   local handlers = {}
   for _, sig in ipairs({ "INT", "TERM" }) do
     handlers[sig] = true

@@ -1,0 +1,95 @@
+-- DDL replication during incremental migration (docs/incremental.md, "DDL replication"): the
+-- task's event trigger records each DDL command on a followed object in the DDL's own
+-- transaction; the stream applies it on the target at that position, with the changes around it.
+local T = require "testlib"
+local P = require "pg"
+local H = dofile("tests/integration/cdc_lib.lua")
+
+-- Columns of a table as (name, type, not null, default) lines, for comparing source and target.
+local function columns(conn, relation)
+  local out = {}
+  for _, r in ipairs(assert(conn:query([[
+SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS nn,
+       coalesce(pg_get_expr(d.adbin, d.adrelid), '') AS def
+FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum]], relation))) do
+    out[#out + 1] = string.format("%s %s%s %s", r.name, r.type, r.nn and " not null" or "", r.def)
+  end
+  return table.concat(out, "\n")
+end
+
+local function indexes(conn, relation)
+  local out = {}
+  for _, r in ipairs(assert(conn:query([[
+SELECT pg_get_indexdef(i.indexrelid) AS def FROM pg_index i
+WHERE i.indrelid = to_regclass($1) ORDER BY 1]], relation))) do
+    out[#out + 1] = r.def
+  end
+  return table.concat(out, "\n")
+end
+
+local function exists(conn, relation)
+  return assert(conn:query("SELECT to_regclass($1) IS NOT NULL AS e", relation))[1].e
+end
+
+T.test("DDL between changes is applied at its place, in the same target transaction", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.both(ctx, [[
+    CREATE TABLE items (id int PRIMARY KEY, name text);
+    CREATE TABLE gone (id int PRIMARY KEY, v text);
+    DROP SCHEMA IF EXISTS other CASCADE; CREATE SCHEMA other;]])
+  local src = P.connect(ctx.source_url)
+  assert(src:exec("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 20) g"))
+  assert(src:exec("INSERT INTO gone VALUES (1, 'a')"))
+  local ref = {}
+  local seen = {}
+  local task = H.task(ctx, "ddl_basic", { stop = H.stop_at(ref),
+    on = { ddl = function(d) seen[#seen + 1] = d.tag .. " " .. tostring(d.object); return nil end } })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec([[
+    BEGIN;
+    INSERT INTO items VALUES (21, 'before');
+    CREATE TABLE fresh (id int PRIMARY KEY, v text NOT NULL DEFAULT 'x', n numeric(10,2));
+    INSERT INTO fresh SELECT g, 'v' || g, g FROM generate_series(1, 50) g;
+    COMMIT;
+    ALTER TABLE items ADD COLUMN qty int NOT NULL DEFAULT 5;
+    INSERT INTO items VALUES (22, 'with qty', 7);
+    UPDATE items SET qty = id WHERE id <= 5;
+    ALTER TABLE items ALTER COLUMN name TYPE varchar(40);
+    CREATE INDEX items_name_idx ON items (name);
+    ALTER TABLE items RENAME COLUMN name TO title;
+    UPDATE items SET title = 'renamed ' || id WHERE id > 18;
+    ALTER TABLE items DROP COLUMN qty;
+    INSERT INTO items VALUES (23, 'after drop');
+    CREATE TABLE other.ignored (id int PRIMARY KEY);
+    INSERT INTO other.ignored VALUES (1);
+    DROP TABLE gone;
+    UPDATE fresh SET v = 'changed' WHERE id = 3;]]))
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.stopped_by, "condition")
+  local tgt = P.connect(ctx.target_url)
+  P.same(src, tgt, "items")
+  P.same(src, tgt, "fresh")
+  T.eq(columns(tgt, "public.items"), columns(src, "public.items"), "items has the source's columns")
+  T.eq(columns(tgt, "public.fresh"), columns(src, "public.fresh"), "fresh has the source's columns")
+  T.eq(indexes(tgt, "public.items"), indexes(src, "public.items"), "items has the source's indexes")
+  T.eq(indexes(tgt, "public.fresh"), indexes(src, "public.fresh"), "fresh has its primary key")
+  T.ok(not exists(tgt, "public.gone"), "the dropped table is gone from the target")
+  T.ok(not exists(tgt, "other.ignored"), "a table of an unselected schema is not created")
+  -- CREATE TABLE fresh, ADD COLUMN, TYPE, CREATE INDEX, RENAME COLUMN, DROP COLUMN, DROP TABLE
+  T.eq(summary.status.ddl.applied, 7, "DDL counted as applied")
+  T.eq(summary.status.ddl.skipped, 0, "nothing skipped")
+  local tags = table.concat(seen, ", ")
+  T.match(tags, "CREATE TABLE public%.fresh", "on.ddl saw the CREATE TABLE")
+  T.match(tags, "ALTER TABLE public%.items", "on.ddl saw the ALTER TABLE")
+  T.nomatch(tags, "other%.ignored", "on.ddl is not asked about unselected objects")
+  local dropped = table.concat(H.release(ctx, task), ", ")
+  T.match(dropped, "event trigger pgtide_ddl_basic_ddl_end")
+  T.eq(#assert(src:query("SELECT 1 FROM pg_event_trigger WHERE evtname LIKE 'pgtide_ddl_basic%'")), 0,
+       "release removes the event triggers")
+  src:close(); tgt:close()
+end)
