@@ -93,3 +93,85 @@ T.test("DDL between changes is applied at its place, in the same target transact
        "release removes the event triggers")
   src:close(); tgt:close()
 end)
+
+T.test("rename rules map the DDL; a restart with the source ahead; on.ddl skips one", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.exec(ctx.source_url, "CREATE TABLE tbl_orders (id int PRIMARY KEY, note text, legacy int)")
+  P.exec(ctx.target_url, "CREATE TABLE orders (id int PRIMARY KEY, note text, legacy int)")
+  local src = P.connect(ctx.source_url)
+  assert(src:exec("INSERT INTO tbl_orders SELECT g, 'n' || g, g FROM generate_series(1, 10) g"))
+  local ref = {}
+  local task = H.task(ctx, "ddl_rename", { stop = H.stop_at(ref),
+    rename = { table = { { strip_prefix = "tbl_" } } },
+    on = { ddl = function(d)
+      if d.statement:find("skip_me", 1, true) then return "skip" end
+      return "apply"
+    end } })
+  H.setup(ctx, task, H.plan(src, "public", { tbl_orders = "orders" }))
+  local h = H.stream(ctx, task, H.plan(src, "public", { tbl_orders = "orders" }))
+  assert(src:exec([[
+    BEGIN;
+    CREATE TABLE tbl_fresh (id int PRIMARY KEY, v text);
+    INSERT INTO tbl_fresh SELECT g, 'f' || g FROM generate_series(1, 30) g;
+    COMMIT;
+    ALTER TABLE tbl_fresh ADD COLUMN w int DEFAULT 1;
+    INSERT INTO tbl_fresh VALUES (31, 'w', 9);]]))
+  -- (current_query() is the whole text sent: on.ddl sees this one alone)
+  assert(src:exec("CREATE INDEX skip_me ON tbl_orders (note)"))
+  assert(src:exec("INSERT INTO tbl_orders VALUES (11, 'eleven', 11)"))
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.status.ddl.skipped, 1, "one DDL skipped by on.ddl")
+  local tgt = P.connect(ctx.target_url)
+  T.eq(P.fingerprint(tgt, "fresh"), P.fingerprint(src, "tbl_fresh"), "the new table arrived under its mapped name")
+  T.eq(#assert(tgt:query("SELECT 1 FROM pg_class WHERE relname = 'fresh_pkey'")), 1, "its key under the mapped name")
+  T.eq(#assert(tgt:query("SELECT 1 FROM pg_class WHERE relname IN ('skip_me', 'skip_me_idx')")), 0,
+       "the skipped index is not made")
+  -- Stopped. The source goes on while pgtide is down: the next run's plan is ahead of the
+  -- stream's position (the table renamed, a column dropped), and what the target has is the record.
+  assert(src:exec([[
+    INSERT INTO tbl_orders VALUES (12, 'twelve', 12);
+    ALTER TABLE tbl_orders RENAME TO tbl_purchases;
+    UPDATE tbl_purchases SET note = 'after rename' WHERE id = 12;
+    ALTER TABLE tbl_purchases DROP COLUMN legacy;
+    INSERT INTO tbl_purchases VALUES (13, 'thirteen');
+    ALTER TABLE tbl_fresh ALTER COLUMN w TYPE bigint;
+    UPDATE tbl_fresh SET w = 5000000000 WHERE id = 1;]]))
+  ref.lsn = P.lsn(src, true)
+  summary = H.stream(ctx, task, H.plan(src, "public", { tbl_purchases = "purchases", tbl_fresh = "fresh" })):wait()
+  T.eq(summary.stopped_by, "condition")
+  T.ok(not exists(tgt, "public.orders"), "orders was renamed on the target")
+  T.eq(P.fingerprint(tgt, "purchases"), P.fingerprint(src, "tbl_purchases"), "renamed under the rule, rows follow")
+  T.eq(columns(tgt, "public.purchases"), columns(src, "public.tbl_purchases"), "the dropped column is gone")
+  T.eq(P.fingerprint(tgt, "fresh"), P.fingerprint(src, "tbl_fresh"))
+  T.eq(columns(tgt, "public.fresh"), columns(src, "public.tbl_fresh"), "the type change arrived")
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
+
+T.test("on.ddl returning stop stops the task at that DDL, naming it; nothing after it is applied", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.both(ctx, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+  local src = P.connect(ctx.source_url)
+  local ref = {}
+  local task = H.task(ctx, "ddl_stop", { stop = H.stop_at(ref),
+    on = { ddl = function(d) if d.tag == "DROP TABLE" then return "stop" end end } })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec("INSERT INTO t VALUES (1, 'a')"))
+  assert(src:exec("BEGIN; INSERT INTO t VALUES (2, 'b'); DROP TABLE t; COMMIT"))
+  ref.lsn = P.lsn(src, true)
+  local ok, err = pcall(h.wait, h)
+  T.eq(ok, false)
+  T.match(tostring(err), "DROP TABLE t")
+  T.match(tostring(err), "at LSN %x+/%x+")
+  T.match(tostring(err), "hint:")
+  local tgt = P.connect(ctx.target_url)
+  T.eq(P.fingerprint(tgt, "t", "t.id::text"), "1:" .. P.fingerprint(tgt, "(SELECT 1 AS id) ", "t.id::text"):match(":(.*)"),
+       "the row before the DDL's transaction is there, the one in it is not")
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
