@@ -48,6 +48,12 @@ T.test("DDL between changes is applied at its place, in the same target transact
     on = { ddl = function(d) seen[#seen + 1] = d.tag .. " " .. tostring(d.object); return nil end } })
   local plan = H.plan(src)
   H.setup(ctx, task, plan)
+  local function fn_xmin()
+    return assert(src:query("SELECT xmin::text AS x FROM pg_proc WHERE proname = 'pgtide_ddl_basic_ddl'"))[1].x
+  end
+  local before = fn_xmin()
+  require("tide.cdc.ddl").install(task, plan, src)
+  T.eq(fn_xmin(), before, "a resumed run leaves the trigger alone when nothing changed")
   local h = H.stream(ctx, task, plan)
   assert(src:exec([[
     BEGIN;

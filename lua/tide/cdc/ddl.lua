@@ -78,8 +78,17 @@ function M.install(task, plan, source)
   local fn = qq(n.fn_schema, n.fn)
   local schemas = M.followed_schemas(task, plan)
   local sql = (ddl_sql.function_sql(fn, n, schemas, { { n.heartbeat_schema, n.heartbeat_name } }))
+  -- Made by an earlier run as it would be now: left alone (a resumed run may find the source
+  -- fenced by a cutover that did not finish, and takes no lock it does not need).
+  local body = sql:match("%$pgtide%$(.*)%$pgtide%$$")
+  local have = assert(source:query([[
+SELECT p.prosrc, (SELECT count(*) FROM pg_catalog.pg_event_trigger e
+                  WHERE e.evtfoid = p.oid AND e.evtname = ANY ($2) AND e.evtenabled <> 'D') AS triggers
+FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure($1)]], fn .. "()", { n.end_trigger, n.drop_trigger }))
+  if have[1] and have[1].prosrc == body and tonumber(have[1].triggers) == 2 then return schemas end
   local statements = {
     "BEGIN",
+    "SET TRANSACTION READ WRITE",
     sql,
     "COMMENT ON FUNCTION " .. fn .. "() IS " .. lit("pgtide: DDL replication of task " .. task.name),
     "DROP EVENT TRIGGER IF EXISTS " .. q(n.end_trigger),
