@@ -173,8 +173,21 @@ function M.record_start(task, plan, source, target)
   end
   local descs = ddl_sql.describe(source, oids)
   local statements = { "BEGIN", string.format("DELETE FROM %s WHERE task = %s", state_table(task), lit(task.name)) }
+  -- A slot made again (a full load that starts over): DDL of the source since the target was
+  -- last brought up to date went with the old slot. What the record says the target has is
+  -- brought to what the source has now, before the copy.
+  local old = M.load(task, target)
+  local d = old and M.context(task, old)
   for oid, desc in pairs(descs) do
     local tbl = by_oid[oid]
+    if d then
+      local list, rec = M.catch_up(d, target, oid, desc, tbl)
+      if rec then
+        for _, sql in ipairs(list) do statements[#statements + 1] = sql end
+        statements[#statements + 1] = persist_sql(task, oid, rec)
+        goto next
+      end
+    end
     local cols = {}
     for _, c in ipairs(tbl.columns or {}) do cols[c.name] = c.target or c.name end
     for _, c in ipairs(desc.columns or {}) do
@@ -182,6 +195,7 @@ function M.record_start(task, plan, source, target)
     end
     statements[#statements + 1] = persist_sql(task, oid, { desc = desc, cols = cols,
       target = { schema = tbl.target.schema, name = tbl.target.name } })
+    ::next::
   end
   statements[#statements + 1] = "COMMIT"
   for _, s in ipairs(statements) do
@@ -218,12 +232,18 @@ end
 ------------------------------------------------------------------------ the stream's view
 
 -- The stream's DDL state: st.ddl = M.start(task, plan, target)
-function M.start(task, plan, target)
-  ensure_state(task, target)
+function M.context(task, known)
   local map = task.rename and require("tide.rename").compile(task.rename) or nil
   local selector = require("tide.select").compile(task.select, { kinds = require("tide.kinds").selectable })
-  return { task = task, plan = plan, map = map, selector = selector, known = M.load(task, target) or {},
-           base = {}, applied = 0, skipped = 0, recent = {} }
+  return { task = task, map = map, selector = selector, known = known or {}, base = {}, applied = 0, skipped = 0,
+           recent = {} }
+end
+
+function M.start(task, plan, target)
+  ensure_state(task, target)
+  local d = M.context(task, M.load(task, target))
+  d.plan = plan
+  return d
 end
 
 local function map_table(d, schema, name)
@@ -417,6 +437,17 @@ local function alter_table(d, info, desc)
     if how then out[#out + 1] = "ALTER TABLE " .. t .. " REPLICA IDENTITY " .. how end
   end
   return out, { desc = desc, cols = cols, target = { schema = ts, name = tn } }
+end
+
+-- record_start's catch-up of one table: the statements and the new record, or nil when the
+-- record does not know the table and the target has it (made by the schema phase).
+function M.catch_up(d, target, oid, desc, tbl)
+  local info = d.known[oid]
+  if info and not info.ignored then return alter_table(d, info, desc) end
+  local r = assert(target:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present",
+                                qq(tbl.target.schema, tbl.target.name)))
+  if r[1].present then return {}, nil end
+  return create_table(d, desc)
 end
 
 ------------------------------------------------------------------------ map entries
