@@ -74,20 +74,27 @@ T.test("DDL between changes is applied at its place, in the same target transact
     INSERT INTO other.ignored VALUES (1);
     DROP TABLE gone;
     UPDATE fresh SET v = 'changed' WHERE id = 3;]]))
+  -- a view and a function: applied as the source ran them (one statement each)
+  assert(src:exec("CREATE VIEW items_v AS SELECT id, title FROM items WHERE id > 10"))
+  assert(src:exec("CREATE FUNCTION twice(x int) RETURNS int LANGUAGE sql AS 'SELECT x * 2'"))
+  assert(src:exec("INSERT INTO items VALUES (24, 'last')"))
   ref.lsn = P.lsn(src, true)
   local summary = h:wait()
   T.eq(summary.stopped_by, "condition")
   local tgt = P.connect(ctx.target_url)
   P.same(src, tgt, "items")
   P.same(src, tgt, "fresh")
+  P.same(src, tgt, "items_v")
   T.eq(columns(tgt, "public.items"), columns(src, "public.items"), "items has the source's columns")
   T.eq(columns(tgt, "public.fresh"), columns(src, "public.fresh"), "fresh has the source's columns")
   T.eq(indexes(tgt, "public.items"), indexes(src, "public.items"), "items has the source's indexes")
   T.eq(indexes(tgt, "public.fresh"), indexes(src, "public.fresh"), "fresh has its primary key")
   T.ok(not exists(tgt, "public.gone"), "the dropped table is gone from the target")
   T.ok(not exists(tgt, "other.ignored"), "a table of an unselected schema is not created")
-  -- CREATE TABLE fresh, ADD COLUMN, TYPE, CREATE INDEX, RENAME COLUMN, DROP COLUMN, DROP TABLE
-  T.eq(summary.status.ddl.applied, 7, "DDL counted as applied")
+  -- CREATE TABLE fresh, ADD COLUMN, TYPE, CREATE INDEX, RENAME COLUMN, DROP COLUMN, DROP TABLE,
+  -- CREATE VIEW, CREATE FUNCTION
+  T.eq(summary.status.ddl.applied, 9, "DDL counted as applied")
+  T.eq(assert(tgt:query("SELECT twice(21) AS v"))[1].v, 42, "the function arrived")
   T.eq(summary.status.ddl.skipped, 0, "nothing skipped")
   local tags = table.concat(seen, ", ")
   T.match(tags, "CREATE TABLE public%.fresh", "on.ddl saw the CREATE TABLE")

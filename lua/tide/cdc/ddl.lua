@@ -605,7 +605,7 @@ function M.plan_message(d, msg)
   -- ddl_command_end: the tables the commands touched, in their order
   local order, seen = {}, {}
   for _, c in ipairs(msg.commands or {}) do
-    local oid = c.table and tostring(c.table)
+    local oid = val(c.table) and tostring(c.table)
     if oid and not seen[oid] and msg.tables[oid] then seen[oid] = true; order[#order + 1] = oid end
   end
   for _, oid in ipairs(order) do
@@ -672,12 +672,47 @@ function M.plan_message(d, msg)
   end
   -- commands on followed objects other than tables and sequences: views, functions, types
   for _, c in ipairs(msg.commands or {}) do
-    if not c.table and c.schema and c.schema ~= json.null then
+    if not val(c.table) and val(c.schema) then
       r.other = r.other or {}
       r.other[#r.other + 1] = c
     end
   end
   return r
+end
+
+-- The statement of a command pgtide does not describe (a view, function, type, trigger ...),
+-- applied as the source ran it when that is safe: one statement, and no name in it that the
+-- rename rules map to another (a table, column or schema of the task). Returns the text, or
+-- nil and why not.
+function M.verbatim(d, statement)
+  if type(statement) ~= "string" then return nil, "the source did not say the statement" end
+  local ok, tokens = pcall(sqlident.tokens, statement)
+  if not ok then return nil, "it could not be read as SQL" end
+  local last
+  for i, t in ipairs(tokens) do
+    if t.type ~= "space" and t.type ~= "comment" then last = i end
+  end
+  for i, t in ipairs(tokens) do
+    if t.text == ";" and i ~= last then
+      return nil, "it was sent with other statements in one query string (" .. short(statement) .. ")"
+    end
+  end
+  if d.map then
+    local words = {}
+    for _, info in pairs(d.known) do
+      if not info.ignored then
+        if info.target.name ~= info.desc.name then words[info.desc.name] = true end
+        if info.target.schema ~= info.desc.schema then words[info.desc.schema] = true end
+        for name, target in pairs(info.cols or {}) do if target ~= name then words[name] = true end end
+      end
+    end
+    for _, t in ipairs(tokens) do
+      if t.name and words[t.name] then
+        return nil, "it names " .. t.name .. ", which the rename rules map to another name on the target"
+      end
+    end
+  end
+  return (statement:gsub(";%s*$", ""))
 end
 
 -- The d table on.ddl sees.
@@ -700,15 +735,14 @@ function M.handle(d, s, ev)
       ev.lsn, short(msg.statement), tostring(r)))
   end
   for _, w in ipairs(r.warnings) do log.warning("ddl", w, { lsn = ev.lsn }) end
-  -- views, functions, types: their statement, with names mapped only when nothing is renamed
+  -- views, functions, types, triggers ...: the source's statement as it was written
   if r.other then
-    if not d.map then
-      r.mapped[#r.mapped + 1] = msg.statement
-      r.selected = true
+    local verbatim, why = M.verbatim(d, msg.statement)
+    r.selected = true
+    if verbatim then
+      r.mapped[#r.mapped + 1] = verbatim
     else
-      r.warnings[#r.warnings + 1] = "not followed under rename rules: " .. short(msg.statement)
-      log.warning("ddl", string.format("DDL at LSN %s is not applied: %s commands are followed only without " ..
-        "rename rules (%s)", ev.lsn, r.other[1].type, short(msg.statement)), { lsn = ev.lsn })
+      r.stop = string.format("the %s command cannot be applied as written: %s", tostring(r.other[1].type), why)
     end
   end
   local decision = (#r.mapped > 0 or r.selected) and "apply" or "skip"
