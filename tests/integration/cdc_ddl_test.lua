@@ -39,6 +39,12 @@ T.test("DDL between changes is applied at its place, in the same target transact
     CREATE TABLE items (id int PRIMARY KEY, name text);
     CREATE TABLE gone (id int PRIMARY KEY, v text);
     DROP SCHEMA IF EXISTS other CASCADE; CREATE SCHEMA other;]])
+  -- an event trigger of the target that refuses drops, in every mode: quiet for pgtide's DDL
+  P.exec(ctx.target_url, [[
+    CREATE FUNCTION public.no_drops() RETURNS event_trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'no drops here'; END $$;
+    CREATE EVENT TRIGGER no_drops ON sql_drop EXECUTE FUNCTION public.no_drops();
+    ALTER EVENT TRIGGER no_drops ENABLE ALWAYS;]])
   local src = P.connect(ctx.source_url)
   assert(src:exec("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 20) g"))
   assert(src:exec("INSERT INTO gone VALUES (1, 'a')"))
@@ -90,6 +96,9 @@ T.test("DDL between changes is applied at its place, in the same target transact
   T.eq(indexes(tgt, "public.items"), indexes(src, "public.items"), "items has the source's indexes")
   T.eq(indexes(tgt, "public.fresh"), indexes(src, "public.fresh"), "fresh has its primary key")
   T.ok(not exists(tgt, "public.gone"), "the dropped table is gone from the target")
+  T.eq(assert(tgt:query("SELECT evtenabled FROM pg_event_trigger WHERE evtname = 'no_drops'"))[1].evtenabled, "A",
+       "the target's event trigger is enabled as it was")
+  assert(tgt:exec("DROP EVENT TRIGGER no_drops"))
   T.ok(not exists(tgt, "other.ignored"), "a table of an unselected schema is not created")
   -- CREATE TABLE fresh, ADD COLUMN, TYPE, CREATE INDEX, RENAME COLUMN, DROP COLUMN, DROP TABLE,
   -- CREATE VIEW, CREATE FUNCTION

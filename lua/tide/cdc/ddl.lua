@@ -243,6 +243,12 @@ function M.start(task, plan, target)
   ensure_state(task, target)
   local d = M.context(task, M.load(task, target))
   d.plan = plan
+  -- The target's enabled event triggers: quiet while pgtide's DDL runs (below)
+  d.event_triggers = {}
+  for _, r in ipairs(assert(target:query("SELECT evtname, evtenabled FROM pg_catalog.pg_event_trigger " ..
+                                         "WHERE evtenabled <> 'D' ORDER BY evtname"))) do
+    d.event_triggers[#d.event_triggers + 1] = { name = r.evtname, enabled = r.evtenabled }
+  end
   return d
 end
 
@@ -771,8 +777,21 @@ function M.handle(d, s, ev)
   local context = string.format("applying the DDL at LSN %s (%s) on the target", ev.lsn, short(msg.statement))
   local fix = "\n  hint: fix the target by hand and return \"skip\" for this DDL from on.ddl, or set incremental.ddl = false"
   if decision == "apply" then
+    -- The target's event triggers stay quiet for pgtide's DDL, as the schema phase keeps them
+    -- (they are enabled after it): disabled and enabled again inside the same transaction, so
+    -- no other session ever sees them off.
+    local quiet = #r.mapped > 0 and d.event_triggers or {}
+    for _, e in ipairs(quiet) do
+      reply.statements[#reply.statements + 1] = { sql = "ALTER EVENT TRIGGER " .. q(e.name) .. " DISABLE",
+        context = context .. ": keeping the target's event trigger " .. e.name .. " quiet" .. fix }
+    end
     for _, sql in ipairs(r.mapped) do reply.statements[#reply.statements + 1] = { sql = sql, context = context ..
       ": " .. sql .. fix } end
+    for _, e in ipairs(quiet) do
+      local how = ({ O = "ENABLE", R = "ENABLE REPLICA", A = "ENABLE ALWAYS" })[e.enabled] or "ENABLE"
+      reply.statements[#reply.statements + 1] = { sql = "ALTER EVENT TRIGGER " .. q(e.name) .. " " .. how,
+        context = context .. ": enabling the target's event trigger " .. e.name .. " again" .. fix }
+    end
     for _, e in ipairs(r.targets) do reply.targets[#reply.targets + 1] = e end
   else
     -- skipped: the target keeps what it has; the stream follows the source's new columns where
