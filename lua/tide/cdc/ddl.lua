@@ -136,6 +136,10 @@ local function state_table(task)
 end
 
 local function ensure_state(task, target)
+  -- Only when missing: DDL on the target fires its event triggers (once the schema phase has
+  -- enabled them).
+  local r = assert(target:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", state_table(task)))
+  if r[1].present then return end
   assert(target:exec("CREATE SCHEMA IF NOT EXISTS " .. q(task.state_schema or "pgtide") .. ";\n" ..
     "CREATE TABLE IF NOT EXISTS " .. state_table(task) .. " (\n" ..
     "  task text NOT NULL, source_oid bigint NOT NULL, info jsonb NOT NULL,\n" ..
