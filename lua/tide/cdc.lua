@@ -374,6 +374,11 @@ local function open_session(task, st)
   if conf(task).decoding_work_mem then
     repl_settings.logical_decoding_work_mem = tostring(math.max(64, assert(when.bytes(conf(task).decoding_work_mem)) // 1024)) .. "kB"
   end
+  if st.ddl then
+    local c <close> = connect.open(task, "target", { application_name = "pgtide:" .. task.name .. ":ddl" })
+    st.ddl.known = ddl.load(task, c) or {}
+    st.tables = ddl.overlay(st.ddl, st.plan_tables, st.plan)
+  end
   local ses = {}
   st.session = ses
   ses.repl = connect.open(task, "source", { replication = "database", settings = repl_settings,
@@ -698,9 +703,12 @@ function M.stream(run, plan, _source, target, opts)
   st.control = connect.open(task, "source", { application_name = "pgtide:" .. task.name .. ":control" })
   st.tables, st.hooks, st.transforms = build_tables(task, plan, target, names, st.control)
   if ddl.enabled(task) then
-    -- DDL replication: the map is what the target has at the stream's position (tide.cdc.ddl)
+    -- DDL replication: the map is what the target has at the stream's position (tide.cdc.ddl),
+    -- read again for every session (open_session): a reconnect restarts at the origin's
+    -- position, with the DDL committed until then
     st.ddl = ddl.start(task, plan, target)
-    st.tables = ddl.overlay(st.ddl, st.tables, plan)
+    st.plan_tables = st.tables
+    st.tables = ddl.overlay(st.ddl, st.plan_tables, plan)
   end
   local handlers = {}
   for _, sig in ipairs({ "INT", "TERM" }) do

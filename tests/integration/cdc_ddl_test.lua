@@ -224,3 +224,36 @@ T.test("a slot made again (a full load starting over) first brings the target to
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
+
+T.test("a reconnect after DDL was applied streams on with the new shape", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.both(ctx, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+  local src = P.connect(ctx.source_url)
+  local tgt = P.connect(ctx.target_url)
+  local ref = {}
+  local task = H.task(ctx, "ddl_reconnect", { stop = H.stop_at(ref), retry = { attempts = 5, max_delay = 0.2 } })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec("ALTER TABLE t ADD COLUMN extra int"))
+  assert(src:exec("INSERT INTO t VALUES (1, 'a', 1)"))
+  P.wait_for("the new column on the target", function()
+    local rows = tgt:query("SELECT 1 FROM t WHERE extra = 1")   -- an error until the column is there
+    return rows and #rows == 1
+  end)
+  -- the apply session goes away; the stream reconnects from the origin
+  assert(tgt:query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                   "pgtide:ddl_reconnect:apply"))
+  assert(src:exec("INSERT INTO t VALUES (2, 'b', 2)"))
+  assert(src:exec("CREATE TABLE t2 (id int PRIMARY KEY)"))
+  assert(src:exec("INSERT INTO t2 VALUES (7)"))
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.stopped_by, "condition")
+  T.ok(summary.reconnects >= 1, "reconnected: " .. tostring(summary.reconnects))
+  P.same(src, tgt, "t")
+  P.same(src, tgt, "t2")
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
