@@ -452,7 +452,7 @@ local function close_session(st)
   if ses.apply then ses.apply:close() end
 end
 
--- DDL is not replicated, and a dropped table sends nothing: its changes up to the drop are
+-- Without DDL replication (incremental.ddl = false) a dropped table sends nothing: its changes up to the drop are
 -- applied, then it falls silent. Noticed here (every DROP_CHECK_EVERY seconds) and said once
 -- per table; the stream goes on for the others and the target keeps the table as it was.
 local DROP_CHECK_EVERY = 2
@@ -477,7 +477,7 @@ WHERE pg_catalog.to_regclass(pg_catalog.quote_ident(u.s) || '.' || pg_catalog.qu
       st.dropped[#st.dropped + 1] = name
       log.warning("table_dropped", string.format("table %s was dropped on the source while streaming: its " ..
         "changes up to the drop are applied and the other tables go on; the target keeps its copy as it was " ..
-        "(DDL is not replicated: drop it on the target yourself if it should go)", name), { table = name })
+        "(DDL replication is off: drop it on the target yourself if it should go)", name), { table = name })
     end
   end
 end

@@ -97,3 +97,20 @@ T.test("statements applied as written: one statement, no renamed name", function
   T.eq(ok, nil)
   T.match(why, "names old")
 end)
+
+T.test("precheck ddl_event_trigger: a source role that is not a superuser fails it; ddl = false leaves it out", function()
+  local check
+  for _, c in ipairs(require("tide.precheck").checks) do if c.id == "ddl_event_trigger" then check = c end end
+  T.ok(check, "the check exists")
+  local function ctx(superuser, incremental)
+    return { phases = { incremental = true }, task = { incremental = incremental or {} },
+             source_server = function() return { superuser = superuser } end }
+  end
+  T.eq(check.applies(ctx(false)), true)
+  T.eq(check.applies(ctx(false, { ddl = false })), false, "not with incremental.ddl = false")
+  T.eq(#check.run(ctx(true)), 0, "a superuser passes")
+  local findings = check.run(ctx(false))
+  T.eq(#findings, 1)
+  T.match(findings[1].message, "superuser")
+  T.match(findings[1].fix, "incremental.ddl = false")
+end)
