@@ -162,6 +162,8 @@ local function ddl_script(url, d)
     tide.sleep(0.15 + math.random() * 0.3)
   end
   c:close()
+  d.finished = true
+  if d.on_done then d.on_done() end
 end
 
 local function uniform(lo, hi) return lo + math.random() * (hi - lo) end
@@ -313,14 +315,17 @@ local function run_seed(ctx, seed)
   local function ddl_start()
     if not ddl.handle then ddl.handle = tide.spawn(ddl_script, src_url, ddl) end
   end
+  -- The stop condition waits for the done file: written once the workload stopped and the DDL
+  -- script (which starts when a run streams) has finished.
+  local function write_done_file() local f = assert(io.open(done_file, "w")); f:close() end
   local function stop_workload()
     if stopped then return end
     stopped = true
-    ddl_start()
-    ddl.handle:wait()
     w:stop()
-    local f = assert(io.open(done_file, "w")); f:close()
+    ddl.on_done = write_done_file
+    if ddl.finished then write_done_file() end
   end
+  local function streaming(log) return H.read(log):find("incremental: started", 1, true) end
 
   for _, k in ipairs(plan) do
     if k.cutover or k.name == "release" or k.fenced then stop_workload() end
@@ -331,13 +336,17 @@ local function run_seed(ctx, seed)
       local text = H.read(log)
       return text:find(k.marker, 1, true) or text:find("incremental: started", 1, true) or proc:exited()
     end)
-    if H.read(log):find("incremental: started", 1, true) then ddl_start() end
+    if streaming(log) then ddl_start() end
     if not proc:exited() then
       if k.spool then
         local before = w.big_committed
         P.poll(20, function() return w.big_committed ~= before or proc:exited() end)
       end
-      if k.fenced then cutover_client = H.start(ctx, "cutover " .. pb, name .. "-cutover-" .. runs) end
+      if k.fenced then
+        -- the fence makes the source read-only: the DDL script first
+        if ddl.handle then ddl.handle:wait() end
+        cutover_client = H.start(ctx, "cutover " .. pb, name .. "-cutover-" .. runs)
+      end
       if k.terminate or k.restart then
         tide.sleep(k.delay / 2)
         if k.terminate then terminate_engine_sessions(ctx.target_admin, name) else restart_target() end
@@ -355,7 +364,6 @@ local function run_seed(ctx, seed)
   end
   stop_workload()
   T.eq(w.errors, {}, "seed " .. seed .. ": the workload's own statements failed")
-  T.eq(ddl.errors, {}, "seed " .. seed .. ": the DDL script's statements failed")
   -- Run until the task is recorded as done (a kill may have come after that already; a run
   -- killed in its release leaves the rest to the next one).
   local tgt_check = assert(tide.connect(tgt_url))
@@ -366,9 +374,14 @@ local function run_seed(ctx, seed)
   local code = 0
   for _ = 1, 3 do
     if finished() then break end
-    local proc = start_run()
+    local proc, log = start_run()
+    P.poll(60, function() return streaming(log) or proc:exited() end)
+    if streaming(log) then ddl_start() end
     code = proc:wait()
   end
+  if ddl.handle then ddl.handle:wait() end
+  T.eq(ddl.errors, {}, "seed " .. seed .. ": the DDL script's statements failed")
+  T.eq(ddl.steps, #DDL_STEPS, "seed " .. seed .. ": the DDL script ran")
   T.ok(finished(), string.format("seed %d: the task did not finish (last exit status %s)\n%s", seed, tostring(code), tail()))
   tgt_check:close()
 

@@ -182,6 +182,20 @@ function M.record_start(task, plan, source, target)
   -- brought to what the source has now, before the copy.
   local old = M.load(task, target)
   local d = old and M.context(task, old)
+  if old then
+    -- tables the target has that the source dropped meanwhile go too
+    local gone = {}
+    for oid, info in pairs(old) do
+      if not by_oid[oid] and not info.ignored and not info.sequence then gone[#gone + 1] = tonumber(oid) end
+    end
+    local still = ddl_sql.describe(source, gone)
+    for _, oid in ipairs(gone) do
+      local info = old[tostring(oid)]
+      if not still[tostring(oid)] then
+        statements[#statements + 1] = "DROP TABLE IF EXISTS " .. qq(info.target.schema, info.target.name)
+      end
+    end
+  end
   for oid, desc in pairs(descs) do
     local tbl = by_oid[oid]
     if d then
@@ -327,7 +341,11 @@ end
 local function val(v) if v == json.null then return nil end return v end
 
 -- The statements that make a new table on the target, and its record.
-local function create_table(d, desc)
+-- pre_only: leave out what the full load's post-data steps build (keys, unique, exclusion and
+-- foreign key constraints, indexes), for a table made before a full load.
+local POST_DATA = { p = true, u = true, x = true, f = true }
+
+local function create_table(d, desc, pre_only)
   local ts, tn = map_table(d, desc.schema, desc.name)
   local target = qq(ts, tn)
   local cols, elements = {}, {}
@@ -337,12 +355,16 @@ local function create_table(d, desc)
   end
   local out = { "CREATE TABLE " .. target .. " (" .. table.concat(elements, ", ") .. ")" }
   for _, k in ipairs(desc.constraints) do
-    local _, cn = map_object(d, "constraint", desc.schema, k.name)
-    out[#out + 1] = "ALTER TABLE " .. target .. " ADD CONSTRAINT " .. q(cn) .. " " .. mapped(d, k.def, desc, false)
+    if not (pre_only and POST_DATA[k.type]) then
+      local _, cn = map_object(d, "constraint", desc.schema, k.name)
+      out[#out + 1] = "ALTER TABLE " .. target .. " ADD CONSTRAINT " .. q(cn) .. " " .. mapped(d, k.def, desc, false)
+    end
   end
-  for _, i in ipairs(desc.indexes) do out[#out + 1] = mapped(d, i.def, desc, false) end
+  if not pre_only then
+    for _, i in ipairs(desc.indexes) do out[#out + 1] = mapped(d, i.def, desc, false) end
+  end
   if desc.identity == "f" then out[#out + 1] = "ALTER TABLE " .. target .. " REPLICA IDENTITY FULL" end
-  if desc.identity == "i" and val(desc.identity_index) then
+  if desc.identity == "i" and val(desc.identity_index) and not pre_only then
     local _, xn = map_object(d, "index", desc.schema, desc.identity_index)
     out[#out + 1] = "ALTER TABLE " .. target .. " REPLICA IDENTITY USING INDEX " .. q(xn)
   end
@@ -356,7 +378,7 @@ local function by(list, key)
 end
 
 -- The statements that take the target from `info` (what it has) to `desc` (the source now).
-local function alter_table(d, info, desc)
+local function alter_table(d, info, desc, pre_only)
   local old = info.desc
   local out = {}
   local ts, tn = info.target.schema, info.target.name
@@ -424,14 +446,16 @@ local function alter_table(d, info, desc)
   end
   for name, k in pairs(new_cons) do
     local ok = old_cons[name]
-    if not ok or ok.def ~= k.def then
+    if (not ok or ok.def ~= k.def) and not (pre_only and POST_DATA[k.type]) then
       local _, cn = map_object(d, "constraint", desc.schema, name)
       out[#out + 1] = "ALTER TABLE " .. t .. " ADD CONSTRAINT " .. q(cn) .. " " .. mapped(d, k.def, desc, false)
     end
   end
   for oid, i in pairs(new_idx) do
     local o = old_idx[oid]
-    if not o then
+    if not o and pre_only then
+      -- built by the full load's post-data step
+    elseif not o then
       out[#out + 1] = mapped(d, i.def, desc, false)
     elseif o.name ~= i.name then
       local xs, xo = map_object(d, "index", old.schema, o.name)
@@ -442,7 +466,7 @@ local function alter_table(d, info, desc)
   if old.identity ~= desc.identity or val(old.identity_index) ~= val(desc.identity_index) then
     local how = ({ d = "DEFAULT", f = "FULL", n = "NOTHING" })[desc.identity]
     if desc.identity == "i" and val(desc.identity_index) then
-      how = "USING INDEX " .. q(select(2, map_object(d, "index", desc.schema, desc.identity_index)))
+      how = not pre_only and ("USING INDEX " .. q(select(2, map_object(d, "index", desc.schema, desc.identity_index))))
     end
     if how then out[#out + 1] = "ALTER TABLE " .. t .. " REPLICA IDENTITY " .. how end
   end
@@ -453,11 +477,11 @@ end
 -- record does not know the table and the target has it (made by the schema phase).
 function M.catch_up(d, target, oid, desc, tbl)
   local info = d.known[oid]
-  if info and not info.ignored then return alter_table(d, info, desc) end
+  if info and not info.ignored then return alter_table(d, info, desc, true) end
   local r = assert(target:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present",
                                 qq(tbl.target.schema, tbl.target.name)))
   if r[1].present then return {}, nil end
-  return create_table(d, desc)
+  return create_table(d, desc, true)
 end
 
 ------------------------------------------------------------------------ map entries
