@@ -11,10 +11,14 @@
  *       tables = { { source_schema=, source_name=, target_sql=, display=,
  *                    columns = { {source=, target_sql=}, ... }, known = { names },
  *                    key = { names }, partitioned=, heartbeat=, hooked= }, ... } })
+ *       ddl_prefix = "pgtide_x_ddl",                -- DDL messages to hold for Lua (or nil)
  *   s:next([timeout])  → event: {kind="tick"} | {kind="change", ...} | {kind="conflict", ...}
- *                        | {kind="failed", err=} | {kind="stopped"}
- *   s:reply(v)         → answers a change (the table, possibly edited, or false to drop) or a
- *                        conflict ("skip" or "error")
+ *                        | {kind="ddl", content=, lsn=, commit_lsn=} | {kind="failed", err=}
+ *                        | {kind="stopped"}
+ *   s:reply(v)         → answers a change (the table, possibly edited, or false to drop), a
+ *                        conflict ("skip" or "error") or a DDL message ({ applied =, statements =
+ *                        { {sql=, context=} }, targets = { entry (+ replaces = {schema, name}) },
+ *                        remove = { {schema, name} } })
  *   s:stats()          → figures (positions, counts, conflicts)
  *   s:conflicts(since) → recent skipped/overwritten conflicts numbered after `since`, total
  *   s:pause() / s:resume() / s:stop() (waits: commits, reports the flush, ends the stream; returns
