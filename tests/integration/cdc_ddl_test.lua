@@ -260,3 +260,38 @@ T.test("a reconnect after DDL was applied streams on with the new shape", functi
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
+
+T.test("DDL inside a large transaction streamed before its commit: applied in its place at the commit", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.both(ctx, "CREATE TABLE t (id int PRIMARY KEY, pad text); CREATE TABLE u (id int PRIMARY KEY)")
+  local src = P.connect(ctx.source_url)
+  local ref = {}
+  local task = H.task(ctx, "ddl_streamed", { stop = H.stop_at(ref), incremental = { decoding_work_mem = "64kB" } })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec([[
+    BEGIN;
+    INSERT INTO t SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 3000) g;
+    ALTER TABLE t ADD COLUMN c int DEFAULT 1;
+    INSERT INTO t SELECT g, 'after', g FROM generate_series(3001, 6000) g;
+    SAVEPOINT s;
+    INSERT INTO u VALUES (1);
+    ALTER TABLE t ADD COLUMN gone int;
+    INSERT INTO t VALUES (9999, 'cut', 1, 1);
+    ROLLBACK TO SAVEPOINT s;
+    INSERT INTO u VALUES (2);
+    UPDATE t SET c = c + 1 WHERE id % 100 = 0;
+    COMMIT]]))
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.stopped_by, "condition")
+  T.ok((summary.status.streamed_transactions or 0) >= 1, "the transaction was streamed")
+  local tgt = P.connect(ctx.target_url)
+  P.same(src, tgt, "t")
+  P.same(src, tgt, "u")
+  T.eq(columns(tgt, "public.t"), columns(src, "public.t"))
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)

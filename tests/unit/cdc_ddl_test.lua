@@ -114,3 +114,13 @@ T.test("precheck ddl_event_trigger: a source role that is not a superuser fails 
   T.match(findings[1].message, "superuser")
   T.match(findings[1].fix, "incremental.ddl = false")
 end)
+
+T.test("what pgtide prints of a statement masks password-like values", function()
+  local text = ddl.masked("ALTER ROLE x PASSWORD 'hunter2'; CREATE SERVER s OPTIONS (password 'p4ss', " ..
+                          "sslpassword 'k'); SELECT 'host=h password=topsecret user=u'")
+  T.nomatch(text, "hunter2")
+  T.nomatch(text, "p4ss")
+  T.nomatch(text, "topsecret")
+  T.match(text, "user=u")
+  T.eq(ddl.masked("ALTER TABLE t ADD COLUMN c int"), "ALTER TABLE t ADD COLUMN c int")
+end)

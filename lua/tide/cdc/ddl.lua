@@ -565,9 +565,21 @@ end
 
 ------------------------------------------------------------------------ one DDL message
 
--- The source statement for messages: one line, at most 200 characters.
+-- A statement's text with the values of password-like options and connection-string keys
+-- masked, for anything pgtide prints (docs: secrets never appear in output).
+local function masked(text)
+  text = tostring(text)
+  for _, word in ipairs({ "[Pp][Aa][Ss][Ss]", "[Pp][Ww][Dd]", "[Ss][Ee][Cc][Rr][Ee][Tt]", "[Tt][Oo][Kk][Ee][Nn]" }) do
+    text = text:gsub("(%w*" .. word .. "%w*[\"]?%s*=?%s*)'[^']*'", "%1'" .. require("tide.secret").MASK .. "'")
+    text = text:gsub("(%w*" .. word .. "%w*%s*=%s*)([^%s',;)]+)", "%1" .. require("tide.secret").MASK)
+  end
+  return text
+end
+M.masked = masked
+
+-- The source statement for messages: one line, at most 200 characters, secrets masked.
 local function short(statement)
-  local text = tostring(statement or "?"):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
+  local text = masked(statement or "?"):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
   if #text > 200 then text = text:sub(1, 197) .. "..." end
   return text
 end
@@ -814,7 +826,7 @@ function M.handle(d, s, ev)
         context = context .. ": keeping the target's event trigger " .. e.name .. " quiet" .. fix }
     end
     for _, sql in ipairs(r.mapped) do reply.statements[#reply.statements + 1] = { sql = sql, context = context ..
-      ": " .. sql .. fix } end
+      ": " .. masked(sql) .. fix } end
     for _, e in ipairs(quiet) do
       local how = ({ O = "ENABLE", R = "ENABLE REPLICA", A = "ENABLE ALWAYS" })[e.enabled] or "ENABLE"
       reply.statements[#reply.statements + 1] = { sql = "ALTER EVENT TRIGGER " .. q(e.name) .. " " .. how,
