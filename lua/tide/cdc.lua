@@ -37,7 +37,9 @@
 --     hooks only when the stop condition fired; releases when incremental.release = true.
 --     Reconnects after transient failures (lost connection, server restart) within
 --     task.retry limits. Raises a tide.failure for anything else (conflict under "error",
---     a column added on the source, an invalidated slot, ...), with the change named.
+--     a column added on the source with incremental.ddl = false, an invalidated slot, a DDL
+--     the target refuses, ...), with the change named. DDL of the source is applied in its
+--     place (tide.cdc.ddl), unless incremental.ddl = false.
 --   run.stream:status() → the latest status table; run.stream:pause() / :resume(): apply
 --     stops taking new work at the next transaction boundary; feedback to the source continues.
 local core = require "tide.core"
