@@ -130,6 +130,8 @@ static void send_plain(apply_state *ap, int kind, const char *sql) {
     sent(ap, PQsendQueryParams(ap->c->pg, sql, 0, NULL, NULL, NULL, NULL, 0), sql);
 }
 
+void apply__send_plain(apply_state *ap, int kind, const char *sql) { send_plain(ap, kind, sql); }
+
 static void send_sync(apply_state *ap, int kind) {
     apply__q_push(ap, kind);
     if (!PQpipelineSync(ap->c->pg))
@@ -449,7 +451,7 @@ static void queue_truncate(apply_state *ap, const pgoutput_truncate *t) {
             apply_buf_free(&sql);
             return;
         }
-        if (r->target->heartbeat) continue;
+        if (r->target->heartbeat || r->target->ignored) continue;
         /* The table was truncated after the full load's snapshot: from this TRUNCATE on the
          * target holds what the source holds, and missing rows are conflicts again. */
         r->target->tolerate_lsn = 0;
@@ -569,7 +571,16 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
             }
         }
         break;
-    case PGOUTPUT_LOGICAL_MESSAGE: break;
+    case PGOUTPUT_LOGICAL_MESSAGE:
+        /* The task's DDL messages (its event trigger's), transactional: applied at their place. */
+        if (ap->opt.ddl_prefix && ap->in_tx && !ap->skip_tx && m->logical_message.transactional &&
+            m->logical_message.prefix.len == strlen(ap->opt.ddl_prefix) &&
+            memcmp(m->logical_message.prefix.data, ap->opt.ddl_prefix, m->logical_message.prefix.len) == 0) {
+            ap->held_ddl = true;
+            hold_change(ap, lsn, payload, len);
+            ap->n.hooked_changes--;
+        }
+        break;
     case PGOUTPUT_INSERT:
     case PGOUTPUT_UPDATE:
     case PGOUTPUT_DELETE: {
@@ -588,6 +599,7 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
             ap->n.heartbeats++;
             break;
         }
+        if (r->target->ignored) break;
         if (r->target->hooked) {
             hold_change(ap, lsn, payload, len);
             break;
@@ -760,6 +772,7 @@ void apply_free(apply_state *ap) {
     free(ap->err.detail);
     free(ap->err.hint);
     free(ap->err.context);
+    apply__ddl_free(ap);
     for (int i = 0; i < ap->opt.ntargets; i++) apply_target_free(ap->opt.targets[i]);
     free(ap->opt.targets);
     free(ap);

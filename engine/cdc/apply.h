@@ -70,6 +70,8 @@ typedef struct apply_target {
     int nfilter_columns;
     bool partitioned;      /* target is partitioned: never ONLY, find rows by tableoid */
     bool heartbeat;        /* pgtide's heartbeat table: counted, never applied */
+    bool ignored;          /* published but not selected (DDL replication adds every new table of
+                              a followed schema to the publication): never applied */
     bool hooked;           /* on.change names this table: changes go through Lua */
     bool mergeable;        /* updates of one row in one group may be folded (Lua
                                           checked: one unique index, no replica/always triggers) */
@@ -174,6 +176,7 @@ typedef enum apply_event {
     APPLY_EVENT_NONE,
     APPLY_EVENT_CHANGE,   /* a change of a hooked table waits for Lua (apply_held_*) */
     APPLY_EVENT_CONFLICT, /* a conflict waits for the Lua hook's decision */
+    APPLY_EVENT_DDL,      /* a DDL message of the task waits for Lua (apply_held_ddl, apply_ddl_*) */
 } apply_event;
 
 typedef struct apply_callbacks {
@@ -198,6 +201,9 @@ typedef struct apply_options {
      * own apply of a paired task: a reverse task's forward one) are not applied: no loop. */
     char skip_origins[APPLY_MAX_SKIP_ORIGINS][64];
     int nskip_origins;
+    char *ddl_prefix; /* the prefix of the task's DDL messages (transactional logical
+                         decoding messages its event trigger emits); NULL: none are
+                         followed. Owned by apply (freed with it). */
 } apply_options;
 
 typedef struct apply_conflict {
@@ -219,6 +225,7 @@ typedef struct apply_counters {
     uint64_t conflicts_tolerated; /* rows missing before a table's tolerate_lsn (not counted above) */
     uint64_t prepared_statements;
     uint64_t origin_skipped; /* transactions not applied: replayed under a skip_origins origin */
+    uint64_t ddl_applied, ddl_skipped, ddl_statements; /* DDL messages, statements run for them */
 } apply_counters;
 
 typedef struct apply_positions {
@@ -279,6 +286,24 @@ int apply_held_decode(apply_state *ap, pgoutput_message **msg, const relcache_re
 int apply_held_apply(apply_state *ap, const pgoutput_tuple *old_tuple, const pgoutput_tuple *new_tuple,
                      apply_target *target, bool as_delete);
 void apply_held_drop(apply_state *ap);
+/* DDL replication (apply_ddl.c). A DDL message of the task (opts.ddl_prefix) stops the feed at
+ * its position in its transaction, like a hooked change; Lua reads it, then queues the target
+ * statements in the open group (apply_ddl_exec: same target transaction as the changes around
+ * it, committed with the origin advance), changes the map (apply_set_target), and ends it with
+ * apply_ddl_done. */
+int apply_held_ddl(apply_state *ap, const char **content, size_t *len, uint64_t *lsn, uint64_t *commit_lsn,
+                   int64_t *commit_ts);
+/* Queue one statement in the open group; a failure stops the stream with `context` (which names
+ * the source statement, its LSN and the fix). */
+void apply_ddl_exec(apply_state *ap, const char *sql, const char *context);
+/* Put `t` into the map (taking it), replacing the entry of source table old_schema.old_name (or of
+ * t's own source name when old_schema is NULL); t = NULL removes that entry. Resolutions of the
+ * replaced entry are rebuilt at their next use; the old entry is kept until apply_free (statements
+ * in flight name it). */
+void apply_set_target(apply_state *ap, apply_target *t, const char *old_schema, const char *old_name);
+/* The held DDL message is done (applied = statements queued, or skipped); feeding resumes. */
+void apply_ddl_done(apply_state *ap, bool applied);
+
 /* The map entry whose target is `display` ("schema.name"), for routing; NULL if none. */
 apply_target *apply_find_target(apply_state *ap, const char *display);
 /* The conflict waiting for the hook; then the decision (true = skip, false = stop). */

@@ -9,14 +9,14 @@
 #include <stdlib.h>
 
 apply_event apply_pending_event(const apply_state *ap) {
-    if (ap->held) return APPLY_EVENT_CHANGE;
+    if (ap->held) return ap->held_ddl ? APPLY_EVENT_DDL : APPLY_EVENT_CHANGE;
     if (ap->nconflicts) return APPLY_EVENT_CONFLICT;
     return APPLY_EVENT_NONE;
 }
 
 int apply_held_decode(apply_state *ap, pgoutput_message **msg, const relcache_relation **rel, apply_rel **r,
                       uint64_t *lsn, uint64_t *commit_lsn, int64_t *commit_ts) {
-    if (!ap->held) return -1;
+    if (!ap->held || ap->held_ddl) return -1;
     if (pgoutput_decode(ap->held, ap->held_len, false, &ap->msg, ap->errbuf, sizeof ap->errbuf) != 0)
         return -1;
     uint32_t relid = ap->msg.type == PGOUTPUT_INSERT   ? ap->msg.insert.relid
@@ -31,18 +31,19 @@ int apply_held_decode(apply_state *ap, pgoutput_message **msg, const relcache_re
     return 0;
 }
 
-static void held_release(apply_state *ap) {
+void apply__held_release(apply_state *ap) {
     free(ap->held);
     ap->held = NULL;
     ap->held_len = 0;
+    ap->held_ddl = false;
     apply__flush(ap);
     apply__maybe_unblock(ap);
 }
 
 void apply_held_drop(apply_state *ap) {
-    if (!ap->held) return;
+    if (!ap->held || ap->held_ddl) return;
     ap->n.dropped_changes++;
-    held_release(ap);
+    apply__held_release(ap);
 }
 
 int apply_held_apply(apply_state *ap, const pgoutput_tuple *old_tuple, const pgoutput_tuple *new_tuple,
@@ -86,6 +87,6 @@ int apply_held_apply(apply_state *ap, const pgoutput_tuple *old_tuple, const pgo
         apply__queue_change(ap, r, m->type, old, row ? row : old, lsn, ap->tx_final_lsn, 0);
     }
     if (reroute) apply_rel_clear(&routed);
-    held_release(ap);
+    apply__held_release(ap);
     return ap->failed ? -1 : 0;
 }

@@ -19,6 +19,7 @@ enum inflight_kind {
     IF_PREPARE,
     IF_DML,
     IF_TRUNCATE,
+    IF_DDL,
     IF_CHECK_SYNC,
     IF_SETUP,
     IF_COMMIT,
@@ -86,6 +87,12 @@ struct apply_state {
     uint8_t *held;
     size_t held_len;
     uint64_t held_lsn;
+    bool held_ddl; /* what is held is a DDL message (apply_ddl.c), not a change */
+    /* DDL statements in flight: what to say when one fails, in queue order */
+    char **ddl_ctx;
+    size_t ddl_ctx_head, ddl_ctx_count, ddl_ctx_cap;
+    apply_target **retired; /* map entries replaced mid-stream (apply_set_target) */
+    int nretired, cap_retired;
     apply_conflict *conflicts; /* waiting for the hook, in order */
     int nconflicts, cap_conflicts;
     apply_rel **dirty; /* relations holding folded updates (apply_merge.c) */
@@ -117,6 +124,16 @@ void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_t
 void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int nparams, const char *const *params,
                        uint32_t rows, uint64_t lsn, uint64_t last_lsn, uint64_t commit_lsn,
                        const pgoutput_tuple *keyed);
+
+/* apply_hook.c */
+void apply__held_release(apply_state *ap);
+
+/* apply_ddl.c */
+/* The context of the oldest DDL statement in flight (NULL if none), popped when `pop`. */
+char *apply__ddl_context(apply_state *ap, bool pop);
+void apply__ddl_free(apply_state *ap);
+/* Send a plain statement (no parameters) and queue its record. */
+void apply__send_plain(apply_state *ap, int kind, const char *sql);
 
 /* apply_result.c */
 void apply__fail(apply_state *ap, const char *side, const char *sqlstate, const char *message,

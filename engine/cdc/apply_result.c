@@ -280,6 +280,11 @@ static void handle_result(apply_state *ap, inflight *e, PGresult *r) {
                      "still match the source's columns?)");
         } else if (e->kind == IF_TRUNCATE) {
             snprintf(ctx, sizeof ctx, "applying a TRUNCATE");
+        } else if (e->kind == IF_DDL) {
+            char *what = apply__ddl_context(ap, true);
+            apply__fail_result(ap, r, what ? what : "applying a DDL statement");
+            free(what);
+            return;
         } else if (e->kind == IF_SETUP) {
             snprintf(ctx, sizeof ctx, "recording the replication origin position");
         } else if (e->kind == IF_COMMIT) {
@@ -293,6 +298,7 @@ static void handle_result(apply_state *ap, inflight *e, PGresult *r) {
     switch (e->kind) {
     case IF_DML: handle_dml_result(ap, e, r); break;
     case IF_TRUNCATE: ap->n.truncates++; break;
+    case IF_DDL: free(apply__ddl_context(ap, true)); break;
     case IF_COMMIT: {
         const char *tag = PQcmdStatus(r);
         if (!tag || strcmp(tag, "COMMIT") != 0) {

@@ -172,19 +172,20 @@ int apply_rel_resolve(apply_rel *r, const relcache_relation *rel, apply_target *
         const relcache_column *c = &rel->columns[i];
         r->slot[i] = find_column(t, c->name);
         r->textcmp[i] = type_needs_textcmp(c->type_oid);
-        if (r->slot[i] < 0 && !is_known(t, c->name) && !t->heartbeat) {
-            snprintf(err, errlen,
-                     "source table %s.%s now has a column \"%s\" that the task does not know: it was "
-                     "added (or renamed) on the source after the task was planned, and DDL is not "
-                     "replicated. To continue: add the column to the target table %s (ALTER TABLE ... "
-                     "ADD COLUMN, same name and type) and run the task again, or exclude it in the "
-                     "playbook (select.columns) and run again",
-                     rel->schema, rel->name, c->name, t->display);
+        if (r->slot[i] < 0 && !is_known(t, c->name) && !t->heartbeat && !t->ignored) {
+            snprintf(
+                err, errlen,
+                "source table %s.%s now has a column \"%s\" that the task does not know: it was "
+                "added (or renamed) on the source after the task was planned, and DDL replication "
+                "did not bring it (incremental.ddl = false?). To continue: add the column to the target table %s (ALTER TABLE ... "
+                "ADD COLUMN, same name and type) and run the task again, or exclude it in the "
+                "playbook (select.columns) and run again",
+                rel->schema, rel->name, c->name, t->display);
             apply_rel_clear(r);
             return -1;
         }
     }
-    if (t->heartbeat) return 0; /* counted, never applied */
+    if (t->heartbeat || t->ignored) return 0; /* never applied */
     /* A selected column that this stream saw before and that is gone now was dropped. */
     if (previous && previous->target == t) {
         for (int j = 0; j < t->ncolumns; j++) {
@@ -194,7 +195,9 @@ int apply_rel_resolve(apply_rel *r, const relcache_relation *rel, apply_target *
             if (before && !now) {
                 snprintf(err, errlen,
                          "column \"%s\" of source table %s.%s was dropped (or renamed) on the source "
-                         "while the task was streaming, and DDL is not replicated. To continue: make "
+                         "while the task was streaming, and DDL replication did not bring it "
+                         "(incremental.ddl = false?). "
+                         "To continue: make "
                          "the same change on the target table %s (or make the column nullable there), "
                          "then run the task again",
                          t->columns[j].source, rel->schema, rel->name, t->display);

@@ -12,13 +12,18 @@
  *       tables = { { source_schema=, source_name=, target_sql=, display=,
  *                    columns = { {source=, target_sql=}, ... }, known = { names },
  *                    key = { names }, partitioned=, heartbeat=, hooked= }, ... } })
+ *       ddl_prefix = "pgtide_x_ddl",                -- DDL messages to hold for Lua (or nil)
  *   s:next([timeout])  → event: {kind="tick"} | {kind="change", ...} | {kind="conflict", ...}
- *                        | {kind="failed", err=} | {kind="stopped"}
- *   s:reply(v)         → answers a change (the table, possibly edited, or false to drop) or a
- *                        conflict ("skip" or "error")
+ *                        | {kind="ddl", content=, lsn=, commit_lsn=} | {kind="failed", err=}
+ *                        | {kind="stopped"}
+ *   s:reply(v)         → answers a change (the table, possibly edited, or false to drop), a
+ *                        conflict ("skip" or "error") or a DDL message ({ applied =, statements =
+ *                        { {sql=, context=} }, targets = { entry (+ replaces = {schema, name}) },
+ *                        remove = { {schema, name} } })
  *   s:stats()          → figures (positions, counts, conflicts)
  *   s:conflicts(since) → recent skipped/overwritten conflicts numbered after `since`, total
- *   s:pause() / s:resume() / s:stop() (waits: commits, reports the flush, ends the stream)
+ *   s:pause() / s:resume() / s:stop() (waits: commits, reports the flush, ends the stream; returns
+ *                        false, event when the transaction it finishes holds one for Lua)
  *   s:close()          → abandons the stream (after a failure); close the connections next
  *
  * The stream holds both connections (user values) while it lives; they are busy until it
@@ -328,6 +333,91 @@ static void push_conflict(lua_State *L, const apply_conflict *c) {
     push_lsn(L, c->commit_lsn, "commit_lsn");
 }
 
+/* {kind="ddl", content=<the message's text>, lsn=, commit_lsn=, commit_time=} */
+static int push_ddl(lua_State *L, cdc_stream *s) {
+    const char *content;
+    size_t len;
+    uint64_t lsn, commit_lsn;
+    int64_t ts;
+    if (apply_held_ddl(s->ap, &content, &len, &lsn, &commit_lsn, &ts) < 0) return 0;
+    lua_createtable(L, 0, 5);
+    lua_pushliteral(L, "ddl");
+    lua_setfield(L, -2, "kind");
+    lua_pushlstring(L, content, len);
+    lua_setfield(L, -2, "content");
+    push_lsn(L, lsn, "lsn");
+    push_lsn(L, commit_lsn, "commit_lsn");
+    lua_pushnumber(L, (double) ts / 1e6);
+    lua_setfield(L, -2, "commit_time");
+    return 1;
+}
+
+/* The answer to a DDL message: { applied = bool, statements = { {sql=, context=}, ... },
+ * targets = { entry, ... } (each may name `replaces = { schema, name }`), remove = { {schema,
+ * name}, ... } }. Everything is read and checked before anything is queued. */
+static int reply_ddl(lua_State *L, cdc_stream *s) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    bool applied = cdc_field_bool(L, 2, "applied");
+    int nstmt = 0, ntg = 0;
+    if (lua_getfield(L, 2, "statements") == LUA_TTABLE) {
+        nstmt = (int) luaL_len(L, 3);
+        for (int i = 1; i <= nstmt; i++) {
+            lua_geti(L, 3, i);
+            luaL_checktype(L, -1, LUA_TTABLE);
+            if (lua_getfield(L, -1, "sql") != LUA_TSTRING)
+                return luaL_error(L, "ddl reply: statements[%d].sql", i);
+            lua_pop(L, 2);
+        }
+    }
+    if (lua_getfield(L, 2, "targets") == LUA_TTABLE) ntg = (int) luaL_len(L, 4); /* 4 */
+    lua_getfield(L, 2, "remove");                                                /* 5 */
+    apply_target **tg = calloc((size_t) (ntg ? ntg : 1), sizeof *tg);
+    if (!tg) abort();
+    for (int i = 0; i < ntg; i++) {
+        lua_geti(L, 4, i + 1);
+        luaL_checktype(L, -1, LUA_TTABLE);
+        tg[i] = cdc_target_from_lua(L, lua_gettop(L));
+        lua_pop(L, 1);
+    }
+    for (int i = 1; i <= nstmt; i++) {
+        lua_geti(L, 3, i);
+        lua_getfield(L, -1, "sql");
+        lua_getfield(L, -2, "context");
+        apply_ddl_exec(s->ap, lua_tostring(L, -2), lua_tostring(L, -1));
+        lua_pop(L, 3);
+    }
+    if (lua_type(L, 5) == LUA_TTABLE) {
+        int n = (int) luaL_len(L, 5);
+        for (int i = 1; i <= n; i++) {
+            lua_geti(L, 5, i);
+            lua_geti(L, -1, 1);
+            lua_geti(L, -2, 2);
+            if (lua_type(L, -1) == LUA_TSTRING && lua_type(L, -2) == LUA_TSTRING)
+                apply_set_target(s->ap, NULL, lua_tostring(L, -2), lua_tostring(L, -1));
+            lua_pop(L, 3);
+        }
+    }
+    for (int i = 0; i < ntg; i++) {
+        lua_geti(L, 4, i + 1);
+        const char *os = NULL, *on = NULL;
+        if (lua_getfield(L, -1, "replaces") == LUA_TTABLE) {
+            lua_geti(L, -1, 1);
+            lua_geti(L, -2, 2);
+            os = lua_tostring(L, -2);
+            on = lua_tostring(L, -1);
+            apply_set_target(s->ap, tg[i], os, on);
+            lua_pop(L, 2);
+        } else {
+            apply_set_target(s->ap, tg[i], NULL, NULL);
+        }
+        lua_pop(L, 2);
+    }
+    free(tg);
+    apply_ddl_done(s->ap, applied);
+    return 0;
+}
+
 /* Push the event waiting for Lua, if any; returns 1 when one was pushed. */
 static int push_event(lua_State *L, cdc_stream *s) {
     if (s->state == CDC_FAILED) {
@@ -346,6 +436,7 @@ static int push_event(lua_State *L, cdc_stream *s) {
     }
     switch (apply_pending_event(s->ap)) {
     case APPLY_EVENT_CHANGE: return push_change(L, s);
+    case APPLY_EVENT_DDL: return push_ddl(L, s);
     case APPLY_EVENT_CONFLICT:
         push_conflict(L, apply_conflict_pending(s->ap));
         lua_pushliteral(L, "conflict");
@@ -478,6 +569,7 @@ static int l_reply(lua_State *L) {
         apply_conflict_decide(s->ap, skip);
         return 0;
     }
+    case APPLY_EVENT_DDL: return reply_ddl(L, s);
     default: return luaL_error(L, "no change or conflict waits for a reply");
     }
 }
@@ -537,6 +629,9 @@ static void push_stats(lua_State *L, cdc_stream *s) {
     SET_INT("truncates", n->truncates);
     SET_INT("heartbeats", n->heartbeats);
     SET_INT("prepared_statements", n->prepared_statements);
+    SET_INT("ddl_applied", n->ddl_applied);
+    SET_INT("ddl_skipped", n->ddl_skipped);
+    SET_INT("ddl_statements", n->ddl_statements);
     SET_INT("bytes", rs->bytes);
     SET_INT("messages", rs->messages);
     SET_INT("keepalives", rs->keepalives);
@@ -604,6 +699,13 @@ static int stop_k(lua_State *L, int status, lua_KContext ctx) {
     if (s->state == CDC_STOPPED) {
         push_stats(L, s);
         return 1;
+    }
+    /* The transaction being finished holds something for Lua: false, event (answer it with
+     * s:reply, then call s:stop() again). */
+    if (apply_pending_event(s->ap) != APPLY_EVENT_NONE) {
+        lua_pushboolean(L, 0);
+        if (push_event(L, s)) return 2;
+        lua_pop(L, 1);
     }
     block_on(L, s, -1, "cdc stop");
     return lua_yieldk(L, 0, 0, stop_k);
@@ -714,6 +816,8 @@ static int l_cdc_stream(lua_State *L) {
             lua_pop(L, 1);
         }
     }
+    lua_pop(L, 1);
+    if (lua_getfield(L, 3, "ddl_prefix") == LUA_TSTRING) opt.ddl_prefix = strdup(lua_tostring(L, -1));
     lua_pop(L, 1);
     if (lua_getfield(L, 3, "tables") != LUA_TTABLE)
         return luaL_error(L, "cdc_stream: opts.tables must be a list");

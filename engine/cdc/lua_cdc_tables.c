@@ -54,6 +54,7 @@ apply_target *cdc_target_from_lua(lua_State *L, int t) {
     tg->display = field_string(L, t, "display", true);
     tg->partitioned = cdc_field_bool(L, t, "partitioned");
     tg->heartbeat = cdc_field_bool(L, t, "heartbeat");
+    tg->ignored = cdc_field_bool(L, t, "ignored");
     tg->hooked = cdc_field_bool(L, t, "hooked");
     tg->mergeable = cdc_field_bool(L, t, "mergeable");
     tg->batchable = cdc_field_bool(L, t, "batchable");

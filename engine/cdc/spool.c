@@ -26,6 +26,14 @@ typedef struct spool_subxact {
     uint64_t offset;
 } spool_subxact;
 
+/* A Relation or Type record of the file, kept in memory too: the cut of an aborted
+ * subtransaction puts it back (pgoutput does not send it again in this transaction). */
+typedef struct spool_schema {
+    uint64_t offset;
+    uint8_t *rec; /* the whole record, header included */
+    size_t n;
+} spool_schema;
+
 typedef struct spool_file {
     uint32_t xid;
     int fd;
@@ -34,6 +42,8 @@ typedef struct spool_file {
     size_t wlen;
     spool_subxact *subs;
     int nsubs, subcap;
+    spool_schema *schemas;
+    int nschemas, schemacap;
 } spool_file;
 
 struct tide_spool {
@@ -51,8 +61,6 @@ struct tide_spool {
     uint64_t commit_lsn, end_lsn;
     int64_t commit_ts;
     uint8_t frame[32]; /* a synthesised Begin or Commit */
-    uint8_t *scratch;  /* a Relation/Type message without its xid */
-    size_t scratch_cap;
     pgoutput_message msg;
     spool_counters n;
     char err[512];
@@ -102,6 +110,8 @@ static void file_free(tide_spool *sp, spool_file *f) {
     if (sp->n.bytes >= f->size) sp->n.bytes -= f->size;
     free(f->wbuf);
     free(f->subs);
+    for (int i = 0; i < f->nschemas; i++) free(f->schemas[i].rec);
+    free(f->schemas);
     free(f);
 }
 
@@ -121,7 +131,6 @@ void spool_free(tide_spool *sp) {
     if (sp->replay) file_free(sp, sp->replay);
     free(sp->files);
     free(sp->rbuf);
-    free(sp->scratch);
     pgoutput_message_free(&sp->msg);
     free(sp->dir);
     free(sp);
@@ -198,7 +207,8 @@ static int file_append(tide_spool *sp, spool_file *f, const uint8_t *p, size_t n
     return 0;
 }
 
-/* Cut the file back to `offset` bytes (an aborted subtransaction's first change). */
+/* Cut the file back to `offset` bytes (an aborted subtransaction's first change); the Relation
+ * and Type records that were after it are written again, in their order. */
 static int file_truncate(tide_spool *sp, spool_file *f, uint64_t offset) {
     if (offset >= f->size) return 0;
     uint64_t cut = f->size - offset;
@@ -210,6 +220,11 @@ static int file_truncate(tide_spool *sp, spool_file *f, uint64_t offset) {
     }
     f->size = offset;
     sp->n.bytes -= cut;
+    for (int i = 0; i < f->nschemas; i++) {
+        if (f->schemas[i].offset < offset) continue;
+        f->schemas[i].offset = f->size;
+        if (file_append(sp, f, f->schemas[i].rec, f->schemas[i].n) != 0) return -1;
+    }
     return 0;
 }
 
@@ -239,6 +254,27 @@ static spool_result spool_change(tide_spool *sp, uint64_t lsn, const uint8_t *pa
     if (file_append(sp, f, head, sizeof head) != 0 || file_append(sp, f, payload + 5, len - 5) != 0)
         return fail(sp, "write", f->xid);
     sp->n.spooled_changes++;
+    return SPOOL_TAKEN;
+}
+
+/* A Relation or Type message inside a block: spooled in its place, so that apply meets it
+ * at the commit between the changes it describes (a DDL in the transaction sends a new one). */
+static spool_result spool_schema_record(tide_spool *sp, uint64_t lsn, const uint8_t *payload, size_t len) {
+    spool_file *f = sp->current;
+    size_t n = RECORD_HEADER + 1 + (len - 5);
+    uint8_t *rec = malloc(n);
+    if (!rec) abort();
+    put_u32(rec, (uint32_t) (len - 4));
+    put_u64(rec + 4, lsn);
+    rec[RECORD_HEADER] = payload[0];
+    memcpy(rec + RECORD_HEADER + 1, payload + 5, len - 5);
+    if (f->nschemas == f->schemacap) {
+        f->schemacap = f->schemacap ? f->schemacap * 2 : 8;
+        f->schemas = realloc(f->schemas, (size_t) f->schemacap * sizeof *f->schemas);
+        if (!f->schemas) abort();
+    }
+    f->schemas[f->nschemas++] = (spool_schema){ .offset = f->size, .rec = rec, .n = n };
+    if (file_append(sp, f, rec, n) != 0) return fail(sp, "write", f->xid);
     return SPOOL_TAKEN;
 }
 
@@ -331,16 +367,12 @@ spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, si
     case PGOUTPUT_RELATION:
     case PGOUTPUT_TYPE:
         if (len < 5) return protocol(sp, "a Relation or Type message shorter than its xid");
-        if (sp->scratch_cap < len - 4) {
-            sp->scratch_cap = len - 4;
-            sp->scratch = realloc(sp->scratch, sp->scratch_cap);
-            if (!sp->scratch) abort();
-        }
-        sp->scratch[0] = tag;
-        memcpy(sp->scratch + 1, payload + 5, len - 5);
-        *out = sp->scratch;
-        *outlen = len - 4;
-        return SPOOL_PASS;
+        return spool_schema_record(sp, lsn, payload, len);
+    case PGOUTPUT_LOGICAL_MESSAGE:
+        /* transactional messages carry the xid here; the task's DDL messages must be applied
+         * at their place in the transaction */
+        if (len < 5) return protocol(sp, "a Message shorter than its xid");
+        return spool_change(sp, lsn, payload, len);
     case PGOUTPUT_ORIGIN: {
         /* Kept in its place (first, after Stream Start): apply skips a transaction of some
          * origins (apply_options.skip_origins). It carries no xid: the record is the message. */
@@ -353,7 +385,6 @@ spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, si
             return fail(sp, "write", sp->current->xid);
         return SPOOL_TAKEN;
     }
-    case PGOUTPUT_LOGICAL_MESSAGE: return SPOOL_TAKEN; /* apply has no use for it */
     default: {
         char what[64];
         snprintf(what, sizeof what, "'%c' inside a stream block", tag);

@@ -12,13 +12,15 @@
  * A Stream Abort of a subtransaction cuts the file back to that subtransaction's first change;
  * of the top-level transaction, drops the file.
  *
- * Relation and Type messages inside a block are not spooled but passed on at once (without
- * their xid), so the relation cache is current when the changes are replayed — pgoutput sends
- * them once per streamed transaction and would not send them again if a spooled copy were cut
- * away with an aborted subtransaction.
+ * Relation and Type messages inside a block are spooled in their place, like the changes (and
+ * the task's DDL messages): a DDL inside the transaction makes pgoutput send a new Relation
+ * between the changes of the old shape and those of the new one, and apply must meet them in
+ * that order. pgoutput sends them once per streamed transaction, so a copy is kept in memory
+ * and written again when the cut of an aborted subtransaction removes it.
  *
- * Engine memory stays bounded: one write buffer per open streamed transaction and one read
- * buffer (grown only to the largest single change) while replaying. Pure C, no loop.
+ * Engine memory stays bounded: one write buffer per open streamed transaction (and its
+ * Relation/Type records) and one read buffer (grown only to the largest single change) while
+ * replaying. Pure C, no loop.
  */
 #ifndef TIDE_SPOOL_H
 #define TIDE_SPOOL_H
@@ -53,8 +55,7 @@ void spool_free(tide_spool *sp);
 
 /*
  * One pgoutput payload from the stream, `lsn` its frame's dataStart. Non-streaming messages
- * come back as SPOOL_PASS with *out = payload; a Relation/Type inside a block as SPOOL_PASS
- * with the xid removed (*out points into the spool, valid until the next call).
+ * come back as SPOOL_PASS with *out = payload; everything inside a block is taken.
  */
 spool_result spool_feed(tide_spool *sp, uint64_t lsn, const uint8_t *payload, size_t len, const uint8_t **out,
                         size_t *outlen);

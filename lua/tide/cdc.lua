@@ -37,7 +37,9 @@
 --     hooks only when the stop condition fired; releases when incremental.release = true.
 --     Reconnects after transient failures (lost connection, server restart) within
 --     task.retry limits. Raises a tide.failure for anything else (conflict under "error",
---     a column added on the source, an invalidated slot, ...), with the change named.
+--     a column added on the source with incremental.ddl = false, an invalidated slot, a DDL
+--     the target refuses, ...), with the change named. DDL of the source is applied in its
+--     place (tide.cdc.ddl), unless incremental.ddl = false.
 --   run.stream:status() → the latest status table; run.stream:pause() / :resume(): apply
 --     stops taking new work at the next transaction boundary; feedback to the source continues.
 local core = require "tide.core"
@@ -52,6 +54,7 @@ local figures = require "tide.cdc.figures"
 local cutover = require "tide.cdc.cutover"
 local switch = require "tide.cdc.switch"
 local rows_mod = require "tide.cdc.rows"
+local ddl = require "tide.cdc.ddl"
 
 local M = {}
 
@@ -106,6 +109,7 @@ function M.prepare(task, plan, source, target, opts)
     objects.raise_if_lost(slot, names)
     local pos = objects.origin_position(target, names)
     if pos then
+      ddl.prepare(task, plan, source, target, false)
       return { resumed = true, lsn = pos, slot = names.slot, publication = names.publication }
     end
     -- The earlier run died before its full load committed: its snapshot is gone.
@@ -116,6 +120,7 @@ function M.prepare(task, plan, source, target, opts)
   objects.drop_publications(source, names)
   objects.ensure_publication(task, plan, source, names)
   objects.reset_origin(target, names)
+  ddl.prepare(task, plan, source, target, true)
   local info = objects.create_slot(task, source, names, opts.snapshot ~= false,
                                    seconds(task, "slot_timeout", 300))
   info.publication = names.publication
@@ -372,6 +377,11 @@ local function open_session(task, st)
   if conf(task).decoding_work_mem then
     repl_settings.logical_decoding_work_mem = tostring(math.max(64, assert(when.bytes(conf(task).decoding_work_mem)) // 1024)) .. "kB"
   end
+  if st.ddl then
+    local c <close> = connect.open(task, "target", { application_name = "pgtide:" .. task.name .. ":ddl" })
+    st.ddl.known = ddl.load(task, c) or {}
+    st.tables = ddl.overlay(st.ddl, st.plan_tables, st.plan)
+  end
   local ses = {}
   st.session = ses
   ses.repl = connect.open(task, "source", { replication = "database", settings = repl_settings,
@@ -432,7 +442,7 @@ local function open_session(task, st)
     group_changes = conf(task).group_changes, group_ms = conf(task).group_ms,
     group_live_ms = conf(task).group_live_ms,
     skip_origins = require("tide.cdc.reverse").skip_origins(task),
-    tables = st.tables,
+    tables = st.tables, ddl_prefix = st.ddl and ddl.names(task).prefix or nil,
   })
   return ses
 end
@@ -446,11 +456,12 @@ local function close_session(st)
   if ses.apply then ses.apply:close() end
 end
 
--- DDL is not replicated, and a dropped table sends nothing: its changes up to the drop are
+-- Without DDL replication (incremental.ddl = false) a dropped table sends nothing: its changes up to the drop are
 -- applied, then it falls silent. Noticed here (every DROP_CHECK_EVERY seconds) and said once
 -- per table; the stream goes on for the others and the target keeps the table as it was.
 local DROP_CHECK_EVERY = 2
 local function check_dropped(st, conn)
+  if st.ddl then return end   -- DDL replication follows a DROP TABLE itself
   local schemas, names = {}, {}
   for _, e in ipairs(st.tables or {}) do
     if not e.heartbeat and not (st.dropped and st.dropped[e.source_schema .. "." .. e.source_name]) then
@@ -470,7 +481,7 @@ WHERE pg_catalog.to_regclass(pg_catalog.quote_ident(u.s) || '.' || pg_catalog.qu
       st.dropped[#st.dropped + 1] = name
       log.warning("table_dropped", string.format("table %s was dropped on the source while streaming: its " ..
         "changes up to the drop are applied and the other tables go on; the target keeps its copy as it was " ..
-        "(DDL is not replicated: drop it on the target yourself if it should go)", name), { table = name })
+        "(DDL replication is off: drop it on the target yourself if it should go)", name), { table = name })
     end
   end
 end
@@ -598,9 +609,13 @@ local function session(task, st, opts)
       if not hok then st.stream = nil return nil, herr end
     elseif ev.kind == "conflict" then
       on_conflict(task, st, s, ev)
+    elseif ev.kind == "ddl" then
+      local dok, derr = pcall(ddl.handle, st.ddl, s, ev)
+      if not dok then st.stream = nil return nil, derr end
     else
       local stats = s:stats()
       local status = st.figures:status(stats, core.now(), { paused = st.paused, reconnects = st.reconnects })
+      if st.ddl then status.ddl = { applied = st.ddl.applied, skipped = st.ddl.skipped, recent = st.ddl.recent } end
       st.status = status
       log_conflicts(st, s)
       report(task, st, status, opts)
@@ -636,6 +651,17 @@ local function session(task, st, opts)
       local draining = st.stop_reason == "condition" and st.drain_to and (stats.applied or 0) < st.drain_to
       if st.stop_reason and not draining then
         local stats_or_nil, err = s:stop()
+        -- the transaction being finished holds something for Lua (a DDL message, a change)
+        while stats_or_nil == false do
+          local held = err
+          local hok, herr = pcall(function()
+            if held.kind == "ddl" then ddl.handle(st.ddl, s, held)
+            elseif held.kind == "change" then on_change(st, s, held)
+            elseif held.kind == "conflict" then on_conflict(task, st, s, held) end
+          end)
+          if not hok then st.stream = nil return nil, herr end
+          stats_or_nil, err = s:stop()
+        end
         st.stream = nil
         if not stats_or_nil then return nil, err end
         return stats_or_nil
@@ -680,6 +706,14 @@ function M.stream(run, plan, _source, target, opts)
   st.encoding = enc[1].e
   st.control = connect.open(task, "source", { application_name = "pgtide:" .. task.name .. ":control" })
   st.tables, st.hooks, st.transforms = build_tables(task, plan, target, names, st.control)
+  if ddl.enabled(task) then
+    -- DDL replication: the map is what the target has at the stream's position (tide.cdc.ddl),
+    -- read again for every session (open_session): a reconnect restarts at the origin's
+    -- position, with the DDL committed until then
+    st.ddl = ddl.start(task, plan, target)
+    st.plan_tables = st.tables
+    st.tables = ddl.overlay(st.ddl, st.plan_tables, plan)
+  end
   local handlers = {}
   for _, sig in ipairs({ "INT", "TERM" }) do
     handlers[sig] = true

@@ -201,6 +201,7 @@ M.schema = {
     replica_role       = { check = "boolean" },
     merge_updates      = { check = "boolean" },
     batch_inserts      = { check = "boolean" },
+    ddl                = { check = "boolean" },
   } },
   precheck = { check = "table" },
   stop     = { check = callable },
@@ -254,6 +255,7 @@ M.schema = {
                    return true
                  end },
     conflict = { check = "function" },
+    ddl      = { check = "function" },
     progress = { check = "function" },
     error    = { check = "function" },
   } },

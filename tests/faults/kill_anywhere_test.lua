@@ -10,6 +10,11 @@
 -- sides (row count and a hash of the sorted row hashes, so duplicates count; the filtered table
 -- against the source's matching rows), and no slot, publication, origin, heartbeat table, prepared transaction or
 -- session of the task left, and pg_dump --schema-only of both sides equal object by object.
+-- Once streaming has started, a DDL script (DDL_STEPS) runs on the source between the kills: a
+-- table created and filled in one transaction, a column added with a default then written, a
+-- column type changed, an index created, a column renamed and dropped, a table renamed under a
+-- rename rule, a table created in an unselected schema (ignored), a table dropped, DDL and DML
+-- mixed in one transaction, a view and a sequence (DDL replication, docs/incremental.md).
 --
 --   PGTIDE_FAULT_SEEDS=N       how many seeds (default 3)
 --   PGTIDE_FAULT_SEED_BASE=B   seeds B+1 .. B+N (default 0: the same seeds every run)
@@ -85,6 +90,14 @@ ALTER TABLE utl_file.utl_file_dir REPLICA IDENTITY FULL;]]))
   -- bpchar-like type of length 10 through a binary-coercible cast; COPY (as pg_dump | psql)
   -- pads it on the target.
   assert(c:exec([[UPDATE public.ec1 SET f5 = rpad(f5::text, 10)::text]]))
+  -- What the DDL script (DDL_STEPS) starts from: a table it renames, one it drops, and a schema
+  -- the selection leaves out.
+  assert(c:exec([[
+CREATE SCHEMA ddl_skip;
+CREATE TABLE public.ddl_tmp (id int PRIMARY KEY, v text);
+INSERT INTO public.ddl_tmp SELECT g, 'tmp ' || g FROM generate_series(1, 200) g;
+CREATE TABLE public.ddl_dropme (id int PRIMARY KEY, v text);
+INSERT INTO public.ddl_dropme SELECT g, 'drop ' || g FROM generate_series(1, 50) g;]]))
   c:close()
 end
 
@@ -106,6 +119,52 @@ local LATE = {
   -- target is verified, or after the switch; the next run lifts a fence left up.
   { name = "fenced cutover", marker = "incremental: started", fenced = true, lo = 0, hi = 2.5 },
 }
+
+-- DDL replication: run on the source once streaming has started (each entry one query string,
+-- in order, a moment apart), while kills happen.
+local DDL_STEPS = {
+  [[BEGIN; CREATE TABLE public.ddl_fresh (id int PRIMARY KEY, v text NOT NULL, n numeric(8,2));
+    INSERT INTO public.ddl_fresh SELECT g, 'v' || g, g / 3.0 FROM generate_series(1, 300) g; COMMIT]],
+  "ALTER TABLE public.ddl_fresh ADD COLUMN w int NOT NULL DEFAULT 7",
+  "INSERT INTO public.ddl_fresh (id, v, n, w) SELECT g, 'w' || g, g, g * 2 FROM generate_series(301, 350) g",
+  "UPDATE public.ddl_fresh SET w = w + id WHERE id % 4 = 0",
+  "ALTER TABLE public.ddl_fresh ALTER COLUMN n TYPE numeric(12,3)",
+  "UPDATE public.ddl_fresh SET n = n * 1.5 WHERE id % 5 = 0",
+  "CREATE INDEX ddl_fresh_v_idx ON public.ddl_fresh (v)",
+  "ALTER TABLE public.ddl_fresh RENAME COLUMN v TO label",
+  "UPDATE public.ddl_fresh SET label = 'relabeled ' || id WHERE id % 7 = 0",
+  "ALTER TABLE public.ddl_fresh DROP COLUMN w",
+  "DELETE FROM public.ddl_fresh WHERE id % 11 = 0",
+  "ALTER TABLE public.ddl_tmp RENAME TO ddl_renamed_src",   -- the playbook's rename rule: ddl_renamed
+  "INSERT INTO public.ddl_renamed_src SELECT g, 'after rename ' || g FROM generate_series(1001, 1100) g",
+  "UPDATE public.ddl_renamed_src SET v = 'u' || id WHERE id % 3 = 0",
+  [[BEGIN; CREATE TABLE ddl_skip.ignored (id int PRIMARY KEY, v text);
+    INSERT INTO ddl_skip.ignored SELECT g, 'x' FROM generate_series(1, 20) g; COMMIT]],
+  "DROP TABLE public.ddl_dropme",
+  [[BEGIN; INSERT INTO public.ddl_fresh (id, label, n) VALUES (5000, 'mixed', 1);
+    ALTER TABLE public.ddl_fresh ADD COLUMN note text DEFAULT 'n';
+    UPDATE public.ddl_fresh SET note = 'set' WHERE id = 5000; COMMIT]],
+  "CREATE VIEW public.ddl_view AS SELECT id, label FROM public.ddl_fresh WHERE id < 100",
+  "CREATE SEQUENCE public.ddl_seq START 100",
+}
+-- The renamed table, source and target names.
+local RENAMED = { source = "public.ddl_renamed_src", target = "public.ddl_renamed" }
+
+local function ddl_script(url, d)
+  local c = assert(tide.connect(url, { application_name = "ddl workload" }))
+  for i, sql in ipairs(DDL_STEPS) do
+    local ok, err = c:exec(sql)
+    if not ok then
+      pcall(c.exec, c, "ROLLBACK")
+      d.errors[#d.errors + 1] = string.format("step %d: %s", i, tostring(err and err.message or err))
+    end
+    d.steps = i
+    tide.sleep(0.15 + math.random() * 0.3)
+  end
+  c:close()
+  d.finished = true
+  if d.on_done then d.on_done() end
+end
 
 local function uniform(lo, hi) return lo + math.random() * (hi - lo) end
 
@@ -154,7 +213,8 @@ return tide.task {
   full = { jobs = 2, split_larger_than = "1MB" },
   -- A filter no publication can carry (abalance is not the key): pgtide applies it while
   -- streaming, and pgbench's updates move rows into and out of it all the time.
-  select = { rows = { ["public.pgbench_accounts"] = %q } },
+  select = { rows = { ["public.pgbench_accounts"] = %q }, exclude = { "ddl_skip" } },
+  rename = { table = { ["public.ddl_renamed_src"] = "ddl_renamed" } },
   retry = { attempts = 12, max_delay = 1 },
   incremental = { release = true, heartbeat_interval = 0.2, decoding_work_mem = "64kB", slot_timeout = "60s" },
   stop = tide.when { lag_below = "1s", for_at_least = "1s", file_exists = %q },
@@ -251,12 +311,21 @@ local function run_seed(ctx, seed)
     return table.concat(parts, "\n")
   end
   local stopped, cutover_client = false, nil
+  local ddl = { errors = {}, steps = 0 }
+  local function ddl_start()
+    if not ddl.handle then ddl.handle = tide.spawn(ddl_script, src_url, ddl) end
+  end
+  -- The stop condition waits for the done file: written once the workload stopped and the DDL
+  -- script (which starts when a run streams) has finished.
+  local function write_done_file() local f = assert(io.open(done_file, "w")); f:close() end
   local function stop_workload()
     if stopped then return end
     stopped = true
     w:stop()
-    local f = assert(io.open(done_file, "w")); f:close()
+    ddl.on_done = write_done_file
+    if ddl.finished then write_done_file() end
   end
+  local function streaming(log) return H.read(log):find("incremental: started", 1, true) end
 
   for _, k in ipairs(plan) do
     if k.cutover or k.name == "release" or k.fenced then stop_workload() end
@@ -267,12 +336,17 @@ local function run_seed(ctx, seed)
       local text = H.read(log)
       return text:find(k.marker, 1, true) or text:find("incremental: started", 1, true) or proc:exited()
     end)
+    if streaming(log) then ddl_start() end
     if not proc:exited() then
       if k.spool then
         local before = w.big_committed
         P.poll(20, function() return w.big_committed ~= before or proc:exited() end)
       end
-      if k.fenced then cutover_client = H.start(ctx, "cutover " .. pb, name .. "-cutover-" .. runs) end
+      if k.fenced then
+        -- the fence makes the source read-only: the DDL script first
+        if ddl.handle then ddl.handle:wait() end
+        cutover_client = H.start(ctx, "cutover " .. pb, name .. "-cutover-" .. runs)
+      end
       if k.terminate or k.restart then
         tide.sleep(k.delay / 2)
         if k.terminate then terminate_engine_sessions(ctx.target_admin, name) else restart_target() end
@@ -300,9 +374,14 @@ local function run_seed(ctx, seed)
   local code = 0
   for _ = 1, 3 do
     if finished() then break end
-    local proc = start_run()
+    local proc, log = start_run()
+    P.poll(60, function() return streaming(log) or proc:exited() end)
+    if streaming(log) then ddl_start() end
     code = proc:wait()
   end
+  if ddl.handle then ddl.handle:wait() end
+  T.eq(ddl.errors, {}, "seed " .. seed .. ": the DDL script's statements failed")
+  T.eq(ddl.steps, #DDL_STEPS, "seed " .. seed .. ": the DDL script ran")
   T.ok(finished(), string.format("seed %d: the task did not finish (last exit status %s)\n%s", seed, tostring(code), tail()))
   tgt_check:close()
 
@@ -315,17 +394,39 @@ local function run_seed(ctx, seed)
     -- the release, after the cutover, drops the publication and the heartbeat table there:
     -- rows the target must not get. The verify hook compared the table at the cutover.
     if rel == "ts_app.ddl_log" then goto next end
+    -- the unselected schema's table stays on the source only
+    if rel:find("^ddl_skip%.") then
+      T.eq(#assert(t:query("SELECT 1 FROM pg_namespace WHERE nspname = 'ddl_skip'")), 0, "ddl_skip left out")
+      goto next
+    end
     local filter = FILTERED[rel]
     local a, b = P.fingerprint(s, TRANSFORMED[rel] or filter and ("(SELECT * FROM " .. rel .. " WHERE " .. filter .. ")")
                                   or rel),
-                 P.fingerprint(t, rel)
+                 P.fingerprint(t, rel == RENAMED.source and RENAMED.target or rel)
     if a ~= b then diffs[#diffs + 1] = string.format("%s: source %s, target %s", rel, a, b) end
     ::next::
   end
   T.eq(diffs, {}, string.format("seed %d: tables differ (workload rounds: %d)\n%s", seed, w.rounds, tail()))
   T.eq(leftovers(s, t, name), {}, "seed " .. seed .. ": left after release")
-  T.eq((D.dump_differences(src_url, tgt_url, { exclude_schema = "pgtide" })), {},
-       "seed " .. seed .. ": pg_dump --schema-only of source and target differ")
+  -- pg_dump of both sides, object by object; the renamed table (and the left-out schema) apart
+  local differ = {}
+  for _, text in ipairs((D.dump_differences(src_url, tgt_url, { exclude_schema = "pgtide" }))) do
+    if not (text:find("ddl_renamed", 1, true) or text:find(" | ddl_skip | ", 1, true)
+            or text:find("SCHEMA | - | ddl_skip", 1, true)) then
+      differ[#differ + 1] = text
+    end
+  end
+  T.eq(differ, {}, "seed " .. seed .. ": pg_dump --schema-only of source and target differ")
+  local function shape(conn, rel)
+    local r = assert(conn:query([[
+SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' not null'
+       ELSE '' END, ', ' ORDER BY a.attnum) AS cols,
+       (SELECT string_agg(pg_get_constraintdef(k.oid), ', ' ORDER BY k.conname) FROM pg_constraint k
+         WHERE k.conrelid = to_regclass($1)) AS cons
+FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped]], rel))
+    return tostring(r[1].cols) .. " | " .. tostring(r[1].cons)
+  end
+  T.eq(shape(t, RENAMED.target), shape(s, RENAMED.source), "seed " .. seed .. ": the renamed table's shape")
   s:close(); t:close()
   sa:close(); ta:close()   -- the target may have restarted under them
   if os.getenv("PGTIDE_FAULT_KEEP") ~= "1" then

@@ -444,6 +444,7 @@ function M.release(task, source, target)
     assert(source:exec("SET default_transaction_read_only = off"))
     if M.drop_slot(source, names) then dropped[#dropped + 1] = "replication slot " .. names.slot end
     for _, name in ipairs(M.drop_publications(source, names)) do dropped[#dropped + 1] = "publication " .. name end
+    for _, what in ipairs(require("tide.cdc.ddl").remove(task, source)) do dropped[#dropped + 1] = what end
     local hb = M.heartbeat_sql(source, names)
     local rows = assert(source:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", hb))
     if rows[1].present then
@@ -461,6 +462,7 @@ function M.release(task, source, target)
       end
       dropped[#dropped + 1] = "replication origin " .. names.origin
     end
+    require("tide.cdc.ddl").forget(task, target)
   end
   return dropped
 end

@@ -230,6 +230,19 @@ function M.render(st)
         num(inc.delay) and string.format("%.3f s", inc.delay) or "?", inc.not_delayed and "not delayed" or "delayed",
         human_bytes(num(inc.bytes_behind) or 0), rate(inc.transactions_per_second, "tx"),
         rate(inc.changes_per_second, "changes"), tostring(inc.applied_lsn), inc.paused and ", paused" or "")
+    local d = type(inc.ddl) == "table" and inc.ddl or nil
+    if d then
+      -- DDL replication (tide.cdc.ddl): counts, and the latest commands with their decision
+      add("    DDL: %s applied, %s skipped", count(d.applied), count(d.skipped))
+      local recent = type(d.recent) == "table" and d.recent or {}
+      for i = math.max(1, #recent - 4), #recent do
+        local r = recent[i]
+        if type(r) == "table" then
+          add("      %s %s %s %s", tostring(r.lsn), r.decision == "apply" and "applied" or "skipped", tostring(r.tag),
+              tostring(r.object))
+        end
+      end
+    end
   end
   local stop = type(st.stop) == "table" and st.stop or {}
   add("  stop condition: %s%s%s", tostring(stop.condition or "none"), stop.verdict and (" — " .. stop.verdict) or "",

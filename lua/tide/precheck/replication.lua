@@ -302,6 +302,19 @@ ORDER BY p.pubname
       return out
     end,
   },
+  {
+    -- DDL replication (tide.cdc.ddl): the task's event trigger on the source
+    id = "ddl_event_trigger", title = "The source role may create the DDL event trigger", grade = "fail",
+    applies = function(ctx) return incremental(ctx) and (ctx.task.incremental or {}).ddl ~= false end,
+    run = function(ctx)
+      if ctx:source_server().superuser then return {} end
+      return { { object = "source",
+        message = "DDL replication needs an event trigger on the source, and creating one needs a superuser (on " ..
+                  "a managed service, its equivalent role): the source role is not one",
+        fix = "run the task as a superuser of the source, or set incremental.ddl = false (then DDL on the source " ..
+              "stops the stream with a message naming the change)" } }
+    end,
+  },
 }
 
 return M

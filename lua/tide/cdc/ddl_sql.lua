@@ -1,0 +1,176 @@
+-- tide.cdc.ddl_sql — the SQL side of DDL replication on the source: the catalog description of a
+-- table (read inside the DDL's own transaction by the event trigger, and by pgtide for the
+-- tables it starts with) and the event trigger function, generated for one task.
+--
+-- The description is a JSON object: oid, schema, name, kind (relkind), persistence, identity
+-- (relreplident) and identity_index, columns (num, name, type as format_type prints it,
+-- collation, not_null, default, identity, generated), constraints (name, type, def as
+-- pg_get_constraintdef prints it), indexes that no constraint owns (oid, name, def), and for a
+-- sequence its options. Everything is printed with search_path = pg_catalog, so names outside
+-- pg_catalog are schema-qualified and can be mapped by the rename rules.
+local M = {}
+
+-- The description of relation `%s` (an expression giving its oid), as one jsonb value.
+local DESCRIBE = [[
+(SELECT pg_catalog.jsonb_build_object(
+  'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname, 'kind', c.relkind::text,
+  'persistence', c.relpersistence::text, 'partition', c.relispartition, 'identity', c.relreplident::text,
+  'identity_index', (SELECT ic.relname FROM pg_catalog.pg_index i
+                     JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+                     WHERE i.indrelid = c.oid AND i.indisreplident),
+  'has_key', EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+  'columns', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+       'num', a.attnum, 'name', a.attname, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
+       'not_null', a.attnotnull, 'default', pg_catalog.pg_get_expr(d.adbin, d.adrelid),
+       'identity', NULLIF(a.attidentity::text, ''), 'generated', NULLIF(a.attgenerated::text, ''),
+       'collation', CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0 THEN
+         (SELECT pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(co.collname)
+          FROM pg_catalog.pg_collation co JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
+          WHERE co.oid = a.attcollation) END) ORDER BY a.attnum)
+     FROM pg_catalog.pg_attribute a
+     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+     LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]'::jsonb),
+  'constraints', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+       'name', k.conname, 'type', k.contype::text, 'def', pg_catalog.pg_get_constraintdef(k.oid))
+       ORDER BY k.conname)
+     FROM pg_catalog.pg_constraint k WHERE k.conrelid = c.oid AND k.contype IN ('p', 'u', 'c', 'f', 'x')),
+     '[]'::jsonb),
+  'indexes', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+       'oid', i.indexrelid::bigint, 'name', ic.relname, 'def', pg_catalog.pg_get_indexdef(i.indexrelid),
+       'unique', i.indisunique) ORDER BY ic.relname)
+     FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+     WHERE i.indrelid = c.oid
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k WHERE k.conindid = i.indexrelid
+                                                              AND k.conrelid = c.oid)), '[]'::jsonb),
+  'sequence', (SELECT pg_catalog.jsonb_build_object('type', pg_catalog.format_type(s.seqtypid, NULL),
+       'start', s.seqstart::text, 'increment', s.seqincrement::text, 'min', s.seqmin::text,
+       'max', s.seqmax::text, 'cache', s.seqcache::text, 'cycle', s.seqcycle)
+     FROM pg_catalog.pg_sequence s WHERE s.seqrelid = c.oid))
+ FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = %s)]]
+
+M.DESCRIBE = DESCRIBE
+
+-- The descriptions of the relations with these oids (a list of integers), read with
+-- search_path = pg_catalog like the trigger does. conn must be idle.
+function M.describe(conn, oids)
+  local json = require "tide.json"
+  if #oids == 0 then return {} end
+  assert(conn:exec("BEGIN"))
+  local ok, rows = pcall(function()
+    assert(conn:exec("SET LOCAL search_path = pg_catalog"))
+    return assert(conn:query("SELECT u.oid::bigint AS oid, " .. DESCRIBE:format("u.oid") ..
+                             "::text AS d FROM unnest($1::oid[]) AS u(oid)", oids))
+  end)
+  conn:exec("COMMIT")
+  if not ok then error(rows, 0) end
+  local out = {}
+  for _, r in ipairs(rows) do
+    if type(r.d) == "string" then out[tostring(r.oid)] = json.decode(r.d) end
+  end
+  return out
+end
+
+local function literal(s) return "'" .. tostring(s):gsub("'", "''") .. "'" end
+
+local function text_array(list)
+  local parts = {}
+  for i, s in ipairs(list) do parts[i] = literal(s) end
+  return "ARRAY[" .. table.concat(parts, ", ") .. "]::text[]"
+end
+
+-- The event trigger function for a task. n: tide.cdc.ddl names (fn, prefix, publication),
+-- schemas: the followed schemas, skip: relations never followed ({ {schema, name}, ... }: the
+-- heartbeat table). Quoting: every name goes in as a literal or through quote_ident.
+function M.function_sql(qualified_fn, n, schemas, skip)
+  local skipped = {}
+  for i, s in ipairs(skip) do skipped[i] = s[1] .. "." .. s[2] end
+  return ([[
+CREATE OR REPLACE FUNCTION %FN%() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $pgtide$
+-- pgtide: records each DDL command on the objects task %TASK% follows, as a transactional
+-- logical decoding message, in the DDL's own transaction (made by pgtide; pgtide release drops it)
+DECLARE
+  followed text[] := %SCHEMAS%;
+  skipped text[] := %SKIP%;
+  pub text := %PUB%;
+  r record;
+  rel oid;
+  cmds jsonb := '[]';
+  tabs jsonb := '{}';
+  drops jsonb := '[]';
+  d jsonb;
+  published boolean;
+  had_rows boolean;
+BEGIN
+  IF tg_event = 'sql_drop' THEN
+    FOR r IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects() LOOP
+      CONTINUE WHEN r.schema_name IS NULL OR NOT (r.schema_name = ANY (followed)) OR r.is_temporary;
+      CONTINUE WHEN r.object_type NOT IN ('table', 'index', 'sequence', 'view', 'materialized view',
+                                          'function', 'procedure', 'type');
+      CONTINUE WHEN (r.schema_name || '.' || r.object_name) = ANY (skipped);
+      drops := drops || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+        'type', r.object_type, 'schema', r.schema_name, 'name', r.object_name,
+        'identity', r.object_identity, 'oid', r.objid::bigint, 'original', r.original));
+    END LOOP;
+    IF pg_catalog.jsonb_array_length(drops) > 0 THEN
+      PERFORM pg_catalog.pg_logical_emit_message(true, %PREFIX%, pg_catalog.jsonb_build_object(
+        'event', 'drop', 'statement', pg_catalog.current_query(), 'dropped', drops)::text);
+    END IF;
+    RETURN;
+  END IF;
+  FOR r IN SELECT * FROM pg_catalog.pg_event_trigger_ddl_commands() LOOP
+    CONTINUE WHEN r.in_extension OR r.command_tag LIKE '% PUBLICATION' OR r.objid IS NULL;
+    rel := NULL;
+    IF r.object_type IN ('table', 'table column', 'sequence') THEN
+      rel := r.objid;
+    ELSIF r.object_type = 'index' THEN
+      SELECT i.indrelid INTO rel FROM pg_catalog.pg_index i WHERE i.indexrelid = r.objid;
+    ELSIF r.object_type = 'table constraint' THEN
+      SELECT k.conrelid INTO rel FROM pg_catalog.pg_constraint k WHERE k.oid = r.objid;
+    END IF;
+    published := rel IS NOT NULL AND EXISTS (
+      SELECT FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+      WHERE p.pubname = pub AND pr.prrelid = rel);
+    CONTINUE WHEN NOT published AND (r.schema_name IS NULL OR NOT (r.schema_name = ANY (followed)));
+    CONTINUE WHEN (r.schema_name || '.' || pg_catalog.split_part(r.object_identity, '.', 2)) = ANY (skipped);
+    -- a sequence an identity column owns is the column's business
+    CONTINUE WHEN r.object_type = 'sequence' AND EXISTS (SELECT FROM pg_catalog.pg_depend dp
+      WHERE dp.classid = 'pg_catalog.pg_class'::regclass AND dp.objid = r.objid AND dp.deptype = 'i');
+    cmds := cmds || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+      'tag', r.command_tag, 'type', r.object_type, 'schema', r.schema_name,
+      'identity', r.object_identity, 'oid', r.objid::bigint, 'table', rel::bigint));
+    IF rel IS NOT NULL AND NOT tabs ? rel::text THEN
+      had_rows := false;
+      -- A plain logged table of a followed schema joins the publication in this transaction (so
+      -- no row written to it is missed) once it has a replica identity.
+      IF NOT published AND EXISTS (
+          SELECT FROM pg_catalog.pg_class c WHERE c.oid = rel AND c.relkind = 'r' AND c.relpersistence = 'p'
+            AND NOT c.relispartition
+            AND (c.relreplident = 'f'
+                 OR (c.relreplident = 'd' AND EXISTS (SELECT FROM pg_catalog.pg_index i
+                                                      WHERE i.indrelid = c.oid AND i.indisprimary))
+                 OR (c.relreplident = 'i' AND EXISTS (SELECT FROM pg_catalog.pg_index i
+                                                      WHERE i.indrelid = c.oid AND i.indisreplident)))) THEN
+        EXECUTE pg_catalog.format('SELECT EXISTS (SELECT FROM %s)', rel::regclass) INTO had_rows;
+        EXECUTE pg_catalog.format('ALTER PUBLICATION %I ADD TABLE %s', pub, rel::regclass);
+        published := true;
+      END IF;
+      SELECT %DESCRIBE% INTO d;
+      tabs := tabs || pg_catalog.jsonb_build_object(rel::text,
+        d || pg_catalog.jsonb_build_object('published', published, 'had_rows', had_rows));
+    END IF;
+  END LOOP;
+  IF pg_catalog.jsonb_array_length(cmds) > 0 THEN
+    PERFORM pg_catalog.pg_logical_emit_message(true, %PREFIX%, pg_catalog.jsonb_build_object(
+      'event', 'end', 'statement', pg_catalog.current_query(), 'commands', cmds, 'tables', tabs)::text);
+  END IF;
+END
+$pgtide$]]):gsub("%%(%u+)%%", {
+    FN = qualified_fn, TASK = n.task:gsub("[^%w_]", "_"), SCHEMAS = text_array(schemas), SKIP = text_array(skipped),
+    PUB = literal(n.publication), PREFIX = literal(n.prefix), DESCRIBE = DESCRIBE:format("rel"),
+  })
+end
+
+return M

@@ -1,0 +1,323 @@
+-- DDL replication during incremental migration (docs/incremental.md, "DDL replication"): the
+-- task's event trigger records each DDL command on a followed object in the DDL's own
+-- transaction; the stream applies it on the target at that position, with the changes around it.
+local T = require "testlib"
+local P = require "pg"
+local H = dofile("tests/integration/cdc_lib.lua")
+
+-- Columns of a table as (name, type, not null, default) lines, for comparing source and target.
+local function columns(conn, relation)
+  local out = {}
+  for _, r in ipairs(assert(conn:query([[
+SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS nn,
+       coalesce(pg_get_expr(d.adbin, d.adrelid), '') AS def
+FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum]], relation))) do
+    out[#out + 1] = string.format("%s %s%s %s", r.name, r.type, r.nn and " not null" or "", r.def)
+  end
+  return table.concat(out, "\n")
+end
+
+local function indexes(conn, relation)
+  local out = {}
+  for _, r in ipairs(assert(conn:query([[
+SELECT pg_get_indexdef(i.indexrelid) AS def FROM pg_index i
+WHERE i.indrelid = to_regclass($1) ORDER BY 1]], relation))) do
+    out[#out + 1] = r.def
+  end
+  return table.concat(out, "\n")
+end
+
+local function exists(conn, relation)
+  return assert(conn:query("SELECT to_regclass($1) IS NOT NULL AS e", relation))[1].e
+end
+
+T.test("DDL between changes is applied at its place, in the same target transaction", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.both(ctx, [[
+    CREATE TABLE items (id int PRIMARY KEY, name text);
+    CREATE TABLE gone (id int PRIMARY KEY, v text);
+    DROP SCHEMA IF EXISTS other CASCADE; CREATE SCHEMA other;]])
+  -- an event trigger of the target that refuses drops, in every mode: quiet for pgtide's DDL
+  P.exec(ctx.target_url, [[
+    CREATE FUNCTION public.no_drops() RETURNS event_trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'no drops here'; END $$;
+    CREATE EVENT TRIGGER no_drops ON sql_drop EXECUTE FUNCTION public.no_drops();
+    ALTER EVENT TRIGGER no_drops ENABLE ALWAYS;]])
+  local src = P.connect(ctx.source_url)
+  assert(src:exec("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 20) g"))
+  assert(src:exec("INSERT INTO gone VALUES (1, 'a')"))
+  local ref = {}
+  local seen = {}
+  local task = H.task(ctx, "ddl_basic", { stop = H.stop_at(ref),
+    on = { ddl = function(d) seen[#seen + 1] = d.tag .. " " .. tostring(d.object); return nil end } })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local function fn_xmin()
+    return assert(src:query("SELECT xmin::text AS x FROM pg_proc WHERE proname = 'pgtide_ddl_basic_ddl'"))[1].x
+  end
+  local before = fn_xmin()
+  require("tide.cdc.ddl").install(task, plan, src)
+  T.eq(fn_xmin(), before, "a resumed run leaves the trigger alone when nothing changed")
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec([[
+    BEGIN;
+    INSERT INTO items VALUES (21, 'before');
+    CREATE TABLE fresh (id int PRIMARY KEY, v text NOT NULL DEFAULT 'x', n numeric(10,2));
+    INSERT INTO fresh SELECT g, 'v' || g, g FROM generate_series(1, 50) g;
+    COMMIT;
+    ALTER TABLE items ADD COLUMN qty int NOT NULL DEFAULT 5;
+    INSERT INTO items VALUES (22, 'with qty', 7);
+    UPDATE items SET qty = id WHERE id <= 5;
+    ALTER TABLE items ALTER COLUMN name TYPE varchar(40);
+    CREATE INDEX items_name_idx ON items (name);
+    ALTER TABLE items RENAME COLUMN name TO title;
+    UPDATE items SET title = 'renamed ' || id WHERE id > 18;
+    ALTER TABLE items DROP COLUMN qty;
+    INSERT INTO items VALUES (23, 'after drop');
+    CREATE TABLE other.ignored (id int PRIMARY KEY);
+    INSERT INTO other.ignored VALUES (1);
+    DROP TABLE gone;
+    UPDATE fresh SET v = 'changed' WHERE id = 3;]]))
+  -- a view and a function: applied as the source ran them (one statement each)
+  assert(src:exec("CREATE VIEW items_v AS SELECT id, title FROM items WHERE id > 10"))
+  assert(src:exec("CREATE FUNCTION twice(x int) RETURNS int LANGUAGE sql AS 'SELECT x * 2'"))
+  assert(src:exec("INSERT INTO items VALUES (24, 'last')"))
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.stopped_by, "condition")
+  local tgt = P.connect(ctx.target_url)
+  P.same(src, tgt, "items")
+  P.same(src, tgt, "fresh")
+  P.same(src, tgt, "items_v")
+  T.eq(columns(tgt, "public.items"), columns(src, "public.items"), "items has the source's columns")
+  T.eq(columns(tgt, "public.fresh"), columns(src, "public.fresh"), "fresh has the source's columns")
+  T.eq(indexes(tgt, "public.items"), indexes(src, "public.items"), "items has the source's indexes")
+  T.eq(indexes(tgt, "public.fresh"), indexes(src, "public.fresh"), "fresh has its primary key")
+  T.ok(not exists(tgt, "public.gone"), "the dropped table is gone from the target")
+  T.eq(assert(tgt:query("SELECT evtenabled FROM pg_event_trigger WHERE evtname = 'no_drops'"))[1].evtenabled, "A",
+       "the target's event trigger is enabled as it was")
+  assert(tgt:exec("DROP EVENT TRIGGER no_drops"))
+  T.ok(not exists(tgt, "other.ignored"), "a table of an unselected schema is not created")
+  -- CREATE TABLE fresh, ADD COLUMN, TYPE, CREATE INDEX, RENAME COLUMN, DROP COLUMN, DROP TABLE,
+  -- CREATE VIEW, CREATE FUNCTION
+  T.eq(summary.status.ddl.applied, 9, "DDL counted as applied")
+  T.eq(assert(tgt:query("SELECT twice(21) AS v"))[1].v, 42, "the function arrived")
+  T.eq(summary.status.ddl.skipped, 0, "nothing skipped")
+  local tags = table.concat(seen, ", ")
+  T.match(tags, "CREATE TABLE public%.fresh", "on.ddl saw the CREATE TABLE")
+  T.match(tags, "ALTER TABLE public%.items", "on.ddl saw the ALTER TABLE")
+  T.nomatch(tags, "other%.ignored", "on.ddl is not asked about unselected objects")
+  local dropped = table.concat(H.release(ctx, task), ", ")
+  T.match(dropped, "event trigger pgtide_ddl_basic_ddl_end")
+  T.eq(#assert(src:query("SELECT 1 FROM pg_event_trigger WHERE evtname LIKE 'pgtide_ddl_basic%'")), 0,
+       "release removes the event triggers")
+  src:close(); tgt:close()
+end)
+
+T.test("rename rules map the DDL; a restart with the source ahead; on.ddl skips one", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.exec(ctx.source_url, "CREATE TABLE tbl_orders (id int PRIMARY KEY, note text, legacy int)")
+  P.exec(ctx.target_url, "CREATE TABLE orders (id int PRIMARY KEY, note text, legacy int)")
+  local src = P.connect(ctx.source_url)
+  assert(src:exec("INSERT INTO tbl_orders SELECT g, 'n' || g, g FROM generate_series(1, 10) g"))
+  local ref = {}
+  local task = H.task(ctx, "ddl_rename", { stop = H.stop_at(ref),
+    rename = { table = { { strip_prefix = "tbl_" } } },
+    on = { ddl = function(d)
+      if d.statement:find("skip_me", 1, true) then return "skip" end
+      return "apply"
+    end } })
+  H.setup(ctx, task, H.plan(src, "public", { tbl_orders = "orders" }))
+  local h = H.stream(ctx, task, H.plan(src, "public", { tbl_orders = "orders" }))
+  assert(src:exec([[
+    BEGIN;
+    CREATE TABLE tbl_fresh (id int PRIMARY KEY, v text);
+    INSERT INTO tbl_fresh SELECT g, 'f' || g FROM generate_series(1, 30) g;
+    COMMIT;
+    ALTER TABLE tbl_fresh ADD COLUMN w int DEFAULT 1;
+    INSERT INTO tbl_fresh VALUES (31, 'w', 9);]]))
+  -- (current_query() is the whole text sent: on.ddl sees this one alone)
+  assert(src:exec("CREATE INDEX skip_me ON tbl_orders (note)"))
+  assert(src:exec("INSERT INTO tbl_orders VALUES (11, 'eleven', 11)"))
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.status.ddl.skipped, 1, "one DDL skipped by on.ddl")
+  local tgt = P.connect(ctx.target_url)
+  T.eq(P.fingerprint(tgt, "fresh"), P.fingerprint(src, "tbl_fresh"), "the new table arrived under its mapped name")
+  T.eq(#assert(tgt:query("SELECT 1 FROM pg_class WHERE relname = 'fresh_pkey'")), 1, "its key under the mapped name")
+  T.eq(#assert(tgt:query("SELECT 1 FROM pg_class WHERE relname IN ('skip_me', 'skip_me_idx')")), 0,
+       "the skipped index is not made")
+  -- Stopped. The source goes on while pgtide is down: the next run's plan is ahead of the
+  -- stream's position (the table renamed, a column dropped), and what the target has is the record.
+  assert(src:exec([[
+    INSERT INTO tbl_orders VALUES (12, 'twelve', 12);
+    ALTER TABLE tbl_orders RENAME TO tbl_purchases;
+    UPDATE tbl_purchases SET note = 'after rename' WHERE id = 12;
+    ALTER TABLE tbl_purchases DROP COLUMN legacy;
+    INSERT INTO tbl_purchases VALUES (13, 'thirteen');
+    ALTER TABLE tbl_fresh ALTER COLUMN w TYPE bigint;
+    UPDATE tbl_fresh SET w = 5000000000 WHERE id = 1;]]))
+  ref.lsn = P.lsn(src, true)
+  summary = H.stream(ctx, task, H.plan(src, "public", { tbl_purchases = "purchases", tbl_fresh = "fresh" })):wait()
+  T.eq(summary.stopped_by, "condition")
+  T.ok(not exists(tgt, "public.orders"), "orders was renamed on the target")
+  T.eq(P.fingerprint(tgt, "purchases"), P.fingerprint(src, "tbl_purchases"), "renamed under the rule, rows follow")
+  T.eq(columns(tgt, "public.purchases"), columns(src, "public.tbl_purchases"), "the dropped column is gone")
+  T.eq(P.fingerprint(tgt, "fresh"), P.fingerprint(src, "tbl_fresh"))
+  T.eq(columns(tgt, "public.fresh"), columns(src, "public.tbl_fresh"), "the type change arrived")
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
+
+T.test("on.ddl returning stop stops the task at that DDL, naming it; nothing after it is applied", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.both(ctx, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+  local src = P.connect(ctx.source_url)
+  local ref = {}
+  local task = H.task(ctx, "ddl_stop", { stop = H.stop_at(ref),
+    on = { ddl = function(d) if d.tag == "DROP TABLE" then return "stop" end end } })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec("INSERT INTO t VALUES (1, 'a')"))
+  assert(src:exec("BEGIN; INSERT INTO t VALUES (2, 'b'); DROP TABLE t; COMMIT"))
+  ref.lsn = P.lsn(src, true)
+  local ok, err = pcall(h.wait, h)
+  T.eq(ok, false)
+  T.match(tostring(err), "DROP TABLE t")
+  T.match(tostring(err), "at LSN %x+/%x+")
+  T.match(tostring(err), "hint:")
+  local tgt = P.connect(ctx.target_url)
+  T.eq(#assert(tgt:query("SELECT 1 FROM t WHERE id = 2")), 0, "nothing of the DDL's transaction is applied")
+  -- Run again, skipping it this time: the stream restarts at the same place, the target keeps
+  -- its table, and both rows arrive once.
+  local again = H.task(ctx, "ddl_stop", { stop = H.stop_at(ref),
+    on = { ddl = function(d) if d.tag == "DROP TABLE" then return "skip" end end } })
+  local summary = H.stream(ctx, again, plan):wait()
+  T.eq(summary.status.ddl.skipped, 1)
+  T.eq(P.fingerprint(tgt, "t"), P.fingerprint(tgt, "(VALUES (1, 'a'), (2, 'b'))"), "both rows, once")
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
+
+T.test("a slot made again (a full load starting over) first brings the target to the source's DDL", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.both(ctx, "CREATE TABLE t (id int PRIMARY KEY, v text, old int); CREATE TABLE doomed (id int PRIMARY KEY)")
+  local src = P.connect(ctx.source_url)
+  local task = H.task(ctx, "ddl_again")
+  H.setup(ctx, task, H.plan(src))
+  -- the run dies before its full load commits; meanwhile the source changes
+  assert(src:exec("ALTER TABLE t ADD COLUMN c int DEFAULT 3"))
+  assert(src:exec("ALTER TABLE t DROP COLUMN old"))
+  assert(src:exec("CREATE TABLE t2 (id int PRIMARY KEY, w text)"))
+  assert(src:exec("DROP TABLE doomed"))
+  assert(src:exec("SELECT pg_drop_replication_slot('pgtide_ddl_again')"))
+  local tgt = P.connect(ctx.target_url)
+  assert(tgt:exec("SELECT pg_replication_origin_drop('pgtide_ddl_again')"))
+  H.setup(ctx, task, H.plan(src))
+  T.eq(columns(tgt, "public.t"), columns(src, "public.t"), "the target has the columns the copy will bring")
+  T.eq(columns(tgt, "public.t2"), columns(src, "public.t2"), "and the table created meanwhile")
+  T.eq(indexes(tgt, "public.t2"), "", "its key is left to the full load's post-data step")
+  T.ok(not exists(tgt, "public.doomed"), "the table dropped meanwhile is gone")
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
+
+T.test("a reconnect after DDL was applied streams on with the new shape", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.both(ctx, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+  local src = P.connect(ctx.source_url)
+  local tgt = P.connect(ctx.target_url)
+  local ref = {}
+  local task = H.task(ctx, "ddl_reconnect", { stop = H.stop_at(ref), retry = { attempts = 5, max_delay = 0.2 } })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec("ALTER TABLE t ADD COLUMN extra int"))
+  assert(src:exec("INSERT INTO t VALUES (1, 'a', 1)"))
+  P.wait_for("the new column on the target", function()
+    local rows = tgt:query("SELECT 1 FROM t WHERE extra = 1")   -- an error until the column is there
+    return rows and #rows == 1
+  end)
+  -- the apply session goes away; the stream reconnects from the origin
+  assert(tgt:query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                   "pgtide:ddl_reconnect:apply"))
+  assert(src:exec("INSERT INTO t VALUES (2, 'b', 2)"))
+  assert(src:exec("CREATE TABLE t2 (id int PRIMARY KEY)"))
+  assert(src:exec("INSERT INTO t2 VALUES (7)"))
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.stopped_by, "condition")
+  T.ok(summary.reconnects >= 1, "reconnected: " .. tostring(summary.reconnects))
+  P.same(src, tgt, "t")
+  P.same(src, tgt, "t2")
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
+
+T.test("DDL inside a large transaction streamed before its commit: applied in its place at the commit", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.both(ctx, "CREATE TABLE t (id int PRIMARY KEY, pad text); CREATE TABLE u (id int PRIMARY KEY)")
+  local src = P.connect(ctx.source_url)
+  local ref = {}
+  local task = H.task(ctx, "ddl_streamed", { stop = H.stop_at(ref), incremental = { decoding_work_mem = "64kB" } })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec([[
+    BEGIN;
+    INSERT INTO t SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 3000) g;
+    ALTER TABLE t ADD COLUMN c int DEFAULT 1;
+    INSERT INTO t SELECT g, 'after', g FROM generate_series(3001, 6000) g;
+    SAVEPOINT s;
+    INSERT INTO u VALUES (1);
+    ALTER TABLE t ADD COLUMN gone int;
+    INSERT INTO t VALUES (9999, 'cut', 1, 1);
+    ROLLBACK TO SAVEPOINT s;
+    INSERT INTO u VALUES (2);
+    UPDATE t SET c = c + 1 WHERE id % 100 = 0;
+    COMMIT]]))
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.stopped_by, "condition")
+  T.ok((summary.status.streamed_transactions or 0) >= 1, "the transaction was streamed")
+  local tgt = P.connect(ctx.target_url)
+  P.same(src, tgt, "t")
+  P.same(src, tgt, "u")
+  T.eq(columns(tgt, "public.t"), columns(src, "public.t"))
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
+
+T.test("a DDL statement the target refuses stops the task naming it, its LSN and the fix", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.both(ctx, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+  P.exec(ctx.target_url, "CREATE TABLE clash_idx (x int)")   -- the name the index wants, taken on the target
+  local src = P.connect(ctx.source_url)
+  local ref = {}
+  local task = H.task(ctx, "ddl_refused", { stop = H.stop_at(ref) })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec("BEGIN; INSERT INTO t VALUES (1, 'a'); CREATE INDEX clash_idx ON t (v); INSERT INTO t VALUES (2, 'b'); COMMIT"))
+  ref.lsn = P.lsn(src, true)
+  local ok, err = pcall(h.wait, h)
+  T.eq(ok, false)
+  local text = tostring(err)
+  T.match(text, "already exists")
+  T.match(text, "CREATE INDEX clash_idx ON public%.t")
+  T.match(text, "at LSN %x+/%x+")
+  T.match(text, "hint: fix the target by hand")
+  local tgt = P.connect(ctx.target_url)
+  T.eq(#assert(tgt:query("SELECT 1 FROM t")), 0, "nothing of that transaction is applied")
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)

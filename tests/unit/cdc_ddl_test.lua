@@ -1,0 +1,126 @@
+-- tide.cdc.ddl: what a DDL message means for the target — the statements written from the
+-- table descriptions under the rename rules, the map entries, and what is refused.
+local T = require "testlib"
+local ddl = require "tide.cdc.ddl"
+local json = require "tide.json"
+
+local function col(num, name, type, extra)
+  local c = { num = num, name = name, type = type, not_null = false, default = json.null, identity = json.null,
+              generated = json.null, collation = json.null }
+  for k, v in pairs(extra or {}) do c[k] = v end
+  return c
+end
+
+local function desc(name, columns, extra)
+  local d = { oid = 100, schema = "public", name = name, kind = "r", persistence = "p", partition = false,
+              identity = "d", identity_index = json.null, has_key = true, columns = columns,
+              constraints = { { name = name .. "_pkey", type = "p", def = "PRIMARY KEY (id)" } }, indexes = {},
+              published = true, had_rows = false }
+  for k, v in pairs(extra or {}) do d[k] = v end
+  return d
+end
+
+local function context(extra)
+  local task = { name = "t", incremental = {}, on = {} }
+  for k, v in pairs(extra or {}) do task[k] = v end
+  return ddl.context(task, {})
+end
+
+local function message(tables, tag)
+  local cmds, t = {}, {}
+  for _, d in ipairs(tables) do
+    cmds[#cmds + 1] = { tag = tag or "ALTER TABLE", type = "table", schema = d.schema, identity = d.schema .. "." .. d.name,
+                        oid = d.oid, table = d.oid }
+    t[tostring(d.oid)] = d
+  end
+  return { event = "end", statement = "-- test", commands = cmds, tables = t }
+end
+
+T.test("a new selected table: created under its mapped name with its key, and mapped in the stream", function()
+  local d = context { rename = { table = { { strip_prefix = "tbl_" } }, column = { ["public.tbl_x.Old"] = "new" } } }
+  local r = ddl.plan_message(d, message({ desc("tbl_x", {
+    col(1, "id", "integer", { not_null = true }),
+    col(2, "Old", "text", { default = "'a'::text" }),
+  }) }, "CREATE TABLE"))
+  T.eq(r.mapped[1], 'CREATE TABLE public.x (id integer NOT NULL, new text DEFAULT \'a\'::text)')
+  T.eq(r.mapped[2], "ALTER TABLE public.x ADD CONSTRAINT x_pkey PRIMARY KEY (id)")
+  T.eq(r.targets[1].target_sql, "public.x")
+  T.eq(r.targets[1].columns[2].target_sql, "new")
+  T.eq(r.targets[1].key, { "id" })
+  T.eq(r.records["100"].target, { schema = "public", name = "x" })
+end)
+
+T.test("changes to a known table: the difference, in an order the server takes", function()
+  local d = context()
+  local before = desc("t", { col(1, "id", "integer", { not_null = true }), col(2, "a", "text"), col(3, "b", "integer") })
+  before.indexes = { { oid = 7, name = "t_a_idx", def = "CREATE INDEX t_a_idx ON public.t USING btree (a)" } }
+  d.known["100"] = { desc = before, cols = { id = "id", a = "a", b = "b" }, target = { schema = "public", name = "t" } }
+  local after = desc("t2", { col(1, "id", "integer", { not_null = true }), col(2, "aa", "character varying(9)"),
+                             col(4, "c", "integer", { default = "5", not_null = true }) })
+  local r = ddl.plan_message(d, message({ after }))
+  local text = table.concat(r.mapped, "\n")
+  T.match(text, "RENAME TO t2")
+  T.match(text, "DROP INDEX IF EXISTS public%.t_a_idx")
+  T.match(text, "DROP COLUMN IF EXISTS b")
+  T.match(text, "RENAME COLUMN a TO aa")
+  T.match(text, "ALTER COLUMN aa TYPE character varying%(9%) USING aa::character varying%(9%)")
+  T.match(text, "ADD COLUMN c integer DEFAULT 5 NOT NULL")
+  T.ok(text:find("RENAME TO t2", 1, true) < text:find("DROP COLUMN", 1, true), "the table is renamed first")
+  T.eq(r.targets[1].replaces, { "public", "t" }, "the map entry replaces the old source name")
+  T.eq(r.targets[1].known, { "id", "aa", "c" })
+end)
+
+T.test("a table the selection leaves out is published but ignored; a keyless one is warned about", function()
+  local d = context { select = { exclude = { "public.tmp_*" } } }
+  local r = ddl.plan_message(d, message({ desc("tmp_x", { col(1, "id", "integer") }) }, "CREATE TABLE"))
+  T.eq(#r.mapped, 0, "nothing made on the target")
+  T.eq(r.targets[1].ignored, true)
+  T.eq(r.selected, false)
+  local keyless = desc("k", { col(1, "id", "integer") }, { constraints = {}, published = false })
+  keyless.oid = 101
+  r = ddl.plan_message(d, message({ keyless }, "CREATE TABLE"))
+  T.match(r.warnings[1], "no primary key or replica identity")
+  local filled = desc("f", { col(1, "id", "integer") }, { had_rows = true })
+  filled.oid = 102
+  r = ddl.plan_message(d, message({ filled }, "ALTER TABLE"))
+  T.match(r.stop, "rows already in it")
+end)
+
+T.test("statements applied as written: one statement, no renamed name", function()
+  local d = context { rename = { table = { ["public.old"] = "new" } } }
+  d.known["1"] = { desc = desc("old", {}), cols = {}, target = { schema = "public", name = "new" } }
+  T.eq(ddl.verbatim(d, "CREATE VIEW v AS SELECT 1;"), "CREATE VIEW v AS SELECT 1")
+  local ok, why = ddl.verbatim(d, "CREATE VIEW v AS SELECT 1; CREATE VIEW w AS SELECT 2")
+  T.eq(ok, nil)
+  T.match(why, "other statements")
+  ok, why = ddl.verbatim(d, "CREATE VIEW v AS SELECT * FROM public.old")
+  T.eq(ok, nil)
+  T.match(why, "names old")
+end)
+
+T.test("precheck ddl_event_trigger: a source role that is not a superuser fails it; ddl = false leaves it out", function()
+  local check
+  for _, c in ipairs(require("tide.precheck").checks) do if c.id == "ddl_event_trigger" then check = c end end
+  T.ok(check, "the check exists")
+  local function ctx(superuser, incremental)
+    return { phases = { incremental = true }, task = { incremental = incremental or {} },
+             source_server = function() return { superuser = superuser } end }
+  end
+  T.eq(check.applies(ctx(false)), true)
+  T.eq(check.applies(ctx(false, { ddl = false })), false, "not with incremental.ddl = false")
+  T.eq(#check.run(ctx(true)), 0, "a superuser passes")
+  local findings = check.run(ctx(false))
+  T.eq(#findings, 1)
+  T.match(findings[1].message, "superuser")
+  T.match(findings[1].fix, "incremental.ddl = false")
+end)
+
+T.test("what pgtide prints of a statement masks password-like values", function()
+  local text = ddl.masked("ALTER ROLE x PASSWORD 'hunter2'; CREATE SERVER s OPTIONS (password 'p4ss', " ..
+                          "sslpassword 'k'); SELECT 'host=h password=topsecret user=u'")
+  T.nomatch(text, "hunter2")
+  T.nomatch(text, "p4ss")
+  T.nomatch(text, "topsecret")
+  T.match(text, "user=u")
+  T.eq(ddl.masked("ALTER TABLE t ADD COLUMN c int"), "ALTER TABLE t ADD COLUMN c int")
+end)
