@@ -78,7 +78,22 @@ local function peak_kb(pid)
   return tonumber(s:match("VmHWM:%s*(%d+) kB"))
 end
 
-T.test("2,000 tables: plan, check, full load, a backlog over every table streamed, cutover; nothing lost", function(ctx)
+-- The two databases go, whatever the test left (a slot of a failed run would keep the
+-- source's WAL and show in every later test's prechecks).
+local function drop_databases(ctx)
+  local admin = P.connect(ctx.source_url)
+  admin:query("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = 'many_tables' AND active_pid IS NOT NULL")
+  P.poll(10, function()
+    local r = admin:query("SELECT count(*) AS n FROM pg_replication_slots WHERE database = 'many_tables' AND active")
+    return r and r[1].n == 0
+  end)
+  admin:query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'many_tables'")
+  admin:close()
+  P.drop_db(ctx.source_url, "many_tables")
+  P.drop_db(ctx.target_url, "many_tables")
+end
+
+local function many_tables(ctx)
   local src_url = P.fresh_db(ctx.source_url, "many_tables")
   local tgt_url = P.fresh_db(ctx.target_url, "many_tables")
   P.exec(src_url, BUILD)
@@ -137,7 +152,10 @@ return tide.task {
     end, 300)
     local backlog_s = tide.monotonic() - backlog_started
     local peak = peak_kb(proc:pid())
-    T.ok(peak and peak < 400 * 1024, "peak memory of the run: " .. tostring(peak) .. " kB")
+    -- (A sanitizer build's memory is the sanitizer's: no bound under `make test-asan`.)
+    if not os.getenv("ASAN_OPTIONS") then
+      T.ok(peak and peak < 400 * 1024, "peak memory of the run: " .. tostring(peak) .. " kB")
+    end
     io.stderr:write(string.format("# 2,000 tables: plan %.1f s, plan+check+schema+full %.1f s, backlog of %d tables " ..
       "written and applied %.1f s, peak %d MB\n", plan_s, load_s, TABLES, backlog_s, (peak or 0) // 1024))
 
@@ -160,6 +178,10 @@ return tide.task {
   T.eq(fks, P.query(src_url, "SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f'")[1].n)
   T.eq(P.query(src_url, "SELECT count(*) AS n FROM pg_replication_slots WHERE database = current_database()")[1].n, 0,
        "release = true dropped the slot")
-  P.drop_db(ctx.source_url, "many_tables")
-  P.drop_db(ctx.target_url, "many_tables")
+end
+
+T.test("2,000 tables: plan, check, full load, a backlog over every table streamed, cutover; nothing lost", function(ctx)
+  local ok, err = xpcall(many_tables, debug.traceback, ctx)
+  drop_databases(ctx)
+  if not ok then error(err, 0) end
 end)
