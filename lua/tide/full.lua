@@ -21,6 +21,7 @@
 -- still to copy are read under a new snapshot: rows the source changed in between are copied
 -- as they are now for those parts only (the summary says so).
 local tide = require "tide.core"
+local heap_mod = require "tide.heap"
 local parts_mod = require "tide.full.parts"
 local failure = require "tide.failure"
 local connect = require "tide.connect"
@@ -397,39 +398,10 @@ local function ready_before(a, b)
   return a.i < b.i
 end
 
-local function heap_push(h, e)
-  h[#h + 1] = e
-  local i = #h
-  while i > 1 do
-    local up = i // 2
-    if not ready_before(h[i], h[up]) then break end
-    h[i], h[up] = h[up], h[i]
-    i = up
-  end
-end
-
-local function heap_pop(h)
-  local n = #h
-  local top = h[1]
-  h[1] = h[n]
-  h[n] = nil
-  n = n - 1
-  local i = 1
-  while true do
-    local l, r, m = 2 * i, 2 * i + 1, i
-    if l <= n and ready_before(h[l], h[m]) then m = l end
-    if r <= n and ready_before(h[r], h[m]) then m = r end
-    if m == i then break end
-    h[i], h[m] = h[m], h[i]
-    i = m
-  end
-  return top
-end
-
 local function sched_of(load)
   local sc = load.sched
   if sc then return sc end
-  sc = { heap = {}, waiting_step = {}, waiting_table = {}, untaken = #load.steps,
+  sc = { heap = heap_mod.new(ready_before), waiting_step = {}, waiting_table = {}, untaken = #load.steps,
          analyze = {}, analyze_i = 1 }
   load.sched = sc
   for i, step in ipairs(load.steps) do
@@ -452,7 +424,7 @@ local function sched_of(load)
       end
     end
     e.unmet = unmet
-    if unmet == 0 then heap_push(sc.heap, e) end
+    if unmet == 0 then sc.heap:push(e) end
   end
   for _, tbl in ipairs(load.plan and load.plan.tables or {}) do
     if load.loaded[tbl.key] and (load.pending_steps and load.pending_steps[tbl.key] or 0) == 0 then
@@ -465,7 +437,7 @@ end
 local function release(sc, list)
   for _, e in ipairs(list or {}) do
     e.unmet = e.unmet - 1
-    if e.unmet == 0 then heap_push(sc.heap, e) end
+    if e.unmet == 0 then sc.heap:push(e) end
   end
 end
 
@@ -496,12 +468,12 @@ local function next_step(load)
   if crowded(load) then return nil end
   local sc = sched_of(load)
   local skipped, best = {}, nil
-  while sc.heap[1] do
-    local e = heap_pop(sc.heap)
+  while not sc.heap:empty() do
+    local e = sc.heap:pop()
     if not conflicts(load, e.step) then best = e; break end
     skipped[#skipped + 1] = e
   end
-  for _, e in ipairs(skipped) do heap_push(sc.heap, e) end
+  for _, e in ipairs(skipped) do sc.heap:push(e) end
   if best then
     best.step.taken = true
     sc.untaken = sc.untaken - 1

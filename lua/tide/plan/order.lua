@@ -12,6 +12,7 @@
 -- grouping by a primary key) is postponed to post-data. A remaining cycle is reported as a
 -- plan error naming its members.
 local kinds = require "tide.kinds"
+local heap_mod = require "tide.heap"
 local objects = require "tide.plan.objects"
 
 local M = {}
@@ -217,41 +218,9 @@ local function ready(obj, phase, out, seen)
   return out
 end
 
--- A binary heap on (rank, seq).
-local function heap_push(heap, step)
-  heap[#heap + 1] = step
-  local i = #heap
-  while i > 1 do
-    local parent = i // 2
-    local a, b = heap[i], heap[parent]
-    if a.rank < b.rank or (a.rank == b.rank and a.seq < b.seq) then
-      heap[i], heap[parent] = b, a
-      i = parent
-    else
-      break
-    end
-  end
-end
-
-local function heap_pop(heap)
-  local top = heap[1]
-  local last = table.remove(heap)
-  if #heap > 0 then
-    heap[1] = last
-    local i, n = 1, #heap
-    while true do
-      local l, r, smallest = 2 * i, 2 * i + 1, i
-      local function less(x, y)
-        return heap[x].rank < heap[y].rank or (heap[x].rank == heap[y].rank and heap[x].seq < heap[y].seq)
-      end
-      if l <= n and less(l, smallest) then smallest = l end
-      if r <= n and less(r, smallest) then smallest = r end
-      if smallest == i then break end
-      heap[i], heap[smallest] = heap[smallest], heap[i]
-      i = smallest
-    end
-  end
-  return top
+-- Steps come out of the heap by (rank, seq).
+local function step_before(a, b)
+  return a.rank < b.rank or (a.rank == b.rank and a.seq < b.seq)
 end
 
 -- M.sort(all, on_error) → pre_data, post_data: the steps of each phase in order, each step
@@ -316,14 +285,14 @@ function M.sort(all, on_error)
         table.insert(dependents[other], step)
       end
     end
-    local heap, out = {}, {}
-    for _, step in ipairs(steps) do if indegree[step] == 0 then heap_push(heap, step) end end
-    while #heap > 0 do
-      local step = heap_pop(heap)
+    local heap, out = heap_mod.new(step_before), {}
+    for _, step in ipairs(steps) do if indegree[step] == 0 then heap:push(step) end end
+    while not heap:empty() do
+      local step = heap:pop()
       out[#out + 1] = step
       for _, next_step in ipairs(dependents[step] or {}) do
         indegree[next_step] = indegree[next_step] - 1
-        if indegree[next_step] == 0 then heap_push(heap, next_step) end
+        if indegree[next_step] == 0 then heap:push(next_step) end
       end
     end
     if #out < #steps then
