@@ -303,6 +303,9 @@ void apply_ddl_exec(apply_state *ap, const char *sql, const char *context);
 void apply_set_target(apply_state *ap, apply_target *t, const char *old_schema, const char *old_name);
 /* The held DDL message is done (applied = statements queued, or skipped); feeding resumes. */
 void apply_ddl_done(apply_state *ap, bool applied);
+/* The open group commits at the end of the held message's source transaction (what the DDL
+ * made can only be used once committed on the target: ALTER TYPE ... ADD VALUE). */
+void apply_ddl_commit_after(apply_state *ap);
 
 /* The map entry whose target is `display` ("schema.name"), for routing; NULL if none. */
 apply_target *apply_find_target(apply_state *ap, const char *display);

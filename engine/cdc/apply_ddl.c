@@ -124,6 +124,12 @@ void apply_set_target(apply_state *ap, apply_target *t, const char *old_schema, 
     ap->opt.targets[ap->opt.ntargets++] = t;
 }
 
+void apply_ddl_commit_after(apply_state *ap) {
+    /* The group closes at the commit of this source transaction, as if it were full. */
+    if (ap->group_changes < (uint32_t) ap->opt.group_changes)
+        ap->group_changes = (uint32_t) ap->opt.group_changes;
+}
+
 void apply_ddl_done(apply_state *ap, bool applied) {
     if (!ap->held || !ap->held_ddl) return;
     if (applied)

@@ -354,7 +354,8 @@ static int push_ddl(lua_State *L, cdc_stream *s) {
 
 /* The answer to a DDL message: { applied = bool, statements = { {sql=, context=}, ... },
  * targets = { entry, ... } (each may name `replaces = { schema, name }`), remove = { {schema,
- * name}, ... } }. Everything is read and checked before anything is queued. */
+ * name}, ... }, commit_after = bool (the group commits at the end of this source transaction) }. Everything
+ * is read and checked before anything is queued. */
 static int reply_ddl(lua_State *L, cdc_stream *s) {
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
@@ -414,6 +415,7 @@ static int reply_ddl(lua_State *L, cdc_stream *s) {
         lua_pop(L, 2);
     }
     free(tg);
+    if (cdc_field_bool(L, 2, "commit_after")) apply_ddl_commit_after(s->ap);
     apply_ddl_done(s->ap, applied);
     return 0;
 }

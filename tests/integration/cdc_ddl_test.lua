@@ -321,3 +321,90 @@ T.test("a DDL statement the target refuses stops the task naming it, its LSN and
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
+
+-- The enum labels of a type, in their order.
+local function labels(conn, typ)
+  return assert(conn:query("SELECT enum_range(NULL::" .. typ .. ")::text AS l"))[1].l
+end
+
+-- A composite type's attributes as "name type" lines (types printed with the schema stripped).
+local function attributes(conn, schema, typ)
+  local out = {}
+  for _, r in ipairs(assert(conn:query([[
+SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type FROM pg_type t
+JOIN pg_namespace n ON n.oid = t.typnamespace JOIN pg_attribute a ON a.attrelid = t.typrelid
+WHERE n.nspname = $1 AND t.typname = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum]], schema, typ))) do
+    out[#out + 1] = r.name .. " " .. r.type
+  end
+  return table.concat(out, "\n")
+end
+
+-- A sequence's options as one line.
+local function sequence(conn, schema, name)
+  local r = assert(conn:query([[
+SELECT data_type::text || ' ' || start_value || ' ' || min_value || ' ' || max_value || ' ' || increment_by || ' ' ||
+       cycle || ' ' || cache_size AS s FROM pg_sequences WHERE schemaname = $1 AND sequencename = $2]], schema, name))
+  return r[1] and r[1].s
+end
+
+T.test("types and sequences while streaming, under a schema rename rule", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.exec(ctx.source_url, [[
+    DROP SCHEMA IF EXISTS shop CASCADE; CREATE SCHEMA shop;
+    CREATE TABLE shop.t (id int PRIMARY KEY, v text)]])
+  P.exec(ctx.target_url, [[
+    DROP SCHEMA IF EXISTS store CASCADE; CREATE SCHEMA store;
+    CREATE TABLE store.t (id int PRIMARY KEY, v text)]])
+  local src = P.connect(ctx.source_url)
+  assert(src:exec("INSERT INTO shop.t SELECT g, 'v' || g FROM generate_series(1, 10) g"))
+  local ref = {}
+  local task = H.task(ctx, "ddl_types", { stop = H.stop_at(ref), rename = { schema = { shop = "store" } } })
+  local plan = H.plan(src, "shop")
+  for _, tbl in ipairs(plan.tables) do tbl.target.schema = "store" end
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  -- type statements are run as the source wrote them (one per query string), unqualified: the
+  -- target runs them in the mapped schema
+  assert(src:exec("SET search_path = shop"))
+  assert(src:exec("CREATE TYPE mood AS ENUM ('sad', 'ok')"))
+  assert(src:exec("ALTER TABLE t ADD COLUMN m mood"))
+  assert(src:exec("INSERT INTO t VALUES (11, 'eleven', 'ok'); UPDATE t SET m = 'sad' WHERE id <= 3"))
+  assert(src:exec("ALTER TYPE mood ADD VALUE 'happy'"))
+  assert(src:exec("INSERT INTO t VALUES (12, 'twelve', 'happy')"))
+  assert(src:exec("ALTER TYPE mood ADD VALUE 'meh' BEFORE 'ok'"))
+  assert(src:exec("UPDATE t SET m = 'meh' WHERE id = 4"))
+  assert(src:exec("CREATE TYPE pair AS (a int, b text)"))
+  assert(src:exec([[
+    BEGIN;
+    CREATE TABLE pairs (id int PRIMARY KEY, p pair, m mood DEFAULT 'ok');
+    INSERT INTO pairs VALUES (1, ROW(1, 'one'), 'happy'), (2, ROW(2, 'two'), DEFAULT);
+    COMMIT;
+    CREATE SEQUENCE counter INCREMENT BY 2 MAXVALUE 1000 CYCLE;
+    CREATE SEQUENCE doomed_seq;
+    ALTER SEQUENCE counter INCREMENT BY 5 CACHE 3;
+    DROP SEQUENCE doomed_seq;
+    INSERT INTO pairs VALUES (3, ROW(3, 'three'), 'meh');]]))
+  assert(src:exec("RESET search_path"))
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.stopped_by, "condition")
+  local tgt = P.connect(ctx.target_url)
+  local function unschema(text, schema) return (text:gsub(schema .. "%.", "")) end
+  T.eq(unschema(columns(tgt, "store.t"), "store"), unschema(columns(src, "shop.t"), "shop"), "t has the mood column")
+  T.eq(unschema(columns(tgt, "store.pairs"), "store"), unschema(columns(src, "shop.pairs"), "shop"),
+       "pairs has the source's columns")
+  T.eq(labels(tgt, "store.mood"), labels(src, "shop.mood"), "the enum has the source's labels, in order")
+  T.eq(attributes(tgt, "store", "pair"), attributes(src, "shop", "pair"), "the composite type arrived")
+  T.eq(#assert(tgt:query("SELECT 1 FROM pg_type WHERE typname IN ('mood', 'pair') AND " ..
+                         "typnamespace <> 'store'::regnamespace")), 0, "types are made in the mapped schema only")
+  T.eq(P.fingerprint(tgt, "store.t"), P.fingerprint(src, "shop.t"), "t's rows")
+  T.eq(P.fingerprint(tgt, "store.pairs"), P.fingerprint(src, "shop.pairs"), "pairs' rows")
+  T.eq(sequence(tgt, "store", "counter"), sequence(src, "shop", "counter"), "the sequence has the source's options")
+  T.ok(sequence(src, "shop", "counter"):find(" 5 true 3", 1, true), "(the ALTER SEQUENCE is in the source's)")
+  T.eq(sequence(tgt, "store", "doomed_seq"), nil, "the dropped sequence is gone")
+  T.eq(#assert(tgt:query("SELECT 1 FROM pg_class WHERE relname IN ('counter', 'pairs') AND " ..
+                         "relnamespace <> 'store'::regnamespace")), 0, "nothing is made outside the mapped schema")
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)

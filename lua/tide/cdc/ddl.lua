@@ -786,7 +786,15 @@ function M.handle(d, s, ev)
     local verbatim, why = M.verbatim(d, msg.statement)
     r.selected = true
     if verbatim then
+      -- An object of a schema the rename rules map elsewhere: its unqualified name (a qualified
+      -- one was refused above) is made in the mapped schema, found first on the search_path.
+      local schema = r.other[1].schema
+      local mapped_schema = d.map and d.map:schema(schema) or schema
+      if mapped_schema ~= schema then
+        r.mapped[#r.mapped + 1] = "SET LOCAL search_path = " .. q(mapped_schema) .. ", public"
+      end
       r.mapped[#r.mapped + 1] = verbatim
+      if mapped_schema ~= schema then r.mapped[#r.mapped + 1] = "RESET search_path" end
     else
       r.stop = string.format("the %s command cannot be applied as written: %s", tostring(r.other[1].type), why)
     end
@@ -814,6 +822,11 @@ function M.handle(d, s, ev)
       "make the change on the target by hand and return \"skip\" for it from on.ddl, or release the task and migrate again"))
   end
   local reply = { applied = decision == "apply", statements = {}, targets = {}, remove = r.remove }
+  -- An enum value added on the target can be used only once that transaction commits: the
+  -- group ends with this source transaction, before a later one writes the new value.
+  for _, c in ipairs(r.other or {}) do
+    if c.tag == "ALTER TYPE" and decision == "apply" then reply.commit_after = true end
+  end
   local context = string.format("applying the DDL at LSN %s (%s) on the target", ev.lsn, short(msg.statement))
   local fix = "\n  hint: fix the target by hand and return \"skip\" for this DDL from on.ddl, or set incremental.ddl = false"
   if decision == "apply" then
