@@ -408,3 +408,107 @@ T.test("types and sequences while streaming, under a schema rename rule", functi
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
+
+-- The partition tree of the tables in schema public as "partition < parent: bound" lines.
+local function partition_tree(conn)
+  local out = {}
+  for _, r in ipairs(assert(conn:query([[
+SELECT c.relname AS name, p.relname AS parent, pg_get_expr(c.relpartbound, c.oid) AS bound, c.relkind AS kind
+FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid JOIN pg_class p ON p.oid = i.inhparent
+WHERE c.relnamespace = 'public'::regnamespace AND c.relispartition ORDER BY 1]]))) do
+    out[#out + 1] = string.format("%s(%s) < %s: %s", r.name, r.kind, r.parent, r.bound)
+  end
+  return table.concat(out, "\n")
+end
+
+T.test("partitions: created, attached and detached while streaming, rows through the root", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.both(ctx, [[
+    CREATE TABLE measurements (id int, ts date, v int, PRIMARY KEY (id, ts)) PARTITION BY RANGE (ts);
+    CREATE TABLE m_2026 PARTITION OF measurements FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+    CREATE TABLE m_old (id int, ts date, v int, PRIMARY KEY (id, ts))]])
+  local src = P.connect(ctx.source_url)
+  assert(src:exec([[
+    INSERT INTO measurements SELECT g, date '2026-01-01' + g, g FROM generate_series(1, 20) g;
+    INSERT INTO m_old SELECT g, date '2025-01-01' + g, g FROM generate_series(1, 10) g]]))
+  local ref = {}
+  local task = H.task(ctx, "ddl_parts", { stop = H.stop_at(ref) })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec([[
+    BEGIN;
+    CREATE TABLE m_2027 PARTITION OF measurements FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');
+    INSERT INTO measurements SELECT g, date '2027-01-01' + g, g FROM generate_series(1, 15) g;
+    COMMIT;
+    INSERT INTO measurements VALUES (100, '2027-06-01', 1), (101, '2026-06-01', 1);
+    ALTER TABLE measurements ATTACH PARTITION m_old FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+    INSERT INTO measurements VALUES (102, '2025-06-01', 2);
+    UPDATE measurements SET v = v * 10 WHERE ts < '2025-01-05' OR id = 3;
+    ALTER TABLE measurements DETACH PARTITION m_2026;
+    INSERT INTO measurements VALUES (103, '2027-07-01', 3);
+    DELETE FROM measurements WHERE id = 2 AND ts = '2027-01-03';
+    CREATE TABLE m_2028 (LIKE measurements INCLUDING ALL);
+    INSERT INTO m_2028 VALUES (200, '2028-02-01', 5);
+    ALTER TABLE measurements ATTACH PARTITION m_2028 FOR VALUES FROM ('2028-01-01') TO ('2029-01-01');
+    INSERT INTO measurements VALUES (201, '2028-03-01', 6);]]))
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.stopped_by, "condition")
+  local tgt = P.connect(ctx.target_url)
+  T.eq(partition_tree(tgt), partition_tree(src), "the target's partitions are the source's")
+  T.match(partition_tree(tgt), "m_2027%(r%) < measurements", "(the new partition is in the tree)")
+  T.nomatch(partition_tree(tgt), "m_2026", "(the detached partition is not)")
+  for _, rel in ipairs({ "measurements", "m_2027", "m_old", "m_2028", "m_2026" }) do P.same(src, tgt, rel) end
+  T.eq(P.fingerprint(tgt, "m_2026"), P.fingerprint(src, "m_2026"), "the detached table keeps its rows")
+  -- Stopped; meanwhile a partition is detached, one made and filled: the next run's plan sees
+  -- the source as it is now, the record what the target has at the stream's position.
+  assert(src:exec([[
+    INSERT INTO measurements VALUES (300, '2027-08-01', 1);
+    ALTER TABLE measurements DETACH PARTITION m_2027;
+    CREATE TABLE m_2029 PARTITION OF measurements FOR VALUES FROM ('2029-01-01') TO ('2030-01-01');
+    INSERT INTO measurements VALUES (301, '2029-05-01', 1), (302, '2028-05-01', 2);]]))
+  ref.lsn = P.lsn(src, true)
+  summary = H.stream(ctx, task, H.plan(src)):wait()
+  T.eq(summary.stopped_by, "condition")
+  T.eq(partition_tree(tgt), partition_tree(src), "after a restart: the target's partitions are the source's")
+  for _, rel in ipairs({ "measurements", "m_2027", "m_2028", "m_2029" }) do P.same(src, tgt, rel) end
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
+
+T.test("a partitioned table created with its partitions in one transaction and filled", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.both(ctx, "CREATE TABLE t (id int PRIMARY KEY)")
+  local src = P.connect(ctx.source_url)
+  local ref = {}
+  local task = H.task(ctx, "ddl_newparts", { stop = H.stop_at(ref) })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec([[
+    BEGIN;
+    CREATE TABLE events (id int, kind text, note text DEFAULT 'n', PRIMARY KEY (id, kind)) PARTITION BY LIST (kind);
+    CREATE INDEX events_note_idx ON events (note);
+    CREATE TABLE events_a PARTITION OF events FOR VALUES IN ('a');
+    CREATE TABLE events_b PARTITION OF events FOR VALUES IN ('b') PARTITION BY RANGE (id);
+    CREATE TABLE events_b1 PARTITION OF events_b FOR VALUES FROM (0) TO (1000);
+    CREATE TABLE events_b2 PARTITION OF events_b FOR VALUES FROM (1000) TO (2000);
+    INSERT INTO events SELECT g, CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, 'e' || g FROM generate_series(1, 1999) g;
+    COMMIT;
+    UPDATE events SET note = 'changed' WHERE id % 7 = 0;
+    DELETE FROM events WHERE id % 11 = 0;
+    INSERT INTO t VALUES (1);]]))
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.stopped_by, "condition")
+  local tgt = P.connect(ctx.target_url)
+  T.eq(partition_tree(tgt), partition_tree(src), "the partition tree arrived")
+  for _, rel in ipairs({ "events", "events_a", "events_b1", "events_b2", "t" }) do P.same(src, tgt, rel) end
+  T.eq(indexes(tgt, "public.events_b1"), indexes(src, "public.events_b1"), "a partition has its parent's indexes")
+  T.eq(columns(tgt, "public.events"), columns(src, "public.events"))
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)

@@ -215,6 +215,17 @@ function M.record_start(task, plan, source, target)
       target = { schema = tbl.target.schema, name = tbl.target.name } })
     ::next::
   end
+  -- the partitions of the plan's partitioned tables (their rows come through the root): what
+  -- DETACH and ATTACH PARTITION are compared with
+  local parts = {}
+  for _, tbl in ipairs(plan.tables or {}) do
+    if tbl.oid and tbl.parent then parts[#parts + 1] = tonumber(tbl.oid); by_oid[tostring(tbl.oid)] = tbl end
+  end
+  for oid, desc in pairs(ddl_sql.describe(source, parts)) do
+    local tbl = by_oid[oid]
+    statements[#statements + 1] = persist_sql(task, oid, { desc = desc, cols = {}, partition = true,
+      target = { schema = tbl.target.schema, name = tbl.target.name } })
+  end
   statements[#statements + 1] = "COMMIT"
   for _, s in ipairs(statements) do
     local ok, err = target:exec(s)
@@ -353,7 +364,8 @@ local function create_table(d, desc, pre_only)
     cols[c.name] = map_column(d, desc.schema, desc.name, c.name)
     elements[#elements + 1] = column_sql(d, desc, c, cols[c.name])
   end
-  local out = { "CREATE TABLE " .. target .. " (" .. table.concat(elements, ", ") .. ")" }
+  local partition_by = val(desc.partkey) and (" PARTITION BY " .. desc.partkey) or ""
+  local out = { "CREATE TABLE " .. target .. " (" .. table.concat(elements, ", ") .. ")" .. partition_by }
   for _, k in ipairs(desc.constraints) do
     if not (pre_only and POST_DATA[k.type]) then
       local _, cn = map_object(d, "constraint", desc.schema, k.name)
@@ -361,7 +373,10 @@ local function create_table(d, desc, pre_only)
     end
   end
   if not pre_only then
-    for _, i in ipairs(desc.indexes) do out[#out + 1] = mapped(d, i.def, desc, false) end
+    for _, i in ipairs(desc.indexes) do
+      -- (a partitioned table's index: made on the partitions too, as they are created)
+      out[#out + 1] = (mapped(d, i.def, desc, false):gsub(" ON ONLY ", " ON ", 1))
+    end
   end
   if desc.identity == "f" then out[#out + 1] = "ALTER TABLE " .. target .. " REPLICA IDENTITY FULL" end
   if desc.identity == "i" and val(desc.identity_index) and not pre_only then
@@ -456,7 +471,8 @@ local function alter_table(d, info, desc, pre_only)
     if not o and pre_only then
       -- built by the full load's post-data step
     elseif not o then
-      out[#out + 1] = mapped(d, i.def, desc, false)
+      -- (ON ONLY: an index of a partitioned table; on the target it is made for its partitions too)
+      out[#out + 1] = (mapped(d, i.def, desc, false):gsub(" ON ONLY ", " ON ", 1))
     elseif o.name ~= i.name then
       local xs, xo = map_object(d, "index", old.schema, o.name)
       local _, xn = map_object(d, "index", desc.schema, i.name)
@@ -471,6 +487,82 @@ local function alter_table(d, info, desc, pre_only)
     if how then out[#out + 1] = "ALTER TABLE " .. t .. " REPLICA IDENTITY " .. how end
   end
   return out, { desc = desc, cols = cols, target = { schema = ts, name = tn } }
+end
+
+-- The target table of a partitioned table of the source: known, or a root of the plan.
+local function parent_target(d, parent)
+  local info = d.known[tostring(parent.oid)]
+  if info and not info.ignored and not info.partition then return info.target end
+  if info and info.partition and not info.ignored then return info.target end
+  local root = d.plan and d.plan.by_key and d.plan.by_key["table:" .. parent.schema .. "." .. parent.name]
+  if root and root.target then return root.target end
+end
+
+-- A partition of the source (kind r, or p for one partitioned further): made on the target as
+-- a partition of its parent's target table; its rows come through the root. Returns the
+-- statements, its record, and a warning or nil.
+local function partition_sql(d, info, desc)
+  local parent = val(desc.parent)
+  local pt = parent and parent_target(d, parent)
+  if not pt then
+    return {}, nil, string.format("%s.%s is a partition of %s, which the task does not follow: its DDL is " ..
+      "not followed", desc.schema, desc.name, parent and (parent.schema .. "." .. parent.name) or "?")
+  end
+  if info and info.partition then
+    -- a partition the target has: renamed or moved (other changes come from its parent)
+    local out, ts, tn = {}, info.target.schema, info.target.name
+    local ns, nn = map_table(d, desc.schema, desc.name)
+    if nn ~= tn then out[#out + 1] = "ALTER TABLE " .. qq(ts, tn) .. " RENAME TO " .. q(nn); tn = nn end
+    if ns ~= ts then out[#out + 1] = "ALTER TABLE " .. qq(ts, tn) .. " SET SCHEMA " .. q(ns); ts = ns end
+    return out, { desc = desc, cols = {}, target = { schema = ts, name = tn }, partition = true }
+  end
+  local ts, tn = map_table(d, desc.schema, desc.name)
+  local partition_by = val(desc.partkey) and (" PARTITION BY " .. desc.partkey) or ""
+  return { "CREATE TABLE " .. qq(ts, tn) .. " PARTITION OF " .. qq(pt.schema, pt.name) .. " " .. desc.bound ..
+           partition_by },
+         { desc = desc, cols = {}, target = { schema = ts, name = tn }, partition = true }
+end
+
+-- The partitions attached to and detached from a partitioned table (desc.partitions against the
+-- partitions the target has of it): statements, records, map entries to remove, warnings, and a
+-- reason to stop or nil.
+local function partitions_sql(d, desc, pt)
+  local out, records, remove, warnings = {}, {}, {}, {}
+  local now = {}
+  for _, p in ipairs(val(desc.partitions) or {}) do now[tostring(p.oid)] = p end
+  for oid, info in pairs(d.known) do
+    local parent = info.partition and val(info.desc.parent)
+    if parent and tostring(parent.oid) == tostring(desc.oid) and not now[oid] then
+      out[#out + 1] = "ALTER TABLE " .. qq(pt.schema, pt.name) .. " DETACH PARTITION " ..
+                      qq(info.target.schema, info.target.name)
+      local cols = {}
+      for _, c in ipairs(info.desc.columns or {}) do cols[c.name] = c.name end
+      records[oid] = { desc = info.desc, cols = cols, target = info.target, ignored = true, detached = true }
+      warnings[#warnings + 1] = string.format("%s.%s was detached from %s.%s: it is detached on the target too, " ..
+        "and its later changes are not migrated (it is no longer published through its root)",
+        info.desc.schema, info.desc.name, desc.schema, desc.name)
+    end
+  end
+  for oid, p in pairs(now) do
+    local info = d.known[oid]
+    if info and info.partition then
+      -- already a partition of it on the target
+    elseif info and not info.ignored then
+      out[#out + 1] = "ALTER TABLE " .. qq(pt.schema, pt.name) .. " ATTACH PARTITION " ..
+                      qq(info.target.schema, info.target.name) .. " " .. p.bound
+      local pdesc = {}
+      for k, v in pairs(info.desc) do pdesc[k] = v end
+      pdesc.parent = { oid = desc.oid, schema = desc.schema, name = desc.name }
+      pdesc.partition, pdesc.bound = true, p.bound
+      records[oid] = { desc = pdesc, cols = {}, target = info.target, partition = true }
+      remove[#remove + 1] = { info.desc.schema, info.desc.name }
+    else
+      return out, records, remove, warnings, string.format("table %s.%s was attached as a partition of %s.%s, " ..
+        "but the target does not have it with its rows (it is not a table the task follows)", p.schema, p.name,
+        desc.schema, desc.name)
+    end
+  end
+  return out, records, remove, warnings
 end
 
 -- record_start's catch-up of one table: the statements and the new record, or nil when the
@@ -518,12 +610,13 @@ function M.entry(d, info, base)
   end
   e.key = key
   e.unique_free = uniques == 0
+  e.partitioned = desc.kind == "p" or nil
   base = base or {}
   local may = d and conf(d.task).replica_role ~= false
   e.mergeable = may and conf(d.task).merge_updates ~= false and uniques == 1 and key ~= nil and base.mergeable ~= false
   e.batchable = may and conf(d.task).batch_inserts ~= false and base.batchable ~= false
   e.hooked, e.filter, e.known_type, e.filter_columns = base.hooked, base.filter, base.known_type, base.filter_columns
-  if base.filter then e.mergeable, e.batchable = false, false end
+  if base.filter or desc.kind == "p" then e.mergeable, e.batchable = false, false end
   local hooks = d and d.task.on and d.task.on.change
   if hooks and hooks[desc.schema .. "." .. desc.name] then e.hooked = true end
   return e
@@ -543,6 +636,10 @@ function M.overlay(d, entries, plan)
     local info = oid and d.known[oid]
     if e.heartbeat or not oid then
       out[#out + 1] = e
+    elseif info and (info.partition or info.sequence) then
+      -- a partition at the stream's position (detached on the source since): its rows come
+      -- through its root until the DETACH's message
+      seen[oid] = true
     elseif info then
       seen[oid] = true
       d.base[oid] = e
@@ -558,7 +655,7 @@ function M.overlay(d, entries, plan)
     -- stream's position: its DDL message will bring it
   end
   for oid, info in pairs(d.known) do
-    if not seen[oid] then out[#out + 1] = M.entry(d, info) end
+    if not seen[oid] and not info.partition and not info.sequence then out[#out + 1] = M.entry(d, info) end
   end
   return out
 end
@@ -677,15 +774,50 @@ function M.plan_message(d, msg)
         end
         r.records[oid] = { desc = desc, cols = {}, target = { schema = ss, name = sn }, sequence = true }
       end
-    elseif desc.kind ~= "r" or desc.partition then
+    elseif desc.partition and (desc.kind == "r" or desc.kind == "p") then
+      local list, rec, warning = partition_sql(d, info, desc)
+      if warning then
+        r.warnings[#r.warnings + 1] = warning
+      else
+        r.selected = true
+        add(list)
+        r.records[oid] = rec
+      end
+      if rec and desc.kind == "p" then
+        local more, recs, remove, warnings, stop = partitions_sql(d, desc, rec.target)
+        add(more)
+        for k, v in pairs(recs) do r.records[k] = v end
+        for _, x in ipairs(remove) do r.remove[#r.remove + 1] = x end
+        for _, w in ipairs(warnings) do r.warnings[#r.warnings + 1] = w end
+        r.stop = r.stop or stop
+      end
+    elseif desc.kind == "p" and not info and parent_target(d, { oid = oid, schema = desc.schema, name = desc.name }) then
+      -- a partitioned table the task started with: its partitions attached and detached
+      r.selected = true
+      local more, recs, remove, warnings, stop = partitions_sql(d, desc,
+        parent_target(d, { oid = oid, schema = desc.schema, name = desc.name }))
+      add(more)
+      for k, v in pairs(recs) do r.records[k] = v end
+      for _, x in ipairs(remove) do r.remove[#r.remove + 1] = x end
+      for _, w in ipairs(warnings) do r.warnings[#r.warnings + 1] = w end
+      r.stop = r.stop or stop
+    elseif desc.kind ~= "r" and desc.kind ~= "p" then
       r.warnings[#r.warnings + 1] = string.format("%s.%s is not a plain table (kind %s): its DDL is not followed",
         desc.schema, desc.name, desc.kind)
     elseif info and info.sequence then
       -- (a relation oid cannot turn from a sequence into a table)
-    elseif info and not info.ignored then
+    elseif info and not info.ignored and not info.partition then
       r.selected = true
       local list, new = alter_table(d, info, desc)
       add(list)
+      if desc.kind == "p" then
+        local more, recs, remove, warnings, stop = partitions_sql(d, desc, new.target)
+        add(more)
+        for k, v in pairs(recs) do r.records[k] = v end
+        for _, x in ipairs(remove) do r.remove[#r.remove + 1] = x end
+        for _, w in ipairs(warnings) do r.warnings[#r.warnings + 1] = w end
+        r.stop = r.stop or stop
+      end
       r.records[oid] = new
       local e = M.entry(d, new, d.base[oid])
       e.replaces = { info.desc.schema, info.desc.name }
@@ -850,7 +982,7 @@ function M.handle(d, s, ev)
     -- skipped: the target keeps what it has; the stream follows the source's new columns where
     -- the target has them (a new table's rows are ignored)
     for oid, rec in pairs(r.records) do
-      if rec then
+      if rec and not rec.partition then
         local old = d.known[oid]
         if old and not old.ignored then
           local cols = {}

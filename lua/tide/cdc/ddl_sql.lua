@@ -18,6 +18,17 @@ local DESCRIBE = [[
   'identity_index', (SELECT ic.relname FROM pg_catalog.pg_index i
                      JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
                      WHERE i.indrelid = c.oid AND i.indisreplident),
+  'parent', (SELECT pg_catalog.jsonb_build_object('oid', p.oid::bigint, 'schema', pn.nspname, 'name', p.relname)
+             FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+             JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+             WHERE i.inhrelid = c.oid AND c.relispartition),
+  'bound', CASE WHEN c.relispartition THEN pg_catalog.pg_get_expr(c.relpartbound, c.oid) END,
+  'partkey', CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END,
+  'partitions', CASE WHEN c.relkind = 'p' THEN COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+       'oid', ch.oid::bigint, 'schema', chn.nspname, 'name', ch.relname,
+       'bound', pg_catalog.pg_get_expr(ch.relpartbound, ch.oid)) ORDER BY ch.oid)
+     FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class ch ON ch.oid = i.inhrelid
+     JOIN pg_catalog.pg_namespace chn ON chn.oid = ch.relnamespace WHERE i.inhparent = c.oid), '[]'::jsonb) END,
   'has_key', EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
   'columns', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
        'num', a.attnum, 'name', a.attname, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
@@ -143,10 +154,11 @@ BEGIN
       'identity', r.object_identity, 'oid', r.objid::bigint, 'table', rel::bigint));
     IF rel IS NOT NULL AND NOT tabs ? rel::text THEN
       had_rows := false;
-      -- A plain logged table of a followed schema joins the publication in this transaction (so
-      -- no row written to it is missed) once it has a replica identity.
+      -- A plain or partitioned logged table (not a partition: its root carries its rows) of a
+      -- followed schema joins the publication in this transaction (so no row written to it is
+      -- missed) once it has a replica identity.
       IF NOT published AND EXISTS (
-          SELECT FROM pg_catalog.pg_class c WHERE c.oid = rel AND c.relkind = 'r' AND c.relpersistence = 'p'
+          SELECT FROM pg_catalog.pg_class c WHERE c.oid = rel AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
             AND NOT c.relispartition
             AND (c.relreplident = 'f'
                  OR (c.relreplident = 'd' AND EXISTS (SELECT FROM pg_catalog.pg_index i
@@ -154,6 +166,11 @@ BEGIN
                  OR (c.relreplident = 'i' AND EXISTS (SELECT FROM pg_catalog.pg_index i
                                                       WHERE i.indrelid = c.oid AND i.indisreplident)))) THEN
         EXECUTE pg_catalog.format('SELECT EXISTS (SELECT FROM %s)', rel::regclass) INTO had_rows;
+        -- a partitioned table's rows come under its own name, whichever partition holds them
+        IF EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = rel AND c.relkind = 'p')
+           AND NOT (SELECT p.pubviaroot FROM pg_catalog.pg_publication p WHERE p.pubname = pub) THEN
+          EXECUTE pg_catalog.format('ALTER PUBLICATION %I SET (publish_via_partition_root = true)', pub);
+        END IF;
         EXECUTE pg_catalog.format('ALTER PUBLICATION %I ADD TABLE %s', pub, rel::regclass);
         published := true;
       END IF;
