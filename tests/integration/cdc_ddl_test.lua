@@ -452,7 +452,10 @@ T.test("partitions: created, attached and detached while streaming, rows through
     CREATE TABLE m_2028 (LIKE measurements INCLUDING ALL);
     INSERT INTO m_2028 VALUES (200, '2028-02-01', 5);
     ALTER TABLE measurements ATTACH PARTITION m_2028 FOR VALUES FROM ('2028-01-01') TO ('2029-01-01');
-    INSERT INTO measurements VALUES (201, '2028-03-01', 6);]]))
+    INSERT INTO measurements VALUES (201, '2028-03-01', 6);
+    ALTER TABLE measurements ADD COLUMN note text DEFAULT 'x';
+    INSERT INTO measurements VALUES (202, '2028-04-01', 7, 'noted');
+    UPDATE measurements SET note = 'y' WHERE id = 100;]]))
   ref.lsn = P.lsn(src, true)
   local summary = h:wait()
   T.eq(summary.stopped_by, "condition")
@@ -460,6 +463,8 @@ T.test("partitions: created, attached and detached while streaming, rows through
   T.eq(partition_tree(tgt), partition_tree(src), "the target's partitions are the source's")
   T.match(partition_tree(tgt), "m_2027%(r%) < measurements", "(the new partition is in the tree)")
   T.nomatch(partition_tree(tgt), "m_2026", "(the detached partition is not)")
+  T.eq(columns(tgt, "public.measurements"), columns(src, "public.measurements"), "the column added to the root")
+  T.eq(columns(tgt, "public.m_2027"), columns(src, "public.m_2027"), "and to its partitions")
   for _, rel in ipairs({ "measurements", "m_2027", "m_old", "m_2028", "m_2026" }) do P.same(src, tgt, rel) end
   T.eq(P.fingerprint(tgt, "m_2026"), P.fingerprint(src, "m_2026"), "the detached table keeps its rows")
   -- Stopped; meanwhile a partition is detached, one made and filled: the next run's plan sees

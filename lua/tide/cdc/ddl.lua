@@ -175,6 +175,26 @@ function M.record_start(task, plan, source, target)
   for _, tbl in ipairs(plan.tables or {}) do
     if tbl.oid and not tbl.parent then oids[#oids + 1] = tonumber(tbl.oid); by_oid[tostring(tbl.oid)] = tbl end
   end
+  -- the partitioned tables of the plan (their rows come under their name) are recorded as tables
+  local roots, root_names = {}, {}
+  for _, tbl in ipairs(plan.tables or {}) do
+    local root = tbl.parent and plan.by_key and plan.by_key["table:" .. tbl.parent]
+    if root and not roots[tbl.parent] then
+      roots[tbl.parent] = root
+      root_names[#root_names + 1] = qq(root.schema, root.name)
+    end
+  end
+  if #root_names > 0 then
+    for _, r in ipairs(assert(source:query("SELECT u.name, pg_catalog.to_regclass(u.name)::oid::bigint AS oid " ..
+                                           "FROM unnest($1::text[]) AS u(name)", root_names))) do
+      for _, root in pairs(roots) do
+        if r.oid ~= nil and r.oid ~= json.null and qq(root.schema, root.name) == r.name then
+          oids[#oids + 1] = tonumber(r.oid)
+          by_oid[tostring(r.oid)] = { target = root.target, columns = root.columns or {} }
+        end
+      end
+    end
+  end
   local descs = ddl_sql.describe(source, oids)
   local statements = { "BEGIN", string.format("DELETE FROM %s WHERE task = %s", state_table(task), lit(task.name)) }
   -- A slot made again (a full load that starts over): DDL of the source since the target was
@@ -629,6 +649,11 @@ function M.overlay(d, entries, plan)
   local oid_of = {}
   for _, tbl in ipairs(plan.tables or {}) do
     if tbl.oid and not tbl.parent then oid_of[tbl.source.schema .. "\0" .. tbl.source.name] = tostring(tbl.oid) end
+    local root = tbl.parent and plan.by_key and plan.by_key["table:" .. tbl.parent]
+    if root then
+      local oid = known_by_name(d, root.schema, root.name)
+      if oid then oid_of[root.schema .. "\0" .. root.name] = oid end
+    end
   end
   local out, seen = {}, {}
   for _, e in ipairs(entries) do
