@@ -517,3 +517,94 @@ T.test("a partitioned table created with its partitions in one transaction and f
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
+
+-- The comments of a table and its columns as "column: comment" lines ("-" for the table's own).
+local function comments(conn, relation)
+  local out = {}
+  for _, r in ipairs(assert(conn:query([[
+SELECT '-' AS name, 0 AS num, obj_description(to_regclass($1), 'pg_class') AS c
+UNION ALL
+SELECT a.attname, a.attnum, col_description(a.attrelid, a.attnum) FROM pg_attribute a
+WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 2]], relation))) do
+    out[#out + 1] = r.name .. ": " .. tostring(r.c)
+  end
+  return table.concat(out, "\n")
+end
+
+-- The privileges of roles other than the owner on a table and its columns, as
+-- "grantee privilege (column)" lines.
+local function privileges(conn, relation)
+  local out = {}
+  for _, r in ipairs(assert(conn:query([[
+SELECT coalesce(nullif(e.grantee, 0)::regrole::text, 'PUBLIC') || ' ' || e.privilege_type ||
+       CASE WHEN e.is_grantable THEN ' grantable' ELSE '' END || coalesce(' (' || a.attname || ')', '') AS line
+FROM pg_class c
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
+CROSS JOIN LATERAL aclexplode(CASE WHEN a.attname IS NULL THEN c.relacl ELSE a.attacl END) e
+WHERE c.oid = to_regclass($1) AND e.grantee <> c.relowner
+UNION
+SELECT coalesce(nullif(e.grantee, 0)::regrole::text, 'PUBLIC') || ' ' || e.privilege_type ||
+       CASE WHEN e.is_grantable THEN ' grantable' ELSE '' END
+FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) e
+WHERE c.oid = to_regclass($1) AND e.grantee <> c.relowner ORDER BY 1]], relation))) do
+    out[#out + 1] = r.line
+  end
+  return table.concat(out, "\n")
+end
+
+T.test("COMMENT ON, GRANT and REVOKE on followed tables and columns, under rename rules", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  local role = "DO $$ BEGIN CREATE ROLE %s; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+  P.both(ctx, role:format("ddl_reader"))
+  P.exec(ctx.source_url, role:format("ddl_source_only"))
+  P.exec(ctx.source_url, "CREATE TABLE tbl_notes (id int PRIMARY KEY, body text, extra int)")
+  P.exec(ctx.target_url, "CREATE TABLE notes (id int PRIMARY KEY, content text, extra int)")
+  local src = P.connect(ctx.source_url)
+  local ref = {}
+  local task = H.task(ctx, "ddl_comments", { stop = H.stop_at(ref),
+    rename = { table = { { strip_prefix = "tbl_" } }, column = { ["public.tbl_notes.body"] = "content" } } })
+  local plan = H.plan(src, "public", { tbl_notes = "notes", ["tbl_notes.body"] = "content" })
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec([[
+    COMMENT ON TABLE tbl_notes IS 'the notes; it''s "quoted"';
+    COMMENT ON COLUMN tbl_notes.body IS 'the text';
+    COMMENT ON COLUMN tbl_notes.extra IS 'to be removed';
+    INSERT INTO tbl_notes VALUES (1, 'a', 1);
+    COMMENT ON COLUMN tbl_notes.extra IS NULL;
+    BEGIN;
+    CREATE TABLE tbl_tags (id int PRIMARY KEY, label text);
+    COMMENT ON TABLE tbl_tags IS 'tags';
+    COMMENT ON COLUMN tbl_tags.label IS 'its label';
+    GRANT SELECT, INSERT ON tbl_tags TO ddl_reader;
+    COMMIT;
+    GRANT SELECT ON tbl_notes TO ddl_reader WITH GRANT OPTION;
+    GRANT UPDATE (body) ON tbl_notes TO ddl_reader;
+    GRANT SELECT ON tbl_notes TO ddl_source_only;
+    GRANT SELECT, DELETE ON tbl_notes TO PUBLIC;
+    REVOKE SELECT ON tbl_notes FROM PUBLIC;
+    REVOKE INSERT ON tbl_tags FROM ddl_reader;]]))
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.stopped_by, "condition")
+  local tgt = P.connect(ctx.target_url)
+  T.eq(comments(tgt, "public.notes"), (comments(src, "public.tbl_notes"):gsub("body:", "content:")),
+       "the table's and its columns' comments, under the mapped names")
+  T.match(comments(tgt, "public.notes"), "content: the text", "(the renamed column has its comment)")
+  T.eq(comments(tgt, "public.tags"), comments(src, "public.tbl_tags"), "a new table's comments")
+  local kept = {}
+  for line in privileges(src, "public.tbl_notes"):gmatch("[^\n]+") do
+    if not line:find("ddl_source_only", 1, true) then kept[#kept + 1] = (line:gsub("%(body%)", "(content)")) end
+  end
+  local expected = table.concat(kept, "\n")
+  T.eq(privileges(tgt, "public.notes"), expected, "the grants, except to a role the target lacks")
+  T.match(privileges(tgt, "public.notes"), "ddl_reader UPDATE %(content%)", "(a column grant, mapped)")
+  T.match(privileges(tgt, "public.notes"), "PUBLIC DELETE", "(to PUBLIC)")
+  T.nomatch(privileges(tgt, "public.notes"), "PUBLIC SELECT", "(revoked)")
+  T.eq(privileges(tgt, "public.tags"), privileges(src, "public.tbl_tags"), "a new table's grants, one revoked")
+  T.eq(privileges(tgt, "public.tags"), "ddl_reader SELECT", "(only SELECT is left)")
+  T.eq(P.fingerprint(tgt, "notes"), P.fingerprint(src, "tbl_notes"), "the rows")
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)

@@ -285,13 +285,16 @@ function M.context(task, known)
   local map = task.rename and require("tide.rename").compile(task.rename) or nil
   local selector = require("tide.select").compile(task.select, { kinds = require("tide.kinds").selectable })
   return { task = task, map = map, selector = selector, known = known or {}, base = {}, applied = 0, skipped = 0,
-           recent = {} }
+           recent = {}, warn = {} }
 end
 
 function M.start(task, plan, target)
   ensure_state(task, target)
   local d = M.context(task, M.load(task, target))
   d.plan = plan
+  -- the target's roles: a grant to one it does not have is left out
+  d.roles = {}
+  for _, r in ipairs(assert(target:query("SELECT rolname FROM pg_catalog.pg_roles"))) do d.roles[r.rolname] = true end
   -- The target's enabled event triggers: quiet while pgtide's DDL runs (below)
   d.event_triggers = {}
   for _, r in ipairs(assert(target:query("SELECT evtname, evtenabled FROM pg_catalog.pg_event_trigger " ..
@@ -376,6 +379,75 @@ local function val(v) if v == json.null then return nil end return v end
 -- foreign key constraints, indexes), for a table made before a full load.
 local POST_DATA = { p = true, u = true, x = true, f = true }
 
+-- COMMENT ON the table and its columns where the source's differ from `old` (nil: a new table),
+-- unless schema.comments = false.
+local function comments_sql(d, target, desc, old, cols)
+  local out = {}
+  if d.task.schema and d.task.schema.comments == false then return out end
+  local function text(v) return val(v) and lit(v) or "NULL" end
+  if val(desc.comment) ~= (old and val(old.comment)) and (old or val(desc.comment)) then
+    out[#out + 1] = "COMMENT ON TABLE " .. target .. " IS " .. text(desc.comment)
+  end
+  local before = {}
+  for _, c in ipairs(old and old.columns or {}) do before[tostring(c.num)] = c end
+  for _, c in ipairs(desc.columns or {}) do
+    local o = before[tostring(c.num)]
+    local was = o and val(o.comment) or nil
+    if cols[c.name] and val(c.comment) ~= was then
+      out[#out + 1] = "COMMENT ON COLUMN " .. target .. "." .. q(cols[c.name]) .. " IS " .. text(c.comment)
+    end
+  end
+  return out
+end
+
+-- GRANT and REVOKE on the table where the source's privileges (of roles other than its owner)
+-- differ from `old`'s (nil: a new table), unless schema.grants = false. A role the target does
+-- not have (d.roles, read when the stream started) is left out with a warning.
+local function grants_sql(d, target, desc, old, cols)
+  local out = {}
+  if (d.task.schema and d.task.schema.grants == false) or not d.roles then return out end
+  local function key(g) return table.concat({ g.privilege, val(g.column) or "", val(g.grantee) or "", tostring(g.grantable) }, "\0") end
+  local function list(grants)
+    local set = {}
+    for _, g in ipairs(val(grants) or {}) do set[key(g)] = g end
+    return set
+  end
+  local before, now = list(old and old.grants), list(desc.grants)
+  local function clause(g, to)
+    local grantee = val(g.grantee)
+    if grantee and not d.roles[grantee] then
+      d.warn[#d.warn + 1] = string.format("role %s does not exist on the target: %s of %s on %s left out", grantee,
+        to == "TO" and "GRANT" or "REVOKE", g.privilege, target)
+      return nil
+    end
+    local what = g.privilege
+    if val(g.column) then
+      if not cols[g.column] then return nil end
+      what = what .. " (" .. q(cols[g.column]) .. ")"
+    end
+    return what .. " ON TABLE " .. target .. " " .. to .. " " .. (grantee and q(grantee) or "PUBLIC")
+  end
+  local keys = {}
+  for k in pairs(before) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if not now[k] then
+      local c = clause(before[k], "FROM")
+      if c then out[#out + 1] = "REVOKE " .. c end
+    end
+  end
+  keys = {}
+  for k in pairs(now) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if not before[k] then
+      local c = clause(now[k], "TO")
+      if c then out[#out + 1] = "GRANT " .. c .. (now[k].grantable and " WITH GRANT OPTION" or "") end
+    end
+  end
+  return out
+end
+
 local function create_table(d, desc, pre_only)
   local ts, tn = map_table(d, desc.schema, desc.name)
   local target = qq(ts, tn)
@@ -402,6 +474,10 @@ local function create_table(d, desc, pre_only)
   if desc.identity == "i" and val(desc.identity_index) and not pre_only then
     local _, xn = map_object(d, "index", desc.schema, desc.identity_index)
     out[#out + 1] = "ALTER TABLE " .. target .. " REPLICA IDENTITY USING INDEX " .. q(xn)
+  end
+  for _, sql in ipairs(comments_sql(d, target, desc, nil, cols)) do out[#out + 1] = sql end
+  if not pre_only then
+    for _, sql in ipairs(grants_sql(d, target, desc, nil, cols)) do out[#out + 1] = sql end
   end
   return out, { desc = desc, cols = cols, target = { schema = ts, name = tn } }
 end
@@ -505,6 +581,10 @@ local function alter_table(d, info, desc, pre_only)
       how = not pre_only and ("USING INDEX " .. q(select(2, map_object(d, "index", desc.schema, desc.identity_index))))
     end
     if how then out[#out + 1] = "ALTER TABLE " .. t .. " REPLICA IDENTITY " .. how end
+  end
+  for _, sql in ipairs(comments_sql(d, t, desc, old, cols)) do out[#out + 1] = sql end
+  if not pre_only then
+    for _, sql in ipairs(grants_sql(d, t, desc, old, cols)) do out[#out + 1] = sql end
   end
   return out, { desc = desc, cols = cols, target = { schema = ts, name = tn } }
 end
@@ -771,15 +851,34 @@ function M.plan_message(d, msg)
     return r
   end
   -- ddl_command_end: the tables the commands touched, in their order
-  local order, seen = {}, {}
+  local order, seen, grant_only = {}, {}, {}
   for _, c in ipairs(msg.commands or {}) do
     local oid = val(c.table) and tostring(c.table)
-    if oid and not seen[oid] and msg.tables[oid] then seen[oid] = true; order[#order + 1] = oid end
+    if oid and not seen[oid] and msg.tables[oid] then
+      seen[oid] = true; order[#order + 1] = oid; grant_only[oid] = c.grant == true
+    elseif oid and c.grant ~= true then
+      grant_only[oid] = false
+    end
   end
+  d.warn = {}
   for _, oid in ipairs(order) do
     local desc = msg.tables[oid]
     local info = d.known[oid]
-    if desc.kind == "S" then
+    if grant_only[oid] then
+      -- GRANT/REVOKE: every published table with privileges came; only a difference matters
+      if info and not info.ignored and not info.partition and not info.sequence then
+        local warned = #d.warn
+        local list, new = alter_table(d, info, desc)
+        -- (a grant left out is recorded as made: it is not warned about again)
+        if #d.warn > warned then r.records[oid] = new end
+        if #list > 0 then
+          r.selected = true
+          add(list)
+          r.records[oid] = new
+          r.changed = (r.changed and (r.changed .. ", ") or "") .. desc.schema .. "." .. desc.name
+        end
+      end
+    elseif desc.kind == "S" then
       -- a sequence of a followed schema (not an identity column's)
       if selected(d, desc) then
         r.selected = true
@@ -873,6 +972,9 @@ function M.plan_message(d, msg)
       r.targets[#r.targets + 1] = M.entry(d, new)
     end
   end
+  for _, w in ipairs(d.warn) do r.warnings[#r.warnings + 1] = w end
+  -- (a GRANT/REVOKE: the tables whose privileges changed)
+  if r.tag == "GRANT" or r.tag == "REVOKE" then r.object = r.changed or "-" end
   -- commands on followed objects other than tables and sequences: views, functions, types
   for _, c in ipairs(msg.commands or {}) do
     if not val(c.table) and val(c.schema) then

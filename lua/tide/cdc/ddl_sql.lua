@@ -3,8 +3,9 @@
 -- tables it starts with) and the event trigger function, generated for one task.
 --
 -- The description is a JSON object: oid, schema, name, kind (relkind), persistence, identity
--- (relreplident) and identity_index, columns (num, name, type as format_type prints it,
--- collation, not_null, default, identity, generated), constraints (name, type, def as
+-- (relreplident) and identity_index, comment, grants (privilege, column, grantee, grantable:
+-- those of roles other than the owner), columns (num, name, type as format_type prints it,
+-- collation, not_null, default, identity, generated, comment), constraints (name, type, def as
 -- pg_get_constraintdef prints it), indexes that no constraint owns (oid, name, def), and for a
 -- sequence its options. Everything is printed with search_path = pg_catalog, so names outside
 -- pg_catalog are schema-qualified and can be mapped by the rename rules.
@@ -29,11 +30,25 @@ local DESCRIBE = [[
        'bound', pg_catalog.pg_get_expr(ch.relpartbound, ch.oid)) ORDER BY ch.oid)
      FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class ch ON ch.oid = i.inhrelid
      JOIN pg_catalog.pg_namespace chn ON chn.oid = ch.relnamespace WHERE i.inhparent = c.oid), '[]'::jsonb) END,
+  'comment', pg_catalog.obj_description(c.oid, 'pg_class'),
+  'grants', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('privilege', g.privilege_type,
+       'column', g.col, 'grantee', g.grantee, 'grantable', g.is_grantable)
+       ORDER BY g.col NULLS FIRST, g.grantee NULLS FIRST, g.privilege_type)
+     FROM (SELECT e.privilege_type, NULL::name AS col, e.is_grantable,
+                  CASE WHEN e.grantee <> 0 THEN pg_catalog.pg_get_userbyid(e.grantee) END AS grantee
+           FROM pg_catalog.aclexplode(c.relacl) e WHERE e.grantee <> c.relowner
+           UNION ALL
+           SELECT e.privilege_type, a.attname, e.is_grantable,
+                  CASE WHEN e.grantee <> 0 THEN pg_catalog.pg_get_userbyid(e.grantee) END
+           FROM pg_catalog.pg_attribute a, pg_catalog.aclexplode(a.attacl) e
+           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND e.grantee <> c.relowner) g),
+     '[]'::jsonb),
   'has_key', EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
   'columns', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
        'num', a.attnum, 'name', a.attname, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
        'not_null', a.attnotnull, 'default', pg_catalog.pg_get_expr(d.adbin, d.adrelid),
        'identity', NULLIF(a.attidentity::text, ''), 'generated', NULLIF(a.attgenerated::text, ''),
+       'comment', pg_catalog.col_description(c.oid, a.attnum),
        'collation', CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0 THEN
          (SELECT pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(co.collname)
           FROM pg_catalog.pg_collation co JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
@@ -132,6 +147,24 @@ BEGIN
     RETURN;
   END IF;
   FOR r IN SELECT * FROM pg_catalog.pg_event_trigger_ddl_commands() LOOP
+    -- GRANT and REVOKE name no object here: every table the task publishes that has privileges
+    -- is described, and pgtide applies the difference
+    IF r.command_tag IN ('GRANT', 'REVOKE') AND r.object_type = 'TABLE' AND NOT r.in_extension THEN
+      FOR rel IN SELECT pr.prrelid FROM pg_catalog.pg_publication_rel pr
+                 JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+                 JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
+                 WHERE p.pubname = pub AND c.relacl IS NOT NULL LOOP
+        CONTINUE WHEN tabs ? rel::text;
+        SELECT %DESCRIBE% INTO d;
+        tabs := tabs || pg_catalog.jsonb_build_object(rel::text,
+          d || pg_catalog.jsonb_build_object('published', true, 'had_rows', false));
+        cmds := cmds || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+          'tag', r.command_tag, 'type', 'table', 'schema', d->>'schema',
+          'identity', pg_catalog.quote_ident(d->>'schema') || '.' || pg_catalog.quote_ident(d->>'name'),
+          'oid', rel::bigint, 'table', rel::bigint, 'grant', true));
+      END LOOP;
+      CONTINUE;
+    END IF;
     CONTINUE WHEN r.in_extension OR r.command_tag LIKE '% PUBLICATION' OR r.objid IS NULL;
     rel := NULL;
     IF r.object_type IN ('table', 'table column', 'sequence') THEN
