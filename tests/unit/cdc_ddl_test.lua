@@ -124,3 +124,54 @@ T.test("what pgtide prints of a statement masks password-like values", function(
   T.match(text, "user=u")
   T.eq(ddl.masked("ALTER TABLE t ADD COLUMN c int"), "ALTER TABLE t ADD COLUMN c int")
 end)
+
+T.test("partitions: a new one made as a partition of its parent's target; attach and detach", function()
+  local d = context { rename = { table = { { strip_prefix = "tbl_" } } } }
+  local root = desc("tbl_m", { col(1, "id", "integer", { not_null = true }) },
+    { oid = 10, kind = "p", partkey = "RANGE (id)", partitions = {} })
+  d.known["10"] = { desc = root, cols = { id = "id" }, target = { schema = "public", name = "m" } }
+  d.known["12"] = { desc = desc("tbl_loose", { col(1, "id", "integer", { not_null = true }) }, { oid = 12 }),
+                    cols = { id = "id" }, target = { schema = "public", name = "loose" } }
+  local part = desc("tbl_m1", { col(1, "id", "integer", { not_null = true }) },
+    { oid = 11, partition = true, parent = { oid = 10, schema = "public", name = "tbl_m" },
+      bound = "FOR VALUES FROM (0) TO (10)" })
+  local r = ddl.plan_message(d, message({ part }, "CREATE TABLE"))
+  T.eq(r.mapped, { "CREATE TABLE public.m1 PARTITION OF public.m FOR VALUES FROM (0) TO (10)" })
+  T.eq(#r.targets, 0, "its rows come through the root: no map entry of its own")
+  T.ok(r.records["11"].partition)
+  d.known["11"] = r.records["11"]
+  -- ATTACH of a followed table and DETACH of the partition, seen in the parent's description
+  local after = desc("tbl_m", root.columns, { oid = 10, kind = "p", partkey = "RANGE (id)", partitions = {
+    { oid = 12, schema = "public", name = "tbl_loose", bound = "FOR VALUES FROM (10) TO (20)" } } })
+  r = ddl.plan_message(d, message({ after }))
+  T.eq(r.mapped, { "ALTER TABLE public.m DETACH PARTITION public.m1",
+                   "ALTER TABLE public.m ATTACH PARTITION public.loose FOR VALUES FROM (10) TO (20)" })
+  T.eq(r.remove, { { "public", "tbl_loose" } }, "the attached table's own map entry goes")
+  T.ok(r.records["11"].ignored, "the detached table is no longer streamed")
+  T.ok(r.records["12"].partition)
+  T.match(table.concat(r.warnings, "\n"), "tbl_m1 was detached")
+  -- attaching a table the task does not follow stops
+  d.known["12"] = nil
+  r = ddl.plan_message(d, message({ after }))
+  T.match(r.stop, "tbl_loose was attached as a partition of public%.tbl_m, but the target does not have it")
+end)
+
+T.test("grants: the difference, under mapped names; a role the target lacks is left out", function()
+  local d = context { rename = { column = { ["public.t.a"] = "aa" } } }
+  d.roles = { reader = true }
+  local before = desc("t", { col(1, "id", "integer", { not_null = true }), col(2, "a", "text") },
+    { grants = { { privilege = "SELECT", column = json.null, grantee = json.null, grantable = false } } })
+  d.known["100"] = { desc = before, cols = { id = "id", a = "aa" }, target = { schema = "public", name = "t" } }
+  local after = desc("t", before.columns, { grants = {
+    { privilege = "UPDATE", column = "a", grantee = "reader", grantable = false },
+    { privilege = "SELECT", column = json.null, grantee = "reader", grantable = true },
+    { privilege = "SELECT", column = json.null, grantee = "nobody", grantable = false } } })
+  local r = ddl.plan_message(d, message({ after }, "GRANT"))
+  T.eq(r.mapped, { "REVOKE SELECT ON TABLE public.t FROM PUBLIC",
+                   "GRANT SELECT ON TABLE public.t TO reader WITH GRANT OPTION",
+                   "GRANT UPDATE (aa) ON TABLE public.t TO reader" })
+  T.match(table.concat(r.warnings, "\n"), "role nobody does not exist on the target")
+  d.task.schema = { grants = false }
+  r = ddl.plan_message(d, message({ after }, "GRANT"))
+  T.eq(r.mapped, {}, "schema.grants = false: not followed")
+end)
