@@ -384,7 +384,11 @@ T.test("types and sequences while streaming, under a schema rename rule", functi
     CREATE SEQUENCE doomed_seq;
     ALTER SEQUENCE counter INCREMENT BY 5 CACHE 3;
     DROP SEQUENCE doomed_seq;
-    INSERT INTO pairs VALUES (3, ROW(3, 'three'), 'meh');]]))
+    INSERT INTO pairs VALUES (3, ROW(3, 'three'), 'meh');
+    CREATE TABLE serials (id serial PRIMARY KEY, m mood);
+    INSERT INTO serials (m) VALUES ('ok'), ('happy');]]))
+  assert(src:exec("CREATE TYPE unused AS ENUM ('a')"))
+  assert(src:exec("DROP TYPE unused"))
   assert(src:exec("RESET search_path"))
   ref.lsn = P.lsn(src, true)
   local summary = h:wait()
@@ -403,6 +407,11 @@ T.test("types and sequences while streaming, under a schema rename rule", functi
   T.eq(sequence(tgt, "store", "counter"), sequence(src, "shop", "counter"), "the sequence has the source's options")
   T.ok(sequence(src, "shop", "counter"):find(" 5 true 3", 1, true), "(the ALTER SEQUENCE is in the source's)")
   T.eq(sequence(tgt, "store", "doomed_seq"), nil, "the dropped sequence is gone")
+  T.eq(unschema(columns(tgt, "store.serials"), "store"), unschema(columns(src, "shop.serials"), "shop"),
+       "a serial column's default names the mapped sequence")
+  T.eq(P.fingerprint(tgt, "store.serials"), P.fingerprint(src, "shop.serials"), "serials' rows")
+  T.eq(sequence(tgt, "store", "serials_id_seq"), sequence(src, "shop", "serials_id_seq"), "the serial's sequence")
+  T.eq(#assert(tgt:query("SELECT 1 FROM pg_type WHERE typname = 'unused'")), 0, "the dropped type is gone")
   T.eq(#assert(tgt:query("SELECT 1 FROM pg_class WHERE relname IN ('counter', 'pairs') AND " ..
                          "relnamespace <> 'store'::regnamespace")), 0, "nothing is made outside the mapped schema")
   H.release(ctx, task)
