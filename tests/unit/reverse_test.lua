@@ -59,6 +59,7 @@ return tide.task { name = "fwd", source = "host=old.invalid password=secret1 dbn
   T.eq(rev.reverse_of, "fwd")
   T.eq(rev.migrate, { "incremental" })
   T.eq(rev.cutover.verify, "counts")
+  T.eq(rev.incremental.ddl, true, "DDL replication as the forward task has it (on by default)")
   T.eq(playbook.conninfo(rev, "source"), "host=new.invalid password=secret2 dbname=b")
   T.eq(playbook.conninfo(rev, "target"), "host=old.invalid password=secret1 dbname=a")
 

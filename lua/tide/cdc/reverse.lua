@@ -126,6 +126,10 @@ function M.render(task, plan)
   add("  source     = tide.side(forward, \"target\"),   -- the new primary")
   add("  target     = tide.side(forward, \"source\"),   -- the old source")
   add("  migrate    = { \"incremental\" },")
+  -- DDL replication as the forward task had it: followed from when `pgtide run` of this file
+  -- installs its event trigger on the new primary (docs/incremental.md, "DDL replication").
+  add("  incremental = { ddl = %s },   -- DDL on the new primary, followed once this task runs",
+      tostring((task.incremental or {}).ddl ~= false))
   if task.state_schema and task.state_schema ~= "pgtide" then add("  state_schema = %s,", lua_string(task.state_schema)) end
   local tables = selected_tables(plan)
   add("  select     = { include = {")
