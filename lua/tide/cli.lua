@@ -256,6 +256,9 @@ function M.report_error(e)
 end
 
 function M.main(args)
+  -- Lua seeds its generator from the time in seconds and an address; a sanitizer build lays
+  -- memory out the same way every run, so two runs in one second drew the same numbers.
+  math.randomseed(math.floor(core.now() * 1e6), core.getpid())
   local cmd = args[1]
   if cmd == nil then return print_help() end
   if cmd == "--version" or cmd == "version" then

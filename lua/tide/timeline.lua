@@ -68,7 +68,10 @@ function M.new(run)
   local task = run.task
   local r = setmetatable({
     run = run, task = task,
-    id = string.format("%s.%06d", os.date("!%Y%m%dT%H%M%S", math.floor(tide.now())), math.random(0, 999999)),
+    -- Unique per run: two runs may start in the same second, and a sanitizer build lays its
+    -- memory out the same way every time, so Lua's random seed (time, an address) can repeat.
+    id = string.format("%s.%03d.%d.%d", os.date("!%Y%m%dT%H%M%S", math.floor(tide.now())),
+                       math.floor(tide.now() * 1000) % 1000, tide.getpid(), math.random(0, 999999)),
     seq = 0, pending = {}, writing = false, conn = nil, wake = tide.condition(), finished = false,
     schema = nil,
   }, Recorder)
