@@ -21,7 +21,7 @@
 -- still to copy are read under a new snapshot: rows the source changed in between are copied
 -- as they are now for those parts only (the summary says so).
 local tide = require "tide.core"
-local heap_mod = require "tide.heap"
+local schedule = require "tide.full.schedule"
 local parts_mod = require "tide.full.parts"
 local failure = require "tide.failure"
 local connect = require "tide.connect"
@@ -78,32 +78,8 @@ function Load:fail(err)
   self.changed:notify()
 end
 
--- While a critical step runs (a GIN/GiST/SP-GiST build on a large table: one backend, the
--- longest single piece of work, nothing can split it), copies that would start now compete
--- with it for the servers' cores and stretch the end of the whole load; so at most
--- jobs // 4 (at least one) copy meanwhile, and no other post-data step beside it until the
--- copies are done (one after); the cap starts as soon as the critical table's last part is
--- under way. Measured on the 2 GB benchmark with 4 jobs (docs/performance.md): 18.7 s
--- without, 16.0 s with it and index_workers = 0. full.protect_critical = false turns it off.
--- (load.untaken: per table, how many of its parts are still in the queue; kept by next_part.)
-local function all_parts_taken(load, key)
-  return (load.untaken[key] or 0) == 0
-end
-
-function Load:copy_limit()
-  local jobs = self.jobs or 4
-  local capped = math.max(1, jobs // 4)
-  for step in pairs(self.steps_running) do
-    if step.critical then return capped end
-  end
-  -- The cap starts once a critical step's table has all its parts under way (parts started
-  -- then would still be copying when the build begins); the build itself can only start once
-  -- every part is in, so a table with parts left has not started its build.
-  for key in pairs(self.critical_tables or {}) do
-    if (self.parts_left[key] or 0) > 0 and all_parts_taken(self, key) then return capped end
-  end
-  return jobs
-end
+function Load:copy_limit() return schedule.copy_limit(self) end
+function Load:table_loaded(key) return schedule.table_loaded(self, key) end
 
 function Load:next_part()
   while not self.failed and self.copying >= self:copy_limit() and self.queue[self.next_index] do
@@ -329,163 +305,6 @@ end
 
 ------------------------------------------------------------------------ post-data
 
--- What a step costs, roughly, for choosing among ready steps: the longest first, so that the
--- one build that would otherwise end the load alone (a GIN index on the biggest table) starts
--- as early as its data allows.
-local HEAVY_METHODS = { " USING gin ", " USING gist ", " USING spgist " }
-
-local function step_cost(load, step)
-  if step.cost then return step.cost end
-  local tbl = load.tables_by_key and load.tables_by_key[step.table]
-  local bytes = tbl and tbl.bytes or 0
-  local factor = 0.1
-  if step.kind == "index" then
-    factor = 1
-    for _, m in ipairs(HEAVY_METHODS) do if step.sql:find(m, 1, true) then factor = 3 end end
-    step.critical = factor == 3 and not (load.task and load.task.full.protect_critical == false) and
-                    bytes >= (load.total_bytes or 0) / (2 * (load.jobs or 4))
-  elseif step.kind == "fkey" then
-    factor = 0.5
-  end
-  step.cost = bytes * factor
-  return step.cost
-end
-
--- The tables a step locks: its own and the ones whose data it needs (a foreign key locks the
--- referenced table too). An index build takes a SHARE lock, which other index builds share;
--- every other post-data statement (ADD CONSTRAINT, foreign keys, triggers, ...) takes a
--- stronger lock, which would wait for the running builds and, waiting, block the builds
--- queued behind it. Such a step is not started while a conflicting step on one of its tables
--- runs; the job takes other work meanwhile.
-local function shares(step) return step.kind == "index" end
-
-local function conflicts(load, step)
-  for running in pairs(load.steps_running) do
-    -- Two steps of one object (an extension's grants on its tables, say) update the same
-    -- catalog row: at once, one fails with "tuple concurrently updated".
-    if step.object and running.object == step.object then return true end
-    if not (shares(step) and shares(running)) then
-      local mine = {}
-      if step.table then mine[step.table] = true end
-      for _, t in ipairs(step.needs_data or {}) do mine[t] = true end
-      if running.table and mine[running.table] then return true end
-      for _, t in ipairs(running.needs_data or {}) do if mine[t] then return true end end
-    end
-  end
-  return false
-end
-
--- Beside a running critical step no other step while copies run (the copies are the other
--- cores' work; the builds waiting then fill the cores the copies leave when they end), and
--- one at a time after (see Load:copy_limit).
-local function crowded(load)
-  local critical, others = false, 0
-  for running in pairs(load.steps_running) do
-    if running.critical then critical = true else others = others + 1 end
-  end
-  local allowed = (load.copying or 0) > 0 and 0 or 1
-  return critical and others >= allowed
-end
-
--- Which steps can run: built on the first call from the load's state, then kept up to date
--- as steps finish and tables are loaded (step_finished, table_loaded), so that choosing a step
--- costs the same with 40 steps or 400,000 (a scan of every step at every wake of every job
--- made the load quadratic in its objects). A step is ready once every step it comes after
--- (among this load's) is done and every table whose data it needs is in; the ready ones wait
--- in a heap, the most expensive first, then in plan order.
-local function ready_before(a, b)
-  if a.cost ~= b.cost then return a.cost > b.cost end
-  return a.i < b.i
-end
-
-local function sched_of(load)
-  local sc = load.sched
-  if sc then return sc end
-  sc = { heap = heap_mod.new(ready_before), waiting_step = {}, waiting_table = {}, untaken = #load.steps,
-         analyze = {}, analyze_i = 1 }
-  load.sched = sc
-  for i, step in ipairs(load.steps) do
-    local e = { step = step, i = i, cost = step_cost(load, step) }   -- step_cost also decides step.critical
-    local unmet = 0
-    for _, key in ipairs(step.after or {}) do
-      if load.post_keys[key] and not load.done_steps[key] then
-        unmet = unmet + 1
-        local list = sc.waiting_step[key] or {}
-        sc.waiting_step[key] = list
-        list[#list + 1] = e
-      end
-    end
-    for _, t in ipairs(step.needs_data or {}) do
-      if load.table_parts[t] and not load.loaded[t] then
-        unmet = unmet + 1
-        local list = sc.waiting_table[t] or {}
-        sc.waiting_table[t] = list
-        list[#list + 1] = e
-      end
-    end
-    e.unmet = unmet
-    if unmet == 0 then sc.heap:push(e) end
-  end
-  for _, tbl in ipairs(load.plan and load.plan.tables or {}) do
-    if load.loaded[tbl.key] and (load.pending_steps and load.pending_steps[tbl.key] or 0) == 0 then
-      sc.analyze[#sc.analyze + 1] = tbl
-    end
-  end
-  return sc
-end
-
-local function release(sc, list)
-  for _, e in ipairs(list or {}) do
-    e.unmet = e.unmet - 1
-    if e.unmet == 0 then sc.heap:push(e) end
-  end
-end
-
--- A step ended well: the steps after it may be ready, its table may be analyzed.
-local function step_finished(load, step)
-  local sc = load.sched
-  if not sc then return end
-  release(sc, sc.waiting_step[step.key])
-  sc.waiting_step[step.key] = nil
-  local t = step.table
-  if t and load.loaded[t] and load.pending_steps and load.pending_steps[t] == 0 and load.tables_by_key[t] then
-    sc.analyze[#sc.analyze + 1] = load.tables_by_key[t]
-  end
-end
-
--- Every part of a table is in: the steps that need its data may be ready.
-function Load:table_loaded(key)
-  local sc = self.sched
-  if not sc then return end
-  release(sc, sc.waiting_table[key])
-  sc.waiting_table[key] = nil
-  if (self.pending_steps and self.pending_steps[key] or 0) == 0 and self.tables_by_key[key] then
-    sc.analyze[#sc.analyze + 1] = self.tables_by_key[key]
-  end
-end
-
-local function next_step(load)
-  if crowded(load) then return nil end
-  local sc = sched_of(load)
-  local skipped, best = {}, nil
-  while not sc.heap:empty() do
-    local e = sc.heap:pop()
-    if not conflicts(load, e.step) then best = e; break end
-    skipped[#skipped + 1] = e
-  end
-  for _, e in ipairs(skipped) do sc.heap:push(e) end
-  if best then
-    best.step.taken = true
-    sc.untaken = sc.untaken - 1
-    load.steps_running[best.step] = true
-    return best.step, best.i
-  end
-end
-
-local function all_steps_taken(load)
-  return sched_of(load).untaken == 0
-end
-
 local function run_step(load, conn, step)
   local started = tide.monotonic()
   local ok, err = require("tide.schema").run_step(conn, step, load.state:step_done_sql(conn, step.key, 0))
@@ -498,26 +317,10 @@ local function run_step(load, conn, step)
   load.done_steps[step.key] = true
   load.steps_running[step] = nil
   if step.table then load.pending_steps[step.table] = (load.pending_steps[step.table] or 1) - 1 end
-  step_finished(load, step)
+  schedule.step_finished(load, step)
   load.stats.steps_done = load.stats.steps_done + 1
   if load.opts.progress then load.opts.progress:event("step_done", { step = step, seconds = tide.monotonic() - started }) end
   load.changed:notify()
-end
-
--- A job with no step to run analyzes a table whose data is in and whose post-data steps are
--- all done (ANALYZE waits for index builds on its table, and gathers statistics for
--- expression indexes, so it comes after them). The load's end analyzes the rest.
-local function next_analyze(load)
-  if load.task.full.analyze == false or not load.pending_steps then return nil end
-  local sc = sched_of(load)
-  while sc.analyze[sc.analyze_i] do
-    local tbl = sc.analyze[sc.analyze_i]
-    sc.analyze_i = sc.analyze_i + 1
-    if not load.analyzed[tbl.key] then
-      load.analyzed[tbl.key] = true
-      return tbl
-    end
-  end
 end
 
 -- Post-data connections: index_jobs builds already run side by side, so by default a build
@@ -533,14 +336,14 @@ end
 local function step_job(load)
   local tgt <close> = connect.open(load.task, "target", { settings = step_settings(load.task) })
   while not load.failed do
-    local step = next_step(load)
-    local analyze = not step and next_analyze(load)
+    local step = schedule.next_step(load)
+    local analyze = not step and schedule.next_analyze(load)
     if step then
       local ok, err = pcall(run_step, load, tgt, step)
       if not ok then load:fail(err); return end
     elseif analyze then
       tgt:exec("ANALYZE " .. parts_mod.target_relation(tgt, analyze))
-    elseif all_steps_taken(load) then
+    elseif schedule.all_steps_taken(load) then
       return
     elseif load.copies_finished and not load:any_step_running() then
       -- Nothing can become ready any more: a step waits for something that never comes.
@@ -716,7 +519,7 @@ function M.run(task, plan, source, target, opts)
   load.pending_steps, load.critical_tables = {}, {}
   for _, step in ipairs(load.steps) do
     if step.table then load.pending_steps[step.table] = (load.pending_steps[step.table] or 0) + 1 end
-    step_cost(load, step)
+    schedule.step_cost(load, step)
     if step.critical then load.critical_tables[step.table] = true end
   end
   if opts.progress then opts.progress:start_load(load) end
@@ -761,12 +564,12 @@ function M.run(task, plan, source, target, opts)
   return load.stats
 end
 
--- For the unit tests of the scheduling rules.
-M._copy_limit = function(load) return Load.copy_limit(load) end
-M._next_step, M._step_done = next_step, function(load, step)
+-- For the unit tests of the scheduling rules (tide.full.schedule).
+M._copy_limit = schedule.copy_limit
+M._next_step, M._step_done = schedule.next_step, function(load, step)
   load.done_steps[step.key] = true
   load.steps_running[step] = nil
-  step_finished(load, step)
+  schedule.step_finished(load, step)
 end
 
 -- M.start_over(task, plan, target, state): the full load starts again from the beginning
