@@ -798,7 +798,11 @@ function M.stream(run, plan, _source, target, opts)
   if summary.stopped_by == "condition" then
     local s2, t2 = connect.open_both(task)
     local cok, cerr = pcall(function()
-      summary.cutover_hooks = cutover.run(task, cutover.context { task = task, plan = plan, source = s2,
+      -- DDL replication changed tables since the plan was made: the hooks (sequences,
+      -- verification) see the catalogs as they are now.
+      local hook_plan = plan
+      if st.ddl and (st.ddl.applied or 0) > 0 then hook_plan = require("tide.plan").build(task, s2, t2) end
+      summary.cutover_hooks = cutover.run(task, cutover.context { task = task, plan = hook_plan, source = s2,
                                                                     target = t2, status = st.status },
                                           run.progress)
       -- Recorded before the release: an engine that dies in between finishes the task on its

@@ -234,10 +234,13 @@ end
 
 -- M.complete(task, plan, cut, ctx) after the drain: sequences, verify, hooks, each timed; the
 -- downtime so far in cut.downtime. Raises on the first failure (the caller lifts the fence).
-function M.complete(task, plan, cut, status, progress)
+function M.complete(task, plan, cut, status, progress, replan)
   local c = conf(task)
   local src <close> = open(task, "source")
   local tgt <close> = open(task, "target")
+  -- DDL replication changed tables since the run's plan was made: sequences and verification
+  -- work from the catalogs as they are now (the writes are fenced and the stream drained).
+  if replan then plan = require("tide.plan").build(task, src, tgt) end
   local function step(name, fn)
     local began = core.monotonic()
     fn()
@@ -340,7 +343,7 @@ function M.tick(task, st, stats, status)
   if (stats.applied or 0) >= st.cut_barrier then
     run.cutover_step = "verifying"
     cut.on_step = function(name) run.cutover_step = name end
-    local ok, err = pcall(M.complete, task, st.plan, cut, status, run.progress)
+    local ok, err = pcall(M.complete, task, st.plan, cut, status, run.progress, st.ddl and (st.ddl.applied or 0) > 0)
     cut.on_step = nil
     if ok then
       cut.completed, st.stop_reason, run.cutover_step = true, "cutover", "cut over"
