@@ -254,6 +254,7 @@ function M.build(task, source, target)
     for i, other in ipairs(step.after_steps or {}) do out.after[i] = other.key end
     if step.phase == "post" then
       out.needs_data, out.table = order.data_needs(model, ctx, step)
+      out.table = out.table or step.locks   -- (an extension's grant on one of its tables)
     else
       local _, owner_key = order.data_needs(model, ctx, step)
       out.table = owner_key

@@ -14,6 +14,7 @@
 local ddl = require "tide.ddl"
 local sqlident = require "tide.sqlident"
 local attributes = require "tide.plan.attributes"
+local objects = require "tide.plan.objects"
 local order = require "tide.plan.order"
 
 local M = {}
@@ -219,7 +220,12 @@ function M.member_grants(_plan, model, tmodel, ctx, task, selector, all)
     if row.column_name then parts[#parts + 1] = row.column_name end
     parts[#parts + 1] = g.grantee or "PUBLIC"
     if row.grantable then parts[#parts + 1] = "grantable" end
-    order.add_step(g.ext, { kind = row.action, suffix = table.concat(parts, "/"), phase = "post", sql = sql }, all)
+    -- A privilege on a member table changes its catalog row, as a foreign key to it or another
+    -- statement on it does: the step names the table so that the load never runs them at once
+    -- (at once, one fails with "tuple concurrently updated").
+    local locks = row.word == "TABLE" and row.schema and objects.table_key({ schema = row.schema, name = row.name }) or nil
+    order.add_step(g.ext, { kind = row.action, suffix = table.concat(parts, "/"), phase = "post", sql = sql,
+                            locks = locks }, all)
   end
 end
 
