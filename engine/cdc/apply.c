@@ -132,6 +132,11 @@ static void send_plain(apply_state *ap, int kind, const char *sql) {
 
 void apply__send_plain(apply_state *ap, int kind, const char *sql) { send_plain(ap, kind, sql); }
 
+void apply__send_params(apply_state *ap, int kind, const char *sql, int nparams, const char *const *params) {
+    apply__q_push(ap, kind);
+    sent(ap, PQsendQueryParams(ap->c->pg, sql, nparams, NULL, params, NULL, NULL, 0), sql);
+}
+
 static void send_sync(apply_state *ap, int kind) {
     apply__q_push(ap, kind);
     if (!PQpipelineSync(ap->c->pg))
@@ -139,6 +144,8 @@ static void send_sync(apply_state *ap, int kind) {
     else
         apply__flush(ap);
 }
+
+void apply__send_sync(apply_state *ap, int kind) { send_sync(ap, kind); }
 
 /* ---------------------------------------------------------------- groups */
 
@@ -773,6 +780,7 @@ void apply_free(apply_state *ap) {
     free(ap->err.hint);
     free(ap->err.context);
     apply__ddl_free(ap);
+    apply__follow_free(ap);
     for (int i = 0; i < ap->opt.ntargets; i++) apply_target_free(ap->opt.targets[i]);
     free(ap->opt.targets);
     free(ap);

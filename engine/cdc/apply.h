@@ -79,6 +79,10 @@ typedef struct apply_target {
                                           checked: a plain table, no replica/always triggers,
                                           the stream in replica role) */
     bool unique_free;      /* the target has no unique index: no insert conflicts */
+    char *follow_cascade;  /* select.rows_follow, for a table other tables follow: the CTEs
+                              (", pgtide_f1 AS (DELETE ...)") that delete, on the target, the rows
+                              that followed a row leaving the filter (pgtide_out); its filtered
+                              updates also report a row moving in (apply_follow.c). NULL: none */
     uint64_t tolerate_lsn; /* the full load found this table truncated on the source
                                           after its snapshot (copied empty): changes in transactions
                                           committing at or before this LSN may miss their rows, so
@@ -177,6 +181,7 @@ typedef enum apply_event {
     APPLY_EVENT_CHANGE,   /* a change of a hooked table waits for Lua (apply_held_*) */
     APPLY_EVENT_CONFLICT, /* a conflict waits for the Lua hook's decision */
     APPLY_EVENT_DDL,      /* a DDL message of the task waits for Lua (apply_held_ddl, apply_ddl_*) */
+    APPLY_EVENT_FOLLOW,   /* rows moved into a followed filter wait for Lua (apply_follow_*) */
 } apply_event;
 
 typedef struct apply_callbacks {
@@ -303,6 +308,18 @@ void apply_ddl_exec(apply_state *ap, const char *sql, const char *context);
 void apply_set_target(apply_state *ap, apply_target *t, const char *old_schema, const char *old_name);
 /* The held DDL message is done (applied = statements queued, or skipped); feeding resumes. */
 void apply_ddl_done(apply_state *ap, bool applied);
+
+/* select.rows_follow (apply_follow.c). A filtered update that moves a row of a table others
+ * follow into its filter records the row's key; once the group's statements have all
+ * succeeded, and before it commits, the group waits for Lua (APPLY_EVENT_FOLLOW), which reads
+ * the rows that follow it from the source and queues their upserts in the same target
+ * transaction (apply_follow_exec), then calls apply_follow_done: the group is checked again
+ * and commits. apply_follow_row returns the i-th recorded row (its table's source schema and
+ * name, and its key as a JSON array of text), or -1 past the last. */
+int apply_follow_row(const apply_state *ap, int i, const char **schema, const char **name, const char **key);
+void apply_follow_exec(apply_state *ap, const char *sql, int nparams, const char *const *params,
+                       const char *context);
+void apply_follow_done(apply_state *ap);
 /* The open group commits at the end of the held message's source transaction (what the DDL
  * made can only be used once committed on the target: ALTER TYPE ... ADD VALUE). */
 void apply_ddl_commit_after(apply_state *ap);

@@ -25,12 +25,7 @@ int apply_held_ddl(apply_state *ap, const char **content, size_t *len, uint64_t 
     return 0;
 }
 
-void apply_ddl_exec(apply_state *ap, const char *sql, const char *context) {
-    if (ap->failed || ap->group != G_OPEN) {
-        if (!ap->failed)
-            apply__fail(ap, "stream", "XX000", "a DDL statement came outside a target transaction", context);
-        return;
-    }
+void apply__ddl_push_context(apply_state *ap, const char *context) {
     if (ap->ddl_ctx_count == ap->ddl_ctx_cap) {
         size_t cap = ap->ddl_ctx_cap ? ap->ddl_ctx_cap * 2 : 16;
         char **grown = malloc(cap * sizeof *grown);
@@ -42,9 +37,17 @@ void apply_ddl_exec(apply_state *ap, const char *sql, const char *context) {
         ap->ddl_ctx_cap = cap;
         ap->ddl_ctx_head = 0;
     }
-    ap->ddl_ctx[(ap->ddl_ctx_head + ap->ddl_ctx_count) % ap->ddl_ctx_cap] =
-        apply__strdup(context ? context : sql);
+    ap->ddl_ctx[(ap->ddl_ctx_head + ap->ddl_ctx_count) % ap->ddl_ctx_cap] = apply__strdup(context);
     ap->ddl_ctx_count++;
+}
+
+void apply_ddl_exec(apply_state *ap, const char *sql, const char *context) {
+    if (ap->failed || ap->group != G_OPEN) {
+        if (!ap->failed)
+            apply__fail(ap, "stream", "XX000", "a DDL statement came outside a target transaction", context);
+        return;
+    }
+    apply__ddl_push_context(ap, context ? context : sql);
     ap->n.ddl_statements++;
     ap->group_changes++;
     apply__send_plain(ap, IF_DDL, sql);

@@ -38,6 +38,17 @@ static void add_ident(apply_buf *b, const char *name) {
     apply_buf_adds(b, "\"");
 }
 
+static void add_literal(apply_buf *b, const char *text) {
+    apply_buf_adds(b, "'");
+    for (const char *p = text; *p; p++) {
+        if (*p == '\'')
+            apply_buf_adds(b, "''");
+        else
+            apply_buf_add(b, p, 1);
+    }
+    apply_buf_adds(b, "'");
+}
+
 /* The SQL type of relation column i for the filter's row (text when the plan did not say). */
 static const char *column_type(const apply_target *t, const char *name) {
     for (int j = 0; j < t->nknown; j++)
@@ -164,6 +175,19 @@ static void add_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple 
         apply_buf_adds(&st->sql, " ON CONFLICT DO NOTHING");
     }
     apply_buf_adds(&st->sql, " RETURNING (xmax = 0) AS inserted");
+    if (t->follow_cascade && r->by_key) {
+        /* the key of a row moving in, by source column name, for the rows that follow it
+         * (apply_follow.c) */
+        apply_buf_adds(&st->sql, ", pg_catalog.json_build_object(");
+        k = 0;
+        for (int i = 0; i < r->ncols; i++) {
+            if (!r->match[i]) continue;
+            if (k++) apply_buf_adds(&st->sql, ", ");
+            add_literal(&st->sql, rel->columns[i].name);
+            apply_buf_addf(&st->sql, ", %s::text", t->columns[r->slot[i]].target_sql);
+        }
+        apply_buf_adds(&st->sql, ")::text AS pgtide_key");
+    }
 }
 
 /* The statement's one row: wanted, done, inserted, and whether the values taken from the
@@ -187,6 +211,8 @@ static void add_result(apply_stmt *st, const apply_rel *r, const pgoutput_tuple 
         }
         apply_buf_adds(&st->sql, k == 0 ? " AS complete, " : " AS decided");
     }
+    if (t->follow_cascade && search && r->by_key)
+        apply_buf_adds(&st->sql, ", (SELECT pgtide_key FROM pgtide_put WHERE inserted LIMIT 1) AS moved_in");
 }
 
 void apply_sql_filtered_insert(apply_stmt *st, const apply_rel *r, const relcache_relation *rel,
@@ -229,7 +255,15 @@ int apply_sql_filtered_update(apply_stmt *st, const apply_rel *r, const relcache
     apply_buf_addf(&st->sql, ", pgtide_gone AS (DELETE FROM %s%s WHERE ", only(t), t->target_sql);
     add_key_match(st, r, search, "");
     if (!key_changed) apply_buf_adds(&st->sql, " AND NOT EXISTS (SELECT FROM pgtide_keep)");
-    apply_buf_adds(&st->sql, " RETURNING 1), pgtide_put AS (");
+    if (t->follow_cascade) {
+        /* A row leaving the filter takes the rows that followed it (select.rows_follow). */
+        apply_buf_adds(&st->sql, " RETURNING *), pgtide_out AS (SELECT * FROM pgtide_gone WHERE NOT EXISTS "
+                                 "(SELECT FROM pgtide_keep))");
+        apply_buf_adds(&st->sql, t->follow_cascade);
+        apply_buf_adds(&st->sql, ", pgtide_put AS (");
+    } else {
+        apply_buf_adds(&st->sql, " RETURNING 1), pgtide_put AS (");
+    }
     add_insert(st, r, row, rel, APPLY_FORM_UPSERT, true);
     add_result(st, r, search, needs_row, decided);
     return 1;

@@ -93,6 +93,8 @@ struct apply_state {
     size_t ddl_ctx_head, ddl_ctx_count, ddl_ctx_cap;
     apply_target **retired; /* map entries replaced mid-stream (apply_set_target) */
     int nretired, cap_retired;
+    struct follow_row *follow; /* rows moved into a followed filter in this group (apply_follow.c) */
+    int nfollow, cap_follow;
     apply_conflict *conflicts; /* waiting for the hook, in order */
     int nconflicts, cap_conflicts;
     apply_rel **dirty; /* relations holding folded updates (apply_merge.c) */
@@ -128,7 +130,21 @@ void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int npara
 /* apply_hook.c */
 void apply__held_release(apply_state *ap);
 
+/* apply_follow.c */
+/* Record that the filtered update `e` moved a row into its table's filter (key: JSON array). */
+void apply__follow_add(apply_state *ap, apply_target *t, const char *key);
+/* The group's statements all succeeded (and every conflict was decided): wait for Lua if rows
+ * moved into a followed filter, else commit. */
+void apply__group_checked(apply_state *ap);
+void apply__follow_free(apply_state *ap);
+
 /* apply_ddl.c */
+/* Remember what to say if the next DDL-kind statement queued fails. */
+void apply__ddl_push_context(apply_state *ap, const char *context);
+/* Send a statement with text parameters and queue its record. */
+void apply__send_params(apply_state *ap, int kind, const char *sql, int nparams, const char *const *params);
+/* Queue a sync point of the given kind (IF_CHECK_SYNC, IF_SYNC). */
+void apply__send_sync(apply_state *ap, int kind);
 /* The context of the oldest DDL statement in flight (NULL if none), popped when `pop`. */
 char *apply__ddl_context(apply_state *ap, bool pop);
 void apply__ddl_free(apply_state *ap);

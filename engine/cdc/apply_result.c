@@ -175,7 +175,7 @@ void apply_conflict_decide(apply_state *ap, bool skip) {
     conflict_remember(ap, &ap->conflicts[0]);
     memmove(ap->conflicts, ap->conflicts + 1, (size_t) (ap->nconflicts - 1) * sizeof *ap->conflicts);
     ap->nconflicts--;
-    if (ap->nconflicts == 0 && ap->group == G_WAIT_LUA) apply__group_commit(ap);
+    if (ap->nconflicts == 0 && ap->group == G_WAIT_LUA) apply__group_checked(ap);
     apply__maybe_unblock(ap);
     if (ap->nconflicts && ap->cb.on_event) ap->cb.on_event(ap->cb.arg);
 }
@@ -184,7 +184,7 @@ void apply_conflict_decide(apply_state *ap, bool skip) {
 
 /* A statement of apply_filter.c: one row (wanted, done, inserted, complete, decided). */
 static void handle_filtered_result(apply_state *ap, inflight *e, PGresult *r) {
-    if (PQntuples(r) != 1 || PQnfields(r) != 5) {
+    if (PQntuples(r) != 1 || (PQnfields(r) != 5 && PQnfields(r) != 6)) {
         apply__fail(ap, "target", "XX000", "a filtered change returned an unexpected result", NULL);
         return;
     }
@@ -220,6 +220,8 @@ static void handle_filtered_result(apply_state *ap, inflight *e, PGresult *r) {
                        "release the task and migrate the table again");
         return;
     }
+    if (e->op == 'U' && inserted && PQnfields(r) == 6 && !PQgetisnull(r, 0, 5))
+        apply__follow_add(ap, e->target, PQgetvalue(r, 0, 5));
     if (e->op == 'I' && wanted && !done) {
         conflict_seen(ap, e, false);
         return;
@@ -352,7 +354,7 @@ void apply__process_results(apply_state *ap) {
                 if (ap->nconflicts)
                     ap->group = G_WAIT_LUA;
                 else
-                    apply__group_commit(ap);
+                    apply__group_checked(ap);
             }
             continue;
         }

@@ -512,6 +512,7 @@ void apply_target_free(apply_target *t) {
     free(t->known);
     free(t->known_type);
     free(t->filter);
+    free(t->follow_cascade);
     for (int j = 0; j < t->nfilter_columns; j++) free(t->filter_columns[j]);
     free(t->filter_columns);
     for (int j = 0; j < t->nkey; j++) free(t->key[j]);

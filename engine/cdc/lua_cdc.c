@@ -197,12 +197,7 @@ static void wait_fired(uv_timer_t *t) { wake(t->data); }
 
 /* ---------------------------------------------------------------- events */
 
-static void push_lsn(lua_State *L, uint64_t lsn, const char *field) {
-    char buf[32];
-    apply_format_lsn(buf, sizeof buf, lsn);
-    lua_pushstring(L, buf);
-    lua_setfield(L, -2, field);
-}
+#define push_lsn cdc_push_lsn
 
 static void push_error(lua_State *L, cdc_stream *s) {
     if (s->spool_failed) {
@@ -334,92 +329,6 @@ static void push_conflict(lua_State *L, const apply_conflict *c) {
 }
 
 /* {kind="ddl", content=<the message's text>, lsn=, commit_lsn=, commit_time=} */
-static int push_ddl(lua_State *L, cdc_stream *s) {
-    const char *content;
-    size_t len;
-    uint64_t lsn, commit_lsn;
-    int64_t ts;
-    if (apply_held_ddl(s->ap, &content, &len, &lsn, &commit_lsn, &ts) < 0) return 0;
-    lua_createtable(L, 0, 5);
-    lua_pushliteral(L, "ddl");
-    lua_setfield(L, -2, "kind");
-    lua_pushlstring(L, content, len);
-    lua_setfield(L, -2, "content");
-    push_lsn(L, lsn, "lsn");
-    push_lsn(L, commit_lsn, "commit_lsn");
-    lua_pushnumber(L, (double) ts / 1e6);
-    lua_setfield(L, -2, "commit_time");
-    return 1;
-}
-
-/* The answer to a DDL message: { applied = bool, statements = { {sql=, context=}, ... },
- * targets = { entry, ... } (each may name `replaces = { schema, name }`), remove = { {schema,
- * name}, ... }, commit_after = bool (the group commits at the end of this source transaction) }. Everything
- * is read and checked before anything is queued. */
-static int reply_ddl(lua_State *L, cdc_stream *s) {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 2);
-    bool applied = cdc_field_bool(L, 2, "applied");
-    int nstmt = 0, ntg = 0;
-    if (lua_getfield(L, 2, "statements") == LUA_TTABLE) {
-        nstmt = (int) luaL_len(L, 3);
-        for (int i = 1; i <= nstmt; i++) {
-            lua_geti(L, 3, i);
-            luaL_checktype(L, -1, LUA_TTABLE);
-            if (lua_getfield(L, -1, "sql") != LUA_TSTRING)
-                return luaL_error(L, "ddl reply: statements[%d].sql", i);
-            lua_pop(L, 2);
-        }
-    }
-    if (lua_getfield(L, 2, "targets") == LUA_TTABLE) ntg = (int) luaL_len(L, 4); /* 4 */
-    lua_getfield(L, 2, "remove");                                                /* 5 */
-    apply_target **tg = calloc((size_t) (ntg ? ntg : 1), sizeof *tg);
-    if (!tg) abort();
-    for (int i = 0; i < ntg; i++) {
-        lua_geti(L, 4, i + 1);
-        luaL_checktype(L, -1, LUA_TTABLE);
-        tg[i] = cdc_target_from_lua(L, lua_gettop(L));
-        lua_pop(L, 1);
-    }
-    for (int i = 1; i <= nstmt; i++) {
-        lua_geti(L, 3, i);
-        lua_getfield(L, -1, "sql");
-        lua_getfield(L, -2, "context");
-        apply_ddl_exec(s->ap, lua_tostring(L, -2), lua_tostring(L, -1));
-        lua_pop(L, 3);
-    }
-    if (lua_type(L, 5) == LUA_TTABLE) {
-        int n = (int) luaL_len(L, 5);
-        for (int i = 1; i <= n; i++) {
-            lua_geti(L, 5, i);
-            lua_geti(L, -1, 1);
-            lua_geti(L, -2, 2);
-            if (lua_type(L, -1) == LUA_TSTRING && lua_type(L, -2) == LUA_TSTRING)
-                apply_set_target(s->ap, NULL, lua_tostring(L, -2), lua_tostring(L, -1));
-            lua_pop(L, 3);
-        }
-    }
-    for (int i = 0; i < ntg; i++) {
-        lua_geti(L, 4, i + 1);
-        const char *os = NULL, *on = NULL;
-        if (lua_getfield(L, -1, "replaces") == LUA_TTABLE) {
-            lua_geti(L, -1, 1);
-            lua_geti(L, -2, 2);
-            os = lua_tostring(L, -2);
-            on = lua_tostring(L, -1);
-            apply_set_target(s->ap, tg[i], os, on);
-            lua_pop(L, 2);
-        } else {
-            apply_set_target(s->ap, tg[i], NULL, NULL);
-        }
-        lua_pop(L, 2);
-    }
-    free(tg);
-    if (cdc_field_bool(L, 2, "commit_after")) apply_ddl_commit_after(s->ap);
-    apply_ddl_done(s->ap, applied);
-    return 0;
-}
-
 /* Push the event waiting for Lua, if any; returns 1 when one was pushed. */
 static int push_event(lua_State *L, cdc_stream *s) {
     if (s->state == CDC_FAILED) {
@@ -438,7 +347,8 @@ static int push_event(lua_State *L, cdc_stream *s) {
     }
     switch (apply_pending_event(s->ap)) {
     case APPLY_EVENT_CHANGE: return push_change(L, s);
-    case APPLY_EVENT_DDL: return push_ddl(L, s);
+    case APPLY_EVENT_DDL: return cdc_push_ddl(L, s->ap);
+    case APPLY_EVENT_FOLLOW: return cdc_push_follow(L, s->ap);
     case APPLY_EVENT_CONFLICT:
         push_conflict(L, apply_conflict_pending(s->ap));
         lua_pushliteral(L, "conflict");
@@ -571,7 +481,8 @@ static int l_reply(lua_State *L) {
         apply_conflict_decide(s->ap, skip);
         return 0;
     }
-    case APPLY_EVENT_DDL: return reply_ddl(L, s);
+    case APPLY_EVENT_DDL: return cdc_reply_ddl(L, s->ap);
+    case APPLY_EVENT_FOLLOW: return cdc_reply_follow(L, s->ap);
     default: return luaL_error(L, "no change or conflict waits for a reply");
     }
 }

@@ -75,6 +75,7 @@ apply_target *cdc_target_from_lua(lua_State *L, int t) {
                 tg->known_type[j] = field_string(L, lua_gettop(L), tg->known[j], false);
         lua_pop(L, 1);
         tg->filter_columns = field_names(L, t, "filter_columns", &tg->nfilter_columns);
+        tg->follow_cascade = field_string(L, t, "follow_cascade", false);
         /* each change is one statement of its own (apply_filter.c): never folded or batched */
         tg->mergeable = tg->batchable = false;
     }

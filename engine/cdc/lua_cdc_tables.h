@@ -16,4 +16,11 @@ bool cdc_field_bool(lua_State *L, int t, const char *name);
  * naming the missing field. */
 apply_target *cdc_target_from_lua(lua_State *L, int t);
 
+/* lua_cdc_events.c: the events Lua answers with statements (see there). */
+void cdc_push_lsn(lua_State *L, uint64_t lsn, const char *field);
+int cdc_push_ddl(lua_State *L, apply_state *ap);
+int cdc_reply_ddl(lua_State *L, apply_state *ap);
+int cdc_push_follow(lua_State *L, apply_state *ap);
+int cdc_reply_follow(lua_State *L, apply_state *ap);
+
 #endif

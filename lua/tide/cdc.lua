@@ -55,6 +55,8 @@ local cutover = require "tide.cdc.cutover"
 local switch = require "tide.cdc.switch"
 local rows_mod = require "tide.cdc.rows"
 local ddl = require "tide.cdc.ddl"
+local tables = require "tide.cdc.tables"
+local follow = require "tide.cdc.follow"
 
 local M = {}
 
@@ -142,188 +144,6 @@ function M.copy_done(task, info, target)
 end
 
 ------------------------------------------------------------------------ the table map
-
--- Every source column the plan knew for a table, selected or not: its columns (generated
--- ones included) and the ones select.columns excluded. A column outside this set that shows up
--- in the stream was added on the source after planning, and stops the stream.
-local function known_columns(plan, key, columns)
-  local out, seen = {}, {}
-  local function add(name) if name and not seen[name] then seen[name] = true; out[#out + 1] = name end end
-  for _, c in ipairs(columns or {}) do add(c.name) end
-  local obj = plan.by_key and plan.by_key["table:" .. key]
-  if obj then
-    for _, c in ipairs(obj.columns or {}) do add(c.name) end
-    for _, c in pairs(obj.dropped_columns or {}) do add(c.name) end
-  end
-  return out
-end
-
--- The C stream's tables: every published relation (partitions through their root) with its
--- target, columns, known columns, key, and whether a hook or the heartbeat owns it.
-local function lsn_value(s)
-  local hi, lo = tostring(s):match("^(%x+)/(%x+)$")
-  return hi and (tonumber(hi, 16) << 32 | tonumber(lo, 16)) or 0
-end
-
--- "name" -> { [column] = SQL type } of a table, written so that it means the same under any
--- search_path (types outside pg_catalog qualified by their schema); `builtin_only`: a type of
--- another schema is given as text (a source type the target may not have under that name).
-local function column_types(conn, qualified, builtin_only)
-  local out = {}
-  for _, r in ipairs(assert(conn:query([[
-SELECT a.attname AS name,
-       CASE WHEN t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace
-            THEN pg_catalog.format_type(a.atttypid, a.atttypmod)
-            WHEN $2 THEN 'text'
-            ELSE pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(t.typname) END AS type
-FROM pg_catalog.pg_attribute a
-JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped]], qualified,
-      builtin_only and true or false))) do
-    out[r.name] = r.type
-  end
-  return out
-end
-
--- For a table with a row filter that the task's publications do not carry (tide.cdc.objects.
--- filter_mode chose so when it made them; what they hold is what counts, so a publication made
--- by an earlier run is never trusted to filter): the filter, and the type of every column the
--- filter may read, for engine/cdc/apply_filter.c.
-local function applied_filters(source, target, order, tnames, names)
-  local wanted = {}
-  for i, e in ipairs(order) do
-    if (e.plan_table and e.plan_table.row_filter and not e.plan_table.unlogged) or e.transform then
-      wanted[#wanted + 1] = i
-    end
-  end
-  if #wanted == 0 then return end
-  local carried = {}
-  if source:server_version() >= 150000 then
-    for _, r in ipairs(assert(source:query([[
-SELECT n.nspname AS schema, c.relname AS name
-FROM pg_catalog.pg_publication p
-JOIN pg_catalog.pg_publication_rel r ON r.prpubid = p.oid
-JOIN pg_catalog.pg_class c ON c.oid = r.prrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE p.pubname IN ($1, $2) AND r.prqual IS NOT NULL]], names.publication, names.inserts_publication))) do
-      carried[r.schema .. "\0" .. r.name] = true
-    end
-  end
-  for _, i in ipairs(wanted) do
-    local e = order[i]
-    local tbl = e.plan_table
-    -- A table with on.row applies like a filtered one (filter "true"): a row the function
-    -- dropped may come back with an update (an upsert then), or go with one (a delete).
-    local own = tbl and tbl.row_filter and not tbl.unlogged and not carried[e.source_schema .. "\0" .. e.source_name]
-    if own or e.transform then
-      local on_target = column_types(target, tnames[i], false)
-      local on_source = column_types(source, objects.qname(source, e.source_schema, e.source_name), true)
-      local types = {}
-      for _, name in ipairs(e.known) do types[name] = on_source[name] end
-      for _, c in ipairs(e.columns) do types[c.source] = on_target[c.target] or types[c.source] end
-      e.filter, e.known_type = own and tbl.row_filter or "true", types
-      -- The columns the filter reads: one the source did not send (an unchanged out-of-line
-      -- value) and the target cannot supply leaves the filter undecided (apply_filter.c).
-      e.filter_columns = own and objects.filter_columns(tbl.row_filter, e.known) or {}
-    end
-  end
-end
-
-local function build_tables(task, plan, target, names, source)
-  local hooks = (task.on and task.on.change) or {}
-  local by_source, order = {}, {}
-  -- Tables the full load found truncated on the source after its snapshot (tide.state): up to
-  -- the recorded position, their changes may miss rows (engine/cdc/apply.h, tolerate_lsn).
-  local rewritten = require("tide.state").rewritten(task, target)
-  local function add(schema, name, key, tgt, columns, key_columns, leaf_key)
-    local k = schema .. "\0" .. name
-    local lsn = rewritten[leaf_key or key]
-    if by_source[k] then
-      if lsn and lsn_value(lsn) > lsn_value(by_source[k].tolerate_lsn) then by_source[k].tolerate_lsn = lsn end
-      return
-    end
-    local e = { source_schema = schema, source_name = name, target_schema = tgt.schema,
-                target_name = tgt.name, columns = {}, key = key_columns,
-                known = known_columns(plan, key, columns), tolerate_lsn = lsn }
-    for _, c in ipairs(columns) do
-      -- The schema phase creates the target column with the source's identity kind: an ALWAYS
-      -- one needs OVERRIDING SYSTEM VALUE and is never SET (engine/cdc/apply_sql.c).
-      if c.generated ~= "s" then
-        e.columns[#e.columns + 1] = { source = c.name, target = c.target or c.name,
-                                      identity_always = c.identity == "a" }
-      end
-    end
-    by_source[k] = e
-    order[#order + 1] = e
-  end
-  for _, tbl in ipairs(plan.tables or {}) do
-    local root = tbl.parent and plan.by_key and plan.by_key["table:" .. tbl.parent]
-    if root then
-      add(root.schema, root.name, tbl.parent, root.target, root.columns or tbl.columns, tbl.key_columns, tbl.key)
-      local e = by_source[root.schema .. "\0" .. root.name]
-      e.transform = e.transform or tbl.transform
-    else
-      add(tbl.source.schema, tbl.source.name, tbl.key, tbl.target, tbl.columns, tbl.key_columns)
-      local e = by_source[tbl.source.schema .. "\0" .. tbl.source.name]
-      e.plan_table, e.transform = tbl, tbl.transform
-    end
-  end
-  -- Which targets are partitioned (never TRUNCATE ONLY, find rows through the root), and
-  -- which may have successive updates of a row folded into one (engine/cdc/apply_merge.c): one
-  -- unique index (the key), no exclusion constraint, no trigger firing in replica mode.
-  local tnames = {}
-  for i, e in ipairs(order) do tnames[i] = objects.qname(target, e.target_schema, e.target_name) end
-  applied_filters(source, target, order, tnames, names)
-  local kinds, mergeable, batchable, unique_free = {}, {}, {}, {}
-  local may_merge = conf(task).merge_updates ~= false and conf(task).replica_role ~= false
-  -- Inserts into a table may be sent several rows to a statement (engine/cdc/apply_merge.c) when
-  -- nothing could notice that they reach the target later than changes of other tables in the
-  -- same group: foreign keys and triggers do not fire (replica role, no trigger enabled in it).
-  local may_batch = conf(task).batch_inserts ~= false and conf(task).replica_role ~= false
-  if #tnames > 0 then
-    for _, r in ipairs(assert(target:query([[
-SELECT u.i, c.relkind,
-       (SELECT count(*) FROM pg_catalog.pg_index x
-         WHERE x.indrelid = c.oid AND (x.indisunique OR x.indisexclusion)) AS uniques,
-       (SELECT count(*) FROM pg_catalog.pg_trigger g
-         WHERE g.tgrelid = c.oid AND NOT g.tgisinternal AND g.tgenabled IN ('A', 'R')) AS replica_triggers
-FROM unnest($1::text[]) WITH ORDINALITY AS u(name, i)
-LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tnames))) do
-      kinds[r.i] = r.relkind
-      mergeable[r.i] = may_merge and r.relkind == "r" and r.uniques == 1 and r.replica_triggers == 0
-      batchable[r.i] = may_batch and r.relkind == "r" and r.replica_triggers == 0
-      unique_free[r.i] = r.uniques == 0
-    end
-  end
-  local entries, transforms = {}, {}
-  for i, e in ipairs(order) do
-    local cols = {}
-    for j, c in ipairs(e.columns) do
-      cols[j] = { source = c.source, target_sql = target:quote_ident(c.target), identity_always = c.identity_always }
-    end
-    local source_name = e.source_schema .. "." .. e.source_name
-    entries[#entries + 1] = {
-      source_schema = e.source_schema, source_name = e.source_name, target_sql = tnames[i],
-      display = e.target_schema .. "." .. e.target_name, columns = cols, key = e.key, known = e.known,
-      partitioned = kinds[i] == "p", mergeable = mergeable[i] and e.key ~= nil,
-      batchable = batchable[i] or false, unique_free = unique_free[i] or false, tolerate_lsn = e.tolerate_lsn,
-      filter = e.filter, known_type = e.known_type, filter_columns = e.filter_columns,
-      hooked = e.transform ~= nil or hooks[source_name] ~= nil
-        or hooks[objects.qname(target, e.source_schema, e.source_name)] ~= nil,
-    }
-    if e.transform then
-      local selected = {}
-      for _, c in ipairs(e.columns) do selected[c.source] = true end
-      transforms[source_name] = { fn = e.transform, key = e.key, columns = selected }
-    end
-  end
-  if conf(task).heartbeat ~= false then
-    entries[#entries + 1] = { source_schema = names.heartbeat_schema, source_name = names.heartbeat_name,
-                              target_sql = "-", display = "(heartbeat)", heartbeat = true }
-  end
-  return entries, hooks, transforms
-end
 
 ------------------------------------------------------------------------ the stream
 
@@ -454,6 +274,7 @@ local function close_session(st)
   if ses.stream then ses.stream:close() end
   if ses.repl then ses.repl:close() end
   if ses.apply then ses.apply:close() end
+  follow.close(st)
 end
 
 -- Without DDL replication (incremental.ddl = false) a dropped table sends nothing: its changes up to the drop are
@@ -612,6 +433,9 @@ local function session(task, st, opts)
     elseif ev.kind == "ddl" then
       local dok, derr = pcall(ddl.handle, st.ddl, s, ev)
       if not dok then st.stream = nil return nil, derr end
+    elseif ev.kind == "follow" then
+      local fok, ferr = pcall(follow.handle, st, s, ev)
+      if not fok then st.stream = nil return nil, ferr end
     else
       local stats = s:stats()
       local status = st.figures:status(stats, core.now(), { paused = st.paused, reconnects = st.reconnects })
@@ -657,7 +481,8 @@ local function session(task, st, opts)
           local hok, herr = pcall(function()
             if held.kind == "ddl" then ddl.handle(st.ddl, s, held)
             elseif held.kind == "change" then on_change(st, s, held)
-            elseif held.kind == "conflict" then on_conflict(task, st, s, held) end
+            elseif held.kind == "conflict" then on_conflict(task, st, s, held)
+            elseif held.kind == "follow" then follow.handle(st, s, held) end
           end)
           if not hok then st.stream = nil return nil, herr end
           stats_or_nil, err = s:stop()
@@ -705,7 +530,7 @@ function M.stream(run, plan, _source, target, opts)
                                   "WHERE datname = pg_catalog.current_database()"))
   st.encoding = enc[1].e
   st.control = connect.open(task, "source", { application_name = "pgtide:" .. task.name .. ":control" })
-  st.tables, st.hooks, st.transforms = build_tables(task, plan, target, names, st.control)
+  st.tables, st.hooks, st.transforms = tables.build(task, plan, target, names, st.control)
   if ddl.enabled(task) then
     -- DDL replication: the map is what the target has at the stream's position (tide.cdc.ddl),
     -- read again for every session (open_session): a reconnect restarts at the origin's

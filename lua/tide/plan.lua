@@ -298,14 +298,7 @@ function M.build(task, source, target)
   if selector.rows_follow == "foreign_keys" then
     for _, e in ipairs(require("tide.plan.follow").derive(plan)) do plan.errors[#plan.errors + 1] = e end
     if task.phases and task.phases.incremental then
-      for _, tbl in ipairs(plan.tables) do
-        if tbl.derived_from then
-          plan.errors[#plan.errors + 1] = { message = string.format("select.rows_follow: %s follows the filter of " ..
-            "%s through a subquery, which the change stream cannot apply: migrate with { \"schema\", \"full\" }, " ..
-            "or give %s a filter on its own columns (select.rows) and leave rows_follow out", tbl.key,
-            table.concat(tbl.derived_from, ", "), tbl.key) }
-        end
-      end
+      for _, e in ipairs(require("tide.cdc.follow").refusals(plan)) do plan.errors[#plan.errors + 1] = e end
     end
   end
   -- What incremental migration does with tables it cannot stream whole (tide.cdc.objects).

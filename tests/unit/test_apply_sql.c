@@ -452,6 +452,28 @@ static void test_filtered(void) {
               "a new key: the old row always goes");
     tap_check_str(params_text(&st), "8|bob|d|7", "new values, then the old key");
 
+    tap_check(strstr(st.sql.data, "pgtide_key") == NULL && strstr(st.sql.data, "moved_in") == NULL,
+              "a table nobody follows reports no row moving in");
+
+    /* select.rows_follow: a followed table's update deletes the rows that followed a row
+     * leaving the filter (the cascade CTEs after pgtide_out), and reports a row moving in. */
+    t->follow_cascade = strdup(", pgtide_f1 AS (DELETE FROM ONLY c x WHERE (x.p) IN (SELECT y.\"id\" FROM "
+                               "pgtide_out y) RETURNING x.*)");
+    apply_sql_filtered_update(&st, &r, rel, NULL, &moved, false, err, sizeof err);
+    tap_check(strstr(st.sql.data,
+                     "AND NOT EXISTS (SELECT FROM pgtide_keep) RETURNING *), pgtide_out AS (SELECT * "
+                     "FROM pgtide_gone WHERE NOT EXISTS (SELECT FROM pgtide_keep)), pgtide_f1 AS "
+                     "(DELETE FROM ONLY c x") != NULL,
+              "followed: the rows a leaving row took with it are deleted in the same statement");
+    tap_check(strstr(st.sql.data, "RETURNING (xmax = 0) AS inserted, pg_catalog.json_build_object('id', "
+                                  "\"id\"::text)::text AS pgtide_key") != NULL,
+              "followed: the upsert returns the key of a row it inserted, by source column name");
+    tap_check(strstr(st.sql.data, "(SELECT pgtide_key FROM pgtide_put WHERE inserted LIMIT 1) AS moved_in") !=
+                  NULL,
+              "followed: the result's sixth column is the key of a row that moved in");
+    apply_sql_filtered_insert(&st, &r, rel, &row, APPLY_FORM_INSERT);
+    tap_check(strstr(st.sql.data, "moved_in") == NULL, "followed: a new row is not one that moved in");
+
     /* Without a unique key a filtered update cannot find its row. */
     const char *fnames[] = { "a", "b" };
     const int fkeys[] = { 1, 1 };

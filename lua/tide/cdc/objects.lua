@@ -171,6 +171,9 @@ end
 --   nil            no filter. Partitions published through their root keep their root's rule.
 function M.filter_mode(tbl, all, version)
   if not tbl.row_filter then return nil end
+  -- select.rows_follow: a table that follows or is followed has its filter applied by pgtide,
+  -- which alone sees a row move into or out of it (tide.cdc.follow)
+  if tbl.follows or tbl.followed_by then return "pgtide" end
   if version >= 150000 and (keyless(tbl) or #M.filter_problem(tbl, all) == 0) then return "publication" end
   return "pgtide"
 end

@@ -201,13 +201,27 @@ M.checks = {
                 string.format("foreign key %s of %s references %s, and the row filter(s) leave out the %s row(s) " ..
                   "%d row(s) of %s point to (counted on the source now): adding the constraint after the copy would fail",
                   quote(row.name), child.key, parent.key, parent.key, n, child.key),
-                ctx.phases.incremental and string.format("give %s a row filter that keeps only rows with a kept parent, on " ..
-                  "its key columns, or leave the foreign key out (select.kinds.exclude = { \"constraint\" } or select.where)", child.key)
-                  or string.format("select.rows_follow = \"foreign_keys\" (derives it), or select.rows[%q] = %q  (or " ..
+                string.format("select.rows_follow = \"foreign_keys\" (derives it), or select.rows[%q] = %q  (or " ..
                     "leave the foreign key out: select.where)", child.key,
                   child.row_filter and ("(" .. child.row_filter .. ") AND " .. keep) or keep))
             end
           end
+        end
+      end
+      -- Foreign keys to and of partitioned tables: the referenced row is in one of the
+      -- partitioned table's leaves, each with its own filter (tide.plan.follow).
+      for _, r in ipairs(require("tide.plan.follow").partitioned_references(ctx.plan)) do
+        local cref = quote(r.child.source.schema) .. "." .. quote(r.child.source.name)
+        local ok, rows = pcall(ctx.query, ctx, "source", string.format(
+          "SELECT count(*) AS n FROM ONLY %s WHERE (%s) AND NOT %s", cref, r.child.row_filter or "true", r.condition))
+        local n = ok and rows[1] and rows[1].n or 0
+        if n > 0 then
+          out[#out + 1] = context.finding(ctx.plan.by_key["table:" .. r.child.key] or { key = "table:" .. r.child.key },
+            string.format("foreign key %s of %s references the partitioned table %s, and the row filters of its " ..
+              "partitions leave out the rows %d row(s) of %s point to (counted on the source now): adding the " ..
+              "constraint after the copy would fail", quote(r.name), r.child.key, r.parent_key, n, r.child.key),
+            string.format("select.rows_follow = \"foreign_keys\" (derives %s's filter), or leave the foreign key " ..
+              "out (select.where)", r.child.key))
         end
       end
       return out
