@@ -140,6 +140,11 @@ const char *const *apply_stmt_params(apply_stmt *st);
  * when one is an identity_always column). Returns the number of columns, 0 if there is nothing
  * to insert. */
 int apply_sql_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *row, apply_form form);
+/* "INSERT INTO target" and, after its ON CONFLICT (key) clause, " RETURNING <was the row new>
+ * AS inserted": xmax = 0, which a partitioned table cannot return; there, whether the key had
+ * no row when the statement began (the statement's snapshot does not see its own insert). */
+void apply_sql_insert_into(apply_buf *b, const apply_rel *r);
+void apply_sql_returning_inserted(apply_buf *b, const apply_rel *r);
 /* UPDATE setting `row`'s applied columns that are not UNCHANGED_TOAST (key columns only when
  * set_keys), finding the row by `search`. An identity_always column is not set but compared
  * with its new value in the WHERE (a changed value finds no row: a conflict), unless it is a

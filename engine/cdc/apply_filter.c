@@ -140,7 +140,7 @@ static bool identity_always(const apply_rel *r, int i) {
 static void add_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *row,
                        const relcache_relation *rel, apply_form form, bool upsert) {
     const apply_target *t = r->target;
-    apply_buf_addf(&st->sql, "INSERT INTO %s (", t->target_sql);
+    apply_sql_insert_into(&st->sql, r);
     int k = 0;
     bool overriding = false;
     for (int i = 0; i < r->ncols; i++) {
@@ -174,7 +174,11 @@ static void add_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple 
     } else if (form != APPLY_FORM_INSERT) {
         apply_buf_adds(&st->sql, " ON CONFLICT DO NOTHING");
     }
-    apply_buf_adds(&st->sql, " RETURNING (xmax = 0) AS inserted");
+    if (upsert && r->by_key)
+        apply_sql_returning_inserted(&st->sql, r);
+    else
+        apply_buf_adds(&st->sql,
+                       t->partitioned ? " RETURNING true AS inserted" : " RETURNING (xmax = 0) AS inserted");
     if (t->follow_cascade && r->by_key) {
         /* the key of a row moving in, by source column name, for the rows that follow it
          * (apply_follow.c) */

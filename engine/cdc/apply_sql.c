@@ -349,10 +349,31 @@ static void add_locator(apply_stmt *st, const apply_rel *r, const pgoutput_tuple
     apply_buf_adds(&st->sql, " LIMIT 1)");
 }
 
+void apply_sql_insert_into(apply_buf *b, const apply_rel *r) {
+    apply_buf_addf(b, r->target->partitioned ? "INSERT INTO %s AS pgtide_t (" : "INSERT INTO %s (",
+                   r->target->target_sql);
+}
+
+void apply_sql_returning_inserted(apply_buf *b, const apply_rel *r) {
+    const apply_target *t = r->target;
+    if (!t->partitioned) {
+        apply_buf_adds(b, " RETURNING (xmax = 0) AS inserted");
+        return;
+    }
+    apply_buf_addf(b, " RETURNING NOT EXISTS (SELECT FROM %s pgtide_w WHERE ", t->target_sql);
+    int k = 0;
+    for (int i = 0; i < r->ncols; i++) {
+        if (!r->match[i]) continue;
+        const char *col = t->columns[r->slot[i]].target_sql;
+        apply_buf_addf(b, "%spgtide_w.%s = pgtide_t.%s", k++ ? " AND " : "", col, col);
+    }
+    apply_buf_adds(b, ") AS inserted");
+}
+
 int apply_sql_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *row, apply_form form) {
     const apply_target *t = r->target;
     apply_stmt_reset(st);
-    apply_buf_addf(&st->sql, "INSERT INTO %s (", t->target_sql);
+    apply_sql_insert_into(&st->sql, r);
     int ncols = 0;
     bool overriding = false;
     for (int i = 0; i < r->ncols; i++) {
@@ -400,7 +421,7 @@ int apply_sql_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *r
             st->sql.data[at] = '\0';
             apply_buf_adds(&st->sql, " DO NOTHING");
         }
-        apply_buf_adds(&st->sql, " RETURNING (xmax = 0) AS inserted");
+        apply_sql_returning_inserted(&st->sql, r);
     } else if (form == APPLY_FORM_UPSERT || form == APPLY_FORM_INSERT_IGNORE) {
         apply_buf_adds(&st->sql, " ON CONFLICT DO NOTHING");
     }

@@ -136,12 +136,18 @@ local function table_entry(model, obj, selector, primary_keys)
   while root.row.is_partition and root.parents and root.parents[1] do root = root.parents[1] end
   local copy = {}
   for i, name in ipairs(key_columns or {}) do copy[i] = name end
+  -- select.rows on a partitioned table holds for each of its partitions (ANDed with the
+  -- partition's own filter); the stream applies it to the changes it receives through it.
+  local own_filter = selector:row_filter(obj.schema, obj.name)
+  local root_filter = root ~= obj and selector:row_filter(root.schema, root.name) or nil
+  local row_filter = own_filter
+  if root_filter then row_filter = own_filter and ("(" .. root_filter .. ") AND (" .. own_filter .. ")") or root_filter end
   return {
     key = objects.table_key(obj), oid = obj.oid,
     source = { schema = obj.schema, name = obj.name },
     target = { schema = obj.target.schema, name = obj.target.name },
     columns = columns, key_columns = key_columns and copy or nil, int_key = int_key,
-    row_filter = selector:row_filter(obj.schema, obj.name),
+    row_filter = row_filter, own_filter = own_filter, root_filter = root_filter,
     bytes = row.bytes, pages = row.pages, rows_estimate = row.rows_estimate,
     parent = root ~= obj and objects.table_key(root) or nil,
     root = root ~= obj and { schema = root.schema, name = root.name } or nil,

@@ -127,3 +127,56 @@ T.test("a row moved into the filter without its unchanged out-of-line value stop
   T.eq(code, 0, out)
   src:close(); tgt:close()
 end)
+
+T.test("a filter on a partitioned table: its partitions copied and streamed through it", function(ctx)
+  P.clean(ctx)
+  local src, tgt = P.connect_both(ctx)
+  assert(src:exec([[
+DROP TABLE IF EXISTS events CASCADE;
+CREATE TABLE events (id int, created date NOT NULL, kind text, PRIMARY KEY (id, created)) PARTITION BY RANGE (created);
+CREATE TABLE events_2024_01 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+CREATE TABLE events_2024_02 PARTITION OF events FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');
+CREATE TABLE events_2024_03 PARTITION OF events FOR VALUES FROM ('2024-03-01') TO ('2024-04-01');
+INSERT INTO events SELECT g, date '2024-01-01' + (g % 90), CASE WHEN g % 7 = 0 THEN 'noise' ELSE 'sale' END
+FROM generate_series(1, 300) g;
+]]))
+  assert(tgt:exec("DROP TABLE IF EXISTS events CASCADE"))
+  local filter = "created >= date '2024-01-20' AND kind <> 'noise'"
+  local done = ctx.tmpdir .. "/part.done"
+  os.remove(done)
+  local pb = H.playbook(ctx, "partfilter", string.format([[
+  migrate = { "schema", "full", "incremental" },
+  select = { include = { "public.events*" }, rows = { ["public.events"] = %q } },
+  progress = "plain",
+  incremental = { release = true, heartbeat_interval = 0.2 },
+  stop = tide.when { lag_below = "1s", for_at_least = "0.5s", file_exists = %q },
+]], filter, done))
+  local code, out = H.run("plan " .. pb)
+  T.eq(code, 0, out)
+  T.match(out, "public%.events_2024_01: rows WHERE created >= date '2024%-01%-20' AND kind <> 'noise'")
+  T.nomatch(out, "matched nothing")
+  code, out = H.run("check " .. pb)
+  T.eq(code, 0, out)
+  local proc, log = H.start(ctx, "run " .. pb, "partfilter")
+  P.wait_for("the stream", function() return H.read(log):find("incremental: started", 1, true) or proc:exited() end, 60)
+  T.ok(not proc:exited(), H.read(log))
+  local subset = "(SELECT * FROM events WHERE " .. filter .. ")"
+  T.eq(P.fingerprint(tgt, "events"), P.fingerprint(src, subset), "the full load copied the subset")
+  for _, stmt in ipairs({
+    "INSERT INTO events VALUES (1000, '2024-01-05', 'sale'), (1001, '2024-02-05', 'sale'), (1002, '2024-03-05', 'noise')",
+    "UPDATE events SET created = '2024-01-25' WHERE id = 3",                 -- into the filter
+    "UPDATE events SET created = '2024-01-02' WHERE id = 40",                -- out of it, other partition
+    "UPDATE events SET created = '2024-03-15' WHERE id = 50",                -- across partitions, stays in
+    "UPDATE events SET kind = 'noise' WHERE id = 60",                        -- out by another column
+    "UPDATE events SET kind = 'sale' WHERE id = 70",                         -- in (was noise)
+    "DELETE FROM events WHERE id IN (80, 81)",
+    "BEGIN; UPDATE events SET created = '2024-01-01' WHERE id = 90; UPDATE events SET created = '2024-02-10' WHERE id = 90; COMMIT",
+  }) do assert(src:exec(stmt)) end
+  local f = assert(io.open(done, "w")); f:close()
+  T.eq(proc:wait(), 0, H.read(log))
+  T.eq(P.fingerprint(tgt, "events"), P.fingerprint(src, subset), "the stream kept the subset")
+  T.eq(#assert(tgt:query("SELECT 1 FROM ONLY events_2024_03 WHERE id = 50")), 1, "the moved row is in its new partition")
+  code, out = H.run("verify " .. pb)
+  T.eq(code, 0, out)
+  src:close(); tgt:close()
+end)

@@ -474,6 +474,20 @@ static void test_filtered(void) {
     apply_sql_filtered_insert(&st, &r, rel, &row, APPLY_FORM_INSERT);
     tap_check(strstr(st.sql.data, "moved_in") == NULL, "followed: a new row is not one that moved in");
 
+    /* A partitioned target cannot return xmax: whether the key had no row when the statement
+     * began tells an insert from an update. */
+    t->partitioned = true;
+    apply_sql_filtered_update(&st, &r, rel, NULL, &moved, false, err, sizeof err);
+    tap_check(strstr(st.sql.data, "INSERT INTO \"shop\".\"t\" AS pgtide_t (") != NULL &&
+                  strstr(st.sql.data, "RETURNING NOT EXISTS (SELECT FROM \"shop\".\"t\" pgtide_w WHERE "
+                                      "pgtide_w.\"id\" = pgtide_t.\"id\") AS inserted") != NULL &&
+                  strstr(st.sql.data, "xmax") == NULL,
+              "partitioned: the upsert says whether the row is new without xmax");
+    apply_sql_insert(&st, &r, &row, APPLY_FORM_UPSERT);
+    tap_check(strstr(st.sql.data, "pgtide_w") != NULL && strstr(st.sql.data, "xmax") == NULL,
+              "partitioned: the plain upsert too (conflict = overwrite)");
+    t->partitioned = false;
+
     /* Without a unique key a filtered update cannot find its row. */
     const char *fnames[] = { "a", "b" };
     const int fkeys[] = { 1, 1 };

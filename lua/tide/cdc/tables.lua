@@ -58,7 +58,7 @@ end
 local function applied_filters(source, target, order, tnames, names)
   local wanted = {}
   for i, e in ipairs(order) do
-    if (e.plan_table and e.plan_table.row_filter and not e.plan_table.unlogged) or e.transform then
+    if (e.plan_table and e.plan_table.row_filter and not e.plan_table.unlogged) or e.root_filter or e.transform then
       wanted[#wanted + 1] = i
     end
   end
@@ -81,20 +81,24 @@ WHERE p.pubname IN ($1, $2) AND r.prqual IS NOT NULL]], names.publication, names
     -- A table with on.row applies like a filtered one (filter "true"): a row the function
     -- dropped may come back with an update (an upsert then), or go with one (a delete).
     local own = tbl and tbl.row_filter and not tbl.unlogged and not carried[e.source_schema .. "\0" .. e.source_name]
+    -- a partitioned table's filter: its partitions' changes arrive through it, all published
+    -- (its publication entry never carries a filter), and pgtide applies it
+    local filter = own and tbl.row_filter or e.root_filter
+    own = own or e.root_filter ~= nil
     if own or e.transform then
       local on_target = M.column_types(target, tnames[i], false)
       local on_source = M.column_types(source, objects.qname(source, e.source_schema, e.source_name), true)
       local types = {}
       for _, name in ipairs(e.known) do types[name] = on_source[name] end
       for _, c in ipairs(e.columns) do types[c.source] = on_target[c.target] or types[c.source] end
-      e.filter, e.known_type = own and tbl.row_filter or "true", types
+      e.filter, e.known_type = own and filter or "true", types
       -- The columns the filter reads: one the source did not send (an unchanged out-of-line
       -- value) and the target cannot supply leaves the filter undecided (apply_filter.c).
-      e.filter_columns = own and objects.filter_columns(tbl.row_filter, e.known) or {}
+      e.filter_columns = own and objects.filter_columns(filter, e.known) or {}
       -- select.rows_follow: the filter reads the parents' rows on the target; a followed
       -- table's update that leaves its filter deletes the rows that followed it.
-      if own and tbl.follows then e.filter, e.filter_columns = follow.stream_filter(target, tbl, e.known) end
-      if own and tbl.followed_by then e.follow_cascade = follow.cascade(target, tbl) end
+      if own and tbl and tbl.follows then e.filter, e.filter_columns = follow.stream_filter(target, tbl, e.known) end
+      if own and tbl and tbl.followed_by then e.follow_cascade = follow.cascade(target, tbl) end
     end
   end
 end
@@ -132,6 +136,7 @@ function M.build(task, plan, target, names, source)
       add(root.schema, root.name, tbl.parent, root.target, root.columns or tbl.columns, tbl.key_columns, tbl.key)
       local e = by_source[root.schema .. "\0" .. root.name]
       e.transform = e.transform or tbl.transform
+      e.root_filter = e.root_filter or tbl.root_filter
     else
       add(tbl.source.schema, tbl.source.name, tbl.key, tbl.target, tbl.columns, tbl.key_columns)
       local e = by_source[tbl.source.schema .. "\0" .. tbl.source.name]

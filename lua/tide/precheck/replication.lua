@@ -218,10 +218,19 @@ ORDER BY p.prepared
       local out = {}
       for _, tbl in ipairs(filtered) do
         local root = tbl.parent and ctx.plan.by_key and ctx.plan.by_key["table:" .. tbl.parent]
-        if root then
+        if root and not tbl.own_filter then
+          -- the partitioned table's filter: the stream applies it to the root's changes
+          if not tbl.key_columns and not objects.keyless(tbl) then
+            out[#out + 1] = context.finding(ctx:table_object(tbl),
+              string.format("row filter %q of %s: pgtide applies a partitioned table's filter to its changes by " ..
+                "key, and partition %s has no unique key", tbl.root_filter, tbl.parent, tbl.key),
+              string.format("give %s a primary key (on the partitioned table), or leave it out of the incremental " ..
+                "phase (select)", tbl.parent))
+          end
+        elseif root then
           out[#out + 1] = context.finding(ctx:table_object(tbl),
             string.format("row filter %q is on a partition of %s, whose changes the stream receives through the " ..
-              "partitioned table: the filter would hold for the full load only", tbl.row_filter, tbl.parent),
+              "partitioned table: the filter would hold for the full load only", tbl.own_filter, tbl.parent),
             string.format("put the filter on the partitioned table (select.rows[%q]), or leave the partition out",
               tbl.parent))
         elseif objects.filter_mode(tbl, all[tbl.source.schema .. "\0" .. tbl.source.name], ctx.versions.source) ==
