@@ -13,6 +13,7 @@
 # process; pgcopydb forks workers, so its figure is the largest of them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/bench-datasets.sh
 TABLES=2000; ROWS=300; JOBS=2; PGCOPYDB=1; STREAM=1; PLAN_ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -48,26 +49,7 @@ say() { echo "$(date +%H:%M:%S)  $*" >&2; }
 
 say "building $TABLES tables of $ROWS rows in 10 schemas"
 psql -qX "$SOURCE_URL" -c "CREATE DATABASE bench"
-psql -qX "$SRC" -v ON_ERROR_STOP=1 <<SQL
-DO \$\$
-DECLARE s int; i int; t text; p text;
-BEGIN
-  FOR s IN 0..9 LOOP EXECUTE format('CREATE SCHEMA tenant_%s', s); END LOOP;
-  FOR i IN 1..$TABLES LOOP
-    s := i % 10;
-    t := format('tenant_%s.t%s', s, i);
-    EXECUTE format('CREATE TABLE %s (id int PRIMARY KEY, parent int, v text NOT NULL, at timestamptz NOT NULL)', t);
-    EXECUTE format('INSERT INTO %s SELECT g, g, md5(g::text), now() FROM generate_series(1, $ROWS) g', t);
-    EXECUTE format('CREATE INDEX ON %s (v)', t);
-    IF i > 10 AND i % 4 <> 0 THEN
-      p := format('tenant_%s.t%s', s, i - 10);
-      EXECUTE format('ALTER TABLE %s ADD FOREIGN KEY (parent) REFERENCES %s (id)', t, p);
-    END IF;
-    IF i % 500 = 0 THEN COMMIT; END IF;
-  END LOOP;
-END \$\$;
-ANALYZE;
-SQL
+dataset_many_tables "$SRC" "$TABLES" "$ROWS"
 size=$(psql -qXAt "$SRC" -c "SELECT pg_size_pretty(pg_database_size(current_database()))")
 say "source: $size"
 
