@@ -16,4 +16,9 @@ bool cdc_field_bool(lua_State *L, int t, const char *name);
  * naming the missing field. */
 apply_target *cdc_target_from_lua(lua_State *L, int t);
 
+/* A tuple of relation `rel` from the Lua table at index tbl (column name → value; nil = left out,
+ * as an unchanged out-of-line value); its memory and strings are anchored in the table at index
+ * anchor. Raises on a value of another type. */
+pgoutput_tuple *cdc_tuple_from_lua(lua_State *L, int tbl, int anchor, const relcache_relation *rel);
+
 #endif

@@ -53,7 +53,7 @@ local objects = require "tide.cdc.objects"
 local figures = require "tide.cdc.figures"
 local cutover = require "tide.cdc.cutover"
 local switch = require "tide.cdc.switch"
-local rows_mod = require "tide.cdc.rows"
+local rows_mod, route = require "tide.cdc.rows", require "tide.cdc.route"
 local ddl = require "tide.cdc.ddl"
 
 local M = {}
@@ -318,6 +318,7 @@ LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tna
       transforms[source_name] = { fn = e.transform, key = e.key, columns = selected }
     end
   end
+  route.attach(plan, target, order, entries, transforms, function(q) return column_types(target, q, false) end)
   if conf(task).heartbeat ~= false then
     entries[#entries + 1] = { source_schema = names.heartbeat_schema, source_name = names.heartbeat_name,
                               target_sql = "-", display = "(heartbeat)", heartbeat = true }
@@ -561,12 +562,7 @@ end
 
 local function on_change(st, s, ev)
   local tf = st.transforms[ev.source]
-  if tf and ev.new and (ev.op == "insert" or ev.op == "update") and not rows_mod.transform_change(tf, ev) then
-    if ev.op == "insert" then s:reply(false) return end
-    ev.op = "delete"   -- the row goes (if the target has it), found by its key
-    s:reply(ev)
-    return
-  end
+  if tf and rows_mod.handle(tf, s, ev) then return end   -- on.row (and on.route) answered it
   local fn = st.hooks[ev.source] or st.hooks[ev.schema .. "." .. ev.table]
   if not fn then
     for k, f in pairs(st.hooks) do
