@@ -206,3 +206,29 @@ T.test("on.route mistakes: an undeclared table stops the task, naming it and the
   T.ne(code, 0, out)
   T.match(out, '"public%.nope" is not a selected table')
 end)
+
+T.test("on.route: an update moving a row whose out-of-line value is unchanged stops, naming REPLICA IDENTITY FULL",
+       function(ctx)
+  P.clean(ctx)
+  local src, tgt = P.connect_both(ctx)
+  assert(src:exec(string.format(SETUP, 0, 10)))
+  assert(src:exec([[ALTER TABLE orders ALTER COLUMN pad SET STORAGE EXTERNAL;
+                    UPDATE orders SET pad = repeat(md5(id::text), 200) WHERE id = 1]]))
+  local pb = H.playbook(ctx, "routetoast", string.format([[
+  migrate = { "schema", "full", "incremental" },
+  progress = "plain",
+  incremental = { heartbeat_interval = 0.2 },
+  on = { row = { ["public.orders"] = %s },
+         route = { ["public.orders"] = { "public.orders_archive" } } },
+]], FN))
+  local proc, log = H.start(ctx, "run " .. pb, "routetoast")
+  P.wait_for("the stream", function() return H.read(log):find("incremental: started", 1, true) or proc:exited() end, 60)
+  T.ok(not proc:exited(), H.read(log))
+  assert(src:exec("UPDATE orders SET status = 'archived' WHERE id = 1"))   -- pad unchanged, not sent
+  T.eq(proc:wait(), 1, H.read(log))
+  T.match(H.read(log), "an update brought a row into this table %(its on%.row function dropped it before, or routed " ..
+    "it to another table%).*into public%.orders_archive.*set REPLICA IDENTITY FULL on the source table")
+  T.eq(assert(tgt:query("SELECT count(*) AS n FROM orders WHERE id = 1"))[1].n, 1, "nothing applied: the row stayed")
+  T.eq(assert(tgt:query("SELECT count(*) AS n FROM orders_archive WHERE id = 1"))[1].n, 0)
+  src:close(); tgt:close()
+end)
