@@ -89,6 +89,11 @@ typedef struct apply_target {
                                           their conflicts are counted as tolerated, never fatal,
                                           until the stream's TRUNCATE of the table (which resets it
                                           and sets this back to 0); 0 = none */
+
+    /* on.route: this table's relation written into each table its on.row function may route
+     * rows to (apply_route.c); owned */
+    struct apply_target **routes;
+    int nroutes;
 } apply_target;
 
 void apply_target_free(apply_target *t);
@@ -296,6 +301,11 @@ int apply_held_decode(apply_state *ap, pgoutput_message **msg, const relcache_re
 int apply_held_apply(apply_state *ap, const pgoutput_tuple *old_tuple, const pgoutput_tuple *new_tuple,
                      apply_target *target, bool as_delete);
 void apply_held_drop(apply_state *ap);
+/* Apply the held change of a table with routes (apply_route.c), its new row sent by on.row to
+ * `dest`: 0 the table itself, k its k-th route (target->routes[k - 1]), -1 nowhere (dropped).
+ * Tuples as for apply_held_apply. Then feeding resumes. */
+int apply_held_route(apply_state *ap, const pgoutput_tuple *old_tuple, const pgoutput_tuple *new_tuple,
+                     int dest);
 /* DDL replication (apply_ddl.c). A DDL message of the task (opts.ddl_prefix) stops the feed at
  * its position in its transaction, like a hooked change; Lua reads it, then queues the target
  * statements in the open group (apply_ddl_exec: same target transaction as the changes around

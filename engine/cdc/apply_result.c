@@ -209,10 +209,16 @@ static void handle_filtered_result(apply_state *ap, inflight *e, PGresult *r) {
     if (e->op == 'U' && inserted && !complete) {
         char ctx[512];
         describe_change(ctx, sizeof ctx, e);
+        /* filter "true": no filter, on.row (tide.cdc): its function kept or routed the row here */
+        bool by_row = e->target && e->target->filter && strcmp(e->target->filter, "true") == 0;
         apply__fail(
             ap, "target", "55000",
-            "an update moved a row into the table's row filter, but the source did not send the value of "
-            "an unchanged out-of-line (TOASTed) column, and the row is not on the target to take it from",
+            by_row ? "an update brought a row into this table (its on.row function dropped it before, or "
+                     "routed it to another table), but the source did not send the value of an unchanged "
+                     "out-of-line (TOASTed) column, and the row is not on this table to take it from"
+                   : "an update moved a row into the table's row filter, but the source did not send the "
+                     "value of an unchanged out-of-line (TOASTed) column, and the row is not on the target "
+                     "to take it from",
             ctx);
         if (!ap->err.hint)
             ap->err.hint =

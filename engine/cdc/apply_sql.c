@@ -538,5 +538,7 @@ void apply_target_free(apply_target *t) {
     free(t->filter_columns);
     for (int j = 0; j < t->nkey; j++) free(t->key[j]);
     free(t->key);
+    for (int j = 0; j < t->nroutes; j++) apply_target_free(t->routes[j]);
+    free(t->routes);
     free(t);
 }

@@ -388,42 +388,6 @@ static int l_next(lua_State *L) {
     return lua_yieldk(L, 0, 0, next_k);
 }
 
-/* Build a tuple from a Lua table of column values (nil = left out / unchanged). */
-static pgoutput_tuple *tuple_from_lua(lua_State *L, int tbl, int anchor, const relcache_relation *rel) {
-    pgoutput_tuple *t = lua_newuserdatauv(L, sizeof *t, 0);
-    lua_rawseti(L, anchor, (lua_Integer) luaL_len(L, anchor) + 1);
-    pgoutput_value *v = lua_newuserdatauv(L, sizeof *v * (size_t) (rel->ncols ? rel->ncols : 1), 0);
-    lua_rawseti(L, anchor, (lua_Integer) luaL_len(L, anchor) + 1);
-    t->ncols = rel->ncols;
-    t->values = v;
-    for (int i = 0; i < rel->ncols; i++) {
-        memset(&v[i], 0, sizeof v[i]);
-        int ty = lua_getfield(L, tbl, rel->columns[i].name);
-        if (ty == LUA_TNIL) {
-            v[i].kind = PGOUTPUT_VALUE_UNCHANGED_TOAST;
-        } else if (ty == LUA_TUSERDATA && luaL_testudata(L, -1, TIDE_NULL_CLASS)) {
-            v[i].kind = PGOUTPUT_VALUE_NULL;
-        } else if (ty == LUA_TBOOLEAN) {
-            v[i].kind = PGOUTPUT_VALUE_TEXT;
-            v[i].data = (const uint8_t *) (lua_toboolean(L, -1) ? "t" : "f");
-            v[i].len = 1;
-        } else if (ty == LUA_TSTRING || ty == LUA_TNUMBER) {
-            size_t len;
-            tide_number_text(L, -1);
-            const char *str = luaL_tolstring(L, -1, &len);
-            lua_rawseti(L, anchor, (lua_Integer) luaL_len(L, anchor) + 1); /* keep it alive */
-            v[i].kind = PGOUTPUT_VALUE_TEXT;
-            v[i].data = (const uint8_t *) str;
-            v[i].len = (uint32_t) len;
-        } else {
-            luaL_error(L, "change: column %s cannot take a %s (use a string, number, boolean or tide.null)",
-                       rel->columns[i].name, luaL_typename(L, -1));
-        }
-        lua_pop(L, 1);
-    }
-    return t;
-}
-
 /* s:reply(value) */
 static int l_reply(lua_State *L) {
     cdc_stream *s = check_stream(L);
@@ -448,10 +412,12 @@ static int l_reply(lua_State *L) {
         bool had_old =
             (m->type == PGOUTPUT_UPDATE && m->update.old_tuple.ncols) || m->type == PGOUTPUT_DELETE;
         if (m->type != PGOUTPUT_DELETE && lua_getfield(L, 2, "new") == LUA_TTABLE)
-            row = tuple_from_lua(L, 4, 3, rel);
+            row = cdc_tuple_from_lua(L, 4, 3, rel);
         lua_settop(L, 3);
-        if (had_old && lua_getfield(L, 2, "old") == LUA_TTABLE) old = tuple_from_lua(L, 4, 3, rel);
+        if (had_old && lua_getfield(L, 2, "old") == LUA_TTABLE) old = cdc_tuple_from_lua(L, 4, 3, rel);
         lua_settop(L, 3);
+        if (lua_getfield(L, 2, "route") == LUA_TNUMBER) /* on.route: apply_route.c */
+            return apply_held_route(s->ap, old, row, (int) lua_tointeger(L, -1)), 0;
         apply_target *target = NULL;
         if (lua_getfield(L, 2, "target") == LUA_TSTRING) {
             const char *name = lua_tostring(L, -1);

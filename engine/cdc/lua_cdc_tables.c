@@ -1,9 +1,12 @@
 /*
  * lua_cdc_tables.c — the stream's table map, from the Lua table tide.cdc builds (one entry per
  * published relation: source and target names, columns, key, known columns, flags,
- * tolerate_lsn) to the apply_target structures apply.c works with.
+ * tolerate_lsn, routes) to the apply_target structures apply.c works with; and a change's row
+ * as Lua answers it (s:reply) back to a tuple.
  */
 #include "cdc/lua_cdc_tables.h"
+
+#include "runtime/bindings.h"
 
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -95,5 +98,54 @@ apply_target *cdc_target_from_lua(lua_State *L, int t) {
         }
     }
     lua_pop(L, 1);
+    /* routes = { entry, ... }: where on.row may route the table's rows (apply_route.c) */
+    if (lua_getfield(L, t, "routes") == LUA_TTABLE) {
+        int n = (int) luaL_len(L, -1);
+        tg->routes = calloc((size_t) (n ? n : 1), sizeof *tg->routes);
+        if (!tg->routes) abort();
+        for (int i = 0; i < n; i++) {
+            lua_geti(L, -1, i + 1);
+            luaL_checktype(L, -1, LUA_TTABLE);
+            tg->routes[tg->nroutes++] = cdc_target_from_lua(L, lua_gettop(L));
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
     return tg;
+}
+
+/* Build a tuple from a Lua table of column values (nil = left out / unchanged). */
+pgoutput_tuple *cdc_tuple_from_lua(lua_State *L, int tbl, int anchor, const relcache_relation *rel) {
+    pgoutput_tuple *t = lua_newuserdatauv(L, sizeof *t, 0);
+    lua_rawseti(L, anchor, (lua_Integer) luaL_len(L, anchor) + 1);
+    pgoutput_value *v = lua_newuserdatauv(L, sizeof *v * (size_t) (rel->ncols ? rel->ncols : 1), 0);
+    lua_rawseti(L, anchor, (lua_Integer) luaL_len(L, anchor) + 1);
+    t->ncols = rel->ncols;
+    t->values = v;
+    for (int i = 0; i < rel->ncols; i++) {
+        memset(&v[i], 0, sizeof v[i]);
+        int ty = lua_getfield(L, tbl, rel->columns[i].name);
+        if (ty == LUA_TNIL) {
+            v[i].kind = PGOUTPUT_VALUE_UNCHANGED_TOAST;
+        } else if (ty == LUA_TUSERDATA && luaL_testudata(L, -1, TIDE_NULL_CLASS)) {
+            v[i].kind = PGOUTPUT_VALUE_NULL;
+        } else if (ty == LUA_TBOOLEAN) {
+            v[i].kind = PGOUTPUT_VALUE_TEXT;
+            v[i].data = (const uint8_t *) (lua_toboolean(L, -1) ? "t" : "f");
+            v[i].len = 1;
+        } else if (ty == LUA_TSTRING || ty == LUA_TNUMBER) {
+            size_t len;
+            tide_number_text(L, -1);
+            const char *str = luaL_tolstring(L, -1, &len);
+            lua_rawseti(L, anchor, (lua_Integer) luaL_len(L, anchor) + 1); /* keep it alive */
+            v[i].kind = PGOUTPUT_VALUE_TEXT;
+            v[i].data = (const uint8_t *) str;
+            v[i].len = (uint32_t) len;
+        } else {
+            luaL_error(L, "change: column %s cannot take a %s (use a string, number, boolean or tide.null)",
+                       rel->columns[i].name, luaL_typename(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+    return t;
 }

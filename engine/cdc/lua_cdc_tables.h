@@ -22,5 +22,9 @@ int cdc_push_ddl(lua_State *L, apply_state *ap);
 int cdc_reply_ddl(lua_State *L, apply_state *ap);
 int cdc_push_follow(lua_State *L, apply_state *ap);
 int cdc_reply_follow(lua_State *L, apply_state *ap);
+/* A tuple of relation `rel` from the Lua table at index tbl (column name → value; nil = left out,
+ * as an unchanged out-of-line value); its memory and strings are anchored in the table at index
+ * anchor. Raises on a value of another type. */
+pgoutput_tuple *cdc_tuple_from_lua(lua_State *L, int tbl, int anchor, const relcache_relation *rel);
 
 #endif

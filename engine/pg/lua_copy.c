@@ -2,12 +2,17 @@
  * lua_copy.c — Lua side of the COPY pump.
  *
  *   local pump = tide.copy_pump(src, dst, "COPY (...) TO STDOUT", "COPY t (...) FROM STDIN"
- *                               [, { fn = f, columns = {...}, keys = {...}, label = "schema.table" }])
- *     (with the table, both COPYs in text format: each row goes through f, copy_rows.c)
+ *                               [, { fn = f, columns = {...}, keys = {...}, label = "schema.table",
+ *                                    routes = { [name] = 0 | k }, keep = bool }])
+ *     (with the table, both COPYs in text format: each row goes through f, copy_rows.c; a row f
+ *     routes to destination k is kept aside, copy_routes.c; keep = false sends no row at all)
  *   pump:stats()          → bytes, messages so far (any coroutine, any time)
  *   pump:pause() / pump:resume() / pump:throttle{ bytes_per_second = N, rows_per_second = N }
- *   pump:wait()           → { rows = n, bytes = n, dropped = n } or nil, err
+ *   pump:wait()           → { rows = n, bytes = n, dropped = n, routed = n } or nil, err
  *                           (err.side = "source" | "target" | "transform"; rows: sent to the target)
+ *   pump:routed()         → { rows routed to destination 1, ... } (after wait)
+ *   pump:route_batch(k, max_rows) → n, { array literal of column 1, ... } (n = 0: all read)
+ *   pump:close_routes()   → the routed rows are let go
  *
  * The pump holds both connections (as user values) until it is collected, so neither can be
  * collected while rows are moving.
@@ -71,10 +76,13 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
     copy_pump *p = check_pump(L);
     if (p->fail_message || is_error(p->src_result) || is_error(p->dst_result)) return push_pump_error(L, p);
     lua_createtable(L, 0, 4);
+    int64_t routed = copy_rows_routed(p->row_arg);
     lua_pushinteger(L, p->rows - p->dropped);
     lua_setfield(L, -2, "rows");
-    lua_pushinteger(L, p->dropped);
+    lua_pushinteger(L, p->dropped - routed);
     lua_setfield(L, -2, "dropped");
+    lua_pushinteger(L, routed);
+    lua_setfield(L, -2, "routed");
     lua_pushinteger(L, p->bytes);
     lua_setfield(L, -2, "bytes");
     lua_pushinteger(L, p->messages);
@@ -122,6 +130,51 @@ static int l_throttle(lua_State *L) {
     return 0;
 }
 
+static copy_routes *finished_routes(lua_State *L) {
+    copy_pump *p = check_pump(L);
+    if (!p->finished) luaL_error(L, "the pump's routed rows are read once it finished (pump:wait())");
+    return copy_rows_routes(p->row_arg);
+}
+
+static int l_routed(lua_State *L) {
+    copy_routes *r = finished_routes(L);
+    int n = copy_routes_count(r);
+    lua_createtable(L, n, 0);
+    for (int k = 0; k < n; k++) {
+        lua_pushinteger(L, copy_routes_rows(r, k));
+        lua_rawseti(L, -2, k + 1);
+    }
+    return 1;
+}
+
+static int l_route_batch(lua_State *L) {
+    copy_routes *r = finished_routes(L);
+    lua_Integer k = luaL_checkinteger(L, 2);
+    lua_Integer max_rows = luaL_optinteger(L, 3, 10000);
+    luaL_argcheck(L, k >= 1 && k <= copy_routes_count(r), 2, "no such destination");
+    luaL_argcheck(L, max_rows >= 1 && max_rows <= 1000000, 3, "between 1 and 1000000 rows");
+    const char **cols;
+    char err[256];
+    int n = copy_routes_batch(r, (int) k - 1, (int) max_rows, 16u << 20, &cols, err, sizeof err);
+    if (n < 0) {
+        tide_push_error(L, "58030", err);
+        return tide_fail(L);
+    }
+    lua_pushinteger(L, n);
+    int ncols = n > 0 ? copy_routes_columns(r) : 0;
+    lua_createtable(L, ncols, 0);
+    for (int c = 0; c < ncols; c++) {
+        lua_pushstring(L, cols[c]);
+        lua_rawseti(L, -2, c + 1);
+    }
+    return 2;
+}
+
+static int l_close_routes(lua_State *L) {
+    copy_routes_close(finished_routes(L));
+    return 0;
+}
+
 static int l_gc(lua_State *L) {
     void **b = tide_box_slot(L, 1, PUMP_META);
     copy_pump *p = *b;
@@ -154,7 +207,9 @@ static int l_copy_pump(lua_State *L) {
             return luaL_error(L, "copy_pump: rows.columns must be a list of names");
         lua_getfield(L, 5, "label");
         lua_getfield(L, 5, "keys");
-        lua_settop(L, 9); /* 6 fn, 7 columns, 8 label, 9 keys */
+        lua_getfield(L, 5, "routes");
+        lua_getfield(L, 5, "keep");
+        lua_settop(L, 11); /* 6 fn, 7 columns, 8 label, 9 keys, 10 routes, 11 keep */
     }
     void **b = tide_box_new(L, PUMP_META, 3);
     lua_pushvalue(L, 1);
@@ -166,7 +221,9 @@ static int l_copy_pump(lua_State *L) {
     *b = p;
     if (rows) {
         const char *label = lua_isstring(L, 8) ? lua_tostring(L, 8) : "the table";
-        p->row_arg = copy_rows_new(L, 6, 7, lua_istable(L, 9) ? 9 : 0, label); /* pushes its thread */
+        p->row_arg = copy_rows_new(L, 6, 7, lua_istable(L, 9) ? 9 : 0, lua_istable(L, 10) ? 10 : 0,
+                                   label); /* pushes its thread */
+        copy_rows_set_keep(p->row_arg, lua_isnil(L, 11) || lua_toboolean(L, 11));
         lua_setiuservalue(L, -2, 3);
         p->row_fn = copy_rows_call;
     }
@@ -179,8 +236,15 @@ static int l_copy_pump(lua_State *L) {
 
 int luaopen_tide_copy(lua_State *L) {
     static const luaL_Reg methods[] = {
-        { "wait", l_wait },     { "stats", l_stats },       { "pause", l_pause },
-        { "resume", l_resume }, { "throttle", l_throttle }, { NULL, NULL },
+        { "wait", l_wait },
+        { "stats", l_stats },
+        { "pause", l_pause },
+        { "resume", l_resume },
+        { "throttle", l_throttle },
+        { "routed", l_routed },
+        { "route_batch", l_route_batch },
+        { "close_routes", l_close_routes },
+        { NULL, NULL },
     };
     static const luaL_Reg meta[] = { { "__gc", l_gc }, { NULL, NULL } };
     static const luaL_Reg funcs[] = { { "copy_pump", l_copy_pump }, { NULL, NULL } };

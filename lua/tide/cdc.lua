@@ -382,12 +382,7 @@ end
 
 local function on_change(st, s, ev)
   local tf = st.transforms[ev.source]
-  if tf and ev.new and (ev.op == "insert" or ev.op == "update") and not rows_mod.transform_change(tf, ev) then
-    if ev.op == "insert" then s:reply(false) return end
-    ev.op = "delete"   -- the row goes (if the target has it), found by its key
-    s:reply(ev)
-    return
-  end
+  if tf and rows_mod.handle(tf, s, ev) then return end   -- on.row (and on.route) answered it
   local fn = st.hooks[ev.source] or st.hooks[ev.schema .. "." .. ev.table]
   if not fn then
     for k, f in pairs(st.hooks) do

@@ -23,6 +23,7 @@
 local tide = require "tide.core"
 local schedule = require "tide.full.schedule"
 local parts_mod = require "tide.full.parts"
+local routes = require "tide.full.routes"
 local failure = require "tide.failure"
 local connect = require "tide.connect"
 
@@ -70,6 +71,7 @@ local function new_load(task, plan, state, parts, table_parts, opts)
     if (load.parts_left[key] or 0) == 0 then load.loaded[key] = true end
     load.stats.tables[key] = { rows = 0, bytes = 0, seconds = 0, parts = #list, format = list[1] and list[1].table.binary and "binary" or "text" }
   end
+  routes.prepare(load)   -- on.route: a table's data is complete once the tables routing to it are copied
   return load
 end
 
@@ -81,17 +83,25 @@ end
 function Load:copy_limit() return schedule.copy_limit(self) end
 function Load:table_loaded(key) return schedule.table_loaded(self, key) end
 
+-- The next part to copy, in queue order; a part of a table that routes rows (on.route) waits
+-- until its destinations are copied (tide.full.routes).
 function Load:next_part()
-  while not self.failed and self.copying >= self:copy_limit() and self.queue[self.next_index] do
+  while true do
+    while not self.failed and self.copying >= self:copy_limit() and self.queue[self.next_index] do
+      self.changed:wait(1)
+    end
+    if self.failed or not self.queue[self.next_index] then return nil end
+    for i = self.next_index, #self.queue do
+      if routes.ready(self, self.queue[i]) then
+        local p = table.remove(self.queue, i)
+        table.insert(self.queue, self.next_index, p)
+        self.next_index = self.next_index + 1
+        self.untaken[p.table.key] = self.untaken[p.table.key] - 1
+        return p
+      end
+    end
     self.changed:wait(1)
   end
-  if self.failed then return nil end
-  local p = self.queue[self.next_index]
-  if p then
-    self.next_index = self.next_index + 1
-    self.untaken[p.table.key] = self.untaken[p.table.key] - 1
-  end
-  return p
 end
 
 ------------------------------------------------------------------------ copying
@@ -213,12 +223,7 @@ local function copy_part(load, src, tgt, part)
       must(tgt, "ROLLBACK TO SAVEPOINT tide_truncate", "rolling back to a savepoint on the target")
     end
   end
-  local rows
-  if tbl.transform then
-    local names = {}
-    for i, c in ipairs(tbl.columns) do names[i] = c.name end
-    rows = { fn = tbl.transform, columns = names, keys = tbl.key_columns, label = tbl.key }
-  end
+  local rows = tbl.transform and routes.pump_rows(tbl, load.tables_by_key) or nil
   local pump = tide.copy_pump(src, tgt, parts_mod.copy_out_sql(src, part), parts_mod.copy_in_sql(tgt, part, freeze),
                               rows)
   load.running[part] = pump
@@ -237,6 +242,15 @@ local function copy_part(load, src, tgt, part)
       msg = msg .. string.format("\n  hint: check the row filter select.rows[%q] = %q", tbl.key, tbl.row_filter)
     end
     failure.raise("failed", msg, { err = err, part = part.id })
+  end
+  if tbl.routes then
+    -- Rows routed to other tables (on.route): written in this transaction, before it commits.
+    local ok, werr = pcall(routes.write, load, tgt, tbl, pump)
+    if not ok then
+      tgt:exec("ROLLBACK")
+      src:exec("ROLLBACK")
+      error(werr, 0)
+    end
   end
   local seconds = tide.monotonic() - started
   -- Rows read from new storage were kept by an MVCC-safe rewrite (VACUUM FULL, CLUSTER, SET
@@ -273,8 +287,10 @@ function M.part_finished(load, part, result, seconds)
   load.parts_left[tbl.key] = load.parts_left[tbl.key] - 1
   if load.opts.progress then load.opts.progress:event("part_done", { part = part, rows = result.rows, bytes = result.bytes, seconds = seconds }) end
   if load.parts_left[tbl.key] == 0 then
-    load.loaded[tbl.key] = true
-    load:table_loaded(tbl.key)
+    for _, key in ipairs(routes.copied(load, tbl.key)) do
+      load.loaded[key] = true
+      load:table_loaded(key)
+    end
     if load.opts.progress then load.opts.progress:event("table_done", { table = tbl.key, stats = ts }) end
   end
   load.changed:notify()

@@ -300,6 +300,8 @@ function M.build(task, source, target)
   extensions.config_tables(plan, model, selector)
   -- on.row: one Lua function over a table's rows, in every phase (tide.plan.transforms).
   if task.on and task.on.row then require("tide.plan.transforms").attach(plan, task) end
+  -- on.route: the tables each on.row function may send rows to (tide.plan.routes).
+  if task.on and task.on.route then require("tide.plan.routes").attach(plan, task) end
   -- select.rows_follow: tables referencing a filtered table follow its filter (tide.plan.follow).
   if selector.rows_follow == "foreign_keys" then
     for _, e in ipairs(require("tide.plan.follow").derive(plan)) do plan.errors[#plan.errors + 1] = e end

@@ -254,6 +254,21 @@ M.schema = {
                    end
                    return true
                  end },
+    route    = { check = function(v)
+                   local expected = "a table of \"schema.table\" = { \"schema.table\", ... }"
+                   if type(v) ~= "table" then return false, expected end
+                   for k, list in pairs(v) do
+                     local ok = type(k) == "string" and k:find(".", 1, true) and type(list) == "table"
+                     for i, name in pairs(ok and list or {}) do
+                       if math.type(i) ~= "integer" or type(name) ~= "string" or not name:find(".", 1, true) then ok = false end
+                     end
+                     if not ok then
+                       return false, expected .. " (found " .. string.format("%s = %s", type(k) == "string" and
+                         string.format("%q", k) or tostring(k), type(list) == "table" and "{ ... }" or type(list)) .. ")"
+                     end
+                   end
+                   return true
+                 end },
     conflict = { check = "function" },
     ddl      = { check = "function" },
     progress = { check = "function" },

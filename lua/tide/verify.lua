@@ -257,6 +257,7 @@ function M.run(task, overrides)
       for _, pair in ipairs(pairs_mod.open(open, n - 1)) do list[#list + 1] = pair end
     end
     local ctx = canonical.context(first.source, first.target, tables, opts.hash)
+    ctx.plan_tables = plan.tables   -- on.route: a destination's expected rows come from its routing tables too
     local consistent
     if opts.wait_for_lsn then consistent = pairs_mod.consistent(open, list, opts.wait_for_lsn, opts.snapshot_timeout) end
     local results = compare_tables(list, tables, opts, ctx, open)

@@ -346,6 +346,7 @@ function M.entry(d, info, base)
   e.batchable = may and conf(d.task).batch_inserts ~= false and base.batchable ~= false
   e.hooked, e.filter, e.known_type, e.filter_columns = base.hooked, base.filter, base.known_type, base.filter_columns
   e.follow_cascade = base.follow_cascade
+  e.routes = base.routes   -- on.route (tide.cdc.route): as the stream started
   if base.filter or desc.kind == "p" then e.mergeable, e.batchable = false, false end
   local hooks = d and d.task.on and d.task.on.change
   if hooks and hooks[desc.schema .. "." .. desc.name] then e.hooked = true end

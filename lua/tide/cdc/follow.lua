@@ -53,6 +53,10 @@ function M.refusals(plan)
           "table %s: the change stream cannot follow foreign keys to partitioned tables yet; migrate with " ..
           "{ \"schema\", \"full\" }, or give %s a filter of its own (select.rows) and leave rows_follow out",
           tbl.key, partitioned, tbl.key) }
+      elseif tbl.routes or tbl.route_sources then
+        out[#out + 1] = { message = string.format("select.rows_follow: %s %s, and %s rows (on.route): the change " ..
+          "stream cannot follow a filter into routed rows yet; migrate with { \"schema\", \"full\" }, or leave " ..
+          "on.route or rows_follow out for it", tbl.key, role, tbl.routes and "routes" or "receives routed") }
       elseif tbl.parent or tbl.root then
         out[#out + 1] = { message = string.format("select.rows_follow: %s %s, and is a partition: the change " ..
           "stream cannot follow foreign keys of partitions yet; migrate with { \"schema\", \"full\" }, or give the " ..

@@ -206,14 +206,14 @@ end
 -- M.count_rows(task, plan, source, target) → { ok, summary = { tables, different, incomplete },
 -- lines }: cutover.verify = "counts", the rows of every selected table counted on the fenced
 -- source (its row filter applied) and on the target. A table transformed by on.row cannot be
--- compared by count (the function may drop rows), nor an unlogged one (not streamed): they are
--- not compared.
+-- compared by count (the function may drop rows), nor one receiving rows routed from another
+-- (on.route), nor an unlogged one (not streamed): they are not compared.
 function M.count_rows(_task, plan, source, target)
   local out = { ok = true, summary = { tables = 0, different = 0, incomplete = 0 }, lines = {} }
   for _, tbl in ipairs(plan.tables or {}) do
     out.summary.tables = out.summary.tables + 1
     local shown = tbl.target.schema .. "." .. tbl.target.name
-    if tbl.transform or tbl.unlogged then
+    if tbl.transform or tbl.route_sources or tbl.unlogged then
       out.summary.incomplete = out.summary.incomplete + 1
     else
       local from_src = "SELECT count(*) AS n FROM ONLY " .. source:quote_ident(tbl.source.schema) .. "." ..

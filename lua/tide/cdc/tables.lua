@@ -3,6 +3,7 @@
 -- key, the row filter pgtide applies itself, and whether a hook or the heartbeat owns it.
 local objects = require "tide.cdc.objects"
 local follow = require "tide.cdc.follow"
+local route = require "tide.cdc.route"
 
 local M = {}
 
@@ -193,6 +194,7 @@ LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tna
       transforms[source_name] = { fn = e.transform, key = e.key, columns = selected }
     end
   end
+  route.attach(plan, target, order, entries, transforms, function(q) return M.column_types(target, q, false) end)
   if conf(task).heartbeat ~= false then
     entries[#entries + 1] = { source_schema = names.heartbeat_schema, source_name = names.heartbeat_name,
                               target_sql = "-", display = "(heartbeat)", heartbeat = true }

@@ -79,7 +79,7 @@ function M.text(plan, task)
     end
     for _, c in pairs(obj and obj.dropped_columns or {}) do left[#left + 1] = c.name end
     table.sort(left)
-    if t.row_filter or #renamed > 0 or #left > 0 then
+    if t.row_filter or #renamed > 0 or #left > 0 or t.transform or t.route_sources then
       local parts = {}
       if t.derived_from then
         parts[#parts + 1] = "rows follow " .. table.concat(t.derived_from, ", ") .. " (select.rows_follow): WHERE " ..
@@ -87,6 +87,11 @@ function M.text(plan, task)
       elseif t.row_filter then
         parts[#parts + 1] = "rows WHERE " .. t.row_filter
       end
+      if t.transform then
+        parts[#parts + 1] = "rows through on.row" .. (t.routes and (", which may route them to " ..
+          table.concat(t.routes, ", ") .. " (on.route)") or "")
+      end
+      if t.route_sources then parts[#parts + 1] = "receives rows routed from " .. table.concat(t.route_sources, ", ") end
       if #renamed > 0 then parts[#parts + 1] = "columns renamed: " .. table.concat(renamed, ", ") end
       if #left > 0 then parts[#parts + 1] = "columns left out: " .. table.concat(left, ", ") end
       shaped[#shaped + 1] = t.key .. ": " .. table.concat(parts, "; ")

@@ -59,6 +59,17 @@ end
 
 M.checks = {
   {
+    -- What the plan refuses (on.row, on.route, select.rows_follow, ...): `pgtide run` stops on
+    -- these before anything else; each message names the fix.
+    id = "plan_errors", title = "Errors in the plan", grade = "fail",
+    applies = function(ctx) return ctx.plan ~= nil end,
+    run = function(ctx)
+      local out = {}
+      for _, e in ipairs(ctx.plan.errors or {}) do out[#out + 1] = { message = e.message } end
+      return out
+    end,
+  },
+  {
     id = "existing_objects", title = "Objects that already exist on the target", grade = "fail",
     applies = function(ctx) return ctx.phases.schema == true end,
     run = function(ctx)

@@ -397,11 +397,13 @@ end
 -- M.table(pair, tbl, opts, ctx) → result (see tide.verify). pair = { source =, target = }.
 function M.table(pair, tbl, opts, ctx)
   local started = core.monotonic()
-  if tbl.transform then
-    -- on.row: the source's rows through the same function, compared on the target.
+  if tbl.transform or tbl.route_sources then
+    -- on.row: the source's rows through the same function, compared on the target (with the
+    -- rows other tables' functions route to it, on.route).
     local result = { key = tbl.key, source = tbl.source, target = tbl.target, keyed = tbl.key_columns ~= nil,
                      differences = {}, truncated = false, chunks = 1 }
-    local ok, err = pcall(require("tide.verify.transformed").compare, pair, tbl, result, opts.max_differences)
+    local ok, err = pcall(require("tide.verify.transformed").compare, pair, tbl, result, opts.max_differences,
+                          ctx and ctx.plan_tables)
     if not ok then
       result.error = type(err) == "table" and err.message or tostring(err)
       result.status = type(err) == "table" and err.side == "target" and err.err and err.err.sqlstate == "42P01"

@@ -4,8 +4,17 @@
 -- row for row as multisets (EXCEPT ALL over each column's text, so types without an equality
 -- operator compare too). It reads the whole table through Lua: slower than the server-side
 -- checksums of other tables, and exact.
+--
+-- on.route: the rows a table's function routes elsewhere are not among the rows it keeps for
+-- itself; a destination's expected rows are its own source rows (through its own function, if it
+-- has one) plus the rows every routing table's function sends it — each routing table read again
+-- through its function, its routed rows written into the temporary table as the full load writes
+-- them (tide.full.routes; a routed row replaces one with the same key). A destination's columns
+-- that its routing table does not have are compared with the target's own values for routed rows
+-- (they hold the destination's defaults there).
 local tide = require "tide.core"
 local parts = require "tide.full.parts"
+local routes = require "tide.full.routes"
 
 local M = {}
 
@@ -13,7 +22,7 @@ local serial = 0
 
 -- compare(pair, tbl, result): sets result.status ("match" | "different"), source_rows,
 -- target_rows, counts (missing/extra) and a few differing keys; raises { side =, message = }.
-function M.compare(pair, tbl, result, opts_max)
+function M.compare(pair, tbl, result, opts_max, plan_tables)
   local src, tgt = pair.source, pair.target
   serial = serial + 1
   local tmp = "pgtide_verify_row_" .. serial
@@ -33,18 +42,34 @@ function M.compare(pair, tbl, result, opts_max)
     for i, c in ipairs(tbl.columns) do tcols[i] = tgt:quote_ident(c.target or c.name) end
     must(tgt, "target", string.format("CREATE TEMPORARY TABLE %s AS SELECT %s FROM ONLY %s WITH NO DATA", tmp,
                                       table.concat(tcols, ", "), rel))
-    local names, cols = {}, {}
-    for i, c in ipairs(tbl.columns) do
-      names[i] = c.name
-      cols[i] = tgt:quote_ident(c.target or c.name) .. "::text AS v" .. i
+    local cols = {}
+    for i, c in ipairs(tbl.columns) do cols[i] = tgt:quote_ident(c.target or c.name) .. "::text AS v" .. i end
+    local by_key = {}
+    for _, t in ipairs(plan_tables or { tbl }) do by_key[t.key] = t end
+    local in_sql = string.format("COPY pg_temp.%s (%s) FROM STDIN", tmp, table.concat(tcols, ", "))
+    local function pump_rows(from, rows)
+      local out_sql = parts.copy_out_sql(src, { table = { source = from.source, columns = from.columns,
+                                                          row_filter = from.row_filter } })
+      local pump = tide.copy_pump(src, tgt, out_sql, in_sql, rows)
+      local copied, perr = pump:wait()
+      if not copied then error({ side = perr.side == "target" and "target" or "source", message = tostring(perr) }, 0) end
+      return pump
     end
-    local out_sql = parts.copy_out_sql(src, { table = { source = tbl.source, columns = tbl.columns,
-                                                        row_filter = tbl.row_filter } })
-    local pump = tide.copy_pump(src, tgt, out_sql,
-      string.format("COPY pg_temp.%s (%s) FROM STDIN", tmp, table.concat(tcols, ", ")),
-      { fn = tbl.transform, columns = names, keys = tbl.key_columns, label = tbl.key })
-    local copied, perr = pump:wait()
-    if not copied then error({ side = perr.side == "target" and "target" or "source", message = tostring(perr) }, 0) end
+    pump_rows(tbl, tbl.transform and routes.pump_rows(tbl, by_key) or nil):close_routes()   -- kept rows only
+    for _, from_key in ipairs(tbl.route_sources or {}) do
+      local from = by_key[from_key]
+      if not from then error({ side = "source", message = "the plan does not list " .. from_key }, 0) end
+      local pump = pump_rows(from, routes.pump_rows(from, by_key, false))   -- only the routed rows
+      for k, dest in ipairs(from.routes) do
+        if dest == tbl.key then
+          local ok, werr = pcall(routes.send, tgt, pump, k, routes.insert_sql(tgt, from, tbl, "pg_temp." .. tmp,
+            { types = routes.column_types(tgt, "pg_temp." .. tmp), replace = true, fill_from = rel }))
+          if not ok then error({ side = "target", message = "the rows " .. from_key .. " routes: " ..
+                                 (type(werr) == "table" and werr.message or tostring(werr)) }, 0) end
+        end
+      end
+      pump:close_routes()
+    end
     local list = table.concat(cols, ", ")
     local r = must(tgt, "target", string.format([[
 SELECT (SELECT count(*) FROM pg_temp.%s) AS source_rows, (SELECT count(*) FROM ONLY %s) AS target_rows,
