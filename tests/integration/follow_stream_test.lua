@@ -161,3 +161,35 @@ T.test("rows_follow while streaming, renamed: SIGKILLs while rows move in and ou
   T.eq(code, 0, out)
   src:close(); tgt:close()
 end)
+
+T.test("rows_follow while streaming: DDL on a followed table stops the task, naming it", function(ctx)
+  P.clean(ctx)
+  local src, tgt = P.connect_both(ctx)
+  assert(src:exec(SETUP))
+  assert(tgt:exec("DROP SCHEMA IF EXISTS shop CASCADE"))
+  local done = ctx.tmpdir .. "/followddl.done"
+  os.remove(done)
+  local pb = playbook(ctx, "followddl", done)
+  local proc, log = H.start(ctx, "run " .. pb, "followddl")
+  P.wait_for("the stream", function() return H.read(log):find("incremental: started", 1, true) or proc:exited() end, 90)
+  T.ok(not proc:exited(), H.read(log))
+  -- DDL on a table outside the follow chain is followed as usual
+  assert(src:exec("ALTER TABLE shop.plain ADD COLUMN extra int DEFAULT 7"))
+  local function has_extra(rel)
+    return #assert(tgt:query("SELECT 1 FROM information_schema.columns WHERE table_schema = 'shop' AND " ..
+      "table_name = $1 AND column_name = 'extra'", rel)) == 1
+  end
+  P.wait_for("the DDL of shop.plain on the target", function() return has_extra("plain") or proc:exited() end, 60)
+  assert(src:exec("ALTER TABLE shop.orders ADD COLUMN extra int"))
+  local rc = proc:wait()
+  local text = H.read(log)
+  T.ne(rc, 0, text)
+  T.ne(rc, 70, text)
+  T.match(text, "it changes shop%.orders, which select%.rows_follow follows")
+  T.nomatch(text, "traceback")
+  T.ok(has_extra("plain"), "the DDL before it was applied")
+  T.ok(not has_extra("orders"), "the followed table's DDL was not")
+  local code, out = H.run("release " .. pb)
+  T.eq(code, 0, out)
+  src:close(); tgt:close()
+end)

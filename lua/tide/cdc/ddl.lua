@@ -671,6 +671,13 @@ function M.handle(d, s, ev)
       ev.lsn, short(msg.statement), tostring(r)))
   end
   for _, w in ipairs(r.warnings) do log.warning("ddl", w, { lsn = ev.lsn }) end
+  -- select.rows_follow: the stream's filters and the rows copied when a parent moves in are
+  -- written from the tables as the task started (tide.cdc.follow)
+  local followed = require("tide.cdc.follow").touched(d.plan, msg)
+  if followed and not r.stop then
+    r.stop = string.format("it changes %s, which select.rows_follow follows (the stream's derived filters are " ..
+      "written from the table as the task started)", followed)
+  end
   -- views, functions, types, triggers ...: the source's statement as it was written
   if r.other then
     local verbatim, why = M.verbatim(d, msg.statement)

@@ -266,6 +266,26 @@ function M.handle(st, s, ev)
   s:reply({ statements = statements })
 end
 
+-- The first table a DDL message (tide.cdc.ddl) changes that follows or is followed, as
+-- "schema.table"; nil when none does (GRANT and REVOKE change nothing here).
+function M.touched(plan, msg)
+  if not plan or type(msg.tables) ~= "table" then return nil end
+  local followed = {}
+  for _, tbl in ipairs(plan.tables or {}) do
+    if tbl.follows or tbl.followed_by then followed[tbl.source.schema .. "." .. tbl.source.name] = true end
+  end
+  if not next(followed) then return nil end
+  local changed = {}
+  for _, c in ipairs(msg.commands or {}) do
+    if c.grant ~= true and c.tag ~= "COMMENT" and c.table then changed[tostring(c.table)] = true end
+  end
+  for oid, desc in pairs(msg.tables) do
+    local name = type(desc) == "table" and desc.schema and desc.name and (desc.schema .. "." .. desc.name)
+    if name and followed[name] and changed[tostring(oid)] then return name end
+  end
+  return nil
+end
+
 function M.close(st)
   if st.follow_conn then st.follow_conn:close(); st.follow_conn = nil end
   st.follow_types = nil
