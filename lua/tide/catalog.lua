@@ -648,34 +648,32 @@ local json = require "tide.json"
 -- JSON null inside decoded lists (a Lua nil would end the list).
 M.null = json.null
 
--- Turn SQL NULLs into nil and *_json columns into Lua values, so the rest of the planner
--- tests plain `if row.x then`.
-local function clean(rows)
-  local null = require("tide.core").null
+-- SQL NULLs are nil (the rows are read sparse: no field, no room held for one) and *_json
+-- columns become Lua values, so the rest of the planner tests plain `if row.x then`.
+local function decode_json(rows)
+  local json_columns = {}
+  for _, name in ipairs(rows.columns or {}) do
+    if name:sub(-5) == "_json" then json_columns[#json_columns + 1] = { name, name:sub(1, -6) } end
+  end
+  if #json_columns == 0 then return rows end
   for _, row in ipairs(rows) do
-    -- Decoded values are new fields: added after the traversal (adding a field while `pairs`
-    -- walks a table makes the walk undefined; it skipped NULLs now and then).
-    local decoded
-    for k, v in pairs(row) do
-      if v == null then
-        row[k] = nil
-      elseif type(k) == "string" and k:sub(-5) == "_json" then
-        decoded = decoded or {}
-        decoded[k:sub(1, -6)] = json.decode(v)
-        row[k] = nil
+    for _, c in ipairs(json_columns) do
+      local v = row[c[1]]
+      if v then
+        row[c[1]] = nil
+        row[c[2]] = json.decode(v)
       end
     end
-    for k, v in pairs(decoded or {}) do row[k] = v end
   end
   return rows
 end
 
 local function run(conn, name)
-  local rows, err = conn:query(S[name])
+  local rows, err = conn:query_sparse(S[name])
   if not rows then
     error(string.format("catalog: reading %s failed on %s: %s", name, conn:conninfo(), tostring(err)), 0)
   end
-  return clean(rows)
+  return decode_json(rows)
 end
 
 -- The statements every read runs, in order; synonyms and packages join when their catalogs
