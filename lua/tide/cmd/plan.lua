@@ -17,7 +17,7 @@ function M.command(task, opts)
   if opts and opts.json then
     io.write(report.json(plan), "\n")
   else
-    io.write(report.text(plan, task))
+    report.print(plan, task)
   end
   return plan_mod.runnable(plan) and exit.ok or exit.precheck
 end

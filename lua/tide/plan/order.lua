@@ -317,6 +317,7 @@ function M.sort(all, on_error)
         for i = 1, #after // 2 do after[i], after[#after + 1 - i] = after[#after + 1 - i], after[i] end
       end
       step.after_steps = after
+      step.waits = nil   -- (a set per step, now a list)
     end
     result[phase] = out
   end

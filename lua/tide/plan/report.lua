@@ -37,9 +37,10 @@ local function names_of(obj)
   return source, target
 end
 
-function M.text(plan, task)
-  local out = {}
-  local function add(...) out[#out + 1] = table.concat({ ... }) end
+-- M.write(plan, task, emit): the text, one line at a time to emit(line) (without its newline),
+-- so `pgtide plan` prints a plan of 100,000 statements without holding all of its text.
+function M.write(plan, task, emit)
+  local function add(...) emit(table.concat({ ... })) end
   add("plan for task ", task.name)
   add("source: ", task.source_info, " (PostgreSQL ", connect.version_string(plan.server_version), ")")
   add("target: ", task.target_info, " (PostgreSQL ", connect.version_string(plan.target_server_version), ")")
@@ -147,7 +148,29 @@ function M.text(plan, task)
     #plan.objects, #plan.pre_data, #plan.post_data, #plan.tables, #plan.skipped, #plan.warnings,
     #plan.conflicts, #plan.errors, plan.timing.total or 0))
   add(runnable and "The plan can run." or "The plan cannot run as it is: fix the conflicts and errors above.")
+end
+
+-- M.text(plan, task) → the whole text as one string.
+function M.text(plan, task)
+  local out = {}
+  M.write(plan, task, function(line) out[#out + 1] = line end)
   return table.concat(out, "\n") .. "\n"
+end
+
+-- M.print(plan, task [, file]): the text written to a file (io.stdout), in batches of lines.
+function M.print(plan, task, file)
+  file = file or io.stdout
+  local batch = {}
+  M.write(plan, task, function(line)
+    batch[#batch + 1] = line
+    if #batch == 1024 then
+      batch[#batch + 1] = ""
+      file:write(table.concat(batch, "\n"))
+      batch = {}
+    end
+  end)
+  batch[#batch + 1] = ""
+  file:write(table.concat(batch, "\n"))
 end
 
 -- The plan as plain data (no catalog rows, no links between objects).
