@@ -237,84 +237,6 @@ void apply__check_stopped(apply_state *ap) {
     if (ap->cb.on_event) ap->cb.on_event(ap->cb.arg);
 }
 
-/* ---------------------------------------------------------------- relations */
-
-static apply_rel **rel_slot(apply_state *ap, uint32_t relid) {
-    if (ap->rels_count * 2 >= ap->rels_cap) {
-        size_t cap = ap->rels_cap ? ap->rels_cap * 2 : 64;
-        apply_rel **grown = calloc(cap, sizeof *grown);
-        if (!grown) abort();
-        for (size_t i = 0; i < ap->rels_cap; i++) {
-            if (!ap->rels[i]) continue;
-            size_t j = (ap->rels[i]->relid * 2654435761u) & (cap - 1);
-            while (grown[j]) j = (j + 1) & (cap - 1);
-            grown[j] = ap->rels[i];
-        }
-        free(ap->rels);
-        ap->rels = grown;
-        ap->rels_cap = cap;
-    }
-    size_t j = (relid * 2654435761u) & (ap->rels_cap - 1);
-    while (ap->rels[j] && ap->rels[j]->relid != relid) j = (j + 1) & (ap->rels_cap - 1);
-    return &ap->rels[j];
-}
-
-static apply_target *find_target(apply_state *ap, const char *schema, const char *name) {
-    for (int i = 0; i < ap->opt.ntargets; i++) {
-        apply_target *t = ap->opt.targets[i];
-        if (strcmp(t->source_schema, schema) == 0 && strcmp(t->source_name, name) == 0) return t;
-    }
-    return NULL;
-}
-
-apply_target *apply_find_target(apply_state *ap, const char *display) {
-    for (int i = 0; i < ap->opt.ntargets; i++)
-        if (strcmp(ap->opt.targets[i]->display, display) == 0) return ap->opt.targets[i];
-    return NULL;
-}
-
-/* The resolution of relid, rebuilt when its Relation message changed. NULL after a failure. */
-apply_rel *apply__rel_get(apply_state *ap, uint32_t relid, const relcache_relation **relp) {
-    const relcache_relation *rel = relcache_get(ap->cache, relid);
-    *relp = rel;
-    if (!rel) {
-        snprintf(ap->errbuf, sizeof ap->errbuf,
-                 "a change for relation %u arrived before its "
-                 "Relation message",
-                 (unsigned) relid);
-        apply__fail(ap, "stream", "08P01", ap->errbuf, NULL);
-        return NULL;
-    }
-    apply_rel **slot = rel_slot(ap, relid);
-    if (*slot && (*slot)->version == rel->version) return *slot;
-    apply_target *t = find_target(ap, rel->schema, rel->name);
-    if (!t) {
-        snprintf(ap->errbuf, sizeof ap->errbuf,
-                 "the source sent changes of table %s.%s, which is not "
-                 "part of this task (the publication holds more tables than the plan: was the playbook's "
-                 "selection changed? release the task and start again, or select the table)",
-                 rel->schema, rel->name);
-        apply__fail(ap, "stream", "42P01", ap->errbuf, NULL);
-        return NULL;
-    }
-    apply_rel *r = calloc(1, sizeof *r);
-    if (!r) abort();
-    if (apply_rel_resolve(r, rel, t, *slot, ap->errbuf, sizeof ap->errbuf) < 0) {
-        free(r);
-        apply__fail(ap, "stream", "0A000", ap->errbuf, NULL);
-        return NULL;
-    }
-    if (*slot) {
-        apply__merge_forget(ap, *slot);
-        apply_rel_clear(*slot);
-        free(*slot);
-    } else {
-        ap->rels_count++;
-    }
-    *slot = r;
-    return r;
-}
-
 /* ---------------------------------------------------------------- changes */
 
 static bool same_value(const pgoutput_value *a, const pgoutput_value *b) {
@@ -557,7 +479,8 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
              * publish_via_partition_root the leaves are described too, though their changes
              * come under the root: a relation outside the map only fails when a change needs it. */
             const relcache_relation *rel = relcache_get(ap->cache, m->relation.relid);
-            if (rel && find_target(ap, rel->schema, rel->name)) apply__rel_get(ap, m->relation.relid, &rel);
+            if (rel && apply__find_target(ap, rel->schema, rel->name))
+                apply__rel_get(ap, m->relation.relid, &rel);
         }
         break;
     case PGOUTPUT_TYPE:

@@ -47,27 +47,38 @@ void apply_held_drop(apply_state *ap) {
     apply__held_release(ap);
 }
 
-int apply_held_apply(apply_state *ap, const pgoutput_tuple *old_tuple, const pgoutput_tuple *new_tuple,
-                     apply_target *target, bool as_delete) {
-    pgoutput_message *m;
-    const relcache_relation *rel;
-    apply_rel *r;
-    uint64_t lsn, commit_lsn;
+int apply__held_rows(apply_state *ap, const char *what, const pgoutput_tuple *old_tuple,
+                     const pgoutput_tuple *new_tuple, apply_held_change *out) {
+    uint64_t commit_lsn;
     int64_t ts;
-    if (apply_held_decode(ap, &m, &rel, &r, &lsn, &commit_lsn, &ts) < 0) {
-        apply__fail(ap, "stream", "XX000", ap->errbuf, "re-reading a change for the on.change hook");
+    if (apply_held_decode(ap, &out->m, &out->rel, &out->r, &out->lsn, &commit_lsn, &ts) < 0) {
+        apply__fail(ap, "stream", "XX000", ap->errbuf, what);
         return -1;
     }
-    const pgoutput_tuple *old = NULL, *row = NULL;
+    pgoutput_message *m = out->m;
+    out->old = out->row = NULL;
     if (m->type == PGOUTPUT_INSERT)
-        row = &m->insert.new_tuple;
+        out->row = &m->insert.new_tuple;
     else if (m->type == PGOUTPUT_UPDATE) {
-        old = &m->update.old_tuple;
-        row = &m->update.new_tuple;
+        out->old = &m->update.old_tuple;
+        out->row = &m->update.new_tuple;
     } else
-        old = &m->delete.old_tuple;
-    if (old_tuple) old = old_tuple;
-    if (new_tuple) row = new_tuple;
+        out->old = &m->delete.old_tuple;
+    if (old_tuple) out->old = old_tuple;
+    if (new_tuple) out->row = new_tuple;
+    return 0;
+}
+
+int apply_held_apply(apply_state *ap, const pgoutput_tuple *old_tuple, const pgoutput_tuple *new_tuple,
+                     apply_target *target, bool as_delete) {
+    apply_held_change h;
+    if (apply__held_rows(ap, "re-reading a change for the on.change hook", old_tuple, new_tuple, &h) < 0)
+        return -1;
+    pgoutput_message *m = h.m;
+    const relcache_relation *rel = h.rel;
+    apply_rel *r = h.r;
+    uint64_t lsn = h.lsn;
+    const pgoutput_tuple *old = h.old, *row = h.row;
     apply_rel routed;
     bool reroute = target && target != r->target;
     if (reroute) {

@@ -115,6 +115,8 @@ void apply__watch(apply_state *ap);
 void apply__flush(apply_state *ap);
 void apply__group_commit(apply_state *ap);
 void apply__maybe_unblock(apply_state *ap);
+/* apply_rels.c: the task's table of that source name, or NULL. */
+apply_target *apply__find_target(apply_state *ap, const char *schema, const char *name);
 /* The stream's relation `relid` resolved to its target (NULL when the task has none). */
 apply_rel *apply__rel_get(apply_state *ap, uint32_t relid, const relcache_relation **relp);
 void apply__check_stopped(apply_state *ap);
@@ -129,6 +131,16 @@ void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int npara
 
 /* apply_hook.c */
 void apply__held_release(apply_state *ap);
+/* The held change decoded again, with its rows: Lua's replacements where given. */
+typedef struct apply_held_change {
+    pgoutput_message *m;
+    const relcache_relation *rel;
+    apply_rel *r;
+    uint64_t lsn;
+    const pgoutput_tuple *old, *row;
+} apply_held_change;
+int apply__held_rows(apply_state *ap, const char *what, const pgoutput_tuple *old_tuple,
+                     const pgoutput_tuple *new_tuple, apply_held_change *out);
 
 /* apply_follow.c */
 /* Record that the filtered update `e` moved a row into its table's filter (key: JSON array). */

@@ -23,15 +23,13 @@
 
 int apply_held_route(apply_state *ap, const pgoutput_tuple *old_tuple, const pgoutput_tuple *new_tuple,
                      int dest) {
-    pgoutput_message *m;
-    const relcache_relation *rel;
-    apply_rel *r;
-    uint64_t lsn, commit_lsn;
-    int64_t ts;
-    if (apply_held_decode(ap, &m, &rel, &r, &lsn, &commit_lsn, &ts) < 0) {
-        apply__fail(ap, "stream", "XX000", ap->errbuf, "re-reading a change for on.row");
-        return -1;
-    }
+    apply_held_change h;
+    if (apply__held_rows(ap, "re-reading a change for on.row", old_tuple, new_tuple, &h) < 0) return -1;
+    pgoutput_message *m = h.m;
+    const relcache_relation *rel = h.rel;
+    apply_rel *r = h.r;
+    uint64_t lsn = h.lsn;
+    const pgoutput_tuple *old = h.old, *row = h.row;
     apply_target *t = r->target;
     if (dest < -1 || dest > t->nroutes) {
         snprintf(ap->errbuf, sizeof ap->errbuf,
@@ -40,16 +38,6 @@ int apply_held_route(apply_state *ap, const pgoutput_tuple *old_tuple, const pgo
         apply__fail(ap, "stream", "XX000", ap->errbuf, NULL);
         return -1;
     }
-    const pgoutput_tuple *old = NULL, *row = NULL;
-    if (m->type == PGOUTPUT_INSERT)
-        row = &m->insert.new_tuple;
-    else if (m->type == PGOUTPUT_UPDATE) {
-        old = &m->update.old_tuple;
-        row = &m->update.new_tuple;
-    } else
-        old = &m->delete.old_tuple;
-    if (old_tuple) old = old_tuple;
-    if (new_tuple) row = new_tuple;
     apply_rel *routes = calloc((size_t) (t->nroutes ? t->nroutes : 1), sizeof *routes);
     if (!routes) abort();
     int resolved = 0;

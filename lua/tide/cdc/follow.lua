@@ -77,7 +77,7 @@ end
 -- The filter the target evaluates for a change of a following table, in the names of
 -- engine/cdc/apply_filter.c (the change's row is a CTE named after the source table, with the
 -- source's column names); and the columns it reads.
-function M.stream_filter(_target, tbl, known)
+function M.stream_filter(tbl, known)
   local conds, columns, seen = {}, {}, {}
   local function uses(c) if not seen[c] then seen[c] = true; columns[#columns + 1] = c end end
   if tbl.user_row_filter then
@@ -100,7 +100,7 @@ end
 
 -- The CTEs that delete, on the target, the rows that followed the rows of tbl that an update
 -- took out of its filter (pgtide_out, which holds the target's deleted rows), down the chain.
-function M.cascade(_target, tbl)
+function M.cascade(tbl)
   local parts, n = {}, 0
   local function walk(parent, from, depth)
     if depth > 64 then error("select.rows_follow: the foreign keys from " .. parent.key .. " go more than 64 deep") end
@@ -216,8 +216,14 @@ end
 -- The event: rows of followed tables moved into their filter in the open group. Reads what
 -- follows them from the source and answers with the upserts (s:reply).
 function M.handle(st, s, ev)
-  local by_source = {}
-  for _, tbl in ipairs(st.plan.tables or {}) do by_source[tbl.source.schema .. "\0" .. tbl.source.name] = tbl end
+  local by_source = st.follow_by_source
+  if not by_source then
+    by_source = {}
+    for _, tbl in ipairs(st.plan.tables or {}) do
+      if tbl.followed_by then by_source[tbl.source.schema .. "\0" .. tbl.source.name] = tbl end
+    end
+    st.follow_by_source = by_source
+  end
   local statements, copied = {}, 0
   for _, moved in ipairs(ev.rows) do
     local root = by_source[moved.schema .. "\0" .. moved.name]

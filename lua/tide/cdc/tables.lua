@@ -98,8 +98,8 @@ WHERE p.pubname IN ($1, $2) AND r.prqual IS NOT NULL]], names.publication, names
       e.filter_columns = own and objects.filter_columns(filter, e.known) or {}
       -- select.rows_follow: the filter reads the parents' rows on the target; a followed
       -- table's update that leaves its filter deletes the rows that followed it.
-      if own and tbl and tbl.follows then e.filter, e.filter_columns = follow.stream_filter(target, tbl, e.known) end
-      if own and tbl and tbl.followed_by then e.follow_cascade = follow.cascade(target, tbl) end
+      if own and tbl and tbl.follows then e.filter, e.filter_columns = follow.stream_filter(tbl, e.known) end
+      if own and tbl and tbl.followed_by then e.follow_cascade = follow.cascade(tbl) end
     end
   end
 end
