@@ -37,16 +37,6 @@ struct copy_routes {
     size_t field_cap;
 };
 
-static void grow(char **buf, size_t *cap, size_t need) {
-    if (need <= *cap) return;
-    size_t cap2 = *cap ? *cap : 256;
-    while (cap2 < need) cap2 *= 2;
-    char *b = realloc(*buf, cap2);
-    if (!b) abort();
-    *buf = b;
-    *cap = cap2;
-}
-
 copy_routes *copy_routes_new(int nroutes, int ncols) {
     copy_routes *r = calloc(1, sizeof *r);
     if (!r) abort();
@@ -107,7 +97,7 @@ int copy_routes_add(copy_routes *r, int k, const char *row, size_t len, char *er
 }
 
 static void col_add(column_buf *b, const char *s, size_t n) {
-    grow(&b->data, &b->cap, b->len + n + 1);
+    copy_buf_grow(&b->data, &b->cap, b->len + n + 1);
     memcpy(b->data + b->len, s, n);
     b->len += n;
     b->data[b->len] = '\0';
@@ -121,7 +111,7 @@ static void col_add_element(copy_routes *r, column_buf *b, const char *field, si
         return;
     }
     size_t len = copy_text_decode(field, n, &r->field, &r->field_cap);
-    grow(&b->data, &b->cap, b->len + 2 * len + 3);
+    copy_buf_grow(&b->data, &b->cap, b->len + 2 * len + 3);
     char *o = b->data + b->len;
     *o++ = '"';
     for (size_t i = 0; i < len; i++) {

@@ -32,5 +32,7 @@ void copy_routes_close(copy_routes *r);
 /* Decode one COPY text field (backslash escapes) into *buf (grown as needed); returns its length
  * (copy_rows.c). */
 size_t copy_text_decode(const char *s, size_t n, char **buf, size_t *cap);
+/* Grow *buf (doubling, from 256 bytes) to hold at least `need` bytes (copy_rows.c). */
+void copy_buf_grow(char **buf, size_t *cap, size_t need);
 
 #endif

@@ -42,7 +42,7 @@ struct copy_rows {
     size_t field_cap;
 };
 
-static void grow(char **buf, size_t *cap, size_t need) {
+void copy_buf_grow(char **buf, size_t *cap, size_t need) {
     if (need <= *cap) return;
     size_t cap2 = *cap ? *cap : 256;
     while (cap2 < need) cap2 *= 2;
@@ -114,7 +114,7 @@ void copy_rows_free(copy_rows *r) {
 }
 
 size_t copy_text_decode(const char *s, size_t n, char **buf, size_t *cap) {
-    grow(buf, cap, n + 1);
+    copy_buf_grow(buf, cap, n + 1);
     char *field = *buf;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
@@ -162,13 +162,13 @@ size_t copy_text_decode(const char *s, size_t n, char **buf, size_t *cap) {
 }
 
 static void out_add(copy_rows *r, const char *s, size_t n) {
-    grow(&r->out, &r->out_cap, r->out_len + n + 1);
+    copy_buf_grow(&r->out, &r->out_cap, r->out_len + n + 1);
     memcpy(r->out + r->out_len, s, n);
     r->out_len += n;
 }
 
 static void encode(copy_rows *r, const char *s, size_t n) {
-    grow(&r->out, &r->out_cap, r->out_len + 2 * n + 1);
+    copy_buf_grow(&r->out, &r->out_cap, r->out_len + 2 * n + 1);
     char *o = r->out + r->out_len;
     for (size_t i = 0; i < n; i++) {
         char c = s[i], e = 0;

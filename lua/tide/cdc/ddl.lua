@@ -437,6 +437,15 @@ function M.plan_message(d, msg)
   local r = { tag = tag, object = identity, statement = msg.statement, mapped = {}, records = {}, targets = {},
               remove = {}, warnings = {}, selected = false }
   local function add(list) for _, s in ipairs(list) do r.mapped[#r.mapped + 1] = s end end
+  -- a partitioned table's partitions created, attached and detached (tide.cdc.ddl_table)
+  local function add_partitions(desc, target)
+    local more, recs, remove, warnings, stop = tbl_sql.partitions_sql(d, desc, target)
+    add(more)
+    for k, v in pairs(recs) do r.records[k] = v end
+    for _, x in ipairs(remove) do r.remove[#r.remove + 1] = x end
+    for _, w in ipairs(warnings) do r.warnings[#r.warnings + 1] = w end
+    r.stop = r.stop or stop
+  end
   if msg.event == "drop" then
     for _, o in ipairs(msg.dropped or {}) do
       local oid = tostring(o.oid)
@@ -539,23 +548,12 @@ function M.plan_message(d, msg)
         r.records[oid] = rec
       end
       if rec and desc.kind == "p" then
-        local more, recs, remove, warnings, stop = tbl_sql.partitions_sql(d, desc, rec.target)
-        add(more)
-        for k, v in pairs(recs) do r.records[k] = v end
-        for _, x in ipairs(remove) do r.remove[#r.remove + 1] = x end
-        for _, w in ipairs(warnings) do r.warnings[#r.warnings + 1] = w end
-        r.stop = r.stop or stop
+        add_partitions(desc, rec.target)
       end
     elseif desc.kind == "p" and not info and tbl_sql.parent_target(d, { oid = oid, schema = desc.schema, name = desc.name }) then
       -- a partitioned table the task started with: its partitions attached and detached
       r.selected = true
-      local more, recs, remove, warnings, stop = tbl_sql.partitions_sql(d, desc,
-        tbl_sql.parent_target(d, { oid = oid, schema = desc.schema, name = desc.name }))
-      add(more)
-      for k, v in pairs(recs) do r.records[k] = v end
-      for _, x in ipairs(remove) do r.remove[#r.remove + 1] = x end
-      for _, w in ipairs(warnings) do r.warnings[#r.warnings + 1] = w end
-      r.stop = r.stop or stop
+      add_partitions(desc, tbl_sql.parent_target(d, { oid = oid, schema = desc.schema, name = desc.name }))
     elseif desc.kind ~= "r" and desc.kind ~= "p" then
       r.warnings[#r.warnings + 1] = string.format("%s.%s is not a plain table (kind %s): its DDL is not followed",
         desc.schema, desc.name, desc.kind)
@@ -566,12 +564,7 @@ function M.plan_message(d, msg)
       local list, new = tbl_sql.alter_table(d, info, desc)
       add(list)
       if desc.kind == "p" then
-        local more, recs, remove, warnings, stop = tbl_sql.partitions_sql(d, desc, new.target)
-        add(more)
-        for k, v in pairs(recs) do r.records[k] = v end
-        for _, x in ipairs(remove) do r.remove[#r.remove + 1] = x end
-        for _, w in ipairs(warnings) do r.warnings[#r.warnings + 1] = w end
-        r.stop = r.stop or stop
+        add_partitions(desc, new.target)
       end
       r.records[oid] = new
       local e = M.entry(d, new, d.base[oid])

@@ -185,31 +185,17 @@ local function target_types(st, tbl)
 end
 
 -- The upsert of `rows` (source rows, text values) into tbl's target: one statement, one text[]
--- parameter per column.
+-- parameter per column — the statement the full load writes routed rows with (tide.full.routes).
 local function upsert(st, tbl, rows)
   local types = target_types(st, tbl)
-  local cols, key, params = {}, {}, {}
-  for _, c in ipairs(tbl.columns) do cols[#cols + 1] = c end
-  for _, k in ipairs(tbl.key_columns) do key[k] = true end
-  local names, selects, aliases, sets, conflict = {}, {}, {}, {}, {}
-  local overriding = false
-  for i, c in ipairs(cols) do
+  local params = {}
+  for i, c in ipairs(tbl.columns) do
     local values = {}
     for j, r in ipairs(rows) do values[j] = r[c.name] == nil and null or r[c.name] end
     params[i] = array_literal(values)
-    local tc = quote(c.target or c.name)
-    names[i], aliases[i] = tc, "c" .. i
-    selects[i] = string.format("u.c%d::%s", i, types[c.target or c.name] or "text")
-    if c.identity == "a" then overriding = true end
-    if key[c.name] then conflict[#conflict + 1] = tc
-    elseif c.identity ~= "a" then sets[#sets + 1] = tc .. " = EXCLUDED." .. tc end
   end
-  local unnest = {}
-  for i = 1, #cols do unnest[i] = "$" .. i .. "::text[]" end
-  local sql = string.format("INSERT INTO %s (%s)%s SELECT %s FROM unnest(%s) AS u(%s) ON CONFLICT (%s) %s",
-    target_qualified(tbl), table.concat(names, ", "), overriding and " OVERRIDING SYSTEM VALUE" or "",
-    table.concat(selects, ", "), table.concat(unnest, ", "), table.concat(aliases, ", "), table.concat(conflict, ", "),
-    #sets > 0 and ("DO UPDATE SET " .. table.concat(sets, ", ")) or "DO NOTHING")
+  local sql = require("tide.full.routes").insert_sql(st.follow_conn, tbl, tbl, target_qualified(tbl),
+    { types = types, upsert = true })
   return sql, params
 end
 
