@@ -3,6 +3,7 @@
  */
 #include "cdc/lanes_internal.h"
 #include "cdc/relcache.h"
+#include "runtime/runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -571,12 +572,19 @@ apply_feed_result lanes_feed(lanes *l, uint64_t lsn, const uint8_t *payload, siz
     return feed_result(l);
 }
 
+/* The stream has nothing more buffered. With one connection that closes the open group (the
+ * delay stays low once caught up). Lanes read the stream much faster than they apply it (their
+ * queues take it), so while catching up a backlog bursts end all the time: closing groups then
+ * would make them tiny. They close here only once caught up (the last transaction received
+ * committed on the source less than a second ago); otherwise at their size or age limits. */
 apply_feed_result lanes_burst_end(lanes *l) {
     if (l->failed) return APPLY_FAILED;
+    int64_t age = (int64_t) (tide_now() * 1e6) - pgoutput_timestamp_to_unix_usec(l->tx_commit_ts);
+    bool live = l->tx_commit_ts && age < 1000000;
     for (int i = 0; i < l->n; i++) {
         lane *ln = &l->lane[i];
         pump(l, ln);
-        if (!ln->head && !ln->blocked && apply_burst_end(ln->ap) == APPLY_BLOCKED) ln->blocked = true;
+        if (live && !ln->head && !ln->blocked && apply_burst_end(ln->ap) == APPLY_BLOCKED) ln->blocked = true;
     }
     return feed_result(l);
 }

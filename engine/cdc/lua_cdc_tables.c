@@ -270,6 +270,7 @@ lanes *cdc_lanes_from_lua(lua_State *L, int o, uv_loop_t *loop, tide_conn *dst, 
     lo.progress_sql = luaL_checkstring(L, -2);
     lo.tx_limit = (size_t) luaL_optinteger(L, -1, 0);
     for (int i = 1; i < n; i++) {
+        opts[i] = *opt;
         opts[i].ddl_prefix = NULL; /* DDL messages are serial points: lane 0 only */
         opts[i].lazy_relations = true;
         cdc_targets_from_lua(L, o, &opts[i]);
