@@ -191,3 +191,31 @@ T.test("SIGKILL while applying on 3 connections, reruns on 2 then 1: no duplicat
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
+
+T.test("a backlog of independent transactions: spread over 2 connections, in large groups on each", function(ctx)
+  P.both(ctx, "DROP TABLE IF EXISTS " .. table.concat(TABLES, ", ") .. " CASCADE;" .. DDL)
+  local src, tgt = P.connect(ctx.source_url), P.connect(ctx.target_url)
+  seed(src)
+  local ref = {}
+  local task = H.task(ctx, "lanes_backlog", { stop = H.stop_at(ref), incremental = { apply_connections = 2 } })
+  local plan = H.plan(src)
+  setup(ctx, task, plan)
+  -- the backlog, written before the stream starts: an account update and a history row each
+  local parts = {}
+  for i = 1, 3000 do
+    parts[#parts + 1] = string.format("BEGIN; UPDATE accounts SET bal = bal + 1 WHERE id = %d; INSERT INTO history (aid, delta) VALUES (%d, 1); COMMIT;",
+      1 + (i * 7919) % 2000, i)
+  end
+  assert(src:exec(table.concat(parts, "\n")))   -- 3,000 transactions
+  ref.lsn = P.lsn(src, true)
+  local summary = H.stream(ctx, task, plan):wait()
+  for _, tbl in ipairs(TABLES) do P.same(src, tgt, tbl) end
+  local lanes = summary.lanes
+  T.ok(lanes.transactions[1] > 300 and lanes.transactions[2] > 300,
+       "both connections applied a share: " .. table.concat(lanes.transactions, ", "))
+  -- a backlog is applied in groups of many transactions on every connection (one group per
+  -- transaction on a connection would mean its options were not the task's)
+  T.ok(summary.status.groups < 200, "groups: " .. tostring(summary.status.groups))
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
