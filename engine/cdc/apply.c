@@ -190,6 +190,14 @@ void apply__group_commit(apply_state *ap) {
     if (ap->stop_requested || apply__now() - ap->last_progress >= PROGRESS_EVERY) progress_send(ap);
     send_sync(ap, IF_SYNC);
     ap->group = G_NONE;
+    /* A source transaction that began while this group was being checked (the group was closed
+     * between transactions by its age or a burst end, and the Begin came before the feed
+     * stopped): it gets the next group, opened before any of its changes is queued. */
+    if (ap->in_tx && !ap->skip_tx) {
+        group_open(ap);
+        ap->group_first_ts = pgoutput_timestamp_to_unix_usec(ap->tx_commit_ts);
+        if (!ap->pending_commit_ts) ap->pending_commit_ts = ap->group_first_ts;
+    }
 }
 
 /* ---------------------------------------------------------------- flow control */

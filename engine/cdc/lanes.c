@@ -223,7 +223,8 @@ static int pick_lane(lanes *l, unsigned mask) {
 /* Close the open groups of the lanes in `mask` whose queues are empty: they commit sooner. */
 static void nudge(lanes *l, unsigned mask) {
     for (int i = 0; i < l->n; i++)
-        if ((mask & (1u << i)) && !l->lane[i].head) apply_burst_end(l->lane[i].ap);
+        if ((mask & (1u << i)) && !l->lane[i].head && apply_burst_end(l->lane[i].ap) == APPLY_BLOCKED)
+            l->lane[i].blocked = true;
 }
 
 /* Hand the complete transaction to a lane; false when it must wait. */
