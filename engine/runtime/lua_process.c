@@ -239,10 +239,8 @@ int luaopen_tide_process(lua_State *L) {
     };
     static const luaL_Reg meta[] = { { "__gc", l_proc_gc }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
-        { "process", l_process },
-        { "on_signal", l_on_signal },
-        { "getpid", l_getpid },
-        { "cpu_count", l_cpu_count },
+        { "process", l_process }, { "on_signal", l_on_signal },
+        { "getpid", l_getpid },   { "cpu_count", l_cpu_count },
         { NULL, NULL },
     };
     tide_class_define(L, PROC_META, methods, meta);
