@@ -131,3 +131,20 @@ T.test('starting points: a fixed count as it is; "auto" from the host and the se
   s = streams.sizing({ full = {} }, { cpus = 1, source = {}, target = {} })
   T.eq({ s.start, s.max }, { 4, 8 }, "nothing reported: 4, up to 8")
 end)
+
+T.test("no probe when the work left would be done before a probe could pay", function()
+  local ctl = streams.controller{ start = 2, min = 1, max = 4 }
+  T.eq(ctl:sample(0, 0, true, 100 * MB), nil)
+  -- 20 MB/s, 60 MB left: 3 s, under 4 windows of 1 s.
+  T.eq(ctl:sample(1, 20 * MB, true, 60 * MB), nil)
+  T.eq(ctl.n, 2)
+  -- A load with 200 MB left probes.
+  ctl = streams.controller{ start = 2, min = 1, max = 4 }
+  ctl:sample(0, 0, true, 220 * MB)
+  local d = ctl:sample(1, 20 * MB, true, 200 * MB)
+  T.eq(d and d.to, 3)
+  -- A failed probe is still undone, however little is left.
+  T.eq(ctl:sample(2, 40 * MB, true, 180 * MB), nil, "the window at 3 streams starts")
+  d = ctl:sample(3, 60 * MB, true, 1 * MB)
+  T.eq(d and d.to, 2)
+end)

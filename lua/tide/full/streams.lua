@@ -5,7 +5,7 @@
 --   streams.facts(source, target) → what the servers and this host report (facts_sql below)
 --   streams.sizing(task, facts)   → { auto, start, min, max, split, why }
 --   streams.controller({ start, min, max [, window, gain, hold] } [, overrides]) → ctl
---     ctl:sample(now, bytes, steady) → nil, or a decision { from, to, rate_from, rate_to, why }
+--     ctl:sample(now, bytes, steady [, left]) → nil, or a decision { from, to, rate_from, rate_to, why }
 --   streams.run(load, ctl, on_change)  the coroutine that feeds ctl from a running load
 --
 -- Why measure at all: how many streams pay depends on where the cores are. On two cores with
@@ -94,7 +94,8 @@ end
 --   (up to max); else → back to the count before, and hold;
 --   after `hold` windows held: measure again where it is, try one more, and if that does not
 --   pay, one fewer (kept when it is no slower: the cores it frees serve the index builds
---   that run beside the copies); then hold again.
+--   that run beside the copies); then hold again;
+--   no step to try while the work left would take fewer than `runway` (4) windows.
 -- A window only counts while the load is steady (every stream asked for copying; not paused,
 -- throttled or capped by a critical index build): otherwise it starts over, so a stream told
 -- to stop is measured only once its part is done.
@@ -111,7 +112,7 @@ function M.controller(o, overrides)
   assert(o.start and o.min and o.max and o.min <= o.start and o.start <= o.max, "streams.controller: min <= start <= max")
   return setmetatable({
     n = o.start, min = o.min, max = o.max,
-    window = o.window or 1.0, gain = o.gain or 0.05, hold = o.hold or 8,
+    window = o.window or 1.0, gain = o.gain or 0.05, hold = o.hold or 8, runway = o.runway or 4,
     phase = "first", rates = {}, best_n = nil, best_rate = nil, held = 0, tried_down = false,
     window_start = nil, window_bytes = nil,
   }, Controller)
@@ -133,6 +134,10 @@ end
 
 -- Try one stream more than the best count, or, when asked, one fewer.
 function Controller:probe(down)
+  -- A probe costs a window at a count that may be worse, and pays only over the windows
+  -- after it: not worth it when the work left would be done in fewer than `runway` windows
+  -- (a small load, or the end of a large one).
+  if self.left and self.best_rate > 0 and self.left / self.best_rate < self.runway * self.window then return nil end
   if not down and self.best_n < self.max then
     self.phase = "up"
     return self:move(self.best_n + 1, string.format("%s at %d; trying %d", mbps(self.best_rate), self.best_n,
@@ -196,9 +201,10 @@ function Controller:judge(rate)
   end
 end
 
--- One sample: the load's bytes copied so far at time `now` (seconds), and whether it was
--- steady since the last sample.
-function Controller:sample(now, bytes, steady)
+-- One sample: the load's bytes copied so far at time `now` (seconds), whether it was steady
+-- since the last sample, and (when known) about how many bytes are left to copy.
+function Controller:sample(now, bytes, steady, left)
+  self.left = left
   if not steady then
     self.window_start = nil
     return nil
@@ -228,7 +234,10 @@ function M.run(load, ctl, on_change)
     tide.sleep(every)
     local _, bytes = load:totals()
     local steady = not load.paused and next(load.pump_limits or {}) == nil and load.copying == ctl.n
-    local d = ctl:sample(tide.monotonic(), bytes, steady)
+    -- What is left, from the tables' sizes (a resumed load counts only this run's bytes:
+    -- then it seems less, and the controller probes less).
+    local left = math.max(0, (load.total_bytes or 0) - bytes)
+    local d = ctl:sample(tide.monotonic(), bytes, steady, left)
     if d and not load.failed and load.queue[load.next_index] then
       load.jobs = d.to
       load.stats.streams = d.to
