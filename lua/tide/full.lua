@@ -437,16 +437,50 @@ end
 local function check_existing(load, tgt)
   local policy = load.task.full.existing or "error"
   if policy ~= "error" then return end
-  local nonempty = {}
+  local nonempty, unchecked = {}, {}
   for _, tbl in ipairs(load.plan.tables) do
     local any_done = false
     for _, p in ipairs(load.table_parts[tbl.key]) do if p.done then any_done = true end end
-    if not any_done then
-      local r = tgt:query("SELECT EXISTS (SELECT FROM ONLY " .. parts_mod.target_relation(tgt, tbl)
-        .. parts_mod.target_rows(tgt, tbl) .. ") AS has_rows")
-      if r and r[1] and r[1].has_rows then nonempty[#nonempty + 1] = tbl.target.schema .. "." .. tbl.target.name end
+    if not any_done then unchecked[#unchecked + 1] = tbl end
+  end
+  -- A table whose storage is empty holds no row (the tables this task's schema phase just made):
+  -- sizes are read for all of them at once, without a lock. The others, and extension
+  -- configuration tables (whose rows outside the condition are not the load's), are looked
+  -- into, a hundred to a query; it returns the positions of the tables holding rows.
+  local names = {}
+  for i, tbl in ipairs(unchecked) do names[i] = parts_mod.target_relation(tgt, tbl) end
+  local stored = {}
+  if #names > 0 then
+    local rows, err = tgt:query([[
+SELECT u.i FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS u(rel, i)
+WHERE pg_catalog.pg_relation_size(u.rel::regclass) > 0]], names)
+    if not rows then
+      failure.raise("failed", "reading the sizes of the target tables failed: " .. tostring(err), { err = err })
+    end
+    for _, r in ipairs(rows) do stored[r.i] = true end
+  end
+  local candidates = {}
+  for i, tbl in ipairs(unchecked) do
+    if stored[i] or tbl.target_filter then candidates[#candidates + 1] = tbl end
+  end
+  unchecked = candidates
+  for first = 1, #unchecked, 100 do
+    local arms = {}
+    for i = first, math.min(#unchecked, first + 99) do
+      local tbl = unchecked[i]
+      arms[#arms + 1] = string.format("SELECT %d AS i WHERE EXISTS (SELECT FROM ONLY %s%s)", i,
+                                      parts_mod.target_relation(tgt, tbl), parts_mod.target_rows(tgt, tbl))
+    end
+    local rows, err = tgt:query(table.concat(arms, "\nUNION ALL "))
+    if not rows then
+      failure.raise("failed", "checking that the target tables are empty failed: " .. tostring(err), { err = err })
+    end
+    for _, r in ipairs(rows) do
+      local tbl = unchecked[r.i]
+      nonempty[#nonempty + 1] = tbl.target.schema .. "." .. tbl.target.name
     end
   end
+  table.sort(nonempty)
   if #nonempty > 0 then
     failure.raise("precheck", "these target tables already hold rows, and full.existing is \"error\": " ..
       table.concat(nonempty, ", ", 1, math.min(10, #nonempty)) .. (#nonempty > 10 and ", ..." or "") ..
