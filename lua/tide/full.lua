@@ -17,7 +17,7 @@
 --     opts.run        the tide.taskrun run: it sees the load (status, operator controls) once
 --                     it starts
 --     opts.streams    overrides for the full.jobs = "auto" controller ({ window = seconds,
---                     hold = windows }: tests; tide.full.streams)
+--                     hold = windows, runway = windows }: tests; tide.full.streams)
 --
 -- Resume: a part counts as done when its COPY committed on the target, in the same
 -- transaction that marks it done in the task's state; a post-data step likewise. A run of an

@@ -91,7 +91,7 @@ T.test("the controller moves one stream at a time, within its bounds, between pa
   require("tide.schema").apply_pre(task, plan, target)
   local progress = recorder()
   local full = require "tide.full"
-  -- Short windows, so that a load of a second or two sees several decisions.
+  -- Short windows (and no runway), so that a load of a second or two sees several decisions.
   local load
   local run = { attach_load = function(_, l) load = l end }
   local most, over = 0, nil
@@ -110,7 +110,7 @@ T.test("the controller moves one stream at a time, within its bounds, between pa
     end
   end)
   local stats = full.run(task, plan, source, target, { progress = progress, run = run,
-                                                       streams = { window = 0.1, hold = 3 } })
+                                                       streams = { window = 0.1, hold = 3, runway = 0 } })
   watching = false
   watcher:wait()
   T.eq(over, nil, "never more parts copying than the most streams allowed")
