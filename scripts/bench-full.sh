@@ -15,7 +15,9 @@
 #
 # Configurations, for each job count J of --jobs: pgtide with jobs = index_jobs = J, `pgcopydb
 # clone --table-jobs J --index-jobs J`, `pg_dump -Fd -j J` then `pg_restore -j J`; and once
-# pgtide at its defaults (no `full` settings in the playbook). Round r runs every configuration
+# pgtide at its defaults (no `full` settings in the playbook: full.jobs = "auto", whose
+# choices — the count it started at, every change, the count it ended at — are read from the
+# task's timeline after each run and printed with the summary). Round r runs every configuration
 # once, the order rotated by one from round to round, so a slow moment of the machine does not
 # fall on one tool's runs; each run starts from a new empty target database after a CHECKPOINT
 # on both servers and a `sync`, and its copy is checked (row count of every table, the numbers of
@@ -91,7 +93,7 @@ configs=()
 for j in $JOBS; do for t in $TOOLS; do configs+=("$t-j$j"); done; done
 label() {
   case "$1" in
-    pgtide) echo "pgtide (defaults)" ;;
+    pgtide) echo "pgtide (defaults: jobs = \"auto\")" ;;
     pgtide-j*) echo "pgtide, jobs = index_jobs = ${1#pgtide-j}" ;;
     pgcopydb-j*) echo "pgcopydb clone --table-jobs ${1#pgcopydb-j} --index-jobs ${1#pgcopydb-j}" ;;
     pg_dump-j*) echo "pg_dump -Fd -j ${1#pg_dump-j} + pg_restore -j ${1#pg_dump-j}" ;;
@@ -156,10 +158,17 @@ run_config() {  # run_config SHAPE CONFIG → "seconds rss_kb"; the copy checked
   diff "$work/$shape.fingerprint" "$work/target.fingerprint" >"$work/fingerprint.diff" || {
     echo "$config left an incomplete copy of $shape (< source, > target):" >&2
     head -20 "$work/fingerprint.diff" >&2; exit 1; }
+  if [ "$config" = pgtide ]; then
+    # What full.jobs = "auto" did: "2, 2->3, 3->2, ended 2" (tide.timeline's events).
+    psql -qXAt "$tgt" -c "SELECT string_agg(CASE kind WHEN 'load_start' THEN data->>'streams'
+        WHEN 'copy_streams' THEN (data->>'from') || '->' || (data->>'to') ELSE 'ended ' || (data->>'streams') END,
+        ', ' ORDER BY seq) FROM pgtide.timeline WHERE kind IN ('load_start', 'copy_streams', 'load_done')" \
+      >"$work/streams" 2>/dev/null || echo "?" >"$work/streams"
+  fi
   cat "$work/time"
 }
 
-declare -A size rows tables settings times rss vtimes
+declare -A size rows tables settings times rss vtimes chose
 for shape in $SHAPES; do
   prepare_shape "$shape"
   say "$shape: source $((size[$shape] / 1048576)) MB, ${rows[$shape]} rows in ${tables[$shape]} tables; ${#configs[@]} configurations x $RUNS rounds"
@@ -170,6 +179,10 @@ for shape in $SHAPES; do
       config=${configs[$(( (i + r - 1) % n ))]}
       read -r secs kb < <(run_config "$shape" "$config")
       say "   $shape round $r: $(label "$config"): ${secs}s, peak RSS $((kb / 1024)) MB"
+      if [ "$config" = pgtide ]; then
+        say "      copy streams: $(cat "$work/streams")"
+        chose[$shape]="${chose[$shape]:+${chose[$shape]}; }round $r: $(cat "$work/streams")"
+      fi
       times[$shape|$config]="${times[$shape|$config]} $secs"
       [ "$kb" -gt "${rss[$shape|$config]}" ] && rss[$shape|$config]=$kb
     done
@@ -221,6 +234,10 @@ for shape in $SHAPES; do
   if [ -n "${vtimes[$shape]:-}" ]; then
     read -r m lo hi spread < <(stats ${vtimes[$shape]})
     echo "| \`pgtide verify\` of pgtide's copy | $(echo ${vtimes[$shape]} | sed 's/ /, /g') | $m | $lo–$hi | $spread | $(ratio "$m" "${med[pgtide]:-}") × pgtide's copy | $(awk -v s="${size[$shape]}" -v t="$m" 'BEGIN { printf "%.1f", s / 1048576 / t }') | |"
+  fi
+  if [ -n "${chose[$shape]:-}" ]; then
+    echo
+    echo "pgtide's defaults, copy streams (start, changes, end): ${chose[$shape]}."
   fi
   unset med
 done

@@ -4,6 +4,7 @@
  *   tide.core.process{ "cmd", "arg", ..., stdout = "file", stderr = "file", env = {...} }
  *     → handle with :wait() → exit code, signal; :kill([signum]); :pid()
  *   tide.core.on_signal("INT" | "TERM" | "HUP", fn)   fn(name) runs as a new coroutine
+ *   tide.core.cpu_count() → the CPUs this process may run on (its affinity mask, cgroup quota)
  *
  * Tests use processes to run the engine the way an operator does and to SIGKILL it mid-work;
  * the CLI uses signals for a clean stop.
@@ -225,6 +226,12 @@ static int l_getpid(lua_State *L) {
     return 1;
 }
 
+/* What full.jobs = "auto" starts from when a server runs on this host (tide.full.streams). */
+static int l_cpu_count(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer) uv_available_parallelism());
+    return 1;
+}
+
 int luaopen_tide_process(lua_State *L) {
     static const luaL_Reg methods[] = {
         { "wait", l_proc_wait },     { "kill", l_proc_kill }, { "pid", l_proc_pid },
@@ -232,9 +239,8 @@ int luaopen_tide_process(lua_State *L) {
     };
     static const luaL_Reg meta[] = { { "__gc", l_proc_gc }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
-        { "process", l_process },
-        { "on_signal", l_on_signal },
-        { "getpid", l_getpid },
+        { "process", l_process }, { "on_signal", l_on_signal },
+        { "getpid", l_getpid },   { "cpu_count", l_cpu_count },
         { NULL, NULL },
     };
     tide_class_define(L, PROC_META, methods, meta);

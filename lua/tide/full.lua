@@ -1,7 +1,9 @@
 -- tide.full — the full data migration: every selected table copied under one snapshot by
--- full.jobs parallel COPY pumps (engine/pg/copy_pump.c), largest parts first, with each table's
+-- parallel COPY pumps (engine/pg/copy_pump.c), largest parts first, with each table's
 -- post-data steps (indexes, constraints, foreign keys, triggers, ...) starting as soon as the
--- data they need is in, on full.index_jobs connections of their own.
+-- data they need is in, on connections of their own. How many pumps: full.jobs, a number, or
+-- "auto" (the default: tide.full.streams measures and adjusts); how many post-data
+-- connections: full.index_jobs, or as many as copy streams.
 --
 --   full.run(task, plan, source, target, opts) → summary
 --     opts.snapshot   a snapshot name to import (exported by the replication slot's creation);
@@ -14,6 +16,8 @@
 --     opts.progress   a tide.progress reporter
 --     opts.run        the tide.taskrun run: it sees the load (status, operator controls) once
 --                     it starts
+--     opts.streams    overrides for the full.jobs = "auto" controller ({ window = seconds,
+--                     hold = windows, runway = windows }: tests; tide.full.streams)
 --
 -- Resume: a part counts as done when its COPY committed on the target, in the same
 -- transaction that marks it done in the task's state; a post-data step likewise. A run of an
@@ -26,6 +30,7 @@ local parts_mod = require "tide.full.parts"
 local routes = require "tide.full.routes"
 local failure = require "tide.failure"
 local connect = require "tide.connect"
+local streams = require "tide.full.streams"
 
 local M = {}
 
@@ -52,7 +57,7 @@ local function new_load(task, plan, state, parts, table_parts, opts)
     changed = tide.condition(), failed = nil,
     stats = { rows = 0, bytes = 0, parts_done = 0, parts_total = #parts, steps_done = 0, tables = {} },
     paused = false, steps_running = {}, tables_by_key = {}, analyzed = {},
-    copying = 0, jobs = math.max(1, task.full.jobs or 4), total_bytes = 0, untaken = {},
+    copying = 0, jobs = 4, total_bytes = 0, untaken = {},
   }, Load)
   for _, tbl in ipairs(plan.tables) do
     load.tables_by_key[tbl.key] = tbl
@@ -190,9 +195,16 @@ end
 -- again for each part), so a copy job never waits for a table's lock while it holds another
 -- one: a TRUNCATE of several tables on the source can wait for a copy, never deadlock with it.
 local function begin_source(load, src)
-  must(src, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "starting the source transaction")
-  must(src, "SET TRANSACTION SNAPSHOT " .. src:quote_literal(load.snapshot), "importing the snapshot " .. load.snapshot)
+  must(src, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT " ..
+            src:quote_literal(load.snapshot), "starting the source transaction under the snapshot " .. load.snapshot)
 end
+
+-- TRUNCATE makes new files for the table (and its TOAST table and index) and drops the old
+-- ones at commit: about 4 ms a table here, more than the COPY of a 500-row table (2.8 ms,
+-- docs/performance.md). What it buys, COPY FREEZE, saves a later vacuum pass that costs
+-- nothing on a table this small; so below this size a table that is known to be empty is
+-- loaded without it.
+local FREEZE_MIN_BYTES = 1024 * 1024
 
 local function copy_part(load, src, tgt, part)
   local task, state = load.task, load.state
@@ -212,9 +224,11 @@ local function copy_part(load, src, tgt, part)
   if whole and existing ~= "append" and tbl.target_filter then
     -- An extension's configuration table: only the rows of its condition are the load's.
     must(tgt, select(2, parts_mod.target_rows(tgt, tbl)), "emptying " .. tbl.key)
-  elseif whole and existing ~= "append" then
+  elseif whole and (existing == "truncate" or (existing ~= "append" and (tbl.bytes or 0) >= FREEZE_MIN_BYTES)) then
     -- TRUNCATE in the loading transaction lets COPY FREEZE write frozen rows (no later
     -- vacuum pass); it fails on a table referenced by a foreign key, then load without it.
+    -- A small table with existing = "error" is known to be empty (check_existing) and is
+    -- loaded without it (FREEZE_MIN_BYTES).
     local ok = tgt:exec("SAVEPOINT tide_truncate; TRUNCATE ONLY " .. parts_mod.target_relation(tgt, tbl))
     if ok then
       must(tgt, "RELEASE SAVEPOINT tide_truncate", "releasing a savepoint on the target")
@@ -400,7 +414,7 @@ local function analyze_tables(load)
   for _, t in ipairs(load.plan.tables) do
     if not load.analyzed[t.key] then tables[#tables + 1] = t end
   end
-  local jobs = load.task.full.index_jobs or load.task.full.jobs or 4
+  local jobs = math.type(load.task.full.index_jobs) == "integer" and load.task.full.index_jobs or load.jobs
   local next_i = 1
   local handles = {}
   for _ = 1, math.min(jobs, #tables) do
@@ -423,16 +437,50 @@ end
 local function check_existing(load, tgt)
   local policy = load.task.full.existing or "error"
   if policy ~= "error" then return end
-  local nonempty = {}
+  local nonempty, unchecked = {}, {}
   for _, tbl in ipairs(load.plan.tables) do
     local any_done = false
     for _, p in ipairs(load.table_parts[tbl.key]) do if p.done then any_done = true end end
-    if not any_done then
-      local r = tgt:query("SELECT EXISTS (SELECT FROM ONLY " .. parts_mod.target_relation(tgt, tbl)
-        .. parts_mod.target_rows(tgt, tbl) .. ") AS has_rows")
-      if r and r[1] and r[1].has_rows then nonempty[#nonempty + 1] = tbl.target.schema .. "." .. tbl.target.name end
+    if not any_done then unchecked[#unchecked + 1] = tbl end
+  end
+  -- A table whose storage is empty holds no row (the tables this task's schema phase just made):
+  -- sizes are read for all of them at once, without a lock. The others, and extension
+  -- configuration tables (whose rows outside the condition are not the load's), are looked
+  -- into, a hundred to a query; it returns the positions of the tables holding rows.
+  local names = {}
+  for i, tbl in ipairs(unchecked) do names[i] = parts_mod.target_relation(tgt, tbl) end
+  local stored = {}
+  if #names > 0 then
+    local rows, err = tgt:query([[
+SELECT u.i FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS u(rel, i)
+WHERE pg_catalog.pg_relation_size(u.rel::regclass) > 0]], names)
+    if not rows then
+      failure.raise("failed", "reading the sizes of the target tables failed: " .. tostring(err), { err = err })
+    end
+    for _, r in ipairs(rows) do stored[r.i] = true end
+  end
+  local candidates = {}
+  for i, tbl in ipairs(unchecked) do
+    if stored[i] or tbl.target_filter then candidates[#candidates + 1] = tbl end
+  end
+  unchecked = candidates
+  for first = 1, #unchecked, 100 do
+    local arms = {}
+    for i = first, math.min(#unchecked, first + 99) do
+      local tbl = unchecked[i]
+      arms[#arms + 1] = string.format("SELECT %d AS i WHERE EXISTS (SELECT FROM ONLY %s%s)", i,
+                                      parts_mod.target_relation(tgt, tbl), parts_mod.target_rows(tgt, tbl))
+    end
+    local rows, err = tgt:query(table.concat(arms, "\nUNION ALL "))
+    if not rows then
+      failure.raise("failed", "checking that the target tables are empty failed: " .. tostring(err), { err = err })
+    end
+    for _, r in ipairs(rows) do
+      local tbl = unchecked[r.i]
+      nonempty[#nonempty + 1] = tbl.target.schema .. "." .. tbl.target.name
     end
   end
+  table.sort(nonempty)
   if #nonempty > 0 then
     failure.raise("precheck", "these target tables already hold rows, and full.existing is \"error\": " ..
       table.concat(nonempty, ", ", 1, math.min(10, #nonempty)) .. (#nonempty > 10 and ", ..." or "") ..
@@ -472,7 +520,8 @@ function M.run(task, plan, source, target, opts)
   local state = opts.state or require("tide.state").open(task, target)
   local recorded = state:parts()
   local resumed = #recorded > 0
-  local parts, table_parts, new = parts_mod.build(task, plan, source, recorded)
+  local sizing = streams.sizing(task, math.type(task.full.jobs) ~= "integer" and streams.facts(source, target) or nil)
+  local parts, table_parts, new = parts_mod.build(task, plan, source, recorded, sizing.split)
   if #new > 0 then state:define_parts(new) end
   -- Largest first, weighted by the index work that waits for each table: a table whose
   -- indexes take long to build (a GIN index on jsonb, say) should start before a plain table
@@ -492,6 +541,11 @@ function M.run(task, plan, source, target, opts)
   end)
   local done_steps = state:steps_done()
   local load = new_load(task, plan, state, parts, table_parts, opts)
+  -- Never more streams than parts to copy.
+  sizing.max = math.max(1, math.min(sizing.max, #load.queue))
+  sizing.start = math.min(sizing.start, sizing.max)
+  sizing.min = math.min(sizing.min, sizing.start)
+  load.sizing, load.jobs, load.stats.streams = sizing, sizing.start, sizing.start
   load.done_steps = done_steps
   load.resumed = resumed
   check_existing(load, target)
@@ -543,22 +597,35 @@ function M.run(task, plan, source, target, opts)
   -- attach: pause, throttle, stop) take effect here.
   if opts.run then opts.run:attach_load(load) end
 
-  local jobs = math.max(1, math.min(task.full.jobs or 4, math.max(1, #load.queue)))
-  local copy_handles = {}
+  -- Copy jobs and post-data jobs are started as the count of streams grows (never stopped: a
+  -- job above the count waits in next_part, or in next_step, between two pieces of work).
+  -- Without full.index_jobs the post-data steps follow the copy streams' count (step_limit).
+  local copy_handles, step_handles = {}, {}
+  local index_jobs = math.type(task.full.index_jobs) == "integer" and task.full.index_jobs or nil
+  if not index_jobs and task.full.index_jobs ~= "auto" and not sizing.auto then index_jobs = math.max(1, math.min(4, sizing.start)) end
+  load.step_limit = not index_jobs and load.jobs or nil
+  local function grow(n)
+    while #copy_handles < n and not load.copies_finished do copy_handles[#copy_handles + 1] = tide.spawn(copy_job, load) end
+    if not index_jobs then load.step_limit = n end
+    while #load.steps > 0 and #step_handles < math.min(index_jobs or n, #load.steps) do
+      step_handles[#step_handles + 1] = tide.spawn(step_job, load)
+    end
+  end
   load.snapshot = snapshot   -- imported by each part (begin_source)
-  for _ = 1, jobs do copy_handles[#copy_handles + 1] = tide.spawn(copy_job, load) end
+  grow(load.jobs)
   if exporter then
     -- Sequence values are read as the snapshot is taken (sequences are not transactional).
     local ok, err = pcall(sync_sequences, load, exporter, target)
     if not ok then load:fail(err) end
   end
-
-  local index_jobs = task.full.index_jobs or math.max(1, math.min(4, task.full.jobs or 4))
-  local step_handles = {}
-  for _ = 1, math.min(index_jobs, math.max(1, #load.steps)) do
-    if #load.steps > 0 then step_handles[#step_handles + 1] = tide.spawn(step_job, load) end
-  end
+  local controller = sizing.auto and sizing.max > sizing.min and
+    tide.spawn(streams.run, load, streams.controller(sizing, opts.streams), grow)
+  -- (wait.all also waits for the copy jobs the controller adds meanwhile)
   for _, r in ipairs(require("tide.wait").all(copy_handles)) do if not r.ok then load:fail(r.err) end end
+  if controller then
+    local ok, err = pcall(controller.wait, controller)
+    if not ok then load:fail(err) end
+  end
   release_snapshot()
   load.copies_finished = true
   load.changed:notify()
@@ -657,6 +724,7 @@ function Load:status()
     state = state, rows = rows, bytes = bytes, rows_estimate = rows_estimate, bytes_estimate = bytes_estimate,
     parts_done = s.parts_done, parts_total = s.parts_total, steps_done = s.steps_done, steps_total = #(self.steps or {}),
     seconds = s.seconds, tables = tables,
+    streams = self.jobs, streams_auto = self.sizing and self.sizing.auto or false, streams_copying = self.copying,
   }
 end
 

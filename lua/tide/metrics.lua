@@ -105,6 +105,8 @@ local function full_series(w, run)
         num(st.rows_estimate))
   w:one("pgtide_full_parts_done", "gauge", "parts of tables copied", num(st.parts_done))
   w:one("pgtide_full_parts", "gauge", "parts of tables to copy in all", num(st.parts_total))
+  w:one("pgtide_full_copy_streams", "gauge", "COPY streams the full load runs now (full.jobs, or the count " ..
+        "\"auto\" chose)", num(st.streams))
   w:one("pgtide_post_data_steps_done", "gauge", "post-data steps (indexes, constraints, ...) done", num(st.steps_done))
   w:one("pgtide_post_data_steps", "gauge", "post-data steps in all", num(st.steps_total))
   local tables = type(st.tables) == "table" and st.tables or {}

@@ -86,6 +86,12 @@ local positive_int = function(v)
   return math.type(v) == "integer" and v > 0, "a positive integer"
 end
 
+-- full.jobs, full.index_jobs: "auto" (pgtide decides and adjusts: tide.full.streams) or a count.
+local jobs_value = function(v)
+  return v == "auto" or (math.type(v) == "integer" and v > 0),
+         '"auto" (pgtide measures and adjusts the count) or a positive integer (a fixed count)'
+end
+
 -- Sizes and durations are checked by the parsers that read them at run time (tide.units).
 local size_value = function(v)
   return units.parse_size(v) ~= nil, units.SIZE_EXPECTED
@@ -168,8 +174,8 @@ M.schema = {
     database_settings = { check = "boolean" },
   } },
   full     = { check = "table", keys = {
-    jobs              = { check = positive_int },
-    index_jobs        = { check = positive_int },
+    jobs              = { check = jobs_value },
+    index_jobs        = { check = jobs_value },
     protect_critical  = { check = "boolean" },
     index_workers     = { check = function(v) return math.type(v) == "integer" and v >= 0 and v <= 64,
                           "an integer from 0 to 64" end },

@@ -86,9 +86,15 @@ function Progress:start_load(load)
   self.load_started = tide.monotonic()
   local binary, text = 0, 0
   for _, t in ipairs(load.plan.tables) do if t.binary then binary = binary + 1 else text = text + 1 end end
-  self:line("full: %d tables in %d parts (%d binary COPY, %d text), %d post-data steps, %d jobs",
-            #load.plan.tables, #load.parts, binary, text, #load.steps, load.task.full.jobs or 4)
-  self:emit("load_start", { tables = #load.plan.tables, parts = #load.parts, steps = #load.steps })
+  local sizing = load.sizing or { start = load.jobs }
+  self:line("full: %d tables in %d parts (%d binary COPY, %d text), %d post-data steps, %s",
+            #load.plan.tables, #load.parts, binary, text, #load.steps,
+            sizing.auto and string.format("copy streams: auto, starting at %d of at most %d (%s)", sizing.start,
+                                          sizing.max, sizing.why)
+            or string.format("%d jobs", sizing.start))
+  self:emit("load_start", { tables = #load.plan.tables, parts = #load.parts, steps = #load.steps,
+                            streams = sizing.start, streams_auto = sizing.auto or false,
+                            streams_max = sizing.max })
   if self.mode == "bar" or self.mode == "plain" then
     self.ticker = tide.spawn(function()
       local every = self.mode == "bar" and 0.5 or 10
@@ -125,6 +131,12 @@ function Progress:clear()
     self.out:write(string.format("\27[%dA\27[J", self.drawn_lines))
     self.drawn_lines = 0
   end
+end
+
+-- full.jobs = "auto" changed the count of copy streams (tide.full.streams).
+function Progress:streams(d)
+  self:line("copy streams: %d -> %d (%s)", d.from, d.to, d.why)
+  self:emit("copy_streams", { from = d.from, to = d.to, rate_from = d.rate_from, rate_to = d.rate_to, why = d.why })
 end
 
 function Progress:tick()
@@ -173,8 +185,9 @@ function Progress:finish_load(load)
   self:clear()
   local s = load.stats
   self:emit("load_done", { rows = s.rows, bytes = s.bytes, seconds = s.seconds, parts = s.parts_done,
-                           steps = s.steps_done })
+                           steps = s.steps_done, streams = s.streams })
   if self.mode == "none" or self.mode == "json" then return end
+  if load.sizing and load.sizing.auto then self:line("copy streams: auto ended at %d", s.streams) end
   local keys = {}
   for key in pairs(s.tables) do keys[#keys + 1] = key end
   -- Many tables: the ones that took longest, the rest summed in one line.

@@ -152,9 +152,11 @@ function Run:resume()
   return "resumed " .. table.concat(acted, " and ")
 end
 
--- The task-wide limits spread evenly over the copy jobs (each COPY pump enforces its share).
+-- The task-wide limits spread evenly over the copy jobs (each COPY pump enforces its share);
+-- with full.jobs = "auto" over the streams running now (the count holds while throttled).
 function Run:per_job(limits)
-  local jobs = math.max(1, self.task.full and self.task.full.jobs or 4)
+  local fixed = self.task.full and math.type(self.task.full.jobs) == "integer" and self.task.full.jobs
+  local jobs = math.max(1, self.load and self.load.jobs or fixed or 4)
   local share = {}
   for k, v in pairs(limits) do share[k] = v / jobs end
   return share

@@ -46,12 +46,14 @@ for _, case in ipairs({
   { phase = "schema pre-data", marker = "schema: started" },
   { phase = "full load", marker = "full: started" },
   { phase = "post-data", marker = "copied" },
+  -- The default full.jobs = "auto": parts cut for its most streams, jobs started as it goes.
+  { phase = "full load with jobs = \"auto\"", marker = "full: started", jobs = '"auto"' },
 }) do
   T.test("SIGKILL during " .. case.phase .. " (random point), then run again: target = source", function(ctx)
     local s, t = setup(ctx)
-    local name = "fault_" .. case.phase:gsub("%W", "_")
-    local pb = H.playbook(ctx, name, [[migrate = { "schema", "full" }, progress = "plain",
-      full = { jobs = 2, split_larger_than = "2MB" },]])
+    local name = ("fault_" .. case.phase:gsub("%W", "_")):sub(1, 40)
+    local pb = H.playbook(ctx, name, string.format([[migrate = { "schema", "full" }, progress = "plain",
+      full = { jobs = %s, split_larger_than = "2MB" },]], case.jobs or "2"))
     local extra = kill_during(ctx, pb, case.marker, name)
     print(string.format("# killed %.3fs after %q", extra, case.marker))
     local code, out = H.run("run " .. pb)

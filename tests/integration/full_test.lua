@@ -217,3 +217,28 @@ T.test("large objects are copied with their OIDs and data, under the snapshot", 
   t:exec("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
   s:close(); t:close()
 end)
+
+T.test("a whole table of 1 MB or more is loaded frozen (TRUNCATE + COPY FREEZE); a small empty one without TRUNCATE", function(ctx)
+  reset(ctx)
+  local s = assert(tide.connect(ctx.source_url))
+  assert(s:exec([[
+CREATE TABLE big (id int PRIMARY KEY, pad text);
+INSERT INTO big SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 20000) g;
+CREATE TABLE small (id int PRIMARY KEY, pad text);
+INSERT INTO small SELECT g, md5(g::text) FROM generate_series(1, 100) g;
+ANALYZE]]))
+  T.ok(assert(s:query("SELECT pg_relation_size('big') AS b"))[1].b >= 1024 * 1024, "big is at least 1 MB")
+  local pb = H.playbook(ctx, "freeze", [[migrate = { "schema", "full" }, progress = "none",]])
+  local code, out = H.run("run " .. pb)
+  T.eq(code, 0, out)
+  local t = assert(tide.connect(ctx.target_url))
+  assert(t:exec("CREATE EXTENSION IF NOT EXISTS pg_visibility"))
+  local function all_frozen(rel)
+    return assert(t:query("SELECT bool_and(all_frozen) AS f FROM pg_visibility_map($1::regclass)", rel))[1].f
+  end
+  T.eq(all_frozen("big"), true, "COPY FREEZE after TRUNCATE")
+  T.eq(all_frozen("small"), false, "plain COPY: no TRUNCATE for a table this small")
+  for _, rel in ipairs({ "big", "small" }) do T.eq(P.fingerprint(t, rel), P.fingerprint(s, rel), rel) end
+  assert(t:exec("DROP EXTENSION pg_visibility"))
+  s:close(); t:close()
+end)

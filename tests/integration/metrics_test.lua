@@ -124,6 +124,9 @@ case("a run scraped while it loads and streams: figures move and match the run's
   T.eq(prom.value(second, "pgtide_full_parts"), st.full.parts_total)
   T.eq(prom.value(second, "pgtide_post_data_steps"), st.full.steps_total)
   T.eq(prom.value(second, "pgtide_full_tables"), 2)
+  T.eq(prom.value(second, "pgtide_full_copy_streams"), 2, "full.jobs = 2")
+  T.eq(st.full.streams, 2)
+  T.eq(st.full.streams_auto, false)
 
   -- Another path, another method, a request that is not HTTP.
   T.eq((get("http://127.0.0.1:" .. port .. "/other")), 404)

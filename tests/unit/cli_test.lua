@@ -79,7 +79,7 @@ return tide.task {
   write(f, (io.open(f):read("a"):gsub('migrate = "schema",', 'migrate = { "schema" },')))
   code, out = run("run " .. f)
   T.eq(code, 3)
-  T.match(out, "wrongtype%.lua:8: full.jobs must be a positive integer, got the string \"four\"")
+  T.match(out, "wrongtype%.lua:8: full.jobs must be \"auto\" %(pgtide measures and adjusts the count%) or a positive integer %(a fixed count%), got the string \"four\"")
 end)
 
 T.test("a missing key, a runtime error and a playbook that returns nothing", function(ctx)

@@ -20,7 +20,7 @@ local function fake_load(n)
   for i = 1, n do tables[i] = { table = "public.t" .. i, rows = i * 10, bytes = i * 100 } end
   return { stats = { rows = 0, bytes = 0 }, status = function()
     return { rows = n * 1000, bytes = n * 9000, rows_estimate = 5, parts_done = 2, parts_total = 3, steps_done = 1,
-             steps_total = 4, tables = tables }
+             steps_total = 4, tables = tables, streams = 3 }
   end }
 end
 
@@ -43,6 +43,7 @@ T.test("phase, full-load and stream figures, each series with the task label", f
   T.eq(value_of(s, "pgtide_table_bytes_total", { table = "public.t1" }), 100)
   T.eq(value_of(s, "pgtide_full_parts"), 3)
   T.eq(value_of(s, "pgtide_post_data_steps"), 4)
+  T.eq(value_of(s, "pgtide_full_copy_streams"), 3)
   T.eq(value_of(s, "pgtide_apply_changes_total"), 70)
   T.eq(value_of(s, "pgtide_apply_delay_seconds"), 0.25)
   T.eq(value_of(s, "pgtide_conflicts_total", { kind = "skipped" }), 2)

@@ -96,6 +96,8 @@ end)
 T.test("values of each kind in their other documented forms", function(ctx)
   accepted(ctx, BASE .. '  stop = function(st) return st.delay < 1 end,\n  on = { cutover = function() end },\n')
   accepted(ctx, BASE .. '  full = { split_larger_than = "auto" },\n')
+  accepted(ctx, BASE .. '  full = { jobs = "auto", index_jobs = "auto" },\n')
+  accepted(ctx, BASE .. '  full = { jobs = "auto", index_jobs = 3 },\n')
   accepted(ctx, BASE .. '  full = { split_larger_than = 0 },\n')
   accepted(ctx, BASE .. '  full = { split_larger_than = 536870912 },\n')
   accepted(ctx, BASE .. '  full = { split_larger_than = "500MB" },\n')
@@ -120,9 +122,12 @@ T.test("a wrong type or value names the key, what it must be and what it got", f
     { "  migrate = {},\n", "tide.task.migrate must be a list such as" },
     { '  migrate = { "schema", "fulll" },\n', 'tide.task.migrate must be a list of "schema", "full", "incremental" (not "fulll")' },
     { '  migrate = "full",\n', "tide.task.migrate must be a list such as" },
-    { "  full = { jobs = 0 },\n", "full.jobs must be a positive integer, got a number" },
-    { "  full = { jobs = 2.5 },\n", "full.jobs must be a positive integer, got a number" },
-    { '  full = { jobs = "4" },\n', 'full.jobs must be a positive integer, got the string "4"' },
+    { "  full = { jobs = 0 },\n", 'full.jobs must be "auto" (pgtide measures and adjusts the count) or a positive integer (a fixed count), got a number' },
+    { "  full = { jobs = 2.5 },\n", 'full.jobs must be "auto" (pgtide measures and adjusts the count) or a positive integer (a fixed count), got a number' },
+    { '  full = { jobs = "4" },\n', 'full.jobs must be "auto" (pgtide measures and adjusts the count) or a positive integer (a fixed count), got the string "4"' },
+    { '  full = { jobs = "Auto" },\n', 'full.jobs must be "auto" (pgtide measures and adjusts the count) or a positive integer (a fixed count), got the string "Auto"' },
+    { '  full = { jobs = true },\n', 'full.jobs must be "auto" (pgtide measures and adjusts the count) or a positive integer (a fixed count), got a boolean' },
+    { "  full = { index_jobs = -1 },\n", 'full.index_jobs must be "auto" (pgtide measures and adjusts the count) or a positive integer (a fixed count), got a number' },
     { "  full = { index_workers = 65 },\n", "full.index_workers must be an integer from 0 to 64" },
     { '  full = { split_larger_than = "big" },\n', 'full.split_larger_than must be a size such as "1GB"' },
     { '  full = { existing = "replace" },\n', 'full.existing must be one of "error", "truncate", "append"' },
@@ -200,7 +205,7 @@ T.test("every mistake of a playbook is reported in one pass, in the file's order
   T.eq(#lines, 6, tostring(err))
   local p = path:gsub("%p", "%%%0")
   T.match(lines[1], "^" .. p .. ":5: tide%.task%.progress must be one of \"auto\"")
-  T.match(lines[2], "^" .. p .. ":6: full%.jobs must be a positive integer, got a number")
+  T.match(lines[2], "^" .. p .. ":6: full%.jobs must be \"auto\" %(pgtide measures and adjusts the count%) or a positive integer %(a fixed count%), got a number")
   T.match(lines[3], "^" .. p .. ":7: unknown key 'selcet' in tide%.task.*did you mean 'select'")
   T.match(lines[4], "^" .. p .. ":9: unknown key 'relase' in incremental.*did you mean 'release'")
   T.match(lines[5], "^" .. p .. ":%d+: tide%.task needs 'target'")
@@ -222,7 +227,7 @@ end)
 T.test("a key in a comment or a string is not taken for the key's line", function(ctx)
   local body = BASE .. '  -- full = { jobs = 4 } was too many\n  select = { include = { "full = x" } },\n'
     .. "  full = { jobs = 0 },\n"
-  T.match(rejected(ctx, body, 8), "^full%.jobs must be a positive integer")
+  T.match(rejected(ctx, body, 8), "^full%.jobs must be \"auto\" %(pgtide measures and adjusts the count%) or a positive integer")
 end)
 
 T.test("a nested key is located in its own section", function(ctx)
@@ -277,7 +282,7 @@ T.test("pgtide plan exits with status 3 on a playbook error, before connecting",
   local path = write(ctx, BASE .. "  full = { jobs = 0 },\n")
   local code, out = T.sh((os.getenv("PGTIDE") or "build/pgtide") .. " plan " .. path)
   T.eq(code, 3)
-  T.match(out, ":6: full%.jobs must be a positive integer")
+  T.match(out, ":6: full%.jobs must be \"auto\" %(pgtide measures and adjusts the count%) or a positive integer")
   T.nomatch(out, "connect")
   os.remove(path)
 end)

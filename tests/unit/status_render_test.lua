@@ -53,3 +53,12 @@ T.test("table_lines leaves the list whole at the limit", function()
   T.eq(#shown, 20)
   T.eq(left, nil)
 end)
+
+T.test("the full load's line says how many copy streams run, and whether \"auto\" chose them", function()
+  local st = status_with(tables(2, function() return "copying" end))
+  T.nomatch(status.render(st), "copy streams", "an older status without the field")
+  st.full.streams, st.full.streams_auto = 3, true
+  T.match(status.render(st), "post%-data steps 0/0; copy streams 3 %(auto%)\n")
+  st.full.streams_auto = false
+  T.match(status.render(st), "post%-data steps 0/0; copy streams 3\n")
+end)

@@ -293,7 +293,7 @@ function M.render(info)
   end
   add("    -- case   = \"lower\",")
   add("  },")
-  add("  -- full = { jobs = 4, existing = \"error\" },   -- parallel COPY jobs; target tables holding rows")
+  add("  -- full = { jobs = \"auto\", existing = \"error\" },   -- parallel COPY streams (or a count); target tables holding rows")
   add("  -- schema = { existing = \"error\" },           -- objects already on the target")
   if info.incremental then
     add("")

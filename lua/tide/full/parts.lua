@@ -113,19 +113,26 @@ end
 -- builds that wait for it — is left running alone at the end while the other jobs are idle.
 local AUTO_MIN, AUTO_MAX = 64 * 1024 * 1024, 1024 * 1024 * 1024
 
-function M.split_bytes(task, plan)
+-- `jobs`: the most copy streams the load may run (tide.full.streams' sizing.split); without it,
+-- a fixed full.jobs, or 4.
+local function split_jobs(task, jobs)
+  return jobs or (math.type(task.full.jobs) == "integer" and task.full.jobs) or 4
+end
+
+function M.split_bytes(task, plan, jobs)
   local v = task.full.split_larger_than
   if v ~= nil and v ~= "auto" then return M.parse_size(v) end
   local total = 0
   for _, tbl in ipairs(plan.tables) do total = total + (tbl.bytes or 0) end
-  local jobs = task.full.jobs or 4
+  jobs = split_jobs(task, jobs)
   if jobs <= 1 then return 0 end
   return math.max(AUTO_MIN, math.min(AUTO_MAX, total // (2 * jobs)))
 end
 
-function M.build(task, plan, conn, recorded)
+function M.build(task, plan, conn, recorded, jobs)
   refresh_sizes(plan, conn)
-  local split_bytes = M.split_bytes(task, plan)
+  jobs = split_jobs(task, jobs)
+  local split_bytes = M.split_bytes(task, plan, jobs)
   local by_table = {}
   for _, row in ipairs(recorded or {}) do
     local list = by_table[row.table_key] or {}
@@ -148,7 +155,7 @@ function M.build(task, plan, conn, recorded)
         }
       end
     else
-      parts = cut(tbl, conn, split_bytes, tbl.key, task.full.jobs or 4)
+      parts = cut(tbl, conn, split_bytes, tbl.key, jobs)
       for _, p in ipairs(parts) do new[#new + 1] = p end
     end
     tbl.binary = not tbl.transform and binary_safe(tbl, task, plan)   -- on.row reads text rows

@@ -172,8 +172,18 @@ function M.table_loaded(load, key)
   end
 end
 
+-- Without full.index_jobs, no more steps at once than copy streams (load.step_limit, which
+-- tide.full.streams moves with the count of streams).
+local function over_limit(load)
+  local limit = load.step_limit
+  if not limit then return false end
+  local running = 0
+  for _ in pairs(load.steps_running) do running = running + 1 end
+  return running >= limit
+end
+
 function M.next_step(load)
-  if crowded(load) then return nil end
+  if crowded(load) or over_limit(load) then return nil end
   local sc = sched_of(load)
   local skipped, best = {}, nil
   while not sc.heap:empty() do

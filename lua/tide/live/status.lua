@@ -210,10 +210,11 @@ function M.render(st)
   if type(st.throttle) == "table" then add("  throttle: %s", json.encode(st.throttle)) end
   local f = st.full
   if type(f) == "table" then
-    add("  full load: %s — %s of ~%s rows, %s, %s, %s; parts %s/%s, post-data steps %s/%s",
+    add("  full load: %s — %s of ~%s rows, %s, %s, %s; parts %s/%s, post-data steps %s/%s%s",
         f.state, count(f.rows), (num(f.rows_estimate) or 0) > 0 and count(f.rows_estimate) or "?", human_bytes(num(f.bytes) or 0), rate(f.rows_per_second, "rows"),
         num(f.bytes_per_second) and (human_bytes(f.bytes_per_second) .. "/s") or "-",
-        count(f.parts_done), count(f.parts_total), count(f.steps_done), count(f.steps_total))
+        count(f.parts_done), count(f.parts_total), count(f.steps_done), count(f.steps_total),
+        num(f.streams) and string.format("; copy streams %s%s", count(f.streams), f.streams_auto and " (auto)" or "") or "")
     add("    %-40s %12s %12s %10s %6s  %s", "table", "rows", "of ~rows", "bytes", "parts", "state")
     local tables = type(f.tables) == "table" and f.tables or {}
     local shown, left = M.table_lines(tables, TABLE_LINES)

@@ -33,7 +33,9 @@ SELECT u.oid, pg_table_size(u.oid) AS bytes FROM unnest($1::oid[]) AS u(oid)
       if (tbl.rows_estimate or -1) >= 0 then rows = rows + tbl.rows_estimate else unanalyzed = unanalyzed + 1 end
       if bytes > largest then largest, largest_key = bytes, tbl.key end
     end
-    local jobs = math.max(1, math.min(ctx.task.full.jobs or 4, #tables))
+    -- full.jobs = "auto" measures the count as it goes: the estimate assumes 4 streams.
+    local fixed = math.type(ctx.task.full.jobs) == "integer" and ctx.task.full.jobs
+    local jobs = math.max(1, math.min(fixed or 4, #tables))
     local rate = ctx.settings.throughput
     local seconds = total / (rate * jobs)
     return { tables = #tables, bytes = total, rows = rows, largest = largest, largest_key = largest_key,
@@ -48,10 +50,11 @@ M.checks = {
     run = function(ctx)
       local e = M.estimate(ctx)
       local message = string.format(
-        "%d table(s), %s, about %d rows%s; largest %s (%s). Full load: about %s at %s/s per COPY job with %d job(s) (full.jobs), indexes and constraints after that",
+        "%d table(s), %s, about %d rows%s; largest %s (%s). Full load: about %s at %s/s per COPY job with %d job(s) (full.jobs%s), indexes and constraints after that",
         e.tables, human_bytes(e.bytes), e.rows,
         e.unanalyzed > 0 and string.format(" (%d table(s) never analyzed: sizes measured, rows unknown)", e.unanalyzed) or "",
-        e.largest_key or "-", human_bytes(e.largest), human_seconds(e.seconds), human_bytes(e.rate), e.jobs)
+        e.largest_key or "-", human_bytes(e.largest), human_seconds(e.seconds), human_bytes(e.rate), e.jobs,
+        math.type(ctx.task.full.jobs) == "integer" and "" or ' = "auto": pgtide adjusts it as it goes')
       return { { object = "source", message = message,
         fix = "measure the real rate with a trial run and set precheck.settings.throughput" } }
     end,
