@@ -500,7 +500,12 @@ apply_feed_result lanes_feed(lanes *l, uint64_t lsn, const uint8_t *payload, siz
         dispatch(l);
         break;
     case PGOUTPUT_RELATION:
-        if (relcache_put(l->cache, &m->relation, l->errbuf, sizeof l->errbuf) != 0) {
+    case PGOUTPUT_TYPE: {
+        /* Every lane keeps its own relation cache: these go to all of them, in stream order. */
+        int rc = m->type == PGOUTPUT_RELATION
+                     ? relcache_put(l->cache, &m->relation, l->errbuf, sizeof l->errbuf)
+                     : relcache_put_type(l->cache, &m->data_type, l->errbuf, sizeof l->errbuf);
+        if (rc != 0) {
             fail(l, "53200", l->errbuf);
             return APPLY_FAILED;
         }
@@ -512,19 +517,7 @@ apply_feed_result lanes_feed(lanes *l, uint64_t lsn, const uint8_t *payload, siz
         }
         tx_append(l, lsn, payload, len, true);
         break;
-    case PGOUTPUT_TYPE:
-        if (relcache_put_type(l->cache, &m->data_type, l->errbuf, sizeof l->errbuf) != 0) {
-            fail(l, "53200", l->errbuf);
-            return APPLY_FAILED;
-        }
-        if (!l->in_tx) {
-            lmsg *c = msg_new(lsn, payload, len, true);
-            broadcast(l, c, -1, false);
-            free(c);
-            break;
-        }
-        tx_append(l, lsn, payload, len, true);
-        break;
+    }
     case PGOUTPUT_INSERT:
     case PGOUTPUT_UPDATE:
     case PGOUTPUT_DELETE:

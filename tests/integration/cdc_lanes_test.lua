@@ -104,13 +104,7 @@ local function setup(ctx, task, plan)
   tgt:close()
 end
 
-local function slurp(path)
-  local f = io.open(path, "r")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = H.slurp
 
 local function count(conn, tbl)
   return assert(conn:query("SELECT count(*) AS n FROM " .. tbl))[1].n
