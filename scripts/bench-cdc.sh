@@ -7,8 +7,8 @@
 #   (SHAPES="s10c4 s60c2" RUNS=5 TX=100000 STEADY=60 to change what is measured; a shape sNcM
 #   is pgbench at scale N with M clients. BIG_ROWS=10000000 adds, per shape, a single ~1 GB
 #   source transaction and reports pgtide's peak memory while applying it; PERF=DIR records a
-#   perf profile of each catch-up; GROUP_CHANGES=N, BATCH_INSERTS=0 and MERGE_UPDATES=0 change
-#   pgtide's settings. A quick check: SHAPES="s1c4 s1c2" TX=2000 STEADY=3 RUNS=2)
+#   perf profile of each catch-up; GROUP_CHANGES=N, BATCH_INSERTS=0, MERGE_UPDATES=0 and
+#   APPLY_CONNECTIONS=N (parallel apply) change pgtide's settings. A quick check: SHAPES="s1c4 s1c2" TX=2000 STEADY=3 RUNS=2)
 #
 # Per shape, on new clusters:
 # 1. pgbench -i on the source; the same initial data restored into two target databases
@@ -38,6 +38,11 @@ SHAPES=${SHAPES:-"s10c4 s60c2"}
 RUNS=${RUNS:-5}
 TX=${TX:-100000}
 STEADY=${STEADY:-60}
+# BUILTIN=simple-update: pgbench's script without tellers and branches (an account update and a
+# history insert: no row every transaction touches), 2 changes a transaction instead of 4.
+BUILTIN=${BUILTIN:-tpcb-like}
+case "$BUILTIN" in tpcb-like) per_tx=4 ;; simple-update) per_tx=2 ;;
+  *) echo "BUILTIN: '$BUILTIN' is not tpcb-like or simple-update" >&2; exit 2 ;; esac
 for s in $SHAPES; do
   [[ "$s" =~ ^s[1-9][0-9]*c[1-9][0-9]*$ ]] || { echo "SHAPES: '$s' is not sNcM (pgbench scale N, M clients), e.g. s10c4" >&2; exit 2; }
 done
@@ -70,7 +75,8 @@ local stop
 local task = tide.task { name = "bench", source = src, target = tgt, migrate = { "incremental" },
   select = { include = { "public.pgbench_*", "public.bench_probe" } },
   incremental = { heartbeat_interval = 1, group_changes = tonumber(os.getenv("GROUP_CHANGES") or ""),
-                  batch_inserts = os.getenv("BATCH_INSERTS") ~= "0", merge_updates = os.getenv("MERGE_UPDATES") ~= "0" },
+                  batch_inserts = os.getenv("BATCH_INSERTS") ~= "0", merge_updates = os.getenv("MERGE_UPDATES") ~= "0",
+                  apply_connections = math.tointeger(tonumber(os.getenv("APPLY_CONNECTIONS") or "")) },
   stop = function(st) return stop(st) end }
 local s, t = assert(tide.connect(src)), assert(tide.connect(tgt))
 local plan = require("tide.plan").build(task, s, t)
@@ -172,7 +178,7 @@ catchup() {  # catchup pgtide|native RUN → seconds
     "$PGTIDE" script "$work/wait.lua" "$TGT_NATIVE" marker "$marker_id" enable
   else
     local secs
-    read -r secs _ < <("$PGTIDE" script "$work/driver.lua" catchup "$SRC" "$TGT_PGTIDE" $((backlog_tx * 4 + 1)))
+    read -r secs _ < <("$PGTIDE" script "$work/driver.lua" catchup "$SRC" "$TGT_PGTIDE" $((backlog_tx * per_tx + 1)))
     [ -n "$(psql -qXAt "$TGT_PGTIDE" -c "SELECT 1 FROM bench_probe WHERE id = $marker_id")" ] \
       || { echo "pgtide stopped after the backlog's changes, but the marker is not on its target" >&2; exit 1; }
     echo "$secs"
@@ -199,7 +205,7 @@ steady_window() {  # steady_window TARGET_URL SLOT → "median p99 max samples b
   slot_sampler "$2" "$work/behind.$2"
   pgbench -n -c 1 -R 10 -T "$STEADY" -f "$work/probe.sql" "$SRC" >"$work/probe.log" 2>&1 &
   local probe=$!
-  pgbench -n -c "$clients" -j "$threads" -T "$STEADY" "$SRC" >"$work/steady.log" 2>&1
+  pgbench -n -b "$BUILTIN" -c "$clients" -j "$threads" -T "$STEADY" "$SRC" >"$work/steady.log" 2>&1
   wait "$probe"
   kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
   "$PGTIDE" script "$work/wait.lua" "$1" "$(history_rows "$SRC")" >/dev/null
@@ -286,7 +292,7 @@ SQL
     local before_rows before_lsn
     before_rows=$(history_rows "$SRC"); before_lsn=$(psql -qXAt "$SRC" -c "SELECT pg_current_wal_lsn()")
     say "$shape run $r: backlog of $TX transactions by $clients clients"
-    pgbench -n -c "$clients" -j "$threads" -t $(( TX > clients ? TX / clients : 1 )) "$SRC" >"$work/backlog.log" 2>&1
+    pgbench -n -b "$BUILTIN" -c "$clients" -j "$threads" -t $(( TX > clients ? TX / clients : 1 )) "$SRC" >"$work/backlog.log" 2>&1
     backlog_tx=$(( $(history_rows "$SRC") - before_rows ))
     marker_id=$(marker)
     wal=$(psql -qXAt "$SRC" -c "SELECT round(pg_wal_lsn_diff(pg_current_wal_lsn(), '$before_lsn') / 1048576.0, 1)")

@@ -174,6 +174,7 @@ void apply__group_commit(apply_state *ap) {
     apply_format_lsn(lsn, sizeof lsn, ap->group_end_lsn);
     snprintf(ts, sizeof ts, "%lld", (long long) pgoutput_timestamp_to_unix_usec(ap->group_commit_ts));
     const char *params[2] = { lsn, ts };
+    if (ap->cb.before_commit) ap->cb.before_commit(ap->cb.arg, ap, ap->group_end_lsn, ap->group_txs);
     apply__q_push(ap, IF_SETUP);
     sent(ap, PQsendQueryPrepared(ap->c->pg, "pgtide_origin_setup", 2, params, NULL, NULL, 0),
          "recording the origin position");
@@ -189,6 +190,14 @@ void apply__group_commit(apply_state *ap) {
     if (ap->stop_requested || apply__now() - ap->last_progress >= PROGRESS_EVERY) progress_send(ap);
     send_sync(ap, IF_SYNC);
     ap->group = G_NONE;
+    /* A source transaction that began while this group was being checked (the group was closed
+     * between transactions by its age or a burst end, and the Begin came before the feed
+     * stopped): it gets the next group, opened before any of its changes is queued. */
+    if (ap->in_tx && !ap->skip_tx) {
+        group_open(ap);
+        ap->group_first_ts = pgoutput_timestamp_to_unix_usec(ap->tx_commit_ts);
+        if (!ap->pending_commit_ts) ap->pending_commit_ts = ap->group_first_ts;
+    }
 }
 
 /* ---------------------------------------------------------------- flow control */
@@ -479,7 +488,7 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
              * publish_via_partition_root the leaves are described too, though their changes
              * come under the root: a relation outside the map only fails when a change needs it. */
             const relcache_relation *rel = relcache_get(ap->cache, m->relation.relid);
-            if (rel && apply__find_target(ap, rel->schema, rel->name))
+            if (rel && !ap->opt.lazy_relations && apply__find_target(ap, rel->schema, rel->name))
                 apply__rel_get(ap, m->relation.relid, &rel);
         }
         break;
@@ -721,6 +730,14 @@ void apply_get_positions(const apply_state *ap, apply_positions *out) {
     out->pending_commit_ts = ap->pending_commit_ts;
     out->in_transaction = ap->in_tx;
     out->idle = !ap->in_tx && ap->group == G_NONE && ap->commits_in_flight == 0 && !ap->held;
+}
+
+void apply_queue_setup(apply_state *ap, const char *sql, int nparams, const char *const *params) {
+    apply__send_params(ap, IF_SETUP, sql, nparams, params);
+}
+
+apply_target *apply_target_of_source(apply_state *ap, const char *schema, const char *name) {
+    return apply__find_target(ap, schema, name);
 }
 
 uint64_t apply_flush_position(const apply_state *ap) {

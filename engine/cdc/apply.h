@@ -90,6 +90,13 @@ typedef struct apply_target {
                                           until the stream's TRUNCATE of the table (which resets it
                                           and sets this back to 0); 0 = none */
 
+    /* Parallel apply (lanes.c): 0 = transactions touching different keys of this table run on
+     * different connections; 1 = every change takes the key of lane_group (the tables joined
+     * by foreign keys, or with unique indexes besides the key); 2 = its transactions are serial
+     * points. */
+    uint8_t lane_mode;
+    uint32_t lane_group;
+
     /* on.route: this table's relation written into each table its on.row function may route
      * rows to (apply_route.c); owned */
     struct apply_target **routes;
@@ -198,6 +205,12 @@ typedef struct apply_callbacks {
     void *arg;
     void (*on_unblock)(void *arg); /* feeding may resume */
     void (*on_event)(void *arg);   /* something changed for Lua: failure, event, stop done */
+    /* Parallel apply (lanes.c); both may be NULL. on_commit: the applied or durable position
+     * moved (called from result processing: never feed apply from it). before_commit: a group
+     * ending at end_lsn is about to commit; it may queue statements (apply_queue_setup) that
+     * commit with it. */
+    void (*on_commit)(void *arg);
+    void (*before_commit)(void *arg, apply_state *ap, uint64_t end_lsn, uint32_t txs);
 } apply_callbacks;
 
 #define APPLY_MAX_SKIP_ORIGINS 4
@@ -216,9 +229,12 @@ typedef struct apply_options {
      * own apply of a paired task: a reverse task's forward one) are not applied: no loop. */
     char skip_origins[APPLY_MAX_SKIP_ORIGINS][64];
     int nskip_origins;
-    char *ddl_prefix; /* the prefix of the task's DDL messages (transactional logical
-                         decoding messages its event trigger emits); NULL: none are
-                         followed. Owned by apply (freed with it). */
+    bool lazy_relations; /* resolve a Relation message at the first change that needs it, not at
+                            once (parallel apply's lanes 1..: their map changes with a DDL message
+                            lane 0 applies, and a Relation message may reach them before that) */
+    char *ddl_prefix;    /* the prefix of the task's DDL messages (transactional logical
+                            decoding messages its event trigger emits); NULL: none are
+                            followed. Owned by apply (freed with it). */
 } apply_options;
 
 typedef struct apply_conflict {
@@ -339,6 +355,11 @@ void apply_follow_done(apply_state *ap);
  * made can only be used once committed on the target: ALTER TYPE ... ADD VALUE). */
 void apply_ddl_commit_after(apply_state *ap);
 
+/* A statement queued in the open group before its COMMIT (from before_commit); its failure
+ * stops the stream ("recording the replication origin position"). */
+void apply_queue_setup(apply_state *ap, const char *sql, int nparams, const char *const *params);
+/* The map entry of source table schema.name, or NULL. */
+apply_target *apply_target_of_source(apply_state *ap, const char *schema, const char *name);
 /* The map entry whose target is `display` ("schema.name"), for routing; NULL if none. */
 apply_target *apply_find_target(apply_state *ap, const char *display);
 /* The conflict waiting for the hook; then the decision (true = skip, false = stop). */

@@ -320,14 +320,17 @@ static void handle_result(apply_state *ap, inflight *e, PGresult *r) {
         /* At most one group commits at a time (the next one's check comes after this result),
          * so the oldest transaction still waiting is the first one of the open group. */
         ap->pending_commit_ts = ap->group != G_NONE ? ap->group_first_ts : 0;
+        if (ap->cb.on_commit) ap->cb.on_commit(ap->cb.arg);
         break;
     }
     case IF_PROGRESS:
         ap->progress_in_flight--;
         if (st == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
             uint64_t lsn;
-            if (apply_parse_lsn(PQgetvalue(r, 0, 0), &lsn) == 0 && lsn > ap->durable_lsn)
+            if (apply_parse_lsn(PQgetvalue(r, 0, 0), &lsn) == 0 && lsn > ap->durable_lsn) {
                 ap->durable_lsn = lsn;
+                if (ap->cb.on_commit) ap->cb.on_commit(ap->cb.arg);
+            }
         }
         break;
     default: break;

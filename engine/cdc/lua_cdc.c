@@ -30,6 +30,7 @@
  * stopped, failed or closed.
  */
 #include "cdc/apply.h"
+#include "cdc/lanes.h"
 #include "cdc/lua_cdc_tables.h"
 #include "cdc/repl_stream.h"
 #include "cdc/spool.h"
@@ -52,7 +53,8 @@ typedef enum cdc_state {
 typedef struct cdc_stream {
     tide_runtime *rt;
     repl_stream *rs;
-    apply_state *ap;
+    apply_state *ap; /* the only one, or parallel apply's lane 0 (Lua's events come from it) */
+    lanes *lanes;    /* parallel apply, or NULL */
     cdc_state state;
     tide_co *waiter;
     uv_timer_t *wait_timer;
@@ -83,19 +85,31 @@ static void wake(cdc_stream *s) {
 
 static void release_connections(cdc_stream *s) {
     if (s->rs) repl_stream_release(s->rs);
-    if (s->ap) apply_release(s->ap);
+    if (s->lanes)
+        lanes_release(s->lanes);
+    else if (s->ap)
+        apply_release(s->ap);
+}
+
+static const apply_error *stream_apply_error(const cdc_stream *s) {
+    return s->lanes ? lanes_error(s->lanes) : apply_state_error(s->ap);
+}
+
+static apply_feed_result feed(cdc_stream *s, uint64_t lsn, const uint8_t *p, size_t n) {
+    return s->lanes ? lanes_feed(s->lanes, lsn, p, n) : apply_feed(s->ap, lsn, p, n);
 }
 
 /* Move the stream on after anything happened; runs from the kick handle, never nested. */
 static void advance(cdc_stream *s) {
     if (s->state == CDC_STOPPED || s->state == CDC_FAILED || s->state == CDC_CLOSED) return;
-    if (s->spool_failed || apply_state_error(s->ap) || s->rs->state == REPL_FAILED) {
+    if (s->spool_failed || stream_apply_error(s) || s->rs->state == REPL_FAILED) {
         s->state = CDC_FAILED;
         repl_stream_pause(s->rs);
         release_connections(s);
         return;
     }
-    if (s->state == CDC_STOPPING && apply_stopped(s->ap) && s->rs->state == REPL_STREAMING) {
+    if (s->state == CDC_STOPPING && (s->lanes ? lanes_stopped(s->lanes) : apply_stopped(s->ap)) &&
+        s->rs->state == REPL_STREAMING) {
         repl_stream_send_status(s->rs, true);
         s->state = CDC_ENDING;
         repl_stream_end(s->rs);
@@ -137,7 +151,7 @@ static int replay(cdc_stream *s) {
             spool_failure(s);
             return -1;
         }
-        apply_feed_result fr = apply_feed(s->ap, lsn, p, n);
+        apply_feed_result fr = feed(s, lsn, p, n);
         if (fr == APPLY_FAILED) return -1;
         if (fr == APPLY_BLOCKED) {
             s->replay_waiting = true;
@@ -161,7 +175,7 @@ static int on_data(void *arg, uint64_t start, uint64_t end, const uint8_t *paylo
         const uint8_t *out;
         size_t outlen;
         switch (spool_feed(s->spool, start, payload, len, &out, &outlen)) {
-        case SPOOL_PASS: return (int) apply_feed(s->ap, start, out, outlen);
+        case SPOOL_PASS: return (int) feed(s, start, out, outlen);
         case SPOOL_TAKEN: return 0;
         case SPOOL_REPLAY: return replay(s);
         case SPOOL_FAILED: break;
@@ -169,19 +183,26 @@ static int on_data(void *arg, uint64_t start, uint64_t end, const uint8_t *paylo
         spool_failure(s);
         return -1;
     }
-    return (int) apply_feed(s->ap, start, payload, len);
+    return (int) feed(s, start, payload, len);
 }
 
-static int on_burst_end(void *arg) { return (int) apply_burst_end(((cdc_stream *) arg)->ap); }
+static int on_burst_end(void *arg) {
+    cdc_stream *s = arg;
+    return (int) (s->lanes ? lanes_burst_end(s->lanes) : apply_burst_end(s->ap));
+}
 
 static uint64_t flush_position(void *arg, uint64_t keepalive) {
     (void) keepalive;
-    return apply_flush_position(((cdc_stream *) arg)->ap);
+    cdc_stream *s = arg;
+    return s->lanes ? lanes_flush_position(s->lanes) : apply_flush_position(s->ap);
 }
 
 static void on_tick(void *arg) {
     cdc_stream *s = arg;
-    apply_tick(s->ap, s->rs->keepalive_lsn);
+    if (s->lanes)
+        lanes_tick(s->lanes, s->rs->keepalive_lsn);
+    else
+        apply_tick(s->ap, s->rs->keepalive_lsn);
 }
 
 static void on_unblock(void *arg) {
@@ -205,7 +226,7 @@ static void push_error(lua_State *L, cdc_stream *s) {
         tide_error_set(L, -1, "side", "engine");
         return;
     }
-    const apply_error *e = apply_state_error(s->ap);
+    const apply_error *e = stream_apply_error(s);
     if (e) {
         tide_push_error(L, e->sqlstate, e->message);
         tide_error_set(L, -1, "detail", e->detail);
@@ -235,81 +256,6 @@ static void push_error(lua_State *L, cdc_stream *s) {
     tide_error_set(L, -1, "hint", rs->hint);
     tide_error_set(L, -1, "side", "source");
     tide_error_set(L, -1, "context", "streaming changes from the source");
-}
-
-static void push_value(lua_State *L, const pgoutput_value *v) {
-    if (v->kind == PGOUTPUT_VALUE_NULL)
-        tide_push_null(L);
-    else
-        lua_pushlstring(L, (const char *) v->data, v->len);
-}
-
-static void push_tuple(lua_State *L, const relcache_relation *rel, const pgoutput_tuple *t,
-                       bool note_unchanged) {
-    lua_createtable(L, 0, rel->ncols);
-    int unchanged = 0;
-    for (int i = 0; i < rel->ncols && i < t->ncols; i++) {
-        if (t->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) {
-            unchanged++;
-            continue;
-        }
-        push_value(L, &t->values[i]);
-        lua_setfield(L, -2, rel->columns[i].name);
-    }
-    if (note_unchanged && unchanged) {
-        lua_createtable(L, 0, unchanged);
-        for (int i = 0; i < rel->ncols && i < t->ncols; i++) {
-            if (t->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST) continue;
-            lua_pushboolean(L, 1);
-            lua_setfield(L, -2, rel->columns[i].name);
-        }
-        lua_setfield(L, -3, "unchanged"); /* on the change table below the tuple */
-    }
-}
-
-static int push_change(lua_State *L, cdc_stream *s) {
-    pgoutput_message *m;
-    const relcache_relation *rel;
-    apply_rel *r;
-    uint64_t lsn, commit_lsn;
-    int64_t ts;
-    if (apply_held_decode(s->ap, &m, &rel, &r, &lsn, &commit_lsn, &ts) < 0) return 0;
-    lua_createtable(L, 0, 12);
-    lua_pushliteral(L, "change");
-    lua_setfield(L, -2, "kind");
-    lua_pushstring(L, m->type == PGOUTPUT_INSERT   ? "insert"
-                      : m->type == PGOUTPUT_UPDATE ? "update"
-                                                   : "delete");
-    lua_setfield(L, -2, "op");
-    lua_pushstring(L, rel->schema);
-    lua_setfield(L, -2, "schema");
-    lua_pushstring(L, rel->name);
-    lua_setfield(L, -2, "table");
-    lua_pushfstring(L, "%s.%s", rel->schema, rel->name);
-    lua_setfield(L, -2, "source");
-    lua_pushstring(L, r->target->display);
-    lua_setfield(L, -2, "target");
-    push_lsn(L, lsn, "lsn");
-    push_lsn(L, commit_lsn, "commit_lsn");
-    lua_pushnumber(L, (double) ts / 1e6);
-    lua_setfield(L, -2, "commit_time");
-    const pgoutput_tuple *old = NULL, *row = NULL;
-    if (m->type == PGOUTPUT_INSERT)
-        row = &m->insert.new_tuple;
-    else if (m->type == PGOUTPUT_UPDATE) {
-        row = &m->update.new_tuple;
-        old = &m->update.old_tuple;
-    } else
-        old = &m->delete.old_tuple;
-    if (row) {
-        push_tuple(L, rel, row, true);
-        lua_setfield(L, -2, "new");
-    }
-    if (old && old->ncols) {
-        push_tuple(L, rel, old, false);
-        lua_setfield(L, -2, "old");
-    }
-    return 1;
 }
 
 static void push_conflict(lua_State *L, const apply_conflict *c) {
@@ -346,7 +292,7 @@ static int push_event(lua_State *L, cdc_stream *s) {
         return 1;
     }
     switch (apply_pending_event(s->ap)) {
-    case APPLY_EVENT_CHANGE: return push_change(L, s);
+    case APPLY_EVENT_CHANGE: return cdc_push_change(L, s->ap);
     case APPLY_EVENT_DDL: return cdc_push_ddl(L, s->ap);
     case APPLY_EVENT_FOLLOW: return cdc_push_follow(L, s->ap);
     case APPLY_EVENT_CONFLICT:
@@ -447,7 +393,12 @@ static int l_reply(lua_State *L) {
         apply_conflict_decide(s->ap, skip);
         return 0;
     }
-    case APPLY_EVENT_DDL: return cdc_reply_ddl(L, s->ap);
+    case APPLY_EVENT_DDL: {
+        apply_state *others[LANES_MAX];
+        int n = s->lanes ? lanes_count(s->lanes) - 1 : 0;
+        for (int i = 0; i < n; i++) others[i] = lanes_lane(s->lanes, i + 1);
+        return cdc_reply_ddl(L, s->ap, others, n);
+    }
     case APPLY_EVENT_FOLLOW: return cdc_reply_follow(L, s->ap);
     default: return luaL_error(L, "no change or conflict waits for a reply");
     }
@@ -458,9 +409,16 @@ static int l_reply(lua_State *L) {
 #define SET_INT(name, v) (lua_pushinteger(L, (lua_Integer) (v)), lua_setfield(L, -2, name))
 
 static void push_stats(lua_State *L, cdc_stream *s) {
+    apply_counters lc;
     const apply_counters *n = apply_get_counters(s->ap);
     apply_positions p;
-    apply_get_positions(s->ap, &p);
+    if (s->lanes) {
+        lanes_counters(s->lanes, &lc);
+        n = &lc;
+        lanes_positions(s->lanes, &p);
+    } else {
+        apply_get_positions(s->ap, &p);
+    }
     repl_stream *rs = s->rs;
     static const char *const states[] = { "running", "stopping", "ending", "stopped", "failed", "closed" };
     lua_createtable(L, 0, 40);
@@ -527,6 +485,24 @@ static void push_stats(lua_State *L, cdc_stream *s) {
         SET_INT("spool_peak_bytes", sc.peak_bytes);
         SET_INT("streams_open", sc.open);
     }
+    if (s->lanes) {
+        uint64_t serial, waits, dispatched;
+        lanes_figures(s->lanes, &serial, &waits, &dispatched);
+        lua_createtable(L, 0, 5);
+        int nl = lanes_count(s->lanes);
+        lua_createtable(L, nl, 0);
+        for (int i = 0; i < nl; i++) {
+            lua_pushinteger(L,
+                            (lua_Integer) apply_get_counters(lanes_lane(s->lanes, i))->applied_transactions);
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_setfield(L, -2, "transactions");
+        SET_INT("connections", nl);
+        SET_INT("serial_points", serial);
+        SET_INT("waits", waits);
+        SET_INT("dispatched", dispatched);
+        lua_setfield(L, -2, "lanes");
+    }
     lua_createtable(L, 0, 6);
     SET_INT("insert_exists", n->insert_exists);
     SET_INT("update_missing", n->update_missing);
@@ -558,12 +534,18 @@ static int l_conflicts(lua_State *L) {
     return 2;
 }
 
+static void set_paused(cdc_stream *s, bool paused) {
+    if (s->lanes)
+        lanes_set_paused(s->lanes, paused);
+    else
+        apply_set_paused(s->ap, paused);
+}
 static int l_pause(lua_State *L) {
-    apply_set_paused(check_stream(L)->ap, true);
+    set_paused(check_stream(L), true);
     return 0;
 }
 static int l_resume(lua_State *L) {
-    apply_set_paused(check_stream(L)->ap, false);
+    set_paused(check_stream(L), false);
     return 0;
 }
 
@@ -596,8 +578,12 @@ static int l_stop(lua_State *L) {
     lua_settop(L, 1);
     if (s->state == CDC_RUNNING) {
         s->state = CDC_STOPPING;
-        apply_request_stop(s->ap);
-        apply_set_paused(s->ap, false); /* a paused stream must still finish its transaction */
+        if (s->lanes) {
+            lanes_request_stop(s->lanes); /* unpauses too */
+        } else {
+            apply_request_stop(s->ap);
+            apply_set_paused(s->ap, false); /* a paused stream must still finish its transaction */
+        }
         kick(s);
     }
     return stop_k(L, 0, 0);
@@ -616,7 +602,11 @@ static void stream_close(cdc_stream *s) {
     s->state = CDC_CLOSED;
     release_connections(s);
     repl_stream_free(s->rs);
-    apply_free(s->ap);
+    if (s->lanes)
+        lanes_free(s->lanes);
+    else
+        apply_free(s->ap);
+    s->lanes = NULL;
     spool_free(s->spool);
     s->rs = NULL;
     s->ap = NULL;
@@ -663,75 +653,31 @@ static int l_cdc_stream(lua_State *L) {
         apply_parse_lsn(lua_tostring(L, -1), &opt.start_lsn) < 0)
         return luaL_error(L, "cdc_stream: start_lsn must look like 0/1A2B3C");
     lua_pop(L, 1);
-    static const char *const policies[] = { "error", "skip", "overwrite", NULL };
-    lua_getfield(L, 3, "conflict");
-    opt.conflict = (apply_conflict_policy) luaL_checkoption(L, -1, "error", policies);
-    lua_pop(L, 1);
-    opt.conflict_hook = cdc_field_bool(L, 3, "conflict_hook");
-    lua_getfield(L, 3, "group_changes");
-    opt.group_changes = (int) luaL_optinteger(L, -1, 10000);
-    lua_pop(L, 1);
-    lua_getfield(L, 3, "group_ms");
-    opt.group_seconds = luaL_optnumber(L, -1, 100) / 1000.0;
-    lua_pop(L, 1);
-    lua_getfield(L, 3, "group_live_ms");
-    opt.group_live_seconds = luaL_optnumber(L, -1, 20) / 1000.0;
-    lua_pop(L, 1);
+    cdc_options_from_lua(L, 3, &opt);
+    opt.server_version = PQserverVersion(dst->pg);
     lua_getfield(L, 3, "spool_dir");
     const char *spool_dir = luaL_optstring(L, -1, NULL); /* stays alive in opts */
     lua_pop(L, 1);
-    opt.server_version = PQserverVersion(dst->pg);
-    if (lua_getfield(L, 3, "skip_origins") == LUA_TTABLE) {
-        lua_Integer n = luaL_len(L, -1);
-        if (n > APPLY_MAX_SKIP_ORIGINS) return luaL_error(L, "cdc_stream: too many skip_origins");
-        for (int i = 0; i < (int) n; i++) {
-            lua_geti(L, -1, i + 1);
-            size_t l;
-            const char *name = luaL_checklstring(L, -1, &l);
-            if (l >= sizeof opt.skip_origins[0])
-                return luaL_error(L, "cdc_stream: skip_origins[%d] is too long", i + 1);
-            memcpy(opt.skip_origins[i], name, l + 1);
-            opt.nskip_origins++;
-            lua_pop(L, 1);
-        }
+    int nlanes = 0; /* 0: no parallel apply; a task that used it keeps its lanes, even just one */
+    if (lua_getfield(L, 3, "lanes") == LUA_TTABLE) {
+        lua_getfield(L, -1, "conns");
+        nlanes = 1 + (int) luaL_len(L, -1);
+        if (nlanes > LANES_MAX) return luaL_error(L, "cdc_stream: at most %d lanes", LANES_MAX);
+        lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    cdc_targets_from_lua(L, 3, &opt);
     if (lua_getfield(L, 3, "ddl_prefix") == LUA_TSTRING) opt.ddl_prefix = strdup(lua_tostring(L, -1));
-    lua_pop(L, 1);
-    if (lua_getfield(L, 3, "tables") != LUA_TTABLE)
-        return luaL_error(L, "cdc_stream: opts.tables must be a list");
-    lua_Integer len = luaL_len(L, -1);
-    if (len < 0 || len > 1000000) return luaL_error(L, "cdc_stream: too many tables");
-    int nt = (int) len;
-    int tables = lua_gettop(L);
-    /* Validate every entry before allocating anything the error would leak. */
-    for (int i = 0; i < nt; i++) {
-        lua_geti(L, tables, i + 1);
-        luaL_checktype(L, -1, LUA_TTABLE);
-        static const char *const required[] = { "source_schema", "source_name", "target_sql", "display",
-                                                NULL };
-        for (int k = 0; required[k]; k++) {
-            if (lua_getfield(L, -1, required[k]) != LUA_TSTRING)
-                return luaL_error(L, "cdc_stream: tables[%d].%s must be a string", i + 1, required[k]);
-            lua_pop(L, 1);
-        }
-        lua_pop(L, 1);
-    }
-    opt.targets = calloc(nt > 0 ? (size_t) nt : 1, sizeof *opt.targets);
-    if (!opt.targets) abort();
-    for (int i = 0; i < nt; i++) {
-        lua_geti(L, tables, i + 1);
-        opt.targets[i] = cdc_target_from_lua(L, lua_gettop(L));
-        opt.ntargets++;
-        lua_pop(L, 1);
-    }
+    lua_settop(L, 3);
     lua_settop(L, 3);
 
-    void **b = tide_box_new(L, CDC_META, 2);
+    void **b = tide_box_new(L, CDC_META, 3);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
     lua_pushvalue(L, 2);
     lua_setiuservalue(L, -2, 2);
+    lua_getfield(L, 3, "lanes"); /* keeps the lanes' connections alive with the stream */
+    lua_setiuservalue(L, -2, 3);
     cdc_stream *s = calloc(1, sizeof *s);
     if (!s) abort();
     *b = s;
@@ -746,8 +692,15 @@ static int l_cdc_stream(lua_State *L) {
     s->wait_timer->data = s->kick->data = s->replay_idle->data = s;
     s->open_handles = 3;
     if (spool_dir && !(s->spool = spool_create(spool_dir))) abort();
-    apply_callbacks acb = { .arg = s, .on_unblock = on_unblock, .on_event = kick };
-    s->ap = apply_create(dst, &opt, &acb);
+    if (nlanes) {
+        lanes_callbacks cb = { .arg = s, .on_unblock = on_unblock, .on_event = kick };
+        s->lanes = cdc_lanes_from_lua(L, 3, s->rt->loop, dst, &opt, nlanes, &cb);
+        s->ap = lanes_first(s->lanes);
+    }
+    if (!s->lanes) {
+        apply_callbacks acb = { .arg = s, .on_unblock = on_unblock, .on_event = kick };
+        s->ap = apply_create(dst, &opt, &acb);
+    }
     repl_callbacks rcb = { .arg = s,
                            .on_data = on_data,
                            .on_burst_end = on_burst_end,
@@ -755,7 +708,8 @@ static int l_cdc_stream(lua_State *L) {
                            .on_tick = on_tick,
                            .on_state = kick };
     s->rs = repl_stream_create(s->rt, &rcb);
-    if (apply_start(s->ap) < 0 || repl_stream_start(s->rs, src, start_sql) < 0) {
+    if ((s->lanes ? lanes_start(s->lanes) : apply_start(s->ap)) < 0 ||
+        repl_stream_start(s->rs, src, start_sql) < 0) {
         advance(s); /* → failed; next() reports it */
     }
     return 1;

@@ -5,6 +5,7 @@
  */
 #include "cdc/apply.h"
 #include "cdc/lua_cdc_tables.h"
+#include "runtime/bindings.h"
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -35,11 +36,41 @@ int cdc_push_ddl(lua_State *L, apply_state *ap) {
     return 1;
 }
 
+/* The reply's map changes (remove at 5, targets at 4, built in tg) on one apply state. */
+static void set_targets(lua_State *L, apply_state *ap, apply_target **tg, int ntg) {
+    if (lua_type(L, 5) == LUA_TTABLE) {
+        int n = (int) luaL_len(L, 5);
+        for (int i = 1; i <= n; i++) {
+            lua_geti(L, 5, i);
+            lua_geti(L, -1, 1);
+            lua_geti(L, -2, 2);
+            if (lua_type(L, -1) == LUA_TSTRING && lua_type(L, -2) == LUA_TSTRING)
+                apply_set_target(ap, NULL, lua_tostring(L, -2), lua_tostring(L, -1));
+            lua_pop(L, 3);
+        }
+    }
+    for (int i = 0; i < ntg; i++) {
+        lua_geti(L, 4, i + 1);
+        const char *os = NULL, *on = NULL;
+        if (lua_getfield(L, -1, "replaces") == LUA_TTABLE) {
+            lua_geti(L, -1, 1);
+            lua_geti(L, -2, 2);
+            os = lua_tostring(L, -2);
+            on = lua_tostring(L, -1);
+            apply_set_target(ap, tg[i], os, on);
+            lua_pop(L, 2);
+        } else {
+            apply_set_target(ap, tg[i], NULL, NULL);
+        }
+        lua_pop(L, 2);
+    }
+}
+
 /* The answer to a DDL message: { applied = bool, statements = { {sql=, context=}, ... },
  * targets = { entry, ... } (each may name `replaces = { schema, name }`), remove = { {schema,
  * name}, ... }, commit_after = bool (the group commits at the end of this source transaction) }. Everything
  * is read and checked before anything is queued. */
-int cdc_reply_ddl(lua_State *L, apply_state *ap) {
+int cdc_reply_ddl(lua_State *L, apply_state *ap, apply_state *const *others, int nothers) {
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
     bool applied = cdc_field_bool(L, 2, "applied");
@@ -71,31 +102,16 @@ int cdc_reply_ddl(lua_State *L, apply_state *ap) {
         apply_ddl_exec(ap, lua_tostring(L, -2), lua_tostring(L, -1));
         lua_pop(L, 3);
     }
-    if (lua_type(L, 5) == LUA_TTABLE) {
-        int n = (int) luaL_len(L, 5);
-        for (int i = 1; i <= n; i++) {
-            lua_geti(L, 5, i);
-            lua_geti(L, -1, 1);
-            lua_geti(L, -2, 2);
-            if (lua_type(L, -1) == LUA_TSTRING && lua_type(L, -2) == LUA_TSTRING)
-                apply_set_target(ap, NULL, lua_tostring(L, -2), lua_tostring(L, -1));
-            lua_pop(L, 3);
+    set_targets(L, ap, tg, ntg);
+    /* Parallel apply: the other lanes take the same map changes, each its own copies (a DDL
+     * message is a serial point: they have nothing in flight). */
+    for (int k = 0; k < nothers; k++) {
+        for (int i = 0; i < ntg; i++) {
+            lua_geti(L, 4, i + 1);
+            tg[i] = cdc_target_from_lua(L, lua_gettop(L));
+            lua_pop(L, 1);
         }
-    }
-    for (int i = 0; i < ntg; i++) {
-        lua_geti(L, 4, i + 1);
-        const char *os = NULL, *on = NULL;
-        if (lua_getfield(L, -1, "replaces") == LUA_TTABLE) {
-            lua_geti(L, -1, 1);
-            lua_geti(L, -2, 2);
-            os = lua_tostring(L, -2);
-            on = lua_tostring(L, -1);
-            apply_set_target(ap, tg[i], os, on);
-            lua_pop(L, 2);
-        } else {
-            apply_set_target(ap, tg[i], NULL, NULL);
-        }
-        lua_pop(L, 2);
+        set_targets(L, others[k], tg, ntg);
     }
     free(tg);
     if (cdc_field_bool(L, 2, "commit_after")) apply_ddl_commit_after(ap);
@@ -160,4 +176,81 @@ int cdc_reply_follow(lua_State *L, apply_state *ap) {
     }
     apply_follow_done(ap);
     return 0;
+}
+
+/* ---------------------------------------------------------------- hooked changes */
+
+static void push_value(lua_State *L, const pgoutput_value *v) {
+    if (v->kind == PGOUTPUT_VALUE_NULL)
+        tide_push_null(L);
+    else
+        lua_pushlstring(L, (const char *) v->data, v->len);
+}
+
+static void push_tuple(lua_State *L, const relcache_relation *rel, const pgoutput_tuple *t,
+                       bool note_unchanged) {
+    lua_createtable(L, 0, rel->ncols);
+    int unchanged = 0;
+    for (int i = 0; i < rel->ncols && i < t->ncols; i++) {
+        if (t->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) {
+            unchanged++;
+            continue;
+        }
+        push_value(L, &t->values[i]);
+        lua_setfield(L, -2, rel->columns[i].name);
+    }
+    if (note_unchanged && unchanged) {
+        lua_createtable(L, 0, unchanged);
+        for (int i = 0; i < rel->ncols && i < t->ncols; i++) {
+            if (t->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST) continue;
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, rel->columns[i].name);
+        }
+        lua_setfield(L, -3, "unchanged"); /* on the change table below the tuple */
+    }
+}
+
+int cdc_push_change(lua_State *L, apply_state *ap) {
+    pgoutput_message *m;
+    const relcache_relation *rel;
+    apply_rel *r;
+    uint64_t lsn, commit_lsn;
+    int64_t ts;
+    if (apply_held_decode(ap, &m, &rel, &r, &lsn, &commit_lsn, &ts) < 0) return 0;
+    lua_createtable(L, 0, 12);
+    lua_pushliteral(L, "change");
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, m->type == PGOUTPUT_INSERT   ? "insert"
+                      : m->type == PGOUTPUT_UPDATE ? "update"
+                                                   : "delete");
+    lua_setfield(L, -2, "op");
+    lua_pushstring(L, rel->schema);
+    lua_setfield(L, -2, "schema");
+    lua_pushstring(L, rel->name);
+    lua_setfield(L, -2, "table");
+    lua_pushfstring(L, "%s.%s", rel->schema, rel->name);
+    lua_setfield(L, -2, "source");
+    lua_pushstring(L, r->target->display);
+    lua_setfield(L, -2, "target");
+    cdc_push_lsn(L, lsn, "lsn");
+    cdc_push_lsn(L, commit_lsn, "commit_lsn");
+    lua_pushnumber(L, (double) ts / 1e6);
+    lua_setfield(L, -2, "commit_time");
+    const pgoutput_tuple *old = NULL, *row = NULL;
+    if (m->type == PGOUTPUT_INSERT)
+        row = &m->insert.new_tuple;
+    else if (m->type == PGOUTPUT_UPDATE) {
+        row = &m->update.new_tuple;
+        old = &m->update.old_tuple;
+    } else
+        old = &m->delete.old_tuple;
+    if (row) {
+        push_tuple(L, rel, row, true);
+        lua_setfield(L, -2, "new");
+    }
+    if (old && old->ncols) {
+        push_tuple(L, rel, old, false);
+        lua_setfield(L, -2, "old");
+    }
+    return 1;
 }

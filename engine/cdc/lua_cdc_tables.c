@@ -7,6 +7,7 @@
 #include "cdc/lua_cdc_tables.h"
 
 #include "runtime/bindings.h"
+#include "pg/conn.h"
 
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -62,6 +63,12 @@ apply_target *cdc_target_from_lua(lua_State *L, int t) {
     tg->mergeable = cdc_field_bool(L, t, "mergeable");
     tg->batchable = cdc_field_bool(L, t, "batchable");
     tg->unique_free = cdc_field_bool(L, t, "unique_free");
+    lua_getfield(L, t, "lane_mode");
+    tg->lane_mode = (uint8_t) luaL_optinteger(L, -1, 2);
+    lua_pop(L, 1);
+    lua_getfield(L, t, "lane_group");
+    tg->lane_group = (uint32_t) luaL_optinteger(L, -1, 0);
+    lua_pop(L, 1);
     if (lua_getfield(L, t, "tolerate_lsn") == LUA_TSTRING &&
         apply_parse_lsn(lua_tostring(L, -1), &tg->tolerate_lsn) < 0)
         luaL_error(L, "cdc_stream: tolerate_lsn of %s must look like 0/1A2B3C",
@@ -148,4 +155,128 @@ pgoutput_tuple *cdc_tuple_from_lua(lua_State *L, int tbl, int anchor, const relc
         lua_pop(L, 1);
     }
     return t;
+}
+
+void cdc_options_from_lua(lua_State *L, int o, apply_options *opt) {
+    static const char *const policies[] = { "error", "skip", "overwrite", NULL };
+    lua_getfield(L, o, "conflict");
+    opt->conflict = (apply_conflict_policy) luaL_checkoption(L, -1, "error", policies);
+    lua_pop(L, 1);
+    opt->conflict_hook = cdc_field_bool(L, o, "conflict_hook");
+    lua_getfield(L, o, "group_changes");
+    opt->group_changes = (int) luaL_optinteger(L, -1, 10000);
+    lua_pop(L, 1);
+    lua_getfield(L, o, "group_ms");
+    opt->group_seconds = luaL_optnumber(L, -1, 100) / 1000.0;
+    lua_pop(L, 1);
+    lua_getfield(L, o, "group_live_ms");
+    opt->group_live_seconds = luaL_optnumber(L, -1, 20) / 1000.0;
+    lua_pop(L, 1);
+    if (lua_getfield(L, o, "skip_origins") == LUA_TTABLE) {
+        lua_Integer n = luaL_len(L, -1);
+        if (n > APPLY_MAX_SKIP_ORIGINS) luaL_error(L, "cdc_stream: too many skip_origins");
+        for (int i = 0; i < (int) n; i++) {
+            lua_geti(L, -1, i + 1);
+            size_t l;
+            const char *name = luaL_checklstring(L, -1, &l);
+            if (l >= sizeof opt->skip_origins[0])
+                luaL_error(L, "cdc_stream: skip_origins[%d] is too long", i + 1);
+            memcpy(opt->skip_origins[i], name, l + 1);
+            opt->nskip_origins++;
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, o, "tables") != LUA_TTABLE) luaL_error(L, "cdc_stream: opts.tables must be a list");
+    lua_Integer len = luaL_len(L, -1);
+    if (len < 0 || len > 1000000) luaL_error(L, "cdc_stream: too many tables");
+    int tables = lua_gettop(L);
+    /* Validate every entry before anything is allocated that the error would leak. */
+    for (int i = 0; i < (int) len; i++) {
+        lua_geti(L, tables, i + 1);
+        luaL_checktype(L, -1, LUA_TTABLE);
+        static const char *const required[] = { "source_schema", "source_name", "target_sql", "display",
+                                                NULL };
+        for (int k = 0; required[k]; k++) {
+            if (lua_getfield(L, -1, required[k]) != LUA_TSTRING)
+                luaL_error(L, "cdc_stream: tables[%d].%s must be a string", i + 1, required[k]);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+void cdc_targets_from_lua(lua_State *L, int o, apply_options *opt) {
+    lua_getfield(L, o, "tables");
+    int tables = lua_gettop(L);
+    int nt = (int) luaL_len(L, tables);
+    opt->targets = calloc(nt > 0 ? (size_t) nt : 1, sizeof *opt->targets);
+    if (!opt->targets) abort();
+    opt->ntargets = 0;
+    for (int i = 0; i < nt; i++) {
+        lua_geti(L, tables, i + 1);
+        opt->targets[i] = cdc_target_from_lua(L, lua_gettop(L));
+        opt->ntargets++;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* Parallel apply: opts.lanes = { conns = { target connections of lanes 1.. }, watermark = "0/..",
+ * applied = { first, last, ... } (pairs of commit positions applied above the watermark),
+ * task =, progress_sql =, tx_limit = bytes }. */
+lanes *cdc_lanes_from_lua(lua_State *L, int o, uv_loop_t *loop, tide_conn *dst, const apply_options *opt,
+                          int n, const lanes_callbacks *cb) {
+    lua_getfield(L, o, "lanes");
+    int lt = lua_gettop(L);
+    tide_conn *conns[LANES_MAX];
+    apply_options opts[LANES_MAX];
+    conns[0] = dst;
+    opts[0] = *opt;
+    lua_getfield(L, lt, "conns");
+    for (int i = 1; i < n; i++) {
+        lua_geti(L, -1, i);
+        conns[i] = tide_check_conn(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lanes_options lo = { .n = n, .conns = conns, .opts = opts };
+    if (lua_getfield(L, lt, "watermark") != LUA_TSTRING ||
+        apply_parse_lsn(lua_tostring(L, -1), &lo.watermark) < 0)
+        luaL_error(L, "cdc_stream: lanes.watermark must look like 0/1A2B3C");
+    lua_pop(L, 1);
+    uint64_t *applied = NULL;
+    if (lua_getfield(L, lt, "applied") == LUA_TTABLE) {
+        int k = (int) luaL_len(L, -1);
+        applied = calloc((size_t) k + 1, sizeof *applied);
+        if (!applied) abort();
+        for (int i = 0; i < k; i++) {
+            lua_geti(L, -1, i + 1);
+            if (!lua_isstring(L, -1) || apply_parse_lsn(lua_tostring(L, -1), &applied[i]) < 0) {
+                free(applied);
+                luaL_error(L, "cdc_stream: lanes.applied[%d] must look like 0/1A2B3C", i + 1);
+            }
+            lua_pop(L, 1);
+        }
+        lo.applied = applied;
+        lo.napplied = k / 2;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, lt, "task");
+    lua_getfield(L, lt, "progress_sql");
+    lua_getfield(L, lt, "tx_limit");
+    lo.task = luaL_checkstring(L, -3);
+    lo.progress_sql = luaL_checkstring(L, -2);
+    lo.tx_limit = (size_t) luaL_optinteger(L, -1, 0);
+    for (int i = 1; i < n; i++) {
+        opts[i] = *opt;
+        opts[i].ddl_prefix = NULL; /* DDL messages are serial points: lane 0 only */
+        opts[i].lazy_relations = true;
+        cdc_targets_from_lua(L, o, &opts[i]);
+    }
+    lanes *l = lanes_create(loop, &lo, cb);
+    free(applied);
+    lua_settop(L, lt - 1);
+    return l;
 }

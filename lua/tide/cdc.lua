@@ -57,6 +57,7 @@ local rows_mod = require "tide.cdc.rows"
 local ddl = require "tide.cdc.ddl"
 local tables = require "tide.cdc.tables"
 local follow = require "tide.cdc.follow"
+local lanes = require "tide.cdc.lanes"
 
 local M = {}
 
@@ -121,7 +122,7 @@ function M.prepare(task, plan, source, target, opts)
   -- A fresh slot follows: the publication can be made again to match today's plan.
   objects.drop_publications(source, names)
   objects.ensure_publication(task, plan, source, names)
-  objects.reset_origin(target, names)
+  objects.reset_origin(target, names, task)
   ddl.prepare(task, plan, source, target, true)
   local info = objects.create_slot(task, source, names, opts.snapshot ~= false,
                                    seconds(task, "slot_timeout", 300))
@@ -190,6 +191,36 @@ local function start_sql(task, repl, names, lsn)
                        table.concat(options, ", "))
 end
 
+-- A target connection for applying changes under replication origin `origin`.
+local function apply_connection(task, origin, role)
+  local a = connect.open(task, "target", { application_name = "pgtide:" .. task.name .. ":" .. role,
+    -- enable_seqscan = off: every row is looked up by its key, or without one by all its
+    -- values; on a small table the planner would otherwise scan the heap, which inside a
+    -- group holds every version the group wrote so far.
+    settings = { synchronous_commit = "off", statement_timeout = "0", lock_timeout = "0",
+                 idle_in_transaction_session_timeout = "0", enable_seqscan = "off" } })
+  if conf(task).replica_role ~= false then
+    local ok, err = a:exec("SET session_replication_role = replica")
+    if not ok then
+      a:close()
+      failure.raise("failed", "cannot SET session_replication_role = replica on the target (" .. err.message ..
+        "): without it target triggers and foreign keys fire a second time for replicated rows\n" ..
+        "  hint: run as a superuser, GRANT SET ON PARAMETER session_replication_role TO the target user " ..
+        "(PostgreSQL 15+), or set incremental.replica_role = false to accept that triggers fire", { err = err })
+    end
+  end
+  local ok, err = a:query("SELECT pg_catalog.pg_replication_origin_session_setup($1)", origin)
+  if not ok then
+    a:close()
+    if err.sqlstate == "55006" or (err.message or ""):find("already active") then
+      err.message = err.message .. " (another pgtide process may be applying this task, or the previous one's " ..
+                    "session has not ended yet)"
+    end
+    error(err, 0)
+  end
+  return a
+end
+
 -- Open the stream's connections and set up the apply session. Returns st.session or raises.
 local function open_session(task, st)
   local names = st.names
@@ -206,30 +237,8 @@ local function open_session(task, st)
   st.session = ses
   ses.repl = connect.open(task, "source", { replication = "database", settings = repl_settings,
     application_name = "pgtide:" .. task.name .. ":stream", client_encoding = st.encoding })
-  ses.apply = connect.open(task, "target", { application_name = "pgtide:" .. task.name .. ":apply",
-    -- enable_seqscan = off: every row is looked up by its key, or without one by all its
-    -- values; on a small table the planner would otherwise scan the heap, which inside a
-    -- group holds every version the group wrote so far.
-    settings = { synchronous_commit = "off", statement_timeout = "0", lock_timeout = "0",
-                 idle_in_transaction_session_timeout = "0", enable_seqscan = "off" } })
+  ses.apply = apply_connection(task, names.origin, "apply")
   local a = ses.apply
-  if conf(task).replica_role ~= false then
-    local ok, err = a:exec("SET session_replication_role = replica")
-    if not ok then
-      failure.raise("failed", "cannot SET session_replication_role = replica on the target (" .. err.message ..
-        "): without it target triggers and foreign keys fire a second time for replicated rows\n" ..
-        "  hint: run as a superuser, GRANT SET ON PARAMETER session_replication_role TO the target user " ..
-        "(PostgreSQL 15+), or set incremental.replica_role = false to accept that triggers fire", { err = err })
-    end
-  end
-  local ok, err = a:query("SELECT pg_catalog.pg_replication_origin_session_setup($1)", names.origin)
-  if not ok then
-    if err.sqlstate == "55006" or (err.message or ""):find("already active") then
-      err.message = err.message .. " (another pgtide process may be applying this task, or the previous one's " ..
-                    "session has not ended yet)"
-    end
-    error(err, 0)
-  end
   local rows = assert(a:query("SELECT pg_catalog.pg_replication_origin_session_progress(false)::text AS lsn"))
   local lsn = rows[1].lsn
   if lsn == core.null or lsn == nil or lsn == "0/0" then
@@ -237,6 +246,15 @@ local function open_session(task, st)
       "full load never finished (cdc.copy_done was not recorded)\n  hint: run the task again from the start " ..
       "(release it first if it keeps failing)")
   end
+  -- Parallel apply (tide.cdc.lanes): where to resume comes from the lanes' rows.
+  local par = lanes.setup(task, names, a, lsn, function(origin, k)
+    local c = apply_connection(task, origin, "apply" .. k)
+    ses.lanes = ses.lanes or {}
+    ses.lanes[k] = c
+    return c
+  end)
+  local applied_upto = lsn
+  if par then lsn, applied_upto = par.resume.watermark, par.resume.upto end
   ses.start_lsn = lsn
   -- The slot must not be ahead of what the target has (a restored target, say).
   if not st.control then
@@ -250,10 +268,10 @@ local function open_session(task, st)
   end
   objects.raise_if_lost(slot, names)
   local confirmed = figures.lsn_number(slot.confirmed_flush_lsn)
-  if confirmed and confirmed > figures.lsn_number(lsn) then
+  if confirmed and confirmed > figures.lsn_number(applied_upto) then
     failure.raise("failed", string.format("the slot %s has confirmed changes up to %s but the target has only " ..
       "applied up to %s: the target lost data it had acknowledged (restored from a backup?). Streaming now " ..
-      "would leave a gap\n  hint: release the task and migrate again", names.slot, slot.confirmed_flush_lsn, lsn))
+      "would leave a gap\n  hint: release the task and migrate again", names.slot, slot.confirmed_flush_lsn, applied_upto))
   end
   ses.stream = core.cdc_stream(ses.repl, ses.apply, {
     start_sql = start_sql(task, ses.repl, names, lsn), start_lsn = lsn,
@@ -263,6 +281,7 @@ local function open_session(task, st)
     group_live_ms = conf(task).group_live_ms,
     skip_origins = require("tide.cdc.reverse").skip_origins(task),
     tables = st.tables, ddl_prefix = st.ddl and ddl.names(task).prefix or nil,
+    lanes = par and par.stream or nil,
   })
   return ses
 end
@@ -274,6 +293,7 @@ local function close_session(st)
   if ses.stream then ses.stream:close() end
   if ses.repl then ses.repl:close() end
   if ses.apply then ses.apply:close() end
+  for _, c in pairs(ses.lanes or {}) do c:close() end
   follow.close(st)
 end
 
@@ -589,6 +609,7 @@ function M.stream(run, plan, _source, target, opts)
     summary.transactions, summary.changes, summary.applied_lsn = stats.transactions, stats.changes, stats.applied_lsn
     summary.conflicts = stats.conflicts
     summary.origin_skipped = stats.origin_skipped
+    summary.lanes = stats.lanes
     if (stats.origin_skipped or 0) > 0 then
       log.write("info", "origin_skipped", string.format("%d transaction(s) that the paired task had applied on the " ..
         "source were not applied back (replication origins %s)", stats.origin_skipped,

@@ -208,6 +208,11 @@ M.schema = {
     merge_updates      = { check = "boolean" },
     batch_inserts      = { check = "boolean" },
     ddl                = { check = "boolean" },
+    apply_connections  = { check = function(v)
+                             if v == "auto" or (math.type(v) == "integer" and v >= 1 and v <= 16) then return true end
+                             return false, 'an integer from 1 to 16, or "auto"'
+                           end },
+    apply_tx_limit     = { check = size_value },
   } },
   precheck = { check = "table" },
   stop     = { check = callable },

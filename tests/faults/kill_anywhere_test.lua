@@ -211,7 +211,7 @@ local TRANSFORMED = {
                      "FROM public.actor WHERE actor_id % 3 <> 0)",
 }
 
-local function playbook(ctx, name, src, tgt, done_file)
+local function playbook(ctx, name, src, tgt, done_file, lanes)
   local path = ctx.tmpdir .. "/" .. name .. ".lua"
   local f = assert(io.open(path, "w"))
   f:write(string.format([[
@@ -229,7 +229,8 @@ return tide.task {
              rows_follow = "foreign_keys", exclude = { "ddl_skip" } },
   rename = { table = { ["public.ddl_renamed_src"] = "ddl_renamed" } },
   retry = { attempts = 12, max_delay = 1 },
-  incremental = { release = true, heartbeat_interval = 0.2, decoding_work_mem = "64kB", slot_timeout = "60s" },
+  incremental = { release = true, heartbeat_interval = 0.2, decoding_work_mem = "64kB", slot_timeout = "60s",
+                  apply_connections = %d, apply_tx_limit = "256kB" },
   stop = tide.when { lag_below = "1s", for_at_least = "1s", file_exists = %q },
   on = { row = { ["public.actor"] = function(r) r.last_name = r.last_name:upper() end },
          cutover = {
@@ -237,7 +238,7 @@ return tide.task {
     require("tide.verify").cutover_hook {},
   } },
 }
-]], name, src, tgt, FILTERED["public.pgbench_accounts"], done_file))
+]], name, src, tgt, FILTERED["public.pgbench_accounts"], lanes, done_file))
   f:close()
   return path
 end
@@ -300,14 +301,17 @@ local function run_seed(ctx, seed)
   local src_url, tgt_url = P.with_db(ctx.source_admin, sdb), P.with_db(ctx.target_admin, tdb)
   local done_file = ctx.tmpdir .. "/" .. name .. ".done"
   os.remove(done_file)
-  local pb = playbook(ctx, name, src_url, tgt_url, done_file)
+  -- Parallel apply (incremental.apply_connections): one, two or three connections by seed, or
+  -- PGTIDE_APPLY_CONNECTIONS for every seed.
+  local lanes = math.tointeger(tonumber(os.getenv("PGTIDE_APPLY_CONNECTIONS") or "")) or 1 + seed % 3
+  local pb = playbook(ctx, name, src_url, tgt_url, done_file, lanes)
   local plan = kill_plan(seed)
   local words = {}
   for i, k in ipairs(plan) do
     words[i] = string.format("%s+%.2fs%s", k.name, k.delay,
                              k.terminate and "(+terminate)" or k.restart and "(+target restart)" or "")
   end
-  print(string.format("# seed %d: kills %s", seed, table.concat(words, ", ")))
+  print(string.format("# seed %d (%d apply connection(s)): kills %s", seed, lanes, table.concat(words, ", ")))
 
   local w = W.start(src_url, { seed = seed, pgbench = true, tmpdir = ctx.tmpdir })
   P.poll(30, function() return w.rounds >= 1 end)   -- writes are running before the load starts

@@ -1,7 +1,8 @@
 -- Runs one streaming session as its own engine process, the way `pgtide run` will, so tests
 -- can SIGTERM or SIGKILL it:
---   pgtide script tests/integration/cdc_child.lua SOURCE_URL TARGET_URL TASK STOPFILE
--- The stream stops once the target applied the LSN written in STOPFILE.
+--   pgtide script tests/integration/cdc_child.lua SOURCE_URL TARGET_URL TASK STOPFILE [CONNECTIONS]
+-- The stream stops once the target applied the LSN written in STOPFILE. CONNECTIONS:
+-- incremental.apply_connections (parallel apply).
 package.path = "tests/lib/?.lua;" .. package.path
 local H = dofile("tests/integration/cdc_lib.lua")
 local P = require "pg"
@@ -9,8 +10,9 @@ local cdc = require "tide.cdc"
 local when = require "tide.when"
 
 local source_url, target_url, name, stopfile = arg[1], arg[2], arg[3], arg[4]
+local connections = math.tointeger(tonumber(arg[5] or ""))
 local ctx = { source_url = source_url, target_url = target_url }
-local task = H.task(ctx, name, { stop = function(st)
+local task = H.task(ctx, name, { incremental = { apply_connections = connections }, stop = function(st)
   local f = io.open(stopfile, "r")
   if not f then return false end
   local lsn = f:read("l")

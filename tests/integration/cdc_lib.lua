@@ -127,6 +127,15 @@ function H.stream(ctx, run, plan, opts)
   end)
 end
 
+-- A file's text, or "" (a child process's log).
+function H.slurp(path)
+  local f = io.open(path, "r")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 function H.release(ctx, task)
   local s, t = P.connect_both(ctx)
   local dropped = cdc.release(task, s, t)

@@ -36,13 +36,7 @@ local function child(ctx, name, stopfile, log)
     ctx.source_url, ctx.target_url, name, stopfile, stdout = log, stderr = log })
 end
 
-local function slurp(path)
-  local f = io.open(path, "r")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = H.slurp
 
 T.test("SIGTERM stops cleanly; SIGKILL while applying, then a rerun: no duplicate, no gap", function(ctx)
   P.both(ctx, DDL)

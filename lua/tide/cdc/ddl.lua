@@ -348,6 +348,22 @@ function M.entry(d, info, base)
   e.follow_cascade = base.follow_cascade
   e.routes = base.routes   -- on.route (tide.cdc.route): as the stream started
   if base.filter or desc.kind == "p" then e.mergeable, e.batchable = false, false end
+  -- Parallel apply (tide.cdc.lanes.table_rules) for a table DDL described: the stream start's
+  -- rule when it already put the table in a group (foreign keys, unique indexes) or when
+  -- nothing here asks for more; a foreign key the start did not see makes its transactions
+  -- serial points (which tables it joins is not known here); a unique index besides the key
+  -- one key for the table.
+  local fk = false
+  for _, k in ipairs(desc.constraints or {}) do if k.type == "f" then fk = true end end
+  if base.lane_mode == 1 or base.lane_mode == 2 then
+    e.lane_mode, e.lane_group = base.lane_mode, base.lane_group or 0
+  elseif fk then
+    e.lane_mode = 2
+  elseif uniques > (key and 1 or 0) then
+    e.lane_mode, e.lane_group = 1, 1000000000 + (desc.oid or 0) % 1000000000
+  else
+    e.lane_mode, e.lane_group = base.lane_mode or 0, base.lane_group or 0
+  end
   local hooks = d and d.task.on and d.task.on.change
   if hooks and hooks[desc.schema .. "." .. desc.name] then e.hooked = true end
   return e

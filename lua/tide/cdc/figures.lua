@@ -100,6 +100,7 @@ function Figures:status(stats, now, extra)
     streamed_subtransaction_aborts = stats.streamed_subtransaction_aborts or 0,
     streams_open = stats.streams_open or 0, spooled_bytes = stats.spooled_bytes or 0,
     spool_peak_bytes = stats.spool_peak_bytes or 0,
+    lanes = stats.lanes,   -- parallel apply: connections, transactions per lane, serial points, waits
   }
   for k, v in pairs(extra or {}) do st[k] = v end
   return st

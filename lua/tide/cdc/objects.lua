@@ -423,7 +423,9 @@ SELECT pg_catalog.pg_replication_origin_oid($1) IS NOT NULL AS present,
   return r.lsn, true
 end
 
-function M.reset_origin(target, names)
+function M.reset_origin(target, names, task)
+  -- Parallel apply's rows and lane origins belong to the slot that is being replaced.
+  if task then require("tide.cdc.lanes").forget(task, target, names) end
   local _, exists = M.origin_position(target, names)
   local ok, err = true, nil
   if exists then ok, err = target:query("SELECT pg_catalog.pg_replication_origin_drop($1)", names.origin) end
@@ -465,6 +467,7 @@ function M.release(task, source, target)
       end
       dropped[#dropped + 1] = "replication origin " .. names.origin
     end
+    for _, what in ipairs(require("tide.cdc.lanes").forget(task, target, names)) do dropped[#dropped + 1] = what end
     require("tide.cdc.ddl").forget(task, target)
   end
   return dropped

@@ -150,7 +150,7 @@ function M.build(task, plan, target, names, source)
   local tnames = {}
   for i, e in ipairs(order) do tnames[i] = objects.qname(target, e.target_schema, e.target_name) end
   applied_filters(source, target, order, tnames, names)
-  local kinds, mergeable, batchable, unique_free = {}, {}, {}, {}
+  local kinds, mergeable, batchable, unique_free, facts, fks = {}, {}, {}, {}, {}, {}
   local may_merge = conf(task).merge_updates ~= false and conf(task).replica_role ~= false
   -- Inserts into a table may be sent several rows to a statement (engine/cdc/apply_merge.c) when
   -- nothing could notice that they reach the target later than changes of other tables in the
@@ -169,8 +169,19 @@ LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tna
       mergeable[r.i] = may_merge and r.relkind == "r" and r.uniques == 1 and r.replica_triggers == 0
       batchable[r.i] = may_batch and r.relkind == "r" and r.replica_triggers == 0
       unique_free[r.i] = r.uniques == 0
+      facts[r.i] = { uniques = r.uniques or 0, triggers = r.replica_triggers or 0, has_key = order[r.i].key ~= nil }
+    end
+    -- Foreign keys between the task's tables: parallel apply keeps the tables they join in one
+    -- group (tide.cdc.lanes.table_rules).
+    for _, r in ipairs(assert(target:query([[
+SELECT a.i AS a, b.i AS b
+FROM unnest($1::text[]) WITH ORDINALITY AS a(name, i)
+JOIN pg_catalog.pg_constraint f ON f.contype = 'f' AND f.conrelid = pg_catalog.to_regclass(a.name)
+JOIN unnest($1::text[]) WITH ORDINALITY AS b(name, i) ON f.confrelid = pg_catalog.to_regclass(b.name)]], tnames))) do
+      fks[#fks + 1] = { r.a, r.b }
     end
   end
+  local rules = require("tide.cdc.lanes").table_rules(facts, fks)
   local entries, transforms = {}, {}
   for i, e in ipairs(order) do
     local cols = {}
@@ -185,6 +196,7 @@ LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tna
       batchable = batchable[i] or false, unique_free = unique_free[i] or false, tolerate_lsn = e.tolerate_lsn,
       filter = e.filter, known_type = e.known_type, filter_columns = e.filter_columns,
       follow_cascade = e.follow_cascade,
+      lane_mode = rules[i] and rules[i].mode or 2, lane_group = rules[i] and rules[i].group or 0,
       hooked = e.transform ~= nil or hooks[source_name] ~= nil
         or hooks[objects.qname(target, e.source_schema, e.source_name)] ~= nil,
     }
