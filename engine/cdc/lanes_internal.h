@@ -72,8 +72,8 @@ struct lanes {
     char errbuf[512];
     apply_error err;
     bool failed;
-    lrel *rels;
-    size_t nrels;
+    lrel *rels; /* by relid, open addressing (lanes_keys.c) */
+    size_t nrels, rels_cap;
     /* the transaction being received */
     bool in_tx, serial, passthrough, pending, skip_tx;
     lmsg *tx_head, *tx_tail;

@@ -85,19 +85,34 @@ static void tx_key(lanes *l, uint64_t key, int mode) {
 
 /* ---------------------------------------------------------------- key rules */
 
+/* The rule slot of relid (open addressing by relid: a change looks it up in constant time,
+ * whatever the number of tables); an unused slot when it has none yet. */
+static lrel *rel_slot(lanes *l, uint32_t relid) {
+    if ((l->nrels + 1) * 2 > l->rels_cap) {
+        size_t ocap = l->rels_cap, ncap = ocap ? ocap * 2 : 64;
+        lrel *old = l->rels;
+        l->rels = calloc(ncap, sizeof *l->rels);
+        if (!l->rels) abort();
+        l->rels_cap = ncap;
+        for (size_t i = 0; i < ocap; i++) {
+            if (!old[i].used) continue;
+            size_t k = (old[i].relid * 2654435761u) & (ncap - 1);
+            while (l->rels[k].used) k = (k + 1) & (ncap - 1);
+            l->rels[k] = old[i];
+        }
+        free(old);
+    }
+    size_t k = (relid * 2654435761u) & (l->rels_cap - 1);
+    while (l->rels[k].used && l->rels[k].relid != relid) k = (k + 1) & (l->rels_cap - 1);
+    return &l->rels[k];
+}
+
 static lrel *rel_rule(lanes *l, uint32_t relid) {
     const relcache_relation *rel = relcache_get(l->cache, relid);
     if (!rel) return NULL;
-    lrel *r = NULL;
-    for (size_t i = 0; i < l->nrels; i++)
-        if (l->rels[i].used && l->rels[i].relid == relid) r = &l->rels[i];
-    if (r && r->version == rel->version) return r;
-    if (!r) {
-        l->rels = realloc(l->rels, (l->nrels + 1) * sizeof *l->rels);
-        if (!l->rels) abort();
-        r = &l->rels[l->nrels++];
-        memset(r, 0, sizeof *r);
-    }
+    lrel *r = rel_slot(l, relid);
+    if (r->used && r->version == rel->version) return r;
+    if (!r->used) l->nrels++;
     free(r->keycol);
     memset(r, 0, sizeof *r);
     r->used = true;
@@ -184,7 +199,8 @@ void lanes__change_keys(lanes *l, uint32_t relid, int type, const pgoutput_tuple
 }
 
 void lanes__forget_rules(lanes *l) {
-    for (size_t i = 0; i < l->nrels; i++) free(l->rels[i].keycol);
+    for (size_t i = 0; i < l->rels_cap; i++) free(l->rels[i].keycol);
+    if (l->rels_cap) memset(l->rels, 0, l->rels_cap * sizeof *l->rels);
     l->nrels = 0;
 }
 

@@ -202,6 +202,10 @@ T.test("a backlog of independent transactions: spread over 2 connections, in lar
   end
   assert(src:exec(table.concat(parts, "\n")))   -- 3,000 transactions
   ref.lsn = P.lsn(src, true)
+  -- A backlog: committed more than a second before it is applied (younger, apply is "caught
+  -- up" and closes groups after group_live_ms)
+  local written = tide.now()
+  P.wait_for("the backlog to be a second old", function() return tide.now() - written > 1.5 end)
   local summary = H.stream(ctx, task, plan):wait()
   for _, tbl in ipairs(TABLES) do P.same(src, tgt, tbl) end
   local lanes = summary.lanes
