@@ -39,13 +39,10 @@ static void lane_push(lanes *l, lane *ln, lmsg *m) {
     else
         ln->head = m;
     ln->tail = m;
-    ln->bytes += m->len;
     l->queued_bytes += m->len;
 }
 
 static void run_advance(uv_idle_t *h);
-
-static void lane_push(lanes *l, lane *ln, lmsg *m);
 
 /* A Relation/Type message for every lane but `except` (-1: all): now, or once no serial point
  * is in flight (`serial`: the transaction carrying it is one). */
@@ -178,7 +175,6 @@ static void pump(lanes *l, lane *ln) {
         lmsg *m = ln->head;
         ln->head = m->next;
         if (!ln->head) ln->tail = NULL;
-        ln->bytes -= m->len;
         l->queued_bytes -= m->len;
         apply_feed_result r = apply_feed(ln->ap, m->lsn, m->data, m->len);
         free(m);
@@ -227,6 +223,34 @@ static void nudge(lanes *l, unsigned mask) {
             l->lane[i].blocked = true;
 }
 
+/* The received transaction (its positions and keys, l->keys) is now in flight on lane
+ * `target`: in the ring, its keys held. */
+static void record(lanes *l, int target) {
+    ltx *e = lanes__ring_push(l);
+    e->final_lsn = l->tx_final_lsn;
+    e->end_lsn = l->tx_end_lsn;
+    e->commit_ts = l->tx_commit_ts;
+    e->lane = target;
+    e->serial = l->serial;
+    e->nkeys = l->nkeys;
+    e->keys = malloc((size_t) l->nkeys * sizeof *e->keys);
+    e->modes = malloc((size_t) l->nkeys);
+    if (!e->keys || !e->modes) abort();
+    memcpy(e->keys, l->keys, (size_t) l->nkeys * sizeof *e->keys);
+    memcpy(e->modes, l->modes, (size_t) l->nkeys);
+    for (int i = 0; i < l->nkeys; i++) {
+        kentry *k = lanes__kfind(l, l->keys[i], true);
+        k->cnt[target]++;
+        if (l->modes[i] == MODE_X) k->excl++;
+    }
+    l->nkeys = 0;
+    if (e->serial) l->serial_inflight++;
+    l->lane[target].inflight++;
+    l->last_lane = target;
+    l->dispatched++;
+    if (l->tx_end_lsn > l->queued_lsn) l->queued_lsn = l->tx_end_lsn;
+}
+
 /* Hand the complete transaction to a lane; false when it must wait. */
 static bool dispatch(lanes *l) {
     if (!l->pending) return true;
@@ -240,28 +264,8 @@ static bool dispatch(lanes *l) {
         return false;
     }
     lane *ln = &l->lane[target];
-    ltx *e = lanes__ring_push(l);
-    e->final_lsn = l->tx_final_lsn;
-    e->end_lsn = l->tx_end_lsn;
-    e->commit_ts = l->tx_commit_ts;
-    e->lane = target;
-    e->nkeys = l->nkeys;
-    e->keys = malloc((size_t) l->nkeys * sizeof *e->keys);
-    e->modes = malloc((size_t) l->nkeys);
-    if (!e->keys || !e->modes) abort();
-    memcpy(e->keys, l->keys, (size_t) l->nkeys * sizeof *e->keys);
-    memcpy(e->modes, l->modes, (size_t) l->nkeys);
-    for (int i = 0; i < l->nkeys; i++) {
-        kentry *k = lanes__kfind(l, l->keys[i], true);
-        k->cnt[target]++;
-        if (l->modes[i] == MODE_X) k->excl++;
-    }
-    ln->inflight++;
-    l->last_lane = target;
-    l->dispatched++;
+    record(l, target);
     if (l->serial) l->serial_points++;
-    e->serial = l->serial;
-    if (e->serial) l->serial_inflight++;
     while (l->tx_head) {
         lmsg *m = l->tx_head;
         l->tx_head = m->next;
@@ -270,9 +274,7 @@ static bool dispatch(lanes *l) {
     }
     l->tx_tail = NULL;
     l->tx_bytes = 0;
-    l->nkeys = 0;
     l->pending = false;
-    if (l->tx_end_lsn > l->queued_lsn) l->queued_lsn = l->tx_end_lsn;
     pump(l, ln);
     return true;
 }
@@ -466,27 +468,12 @@ apply_feed_result lanes_feed(lanes *l, uint64_t lsn, const uint8_t *payload, siz
         l->tx_commit_ts = m->commit.commit_ts;
         if (l->passthrough) {
             tx_append(l, lsn, payload, len, false);
-            ltx *e = lanes__ring_push(l);
-            e->final_lsn = l->tx_final_lsn;
-            e->end_lsn = l->tx_end_lsn;
-            e->commit_ts = l->tx_commit_ts;
-            e->lane = 0;
-            e->serial = true;
-            l->serial_inflight++;
-            e->nkeys = 1;
-            e->keys = malloc(sizeof *e->keys);
-            e->modes = malloc(1);
-            if (!e->keys || !e->modes) abort();
-            e->keys[0] = KEY_GLOBAL;
-            e->modes[0] = MODE_X;
-            kentry *k = lanes__kfind(l, KEY_GLOBAL, true);
-            k->cnt[0]++;
-            k->excl++;
-            l->lane[0].inflight++;
-            l->last_lane = 0;
-            l->dispatched++;
+            /* its keys: everything (a serial point) */
+            l->nkeys = 0;
+            lanes__tx_key_raw(l, KEY_GLOBAL, MODE_X);
+            l->serial = true;
+            record(l, 0);
             l->passthrough = false;
-            if (l->tx_end_lsn > l->queued_lsn) l->queued_lsn = l->tx_end_lsn;
             pump(l, &l->lane[0]);
             break;
         }

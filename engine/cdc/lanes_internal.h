@@ -27,7 +27,6 @@ typedef struct lane {
     int index;
     apply_state *ap;
     lmsg *head, *tail;
-    size_t bytes;
     bool blocked; /* apply said so: wait for its on_unblock */
     int inflight; /* dispatched transactions not yet committed */
 } lane;

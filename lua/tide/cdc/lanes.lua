@@ -91,10 +91,7 @@ function M.rows(target, task)
   return rows
 end
 
-local function lsn_number(s)
-  local hi, lo = s:match("^(%x+)/(%x+)$")
-  return tonumber(hi, 16) * 4294967296 + tonumber(lo, 16)
-end
+local lsn_number = require("tide.cdc.figures").lsn_number
 
 -- Where the lanes resume, from their rows: the largest watermark, the ranges above it, and the
 -- furthest position a row says is applied (for the slot check). Pure: unit-tested.
