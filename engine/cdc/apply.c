@@ -715,6 +715,7 @@ void apply_free(apply_state *ap) {
     apply__follow_free(ap);
     for (int i = 0; i < ap->opt.ntargets; i++) apply_target_free(ap->opt.targets[i]);
     free(ap->opt.targets);
+    apply__names_free(ap);
     free(ap);
 }
 

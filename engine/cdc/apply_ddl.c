@@ -92,6 +92,7 @@ static void retire(apply_state *ap, apply_target *old) {
 }
 
 void apply_set_target(apply_state *ap, apply_target *t, const char *old_schema, const char *old_name) {
+    ap->names_built = false; /* the name tables follow the list (apply_rels.c) */
     if (!old_schema && t) {
         old_schema = t->source_schema;
         old_name = t->source_name;

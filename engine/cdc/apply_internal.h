@@ -92,6 +92,11 @@ struct apply_state {
     char **ddl_ctx;
     size_t ddl_ctx_head, ddl_ctx_count, ddl_ctx_cap;
     apply_target **retired; /* map entries replaced mid-stream (apply_set_target) */
+    /* opt.targets found by source name and by display (apply_rels.c): slots hold index + 1;
+     * rebuilt on the next lookup after apply_set_target changed the list */
+    int *by_source, *by_display;
+    size_t names_cap;
+    bool names_built;
     int nretired, cap_retired;
     struct follow_row *follow; /* rows moved into a followed filter in this group (apply_follow.c) */
     int nfollow, cap_follow;
@@ -117,6 +122,7 @@ void apply__group_commit(apply_state *ap);
 void apply__maybe_unblock(apply_state *ap);
 /* apply_rels.c: the task's table of that source name, or NULL. */
 apply_target *apply__find_target(apply_state *ap, const char *schema, const char *name);
+void apply__names_free(apply_state *ap);
 /* The stream's relation `relid` resolved to its target (NULL when the task has none). */
 apply_rel *apply__rel_get(apply_state *ap, uint32_t relid, const relcache_relation **relp);
 void apply__check_stopped(apply_state *ap);

@@ -30,17 +30,77 @@ static apply_rel **rel_slot(apply_state *ap, uint32_t relid) {
     return &ap->rels[j];
 }
 
-apply_target *apply__find_target(apply_state *ap, const char *schema, const char *name) {
+/* FNV-1a over a and, when given, a NUL and b. */
+static uint32_t name_hash(const char *a, const char *b) {
+    uint32_t h = 2166136261u;
+    for (const char *p = a; *p; p++) h = (h ^ (uint8_t) *p) * 16777619u;
+    if (b) {
+        h *= 16777619u;
+        for (const char *p = b; *p; p++) h = (h ^ (uint8_t) *p) * 16777619u;
+    }
+    return h;
+}
+
+static bool source_is(const apply_target *t, const char *schema, const char *name) {
+    return strcmp(t->source_schema, schema) == 0 && strcmp(t->source_name, name) == 0;
+}
+
+/* Both name tables, from opt.targets. The first entry of a name wins, as a scan in list order
+ * would find it (apply_set_target keeps source names unique). A stream over 100,000 tables
+ * resolves each table's first change here: a scan of the list each time was quadratic. */
+static void names_build(apply_state *ap) {
+    size_t cap = 16;
+    while (cap < (size_t) ap->opt.ntargets * 2) cap *= 2;
+    if (cap != ap->names_cap) {
+        free(ap->by_source);
+        free(ap->by_display);
+        ap->by_source = malloc(cap * sizeof *ap->by_source);
+        ap->by_display = malloc(cap * sizeof *ap->by_display);
+        if (!ap->by_source || !ap->by_display) abort();
+        ap->names_cap = cap;
+    }
+    memset(ap->by_source, 0, cap * sizeof *ap->by_source);
+    memset(ap->by_display, 0, cap * sizeof *ap->by_display);
     for (int i = 0; i < ap->opt.ntargets; i++) {
-        apply_target *t = ap->opt.targets[i];
-        if (strcmp(t->source_schema, schema) == 0 && strcmp(t->source_name, name) == 0) return t;
+        const apply_target *t = ap->opt.targets[i];
+        size_t j = name_hash(t->source_schema, t->source_name) & (cap - 1);
+        while (ap->by_source[j] &&
+               !source_is(ap->opt.targets[ap->by_source[j] - 1], t->source_schema, t->source_name))
+            j = (j + 1) & (cap - 1);
+        if (!ap->by_source[j]) ap->by_source[j] = i + 1;
+        j = name_hash(t->display, NULL) & (cap - 1);
+        while (ap->by_display[j] && strcmp(ap->opt.targets[ap->by_display[j] - 1]->display, t->display) != 0)
+            j = (j + 1) & (cap - 1);
+        if (!ap->by_display[j]) ap->by_display[j] = i + 1;
+    }
+    ap->names_built = true;
+}
+
+void apply__names_free(apply_state *ap) {
+    free(ap->by_source);
+    free(ap->by_display);
+    ap->by_source = ap->by_display = NULL;
+    ap->names_cap = 0;
+    ap->names_built = false;
+}
+
+apply_target *apply__find_target(apply_state *ap, const char *schema, const char *name) {
+    if (!ap->names_built) names_build(ap);
+    size_t mask = ap->names_cap - 1;
+    for (size_t j = name_hash(schema, name) & mask; ap->by_source[j]; j = (j + 1) & mask) {
+        apply_target *t = ap->opt.targets[ap->by_source[j] - 1];
+        if (source_is(t, schema, name)) return t;
     }
     return NULL;
 }
 
 apply_target *apply_find_target(apply_state *ap, const char *display) {
-    for (int i = 0; i < ap->opt.ntargets; i++)
-        if (strcmp(ap->opt.targets[i]->display, display) == 0) return ap->opt.targets[i];
+    if (!ap->names_built) names_build(ap);
+    size_t mask = ap->names_cap - 1;
+    for (size_t j = name_hash(display, NULL) & mask; ap->by_display[j]; j = (j + 1) & mask) {
+        apply_target *t = ap->opt.targets[ap->by_display[j] - 1];
+        if (strcmp(t->display, display) == 0) return t;
+    }
     return NULL;
 }
 
