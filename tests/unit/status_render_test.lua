@@ -62,3 +62,24 @@ T.test("the full load's line says how many copy streams run, and whether \"auto\
   st.full.streams_auto = false
   T.match(status.render(st), "post%-data steps 0/0; copy streams 3\n")
 end)
+
+T.test("a brief status (pgtide status without --json) carries the shown tables and the count of the rest, and renders the same", function()
+  local function list()
+    return tables(10000, function(i)
+      if i == 9000 then return "copying" end
+      return i < 6000 and "done" or "waiting"
+    end)
+  end
+  local whole = status.render(status_with(list()))
+  local st = status.brief(status_with(list()))
+  T.eq(#st.full.tables, 20, "only the tables a terminal shows travel")
+  T.eq(st.full.tables[1].table, "tenant_0.t9000")
+  T.eq(st.full.tables_left.n, 9980)
+  T.eq(st.full.tables_left.states, "5,999 done, 3,981 waiting")
+  local json = require "tide.json"
+  T.eq(status.render(json.decode(json.encode(st))), whole, "rendered from the brief status as from the whole")
+  local few = status.brief(status_with(tables(3, function() return "waiting" end)))
+  T.eq(#few.full.tables, 3)
+  T.eq(few.full.tables_left, nil)
+  T.eq(status.brief({ task = "t" }).task, "t", "no full load: nothing to cut")
+end)

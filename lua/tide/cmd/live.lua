@@ -98,12 +98,17 @@ function Conn:complete(word)
   end
 end
 
-function Conn:status()
-  if not self.client:send("S", "") then return nil, "closed" end
+-- The task's status, decoded; `brief`: only what a terminal shows of the full load's tables
+-- (tide.live.status.brief); `raw`: the JSON text as the task sent it, not decoded.
+function Conn:status(brief, raw)
+  if not self.client:send("S", brief and "brief" or "") then return nil, "closed" end
   while true do
     local kind, payload = self.client:receive(10)
     if not kind then return nil, payload end
-    if kind == "S" then return json.decode(payload) end
+    if kind == "S" then
+      if raw then return payload end
+      return json.decode(payload)
+    end
     if kind == "X" then return nil, payload end
   end
 end
@@ -122,7 +127,7 @@ local function list_tasks(as_json)
     local name = file:gsub("%.sock$", "")
     local conn, _, code = open(name, dir .. "/" .. file)
     if conn then
-      local st = conn:status()
+      local st = conn:status(not as_json)
       conn:close()
       if st then found[#found + 1] = st end
     elseif code == "ECONNREFUSED" then
@@ -154,10 +159,11 @@ function M.status(args)
   if not name and not opts.control then return list_tasks(opts.json) end
   local conn, err, code = open(name or opts.control, opts.control)
   if not conn then say(err) return code == "ECONNREFUSED" and EXIT.failed or EXIT.connection end
-  local st, serr = conn:status()
+  -- --json passes the task's JSON on as it came; a terminal gets the brief status.
+  local st, serr = conn:status(not opts.json, opts.json)
   conn:close()
   if not st then say("status of ", name or opts.control, " failed: ", tostring(serr)) return EXIT.failed end
-  if opts.json then io.write(json.encode(st), "\n") else io.write(status_text.render(st), "\n") end
+  if opts.json then io.write(st, "\n") else io.write(status_text.render(st), "\n") end
   return EXIT.ok
 end
 

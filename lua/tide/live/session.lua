@@ -243,9 +243,10 @@ function Session:complete(word)
   return ok and type(list) == "table" and list or {}
 end
 
-function Session:status_json()
+function Session:status_json(brief)
   local ok, st = pcall(status.of_run, self.task_run)
   if not ok then return nil, tostring(st) end
+  if brief then st = status.brief(st) end
   return json.encode(st or {})
 end
 
@@ -263,7 +264,7 @@ function Session:run()
     elseif kind == "C" then
       self:send("C", table.concat(self:complete(payload), "\n"))
     elseif kind == "S" then
-      local text, err = self:status_json()
+      local text, err = self:status_json(payload == "brief")
       if text then self:send("S", text) else self:send("X", "status failed: " .. err) end
     else
       self:send("X", string.format("unknown request %q (this task speaks protocol %d)", kind, status.PROTOCOL))

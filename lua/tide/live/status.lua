@@ -200,6 +200,17 @@ function M.table_lines(tables, limit)
   return shown, { n = #tables - #shown, states = table.concat(parts, ", ") }
 end
 
+-- The status a terminal needs: a full load's tables cut to the ones it shows, the rest
+-- counted in full.tables_left = { n =, states = } (`pgtide status` without --json asks for this:
+-- 100,000 tables are 17 MB of JSON to build, send and read).
+function M.brief(st)
+  local f = st and st.full
+  if type(f) == "table" and type(f.tables) == "table" then
+    f.tables, f.tables_left = M.table_lines(f.tables, TABLE_LINES)
+  end
+  return st
+end
+
 function M.render(st)
   local out = {}
   local function add(fmt, ...) out[#out + 1] = string.format(fmt, ...) end
@@ -218,6 +229,7 @@ function M.render(st)
     add("    %-40s %12s %12s %10s %6s  %s", "table", "rows", "of ~rows", "bytes", "parts", "state")
     local tables = type(f.tables) == "table" and f.tables or {}
     local shown, left = M.table_lines(tables, TABLE_LINES)
+    if type(f.tables_left) == "table" then left = f.tables_left end   -- (a brief status: cut already)
     for _, t in ipairs(shown) do
       add("    %-40s %12s %12s %10s %6s  %s", t.table, count(t.rows),
           (num(t.rows_estimate) or -1) >= 0 and count(t.rows_estimate) or "?",
