@@ -695,18 +695,29 @@ M.kinds_read = { "roles", "schemas", "extensions", "extension_members", "extensi
 --   cat.settings (current_user, server_version, ...), cat.roles_set (name → row),
 --   cat.columns_by_relid (oid → rows in attnum order), cat.extension_of ("class:oid" → ext oid),
 --   cat.extension_description ("class:oid" → "table s.t" for relations and types of extensions),
---   cat.timing (statement → seconds).
+--   cat.timing (statement → seconds), cat.connections (how many connections read).
 -- opts.only = { names... } reads a subset (the target side needs fewer).
+-- opts.open(connect_opts) → one more connection to conn's server and database (as
+-- tide.connect.open opens them): on a big catalog the statements are then spread over a few
+-- such connections inside the main transaction's snapshot (tide.catalog.parallel).
 function M.read(conn, opts)
   opts = opts or {}
   local core = require "tide.core"
-  local ok, err = conn:exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-  if not ok then error("catalog: cannot start a read transaction: " .. tostring(err), 0) end
+  local parallel = require "tide.catalog.parallel"
+  local function begin()
+    local ok, err = conn:exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    if not ok then error("catalog: cannot start a read transaction: " .. tostring(err), 0) end
+  end
+  begin()
   local result = table.pack(pcall(function()
-    assert(conn:exec("SET LOCAL search_path = pg_catalog"))
-    -- The large catalog statements cross jit_above_cost on a big catalog, and compiling them
-    -- took 1.7 s of the 2 s the types statement needed on 10,000 tables: no JIT here.
-    if conn:server_version() >= 110000 then assert(conn:exec("SET LOCAL jit = off")) end
+    local function set_local()
+      assert(conn:exec("SET LOCAL search_path = pg_catalog"))
+      -- The large catalog statements cross jit_above_cost on a big catalog, and compiling them
+      -- took 1.7 s of the 2 s the types statement needed on 10,000 tables: no JIT here.
+      if conn:server_version() >= 110000 then assert(conn:exec("SET LOCAL jit = off")) end
+    end
+    set_local()
+    local shared = parallel.prepare(conn, opts.open, function() begin(); set_local() end)
     local cat = { timing = {} }
     cat.settings = run(conn, "settings")[1]
     local names = opts.only or M.kinds_read
@@ -714,11 +725,11 @@ function M.read(conn, opts)
     for _, name in ipairs(names) do list[#list + 1] = name end
     if cat.settings.has_synonyms then list[#list + 1] = "synonyms" end
     if cat.settings.has_packages then list[#list + 1] = "packages" end
-    for _, name in ipairs(list) do
+    cat.connections = parallel.read(conn, shared, list, function(c, name)
       local started = core.monotonic()
-      cat[name] = run(conn, name)
+      cat[name] = run(c, name)
       cat.timing[name] = core.monotonic() - started
-    end
+    end)
     return cat
   end))
   conn:exec(result[1] and "COMMIT" or "ROLLBACK")
