@@ -178,7 +178,6 @@ end
 -- (tide.catalog.parallel), opened as tide.connect opens the task's connections.
 local function read_catalogs(task, source, target)
   local core = require "tide.core"
-  local playbook = require "tide.playbook"
   local function options(side)
     if not playbook.conninfo(task, side) then return {} end
     return { open = function(opts) return require("tide.connect").open(task, side, opts) end }
