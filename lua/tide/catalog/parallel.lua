@@ -72,18 +72,21 @@ FROM pg_catalog.json_each_text($1::json) AS s(name, setting)
 -- open(opts) opens one more connection to the same server as conn (tide.connect.open).
 function M.prepare(conn, open, restart)
   if not open or M.helpers < 1 or conn:server_version() < 100000 then return nil end
-  local rows = conn:query(SIZE)
-  local size = rows and rows[1]
-  if not size or size.relations < M.min_relations or size.in_recovery then return nil end
-  local helpers = math.min(M.helpers, size.free_slots - M.spare_slots)
-  if helpers < 1 then return nil end
-  local exported = conn:query("SELECT pg_catalog.pg_export_snapshot() AS id")
-  if not exported then
-    -- The failed statement ended the transaction: begin it again and read alone.
+  -- A statement here that fails (a fork without pg_stat_activity's backend_type, one that
+  -- refuses pg_export_snapshot) ends the transaction: it begins again and conn reads alone.
+  local function alone()
     conn:exec("ROLLBACK")
     restart()
     return nil
   end
+  local rows = conn:query(SIZE)
+  local size = rows and rows[1]
+  if not size then return alone() end
+  if size.relations < M.min_relations or size.in_recovery then return nil end
+  local helpers = math.min(M.helpers, size.free_slots - M.spare_slots)
+  if helpers < 1 then return nil end
+  local exported = conn:query("SELECT pg_catalog.pg_export_snapshot() AS id")
+  if not exported then return alone() end
   return {
     snapshot = exported[1].id, helpers = helpers, settings = size.settings_json,
     open = function()
