@@ -109,6 +109,35 @@ T.test("helpers read the same catalog as one connection, in the main read's snap
   T.eq(source:query("SELECT pg_catalog.current_setting('transaction_isolation') AS i")[1].i, "read committed")
 end)
 
+T.test("a server's idle_in_transaction_session_timeout does not end a spread read", function(ctx)
+  load_fixture(ctx)
+  local task = make_task(ctx)
+  P.exec(ctx.source_admin, "ALTER DATABASE " .. ctx.dbname .. " SET idle_in_transaction_session_timeout = '300ms'")
+  local ok, err = pcall(function()
+    local source <close> = connect.open(task, "source")
+    local single = catalog.read(source)
+    -- Every connection idles in its transaction longer than the timeout before it reads.
+    local function idling(conn)
+      local slept = false
+      return watched(conn, { statements = 0 }, { rewrite = function(sql, method)
+        if method == "query_sparse" and sql ~= catalog.statements.settings and not slept then
+          slept = true
+          tide.sleep(1)
+        end
+        return sql
+      end })
+    end
+    local cat
+    with_helpers(function()
+      cat = catalog.read(idling(source), { open = function(opts) return idling(connect.open(task, "source", opts)) end })
+    end)
+    T.eq(cat.connections, 1 + parallel.helpers)
+    T.eq(rows_of(cat), rows_of(single))
+  end)
+  P.exec(ctx.source_admin, "ALTER DATABASE " .. ctx.dbname .. " RESET idle_in_transaction_session_timeout")
+  if not ok then error(err, 0) end
+end)
+
 T.test("a failed statement on a helper fails the read and closes every helper", function(ctx)
   load_fixture(ctx)
   local task = make_task(ctx)

@@ -66,6 +66,8 @@ SELECT pg_catalog.set_config(s.name, s.setting, true)
 FROM pg_catalog.json_each_text($1::json) AS s(name, setting)
 ]]
 
+local IDLE = "SET LOCAL idle_in_transaction_session_timeout = 0"
+
 -- M.prepare(conn, open, restart) → shared or nil. Called right after the main transaction
 -- began (restart() begins it again). shared = { snapshot =, helpers =, open = } when the
 -- catalog is big enough and the snapshot could be exported; nil: read on conn alone.
@@ -87,6 +89,10 @@ function M.prepare(conn, open, restart)
   if helpers < 1 then return nil end
   local exported = conn:query("SELECT pg_catalog.pg_export_snapshot() AS id")
   if not exported then return alone() end
+  -- Spread over several connections, each one sits idle in its transaction while the engine
+  -- builds the others' rows (tens of seconds at 100,000 tables): a server's
+  -- idle_in_transaction_session_timeout must not end the read.
+  if not conn:exec(IDLE) then return alone() end
   return {
     snapshot = exported[1].id, helpers = helpers, settings = size.settings_json,
     open = function()
@@ -116,6 +122,7 @@ local function join(shared)
   local ready = conn:exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     and conn:exec("SET TRANSACTION SNAPSHOT " .. conn:quote_literal(shared.snapshot))
     and conn:query(SET_SETTINGS, shared.settings)
+    and conn:exec(IDLE)
   if not ready then
     conn:close()
     return nil
