@@ -173,6 +173,24 @@ local function sequence_entry(model, obj)
   }
 end
 
+-- Both catalogs, read at once: the target's in a coroutine of its own while the source's is
+-- read here. Each read may spread a big catalog over a few more connections of its side
+-- (tide.catalog.parallel), opened as tide.connect opens the task's connections.
+local function read_catalogs(task, source, target)
+  local core = require "tide.core"
+  local function options(side)
+    if not playbook.conninfo(task, side) then return {} end
+    return { open = function(opts) return require("tide.connect").open(task, side, opts) end }
+  end
+  -- (pcall inside the coroutine: its error comes back as raised, without a traceback added.)
+  local target_read = core.spawn(function() return pcall(catalog.read, target, options("target")) end)
+  local source_ok, cat = pcall(catalog.read, source, options("source"))
+  local _, target_ok, tcat = pcall(target_read.wait, target_read)
+  if not source_ok then error(cat, 0) end
+  if not target_ok then error(tcat, 0) end
+  return cat, tcat
+end
+
 -- plan.build(task, source, target) → plan (docs/internals.md). Both connections must be idle
 -- (not inside a transaction): the catalogs are read in transactions of their own.
 function M.build(task, source, target)
@@ -184,7 +202,7 @@ function M.build(task, source, target)
   local plan = { objects = {}, pre_data = {}, post_data = {}, tables = {}, sequences = {}, skipped = {},
                  warnings = {}, conflicts = {}, errors = {}, missing = {}, existing = {}, drops = {},
                  by_key = {}, timing = {} }
-  local cat, tcat = catalog.read(source), catalog.read(target)
+  local cat, tcat = read_catalogs(task, source, target)
   plan.catalog, plan.target_catalog = cat, tcat
   plan.server_version, plan.target_server_version = cat.server_version, tcat.server_version
   plan.timing.catalog = core.monotonic() - started

@@ -1,0 +1,237 @@
+-- Reading a catalog over several connections (tide.catalog.parallel): the same catalog as one
+-- connection reads, inside one snapshot, and a quiet fall back to the main connection when
+-- the server refuses the helpers. Fixture: tests/fixtures/schema_all_kinds.sql (every kind).
+-- The helpers only join on big catalogs: the cases lower tide.catalog.parallel.min_relations.
+local T = require "testlib"
+local P = require "pg"
+local tide = require "tide"
+local catalog = require "tide.catalog"
+local parallel = require "tide.catalog.parallel"
+local connect = require "tide.connect"
+
+local PGTIDE = os.getenv("PGTIDE") or "build/pgtide"
+local PG_BIN = "/usr/lib/postgresql/15/bin/"
+local FIXTURE = "tests/fixtures/schema_all_kinds.sql"
+
+local loaded = false
+local function load_fixture(ctx)
+  if loaded then return end
+  P.exec(ctx.source_admin, [[DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tide_reader') THEN CREATE ROLE tide_reader; END IF;
+  END $$]])
+  local code, out = T.sh(PG_BIN .. "psql -X -q -v ON_ERROR_STOP=1 -d '" .. ctx.source_url .. "' -f " .. FIXTURE)
+  if code ~= 0 then error("loading the fixture failed: " .. out) end
+  loaded = true
+end
+
+local function make_task(ctx, source_url)
+  return tide.task { name = "catalog-parallel", source = source_url or ctx.source_url, target = ctx.target_url,
+                     migrate = { "schema" } }
+end
+
+-- A catalog without what differs from one read to the next (timings, connection count).
+local function rows_of(cat)
+  local out = {}
+  for k, v in pairs(cat) do
+    if k ~= "timing" and k ~= "connections" then out[k] = v end
+  end
+  return out
+end
+
+-- A connection that hands every call to `conn`, counting catalog statements in
+-- counter.statements. opts.rewrite(sql, method) may swap a statement for another;
+-- opts.wait_for (a counter): the first statement from the queue waits until that counter
+-- counts one, so the helpers surely take some of the work however fast this connection is.
+local function watched(conn, counter, opts)
+  opts = opts or {}
+  return setmetatable({}, { __index = function(_, method)
+    return function(_, sql, ...)
+      if method == "query_sparse" then
+        counter.statements = counter.statements + 1
+        -- (the first statement is settings, read before the helpers start)
+        if opts.wait_for and counter.statements == 2 then
+          local deadline = tide.monotonic() + 20
+          while opts.wait_for.statements == 0 and tide.monotonic() < deadline do tide.sleep(0.01) end
+        end
+      end
+      if opts.rewrite and type(sql) == "string" then sql = opts.rewrite(sql, method) end
+      return conn[method](conn, sql, ...)
+    end
+  end })
+end
+
+-- Reads with helpers whatever the catalog's size; restores the threshold afterwards.
+local function with_helpers(fn)
+  local saved = parallel.min_relations
+  parallel.min_relations = 0
+  local ok, err = pcall(fn)
+  parallel.min_relations = saved
+  if not ok then error(err, 0) end
+end
+
+T.test("helpers read the same catalog as one connection, in the main read's snapshot", function(ctx)
+  load_fixture(ctx)
+  local task = make_task(ctx)
+  local source <close> = connect.open(task, "source")
+  local single = catalog.read(source)
+  T.eq(single.connections, 1)
+  T.ok(#single.tables > 10 and #single.indexes > 10 and #single.functions > 5, "the fixture is read")
+
+  -- Before any helper connects, a table is created and committed on another connection: it
+  -- is newer than the exported snapshot, so no helper may see it.
+  local helpers, counter = {}, { statements = 0 }
+  local created
+  local parallel_cat
+  with_helpers(function()
+    local main = watched(source, { statements = 0 }, { wait_for = counter })
+    parallel_cat = catalog.read(main, { open = function(opts)
+      if created == nil then
+        created = false
+        P.exec(ctx.source_url, "CREATE TABLE public.after_snapshot (id int PRIMARY KEY)")
+        created = true
+      end
+      while not created do tide.sleep(0.01) end
+      local c = connect.open(task, "source", opts)
+      helpers[#helpers + 1] = c
+      return watched(c, counter)
+    end })
+  end)
+  T.eq(created, true)
+  P.exec(ctx.source_url, "DROP TABLE public.after_snapshot")
+  T.eq(#helpers, parallel.helpers, "helpers opened")
+  T.eq(parallel_cat.connections, 1 + parallel.helpers)
+  T.ok(counter.statements > 0, "the helpers read no statement")
+  T.eq(rows_of(parallel_cat), rows_of(single), "the parallel read's catalog")
+  for _, c in ipairs(helpers) do
+    T.eq(c:status(), "closed", "a helper connection")
+  end
+  -- The main connection is out of its transaction and reads on.
+  T.eq(source:query("SELECT pg_catalog.current_setting('transaction_isolation') AS i")[1].i, "read committed")
+end)
+
+T.test("a server's idle_in_transaction_session_timeout does not end a spread read", function(ctx)
+  load_fixture(ctx)
+  local task = make_task(ctx)
+  P.exec(ctx.source_admin, "ALTER DATABASE " .. ctx.dbname .. " SET idle_in_transaction_session_timeout = '300ms'")
+  local ok, err = pcall(function()
+    local source <close> = connect.open(task, "source")
+    local single = catalog.read(source)
+    -- Every connection idles in its transaction longer than the timeout before it reads.
+    local function idling(conn)
+      local slept = false
+      return watched(conn, { statements = 0 }, { rewrite = function(sql, method)
+        if method == "query_sparse" and sql ~= catalog.statements.settings and not slept then
+          slept = true
+          tide.sleep(1)
+        end
+        return sql
+      end })
+    end
+    local cat
+    with_helpers(function()
+      cat = catalog.read(idling(source), { open = function(opts) return idling(connect.open(task, "source", opts)) end })
+    end)
+    T.eq(cat.connections, 1 + parallel.helpers)
+    T.eq(rows_of(cat), rows_of(single))
+  end)
+  P.exec(ctx.source_admin, "ALTER DATABASE " .. ctx.dbname .. " RESET idle_in_transaction_session_timeout")
+  if not ok then error(err, 0) end
+end)
+
+T.test("a failed statement on a helper fails the read and closes every helper", function(ctx)
+  load_fixture(ctx)
+  local task = make_task(ctx)
+  local source <close> = connect.open(task, "source")
+  local helpers, counter = {}, { statements = 0 }
+  with_helpers(function()
+    local main = watched(source, { statements = 0 }, { wait_for = counter })
+    T.raises(function()
+      catalog.read(main, { open = function(opts)
+        local c = connect.open(task, "source", opts)
+        helpers[#helpers + 1] = c
+        -- Every statement a helper reads fails.
+        return watched(c, counter, { rewrite = function(sql, method)
+          return method == "query_sparse" and "SELECT pg_catalog.no_such_function()" or sql
+        end })
+      end })
+    end, "catalog: reading [%w_]+ failed")
+  end)
+  T.ok(#helpers > 0, "no helper opened")
+  for _, c in ipairs(helpers) do
+    T.eq(c:status(), "closed", "a helper connection")
+  end
+  T.eq(source:query("SELECT 1 AS one")[1].one, 1, "the main connection reads on")
+  T.eq(catalog.read(source).connections, 1)
+end)
+
+T.test("a snapshot the server will not export or import: the main connection reads alone", function(ctx)
+  load_fixture(ctx)
+  local task = make_task(ctx)
+  local source <close> = connect.open(task, "source")
+  local single = catalog.read(source)
+  local cat
+  -- The sizing statement or the export fails (as on a fork without pg_export_snapshot): the
+  -- transaction starts over, and the main connection reads alone.
+  for _, refused in ipairs({ "pg_export_snapshot", "pg_is_in_recovery" }) do
+    local refusing = watched(source, { statements = 0 }, { rewrite = function(sql)
+      return (sql:gsub(refused .. "%(%)", "no_such_function()"))
+    end })
+    local opened = 0
+    with_helpers(function()
+      cat = catalog.read(refusing, { open = function(opts) opened = opened + 1; return connect.open(task, "source", opts) end })
+    end)
+    T.eq(opened, 0, "helpers opened without a snapshot (" .. refused .. " refused)")
+    T.eq(cat.connections, 1)
+    T.eq(rows_of(cat), rows_of(single))
+  end
+
+  -- Helpers on another database cannot import the snapshot: closed, the main connection reads.
+  local other = P.with_db(ctx.source_admin, "postgres")
+  local helpers = {}
+  with_helpers(function()
+    cat = catalog.read(source, { open = function(opts)
+      local c = assert(tide.connect(other, opts))
+      helpers[#helpers + 1] = c
+      return c
+    end })
+  end)
+  T.eq(#helpers, parallel.helpers)
+  T.eq(cat.connections, 1)
+  T.eq(rows_of(cat), rows_of(single))
+  for _, c in ipairs(helpers) do T.eq(c:status(), "closed", "a refused helper") end
+end)
+
+T.test("a role at its connection limit: plan reads on its one connection, and says nothing", function(ctx)
+  load_fixture(ctx)
+  local role = "pgtide_catalog_one"
+  P.exec(ctx.source_admin, string.format([[DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %s LOGIN CONNECTION LIMIT 1; END IF;
+  END $$]], role, role))
+  local source_url = ctx.source_url:gsub("://[^@/]*@", "://" .. role .. "@")
+  if source_url == ctx.source_url then source_url = ctx.source_url:gsub("://", "://" .. role .. "@") end
+  local script = ctx.tmpdir .. "/catalog_parallel_limit.lua"
+  local f = assert(io.open(script, "w"))
+  f:write(string.format([[
+local tide = require "tide"
+local parallel = require "tide.catalog.parallel"
+parallel.min_relations = 0
+local task = tide.task { name = "catalog-limit", source = %q, target = %q, migrate = { "schema" } }
+local connect = require "tide.connect"
+local source, target = connect.open_both(task)
+local plan = require("tide.plan").build(task, source, target)
+print("connections " .. plan.catalog.connections .. " tables " .. #plan.catalog.tables)
+]], source_url, ctx.target_url))
+  f:close()
+  local code, out = T.sh(PGTIDE .. " script " .. script)
+  local task = make_task(ctx)
+  local source <close> = connect.open(task, "source")
+  T.eq(code, 0, out)
+  T.eq(out, "connections 1 tables " .. #catalog.read(source).tables .. "\n",
+       "the output (nothing about refused connections)")
+  -- The same read as the superuser spreads over helpers.
+  with_helpers(function()
+    T.eq(catalog.read(source, { open = function(opts) return connect.open(task, "source", opts) end }).connections,
+         1 + parallel.helpers)
+  end)
+  P.exec(ctx.source_admin, "DROP ROLE " .. role)
+end)
