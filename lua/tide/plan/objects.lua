@@ -32,8 +32,11 @@ local function ident_of(obj)
   return quote(obj.schema) .. "." .. quote(obj.name)
 end
 
--- The source key of a table ("schema.name", quoted like SQL), as plan.tables uses it.
+-- The source key of a table ("schema.name", quoted like SQL), as plan.tables uses it. A
+-- relation's ident is that text already (ident_of): no new string for each statement.
 function M.table_key(obj)
+  local def = obj.def
+  if obj.ident and def and def.space == "relation" and not def.ident and not def.global then return obj.ident end
   return quote(obj.schema) .. "." .. quote(obj.name)
 end
 

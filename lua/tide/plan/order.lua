@@ -344,28 +344,42 @@ function M.sort(all, on_error)
   return result.pre, result.post
 end
 
--- Tables whose rows a post-data step must wait for (their keys, as in plan.tables):
+-- The table a step belongs to (its key, as in plan.tables), or nil.
+local function owner_of(step)
+  local obj = step.object
+  return obj.kind == "table" and obj or obj.owner
+end
+
+function M.owner_key(step)
+  local owner = owner_of(step)
+  return owner and owner.kind ~= "domain" and objects.table_key(owner) or nil
+end
+
+-- Tables whose rows a post-data step must wait for (their keys, as in plan.tables, sorted):
 -- the leaves of the table it belongs to; for a foreign key also the referenced table's;
--- for a materialized view's refresh every table it reads, through views.
+-- for a materialized view's refresh every table it reads, through views. Second result:
+-- M.owner_key(step).
 function M.data_needs(model, ctx, step)
   local obj = step.object
-  local tables = {}
+  local seen, list = {}, {}
   local function add(t)
     if t and (t.kind == "table") then
-      for _, leaf in ipairs(objects.leaves(model, t)) do tables[leaf] = true end
+      for _, leaf in ipairs(objects.leaves(model, t)) do
+        if not seen[leaf] then seen[leaf] = true; list[#list + 1] = objects.table_key(leaf) end
+      end
     end
   end
-  local owner = obj.kind == "table" and obj or obj.owner
+  local owner = owner_of(step)
   if step.kind ~= "comment" and step.kind ~= "owner" and step.kind ~= "grant" and step.kind ~= "revoke" then
     add(owner)
     if step.data == "referenced" then add(ctx.object_at("pg_class", obj.row.referenced_oid)) end
     if step.data == "dependencies" then
-      local seen, stack = {}, { obj }
+      local visited, stack = {}, { obj }
       while #stack > 0 do
         local current = table.remove(stack)
         for ref in pairs(current.deps or {}) do
-          if not seen[ref] and ref.selected then
-            seen[ref] = true
+          if not visited[ref] and ref.selected then
+            visited[ref] = true
             if ref.kind == "table" then add(ref)
             elseif ref.kind == "view" or ref.kind == "matview" then stack[#stack + 1] = ref end
           end
@@ -373,10 +387,8 @@ function M.data_needs(model, ctx, step)
       end
     end
   end
-  local list = {}
-  for t in pairs(tables) do list[#list + 1] = objects.table_key(t) end
-  table.sort(list)
-  return list, owner and owner.kind ~= "domain" and objects.table_key(owner) or nil
+  if #list > 1 then table.sort(list) end
+  return list, M.owner_key(step)
 end
 
 return M
