@@ -7,6 +7,7 @@
 --
 --   local h = heap.numbers()   -- numbers, smallest first: the comparison is `<` itself, no
 --   h:push(3); h:pop() --> 3   -- call per step (the plan's order sorts 100,000s of steps)
+--   h:peek() --> the smallest, left in place
 local Heap = {}
 Heap.__index = Heap
 
@@ -96,5 +97,8 @@ function Numbers:pop()
 end
 
 function Numbers:empty() return self.items[1] == nil end
+
+-- The smallest number, left in the heap; nil when empty.
+function Numbers:peek() return self.items[1] end
 
 return M

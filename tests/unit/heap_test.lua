@@ -44,6 +44,7 @@ T.test("a heap of numbers: interleaved pushes and pops give what a sorted list g
       h:push(v); reference[#reference + 1] = v
     else
       table.sort(reference, function(a, b) return a > b end)
+      T.eq(h:peek(), reference[#reference], "peek shows the smallest, at round " .. round)
       T.eq(h:pop(), table.remove(reference), "the smallest, at round " .. round)
     end
   end
@@ -51,5 +52,6 @@ T.test("a heap of numbers: interleaved pushes and pops give what a sorted list g
   while #reference > 0 do T.eq(h:pop(), table.remove(reference)) end
   T.ok(h:empty())
   T.eq(h:pop(), nil, "an empty heap gives nil")
+  T.eq(h:peek(), nil, "and peeks nil")
   h:push(4); T.eq(h:pop(), 4); T.ok(h:empty())
 end)

@@ -268,21 +268,24 @@ function M.select(model, task, selector, skipped)
       local names = {}
       for i, c in ipairs(obj.columns) do names[i] = c.name end
       local kept = selector:columns(obj.schema, obj.name, names)
-      local keep = {}
-      for _, name in ipairs(kept) do keep[name] = true end
-      local columns = {}
-      for _, c in ipairs(obj.columns) do
-        if keep[c.name] then
-          columns[#columns + 1] = c
-        else
-          obj.dropped_columns = obj.dropped_columns or {}
-          obj.dropped_columns[c.num] = c
-          skipped[#skipped + 1] = { kind = "column", schema = obj.schema, name = obj.name .. "." .. c.name,
-            key = "column:" .. obj.ident .. "." .. quote(c.name), table = obj.name,
-            reason = "excluded by " .. (selector.path or "select") .. ".columns" }
+      -- (All kept, the usual case: the list stays as it is.)
+      if #kept < #names then
+        local keep = {}
+        for _, name in ipairs(kept) do keep[name] = true end
+        local columns = {}
+        for _, c in ipairs(obj.columns) do
+          if keep[c.name] then
+            columns[#columns + 1] = c
+          else
+            obj.dropped_columns = obj.dropped_columns or {}
+            obj.dropped_columns[c.num] = c
+            skipped[#skipped + 1] = { kind = "column", schema = obj.schema, name = obj.name .. "." .. c.name,
+              key = "column:" .. obj.ident .. "." .. quote(c.name), table = obj.name,
+              reason = "excluded by " .. (selector.path or "select") .. ".columns" }
+          end
         end
+        obj.columns = columns
       end
-      obj.columns = columns
     end
   end
 end

@@ -235,6 +235,9 @@ local function rank_places(all)
   return places, #all + 1
 end
 
+local NONE = {}
+local function by_seq(a, b) return a.seq < b.seq end
+
 -- M.sort(all, on_error) → pre_data, post_data: the steps of each phase in order, each step
 -- with .after (list of steps it waits for).
 function M.sort(all, on_error)
@@ -299,20 +302,37 @@ function M.sort(all, on_error)
       end
     end
     for _, step in ipairs(steps) do
+      local count = 0
       for other in pairs(step.waits) do
-        indegree[step] = indegree[step] + 1
-        dependents[other] = dependents[other] or {}
-        table.insert(dependents[other], step)
+        count = count + 1
+        local list = dependents[other]
+        if list then list[#list + 1] = step else dependents[other] = { step } end
       end
+      indegree[step] = count
     end
-    local heap, out = heap_mod.numbers(), {}
-    for _, step in ipairs(steps) do if indegree[step] == 0 then heap:push(places[step.rank] * span + step.seq) end end
-    while not heap:empty() do
-      local step = all[heap:pop() % span]
+    -- The steps free from the start (most post-data ones: they wait only for pre-data) are
+    -- sorted once; the ones freed later go through the heap; each turn takes the smaller head.
+    local free, heap, out = {}, heap_mod.numbers(), {}
+    for _, step in ipairs(steps) do
+      if indegree[step] == 0 then free[#free + 1] = places[step.rank] * span + step.seq end
+    end
+    table.sort(free)
+    local next_free = 1
+    while true do
+      local number, top = free[next_free], heap:peek()
+      if number and (top == nil or number < top) then
+        next_free = next_free + 1
+      elseif top then
+        number = heap:pop()
+      else
+        break
+      end
+      local step = all[number % span]
       out[#out + 1] = step
-      for _, next_step in ipairs(dependents[step] or {}) do
-        indegree[next_step] = indegree[next_step] - 1
-        if indegree[next_step] == 0 then heap:push(places[next_step.rank] * span + next_step.seq) end
+      for _, next_step in ipairs(dependents[step] or NONE) do
+        local left = indegree[next_step] - 1
+        indegree[next_step] = left
+        if left == 0 then heap:push(places[next_step.rank] * span + next_step.seq) end
       end
     end
     if #out < #steps then
@@ -330,7 +350,7 @@ function M.sort(all, on_error)
     for _, step in ipairs(out) do
       local after = {}
       for other in pairs(step.waits) do after[#after + 1] = other end
-      table.sort(after, function(a, b) return a.seq < b.seq end)
+      if #after > 1 then table.sort(after, by_seq) end
       -- A `last` step waits for everything: the latest first, so a check of its list (the
       -- full load's, at every step) stops at once while the others still run.
       if step.last then
