@@ -46,7 +46,8 @@ function M.resolve(model)
   end
   local external = {}
   for _, d in ipairs(cat.depends) do
-    local dep = model.identity[d.class .. ":" .. d.objid]
+    local dep_id = d.class .. ":" .. d.objid
+    local dep = model.identity[dep_id]
     -- A sequence OWNED BY a column points at its table, but is created before it (the
     -- column's default uses it); the ownership is a step after the table instead.
     local owned_by = dep and d.deptype == "a" and dep.kind == "sequence" and d.refclass == "pg_class"
@@ -71,7 +72,7 @@ function M.resolve(model)
         external[#external + 1] = { object = dep, class = d.refclass, oid = d.refobjid }
       elseif ref ~= dep then
         local e = edge(dep, ref)
-        local exact = model.exact[d.class .. ":" .. d.objid]
+        local exact = model.exact[dep_id]
         if d.class == "pg_class" and d.objsubid > 0 and dep.columns then
           add_via(e, { column = d.objsubid })
         elseif d.class == "pg_attrdef" then

@@ -50,14 +50,17 @@ end
 function M.collect(cat)
   local model = { cat = cat, objects = {}, exact = {}, identity = {}, by_name = {}, by_key = {},
                   schemas = {}, children = {} }
+  local ids = {}   -- "class:oid" of each object, made once (model.objects' order)
   for _, def in ipairs(kinds.list) do
     for _, row in ipairs(cat[def.list] or {}) do
       if not def.accept or def.accept(row) then
         local obj = { kind = def.name, def = def, row = row, oid = row.oid, class = def.class,
                       schema = row.schema or row.name, name = row.name }
         if def.global then obj.schema = nil end
-        model.objects[#model.objects + 1] = obj
-        model.exact[def.class .. ":" .. row.oid] = obj
+        local n = #model.objects + 1
+        local id = def.class .. ":" .. row.oid
+        model.objects[n], ids[n] = obj, id
+        model.exact[id] = obj
         if def.name == "schema" then model.schemas[row.name] = obj end
       end
     end
@@ -81,9 +84,9 @@ function M.collect(cat)
     while obj and obj.inline_of and guard < 32 do obj, guard = obj.inline_of, guard + 1 end
     return obj
   end
-  for _, obj in ipairs(model.objects) do
+  for i, obj in ipairs(model.objects) do
     local stands_for = root(obj)
-    model.identity[obj.class .. ":" .. obj.oid] = stands_for
+    model.identity[ids[i]] = stands_for
     for _, extra in ipairs(obj.def.identities and obj.def.identities(obj.row) or {}) do
       model.identity[extra[1] .. ":" .. extra[2]] = stands_for
     end
