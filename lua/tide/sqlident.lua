@@ -85,13 +85,13 @@ end
 -- Names already quoted, and how many: a plan quotes the same schema, table and column names
 -- again and again (each object's key, each statement), and a look-up costs less than the
 -- pattern. Emptied when full, so a long-running process holds a bounded number.
-local quoted, quoted_count, QUOTED_MAX = {}, 0, 131072
+local answers, answer_count, ANSWERS_MAX = {}, 0, 131072
 
 -- quote(name): the name as SQL text; quoted when it is not a plain lower-case identifier, or
 -- is a keyword other than an unreserved one. `$` and non-ASCII letters are quoted, like the
 -- server does.
 function sqlident.quote(name)
-  local known = quoted[name]
+  local known = answers[name]
   if known then return known end
   assert(type(name) == "string", "sqlident.quote(name): name must be a string")
   local category = keyword_category[name]
@@ -99,8 +99,8 @@ function sqlident.quote(name)
   if not (name:match("^[a-z_][a-z0-9_]*$") and (category == nil or category == "unreserved")) then
     text = '"' .. name:gsub('"', '""') .. '"'
   end
-  if quoted_count >= QUOTED_MAX then quoted, quoted_count = {}, 0 end
-  quoted[name], quoted_count = text, quoted_count + 1
+  if answer_count >= ANSWERS_MAX then answers, answer_count = {}, 0 end
+  answers[name], answer_count = text, answer_count + 1
   return text
 end
 

@@ -245,52 +245,53 @@ function M.sort(all, on_error)
   local function wait(step, other)
     if other ~= step and other.phase == step.phase then step.waits[other] = true end
   end
-  -- Per phase: each object's first step and its latest one so far, and the steps each object
-  -- is ready after (found once per object, however many objects need it: every object needs
-  -- its schema).
-  local by_phase = {}
-  for _, step in ipairs(all) do
-    local obj, phase = step.object, step.phase
-    local per = by_phase[phase]
-    if not per then per = { first = {}, latest = {}, ready = {} }; by_phase[phase] = per end
-    local previous = per.latest[obj]
-    if previous then wait(step, previous) end
-    if not per.first[obj] then
-      per.first[obj] = step
-      for ref, e in pairs(obj.deps or {}) do
-        if ref.selected and e.first_step then
-          -- only the first step of what it needs (a base type's I/O function: the shell type)
-          for _, other in ipairs(ref.steps or {}) do
-            if other.phase == phase and not other.trailing then wait(step, other); break end
+  do   -- (the per-phase tables go before the sort)
+    -- Per phase: each object's first step and its latest one so far, and the steps each object
+    -- is ready after (found once per object, however many objects need it: every object needs
+    -- its schema).
+    local by_phase = {}
+    for _, step in ipairs(all) do
+      local obj, phase = step.object, step.phase
+      local per = by_phase[phase]
+      if not per then per = { first = {}, latest = {}, ready = {} }; by_phase[phase] = per end
+      local previous = per.latest[obj]
+      if previous then wait(step, previous) end
+      if not per.first[obj] then
+        per.first[obj] = step
+        for ref, e in pairs(obj.deps or {}) do
+          if ref.selected and e.first_step then
+            -- only the first step of what it needs (a base type's I/O function: the shell type)
+            for _, other in ipairs(ref.steps or {}) do
+              if other.phase == phase and not other.trailing then wait(step, other); break end
+            end
+          elseif ref.selected then
+            local list = per.ready[ref]
+            if not list then list = ready(ref, phase); per.ready[ref] = list end
+            for _, other in ipairs(list) do wait(step, other) end
           end
-        elseif ref.selected then
-          local list = per.ready[ref]
-          if not list then list = ready(ref, phase); per.ready[ref] = list end
-          for _, other in ipairs(list) do wait(step, other) end
+        end
+      end
+      per.latest[obj] = step
+      for _, ref in ipairs(step.after_objects or {}) do
+        for _, other in ipairs(ref.steps or {}) do
+          if not other.trailing then wait(step, other) end
         end
       end
     end
-    per.latest[obj] = step
-    for _, ref in ipairs(step.after_objects or {}) do
-      for _, other in ipairs(ref.steps or {}) do
-        if not other.trailing then wait(step, other) end
+    -- A step marked `last` waits for every step of its phase with a lower `last` (none counts as
+    -- 0, true as 1): default privileges (1) come after every object is made, so they change no
+    -- object pgtide creates; an event trigger is enabled (2) after everything else, so no
+    -- statement of pgtide's fires it (ALTER DEFAULT PRIVILEGES would).
+    local function level(step) return step.last == true and 1 or step.last or 0 end
+    for _, step in ipairs(all) do
+      local l = level(step)
+      if l > 0 then
+        for _, other in ipairs(all) do
+          if level(other) < l then wait(step, other) end
+        end
       end
     end
   end
-  -- A step marked `last` waits for every step of its phase with a lower `last` (none counts as
-  -- 0, true as 1): default privileges (1) come after every object is made, so they change no
-  -- object pgtide creates; an event trigger is enabled (2) after everything else, so no
-  -- statement of pgtide's fires it (ALTER DEFAULT PRIVILEGES would).
-  local function level(step) return step.last == true and 1 or step.last or 0 end
-  for _, step in ipairs(all) do
-    local l = level(step)
-    if l > 0 then
-      for _, other in ipairs(all) do
-        if level(other) < l then wait(step, other) end
-      end
-    end
-  end
-  by_phase = nil
   local places, span = rank_places(all)
   local result = {}
   for _, phase in ipairs({ "pre", "post" }) do
