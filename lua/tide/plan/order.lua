@@ -241,9 +241,14 @@ local function by_seq(a, b) return a.seq < b.seq end
 -- M.sort(all, on_error) → pre_data, post_data: the steps of each phase in order, each step
 -- with .after (list of steps it waits for).
 function M.sort(all, on_error)
+  -- What each step waits for: a list, sorted and made unique once all is known (a set per
+  -- step, then a list of it, were two tables per step).
   for _, step in ipairs(all) do step.waits = {} end
   local function wait(step, other)
-    if other ~= step and other.phase == step.phase then step.waits[other] = true end
+    if other ~= step and other.phase == step.phase then
+      local waits = step.waits
+      waits[#waits + 1] = other
+    end
   end
   do   -- (the per-phase tables go before the sort)
     -- Per phase: each object's first step and its latest one so far, and the steps each object
@@ -293,29 +298,35 @@ function M.sort(all, on_error)
     end
   end
   local places, span = rank_places(all)
+  -- By seq (a step's place in `all`): how many steps each waits for, and which wait for it.
+  local indegree, dependents = {}, {}
+  for i, step in ipairs(all) do
+    local waits = step.waits
+    if #waits > 1 then
+      table.sort(waits, by_seq)
+      local kept = 1
+      for j = 2, #waits do
+        if waits[j] ~= waits[kept] then kept = kept + 1; waits[kept] = waits[j] end
+      end
+      for j = #waits, kept + 1, -1 do waits[j] = nil end
+    end
+    indegree[i] = #waits
+    for _, other in ipairs(waits) do
+      local list = dependents[other.seq]
+      if list then list[#list + 1] = step else dependents[other.seq] = { step } end
+    end
+  end
   local result = {}
   for _, phase in ipairs({ "pre", "post" }) do
-    local steps, indegree, dependents = {}, {}, {}
+    local steps = {}
     for _, step in ipairs(all) do
-      if step.phase == phase then
-        steps[#steps + 1] = step
-        indegree[step] = 0
-      end
-    end
-    for _, step in ipairs(steps) do
-      local count = 0
-      for other in pairs(step.waits) do
-        count = count + 1
-        local list = dependents[other]
-        if list then list[#list + 1] = step else dependents[other] = { step } end
-      end
-      indegree[step] = count
+      if step.phase == phase then steps[#steps + 1] = step end
     end
     -- The steps free from the start (most post-data ones: they wait only for pre-data) are
     -- sorted once; the ones freed later go through the heap; each turn takes the smaller head.
     local free, heap, out = {}, heap_mod.numbers(), {}
     for _, step in ipairs(steps) do
-      if indegree[step] == 0 then free[#free + 1] = places[step.rank] * span + step.seq end
+      if indegree[step.seq] == 0 then free[#free + 1] = places[step.rank] * span + step.seq end
     end
     table.sort(free)
     local next_free = 1
@@ -330,35 +341,33 @@ function M.sort(all, on_error)
       end
       local step = all[number % span]
       out[#out + 1] = step
-      for _, next_step in ipairs(dependents[step] or NONE) do
-        local left = indegree[next_step] - 1
-        indegree[next_step] = left
+      for _, next_step in ipairs(dependents[step.seq] or NONE) do
+        local left = indegree[next_step.seq] - 1
+        indegree[next_step.seq] = left
         if left == 0 then heap:push(places[next_step.rank] * span + next_step.seq) end
       end
     end
     if #out < #steps then
       local stuck, seen = {}, {}
       for _, step in ipairs(steps) do
-        if indegree[step] > 0 and not seen[step.object] then
+        if indegree[step.seq] > 0 and not seen[step.object] then
           seen[step.object] = true
           stuck[#stuck + 1] = objects.describe(step.object)
         end
       end
       on_error(nil, "these objects depend on each other in a cycle pgtide cannot break: " .. table.concat(stuck, ", ")
         .. "; create one of them by hand on the target and leave it out of the selection")
-      for _, step in ipairs(steps) do if indegree[step] > 0 then out[#out + 1] = step end end
+      for _, step in ipairs(steps) do if indegree[step.seq] > 0 then out[#out + 1] = step end end
     end
     for _, step in ipairs(out) do
-      local after = {}
-      for other in pairs(step.waits) do after[#after + 1] = other end
-      if #after > 1 then table.sort(after, by_seq) end
+      local after = step.waits
       -- A `last` step waits for everything: the latest first, so a check of its list (the
       -- full load's, at every step) stops at once while the others still run.
       if step.last then
         for i = 1, #after // 2 do after[i], after[#after + 1 - i] = after[#after + 1 - i], after[i] end
       end
       step.after_steps = after
-      step.waits = nil   -- (a set per step, now a list)
+      step.waits = nil
     end
     result[phase] = out
   end
