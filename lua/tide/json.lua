@@ -8,96 +8,117 @@ local M = {}
 -- JSON null inside decoded values (a Lua nil would end a list).
 M.null = setmetatable({}, { __tostring = function() return "null" end })
 
+-- The decoder's state: the text (input) and the position in it. Module-level, not closures made for
+-- each call: the catalog decodes a value per row (every table's columns, every constraint's),
+-- and four closures per call were a good part of that. Decoding never calls out, so one
+-- decode cannot start inside another.
+local input, pos = nil, 1
+local byte, find, sub, match = string.byte, string.find, string.sub, string.match
+
+local ESCAPES = { [34] = '"', [92] = "\\", [47] = "/", [98] = "\b", [102] = "\f", [110] = "\n",
+                  [114] = "\r", [116] = "\t" }
+
+local function fail(what) error(string.format("json: %s at byte %d", what, pos), 0) end
+
+local function skip()
+  local b = byte(input, pos)
+  if b == 32 or b == 9 or b == 10 or b == 13 then pos = find(input, "[^ \t\r\n]", pos) or #input + 1 end
+end
+
+-- A string, from its opening quote. Most have no escape: one find and one sub.
+local function string_value()
+  pos = pos + 1
+  local stop = find(input, '["\\]', pos)
+  if stop and byte(input, stop) == 34 then
+    local s = sub(input, pos, stop - 1)
+    pos = stop + 1
+    return s
+  end
+  local out = {}
+  while true do
+    stop = find(input, '["\\]', pos)
+    if not stop then pos = #input + 1; fail("unterminated string") end
+    if stop > pos then out[#out + 1] = sub(input, pos, stop - 1) end
+    pos = stop
+    if byte(input, pos) == 34 then pos = pos + 1; break end
+    local e = byte(input, pos + 1)
+    local simple = e and ESCAPES[e]
+    if simple then out[#out + 1] = simple; pos = pos + 2
+    elseif e == 117 then   -- \u
+      local cp = tonumber(match(input, "^%x%x%x%x", pos + 2) or "", 16)
+      if not cp then fail("bad \\u escape") end
+      pos = pos + 6
+      if cp >= 0xD800 and cp <= 0xDBFF and match(input, "^\\u[dD][c-fC-F]%x%x", pos) then
+        local low = tonumber(sub(input, pos + 2, pos + 5), 16)
+        cp = 0x10000 + (cp - 0xD800) * 0x400 + (low - 0xDC00)
+        pos = pos + 6
+      end
+      out[#out + 1] = utf8.char(cp)
+    else fail("bad escape") end
+  end
+  return table.concat(out)
+end
+
+local function read_value()
+  skip()
+  local c = byte(input, pos)
+  if c == 123 then   -- {
+    local t = {}
+    pos = pos + 1; skip()
+    if byte(input, pos) == 125 then pos = pos + 1; return t end
+    repeat
+      skip()
+      if byte(input, pos) ~= 34 then fail("expected a key") end
+      local k = string_value()
+      skip()
+      if byte(input, pos) ~= 58 then fail("expected :") end
+      pos = pos + 1
+      t[k] = read_value()
+      skip()
+      c = byte(input, pos); pos = pos + 1
+    until c ~= 44
+    if c ~= 125 then fail("expected }") end
+    return t
+  elseif c == 91 then   -- [
+    local t, n = {}, 0
+    pos = pos + 1; skip()
+    if byte(input, pos) == 93 then pos = pos + 1; return t end
+    repeat
+      n = n + 1
+      t[n] = read_value()
+      skip()
+      c = byte(input, pos); pos = pos + 1
+    until c ~= 44
+    if c ~= 93 then fail("expected ]") end
+    return t
+  elseif c == 34 then return string_value()
+  elseif c == 110 and sub(input, pos, pos + 3) == "null" then pos = pos + 4; return M.null
+  elseif c == 116 and sub(input, pos, pos + 3) == "true" then pos = pos + 4; return true
+  elseif c == 102 and sub(input, pos, pos + 4) == "false" then pos = pos + 5; return false
+  else
+    local num = match(input, "^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
+    if not num or num == "" then fail("unexpected character") end
+    pos = pos + #num
+    return math.tointeger(tonumber(num)) or tonumber(num)
+  end
+end
+
 -- The server's json_agg output: objects, arrays, strings, numbers, true/false/null.
 function M.decode(text)
-  local pos = 1
-  local function fail(what) error(string.format("json: %s at byte %d", what, pos), 0) end
-  local function skip() pos = text:find("[^ \t\r\n]", pos) or #text + 1 end
-  local value
-  local function string_value()
-    local out = {}
-    pos = pos + 1
-    while true do
-      local c = text:sub(pos, pos)
-      if c == "" then fail("unterminated string") end
-      if c == '"' then pos = pos + 1; break end
-      if c == "\\" then
-        local e = text:sub(pos + 1, pos + 1)
-        local simple = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
-        if simple[e] then out[#out + 1] = simple[e]; pos = pos + 2
-        elseif e == "u" then
-          local cp = tonumber(text:match("^%x%x%x%x", pos + 2) or "", 16)
-          if not cp then fail("bad \\u escape") end
-          pos = pos + 6
-          if cp >= 0xD800 and cp <= 0xDBFF and text:match("^\\u[dD][c-fC-F]%x%x", pos) then
-            local low = tonumber(text:sub(pos + 2, pos + 5), 16)
-            cp = 0x10000 + (cp - 0xD800) * 0x400 + (low - 0xDC00)
-            pos = pos + 6
-          end
-          out[#out + 1] = utf8.char(cp)
-        else fail("bad escape") end
-      else
-        local stop = text:find('["\\]', pos) or #text + 1
-        out[#out + 1] = text:sub(pos, stop - 1)
-        pos = stop
-      end
-    end
-    return table.concat(out)
-  end
-  function value()
-    skip()
-    local c = text:sub(pos, pos)
-    if c == "{" then
-      local t = {}
-      pos = pos + 1; skip()
-      if text:sub(pos, pos) == "}" then pos = pos + 1; return t end
-      repeat
-        skip()
-        if text:sub(pos, pos) ~= '"' then fail("expected a key") end
-        local k = string_value()
-        skip()
-        if text:sub(pos, pos) ~= ":" then fail("expected :") end
-        pos = pos + 1
-        t[k] = value()
-        skip()
-        c = text:sub(pos, pos); pos = pos + 1
-      until c ~= ","
-      if c ~= "}" then fail("expected }") end
-      return t
-    elseif c == "[" then
-      local t, n = {}, 0
-      pos = pos + 1; skip()
-      if text:sub(pos, pos) == "]" then pos = pos + 1; return t end
-      repeat
-        n = n + 1
-        t[n] = value()
-        skip()
-        c = text:sub(pos, pos); pos = pos + 1
-      until c ~= ","
-      if c ~= "]" then fail("expected ]") end
-      return t
-    elseif c == '"' then return string_value()
-    elseif text:sub(pos, pos + 3) == "null" then pos = pos + 4; return M.null
-    elseif text:sub(pos, pos + 3) == "true" then pos = pos + 4; return true
-    elseif text:sub(pos, pos + 4) == "false" then pos = pos + 5; return false
-    else
-      local num = text:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
-      if not num or num == "" then fail("unexpected character") end
-      pos = pos + #num
-      return math.tointeger(tonumber(num)) or tonumber(num)
-    end
-  end
-  local result = value()
+  input, pos = text, 1
+  local result = read_value()
   skip()
-  if pos <= #text then fail("unexpected text after the value") end
+  if pos <= #input then fail("unexpected text after the value") end
+  input = nil
   return result
 end
 
+local NAMED = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+
+local function escape(c) return NAMED[c] or string.format("\\u%04x", c:byte()) end
+
 local function encode_string(s)
-  return '"' .. s:gsub('[%c"\\]', function(c)
-    local named = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
-    return named[c] or string.format("\\u%04x", c:byte())
-  end) .. '"'
+  return '"' .. s:gsub('[%c"\\]', escape) .. '"'
 end
 
 local function encode(value, out)

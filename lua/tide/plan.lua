@@ -270,9 +270,10 @@ function M.build(task, source, target)
   stage("order")
 
   -- The plan's steps: plain tables, keys instead of objects.
+  local carry_secrets = require("tide.secret").carry
   local function finish(step)
     local out = { kind = step.kind, key = step.key, sql = step.sql, object = step.object.key, phase = step.phase }
-    require("tide.secret").carry(step, out)   -- a statement with secrets runs with the real values
+    carry_secrets(step, out)   -- a statement with secrets runs with the real values
     -- Post-data objects that act on rows as they are written (foreign keys check them,
     -- triggers change them): a full load that starts over first drops the ones it built.
     if (step.kind == "fkey" or step.kind == "trigger") and step.object.def.drop then
@@ -288,8 +289,7 @@ function M.build(task, source, target)
       out.needs_data, out.table = order.data_needs(model, ctx, step)
       out.table = out.table or step.locks   -- (an extension's grant on one of its tables)
     else
-      local _, owner_key = order.data_needs(model, ctx, step)
-      out.table = owner_key
+      out.table = order.owner_key(step)
     end
     return out
   end

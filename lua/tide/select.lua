@@ -197,6 +197,8 @@ local function concerns(item, kind, schema, name, table_name, for_exclude)
   return hit
 end
 
+local NONE = {}
+
 local function describe_object(kind, schema, name)
   if schema and kind ~= "schema" then return string.format("%s %s.%s", kind, schema, name) end
   return string.format("%s %s", kind, name)
@@ -220,7 +222,7 @@ function Selector:object(kind, schema, name, table_name)
     if concerns(item, kind, schema, name, table_name, true) and not excluded_by then excluded_by = item end
   end
   local included = self.includes == nil
-  for _, item in ipairs(self.includes or {}) do
+  for _, item in ipairs(self.includes or NONE) do
     if concerns(item, kind, schema, name, table_name, false) then included = true end
   end
   if excluded_by then return false, "excluded by " .. excluded_by.matcher.text end
@@ -268,7 +270,8 @@ end
 -- sel:columns(schema, table, names) -> kept, dropped (both lists, in the order of names)
 function Selector:columns(schema, table_name, names)
   local kept, dropped = {}, {}
-  local rule = find_rule(self.column_rules, self.path .. ".columns", schema, table_name)
+  -- (No rules, the usual case: no names to build for find_rule.)
+  local rule = self.column_rules[1] and find_rule(self.column_rules, self.path .. ".columns", schema, table_name)
   for _, column in ipairs(names) do
     local keep = true
     if rule then
@@ -285,7 +288,7 @@ end
 
 -- sel:row_filter(schema, table) -> the SQL condition string, or nil
 function Selector:row_filter(schema, table_name)
-  local rule = find_rule(self.row_rules, self.path .. ".rows", schema, table_name)
+  local rule = self.row_rules[1] and find_rule(self.row_rules, self.path .. ".rows", schema, table_name)
   return rule and rule.value or nil
 end
 

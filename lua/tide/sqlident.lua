@@ -82,16 +82,26 @@ local function fold(word)
   return (word:gsub("[A-Z]", function(c) return string.char(c:byte() + 32) end))
 end
 
+-- Names already quoted, and how many: a plan quotes the same schema, table and column names
+-- again and again (each object's key, each statement), and a look-up costs less than the
+-- pattern. Emptied when full, so a long-running process holds a bounded number.
+local answers, answer_count, ANSWERS_MAX = {}, 0, 131072
+
 -- quote(name): the name as SQL text; quoted when it is not a plain lower-case identifier, or
 -- is a keyword other than an unreserved one. `$` and non-ASCII letters are quoted, like the
 -- server does.
 function sqlident.quote(name)
+  local known = answers[name]
+  if known then return known end
   assert(type(name) == "string", "sqlident.quote(name): name must be a string")
   local category = keyword_category[name]
-  if name:match("^[a-z_][a-z0-9_]*$") and (category == nil or category == "unreserved") then
-    return name
+  local text = name
+  if not (name:match("^[a-z_][a-z0-9_]*$") and (category == nil or category == "unreserved")) then
+    text = '"' .. name:gsub('"', '""') .. '"'
   end
-  return '"' .. name:gsub('"', '""') .. '"'
+  if answer_count >= ANSWERS_MAX then answers, answer_count = {}, 0 end
+  answers[name], answer_count = text, answer_count + 1
+  return text
 end
 
 ---------------------------------------------------------------------------------------------

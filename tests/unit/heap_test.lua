@@ -33,3 +33,25 @@ T.test("a thousand random values in order", function()
   for _ = 1, 1000 do local v = h:pop(); T.ok(v >= last, "in order"); last = v end
   T.ok(h:empty())
 end)
+
+T.test("a heap of numbers: interleaved pushes and pops give what a sorted list gives", function()
+  local h, reference = heap.numbers(), {}
+  local seed = 777
+  local function random(n) seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n end
+  for round = 1, 3000 do
+    if random(3) > 0 or #reference == 0 then
+      local v = random(500) + (round % 7) / 8   -- repeats, and fractions
+      h:push(v); reference[#reference + 1] = v
+    else
+      table.sort(reference, function(a, b) return a > b end)
+      T.eq(h:peek(), reference[#reference], "peek shows the smallest, at round " .. round)
+      T.eq(h:pop(), table.remove(reference), "the smallest, at round " .. round)
+    end
+  end
+  table.sort(reference, function(a, b) return a > b end)
+  while #reference > 0 do T.eq(h:pop(), table.remove(reference)) end
+  T.ok(h:empty())
+  T.eq(h:pop(), nil, "an empty heap gives nil")
+  T.eq(h:peek(), nil, "and peeks nil")
+  h:push(4); T.eq(h:pop(), 4); T.ok(h:empty())
+end)

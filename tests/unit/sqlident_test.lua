@@ -48,6 +48,21 @@ T.test("quote: only when needed, like quote_ident", function()
   for _, case in ipairs(cases) do T.eq(sqlident.quote(case[1]), case[2], "quote " .. case[1]) end
 end)
 
+T.test("quote: asked again (it remembers answers), and after more names than it keeps", function()
+  for round = 1, 2 do
+    T.eq(sqlident.quote("Users"), '"Users"', "round " .. round)
+    T.eq(sqlident.quote("users"), "users", "round " .. round)
+  end
+  for i = 1, 140000 do
+    local name = (i % 2 == 0 and "t" or "T") .. i
+    T.eq(sqlident.quote(name), i % 2 == 0 and name or ('"' .. name .. '"'))
+  end
+  T.eq(sqlident.quote("Users"), '"Users"')
+  T.eq(sqlident.quote('a"b'), '"a""b"')
+  T.raises(function() sqlident.quote(5) end, "name must be a string")
+  T.raises(function() sqlident.quote(nil) end, "name must be a string")
+end)
+
 T.test("rewrite: only names change; literals and comments stay byte-identical", function()
   local sql = [[SELECT users.id, 'users.id' AS "users", $$users$$ -- users here
 FROM public.users /* public.users */ WHERE note = E'public.users\'s' AND "Users".x = 1]]

@@ -46,7 +46,8 @@ function M.resolve(model)
   end
   local external = {}
   for _, d in ipairs(cat.depends) do
-    local dep = model.identity[d.class .. ":" .. d.objid]
+    local dep_id = d.class .. ":" .. d.objid
+    local dep = model.identity[dep_id]
     -- A sequence OWNED BY a column points at its table, but is created before it (the
     -- column's default uses it); the ownership is a step after the table instead.
     local owned_by = dep and d.deptype == "a" and dep.kind == "sequence" and d.refclass == "pg_class"
@@ -71,7 +72,7 @@ function M.resolve(model)
         external[#external + 1] = { object = dep, class = d.refclass, oid = d.refobjid }
       elseif ref ~= dep then
         local e = edge(dep, ref)
-        local exact = model.exact[d.class .. ":" .. d.objid]
+        local exact = model.exact[dep_id]
         if d.class == "pg_class" and d.objsubid > 0 and dep.columns then
           add_via(e, { column = d.objsubid })
         elseif d.class == "pg_attrdef" then
@@ -158,18 +159,37 @@ local function drop_pieces(obj, e, skipped)
   return true
 end
 
+-- Does any reference of `obj` lack something (check_missing's test of each reference, without
+-- its reports)? Most objects need nothing left out: they skip the sorting and the reports.
+local NO_COLUMNS = { ref_columns = NONE }
+local function lacks_any(obj)
+  for ref, e in pairs(obj.deps or NONE) do
+    local shown = ref
+    while shown.owner and not shown.owner.selected do shown = shown.owner end
+    if missing_part(shown, shown == ref and e or NO_COLUMNS) then return true end
+  end
+  return false
+end
+
 -- M.check_missing(model, opts): for every selected object that needs a left-out one (or a
 -- dropped column), either reports an error (opts.policy == "error") or leaves out the
 -- dependent piece with a warning (policy "drop"), transitively.
 --   opts.exists_on_target(ref) → true when the target already has what is missing
 --   opts.missing, opts.errors, opts.warnings, opts.skipped: the plan's lists to fill
 function M.check_missing(model, opts)
-  local dependents = {}
-  for _, obj in ipairs(model.objects) do
-    for ref in pairs(obj.deps or {}) do
-      dependents[ref] = dependents[ref] or {}
-      table.insert(dependents[ref], obj)
+  -- Who depends on each object: needed only when the policy leaves out a dependent whole.
+  local dependents
+  local function dependents_of(ref)
+    if not dependents then
+      dependents = {}
+      for _, obj in ipairs(model.objects) do
+        for other in pairs(obj.deps or {}) do
+          dependents[other] = dependents[other] or {}
+          table.insert(dependents[other], obj)
+        end
+      end
     end
+    return dependents[ref] or {}
   end
   local queue, queued = {}, {}
   for _, obj in ipairs(model.objects) do
@@ -181,7 +201,7 @@ function M.check_missing(model, opts)
     local obj = queue[i]
     i = i + 1
     queued[obj] = nil
-    if obj.selected then
+    if obj.selected and lacks_any(obj) then
       -- Visit references in a stable order (pairs order is not).
       local refs = {}
       for ref in pairs(obj.deps or {}) do refs[#refs + 1] = ref end
@@ -192,8 +212,7 @@ function M.check_missing(model, opts)
         -- A part of a left-out table (its primary key, say) is reported as the table.
         local shown = ref
         while shown.owner and not shown.owner.selected do shown = shown.owner end
-        local what, why = missing_part(shown, e)
-        if shown ~= ref then what, why = missing_part(shown, { ref_columns = {} }) end
+        local what, why = missing_part(shown, shown == ref and e or NO_COLUMNS)
         if what and told[shown] then what = nil end
         if what then told[shown] = true end
         if what and obj.selected and not opts.exists_on_target(ref) then
@@ -210,7 +229,7 @@ function M.check_missing(model, opts)
               obj.reason = "needs " .. what .. ", which is left out"
               opts.skipped[#opts.skipped + 1] = { kind = obj.kind, schema = obj.schema, name = obj.name,
                 key = obj.key, reason = obj.reason }
-              for _, other in ipairs(dependents[obj] or {}) do
+              for _, other in ipairs(dependents_of(obj)) do
                 if other.selected and not queued[other] then queue[#queue + 1] = other; queued[other] = true end
               end
             end

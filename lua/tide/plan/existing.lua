@@ -73,10 +73,10 @@ function M.detect(plan, model, ctx, tctx, index, policy)
   for _, obj in ipairs(model.objects) do
     if obj.selected and obj.inline_of == nil then
       local tobj = index[M.key(obj, ctx)]
-      local target_text = obj.def.global and obj.ident or ddl.target(obj)
-      if obj.kind == "schema" or obj.kind == "extension" then target_text = ddl.quote(obj.target.name) end
-      if obj.def.target_text then target_text = obj.def.target_text(obj) end
       if tobj then
+        local target_text = obj.def.global and obj.ident or ddl.target(obj)
+        if obj.kind == "schema" or obj.kind == "extension" then target_text = ddl.quote(obj.target.name) end
+        if obj.def.target_text then target_text = obj.def.target_text(obj) end
         obj.existing_target = tobj
         local entry = { kind = obj.kind, key = obj.key, target = target_text }
         plan.existing[#plan.existing + 1] = entry

@@ -32,8 +32,11 @@ local function ident_of(obj)
   return quote(obj.schema) .. "." .. quote(obj.name)
 end
 
--- The source key of a table ("schema.name", quoted like SQL), as plan.tables uses it.
+-- The source key of a table ("schema.name", quoted like SQL), as plan.tables uses it. A
+-- relation's ident is that text already (ident_of): no new string for each statement.
 function M.table_key(obj)
+  local def = obj.def
+  if obj.ident and def and def.space == "relation" and not def.ident and not def.global then return obj.ident end
   return quote(obj.schema) .. "." .. quote(obj.name)
 end
 
@@ -47,14 +50,17 @@ end
 function M.collect(cat)
   local model = { cat = cat, objects = {}, exact = {}, identity = {}, by_name = {}, by_key = {},
                   schemas = {}, children = {} }
+  local ids = {}   -- "class:oid" of each object, made once (model.objects' order)
   for _, def in ipairs(kinds.list) do
     for _, row in ipairs(cat[def.list] or {}) do
       if not def.accept or def.accept(row) then
         local obj = { kind = def.name, def = def, row = row, oid = row.oid, class = def.class,
                       schema = row.schema or row.name, name = row.name }
         if def.global then obj.schema = nil end
-        model.objects[#model.objects + 1] = obj
-        model.exact[def.class .. ":" .. row.oid] = obj
+        local n = #model.objects + 1
+        local id = def.class .. ":" .. row.oid
+        model.objects[n], ids[n] = obj, id
+        model.exact[id] = obj
         if def.name == "schema" then model.schemas[row.name] = obj end
       end
     end
@@ -78,9 +84,9 @@ function M.collect(cat)
     while obj and obj.inline_of and guard < 32 do obj, guard = obj.inline_of, guard + 1 end
     return obj
   end
-  for _, obj in ipairs(model.objects) do
+  for i, obj in ipairs(model.objects) do
     local stands_for = root(obj)
-    model.identity[obj.class .. ":" .. obj.oid] = stands_for
+    model.identity[ids[i]] = stands_for
     for _, extra in ipairs(obj.def.identities and obj.def.identities(obj.row) or {}) do
       model.identity[extra[1] .. ":" .. extra[2]] = stands_for
     end
@@ -265,21 +271,24 @@ function M.select(model, task, selector, skipped)
       local names = {}
       for i, c in ipairs(obj.columns) do names[i] = c.name end
       local kept = selector:columns(obj.schema, obj.name, names)
-      local keep = {}
-      for _, name in ipairs(kept) do keep[name] = true end
-      local columns = {}
-      for _, c in ipairs(obj.columns) do
-        if keep[c.name] then
-          columns[#columns + 1] = c
-        else
-          obj.dropped_columns = obj.dropped_columns or {}
-          obj.dropped_columns[c.num] = c
-          skipped[#skipped + 1] = { kind = "column", schema = obj.schema, name = obj.name .. "." .. c.name,
-            key = "column:" .. obj.ident .. "." .. quote(c.name), table = obj.name,
-            reason = "excluded by " .. (selector.path or "select") .. ".columns" }
+      -- (All kept, the usual case: the list stays as it is.)
+      if #kept < #names then
+        local keep = {}
+        for _, name in ipairs(kept) do keep[name] = true end
+        local columns = {}
+        for _, c in ipairs(obj.columns) do
+          if keep[c.name] then
+            columns[#columns + 1] = c
+          else
+            obj.dropped_columns = obj.dropped_columns or {}
+            obj.dropped_columns[c.num] = c
+            skipped[#skipped + 1] = { kind = "column", schema = obj.schema, name = obj.name .. "." .. c.name,
+              key = "column:" .. obj.ident .. "." .. quote(c.name), table = obj.name,
+              reason = "excluded by " .. (selector.path or "select") .. ".columns" }
+          end
         end
+        obj.columns = columns
       end
-      obj.columns = columns
     end
   end
 end
