@@ -228,7 +228,9 @@ local function open_session(task, st)
   if conf(task).decoding_work_mem then
     repl_settings.logical_decoding_work_mem = tostring(math.max(64, assert(when.bytes(conf(task).decoding_work_mem)) // 1024)) .. "kB"
   end
-  if st.ddl then
+  if st.ddl and st.ddl.fresh then
+    st.ddl.fresh = nil   -- just read by ddl.start, and nothing applied since
+  elseif st.ddl then
     local c <close> = connect.open(task, "target", { application_name = "pgtide:" .. task.name .. ":ddl" })
     st.ddl.known = ddl.load(task, c) or {}
     st.tables = ddl.overlay(st.ddl, st.plan_tables, st.plan)
