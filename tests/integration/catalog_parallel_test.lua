@@ -81,6 +81,7 @@ T.test("helpers read the same catalog as one connection, in the main read's snap
   -- is newer than the exported snapshot, so no helper may see it.
   local helpers, counter = {}, { statements = 0 }
   local created
+  local halves = 0   -- the indexes statement's halves the helpers read (the main reads none first)
   local parallel_cat
   with_helpers(function()
     local main = watched(source, { statements = 0 }, { wait_for = counter })
@@ -93,7 +94,10 @@ T.test("helpers read the same catalog as one connection, in the main read's snap
       while not created do tide.sleep(0.01) end
       local c = connect.open(task, "source", opts)
       helpers[#helpers + 1] = c
-      return watched(c, counter)
+      return watched(c, counter, { rewrite = function(sql, method)
+        if method == "query_sparse" and sql == catalog.statements.indexes_part then halves = halves + 1 end
+        return sql
+      end })
     end })
   end)
   T.eq(created, true)
@@ -102,6 +106,15 @@ T.test("helpers read the same catalog as one connection, in the main read's snap
   T.eq(parallel_cat.connections, 1 + parallel.helpers)
   T.ok(counter.statements > 0, "the helpers read no statement")
   T.eq(rows_of(parallel_cat), rows_of(single), "the parallel read's catalog")
+  -- The indexes statement went in two halves, each with rows of the fixture, and the halves
+  -- one after the other are the one-connection statement's rows in its order.
+  T.ok(halves >= 1, "no helper read a half of the indexes statement")
+  local middle = source:query("SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY indrelid) AS m FROM pg_index WHERE indrelid >= 16384")[1].m
+  local below, from = 0, 0
+  for _, row in ipairs(single.indexes) do
+    if row.table_oid < middle then below = below + 1 else from = from + 1 end
+  end
+  T.ok(below > 0 and from > 0, "one half is empty: " .. below .. " and " .. from)
   for _, c in ipairs(helpers) do
     T.eq(c:status(), "closed", "a helper connection")
   end
