@@ -11,6 +11,7 @@
 -- usual cycle, are post-data steps. A pre-data object that needs a post-data one (a view
 -- grouping by a primary key) is postponed to post-data. A remaining cycle is reported as a
 -- plan error naming its members.
+local secret = require "tide.secret"
 local kinds = require "tide.kinds"
 local heap_mod = require "tide.heap"
 local objects = require "tide.plan.objects"
@@ -179,6 +180,9 @@ function M.add_step(obj, given, all)
   for field, value in pairs(given) do
     if step[field] == nil and field ~= "after" and field ~= "after_objects" then step[field] = value end
   end
+  -- A statement with secrets keeps its real text apart, keyed by the step (tide.secret): the
+  -- copy runs it too (without this the target got the masked '********' as the password).
+  secret.carry(given, step)
   if step.phase == nil then
     step.phase = obj.phase
   elseif step.phase == "pre" and obj.phase == "post" then
