@@ -260,3 +260,16 @@ T.test("the order is the same on every run", function()
   for i, k in ipairs(first) do pos[k] = i end
   T.ok(pos["view:s.o30"] < pos["table:s.o01"], "o01 needs o30")
 end)
+
+T.test("a step with secrets keeps its real statement through the order (tide.secret)", function()
+  local secret = require "tide.secret"
+  local server = object("table", "app.s", { create = function()
+    return { secret.keep({ sql = "CREATE SERVER s OPTIONS (password '********')" },
+                         "CREATE SERVER s OPTIONS (password 'real')", { "real" }) }
+  end })
+  local pre, _, errors, steps = plan { server }
+  T.eq(errors, {})
+  T.eq(pre, { "table:app.s" })
+  T.eq(steps[1].sql, "CREATE SERVER s OPTIONS (password '********')", "shown masked")
+  T.eq(secret.sql(steps[1]), "CREATE SERVER s OPTIONS (password 'real')", "sent with the real value")
+end)
