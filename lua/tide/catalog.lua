@@ -715,7 +715,10 @@ local function run(conn, name, split)
   end
   name = part and "indexes" or name
   if not rows then
-    error(string.format("catalog: reading %s failed on %s: %s", name, conn:conninfo(), tostring(err)), 0)
+    -- A failure with the server's error inside (tide.retry reads its SQLSTATE: a catalog
+    -- changed under the read is read again), never an internal error.
+    require("tide.failure").raise("failed", string.format("catalog: reading %s failed on %s: %s", name,
+      conn:conninfo(), tostring(err)), { err = type(err) == "table" and err or nil })
   end
   return decode_json(rows)
 end

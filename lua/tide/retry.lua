@@ -10,7 +10,8 @@
 --       connections (53300), a lock not available (55P03), an object in use (55006: a slot or
 --       replication origin still held by a session that is ending), and the source's logical
 --       decoding failing to map a relation (XX000 "could not map filenode/filenumber"; a new
---       walsender decoding again from the slot's restart point does not meet it). Never
+--       walsender decoding again from the slot's restart point does not meet it), and an
+--       object dropped while the catalog was read (XX000 "cache lookup failed for ..."). Never
 --       transient, whatever the SQLSTATE: playbook errors; failures of kind precheck,
 --       mismatch, interrupted, slot_lost, usage; apply conflicts; and connection errors that
 --       name a wrong password, a missing role or database, or a pg_hba.conf refusal.
@@ -48,6 +49,11 @@ local PERMANENT_MESSAGES = { "password authentication failed", "does not exist",
 -- reported by name when the retries run out. Nothing of the failed transaction was applied.
 local DECODING_MESSAGES = { "could not map filenode", "could not map filenumber" }
 
+-- The server's pg_get_*def functions read the catalog as it is now, not as the read's snapshot
+-- saw it: an object dropped meanwhile (DDL on the source during a run) fails the catalog read
+-- with "cache lookup failed for index 19894" (seen in the kill-anywhere suite). Read again.
+local CONCURRENT_DDL_MESSAGES = { "cache lookup failed for " }
+
 function M.transient(e)
   local state, message, connection
   for _ = 0, 4 do
@@ -69,6 +75,9 @@ function M.transient(e)
   if state == "XX000" then
     for _, m in ipairs(DECODING_MESSAGES) do
       if message:find(m, 1, true) then return "logical decoding failed on the source (" .. m .. ")" end
+    end
+    for _, m in ipairs(CONCURRENT_DDL_MESSAGES) do
+      if message:find(m, 1, true) then return "an object was dropped while the catalog was read (" .. message .. ")" end
     end
   end
   return nil

@@ -26,6 +26,7 @@ T.test("transient: the server went away, restarted, or was busy for a moment", f
     { "08003", "the connection was closed while an operation was running" },
     { "XX000", 'could not map filenode "base/16384/16390" to relation OID' },
     { "XX000", 'could not map filenumber "base/16384/16390" to relation OID' },
+    { "XX000", "cache lookup failed for index 19894" },
   }
   for _, c in ipairs(cases) do
     local why = retry.transient(err(c[1], c[2]))
@@ -123,4 +124,11 @@ T.test("delay: varied by up to 25% either way, never above max_delay", function(
            string.format("failure %d: %.3f s within [%.3f, %.3f]", failures, d, 0.75 * nominal, math.min(60, 1.25 * nominal)))
     end
   end
+end)
+
+T.test("a catalog read that met a concurrently dropped object is read again (its failure wraps the server's error)", function()
+  local f = failure.new("failed", "catalog: reading constraints failed on host=h: ERROR XX000: cache lookup failed for index 19894",
+                        { err = err("XX000", "cache lookup failed for index 19894") })
+  T.match(retry.transient(f), "dropped while the catalog was read")
+  T.eq(retry.transient(failure.new("failed", "catalog: reading tables failed", { err = err("42501", "permission denied for table pg_authid") })), nil)
 end)
