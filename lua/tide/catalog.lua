@@ -692,28 +692,9 @@ local function decode_json(rows)
   return rows
 end
 
--- The indexes of the tables below (part 1) or from (part 2) a table oid: the costliest
--- statement in two halves for two connections of a spread read (tide.catalog.parallel).
--- Ordered by table first, the halves one after the other are the whole statement's rows.
-S.indexes_part = S.indexes:gsub("\nORDER BY i%.indrelid, ic%.relname",
-  "\n  AND (i.indrelid < $1::oid) = $2::boolean\nORDER BY i.indrelid, ic.relname", 1)
-assert(S.indexes_part ~= S.indexes, "tide.catalog: the indexes statement's ORDER BY moved")
-
--- The median table oid of the user indexes: where the indexes statement is cut in two.
-local INDEXES_MIDDLE = [[
-SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY i.indrelid) AS middle
-FROM pg_catalog.pg_index i WHERE i.indrelid >= 16384
-]]
-
 local function run(conn, name, split)
-  local part = name:match("^indexes/(%d)$")
-  local rows, err
-  if part then
-    rows, err = conn:query_sparse(S.indexes_part, split, part == "1")
-  else
-    rows, err = conn:query_sparse(S[name])
-  end
-  name = part and "indexes" or name
+  local rows, err = conn:query_sparse(require("tide.catalog.parallel").statement(S, name, split))
+  name = name:gsub("/%d$", "")   -- (a half of the indexes statement)
   if not rows then
     -- A failure with the server's error inside (tide.retry reads its SQLSTATE: a catalog
     -- changed under the read is read again), never an internal error.
@@ -769,28 +750,13 @@ function M.read(conn, opts)
     for _, name in ipairs(names) do list[#list + 1] = name end
     if cat.settings.has_synonyms then list[#list + 1] = "synonyms" end
     if cat.settings.has_packages then list[#list + 1] = "packages" end
-    -- Spread over helpers, the indexes statement (pg_get_indexdef: half of the read at
-    -- 100,000 tables) goes in two halves by table oid, each on a connection of its own.
-    local split
-    if shared then
-      local middle = conn:query(INDEXES_MIDDLE)
-      split = middle and middle[1] and middle[1].middle ~= core.null and middle[1].middle or nil
-      for i, name in ipairs(split and list or {}) do
-        if name == "indexes" then list[i] = "indexes/1"; table.insert(list, i + 1, "indexes/2"); break end
-      end
-    end
+    local split = parallel.split(conn, shared, list)
     cat.connections = parallel.read(conn, shared, list, function(c, name)
       local started = core.monotonic()
       cat[name] = run(c, name, split)
       cat.timing[name] = core.monotonic() - started
     end)
-    if cat["indexes/1"] then
-      local whole = cat["indexes/1"]
-      for _, row in ipairs(cat["indexes/2"]) do whole[#whole + 1] = row end
-      cat.indexes, cat["indexes/1"], cat["indexes/2"] = whole, nil, nil
-      cat.timing.indexes = math.max(cat.timing["indexes/1"], cat.timing["indexes/2"])
-      cat.timing["indexes/1"], cat.timing["indexes/2"] = nil, nil
-    end
+    parallel.join(cat)
     return cat
   end))
   conn:exec(result[1] and "COMMIT" or "ROLLBACK")

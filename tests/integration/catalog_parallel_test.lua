@@ -95,7 +95,7 @@ T.test("helpers read the same catalog as one connection, in the main read's snap
       local c = connect.open(task, "source", opts)
       helpers[#helpers + 1] = c
       return watched(c, counter, { rewrite = function(sql, method)
-        if method == "query_sparse" and sql == catalog.statements.indexes_part then halves = halves + 1 end
+        if method == "query_sparse" and sql:find("(i.indrelid < $1::oid)", 1, true) then halves = halves + 1 end
         return sql
       end })
     end })

@@ -105,6 +105,48 @@ function M.prepare(conn, open, restart)
   }
 end
 
+-- Spread over helpers, the indexes statement (pg_get_indexdef: half of the read at 100,000
+-- tables) goes in two halves, "indexes/1" and "indexes/2": the tables below and from the
+-- median table oid of the user indexes, each half on a connection of its own. Ordered by table
+-- first, the halves one after the other are the whole statement's rows.
+local HALF = "\n  AND (i.indrelid < $1::oid) = $2::boolean\nORDER BY i.indrelid, ic.relname"
+local MIDDLE = [[
+SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY i.indrelid) AS middle
+FROM pg_catalog.pg_index i WHERE i.indrelid >= 16384
+]]
+
+-- M.split(conn, shared, list) → the median oid, with "indexes" replaced in `list` by its
+-- halves; nil (list unchanged) when the read is not spread or there is no user index.
+function M.split(conn, shared, list)
+  if not shared then return nil end
+  local rows = conn:query(MIDDLE)
+  local middle = rows and rows[1] and rows[1].middle
+  if middle == nil or middle == core.null then return nil end
+  for i, name in ipairs(list) do
+    if name == "indexes" then list[i] = "indexes/1"; table.insert(list, i + 1, "indexes/2"); break end
+  end
+  return middle
+end
+
+-- M.statement(S, name, middle) → the SQL of statement `name` of S and its parameters.
+function M.statement(S, name, middle)
+  local half = name:match("^indexes/(%d)$")
+  if not half then return S[name] end
+  local sql, n = S.indexes:gsub("\nORDER BY i%.indrelid, ic%.relname", HALF, 1)
+  assert(n == 1, "tide.catalog.parallel: the indexes statement's ORDER BY moved")
+  return sql, middle, half == "1"
+end
+
+-- M.join(cat): the two halves' rows (and time) as cat.indexes, when the read split it.
+function M.join(cat)
+  local first, second = cat["indexes/1"], cat["indexes/2"]
+  if not first then return end
+  for _, row in ipairs(second or {}) do first[#first + 1] = row end
+  cat.indexes, cat["indexes/1"], cat["indexes/2"] = first, nil, nil
+  local t = cat.timing
+  t.indexes, t["indexes/1"], t["indexes/2"] = math.max(t["indexes/1"] or 0, t["indexes/2"] or 0), nil, nil
+end
+
 -- The queue: names by cost (highest first), the rest in the order given.
 local function by_cost(names)
   local list, position = {}, {}

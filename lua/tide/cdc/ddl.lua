@@ -23,6 +23,7 @@ local sqlident = require "tide.sqlident"
 local objects = require "tide.cdc.objects"
 local ddl_sql = require "tide.cdc.ddl_sql"
 local tbl_sql = require "tide.cdc.ddl_table"
+local record = require "tide.cdc.ddl_record"
 
 local M = {}
 
@@ -132,49 +133,9 @@ end
 
 ------------------------------------------------------------------------ what the target has
 
-local function state_table(task)
-  return q(task.state_schema or "pgtide") .. ".ddl_tables"
-end
-
-local function ensure_state(task, target)
-  -- Only when missing: DDL on the target fires its event triggers (once the schema phase has
-  -- enabled them).
-  local r = assert(target:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", state_table(task)))
-  if r[1].present then return end
-  assert(target:exec("CREATE SCHEMA IF NOT EXISTS " .. q(task.state_schema or "pgtide") .. ";\n" ..
-    "CREATE TABLE IF NOT EXISTS " .. state_table(task) .. " (\n" ..
-    "  task text NOT NULL, source_oid bigint NOT NULL, info jsonb NOT NULL,\n" ..
-    "  PRIMARY KEY (task, source_oid))"))
-end
-
-local function persist_sql(task, oid, info)
-  if info == nil then
-    return string.format("DELETE FROM %s WHERE task = %s AND source_oid = %s", state_table(task), lit(task.name),
-                         tostring(oid))
-  end
-  return string.format("INSERT INTO %s (task, source_oid, info) VALUES (%s, %s, %s::jsonb) ON CONFLICT (task, " ..
-                       "source_oid) DO UPDATE SET info = EXCLUDED.info", state_table(task), lit(task.name),
-                       tostring(oid), lit(json.encode(info)))
-end
-
--- The record of what the target has, by source oid (text): { desc = <description>, target =
--- { schema, name }, cols = { [source column] = target column }, ignored = bool }.
-function M.load(task, target)
-  local rows = target:query("SELECT source_oid::text AS oid, info::text AS info FROM " .. state_table(task) ..
-                            " WHERE task = $1", task.name)
-  if not rows then return nil end
-  local out, any = {}, false
-  for _, r in ipairs(rows) do out[r.oid] = json.decode(r.info); any = true end
-  return any and out or nil
-end
-
--- Whether the target holds a record for the task (without reading it: at 100,000 tables the
--- records are 170 MB of JSON, 400 MB decoded).
-function M.has_record(task, target)
-  local rows = assert(target:query("SELECT EXISTS (SELECT FROM " .. state_table(task) .. " WHERE task = $1) AS any",
-                                   task.name))
-  return rows[1].any == true
-end
+-- The record itself (table, load, statements): tide.cdc.ddl_record.
+local state_table, ensure_state, persist_sql = record.table, record.ensure, record.persist_sql
+M.load, M.has_record = record.load, record.has_record
 
 -- A new slot: record what the target has of every table of the plan, from the source catalog
 -- now (the schema phase made the target from the same catalog). Replaces an earlier record.
@@ -282,10 +243,7 @@ function M.prepare(task, plan, source, target, fresh)
 end
 
 -- Release: forget the record on the target.
-function M.forget(task, target)
-  local r = assert(target:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present", state_table(task)))
-  if r[1].present then assert(target:query("DELETE FROM " .. state_table(task) .. " WHERE task = $1", task.name)) end
-end
+M.forget = record.forget
 
 ------------------------------------------------------------------------ the stream's view
 
