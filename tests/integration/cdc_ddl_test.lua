@@ -172,6 +172,56 @@ T.test("rename rules map the DDL; a restart with the source ahead; on.ddl skips 
   src:close(); tgt:close()
 end)
 
+T.test("the record of a first slot: every table, its partitions, a generated column and a mapped one", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.exec(ctx.source_url, [[
+    CREATE TABLE gen (id int PRIMARY KEY, price numeric, tax numeric GENERATED ALWAYS AS (price * 0.2) STORED,
+                      "Odd Col" text);
+    CREATE TABLE parted (id int, at date) PARTITION BY RANGE (at);
+    CREATE TABLE parted_a PARTITION OF parted FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
+    CREATE TABLE parted_b PARTITION OF parted FOR VALUES FROM ('2021-01-01') TO ('2022-01-01');]])
+  P.exec(ctx.target_url, [[
+    CREATE TABLE gen (id int PRIMARY KEY, price numeric, tax numeric GENERATED ALWAYS AS (price * 0.2) STORED,
+                      renamed text);
+    CREATE TABLE parted (id int, at date) PARTITION BY RANGE (at);
+    CREATE TABLE parted_a PARTITION OF parted FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
+    CREATE TABLE parted_b PARTITION OF parted FOR VALUES FROM ('2021-01-01') TO ('2022-01-01');]])
+  local src = P.connect(ctx.source_url)
+  -- more tables than one statement of the record takes (1,000)
+  local many = "DO $$ BEGIN FOR i IN 1..1100 LOOP EXECUTE format('CREATE TABLE many_%s (id int PRIMARY KEY)', i); END LOOP; END $$"
+  assert(src:exec(many))
+  local tgt = P.connect(ctx.target_url)
+  assert(tgt:exec(many))
+  local ref = {}
+  local task = H.task(ctx, "ddl_record", { stop = H.stop_at(ref) })
+  local plan = H.plan(src, "public", { ["gen.Odd Col"] = "renamed" })
+  H.setup(ctx, task, plan)
+  local rows = assert(tgt:query([[
+    SELECT source_oid, info->'target'->>'name' AS name, info->'cols' AS cols, info->'desc'->>'name' AS described,
+           coalesce((info->>'partition')::bool, false) AS partition
+    FROM pgtide.ddl_tables WHERE task = 'ddl_record' ORDER BY 2]]))
+  T.eq(#rows, 1104, "every table, the partitioned root and its two partitions recorded")
+  local by = {}
+  for _, r in ipairs(rows) do by[r.name] = r; T.eq(r.described, r.name, "each with its own description") end
+  local json = require "tide.json"
+  local cols = json.decode(by.gen.cols)
+  T.eq(cols.tax, "tax", "the generated column (which the load leaves out) is in the column map")
+  T.eq(cols["Odd Col"], "renamed", "a mapped column under its target name")
+  T.eq(cols.price, "price")
+  T.ok(by.parted_a.partition and by.parted_b.partition and not by.parted.partition, "partitions marked as such")
+  -- and the stream works from that record: a column added on the source arrives
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec([[ALTER TABLE gen ADD COLUMN note text; INSERT INTO gen (id, price, "Odd Col", note) VALUES (1, 10, 'o', 'n')]]))
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.stopped_by, "condition")
+  T.eq(assert(tgt:query("SELECT tax::text AS tax, renamed, note FROM gen WHERE id = 1"))[1].note, "n",
+       "the new column and its row arrived")
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
+
 T.test("on.ddl returning stop stops the task at that DDL, naming it; nothing after it is applied", function(ctx)
   local s0, t0 = P.clean(ctx)
   s0:close(); t0:close()

@@ -165,8 +165,34 @@ function M.record_start(task, plan, source, target)
       end
     end
   end
+  local parts = {}   -- the partitions of the plan's partitioned tables (their rows come through the root)
+  for _, tbl in ipairs(plan.tables or {}) do
+    if tbl.oid and tbl.parent then parts[#parts + 1] = tonumber(tbl.oid); by_oid[tostring(tbl.oid)] = tbl end
+  end
+  local clear = string.format("DELETE FROM %s WHERE task = %s", state_table(task), lit(task.name))
+  -- A first slot: the descriptions go from the source to the target's record as printed,
+  -- never all held here (ddl_record.write_described).
+  if not M.has_record(task, target) then
+    local list = {}
+    for _, oid in ipairs(oids) do
+      local tbl = by_oid[tostring(oid)]
+      local cols = {}
+      for _, c in ipairs(tbl.columns or {}) do cols[c.name] = c.target or c.name end
+      list[#list + 1] = { oid = oid, cols = cols, target = tbl.target }
+    end
+    -- what DETACH and ATTACH PARTITION are compared with
+    for _, oid in ipairs(parts) do list[#list + 1] = { oid = oid, target = by_oid[tostring(oid)].target, partition = true } end
+    assert(target:exec("BEGIN"))
+    local ok, err = pcall(function()
+      assert(target:exec(clear))
+      record.write_described(task, source, target, list, ddl_sql.describe_each)
+    end)
+    if not ok then target:exec("ROLLBACK"); error(err, 0) end
+    assert(target:exec("COMMIT"))
+    return
+  end
   local descs = ddl_sql.describe(source, oids)
-  local statements = { "BEGIN", string.format("DELETE FROM %s WHERE task = %s", state_table(task), lit(task.name)) }
+  local statements = { "BEGIN", clear }
   -- A slot made again (a full load that starts over): DDL of the source since the target was
   -- last brought up to date went with the old slot. What the record says the target has is
   -- brought to what the source has now, before the copy.
@@ -205,12 +231,7 @@ function M.record_start(task, plan, source, target)
       target = { schema = tbl.target.schema, name = tbl.target.name } })
     ::next::
   end
-  -- the partitions of the plan's partitioned tables (their rows come through the root): what
-  -- DETACH and ATTACH PARTITION are compared with
-  local parts = {}
-  for _, tbl in ipairs(plan.tables or {}) do
-    if tbl.oid and tbl.parent then parts[#parts + 1] = tonumber(tbl.oid); by_oid[tostring(tbl.oid)] = tbl end
-  end
+  -- the partitions: what DETACH and ATTACH PARTITION are compared with
   for oid, desc in pairs(ddl_sql.describe(source, parts)) do
     local tbl = by_oid[oid]
     statements[#statements + 1] = persist_sql(task, oid, { desc = desc, cols = {}, partition = true,

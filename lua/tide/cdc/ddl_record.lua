@@ -35,6 +35,42 @@ function M.persist_sql(task, oid, info)
                        tostring(oid), lit(json.encode(info)))
 end
 
+-- A new record of many relations, written without holding their descriptions (tide.cdc.ddl's
+-- record_start on a first slot): `list` = { { oid =, target = { schema =, name = }, cols =
+-- (source column -> target column), partition = bool }, ... }. Each description goes in as the
+-- source printed it, a chunk at a time; a generated column (which the load leaves out, and DDL
+-- replication must know) joins cols. Inside the caller's transaction on target.
+function M.write_described(task, source, target, list, describe_each)
+  local by_oid, oids = {}, {}
+  for _, e in ipairs(list) do
+    local k = tostring(e.oid)
+    if not by_oid[k] then by_oid[k], oids[#oids + 1] = e, e.oid end   -- (one row per relation)
+  end
+  local sql = "INSERT INTO " .. M.table(task) .. " (task, source_oid, info) SELECT $1, u.oid, u.info::jsonb " ..
+    "FROM unnest($2::bigint[], $3::text[]) AS u(oid, info) ON CONFLICT (task, source_oid) DO UPDATE SET info = EXCLUDED.info"
+  local batch_oids, batch_info = {}, {}
+  local function flush()
+    if #batch_oids == 0 then return end
+    assert(target:query(sql, task.name, batch_oids, batch_info))
+    batch_oids, batch_info = {}, {}
+  end
+  describe_each(source, oids, function(oid, text)
+    local e = by_oid[oid]
+    local cols = {}
+    for name, target_name in pairs(e.cols or {}) do cols[name] = target_name end
+    if not e.partition and text:find('"generated": "s"', 1, true) then
+      for _, c in ipairs(json.decode(text).columns or {}) do
+        if not cols[c.name] and c.generated == "s" then cols[c.name] = c.name end
+      end
+    end
+    batch_oids[#batch_oids + 1] = tonumber(oid)
+    batch_info[#batch_info + 1] = '{"desc": ' .. text .. ', "cols": ' .. json.encode(cols) .. ', "target": ' ..
+      json.encode({ schema = e.target.schema, name = e.target.name }) .. (e.partition and ', "partition": true}' or '}')
+    if #batch_oids >= 1000 then flush() end
+  end)
+  flush()
+end
+
 -- The record of what the target has, by source oid (text): { desc = <description>, target =
 -- { schema, name }, cols = { [source column] = target column }, ignored = bool }.
 function M.load(task, target)

@@ -82,20 +82,31 @@ M.DESCRIBE = DESCRIBE
 -- search_path = pg_catalog like the trigger does. conn must be idle.
 function M.describe(conn, oids)
   local json = require "tide.json"
-  if #oids == 0 then return {} end
-  assert(conn:exec("BEGIN"))
-  local ok, rows = pcall(function()
-    assert(conn:exec("SET LOCAL search_path = pg_catalog"))
-    return assert(conn:query("SELECT u.oid::bigint AS oid, " .. DESCRIBE:format("u.oid") ..
-                             "::text AS d FROM unnest($1::oid[]) AS u(oid)", oids))
-  end)
-  conn:exec("COMMIT")
-  if not ok then error(rows, 0) end
   local out = {}
-  for _, r in ipairs(rows) do
-    if type(r.d) == "string" then out[tostring(r.oid)] = json.decode(r.d) end
-  end
+  M.describe_each(conn, oids, function(oid, text) out[oid] = json.decode(text) end, #oids)
   return out
+end
+
+-- The same, as the server prints them (jsonb text) and `chunk` relations to a statement (1,000
+-- unless given): each(oid as text, description) for every relation that still exists. A caller
+-- that stores them as they are never holds more than one chunk (at 100,000 tables the
+-- descriptions are 170 MB of text, 400 MB decoded). conn must be idle.
+function M.describe_each(conn, oids, each, chunk)
+  if #oids == 0 then return end
+  chunk = math.max(1, chunk or 1000)
+  assert(conn:exec("BEGIN"))
+  local ok, err = pcall(function()
+    assert(conn:exec("SET LOCAL search_path = pg_catalog"))
+    local sql = "SELECT u.oid::bigint AS oid, " .. DESCRIBE:format("u.oid") .. "::text AS d FROM unnest($1::oid[]) AS u(oid)"
+    for first = 1, #oids, chunk do
+      local part = table.move(oids, first, math.min(first + chunk - 1, #oids), 1, {})
+      for _, r in ipairs(assert(conn:query(sql, part))) do
+        if type(r.d) == "string" then each(tostring(r.oid), r.d) end
+      end
+    end
+  end)
+  conn:exec(ok and "COMMIT" or "ROLLBACK")
+  if not ok then error(err, 0) end
 end
 
 local function literal(s) return "'" .. tostring(s):gsub("'", "''") .. "'" end
