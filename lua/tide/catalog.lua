@@ -349,8 +349,10 @@ ORDER BY n.nspname, c.relname
 S.columns = [[
 SELECT a.attrelid AS relid, a.attnum AS num, a.attname AS name,
        format_type(a.atttypid, a.atttypmod) AS type, a.atttypid AS type_oid,
-       a.attnotnull AS not_null, a.attidentity AS identity, a.attgenerated AS generated,
-       a.attislocal AS is_local, a.attinhcount AS inherited_count,
+       a.attnotnull AS not_null,
+       -- (The usual values come as NULL: absent from the row, given by M.defaults.)
+       NULLIF(a.attidentity, '') AS identity, NULLIF(a.attgenerated, '') AS generated,
+       NULLIF(a.attislocal, true) AS is_local, NULLIF(a.attinhcount, 0) AS inherited_count,
        CASE WHEN a.attcollation <> t.typcollation THEN cn.nspname END AS collation_schema,
        CASE WHEN a.attcollation <> t.typcollation THEN co.collname END AS collation_name,
        pg_get_expr(ad.adbin, ad.adrelid) AS default_expr, ad.oid AS default_oid,
@@ -385,10 +387,12 @@ ORDER BY a.attrelid, a.attnum
 -- the columns' not_null. The definition of a constraint's index is in `indexes`.
 S.constraints = [[
 SELECT co.oid, n.nspname AS schema, co.conname AS name, co.contype AS type,
-       co.conrelid AS table_oid, co.contypid AS domain_oid, co.conindid AS index_oid,
-       co.confrelid AS referenced_oid, co.conparentid AS parent_oid,
-       co.conislocal AS is_local, co.coninhcount AS inherited_count,
-       co.convalidated AS validated, co.condeferrable AS deferrable, co.condeferred AS deferred,
+       co.conrelid AS table_oid, co.conindid AS index_oid,
+       -- (The usual values come as NULL: absent from the row, given by M.defaults.)
+       NULLIF(co.contypid, 0) AS domain_oid, NULLIF(co.confrelid, 0) AS referenced_oid,
+       NULLIF(co.conparentid, 0) AS parent_oid, NULLIF(co.conislocal, true) AS is_local,
+       NULLIF(co.coninhcount, 0) AS inherited_count, NULLIF(co.convalidated, true) AS validated,
+       NULLIF(co.condeferrable, false) AS deferrable, NULLIF(co.condeferred, false) AS deferred,
        pg_get_constraintdef(co.oid) AS definition,
        -- (Each column looked up by its key, (attrelid, attnum): LIMIT 1, which changes
        -- nothing on a unique key, keeps the planner from joining all the table's columns
@@ -692,6 +696,19 @@ local function decode_json(rows)
   return rows
 end
 
+-- The values most rows of a statement have: the statement sends them as NULL, so that a row
+-- holds only what sets it apart, and each row's metatable answers for the rest. At 100,000
+-- tables this halves the rows of columns and constraints (440 and 820 bytes to 250 and 440):
+-- a Lua table's fields take the next power of two in slots. (Only for fields no reader tells
+-- apart from missing; pairs() over such a row does not see them.)
+M.defaults = {
+  columns = { identity = "", generated = "", is_local = true, inherited_count = 0 },
+  constraints = { domain_oid = 0, referenced_oid = 0, parent_oid = 0, is_local = true, inherited_count = 0,
+                  validated = true, deferrable = false, deferred = false },
+}
+local default_meta = {}
+for name, values in pairs(M.defaults) do default_meta[name] = { __index = values } end
+
 local function run(conn, name, split)
   local rows, err = conn:query_sparse(require("tide.catalog.parallel").statement(S, name, split))
   name = name:gsub("/%d$", "")   -- (a half of the indexes statement)
@@ -701,6 +718,8 @@ local function run(conn, name, split)
     require("tide.failure").raise("failed", string.format("catalog: reading %s failed on %s: %s", name,
       conn:conninfo(), tostring(err)), { err = type(err) == "table" and err or nil })
   end
+  local meta = default_meta[name]
+  if meta then for _, row in ipairs(rows) do setmetatable(row, meta) end end
   return decode_json(rows)
 end
 

@@ -148,8 +148,7 @@ end, {
   relink = function(ctx, obj)
     for _, fn in ipairs(base_functions(ctx, obj)) do
       if obj.deps then obj.deps[fn] = nil end
-      local e = fn.deps and fn.deps[obj]
-      if e then e.first_step = true end
+      if fn.deps and fn.deps[obj] then require("tide.plan.depends").own(fn, obj).first_step = true end
     end
   end,
 })

@@ -10,27 +10,45 @@ local objects = require "tide.plan.objects"
 
 local M = {}
 
--- Most edges run through no piece and name no column (an index needs its table): they share
--- one empty list and set until something is added (add_via, add_ref_column), which keeps
--- two tables per edge out of a plan of 100,000 tables. The shared ones refuse writes.
-local NONE = setmetatable({}, { __newindex = function() error("tide.plan.depends: shared empty edge list written", 2) end })
+-- Most edges run through no piece and name no column (an index needs its table): they are one
+-- of two shared edges, never written, until something is added (add_via, add_ref_column,
+-- M.own), which keeps a table per edge out of a plan of 100,000 tables. The shared ones, and
+-- their empty lists, refuse new fields.
+local function frozen(t)
+  return setmetatable(t, { __newindex = function() error("tide.plan.depends: shared edge written", 2) end })
+end
+local NONE = frozen({})
+local PART = frozen({ vias = NONE, whole = false, ref_columns = NONE })
+local WHOLE = frozen({ vias = NONE, whole = true, ref_columns = NONE })
 
 local function edge(dep, ref)
   dep.deps = dep.deps or {}
+  if not dep.deps[ref] then dep.deps[ref] = PART end
+end
+
+-- The edge dep -> ref as a table of its own, to write to.
+function M.own(dep, ref)
   local e = dep.deps[ref]
-  if not e then
-    e = { vias = NONE, whole = false, ref_columns = NONE, ref_whole = false }
+  if e == PART or e == WHOLE then
+    e = { vias = NONE, whole = e.whole, ref_columns = NONE }
     dep.deps[ref] = e
   end
   return e
 end
 
-local function add_via(e, via)
+local function set_whole(dep, ref)
+  local e = dep.deps[ref]
+  if e == PART then dep.deps[ref] = WHOLE elseif e ~= WHOLE then e.whole = true end
+end
+
+local function add_via(dep, ref, via)
+  local e = M.own(dep, ref)
   if e.vias == NONE then e.vias = {} end
   e.vias[#e.vias + 1] = via
 end
 
-local function add_ref_column(e, num)
+local function add_ref_column(dep, ref, num)
+  local e = M.own(dep, ref)
   if e.ref_columns == NONE then e.ref_columns = {} end
   e.ref_columns[num] = true
 end
@@ -71,21 +89,21 @@ function M.resolve(model)
       if not ref then
         external[#external + 1] = { object = dep, class = d.refclass, oid = d.refobjid }
       elseif ref ~= dep then
-        local e = edge(dep, ref)
+        edge(dep, ref)
         local exact = model.exact[dep_id]
         if d.class == "pg_class" and d.objsubid > 0 and dep.columns then
-          add_via(e, { column = d.objsubid })
+          add_via(dep, ref, { column = d.objsubid })
         elseif d.class == "pg_attrdef" then
-          add_via(e, { default = default_column[d.objid] })
+          add_via(dep, ref, { default = default_column[d.objid] })
         elseif exact and exact ~= dep and exact.kind == "constraint" and exact.inline_of == dep then
-          add_via(e, { check = exact })
+          add_via(dep, ref, { check = exact })
         else
-          e.whole = true
+          set_whole(dep, ref)
         end
-        if d.refclass == "pg_class" and d.refobjsubid > 0 then
-          add_ref_column(e, d.refobjsubid)
-        else
-          e.ref_whole = true
+        -- The referenced columns matter only where select.columns left some of ref's out
+        -- (missing_part; objects.select ran before).
+        if d.refclass == "pg_class" and d.refobjsubid > 0 and ref.dropped_columns then
+          add_ref_column(dep, ref, d.refobjsubid)
         end
       end
     end
@@ -93,7 +111,7 @@ function M.resolve(model)
   -- Every object needs its schema (pg_depend has no row for `public`, whose oid is low).
   for _, obj in ipairs(model.objects) do
     local schema = obj.kind ~= "schema" and obj.kind ~= "extension" and model.schemas[obj.schema]
-    if schema and obj.inline_of == nil then edge(obj, schema).whole = true end
+    if schema and obj.inline_of == nil then edge(obj, schema); set_whole(obj, schema) end
   end
   return external
 end
