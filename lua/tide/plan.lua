@@ -114,12 +114,11 @@ end
 
 local function table_entry(model, obj, selector, primary_keys)
   local row = obj.row
+  -- The columns whose rows are copied: the object's own column rows (name, target, type,
+  -- type_oid, not_null, identity, ... as tide.catalog reads them), not copies of them.
   local columns = {}
   for _, c in ipairs(obj.columns) do
-    if c.generated ~= "s" then
-      columns[#columns + 1] = { name = c.name, target = c.target, type = c.type, type_oid = c.type_oid,
-                                not_null = c.not_null, identity = c.identity }
-    end
+    if c.generated ~= "s" then columns[#columns + 1] = c end
   end
   local key_columns = primary_keys[obj]
   if not key_columns and row.replica_index_oid then
@@ -145,8 +144,7 @@ local function table_entry(model, obj, selector, primary_keys)
   local entry = {
     key = objects.table_key(obj), oid = obj.oid,
     source = { schema = obj.schema, name = obj.name },
-    target = { schema = obj.target.schema, name = obj.target.name },
-    columns = columns, bytes = row.bytes, pages = row.pages, rows_estimate = row.rows_estimate,
+    target = obj.target, columns = columns, bytes = row.bytes, pages = row.pages, rows_estimate = row.rows_estimate,
     replica_identity = row.replica_identity, unlogged = row.unlogged,
   }
   -- The fields most tables lack are set one by one: a constructor naming all twenty sizes

@@ -174,7 +174,22 @@ function M.print(plan, task, file)
 end
 
 -- The plan as plain data (no catalog rows, no links between objects).
+-- A table entry as --json shows it: its columns by the fields docs/internals.md lists (the
+-- entry holds the catalog's column rows themselves).
+local function table_data(tbl)
+  local out = {}
+  for k, v in pairs(tbl) do out[k] = v end
+  out.columns = {}
+  for i, c in ipairs(tbl.columns or {}) do
+    out.columns[i] = { name = c.name, target = c.target, type = c.type, type_oid = c.type_oid,
+                       not_null = c.not_null, identity = c.identity }
+  end
+  return out
+end
+
 function M.data(plan)
+  local tables = {}
+  for i, tbl in ipairs(plan.tables) do tables[i] = table_data(tbl) end
   local list = {}
   for i, obj in ipairs(plan.objects) do
     local source, target = names_of(obj)
@@ -184,7 +199,7 @@ function M.data(plan)
   end
   return {
     server_version = plan.server_version, target_server_version = plan.target_server_version,
-    objects = list, pre_data = plan.pre_data, post_data = plan.post_data, tables = plan.tables,
+    objects = list, pre_data = plan.pre_data, post_data = plan.post_data, tables = tables,
     sequences = plan.sequences, skipped = plan.skipped, warnings = plan.warnings,
     conflicts = plan.conflicts, errors = plan.errors, missing = plan.missing, existing = plan.existing,
     runnable = #plan.errors == 0 and #plan.conflicts == 0, timing = plan.timing,
