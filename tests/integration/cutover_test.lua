@@ -80,12 +80,19 @@ T.test("cutover under writes: fenced, drained, sequences, verified, downtime pri
   streaming(proc, log)
   local w = writer(ctx.source_url)
   P.wait_for("writes", function() return w.committed >= 20 end, 30)
+  -- A session of another database of the source's cluster: the fence is not its business.
+  local bystander = assert(tide.connect(ctx.source_admin, { application_name = "bystander" }))
   local cut, cut_log = H.start(ctx, "cutover " .. pb, "cut1-cutover")
   T.eq(cut:wait(), 0, H.read(cut_log) .. H.read(log))
+  local alive, gone = bystander:query("SELECT 1 AS one")
+  T.ok(alive, "a session of another database survives the fence: " .. tostring(gone and gone.message or gone))
+  bystander:close()
   local out = H.read(cut_log)
   T.match(out, "cutover done: write downtime [%d.]+m?s")
   T.match(out, "fence .*, sequences .*, verify .*, hooks ")
   T.eq(proc:wait(), 0, H.read(log))
+  -- The writer notices its ended session at its next statement, then reconnects read-only.
+  P.wait_for("a write refused", function() return w.refused > 0 or #w.errors > 0 end, 30)
   w.stop = true
   local wok, werr = w.handle:wait()
   T.ok(wok ~= false, "the writer failed: " .. tostring(werr))
