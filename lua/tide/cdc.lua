@@ -161,6 +161,22 @@ local function describe(err)
   return s
 end
 
+-- The source's decoding failing to map a relation, the same way this many times in a row:
+-- the slot cannot be read past that point (retry.decoding_error).
+local DECODING_REPEATS = 3
+
+local function raise_undecodable(names, message, times)
+  failure.raise("failed", string.format("incremental migration stopped: the source cannot decode the " ..
+    "replication slot %s past one change (%s; %d times in a row, each reconnect decoding again from the " ..
+    "slot's restart point). This is a defect of PostgreSQL's logical decoding, not of the data: a " ..
+    "transaction that changed the catalog (DDL, a TRUNCATE) while the slot was being created can be left " ..
+    "out of the snapshot decoding rebuilds on every restart, and later changes of that relation cannot " ..
+    "be mapped. Retrying does not get past it\n  hint: run `pgtide release` for this task (it drops the " ..
+    "slot and forgets the task's progress), empty the target tables, and run the task again: it migrates " ..
+    "again with a full load under a new slot. Keep DDL and TRUNCATE off the source while the run's slot " ..
+    "phase creates the slot", names.slot, message, times))
+end
+
 -- Streaming (PostgreSQL 14+, protocol 2+): the source sends a transaction larger than its
 -- logical_decoding_work_mem while it runs; the engine spools it (engine/cdc/spool.c) and applies it
 -- whole at its commit. incremental.streaming = false leaves it to the source to spill instead.
@@ -565,12 +581,13 @@ function M.stream(run, plan, _source, target, opts)
   local limits = retry.limits(task.retry)
   local attempts, max_delay = limits.attempts, limits.max_delay
   local failures, stats = 0, nil
+  local decoding, decoding_repeats = nil, 0   -- the source's decoding failing the same way (retry.decoding_error)
   local ok, err = pcall(function()
     while true do
       local began = core.monotonic()
       local result, serr = session(task, st, opts)
       close_session(st)
-      if core.monotonic() - began > 60 then failures = 0 end   -- a long healthy session resets the count
+      if core.monotonic() - began > 60 then failures, decoding_repeats = 0, 0 end   -- a long healthy session resets the count
       if result then stats = result break end
       if st.stop_reason and is_transient(serr) then break end   -- stopping anyway; progress is saved
       -- A server still restarting refuses connections for a moment: a connection failure
@@ -578,6 +595,10 @@ function M.stream(run, plan, _source, target, opts)
       if failure.is_failure(serr) and serr.kind ~= "connection" then error(serr, 0) end
       if objects.is_lost_error(serr) then objects.raise_lost(names, " (" .. describe(serr):gsub("\n.*", "") .. ")") end
       if not is_transient(serr) then failure.raise("failed", "incremental migration stopped: " .. describe(serr), { err = serr }) end
+      local mapping = retry.decoding_error(serr)
+      decoding_repeats = mapping and mapping == decoding and decoding_repeats + 1 or (mapping and 1 or 0)
+      decoding = mapping
+      if decoding_repeats >= DECODING_REPEATS then raise_undecodable(names, mapping, decoding_repeats) end
       failures = failures + 1
       if failures > attempts then
         failure.raise("failed", string.format("incremental migration gave up after %d attempts: %s", attempts, describe(serr)))

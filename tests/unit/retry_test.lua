@@ -53,6 +53,19 @@ T.test("not transient: data, privileges, wrong credentials, other internal error
   end
 end)
 
+T.test("decoding_error names the source's decoding failing to map a relation, and nothing else", function()
+  local msg = 'could not map filenode "base/20157/20344" to relation OID'
+  T.eq(retry.decoding_error(err("XX000", msg)), msg)
+  T.eq(retry.decoding_error({ message = "wrapped", err = err("XX000", msg) }), msg, "one level down")
+  T.eq(retry.decoding_error(err("XX000", 'could not map filenumber "base/1/2" to relation OID')),
+       'could not map filenumber "base/1/2" to relation OID')
+  T.eq(retry.decoding_error(err("XX000", "cache lookup failed for index 19894")), nil)
+  T.eq(retry.decoding_error(err("08006", msg)), nil, "only the internal-error state")
+  T.eq(retry.decoding_error(err("57P01", "terminating connection due to administrator command")), nil)
+  T.eq(retry.decoding_error("could not map filenode"), nil, "a plain string is not a server error")
+  T.eq(retry.decoding_error(nil), nil)
+end)
+
 T.test("the SQLSTATE of a wrapped error counts; a failure of a final kind never retries", function()
   T.ok(retry.transient({ err = err("08006", "server closed the connection unexpectedly") }), "one level down")
   T.ok(retry.transient({ message = "a", err = { message = "b", err = err("40P01", "deadlock detected") } }), "two down")
