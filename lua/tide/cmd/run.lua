@@ -114,6 +114,7 @@ local function run_once(run, opts, progress)
   if not opts["no-precheck"] then
     require("tide.precheck").gate(task, plan, source, target, { resumed = resumed, progress = progress })
   end
+  require("tide.plan").keep_for_run(plan)
 
   if finished then
     -- --again, and nothing in the way: forget the finished run (as `pgtide release`), so every
@@ -191,6 +192,7 @@ local function run_once(run, opts, progress)
                                     "interrupted load; they are done again after the copy", undone))
         -- The plan was made with them on the target (their comments, say, counted as there).
         plan = require("tide.plan").build(task, source, target)
+        require("tide.plan").keep_for_run(plan)
       end
     end
   end
