@@ -1,17 +1,76 @@
 -- tide.full.start_over — start_over(task, plan, target, state) → n: the full load starts
 -- again from the beginning under a new snapshot (its earlier snapshot died with its slot, or a table was
--- truncated on the source after it and no stream follows to bring it back). In one target
--- transaction, so a kill cannot leave half of it: the foreign keys and triggers that earlier
--- post-data steps built are dropped and those steps forgotten (a foreign key would refuse rows
--- copied before the ones they reference, a trigger would change them), the copied parts are
--- forgotten, and every table of the plan is emptied (one TRUNCATE: foreign keys among them
--- allow it).
+-- truncated on the source after it and no stream follows to bring it back).
+--
+-- In this order, each part in target transactions of its own, so that a kill anywhere leaves a
+-- state from which the next run starts over again (the copied parts' record, which makes it do
+-- so, goes last):
+--   1. the foreign keys and triggers that earlier post-data steps built are dropped and those
+--      steps forgotten (a foreign key would refuse rows copied before the ones they reference,
+--      a trigger would change them, and with them gone the tables can be emptied a chunk at a
+--      time); event triggers an earlier load enabled are disabled first;
+--   2. every table of the plan is emptied, TABLES_PER_TRANSACTION to a TRUNCATE (one TRUNCATE
+--      of 2,000 tables takes more locks than a default server has room for: max_locks_per_transaction
+--      64 times max_connections 100);
+--   3. the copied parts are forgotten.
 local failure = require "tide.failure"
 local parts_mod = require "tide.full.parts"
 
+local TABLES_PER_TRANSACTION = 200
+
+-- statements in one target transaction (lock_timeout off: pgtide's own sessions of an earlier
+-- run may still be ending), then more(), or a failure naming `what`
+local function in_transaction(target, list, what, more)
+  local sql = { "BEGIN", "SET LOCAL lock_timeout = 0" }
+  for _, statement in ipairs(list) do sql[#sql + 1] = statement end
+  local ok, err = target:exec(table.concat(sql, ";\n"))
+  if ok and more then ok, err = more() end
+  if ok then ok, err = target:exec("COMMIT") end
+  if ok then return end
+  target:exec("ROLLBACK")
+  local hint = ""
+  if type(err) == "table" and err.sqlstate == "0A000" then
+    hint = "\n  hint: a foreign key of a table outside the task that references one of them stops the TRUNCATE: " ..
+      "drop it on the target, or empty the tables yourself"
+  end
+  failure.raise("failed", what .. " failed: " .. tostring(err) .. hint, { err = err })
+end
+
+-- The tables (quoted names) in TRUNCATE lists of about TABLES_PER_TRANSACTION: tables joined
+-- by a foreign key the target still has (not pgtide's: those went in 1; a target prepared by
+-- hand may have its own) go in the same list, which TRUNCATE needs.
+local function chunks(target, list)
+  local up = {}
+  local function root(i) while up[i] and up[i] ~= i do i = up[i] end return i end
+  if #list > 1 then
+    local rows = assert(target:query([[
+SELECT a.i AS a, b.i AS b
+FROM unnest($1::text[]) WITH ORDINALITY AS a(name, i)
+JOIN pg_catalog.pg_constraint f ON f.contype = 'f' AND f.conrelid = pg_catalog.to_regclass(a.name)
+JOIN unnest($1::text[]) WITH ORDINALITY AS b(name, i) ON f.confrelid = pg_catalog.to_regclass(b.name)]], list))
+    for _, r in ipairs(rows) do
+      local x, y = root(r.a), root(r.b)
+      if x ~= y then up[math.max(x, y)] = math.min(x, y) end
+    end
+  end
+  local groups, order = {}, {}
+  for i, name in ipairs(list) do
+    local r = root(i)
+    if not groups[r] then groups[r] = {}; order[#order + 1] = r end
+    table.insert(groups[r], name)
+  end
+  local out, current = {}, {}
+  for _, r in ipairs(order) do
+    if #current > 0 and #current + #groups[r] > TABLES_PER_TRANSACTION then out[#out + 1] = current; current = {} end
+    for _, name in ipairs(groups[r]) do current[#current + 1] = name end
+  end
+  if #current > 0 then out[#out + 1] = current end
+  return out
+end
+
 local function start_over(task, plan, target, state)
   local done = state:steps_done()
-  local sql, dropped, steps = { "BEGIN", "SET LOCAL lock_timeout = 0" }, {}, {}
+  local sql, dropped, steps = {}, {}, {}
   local n = 0
   -- Event triggers an earlier load enabled (its recorded steps say which: a plan made while
   -- they are on the target may not list their steps) are disabled first, so the drops that
@@ -48,29 +107,27 @@ local function start_over(task, plan, target, state)
     local ident = key:match("^[^:]+:(.*)$")
     if ident and (dropped[ident] or dropped[ident:match("^(.-)/") or false]) then steps[#steps + 1] = key end
   end
-  local list = {}
+  -- 1. (The steps are forgotten in the same transaction as their undoing.)
+  if #sql > 0 or #steps > 0 then
+    in_transaction(target, sql, "undoing the interrupted full load's foreign keys and triggers", function()
+      return target:query("DELETE FROM " .. state:tbl("steps") .. " WHERE task = $1 AND step = ANY ($2)",
+                          task.name, steps)
+    end)
+  end
+  -- 2.
+  local list, filtered = {}, {}
   for _, tbl in ipairs(plan.tables) do
-    if tbl.target_filter then sql[#sql + 1] = select(2, parts_mod.target_rows(target, tbl))
+    if tbl.target_filter then filtered[#filtered + 1] = select(2, parts_mod.target_rows(target, tbl))
     else list[#list + 1] = parts_mod.target_relation(target, tbl) end
   end
-  if #list > 0 then sql[#sql + 1] = "TRUNCATE " .. table.concat(list, ", ") end
-  local ok, err = target:exec(table.concat(sql, ";\n"))
-  if not ok then
-    target:exec("ROLLBACK")
-    failure.raise("failed", "emptying the target tables for a new full load failed: " .. tostring(err) ..
-      "\n  hint: a foreign key of a table outside the task that references one of them stops the TRUNCATE: " ..
-      "drop it on the target, or empty the tables yourself", { err = err })
+  for _, chunk in ipairs(chunks(target, list)) do
+    in_transaction(target, { "TRUNCATE " .. table.concat(chunk, ", ") }, "emptying the target tables for a new full load")
   end
-  ok, err = target:query("DELETE FROM " .. state:tbl("steps") .. " WHERE task = $1 AND step = ANY ($2)",
-                               task.name, steps)
-  if ok then ok, err = target:query("DELETE FROM " .. state:tbl("copy_parts") .. " WHERE task = $1", task.name) end
+  if #filtered > 0 then in_transaction(target, filtered, "emptying the target tables for a new full load") end
+  -- 3.
+  local ok, err = target:query("DELETE FROM " .. state:tbl("copy_parts") .. " WHERE task = $1", task.name)
   if not ok then
-    target:exec("ROLLBACK")
     failure.raise("failed", "forgetting the interrupted full load failed: " .. tostring(err), { err = err })
-  end
-  local committed, cerr = target:exec("COMMIT")
-  if not committed then
-    failure.raise("failed", "emptying the target tables for a new full load failed: " .. tostring(cerr), { err = cerr })
   end
   return n
 end
