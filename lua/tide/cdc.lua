@@ -585,9 +585,13 @@ function M.stream(run, plan, _source, target, opts)
   local ok, err = pcall(function()
     while true do
       local began = core.monotonic()
+      local applied_before = st.status and st.status.applied or 0
       local result, serr = session(task, st, opts)
       close_session(st)
-      if core.monotonic() - began > 60 then failures, decoding_repeats = 0, 0 end   -- a long healthy session resets the count
+      if core.monotonic() - began > 60 then failures = 0 end   -- a long healthy session resets the count
+      -- (the same decoding failure counts on until a session applied something: reading up to
+      -- it may take longer than a minute)
+      if (st.status and st.status.applied or 0) > applied_before then decoding_repeats = 0 end
       if result then stats = result break end
       if st.stop_reason and is_transient(serr) then break end   -- stopping anyway; progress is saved
       -- A server still restarting refuses connections for a moment: a connection failure

@@ -656,8 +656,9 @@ M._next_step, M._step_done = schedule.next_step, function(load, step)
 end
 
 -- M.start_over(task, plan, target, state): the full load starts again from the beginning
--- (tide.full.start_over).
+-- (tide.full.start_over). While it has not finished, the task's steps hold START_OVER_MARK.
 M.start_over = require "tide.full.start_over"
+M.START_OVER_MARK = "full:start_over"
 
 ------------------------------------------------------------------------ operator controls, figures
 

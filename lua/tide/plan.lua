@@ -254,7 +254,7 @@ function M.build(task, source, target)
   end
   stage("select")
 
-  local external = depends.resolve(model)
+  local external = depends.resolve(model, { all_ref_columns = options.dependents == "drop" })
   -- pg_depend's rows live on as obj.deps: let the rows go (a quarter of the catalog's memory).
   cat.depends = {}
   local index = existing.index(tmodel)

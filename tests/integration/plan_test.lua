@@ -329,3 +329,25 @@ T.test("the plan of 10,000 tables takes well under 10 seconds", function(ctx)
   T.ok(seconds < bound, string.format("planning 10,000 tables took %.1f s (bound %d s)", seconds, bound))
   print(string.format("# plan of 10,000 tables: %.2f s (catalog %.2f s)", seconds, plan.timing.catalog))
 end)
+
+T.test("dependents = drop: a column left out with its type takes the index on it along", function(ctx)
+  local src = assert(tide.connect(ctx.source_url))
+  assert(src:exec([[
+DROP SCHEMA IF EXISTS dropcol CASCADE;
+CREATE SCHEMA dropcol;
+CREATE TYPE dropcol.mood AS ENUM ('calm', 'busy');
+CREATE TABLE dropcol.t (id int PRIMARY KEY, m dropcol.mood, v text);
+CREATE INDEX t_m_idx ON dropcol.t (m);
+CREATE INDEX t_v_idx ON dropcol.t (v);]]))
+  src:close()
+  local plan = build(ctx, { select = { include = { "dropcol.t" } }, schema = { dependents = "drop" } })
+  T.eq(plan.errors, {})
+  local keys, sql = {}, {}
+  for _, list in ipairs({ plan.pre_data, plan.post_data }) do
+    for _, step in ipairs(list) do keys[step.key] = true; sql[#sql + 1] = step.sql end
+  end
+  local all = table.concat(sql, "\n")
+  T.ok(keys["index:dropcol.t_v_idx"], "the index on a kept column is planned: " .. all)
+  T.nomatch(all, "t_m_idx", "the index on the left-out column is left out too")
+  T.nomatch(all, "mood", "nothing uses the left-out type")
+end)

@@ -114,3 +114,57 @@ WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND c.relname 
        "the copied parts forgotten")
   src:close(); tgt:close()
 end)
+
+T.test("a start_over cut short (a chunk refused) is finished by the next run, which starts over first", function(ctx)
+  local sa, ta = assert(tide.connect(ctx.source_admin)), assert(tide.connect(ctx.target_admin))
+  for _, c in ipairs({ sa, ta }) do
+    assert(c:exec("DROP DATABASE IF EXISTS so_cut WITH (FORCE)"))
+    assert(c:exec("CREATE DATABASE so_cut"))
+  end
+  sa:close(); ta:close()
+  local src_url, tgt_url = P.with_db(ctx.source_admin, "so_cut"), P.with_db(ctx.target_admin, "so_cut")
+  local src = assert(tide.connect(src_url))
+  assert(src:exec([[
+DO $$
+BEGIN
+  FOR i IN 1..450 LOOP
+    EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, v text)', i);
+    EXECUTE format('INSERT INTO t%s SELECT g, ''row '' || g FROM generate_series(1, 3) g', i);
+  END LOOP;
+END $$]]))
+  local pb = ctx.tmpdir .. "/so_cut.lua"
+  local f = assert(io.open(pb, "w"))
+  f:write(string.format([[
+local tide = require "tide"
+return tide.task { name = "so_cut", source = %q, target = %q, migrate = { "schema", "full" }, progress = "plain" }
+]], src_url, tgt_url))
+  f:close()
+  local code, out = H.run("run " .. pb)
+  T.eq(code, 0, out)
+  local tgt = assert(tide.connect(tgt_url))
+  -- a table outside the task references t440 (in the third chunk): that TRUNCATE is refused
+  -- after the first two chunks were emptied and committed
+  assert(tgt:exec("CREATE TABLE outsider (id int REFERENCES t440 (id)); INSERT INTO outsider VALUES (1)"))
+  local task = require("tide.playbook").load(pb)
+  local plan = require("tide.plan").build(task, src, tgt)
+  local state = require("tide.state").open(task, tgt)
+  local ok, err = pcall(require("tide.full").start_over, task, plan, tgt, state)
+  T.ok(not ok, "the chunk with t440 is refused")
+  T.match(tostring(type(err) == "table" and err.message or err), "a foreign key of a table outside the task")
+  T.eq(assert(tgt:query("SELECT count(*) AS n FROM t1"))[1].n, 0, "the first chunk was emptied")
+  T.eq(assert(tgt:query("SELECT count(*) AS n FROM pgtide.copy_parts WHERE task = 'so_cut'"))[1].n, 450,
+       "the parts are still recorded")
+  -- As a task stopped in its full load: the next run must not take the recorded parts as copied.
+  assert(tgt:exec("DROP TABLE outsider"))
+  assert(tgt:query("UPDATE pgtide.tasks SET phase = 'full' WHERE task = 'so_cut'"))
+  code, out = H.run("run " .. pb)
+  T.eq(code, 0, out)
+  T.match(out, "starts over again")
+  for _, t in ipairs({ "t1", "t200", "t440", "t450" }) do P.same(src, tgt, t) end
+  T.eq(assert(tgt:query([[
+SELECT count(*) AS n FROM pg_class c
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND c.relname ~ '^t[0-9]+$'
+  AND (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I', c.relname), false, true, '')))[1]::text <> '3']]))[1].n,
+       0, "every table holds its rows again")
+  src:close(); tgt:close()
+end)

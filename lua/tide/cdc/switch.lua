@@ -24,23 +24,22 @@ local M = {}
 local function conf(task) return task.cutover or {} end
 
 -- The other client sessions of the database (pgtide's own stay: the stream must drain).
--- The sessions are chosen in a materialized CTE before any is ended: with the condition and
--- pg_terminate_backend in one WHERE the planner orders the quals by cost, and it called
--- pg_terminate_backend before the database, backend type and own-pid tests — ending client
--- sessions of every database of the cluster, the autovacuum launcher and the logical
--- replication launcher.
+-- The sessions are chosen in a subquery that OFFSET 0 keeps apart before any is ended: with the
+-- condition and pg_terminate_backend in one WHERE the planner orders the quals by cost, and it
+-- called pg_terminate_backend before the database, backend type and own-pid tests — ending
+-- client sessions of every database of the cluster, the autovacuum launcher and the logical
+-- replication launcher. (No qual is pushed into a subquery with OFFSET, on every version; a
+-- MATERIALIZED CTE would need PostgreSQL 12.)
 local END_SESSIONS = [[
-WITH chosen AS MATERIALIZED (
-  SELECT a.pid
-  FROM pg_catalog.pg_stat_activity a
-  WHERE a.datname = pg_catalog.current_database() AND a.pid <> pg_catalog.pg_backend_pid()
-    AND a.backend_type = 'client backend'
-    AND a.application_name NOT LIKE 'pgtide:%' AND a.application_name NOT LIKE 'pgtide-timeline:%'
-    AND ($1::text[] IS NULL OR a.usename = ANY ($1::text[]))
-    AND ($2::timestamptz IS NULL OR a.backend_start >= $2::timestamptz)
-)
 SELECT count(*) AS n, coalesce(array_agg(c.pid), '{}') AS pids
-FROM chosen c
+FROM (SELECT a.pid
+      FROM pg_catalog.pg_stat_activity a
+      WHERE a.datname = pg_catalog.current_database() AND a.pid <> pg_catalog.pg_backend_pid()
+        AND a.backend_type = 'client backend'
+        AND a.application_name NOT LIKE 'pgtide:%' AND a.application_name NOT LIKE 'pgtide-timeline:%'
+        AND ($1::text[] IS NULL OR a.usename = ANY ($1::text[]))
+        AND ($2::timestamptz IS NULL OR a.backend_start >= $2::timestamptz)
+      OFFSET 0) c
 WHERE pg_catalog.pg_terminate_backend(c.pid)]]
 
 

@@ -13,6 +13,10 @@
 --      of 2,000 tables takes more locks than a default server has room for: max_locks_per_transaction
 --      64 times max_connections 100);
 --   3. the copied parts are forgotten.
+-- Part 1 records that the load is starting over (a step row, tide.full.START_OVER_MARK) and part
+-- 3 forgets it with the parts: a run that finds it (a kill in between, on the path without a
+-- stream, where no new slot makes the next run start over) starts over first
+-- (tide.cmd.run).
 local failure = require "tide.failure"
 local parts_mod = require "tide.full.parts"
 
@@ -108,12 +112,16 @@ local function start_over(task, plan, target, state)
     if ident and (dropped[ident] or dropped[ident:match("^(.-)/") or false]) then steps[#steps + 1] = key end
   end
   -- 1. (The steps are forgotten in the same transaction as their undoing.)
-  if #sql > 0 or #steps > 0 then
-    in_transaction(target, sql, "undoing the interrupted full load's foreign keys and triggers", function()
-      return target:query("DELETE FROM " .. state:tbl("steps") .. " WHERE task = $1 AND step = ANY ($2)",
-                          task.name, steps)
-    end)
-  end
+  local mark = require("tide.full").START_OVER_MARK
+  in_transaction(target, sql, "undoing the interrupted full load's foreign keys and triggers", function()
+    local ok, err = target:query("DELETE FROM " .. state:tbl("steps") .. " WHERE task = $1 AND step = ANY ($2)",
+                                 task.name, steps)
+    if ok then
+      ok, err = target:query("INSERT INTO " .. state:tbl("steps") .. " (task, step) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                             task.name, mark)
+    end
+    return ok, err
+  end)
   -- 2.
   local list, filtered = {}, {}
   for _, tbl in ipairs(plan.tables) do
@@ -125,10 +133,13 @@ local function start_over(task, plan, target, state)
   end
   if #filtered > 0 then in_transaction(target, filtered, "emptying the target tables for a new full load") end
   -- 3.
-  local ok, err = target:query("DELETE FROM " .. state:tbl("copy_parts") .. " WHERE task = $1", task.name)
-  if not ok then
-    failure.raise("failed", "forgetting the interrupted full load failed: " .. tostring(err), { err = err })
-  end
+  in_transaction(target, {}, "forgetting the interrupted full load", function()
+    local ok, err = target:query("DELETE FROM " .. state:tbl("copy_parts") .. " WHERE task = $1", task.name)
+    if ok then
+      ok, err = target:query("DELETE FROM " .. state:tbl("steps") .. " WHERE task = $1 AND step = $2", task.name, mark)
+    end
+    return ok, err
+  end)
   return n
 end
 

@@ -53,10 +53,13 @@ local function add_ref_column(dep, ref, num)
   e.ref_columns[num] = true
 end
 
--- M.resolve(model): fills obj.deps = { [ref] = edge } for every object, and returns the
+-- M.resolve(model [, { all_ref_columns = bool }]): fills obj.deps = { [ref] = edge } for every
+-- object (each edge's ref_columns where some of ref's columns are left out, or everywhere with
+-- all_ref_columns: schema.dependents = "drop" may leave more out later), and returns the
 -- references pgtide cannot place (operators, text search configurations, foreign servers,
 -- ...) as a list of { object =, class =, oid = }.
-function M.resolve(model)
+function M.resolve(model, opts)
+  opts = opts or {}
   local cat = model.cat
   local default_column = {}
   for _, c in ipairs(cat.columns) do
@@ -100,9 +103,10 @@ function M.resolve(model)
         else
           set_whole(dep, ref)
         end
-        -- The referenced columns matter only where select.columns left some of ref's out
-        -- (missing_part; objects.select ran before).
-        if d.refclass == "pg_class" and d.refobjsubid > 0 and ref.dropped_columns then
+        -- The referenced columns matter only where some of ref's are left out (missing_part):
+        -- by select.columns (objects.select ran before), or, with schema.dependents = "drop",
+        -- by check_missing later (a column whose type is left out).
+        if d.refclass == "pg_class" and d.refobjsubid > 0 and (ref.dropped_columns or opts.all_ref_columns) then
           add_ref_column(dep, ref, d.refobjsubid)
         end
       end
