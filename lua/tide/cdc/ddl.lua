@@ -191,57 +191,60 @@ function M.record_start(task, plan, source, target)
     assert(target:exec("COMMIT"))
     return
   end
-  local descs = ddl_sql.describe(source, oids)
-  local statements = { "BEGIN", clear }
   -- A slot made again (a full load that starts over): DDL of the source since the target was
   -- last brought up to date went with the old slot. What the record says the target has is
-  -- brought to what the source has now, before the copy.
+  -- brought to what the source has now, before the copy. One target transaction; the
+  -- descriptions are read and the statements run a chunk at a time, never all held.
   local old = M.load(task, target)
   local d = old and M.context(task, old)
-  if old then
-    -- tables the target has that the source dropped meanwhile go too
-    local gone = {}
-    for oid, info in pairs(old) do
-      if not by_oid[oid] and not info.ignored and not info.sequence then gone[#gone + 1] = tonumber(oid) end
-    end
-    local still = ddl_sql.describe(source, gone)
-    for _, oid in ipairs(gone) do
-      local info = old[tostring(oid)]
-      if not still[tostring(oid)] then
-        statements[#statements + 1] = "DROP TABLE IF EXISTS " .. qq(info.target.schema, info.target.name)
+  local function exec(sql)
+    local ok, err = target:exec(sql)
+    if not ok then error(err, 0) end
+  end
+  assert(target:exec("BEGIN"))
+  local ok, err = pcall(function()
+    exec(clear)
+    if old then
+      -- tables the target has that the source dropped meanwhile go too
+      local gone = {}
+      for oid, info in pairs(old) do
+        if not by_oid[oid] and not info.ignored and not info.sequence then gone[#gone + 1] = tonumber(oid) end
+      end
+      local still = ddl_sql.describe(source, gone)
+      for _, oid in ipairs(gone) do
+        local info = old[tostring(oid)]
+        if not still[tostring(oid)] then exec("DROP TABLE IF EXISTS " .. qq(info.target.schema, info.target.name)) end
       end
     end
-  end
-  for oid, desc in pairs(descs) do
-    local tbl = by_oid[oid]
-    if d then
-      local list, rec = tbl_sql.catch_up(d, target, oid, desc, tbl)
-      if rec then
-        for _, sql in ipairs(list) do statements[#statements + 1] = sql end
-        statements[#statements + 1] = persist_sql(task, oid, rec)
-        goto next
+    local w = record.writer(task, target)
+    ddl_sql.describe_each(source, oids, function(oid, text)
+      local desc = json.decode(text)
+      local tbl = by_oid[oid]
+      if d then
+        local list, rec = tbl_sql.catch_up(d, target, oid, desc, tbl)
+        if rec then
+          for _, sql in ipairs(list) do exec(sql) end
+          w.add(oid, json.encode(rec))
+          return
+        end
       end
-    end
-    local cols = {}
-    for _, c in ipairs(tbl.columns or {}) do cols[c.name] = c.target or c.name end
-    for _, c in ipairs(desc.columns or {}) do
-      if not cols[c.name] and c.generated == "s" then cols[c.name] = c.name end
-    end
-    statements[#statements + 1] = persist_sql(task, oid, { desc = desc, cols = cols,
-      target = { schema = tbl.target.schema, name = tbl.target.name } })
-    ::next::
-  end
-  -- the partitions: what DETACH and ATTACH PARTITION are compared with
-  for oid, desc in pairs(ddl_sql.describe(source, parts)) do
-    local tbl = by_oid[oid]
-    statements[#statements + 1] = persist_sql(task, oid, { desc = desc, cols = {}, partition = true,
-      target = { schema = tbl.target.schema, name = tbl.target.name } })
-  end
-  statements[#statements + 1] = "COMMIT"
-  for _, s in ipairs(statements) do
-    local ok, err = target:exec(s)
-    if not ok then target:exec("ROLLBACK"); error(err, 0) end
-  end
+      local cols = {}
+      for _, c in ipairs(tbl.columns or {}) do cols[c.name] = c.target or c.name end
+      for _, c in ipairs(desc.columns or {}) do
+        if not cols[c.name] and c.generated == "s" then cols[c.name] = c.name end
+      end
+      w.add(oid, json.encode({ desc = desc, cols = cols, target = { schema = tbl.target.schema, name = tbl.target.name } }))
+    end)
+    -- the partitions: what DETACH and ATTACH PARTITION are compared with
+    ddl_sql.describe_each(source, parts, function(oid, text)
+      local tbl = by_oid[oid]
+      w.add(oid, json.encode({ desc = json.decode(text), cols = {}, partition = true,
+                               target = { schema = tbl.target.schema, name = tbl.target.name } }))
+    end)
+    w.flush()
+  end)
+  if not ok then target:exec("ROLLBACK"); error(err, 0) end
+  assert(target:exec("COMMIT"))
 end
 
 -- cdc.prepare's part: the event trigger made (or replaced: the selection may have changed), and

@@ -35,6 +35,29 @@ function M.persist_sql(task, oid, info)
                        tostring(oid), lit(json.encode(info)))
 end
 
+-- Rows of the record written 1,000 to a statement, inside the caller's transaction on target:
+-- w = M.writer(task, target); w.add(oid, info as JSON text) ...; w.flush(). (A relation added
+-- twice keeps its last info, as successive statements would.)
+function M.writer(task, target)
+  local sql = "INSERT INTO " .. M.table(task) .. " (task, source_oid, info) SELECT $1, u.oid, u.info::jsonb " ..
+    "FROM unnest($2::bigint[], $3::text[]) AS u(oid, info) ON CONFLICT (task, source_oid) DO UPDATE SET info = EXCLUDED.info"
+  local oids, infos, at = {}, {}, {}
+  local w = {}
+  function w.flush()
+    if #oids == 0 then return end
+    assert(target:query(sql, task.name, oids, infos))
+    oids, infos, at = {}, {}, {}
+  end
+  function w.add(oid, text)
+    oid = tonumber(oid)
+    local i = at[oid]
+    if not i then i = #oids + 1; at[oid], oids[i] = i, oid end
+    infos[i] = text
+    if #oids >= 1000 then w.flush() end
+  end
+  return w
+end
+
 -- A new record of many relations, written without holding their descriptions (tide.cdc.ddl's
 -- record_start on a first slot): `list` = { { oid =, target = { schema =, name = }, cols =
 -- (source column -> target column), partition = bool }, ... }. Each description goes in as the
@@ -46,14 +69,7 @@ function M.write_described(task, source, target, list, describe_each)
     local k = tostring(e.oid)
     if not by_oid[k] then by_oid[k], oids[#oids + 1] = e, e.oid end   -- (one row per relation)
   end
-  local sql = "INSERT INTO " .. M.table(task) .. " (task, source_oid, info) SELECT $1, u.oid, u.info::jsonb " ..
-    "FROM unnest($2::bigint[], $3::text[]) AS u(oid, info) ON CONFLICT (task, source_oid) DO UPDATE SET info = EXCLUDED.info"
-  local batch_oids, batch_info = {}, {}
-  local function flush()
-    if #batch_oids == 0 then return end
-    assert(target:query(sql, task.name, batch_oids, batch_info))
-    batch_oids, batch_info = {}, {}
-  end
+  local w = M.writer(task, target)
   describe_each(source, oids, function(oid, text)
     local e = by_oid[oid]
     local cols = {}
@@ -63,12 +79,10 @@ function M.write_described(task, source, target, list, describe_each)
         if not cols[c.name] and c.generated == "s" then cols[c.name] = c.name end
       end
     end
-    batch_oids[#batch_oids + 1] = tonumber(oid)
-    batch_info[#batch_info + 1] = '{"desc": ' .. text .. ', "cols": ' .. json.encode(cols) .. ', "target": ' ..
-      json.encode({ schema = e.target.schema, name = e.target.name }) .. (e.partition and ', "partition": true}' or '}')
-    if #batch_oids >= 1000 then flush() end
+    w.add(oid, '{"desc": ' .. text .. ', "cols": ' .. json.encode(cols) .. ', "target": ' ..
+      json.encode({ schema = e.target.schema, name = e.target.name }) .. (e.partition and ', "partition": true}' or '}'))
   end)
-  flush()
+  w.flush()
 end
 
 -- The record of what the target has, by source oid (text): { desc = <description>, target =
