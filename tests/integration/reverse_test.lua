@@ -101,6 +101,9 @@ local function writer(url, events, accounts, balance)
 end
 
 local function stop_writer(w)
+  -- The writer sees its session ended by the fence at its next statement and is refused once
+  -- it reconnects: that may come just after the run ended.
+  P.wait_for("a write refused", function() return w.refused > 0 or #w.errors > 0 end, 30)
   w.stop = true
   local ok, err = w.handle:wait()
   T.ok(ok ~= false, "the writer failed: " .. tostring(err))
