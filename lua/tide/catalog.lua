@@ -676,38 +676,8 @@ local json = require "tide.json"
 -- JSON null inside decoded lists (a Lua nil would end the list).
 M.null = json.null
 
--- SQL NULLs are nil (the rows are read sparse: no field, no room held for one) and *_json
--- columns become Lua values, so the rest of the planner tests plain `if row.x then`.
-local function decode_json(rows)
-  local json_columns = {}
-  for _, name in ipairs(rows.columns or {}) do
-    if name:sub(-5) == "_json" then json_columns[#json_columns + 1] = { name, name:sub(1, -6) } end
-  end
-  if #json_columns == 0 then return rows end
-  for _, row in ipairs(rows) do
-    for _, c in ipairs(json_columns) do
-      local v = row[c[1]]
-      if v then
-        row[c[1]] = nil
-        row[c[2]] = json.decode(v)
-      end
-    end
-  end
-  return rows
-end
-
--- The values most rows of a statement have: the statement sends them as NULL, so that a row
--- holds only what sets it apart, and each row's metatable answers for the rest. At 100,000
--- tables this halves the rows of columns and constraints (440 and 820 bytes to 250 and 440):
--- a Lua table's fields take the next power of two in slots. (Only for fields no reader tells
--- apart from missing; pairs() over such a row does not see them.)
-M.defaults = {
-  columns = { identity = "", generated = "", is_local = true, inherited_count = 0 },
-  constraints = { domain_oid = 0, referenced_oid = 0, parent_oid = 0, is_local = true, inherited_count = 0,
-                  validated = true, deferrable = false, deferred = false },
-}
-local default_meta = {}
-for name, values in pairs(M.defaults) do default_meta[name] = { __index = values } end
+local rows_mod = require "tide.catalog.rows"
+M.defaults = rows_mod.defaults
 
 local function run(conn, name, split)
   local rows, err = conn:query_sparse(require("tide.catalog.parallel").statement(S, name, split))
@@ -718,9 +688,7 @@ local function run(conn, name, split)
     require("tide.failure").raise("failed", string.format("catalog: reading %s failed on %s: %s", name,
       conn:conninfo(), tostring(err)), { err = type(err) == "table" and err or nil })
   end
-  local meta = default_meta[name]
-  if meta then for _, row in ipairs(rows) do setmetatable(row, meta) end end
-  return decode_json(rows)
+  return rows_mod.finish(name, rows)
 end
 
 -- The statements every read runs, in order; synonyms and packages join when their catalogs

@@ -8,6 +8,26 @@ local P = require "pg"
 local H = require "tidetest"
 local tide = require "tide"
 
+-- A database `name` made afresh on both servers, and a playbook of task `name` (schema + full)
+-- between them: src_url, tgt_url, playbook path.
+local function task_databases(ctx, name, progress)
+  local sa, ta = assert(tide.connect(ctx.source_admin)), assert(tide.connect(ctx.target_admin))
+  for _, c in ipairs({ sa, ta }) do
+    assert(c:exec("DROP DATABASE IF EXISTS " .. name .. " WITH (FORCE)"))
+    assert(c:exec("CREATE DATABASE " .. name))
+  end
+  sa:close(); ta:close()
+  local src_url, tgt_url = P.with_db(ctx.source_admin, name), P.with_db(ctx.target_admin, name)
+  local pb = ctx.tmpdir .. "/" .. name .. ".lua"
+  local f = assert(io.open(pb, "w"))
+  f:write(string.format([[
+local tide = require "tide"
+return tide.task { name = %q, source = %q, target = %q, migrate = { "schema", "full" }, progress = %q }
+]], name, src_url, tgt_url, progress or "none"))
+  f:close()
+  return src_url, tgt_url, pb
+end
+
 T.test("start_over on a finished post-data: enabled event triggers stay quiet and are enabled again later", function(ctx)
   local sa, ta = assert(tide.connect(ctx.source_admin)), assert(tide.connect(ctx.target_admin))
   for _, c in ipairs({ sa, ta }) do
@@ -64,13 +84,7 @@ end)
 -- (One TRUNCATE of every table ran out of the server's lock table at 100,000 tables: the tables
 -- go a chunk at a time, and tables a foreign key joins must share a chunk.)
 T.test("start_over of 2,000 tables: emptied a chunk at a time, tables a target's own foreign key joins together", function(ctx)
-  local sa, ta = assert(tide.connect(ctx.source_admin)), assert(tide.connect(ctx.target_admin))
-  for _, c in ipairs({ sa, ta }) do
-    assert(c:exec("DROP DATABASE IF EXISTS so_many WITH (FORCE)"))
-    assert(c:exec("CREATE DATABASE so_many"))
-  end
-  sa:close(); ta:close()
-  local src_url, tgt_url = P.with_db(ctx.source_admin, "so_many"), P.with_db(ctx.target_admin, "so_many")
+  local src_url, tgt_url, pb = task_databases(ctx, "so_many")
   local src = assert(tide.connect(src_url))
   -- (one table in ten references the one before: foreign keys pgtide makes and start_over drops)
   assert(src:exec([[
@@ -83,13 +97,6 @@ BEGIN
     IF i % 250 = 0 THEN COMMIT; END IF;
   END LOOP;
 END $$]]))
-  local pb = ctx.tmpdir .. "/so_many.lua"
-  local f = assert(io.open(pb, "w"))
-  f:write(string.format([[
-local tide = require "tide"
-return tide.task { name = "so_many", source = %q, target = %q, migrate = { "schema", "full" }, progress = "none" }
-]], src_url, tgt_url))
-  f:close()
   local code, out = H.run("run " .. pb)
   T.eq(code, 0, out)
   local tgt = assert(tide.connect(tgt_url))
@@ -116,13 +123,7 @@ WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND c.relname 
 end)
 
 T.test("a start_over cut short (a chunk refused) is finished by the next run, which starts over first", function(ctx)
-  local sa, ta = assert(tide.connect(ctx.source_admin)), assert(tide.connect(ctx.target_admin))
-  for _, c in ipairs({ sa, ta }) do
-    assert(c:exec("DROP DATABASE IF EXISTS so_cut WITH (FORCE)"))
-    assert(c:exec("CREATE DATABASE so_cut"))
-  end
-  sa:close(); ta:close()
-  local src_url, tgt_url = P.with_db(ctx.source_admin, "so_cut"), P.with_db(ctx.target_admin, "so_cut")
+  local src_url, tgt_url, pb = task_databases(ctx, "so_cut", "plain")
   local src = assert(tide.connect(src_url))
   assert(src:exec([[
 DO $$
@@ -132,13 +133,6 @@ BEGIN
     EXECUTE format('INSERT INTO t%s SELECT g, ''row '' || g FROM generate_series(1, 3) g', i);
   END LOOP;
 END $$]]))
-  local pb = ctx.tmpdir .. "/so_cut.lua"
-  local f = assert(io.open(pb, "w"))
-  f:write(string.format([[
-local tide = require "tide"
-return tide.task { name = "so_cut", source = %q, target = %q, migrate = { "schema", "full" }, progress = "plain" }
-]], src_url, tgt_url))
-  f:close()
   local code, out = H.run("run " .. pb)
   T.eq(code, 0, out)
   local tgt = assert(tide.connect(tgt_url))
