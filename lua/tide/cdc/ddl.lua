@@ -137,6 +137,13 @@ end
 local state_table, ensure_state, persist_sql = record.table, record.ensure, record.persist_sql
 M.load, M.has_record = record.load, record.has_record
 
+-- source column -> target column of a plan table
+local function column_map(tbl)
+  local cols = {}
+  for _, c in ipairs(tbl.columns or {}) do cols[c.name] = c.target or c.name end
+  return cols
+end
+
 -- A new slot: record what the target has of every table of the plan, from the source catalog
 -- now (the schema phase made the target from the same catalog). Replaces an earlier record.
 function M.record_start(task, plan, source, target)
@@ -176,9 +183,7 @@ function M.record_start(task, plan, source, target)
     local list = {}
     for _, oid in ipairs(oids) do
       local tbl = by_oid[tostring(oid)]
-      local cols = {}
-      for _, c in ipairs(tbl.columns or {}) do cols[c.name] = c.target or c.name end
-      list[#list + 1] = { oid = oid, cols = cols, target = tbl.target }
+      list[#list + 1] = { oid = oid, cols = column_map(tbl), target = tbl.target }
     end
     -- what DETACH and ATTACH PARTITION are compared with
     for _, oid in ipairs(parts) do list[#list + 1] = { oid = oid, target = by_oid[tostring(oid)].target, partition = true } end
@@ -228,8 +233,7 @@ function M.record_start(task, plan, source, target)
           return
         end
       end
-      local cols = {}
-      for _, c in ipairs(tbl.columns or {}) do cols[c.name] = c.target or c.name end
+      local cols = column_map(tbl)
       for _, c in ipairs(desc.columns or {}) do
         if not cols[c.name] and c.generated == "s" then cols[c.name] = c.name end
       end
