@@ -386,8 +386,8 @@ end
 -- What a run keeps of the plan once its prechecks passed: the steps, tables, sequences, the
 -- selected objects (by_key, objects) and the source's schemas (DDL replication follows the
 -- selected ones). Both catalogs and the target's model go, and of the source's model its
--- indexes: about a tenth of the plan's heap on an empty target, and most of what a target that
--- already has the objects adds. Only the prechecks read the rest.
+-- indexes: 40 % of the plan's heap at 10,000 tables on an empty target (163 -> 97 MB), and most
+-- of what a target that already has the objects adds. Only the prechecks read the rest.
 function M.keep_for_run(plan)
   plan.catalog, plan.target_catalog, plan.target_model = nil, nil, nil
   if plan.model then plan.model = { schemas = plan.model.schemas } end
