@@ -128,6 +128,15 @@ local function run_once(run, opts, progress)
     progress:note("--again: forgot the recorded progress of the finished task " .. task.name .. "; starting over")
   end
   local state = state_mod.open(task, target)
+  -- The plan made again after a start over undid objects on the target; the old one goes
+  -- first (at 100,000 tables both at once are gigabytes).
+  local function plan_again()
+    plan = nil
+    collectgarbage("collect")
+    local again = require("tide.plan").build(task, source, target)
+    require("tide.plan").keep_for_run(again)
+    return again
+  end
   local schema = require "tide.schema"
   local phases = task.phases
 
@@ -191,11 +200,7 @@ local function run_once(run, opts, progress)
         progress:note(string.format("undid %d foreign key(s), trigger(s) and event trigger enabling(s) of the " ..
                                     "interrupted load; they are done again after the copy", undone))
         -- The plan was made with them on the target (their comments, say, counted as there).
-        -- (The old one goes first: at 100,000 tables both at once are gigabytes.)
-        plan = nil   -- luacheck: ignore 311
-        collectgarbage("collect")
-        plan = require("tide.plan").build(task, source, target)
-        require("tide.plan").keep_for_run(plan)
+        plan = plan_again()
       end
     end
   end
@@ -203,12 +208,7 @@ local function run_once(run, opts, progress)
   if phases.full and not reached(phase, "post") and state:steps_done()[require("tide.full").START_OVER_MARK] then
     -- A start over that a kill interrupted (tide.full.start_over): it is finished first.
     progress:note("the full load was starting over when the task stopped: it starts over again")
-    if require("tide.full").start_over(task, plan, target, state) > 0 then
-      plan = nil   -- luacheck: ignore 311
-      collectgarbage("collect")
-      plan = require("tide.plan").build(task, source, target)
-      require("tide.plan").keep_for_run(plan)
-    end
+    if require("tide.full").start_over(task, plan, target, state) > 0 then plan = plan_again() end
   end
   if phases.full and not reached(phase, "post") then
     run:set_phase("full"); progress:phase_start("full")
