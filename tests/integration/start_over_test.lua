@@ -17,6 +17,12 @@ WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND c.relname 
     tostring(rows)))[1].n
 end
 
+-- The task of playbook pb, its plan between src and tgt, its recorded state on tgt.
+local function plan_and_state(pb, src, tgt)
+  local task = require("tide.playbook").load(pb)
+  return task, require("tide.plan").build(task, src, tgt), require("tide.state").open(task, tgt)
+end
+
 -- A database `name` made afresh on both servers, and a playbook of task `name` (schema + full)
 -- between them: src_url, tgt_url, playbook path.
 local function task_databases(ctx, name, progress)
@@ -69,9 +75,7 @@ return tide.task { name = "so", source = %q, target = %q, migrate = { "schema", 
   T.eq(assert(tgt:query("SELECT evtenabled FROM pg_event_trigger WHERE evtname = 'so_log_ddl'"))[1].evtenabled, "O")
   -- As after a load interrupted before the sequences were brought across.
   assert(tgt:exec("SELECT setval('ddl_log_id_seq', 1, false)"))
-  local task = require("tide.playbook").load(pb)
-  local plan = require("tide.plan").build(task, src, tgt)
-  local state = require("tide.state").open(task, tgt)
+  local task, plan, state = plan_and_state(pb, src, tgt)
   local ok, err = pcall(require("tide.full").start_over, task, plan, tgt, state)
   T.ok(ok, "start_over: " .. tostring(type(err) == "table" and err.message or err))
   T.eq(assert(tgt:query("SELECT evtenabled FROM pg_event_trigger WHERE evtname = 'so_log_ddl'"))[1].evtenabled, "D",
@@ -112,9 +116,7 @@ END $$]]))
   -- a foreign key made on the target by hand, between tables far apart in the plan's order:
   -- TRUNCATE refuses to empty t1999 unless t7 is in the same statement
   assert(tgt:exec("ALTER TABLE t7 ADD CONSTRAINT by_hand FOREIGN KEY (id) REFERENCES t1999 (id)"))
-  local task = require("tide.playbook").load(pb)
-  local plan = require("tide.plan").build(task, src, tgt)
-  local state = require("tide.state").open(task, tgt)
+  local task, plan, state = plan_and_state(pb, src, tgt)
   T.eq(assert(tgt:query("SELECT count(*) AS n FROM pgtide.copy_parts WHERE task = 'so_many'"))[1].n, 2000,
        "the finished load's parts are recorded")
   local ok, err = pcall(require("tide.full").start_over, task, plan, tgt, state)
@@ -144,9 +146,7 @@ END $$]]))
   -- a table outside the task references t440 (in the third chunk): that TRUNCATE is refused
   -- after the first two chunks were emptied and committed
   assert(tgt:exec("CREATE TABLE outsider (id int REFERENCES t440 (id)); INSERT INTO outsider VALUES (1)"))
-  local task = require("tide.playbook").load(pb)
-  local plan = require("tide.plan").build(task, src, tgt)
-  local state = require("tide.state").open(task, tgt)
+  local task, plan, state = plan_and_state(pb, src, tgt)
   local ok, err = pcall(require("tide.full").start_over, task, plan, tgt, state)
   T.ok(not ok, "the chunk with t440 is refused")
   T.match(tostring(type(err) == "table" and err.message or err), "a foreign key of a table outside the task")
