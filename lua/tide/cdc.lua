@@ -248,7 +248,7 @@ local function open_session(task, st)
     st.ddl.fresh = nil   -- just read by ddl.start, and nothing applied since
   elseif st.ddl then
     local c <close> = connect.open(task, "target", { application_name = "pgtide:" .. task.name .. ":ddl" })
-    st.ddl.known = ddl.load(task, c) or {}
+    st.ddl.known = ddl.load(task, c) or require("tide.cdc.ddl_known").new()
     st.tables = ddl.overlay(st.ddl, st.plan_tables, st.plan)
   end
   local ses = {}

@@ -23,7 +23,7 @@ end
 local function context(extra)
   local task = { name = "t", incremental = {}, on = {} }
   for k, v in pairs(extra or {}) do task[k] = v end
-  return ddl.context(task, {})
+  return ddl.context(task)
 end
 
 local function message(tables, tag)
@@ -54,7 +54,7 @@ T.test("changes to a known table: the difference, in an order the server takes",
   local d = context()
   local before = desc("t", { col(1, "id", "integer", { not_null = true }), col(2, "a", "text"), col(3, "b", "integer") })
   before.indexes = { { oid = 7, name = "t_a_idx", def = "CREATE INDEX t_a_idx ON public.t USING btree (a)" } }
-  d.known["100"] = { desc = before, cols = { id = "id", a = "a", b = "b" }, target = { schema = "public", name = "t" } }
+  d.known:set("100", { desc = before, cols = { id = "id", a = "a", b = "b" }, target = { schema = "public", name = "t" } })
   local after = desc("t2", { col(1, "id", "integer", { not_null = true }), col(2, "aa", "character varying(9)"),
                              col(4, "c", "integer", { default = "5", not_null = true }) })
   local r = ddl.plan_message(d, message({ after }))
@@ -88,7 +88,7 @@ end)
 
 T.test("statements applied as written: one statement, no renamed name", function()
   local d = context { rename = { table = { ["public.old"] = "new" } } }
-  d.known["1"] = { desc = desc("old", {}), cols = {}, target = { schema = "public", name = "new" } }
+  d.known:set("1", { desc = desc("old", {}), cols = {}, target = { schema = "public", name = "new" } })
   T.eq(ddl.verbatim(d, "CREATE VIEW v AS SELECT 1;"), "CREATE VIEW v AS SELECT 1")
   local ok, why = ddl.verbatim(d, "CREATE VIEW v AS SELECT 1; CREATE VIEW w AS SELECT 2")
   T.eq(ok, nil)
@@ -129,9 +129,9 @@ T.test("partitions: a new one made as a partition of its parent's target; attach
   local d = context { rename = { table = { { strip_prefix = "tbl_" } } } }
   local root = desc("tbl_m", { col(1, "id", "integer", { not_null = true }) },
     { oid = 10, kind = "p", partkey = "RANGE (id)", partitions = {} })
-  d.known["10"] = { desc = root, cols = { id = "id" }, target = { schema = "public", name = "m" } }
-  d.known["12"] = { desc = desc("tbl_loose", { col(1, "id", "integer", { not_null = true }) }, { oid = 12 }),
-                    cols = { id = "id" }, target = { schema = "public", name = "loose" } }
+  d.known:set("10", { desc = root, cols = { id = "id" }, target = { schema = "public", name = "m" } })
+  d.known:set("12", { desc = desc("tbl_loose", { col(1, "id", "integer", { not_null = true }) }, { oid = 12 }),
+                      cols = { id = "id" }, target = { schema = "public", name = "loose" } })
   local part = desc("tbl_m1", { col(1, "id", "integer", { not_null = true }) },
     { oid = 11, partition = true, parent = { oid = 10, schema = "public", name = "tbl_m" },
       bound = "FOR VALUES FROM (0) TO (10)" })
@@ -139,7 +139,7 @@ T.test("partitions: a new one made as a partition of its parent's target; attach
   T.eq(r.mapped, { "CREATE TABLE public.m1 PARTITION OF public.m FOR VALUES FROM (0) TO (10)" })
   T.eq(#r.targets, 0, "its rows come through the root: no map entry of its own")
   T.ok(r.records["11"].partition)
-  d.known["11"] = r.records["11"]
+  d.known:set("11", r.records["11"])
   -- ATTACH of a followed table and DETACH of the partition, seen in the parent's description
   local after = desc("tbl_m", root.columns, { oid = 10, kind = "p", partkey = "RANGE (id)", partitions = {
     { oid = 12, schema = "public", name = "tbl_loose", bound = "FOR VALUES FROM (10) TO (20)" } } })
@@ -151,7 +151,7 @@ T.test("partitions: a new one made as a partition of its parent's target; attach
   T.ok(r.records["12"].partition)
   T.match(table.concat(r.warnings, "\n"), "tbl_m1 was detached")
   -- attaching a table the task does not follow stops
-  d.known["12"] = nil
+  d.known:set("12", nil)
   r = ddl.plan_message(d, message({ after }))
   T.match(r.stop, "tbl_loose was attached as a partition of public%.tbl_m, but the target does not have it")
 end)
@@ -161,7 +161,7 @@ T.test("grants: the difference, under mapped names; a role the target lacks is l
   d.roles = { reader = true }
   local before = desc("t", { col(1, "id", "integer", { not_null = true }), col(2, "a", "text") },
     { grants = { { privilege = "SELECT", column = json.null, grantee = json.null, grantable = false } } })
-  d.known["100"] = { desc = before, cols = { id = "id", a = "aa" }, target = { schema = "public", name = "t" } }
+  d.known:set("100", { desc = before, cols = { id = "id", a = "aa" }, target = { schema = "public", name = "t" } })
   local after = desc("t", before.columns, { grants = {
     { privilege = "UPDATE", column = "a", grantee = "reader", grantable = false },
     { privilege = "SELECT", column = json.null, grantee = "reader", grantable = true },

@@ -24,6 +24,7 @@ local objects = require "tide.cdc.objects"
 local ddl_sql = require "tide.cdc.ddl_sql"
 local tbl_sql = require "tide.cdc.ddl_table"
 local record = require "tide.cdc.ddl_record"
+local known_store = require "tide.cdc.ddl_known"
 
 local M = {}
 
@@ -212,12 +213,13 @@ function M.record_start(task, plan, source, target)
     if old then
       -- tables the target has that the source dropped meanwhile go too
       local gone = {}
-      for oid, info in pairs(old) do
-        if not by_oid[oid] and not info.ignored and not info.sequence then gone[#gone + 1] = tonumber(oid) end
+      for oid in old:oids() do
+        local info = not by_oid[oid] and old:get(oid)
+        if info and not info.ignored and not info.sequence then gone[#gone + 1] = tonumber(oid) end
       end
       local still = ddl_sql.describe(source, gone)
       for _, oid in ipairs(gone) do
-        local info = old[tostring(oid)]
+        local info = old:get(oid)
         if not still[tostring(oid)] then exec("DROP TABLE IF EXISTS " .. qq(info.target.schema, info.target.name)) end
       end
     end
@@ -279,7 +281,7 @@ M.forget = record.forget
 function M.context(task, known)
   local map = task.rename and require("tide.rename").compile(task.rename) or nil
   local selector = require("tide.select").compile(task.select, { kinds = require("tide.kinds").selectable })
-  return { task = task, map = map, selector = selector, known = known or {}, base = {}, applied = 0, skipped = 0,
+  return { task = task, map = map, selector = selector, known = known or known_store.new(), base = {}, applied = 0, skipped = 0,
            recent = {}, warn = {} }
 end
 
@@ -380,7 +382,7 @@ function M.overlay(d, entries, plan)
   local out, seen = {}, {}
   for _, e in ipairs(entries) do
     local oid = oid_of[e.source_schema .. "\0" .. e.source_name]
-    local info = oid and d.known[oid]
+    local info = oid and d.known:get(oid)
     if e.heartbeat or not oid then
       out[#out + 1] = e
     elseif info and (info.partition or info.sequence) then
@@ -401,8 +403,9 @@ function M.overlay(d, entries, plan)
     -- a table of the plan the record does not know was created on the source after the
     -- stream's position: its DDL message will bring it
   end
-  for oid, info in pairs(d.known) do
-    if not seen[oid] and not info.partition and not info.sequence then out[#out + 1] = M.entry(d, info) end
+  for oid in d.known:oids() do
+    local info = not seen[oid] and d.known:get(oid)
+    if info and not info.partition and not info.sequence then out[#out + 1] = M.entry(d, info) end
   end
   return out
 end
@@ -460,7 +463,7 @@ function M.plan_message(d, msg)
   if msg.event == "drop" then
     for _, o in ipairs(msg.dropped or {}) do
       local oid = tostring(o.oid)
-      local info = d.known[oid]
+      local info = d.known:get(oid)
       if o.type == "table" and info then
         r.selected = r.selected or not info.ignored
         if not info.ignored then add({ "DROP TABLE IF EXISTS " .. qq(info.target.schema, info.target.name) .. " CASCADE" }) end
@@ -468,7 +471,7 @@ function M.plan_message(d, msg)
         r.remove[#r.remove + 1] = { info.desc.schema, info.desc.name }
       elseif o.type == "index" and o.original then
         -- an index of a table the target has: dropped there under its mapped name
-        for _, t in pairs(d.known) do
+        for toid, t in d.known:containing(oid) do
           for _, i in ipairs(not t.ignored and t.desc.indexes or {}) do
             if tostring(i.oid) == oid then
               local xs, xn = tbl_sql.map_object(d, "index", o.schema, o.name)
@@ -477,7 +480,7 @@ function M.plan_message(d, msg)
               local keep = {}
               for _, other in ipairs(t.desc.indexes) do if tostring(other.oid) ~= oid then keep[#keep + 1] = other end end
               t.desc.indexes = keep
-              r.records[(function() for k, v in pairs(d.known) do if v == t then return k end end end)()] = t
+              r.records[toid] = t
             end
           end
         end
@@ -514,7 +517,7 @@ function M.plan_message(d, msg)
   d.warn = {}
   for _, oid in ipairs(order) do
     local desc = msg.tables[oid]
-    local info = d.known[oid]
+    local info = d.known:get(oid)
     if grant_only[oid] then
       -- GRANT/REVOKE: every published table with privileges came; only a difference matters
       if info and not info.ignored and not info.partition and not info.sequence then
@@ -638,14 +641,7 @@ function M.verbatim(d, statement)
     end
   end
   if d.map then
-    local words = {}
-    for _, info in pairs(d.known) do
-      if not info.ignored then
-        if info.target.name ~= info.desc.name then words[info.desc.name] = true end
-        if info.target.schema ~= info.desc.schema then words[info.desc.schema] = true end
-        for name, target in pairs(info.cols or {}) do if target ~= name then words[name] = true end end
-      end
-    end
+    local words = d.known:renamed_words()
     for _, t in ipairs(tokens) do
       if t.name and words[t.name] then
         return nil, "it names " .. t.name .. ", which the rename rules map to another name on the target"
@@ -752,7 +748,7 @@ function M.handle(d, s, ev)
     -- the target has them (a new table's rows are ignored)
     for oid, rec in pairs(r.records) do
       if rec and not rec.partition then
-        local old = d.known[oid]
+        local old = d.known:get(oid)
         if old and not old.ignored then
           local cols = {}
           for _, c in ipairs(rec.desc.columns) do
@@ -775,7 +771,7 @@ function M.handle(d, s, ev)
                                                 context = "recording DDL replication state on the target" }
   end
   s:reply(reply)
-  for oid, rec in pairs(r.records) do d.known[oid] = rec or nil end
+  for oid, rec in pairs(r.records) do d.known:set(oid, rec or nil) end
   if r.selected or #r.mapped > 0 then
     if decision == "apply" then d.applied = d.applied + 1 else d.skipped = d.skipped + 1 end
     d.recent[#d.recent + 1] = { lsn = ev.lsn, tag = r.tag, object = r.object, decision = decision }

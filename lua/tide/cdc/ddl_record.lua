@@ -85,15 +85,24 @@ function M.write_described(task, source, target, list, describe_each)
   w.flush()
 end
 
--- The record of what the target has, by source oid (text): { desc = <description>, target =
--- { schema, name }, cols = { [source column] = target column }, ignored = bool }.
+-- The record of what the target has (tide.cdc.ddl_known: by source oid (text), { desc =
+-- <description>, target = { schema, name }, cols = { [source column] = target column },
+-- ignored = bool }), or nil when there is none. Read 2,000 rows at a time and kept as text.
 function M.load(task, target)
-  local rows = target:query("SELECT source_oid::text AS oid, info::text AS info FROM " .. M.table(task) ..
-                            " WHERE task = $1", task.name)
-  if not rows then return nil end
-  local out, any = {}, false
-  for _, r in ipairs(rows) do out[r.oid] = json.decode(r.info); any = true end
-  return any and out or nil
+  local store, last, any = require("tide.cdc.ddl_known").new(), -1, false
+  local with_words = task.rename ~= nil
+  local sql = "SELECT source_oid, source_oid::text AS oid, info->'desc'->>'schema' AS schema, " ..
+    "info->'desc'->>'name' AS name, info::text AS info FROM " .. M.table(task) ..
+    " WHERE task = $1 AND source_oid > $2 ORDER BY source_oid LIMIT 2000"
+  repeat
+    local rows = target:query(sql, task.name, last)
+    if not rows then return nil end
+    for _, r in ipairs(rows) do
+      store:add_text(r.oid, r.info, r.schema, r.name, with_words)
+      last, any = r.source_oid, true
+    end
+  until #rows < 2000
+  return any and store or nil
 end
 
 -- Whether the target holds a record for the task (without reading it: at 100,000 tables the

@@ -33,9 +33,7 @@ end
 
 -- Find the known table of source schema.name.
 function M.known_by_name(d, schema, name)
-  for oid, info in pairs(d.known) do
-    if info.desc.schema == schema and info.desc.name == name then return oid, info end
-  end
+  return d.known:by_name(schema, name)
 end
 
 -- A definition printed by the source (default, constraint, index) with the names mapped.
@@ -303,7 +301,7 @@ end
 
 -- The target table of a partitioned table of the source: known, or a root of the plan.
 function M.parent_target(d, parent)
-  local info = d.known[tostring(parent.oid)]
+  local info = d.known:get(parent.oid)
   if info and not info.ignored then return info.target end
   local root = d.plan and d.plan.by_key and d.plan.by_key["table:" .. parent.schema .. "." .. parent.name]
   if root and root.target then return root.target end
@@ -341,7 +339,7 @@ function M.partitions_sql(d, desc, pt)
   local out, records, remove, warnings = {}, {}, {}, {}
   local now = {}
   for _, p in ipairs(M.val(desc.partitions) or {}) do now[tostring(p.oid)] = p end
-  for oid, info in pairs(d.known) do
+  for oid, info in d.known:containing(tostring(desc.oid)) do
     local parent = info.partition and M.val(info.desc.parent)
     if parent and tostring(parent.oid) == tostring(desc.oid) and not now[oid] then
       out[#out + 1] = "ALTER TABLE " .. qq(pt.schema, pt.name) .. " DETACH PARTITION " ..
@@ -355,7 +353,7 @@ function M.partitions_sql(d, desc, pt)
     end
   end
   for oid, p in pairs(now) do
-    local info = d.known[oid]
+    local info = d.known:get(oid)
     if info and info.partition then
       -- already a partition of it on the target
     elseif info and not info.ignored then
@@ -379,7 +377,7 @@ end
 -- record_start's catch-up of one table: the statements and the new record, or nil when the
 -- record does not know the table and the target has it (made by the schema phase).
 function M.catch_up(d, target, oid, desc, tbl)
-  local info = d.known[oid]
+  local info = d.known:get(oid)
   if info and not info.ignored then return M.alter_table(d, info, desc, true) end
   local r = assert(target:query("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present",
                                 qq(tbl.target.schema, tbl.target.name)))

@@ -1,0 +1,61 @@
+-- tide.cdc.ddl_known: the stream's record of what the target has, kept as JSON text.
+local T = require "testlib"
+local known = require "tide.cdc.ddl_known"
+local json = require "tide.json"
+
+local function info(schema, name, extra)
+  local i = { desc = { oid = extra and extra.oid or 1, schema = schema, name = name, columns = { { num = 1, name = "id" } },
+                       indexes = extra and extra.indexes or {} },
+              cols = extra and extra.cols or { id = "id" }, target = { schema = schema, name = extra and extra.to or name } }
+  if extra and extra.parent then i.partition, i.desc.parent = true, extra.parent end
+  if extra and extra.ignored then i.ignored = true end
+  return i
+end
+
+T.test("get gives a copy: changing it changes nothing until set", function()
+  local k = known.new()
+  k:set("10", info("public", "t", { oid = 10 }))
+  local a = k:get("10")
+  a.target.name = "other"
+  T.eq(k:get(10).target.name, "t", "get takes a number too, and the record kept its name")
+  k:set(10, a)
+  T.eq(k:get("10").target.name, "other")
+  k:set("10", nil)
+  T.eq(k:get("10"), nil)
+  T.eq(k:by_name("public", "t"), nil, "the name went with it")
+end)
+
+T.test("by_name follows renames, and a name two records share stays found", function()
+  local k = known.new()
+  k:set("1", info("s", "a", { oid = 1 }))
+  T.eq((k:by_name("s", "a")), "1")
+  k:set("1", info("s", "b", { oid = 1 }))
+  T.eq(k:by_name("s", "a"), nil, "the old name is gone")
+  T.eq((k:by_name("s", "b")), "1")
+  -- a detached partition's record (ignored) and a table of the same name
+  k:set("2", info("s", 'q"x', { oid = 2, ignored = true }))
+  k:set("3", info("s", 'q"x', { oid = 3 }))
+  T.eq((k:by_name("s", 'q"x')), "3")
+  k:set("3", nil)
+  T.eq((k:by_name("s", 'q"x')), "2", "the other record of the name is found again")
+end)
+
+T.test("records read as text: oids, containing, renamed words", function()
+  local k = known.new()
+  local renamed = info("tbl", "tbl_a", { oid = 5, to = "a", cols = { id = "id", x = "y" } })
+  renamed.target.schema = "app"
+  k:add_text("5", json.encode(renamed), "tbl", "tbl_a", true)
+  k:add_text("6", json.encode(info("tbl", "plain", { oid = 6, indexes = { { oid = 6001 } } })), "tbl", "plain", true)
+  k:add_text("7", json.encode(info("tbl", "part", { oid = 7, parent = { oid = 6 } })), "tbl", "part", true)
+  local oids = {}
+  for oid in k:oids() do oids[#oids + 1] = oid end
+  table.sort(oids)
+  T.eq(oids, { "5", "6", "7" })
+  local found = {}
+  for oid, i in k:containing("6001") do found[#found + 1] = oid; T.eq(i.desc.indexes[1].oid, 6001) end
+  T.eq(found, { "6" })
+  T.eq(k:renamed_words(), { tbl_a = true, tbl = true, x = true })
+  T.eq((k:by_name("tbl", "part")), "7")
+  k:set("5", info("tbl", "tbl_a", { oid = 5 }))
+  T.eq(k:renamed_words(), {}, "a record set again without renames takes its words away")
+end)
