@@ -175,3 +175,29 @@ T.test("grants: the difference, under mapped names; a role the target lacks is l
   r = ddl.plan_message(d, message({ after }, "GRANT"))
   T.eq(r.mapped, {}, "schema.grants = false: not followed")
 end)
+
+T.test("a session's map from the record: the plan entry's lists where nothing changed, the record's otherwise", function()
+  local d = context()
+  local cols = { col(1, "id", "integer", { not_null = true }), col(2, "Mixed", "text") }
+  d.known:set("100", { desc = desc("t", cols), cols = { id = "id", Mixed = "Mixed" }, target = { schema = "public", name = "t" } })
+  d.known:set("101", { desc = desc("u", { cols[1], cols[2], col(3, "added", "int") }, { oid = 101 }),
+                       cols = { id = "id", Mixed = "Mixed", added = "added" }, target = { schema = "public", name = "u" } })
+  local function plan_entry(name)   -- as tide.cdc.tables builds it: every target column quoted
+    return { source_schema = "public", source_name = name, target_sql = '"public"."' .. name .. '"', key = { "id" },
+             known = { "id", "Mixed" }, columns = { { source = "id", target_sql = '"id"', identity_always = false },
+                                                    { source = "Mixed", target_sql = '"Mixed"', identity_always = false } } }
+  end
+  local t, u = plan_entry("t"), plan_entry("u")
+  local plan = { tables = { { oid = 100, source = { schema = "public", name = "t" } },
+                            { oid = 101, source = { schema = "public", name = "u" } } } }
+  local out = ddl.overlay(d, { t, u }, plan)
+  T.eq(#out, 2)
+  local by = {}
+  for _, e in ipairs(out) do by[e.source_name] = e end
+  T.ok(rawequal(by.t.columns, t.columns) and rawequal(by.t.known, t.known) and rawequal(by.t.key, t.key),
+       "an unchanged table shares the plan entry's lists")
+  T.eq(#by.u.columns, 3, "a column the record has and the plan did not")
+  T.eq(by.u.columns[3].target_sql, "added")
+  T.eq(by.u.known, { "id", "Mixed", "added" })
+  T.ok(not rawequal(by.u.columns, u.columns))
+end)

@@ -1,0 +1,147 @@
+-- tide.cdc.ddl_entries — the stream's map entries (engine/cdc/lua_cdc_tables.c) of the tables
+-- DDL replication's record describes (tide.cdc.ddl): one table's entry, and the record laid over
+-- the entries tide.cdc built from the plan when a session starts.
+local sqlident = require "tide.sqlident"
+local tbl_sql = require "tide.cdc.ddl_table"
+
+local M = {}
+
+local function conf(task) return task.incremental or {} end
+local function q(s) return sqlident.quote(s) end
+local function qq(schema, name) return q(schema) .. "." .. q(name) end
+
+-- The stream's map entry of a table from its record (engine/cdc/lua_cdc_tables.c).
+function M.entry(d, info, base)
+  local desc = info.desc
+  local e = { source_schema = desc.schema, source_name = desc.name,
+              target_sql = qq(info.target.schema, info.target.name),
+              display = info.target.schema .. "." .. info.target.name, columns = {}, known = {} }
+  if info.ignored then
+    e.ignored = true
+    e.target_sql, e.display = "-", "(ignored " .. desc.schema .. "." .. desc.name .. ")"
+    return e
+  end
+  local key
+  for _, k in ipairs(desc.constraints or {}) do
+    if k.type == "p" then
+      key = {}
+      for name in (k.def:match("%((.-)%)") or ""):gmatch("[^,]+") do
+        name = name:gsub("^%s+", ""):gsub("%s+$", "")
+        key[#key + 1] = name:match('^"(.*)"$') and name:sub(2, -2):gsub('""', '"') or name
+      end
+    end
+  end
+  local uniques = 0
+  for _, k in ipairs(desc.constraints or {}) do if k.type == "p" or k.type == "u" or k.type == "x" then uniques = uniques + 1 end end
+  for _, i in ipairs(desc.indexes or {}) do if i.unique then uniques = uniques + 1 end end
+  for _, c in ipairs(desc.columns) do
+    e.known[#e.known + 1] = c.name
+    if tbl_sql.val(c.generated) ~= "s" and info.cols[c.name] then
+      e.columns[#e.columns + 1] = { source = c.name, target_sql = q(info.cols[c.name]), identity_always = c.identity == "a" }
+    end
+  end
+  e.key = key
+  e.unique_free = uniques == 0
+  e.partitioned = desc.kind == "p" or nil
+  base = base or {}
+  local may = d and conf(d.task).replica_role ~= false
+  e.mergeable = may and conf(d.task).merge_updates ~= false and uniques == 1 and key ~= nil and base.mergeable ~= false
+  e.batchable = may and conf(d.task).batch_inserts ~= false and base.batchable ~= false
+  e.hooked, e.filter, e.known_type, e.filter_columns = base.hooked, base.filter, base.known_type, base.filter_columns
+  e.follow_cascade = base.follow_cascade
+  e.routes = base.routes   -- on.route (tide.cdc.route): as the stream started
+  if base.filter or desc.kind == "p" then e.mergeable, e.batchable = false, false end
+  -- Parallel apply (tide.cdc.lanes.table_rules) for a table DDL described: the stream start's
+  -- rule when it already put the table in a group (foreign keys, unique indexes) or when
+  -- nothing here asks for more; a foreign key the start did not see makes its transactions
+  -- serial points (which tables it joins is not known here); a unique index besides the key
+  -- one key for the table.
+  local fk = false
+  for _, k in ipairs(desc.constraints or {}) do if k.type == "f" then fk = true end end
+  if base.lane_mode == 1 or base.lane_mode == 2 then
+    e.lane_mode, e.lane_group = base.lane_mode, base.lane_group or 0
+  elseif fk then
+    e.lane_mode = 2
+  elseif uniques > (key and 1 or 0) then
+    e.lane_mode, e.lane_group = 1, 1000000000 + (desc.oid or 0) % 1000000000
+  else
+    e.lane_mode, e.lane_group = base.lane_mode or 0, base.lane_group or 0
+  end
+  local hooks = d and d.task.on and d.task.on.change
+  if hooks and hooks[desc.schema .. "." .. desc.name] then e.hooked = true end
+  return e
+end
+
+-- An identifier as SQL, quoted or not, back to its name.
+local function unquoted(sql)
+  if sql:sub(1, 1) ~= '"' then return sql end
+  return (sql:sub(2, -2):gsub('""', '"'))
+end
+
+-- Whether two lists hold the same values (names, or map entries' columns field by field; a
+-- column's target the same name however quoted).
+local function same_list(a, b)
+  if a == nil or b == nil or #a ~= #b then return a == b end
+  for i, x in ipairs(a) do
+    local y = b[i]
+    if type(x) == "table" and type(y) == "table" then
+      if x.source ~= y.source or x.identity_always ~= y.identity_always or type(x.target_sql) ~= "string" or
+         type(y.target_sql) ~= "string" or unquoted(x.target_sql) ~= unquoted(y.target_sql) then return false end
+      for f in pairs(x) do if f ~= "source" and f ~= "identity_always" and f ~= "target_sql" then return false end end
+      for f in pairs(y) do if f ~= "source" and f ~= "identity_always" and f ~= "target_sql" then return false end end
+    elseif x ~= y then
+      return false
+    end
+  end
+  return true
+end
+
+-- Overlay the record on the entries tide.cdc built from the plan (a restart: the source's
+-- catalog may be ahead of the position the stream restarts from; the record is what the
+-- target has at that position). Returns the new list.
+function M.overlay(d, entries, plan)
+  local oid_of = {}
+  for _, tbl in ipairs(plan.tables or {}) do
+    if tbl.oid and not tbl.parent then oid_of[tbl.source.schema .. "\0" .. tbl.source.name] = tostring(tbl.oid) end
+    local root = tbl.parent and plan.by_key and plan.by_key["table:" .. tbl.parent]
+    if root then
+      local oid = tbl_sql.known_by_name(d, root.schema, root.name)
+      if oid then oid_of[root.schema .. "\0" .. root.name] = oid end
+    end
+  end
+  local out, seen = {}, {}
+  for _, e in ipairs(entries) do
+    local oid = oid_of[e.source_schema .. "\0" .. e.source_name]
+    local info = oid and d.known:get(oid)
+    if e.heartbeat or not oid then
+      out[#out + 1] = e
+    elseif info and (info.partition or info.sequence) then
+      -- a partition at the stream's position (detached on the source since): its rows come
+      -- through its root until the DETACH's message
+      seen[oid] = true
+    elseif info then
+      seen[oid] = true
+      d.base[oid] = e
+      local n = M.entry(d, info, e)
+      -- what the plan knew stays known (a column added on the source ahead of the stream)
+      local k = {}
+      for _, name in ipairs(n.known) do k[name] = true end
+      for _, name in ipairs(e.known or {}) do if not k[name] then n.known[#n.known + 1] = name end end
+      n.tolerate_lsn, n.partitioned = e.tolerate_lsn, e.partitioned
+      -- lists the same as the plan's entry (no DDL since): that entry's (d.base keeps it)
+      n.columns = same_list(n.columns, e.columns) and e.columns or n.columns
+      n.known = same_list(n.known, e.known) and e.known or n.known
+      n.key = same_list(n.key, e.key) and e.key or n.key
+      out[#out + 1] = n
+    end
+    -- a table of the plan the record does not know was created on the source after the
+    -- stream's position: its DDL message will bring it
+  end
+  for oid in d.known:oids() do
+    local info = not seen[oid] and d.known:get(oid)
+    if info and not info.partition and not info.sequence then out[#out + 1] = M.entry(d, info) end
+  end
+  return out
+end
+
+return M
