@@ -201,3 +201,20 @@ T.test("a session's map from the record: the plan entry's lists where nothing ch
   T.eq(by.u.known, { "id", "Mixed", "added" })
   T.ok(not rawequal(by.u.columns, u.columns))
 end)
+
+T.test("DROP INDEX of two indexes of one table: both go from its record", function()
+  local d = context()
+  local idx = { { oid = 501, name = "t_a_idx", unique = true, def = "CREATE UNIQUE INDEX t_a_idx ON public.t USING btree (a)" },
+                { oid = 502, name = "t_b_idx", unique = false, def = "CREATE INDEX t_b_idx ON public.t USING btree (b)" },
+                { oid = 503, name = "t_c_idx", unique = false, def = "CREATE INDEX t_c_idx ON public.t USING btree (c)" } }
+  d.known:set("100", { desc = desc("t", { col(1, "id", "integer", { not_null = true }), col(2, "a", "int"), col(3, "b", "int"),
+                                          col(4, "c", "int") }, { indexes = idx }),
+                       cols = { id = "id", a = "a", b = "b", c = "c" }, target = { schema = "public", name = "t" } })
+  local r = ddl.plan_message(d, { event = "drop", statement = "DROP INDEX t_a_idx, t_b_idx", dropped = {
+    { type = "index", original = true, oid = 501, schema = "public", name = "t_a_idx", identity = "public.t_a_idx" },
+    { type = "index", original = true, oid = 502, schema = "public", name = "t_b_idx", identity = "public.t_b_idx" } } })
+  T.eq(r.mapped, { "DROP INDEX IF EXISTS public.t_a_idx", "DROP INDEX IF EXISTS public.t_b_idx" })
+  local left = {}
+  for _, i in ipairs(r.records["100"].desc.indexes) do left[#left + 1] = i.name end
+  T.eq(left, { "t_c_idx" })
+end)

@@ -59,3 +59,18 @@ T.test("records read as text: oids, containing, renamed words", function()
   k:set("5", info("tbl", "tbl_a", { oid = 5 }))
   T.eq(k:renamed_words(), {}, "a record set again without renames takes its words away")
 end)
+
+T.test("a name three records share: each removal leaves the others found, none scanned for", function()
+  local k = known.new()
+  for _, oid in ipairs({ "21", "22", "23" }) do k:set(oid, info("s", "dup", { oid = tonumber(oid), ignored = oid ~= "23" })) end
+  k:set("23", nil)
+  local oid = k:by_name("s", "dup")
+  T.ok(oid == "21" or oid == "22", "one of the two left: " .. tostring(oid))
+  k:set(oid, nil)
+  local other = oid == "21" and "22" or "21"
+  T.eq((k:by_name("s", "dup")), other)
+  k:set(other, info("s", "renamed", { oid = tonumber(other) }))
+  T.eq(k:by_name("s", "dup"), nil)
+  T.eq((k:by_name("s", "renamed")), other)
+  T.eq(next(k.names["s\0dup"] and { 1 } or {}), nil, "the old name's entry went")
+end)

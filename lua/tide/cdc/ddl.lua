@@ -369,8 +369,11 @@ function M.plan_message(d, msg)
         r.remove[#r.remove + 1] = { info.desc.schema, info.desc.name }
       elseif o.type == "index" and o.original then
         -- an index of a table the target has: dropped there under its mapped name
-        for toid, t in d.known:containing(oid) do
-          for _, i in ipairs(not t.ignored and t.desc.indexes or {}) do
+        for toid, found in d.known:containing(oid) do
+          -- (DROP INDEX a, b: the second starts from what the first left of the record)
+          local t = r.records[toid]
+          if t == nil then t = found end
+          for _, i in ipairs(t and not t.ignored and t.desc.indexes or {}) do
             if tostring(i.oid) == oid then
               local xs, xn = tbl_sql.map_object(d, "index", o.schema, o.name)
               add({ "DROP INDEX IF EXISTS " .. qq(xs == o.schema and t.target.schema or xs, xn) })

@@ -34,14 +34,44 @@ local function words_of(info)
 end
 
 function M.new()
-  return setmetatable({ texts = {}, names = {}, words = {} }, K)
+  return setmetatable({ texts = {}, names = {}, name_of = {}, words = {} }, K)
+end
+
+-- The name index: names[schema\0name] is the oid of the record of that name, or the set of
+-- them when several have it (a detached partition's record and a new table); name_of[oid] its key.
+local function unname(self, oid)
+  local k = self.name_of[oid]
+  if not k then return end
+  self.name_of[oid] = nil
+  local at = self.names[k]
+  if at == oid then
+    self.names[k] = nil
+  elseif type(at) == "table" then
+    at[oid] = nil
+    local first = next(at)
+    if first and next(at, first) == nil then self.names[k] = first end
+  end
+end
+
+local function name(self, oid, schema, table_name)
+  unname(self, oid)
+  local k = key(schema, table_name)
+  self.name_of[oid] = k
+  local at = self.names[k]
+  if at == nil or at == oid then
+    self.names[k] = oid
+  elseif type(at) == "table" then
+    at[oid] = true
+  else
+    self.names[k] = { [at] = true, [oid] = true }
+  end
 end
 
 -- One record as read from the target: its JSON text, the source schema and name, and (when the
 -- task has rename rules) whether to look for renamed words in it.
-function K:add_text(oid, text, schema, name, with_words)
+function K:add_text(oid, text, schema, table_name, with_words)
   self.texts[oid] = text
-  self.names[key(schema, name)] = oid
+  name(self, oid, schema, table_name)
   if with_words then self.words[oid] = words_of(json.decode(text)) end
 end
 
@@ -52,28 +82,32 @@ end
 
 function K:set(oid, info)
   oid = tostring(oid)
-  local old = self:get(oid)
   if info == nil then
     self.texts[oid], self.words[oid] = nil, nil
+    unname(self, oid)
   else
     self.texts[oid] = json.encode(info)
-    self.names[key(info.desc.schema, info.desc.name)] = oid
     self.words[oid] = words_of(info)
-  end
-  local was = old and key(old.desc.schema, old.desc.name)
-  if was and self.names[was] == oid and (info == nil or was ~= key(info.desc.schema, info.desc.name)) then
-    -- the name goes to another record of it, if one is left (a detached partition's, say)
-    self.names[was] = nil
-    for other, o in self:containing(json.encode(old.desc.name):sub(2, -2)) do
-      if o.desc.schema == old.desc.schema and o.desc.name == old.desc.name then self.names[was] = other; break end
-    end
+    name(self, oid, info.desc.schema, info.desc.name)
   end
 end
 
-function K:by_name(schema, name)
-  local oid = self.names[key(schema, name)]
-  local info = oid and self:get(oid)
-  if info and info.desc.schema == schema and info.desc.name == name then return oid, info end
+-- (Of several records of the name, a followed table's before an ignored one's, then the
+-- newest: the largest oid.)
+function K:by_name(schema, table_name)
+  local at = self.names[key(schema, table_name)]
+  if type(at) ~= "table" then
+    if at then return at, self:get(at) end
+    return nil
+  end
+  local best, best_info
+  for oid in pairs(at) do
+    local info = self:get(oid)
+    local better = not best or (not info.ignored and best_info.ignored) or
+      (not info.ignored == not best_info.ignored and tonumber(oid) > tonumber(best))
+    if better then best, best_info = oid, info end
+  end
+  return best, best_info
 end
 
 function K:oids()
