@@ -19,7 +19,8 @@
 --   PGTIDE_FAULT_SEEDS=N       how many seeds (default 3)
 --   PGTIDE_FAULT_SEED_BASE=B   seeds B+1 .. B+N (default 0: the same seeds every run)
 --   PGTIDE_FAULT_SEED=S        replay seed S alone
---   PGTIDE_FAULT_KEEP=1        keep a failing seed's databases (ka_src_S / ka_tgt_S)
+--   PGTIDE_FAULT_KEEP=1        keep a failing seed's databases (ka_src_S / ka_tgt_S) and every
+--                              run's log (/tmp/pgtide-fault-logs-S/; the failure shows the last three)
 local T = require "testlib"
 local P = require "pg"
 local tide = require "tide"
@@ -324,6 +325,11 @@ local function run_seed(ctx, seed)
   end
   local function tail()
     local parts = {}
+    if os.getenv("PGTIDE_FAULT_KEEP") == "1" then
+      local dir = "/tmp/pgtide-fault-logs-" .. seed
+      os.execute("mkdir -p " .. dir)
+      for _, path in ipairs(logs) do os.execute(string.format("cp '%s' %s/", path, dir)) end
+    end
     for i = math.max(1, #logs - 2), #logs do parts[#parts + 1] = "--- " .. logs[i] .. "\n" .. H.read(logs[i]) end
     return table.concat(parts, "\n")
   end
