@@ -23,6 +23,18 @@ local function plan_and_state(pb, src, tgt)
   return task, require("tide.plan").build(task, src, tgt), require("tide.state").open(task, tgt)
 end
 
+-- Runs playbook pb, which must succeed; a connection to its target.
+local function run_finished(pb, tgt_url)
+  local code, out = H.run("run " .. pb)
+  T.eq(code, 0, out)
+  return assert(tide.connect(tgt_url))
+end
+
+-- How many copied parts the target records for task `name`.
+local function parts_recorded(tgt, name)
+  return assert(tgt:query("SELECT count(*) AS n FROM pgtide.copy_parts WHERE task = $1", name))[1].n
+end
+
 -- A database `name` made afresh on both servers, and a playbook of task `name` (schema + full)
 -- between them: src_url, tgt_url, playbook path.
 local function task_databases(ctx, name, progress)
@@ -69,9 +81,7 @@ local tide = require "tide"
 return tide.task { name = "so", source = %q, target = %q, migrate = { "schema", "full" }, progress = "none" }
 ]], src_url, tgt_url))
   f:close()
-  local code, out = H.run("run " .. pb)
-  T.eq(code, 0, out)
-  local tgt = assert(tide.connect(tgt_url))
+  local tgt = run_finished(pb, tgt_url)
   T.eq(assert(tgt:query("SELECT evtenabled FROM pg_event_trigger WHERE evtname = 'so_log_ddl'"))[1].evtenabled, "O")
   -- As after a load interrupted before the sequences were brought across.
   assert(tgt:exec("SELECT setval('ddl_log_id_seq', 1, false)"))
@@ -84,7 +94,7 @@ return tide.task { name = "so", source = %q, target = %q, migrate = { "schema", 
   -- The new load (as the run that called start_over goes on): the rows again, the foreign key
   -- and the trigger's state as on the source, and nothing logged by pgtide's own DDL.
   assert(tgt:query("UPDATE pgtide.tasks SET phase = 'schema_pre' WHERE task = 'so'"))
-  code, out = H.run("run " .. pb)
+  local code, out = H.run("run " .. pb)
   T.eq(code, 0, out)
   T.eq(assert(tgt:query("SELECT evtenabled FROM pg_event_trigger WHERE evtname = 'so_log_ddl'"))[1].evtenabled, "O",
        "enabled again at the end of the new load")
@@ -110,21 +120,19 @@ BEGIN
     IF i % 250 = 0 THEN COMMIT; END IF;
   END LOOP;
 END $$]]))
-  local code, out = H.run("run " .. pb)
-  T.eq(code, 0, out)
-  local tgt = assert(tide.connect(tgt_url))
+  local tgt = run_finished(pb, tgt_url)
   -- a foreign key made on the target by hand, between tables far apart in the plan's order:
   -- TRUNCATE refuses to empty t1999 unless t7 is in the same statement
   assert(tgt:exec("ALTER TABLE t7 ADD CONSTRAINT by_hand FOREIGN KEY (id) REFERENCES t1999 (id)"))
   local task, plan, state = plan_and_state(pb, src, tgt)
-  T.eq(assert(tgt:query("SELECT count(*) AS n FROM pgtide.copy_parts WHERE task = 'so_many'"))[1].n, 2000,
+  T.eq(parts_recorded(tgt, "so_many"), 2000,
        "the finished load's parts are recorded")
   local ok, err = pcall(require("tide.full").start_over, task, plan, tgt, state)
   T.ok(ok, "start_over: " .. tostring(type(err) == "table" and err.message or err))
   T.eq(tables_not_holding(tgt, 0), 0, "every table emptied")
   T.eq(assert(tgt:query("SELECT string_agg(conname, ',') AS names FROM pg_constraint WHERE contype = 'f'"))[1].names, "by_hand",
        "pgtide's foreign keys dropped (made again by the next load), the target's own kept")
-  T.eq(assert(tgt:query("SELECT count(*) AS n FROM pgtide.copy_parts WHERE task = 'so_many'"))[1].n, 0,
+  T.eq(parts_recorded(tgt, "so_many"), 0,
        "the copied parts forgotten")
   src:close(); tgt:close()
 end)
@@ -140,9 +148,7 @@ BEGIN
     EXECUTE format('INSERT INTO t%s SELECT g, ''row '' || g FROM generate_series(1, 3) g', i);
   END LOOP;
 END $$]]))
-  local code, out = H.run("run " .. pb)
-  T.eq(code, 0, out)
-  local tgt = assert(tide.connect(tgt_url))
+  local tgt = run_finished(pb, tgt_url)
   -- a table outside the task references t440 (in the third chunk): that TRUNCATE is refused
   -- after the first two chunks were emptied and committed
   assert(tgt:exec("CREATE TABLE outsider (id int REFERENCES t440 (id)); INSERT INTO outsider VALUES (1)"))
@@ -151,12 +157,12 @@ END $$]]))
   T.ok(not ok, "the chunk with t440 is refused")
   T.match(tostring(type(err) == "table" and err.message or err), "a foreign key of a table outside the task")
   T.eq(assert(tgt:query("SELECT count(*) AS n FROM t1"))[1].n, 0, "the first chunk was emptied")
-  T.eq(assert(tgt:query("SELECT count(*) AS n FROM pgtide.copy_parts WHERE task = 'so_cut'"))[1].n, 450,
+  T.eq(parts_recorded(tgt, "so_cut"), 450,
        "the parts are still recorded")
   -- As a task stopped in its full load: the next run must not take the recorded parts as copied.
   assert(tgt:exec("DROP TABLE outsider"))
   assert(tgt:query("UPDATE pgtide.tasks SET phase = 'full' WHERE task = 'so_cut'"))
-  code, out = H.run("run " .. pb)
+  local code, out = H.run("run " .. pb)
   T.eq(code, 0, out)
   T.match(out, "starts over again")
   for _, t in ipairs({ "t1", "t200", "t440", "t450" }) do P.same(src, tgt, t) end
