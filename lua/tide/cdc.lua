@@ -244,13 +244,6 @@ local function open_session(task, st)
   if conf(task).decoding_work_mem then
     repl_settings.logical_decoding_work_mem = tostring(math.max(64, assert(when.bytes(conf(task).decoding_work_mem)) // 1024)) .. "kB"
   end
-  if st.ddl and st.ddl.fresh then
-    st.ddl.fresh = nil   -- just read by ddl.start, and nothing applied since
-  elseif st.ddl then
-    local c <close> = connect.open(task, "target", { application_name = "pgtide:" .. task.name .. ":ddl" })
-    st.ddl.known = ddl.load(task, c) or require("tide.cdc.ddl_known").new()
-    st.tables = ddl.overlay(st.ddl, st.plan_tables, st.plan)
-  end
   local ses = {}
   st.session = ses
   ses.repl = connect.open(task, "source", { replication = "database", settings = repl_settings,
@@ -273,6 +266,13 @@ local function open_session(task, st)
   end)
   local applied_upto = lsn
   if par then lsn, applied_upto = par.resume.watermark, par.resume.upto end
+  -- DDL replication's record: read now that this session holds every origin of the task (the
+  -- lanes' too), so that no session of a dead run can still commit a DDL message after it. Read
+  -- earlier, the record could be older than the position the stream starts from.
+  if st.ddl then
+    st.ddl.known = ddl.load(task, a) or require("tide.cdc.ddl_known").new()
+    st.tables = ddl.overlay(st.ddl, st.plan_tables, st.plan)
+  end
   ses.start_lsn = lsn
   -- The slot must not be ahead of what the target has (a restored target, say).
   if not st.control then
@@ -566,11 +566,10 @@ function M.stream(run, plan, _source, target, opts)
   st.tables, st.hooks, st.transforms = tables.build(task, plan, target, names, st.control)
   if ddl.enabled(task) then
     -- DDL replication: the map is what the target has at the stream's position (tide.cdc.ddl),
-    -- read again for every session (open_session): a reconnect restarts at the origin's
-    -- position, with the DDL committed until then
+    -- read by every session (open_session): a reconnect restarts at the origin's position, with
+    -- the DDL committed until then. Until the first session the map is the plan's.
     st.ddl = ddl.start(task, plan, target)
     st.plan_tables = st.tables
-    st.tables = ddl.overlay(st.ddl, st.plan_tables, plan)
   end
   local handlers = {}
   for _, sig in ipairs({ "INT", "TERM" }) do

@@ -287,9 +287,9 @@ end
 
 function M.start(task, plan, target)
   ensure_state(task, target)
-  local d = M.context(task, M.load(task, target))
+  -- the record itself is read by every stream session, once it holds the task's origins
+  local d = M.context(task, nil)
   d.plan = plan
-  d.fresh = true   -- the first session uses this record as it is (tide.cdc's open_session)
   -- the target's roles: a grant to one it does not have is left out
   d.roles = {}
   for _, r in ipairs(assert(target:query("SELECT rolname FROM pg_catalog.pg_roles"))) do d.roles[r.rolname] = true end

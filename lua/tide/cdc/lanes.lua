@@ -121,25 +121,44 @@ function M.resume_point(rows, origin_lsn)
   return { watermark = w, applied = applied, upto = upto }
 end
 
+local function origin_exists(conn, name)
+  local rows = assert(conn:query("SELECT pg_catalog.pg_replication_origin_oid($1) IS NOT NULL AS present", name))
+  return rows[1].present
+end
+
 local function ensure_origin(conn, name)
-  local rows = assert(conn:query("SELECT pg_catalog.pg_replication_origin_oid($1) IS NULL AS missing", name))
-  if rows[1].missing then assert(conn:query("SELECT pg_catalog.pg_replication_origin_create($1)", name)) end
+  if not origin_exists(conn, name) then assert(conn:query("SELECT pg_catalog.pg_replication_origin_create($1)", name)) end
 end
 
 -- Parallel apply's part of the stream's options, or nil when the task applies on one
 -- connection as before. open(origin, k) opens lane k's connection with its origin session set
--- up; it is called for lanes 1.. only, after their origins exist.
+-- up; it is called for lanes 1.. only, after their origins exist. Returns also the connections
+-- opened (to close with the session).
+--
+-- Every lane's origin is held by this session before the rows are read. A run that died may
+-- leave a target session that still commits its last group (the COMMIT was sent before the
+-- kill), and that session holds its lane's origin until it ends: a row read before then would
+-- say less than the target has, and the stream would apply that group's transactions again.
+-- The caller holds lane 0's origin (`target`) already. Lanes a row names that this run does
+-- not apply on (apply_connections lowered) are opened and closed again: the same wait.
 function M.setup(task, names, target, origin_lsn, open)
   local n = M.count(task)
+  local conns = {}
+  if n > 1 then
+    M.ensure(target, task)
+    for k = 1, n - 1 do
+      ensure_origin(target, M.origin(names, k))
+      conns[k] = open(M.origin(names, k), k)
+    end
+  end
   local rows = M.rows(target, task)
   if n <= 1 and #rows == 0 then return nil end
+  for _, r in ipairs(rows) do
+    local k = math.tointeger(r.lane)
+    if k and k >= n and origin_exists(target, M.origin(names, k)) then open(M.origin(names, k), k):close() end
+  end
   M.ensure(target, task)
   local at = M.resume_point(rows, origin_lsn)
-  local conns = {}
-  for k = 1, n - 1 do
-    ensure_origin(target, M.origin(names, k))
-    conns[k] = open(M.origin(names, k), k)
-  end
   if #rows > 0 then
     log.write("info", "lanes_resume", string.format("applying on %d connection(s) from %s, %d range(s) above it " ..
       "already applied", n, at.watermark, #at.applied // 2))
