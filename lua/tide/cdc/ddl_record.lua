@@ -95,8 +95,9 @@ function M.load(task, target)
     "info->'desc'->>'name' AS name, info::text AS info FROM " .. M.table(task) ..
     " WHERE task = $1 AND source_oid > $2 ORDER BY source_oid LIMIT 2000"
   repeat
-    local rows = target:query(sql, task.name, last)
-    if not rows then return nil end
+    -- a failed read is raised, never taken for "no record" (the map would lose every table)
+    local rows, err = target:query(sql, task.name, last)
+    if not rows then error(err, 0) end
     for _, r in ipairs(rows) do
       store:add_text(r.oid, r.info, r.schema, r.name, with_words)
       last, any = r.source_oid, true
