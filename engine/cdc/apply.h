@@ -230,8 +230,10 @@ typedef struct apply_options {
     char skip_origins[APPLY_MAX_SKIP_ORIGINS][64];
     int nskip_origins;
     bool lazy_relations; /* resolve a Relation message at the first change that needs it, not at
-                            once (parallel apply's lanes 1..: their map changes with a DDL message
-                            lane 0 applies, and a Relation message may reach them before that) */
+                            once (parallel apply's lanes: the map of lanes 1.. changes with a DDL
+                            message lane 0 applies, and a Relation message may reach them before
+                            that; every lane gets the Relation messages of the transactions it
+                            skips, which may describe a table as it was before an applied DDL) */
     char *ddl_prefix;    /* the prefix of the task's DDL messages (transactional logical
                             decoding messages its event trigger emits); NULL: none are
                             followed. Owned by apply (freed with it). */

@@ -234,6 +234,11 @@ lanes *cdc_lanes_from_lua(lua_State *L, int o, uv_loop_t *loop, tide_conn *dst, 
     apply_options opts[LANES_MAX];
     conns[0] = dst;
     opts[0] = *opt;
+    /* Lane 0 too resolves a Relation message only when a change needs it: the lanes receive the
+     * Relation messages of the transactions they skip (applied before a restart, listed above
+     * the watermark), and such a message can describe a table as it was before a DDL message
+     * that is applied already (the map says what the target has now). */
+    opts[0].lazy_relations = true;
     lua_getfield(L, lt, "conns");
     for (int i = 1; i < n; i++) {
         lua_geti(L, -1, i);
