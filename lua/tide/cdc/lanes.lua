@@ -121,13 +121,27 @@ function M.resume_point(rows, origin_lsn)
   return { watermark = w, applied = applied, upto = upto }
 end
 
-local function origin_exists(conn, name)
-  local rows = assert(conn:query("SELECT pg_catalog.pg_replication_origin_oid($1) IS NOT NULL AS present", name))
-  return rows[1].present
+local function ensure_origin(conn, name)
+  local rows = assert(conn:query("SELECT pg_catalog.pg_replication_origin_oid($1) IS NULL AS missing", name))
+  if rows[1].missing then assert(conn:query("SELECT pg_catalog.pg_replication_origin_create($1)", name)) end
 end
 
-local function ensure_origin(conn, name)
-  if not origin_exists(conn, name) then assert(conn:query("SELECT pg_catalog.pg_replication_origin_create($1)", name)) end
+-- The task's lane origins on the target: their names.
+local function lane_origins(conn, names)
+  return assert(conn:query("SELECT roname FROM pg_catalog.pg_replication_origin WHERE roname LIKE $1 ORDER BY roname",
+    names.origin:gsub("([%%_\\])", "\\%1") .. "\\_lane%"))
+end
+
+-- The lanes k >= n that have an origin (an earlier run applied on more connections), by their
+-- origins, not their rows: a lane whose first group was committing when that run died has no
+-- row yet.
+function M.other_lanes(conn, names, n)
+  local out = {}
+  for _, r in ipairs(lane_origins(conn, names)) do
+    local k = math.tointeger(tonumber(r.roname:sub(#names.origin + 1):match("^_lane(%d+)$")))
+    if k and k >= n then out[#out + 1] = k end
+  end
+  return out
 end
 
 -- Parallel apply's part of the stream's options, or nil when the task applies on one
@@ -139,8 +153,8 @@ end
 -- leave a target session that still commits its last group (the COMMIT was sent before the
 -- kill), and that session holds its lane's origin until it ends: a row read before then would
 -- say less than the target has, and the stream would apply that group's transactions again.
--- The caller holds lane 0's origin (`target`) already. Lanes a row names that this run does
--- not apply on (apply_connections lowered) are opened and closed again: the same wait.
+-- The caller holds lane 0's origin (`target`) already. Lanes beyond this run's count that have
+-- an origin (apply_connections lowered) are opened and closed again: the same wait.
 function M.setup(task, names, target, origin_lsn, open)
   local n = M.count(task)
   local conns = {}
@@ -151,12 +165,9 @@ function M.setup(task, names, target, origin_lsn, open)
       conns[k] = open(M.origin(names, k), k)
     end
   end
+  for _, k in ipairs(M.other_lanes(target, names, n)) do open(M.origin(names, k), k):close() end
   local rows = M.rows(target, task)
   if n <= 1 and #rows == 0 then return nil end
-  for _, r in ipairs(rows) do
-    local k = math.tointeger(r.lane)
-    if k and k >= n and origin_exists(target, M.origin(names, k)) then open(M.origin(names, k), k):close() end
-  end
   M.ensure(target, task)
   local at = M.resume_point(rows, origin_lsn)
   if #rows > 0 then
@@ -177,9 +188,7 @@ function M.forget(task, target, names)
     assert(target:query("DELETE FROM " .. M.table_sql(target, task) .. " WHERE task = $1", task.name))
   end
   local dropped = {}
-  local rows = assert(target:query("SELECT roname FROM pg_catalog.pg_replication_origin WHERE roname LIKE $1",
-    names.origin:gsub("([%%_\\])", "\\%1") .. "\\_lane%"))
-  for _, r in ipairs(rows) do
+  for _, r in ipairs(lane_origins(target, names)) do
     assert(target:query("SELECT pg_catalog.pg_replication_origin_drop($1)", r.roname))
     dropped[#dropped + 1] = "replication origin " .. r.roname
   end
