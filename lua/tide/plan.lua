@@ -228,6 +228,7 @@ function M.build(task, source, target)
   local identity = next(task.rename or {}) == nil
   local stage_started = core.monotonic()
   local function stage(name)
+    require("tide.wait").breathe()
     local now = core.monotonic()
     plan.timing[name] = now - stage_started
     stage_started = now
@@ -277,6 +278,7 @@ function M.build(task, source, target)
   -- The plan's steps: plain tables, keys instead of objects.
   local carry_secrets = require("tide.secret").carry
   local function finish(step)
+    require("tide.wait").breathe()
     local out = { kind = step.kind, key = step.key, sql = step.sql, object = step.object.key, phase = step.phase }
     carry_secrets(step, out)   -- a statement with secrets runs with the real values
     -- Post-data objects that act on rows as they are written (foreign keys check them,
@@ -323,6 +325,7 @@ function M.build(task, source, target)
     if obj.kind == "constraint" and obj.row.type == "p" and obj.owner then primary_keys[obj.owner] = obj.row.columns end
   end
   for _, obj in ipairs(model.objects) do
+    require("tide.wait").breathe()
     if obj.selected and obj.kind == "table" and obj.row.relkind == "r" then
       plan.tables[#plan.tables + 1] = table_entry(model, obj, selector, primary_keys)
     elseif obj.kind == "sequence" and obj.selected then

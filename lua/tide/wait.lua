@@ -2,6 +2,9 @@
 --   wait.all{h1, h2, ...} → { {ok=true, values={...}} | {ok=false, err=e}, ... }, in order;
 --   every handle is waited for, whatever the others did.
 -- The playbook API re-exports it as tide.wait_all.
+--   wait.breathe() in long loops of pure Lua: lets the task's event loop turn now and then.
+local core = require "tide.core"
+
 local M = {}
 
 function M.all(handles)
@@ -15,6 +18,23 @@ function M.all(handles)
     end
   end
   return out
+end
+
+-- A plan over 100,000 tables keeps the process in Lua for tens of seconds with no query to wait
+-- for, and meanwhile the event loop stands still: the live control socket (`pgtide status`,
+-- `pgtide attach`) does not answer. Called in such loops, this yields to the loop when 50 ms
+-- went by since it last did (the clock read every 256 calls). Outside a coroutine of the
+-- scheduler, or where a yield is not possible (a C function on the stack), it does nothing.
+local calls, last = 0, 0
+
+function M.breathe()
+  calls = calls + 1
+  if calls < 256 then return end
+  calls = 0
+  local now = core.monotonic()
+  if now - last < 0.05 then return end
+  last = now
+  if core.running() and coroutine.isyieldable() then core.yield() end
 end
 
 return M

@@ -3,6 +3,7 @@
 -- the entries tide.cdc built from the plan when a session starts.
 local sqlident = require "tide.sqlident"
 local tbl_sql = require "tide.cdc.ddl_table"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 
@@ -111,6 +112,7 @@ function M.overlay(d, entries, plan)
   end
   local out, seen = {}, {}
   for _, e in ipairs(entries) do
+    breathe()
     local oid = oid_of[e.source_schema .. "\0" .. e.source_name]
     local info = oid and d.known:get(oid)
     if e.heartbeat or not oid then
@@ -138,6 +140,7 @@ function M.overlay(d, entries, plan)
     -- stream's position: its DDL message will bring it
   end
   for oid in d.known:oids() do
+    breathe()
     local info = not seen[oid] and d.known:get(oid)
     if info and not info.partition and not info.sequence then out[#out + 1] = M.entry(d, info) end
   end

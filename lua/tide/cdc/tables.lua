@@ -4,6 +4,7 @@
 local objects = require "tide.cdc.objects"
 local follow = require "tide.cdc.follow"
 local route = require "tide.cdc.route"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 
@@ -132,6 +133,7 @@ function M.build(task, plan, target, names, source)
     order[#order + 1] = e
   end
   for _, tbl in ipairs(plan.tables or {}) do
+    breathe()
     local root = tbl.parent and plan.by_key and plan.by_key["table:" .. tbl.parent]
     if root then
       add(root.schema, root.name, tbl.parent, root.target, root.columns or tbl.columns, tbl.key_columns, tbl.key)

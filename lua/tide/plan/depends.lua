@@ -7,6 +7,7 @@
 -- (a column, a default, a CHECK constraint) and which columns of the referenced relation it
 -- uses, so that schema.dependents = "drop" can leave out just that piece.
 local objects = require "tide.plan.objects"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 
@@ -67,6 +68,7 @@ function M.resolve(model, opts)
   end
   local external = {}
   for _, d in ipairs(cat.depends) do
+    breathe()
     local dep_id = d.class .. ":" .. d.objid
     local dep = model.identity[dep_id]
     -- A sequence OWNED BY a column points at its table, but is created before it (the

@@ -14,6 +14,7 @@
 -- has IF NOT EXISTS): an existing `public` is not a conflict.
 local ddl = require "tide.ddl"
 local objects = require "tide.plan.objects"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 
@@ -71,6 +72,7 @@ end
 function M.detect(plan, model, ctx, tctx, index, policy)
   local quiet = setmetatable({ warn = function() end, error = function() end }, { __index = ctx })
   for _, obj in ipairs(model.objects) do
+    breathe()
     if obj.selected and obj.inline_of == nil then
       local tobj = index[M.key(obj, ctx)]
       if tobj then

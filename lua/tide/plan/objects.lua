@@ -9,6 +9,7 @@
 --   parents = (tables), identity_sequences = (tables: column name → sequence object) }
 local kinds = require "tide.kinds"
 local sqlident = require "tide.sqlident"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 
@@ -53,6 +54,7 @@ function M.collect(cat)
   local ids = {}   -- "class:oid" of each object, made once (model.objects' order)
   for _, def in ipairs(kinds.list) do
     for _, row in ipairs(cat[def.list] or {}) do
+      breathe()
       if not def.accept or def.accept(row) then
         local obj = { kind = def.name, def = def, row = row, oid = row.oid, class = def.class,
                       schema = row.schema or row.name, name = row.name }
@@ -67,6 +69,7 @@ function M.collect(cat)
   end
   -- Owners and inline rows, now that every object exists.
   for _, obj in ipairs(model.objects) do
+    breathe()
     if obj.def.owner then
       local class, oid = obj.def.owner(obj.row)
       obj.owner = model.exact[class .. ":" .. oid]
@@ -100,6 +103,7 @@ function M.collect(cat)
     end
   end
   for _, obj in ipairs(model.objects) do
+    breathe()
     obj.ident = ident_of(obj)
     obj.key = obj.kind .. ":" .. obj.ident
     model.by_key[obj.key] = obj
@@ -112,6 +116,7 @@ function M.collect(cat)
   end
   -- Table structure: columns, parents, CHECK constraints and identity sequences.
   for _, obj in ipairs(model.objects) do
+    breathe()
     local row = obj.row
     if obj.def.list == "tables" or obj.def.list == "views" then
       obj.columns = {}
@@ -234,6 +239,7 @@ function M.select(model, task, selector, skipped)
   end
   for pass = 1, 3 do
     for _, obj in ipairs(passes[pass]) do
+      breathe()
       if pass == 3 then
         local root = obj.root
         obj.selected = root ~= nil and root ~= false and root.selected == true
@@ -267,6 +273,7 @@ function M.select(model, task, selector, skipped)
   end
   -- Columns of the selected tables.
   for _, obj in ipairs(model.objects) do
+    breathe()
     if obj.selected and (obj.kind == "table" or obj.kind == "foreign_table") and #obj.columns > 0 then
       local names = {}
       for i, c in ipairs(obj.columns) do names[i] = c.name end
@@ -300,6 +307,7 @@ function M.assign_targets(model, ctx, on_error)
   for _, obj in ipairs(model.objects) do if not obj.owner then ordered[#ordered + 1] = obj end end
   for _, obj in ipairs(model.objects) do if obj.owner then ordered[#ordered + 1] = obj end end
   for _, obj in ipairs(ordered) do
+    breathe()
     local ok, schema, name = pcall(function()
       if obj.def.target then return obj.def.target(ctx, obj) end
       return ctx.map_name(obj.kind, obj.schema, obj.name)

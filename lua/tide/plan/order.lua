@@ -15,6 +15,7 @@ local secret = require "tide.secret"
 local kinds = require "tide.kinds"
 local heap_mod = require "tide.heap"
 local objects = require "tide.plan.objects"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 
@@ -154,6 +155,7 @@ function M.build_steps(model, ctx, on_error)
   end
   local all = {}
   for _, obj in ipairs(model.objects) do
+    breathe()
     if obj.selected and obj.inline_of == nil and not obj.keep_existing then
       local ok, steps = pcall(obj.def.create, ctx, obj)
       if not ok then
@@ -267,6 +269,7 @@ function M.sort(all, on_error)
     -- its schema).
     local by_phase = {}
     for _, step in ipairs(all) do
+      breathe()
       local obj, phase = step.object, step.phase
       local per = by_phase[phase]
       if not per then per = { first = {}, latest = {}, ready = {} }; by_phase[phase] = per end
@@ -312,6 +315,7 @@ function M.sort(all, on_error)
   -- By seq (a step's place in `all`): how many steps each waits for, and which wait for it.
   local indegree, dependents = {}, {}
   for i, step in ipairs(all) do
+    breathe()
     local waits = step.waits
     if #waits > 1 then
       table.sort(waits, by_seq)
@@ -350,6 +354,7 @@ function M.sort(all, on_error)
       else
         break
       end
+      breathe()
       local step = all[number % span]
       out[#out + 1] = step
       for _, next_step in ipairs(dependents[step.seq] or NONE) do
