@@ -228,7 +228,7 @@ function M.build(task, source, target)
   local identity = next(task.rename or {}) == nil
   local stage_started = core.monotonic()
   local function stage(name)
-    require("tide.wait").breathe()
+    require("tide.wait").breathe(true)
     local now = core.monotonic()
     plan.timing[name] = now - stage_started
     stage_started = now

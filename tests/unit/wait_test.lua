@@ -6,16 +6,20 @@ local wait = require "tide.wait"
 
 -- Runs `busy` (a loop of pure Lua for `seconds`, calling `step` each time round) in one
 -- coroutine while another counts the 10 ms timer ticks it gets: how many.
-local function ticks_during(seconds, step)
+local function ticks_during(seconds, step, every)
   local ticks, done = 0, false
   local ticker = core.spawn(function()
     while not done do core.sleep(0.01); ticks = ticks + 1 end
   end)
   local busy = core.spawn(function()
     local stop, x = core.monotonic() + seconds, 0
+    local next_step = 0
     while core.monotonic() < stop do
       for i = 1, 1000 do x = x + i end
-      step()
+      if core.monotonic() >= next_step then
+        step()
+        next_step = core.monotonic() + (every or 0)
+      end
     end
     done = true
   end)
@@ -29,6 +33,14 @@ T.test("a loop that breathes lets timers fire; one that does not, none", functio
   local breathing = ticks_during(0.4, wait.breathe)
   T.ok(quiet <= 1, "without breathing the loop stood still: " .. quiet .. " tick(s)")
   T.ok(breathing >= 4, "breathing let the 10 ms timer fire (at most every 50 ms): " .. breathing .. " tick(s)")
+end)
+
+T.test("a caller that comes by rarely asks for the clock at once", function()
+  -- one call every 60 ms: seven calls in all, too few for the count that reads the clock
+  local counted = ticks_during(0.45, wait.breathe, 0.06)
+  local at_once = ticks_during(0.45, function() wait.breathe(true) end, 0.06)
+  T.ok(counted <= 2, "seven plain calls read the clock once at most: " .. counted .. " tick(s)")
+  T.ok(at_once >= 4, "breathe(true) each time yielded: " .. at_once .. " tick(s)")
 end)
 
 T.test("outside a coroutine of the scheduler, or under a C call, it does nothing", function()
