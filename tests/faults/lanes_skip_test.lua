@@ -27,17 +27,11 @@ INSERT INTO x SELECT g, 'row ' || g FROM generate_series(1, 10) g;]]))
     local slot = "pgtide_" .. name
     local stopfile = ctx.tmpdir .. "/" .. name .. ".stop"
     os.remove(stopfile)
-    local pb = H.playbook(ctx, name, string.format([[
+    local pb = H.playbook(ctx, name, [[
   migrate = { "schema", "full", "incremental" }, progress = "plain",
   retry = { attempts = 3, max_delay = 0.2 },
   incremental = { heartbeat_interval = 0.2, apply_connections = 2 },
-  stop = function(st)
-    local f = io.open(%q)
-    if not f then return false end
-    local hi, lo = (f:read("l") or ""):match("^(%%x+)/(%%x+)$")
-    f:close()
-    return hi ~= nil and st.applied >= tonumber(hi, 16) * 4294967296 + tonumber(lo, 16)
-  end,]], stopfile))
+]] .. H.stop_at_file(stopfile))
     local proc, log = H.start(ctx, "run " .. pb, name .. "-1")
     T.ok(P.poll(120, function() return proc:exited() or H.read(log):find("incremental: started", 1, true) end)
          and not proc:exited(), "the first run never streamed: " .. H.read(log))
@@ -71,9 +65,7 @@ INSERT INTO x SELECT g, 'row ' || g FROM generate_series(1, 10) g;]]))
          "the next run did not resume from the lanes' rows: " .. H.read(log2))
     assert(s:exec("UPDATE x SET label = 'after' WHERE id IN (1, 10)"))
     assert(s:exec("INSERT INTO x VALUES (11, 'new')"))
-    local f = assert(io.open(stopfile, "w"))
-    f:write(P.lsn(s), "\n")
-    f:close()
+    H.write_stop(s, stopfile)
     local code = proc2:wait()
     local out = H.read(log2)
     T.eq(code, 0, out)

@@ -19,13 +19,7 @@ local function playbook(ctx, name, stopfile, lanes)
   migrate = { "schema", "full", "incremental" }, progress = "plain",
   retry = { attempts = 60, max_delay = 0.5 },
   incremental = { heartbeat_interval = 0.2, apply_connections = %d },
-  stop = function(st)
-    local f = io.open(%q)
-    if not f then return false end
-    local hi, lo = (f:read("l") or ""):match("^(%%x+)/(%%x+)$")
-    f:close()
-    return hi ~= nil and st.applied >= tonumber(hi, 16) * 4294967296 + tonumber(lo, 16)
-  end,]], lanes, stopfile))
+]], lanes) .. H.stop_at_file(stopfile))
 end
 
 -- The task's target sessions waiting for the test's advisory lock.
@@ -90,10 +84,7 @@ ALTER TABLE public.acct ENABLE ALWAYS TRIGGER late_gate;]]))
       assert(s:exec(string.format("BEGIN; INSERT INTO journal VALUES (%d, 'later'); " ..
                                   "UPDATE acct SET n = n + 1 WHERE id = 1; COMMIT", i)))
     end
-    assert(s:exec("SET synchronous_commit = on"))
-    local f = assert(io.open(stopfile, "w"))
-    f:write(P.lsn(s), "\n")
-    f:close()
+    H.write_stop(s, stopfile)
     local code = proc:wait()
     local out = H.read(log)
     T.eq(code, 0, out)

@@ -47,18 +47,12 @@ end
 -- The playbook: every phase, resumed automatically, streaming until the applied position
 -- reaches the LSN the test writes into `stopfile`.
 local function playbook(ctx, name, stopfile)
-  return H.playbook(ctx, name, string.format([[
+  return H.playbook(ctx, name, [[
   migrate = { "schema", "full", "incremental" }, progress = "plain",
   full = { jobs = 2, split_larger_than = "1MB" },
   retry = { attempts = 12, max_delay = 1 },
   incremental = { heartbeat_interval = 0.2 },
-  stop = function(st)
-    local f = io.open(%q)
-    if not f then return false end
-    local hi, lo = (f:read("l") or ""):match("^(%%x+)/(%%x+)$")
-    f:close()
-    return hi ~= nil and st.applied >= tonumber(hi, 16) * 4294967296 + tonumber(lo, 16)
-  end,]], stopfile))
+]] .. H.stop_at_file(stopfile))
 end
 
 -- Small transactions on the source until told to stop; rides out restarts and terminations
@@ -210,10 +204,7 @@ local function run_case(ctx, name, phase, inject, rerun)
   local writes = w:wait()
   T.ok(writes > 0, "the writer committed nothing")
   local s2 = assert(tide.connect(ctx.source_url))
-  assert(s2:exec("SET synchronous_commit = on"))
-  local f = assert(io.open(stopfile, "w"))
-  f:write(P.lsn(s2), "\n")
-  f:close()
+  H.write_stop(s2, stopfile)
   local code, sig = proc:wait()
   local out = H.read(log)
   if rerun then

@@ -25,6 +25,30 @@ return tide.task {
   return path
 end
 
+-- A playbook's `stop` that ends streaming once the applied position reaches the LSN a test
+-- writes into `stopfile` (a line like 0/1A2B3C; M.write_stop writes the source's current one).
+function M.stop_at_file(stopfile)
+  return string.format([[
+  stop = function(st)
+    local f = io.open(%q)
+    if not f then return false end
+    local hi, lo = (f:read("l") or ""):match("^(%%x+)/(%%x+)$")
+    f:close()
+    return hi ~= nil and st.applied >= tonumber(hi, 16) * 4294967296 + tonumber(lo, 16)
+  end,]], stopfile)
+end
+
+-- The source's current WAL position (synchronous_commit on for `conn` from here, so what it
+-- commits next is flushed before its commit returns)
+-- into `stopfile`, for M.stop_at_file.
+function M.write_stop(conn, stopfile)
+  assert(conn:exec("SET synchronous_commit = on"))
+  local lsn = assert(conn:query("SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS lsn"))[1].lsn
+  local f = assert(io.open(stopfile, "w"))
+  f:write(lsn, "\n")
+  f:close()
+end
+
 -- Run pgtide (blocking the test's loop, which has nothing else to do meanwhile).
 function M.run(args)
   return T.sh(M.PGTIDE .. " " .. args)
