@@ -314,6 +314,7 @@ function M.build(task, source, target)
     if not placed[step.object] then placed[step.object] = true; plan.objects[#plan.objects + 1] = step.object end
   end
   for _, obj in ipairs(model.objects) do
+    require("tide.wait").breathe()
     if obj.selected and obj.inline_of == nil and not placed[obj] then plan.objects[#plan.objects + 1] = obj end
   end
   for _, obj in ipairs(plan.objects) do plan.by_key[obj.key] = obj end
@@ -322,6 +323,7 @@ function M.build(task, source, target)
 
   local primary_keys = {}
   for _, obj in ipairs(model.objects) do
+    require("tide.wait").breathe()
     if obj.kind == "constraint" and obj.row.type == "p" and obj.owner then primary_keys[obj.owner] = obj.row.columns end
   end
   for _, obj in ipairs(model.objects) do

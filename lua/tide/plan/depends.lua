@@ -222,6 +222,7 @@ function M.check_missing(model, opts)
   local reported = {}
   local i = 1
   while i <= #queue do
+    breathe()
     local obj = queue[i]
     i = i + 1
     queued[obj] = nil

@@ -35,6 +35,7 @@ end
 function M.index(tmodel)
   local index = {}
   for _, tobj in ipairs(tmodel.objects) do
+    breathe()
     local key = space_key(tobj, tobj.schema, tobj.name, tobj.owner, tobj.row.identity_args)
     if not index[key] then index[key] = tobj end
   end

@@ -88,6 +88,7 @@ function M.collect(cat)
     return obj
   end
   for i, obj in ipairs(model.objects) do
+    breathe()
     local stands_for = root(obj)
     model.identity[ids[i]] = stands_for
     for _, extra in ipairs(obj.def.identities and obj.def.identities(obj.row) or {}) do
@@ -97,6 +98,7 @@ function M.collect(cat)
   end
   -- Column defaults (pg_attrdef) stand for their table in pg_depend.
   for _, column in ipairs(cat.columns) do
+    breathe()
     if column.default_oid then
       local rel = model.identity["pg_class:" .. column.relid]
       if rel then model.identity["pg_attrdef:" .. column.default_oid] = rel end
