@@ -89,7 +89,7 @@ CREATE TABLE customers (
 INSERT INTO customers
 SELECT g, md5('customer ' || g)::uuid, 'Customer ' || g || ' ' || substr(md5(g::text), 1, 12),
   'user' || g || '@' || (ARRAY['example.com', 'mail.test', 'corp.invalid'])[1 + g % 3],
-  g % 7 <> 0, round(((g * 7919) % 1000000) / 100.0, 2),
+  g % 7 <> 0, round(((g::bigint * 7919) % 1000000) / 100.0, 2),
   timestamptz '2019-01-01 00:00:00+00' + ((g * 37) % 157680000) * interval '1 s',
   ARRAY['tier' || (g % 4), 'region' || (g % 12)] || CASE WHEN g % 5 = 0 THEN ARRAY['vip'] ELSE '{}' END,
   jsonb_build_object('lang', (ARRAY['en', 'fr', 'de', 'es'])[1 + g % 4], 'score', g % 1000, 'newsletter', g % 3 = 0,
@@ -105,7 +105,7 @@ CREATE TABLE orders (
   placed_at timestamptz NOT NULL, status text NOT NULL, total numeric(12,2) NOT NULL, items int[] NOT NULL, details jsonb);
 ALTER SEQUENCE order_numbers OWNED BY orders.number;
 INSERT INTO orders (id, customer_id, placed_at, status, total, items, details)
-SELECT g, 1 + (g * 7919) % $customers, timestamptz '2020-01-01 00:00:00+00' + g * interval '97 s',
+SELECT g, 1 + (g::bigint * 7919) % $customers, timestamptz '2020-01-01 00:00:00+00' + g * interval '97 s',
   (ARRAY['new', 'paid', 'shipped', 'delivered', 'returned'])[1 + g % 5], ((g * 131) % 100000) / 100.0,
   ARRAY[g % 1000, g % 977, g % 13],
   jsonb_build_object('channel', (ARRAY['web', 'app', 'phone'])[1 + g % 3], 'lines', 1 + g % 9,
@@ -118,7 +118,7 @@ CREATE INDEX orders_status_placed ON orders (status, placed_at);
 
 CREATE TABLE documents (id int PRIMARY KEY, order_id bigint NOT NULL, title text NOT NULL, body text, attachment bytea);
 INSERT INTO documents
-SELECT g, 1 + (g * 104729) % $orders, 'Document ' || g,
+SELECT g, 1 + (g::bigint * 104729) % $orders, 'Document ' || g,
   (SELECT string_agg(md5(g || ':' || i), '') FROM generate_series(1, 128) i),
   decode((SELECT string_agg(md5(i || '/' || g), '') FROM generate_series(1, 64) i), 'hex')
 FROM generate_series(1, $documents) g;
