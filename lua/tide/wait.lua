@@ -24,8 +24,8 @@ end
 -- for, and meanwhile the event loop stands still: the live control socket (`pgtide status`,
 -- `pgtide attach`) does not answer. Called in such loops, this yields to the loop when 50 ms
 -- went by since it last did. The clock is read every 64 calls (a read costs about 0.1 µs, as
--- much as the loop's own work in the cheapest loops), or at once with `now` (a caller that
--- comes by rarely: between the plan's stages, between prechecks). Outside a coroutine of the
+-- much as the loop's own work in the cheapest loops), or at once with breathe(true) (a caller
+-- that comes by rarely: between the plan's stages, between prechecks). Outside a coroutine of the
 -- scheduler, or where a yield is not possible (a C function on the stack), it does nothing.
 local calls, last = 0, 0
 

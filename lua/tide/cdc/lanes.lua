@@ -146,8 +146,8 @@ end
 
 -- Parallel apply's part of the stream's options, or nil when the task applies on one
 -- connection as before. open(origin, k) opens lane k's connection with its origin session set
--- up; it is called for lanes 1.. only, after their origins exist. Returns also the connections
--- opened (to close with the session).
+-- up (the caller keeps it to close with the session); it is called for lanes 1.. only, after
+-- their origins exist.
 --
 -- Every lane's origin is held by this session before the rows are read. A run that died may
 -- leave a target session that still commits its last group (the COMMIT was sent before the
@@ -159,7 +159,6 @@ function M.setup(task, names, target, origin_lsn, open)
   local n = M.count(task)
   local conns = {}
   if n > 1 then
-    M.ensure(target, task)
     for k = 1, n - 1 do
       ensure_origin(target, M.origin(names, k))
       conns[k] = open(M.origin(names, k), k)
