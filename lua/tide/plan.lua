@@ -19,6 +19,7 @@ local kinds = require "tide.kinds"
 local objects = require "tide.plan.objects"
 local depends = require "tide.plan.depends"
 local existing = require "tide.plan.existing"
+local breathe = require("tide.wait").breathe
 local attributes = require "tide.plan.attributes"
 local extensions = require "tide.plan.extensions"
 local order = require "tide.plan.order"
@@ -228,7 +229,7 @@ function M.build(task, source, target)
   local identity = next(task.rename or {}) == nil
   local stage_started = core.monotonic()
   local function stage(name)
-    require("tide.wait").breathe(true)
+    breathe(true)
     local now = core.monotonic()
     plan.timing[name] = now - stage_started
     stage_started = now
@@ -278,7 +279,7 @@ function M.build(task, source, target)
   -- The plan's steps: plain tables, keys instead of objects.
   local carry_secrets = require("tide.secret").carry
   local function finish(step)
-    require("tide.wait").breathe()
+    breathe()
     local out = { kind = step.kind, key = step.key, sql = step.sql, object = step.object.key, phase = step.phase }
     carry_secrets(step, out)   -- a statement with secrets runs with the real values
     -- Post-data objects that act on rows as they are written (foreign keys check them,
@@ -314,7 +315,7 @@ function M.build(task, source, target)
     if not placed[step.object] then placed[step.object] = true; plan.objects[#plan.objects + 1] = step.object end
   end
   for _, obj in ipairs(model.objects) do
-    require("tide.wait").breathe()
+    breathe()
     if obj.selected and obj.inline_of == nil and not placed[obj] then plan.objects[#plan.objects + 1] = obj end
   end
   for _, obj in ipairs(plan.objects) do plan.by_key[obj.key] = obj end
@@ -323,11 +324,11 @@ function M.build(task, source, target)
 
   local primary_keys = {}
   for _, obj in ipairs(model.objects) do
-    require("tide.wait").breathe()
+    breathe()
     if obj.kind == "constraint" and obj.row.type == "p" and obj.owner then primary_keys[obj.owner] = obj.row.columns end
   end
   for _, obj in ipairs(model.objects) do
-    require("tide.wait").breathe()
+    breathe()
     if obj.selected and obj.kind == "table" and obj.row.relkind == "r" then
       plan.tables[#plan.tables + 1] = table_entry(model, obj, selector, primary_keys)
     elseif obj.kind == "sequence" and obj.selected then
