@@ -67,7 +67,7 @@ PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 work=${KEEP:-$(mktemp -d /tmp/pgtide-bench.XXXXXX)}
 mkdir -p "$work"; chmod 755 "$work"
 cleanup() {
-  rm -rf "$work/dump" "$work/pgcopydb"  # a copy of a whole shape each, not worth keeping
+  rm -rf "$work/dump" "$work/pgcopydb" "$work/old"  # a copy of a whole shape each, not worth keeping
   [ -n "$KEEP" ] || { bash scripts/clusters.sh stop "$work/clusters" >/dev/null 2>&1; rm -rf "$work"; }
 }
 trap cleanup EXIT
@@ -132,8 +132,46 @@ LUA
   done
 }
 
+# Files deleted just before a run slow down the files it creates: ext4 without a journal (this
+# machine's root file system) skips every inode freed in the last 60 s when it allocates one
+# (find_inode_bit → recently_deleted in the kernel), and a 2,000-table copy creates about
+# 10,000 files. Dropping the previous run's copy before each run made every run of shape2 but
+# the first 40-70 % slower, whichever the tool (a quarter of the target's CPU in that kernel
+# path). A real target has no such just-deleted files, so for a shape of many tables the
+# previous copies (target databases, pg_dump's and pgcopydb's directories) are set aside and
+# deleted only after the shape's last run, followed by a minute's pause before the next shape.
+DEFER=""
+retire_dir() {  # retire_dir DIR: out of the way, deleted now or at the shape's end
+  [ -e "$1" ] || return 0
+  if [ -n "$DEFER" ]; then mkdir -p "$work/old"; mv "$1" "$work/old/$(date +%s%N)"
+  else rm -rf "$1"; fi
+}
+retire_all() {  # retire_all SHAPE MORE: delete what the shape's runs set aside
+  local db
+  for db in $(psql -qXAt "$TARGET_URL" -c "SELECT datname FROM pg_database WHERE datname LIKE 'bench\_$1\_old\_%'"); do
+    psql -qX "$TARGET_URL" -c "DROP DATABASE \"$db\" WITH (FORCE)"
+  done
+  rm -rf "$work/old"; sync
+  if [ -n "$DEFER" ] && [ -n "$2" ]; then say "$1: previous copies deleted; 60 s pause before the next shape"; sleep 60; fi
+}
+
 reset_target() {  # reset_target SHAPE
-  psql -qX "$TARGET_URL" -c "DROP DATABASE IF EXISTS \"bench_$1\" WITH (FORCE)" -c "CREATE DATABASE \"bench_$1\""
+  if [ -n "$DEFER" ]; then
+    # (run_config runs in a subshell: a name from the clock, not a counter)
+    local old; old="bench_$1_old_$(date +%s%N)"
+    # A backend of the previous run may still be exiting: end it, then rename (as DROP ... FORCE would).
+    local try
+    for try in $(seq 1 100); do
+      [ "$(psql -qXAt "$TARGET_URL" -c "SELECT count(*) FROM pg_database WHERE datname = 'bench_$1'")" = 0 ] && break
+      psql -qXAt "$TARGET_URL" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'bench_$1'" >/dev/null
+      psql -qX "$TARGET_URL" -c "ALTER DATABASE \"bench_$1\" RENAME TO \"$old\"" 2>/dev/null && break
+      [ "$try" -lt 100 ] || { echo "could not set aside the target database bench_$1" >&2; exit 1; }
+      sleep 0.1
+    done
+    psql -qX "$TARGET_URL" -c "CREATE DATABASE \"bench_$1\""
+  else
+    psql -qX "$TARGET_URL" -c "DROP DATABASE IF EXISTS \"bench_$1\" WITH (FORCE)" -c "CREATE DATABASE \"bench_$1\""
+  fi
   # Start every run from the same state: no checkpoint debt from the previous load, and no
   # dirty page cache (pg_dump's directory, pgcopydb's work files) still being written back
   # while the next tool runs.
@@ -147,10 +185,10 @@ run_config() {  # run_config SHAPE CONFIG → "seconds rss_kb"; the copy checked
   case "$config" in
     pgtide) /usr/bin/time -f "%e %M" -o "$work/time" "$PGTIDE" run "$work/$shape-default.lua" >"$out" 2>&1 ;;
     pgtide-j*) /usr/bin/time -f "%e %M" -o "$work/time" "$PGTIDE" run "$work/$shape-$j.lua" >"$out" 2>&1 ;;
-    pgcopydb-j*) rm -rf "$work/pgcopydb"
+    pgcopydb-j*) retire_dir "$work/pgcopydb"
       /usr/bin/time -f "%e %M" -o "$work/time" pgcopydb clone --source "$src" --target "$tgt" \
         --table-jobs "$j" --index-jobs "$j" --dir "$work/pgcopydb" --no-owner --no-acl >"$out" 2>&1 ;;
-    pg_dump-j*) rm -rf "$work/dump"
+    pg_dump-j*) retire_dir "$work/dump"
       /usr/bin/time -f "%e %M" -o "$work/time" bash -c \
         "'$PGBIN/pg_dump' -Fd -j $j -f '$work/dump' '$src' && '$PGBIN/pg_restore' -j $j -d '$tgt' '$work/dump'" >"$out" 2>&1 ;;
   esac || { echo "$config failed on $shape:" >&2; tail -20 "$out" >&2; exit 1; }
@@ -169,8 +207,11 @@ run_config() {  # run_config SHAPE CONFIG → "seconds rss_kb"; the copy checked
 }
 
 declare -A size rows tables settings times rss vtimes chose
+left=$(echo $SHAPES | wc -w)
 for shape in $SHAPES; do
+  left=$((left - 1))
   prepare_shape "$shape"
+  DEFER=""; [ "${tables[$shape]}" -ge 100 ] && DEFER=1
   say "$shape: source $((size[$shape] / 1048576)) MB, ${rows[$shape]} rows in ${tables[$shape]} tables; ${#configs[@]} configurations x $RUNS rounds"
   for config in "${configs[@]}"; do times[$shape|$config]=""; rss[$shape|$config]=0; done
   n=${#configs[@]}
@@ -198,6 +239,7 @@ for shape in $SHAPES; do
       vtimes[$shape]="${vtimes[$shape]} $secs"
     done
   fi
+  retire_all "$shape" "$([ "$left" -gt 0 ] && echo more)"
 done
 
 # The summary, one markdown table per shape.
