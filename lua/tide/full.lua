@@ -335,6 +335,15 @@ end
 
 ------------------------------------------------------------------------ post-data
 
+local function step_finished(load, step, seconds)
+  load.done_steps[step.key] = true
+  load.steps_running[step] = nil
+  if step.table then load.pending_steps[step.table] = (load.pending_steps[step.table] or 1) - 1 end
+  schedule.step_finished(load, step)
+  load.stats.steps_done = load.stats.steps_done + 1
+  if load.opts.progress then load.opts.progress:event("step_done", { step = step, seconds = seconds }) end
+end
+
 local function run_step(load, conn, step)
   local started = tide.monotonic()
   local ok, err = require("tide.schema").run_step(conn, step, load.state:step_done_sql(conn, step.key, 0))
@@ -344,12 +353,24 @@ local function run_step(load, conn, step)
     failure.raise("failed", string.format("post-data step %s (%s) failed: %s\n  statement: %s", step.key, what,
       tostring(err), #step.sql > 1000 and step.sql:sub(1, 1000) .. " ..." or step.sql), { err = err, step = step })
   end
-  load.done_steps[step.key] = true
-  load.steps_running[step] = nil
-  if step.table then load.pending_steps[step.table] = (load.pending_steps[step.table] or 1) - 1 end
-  schedule.step_finished(load, step)
-  load.stats.steps_done = load.stats.steps_done + 1
-  if load.opts.progress then load.opts.progress:event("step_done", { step = step, seconds = tide.monotonic() - started }) end
+  step_finished(load, step, tide.monotonic() - started)
+  load.changed:notify()
+end
+
+-- Several small steps (schedule.next_small_step) in one target transaction, each with its
+-- record, so they are done together or not at all. If the transaction fails (one step's
+-- error, or a deadlock with another job), it is rolled back and the steps run one by one,
+-- so that a failure names its own step.
+local function run_batch(load, conn, batch)
+  local started = tide.monotonic()
+  local records = {}
+  for i, step in ipairs(batch) do records[i] = load.state:step_done_sql(conn, step.key, 0) end
+  if not require("tide.schema").run_steps(conn, batch, records) then
+    for _, step in ipairs(batch) do run_step(load, conn, step) end
+    return
+  end
+  local each = (tide.monotonic() - started) / #batch
+  for _, step in ipairs(batch) do step_finished(load, step, each) end
   load.changed:notify()
 end
 
@@ -366,10 +387,18 @@ end
 local function step_job(load)
   local tgt <close> = connect.open(load.task, "target", { settings = step_settings(load.task) })
   while not load.failed do
-    local step = schedule.next_step(load)
+    local unit = {}
+    local step = schedule.next_step(load, unit)
     local analyze = not step and schedule.next_analyze(load)
     if step then
-      local ok, err = pcall(run_step, load, tgt, step)
+      local batch = { step }
+      while schedule.small(step) and #batch < schedule.BATCH_STEPS do
+        local more = schedule.next_small_step(load, unit)
+        if not more then break end
+        batch[#batch + 1] = more
+      end
+      local ok, err
+      if #batch == 1 then ok, err = pcall(run_step, load, tgt, step) else ok, err = pcall(run_batch, load, tgt, batch) end
       if not ok then load:fail(err); return end
     elseif analyze then
       tgt:exec("ANALYZE " .. parts_mod.target_relation(tgt, analyze))
@@ -649,6 +678,7 @@ end
 
 -- For the unit tests of the scheduling rules (tide.full.schedule).
 M._copy_limit = schedule.copy_limit
+M._next_small_step, M._small = schedule.next_small_step, schedule.small
 M._next_step, M._step_done = schedule.next_step, function(load, step)
   load.done_steps[step.key] = true
   load.steps_running[step] = nil

@@ -63,6 +63,23 @@ function M.run_step(target, step, record_sql)
   return true
 end
 
+-- Several steps in one transaction, each followed by its record (records[i]), in one round
+-- trip. Returns true, or nil and the server's error (the transaction rolled back).
+function M.run_steps(target, steps, records)
+  local sql = { "BEGIN; ", SETTINGS, ";\n" }
+  for i, step in ipairs(steps) do
+    sql[#sql + 1] = secret.sql(step) .. ";\n"
+    if records[i] then sql[#sql + 1] = records[i] .. ";\n" end
+  end
+  sql[#sql + 1] = "COMMIT"
+  local ok, err = target:exec(table.concat(sql))
+  if not ok then
+    target:exec("ROLLBACK")
+    return nil, err
+  end
+  return true
+end
+
 -- How many pre-data statements fit in one transaction. Each CREATE TABLE holds a few locks
 -- until commit, and the server's lock table has room for max_locks_per_transaction *
 -- (max_connections + max_prepared_transactions) locks, shared by every session: an eighth of

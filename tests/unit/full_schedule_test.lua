@@ -138,3 +138,56 @@ T.test("a step needing a stronger lock waits while an index of its table is buil
   full._step_done(load, steps[5])
   T.eq(full._next_step(load).key, "fk")
 end)
+
+T.test("small steps join one batch: a table's chain, then other small ready steps, never a large one", function()
+  local steps = {
+    step("a_pk_idx", "index", "s.a", "CREATE UNIQUE INDEX a_pkey ON s.a USING btree (id)"),
+    step("a_pk", "constraint", "s.a", "ALTER TABLE ONLY s.a ADD CONSTRAINT a_pkey PRIMARY KEY USING INDEX a_pkey",
+         { after = { "a_pk_idx" } }),
+    step("b_fk", "fkey", "s.b", "ALTER TABLE ONLY s.b ADD CONSTRAINT b_a FOREIGN KEY (a) REFERENCES s.a (id)",
+         { after = { "a_pk" }, needs_data = { "s.b", "s.a" } }),
+    step("b_idx", "index", "s.b", "CREATE INDEX b_a ON s.b USING btree (a)"),
+    step("c_idx", "index", "s.c", "CREATE INDEX c_x ON s.c USING btree (x)"),
+    step("big_idx", "index", "s.big", "CREATE INDEX big_x ON s.big USING btree (x)"),
+    step("d_pk", "constraint", "s.d", "ALTER TABLE ONLY s.d ADD CONSTRAINT d_pkey PRIMARY KEY (id)",
+         { after = { "c_idx" } }),
+  }
+  local load = load_of(steps, { ["s.a"] = 64 * 1024, ["s.b"] = 64 * 1024, ["s.c"] = 64 * 1024,
+                                ["s.big"] = 900 * MB, ["s.d"] = 64 * 1024 })
+  load.loaded["s.c"] = false
+  local other = {}
+  local big = full._next_step(load, other)
+  T.eq(big.key, "big_idx", "the large step first, in a unit of its own")
+  T.ok(not full._small(big), "a step on a 900 MB table is not small")
+  local unit = {}
+  local first = full._next_step(load, unit)
+  T.eq(first.key, "a_pk_idx", "the small ready steps in plan order")
+  T.ok(full._small(first))
+  local batch = { first.key }
+  while true do
+    local s = full._next_small_step(load, unit)
+    if not s then break end
+    batch[#batch + 1] = s.key
+  end
+  -- a_pk and b_fk wait only for steps of this batch: they follow in its transaction; b_idx
+  -- is ready on its own; c_idx's table is not loaded, so neither it nor d_pk (after it) comes.
+  T.eq(table.concat(batch, " "), "a_pk_idx a_pk b_fk b_idx")
+  for _, key in ipairs(batch) do T.eq(load.steps_running[steps[({ a_pk_idx = 1, a_pk = 2, b_fk = 3, b_idx = 4 })[key]]], unit) end
+  T.eq(full._next_step(load, {}), nil, "nothing else is ready")
+  for i = 1, 4 do full._step_done(load, steps[i]) end
+  T.eq(full._next_step(load, {}), nil, "the batch's steps done: none of them comes again")
+end)
+
+T.test("a batch does not take a step that conflicts with another unit's running step", function()
+  local steps = {
+    step("a_idx", "index", "s.a", "CREATE INDEX a_x ON s.a USING btree (x)"),
+    step("b_idx", "index", "s.b", "CREATE INDEX b_x ON s.b USING btree (x)"),
+    step("a_chk", "constraint", "s.a", "ALTER TABLE s.a ADD CONSTRAINT a_c CHECK (x > 0)"),
+  }
+  local load = load_of(steps, { ["s.a"] = 64 * 1024, ["s.b"] = 64 * 1024 })
+  local u1, u2 = {}, {}
+  T.eq(full._next_step(load, u1).key, "a_idx")
+  T.eq(full._next_step(load, u2).key, "b_idx")
+  T.eq(full._next_small_step(load, u2), nil, "a_chk would wait for u1's index build on s.a")
+  T.eq(full._next_small_step(load, u1).key, "a_chk", "in u1's own transaction it follows the build")
+end)

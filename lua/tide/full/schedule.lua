@@ -67,8 +67,11 @@ end
 -- runs; the job takes other work meanwhile.
 local function shares(step) return step.kind == "index" end
 
-local function conflicts(load, step)
-  for running in pairs(load.steps_running) do
+-- (Steps of the same unit run one after the other in one transaction: they do not wait on
+-- each other's locks.)
+local function conflicts(load, step, unit)
+  for running, of in pairs(load.steps_running) do
+    if unit and of == unit then goto next end
     -- Two steps of one object (an extension's grants on its tables, say) update the same
     -- catalog row: at once, one fails with "tuple concurrently updated".
     if step.object and running.object == step.object then return true end
@@ -79,6 +82,7 @@ local function conflicts(load, step)
       if running.table and mine[running.table] then return true end
       for _, t in ipairs(running.needs_data or {}) do if mine[t] then return true end end
     end
+    ::next::
   end
   return false
 end
@@ -86,10 +90,13 @@ end
 -- Beside a running critical step no other step while copies run (the copies are the other
 -- cores' work; the builds waiting then fill the cores the copies leave when they end), and
 -- one at a time after (see Load:copy_limit).
+-- (load.steps_running maps each running step to its unit: a table per job's transaction, which
+-- holds one step or several small ones, tide.full's batches. Limits count units.)
 local function crowded(load)
-  local critical, others = false, 0
-  for running in pairs(load.steps_running) do
-    if running.critical then critical = true else others = others + 1 end
+  local critical, others, seen = false, 0, {}
+  for running, unit in pairs(load.steps_running) do
+    if running.critical then critical = true
+    elseif not seen[unit] then seen[unit] = true; others = others + 1 end
   end
   local allowed = (load.copying or 0) > 0 and 0 or 1
   return critical and others >= allowed
@@ -145,7 +152,7 @@ end
 local function release(sc, list)
   for _, e in ipairs(list or {}) do
     e.unmet = e.unmet - 1
-    if e.unmet == 0 then sc.heap:push(e) end
+    if e.unmet == 0 and not e.step.taken then sc.heap:push(e) end   -- (taken: into a batch, below)
   end
 end
 
@@ -177,27 +184,77 @@ end
 local function over_limit(load)
   local limit = load.step_limit
   if not limit then return false end
-  local running = 0
-  for _ in pairs(load.steps_running) do running = running + 1 end
+  local running, seen = 0, {}
+  for _, unit in pairs(load.steps_running) do
+    if not seen[unit] then seen[unit] = true; running = running + 1 end
+  end
   return running >= limit
 end
 
-function M.next_step(load)
-  if crowded(load) or over_limit(load) then return nil end
+-- The most expensive ready step that conflicts with no running one, taken for `unit`; with
+-- `small_only`, only if that step is small (M.small), else nothing is taken.
+-- A step taken for a unit: the steps waiting for it whose every unmet prerequisite is now in
+-- the same unit can follow in its transaction (a primary key's index, then the constraint
+-- attached to it, then a foreign key that waited for that constraint).
+local function taken(load, sc, e, unit)
+  e.step.taken = true
+  sc.untaken = sc.untaken - 1
+  load.steps_running[e.step] = unit
+  unit.freed = unit.freed or {}
+  unit.unlocked = unit.unlocked or {}
+  for _, w in ipairs(sc.waiting_step[e.step.key] or {}) do
+    unit.freed[w] = (unit.freed[w] or 0) + 1
+    if unit.freed[w] == w.unmet then unit.unlocked[#unit.unlocked + 1] = w end
+  end
+end
+
+local function take(load, unit, small_only)
   local sc = sched_of(load)
   local skipped, best = {}, nil
   while not sc.heap:empty() do
     local e = sc.heap:pop()
-    if not conflicts(load, e.step) then best = e; break end
+    if not conflicts(load, e.step, unit) then
+      if small_only and not M.small(e.step) then skipped[#skipped + 1] = e else best = e end
+      break
+    end
     skipped[#skipped + 1] = e
   end
   for _, e in ipairs(skipped) do sc.heap:push(e) end
   if best then
-    best.step.taken = true
-    sc.untaken = sc.untaken - 1
-    load.steps_running[best.step] = true
+    taken(load, sc, best, unit)
     return best.step, best.i
   end
+end
+
+function M.next_step(load, unit)
+  if crowded(load) or over_limit(load) then return nil end
+  return take(load, unit or {}, false)
+end
+
+-- Small steps (an index, a key or a foreign key of a table of a few hundred kB) cost less than
+-- the transaction around them: a job that takes one adds the next ready small steps to it, up
+-- to BATCH_STEPS, and runs them in one target transaction with their records (tide.full). The
+-- heap holds the most expensive first, so a batch never holds back a larger step.
+M.SMALL_COST, M.BATCH_STEPS = 1024 * 1024, 32
+
+-- (A materialized view's refresh costs what its query costs, which no size here tells.)
+function M.small(step)
+  return not step.critical and step.kind ~= "matview_refresh" and (step.cost or math.huge) <= M.SMALL_COST
+end
+
+-- One more small step for the unit's batch, or nil: first one that only the batch's own
+-- steps held back (the same table's chain), else the next small ready one.
+function M.next_small_step(load, unit)
+  local sc = sched_of(load)
+  local q = unit.unlocked or {}
+  while #q > 0 do
+    local e = table.remove(q, 1)
+    if not e.step.taken and M.small(e.step) and not conflicts(load, e.step, unit) then
+      taken(load, sc, e, unit)
+      return e.step
+    end
+  end
+  return (take(load, unit, true))
 end
 
 function M.all_steps_taken(load)
