@@ -109,6 +109,16 @@ function Load:next_part()
   end
 end
 
+-- The next part of the queue, without waiting, if it is ready and `want(load, part)` says
+-- yes (copy_job adding small tables to a batch); else nil.
+function Load:next_part_if(want)
+  local p = self.queue[self.next_index]
+  if self.failed or not p or not routes.ready(self, p) or not want(self, p) then return nil end
+  self.next_index = self.next_index + 1
+  self.untaken[p.table.key] = self.untaken[p.table.key] - 1
+  return p
+end
+
 ------------------------------------------------------------------------ copying
 
 -- Large objects: each one created on the target with its OID, its data written in 1 MB
@@ -206,6 +216,72 @@ end
 -- loaded without it.
 local FREEZE_MIN_BYTES = 1024 * 1024
 
+-- Copies one part through a pump (the transactions are the caller's). On failure both
+-- transactions are rolled back and the failure names the part.
+local function pump_part(load, src, tgt, part, freeze)
+  local tbl = part.table
+  local rows = tbl.transform and routes.pump_rows(tbl, load.tables_by_key) or nil
+  local pump = tide.copy_pump(src, tgt, parts_mod.copy_out_sql(src, part), parts_mod.copy_in_sql(tgt, part, freeze),
+                              rows)
+  load.running[part] = pump
+  if load.paused then pump:pause() end
+  if load.pump_limits then pump:throttle(load.pump_limits) end
+  local result, err = pump:wait()
+  load.running[part] = nil
+  if not result then
+    tgt:exec("ROLLBACK")
+    src:exec("ROLLBACK")
+    local where = err.side == "source" and "reading it from the source"
+                  or err.side == "transform" and "passing its rows through on.row" or "writing it to the target"
+    local msg = string.format("copying %s (part %d of %d) failed while %s: %s", tbl.key, part.no, part.count, where,
+                              tostring(err))
+    if err.side == "source" and tbl.row_filter and err.sqlstate and err.sqlstate:match("^42") then
+      msg = msg .. string.format("\n  hint: check the row filter select.rows[%q] = %q", tbl.key, tbl.row_filter)
+    end
+    failure.raise("failed", msg, { err = err, part = part.id })
+  end
+  return pump, result
+end
+
+-- Rows read from new storage were kept by an MVCC-safe rewrite (VACUUM FULL, CLUSTER, SET
+-- TABLESPACE keep each row's visibility): the part is right. Only an empty read may be a
+-- TRUNCATE's doing: the LSN to tolerate missing rows up to, or nil. (In the source
+-- transaction, before its COMMIT.)
+local function rewritten_part(_, src, part, result)
+  return result.rows == 0 and rewritten_since_snapshot(src, part.table) or nil
+end
+
+-- After the source's COMMIT, with the target transaction open: a rewritten table without a
+-- stream to bring it back starts the load over (M.run, M.start_over).
+local function rewritten_after(load, tgt, part, rewritten)
+  if not rewritten then return end
+  local tbl = part.table
+  if not load.opts.stream then
+    tgt:exec("ROLLBACK")
+    load.rewritten = load.rewritten or {}
+    load.rewritten[tbl.key] = tbl
+    failure.raise("failed", string.format("%s was truncated (or rewritten) on the source after the load's " ..
+      "snapshot was taken, so the snapshot no longer sees its rows (TRUNCATE is not MVCC-safe)", tbl.key),
+      { err = { sqlstate = "40001", message = "table rewritten after the snapshot" }, rewritten = tbl })
+  end
+  if load.opts.progress then
+    load.opts.progress:note(string.format("%s (part %d of %d) was truncated on the source after the load's " ..
+      "snapshot (TRUNCATE is not MVCC-safe); the stream's TRUNCATE brings it back, and changes before it that " ..
+      "find no row on the target are tolerated up to %s", tbl.key, part.no, part.count, rewritten))
+  end
+end
+
+-- A part copy_part would load as it is, without TRUNCATE or anything beside the COPY: these
+-- may share their transactions with others (copy_parts).
+function M.batchable(load, part)
+  local tbl = part.table
+  local existing = load.task.full.existing or "error"
+  return part.count == 1 and part.range_kind ~= "lo" and not tbl.target_filter and not tbl.routes
+     and not tbl.transform and (existing == "error" or existing == "append")
+     and (existing == "append" or (tbl.bytes or 0) < FREEZE_MIN_BYTES)
+end
+M.BATCH_PARTS, M.BATCH_BYTES = 32, 1024 * 1024
+
 local function copy_part(load, src, tgt, part)
   local task, state = load.task, load.state
   local tbl = part.table
@@ -237,26 +313,7 @@ local function copy_part(load, src, tgt, part)
       must(tgt, "ROLLBACK TO SAVEPOINT tide_truncate", "rolling back to a savepoint on the target")
     end
   end
-  local rows = tbl.transform and routes.pump_rows(tbl, load.tables_by_key) or nil
-  local pump = tide.copy_pump(src, tgt, parts_mod.copy_out_sql(src, part), parts_mod.copy_in_sql(tgt, part, freeze),
-                              rows)
-  load.running[part] = pump
-  if load.paused then pump:pause() end
-  if load.pump_limits then pump:throttle(load.pump_limits) end
-  local result, err = pump:wait()
-  load.running[part] = nil
-  if not result then
-    tgt:exec("ROLLBACK")
-    src:exec("ROLLBACK")
-    local where = err.side == "source" and "reading it from the source"
-                  or err.side == "transform" and "passing its rows through on.row" or "writing it to the target"
-    local msg = string.format("copying %s (part %d of %d) failed while %s: %s", tbl.key, part.no, part.count, where,
-                              tostring(err))
-    if err.side == "source" and tbl.row_filter and err.sqlstate and err.sqlstate:match("^42") then
-      msg = msg .. string.format("\n  hint: check the row filter select.rows[%q] = %q", tbl.key, tbl.row_filter)
-    end
-    failure.raise("failed", msg, { err = err, part = part.id })
-  end
+  local pump, result = pump_part(load, src, tgt, part, freeze)
   if tbl.routes then
     -- Rows routed to other tables (on.route): written in this transaction, before it commits.
     local ok, werr = pcall(routes.write, load, tgt, tbl, pump)
@@ -267,28 +324,52 @@ local function copy_part(load, src, tgt, part)
     end
   end
   local seconds = tide.monotonic() - started
-  -- Rows read from new storage were kept by an MVCC-safe rewrite (VACUUM FULL, CLUSTER, SET
-  -- TABLESPACE keep each row's visibility): the part is right. Only an empty read may be a
-  -- TRUNCATE's doing.
-  local rewritten = result.rows == 0 and rewritten_since_snapshot(src, tbl) or nil
+  local rewritten = rewritten_part(load, src, part, result)
   src:exec("COMMIT")
-  if rewritten and not load.opts.stream then
-    -- No stream follows to bring the table back: the load starts over (M.run, M.start_over).
-    tgt:exec("ROLLBACK")
-    load.rewritten = load.rewritten or {}
-    load.rewritten[tbl.key] = tbl
-    failure.raise("failed", string.format("%s was truncated (or rewritten) on the source after the load's " ..
-      "snapshot was taken, so the snapshot no longer sees its rows (TRUNCATE is not MVCC-safe)", tbl.key),
-      { err = { sqlstate = "40001", message = "table rewritten after the snapshot" }, rewritten = tbl })
-  end
-  if rewritten and load.opts.progress then
-    load.opts.progress:note(string.format("%s (part %d of %d) was truncated on the source after the load's " ..
-      "snapshot (TRUNCATE is not MVCC-safe); the stream's TRUNCATE brings it back, and changes before it that " ..
-      "find no row on the target are tolerated up to %s", tbl.key, part.no, part.count, rewritten))
-  end
+  rewritten_after(load, tgt, part, rewritten)
   must(tgt, state:part_done_sql(tgt, part, result.rows, result.bytes, seconds, tbl.binary and "binary" or "text",
                                 rewritten) .. "; COMMIT", "committing " .. tbl.key)
   M.part_finished(load, part, result, seconds)
+end
+
+-- Small whole tables, several in one source transaction and one target transaction (each
+-- with its record, committed together): a table of a few hundred rows costs less to copy
+-- than the two transactions around it. The parts are ones copy_part would load without
+-- TRUNCATE (M.batchable); a failure rolls back all of them, and names the part it met.
+local function copy_parts(load, src, tgt, batch)
+  local state = load.state
+  begin_source(load, src)
+  -- A job must never wait for a source table's lock while it holds another (see begin_source):
+  -- the batch's tables are locked at once, without waiting; if one is not free now, they are
+  -- copied one by one instead, each in a transaction of its own.
+  local names = {}
+  for i, part in ipairs(batch) do
+    names[i] = "ONLY " .. src:quote_ident(part.table.source.schema) .. "." .. src:quote_ident(part.table.source.name)
+  end
+  if not src:exec("LOCK TABLE " .. table.concat(names, ", ") .. " IN ACCESS SHARE MODE NOWAIT") then
+    src:exec("ROLLBACK")
+    for _, part in ipairs(batch) do copy_part(load, src, tgt, part) end
+    return
+  end
+  must(tgt, "BEGIN", "starting the target transaction")
+  local done = {}
+  for i, part in ipairs(batch) do
+    local part_started = tide.monotonic()
+    local _, result = pump_part(load, src, tgt, part, false)
+    done[i] = { result = result, seconds = tide.monotonic() - part_started,
+                rewritten = rewritten_part(load, src, part, result) }
+  end
+  src:exec("COMMIT")
+  local records = {}
+  for i, part in ipairs(batch) do
+    local d = done[i]
+    rewritten_after(load, tgt, part, d.rewritten)
+    records[i] = state:part_done_sql(tgt, part, d.result.rows, d.result.bytes, d.seconds,
+                                     part.table.binary and "binary" or "text", d.rewritten)
+  end
+  must(tgt, table.concat(records, "; ") .. "; COMMIT", "committing " .. batch[1].table.key .. " and " ..
+       (#batch - 1) .. " more small tables")
+  for i, part in ipairs(batch) do M.part_finished(load, part, done[i].result, done[i].seconds) end
 end
 
 function M.part_finished(load, part, result, seconds)
@@ -325,8 +406,19 @@ local function copy_job(load)
     while load.paused and not load.failed do load.changed:wait(1) end
     local part = load:next_part()
     if not part then break end
+    local batch = { part }
+    if M.batchable(load, part) then
+      local bytes = part.table.bytes or 0
+      while #batch < M.BATCH_PARTS and bytes < M.BATCH_BYTES do
+        local more = load:next_part_if(M.batchable)
+        if not more then break end
+        batch[#batch + 1] = more
+        bytes = bytes + (more.table.bytes or 0)
+      end
+    end
     load.copying = load.copying + 1
-    local ok, err = pcall(copy_part, load, src, tgt, part)
+    local ok, err
+    if #batch == 1 then ok, err = pcall(copy_part, load, src, tgt, part) else ok, err = pcall(copy_parts, load, src, tgt, batch) end
     load.copying = load.copying - 1
     load.changed:notify()
     if not ok then load:fail(err); break end

@@ -94,3 +94,49 @@ T.test("a step failing inside a batch is named alone; what committed is recorded
   T.ok(on_target < 41 * 2 + 40 + 39 + 1, "the unique index is not there")
   src:close(); tgt:close()
 end)
+
+-- Small tables are copied several to a source transaction. A copy job must never wait for a
+-- source table's lock while it holds another (a TRUNCATE of several tables on the source would
+-- deadlock with it): the batch's tables are locked at once without waiting, and when one is
+-- busy they are copied one by one. Here a session holds one small table while the load runs:
+-- the job that waits for it must hold no lock on any other table of the test.
+T.test("small tables in one source transaction: never waiting for a lock while holding another", function(ctx)
+  P.clean(ctx)
+  local src, tgt = P.connect_both(ctx)
+  assert(tgt:exec("DROP SCHEMA IF EXISTS chain CASCADE"))
+  setup(src)
+  assert(src:exec("DELETE FROM people WHERE id = 2"))
+  -- A larger table goes first (parts go largest first), so the lock below is taken before the
+  -- job reaches the small ones.
+  assert(src:exec([[CREATE TABLE public.big (id int PRIMARY KEY, v text);
+    INSERT INTO public.big SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 300000) g]]))
+  local pb = H.playbook(ctx, "batch_lock", [[
+  migrate = { "schema", "full" }, progress = "plain",
+  full = { jobs = 1, index_jobs = 1, analyze = false },
+]])
+  local proc, log = H.start(ctx, "run " .. pb, "batch_lock")
+  P.wait_for("the load", function() return H.read(log):find("full: started", 1, true) or proc:exited() end, 60)
+  local holder = P.connect(ctx.source_url)
+  assert(holder:exec([[BEGIN; LOCK TABLE chain."T 7" IN ACCESS EXCLUSIVE MODE]]))
+  T.ok(not proc:exited(), H.read(log))
+  -- pgtide's source backend that waits for chain."T 7", and the other test tables it holds.
+  local held
+  P.wait_for("a copy waiting for the locked table", function()
+    local rows = assert(src:query([[
+SELECT w.pid, (SELECT count(*) FROM pg_locks h JOIN pg_class c ON c.oid = h.relation
+               WHERE h.pid = w.pid AND h.granted AND c.relnamespace = 'chain'::regnamespace) AS held
+FROM pg_locks w JOIN pg_stat_activity a ON a.pid = w.pid
+WHERE NOT w.granted AND w.relation = 'chain."T 7"'::regclass AND a.application_name LIKE 'pgtide:%']]))
+    if rows[1] then held = rows[1].held end
+    return rows[1] ~= nil or proc:exited()
+  end, 60)
+  T.eq(held, 0, "the waiting job holds no other table's lock")
+  assert(holder:exec("COMMIT"))
+  holder:close()
+  T.eq(proc:wait(), 0, H.read(log))
+  for i = 1, TABLES do
+    T.eq(P.fingerprint(tgt, string.format('chain."T %d"', i)), P.fingerprint(src, string.format('chain."T %d"', i)))
+  end
+  T.eq(P.fingerprint(tgt, "public.big"), P.fingerprint(src, "public.big"))
+  src:close(); tgt:close()
+end)
