@@ -271,14 +271,14 @@ local function rewritten_after(load, tgt, part, rewritten)
   end
 end
 
--- A part copy_part would load as it is, without TRUNCATE or anything beside the COPY: these
--- may share their transactions with others (copy_parts).
+-- A small whole table copy_part would load as it is, without TRUNCATE or anything beside the
+-- COPY: these may share their transactions with others (copy_parts).
 function M.batchable(load, part)
   local tbl = part.table
   local existing = load.task.full.existing or "error"
   return part.count == 1 and part.range_kind ~= "lo" and not tbl.target_filter and not tbl.routes
      and not tbl.transform and (existing == "error" or existing == "append")
-     and (existing == "append" or (tbl.bytes or 0) < FREEZE_MIN_BYTES)
+     and (tbl.bytes or 0) < FREEZE_MIN_BYTES
 end
 M.BATCH_PARTS, M.BATCH_BYTES = 32, 1024 * 1024
 
