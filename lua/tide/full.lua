@@ -276,8 +276,10 @@ end
 function M.batchable(load, part)
   local tbl = part.table
   local existing = load.task.full.existing or "error"
+  -- (Not with a row filter: one with a subquery, or a policy, reads other tables while this one
+  -- is copied, and a batch must not wait for a lock while it holds the others.)
   return part.count == 1 and part.range_kind ~= "lo" and not tbl.target_filter and not tbl.routes
-     and not tbl.transform and (existing == "error" or existing == "append")
+     and not tbl.transform and not tbl.row_filter and (existing == "error" or existing == "append")
      and (tbl.bytes or 0) < FREEZE_MIN_BYTES
 end
 M.BATCH_PARTS, M.BATCH_BYTES = 32, 1024 * 1024
@@ -348,27 +350,37 @@ local function copy_parts(load, src, tgt, batch)
   end
   if not src:exec("LOCK TABLE " .. table.concat(names, ", ") .. " IN ACCESS SHARE MODE NOWAIT") then
     src:exec("ROLLBACK")
-    for _, part in ipairs(batch) do copy_part(load, src, tgt, part) end
+    for _, part in ipairs(batch) do
+      if load.failed then return end   -- stopped meanwhile: the parts left are simply not done
+      copy_part(load, src, tgt, part)
+    end
     return
   end
   must(tgt, "BEGIN", "starting the target transaction")
+  -- A part copied but not committed yet stays among the running ones (its pump finished), so
+  -- the load's totals and status do not go back while the rest of the batch is copied.
   local done = {}
-  for i, part in ipairs(batch) do
-    local part_started = tide.monotonic()
-    local _, result = pump_part(load, src, tgt, part, false)
-    done[i] = { result = result, seconds = tide.monotonic() - part_started,
-                rewritten = rewritten_part(load, src, part, result) }
-  end
-  src:exec("COMMIT")
-  local records = {}
-  for i, part in ipairs(batch) do
-    local d = done[i]
-    rewritten_after(load, tgt, part, d.rewritten)
-    records[i] = state:part_done_sql(tgt, part, d.result.rows, d.result.bytes, d.seconds,
-                                     part.table.binary and "binary" or "text", d.rewritten)
-  end
-  must(tgt, table.concat(records, "; ") .. "; COMMIT", "committing " .. batch[1].table.key .. " and " ..
-       (#batch - 1) .. " more small tables")
+  local ok, err = pcall(function()
+    for i, part in ipairs(batch) do
+      local part_started = tide.monotonic()
+      local pump, result = pump_part(load, src, tgt, part, false)
+      load.running[part] = pump
+      done[i] = { result = result, seconds = tide.monotonic() - part_started,
+                  rewritten = rewritten_part(load, src, part, result) }
+    end
+    src:exec("COMMIT")
+    local records = {}
+    for i, part in ipairs(batch) do
+      local d = done[i]
+      rewritten_after(load, tgt, part, d.rewritten)
+      records[i] = state:part_done_sql(tgt, part, d.result.rows, d.result.bytes, d.seconds,
+                                       part.table.binary and "binary" or "text", d.rewritten)
+    end
+    must(tgt, table.concat(records, "; ") .. "; COMMIT", "committing " .. batch[1].table.key .. " and " ..
+         (#batch - 1) .. " more small tables")
+  end)
+  for _, part in ipairs(batch) do load.running[part] = nil end
+  if not ok then error(err, 0) end
   for i, part in ipairs(batch) do M.part_finished(load, part, done[i].result, done[i].seconds) end
 end
 
@@ -458,6 +470,9 @@ local function run_batch(load, conn, batch)
   local records = {}
   for i, step in ipairs(batch) do records[i] = load.state:step_done_sql(conn, step.key, 0) end
   if not require("tide.schema").run_steps(conn, batch, records) then
+    if load.opts.progress then
+      load.opts.progress:note(string.format("%d post-data steps run together failed: running them one by one", #batch))
+    end
     for _, step in ipairs(batch) do run_step(load, conn, step) end
     return
   end
@@ -484,7 +499,7 @@ local function step_job(load)
     local analyze = not step and schedule.next_analyze(load)
     if step then
       local batch = { step }
-      while schedule.small(step) and #batch < schedule.BATCH_STEPS do
+      while schedule.small(step, load) and #batch < schedule.BATCH_STEPS do
         local more = schedule.next_small_step(load, unit)
         if not more then break end
         batch[#batch + 1] = more

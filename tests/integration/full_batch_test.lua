@@ -84,6 +84,7 @@ T.test("a step failing inside a batch is named alone; what committed is recorded
   local code = proc:wait()
   local out = H.read(log)
   T.ok(code ~= 0, out)
+  T.match(out, "post%-data steps run together failed: running them one by one")
   T.match(out, 'people_email')
   T.match(out, "%(email%)=%(ann@x%) is duplicated")
   T.ok(not out:find("stack traceback", 1, true), out)

@@ -158,11 +158,15 @@ T.test("small steps join one batch: a table's chain, then other small ready step
   local other = {}
   local big = full._next_step(load, other)
   T.eq(big.key, "big_idx", "the large step first, in a unit of its own")
-  T.ok(not full._small(big), "a step on a 900 MB table is not small")
+  T.ok(not full._small(big, load), "a step on a 900 MB table is not small")
+  T.ok(not full._small(step("mv_idx", "index", "s.mv", "CREATE INDEX mv_x ON s.mv (x)"), load),
+       "nor one on a relation the load does not size (a materialized view, a partitioned table)")
+  T.ok(full._small({ key = "grant", kind = "grant", sql = "GRANT EXECUTE ON FUNCTION s.f() TO r" }, load),
+       "a step on no table is")
   local unit = {}
   local first = full._next_step(load, unit)
   T.eq(first.key, "a_pk_idx", "the small ready steps in plan order")
-  T.ok(full._small(first))
+  T.ok(full._small(first, load))
   local batch = { first.key }
   while true do
     local s = full._next_small_step(load, unit)

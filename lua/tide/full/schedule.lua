@@ -214,7 +214,7 @@ local function take(load, unit, small_only)
   while not sc.heap:empty() do
     local e = sc.heap:pop()
     if not conflicts(load, e.step, unit) then
-      if small_only and not M.small(e.step) then skipped[#skipped + 1] = e else best = e end
+      if small_only and not M.small(e.step, load) then skipped[#skipped + 1] = e else best = e end
       break
     end
     skipped[#skipped + 1] = e
@@ -237,9 +237,24 @@ end
 -- heap holds the most expensive first, so a batch never holds back a larger step.
 M.SMALL_COST, M.BATCH_STEPS = 1024 * 1024, 32
 
--- (A materialized view's refresh costs what its query costs, which no size here tells.)
-function M.small(step)
-  return not step.critical and step.kind ~= "matview_refresh" and (step.cost or math.huge) <= M.SMALL_COST
+-- Small: every table the step touches (its own, the ones whose data it needs) is a copied
+-- table of known size, together under SMALL_COST; or it touches no table at all (a grant on a
+-- function, say). A step on a relation the load does not size (a materialized view, a
+-- partitioned table whose constraint checks every partition) is not small, nor is a
+-- materialized view's refresh (its query's cost, which no size here tells).
+function M.small(step, load)
+  if step.critical or step.kind == "matview_refresh" then return false end
+  local by = load and load.tables_by_key or {}
+  local keys = {}
+  if step.table then keys[1] = step.table end
+  for _, key in ipairs(step.needs_data or {}) do keys[#keys + 1] = key end
+  local bytes, seen = 0, {}
+  for _, key in ipairs(keys) do
+    local t = by[key]
+    if not t then return false end
+    if not seen[key] then seen[key] = true; bytes = bytes + (t.bytes or 0) end
+  end
+  return bytes <= M.SMALL_COST
 end
 
 -- One more small step for the unit's batch, or nil: first one that only the batch's own
@@ -249,7 +264,7 @@ function M.next_small_step(load, unit)
   local q = unit.unlocked or {}
   while #q > 0 do
     local e = table.remove(q, 1)
-    if not e.step.taken and M.small(e.step) and not conflicts(load, e.step, unit) then
+    if not e.step.taken and M.small(e.step, load) and not conflicts(load, e.step, unit) then
       taken(load, sc, e, unit)
       return e.step
     end
