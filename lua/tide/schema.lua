@@ -54,13 +54,7 @@ local SETTINGS = "SET LOCAL check_function_bodies = off; SET LOCAL client_min_me
 -- transaction is left aborted, hence the ROLLBACK.) `record_sql`, when given, runs in the same
 -- transaction: the step and the record that it is done commit together.
 function M.run_step(target, step, record_sql)
-  local ok, err = target:exec("BEGIN; " .. SETTINGS .. ";\n" .. secret.sql(step) .. ";\n" ..
-                              (record_sql and (record_sql .. ";\n") or "") .. "COMMIT")
-  if not ok then
-    target:exec("ROLLBACK")
-    return nil, err
-  end
-  return true
+  return M.run_steps(target, { step }, { record_sql })
 end
 
 -- Several steps in one transaction, each followed by its record (records[i]), in one round

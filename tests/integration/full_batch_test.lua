@@ -38,16 +38,22 @@ SELECT (SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
         AND connamespace IN ('chain'::regnamespace, 'public'::regnamespace)) AS n]]))[1].n
 end
 
+-- Both databases emptied, the source set up: connections to them.
+local function fresh(ctx)
+  P.clean(ctx)
+  local src, tgt = P.connect_both(ctx)
+  assert(tgt:exec("DROP SCHEMA IF EXISTS chain CASCADE"))
+  setup(src)
+  return src, tgt
+end
+
 local function steps_recorded(tgt, task)
   return assert(tgt:query([[SELECT count(*) AS n FROM pgtide.steps
     WHERE task = $1 AND (step LIKE 'index:%' OR step LIKE 'constraint:%' OR step LIKE 'fkey:%')]], task))[1].n
 end
 
 T.test("small post-data steps in batches: all done and recorded, the load alike", function(ctx)
-  P.clean(ctx)
-  local src, tgt = P.connect_both(ctx)
-  assert(tgt:exec("DROP SCHEMA IF EXISTS chain CASCADE"))
-  setup(src)
+  local src, tgt = fresh(ctx)
   assert(src:exec("DELETE FROM people WHERE id = 2"))
   local pb = H.playbook(ctx, "batch_ok", [[
   migrate = { "schema", "full" }, progress = "plain",
@@ -70,10 +76,7 @@ T.test("small post-data steps in batches: all done and recorded, the load alike"
 end)
 
 T.test("a step failing inside a batch is named alone; what committed is recorded, nothing else", function(ctx)
-  P.clean(ctx)
-  local src, tgt = P.connect_both(ctx)
-  assert(tgt:exec("DROP SCHEMA IF EXISTS chain CASCADE"))
-  setup(src)
+  local src, tgt = fresh(ctx)
   -- 'Ann@x' and 'ann@x' are two rows on the source; lowered on the way, the unique index fails.
   local pb = H.playbook(ctx, "batch_fail", [[
   migrate = { "schema", "full" }, progress = "plain",
@@ -102,10 +105,7 @@ end)
 -- busy they are copied one by one. Here a session holds one small table while the load runs:
 -- the job that waits for it must hold no lock on any other table of the test.
 T.test("small tables in one source transaction: never waiting for a lock while holding another", function(ctx)
-  P.clean(ctx)
-  local src, tgt = P.connect_both(ctx)
-  assert(tgt:exec("DROP SCHEMA IF EXISTS chain CASCADE"))
-  setup(src)
+  local src, tgt = fresh(ctx)
   assert(src:exec("DELETE FROM people WHERE id = 2"))
   -- A larger table goes first (parts go largest first), so the lock below is taken before the
   -- job reaches the small ones.
