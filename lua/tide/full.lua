@@ -31,10 +31,10 @@ local routes = require "tide.full.routes"
 local failure = require "tide.failure"
 local connect = require "tide.connect"
 local streams = require "tide.full.streams"
+local copy = require "tide.full.copy"
 
 local M = {}
 
-local copy = require "tide.full.copy"
 local SOURCE_SETTINGS, TARGET_SETTINGS, must = copy.SOURCE_SETTINGS, copy.TARGET_SETTINGS, copy.must
 
 -- The load's shared state: queues, counters, the condition every waiter sleeps on.
@@ -173,10 +173,12 @@ local function step_job(load)
     local analyze = not step and schedule.next_analyze(load)
     if step then
       local batch = { step }
-      while schedule.small(step, load) and #batch < schedule.BATCH_STEPS do
-        local more = schedule.next_small_step(load, unit)
-        if not more then break end
-        batch[#batch + 1] = more
+      if schedule.small(step, load) then
+        while #batch < schedule.BATCH_STEPS do
+          local more = schedule.next_small_step(load, unit)
+          if not more then break end
+          batch[#batch + 1] = more
+        end
       end
       local ok, err
       if #batch == 1 then ok, err = pcall(run_step, load, tgt, step) else ok, err = pcall(run_batch, load, tgt, batch) end

@@ -191,8 +191,6 @@ local function over_limit(load)
   return running >= limit
 end
 
--- The most expensive ready step that conflicts with no running one, taken for `unit`; with
--- `small_only`, only if that step is small (M.small), else nothing is taken.
 -- A step taken for a unit: the steps waiting for it whose every unmet prerequisite is now in
 -- the same unit can follow in its transaction (a primary key's index, then the constraint
 -- attached to it, then a foreign key that waited for that constraint).
@@ -208,6 +206,8 @@ local function taken(load, sc, e, unit)
   end
 end
 
+-- The most expensive ready step that conflicts with no running one, taken for `unit`; with
+-- `small_only`, only if that step is small (M.small), else nothing is taken.
 local function take(load, unit, small_only)
   local sc = sched_of(load)
   local skipped, best = {}, nil
