@@ -158,17 +158,7 @@ retire_all() {  # retire_all SHAPE MORE: delete what the shape's runs set aside
 reset_target() {  # reset_target SHAPE
   if [ -n "$DEFER" ]; then
     # (run_config runs in a subshell: a name from the clock, not a counter)
-    local old; old="bench_$1_old_$(date +%s%N)"
-    # A backend of the previous run may still be exiting: end it, then rename (as DROP ... FORCE would).
-    local try
-    for try in $(seq 1 100); do
-      [ "$(psql -qXAt "$TARGET_URL" -c "SELECT count(*) FROM pg_database WHERE datname = 'bench_$1'")" = 0 ] && break
-      psql -qXAt "$TARGET_URL" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'bench_$1'" >/dev/null
-      psql -qX "$TARGET_URL" -c "ALTER DATABASE \"bench_$1\" RENAME TO \"$old\"" 2>/dev/null && break
-      [ "$try" -lt 100 ] || { echo "could not set aside the target database bench_$1" >&2; exit 1; }
-      sleep 0.1
-    done
-    psql -qX "$TARGET_URL" -c "CREATE DATABASE \"bench_$1\""
+    set_aside_database "$TARGET_URL" "bench_$1" "bench_$1_old_$(date +%s%N)" || exit 1
   else
     psql -qX "$TARGET_URL" -c "DROP DATABASE IF EXISTS \"bench_$1\" WITH (FORCE)" -c "CREATE DATABASE \"bench_$1\""
   fi

@@ -68,21 +68,10 @@ timed() {  # timed NAME CMD... → "seconds peak_mb"
   awk '{ printf "%s %.0f\n", $1, $2 / 1024 }' "$work/$name.time"
 }
 
-# Each measured run gets a new target database; the previous one is renamed, not dropped: on
-# ext4 without a journal, inodes freed in the last 60 s are skipped at every allocation, and
-# the tens of thousands of files a dropped copy frees made the next run's file creation the
-# larger part of its time (docs/performance.md, "shape2 at full size"). The clusters, and so
-# the old copies, go at the end.
-new_target() {  # new_target N: the previous run's backends may still be exiting
-  local try
-  for try in $(seq 1 100); do
-    psql -qXAt "$TARGET_URL" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'bench'" >/dev/null
-    psql -qX "$TARGET_URL" -c "ALTER DATABASE bench RENAME TO bench_old_$1" 2>/dev/null && break
-    [ "$try" -lt 100 ] || { echo "could not set aside the target database bench" >&2; exit 1; }
-    sleep 0.1
-  done
-  psql -qX "$TARGET_URL" -c "CREATE DATABASE bench"
-}
+# Each measured run gets a new target database; the previous one is renamed, not dropped
+# (set_aside_database, scripts/lib/bench-datasets.sh); the clusters, and so the old copies, go
+# at the end.
+new_target() { set_aside_database "$TARGET_URL" bench "bench_old_$1" || exit 1; }
 psql -qX "$TARGET_URL" -c "CREATE DATABASE bench"
 say "pgtide plan"; read -r plan_s plan_mb < <(timed plan "$PGTIDE" plan "$work/scale.lua")
 say "pgtide check"; read -r check_s check_mb < <(timed check "$PGTIDE" check "$work/scale.lua")

@@ -12,6 +12,8 @@
 #   dataset_many_tables URL TABLES ROWS   the schema-per-tenant shape (also bench-scale.sh)
 #   database_fingerprint URL        one line per table (row count), index and constraint counts,
 #                                   sequence values: equal on source and target after a full copy
+#   set_aside_database ADMIN_URL NAME NEW   rename database NAME to NEW (ending its sessions
+#                                   first), then create NAME again, empty
 
 scaled() {  # scaled N K → max(1, N / K)
   local n=$(( $1 / $2 ))
@@ -182,4 +184,22 @@ SELECT format('sequence %I.%I %s', schemaname, sequencename, last_value) FROM pg
   WHERE schemaname NOT IN ('pgtide', 'pgcopydb')
 ORDER BY 1;
 SQL
+}
+
+# A benchmark run's previous copy is renamed rather than dropped: on ext4 without a journal
+# (the development machine's root file system) every new inode skips the ones freed in the last
+# 60 s, and the thousands of files a dropped copy frees made the next run's file creation a
+# large part of its time (docs/performance.md, "shape2 at full size"). A backend of the
+# previous run may still be exiting: it is ended, then the rename retried (as DROP ... FORCE
+# would).
+set_aside_database() {  # set_aside_database ADMIN_URL NAME NEW
+  local try
+  for try in $(seq 1 100); do
+    [ "$(psql -qXAt "$1" -c "SELECT count(*) FROM pg_database WHERE datname = '$2'")" = 0 ] && break
+    psql -qXAt "$1" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$2'" >/dev/null
+    psql -qX "$1" -c "ALTER DATABASE \"$2\" RENAME TO \"$3\"" 2>/dev/null && break
+    [ "$try" -lt 100 ] || { echo "could not set aside the database $2" >&2; return 1; }
+    sleep 0.1
+  done
+  psql -qX "$1" -c "CREATE DATABASE \"$2\""
 }
