@@ -107,8 +107,9 @@ local function rewritten_since_snapshot(src, tbl)
 end
 
 -- Each part reads in a source transaction of its own under the load's snapshot (imported
--- again for each part), so a copy job never waits for a table's lock while it holds another
--- one: a TRUNCATE of several tables on the source can wait for a copy, never deadlock with it.
+-- again for each part; small tables copied together share one, their locks taken at once:
+-- copy_parts), so a copy job never waits for a table's lock while it holds another one: a
+-- TRUNCATE of several tables on the source can wait for a copy, never deadlock with it.
 local function begin_source(load, src)
   must(src, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT " ..
             src:quote_literal(load.snapshot), "starting the source transaction under the snapshot " .. load.snapshot)
@@ -152,7 +153,7 @@ end
 -- TABLESPACE keep each row's visibility): the part is right. Only an empty read may be a
 -- TRUNCATE's doing: the LSN to tolerate missing rows up to, or nil. (In the source
 -- transaction, before its COMMIT.)
-local function rewritten_part(_, src, part, result)
+local function rewritten_part(src, part, result)
   return result.rows == 0 and rewritten_since_snapshot(src, part.table) or nil
 end
 
@@ -231,7 +232,7 @@ local function copy_part(load, src, tgt, part)
     end
   end
   local seconds = tide.monotonic() - started
-  local rewritten = rewritten_part(load, src, part, result)
+  local rewritten = rewritten_part(src, part, result)
   src:exec("COMMIT")
   rewritten_after(load, tgt, part, rewritten)
   must(tgt, state:part_done_sql(tgt, part, result.rows, result.bytes, seconds, tbl.binary and "binary" or "text",
@@ -271,7 +272,7 @@ local function copy_parts(load, src, tgt, batch)
       local pump, result = pump_part(load, src, tgt, part, false)
       load.running[part] = pump
       done[i] = { result = result, seconds = tide.monotonic() - part_started,
-                  rewritten = rewritten_part(load, src, part, result) }
+                  rewritten = rewritten_part(src, part, result) }
     end
     src:exec("COMMIT")
     local records = {}
