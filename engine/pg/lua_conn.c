@@ -125,22 +125,27 @@ static void push_value(lua_State *L, const PGresult *r, int row, int col, Oid ty
 /* rows = { {col = value, ...}, ..., columns = {names...} }. Sparse rows leave NULL columns
  * out (nil instead of tide.null) and get a table sized for what they hold: a catalog read of
  * 100,000 tables keeps a few hundred thousand rows whose columns are mostly NULL. */
-static void push_rows(lua_State *L, const PGresult *r, bool sparse) {
+static void push_rows_table(lua_State *L, const PGresult *r) {
     int nrows = PQntuples(r), ncols = PQnfields(r);
-    luaL_checkstack(L, ncols + 8, "too many columns");
     lua_createtable(L, nrows, 1);
-    int rows = lua_gettop(L);
     lua_createtable(L, ncols, 0);
     for (int j = 0; j < ncols; j++) {
         lua_pushstring(L, PQfname(r, j));
         lua_rawseti(L, -2, j + 1);
     }
-    lua_setfield(L, rows, "columns");
-    int names = lua_gettop(L) + 1;
+    lua_setfield(L, -2, "columns");
+}
+
+/* Fill rows[from + 1 .. to] of the rows table at index `rows` from r. */
+static void fill_rows(lua_State *L, const PGresult *r, bool sparse, int rows, int from, int to) {
+    int ncols = PQnfields(r);
+    luaL_checkstack(L, ncols + 8, "too many columns");
+    int top = lua_gettop(L);
+    int names = top + 1;
     for (int j = 0; j < ncols; j++) lua_pushstring(L, PQfname(r, j));
     tide_push_null(L);
     int null = lua_gettop(L);
-    for (int i = 0; i < nrows; i++) {
+    for (int i = from; i < to; i++) {
         int filled = ncols;
         if (sparse)
             for (int j = 0; j < ncols; j++) filled -= PQgetisnull(r, i, j);
@@ -156,7 +161,57 @@ static void push_rows(lua_State *L, const PGresult *r, bool sparse) {
         }
         lua_rawseti(L, rows, i + 1);
     }
-    lua_settop(L, rows);
+    lua_settop(L, top);
+}
+
+/* A large result (a catalog read of 100,000 tables returns a few hundred thousand rows) takes
+ * about a second to become Lua rows, and while C converts, the task's event loop stands still:
+ * `pgtide status` waits. Such a result is converted ROWS_CHUNK rows at a time, and the
+ * coroutine lets the loop turn (as tide.wait.breathe does in Lua) when ROWS_STRETCH seconds
+ * went by. The result leaves the connection for a box on the coroutine's stack meanwhile, so
+ * that an error or a closed connection frees it once. */
+#define ROWS_CHUNK 2048
+#define ROWS_STRETCH 0.05
+#define RESULT_META "tide.pgresult"
+
+static void free_result(lua_State *L, int idx) {
+    void **slot = tide_box_slot(L, idx, RESULT_META);
+    if (*slot) PQclear(*slot);
+    *slot = NULL;
+}
+
+static int result_gc(lua_State *L) {
+    free_result(L, 1);
+    return 0;
+}
+
+static unsigned long rows_yields; /* how many times a conversion let the loop turn (tests) */
+
+/* Stack: 1 conn, 2 sql, 3 the result's box, 4 the rows table. ctx: next row << 1 | sparse. */
+static int rows_k(lua_State *L, int status, lua_KContext ctx) {
+    (void) status;
+    lua_settop(L, 4);
+    PGresult *r = *tide_box_slot(L, 3, RESULT_META);
+    bool sparse = ctx & 1;
+    int next = (int) (ctx >> 1), nrows = PQntuples(r);
+    double started = tide_monotonic();
+    while (next < nrows) {
+        int to = nrows - next > ROWS_CHUNK ? next + ROWS_CHUNK : nrows;
+        fill_rows(L, r, sparse, 4, next, to);
+        next = to;
+        if (next < nrows && tide_monotonic() - started >= ROWS_STRETCH && lua_isyieldable(L)) {
+            rows_yields++;
+            sched_ready(sched_current(L));
+            return lua_yieldk(L, 0, ((lua_KContext) next << 1) | sparse, rows_k);
+        }
+    }
+    free_result(L, 3); /* the result is no longer needed */
+    return 1;
+}
+
+static int l_rows_yields(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer) rows_yields);
+    return 1;
 }
 
 /* A growable C string for array literals. (A luaL_Buffer cannot be used here: rendering the
@@ -291,11 +346,21 @@ static int query_k(lua_State *L, int status, lua_KContext ctx) {
     int n = push_outcome_error(L, c, sql);
     if (n) return n;
     if (want_rows) {
-        if (c->result && PQresultStatus(c->result) == PGRES_TUPLES_OK)
-            push_rows(L, c->result, sparse);
-        else
+        if (!c->result || PQresultStatus(c->result) != PGRES_TUPLES_OK) {
             lua_createtable(L, 0, 1);
-        return 1;
+            return 1;
+        }
+        if (PQntuples(c->result) <= ROWS_CHUNK) {
+            push_rows_table(L, c->result);
+            fill_rows(L, c->result, sparse, lua_gettop(L), 0, PQntuples(c->result));
+            return 1;
+        }
+        lua_settop(L, 2);
+        void **slot = tide_box_new(L, RESULT_META, 0);
+        *slot = c->result;
+        c->result = NULL;
+        push_rows_table(L, *slot);
+        return rows_k(L, LUA_OK, sparse ? 1 : 0);
     }
     const char *tuples = c->result ? PQcmdTuples(c->result) : "";
     lua_pushinteger(L, *tuples ? strtoll(tuples, NULL, 10) : 0);
@@ -639,13 +704,13 @@ int luaopen_tide_conn(lua_State *L) {
     };
     static const luaL_Reg null_meta[] = { { "__tostring", null_tostring }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
-        { "connect", l_connect },
-        { "bytea", l_bytea },
-        { "mask_conninfo", l_mask_conninfo },
-        { NULL, NULL },
+        { "connect", l_connect },         { "bytea", l_bytea }, { "mask_conninfo", l_mask_conninfo },
+        { "rows_yields", l_rows_yields }, { NULL, NULL },
     };
     tide_class_define(L, CONN_META, methods, meta);
     tide_class_define(L, BYTEA_META, NULL, NULL);
+    static const luaL_Reg result_meta[] = { { "__gc", result_gc }, { NULL, NULL } };
+    tide_class_define(L, RESULT_META, NULL, result_meta);
     tide_class_define(L, NULL_META, NULL, null_meta);
     luaL_newlib(L, funcs);
     tide_udata_new(L, NULL_META, 0, 0); /* the one tide.null */

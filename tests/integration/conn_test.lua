@@ -172,3 +172,41 @@ T.test("a connection serves one coroutine at a time", function(ctx)
   h:wait()
   c:close()
 end)
+
+T.test("a large result becomes rows a chunk at a time while other coroutines run", function(ctx)
+  local core = require "tide.core"
+  local c = P.connect(ctx.source_url)
+  local sql = "SELECT g AS n, CASE WHEN g % 3 = 0 THEN NULL ELSE 'v' || g END AS t, g % 2 = 0 AS even " ..
+              "FROM generate_series(1, 1000000) g"
+  for _, method in ipairs { "query", "query_sparse" } do
+    -- A ticker that runs whenever the event loop turns and notes whether the conversion had let
+    -- the loop turn before the query returned (the counter moves only between chunks).
+    local before, done, turns_between = core.rows_yields(), false, 0
+    local ticker = tide.spawn(function()
+      while not done do
+        if core.rows_yields() > before then turns_between = turns_between + 1 end
+        tide.yield()
+      end
+    end)
+    local started = tide.monotonic()
+    local rows = assert(c[method](c, sql))
+    local took = tide.monotonic() - started
+    local yields = core.rows_yields() - before
+    done = true
+    ticker:wait()
+    T.eq(#rows, 1000000)
+    T.eq(rows.columns, { "n", "t", "even" })
+    T.eq(rows[1].n, 1); T.eq(rows[1].t, "v1"); T.eq(rows[1].even, false)
+    local null = method == "query" and tide.null or nil
+    T.eq(rows[3].t, null)
+    T.eq(rows[2048].n, 2048); T.eq(rows[2049].n, 2049); T.eq(rows[2050].t, "v2050"); T.eq(rows[2049].t, null)
+    T.eq(rows[999999].t, null); T.eq(rows[999998].t, "v999998")
+    T.eq(rows[1000000].n, 1000000); T.eq(rows[1000000].even, true)
+    local sum = 0
+    for i = 1, #rows do sum = sum + rows[i].n end
+    T.eq(sum, 1000000 * 1000001 // 2)
+    T.ok(yields >= 1, method .. ": a conversion of 1,000,000 rows never let the loop turn (took " .. took .. " s)")
+    T.ok(turns_between >= 1, method .. ": the other coroutine did not run while the rows were converted")
+  end
+  c:close()
+end)
