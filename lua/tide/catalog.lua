@@ -11,6 +11,8 @@
 -- to_jsonb(row) ->> 'column' (NULL where the column does not exist) instead of keeping one
 -- statement per version. Nested lists (enum labels, inheritance parents, policy roles) come
 -- back as json_agg text and are decoded here.
+local breathe = require("tide.wait").breathe
+
 local M = {}
 
 -- Schemas the server owns; user objects never live there.
@@ -756,12 +758,14 @@ function M.read(conn, opts)
   for _, r in ipairs(cat.roles) do cat.roles_set[r.name] = r end
   cat.columns_by_relid = {}
   for _, c in ipairs(cat.columns) do
+    breathe()
     local list = cat.columns_by_relid[c.relid]
     if not list then list = {}; cat.columns_by_relid[c.relid] = list end
     list[#list + 1] = c
   end
   cat.extension_of, cat.extension_description = {}, {}
   for _, m in ipairs(cat.extension_members) do
+    breathe()
     cat.extension_of[m.class .. ":" .. m.objid] = m.extension
     cat.extension_description[m.class .. ":" .. m.objid] = m.description
   end

@@ -61,6 +61,7 @@ end
 local function check_collisions(plan, model, map)
   local list = {}
   for _, obj in ipairs(model.objects) do
+    breathe()
     -- (Objects of no schema keep their names: nothing to collide. Kinds that keep their
     -- names, def.keeps_name, are not rename's to check either.)
     if obj.selected and obj.kind ~= "extension" and not obj.def.global and not obj.def.keeps_name
@@ -248,6 +249,7 @@ function M.build(task, source, target)
     check_collisions(plan, model, map)
     local state_schema = task.state_schema or "pgtide"
     for _, obj in ipairs(model.objects) do
+      breathe()
       if obj.selected and obj.inline_of == nil and obj.target.schema == state_schema and obj.kind ~= "extension" then
         report.error(obj, string.format("%s maps into %s, pgtide's own schema on the target (task.state_schema): map it elsewhere in rename",
           objects.describe(obj), state_schema))
@@ -302,15 +304,18 @@ function M.build(task, source, target)
     return out
   end
   for _, drop in ipairs(plan.drops) do
+    breathe()
     plan.pre_data[#plan.pre_data + 1] = { kind = "drop", key = drop.key, sql = drop.sql, object = drop.object.key,
                                           phase = "pre", after = {}, drops = drop.keys }
   end
   local placed = {}
   for _, step in ipairs(pre) do
+    breathe()
     plan.pre_data[#plan.pre_data + 1] = finish(step)
     if not placed[step.object] then placed[step.object] = true; plan.objects[#plan.objects + 1] = step.object end
   end
   for _, step in ipairs(post) do
+    breathe()
     plan.post_data[#plan.post_data + 1] = finish(step)
     if not placed[step.object] then placed[step.object] = true; plan.objects[#plan.objects + 1] = step.object end
   end
@@ -318,9 +323,9 @@ function M.build(task, source, target)
     breathe()
     if obj.selected and obj.inline_of == nil and not placed[obj] then plan.objects[#plan.objects + 1] = obj end
   end
-  for _, obj in ipairs(plan.objects) do plan.by_key[obj.key] = obj end
+  for _, obj in ipairs(plan.objects) do breathe(); plan.by_key[obj.key] = obj end
   -- The plan's steps are written: the objects' own (the order's working state) can go.
-  for _, obj in ipairs(model.objects) do obj.steps, obj.attached_by = nil, nil end
+  for _, obj in ipairs(model.objects) do breathe(); obj.steps, obj.attached_by = nil, nil end
 
   local primary_keys = {}
   for _, obj in ipairs(model.objects) do
@@ -353,6 +358,7 @@ function M.build(task, source, target)
     local cdc_objects = require "tide.cdc.objects"
     local keyless = cdc_objects.keyless
     for _, tbl in ipairs(plan.tables) do
+      breathe()
       local obj = plan.by_key["table:" .. tbl.key]
       local names = {}
       for _, c in ipairs(obj and obj.columns or tbl.columns) do names[#names + 1] = c.name end

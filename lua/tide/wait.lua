@@ -29,12 +29,15 @@ end
 -- scheduler, or where a yield is not possible (a C function on the stack), it does nothing.
 local calls, last = 0, 0
 
+-- Seconds of computing between two turns of the loop (a test sets 0: a turn every 64 calls).
+M.interval = 0.05
+
 function M.breathe(now_check)
   calls = calls + 1
   if calls < 64 and not now_check then return end
   calls = 0
   local now = core.monotonic()
-  if now - last < 0.05 then return end
+  if now - last < M.interval then return end
   last = now
   if core.running() and coroutine.isyieldable() then core.yield() end
 end

@@ -2,6 +2,7 @@
 -- SQL NULLs are nil (the rows are read sparse: no field, no room held for one), *_json columns
 -- Lua values, and the usual values of some statements' fields come from a shared metatable.
 local json = require "tide.json"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 
@@ -26,6 +27,7 @@ local function decode_json(rows)
   end
   if #json_columns == 0 then return rows end
   for _, row in ipairs(rows) do
+    breathe()
     for _, c in ipairs(json_columns) do
       local v = row[c[1]]
       if v then
@@ -40,7 +42,7 @@ end
 -- M.finish(statement name, rows) → rows, ready for the planner.
 function M.finish(name, rows)
   local meta = default_meta[name]
-  if meta then for _, row in ipairs(rows) do setmetatable(row, meta) end end
+  if meta then for _, row in ipairs(rows) do breathe(); setmetatable(row, meta) end end
   return decode_json(rows)
 end
 

@@ -18,6 +18,8 @@
 local ddl = require "tide.ddl"
 local order = require "tide.plan.order"
 
+local breathe = require("tide.wait").breathe
+
 local M = {}
 
 local function comment_reference(ctx, obj, subid)
@@ -67,6 +69,7 @@ function M.add(plan, model, tmodel, ctx, task, selector, all)
       target_comments[row.class .. ":" .. row.objoid .. ":" .. row.objsubid] = row.description
     end
     for _, row in ipairs(model.cat.comments) do
+      breathe()
       local obj = model.exact[row.class .. ":" .. row.objoid]
       if obj and usable(obj) and obj.kind ~= "extension" and not (obj.kind == "index" and obj.inline_of) then
         local existing = obj.existing_target
@@ -127,6 +130,7 @@ function M.add(plan, model, tmodel, ctx, task, selector, all)
 
   if owners == "source" then
     for _, obj in ipairs(model.objects) do
+      breathe()
       if obj.selected and obj.inline_of == nil and is_owned(obj) and obj.row.owner and obj.def.reference
         and not obj.keep_existing then
         if not roles[obj.row.owner] then
@@ -164,6 +168,7 @@ function M.add(plan, model, tmodel, ctx, task, selector, all)
     -- One statement per object, column, action, grantee and grant option.
     local groups, order_list = {}, {}
     for _, row in ipairs(model.cat.privileges) do
+      breathe()
       local obj = model.exact[row.class .. ":" .. row.objoid]
       if obj and usable(obj) and not same_privileges(obj) then
         local grantee

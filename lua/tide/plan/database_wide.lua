@@ -11,6 +11,8 @@
 --     an extension's function), are selected when select.include is not given; with
 --     select.include, a `pulled` kind (wrappers, servers) is selected when a selected object
 --     needs it (a foreign table its server, a server its wrapper).
+local breathe = require("tide.wait").breathe
+
 local M = {}
 
 -- M.select(model, selector, list, skipped, task): decides obj.selected / obj.reason for `list`,
@@ -37,6 +39,7 @@ function M.select(model, selector, list, skipped, task)
   -- Who needs whom, among the objects of the model (pg_depend).
   local needed_by = {}
   for _, d in ipairs(model.cat.depends) do
+    breathe()
     local ref = model.exact[d.refclass .. ":" .. d.refobjid]
     local dep = model.identity[d.class .. ":" .. d.objid]
     if ref and ref.def.global and dep and dep ~= ref then

@@ -64,6 +64,7 @@ function M.resolve(model, opts)
   local cat = model.cat
   local default_column = {}
   for _, c in ipairs(cat.columns) do
+    breathe()
     if c.default_oid then default_column[c.default_oid] = c.num end
   end
   local external = {}
@@ -116,6 +117,7 @@ function M.resolve(model, opts)
   end
   -- Every object needs its schema (pg_depend has no row for `public`, whose oid is low).
   for _, obj in ipairs(model.objects) do
+    breathe()
     local schema = obj.kind ~= "schema" and obj.kind ~= "extension" and model.schemas[obj.schema]
     if schema and obj.inline_of == nil then edge(obj, schema); set_whole(obj, schema) end
   end
@@ -207,6 +209,7 @@ function M.check_missing(model, opts)
     if not dependents then
       dependents = {}
       for _, obj in ipairs(model.objects) do
+        breathe()
         for other in pairs(obj.deps or {}) do
           dependents[other] = dependents[other] or {}
           table.insert(dependents[other], obj)
@@ -217,6 +220,7 @@ function M.check_missing(model, opts)
   end
   local queue, queued = {}, {}
   for _, obj in ipairs(model.objects) do
+    breathe()
     if obj.selected and obj.inline_of == nil then queue[#queue + 1] = obj; queued[obj] = true end
   end
   local reported = {}

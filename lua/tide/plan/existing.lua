@@ -131,6 +131,7 @@ function M.detect(plan, model, ctx, tctx, index, policy)
     ["DROP AGGREGATE"] = true, ["DROP COLLATION"] = true, ["DROP STATISTICS"] = true }
   local grouped = {}
   for _, drop in ipairs(plan.drops) do
+    breathe()
     local word, rest = drop.sql:match("^(DROP [%u ]+) (.*)$")
     if not groupable[word] then word = nil end
     local last = grouped[#grouped]

@@ -17,6 +17,8 @@ local attributes = require "tide.plan.attributes"
 local objects = require "tide.plan.objects"
 local order = require "tide.plan.order"
 
+local breathe = require("tide.wait").breathe
+
 local M = {}
 
 local quote = sqlident.quote
@@ -55,6 +57,7 @@ local function wait_for_config_rows(plan, config_keys)
     end
   end
   for _, step in ipairs(plan.post_data) do
+    breathe()
     if step.kind == "fkey" or step.kind == "matview_refresh" then
       local found = {}
       uses(plan.by_key[step.object], found, step.kind == "matview_refresh", {})
@@ -76,7 +79,7 @@ end
 function M.config_tables(plan, model, selector)
   local config_keys = {}
   local seen = {}
-  for _, t in ipairs(plan.tables) do seen[t.key] = true end
+  for _, t in ipairs(plan.tables) do breathe(); seen[t.key] = true end
   for _, row in ipairs(model.cat.extension_config or {}) do
     local ext = model.exact["pg_extension:" .. tostring(row.extension)]
     local key = quote(row.schema) .. "." .. quote(row.name)

@@ -9,6 +9,8 @@
 -- the filter means the same in the full load's COPY, the prechecks and verify. Self-references
 -- are not followed (precheck foreign_key_filtered counts what they leave out); a cycle of
 -- foreign keys between filtered tables is an error of the plan.
+local breathe = require("tide.wait").breathe
+
 local M = {}
 
 local function objects_key(obj) return require("tide.plan.objects").table_key(obj) end
@@ -21,10 +23,11 @@ local function qualified(tbl) return quote(tbl.source.schema) .. "." .. quote(tb
 -- ref_columns=, name=} }.
 local function edges_of(plan)
   local by_oid = {}
-  for _, t in ipairs(plan.tables) do by_oid[t.oid] = t end
+  for _, t in ipairs(plan.tables) do breathe(); by_oid[t.oid] = t end
   -- A partitioned table holds no rows: a foreign key to it reads its leaf partitions, each with
   -- its own filter. It stands in the graph as { leaves = {...} }.
   for _, t in ipairs(plan.tables) do
+    breathe()
     local obj = plan.by_key and plan.by_key["table:" .. t.key]
     local up = obj and obj.parents and obj.parents[1]
     while up and up.row and up.row.relkind == "p" do
@@ -43,9 +46,11 @@ local function edges_of(plan)
   -- edges of their own: a row references the partitioned table as a whole.
   local fk_by_oid = {}
   for _, obj in ipairs(plan.objects) do
+    breathe()
     if obj.kind == "constraint" and obj.row and obj.row.type == "f" then fk_by_oid[obj.row.oid] = obj.row end
   end
   for _, obj in ipairs(plan.objects) do
+    breathe()
     local row = obj.row
     local up = row and row.parent_oid and fk_by_oid[row.parent_oid]
     local clone = up and up.table_oid == row.table_oid
@@ -151,7 +156,7 @@ function M.derive(plan)
     effective[t] = t.row_filter
     return t.row_filter
   end
-  for _, t in ipairs(plan.tables) do visit(t, {}) end
+  for _, t in ipairs(plan.tables) do breathe(); visit(t, {}) end
   return errors
 end
 

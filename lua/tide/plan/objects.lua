@@ -236,6 +236,7 @@ function M.select(model, task, selector, skipped)
   end
   local passes = { {}, {}, {}, {} }
   for _, obj in ipairs(model.objects) do
+    breathe()
     local pass = obj.def.global and 4 or obj.inline_of ~= nil and 3 or (obj.owner and 2 or 1)
     table.insert(passes[pass], obj)
   end
@@ -264,9 +265,11 @@ function M.select(model, task, selector, skipped)
   if selector.includes then
     local used = {}
     for _, obj in ipairs(model.objects) do
+      breathe()
       if obj.selected and obj.kind ~= "schema" and obj.schema then used[obj.schema] = true end
     end
     for _, obj in ipairs(model.objects) do
+      breathe()
       if obj.kind == "schema" and obj.selected and not used[obj.name] then
         obj.selected, obj.reason = false, "holds no selected object"
         skipped[#skipped + 1] = { kind = "schema", schema = obj.name, name = obj.name, key = obj.key, reason = obj.reason }
@@ -306,8 +309,8 @@ end
 -- .target on the columns of tables, views and composite types.
 function M.assign_targets(model, ctx, on_error)
   local ordered = {}
-  for _, obj in ipairs(model.objects) do if not obj.owner then ordered[#ordered + 1] = obj end end
-  for _, obj in ipairs(model.objects) do if obj.owner then ordered[#ordered + 1] = obj end end
+  for _, obj in ipairs(model.objects) do breathe(); if not obj.owner then ordered[#ordered + 1] = obj end end
+  for _, obj in ipairs(model.objects) do breathe(); if obj.owner then ordered[#ordered + 1] = obj end end
   for _, obj in ipairs(ordered) do
     breathe()
     local ok, schema, name = pcall(function()

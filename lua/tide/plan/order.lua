@@ -36,11 +36,12 @@ end
 
 -- Decide each object's phase: its kind's, or post-data when it needs a post-data object.
 local function assign_phases(model, on_error)
-  for _, obj in ipairs(model.objects) do obj.phase = obj.def.phase end
+  for _, obj in ipairs(model.objects) do breathe(); obj.phase = obj.def.phase end
   local changed = true
   while changed do
     changed = false
     for _, obj in ipairs(model.objects) do
+      breathe()
       if obj.selected and obj.phase == "pre" and obj.inline_of == nil then
         for ref in pairs(obj.deps or {}) do
           if ref.selected and ref.phase == "post" then
@@ -73,6 +74,7 @@ local function cycles(model)
     return list
   end
   local function visit(v)
+    breathe()
     counter = counter + 1
     index[v], low[v] = counter, counter
     stack[#stack + 1], on_stack[v] = v, true
@@ -95,6 +97,7 @@ local function cycles(model)
     end
   end
   for _, obj in ipairs(model.objects) do
+    breathe()
     if obj.selected and obj.phase == "pre" and obj.inline_of == nil and not index[obj] then visit(obj) end
   end
   return found
@@ -238,11 +241,13 @@ end
 local function rank_places(all)
   local places, ranks = {}, {}
   for _, step in ipairs(all) do
+    breathe()
     if not places[step.rank] then places[step.rank] = true; ranks[#ranks + 1] = step.rank end
   end
   table.sort(ranks)
   for i, rank in ipairs(ranks) do places[rank] = i end
   for i, step in ipairs(all) do
+    breathe()
     assert(step.seq == i, "tide.plan.order: a step's seq is not its place in the list")
   end
   return places, #all + 1
@@ -256,7 +261,7 @@ local function by_seq(a, b) return a.seq < b.seq end
 function M.sort(all, on_error)
   -- What each step waits for: a list, sorted and made unique once all is known (a set per
   -- step, then a list of it, were two tables per step).
-  for _, step in ipairs(all) do step.waits = {} end
+  for _, step in ipairs(all) do breathe(); step.waits = {} end
   local function wait(step, other)
     if other ~= step and other.phase == step.phase then
       local waits = step.waits
@@ -303,6 +308,7 @@ function M.sort(all, on_error)
     -- statement of pgtide's fires it (ALTER DEFAULT PRIVILEGES would).
     local function level(step) return step.last == true and 1 or step.last or 0 end
     for _, step in ipairs(all) do
+      breathe()
       local l = level(step)
       if l > 0 then
         for _, other in ipairs(all) do
@@ -335,12 +341,14 @@ function M.sort(all, on_error)
   for _, phase in ipairs({ "pre", "post" }) do
     local steps = {}
     for _, step in ipairs(all) do
+      breathe()
       if step.phase == phase then steps[#steps + 1] = step end
     end
     -- The steps free from the start (most post-data ones: they wait only for pre-data) are
     -- sorted once; the ones freed later go through the heap; each turn takes the smaller head.
     local free, heap, out = {}, heap_mod.numbers(), {}
     for _, step in ipairs(steps) do
+      breathe()
       if indegree[step.seq] == 0 then free[#free + 1] = places[step.rank] * span + step.seq end
     end
     table.sort(free)
@@ -376,6 +384,7 @@ function M.sort(all, on_error)
       for _, step in ipairs(steps) do if indegree[step.seq] > 0 then out[#out + 1] = step end end
     end
     for _, step in ipairs(out) do
+      breathe()
       local after = step.waits
       -- A `last` step waits for everything: the latest first, so a check of its list (the
       -- full load's, at every step) stops at once while the others still run.

@@ -6,6 +6,8 @@
 -- wait for). The JSON carries the same, with the plan's own field names (docs/internals.md).
 local connect = require "tide.connect"
 
+local breathe = require("tide.wait").breathe
+
 local M = {}
 
 local WORDS = { foreign_table = "foreign tables", matview = "materialized views", index = "indexes",
@@ -48,6 +50,7 @@ function M.write(plan, task, emit)
 
   local by_kind, kind_order = {}, {}
   for _, obj in ipairs(plan.objects) do
+    breathe()
     if not by_kind[obj.kind] then by_kind[obj.kind] = {}; kind_order[#kind_order + 1] = obj.kind end
     table.insert(by_kind[obj.kind], obj)
   end
@@ -73,6 +76,7 @@ function M.write(plan, task, emit)
   -- Row filters, renamed and left-out columns: what the full load and the stream do to rows.
   local shaped = {}
   for _, t in ipairs(plan.tables) do
+    breathe()
     local obj = plan.by_key and plan.by_key["table:" .. t.key]
     local renamed, left = {}, {}
     for _, c in ipairs(t.columns) do
@@ -189,9 +193,10 @@ end
 
 function M.data(plan)
   local tables = {}
-  for i, tbl in ipairs(plan.tables) do tables[i] = table_data(tbl) end
+  for i, tbl in ipairs(plan.tables) do breathe(); tables[i] = table_data(tbl) end
   local list = {}
   for i, obj in ipairs(plan.objects) do
+    breathe()
     local source, target = names_of(obj)
     list[i] = { kind = obj.kind, key = obj.key, source = { schema = obj.schema, name = obj.name, text = source },
                 target = { schema = obj.target.schema, name = obj.target.name, text = target },

@@ -12,6 +12,8 @@
 --   * an on.change hook on a routing table (the stream applies routed changes itself).
 -- Sets tbl.routes (destination keys, in the order given) on each routing table and
 -- tbl.route_sources (routing table keys) on each destination.
+local breathe = require("tide.wait").breathe
+
 local M = {}
 
 local function sorted_keys(t)
@@ -41,6 +43,7 @@ function M.attach(plan, task)
   local function err(fmt, ...) errors[#errors + 1] = { message = string.format(fmt, ...) } end
   local by_name, partitioned = {}, {}
   for _, tbl in ipairs(plan.tables) do
+    breathe()
     by_name[tbl.source.schema .. "." .. tbl.source.name] = tbl
     by_name[tbl.key] = tbl
     if tbl.parent then partitioned[tbl.parent] = true end

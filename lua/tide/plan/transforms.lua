@@ -3,6 +3,8 @@
 -- is written: an on.row key that names no selected table, a table the stream could not find
 -- rows of (no unique key, under incremental); and a warning for tables other selected tables
 -- reference (rows the function drops would leave theirs pointing nowhere).
+local breathe = require("tide.wait").breathe
+
 local M = {}
 
 -- attach(plan, task): sets tbl.transform and tbl.transform_key; adds plan errors and warnings.
@@ -15,6 +17,7 @@ function M.attach(plan, task)
     end
   end
   for _, tbl in ipairs(plan.tables) do
+    breathe()
     local fn, k = find(tbl.source.schema, tbl.source.name, tbl.key)
     if not fn and tbl.root then fn, k = find(tbl.root.schema, tbl.root.name, tbl.parent) end
     tbl.transform, tbl.transform_key = fn, k
@@ -22,8 +25,9 @@ function M.attach(plan, task)
   -- What a later phase would refuse, said now: a table the stream must find rows of by key,
   -- and rows of other tables that may point to a row the function drops.
   local by_oid, referenced = {}, {}
-  for _, tbl in ipairs(plan.tables) do by_oid[tbl.oid] = tbl end
+  for _, tbl in ipairs(plan.tables) do breathe(); by_oid[tbl.oid] = tbl end
   for _, obj in ipairs(plan.objects) do
+    breathe()
     local row = obj.row
     if obj.kind == "constraint" and row and row.type == "f" and by_oid[row.table_oid] and row.table_oid ~= row.referenced_oid then
       referenced[row.referenced_oid] = referenced[row.referenced_oid] or {}
@@ -32,6 +36,7 @@ function M.attach(plan, task)
   end
   local keyless = require("tide.cdc.objects").keyless
   for _, tbl in ipairs(plan.tables) do
+    breathe()
     if tbl.transform and task.phases and task.phases.incremental and not tbl.key_columns and not keyless(tbl) then
       plan.errors[#plan.errors + 1] = { message = string.format("on.row[%q]: %s has no unique key, so the stream " ..
         "cannot find the rows whose updates the function keeps or drops; give it a primary key, or leave " ..

@@ -4,6 +4,7 @@
 -- function needs its symbol in the target server's own build (another major version may lack
 -- it). Base types' I/O functions, conversion functions and the like are such functions.
 local context = require "tide.precheck.context"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 
@@ -48,6 +49,7 @@ M.checks = {
     run = function(ctx)
       local by_oid, oids = {}, {}
       for _, obj in ipairs(ctx.plan.objects) do
+        breathe()
         if (obj.kind == "function" or obj.kind == "procedure") and not obj.keep_existing then
           by_oid[tostring(obj.oid)] = obj
           oids[#oids + 1] = obj.oid

@@ -3,6 +3,7 @@
 -- fire while rows are loaded or changes applied. Most read the plan alone.
 local context = require "tide.precheck.context"
 local privileges = require "tide.precheck.privileges"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 local quote = context.quote
@@ -112,6 +113,7 @@ M.checks = {
     run = function(ctx)
       local out = {}
       for _, tbl in ipairs(ctx.plan.tables) do
+        breathe()
         local obj = ctx:table_object(tbl)
         if obj and not obj.existing_target then
           out[#out + 1] = context.finding(obj,
@@ -178,9 +180,10 @@ M.checks = {
     applies = function(ctx) return ctx.phases.full == true and ctx.phases.schema == true end,
     run = function(ctx)
       local model, by_table = ctx.plan.model, {}
-      for _, t in ipairs(ctx.plan.tables) do by_table[t.oid] = t end
+      for _, t in ipairs(ctx.plan.tables) do breathe(); by_table[t.oid] = t end
       local out = {}
       for _, obj in ipairs(ctx.plan.objects) do
+        breathe()
         local row = obj.row
         if obj.kind == "constraint" and row.type == "f" and not obj.keep_existing then
           local child, parent = by_table[row.table_oid], by_table[row.referenced_oid]
@@ -248,6 +251,7 @@ M.checks = {
     run = function(ctx)
       local wanted, names = {}, {}
       for _, obj in ipairs(ctx.plan.objects) do
+        breathe()
         if obj.kind == "extension" and not obj.keep_existing then
           wanted[#wanted + 1] = obj
           names[#names + 1] = obj.name
@@ -335,6 +339,7 @@ ORDER BY v.name, v.version
       end
       if ctx.phases.incremental and ctx.phases.schema then
         for _, obj in ipairs(ctx.plan.objects) do
+          breathe()
           if obj.kind == "trigger" and not obj.keep_existing and obj.owner and fires(obj.row.enabled) then
             out[#out + 1] = context.finding(obj,
               string.format("trigger %s (%s) is created on %s after its data and fires for every change the incremental migration applies%s",

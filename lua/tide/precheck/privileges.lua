@@ -3,6 +3,7 @@
 -- the objects, load into existing tables, set session_replication_role, use replication
 -- origins. Each side's privileges are asked in one statement for all objects.
 local context = require "tide.precheck.context"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 local quote = context.quote
@@ -44,6 +45,7 @@ local function source_access(ctx)
       end
     end
     for _, tbl in ipairs(plan.tables) do
+      breathe()
       add(ctx:table_object(tbl))
       if tbl.parent then add(model.by_key["table:" .. tbl.parent]) end
     end
@@ -69,6 +71,7 @@ local function relations(ctx, want)
     end
   end
   for _, tbl in ipairs(ctx.plan.tables) do
+    breathe()
     visit(ctx:table_object(tbl))
     if tbl.parent then visit(model.by_key["table:" .. tbl.parent]) end
   end
@@ -110,6 +113,7 @@ M.checks = {
       local access, user = source_access(ctx), ctx:source_server().user_name
       local out = {}
       for _, obj in ipairs(ctx.plan.model.objects) do
+        breathe()
         if obj.kind == "schema" and access["schema:" .. obj.oid] then
           local f = context.finding(obj, string.format("the source role %s has no USAGE on this schema: its tables cannot be read", quote(user)),
             string.format("GRANT USAGE ON SCHEMA %s TO %s;", quote(obj.name), quote(user)))
@@ -195,6 +199,7 @@ LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = x.table_name
       end
       if ctx.phases.schema then
         for _, obj in ipairs(plan.objects) do
+          breathe()
           if obj.kind ~= "schema" and obj.kind ~= "extension" and obj.target and obj.target.schema
             and not obj.keep_existing and obj.inline_of == nil then
             need(obj.target.schema, obj)
@@ -241,6 +246,7 @@ WHERE n.nspname = ANY($1::text[])
 function M.existing_target_tables(ctx)
   local out = {}
   for _, tbl in ipairs(ctx.plan.tables) do
+    breathe()
     local obj = ctx:table_object(tbl)
     local tobj = obj and obj.existing_target
     if tobj and (obj.keep_existing or not ctx.phases.schema) and not obj.drop_existing then
@@ -323,6 +329,7 @@ local more = {
       if ctx.phases.schema and (ctx.task.schema.owners or "target") == "source" then
         local owners, list = {}, {}
         for _, obj in ipairs(ctx.plan.objects) do
+          breathe()
           local owner = obj.row and obj.row.owner
           if owner and obj.kind ~= "extension" and not owners[owner] and ctx.target_catalog.roles_set[owner] then
             owners[owner] = obj

@@ -3,6 +3,7 @@
 -- would block creating the slot, slots left behind, and FOR ALL TABLES publications.
 local context = require "tide.precheck.context"
 local info = require "tide.precheck.info"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 local quote = context.quote
@@ -31,6 +32,7 @@ end
 local function filtered_tables(ctx, keep)
   local filtered, pairs_list = {}, {}
   for _, tbl in ipairs(ctx.plan.tables) do
+    breathe()
     if tbl.row_filter and not tbl.unlogged and keep(tbl) then
       filtered[#filtered + 1] = tbl
       pairs_list[#pairs_list + 1] = { tbl.source.schema, tbl.source.name }

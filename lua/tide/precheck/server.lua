@@ -2,6 +2,7 @@
 -- open a replication connection), their versions, and the database encodings and collations.
 local context = require "tide.precheck.context"
 local connect = require "tide.connect"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 local quote = context.quote
@@ -201,6 +202,7 @@ M.checks = {
         table.insert(users[name], { obj = obj, column = column })
       end
       for _, obj in ipairs(plan.objects) do
+        breathe()
         if obj.kind == "table" or obj.kind == "foreign_table" then
           for _, c in ipairs(obj.columns or {}) do
             if c.collation_name then note(c.collation_schema, c.collation_name, obj, c.name) end
@@ -211,6 +213,7 @@ M.checks = {
       end
       local need_icu = {}
       for _, obj in ipairs(plan.objects) do
+        breathe()
         if obj.kind == "collation" and obj.row.provider == "i" and not obj.keep_existing then need_icu[#need_icu + 1] = obj end
       end
       if #names == 0 and #need_icu == 0 then return {} end

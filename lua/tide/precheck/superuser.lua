@@ -26,6 +26,7 @@ local context = require "tide.precheck.context"
 local ddl = require "tide.ddl"
 local json = require "tide.json"
 local kinds = require "tide.kinds"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 local quote = context.quote
@@ -40,6 +41,7 @@ local function created(ctx)
   return ctx:once("superuser:created", function()
     local list = {}
     for _, obj in ipairs(ctx.plan.objects) do
+      breathe()
       if obj.inline_of == nil and not obj.keep_existing and not (ctx.resumed and obj.existing_target) then
         list[#list + 1] = obj
       end

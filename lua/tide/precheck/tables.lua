@@ -2,6 +2,7 @@
 -- needs, generated columns, unlogged and temporary tables, large objects.
 local context = require "tide.precheck.context"
 local privileges = require "tide.precheck.privileges"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 local quote = context.quote
@@ -51,6 +52,7 @@ M.checks = {
       local candidates
       local out = {}
       for _, tbl in ipairs(ctx.plan.tables) do
+        breathe()
         local ri = tbl.replica_identity
         local why
         if ri == "n" then
@@ -87,6 +89,7 @@ M.checks = {
       local existing = {}
       for _, e in ipairs(privileges.existing_target_tables(ctx)) do existing[e.obj] = e.tobj end
       for _, tbl in ipairs(ctx.plan.tables) do
+        breathe()
         local obj = ctx:table_object(tbl)
         local generated = {}
         for _, c in ipairs(obj and obj.columns or {}) do
@@ -127,6 +130,7 @@ M.checks = {
     run = function(ctx)
       local out = {}
       for _, tbl in ipairs(ctx.plan.tables) do
+        breathe()
         if tbl.unlogged then
           out[#out + 1] = context.finding(ctx:table_object(tbl),
             "unlogged: its changes are not written to WAL, so the incremental migration never sees them; the target keeps the rows of the full load",
