@@ -8,6 +8,7 @@ local T = require "testlib"
 local P = require "pg"
 local tide = require "tide"
 local wait = require "tide.wait"
+local core = require "tide.core"
 local precheck = require "tide.precheck"
 
 local function build_sql(tables)
@@ -48,10 +49,17 @@ local function longest_stretch(ctx, tables)
     end
   end)
   wait.interval = 0
-  -- Coroutines the prechecks spawn inherit the hook of this one.
-  debug.sethook(function() thousands = thousands + 1 end, "", 1000)
+  -- A Lua hook belongs to one coroutine (a new one gets none): the coroutines the plan and the
+  -- prechecks spawn (each check runs in its own) set it first.
+  local function count() thousands = thousands + 1 end
+  local spawn = core.spawn
+  core.spawn = function(fn, ...)
+    return spawn(function(...) debug.sethook(count, "", 1000); return fn(...) end, ...)
+  end
+  debug.sethook(count, "", 1000)
   local ok, report = pcall(precheck.evaluate, task)
   debug.sethook()
+  core.spawn = spawn
   wait.interval = 0.05
   done = true
   ticker:wait()
