@@ -200,9 +200,18 @@ end
 -- { uniques =, triggers =, has_key = }, `fks`: pairs { a, b } of indexes. Pure: unit-tested.
 function M.table_rules(facts, fks)
   local parent = {}
+  -- Union-find with path compression: without it a chain of foreign keys (each table
+  -- referencing the one made before it, as schema-per-tenant databases have) made every find
+  -- walk the chain, 16 s at 100,000 tables.
   local function find(i)
-    while parent[i] and parent[i] ~= i do i = parent[i] end
-    return i
+    local root = i
+    while parent[root] and parent[root] ~= root do root = parent[root] end
+    while i ~= root do
+      local up = parent[i]
+      parent[i] = root
+      i = up
+    end
+    return root
   end
   local linked = {}
   for _, p in ipairs(fks) do
