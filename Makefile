@@ -128,7 +128,7 @@ demo: deps
 
 # libFuzzer harnesses (clang with libclang-rt): `make fuzz`, then `make fuzz-run FUZZ_SECONDS=1800`.
 FUZZ_SECONDS ?= 60
-fuzz: build-fuzz/fuzz_pgoutput build-fuzz/fuzz_playbook
+fuzz: build-fuzz/fuzz_pgoutput build-fuzz/fuzz_playbook build-fuzz/fuzz_json
 
 build-fuzz/fuzz_pgoutput: tests/fuzz/fuzz_pgoutput.c engine/cdc/pgoutput.c engine/cdc/relcache.c engine/cdc/pgoutput.h engine/cdc/relcache.h
 	@command -v clang >/dev/null || { echo "make fuzz needs clang and libclang-rt-14-dev (apt-get install -y clang libclang-rt-14-dev)" >&2; exit 1; }
@@ -141,10 +141,17 @@ build-fuzz/fuzz_playbook: tests/fuzz/fuzz_playbook.c $(ENGINE_SRC) $(BUILD)/lua_
 	clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine $(PKG_CFLAGS) \
 	  tests/fuzz/fuzz_playbook.c $(ENGINE_SRC) $(BUILD)/lua_modules.c $(PKG_LIBS) -lm -o $@
 
+build-fuzz/fuzz_json: tests/fuzz/fuzz_json.c engine/runtime/json.c engine/runtime/bindings.h
+	@command -v clang >/dev/null || { echo "make fuzz needs clang and libclang-rt-14-dev" >&2; exit 1; }
+	mkdir -p build-fuzz
+	clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine $(PKG_CFLAGS) \
+	  tests/fuzz/fuzz_json.c engine/runtime/json.c $(PKG_LIBS) -lm -o $@
+
 fuzz-run: fuzz
-	mkdir -p build-fuzz/corpus-pgoutput build-fuzz/corpus-playbook
+	mkdir -p build-fuzz/corpus-pgoutput build-fuzz/corpus-playbook build-fuzz/corpus-json
 	build-fuzz/fuzz_pgoutput -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus-pgoutput tests/fuzz/corpus/pgoutput
 	build-fuzz/fuzz_playbook -max_total_time=$(FUZZ_SECONDS) -timeout=10 build-fuzz/corpus-playbook tests/fuzz/corpus/playbook
+	build-fuzz/fuzz_json -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build-fuzz/corpus-json tests/fuzz/corpus/json
 
 # Install (docs/install.md): the binary is all that runs (the Lua modules are built into it).
 PREFIX ?= /usr/local

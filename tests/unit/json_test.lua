@@ -135,3 +135,84 @@ T.test("encode then decode gives the value back", function()
     T.ok(back == x, string.format("%.17g came back as %.17g", x, back))
   end
 end)
+
+T.test("decode: a whole number written as a float is an integer, as math.tointeger makes it", function()
+  for _, c in ipairs({ { "1e3", 1000 }, { "1.0", 1 }, { "-2.0E0", -2 }, { "1.5E+2", 150 }, { "-0.0", 0 } }) do
+    local v = json.decode(c[1])
+    T.eq(math.type(v), "integer", c[1])
+    T.eq(v, c[2], c[1])
+  end
+  T.eq(math.type(json.decode("2.5")), "float")
+  T.eq(math.type(json.decode("1e300")), "float", "too large for an integer")
+  T.eq(math.type(json.decode("99999999999999999999")), "float", "an integer literal past 64 bits")
+  T.eq(json.decode("1e999"), math.huge)
+  T.eq(json.decode("[1e2,2.5,-3]"), { 100, 2.5, -3 })
+end)
+
+T.test("decode: escapes in keys, lone surrogates, long strings and numbers", function()
+  T.eq(json.decode([[{"a\"b\u00e9":1}]]), { ['a"bé'] = 1 })
+  T.eq(json.decode([["\ud83d"]]), utf8.char(0xD83D), "a lone high surrogate is kept as utf8.char writes it")
+  T.eq(json.decode([["\ud83d\u0041"]]), utf8.char(0xD83D) .. "A", "a high surrogate before a non-surrogate")
+  T.eq(json.decode([["\ude00"]]), utf8.char(0xDE00))
+  local long = string.rep("x", 100000) .. "\\n" .. string.rep("y", 70000)
+  T.eq(json.decode('"' .. long .. '"'), string.rep("x", 100000) .. "\n" .. string.rep("y", 70000))
+  local digits = "1" .. string.rep("0", 100)
+  T.eq(json.decode(digits), 1e100, "a number of 101 digits")
+  T.eq(json.decode(digits .. ".5e-90"), 1e10, "101 digits, a fraction and an exponent")
+  local err = T.raises(function() json.decode("1e") end)
+  T.match(tostring(err), "json: bad number at byte 3")
+  err = T.raises(function() json.decode("[1.5e+]") end)
+  T.match(tostring(err), "json: bad number")
+  err = T.raises(function() json.decode('{"a":1 "b":2}') end)
+  T.match(tostring(err), "json: expected }")
+end)
+
+T.test("decode: nesting is limited to 512 levels, with an error rather than a crash", function()
+  local ok = string.rep("[", 512) .. string.rep("]", 512)
+  local v = json.decode(ok)
+  for _ = 1, 511 do v = v[1] end
+  T.eq(v, {}, "512 levels decode")
+  local err = T.raises(function() json.decode(string.rep("[", 513) .. string.rep("]", 513)) end)
+  T.match(tostring(err), "json: nested too deep at byte 513")
+  err = T.raises(function() json.decode(string.rep('{"a":', 100000)) end)
+  T.match(tostring(err), "json: nested too deep")
+end)
+
+T.test("decode: random values round-trip through encode (seeded)", function()
+  math.randomseed(20261205)
+  local function random_string()
+    local b = {}
+    for i = 1, math.random(0, 12) do
+      local r = math.random()
+      if r < 0.6 then b[i] = string.char(math.random(32, 126))
+      elseif r < 0.8 then b[i] = string.char(math.random(0, 31))
+      else b[i] = utf8.char(math.random(0x80, 0x10FFFF) & ~0x800 | 0x80) end
+    end
+    return table.concat(b)
+  end
+  local function random_value(depth)
+    local r = math.random(depth > 4 and 6 or 8)
+    if r == 1 then return math.random(-1000000, 1000000)
+    elseif r == 2 then return math.random() * 10 ^ math.random(-20, 20)
+    elseif r == 3 then return random_string()
+    elseif r == 4 then return math.random(2) == 1
+    elseif r == 5 then return json.null
+    elseif r == 6 then return math.random(math.mininteger, math.maxinteger)
+    elseif r == 7 then
+      local t = {}
+      for i = 1, math.random(0, 5) do t[i] = random_value(depth + 1) end
+      return t
+    else
+      local t = {}
+      for _ = 1, math.random(1, 5) do t["k" .. random_string()] = random_value(depth + 1) end
+      return t
+    end
+  end
+  for i = 1, 2000 do
+    local v = random_value(0)
+    local text = json.encode(v)
+    local ok, back = pcall(json.decode, text)
+    T.ok(ok, "decoding " .. text .. ": " .. tostring(back))
+    T.eq(back, v, "round trip " .. i .. " of " .. text)
+  end
+end)
