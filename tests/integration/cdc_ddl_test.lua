@@ -222,6 +222,55 @@ T.test("the record of a first slot: every table, its partitions, a generated col
   src:close(); tgt:close()
 end)
 
+T.test("the record's renamed words, listed by the server at load, are the ones the Lua rule finds", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  local record = require "tide.cdc.ddl_record"
+  local known = require "tide.cdc.ddl_known"
+  local json = require "tide.json"
+  local tgt = P.connect(ctx.target_url)
+  local task = { name = "words", state_schema = "pgtide_words" }
+  record.ensure(task, tgt)
+  local function rec(schema, name, extra)
+    local r = { desc = { schema = schema, name = name, columns = {} }, target = { schema = schema, name = name },
+                cols = { id = "id" } }
+    for k, v in pairs(extra or {}) do r[k] = v end
+    return r
+  end
+  local texts = {
+    ["1"] = json.encode(rec("s", "same")),
+    ["2"] = json.encode(rec("s", "tbl_a", { target = { schema = "s", name = "a" } })),
+    ["3"] = json.encode(rec("old", "t", { target = { schema = "new", name = "t" } })),
+    ["4"] = json.encode(rec("s", "c", { cols = { id = "id", ["Odd Col"] = "odd_col", x = "y" } })),
+    ["5"] = json.encode(rec("s", "ign", { ignored = true, target = { schema = "z", name = "other" } })),
+    ["6"] = json.encode(rec("s", "nocols", { cols = {} })),   -- (encoded as [])
+    ["7"] = json.encode(rec("s", "nullcol", { cols = { a = json.null } })),
+    ["8"] = json.encode(rec("s", "notign", { ignored = false, target = { schema = "s", name = "n2" } })),
+    ["9"] = [[{"desc": {"schema": "s", "name": "q\"x", "columns": []}, "target": {"schema": "s", "name": "q\"x"}}]],
+    ["10"] = json.encode(rec("s", "part", { partition = true, target = { schema = "s", name = "p2" } })),
+  }
+  assert(tgt:exec("BEGIN"))
+  local w = record.writer(task, tgt)
+  for oid, text in pairs(texts) do w.add(oid, text) end
+  w.flush()
+  assert(tgt:exec("COMMIT"))
+  local k = record.load(task, tgt)
+  local all = {}
+  for oid, text in pairs(texts) do
+    local expect = known.words_of(json.decode(text))
+    local got = k.words[oid]
+    local set = function(list) local t = {} for _, x in ipairs(list or {}) do t[x] = true end return t end
+    T.eq(set(got), set(expect), "record " .. oid .. ": " .. text)
+    for x in pairs(set(expect)) do all[x] = true end
+  end
+  T.eq(all, { tbl_a = true, old = true, ["Odd Col"] = true, x = true, a = true, notign = true, part = true },
+       "what the rules renamed (and not what an ignored record names)")
+  T.eq(k:renamed_words(), all)
+  T.eq((k:by_name("s", 'q"x')), "9")
+  assert(tgt:exec("DROP SCHEMA pgtide_words CASCADE"))
+  tgt:close()
+end)
+
 T.test("on.ddl returning stop stops the task at that DDL, naming it; nothing after it is applied", function(ctx)
   local s0, t0 = P.clean(ctx)
   s0:close(); t0:close()

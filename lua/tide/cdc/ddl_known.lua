@@ -33,6 +33,8 @@ local function words_of(info)
   return #list > 0 and list or nil
 end
 
+M.words_of = words_of   -- (for tests: the server's list in ddl_record.load must agree)
+
 function M.new()
   return setmetatable({ texts = {}, names = {}, name_of = {}, words = {} }, K)
 end
@@ -67,12 +69,13 @@ local function name(self, oid, schema, table_name)
   end
 end
 
--- One record as read from the target: its JSON text, the source schema and name, and (when the
--- task has rename rules) whether to look for renamed words in it.
-function K:add_text(oid, text, schema, table_name, with_words)
+-- One record as read from the target: its JSON text, the source schema and name, and its
+-- renamed words (a list, or nil: as words_of would find them; tide.cdc.ddl_record.load has the
+-- server list them, so that loading decodes nothing).
+function K:add_text(oid, text, schema, table_name, words)
   self.texts[oid] = text
   name(self, oid, schema, table_name)
-  if with_words then self.words[oid] = words_of(json.decode(text)) end
+  self.words[oid] = words and #words > 0 and words or nil
 end
 
 function K:get(oid)
