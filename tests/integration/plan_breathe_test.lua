@@ -10,6 +10,7 @@ local tide = require "tide"
 local wait = require "tide.wait"
 local core = require "tide.core"
 local precheck = require "tide.precheck"
+local json = require "tide.json"
 
 local function build_sql(tables)
   return string.format([[
@@ -75,4 +76,77 @@ T.test("the plan and the prechecks breathe: their longest stretch does not grow 
   T.ok(large < small * 2,
     string.format("the longest stretch without a turn of the loop went from %d,000 instructions at 150 tables " ..
                   "to %d,000 at 600: a loop over the plan does not call tide.wait.breathe", small, large))
+end)
+
+-- The longest runs of VM instructions (in thousands) between two turns of the loop while a
+-- stream session's table map is built (tide.cdc.tables.build, at every session's start) from a
+-- plan of `tables` tables, and while DDL replication's record of them is laid over that map
+-- (tide.cdc.ddl_entries.overlay, at every session's start too). The plan and the record are
+-- made up here (the map reads the plan, and asks the target which of its tables exist), so that
+-- thousands of tables cost no catalog.
+local function map_stretch(ctx, tables)
+  local plan = { tables = {}, by_key = {} }
+  for i = 1, tables do
+    local schema, name = "tenant " .. i % 4, "t" .. i
+    local tbl = { key = schema .. "." .. name, source = { schema = schema, name = name }, oid = 100000 + i,
+                  target = { schema = schema, name = name }, key_columns = { "id" },
+                  columns = { { name = "id" }, { name = "parent" }, { name = "v" }, { name = "n" } } }
+    plan.tables[i], plan.by_key["table:" .. tbl.key] = tbl, tbl
+  end
+  local task = tide.task { name = "breathe_map", source = ctx.source_url, target = ctx.target_url,
+                           migrate = { "incremental" } }
+  local source, target = P.connect(ctx.source_url), P.connect(ctx.target_url)
+  local thousands, at_turn, longest, done = 0, 0, 0, false
+  local ticker = tide.spawn(function()
+    while not done do
+      longest = math.max(longest, thousands - at_turn)
+      at_turn = thousands
+      tide.yield()
+    end
+  end)
+  wait.interval = 0
+  debug.sethook(function() thousands = thousands + 1 end, "", 1000)
+  local ok, entries = pcall(require("tide.cdc.tables").build, task, plan, target,
+                            require("tide.cdc.objects").names(task), source)
+  local built = longest
+  local ddl = require "tide.cdc.ddl"
+  local d = ddl.context(task)
+  for i, tbl in ipairs(plan.tables) do
+    local columns = {}
+    for k, c in ipairs(tbl.columns) do columns[k] = { name = c.name, num = k, type = "integer" } end
+    d.known:add_text(tostring(tbl.oid), json.encode({
+      desc = { oid = tbl.oid, kind = "r", schema = tbl.source.schema, name = tbl.source.name, columns = columns,
+               constraints = { { type = "p", name = tbl.source.name .. "_pkey", def = "PRIMARY KEY (id)" } } },
+      target = tbl.target, cols = { id = "id", parent = "parent", v = "v", n = "n" } }),
+      tbl.source.schema, tbl.source.name, nil)
+    if i % 1000 == 0 then tide.yield() end
+  end
+  longest = 0
+  local laid_ok, laid = pcall(ddl.overlay, d, ok and entries or {}, plan)
+  debug.sethook()
+  wait.interval = 0.05
+  done = true
+  ticker:wait()
+  source:close(); target:close()
+  assert(ok, entries)
+  assert(laid_ok, laid)
+  T.eq(#entries, tables + 1, "every table and the heartbeat in the map")
+  T.eq(#laid, tables + 1, "every table and the heartbeat in the map after the record")
+  return built, longest
+end
+
+T.test("a stream session's table map and the DDL record's overlay breathe: their longest stretch does not grow",
+       function(ctx)
+  local small, small_laid = map_stretch(ctx, 2000)
+  local large, large_laid = map_stretch(ctx, 8000)
+  io.stderr:write(string.format("# the stream's map: %d,000 instructions at 2,000 tables, %d,000 at 8,000; the " ..
+                                "record's overlay %d,000 and %d,000\n", small, large, small_laid, large_laid))
+  T.ok(large < small * 2,
+    string.format("building the stream's table map, the longest stretch without a turn went from %d,000 " ..
+                  "instructions at 2,000 tables to %d,000 at 8,000: a loop of tide.cdc.tables does not breathe",
+                  small, large))
+  T.ok(large_laid < small_laid * 2,
+    string.format("laying DDL replication's record over the map, the longest stretch without a turn went from " ..
+                  "%d,000 instructions at 2,000 tables to %d,000 at 8,000: a loop of tide.cdc.ddl_entries.overlay " ..
+                  "does not breathe", small_laid, large_laid))
 end)

@@ -103,6 +103,7 @@ end
 function M.overlay(d, entries, plan)
   local oid_of = {}
   for _, tbl in ipairs(plan.tables or {}) do
+    breathe()
     if tbl.oid and not tbl.parent then oid_of[tbl.source.schema .. "\0" .. tbl.source.name] = tostring(tbl.oid) end
     local root = tbl.parent and plan.by_key and plan.by_key["table:" .. tbl.parent]
     if root then

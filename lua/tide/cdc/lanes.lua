@@ -11,6 +11,7 @@
 -- A task that applied in lanes keeps reading its rows on every later start, also with
 -- apply_connections = 1 (then one lane writes them), until it is released or starts anew.
 local log = require "tide.log"
+local breathe = require("tide.wait").breathe
 
 local M = {}
 
@@ -215,6 +216,7 @@ function M.table_rules(facts, fks)
   end
   local linked = {}
   for _, p in ipairs(fks) do
+    breathe()
     local a, b = find(p[1]), find(p[2])
     parent[a] = parent[a] or a
     parent[b] = parent[b] or b
@@ -223,6 +225,7 @@ function M.table_rules(facts, fks)
   end
   local rules = {}
   for i, f in pairs(facts) do
+    breathe()
     local mode = 0
     if f.triggers > 0 then
       mode = 2

@@ -5,6 +5,7 @@
 -- filter pgtide applies that keeps every row ("true"), so the destination applies like a filtered
 -- table — upserts under the key, deletes that may find nothing.
 local objects = require "tide.cdc.objects"
+local breathe = require("tide.wait").breathe
 local names = require("tide.full.routes").names
 
 local M = {}
@@ -34,8 +35,12 @@ end
 -- route) and whether it routes; each routing entry gets its routes.
 function M.attach(plan, target, order, entries, transforms, types_on_target)
   local by_key = {}
-  for _, tbl in ipairs(plan.tables or {}) do by_key[tbl.key] = tbl end
+  for _, tbl in ipairs(plan.tables or {}) do
+    breathe()
+    by_key[tbl.key] = tbl
+  end
   for i, e in ipairs(order) do
+    breathe()
     local tf = transforms[e.source_schema .. "." .. e.source_name]
     local tbl = e.plan_table
     if tf and tbl then

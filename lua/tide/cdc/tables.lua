@@ -60,6 +60,7 @@ end
 local function applied_filters(source, target, order, tnames, names)
   local wanted = {}
   for i, e in ipairs(order) do
+    breathe()
     if (e.plan_table and e.plan_table.row_filter and not e.plan_table.unlogged) or e.root_filter or e.transform then
       wanted[#wanted + 1] = i
     end
@@ -150,7 +151,10 @@ function M.build(task, plan, target, names, source)
   -- which may have successive updates of a row folded into one (engine/cdc/apply_merge.c): one
   -- unique index (the key), no exclusion constraint, no trigger firing in replica mode.
   local tnames = {}
-  for i, e in ipairs(order) do tnames[i] = objects.qname(target, e.target_schema, e.target_name) end
+  for i, e in ipairs(order) do
+    breathe()
+    tnames[i] = objects.qname(target, e.target_schema, e.target_name)
+  end
   applied_filters(source, target, order, tnames, names)
   local kinds, mergeable, batchable, unique_free, facts, fks = {}, {}, {}, {}, {}, {}
   local may_merge = conf(task).merge_updates ~= false and conf(task).replica_role ~= false
@@ -167,6 +171,7 @@ SELECT u.i, c.relkind,
          WHERE g.tgrelid = c.oid AND NOT g.tgisinternal AND g.tgenabled IN ('A', 'R')) AS replica_triggers
 FROM unnest($1::text[]) WITH ORDINALITY AS u(name, i)
 LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tnames))) do
+      breathe()
       kinds[r.i] = r.relkind
       mergeable[r.i] = may_merge and r.relkind == "r" and r.uniques == 1 and r.replica_triggers == 0
       batchable[r.i] = may_batch and r.relkind == "r" and r.replica_triggers == 0
@@ -186,6 +191,7 @@ JOIN unnest($1::text[]) WITH ORDINALITY AS b(name, i) ON f.confrelid = pg_catalo
   local rules = require("tide.cdc.lanes").table_rules(facts, fks)
   local entries, transforms = {}, {}
   for i, e in ipairs(order) do
+    breathe()
     local cols = {}
     for j, c in ipairs(e.columns) do
       cols[j] = { source = c.source, target_sql = target:quote_ident(c.target), identity_always = c.identity_always }
