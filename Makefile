@@ -145,7 +145,7 @@ build-fuzz/fuzz_json: tests/fuzz/fuzz_json.c engine/runtime/json.c engine/runtim
 	@command -v clang >/dev/null || { echo "make fuzz needs clang and libclang-rt-14-dev" >&2; exit 1; }
 	mkdir -p build-fuzz
 	clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine $(PKG_CFLAGS) \
-	  tests/fuzz/fuzz_json.c engine/runtime/json.c $(PKG_LIBS) -lm -o $@
+	  tests/fuzz/fuzz_json.c $(PKG_LIBS) -lm -o $@
 
 fuzz-run: fuzz
 	mkdir -p build-fuzz/corpus-pgoutput build-fuzz/corpus-playbook build-fuzz/corpus-json

@@ -31,7 +31,7 @@ typedef struct {
 } json_reader;
 
 static int json_fail(json_reader *r, const char *what) {
-    return luaL_error(r->L, "json: %s at byte %d", what, (int) r->pos + 1);
+    return luaL_error(r->L, "json: %s at byte %I", what, (LUAI_UACINT) (r->pos + 1));
 }
 
 static void json_skip_space(json_reader *r) {
@@ -193,8 +193,8 @@ static void json_read_number(json_reader *r) {
         z = lua_pushlstring(L, s + r->pos, n);
     }
     size_t used = lua_stringtonumber(L, z);
-    if (n >= sizeof small) lua_remove(L, -2);
     if (used != n + 1) json_fail(r, "bad number");
+    if (n >= sizeof small) lua_remove(L, -2);
     if (!lua_isinteger(L, -1)) {
         lua_Integer i;
         if (lua_numbertointeger(lua_tonumber(L, -1), &i)) {
@@ -212,14 +212,15 @@ static bool json_word(json_reader *r, const char *word, size_t n) {
     return r->pos + n <= r->len && memcmp(r->text + r->pos, word, n) == 0;
 }
 
-/* Push the value at pos (after white space); pos after it. Index 1 of the stack is null. */
+/* Push the value at pos (after white space); pos after it. Upvalue 1 of the running C
+ * closure (json_decode's) is what JSON null decodes to. */
 static void json_read_value(json_reader *r) {
     lua_State *L = r->L;
     json_skip_space(r);
     int c = json_peek(r);
     if (c == '{' || c == '[') {
         if (++r->depth > JSON_MAX_DEPTH) json_fail(r, "nested too deep");
-        luaL_checkstack(L, 4, "json: nested too deep");
+        luaL_checkstack(L, 8, "json: nested too deep");
     }
     if (c == '{') {
         lua_newtable(L);

@@ -61,6 +61,21 @@ T.test("records read as text: oids, containing, renamed words", function()
   T.eq(k:renamed_words(), {}, "a record set again without renames takes its words away")
 end)
 
+T.test("words_of: the source names the rename rules gave another name on the target", function()
+  local function set(list) local t = {} for _, w in ipairs(list or {}) do t[w] = true end return t end
+  T.eq(known.words_of(info("s", "t")), nil, "nothing renamed")
+  T.eq(set(known.words_of(info("s", "tbl_a", { to = "a" }))), { tbl_a = true }, "the table")
+  local moved = info("old", "t")
+  moved.target.schema = "new"
+  T.eq(set(known.words_of(moved)), { old = true }, "the schema")
+  T.eq(set(known.words_of(info("s", "t", { cols = { id = "id", ["Odd Col"] = "odd_col", x = "y" } }))),
+       { ["Odd Col"] = true, x = true }, "columns mapped to other names, not the ones kept")
+  T.eq(known.words_of(info("s", "tbl_a", { to = "a", ignored = true })), nil, "an ignored record names nothing")
+  T.eq(known.words_of(info("s", "t", { cols = {} })), nil, "no column map")
+  T.eq(set(known.words_of(info("s", "t", { cols = { a = json.null } }))), { a = true },
+       "a column mapped to JSON null is not kept under its name")
+end)
+
 T.test("a name three records share: each removal leaves the others found, none scanned for", function()
   local k = known.new()
   for _, oid in ipairs({ "21", "22", "23" }) do k:set(oid, info("s", "dup", { oid = tonumber(oid), ignored = oid ~= "23" })) end

@@ -208,11 +208,21 @@ T.test("decode: random values round-trip through encode (seeded)", function()
       return t
     end
   end
+  -- (T.eq compares numbers with ==: an integer that came back a float would pass it)
+  local function same_types(a, b)
+    if type(a) ~= type(b) then return false end
+    if type(a) == "number" then return math.type(a) == math.type(b) or a == math.floor(a) end
+    if type(a) == "table" then
+      for k, x in pairs(a) do if not same_types(x, b[k]) then return false end end
+    end
+    return true
+  end
   for i = 1, 2000 do
     local v = random_value(0)
     local text = json.encode(v)
     local ok, back = pcall(json.decode, text)
     T.ok(ok, "decoding " .. text .. ": " .. tostring(back))
     T.eq(back, v, "round trip " .. i .. " of " .. text)
+    T.ok(same_types(v, back), "integers stay integers and floats floats in " .. text)
   end
 end)

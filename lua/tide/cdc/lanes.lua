@@ -200,10 +200,11 @@ end
 -- index besides the key); 2 = serial points (triggers that fire on the target). `facts[i]`:
 -- { uniques =, triggers =, has_key = }, `fks`: pairs { a, b } of indexes. Pure: unit-tested.
 function M.table_rules(facts, fks)
-  local parent = {}
-  -- Union-find with path compression: without it a chain of foreign keys (each table
-  -- referencing the one made before it, as schema-per-tenant databases have) made every find
-  -- walk the chain, 16 s at 100,000 tables.
+  local parent, size = {}, {}
+  -- Union-find with path compression and union by size: without them a chain of foreign keys
+  -- (each table referencing the one made before it, as schema-per-tenant databases have) made
+  -- a find walk the chain: quadratic without compression (16 s at 100,000 tables), and one
+  -- walk of the whole chain without union by size (the loop held for all of it, no breathing).
   local function find(i)
     local root = i
     while parent[root] and parent[root] ~= root do root = parent[root] end
@@ -218,9 +219,10 @@ function M.table_rules(facts, fks)
   for _, p in ipairs(fks) do
     breathe()
     local a, b = find(p[1]), find(p[2])
-    parent[a] = parent[a] or a
-    parent[b] = parent[b] or b
-    if a ~= b then parent[b] = a end
+    if a ~= b then
+      if (size[a] or 1) < (size[b] or 1) then a, b = b, a end
+      parent[b], size[a] = a, (size[a] or 1) + (size[b] or 1)
+    end
     linked[p[1]], linked[p[2]] = true, true
   end
   local rules = {}
