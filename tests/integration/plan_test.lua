@@ -351,3 +351,21 @@ CREATE INDEX t_v_idx ON dropcol.t (v);]]))
   T.nomatch(all, "t_m_idx", "the index on the left-out column is left out too")
   T.nomatch(all, "mood", "nothing uses the left-out type")
 end)
+
+T.test("what a run keeps of the plan: no steps for a task without the schema phase", function(ctx)
+  load_fixture(ctx)
+  local with_schema = build(ctx, { migrate = { "schema", "full" } })
+  local without = build(ctx, { migrate = { "full", "incremental" } })
+  T.ok(#without.pre_data > 0 and #without.post_data > 0, "the plan itself has the steps (pgtide plan shows them)")
+  local tables, objects = #without.tables, #without.objects
+  local pre, post = #with_schema.pre_data, #with_schema.post_data
+  plan_module.keep_for_run(with_schema, tide.task { name = "k", source = ctx.source_url, target = ctx.target_url,
+                                                    migrate = { "schema", "full" } })
+  plan_module.keep_for_run(without, tide.task { name = "k", source = ctx.source_url, target = ctx.target_url,
+                                                migrate = { "full", "incremental" } })
+  T.eq({ #with_schema.pre_data, #with_schema.post_data }, { pre, post }, "a run with the schema phase keeps them")
+  T.eq({ #without.pre_data, #without.post_data }, { 0, 0 }, "one without it runs none of them, and keeps none")
+  T.eq({ #without.tables, #without.objects }, { tables, objects }, "its tables and objects stay")
+  T.eq(without.catalog, nil, "the catalogs go in both")
+  T.eq(with_schema.target_catalog, nil)
+end)

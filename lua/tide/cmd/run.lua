@@ -114,7 +114,7 @@ local function run_once(run, opts, progress)
   if not opts["no-precheck"] then
     require("tide.precheck").gate(task, plan, source, target, { resumed = resumed, progress = progress })
   end
-  require("tide.plan").keep_for_run(plan)
+  require("tide.plan").keep_for_run(plan, task)
 
   if finished then
     -- --again, and nothing in the way: forget the finished run (as `pgtide release`), so every
@@ -134,7 +134,7 @@ local function run_once(run, opts, progress)
     plan = nil
     collectgarbage("collect")
     local again = require("tide.plan").build(task, source, target)
-    require("tide.plan").keep_for_run(again)
+    require("tide.plan").keep_for_run(again, task)
     return again
   end
   local schema = require "tide.schema"
