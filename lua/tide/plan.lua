@@ -267,7 +267,8 @@ function M.build(task, source, target)
     exists_on_target = function(ref) return not ref.selected and index[existing.key(ref, ctx)] ~= nil end,
     missing = plan.missing, errors = plan.errors, warnings = plan.warnings, skipped = plan.skipped,
   })
-  existing.detect(plan, model, ctx, tctx, index, options.existing or "error")
+  existing.detect(plan, model, ctx, tctx, index, options.existing or "error",
+                  not (task.phases and not task.phases.schema))
   report_external(plan, source, external)
   stage("depends")
 

@@ -369,3 +369,58 @@ T.test("what a run keeps of the plan: no steps for a task without the schema pha
   T.eq(without.catalog, nil, "the catalogs go in both")
   T.eq(with_schema.target_catalog, nil)
 end)
+
+T.test("a task without the schema phase uses what the target has: no conflicts, no statements for it", function(ctx)
+  local P = require "pg"
+  local source_url = P.fresh_db(ctx.source_admin, "plan_noschema")
+  local target_url = P.fresh_db(ctx.target_admin, "plan_noschema")
+  local ddl = [[
+    CREATE TABLE orders (id bigint PRIMARY KEY, placed date NOT NULL, note text);
+    CREATE INDEX orders_placed ON orders (placed);
+    CREATE TABLE lines (order_id bigint REFERENCES orders, n int, PRIMARY KEY (order_id, n));
+    CREATE SEQUENCE tickets;]]
+  P.exec(source_url, ddl .. " CREATE TABLE only_on_source (id int PRIMARY KEY);")
+  P.exec(target_url, ddl)
+  local function plan_of(migrate, existing)
+    local task = tide.task { name = "plan-noschema", source = source_url, target = target_url, migrate = migrate,
+                             schema = existing and { existing = existing } or nil }
+    local source, target = connect.open_both(task)
+    local plan = plan_module.build(task, source, target)
+    source:close(); target:close()
+    return plan
+  end
+  -- With the schema phase, the objects on the target are in the way (schema.existing = "error").
+  local with_schema = plan_of({ "schema", "full" })
+  T.ok(#with_schema.conflicts >= 6, "the schema phase would create them: conflicts, " .. #with_schema.conflicts)
+  -- Without it, nothing is created: what the target has is used, whatever schema.existing says.
+  for _, existing in ipairs({ "error", "drop", "skip" }) do
+    local plan = plan_of({ "full", "incremental" }, existing)
+    T.eq(plan.conflicts, {}, "no conflicts (schema.existing = " .. existing .. ")")
+    T.eq(plan.drops, {}, "nothing to drop")
+    local keys = {}
+    for _, list in ipairs({ plan.pre_data, plan.post_data }) do
+      for _, step in ipairs(list) do keys[#keys + 1] = step.object end
+    end
+    T.ok(#keys > 0, "statements for what the target lacks (which precheck target_table_missing reports)")
+    for _, key in ipairs(keys) do
+      T.match(key, "only_on_source", "a statement only for what the target lacks, not for " .. key)
+    end
+    local actions = {}
+    for _, e in ipairs(plan.existing) do actions[e.key] = e.action end
+    T.eq(actions["table:public.orders"], "used as it is (the task has no schema phase)")
+    T.eq(actions["index:public.orders_placed"], "used as it is (the task has no schema phase)")
+    T.eq(#plan.tables, 3, "every table is still loaded")
+  end
+  -- and `pgtide plan` says so
+  local file = ctx.tmpdir .. "/noschema.lua"
+  local f = assert(io.open(file, "w"))
+  f:write(string.format('return require("tide").task { name = "plan-noschema", source = %q, target = %q, ' ..
+                        'migrate = { "full", "incremental" } }\n', source_url, target_url))
+  f:close()
+  local code, out = T.sh(PGTIDE .. " plan " .. file)
+  T.eq(code, 0, out)
+  T.match(out, "0 conflicts")
+  T.match(out, "The plan can run%.")
+  P.drop_db(ctx.source_admin, "plan_noschema")
+  P.drop_db(ctx.target_admin, "plan_noschema")
+end)

@@ -68,9 +68,11 @@ local function first_difference(a, b)
   return ""
 end
 
--- M.detect(plan, model, ctx, tctx, index, policy): marks obj.existing_target, obj.keep_existing;
--- fills plan.conflicts, plan.existing and plan.drops (statements for policy "drop").
-function M.detect(plan, model, ctx, tctx, index, policy)
+-- M.detect(plan, model, ctx, tctx, index, policy, creates): marks obj.existing_target,
+-- obj.keep_existing; fills plan.conflicts, plan.existing and plan.drops (statements for policy
+-- "drop"). `creates` false: the task has no schema phase, so it creates nothing and what the
+-- target has is used as it is, whatever the policy (no conflict, no drop, no statement).
+function M.detect(plan, model, ctx, tctx, index, policy, creates)
   local quiet = setmetatable({ warn = function() end, error = function() end }, { __index = ctx })
   for _, obj in ipairs(model.objects) do
     breathe()
@@ -86,6 +88,9 @@ function M.detect(plan, model, ctx, tctx, index, policy)
         if obj.kind == "schema" or obj.kind == "extension" then
           obj.keep_existing = true
           entry.action = "used"
+        elseif creates == false then
+          obj.keep_existing = true
+          entry.action = "used as it is (the task has no schema phase)"
         elseif obj.owner and obj.owner.drop_existing then
           entry.action = "dropped with " .. objects.describe(obj.owner)
         elseif policy == "skip" then
