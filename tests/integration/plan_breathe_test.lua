@@ -31,6 +31,32 @@ BEGIN
 END $$]], tables)
 end
 
+-- A meter of the longest run of Lua VM instructions (in thousands) between two turns of the
+-- event loop: a ticking coroutine notes each turn, m.count is the count hook's function (set
+-- with debug.sethook(m.count, "", 1000) in every coroutine measured), m.finish() counts the
+-- stretch after the last turn and gives the longest.
+local function meter()
+  local m = { thousands = 0, at_turn = 0, longest = 0, done = false }
+  function m.count() m.thousands = m.thousands + 1 end
+  m.ticker = tide.spawn(function()
+    while not m.done do
+      m.longest = math.max(m.longest, m.thousands - m.at_turn)
+      m.at_turn = m.thousands
+      tide.yield()
+    end
+  end)
+  function m.restart() m.longest, m.at_turn = 0, m.thousands end
+  function m.finish()
+    m.longest = math.max(m.longest, m.thousands - m.at_turn)
+    return m.longest
+  end
+  function m.stop()
+    m.done = true
+    m.ticker:wait()
+  end
+  return m
+end
+
 -- The longest run of VM instructions (in thousands) between two turns of the loop while the
 -- plan over `tables` tables is made and checked.
 local function longest_stretch(ctx, tables)
@@ -41,30 +67,21 @@ local function longest_stretch(ctx, tables)
   assert(c:exec(build_sql(tables)))
   c:close()
   local task = tide.task { name = "breathe", source = source_url, target = target_url, migrate = { "schema", "full" } }
-  local thousands, at_turn, longest, done = 0, 0, 0, false
-  local ticker = tide.spawn(function()
-    while not done do
-      longest = math.max(longest, thousands - at_turn)
-      at_turn = thousands
-      tide.yield()
-    end
-  end)
+  local m = meter()
   wait.interval = 0
   -- A Lua hook belongs to one coroutine (a new one gets none): the coroutines the plan and the
   -- prechecks spawn (each check runs in its own) set it first.
-  local function count() thousands = thousands + 1 end
   local spawn = core.spawn
   core.spawn = function(fn, ...)
-    return spawn(function(...) debug.sethook(count, "", 1000); return fn(...) end, ...)
+    return spawn(function(...) debug.sethook(m.count, "", 1000); return fn(...) end, ...)
   end
-  debug.sethook(count, "", 1000)
+  debug.sethook(m.count, "", 1000)
   local ok, report = pcall(precheck.evaluate, task)
   debug.sethook()
-  longest = math.max(longest, thousands - at_turn)   -- (the stretch after the last turn)
+  local longest = m.finish()
   core.spawn = spawn
   wait.interval = 0.05
-  done = true
-  ticker:wait()
+  m.stop()
   assert(ok, report)
   T.ok(report.ok, "the prechecks failed: " .. tostring(report.status))
   return longest
@@ -97,23 +114,15 @@ local function map_stretch(ctx, tables)
   local task = tide.task { name = "breathe_map", source = ctx.source_url, target = ctx.target_url,
                            migrate = { "incremental" } }
   local source, target = P.connect(ctx.source_url), P.connect(ctx.target_url)
-  local thousands, at_turn, longest, done = 0, 0, 0, false
-  local ticker = tide.spawn(function()
-    while not done do
-      longest = math.max(longest, thousands - at_turn)
-      at_turn = thousands
-      tide.yield()
-    end
-  end)
+  local m = meter()
   wait.interval = 0
   -- The longest stretch of fn(...), the one after its last turn included.
   local function stretch(fn, ...)
-    longest, at_turn = 0, thousands
-    debug.sethook(function() thousands = thousands + 1 end, "", 1000)
+    m.restart()
+    debug.sethook(m.count, "", 1000)
     local results = table.pack(pcall(fn, ...))
     debug.sethook()
-    longest = math.max(longest, thousands - at_turn)
-    return longest, table.unpack(results, 1, results.n)
+    return m.finish(), table.unpack(results, 1, results.n)
   end
   local built, ok, entries = stretch(require("tide.cdc.tables").build, task, plan, target,
                                      require("tide.cdc.objects").names(task), source)
@@ -139,8 +148,7 @@ local function map_stretch(ctx, tables)
   end
   local grouped, rules_ok, rules = stretch(require("tide.cdc.lanes").table_rules, facts, fks)
   wait.interval = 0.05
-  done = true
-  ticker:wait()
+  m.stop()
   source:close(); target:close()
   assert(ok, entries)
   assert(laid_ok, laid)
