@@ -406,9 +406,9 @@ end
 -- target already had: each object's `existing_target` (the target model's object, with its
 -- catalog rows) and the plan's report of it, `existing` (45 MB at 10,000 tables a resumed run
 -- finds on the target). A task without the schema phase runs none of the steps (the full
--- load builds post-data objects only after a schema phase): they go too, 247 MB of the 2.1 GB
--- an incremental-only task's plan holds at 100,000 tables, which its stream would keep for as
--- long as it runs.
+-- load builds post-data objects only after a schema phase; its plan has steps only for what
+-- the target lacks, which precheck target_table_missing reports): they go too, rather than
+-- stay for as long as its stream runs.
 function M.keep_for_run(plan, task)
   plan.catalog, plan.target_catalog, plan.target_model, plan.existing = nil, nil, nil, nil
   if task and task.phases and not task.phases.schema then plan.pre_data, plan.post_data = {}, {} end
