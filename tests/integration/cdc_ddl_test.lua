@@ -271,6 +271,42 @@ T.test("the record's renamed words, listed by the server at load, are the ones t
   tgt:close()
 end)
 
+T.test("descriptions over several connections: every relation once, in order; an error leaves them idle", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.exec(ctx.source_url, "DO $$ BEGIN FOR i IN 1..50 LOOP " ..
+         "EXECUTE format('CREATE TABLE d_%s (id int PRIMARY KEY, v text)', i); END LOOP; END $$")
+  local ddl_sql = require "tide.cdc.ddl_sql"
+  local json = require "tide.json"
+  local conns = { P.connect(ctx.source_url), P.connect(ctx.source_url), P.connect(ctx.source_url) }
+  local oids = {}
+  for _, r in ipairs(assert(conns[1]:query("SELECT oid::bigint AS oid FROM pg_class WHERE relname ~ '^d_[0-9]+$' " ..
+                                           "ORDER BY oid"))) do oids[#oids + 1] = r.oid end
+  T.eq(#oids, 50)
+  oids[#oids + 1] = 4000000000   -- (no such relation: left out, as describe_each does)
+  local seen = {}
+  ddl_sql.describe_parallel(conns, oids, function(oid, text)
+    seen[#seen + 1] = tonumber(oid)
+    T.eq(json.decode(text).oid, tonumber(oid), "the description of " .. oid)
+  end, 7)
+  local want = table.move(oids, 1, 50, 1, {})
+  T.eq(seen, want, "each relation once, in the order asked")
+  -- a failure in `each` while other chunks are being described: raised, every connection idle
+  local calls = 0
+  local ok, err = pcall(ddl_sql.describe_parallel, conns, oids, function()
+    calls = calls + 1
+    if calls == 10 then error("stop here", 0) end
+  end, 3)
+  T.eq(ok, false)
+  T.eq(err, "stop here")
+  for i, c in ipairs(conns) do
+    T.eq(assert(c:query("SELECT 1 AS one"))[1].one, 1, "connection " .. i .. " is idle and usable")
+    T.eq(assert(c:query("SELECT pg_catalog.current_setting('search_path') AS p"))[1].p ~= "pg_catalog", true,
+         "connection " .. i .. " is out of the describing transaction")
+    c:close()
+  end
+end)
+
 T.test("on.ddl returning stop stops the task at that DDL, naming it; nothing after it is applied", function(ctx)
   local s0, t0 = P.clean(ctx)
   s0:close(); t0:close()

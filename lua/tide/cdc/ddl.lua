@@ -188,11 +188,23 @@ function M.record_start(task, plan, source, target)
     end
     -- what DETACH and ATTACH PARTITION are compared with
     for _, oid in ipairs(parts) do list[#list + 1] = { oid = oid, target = by_oid[tostring(oid)].target, partition = true } end
-    assert(target:exec("BEGIN"))
+    -- Past one chunk, a second source connection describes every other chunk while the
+    -- target stores the one before (ddl_sql.describe_parallel); without it (the source refused
+    -- one more connection), the one connection does it all.
+    local conns = { source }
+    if #list > 1000 then
+      local opened, extra = pcall(require("tide.connect").open, task, "source",
+                                  { application_name = "pgtide:" .. task.name .. ":describe" })
+      if opened then conns[2] = extra end
+    end
     local ok, err = pcall(function()
+      assert(target:exec("BEGIN"))
       assert(target:exec(clear))
-      record.write_described(task, source, target, list, ddl_sql.describe_each)
+      record.write_described(task, source, target, list, function(_, wanted, each)
+        return ddl_sql.describe_parallel(conns, wanted, each)
+      end)
     end)
+    if conns[2] then conns[2]:close() end
     if not ok then target:exec("ROLLBACK"); error(err, 0) end
     assert(target:exec("COMMIT"))
     return

@@ -109,6 +109,46 @@ function M.describe_each(conn, oids, each, chunk)
   if not ok then error(err, 0) end
 end
 
+-- describe_each over several idle connections, for a first slot's record (at 100,000 tables
+-- the source describing them was most of the slot phase): chunk k is described on connection
+-- (k - 1) % #conns + 1, every connection a chunk ahead, while each(oid, description) takes the
+-- rows of the chunks in order, in the calling coroutine only. Every connection is idle again
+-- when this returns or raises.
+function M.describe_parallel(conns, oids, each, chunk)
+  if #oids == 0 then return end
+  chunk = math.max(1, chunk or 1000)
+  if #conns < 2 or #oids <= chunk then return M.describe_each(conns[1], oids, each, chunk) end
+  local core = require "tide.core"
+  local sql = "SELECT u.oid::bigint AS oid, " .. DESCRIBE:format("u.oid") .. "::text AS d FROM unnest($1::oid[]) AS u(oid)"
+  local chunks = {}
+  for first = 1, #oids, chunk do chunks[#chunks + 1] = table.move(oids, first, math.min(first + chunk - 1, #oids), 1, {}) end
+  local pending, opened = {}, {}
+  local function start(k)
+    local conn = conns[(k - 1) % #conns + 1]
+    pending[k] = core.spawn(function() return assert(conn:query(sql, chunks[k])) end)
+  end
+  local ok, err = pcall(function()
+    for _, conn in ipairs(conns) do
+      assert(conn:exec("BEGIN"))
+      opened[#opened + 1] = conn
+      assert(conn:exec("SET LOCAL search_path = pg_catalog"))
+    end
+    for k = 1, math.min(#conns, #chunks) do start(k) end
+    for k = 1, #chunks do
+      local rows = pending[k]:wait()
+      pending[k] = nil
+      if k + #conns <= #chunks then start(k + #conns) end
+      for _, r in ipairs(rows) do
+        if type(r.d) == "string" then each(tostring(r.oid), r.d) end
+      end
+    end
+  end)
+  -- (a chunk still being described when `each` failed: its connection is busy until it ends)
+  for _, h in pairs(pending) do pcall(h.wait, h) end
+  for _, conn in ipairs(opened) do conn:exec(ok and "COMMIT" or "ROLLBACK") end
+  if not ok then error(err, 0) end
+end
+
 local function literal(s) return "'" .. tostring(s):gsub("'", "''") .. "'" end
 
 local function text_array(list)
