@@ -66,3 +66,51 @@ for _, case in ipairs({
     s:close(); t:close()
   end)
 end
+
+-- A first slot's DDL record of more than 1,000 tables is described over two source connections
+-- (tide.cdc.ddl_sql.describe_parallel) and written in one target transaction: killed while the
+-- second connection describes, the next run writes the whole record, and DDL made after it is
+-- followed on a table of the last chunks.
+T.test("SIGKILL while a first slot's DDL record is described over two connections, then run again", function(ctx)
+  local s, t = P.clean(ctx)
+  local many = "DO $$ BEGIN FOR i IN 1..1500 LOOP " ..
+    "EXECUTE format('CREATE TABLE many_%s (id int PRIMARY KEY, v text)', i); END LOOP; END $$"
+  assert(s:exec(many)); assert(t:exec(many))
+  assert(s:exec("INSERT INTO many_1500 VALUES (1, 'before')"))
+  assert(t:exec("INSERT INTO many_1500 VALUES (1, 'before')"))
+  local name = "fault_ddl_record"
+  local stopfile = ctx.tmpdir .. "/" .. name .. ".stop"
+  local pb = H.playbook(ctx, name, [[migrate = { "incremental" }, progress = "plain",
+    incremental = { heartbeat_interval = 0.2 },]] .. H.stop_at_file(stopfile))
+  local proc, log = H.start(ctx, "run " .. pb, name)
+  -- killed once the target has stored a first chunk of the record (its transaction still open),
+  -- while the second source connection is there
+  local described = false
+  local writing = P.poll(120, function()
+    if proc:exited() then return true end
+    described = described or #assert(s:query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1",
+                                              "pgtide:" .. name .. ":describe")) > 0
+    return described and #assert(t:query([[SELECT 1 FROM pg_stat_activity
+      WHERE query LIKE 'INSERT INTO %ddl_tables%' AND pid <> pg_backend_pid()]])) > 0
+  end)
+  T.ok(writing and not proc:exited(), "never saw the record described over a second connection and written: " ..
+       H.read(log))
+  proc:kill(9)
+  proc:wait()
+  local recorded = assert(t:query([[SELECT count(*) AS n FROM pgtide.ddl_tables WHERE task = $1]], name))
+  T.ok(recorded[1].n == 0 or recorded[1].n == 1500, "the record is all or nothing: " .. tostring(recorded[1].n))
+  -- again: the whole record, and a column added on the source afterwards reaches the target
+  proc, log = H.start(ctx, "run " .. pb, name .. "_again")
+  local streaming = P.poll(120, function() return proc:exited() or H.read(log):find("incremental: started", 1, true) end)
+  T.ok(streaming and not proc:exited(), "the second run did not reach the stream: " .. H.read(log))
+  assert(s:exec("ALTER TABLE many_1500 ADD COLUMN w int DEFAULT 7"))
+  assert(s:exec("INSERT INTO many_1500 VALUES (2, 'after', 8)"))
+  H.write_stop(s, stopfile)
+  local code = proc:wait()
+  T.eq(code, 0, H.read(log))
+  T.eq(assert(t:query("SELECT count(*) AS n FROM pgtide.ddl_tables WHERE task = $1", name))[1].n, 1500,
+       "every table in the record")
+  T.eq(P.fingerprint(t, "many_1500"), P.fingerprint(s, "many_1500"), "the column and the row arrived")
+  assert(H.run("release " .. pb))
+  s:close(); t:close()
+end)
