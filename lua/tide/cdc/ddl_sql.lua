@@ -78,6 +78,9 @@ local DESCRIBE = [[
 
 M.DESCRIBE = DESCRIBE
 
+-- Each relation of the oid[] $1 with its description (what describe_each and describe_parallel send).
+local DESCRIBE_ROWS = "SELECT u.oid::bigint AS oid, " .. DESCRIBE:format("u.oid") .. "::text AS d FROM unnest($1::oid[]) AS u(oid)"
+
 -- The descriptions of the relations with these oids (a list of integers), read with
 -- search_path = pg_catalog like the trigger does. conn must be idle.
 function M.describe(conn, oids)
@@ -97,7 +100,7 @@ function M.describe_each(conn, oids, each, chunk)
   assert(conn:exec("BEGIN"))
   local ok, err = pcall(function()
     assert(conn:exec("SET LOCAL search_path = pg_catalog"))
-    local sql = "SELECT u.oid::bigint AS oid, " .. DESCRIBE:format("u.oid") .. "::text AS d FROM unnest($1::oid[]) AS u(oid)"
+    local sql = DESCRIBE_ROWS
     for first = 1, #oids, chunk do
       local part = table.move(oids, first, math.min(first + chunk - 1, #oids), 1, {})
       for _, r in ipairs(assert(conn:query(sql, part))) do
@@ -119,7 +122,7 @@ function M.describe_parallel(conns, oids, each, chunk)
   chunk = math.max(1, chunk or 1000)
   if #conns < 2 or #oids <= chunk then return M.describe_each(conns[1], oids, each, chunk) end
   local core = require "tide.core"
-  local sql = "SELECT u.oid::bigint AS oid, " .. DESCRIBE:format("u.oid") .. "::text AS d FROM unnest($1::oid[]) AS u(oid)"
+  local sql = DESCRIBE_ROWS
   local chunks = {}
   for first = 1, #oids, chunk do chunks[#chunks + 1] = table.move(oids, first, math.min(first + chunk - 1, #oids), 1, {}) end
   local pending, opened = {}, {}
