@@ -284,15 +284,22 @@ static void json_read_value(json_reader *r) {
     }
 }
 
-/* decode(text) → value. Upvalue 1: the value JSON null decodes to. */
-static int json_decode(lua_State *L) {
-    json_reader r = { .L = L, .pos = 0, .depth = 0 };
-    r.text = luaL_checklstring(L, 1, &r.len);
-    lua_settop(L, 1);
+/* Push the one value `len` bytes of text hold (raises on anything else). Called from a C
+ * closure whose upvalue 1 is the value JSON null decodes to. */
+static int json_decode_buffer(lua_State *L, const char *text, size_t len) {
+    json_reader r = { .L = L, .text = text, .len = len, .pos = 0, .depth = 0 };
     json_read_value(&r);
     json_skip_space(&r);
     if (r.pos < r.len) json_fail(&r, "unexpected text after the value");
     return 1;
+}
+
+/* decode(text) → value. Upvalue 1: the value JSON null decodes to. */
+static int json_decode(lua_State *L) {
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    lua_settop(L, 1);
+    return json_decode_buffer(L, text, len);
 }
 
 /* json_decoder(null) → decode */
