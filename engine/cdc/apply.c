@@ -111,7 +111,7 @@ static int stmt_lookup(apply_state *ap, const char *sql, int nparams) {
     ap->stmt_sql[j] = strdup(sql);
     ap->stmt_id[j] = id;
     char name[24];
-    snprintf(name, sizeof name, "pgtide_%d", id);
+    apply_stmt_name(name, id);
     (void) nparams;
     apply__q_push(ap, IF_PREPARE);
     ap->n.prepared_statements++;
@@ -121,7 +121,7 @@ static int stmt_lookup(apply_state *ap, const char *sql, int nparams) {
 
 static void send_prepared(apply_state *ap, int id, int nparams, const char *const *params) {
     char name[24];
-    snprintf(name, sizeof name, "pgtide_%d", id);
+    apply_stmt_name(name, id);
     sent(ap, PQsendQueryPrepared(ap->c->pg, name, nparams, params, NULL, NULL, 0), "sending a change");
 }
 

@@ -176,7 +176,9 @@ static void inserts_send(apply_state *ap, apply_rel *r) {
         int k = 1;
         while (k * 2 <= b->rows - done) k *= 2;
         apply_buf_reset(&sql);
-        apply_buf_addf(&sql, "INSERT INTO %s (", t->target_sql);
+        apply_buf_adds(&sql, "INSERT INTO ");
+        apply_buf_adds(&sql, t->target_sql);
+        apply_buf_adds(&sql, " (");
         int c = 0;
         bool overriding = false;
         for (int i = 0; i < b->ncols; i++) {
@@ -190,7 +192,10 @@ static void inserts_send(apply_state *ap, apply_rel *r) {
         int n = 0;
         for (int row = 0; row < k; row++) {
             apply_buf_adds(&sql, row ? ", (" : "(");
-            for (int j = 0; j < b->width; j++) apply_buf_addf(&sql, j ? ", $%d" : "$%d", ++n);
+            for (int j = 0; j < b->width; j++) {
+                if (j) apply_buf_adds(&sql, ", ");
+                apply_buf_param(&sql, ++n);
+            }
             apply_buf_adds(&sql, ")");
         }
         batch_row(b, done, first);

@@ -52,16 +52,56 @@ void apply_buf_add(apply_buf *b, const char *s, size_t n) {
 void apply_buf_adds(apply_buf *b, const char *s) { apply_buf_add(b, s, strlen(s)); }
 
 void apply_buf_addf(apply_buf *b, const char *fmt, ...) {
+    buf_grow(b, 64); /* most fit: one pass; a longer one is written again once there is room */
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
     va_end(ap);
-    if (n < 0) return;
-    buf_grow(b, (size_t) n);
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t) n + 1, fmt, ap);
-    va_end(ap);
+    if (n < 0) {
+        b->data[b->len] = '\0';
+        return;
+    }
+    if ((size_t) n >= b->cap - b->len) {
+        buf_grow(b, (size_t) n);
+        va_start(ap, fmt);
+        vsnprintf(b->data + b->len, (size_t) n + 1, fmt, ap);
+        va_end(ap);
+    }
     b->len += (size_t) n;
+}
+
+/* The decimal digits of v, written backwards from the end of `end`; returns where they start. */
+static char *digits(char *end, long long v) {
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long) v : (unsigned long long) v;
+    char *p = end;
+    do {
+        *--p = (char) ('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--p = '-';
+    return p;
+}
+
+void apply_buf_addi(apply_buf *b, long long v) {
+    char tmp[24];
+    char *start = digits(tmp + sizeof tmp, v);
+    apply_buf_add(b, start, (size_t) (tmp + sizeof tmp - start));
+}
+
+void apply_buf_param(apply_buf *b, int n) {
+    char tmp[24];
+    char *start = digits(tmp + sizeof tmp, n);
+    *--start = '$';
+    apply_buf_add(b, start, (size_t) (tmp + sizeof tmp - start));
+}
+
+void apply_stmt_name(char *out, int id) {
+    char tmp[24];
+    char *start = digits(tmp + sizeof tmp, id);
+    size_t n = (size_t) (tmp + sizeof tmp - start);
+    memcpy(out, "pgtide_", 7);
+    memcpy(out + 7, start, n);
+    out[7 + n] = '\0';
 }
 
 void apply_buf_free(apply_buf *b) {
@@ -281,14 +321,13 @@ static void add_cond(apply_stmt *st, const apply_rel *r, int i, const pgoutput_v
     apply_buf_adds(&st->sql, *first ? " WHERE " : " AND ");
     *first = false;
     const char *col = r->target->columns[r->slot[i]].target_sql;
+    apply_buf_adds(&st->sql, col);
     if (v->kind == PGOUTPUT_VALUE_NULL) {
-        apply_buf_addf(&st->sql, "%s IS NULL", col);
+        apply_buf_adds(&st->sql, " IS NULL");
     } else {
         int n = apply_stmt_add(st, v);
-        if (r->textcmp[i])
-            apply_buf_addf(&st->sql, "%s::text = $%d", col, n);
-        else
-            apply_buf_addf(&st->sql, "%s = $%d", col, n);
+        apply_buf_adds(&st->sql, r->textcmp[i] ? "::text = " : " = ");
+        apply_buf_param(&st->sql, n);
     }
 }
 
@@ -350,8 +389,9 @@ static void add_locator(apply_stmt *st, const apply_rel *r, const pgoutput_tuple
 }
 
 void apply_sql_insert_into(apply_buf *b, const apply_rel *r) {
-    apply_buf_addf(b, r->target->partitioned ? "INSERT INTO %s AS pgtide_t (" : "INSERT INTO %s (",
-                   r->target->target_sql);
+    apply_buf_adds(b, "INSERT INTO ");
+    apply_buf_adds(b, r->target->target_sql);
+    apply_buf_adds(b, r->target->partitioned ? " AS pgtide_t (" : " (");
 }
 
 void apply_sql_returning_inserted(apply_buf *b, const apply_rel *r) {
@@ -393,7 +433,8 @@ int apply_sql_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *r
         for (int i = 0; i < r->ncols; i++) {
             if (r->slot[i] < 0 || row->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) continue;
             int n = apply_stmt_add(st, &row->values[i]);
-            apply_buf_addf(&st->sql, k++ ? ", $%d" : "$%d", n);
+            if (k++) apply_buf_adds(&st->sql, ", ");
+            apply_buf_param(&st->sql, n);
         }
         apply_buf_adds(&st->sql, ")");
     }
@@ -433,14 +474,19 @@ int apply_sql_update(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *s
     const apply_target *t = r->target;
     apply_stmt_reset(st);
     if (check_search(r, search, err, errlen) < 0) return -1;
-    apply_buf_addf(&st->sql, "UPDATE %s%s SET ", t->partitioned ? "" : "ONLY ", t->target_sql);
+    apply_buf_adds(&st->sql, t->partitioned ? "UPDATE " : "UPDATE ONLY ");
+    apply_buf_adds(&st->sql, t->target_sql);
+    apply_buf_adds(&st->sql, " SET ");
     int k = 0, guards = 0;
     for (int i = 0; i < r->ncols; i++) {
         update_role role = update_role_of(r, search, row, set_keys, i);
         guards += role == UPD_GUARD;
         if (role != UPD_SET) continue;
         int n = apply_stmt_add(st, &row->values[i]);
-        apply_buf_addf(&st->sql, "%s%s = $%d", k++ ? ", " : "", t->columns[r->slot[i]].target_sql, n);
+        if (k++) apply_buf_adds(&st->sql, ", ");
+        apply_buf_adds(&st->sql, t->columns[r->slot[i]].target_sql);
+        apply_buf_adds(&st->sql, " = ");
+        apply_buf_param(&st->sql, n);
     }
     /* Only guarded columns: a no-op assignment, so that the guard still checks the row. */
     for (int i = 0; k == 0 && guards && i < r->ncols; i++) {
@@ -462,7 +508,8 @@ int apply_sql_delete(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *s
     const apply_target *t = r->target;
     apply_stmt_reset(st);
     if (check_search(r, search, err, errlen) < 0) return -1;
-    apply_buf_addf(&st->sql, "DELETE FROM %s%s", t->partitioned ? "" : "ONLY ", t->target_sql);
+    apply_buf_adds(&st->sql, t->partitioned ? "DELETE FROM " : "DELETE FROM ONLY ");
+    apply_buf_adds(&st->sql, t->target_sql);
     add_locator(st, r, search, NULL, false);
     return 1;
 }

@@ -367,6 +367,39 @@ static void test_lsn(void) {
     tap_check(apply_parse_lsn("nope", &v) < 0, "a malformed LSN is refused");
 }
 
+/* The appends that replaced printf in the statements written for every change, and addf's
+ * one-pass write with its second pass when the text is longer than the room it made. */
+static void test_appends(void) {
+    apply_buf b = { 0 };
+    apply_buf_addi(&b, 0);
+    apply_buf_adds(&b, " ");
+    apply_buf_addi(&b, -42);
+    apply_buf_adds(&b, " ");
+    apply_buf_addi(&b, 9223372036854775807LL);
+    apply_buf_adds(&b, " ");
+    apply_buf_addi(&b, -9223372036854775807LL - 1);
+    apply_buf_adds(&b, " ");
+    apply_buf_param(&b, 1);
+    apply_buf_param(&b, 65535);
+    tap_check_str(b.data, "0 -42 9223372036854775807 -9223372036854775808 $1$65535",
+                  "integers and parameters");
+    char name[24];
+    apply_stmt_name(name, 7);
+    tap_check_str(name, "pgtide_7", "a statement's name");
+    apply_stmt_name(name, 2147483647);
+    tap_check_str(name, "pgtide_2147483647", "the largest statement number");
+    char longer[300];
+    memset(longer, 'y', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    apply_buf_reset(&b);
+    apply_buf_addf(&b, "%s=%d", "k", 5);
+    apply_buf_addf(&b, "[%s]", longer);
+    tap_check(b.len == 3 + 2 + 299 && strlen(b.data) == b.len && b.data[3] == '[' &&
+                  b.data[b.len - 1] == ']' && b.data[b.len - 2] == 'y',
+              "addf: a short text and one longer than its first room");
+    apply_buf_free(&b);
+}
+
 /* An empty value may arrive without a data pointer (the kill-anywhere suite's '' and empty
  * bytea under UBSan: "null pointer passed as argument 2" to memcpy). */
 static void test_empty_value(void) {
@@ -511,6 +544,7 @@ static void test_filtered(void) {
 }
 
 int main(void) {
+    test_appends();
     test_empty_value();
     test_primary_key();
     test_full_identity();
