@@ -380,9 +380,11 @@ static void add_locator(apply_stmt *st, const apply_rel *r, const pgoutput_tuple
         return;
     }
     if (t->partitioned) {
-        apply_buf_addf(&st->sql, " WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM %s", t->target_sql);
+        apply_buf_adds(&st->sql, " WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM ");
+        apply_buf_adds(&st->sql, t->target_sql);
     } else {
-        apply_buf_addf(&st->sql, " WHERE ctid = (SELECT ctid FROM ONLY %s", t->target_sql);
+        apply_buf_adds(&st->sql, " WHERE ctid = (SELECT ctid FROM ONLY ");
+        apply_buf_adds(&st->sql, t->target_sql);
     }
     add_where(st, r, search, row, set_keys);
     apply_buf_adds(&st->sql, " LIMIT 1)");
@@ -453,7 +455,10 @@ int apply_sql_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple *r
                 continue;
             if (identity_always(r, i)) continue; /* SET accepts only DEFAULT for it */
             const char *col = t->columns[r->slot[i]].target_sql;
-            apply_buf_addf(&st->sql, "%s%s = EXCLUDED.%s", k++ ? ", " : "", col, col);
+            if (k++) apply_buf_adds(&st->sql, ", ");
+            apply_buf_adds(&st->sql, col);
+            apply_buf_adds(&st->sql, " = EXCLUDED.");
+            apply_buf_adds(&st->sql, col);
         }
         if (k == 0) {
             /* Only key columns: the existing row already is the new one. */
