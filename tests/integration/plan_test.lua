@@ -203,6 +203,31 @@ T.test("objects are created in dependency order, not in a fixed order of kinds",
   T.ok(post["index:public.users.users_pkey/index"] < post["constraint:public.users.users_pkey"])
 end)
 
+-- The plan's steps (tide.plan, docs/internals.md) hold the plan's fields only, keys where the
+-- order's working steps held objects and steps: what a run keeps and `--json` prints.
+T.test("the written steps hold the plan's fields only, keys instead of objects", function(ctx)
+  load_fixture(ctx)
+  local plan = build(ctx, { select = { include = { "public.*" } } })
+  T.eq(plan.errors, {})
+  local FIELDS = { kind = "string", key = "string", sql = "string", object = "string", phase = "string",
+                   undo = "string", after = "table", needs_data = "table", table = "string", drops = "table" }
+  local n, with_after, with_undo = 0, 0, 0
+  for _, list in ipairs({ plan.pre_data, plan.post_data }) do
+    for _, step in ipairs(list) do
+      n = n + 1
+      for field, value in pairs(step) do
+        T.ok(FIELDS[field] == type(value), step.key .. ": field " .. tostring(field) .. " (" .. type(value) .. ")")
+      end
+      for _, key in ipairs(step.after) do T.eq(type(key), "string", step.key .. " waits for a key") end
+      for _, key in ipairs(step.needs_data or {}) do T.eq(type(key), "string") end
+      T.ok(plan.by_key[step.object] ~= nil or step.kind == "drop", step.key .. ": its object is a plan object's key")
+      if #step.after > 0 then with_after = with_after + 1 end
+      if step.undo then with_undo = with_undo + 1 end
+    end
+  end
+  T.ok(n > 20 and with_after > 10 and with_undo > 0, string.format("%d steps, %d waiting, %d with undo", n, with_after, with_undo))
+end)
+
 T.test("a CHECK and a default calling functions of the table's row type are added after those functions", function(ctx)
   load_fixture(ctx)
   local admin = assert(tide.connect(ctx.target_admin))
