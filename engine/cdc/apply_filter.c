@@ -69,11 +69,16 @@ static void add_key_match(apply_stmt *st, const apply_rel *r, const pgoutput_tup
         if (k++) apply_buf_adds(&st->sql, " AND ");
         const pgoutput_value *v = &search->values[i];
         if (v->kind == PGOUTPUT_VALUE_NULL) {
-            apply_buf_addf(&st->sql, "%s%s IS NULL", alias, col);
+            apply_buf_adds(&st->sql, alias);
+            apply_buf_adds(&st->sql, col);
+            apply_buf_adds(&st->sql, " IS NULL");
             continue;
         }
         int n = apply_stmt_add(st, v);
-        apply_buf_addf(&st->sql, r->textcmp[i] ? "%s%s::text = $%d" : "%s%s = $%d", alias, col, n);
+        apply_buf_adds(&st->sql, alias);
+        apply_buf_adds(&st->sql, col);
+        apply_buf_adds(&st->sql, r->textcmp[i] ? "::text = " : " = ");
+        apply_buf_param(&st->sql, n);
     }
 }
 
@@ -110,7 +115,9 @@ static void add_row_cte(apply_stmt *st, const apply_rel *r, const pgoutput_tuple
             v = &old->values[i]; /* REPLICA IDENTITY FULL: the old row is whole, the value is there */
         if (v->kind != PGOUTPUT_VALUE_UNCHANGED_TOAST) {
             int n = apply_stmt_add(st, v);
-            apply_buf_addf(&st->sql, "$%d::%s", n, type);
+            apply_buf_param(&st->sql, n);
+            apply_buf_adds(&st->sql, "::");
+            apply_buf_adds(&st->sql, type);
         } else if (r->slot[i] >= 0 && search) {
             *needs_row = true;
             if (in_filter(t, name) && *decided == DECIDED) *decided = DECIDED_IF_ROW;
@@ -120,7 +127,8 @@ static void add_row_cte(apply_stmt *st, const apply_rel *r, const pgoutput_tuple
             apply_buf_adds(&st->sql, ")");
         } else {
             if (in_filter(t, name)) *decided = NEVER;
-            apply_buf_addf(&st->sql, "NULL::%s", type);
+            apply_buf_adds(&st->sql, "NULL::");
+            apply_buf_adds(&st->sql, type);
         }
         apply_buf_adds(&st->sql, " AS ");
         add_ident(&st->sql, name);
@@ -145,7 +153,8 @@ static void add_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple 
     bool overriding = false;
     for (int i = 0; i < r->ncols; i++) {
         if (r->slot[i] < 0) continue;
-        apply_buf_addf(&st->sql, "%s%s", k++ ? ", " : "", t->columns[r->slot[i]].target_sql);
+        if (k++) apply_buf_adds(&st->sql, ", ");
+        apply_buf_adds(&st->sql, t->columns[r->slot[i]].target_sql);
         overriding |= identity_always(r, i);
     }
     apply_buf_adds(&st->sql, overriding ? ") OVERRIDING SYSTEM VALUE SELECT " : ") SELECT ");
@@ -160,15 +169,20 @@ static void add_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple 
         apply_buf_adds(&st->sql, " ON CONFLICT (");
         k = 0;
         for (int i = 0; i < r->ncols; i++)
-            if (r->match[i])
-                apply_buf_addf(&st->sql, "%s%s", k++ ? ", " : "", t->columns[r->slot[i]].target_sql);
+            if (r->match[i]) {
+                if (k++) apply_buf_adds(&st->sql, ", ");
+                apply_buf_adds(&st->sql, t->columns[r->slot[i]].target_sql);
+            }
         apply_buf_adds(&st->sql, ")");
         k = 0;
         for (int i = 0; i < r->ncols; i++) {
             if (r->slot[i] < 0 || r->match[i] || identity_always(r, i)) continue;
             if (row->values[i].kind == PGOUTPUT_VALUE_UNCHANGED_TOAST) continue; /* the target keeps it */
             const char *col = t->columns[r->slot[i]].target_sql;
-            apply_buf_addf(&st->sql, "%s%s = EXCLUDED.%s", k++ ? ", " : " DO UPDATE SET ", col, col);
+            apply_buf_adds(&st->sql, k++ ? ", " : " DO UPDATE SET ");
+            apply_buf_adds(&st->sql, col);
+            apply_buf_adds(&st->sql, " = EXCLUDED.");
+            apply_buf_adds(&st->sql, col);
         }
         if (k == 0) apply_buf_adds(&st->sql, " DO NOTHING");
     } else if (form != APPLY_FORM_INSERT) {
@@ -188,7 +202,9 @@ static void add_insert(apply_stmt *st, const apply_rel *r, const pgoutput_tuple 
             if (!r->match[i]) continue;
             if (k++) apply_buf_adds(&st->sql, ", ");
             add_literal(&st->sql, rel->columns[i].name);
-            apply_buf_addf(&st->sql, ", %s::text", t->columns[r->slot[i]].target_sql);
+            apply_buf_adds(&st->sql, ", ");
+            apply_buf_adds(&st->sql, t->columns[r->slot[i]].target_sql);
+            apply_buf_adds(&st->sql, "::text");
         }
         apply_buf_adds(&st->sql, ")::text AS pgtide_key");
     }
