@@ -192,7 +192,7 @@ function M.record_start(task, plan, source, target)
     -- target stores the one before (ddl_sql.describe_parallel); without it (the source refused
     -- one more connection), the one connection does it all.
     local conns = { source }
-    if #list > 1000 then
+    if #list > ddl_sql.CHUNK then
       local opened, extra = pcall(require("tide.connect").open, task, "source",
                                   { application_name = "pgtide:" .. task.name .. ":describe" })
       if opened then conns[2] = extra end

@@ -78,6 +78,9 @@ local DESCRIBE = [[
 
 M.DESCRIBE = DESCRIBE
 
+-- Relations described by one statement, unless a caller says otherwise.
+M.CHUNK = 1000
+
 -- Each relation of the oid[] $1 with its description (what describe_each and describe_parallel send).
 local DESCRIBE_ROWS = "SELECT u.oid::bigint AS oid, " .. DESCRIBE:format("u.oid") .. "::text AS d FROM unnest($1::oid[]) AS u(oid)"
 
@@ -96,7 +99,7 @@ end
 -- descriptions are 170 MB of text, 400 MB decoded). conn must be idle.
 function M.describe_each(conn, oids, each, chunk)
   if #oids == 0 then return end
-  chunk = math.max(1, chunk or 1000)
+  chunk = math.max(1, chunk or M.CHUNK)
   assert(conn:exec("BEGIN"))
   local ok, err = pcall(function()
     assert(conn:exec("SET LOCAL search_path = pg_catalog"))
@@ -119,7 +122,7 @@ end
 -- when this returns or raises.
 function M.describe_parallel(conns, oids, each, chunk)
   if #oids == 0 then return end
-  chunk = math.max(1, chunk or 1000)
+  chunk = math.max(1, chunk or M.CHUNK)
   if #conns < 2 or #oids <= chunk then return M.describe_each(conns[1], oids, each, chunk) end
   local core = require "tide.core"
   local sql = DESCRIBE_ROWS
