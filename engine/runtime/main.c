@@ -48,8 +48,8 @@ int main(int argc, char **argv) {
      * mimalloc (linked: the Makefile), whose speed on the Lua heap's small blocks pays for
      * the more frequent cycles: at 100,000 tables `pgtide check` went from 1.93 GB and 41-44 s
      * (the C library's malloc, 1.5 times) to 1.77 GB and 35-39 s (docs/performance.md, "The
-     * process's allocator"). Lower is no good: at 1.0 the collector never rests (4 times the
-     * time). */
+     * process's allocator"). Lower is no good: at 1.0 the collector never rests (4 to 5 times
+     * the time). */
     lua_gc(L, LUA_GCINC, GC_PAUSE, 0, 0);
     sched_init(&rt);
 

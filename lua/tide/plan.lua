@@ -312,9 +312,9 @@ function M.build(task, source, target)
   end
   -- Each working step goes once written: the objects' lists of them first, then each one's
   -- place in its phase's list; what still holds it is only the lists of the steps after it
-  -- that wait for it, which go in turn. Both forms of every step are never alive at once (the
-  -- written ones and plan.tables are made at the plan's peak: at 10,000 tables the working
-  -- steps are 27 MB of it).
+  -- that wait for it, which go in turn. So the two whole sets of steps are never alive side by
+  -- side (the written ones and plan.tables are made at the plan's peak: at 10,000 tables the
+  -- working steps are 27 MB of it).
   for _, obj in ipairs(model.objects) do breathe(); obj.steps, obj.attached_by = nil, nil end
   local placed = {}
   local function write_phase(list, into)
