@@ -35,11 +35,10 @@ void apply_buf_reset(apply_buf *b);
 void apply_buf_add(apply_buf *b, const char *s, size_t n);
 void apply_buf_adds(apply_buf *b, const char *s);
 void apply_buf_addf(apply_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends without printf (a statement is written for every change: printf was a third of
- * pgtide's CPU while catching up): a decimal integer; "$n", a statement's parameter n. */
-void apply_buf_addi(apply_buf *b, long long v);
+/* "$n", a statement's parameter n (n >= 0), appended without printf (a statement is written
+ * for every change: printf was a third of pgtide's CPU while catching up). */
 void apply_buf_param(apply_buf *b, int n);
-/* "pgtide_<id>" (a prepared statement's name) into out, which holds at least 24 bytes. */
+/* "pgtide_<id>" (a prepared statement's name, id >= 0) into out, which holds at least 24 bytes. */
 void apply_stmt_name(char *out, int id);
 void apply_buf_free(apply_buf *b);
 

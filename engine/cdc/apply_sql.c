@@ -70,34 +70,26 @@ void apply_buf_addf(apply_buf *b, const char *fmt, ...) {
     b->len += (size_t) n;
 }
 
-/* The decimal digits of v, written backwards from the end of `end`; returns where they start. */
-static char *digits(char *end, long long v) {
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long) v : (unsigned long long) v;
+/* The decimal digits of u, written backwards from the end of `end`; returns where they start. */
+static char *digits(char *end, unsigned u) {
     char *p = end;
     do {
         *--p = (char) ('0' + u % 10);
         u /= 10;
     } while (u);
-    if (v < 0) *--p = '-';
     return p;
-}
-
-void apply_buf_addi(apply_buf *b, long long v) {
-    char tmp[24];
-    char *start = digits(tmp + sizeof tmp, v);
-    apply_buf_add(b, start, (size_t) (tmp + sizeof tmp - start));
 }
 
 void apply_buf_param(apply_buf *b, int n) {
     char tmp[24];
-    char *start = digits(tmp + sizeof tmp, n);
+    char *start = digits(tmp + sizeof tmp, (unsigned) n);
     *--start = '$';
     apply_buf_add(b, start, (size_t) (tmp + sizeof tmp - start));
 }
 
 void apply_stmt_name(char *out, int id) {
     char tmp[24];
-    char *start = digits(tmp + sizeof tmp, id);
+    char *start = digits(tmp + sizeof tmp, (unsigned) id);
     size_t n = (size_t) (tmp + sizeof tmp - start);
     memcpy(out, "pgtide_", 7);
     memcpy(out + 7, start, n);

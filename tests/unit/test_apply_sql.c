@@ -371,18 +371,13 @@ static void test_lsn(void) {
  * one-pass write with its second pass when the text is longer than the room it made. */
 static void test_appends(void) {
     apply_buf b = { 0 };
-    apply_buf_addi(&b, 0);
-    apply_buf_adds(&b, " ");
-    apply_buf_addi(&b, -42);
-    apply_buf_adds(&b, " ");
-    apply_buf_addi(&b, 9223372036854775807LL);
-    apply_buf_adds(&b, " ");
-    apply_buf_addi(&b, -9223372036854775807LL - 1);
+    apply_buf_param(&b, 0);
     apply_buf_adds(&b, " ");
     apply_buf_param(&b, 1);
     apply_buf_param(&b, 65535);
-    tap_check_str(b.data, "0 -42 9223372036854775807 -9223372036854775808 $1$65535",
-                  "integers and parameters");
+    apply_buf_adds(&b, " ");
+    apply_buf_param(&b, 2147483647);
+    tap_check_str(b.data, "$0 $1$65535 $2147483647", "parameters");
     char name[24];
     apply_stmt_name(name, 7);
     tap_check_str(name, "pgtide_7", "a statement's name");
