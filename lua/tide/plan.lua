@@ -329,7 +329,6 @@ function M.build(task, source, target)
   end
   write_phase(pre, plan.pre_data)
   write_phase(post, plan.post_data)
-  pre, post = nil, nil   -- luacheck: ignore 311
   for _, obj in ipairs(model.objects) do
     breathe()
     if obj.selected and obj.inline_of == nil and not placed[obj] then plan.objects[#plan.objects + 1] = obj end
