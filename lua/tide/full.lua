@@ -72,6 +72,20 @@ local function new_load(task, plan, state, parts, table_parts, opts)
   return load
 end
 
+-- A load that finished keeps what its status reports (pgtide status, task:status(), the
+-- metrics: its figures per table) and lets go of its queues, parts and post-data steps, which
+-- the run would otherwise carry through the whole change stream (at 10,000 tables 33 of the
+-- 91 MB of live heap the stream started with).
+local SETTLED_AWAY = { "queue", "parts", "table_parts", "parts_left", "loaded", "untaken", "done_steps", "steps",
+                       "post_keys", "pending_steps", "critical_tables", "steps_running", "tables_by_key",
+                       "analyzed", "copied", "sched", "routes_to", "routed_from", "route_cache", "held" }
+
+local function settle(load)
+  load.steps_total = #load.steps
+  for _, field in ipairs(SETTLED_AWAY) do load[field] = nil end
+  load.settled = true
+end
+
 function Load:fail(err)
   if not self.failed then self.failed = err end
   self.changed:notify()
@@ -456,6 +470,7 @@ function M.run(task, plan, source, target, opts)
   load.stats.analyze_seconds = tide.monotonic() - analyze_started
   load.stats.note = load.new_snapshot_note
   if opts.progress then opts.progress:finish_load(load) end
+  settle(load)
   return load.stats
 end
 
@@ -518,8 +533,8 @@ function Load:status()
   local tables, rows_estimate, bytes_estimate = {}, 0, 0
   for _, t in ipairs(self.plan.tables) do
     local ts = s.tables[t.key] or { rows = 0, bytes = 0, parts = 0 }
-    local left = self.parts_left[t.key] or 0
-    local state = self.loaded[t.key] and "done" or flight_parts[t.key] and "copying" or "waiting"
+    local left = self.settled and 0 or self.parts_left[t.key] or 0
+    local state = (self.settled or self.loaded[t.key]) and "done" or flight_parts[t.key] and "copying" or "waiting"
     if state == "copying" and self.paused then state = "paused" end
     tables[#tables + 1] = {
       table = t.key, target = t.target.schema .. "." .. t.target.name,
@@ -537,7 +552,7 @@ function Load:status()
   if state == "copying" and self.copies_finished then state = "post-data" end
   return {
     state = state, rows = rows, bytes = bytes, rows_estimate = rows_estimate, bytes_estimate = bytes_estimate,
-    parts_done = s.parts_done, parts_total = s.parts_total, steps_done = s.steps_done, steps_total = #(self.steps or {}),
+    parts_done = s.parts_done, parts_total = s.parts_total, steps_done = s.steps_done, steps_total = self.steps_total or #(self.steps or {}),
     seconds = s.seconds, tables = tables,
     streams = self.jobs, streams_auto = self.sizing and self.sizing.auto or false, streams_copying = self.copying,
   }

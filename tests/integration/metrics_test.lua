@@ -169,6 +169,17 @@ case("a run scraped while it loads and streams: figures move and match the run's
   T.eq(prom.value(inc, "pgtide_conflicts_total", { kind = "skipped" }), 0)
   st = assert(status_json("metrics_run"))
   T.eq(prom.value(inc, "pgtide_full_rows_total"), st.full.rows)
+  -- The finished load let go of its queues and steps (tide.full's settle): its status still
+  -- counts them, and every table reads as done.
+  T.ok(st.full.steps_total > 0, "the post-data steps are counted: " .. tostring(st.full.steps_total))
+  T.eq(st.full.steps_done, st.full.steps_total)
+  T.eq(prom.value(inc, "pgtide_post_data_steps"), st.full.steps_total)
+  T.eq(st.full.state, "done")
+  T.eq(#st.full.tables, 2)
+  for _, t in ipairs(st.full.tables) do
+    T.eq(t.state, "done", t.table)
+    T.eq(t.parts_done, t.parts, t.table)
+  end
   T.eq(prom.value(inc, "pgtide_full_bytes_total"), st.full.bytes)
 
   -- Changes on the source: the apply counters count them, as status does.
