@@ -423,6 +423,20 @@ function M.keep_for_run(plan, task)
   for _, obj in ipairs(plan.objects or {}) do obj.deps, obj.existing_target, obj.row = nil, nil, nil end
 end
 
+-- What the change stream reads of a plan (tide.cdc): plan.tables and plan.sequences, the
+-- follow rules, the selected schemas, and the tables' objects by key (partition roots, the
+-- parents of partitions DDL replication makes). The steps and the other objects go: past the
+-- post-data phase no step runs again in this attempt (a retry makes its plan anew), and the
+-- stream may run for days.
+function M.keep_for_stream(plan)
+  plan.pre_data, plan.post_data = {}, {}
+  local tables = {}
+  for key, obj in pairs(plan.by_key or {}) do
+    if key:sub(1, 6) == "table:" then tables[key] = obj end
+  end
+  plan.by_key, plan.objects = tables, {}
+end
+
 -- True when the plan can be carried out: no errors, no conflicts with the target.
 function M.runnable(plan)
   return #plan.errors == 0 and #plan.conflicts == 0

@@ -393,6 +393,25 @@ T.test("what a run keeps of the plan: no steps for a task without the schema pha
   T.eq({ #without.tables, #without.objects }, { tables, objects }, "its tables and objects stay")
   T.eq(without.catalog, nil, "the catalogs go in both")
   T.eq(with_schema.target_catalog, nil)
+  -- The change stream keeps the tables, the sequences and the tables' objects by key: nothing
+  -- else of the plan's objects, and no step.
+  local table_keys, other = {}, 0
+  for key in pairs(with_schema.by_key) do
+    if key:sub(1, 6) == "table:" then table_keys[#table_keys + 1] = key else other = other + 1 end
+  end
+  T.ok(#table_keys > 0 and other > 0, "the plan has table objects and others")
+  local wtables, sequences = #with_schema.tables, #with_schema.sequences
+  plan_module.keep_for_stream(with_schema)
+  T.eq({ #with_schema.pre_data, #with_schema.post_data, #with_schema.objects }, { 0, 0, 0 })
+  T.ok(wtables > 0, "the plan has tables")
+  T.eq({ #with_schema.tables, #with_schema.sequences }, { wtables, sequences })
+  local kept = {}
+  for key, obj in pairs(with_schema.by_key) do
+    kept[#kept + 1] = key
+    T.ok(obj.target and obj.target.name and obj.columns, key .. " keeps its target and columns")
+  end
+  table.sort(kept); table.sort(table_keys)
+  T.eq(kept, table_keys, "only the tables' objects stay")
 end)
 
 T.test("a task without the schema phase uses what the target has: no conflicts, no statements for it", function(ctx)
