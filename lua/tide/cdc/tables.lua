@@ -106,6 +106,8 @@ WHERE p.pubname IN ($1, $2) AND r.prqual IS NOT NULL]], names.publication, names
   end
 end
 
+local RARE_FIELDS = { "tolerate_lsn", "filter", "known_type", "filter_columns", "follow_cascade" }
+
 function M.build(task, plan, target, names, source)
   local hooks = (task.on and task.on.change) or {}
   local by_source, order = {}, {}
@@ -197,17 +199,21 @@ JOIN unnest($1::text[]) WITH ORDINALITY AS b(name, i) ON f.confrelid = pg_catalo
       cols[j] = { source = c.source, target_sql = target:quote_ident(c.target), identity_always = c.identity_always }
     end
     local source_name = e.source_schema .. "." .. e.source_name
-    entries[#entries + 1] = {
+    local entry = {
       source_schema = e.source_schema, source_name = e.source_name, target_sql = tnames[i],
       display = e.target_schema .. "." .. e.target_name, columns = cols, key = e.key, known = e.known,
       partitioned = kinds[i] == "p", mergeable = mergeable[i] and e.key ~= nil,
-      batchable = batchable[i] or false, unique_free = unique_free[i] or false, tolerate_lsn = e.tolerate_lsn,
-      filter = e.filter, known_type = e.known_type, filter_columns = e.filter_columns,
-      follow_cascade = e.follow_cascade,
+      batchable = batchable[i] or false, unique_free = unique_free[i] or false,
       lane_mode = rules[i] and rules[i].mode or 2, lane_group = rules[i] and rules[i].group or 0,
       hooked = e.transform ~= nil or hooks[source_name] ~= nil
         or hooks[objects.qname(target, e.source_schema, e.source_name)] ~= nil,
     }
+    -- The fields most tables lack are set apart: a constructor sizes its table for every field
+    -- it lists, nil or not (19 listed: 845 bytes an entry; 14: 461).
+    for _, field in ipairs(RARE_FIELDS) do
+      if e[field] ~= nil then entry[field] = e[field] end
+    end
+    entries[#entries + 1] = entry
     if e.transform then
       local selected = {}
       for _, c in ipairs(e.columns) do selected[c.source] = true end
