@@ -202,6 +202,35 @@ T.test("a session's map from the record: the plan entry's lists where nothing ch
   T.ok(not rawequal(by.u.columns, u.columns))
 end)
 
+T.test("a session's map from the record: a table without DDL since keeps the plan's entry itself", function()
+  local d = context()
+  local cols = { col(1, "id", "integer", { not_null = true }), col(2, "Mixed", "text") }
+  for oid, name in pairs({ ["100"] = "t", ["101"] = "u", ["102"] = "v" }) do
+    d.known:set(oid, { desc = desc(name, cols, { oid = tonumber(oid) }), cols = { id = "id", Mixed = "Mixed" },
+                       target = { schema = "public", name = name } })
+  end
+  -- the plan's entries as tide.cdc.tables makes them: the target quoted by libpq (always)
+  local function plan_entry(oid, target_sql)
+    local e = ddl.entry(d, d.known:get(oid))
+    e.target_sql = target_sql
+    return e
+  end
+  local t = plan_entry("100", '"public"."t"')
+  local u = plan_entry("101", '"public"."u"')
+  u.known = { "id" }                           -- the plan knew fewer columns: the record's entry
+  local v = plan_entry("102", '"public"."elsewhere"')   -- another target: the record's entry
+  local plan = { tables = { { oid = 100, source = { schema = "public", name = "t" } },
+                            { oid = 101, source = { schema = "public", name = "u" } },
+                            { oid = 102, source = { schema = "public", name = "v" } } } }
+  local by = {}
+  for _, e in ipairs(ddl.overlay(d, { t, u, v }, plan)) do by[e.source_name] = e end
+  T.ok(rawequal(by.t, t), "the unchanged table's entry is the plan's own")
+  T.ok(not rawequal(by.u, u), "a table the record knows more of gets a new entry")
+  T.eq(by.u.known, { "id", "Mixed" })
+  T.ok(not rawequal(by.v, v), "a table whose target differs gets a new entry")
+  T.eq(by.v.target_sql, "public.v")
+end)
+
 T.test("DROP INDEX of two indexes of one table: both go from its record", function()
   local d = context()
   local idx = { { oid = 501, name = "t_a_idx", unique = true, def = "CREATE UNIQUE INDEX t_a_idx ON public.t USING btree (a)" },
