@@ -435,6 +435,22 @@ function M.keep_for_stream(plan)
     if key:sub(1, 6) == "table:" then tables[key] = obj end
   end
   plan.by_key, plan.objects = tables, {}
+  plan.for_stream = true
+end
+
+-- The plan on.cutover hooks see (docs/incremental.md: its steps, objects and by_key too): a
+-- plan the stream trimmed is made whole (tide.plan.build over the hooks' connections) the
+-- first time a hook reads one of those, and that plan answers from then on. A cutover whose
+-- hooks do not read them pays nothing in downtime.
+local TRIMMED = { objects = true, by_key = true, pre_data = true, post_data = true }
+
+function M.for_hooks(plan, task, source, target)
+  if type(plan) ~= "table" or not plan.for_stream then return plan end
+  local whole
+  return setmetatable({}, { __index = function(_, field)
+    if not whole and TRIMMED[field] then whole = M.build(task, source, target) end
+    return (whole or plan)[field]
+  end })
 end
 
 -- True when the plan can be carried out: no errors, no conflicts with the target.

@@ -53,6 +53,7 @@ FROM unnest($1::text[], $2::bigint[]) AS u(seq, v)]], targets, values)
 end
 
 function M.context(fields)
+  fields.plan = require("tide.plan").for_hooks(fields.plan, fields.task, fields.source, fields.target)
   return setmetatable(fields, Context)
 end
 
