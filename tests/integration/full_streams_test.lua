@@ -125,6 +125,13 @@ T.test("the controller moves one stream at a time, within its bounds, between pa
   end
   T.eq(stats.streams, n)
   T.ok(most >= 2, "copies ran side by side")
+  -- The finished load let go of its queue, parts and steps; its status still reports them.
+  T.ok(load.settled and load.queue == nil and load.parts == nil and load.steps == nil and load.table_parts == nil,
+       "the finished load keeps no queue, parts or steps")
+  local st = load:status()
+  T.eq({ st.state, st.parts_done, st.parts_total }, { "done", TABLES, TABLES })
+  T.eq(#st.tables, TABLES)
+  for _, tbl in ipairs(st.tables) do T.eq({ tbl.state, tbl.parts_done }, { "done", tbl.parts }, tbl.table) end
   T.eq(progress.events.part_done, TABLES)
   local t = assert(tide.connect(ctx.target_url))
   same_tables(s, t)

@@ -205,7 +205,7 @@ end)
 T.test("a session's map from the record: a table without DDL since keeps the plan's entry itself", function()
   local d = context()
   local cols = { col(1, "id", "integer", { not_null = true }), col(2, "Mixed", "text") }
-  for oid, name in pairs({ ["100"] = "t", ["101"] = "u", ["102"] = "v" }) do
+  for oid, name in pairs({ ["100"] = "t", ["101"] = "u", ["102"] = "v", ["103"] = "w" }) do
     d.known:set(oid, { desc = desc(name, cols, { oid = tonumber(oid) }), cols = { id = "id", Mixed = "Mixed" },
                        target = { schema = "public", name = name } })
   end
@@ -219,16 +219,21 @@ T.test("a session's map from the record: a table without DDL since keeps the pla
   local u = plan_entry("101", '"public"."u"')
   u.known = { "id" }                           -- the plan knew fewer columns: the record's entry
   local v = plan_entry("102", '"public"."elsewhere"')   -- another target: the record's entry
+  local w = plan_entry("103", '"public"."w"')
+  w.unique_free = not w.unique_free            -- one flag the record says otherwise: the record's entry
   local plan = { tables = { { oid = 100, source = { schema = "public", name = "t" } },
                             { oid = 101, source = { schema = "public", name = "u" } },
-                            { oid = 102, source = { schema = "public", name = "v" } } } }
+                            { oid = 102, source = { schema = "public", name = "v" } },
+                            { oid = 103, source = { schema = "public", name = "w" } } } }
   local by = {}
-  for _, e in ipairs(ddl.overlay(d, { t, u, v }, plan)) do by[e.source_name] = e end
+  for _, e in ipairs(ddl.overlay(d, { t, u, v, w }, plan)) do by[e.source_name] = e end
   T.ok(rawequal(by.t, t), "the unchanged table's entry is the plan's own")
   T.ok(not rawequal(by.u, u), "a table the record knows more of gets a new entry")
   T.eq(by.u.known, { "id", "Mixed" })
   T.ok(not rawequal(by.v, v), "a table whose target differs gets a new entry")
   T.eq(by.v.target_sql, "public.v")
+  T.ok(not rawequal(by.w, w), "a table one of whose flags differs gets a new entry")
+  T.eq(by.w.unique_free, not w.unique_free)
 end)
 
 T.test("DROP INDEX of two indexes of one table: both go from its record", function()
