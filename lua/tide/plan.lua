@@ -428,11 +428,28 @@ end
 -- parents of partitions DDL replication makes). The steps and the other objects go: past the
 -- post-data phase no step runs again in this attempt (a retry makes its plan anew), and the
 -- stream may run for days.
+local function same_entries(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do if not rawequal(a[i], b[i]) then return false end end
+  return true
+end
+
 function M.keep_for_stream(plan)
   plan.pre_data, plan.post_data = {}, {}
+  local entry_of = {}
+  for _, tbl in ipairs(plan.tables or {}) do entry_of["table:" .. tbl.key] = tbl end
+  -- Of a table's object, what the stream reads (tide.cdc.tables, ddl, ddl_entries, reverse):
+  -- four fields, where the object had a dozen; its list of columns the table entry's when
+  -- they hold the same columns.
   local tables = {}
   for key, obj in pairs(plan.by_key or {}) do
-    if key:sub(1, 6) == "table:" then tables[key] = obj end
+    if key:sub(1, 6) == "table:" then
+      local columns, tbl = obj.columns, entry_of[key]
+      if columns and tbl and tbl.columns and same_entries(columns, tbl.columns) then columns = tbl.columns end
+      local kept = { schema = obj.schema, name = obj.name, target = obj.target, columns = columns }
+      if obj.dropped_columns then kept.dropped_columns = obj.dropped_columns end
+      tables[key] = kept
+    end
   end
   plan.by_key, plan.objects = tables, {}
   plan.for_stream = true

@@ -412,6 +412,13 @@ T.test("what a run keeps of the plan: no steps for a task without the schema pha
   end
   table.sort(kept); table.sort(table_keys)
   T.eq(kept, table_keys, "only the tables' objects stay")
+  local shared = 0
+  for _, tbl in ipairs(with_schema.tables) do
+    local obj = with_schema.by_key["table:" .. tbl.key]
+    if obj and rawequal(obj.columns, tbl.columns) then shared = shared + 1 end
+    T.eq(obj and obj.def, nil, tbl.key .. ": what the stream does not read goes")
+  end
+  T.ok(shared > 0, "a table's object and entry share one list of columns")
 end)
 
 T.test("a task without the schema phase uses what the target has: no conflicts, no statements for it", function(ctx)
