@@ -464,10 +464,17 @@ local TRIMMED = { objects = true, by_key = true, pre_data = true, post_data = tr
 function M.for_hooks(plan, task, source, target)
   if type(plan) ~= "table" or not plan.for_stream then return plan end
   local whole
-  return setmetatable({}, { __index = function(_, field)
-    if not whole and TRIMMED[field] then whole = M.build(task, source, target) end
-    return (whole or plan)[field]
-  end })
+  local function made_whole()
+    whole = whole or M.build(task, source, target)
+    return whole
+  end
+  return setmetatable({}, {
+    __index = function(_, field)
+      if TRIMMED[field] then return made_whole()[field] end
+      return (whole or plan)[field]
+    end,
+    __pairs = function() return next, made_whole(), nil end,   -- every field: the whole plan's
+  })
 end
 
 -- True when the plan can be carried out: no errors, no conflicts with the target.
