@@ -27,7 +27,7 @@ ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
-LDLIBS  += $(PKG_LIBS) -lm
+LDLIBS  += $(PKG_LIBS) -lz -lm
 # Linked, libmimalloc takes malloc over for the whole process (glibc lets a library replace
 # it): faster and denser than glibc's on the Lua heap's millions of small blocks (main.c,
 # GC_PAUSE). The sanitizer build keeps glibc's malloc, which the sanitizers intercept.
@@ -49,7 +49,7 @@ UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 # postgresql-server-dev-15: PGXS and the server headers, to build the test security label
 # provider (tests/fixtures/seclabel/; PostgreSQL's packages ship none).
 DEB_PACKAGES := gcc make pkg-config python3 liblua5.4-dev lua-lpeg-dev libuv1-dev libpq-dev \
-                libedit-dev libmimalloc-dev postgresql-15 postgresql-15-orafce postgresql-server-dev-15 tmux clang-format lua-check \
+                libedit-dev libmimalloc-dev zlib1g-dev postgresql-15 postgresql-15-orafce postgresql-server-dev-15 tmux clang-format lua-check \
                 dpkg-dev chromium
 
 .PHONY: all deps test test-asan test-faults demo fuzz fuzz-run clean unit lint-c format-c lint-lua \

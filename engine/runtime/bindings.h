@@ -42,6 +42,7 @@ int luaopen_tide_guard(lua_State *L);   /* live/lua_guard.c: chunk_guard, chunk_
 int luaopen_tide_term(lua_State *L);    /* live/lua_term.c: readline, add_history, isatty, ... */
 int luaopen_tide_log(lua_State *L);     /* runtime/log.c: set_logger */
 int luaopen_tide_json(lua_State *L);    /* runtime/json.c: json_decoder */
+int luaopen_tide_squeeze(lua_State *L); /* runtime/squeeze.c: deflate, inflate */
 int luaopen_tide_http(lua_State *L);    /* live/lua_http.c: http_listen */
 int luaopen_lpeg(lua_State *L);         /* the lpeg library, linked in */
 

@@ -23,19 +23,13 @@ static void merge(lua_State *L, lua_CFunction open) {
 }
 
 int luaopen_tide_core(lua_State *L) {
-    static const lua_CFunction areas[] = { luaopen_tide_sched,
-                                           luaopen_tide_conn,
-                                           luaopen_tide_copy,
-                                           luaopen_tide_cdc,
-                                           luaopen_tide_error,
-                                           luaopen_tide_term,
-                                           luaopen_tide_process,
-                                           luaopen_tide_control,
-                                           luaopen_tide_guard,
-                                           luaopen_tide_log,
-                                           luaopen_tide_http,
-                                           luaopen_tide_json,
-                                           NULL };
+    static const lua_CFunction areas[] = { luaopen_tide_sched,   luaopen_tide_conn,
+                                           luaopen_tide_copy,    luaopen_tide_cdc,
+                                           luaopen_tide_error,   luaopen_tide_term,
+                                           luaopen_tide_process, luaopen_tide_control,
+                                           luaopen_tide_guard,   luaopen_tide_log,
+                                           luaopen_tide_http,    luaopen_tide_json,
+                                           luaopen_tide_squeeze, NULL };
     lua_newtable(L);
     for (int i = 0; areas[i]; i++) merge(L, areas[i]);
     lua_pushstring(L, TIDE_VERSION);

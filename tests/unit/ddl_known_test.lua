@@ -90,3 +90,54 @@ T.test("a name three records share: each removal leaves the others found, none s
   T.eq((k:by_name("s", "renamed")), other)
   T.eq(next(k.names["s\0dup"] and { 1 } or {}), nil, "the old name's entry went")
 end)
+
+T.test("records are kept deflated: what goes in comes out, whichever form the JSON came in", function()
+  local k = known.new()
+  -- as ddl_record.load gives them: jsonb's text, with its spaces
+  local text = '{"cols": {"id": "id"}, "desc": {"oid": 21, "kind": "r", "name": "t", "schema": "s", ' ..
+               '"columns": [{"num": 1, "name": "id", "type": "bigint", "comment": null}], "indexes": ' ..
+               '[{"def": "CREATE INDEX t_i ON s.t USING btree (id)", "oid": 22, "name": "t_i", "unique": false}]}, ' ..
+               '"target": {"name": "t", "schema": "s"}}'
+  k:add_text("21", text, "s", "t")
+  T.eq(k:get("21"), json.decode(text))
+  T.ok(#k.texts["21"] < #text, "kept in fewer bytes than the text: " .. #k.texts["21"] .. " of " .. #text)
+  local big = info("s", "wide", { oid = 30, indexes = { { oid = 987654, name = "w_i", def = "CREATE INDEX w_i ON s.wide (id)" } } })
+  for i = 2, 1600 do big.desc.columns[i] = { num = i, name = "c" .. i, type = "text" } end
+  k:set("30", big)
+  T.eq(k:get("30"), big)
+  -- containing: an oid finds the records that name it (a table's index, a partition's parent)
+  local found = {}
+  for oid, rec in k:containing("22") do found[#found + 1] = oid .. ":" .. rec.desc.name end
+  T.eq(found, { "21:t" })
+  found = {}
+  for oid in k:containing("987654") do found[#found + 1] = oid end
+  T.eq(found, { "30" })
+  for oid in k:containing("99") do T.ok(false, "no record names 99, yet " .. oid .. " was found") end
+  -- the index dropped from the record: its oid no longer finds the table
+  big.desc.indexes = {}
+  k:set("30", big)
+  for oid in k:containing("987654") do T.ok(false, "the record no longer names 987654, yet " .. oid .. " was found") end
+  found = {}
+  for oid in k:containing('"name":"wide"') do found[#found + 1] = oid end
+  T.eq(found, { "30" }, "any other text: every record is looked through")
+end)
+
+T.test("tide.core.deflate and inflate: round trips, and what they refuse", function()
+  local core = require "tide.core"
+  for _, text in ipairs({ "", "x", string.rep("abc", 100000), "\0\1\2\255" }) do
+    T.eq(core.inflate(core.deflate(text)), text)
+    T.eq(core.inflate(core.deflate(text, "a dictionary"), "a dictionary"), text)
+  end
+  local packed = core.deflate("some text that a dictionary helps", "some text")
+  local ok, err = pcall(core.inflate, packed, "another")
+  T.ok(not ok and tostring(err):find("another dictionary", 1, true), tostring(err))
+  ok, err = pcall(core.inflate, packed)
+  T.ok(not ok and tostring(err):find("another dictionary", 1, true), tostring(err))
+  ok, err = pcall(core.inflate, "xy")
+  T.ok(not ok and tostring(err):find("not a packed text", 1, true), tostring(err))
+  local cut = core.deflate(string.rep("abc", 1000))
+  ok, err = pcall(core.inflate, cut:sub(1, #cut - 3))
+  T.ok(not ok and tostring(err):find("not a packed text", 1, true), "a cut stream: " .. tostring(err))
+  ok, err = pcall(core.inflate, "\255\255\255\255" .. cut:sub(5))
+  T.ok(not ok and tostring(err):find("not a packed text", 1, true), "a length it cannot have: " .. tostring(err))
+end)
