@@ -145,7 +145,7 @@ build-fuzz/fuzz_playbook: tests/fuzz/fuzz_playbook.c $(ENGINE_SRC) $(BUILD)/lua_
 	@command -v clang >/dev/null || { echo "make fuzz needs clang and libclang-rt-14-dev" >&2; exit 1; }
 	mkdir -p build-fuzz
 	clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine $(PKG_CFLAGS) \
-	  tests/fuzz/fuzz_playbook.c $(ENGINE_SRC) $(BUILD)/lua_modules.c $(PKG_LIBS) -lm -o $@
+	  tests/fuzz/fuzz_playbook.c $(ENGINE_SRC) $(BUILD)/lua_modules.c $(PKG_LIBS) -lz -lm -o $@
 
 build-fuzz/fuzz_json: tests/fuzz/fuzz_json.c engine/runtime/json.c engine/runtime/bindings.h
 	@command -v clang >/dev/null || { echo "make fuzz needs clang and libclang-rt-14-dev" >&2; exit 1; }

@@ -35,7 +35,7 @@ static int l_deflate(lua_State *L) {
     z_stream z;
     memset(&z, 0, sizeof z);
     if (deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, WINDOW, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-        return luaL_error(L, "deflate: out of memory");
+        return luaL_error(L, "deflate: zlib refused to start (out of memory?)");
     int rc = Z_OK;
     if (dict && dict_len > 0) rc = deflateSetDictionary(&z, (const Bytef *) dict, (uInt) dict_len);
     if (rc == Z_OK) {
@@ -69,7 +69,8 @@ static int l_inflate(lua_State *L) {
     char *out = luaL_buffinitsize(L, &b, size + 1);
     z_stream z;
     memset(&z, 0, sizeof z);
-    if (inflateInit2(&z, WINDOW) != Z_OK) return luaL_error(L, "inflate: out of memory");
+    if (inflateInit2(&z, WINDOW) != Z_OK)
+        return luaL_error(L, "inflate: zlib refused to start (out of memory?)");
     z.next_in = (Bytef *) (in + HEADER);
     z.avail_in = (uInt) (len - HEADER);
     z.next_out = (Bytef *) out;
@@ -77,16 +78,19 @@ static int l_inflate(lua_State *L) {
     int rc = inflate(&z, Z_FINISH);
     /* the stream names the dictionary it needs (by checksum): a different one is refused */
     if (rc == Z_NEED_DICT) {
-        if (!dict || dict_len == 0 ||
-            inflateSetDictionary(&z, (const Bytef *) dict, (uInt) dict_len) != Z_OK) {
+        int set = dict && dict_len > 0 ? inflateSetDictionary(&z, (const Bytef *) dict, (uInt) dict_len)
+                                       : Z_DATA_ERROR;
+        if (set != Z_OK) {
             inflateEnd(&z);
-            return luaL_error(L, "inflate: packed with another dictionary");
+            return luaL_error(L, set == Z_MEM_ERROR ? "inflate: out of memory"
+                                                    : "inflate: packed with another dictionary");
         }
         rc = inflate(&z, Z_FINISH);
     }
     size_t got = (size_t) z.total_out;
+    uInt left = z.avail_in; /* the whole string must be the stream: nothing after it */
     inflateEnd(&z);
-    if (rc != Z_STREAM_END || got != size) return luaL_error(L, "inflate: not a packed text");
+    if (rc != Z_STREAM_END || got != size || left != 0) return luaL_error(L, "inflate: not a packed text");
     luaL_pushresultsize(&b, got);
     return 1;
 }

@@ -457,7 +457,8 @@ end
 
 -- The plan on.cutover hooks see (docs/incremental.md: its steps, objects and by_key too): a
 -- plan the stream trimmed is made whole (tide.plan.build over the hooks' connections) the
--- first time a hook reads one of those, and that plan answers from then on. A cutover whose
+-- first time a hook reads one of those or iterates the plan with pairs, and that plan answers
+-- from then on. A cutover whose
 -- hooks do not read them pays nothing in downtime.
 local TRIMMED = { objects = true, by_key = true, pre_data = true, post_data = true }
 

@@ -120,6 +120,19 @@ T.test("records are kept deflated: what goes in comes out, whichever form the JS
   found = {}
   for oid in k:containing('"name":"wide"') do found[#found + 1] = oid end
   T.eq(found, { "30" }, "any other text: every record is looked through")
+  -- a partition names its parent: the parent's oid finds it (and the parent's own record)
+  k:set("40", info("s", "p1", { oid = 40, parent = { oid = 876543, schema = "s", name = "parted" } }))
+  k:set("876543", info("s", "parted", { oid = 876543 }))
+  found = {}
+  for oid in k:containing("876543") do found[#found + 1] = oid end
+  table.sort(found)
+  T.eq(found, { "40", "876543" })
+  -- a removed record takes back what it named
+  k:set("40", nil)
+  k:set("876543", nil)
+  T.eq(k.mentions["876543"], nil, "nothing names 876543 any more")
+  T.eq(k.mentions["987654"], nil, "nor the dropped index's oid")
+  T.eq(k.mentions["30"], "30", "the wide table still names itself")
 end)
 
 T.test("tide.core.deflate and inflate: round trips, and what they refuse", function()
@@ -140,4 +153,6 @@ T.test("tide.core.deflate and inflate: round trips, and what they refuse", funct
   T.ok(not ok and tostring(err):find("not a packed text", 1, true), "a cut stream: " .. tostring(err))
   ok, err = pcall(core.inflate, "\255\255\255\255" .. cut:sub(5))
   T.ok(not ok and tostring(err):find("not a packed text", 1, true), "a length it cannot have: " .. tostring(err))
+  ok, err = pcall(core.inflate, cut .. "more")
+  T.ok(not ok and tostring(err):find("not a packed text", 1, true), "bytes after the stream: " .. tostring(err))
 end)

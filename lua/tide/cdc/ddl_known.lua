@@ -11,7 +11,9 @@
 --   k:by_name(schema, name)    → oid, info of the source table schema.name, or nil
 --   k:oids()                   → iterator over the oids
 --   k:containing(text)         → iterator over oid, info of the records whose JSON holds text
---                                (a prefilter: the caller checks what it looks for)
+--                                (a prefilter: the caller checks what it looks for); an oid
+--                                (digits only) finds the records that name it under an "oid"
+--                                key (a table, its indexes, a partition's parent, partitions)
 --   k:renamed_words()          → set of the source names the rename rules change (the check of
 --                                statements applied as the source ran them)
 local json = require "tide.json"
@@ -72,11 +74,13 @@ end
 
 -- The oids a record's text names ("oid": n: the table's, its indexes', its parent's and
 -- partitions'): mentions[n] is the record's oid, or the set of them, so that k:containing(n)
--- inflates those records, not every one. Entries are added, never taken back: k:containing
--- checks the text itself.
+-- inflates those records, not every one. A record replaced or removed takes back what its
+-- text named.
+local OID = '"oid": ?"?(%d+)'
+
 local function mention(self, oid, text)
   local m = self.mentions
-  for n in text:gmatch('"oid": ?"?(%d+)') do
+  for n in text:gmatch(OID) do
     local at = m[n]
     if at == nil or at == oid then
       m[n] = oid
@@ -84,6 +88,22 @@ local function mention(self, oid, text)
       at[oid] = true
     else
       m[n] = { [at] = true, [oid] = true }
+    end
+  end
+end
+
+local function unmention(self, oid)
+  local text = unpack_text(self.texts[oid])
+  if not text then return end
+  local m = self.mentions
+  for n in text:gmatch(OID) do
+    local at = m[n]
+    if at == oid then
+      m[n] = nil
+    elseif type(at) == "table" then
+      at[oid] = nil
+      local first = next(at)
+      if first and next(at, first) == nil then m[n] = first elseif not first then m[n] = nil end
     end
   end
 end
@@ -122,6 +142,7 @@ end
 -- renamed words (a list, or nil: as words_of would find them; tide.cdc.ddl_record.load has the
 -- server list them, so that loading decodes nothing).
 function K:add_text(oid, text, schema, table_name, words)
+  unmention(self, oid)
   self.texts[oid] = pack(text)
   mention(self, oid, text)
   name(self, oid, schema, table_name)
@@ -135,6 +156,7 @@ end
 
 function K:set(oid, info)
   oid = tostring(oid)
+  unmention(self, oid)
   if info == nil then
     self.texts[oid], self.words[oid] = nil, nil
     unname(self, oid)
