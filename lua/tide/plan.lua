@@ -423,17 +423,17 @@ function M.keep_for_run(plan, task)
   for _, obj in ipairs(plan.objects or {}) do obj.deps, obj.existing_target, obj.row = nil, nil, nil end
 end
 
--- What the change stream reads of a plan (tide.cdc): plan.tables and plan.sequences, the
--- follow rules, the selected schemas, and the tables' objects by key (partition roots, the
--- parents of partitions DDL replication makes). The steps and the other objects go: past the
--- post-data phase no step runs again in this attempt (a retry makes its plan anew), and the
--- stream may run for days.
 local function same_entries(a, b)
   if #a ~= #b then return false end
   for i = 1, #a do if not rawequal(a[i], b[i]) then return false end end
   return true
 end
 
+-- What the change stream reads of a plan (tide.cdc): plan.tables and plan.sequences, the
+-- follow rules, the selected schemas, and the tables' objects by key (partition roots, the
+-- parents of partitions DDL replication makes). The steps and the other objects go: past the
+-- post-data phase no step runs again in this attempt (a retry makes its plan anew), and the
+-- stream may run for days.
 function M.keep_for_stream(plan)
   plan.pre_data, plan.post_data = {}, {}
   local entry_of = {}
@@ -458,8 +458,7 @@ end
 -- The plan on.cutover hooks see (docs/incremental.md: its steps, objects and by_key too): a
 -- plan the stream trimmed is made whole (tide.plan.build over the hooks' connections) the
 -- first time a hook reads one of those or iterates the plan with pairs, and that plan answers
--- from then on. A cutover whose
--- hooks do not read them pays nothing in downtime.
+-- from then on. A cutover whose hooks do not read them pays nothing in downtime.
 local TRIMMED = { objects = true, by_key = true, pre_data = true, post_data = true }
 
 function M.for_hooks(plan, task, source, target)
