@@ -87,6 +87,11 @@ end
 -- pattern. Emptied when full, so a long-running process holds a bounded number.
 local answers, answer_count, ANSWERS_MAX = {}, 0, 131072
 
+-- quote_always(name): the name as SQL text, always quoted (as libpq's PQescapeIdentifier).
+function sqlident.quote_always(name)
+  return '"' .. tostring(name):gsub('"', '""') .. '"'
+end
+
 -- quote(name): the name as SQL text; quoted when it is not a plain lower-case identifier, or
 -- is a keyword other than an unreserved one. `$` and non-ASCII letters are quoted, like the
 -- server does.

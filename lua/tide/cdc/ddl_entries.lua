@@ -99,10 +99,9 @@ end
 
 -- Whether `sql` names the table schema.name, each part quoted where it must be (sqlident) or
 -- always (libpq's PQescapeIdentifier, which the plan's entries use).
-local function quoted(s) return '"' .. s:gsub('"', '""') .. '"' end
 local function names(sql, schema, name)
-  for _, a in ipairs({ q(schema), quoted(schema) }) do
-    for _, b in ipairs({ q(name), quoted(name) }) do if sql == a .. "." .. b then return true end end
+  for _, a in ipairs({ q(schema), sqlident.quote_always(schema) }) do
+    for _, b in ipairs({ q(name), sqlident.quote_always(name) }) do if sql == a .. "." .. b then return true end end
   end
   return false
 end

@@ -25,7 +25,7 @@ local null = require("tide.core").null
 
 local M = {}
 
-local function quote(s) return '"' .. tostring(s):gsub('"', '""') .. '"' end
+local quote = require("tide.sqlident").quote_always
 
 local function source_qualified(tbl) return quote(tbl.source.schema) .. "." .. quote(tbl.source.name) end
 

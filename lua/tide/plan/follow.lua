@@ -15,7 +15,7 @@ local M = {}
 
 local function objects_key(obj) return require("tide.plan.objects").table_key(obj) end
 
-local function quote(s) return '"' .. tostring(s):gsub('"', '""') .. '"' end
+local quote = require("tide.sqlident").quote_always
 
 local function qualified(tbl) return quote(tbl.source.schema) .. "." .. quote(tbl.source.name) end
 
