@@ -7,7 +7,7 @@
 #   (SHAPES="s10c4 s60c2" RUNS=5 TX=100000 STEADY=60 to change what is measured; a shape sNcM
 #   is pgbench at scale N with M clients. BIG_ROWS=10000000 adds, per shape, a single ~1 GB
 #   source transaction and reports pgtide's peak memory while applying it; PERF=DIR records a
-#   perf profile of each catch-up; GROUP_CHANGES=N, BATCH_INSERTS=0, MERGE_UPDATES=0 and
+#   perf profile of each catch-up; GROUP_CHANGES=N, BATCH_INSERTS=0, BATCH_UPDATES=0, MERGE_UPDATES=0 and
 #   APPLY_CONNECTIONS=N (parallel apply) change pgtide's settings. A quick check: SHAPES="s1c4 s1c2" TX=2000 STEADY=3 RUNS=2)
 #
 # Per shape, on new clusters:
@@ -75,7 +75,8 @@ local stop
 local task = tide.task { name = "bench", source = src, target = tgt, migrate = { "incremental" },
   select = { include = { "public.pgbench_*", "public.bench_probe" } },
   incremental = { heartbeat_interval = 1, group_changes = tonumber(os.getenv("GROUP_CHANGES") or ""),
-                  batch_inserts = os.getenv("BATCH_INSERTS") ~= "0", merge_updates = os.getenv("MERGE_UPDATES") ~= "0",
+                  batch_inserts = os.getenv("BATCH_INSERTS") ~= "0", batch_updates = os.getenv("BATCH_UPDATES") ~= "0",
+                  merge_updates = os.getenv("MERGE_UPDATES") ~= "0",
                   apply_connections = math.tointeger(tonumber(os.getenv("APPLY_CONNECTIONS") or "")) },
   stop = function(st) return stop(st) end }
 local s, t = assert(tide.connect(src)), assert(tide.connect(tgt))

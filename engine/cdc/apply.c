@@ -47,6 +47,9 @@ inflight *apply__q_push(apply_state *ap, int kind) {
 inflight *apply__q_front(apply_state *ap) { return ap->q_count ? &ap->q[ap->q_head] : NULL; }
 
 void apply__q_pop(apply_state *ap) {
+    inflight *e = &ap->q[ap->q_head];
+    free(e->each);
+    e->each = NULL;
     ap->q_head = (ap->q_head + 1) % ap->q_cap;
     ap->q_count--;
 }
@@ -293,6 +296,22 @@ void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int npara
         queue_stmt(ap, r, 'I', APPLY_FORM_INSERT, lsn, commit_lsn, keyed, rows - 1, sql, nparams, params);
     e->last_lsn = last_lsn;
     e->rows = rows;
+}
+
+void apply__queue_update_rows(apply_state *ap, apply_rel *r, const char *sql, int nparams,
+                              const char *const *params, uint32_t rows, uint32_t merged,
+                              update_row_info *each, const pgoutput_tuple *keyed) {
+    uint64_t first = each[0].lsn, last = each[0].lsn, commit = each[0].commit_lsn;
+    for (uint32_t i = 1; i < rows; i++) {
+        if (each[i].lsn < first) first = each[i].lsn;
+        if (each[i].lsn > last) last = each[i].lsn;
+        if (each[i].commit_lsn > commit) commit = each[i].commit_lsn;
+    }
+    inflight *e =
+        queue_stmt(ap, r, 'U', APPLY_FORM_UPDATE_ROWS, first, commit, keyed, merged, sql, nparams, params);
+    e->last_lsn = last;
+    e->rows = rows;
+    e->each = each;
 }
 
 /* A change of a table whose row filter pgtide applies (apply_filter.c); deletes take the plain
@@ -704,6 +723,7 @@ void apply_free(apply_state *ap) {
     for (size_t i = 0; i < ap->stmt_cap; i++) free(ap->stmt_sql[i]);
     free(ap->stmt_sql);
     free(ap->stmt_id);
+    for (size_t i = 0; i < ap->q_count; i++) free(ap->q[(ap->q_head + i) % ap->q_cap].each);
     free(ap->q);
     free(ap->held);
     free(ap->conflicts);

@@ -38,6 +38,7 @@ void apply_buf_addf(apply_buf *b, const char *fmt, ...) __attribute__((format(pr
 /* "$n", a statement's parameter n (n >= 0), appended without printf (a statement is written
  * for every change: printf was a third of pgtide's CPU while catching up). */
 void apply_buf_param(apply_buf *b, int n);
+void apply_buf_uint(apply_buf *b, unsigned n); /* its decimal digits */
 /* "pgtide_<id>" (a prepared statement's name, id >= 0) into out, which holds at least 24 bytes. */
 void apply_stmt_name(char *out, int id);
 void apply_buf_free(apply_buf *b);
@@ -134,7 +135,9 @@ typedef enum apply_form {
     APPLY_FORM_UPSERT,        /* ... ON CONFLICT (key) DO UPDATE ... RETURNING (xmax = 0) */
     APPLY_FORM_UPDATE,
     APPLY_FORM_DELETE,
-    APPLY_FORM_FILTERED, /* apply_filter.c: returns (wanted, done, inserted, complete, decided) */
+    APPLY_FORM_FILTERED,    /* apply_filter.c: returns (wanted, done, inserted, complete, decided) */
+    APPLY_FORM_UPDATE_ROWS, /* apply_merge.c: several rows' updates, RETURNING the number of each
+                               row found */
 } apply_form;
 
 /* One statement: its text and its text-format parameters (NULL = SQL NULL). */
@@ -230,6 +233,8 @@ typedef struct apply_options {
     double group_live_seconds; /* ... or after this long while caught up (0 = group_seconds) */
     uint64_t start_lsn;        /* origin progress: transactions ending at or before it are skipped */
     int server_version;        /* the target's: the xid function's name */
+    bool batch_updates;        /* a table's folded updates may go several rows to a statement
+                                  (apply_merge.c) */
     /* Transactions that the source replayed under one of these replication origins (pgtide's
      * own apply of a paired task: a reverse task's forward one) are not applied: no loop. */
     char skip_origins[APPLY_MAX_SKIP_ORIGINS][64];
@@ -257,6 +262,7 @@ typedef struct apply_counters {
     uint64_t received_transactions, applied_transactions, skipped_transactions;
     uint64_t applied_changes, queued_changes, hooked_changes, dropped_changes, merged_changes;
     uint64_t batched_inserts; /* rows sent in INSERTs of several rows */
+    uint64_t batched_updates; /* rows sent in UPDATEs of several rows */
     uint64_t groups, truncates, heartbeats;
     uint64_t insert_exists, update_missing, delete_missing;
     uint64_t conflicts_skipped, conflicts_overwritten;

@@ -27,6 +27,13 @@ enum inflight_kind {
     IF_SYNC
 };
 
+/* One row of an UPDATE of several rows (APPLY_FORM_UPDATE_ROWS): what the result names when
+ * the statement did not find it. */
+typedef struct update_row_info {
+    uint64_t lsn, commit_lsn;
+    char key[112];
+} update_row_info;
+
 typedef struct inflight {
     uint8_t kind, op, form;
     bool got_result;
@@ -37,6 +44,8 @@ typedef struct inflight {
     uint32_t rows;            /* IF_DML: rows the statement inserts together (0 or 1: one) */
     bool tolerant;            /* IF_DML: queued before its table's tolerate_lsn was passed */
     int64_t commit_ts;
+    update_row_info *each; /* IF_DML of APPLY_FORM_UPDATE_ROWS: its `rows` rows, in the order of
+                              the numbers the statement returns (1..rows); owned */
     char key[112];
 } inflight;
 
@@ -134,6 +143,12 @@ void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_t
 void apply__queue_rows(apply_state *ap, apply_rel *r, const char *sql, int nparams, const char *const *params,
                        uint32_t rows, uint64_t lsn, uint64_t last_lsn, uint64_t commit_lsn,
                        const pgoutput_tuple *keyed);
+
+/* Queue one UPDATE of `rows` rows (apply_merge.c): `each` (owned from here on) describes them,
+ * `merged` earlier changes were folded into them; `keyed` is the first row. */
+void apply__queue_update_rows(apply_state *ap, apply_rel *r, const char *sql, int nparams,
+                              const char *const *params, uint32_t rows, uint32_t merged,
+                              update_row_info *each, const pgoutput_tuple *keyed);
 
 /* apply_hook.c */
 void apply__held_release(apply_state *ap);

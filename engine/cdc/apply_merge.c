@@ -23,6 +23,17 @@
  * table sees its own changes in source order; only the order between tables changes, which
  * Lua allows only where nothing observes it (replica role, no trigger firing in it).
  *
+ * The folded updates of a table are sent up to UPDATE_ROWS rows to a statement, one
+ * `UPDATE ... FROM (rows) WHERE key = row's key RETURNING row's number` for the rows that set
+ * the same columns (in any order: their keys differ, and nothing observes the order of rows
+ * inside the group, as above). The target parses, plans and starts one statement for all of
+ * them, not one each. The rows' values take their types from the table itself: the rows are a
+ * UNION ALL behind `SELECT <its columns> FROM ONLY t WHERE false`, whose parameters the server
+ * types as the table's columns, as it does those of a one-row UPDATE. A row the statement did
+ * not find is the conflict of that row (apply_result.c), named by its key and LSN; so only the
+ * policy that stops at one sends them together (`conflict = "error"`, no hook), and never a
+ * table whose rows cannot be found by `=` on their key.
+ *
  * Memory: at most MERGE_WINDOW pending rows per table and MERGE_MAX_BYTES over all tables;
  * past either, what is pending is sent. Everything pending is sent before the group's check.
  */
@@ -37,6 +48,7 @@
 #define BATCH_ROWS 64              /* inserts per statement, at most */
 #define BATCH_MAX_BYTES (1u << 20) /* values per insert batch, at most */
 #define MAX_PARAMS 65535           /* the protocol's limit per statement */
+#define UPDATE_ROWS 64             /* folded updates per statement, at most */
 
 typedef struct merge_entry {
     uint8_t *block; /* key bytes, then the value bytes */
@@ -137,6 +149,167 @@ static void entry_send(apply_state *ap, apply_rel *r, merge_entry *e) {
     free(e->block);
     free(e->values);
     memset(e, 0, sizeof *e);
+}
+
+/* ---------------------------------------------------------------- updates of several rows */
+
+/* Whether `r`'s folded updates may go several rows to a statement (see the top). */
+static bool updates_batchable(const apply_state *ap, const apply_rel *r) {
+    const apply_target *t = r->target;
+    if (!ap->opt.batch_updates || ap->opt.conflict != APPLY_CONFLICT_ERROR || ap->opt.conflict_hook)
+        return false;
+    if (t->filter || t->partitioned || t->tolerate_lsn || !r->by_key) return false;
+    for (int i = 0; i < r->ncols; i++) {
+        if (r->slot[i] < 0) continue;
+        /* GENERATED ALWAYS identity: compared in the WHERE, never set (apply_sql.c) */
+        if (t->columns[r->slot[i]].identity_always) return false;
+        if (r->match[i] && r->textcmp[i]) return false; /* no '=': compared as text */
+    }
+    return true;
+}
+
+/* Whether a column is set by the row (a key column never is: the window holds no key change). */
+static bool sets_column(const apply_rel *r, const merge_entry *e, int i) {
+    return r->slot[i] >= 0 && !r->match[i] && e->values[i].kind != PGOUTPUT_VALUE_UNCHANGED_TOAST;
+}
+
+/* Whether `e` may share a statement, and a fingerprint of the columns it sets. A NULL key value
+ * is found by IS NULL, one row at a time; a row setting nothing needs no statement. */
+static bool entry_shape(const apply_rel *r, const merge_entry *e, uint64_t *shape) {
+    uint64_t h = 1469598103934665603ULL;
+    int sets = 0;
+    for (int i = 0; i < r->ncols; i++) {
+        if (r->slot[i] < 0) continue;
+        if (r->match[i] && e->values[i].kind == PGOUTPUT_VALUE_NULL) return false;
+        if (!sets_column(r, e, i)) continue;
+        sets++;
+        h = (h ^ (uint64_t) i) * 1099511628211ULL;
+    }
+    *shape = h;
+    return sets > 0;
+}
+
+static bool same_shape(const apply_rel *r, const merge_entry *a, const merge_entry *b) {
+    for (int i = 0; i < r->ncols; i++)
+        if (sets_column(r, a, i) != sets_column(r, b, i)) return false;
+    return true;
+}
+
+/* One UPDATE of the k rows `rows` (alike in shape): key columns, then the columns they set. */
+static void update_rows_send(apply_state *ap, apply_rel *r, merge_entry **rows, int k, apply_stmt *vals) {
+    const apply_target *t = r->target;
+    const merge_entry *lead = rows[0];
+    apply_buf *sql = &vals->sql;
+    apply_stmt_reset(vals);
+    apply_buf_adds(sql, "UPDATE ONLY ");
+    apply_buf_adds(sql, t->target_sql);
+    apply_buf_adds(sql, " AS pgtide_t SET ");
+    int c = 0, width = 0;
+    for (int i = 0; i < r->ncols; i++) width += r->slot[i] >= 0 && (r->match[i] || sets_column(r, lead, i));
+    for (int pass = 0, col = 0; pass < 2; pass++) { /* the keys are pgtide_v.c1.., then the set columns */
+        for (int i = 0; i < r->ncols; i++) {
+            if (r->slot[i] < 0 || !(pass ? sets_column(r, lead, i) : r->match[i])) continue;
+            col++;
+            if (!pass) continue;
+            if (c++) apply_buf_adds(sql, ", ");
+            apply_buf_adds(sql, t->columns[r->slot[i]].target_sql);
+            apply_buf_adds(sql, " = pgtide_v.c");
+            apply_buf_uint(sql, (unsigned) col);
+        }
+    }
+    apply_buf_adds(sql, " FROM (SELECT 0");
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < r->ncols; i++) {
+            if (r->slot[i] < 0 || !(pass ? sets_column(r, lead, i) : r->match[i])) continue;
+            apply_buf_adds(sql, ", ");
+            apply_buf_adds(sql, t->columns[r->slot[i]].target_sql);
+        }
+    apply_buf_adds(sql, " FROM ONLY ");
+    apply_buf_adds(sql, t->target_sql);
+    apply_buf_adds(sql, " WHERE false");
+    update_row_info *each = malloc(sizeof *each * (size_t) k);
+    if (!each) abort();
+    uint32_t merged = 0;
+    for (int row = 0; row < k; row++) {
+        merge_entry *e = rows[row];
+        apply_buf_adds(sql, " UNION ALL SELECT ");
+        apply_buf_uint(sql, (unsigned) row + 1);
+        for (int pass = 0; pass < 2; pass++)
+            for (int i = 0; i < r->ncols; i++) {
+                if (r->slot[i] < 0 || !(pass ? sets_column(r, e, i) : r->match[i])) continue;
+                apply_buf_adds(sql, ", ");
+                apply_buf_param(sql, apply_stmt_add(vals, &e->values[i]));
+            }
+        pgoutput_tuple tuple = { (uint16_t) r->ncols, e->values };
+        apply_sql_key_text(each[row].key, sizeof each[row].key, r, &tuple);
+        each[row].lsn = e->lsn;
+        each[row].commit_lsn = e->commit_lsn;
+        merged += e->merged;
+    }
+    apply_buf_adds(sql, ") AS pgtide_v (i");
+    for (int j = 1; j <= width; j++) {
+        apply_buf_adds(sql, ", c");
+        apply_buf_uint(sql, (unsigned) j);
+    }
+    apply_buf_adds(sql, ")");
+    c = 0;
+    for (int i = 0, col = 0; i < r->ncols; i++) {
+        if (r->slot[i] < 0 || !r->match[i]) continue;
+        apply_buf_adds(sql, c++ ? " AND pgtide_t." : " WHERE pgtide_t.");
+        apply_buf_adds(sql, t->columns[r->slot[i]].target_sql);
+        apply_buf_adds(sql, " = pgtide_v.c");
+        apply_buf_uint(sql, (unsigned) ++col);
+    }
+    apply_buf_adds(sql, " RETURNING pgtide_v.i");
+    pgoutput_tuple keyed = { (uint16_t) r->ncols, lead->values };
+    apply__queue_update_rows(ap, r, sql->data, vals->nparams, apply_stmt_params(vals), (uint32_t) k, merged,
+                             each, &keyed);
+    ap->n.batched_updates += (uint64_t) k;
+    for (int row = 0; row < k; row++) {
+        merge_entry *e = rows[row];
+        ap->merge_bytes -= e->bytes;
+        free(e->block);
+        free(e->values);
+        memset(e, 0, sizeof *e);
+    }
+}
+
+static void entry_send(apply_state *ap, apply_rel *r, merge_entry *e);
+
+/* Send the window's rows: those alike in shape in statements of 2^n rows (largest first, so
+ * that a table needs few prepared statements), the rest one by one. */
+static void updates_send(apply_state *ap, apply_rel *r, struct apply_merge *m) {
+    int n = m->count;
+    uint64_t *shape = malloc(sizeof *shape * (size_t) n);
+    merge_entry **group = malloc(sizeof *group * (size_t) n);
+    if (!shape || !group) abort();
+    for (int a = 0; a < n; a++)
+        if (!entry_shape(r, &m->entries[a], &shape[a])) entry_send(ap, r, &m->entries[a]);
+    int width = 0;
+    for (int i = 0; i < r->ncols; i++) width += r->slot[i] >= 0;
+    int most = UPDATE_ROWS;
+    while (most > 1 && most * width > MAX_PARAMS) most /= 2;
+    apply_stmt vals = { 0 };
+    for (int a = 0; a < n; a++) {
+        if (!m->entries[a].block) continue; /* sent */
+        int g = 0;
+        for (int b = a; b < n; b++) {
+            merge_entry *e = &m->entries[b];
+            if (e->block && shape[b] == shape[a] && same_shape(r, &m->entries[a], e)) group[g++] = e;
+        }
+        for (int done = 0; done < g;) {
+            int k = 1;
+            while (k * 2 <= g - done && k * 2 <= most) k *= 2;
+            if (k == 1)
+                entry_send(ap, r, group[done]);
+            else
+                update_rows_send(ap, r, group + done, k, &vals);
+            done += k;
+        }
+    }
+    apply_stmt_free(&vals);
+    free(group);
+    free(shape);
 }
 
 /* ---------------------------------------------------------------- inserts */
@@ -303,7 +476,10 @@ void apply__merge_flush_rel(apply_state *ap, apply_rel *r) {
     if (!m) return;
     inserts_send(ap, r);
     if (m->count == 0) return;
-    for (int k = 0; k < m->count; k++) entry_send(ap, r, &m->entries[k]);
+    if (m->count > 1 && !ap->failed && updates_batchable(ap, r))
+        updates_send(ap, r, m);
+    else
+        for (int k = 0; k < m->count; k++) entry_send(ap, r, &m->entries[k]);
     m->count = 0;
     memset(m->slot, 0, sizeof *m->slot * (size_t) m->cap * 2);
 }

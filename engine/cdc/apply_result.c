@@ -43,13 +43,15 @@ static void describe_change(char *out, size_t len, const inflight *e) {
     if (e->rows > 1) {
         char last[32];
         apply_format_lsn(last, sizeof last, e->last_lsn);
+        bool ins = e->op == 'I';
         snprintf(out, len,
-                 "applying one of %u inserts sent together into %s (source %s.%s, the first "
-                 "with key %s) at LSN %s to %s (source transactions committing up to %s); the detail names "
-                 "the row, incremental.batch_inserts = false applies them one by one",
-                 (unsigned) e->rows, e->target ? e->target->display : "?",
-                 e->target ? e->target->source_schema : "?", e->target ? e->target->source_name : "?",
-                 e->key[0] ? e->key : "-", lsn, last, commit);
+                 "applying one of %u %s sent together %s %s (source %s.%s, the first "
+                 "with key %s) at LSN %s to %s (source transactions committing up to %s); %s"
+                 "incremental.%s = false applies them one by one",
+                 (unsigned) e->rows, ins ? "inserts" : "updates", ins ? "into" : "of",
+                 e->target ? e->target->display : "?", e->target ? e->target->source_schema : "?",
+                 e->target ? e->target->source_name : "?", e->key[0] ? e->key : "-", lsn, last, commit,
+                 ins ? "the detail names the row, " : "", ins ? "batch_inserts" : "batch_updates");
         return;
     }
     snprintf(out, len,
@@ -239,9 +241,38 @@ static void handle_filtered_result(apply_state *ap, inflight *e, PGresult *r) {
     ap->n.applied_changes++;
 }
 
+/* An UPDATE of several rows (apply_merge.c): it returns the number of each row it found; a row
+ * it did not find is a conflict of its own, named by its key and LSN. */
+static void handle_update_rows(apply_state *ap, inflight *e, PGresult *r) {
+    int found = PQntuples(r);
+    ap->n.applied_changes += (uint64_t) found;
+    if (found == (int) e->rows || !e->each) return;
+    bool *seen = calloc(e->rows, sizeof *seen);
+    if (!seen) abort();
+    for (int t = 0; t < found; t++) {
+        long i = strtol(PQgetvalue(r, t, 0), NULL, 10);
+        if (i >= 1 && i <= (long) e->rows) seen[i - 1] = true;
+    }
+    for (uint32_t i = 0; i < e->rows; i++) {
+        if (seen[i]) continue;
+        inflight one = *e;
+        one.rows = 0;
+        one.each = NULL;
+        one.lsn = e->each[i].lsn;
+        one.commit_lsn = e->each[i].commit_lsn;
+        memcpy(one.key, e->each[i].key, sizeof one.key);
+        conflict_seen(ap, &one, false);
+    }
+    free(seen);
+}
+
 static void handle_dml_result(apply_state *ap, inflight *e, PGresult *r) {
     ExecStatusType st = PQresultStatus(r);
     ap->n.applied_changes += e->changes; /* updates folded into this statement */
+    if (e->form == APPLY_FORM_UPDATE_ROWS && st == PGRES_TUPLES_OK) {
+        handle_update_rows(ap, e, r);
+        return;
+    }
     if (e->form == APPLY_FORM_FILTERED && st == PGRES_TUPLES_OK) {
         handle_filtered_result(ap, e, r);
         return;

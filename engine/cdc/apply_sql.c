@@ -87,6 +87,12 @@ void apply_buf_param(apply_buf *b, int n) {
     apply_buf_add(b, start, (size_t) (tmp + sizeof tmp - start));
 }
 
+void apply_buf_uint(apply_buf *b, unsigned n) {
+    char tmp[24];
+    char *start = digits(tmp + sizeof tmp, n);
+    apply_buf_add(b, start, (size_t) (tmp + sizeof tmp - start));
+}
+
 void apply_stmt_name(char *out, int id) {
     char tmp[24];
     char *start = digits(tmp + sizeof tmp, (unsigned) id);

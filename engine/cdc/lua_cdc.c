@@ -462,6 +462,7 @@ static void push_stats(lua_State *L, cdc_stream *s) {
     SET_INT("dropped_changes", n->dropped_changes);
     SET_INT("merged_changes", n->merged_changes);
     SET_INT("batched_inserts", n->batched_inserts);
+    SET_INT("batched_updates", n->batched_updates);
     SET_INT("groups", n->groups);
     SET_INT("truncates", n->truncates);
     SET_INT("heartbeats", n->heartbeats);

@@ -163,6 +163,9 @@ void cdc_options_from_lua(lua_State *L, int o, apply_options *opt) {
     opt->conflict = (apply_conflict_policy) luaL_checkoption(L, -1, "error", policies);
     lua_pop(L, 1);
     opt->conflict_hook = cdc_field_bool(L, o, "conflict_hook");
+    lua_getfield(L, o, "batch_updates");
+    opt->batch_updates = lua_isnil(L, -1) || lua_toboolean(L, -1);
+    lua_pop(L, 1);
     lua_getfield(L, o, "group_changes");
     opt->group_changes = (int) luaL_optinteger(L, -1, 10000);
     lua_pop(L, 1);

@@ -295,6 +295,7 @@ local function open_session(task, st)
     start_sql = start_sql(task, ses.repl, names, lsn), start_lsn = lsn,
     spool_dir = streams(task, ses.repl) and spool_dir(task) or nil,
     conflict = conf(task).conflict or "error", conflict_hook = task.on and task.on.conflict ~= nil,
+    batch_updates = conf(task).batch_updates ~= false,
     group_changes = conf(task).group_changes, group_ms = conf(task).group_ms,
     group_live_ms = conf(task).group_live_ms,
     skip_origins = require("tide.cdc.reverse").skip_origins(task),

@@ -207,6 +207,7 @@ M.schema = {
     replica_role       = { check = "boolean" },
     merge_updates      = { check = "boolean" },
     batch_inserts      = { check = "boolean" },
+    batch_updates      = { check = "boolean" },
     ddl                = { check = "boolean" },
     apply_connections  = { check = function(v)
                              if v == "auto" or (math.type(v) == "integer" and v >= 1 and v <= 16) then return true end

@@ -72,6 +72,9 @@ COMMIT]]))
   -- id 7 again: -2 folds into -1, the delete sends both, 72 folds into 71: 2 more. The mails
   -- updates are never folded.
   T.eq(summary.status.merged_changes, 6002, "folded updates")
+  -- The folded rows went up to 64 to a statement (those setting the doc apart from the others).
+  T.ok(summary.status.batched_updates >= 2900, "updates sent several rows to a statement: " ..
+       tostring(summary.status.batched_updates))
   T.eq(summary.conflicts.update_missing + summary.conflicts.delete_missing + summary.conflicts.insert_exists, 0)
   H.release(ctx, task)
   src:close(); tgt:close()
@@ -125,6 +128,71 @@ COMMIT]]))
   T.ok(text:find("inserts sent together", 1, true) and text:find("(id)=(520)", 1, true), text)
   T.eq(assert(tgt:query("SELECT count(*) AS n FROM items WHERE id BETWEEN 500 AND 530"))[1].n, 1,
        "nothing of the failed group was applied")
+  H.release(ctx, task2)
+  src:close(); tgt:close()
+end)
+
+-- Folded updates sent several rows to a statement (engine/cdc/apply_merge.c): the rows' values
+-- take the types of the target's columns (an enum, a domain, arrays, jsonb, bytea, a padded
+-- char key, numeric with a scale), names that look like the statement's own (a table and
+-- columns called pgtide_v, i, c1), a two-column key, NULLs set, out-of-line values kept or
+-- changed; and a row missing on the target among them stops the task naming that row.
+T.test("updates go several rows to a statement, typed by the target's columns", function(ctx)
+  P.both(ctx, [[
+DROP TABLE IF EXISTS "pgtide_v", ident_rows;
+DROP TYPE IF EXISTS mood;
+DROP DOMAIN IF EXISTS posint;
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+CREATE TABLE "pgtide_v" ("K 1" char(6), k2 int, i jsonb, c1 numeric(10, 2), "pgtide_v" int[], ts timestamptz,
+                         b bytea, m mood, d posint, doc text, PRIMARY KEY ("K 1", k2));
+CREATE TABLE ident_rows (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, n int);
+INSERT INTO "pgtide_v"
+SELECT 'k' || g, g, jsonb_build_object('g', g), g / 7.0, ARRAY[g, g + 1], '2026-01-01 10:00+00'::timestamptz + g * interval '1 min',
+       '\x00ff', 'ok', g,
+       CASE WHEN g % 50 = 0 THEN (SELECT string_agg(md5(g::text || x::text), '') FROM generate_series(1, 200) x)
+            ELSE 'short' END
+FROM generate_series(1, 400) g;
+INSERT INTO ident_rows (n) SELECT g FROM generate_series(1, 100) g;
+]])
+  -- (both sides hold the same rows before the stream starts)
+  local src = P.connect(ctx.source_url)
+  local tgt = P.connect(ctx.target_url)
+  local ref = {}
+  local task = H.task(ctx, "batchupd", { stop = H.stop_at(ref) })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan, { snapshot = false })
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec([[BEGIN;
+UPDATE "pgtide_v" SET i = i || '{"u": 1}', c1 = c1 + 0.01, "pgtide_v" = "pgtide_v" || 9, ts = ts + interval '1 day',
+       b = b || '\x01', m = 'happy', d = d + 1 WHERE k2 <= 300;
+UPDATE "pgtide_v" SET i = NULL, m = NULL WHERE k2 % 3 = 0 AND k2 <= 300;
+UPDATE "pgtide_v" SET doc = ]] .. BIG .. [[ WHERE k2 % 100 = 0;
+UPDATE "pgtide_v" SET c1 = -1 WHERE k2 > 300;
+UPDATE ident_rows SET n = n * 2;
+COMMIT]]))
+  ref.lsn = P.lsn(src, true)
+  local summary = assert(h:wait())
+  P.same(src, tgt, '"pgtide_v"')
+  P.same(src, tgt, "ident_rows")
+  T.ok(summary.status.batched_updates >= 384, "rows sent several to a statement: " ..
+       tostring(summary.status.batched_updates))
+  T.eq(summary.conflicts.update_missing, 0)
+  H.release(ctx, task)
+
+  -- A row missing on the target among rows sent together: the task stops naming that row.
+  assert(tgt:exec([[DELETE FROM "pgtide_v" WHERE k2 = 150]]))
+  local task2 = H.task(ctx, "batchupd2", { stop = H.stop_at(ref) })
+  H.setup(ctx, task2, plan, { snapshot = false })
+  local h2 = H.stream(ctx, task2, plan)
+  assert(src:exec([[UPDATE "pgtide_v" SET d = d + 1 WHERE k2 BETWEEN 100 AND 227]]))
+  ref.lsn = P.lsn(src, true)
+  local ok, err = pcall(h2.wait, h2)
+  T.ok(not ok, "the task stopped")
+  local text = tostring(type(err) == "table" and (err.message or "") .. " " .. tostring(err.context) or err)
+  T.ok(text:find("update_missing", 1, true) and text:find("k2='150'", 1, true) and text:find("LSN", 1, true), text)
+  T.eq(assert(tgt:query([[SELECT count(*) AS n FROM "pgtide_v" WHERE k2 BETWEEN 100 AND 227 AND d = k2 + 1]]))[1].n,
+       127, "nothing of the failed group was applied")
   H.release(ctx, task2)
   src:close(); tgt:close()
 end)

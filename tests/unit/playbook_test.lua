@@ -75,7 +75,7 @@ T.test("every documented key and form is accepted", function(ctx)
   incremental = { conflict = "skip", group_changes = 100, group_ms = 50, group_live_ms = 5, release = true,
                   slot_timeout = "5min", heartbeat = true, heartbeat_table = "public.hb", delay_bound = "500ms",
                   streaming = false, spool_dir = "/tmp", heartbeat_interval = 0.2, decoding_work_mem = "64MB",
-                  replica_role = true, merge_updates = true, batch_inserts = false },
+                  replica_role = true, merge_updates = true, batch_inserts = false, batch_updates = false },
   precheck = { warn = { "table_without_key" } },
   verify = { jobs = 2, max_differences = 10, leaf_rows = 1000, chunk_rows = 10000, fanout = 16,
              tables = { "public.orders" }, sample = 2.5, sample_larger_than = 1048576, table_timeout = "2h",

@@ -91,7 +91,7 @@ function Figures:status(stats, now, extra)
     durable_lsn = stats.durable_lsn, flushed_lsn = stats.flushed_lsn,
     applied = stats.applied, received = received,
     changes = stats.changes, transactions = stats.transactions, merged_changes = stats.merged_changes,
-    batched_inserts = stats.batched_inserts,
+    batched_inserts = stats.batched_inserts, batched_updates = stats.batched_updates,
     changes_per_second = cps, transactions_per_second = tps,
     skipped_transactions = stats.skipped_transactions, heartbeats = stats.heartbeats,
     conflicts = stats.conflicts, groups = stats.groups,
