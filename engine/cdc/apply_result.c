@@ -43,15 +43,22 @@ static void describe_change(char *out, size_t len, const inflight *e) {
     if (e->rows > 1) {
         char last[32];
         apply_format_lsn(last, sizeof last, e->last_lsn);
-        bool ins = e->op == 'I';
-        snprintf(out, len,
-                 "applying one of %u %s sent together %s %s (source %s.%s, the first "
-                 "with key %s) at LSN %s to %s (source transactions committing up to %s); %s"
-                 "incremental.%s = false applies them one by one",
-                 (unsigned) e->rows, ins ? "inserts" : "updates", ins ? "into" : "of",
-                 e->target ? e->target->display : "?", e->target ? e->target->source_schema : "?",
-                 e->target ? e->target->source_name : "?", e->key[0] ? e->key : "-", lsn, last, commit,
-                 ins ? "the detail names the row, " : "", ins ? "batch_inserts" : "batch_updates");
+        const char *table = e->target ? e->target->display : "?";
+        const char *schema = e->target ? e->target->source_schema : "?";
+        const char *name = e->target ? e->target->source_name : "?";
+        const char *key = e->key[0] ? e->key : "-";
+        if (e->op == 'I')
+            snprintf(out, len,
+                     "applying one of %u inserts sent together into %s (source %s.%s, the first "
+                     "with key %s) at LSN %s to %s (source transactions committing up to %s); the detail "
+                     "names the row, incremental.batch_inserts = false applies them one by one",
+                     (unsigned) e->rows, table, schema, name, key, lsn, last, commit);
+        else
+            snprintf(out, len,
+                     "applying one of %u updates of %s sent together (source %s.%s, one of them with "
+                     "key %s) at LSN %s to %s (source transactions committing up to %s); "
+                     "incremental.batch_updates = false applies them one by one",
+                     (unsigned) e->rows, table, schema, name, key, lsn, last, commit);
         return;
     }
     snprintf(out, len,
@@ -244,16 +251,21 @@ static void handle_filtered_result(apply_state *ap, inflight *e, PGresult *r) {
 /* An UPDATE of several rows (apply_merge.c): it returns the number of each row it found; a row
  * it did not find is a conflict of its own, named by its key and LSN. */
 static void handle_update_rows(apply_state *ap, inflight *e, PGresult *r) {
-    int found = PQntuples(r);
-    ap->n.applied_changes += (uint64_t) found;
-    if (found == (int) e->rows || !e->each) return;
-    bool *seen = calloc(e->rows, sizeof *seen);
+    /* A key the target holds twice returns its row's number twice: count the rows found, not
+     * the target rows updated (the one-row path counts a statement once whatever it updated). */
+    bool *seen = calloc(e->rows ? e->rows : 1, sizeof *seen);
     if (!seen) abort();
-    for (int t = 0; t < found; t++) {
+    uint32_t found = 0;
+    for (int t = 0; t < PQntuples(r); t++) {
         long i = strtol(PQgetvalue(r, t, 0), NULL, 10);
-        if (i >= 1 && i <= (long) e->rows) seen[i - 1] = true;
+        if (i >= 1 && i <= (long) e->rows && !seen[i - 1]) {
+            seen[i - 1] = true;
+            found++;
+        }
     }
-    for (uint32_t i = 0; i < e->rows; i++) {
+    ap->n.applied_changes += found;
+    /* Batched only under the policy that stops at a conflict: the first one missing is named. */
+    for (uint32_t i = 0; found < e->rows && e->each && i < e->rows && !ap->failed; i++) {
         if (seen[i]) continue;
         inflight one = *e;
         one.rows = 0;

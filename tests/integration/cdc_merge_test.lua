@@ -196,3 +196,30 @@ COMMIT]]))
   H.release(ctx, task2)
   src:close(); tgt:close()
 end)
+
+-- A target whose rows are not unique on the source's key (its one unique index is on a column of
+-- its own): an update sent with others finds two rows for one key and none for another. The
+-- row found twice must not hide the row not found.
+T.test("updates sent together: a key found twice on the target does not hide a row not found", function(ctx)
+  P.both(ctx, "DROP TABLE IF EXISTS twice")
+  local src = P.connect(ctx.source_url)
+  local tgt = P.connect(ctx.target_url)
+  assert(src:exec([[CREATE TABLE twice (id int PRIMARY KEY, code text NOT NULL, n int);
+INSERT INTO twice SELECT g, 'c' || g, 0 FROM generate_series(1, 8) g]]))
+  assert(tgt:exec([[CREATE TABLE twice (id int NOT NULL, code text NOT NULL, n int, extra serial UNIQUE);
+INSERT INTO twice SELECT g, 'c' || g, 0 FROM generate_series(1, 8) g WHERE g <> 7;
+INSERT INTO twice VALUES (5, 'c5', 0)]]))
+  local ref = {}
+  local task = H.task(ctx, "twice", { stop = H.stop_at(ref) })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan, { snapshot = false })
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec("BEGIN; UPDATE twice SET n = 1 WHERE id IN (5, 7); COMMIT"))
+  ref.lsn = P.lsn(src, true)
+  local ok, err = pcall(h.wait, h)
+  T.ok(not ok, "the task stopped")
+  local text = tostring(type(err) == "table" and (err.message or "") .. " " .. tostring(err.context) or err)
+  T.ok(text:find("update_missing", 1, true) and text:find("id='7'", 1, true), text)
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
