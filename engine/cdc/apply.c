@@ -601,9 +601,22 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
     return feed_result(ap);
 }
 
-apply_feed_result apply_burst_end(apply_state *ap) {
+bool apply_caught_up(int64_t commit_ts, int64_t source_now) {
+    int64_t now = source_now > 0 ? source_now : (int64_t) (tide_now() * 1e6);
+    return commit_ts && now - pgoutput_timestamp_to_unix_usec(commit_ts) < 1000000;
+}
+
+/* Catching up a backlog, the stream's bursts end whenever the walsender falls behind for a
+ * moment (it decodes slower than a target applies folded changes in bursts): closing the group
+ * then would make groups of a few hundred transactions, with fewer updates folded and a check
+ * and commit each. Behind, a group closes at its size or age (group_limit, the tick); caught
+ * up, at once, so that the delay stays low. The age is read on the source's clock when the
+ * stream gives it, so that a source clock behind ours does not hold every group. */
+apply_feed_result apply_burst_end(apply_state *ap, int64_t source_now) {
     if (ap->failed) return APPLY_FAILED;
-    if (ap->group == G_OPEN && !ap->in_tx) group_close(ap);
+    if (ap->group == G_OPEN && !ap->in_tx &&
+        (source_now < 0 || apply_caught_up(ap->group_commit_ts, source_now)))
+        group_close(ap);
     if (ap->since_flush) apply__flush(ap);
     return feed_result(ap);
 }

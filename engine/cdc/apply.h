@@ -287,8 +287,12 @@ apply_state *apply_create(tide_conn *target, const apply_options *opts, const ap
 int apply_start(apply_state *ap);
 /* One pgoutput payload; `lsn` is the frame's dataStart (the change's LSN, 0 if none). */
 apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *payload, size_t len);
-/* The replication stream has nothing more buffered: close an open group at a boundary. */
-apply_feed_result apply_burst_end(apply_state *ap);
+/* The replication stream has nothing more buffered: close an open group at a boundary, once
+ * caught up (apply_caught_up) or when `source_now` < 0 (the caller wants it closed). */
+apply_feed_result apply_burst_end(apply_state *ap, int64_t source_now);
+/* Whether a transaction that committed at `commit_ts` (pgoutput's epoch) is recent: under a
+ * second old at `source_now` (the source's clock from the stream, unix µs; 0: ours). */
+bool apply_caught_up(int64_t commit_ts, int64_t source_now);
 /* Housekeeping from the stream's timer: read durable progress when it lags; when idle, record
  * the latest keepalive position in the origin (an empty target transaction), so the flush
  * position moves on an idle source while never exceeding what the target has recorded. */

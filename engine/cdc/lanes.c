@@ -219,7 +219,7 @@ static int pick_lane(lanes *l, unsigned mask) {
 /* Close the open groups of the lanes in `mask` whose queues are empty: they commit sooner. */
 static void nudge(lanes *l, unsigned mask) {
     for (int i = 0; i < l->n; i++)
-        if ((mask & (1u << i)) && !l->lane[i].head && apply_burst_end(l->lane[i].ap) == APPLY_BLOCKED)
+        if ((mask & (1u << i)) && !l->lane[i].head && apply_burst_end(l->lane[i].ap, -1) == APPLY_BLOCKED)
             l->lane[i].blocked = true;
 }
 
@@ -557,15 +557,16 @@ apply_feed_result lanes_feed(lanes *l, uint64_t lsn, const uint8_t *payload, siz
  * delay stays low once caught up). Lanes read the stream much faster than they apply it (their
  * queues take it), so while catching up a backlog bursts end all the time: closing groups then
  * would make them tiny. They close here only once caught up (the last transaction received
- * committed on the source less than a second ago); otherwise at their size or age limits. */
-apply_feed_result lanes_burst_end(lanes *l) {
+ * committed on the source less than a second ago, see apply_caught_up); otherwise at their size
+ * or age limits. */
+apply_feed_result lanes_burst_end(lanes *l, int64_t source_now) {
     if (l->failed) return APPLY_FAILED;
-    int64_t age = (int64_t) (tide_now() * 1e6) - pgoutput_timestamp_to_unix_usec(l->tx_commit_ts);
-    bool live = l->tx_commit_ts && age < 1000000;
+    bool live = apply_caught_up(l->tx_commit_ts, source_now);
     for (int i = 0; i < l->n; i++) {
         lane *ln = &l->lane[i];
         pump(l, ln);
-        if (live && !ln->head && !ln->blocked && apply_burst_end(ln->ap) == APPLY_BLOCKED) ln->blocked = true;
+        if (live && !ln->head && !ln->blocked && apply_burst_end(ln->ap, -1) == APPLY_BLOCKED)
+            ln->blocked = true;
     }
     return feed_result(l);
 }

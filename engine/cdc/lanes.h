@@ -57,7 +57,7 @@ typedef struct lanes_callbacks {
 lanes *lanes_create(uv_loop_t *loop, const lanes_options *o, const lanes_callbacks *cb);
 int lanes_start(lanes *l);
 apply_feed_result lanes_feed(lanes *l, uint64_t lsn, const uint8_t *payload, size_t len);
-apply_feed_result lanes_burst_end(lanes *l);
+apply_feed_result lanes_burst_end(lanes *l, int64_t source_now); /* see apply_burst_end */
 void lanes_tick(lanes *l, uint64_t keepalive_lsn);
 uint64_t lanes_flush_position(const lanes *l);
 void lanes_set_paused(lanes *l, bool paused);

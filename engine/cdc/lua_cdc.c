@@ -188,7 +188,8 @@ static int on_data(void *arg, uint64_t start, uint64_t end, const uint8_t *paylo
 
 static int on_burst_end(void *arg) {
     cdc_stream *s = arg;
-    return (int) (s->lanes ? lanes_burst_end(s->lanes) : apply_burst_end(s->ap));
+    int64_t now = s->rs->last_send_time; /* the source's clock, 0 before its first message */
+    return (int) (s->lanes ? lanes_burst_end(s->lanes, now) : apply_burst_end(s->ap, now));
 }
 
 static uint64_t flush_position(void *arg, uint64_t keepalive) {

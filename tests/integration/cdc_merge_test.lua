@@ -4,6 +4,7 @@
 -- a second unique index, where folding could break a constraint row by row, is not folded.
 local T = require "testlib"
 local P = require "pg"
+local tide = require "tide"
 local H = dofile("tests/integration/cdc_lib.lua")
 
 local DDL = [[
@@ -220,6 +221,39 @@ INSERT INTO twice VALUES (5, 'c5', 0)]]))
   T.ok(not ok, "the task stopped")
   local text = tostring(type(err) == "table" and (err.message or "") .. " " .. tostring(err.context) or err)
   T.ok(text:find("update_missing", 1, true) and text:find("id='7'", 1, true), text)
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
+
+-- A backlog (transactions committed more than a second before they are applied) goes in long
+-- groups even though the stream's bursts end often while catching up: the hot rows of many
+-- transactions fold into one update per group (engine/cdc/apply.c, apply_burst_end).
+T.test("a backlog is applied in long groups, its hot rows folded across transactions", function(ctx)
+  P.both(ctx, [[DROP TABLE IF EXISTS counters, ledger;
+CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL);
+CREATE TABLE ledger (id bigserial PRIMARY KEY, counter int, delta int);
+INSERT INTO counters SELECT g, 0 FROM generate_series(1, 20) g]])
+  local src, tgt = P.connect(ctx.source_url), P.connect(ctx.target_url)
+  local ref = {}
+  local task = H.task(ctx, "backlog", { stop = H.stop_at(ref) })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan, { snapshot = false })
+  local parts = {}
+  for i = 1, 4000 do
+    parts[#parts + 1] = string.format(
+      "BEGIN; UPDATE counters SET n = n + 1 WHERE id = %d; INSERT INTO ledger (counter, delta) VALUES (%d, 1); COMMIT;",
+      1 + i % 20, 1 + i % 20)
+  end
+  assert(src:exec(table.concat(parts, "\n")))
+  ref.lsn = P.lsn(src, true)
+  local written = tide.now()
+  P.wait_for("the backlog to be a second old", function() return tide.now() - written > 1.5 end)
+  local summary = assert(H.stream(ctx, task, plan):wait())
+  P.same(src, tgt, "counters")
+  P.same(src, tgt, "ledger")
+  -- 4,000 transactions of two changes: groups of up to 10,000 changes or 100 ms each
+  T.ok(summary.status.groups <= 12, "groups: " .. tostring(summary.status.groups))
+  T.ok(summary.status.merged_changes >= 4000 - 20 * 12, "folded: " .. tostring(summary.status.merged_changes))
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
