@@ -428,13 +428,12 @@ static void queue_truncate(apply_state *ap, const pgoutput_truncate *t) {
 /* How long a group may stay open. Catching up a backlog, long groups are what make apply fast
  * (fewer commits, hot rows folded); once caught up — the last transaction committed on the
  * source less than a second ago — every millisecond a group stays open is delay, so it closes
- * after group_live_seconds. A source clock far behind ours only keeps the long groups. */
+ * after group_live_seconds. Measured on the source's clock (apply_caught_up). */
 static double group_limit(const apply_state *ap) {
     double limit = ap->opt.group_seconds;
     if (ap->opt.group_live_seconds <= 0 || ap->opt.group_live_seconds >= limit || !ap->group_commit_ts)
         return limit;
-    int64_t age = (int64_t) (tide_now() * 1e6) - pgoutput_timestamp_to_unix_usec(ap->group_commit_ts);
-    return age < 1000000 ? ap->opt.group_live_seconds : limit;
+    return apply_caught_up(ap->group_commit_ts, ap->source_now) ? ap->opt.group_live_seconds : limit;
 }
 
 static void hold_change(apply_state *ap, uint64_t lsn, const uint8_t *payload, size_t len) {
@@ -612,8 +611,13 @@ bool apply_caught_up(int64_t commit_ts, int64_t source_now) {
  * and commit each. Behind, a group closes at its size or age (group_limit, the tick); caught
  * up, at once, so that the delay stays low. The age is read on the source's clock when the
  * stream gives it, so that a source clock behind ours does not hold every group. */
+void apply_source_time(apply_state *ap, int64_t source_now) {
+    if (source_now > 0) ap->source_now = source_now;
+}
+
 apply_feed_result apply_burst_end(apply_state *ap, int64_t source_now) {
     if (ap->failed) return APPLY_FAILED;
+    apply_source_time(ap, source_now);
     if (ap->group == G_OPEN && !ap->in_tx &&
         (source_now < 0 || apply_caught_up(ap->group_commit_ts, source_now)))
         group_close(ap);

@@ -293,6 +293,8 @@ apply_feed_result apply_burst_end(apply_state *ap, int64_t source_now);
 /* Whether a transaction that committed at `commit_ts` (pgoutput's epoch) is recent: under a
  * second old at `source_now` (the source's clock from the stream, unix µs; 0: ours). */
 bool apply_caught_up(int64_t commit_ts, int64_t source_now);
+/* The source's clock at its latest message (unix µs), for group_limit; 0 is ignored. */
+void apply_source_time(apply_state *ap, int64_t source_now);
 /* Housekeeping from the stream's timer: read durable progress when it lags; when idle, record
  * the latest keepalive position in the origin (an empty target transaction), so the flush
  * position moves on an idle source while never exceeding what the target has recorded. */

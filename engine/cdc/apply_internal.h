@@ -84,6 +84,7 @@ struct apply_state {
     uint64_t tx_final_lsn;
     int64_t tx_commit_ts;
     uint64_t skip_below;
+    int64_t source_now; /* the source's clock at its latest message (unix µs; 0: not known) */
     /* positions */
     uint64_t queued_lsn, applied_lsn, durable_lsn;
     int64_t applied_commit_ts, pending_commit_ts;

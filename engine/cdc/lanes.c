@@ -564,6 +564,7 @@ apply_feed_result lanes_burst_end(lanes *l, int64_t source_now) {
     bool live = apply_caught_up(l->tx_commit_ts, source_now);
     for (int i = 0; i < l->n; i++) {
         lane *ln = &l->lane[i];
+        apply_source_time(ln->ap, source_now);
         pump(l, ln);
         if (live && !ln->head && !ln->blocked && apply_burst_end(ln->ap, -1) == APPLY_BLOCKED)
             ln->blocked = true;

@@ -235,7 +235,9 @@ CREATE TABLE ledger (id bigserial PRIMARY KEY, counter int, delta int);
 INSERT INTO counters SELECT g, 0 FROM generate_series(1, 20) g]])
   local src, tgt = P.connect(ctx.source_url), P.connect(ctx.target_url)
   local ref = {}
-  local task = H.task(ctx, "backlog", { stop = H.stop_at(ref) })
+  -- group_ms of a second: a slow machine (a sanitizer build) applies the backlog in more time
+  -- than 12 groups of the default 100 ms would hold
+  local task = H.task(ctx, "backlog", { stop = H.stop_at(ref), incremental = { group_ms = 1000 } })
   local plan = H.plan(src)
   H.setup(ctx, task, plan, { snapshot = false })
   local parts = {}
@@ -251,7 +253,7 @@ INSERT INTO counters SELECT g, 0 FROM generate_series(1, 20) g]])
   local summary = assert(H.stream(ctx, task, plan):wait())
   P.same(src, tgt, "counters")
   P.same(src, tgt, "ledger")
-  -- 4,000 transactions of two changes: groups of up to 10,000 changes or 100 ms each
+  -- 4,000 transactions of two changes: groups of up to 10,000 changes or a second each
   T.ok(summary.status.groups <= 12, "groups: " .. tostring(summary.status.groups))
   T.ok(summary.status.merged_changes >= 4000 - 20 * 12, "folded: " .. tostring(summary.status.merged_changes))
   H.release(ctx, task)
