@@ -16,6 +16,17 @@ CREATE TABLE mails (id int PRIMARY KEY, email text NOT NULL UNIQUE, n int);
 -- Random-looking text that compresses badly, so it is stored out of line.
 local BIG = "(SELECT string_agg(md5(g::text || random()::text), '') FROM generate_series(1, 120) g)"
 
+-- Streams `task` while `sql` runs on the source, which must stop the task: its error as text.
+local function stops(ctx, task, plan, src, ref, sql)
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec(sql))
+  ref.lsn = P.lsn(src, true)
+  local ok, err = pcall(h.wait, h)
+  T.ok(not ok, "the task stopped")
+  return tostring(type(err) == "table" and (err.message or "") .. " " .. tostring(err.context) ..
+                  " " .. tostring(err.detail) or err)
+end
+
 T.test("more rows than the merge window, each updated three times in one transaction", function(ctx)
   P.both(ctx, DDL)
   local src = P.connect(ctx.source_url)
@@ -119,13 +130,8 @@ COMMIT]]))
   assert(tgt:exec("INSERT INTO items VALUES (520, 'only on the target', 0)"))
   local task2 = H.task(ctx, "batchdup", { stop = H.stop_at(ref) })
   H.setup(ctx, task2, plan, { snapshot = false })
-  local h2 = H.stream(ctx, task2, plan)
-  assert(src:exec("INSERT INTO items SELECT g, 'new', 0 FROM generate_series(500, 530) g"))
-  ref.lsn = P.lsn(src, true)
-  local ok, err = pcall(h2.wait, h2)
-  T.ok(not ok, "the task stopped")
-  local text = tostring(type(err) == "table" and (err.message or "") .. " " .. tostring(err.context) ..
-                        " " .. tostring(err.detail) or err)
+  local text = stops(ctx, task2, plan, src, ref,
+                     "INSERT INTO items SELECT g, 'new', 0 FROM generate_series(500, 530) g")
   T.ok(text:find("inserts sent together", 1, true) and text:find("(id)=(520)", 1, true), text)
   T.eq(assert(tgt:query("SELECT count(*) AS n FROM items WHERE id BETWEEN 500 AND 530"))[1].n, 1,
        "nothing of the failed group was applied")
@@ -149,7 +155,8 @@ CREATE TABLE "pgtide_v" ("K 1" char(6), k2 int, i jsonb, c1 numeric(10, 2), "pgt
                          b bytea, m mood, d posint, doc text, PRIMARY KEY ("K 1", k2));
 CREATE TABLE ident_rows (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, n int);
 INSERT INTO "pgtide_v"
-SELECT 'k' || g, g, jsonb_build_object('g', g), g / 7.0, ARRAY[g, g + 1], '2026-01-01 10:00+00'::timestamptz + g * interval '1 min',
+SELECT 'k' || g, g, jsonb_build_object('g', g), g / 7.0, ARRAY[g, g + 1],
+       '2026-01-01 10:00+00'::timestamptz + g * interval '1 min',
        '\x00ff', 'ok', g,
        CASE WHEN g % 50 = 0 THEN (SELECT string_agg(md5(g::text || x::text), '') FROM generate_series(1, 200) x)
             ELSE 'short' END
@@ -185,12 +192,7 @@ COMMIT]]))
   assert(tgt:exec([[DELETE FROM "pgtide_v" WHERE k2 = 150]]))
   local task2 = H.task(ctx, "batchupd2", { stop = H.stop_at(ref) })
   H.setup(ctx, task2, plan, { snapshot = false })
-  local h2 = H.stream(ctx, task2, plan)
-  assert(src:exec([[UPDATE "pgtide_v" SET d = d + 1 WHERE k2 BETWEEN 100 AND 227]]))
-  ref.lsn = P.lsn(src, true)
-  local ok, err = pcall(h2.wait, h2)
-  T.ok(not ok, "the task stopped")
-  local text = tostring(type(err) == "table" and (err.message or "") .. " " .. tostring(err.context) or err)
+  local text = stops(ctx, task2, plan, src, ref, [[UPDATE "pgtide_v" SET d = d + 1 WHERE k2 BETWEEN 100 AND 227]])
   T.ok(text:find("update_missing", 1, true) and text:find("k2='150'", 1, true) and text:find("LSN", 1, true), text)
   T.eq(assert(tgt:query([[SELECT count(*) AS n FROM "pgtide_v" WHERE k2 BETWEEN 100 AND 227 AND d = k2 + 1]]))[1].n,
        127, "nothing of the failed group was applied")
@@ -214,12 +216,7 @@ INSERT INTO twice VALUES (5, 'c5', 0)]]))
   local task = H.task(ctx, "twice", { stop = H.stop_at(ref) })
   local plan = H.plan(src)
   H.setup(ctx, task, plan, { snapshot = false })
-  local h = H.stream(ctx, task, plan)
-  assert(src:exec("BEGIN; UPDATE twice SET n = 1 WHERE id IN (5, 7); COMMIT"))
-  ref.lsn = P.lsn(src, true)
-  local ok, err = pcall(h.wait, h)
-  T.ok(not ok, "the task stopped")
-  local text = tostring(type(err) == "table" and (err.message or "") .. " " .. tostring(err.context) or err)
+  local text = stops(ctx, task, plan, src, ref, "BEGIN; UPDATE twice SET n = 1 WHERE id IN (5, 7); COMMIT")
   T.ok(text:find("update_missing", 1, true) and text:find("id='7'", 1, true), text)
   H.release(ctx, task)
   src:close(); tgt:close()
