@@ -605,16 +605,16 @@ bool apply_caught_up(int64_t commit_ts, int64_t source_now) {
     return commit_ts && now - pgoutput_timestamp_to_unix_usec(commit_ts) < 1000000;
 }
 
+void apply_source_time(apply_state *ap, int64_t source_now) {
+    if (source_now > 0) ap->source_now = source_now;
+}
+
 /* Catching up a backlog, the stream's bursts end whenever the walsender falls behind for a
  * moment (it decodes slower than a target applies folded changes in bursts): closing the group
  * then would make groups of a few hundred transactions, with fewer updates folded and a check
  * and commit each. Behind, a group closes at its size or age (group_limit, the tick); caught
  * up, at once, so that the delay stays low. The age is read on the source's clock when the
  * stream gives it, so that a source clock behind ours does not hold every group. */
-void apply_source_time(apply_state *ap, int64_t source_now) {
-    if (source_now > 0) ap->source_now = source_now;
-}
-
 apply_feed_result apply_burst_end(apply_state *ap, int64_t source_now) {
     if (ap->failed) return APPLY_FAILED;
     apply_source_time(ap, source_now);
