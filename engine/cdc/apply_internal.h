@@ -27,11 +27,13 @@ enum inflight_kind {
     IF_SYNC
 };
 
+#define KEY_TEXT_LEN 112 /* a change's key as text, for messages (apply_sql_key_text) */
+
 /* One row of an UPDATE of several rows (APPLY_FORM_UPDATE_ROWS): what the result names when
  * the statement did not find it. */
 typedef struct update_row_info {
     uint64_t lsn, commit_lsn;
-    char key[112];
+    char key[KEY_TEXT_LEN];
 } update_row_info;
 
 typedef struct inflight {
@@ -46,7 +48,7 @@ typedef struct inflight {
     int64_t commit_ts;
     update_row_info *each; /* IF_DML of APPLY_FORM_UPDATE_ROWS: its `rows` rows, in the order of
                               the numbers the statement returns (1..rows); owned */
-    char key[112];
+    char key[KEY_TEXT_LEN];
 } inflight;
 
 typedef enum group_state { G_NONE, G_OPEN, G_CHECKING, G_WAIT_LUA } group_state;
