@@ -30,6 +30,23 @@ bool cdc_field_bool(lua_State *L, int t, const char *name) {
     return v;
 }
 
+/* name as a double-quoted identifier ("a""b" for a"b): what PQescapeIdentifier makes of a
+ * name in a valid encoding, and the names here come from the source's catalog */
+static char *quoted_ident(const char *name) {
+    size_t len = strlen(name);
+    char *out = malloc(2 * len + 3);
+    if (!out) abort();
+    char *p = out;
+    *p++ = '"';
+    for (const char *s = name; *s; s++) {
+        if (*s == '"') *p++ = '"';
+        *p++ = *s;
+    }
+    *p++ = '"';
+    *p = 0;
+    return out;
+}
+
 static char **field_names(lua_State *L, int t, const char *name, int *count) {
     *count = 0;
     if (lua_getfield(L, t, name) != LUA_TTABLE) {
@@ -95,11 +112,18 @@ apply_target *cdc_target_from_lua(lua_State *L, int t) {
         tg->columns = calloc((size_t) (n ? n : 1), sizeof *tg->columns);
         if (!tg->columns) abort();
         for (int i = 0; i < n; i++) {
-            lua_geti(L, -1, i + 1);
-            luaL_checktype(L, -1, LUA_TTABLE);
-            tg->columns[i].source = field_string(L, lua_gettop(L), "source", true);
-            tg->columns[i].target_sql = field_string(L, lua_gettop(L), "target_sql", true);
-            tg->columns[i].identity_always = cdc_field_bool(L, lua_gettop(L), "identity_always");
+            /* a column written under its own name, not GENERATED ALWAYS AS IDENTITY: its name
+             * alone (tide.cdc.tables: the list is then shared with `known`) */
+            if (lua_geti(L, -1, i + 1) == LUA_TSTRING) {
+                tg->columns[i].source = strdup(lua_tostring(L, -1));
+                tg->columns[i].target_sql = quoted_ident(lua_tostring(L, -1));
+            } else {
+                luaL_checktype(L, -1, LUA_TTABLE);
+                tg->columns[i].source = field_string(L, lua_gettop(L), "source", true);
+                tg->columns[i].target_sql = field_string(L, lua_gettop(L), "target_sql", true);
+                tg->columns[i].identity_always = cdc_field_bool(L, lua_gettop(L), "identity_always");
+            }
+            if (!tg->columns[i].source) abort();
             tg->ncolumns++;
             lua_pop(L, 1);
         }

@@ -197,7 +197,7 @@ T.test("a session's map from the record: the plan entry's lists where nothing ch
   T.ok(rawequal(by.t.columns, t.columns) and rawequal(by.t.known, t.known) and rawequal(by.t.key, t.key),
        "an unchanged table shares the plan entry's lists")
   T.eq(#by.u.columns, 3, "a column the record has and the plan did not")
-  T.eq(by.u.columns[3].target_sql, "added")
+  T.eq(by.u.columns[3], "added", "a column written under its own name: its name alone (tide.cdc.tables.map_columns)")
   T.eq(by.u.known, { "id", "Mixed", "added" })
   T.ok(not rawequal(by.u.columns, u.columns))
 end)

@@ -4,6 +4,7 @@
 local sqlident = require "tide.sqlident"
 local tbl_sql = require "tide.cdc.ddl_table"
 local breathe = require("tide.wait").breathe
+local map_columns = require("tide.cdc.tables").map_columns
 
 local M = {}
 
@@ -35,12 +36,14 @@ function M.entry(d, info, base)
   local uniques = 0
   for _, k in ipairs(desc.constraints or {}) do if k.type == "p" or k.type == "u" or k.type == "x" then uniques = uniques + 1 end end
   for _, i in ipairs(desc.indexes or {}) do if i.unique then uniques = uniques + 1 end end
+  local cols = {}
   for _, c in ipairs(desc.columns) do
     e.known[#e.known + 1] = c.name
     if tbl_sql.val(c.generated) ~= "s" and info.cols[c.name] then
-      e.columns[#e.columns + 1] = { source = c.name, target_sql = q(info.cols[c.name]), identity_always = c.identity == "a" }
+      cols[#cols + 1] = { source = c.name, target = info.cols[c.name], identity_always = c.identity == "a" }
     end
   end
+  e.columns = map_columns(cols, q)
   e.key = key
   e.unique_free = uniques == 0
   e.partitioned = desc.kind == "p" or nil
@@ -79,17 +82,25 @@ local function unquoted(sql)
   return (sql:sub(2, -2):gsub('""', '"'))
 end
 
+-- A map entry's column (tide.cdc.tables.map_columns): source name, target name (unquoted),
+-- identity_always; nil for a table with fields besides those.
+local function column_fields(x)
+  if type(x) == "string" then return x, x, false end
+  if type(x) ~= "table" or type(x.target_sql) ~= "string" then return nil end
+  for f in pairs(x) do if f ~= "source" and f ~= "identity_always" and f ~= "target_sql" then return nil end end
+  return x.source, unquoted(x.target_sql), x.identity_always or false
+end
+
 -- Whether two lists hold the same values (names, or map entries' columns field by field; a
--- column's target the same name however quoted).
+-- column's target the same name however quoted, or given by its name alone).
 local function same_list(a, b)
   if a == nil or b == nil or #a ~= #b then return a == b end
   for i, x in ipairs(a) do
     local y = b[i]
-    if type(x) == "table" and type(y) == "table" then
-      if x.source ~= y.source or x.identity_always ~= y.identity_always or type(x.target_sql) ~= "string" or
-         type(y.target_sql) ~= "string" or unquoted(x.target_sql) ~= unquoted(y.target_sql) then return false end
-      for f in pairs(x) do if f ~= "source" and f ~= "identity_always" and f ~= "target_sql" then return false end end
-      for f in pairs(y) do if f ~= "source" and f ~= "identity_always" and f ~= "target_sql" then return false end end
+    if type(x) == "table" or type(y) == "table" then
+      local xs, xt, xi = column_fields(x)
+      local ys, yt, yi = column_fields(y)
+      if xs == nil or ys == nil or xs ~= ys or xt ~= yt or xi ~= yi then return false end
     elseif x ~= y then
       return false
     end
