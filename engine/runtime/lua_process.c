@@ -5,6 +5,7 @@
  *     → handle with :wait() → exit code, signal; :kill([signum]); :pid()
  *   tide.core.on_signal("INT" | "TERM" | "HUP", fn)   fn(name) runs as a new coroutine
  *   tide.core.cpu_count() → the CPUs this process may run on (its affinity mask, cgroup quota)
+ *   tide.core.release_memory()   a full collection, and freed pages given back to the system
  *
  * Tests use processes to run the engine the way an operator does and to SIGKILL it mid-work;
  * the CLI uses signals for a clean stop.
@@ -12,6 +13,7 @@
 #include "runtime/bindings.h"
 
 #include <fcntl.h>
+#include <mimalloc.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,6 +234,30 @@ static int l_cpu_count(lua_State *L) {
     return 1;
 }
 
+/* mimalloc's, when it is the process's malloc (the Makefile links it, except in the sanitizer
+ * build: then these are NULL) */
+#pragma weak mi_collect
+#pragma weak mi_option_get
+#pragma weak mi_option_set
+
+/* A full collection of the Lua heap, the pages it empties given back to the system at once.
+ * mimalloc gives an emptied page back only some time after (mi_option_decommit_delay), and
+ * only when it next works on that part of its memory: a process that has just let most of its
+ * heap go (the plan, when the change stream starts) and then allocates little keeps them
+ * (docs/performance.md, "The stream's start without the plan's pages"). */
+static int l_release_memory(lua_State *L) {
+    if (!mi_option_get || !mi_option_set || !mi_collect) {
+        lua_gc(L, LUA_GCCOLLECT);
+        return 0;
+    }
+    long delay = mi_option_get(mi_option_decommit_delay);
+    mi_option_set(mi_option_decommit_delay, 0);
+    lua_gc(L, LUA_GCCOLLECT);
+    mi_collect(true);
+    mi_option_set(mi_option_decommit_delay, delay);
+    return 0;
+}
+
 int luaopen_tide_process(lua_State *L) {
     static const luaL_Reg methods[] = {
         { "wait", l_proc_wait },     { "kill", l_proc_kill }, { "pid", l_proc_pid },
@@ -239,9 +265,8 @@ int luaopen_tide_process(lua_State *L) {
     };
     static const luaL_Reg meta[] = { { "__gc", l_proc_gc }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
-        { "process", l_process }, { "on_signal", l_on_signal },
-        { "getpid", l_getpid },   { "cpu_count", l_cpu_count },
-        { NULL, NULL },
+        { "process", l_process },     { "on_signal", l_on_signal },           { "getpid", l_getpid },
+        { "cpu_count", l_cpu_count }, { "release_memory", l_release_memory }, { NULL, NULL },
     };
     tide_class_define(L, PROC_META, methods, meta);
     luaL_newlib(L, funcs);

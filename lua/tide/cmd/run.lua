@@ -243,6 +243,7 @@ local function run_once(run, opts, progress)
     -- finished load's letting go, tide.full: at 10,000 tables the live heap at the stream's
     -- start went from 91 to 32 MB).
     require("tide.plan").keep_for_stream(plan)
+    require("tide.core").release_memory()
     summary = cdc.stream(run, plan, source, target)
     progress:phase_end("incremental")
     if summary and summary.stopped_by ~= "condition" and summary.stopped_by ~= "cutover" then
