@@ -244,7 +244,7 @@ static int l_cpu_count(lua_State *L) {
  * mimalloc gives an emptied page back only some time after (mi_option_decommit_delay), and
  * only when it next works on that part of its memory: a process that has just let most of its
  * heap go (the plan, when the change stream starts) and then allocates little keeps them
- * (docs/performance.md, "The stream's start without the plan's pages"). */
+ * (docs/performance.md, "The stream's tables shared, and the plan's pages given back"). */
 static int l_release_memory(lua_State *L) {
     if (!mi_option_get || !mi_option_set || !mi_collect) {
         lua_gc(L, LUA_GCCOLLECT);

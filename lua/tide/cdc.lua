@@ -291,6 +291,14 @@ local function open_session(task, st)
       "applied up to %s: the target lost data it had acknowledged (restored from a backup?). Streaming now " ..
       "would leave a gap\n  hint: release the task and migrate again", names.slot, slot.confirmed_flush_lsn, applied_upto))
   end
+  -- The first session's start: what the stream keeps is built (the map, DDL replication's
+  -- record), and what building it took is garbage. Given back to the system before the
+  -- stream starts, rather than kept by the allocator for a stream that may run for days and
+  -- allocate little (docs/performance.md, "The stream's tables shared").
+  if not st.memory_released then
+    st.memory_released = true
+    core.release_memory()
+  end
   ses.stream = core.cdc_stream(ses.repl, ses.apply, {
     start_sql = start_sql(task, ses.repl, names, lsn), start_lsn = lsn,
     spool_dir = streams(task, ses.repl) and spool_dir(task) or nil,
@@ -302,13 +310,6 @@ local function open_session(task, st)
     tables = st.tables, ddl_prefix = st.ddl and ddl.names(task).prefix or nil,
     lanes = par and par.stream or nil,
   })
-  -- The first session's start: what the stream keeps is built, and the plan it came from is
-  -- garbage. Given back to the system at once rather than kept by the allocator for a stream
-  -- that may run for days and allocate little (at 100,000 tables, docs/performance.md).
-  if not st.memory_released then
-    st.memory_released = true
-    core.release_memory()
-  end
   return ses
 end
 

@@ -3,14 +3,16 @@
 -- repeats its tables in every schema, and the change stream, which may run for days, keeps a
 -- map of every table (#20: at 100,000 tables each list costs 120 bytes, each column row 250).
 --
---   local pool = intern.pool()   -- or intern.shared, the process's
+--   local pool = intern.pool()
 --   pool:names({ "id", "v" })  --> a list equal to it, the same table for every equal list
 --   pool:value(x)              --> x, or an equal value given before (tables compared by their
 --                                 fields, nested ones by identity once interned themselves)
 --
 -- What comes back is shared: never change it (nothing in the stream does: a table whose
--- definition changes gets new lists, tide.cdc.ddl_entries). A pool's cache holds its values
--- weakly: a list no table holds any more goes.
+-- definition changes gets new lists, tide.cdc.ddl_entries). A pool keeps a signature of
+-- every value it holds (100 bytes and more a column row): make one for a pass over many
+-- values and let it go after, rather than keep one; what it shared stays shared. Its cache
+-- holds the values weakly.
 local M = {}
 
 local Pool = {}
@@ -26,7 +28,10 @@ end
 local function part(pool, v)
   local t = type(v)
   if t == "string" then return "s" .. #v .. ":" .. v end
-  if t == "number" then return (math.type(v) == "integer" and "i" or "f") .. string.format("%.17g", v) end
+  if t == "number" then
+    if math.type(v) == "integer" then return "i" .. string.format("%d", v) end
+    return "f" .. string.format("%a", v)
+  end
   if t == "boolean" then return v and "T" or "F" end
   if t == "table" then
     local id = pool.ids[v]
@@ -87,7 +92,5 @@ function Pool:value(v)
   end
   return intern(self, table.concat(parts, ","), v)
 end
-
-M.shared = M.pool()
 
 return M

@@ -24,7 +24,7 @@ local attributes = require "tide.plan.attributes"
 local extensions = require "tide.plan.extensions"
 local order = require "tide.plan.order"
 local playbook = require "tide.playbook"
-local pool = require("tide.intern").shared
+local intern = require "tide.intern"
 
 local M = {}
 
@@ -428,7 +428,7 @@ end
 -- stream and verify at cutover never read it), so that equal columns of different tables are
 -- one row, and the list one list (tide.intern: a schema-per-tenant database's tables repeat
 -- from schema to schema; at 10,000 tables of four columns 11 MB of rows and lists before).
-local function compact_columns(columns)
+local function compact_columns(pool, columns)
   if type(columns) ~= "table" then return columns end
   local out = {}
   for i, c in ipairs(columns) do
@@ -446,10 +446,11 @@ end
 -- stream may run for days.
 function M.keep_for_stream(plan)
   plan.pre_data, plan.post_data = {}, {}
+  local pool = intern.pool()   -- (for this pass only: what it shares stays shared)
   -- (The table's names too: its target the same table as its source when they are equal.)
   for _, tbl in ipairs(plan.tables or {}) do
     breathe()
-    tbl.columns, tbl.key_columns = compact_columns(tbl.columns), pool:names(tbl.key_columns)
+    tbl.columns, tbl.key_columns = compact_columns(pool, tbl.columns), pool:names(tbl.key_columns)
     tbl.source, tbl.target = pool:value(tbl.source), pool:value(tbl.target)
   end
   -- Of a table's object, what the stream reads (tide.cdc.tables, ddl, ddl_entries, reverse):
@@ -465,7 +466,7 @@ function M.keep_for_stream(plan)
     breathe()
     if key:sub(1, 6) == "table:" then
       local kept = { schema = obj.schema, name = obj.name, target = pool:value(obj.target),
-                     columns = compact_columns(obj.columns) }
+                     columns = compact_columns(pool, obj.columns) }
       if obj.dropped_columns then kept.dropped_columns = obj.dropped_columns end
       local tbl = entry_of[key]
       if not (tbl and not kept.dropped_columns and rawequal(kept.columns, tbl.columns) and

@@ -182,7 +182,7 @@ T.test("a session's map from the record: the plan entry's lists where nothing ch
   d.known:set("100", { desc = desc("t", cols), cols = { id = "id", Mixed = "Mixed" }, target = { schema = "public", name = "t" } })
   d.known:set("101", { desc = desc("u", { cols[1], cols[2], col(3, "added", "int") }, { oid = 101 }),
                        cols = { id = "id", Mixed = "Mixed", added = "added" }, target = { schema = "public", name = "u" } })
-  local function plan_entry(name)   -- as tide.cdc.tables builds it: every target column quoted
+  local function plan_entry(name)   -- as tide.cdc.tables built it before plain columns were names: every target quoted
     return { source_schema = "public", source_name = name, target_sql = '"public"."' .. name .. '"', key = { "id" },
              known = { "id", "Mixed" }, columns = { { source = "id", target_sql = '"id"', identity_always = false },
                                                     { source = "Mixed", target_sql = '"Mixed"', identity_always = false } } }

@@ -31,6 +31,8 @@ T.test("tables of fields: equal fields and metatable make one table", function()
   T.ok(not rawequal(pool:value(col("id", 20, true, meta)), a), "a number apart")
   T.ok(not rawequal(pool:value(col("id", 23.0, true, meta)), a), "a float is not the integer")
   T.ok(not rawequal(pool:value(col("id", "23", true, meta)), a), "a string is not the number")
+  local big = pool:value({ n = (1 << 53) })
+  T.ok(not rawequal(pool:value({ n = (1 << 53) + 1 }), big), "integers past a double's precision stay apart")
   T.ok(not rawequal(pool:value(col("id", 23, true, nil)), a), "another metatable")
   T.eq(pool:value(col("id", 23, true, meta)).generated, "", "the metatable still answers")
   -- lists of interned tables: equal when their elements are the same tables

@@ -5,7 +5,7 @@ local objects = require "tide.cdc.objects"
 local follow = require "tide.cdc.follow"
 local route = require "tide.cdc.route"
 local breathe = require("tide.wait").breathe
-local pool = require("tide.intern").shared
+local intern = require "tide.intern"
 
 local M = {}
 
@@ -112,11 +112,10 @@ local RARE_FIELDS = { "tolerate_lsn", "filter", "known_type", "filter_columns", 
 -- The map's list of a table's columns (engine/cdc/lua_cdc_tables.c): a column written under its
 -- own name and not GENERATED ALWAYS AS IDENTITY is its name alone, others { source =,
 -- target_sql = quote(target name), identity_always = }. `columns`: { source =, target =,
--- identity_always = } each. A list of names only is interned (tide.intern): usually the
--- same list as the entry's `known`, and in a schema-per-tenant database the same list as other
--- tables' (at 10,000 tables of four columns the map's lists went from 7.3 MB to next to
--- nothing).
-function M.map_columns(columns, quote)
+-- identity_always = } each. With a `pool` (tide.intern) a list of names only is interned:
+-- usually the same list as the entry's `known`, and in a schema-per-tenant database the same
+-- list as other tables' (docs/performance.md, "The stream's tables shared").
+function M.map_columns(columns, quote, pool)
   local cols, plain = {}, true
   for j, c in ipairs(columns) do
     if c.target == c.source and not c.identity_always then
@@ -126,7 +125,7 @@ function M.map_columns(columns, quote)
       plain = false
     end
   end
-  return plain and pool:names(cols) or cols
+  return plain and pool and pool:names(cols) or cols
 end
 
 function M.build(task, plan, target, names, source)
@@ -213,9 +212,10 @@ JOIN unnest($1::text[]) WITH ORDINALITY AS b(name, i) ON f.confrelid = pg_catalo
   end
   local rules = require("tide.cdc.lanes").table_rules(facts, fks)
   local entries, transforms = {}, {}
+  local pool = intern.pool()   -- (for this pass only: what it shares stays shared)
   for i, e in ipairs(order) do
     breathe()
-    local cols = M.map_columns(e.columns, function(name) return target:quote_ident(name) end)
+    local cols = M.map_columns(e.columns, function(name) return target:quote_ident(name) end, pool)
     local source_name = e.source_schema .. "." .. e.source_name
     local entry = {
       source_schema = e.source_schema, source_name = e.source_name, target_sql = tnames[i],
