@@ -420,7 +420,7 @@ ORDER BY co.conrelid, co.contypid, co.conname
 -- partition children of partitioned indexes (parent_oid).
 S.indexes = [[
 SELECT i.indexrelid AS oid, n.nspname AS schema, ic.relname AS name, i.indrelid AS table_oid,
-       ic.relkind = 'I' AS partitioned, i.indisvalid AS valid,
+       NULLIF(ic.relkind = 'I', false) AS partitioned, NULLIF(i.indisvalid, true) AS valid,
        pg_get_indexdef(i.indexrelid) AS definition,
        -- (Expression columns, attnum 0, have no row: left out. LIMIT 1: see constraints.)
        (SELECT json_agg(a.attname ORDER BY k.ord)

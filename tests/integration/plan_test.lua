@@ -492,3 +492,33 @@ T.test("a task without the schema phase uses what the target has: no conflicts, 
   P.drop_db(ctx.source_admin, "plan_noschema")
   P.drop_db(ctx.target_admin, "plan_noschema")
 end)
+
+T.test("index rows: an invalid index is left out and says why; valid and partitioned ones are built", function(ctx)
+  local P = require "pg"
+  local source_url = P.fresh_db(ctx.source_admin, "plan_indexes")
+  local target_url = P.fresh_db(ctx.target_admin, "plan_indexes")
+  P.exec(source_url, [[
+    CREATE TABLE t (id int PRIMARY KEY, v int);
+    INSERT INTO t VALUES (1, 7), (2, 7);
+    CREATE INDEX t_v ON t (v);
+    CREATE TABLE p (id int, k int, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+    CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10);
+    CREATE INDEX p_k ON p (k);]])
+  -- (CONCURRENTLY, alone: outside a transaction block; the duplicate values leave it invalid)
+  T.ok(not pcall(P.exec, source_url, "CREATE UNIQUE INDEX CONCURRENTLY t_v_unique ON t (v)"), "the build fails")
+  local task = tide.task { name = "plan-indexes", source = source_url, target = target_url, migrate = { "schema" } }
+  local source, target = connect.open_both(task)
+  local plan = plan_module.build(task, source, target)
+  source:close(); target:close()
+  local sql = {}
+  for _, step in ipairs(plan.post_data) do sql[step.object] = (sql[step.object] or "") .. step.sql .. ";" end
+  T.match(sql["index:public.t_v"] or "", "^CREATE INDEX t_v ON public%.t ", "a valid index is built")
+  T.match(sql["index:public.p_k"] or "", "^CREATE INDEX p_k ON ONLY public%.p ", "a partitioned index on its table alone")
+  T.match(sql["index:public.p1_k_idx"] or "", "ATTACH PARTITION", "its partition's index built and attached")
+  T.eq(sql["index:public.t_v_unique"], nil, "the invalid index is not built")
+  local reason
+  for _, s in ipairs(plan.skipped) do if s.name == "t_v_unique" then reason = s.reason end end
+  T.match(reason or "", "invalid index", "and the plan says why")
+  P.drop_db(ctx.source_admin, "plan_indexes")
+  P.drop_db(ctx.target_admin, "plan_indexes")
+end)

@@ -15,6 +15,8 @@ M.defaults = {
   columns = { identity = "", generated = "", is_local = true, inherited_count = 0 },
   constraints = { domain_oid = 0, referenced_oid = 0, parent_oid = 0, is_local = true, inherited_count = 0,
                   validated = true, deferrable = false, deferred = false },
+  -- (an index row of a plain table: seven fields or fewer, 8 slots instead of 16)
+  indexes = { partitioned = false, valid = true },
 }
 local default_meta = {}
 for name, values in pairs(M.defaults) do default_meta[name] = { __index = values } end
