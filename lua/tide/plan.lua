@@ -448,10 +448,12 @@ function M.keep_for_stream(plan)
   plan.pre_data, plan.post_data = {}, {}
   local pool = intern.pool()   -- (for this pass only: what it shares stays shared)
   -- (The table's names too: its target the same table as its source when they are equal.)
+  local entry_of = {}
   for _, tbl in ipairs(plan.tables or {}) do
     breathe()
     tbl.columns, tbl.key_columns = compact_columns(pool, tbl.columns), pool:names(tbl.key_columns)
     tbl.source, tbl.target = pool:value(tbl.source), pool:value(tbl.target)
+    entry_of["table:" .. tbl.key] = tbl
   end
   -- Of a table's object, what the stream reads (tide.cdc.tables, ddl, ddl_entries, reverse):
   -- four fields, where the object had a dozen; its list of columns the table entry's when
@@ -459,8 +461,6 @@ function M.keep_for_stream(plan)
   -- tables (which have no entry) and for the columns a table's entry leaves out (generated
   -- ones, dropped ones): a table whose entry says all its object does keeps none (at 100,000
   -- tables 22 MB).
-  local entry_of = {}
-  for _, tbl in ipairs(plan.tables or {}) do entry_of["table:" .. tbl.key] = tbl end
   local tables = {}
   for key, obj in pairs(plan.by_key or {}) do
     breathe()
