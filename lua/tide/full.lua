@@ -140,8 +140,7 @@ local function run_step(load, conn, step)
   local started = tide.monotonic()
   local ok, err = require("tide.schema").run_step(conn, step, load.state:step_done_sql(conn, step.key, 0))
   if not ok then
-    local obj = load.plan.by_key and load.plan.by_key[step.object]
-    local what = obj and require("tide.plan.objects").describe(obj) or step.key
+    local what = step.object and require("tide.kinds").describe_key(step.object) or step.key
     failure.raise("failed", string.format("post-data step %s (%s) failed: %s\n  statement: %s", step.key, what,
       tostring(err), #step.sql > 1000 and step.sql:sub(1, 1000) .. " ..." or step.sql), { err = err, step = step })
   end

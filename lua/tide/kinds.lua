@@ -104,4 +104,13 @@ function M.describe(obj)
   return (obj.def and obj.def.word or WORDS[obj.kind] or obj.kind) .. " " .. obj.ident
 end
 
+-- The same, from an object's key ("index:app.users_email", tide.plan.objects: its kind, a
+-- colon, its ident), for a plan that kept its steps but let the objects go (tide.plan.keep_for_run).
+function M.describe_key(key)
+  local kind, ident = tostring(key):match("^([%w_]+):(.+)$")
+  if not kind then return tostring(key) end
+  local def = M.by_name[kind]
+  return (def and def.word or WORDS[kind] or kind) .. " " .. ident
+end
+
 return M

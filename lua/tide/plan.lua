@@ -404,30 +404,10 @@ function M.build(task, source, target)
   return plan
 end
 
--- What a run keeps of the plan once its prechecks passed: the steps, tables, sequences, the
--- selected objects (by_key, objects) and the source's schemas (DDL replication follows the
--- selected ones). Both catalogs and the target's model go, and of the source's model its
--- indexes: 40 % of the plan's heap at 10,000 tables on an empty target (163 -> 97 MB), and most
--- of what a target that already has the objects adds. Only the prechecks read the rest. The
--- objects' dependency edges go too (the steps are in order already), their catalog rows (the
--- steps' statements are written; 14 % of what a run keeps at 10,000 tables), and what the
--- target already had: each object's `existing_target` (the target model's object, with its
--- catalog rows) and the plan's report of it, `existing` (45 MB at 10,000 tables a resumed run
--- finds on the target). A task without the schema phase runs none of the steps (the full
--- load builds post-data objects only after a schema phase; its plan has steps only for what
--- the target lacks, which precheck target_table_missing reports): they go too, rather than
--- stay for as long as its stream runs.
-function M.keep_for_run(plan, task)
-  plan.catalog, plan.target_catalog, plan.target_model, plan.existing = nil, nil, nil, nil
-  if task and task.phases and not task.phases.schema then plan.pre_data, plan.post_data = {}, {} end
-  if plan.model then plan.model = { schemas = plan.model.schemas } end
-  for _, obj in ipairs(plan.objects or {}) do obj.deps, obj.existing_target, obj.row = nil, nil, nil end
-end
-
--- A table's column rows as the stream keeps them: each without the table's oid (relid; the
--- stream and verify at cutover never read it), so that equal columns of different tables are
--- one row, and the list one list (tide.intern: a schema-per-tenant database's tables repeat
--- from schema to schema; at 10,000 tables of four columns 11 MB of rows and lists before).
+-- A table's column rows as a run keeps them: each without the table's oid (relid; the load,
+-- the stream and verify at cutover never read it), so that equal columns of different tables
+-- are one row, and the list one list (tide.intern: a schema-per-tenant database's tables
+-- repeat from schema to schema; at 10,000 tables of four columns 11 MB of rows and lists before).
 local function compact_columns(pool, columns)
   if type(columns) ~= "table" then return columns end
   local out = {}
@@ -439,15 +419,29 @@ local function compact_columns(pool, columns)
   return pool:value(out)
 end
 
--- What the change stream reads of a plan (tide.cdc): plan.tables and plan.sequences, the
--- follow rules, the selected schemas, and the tables' objects by key (partition roots, the
--- parents of partitions DDL replication makes). The steps and the other objects go: past the
--- post-data phase no step runs again in this attempt (a retry makes its plan anew), and the
--- stream may run for days.
-function M.keep_for_stream(plan)
-  plan.pre_data, plan.post_data = {}, {}
+-- What a run keeps of the plan once its prechecks passed: the steps, plan.tables and
+-- plan.sequences, the tables' objects by key, and the source's schemas (DDL replication
+-- follows the selected ones). Only the prechecks read the rest: both catalogs, the target's
+-- model, of the source's model its indexes and the objects that are not tables (the steps
+-- name their objects by key: a failed step's message describes it from that), and what the
+-- target already had (`existing`: 45 MB at 10,000 tables a resumed run finds on the target).
+-- A task without the schema phase runs none of the steps (the full load builds post-data
+-- objects only after a schema phase; its plan has steps only for what the target lacks,
+-- which precheck target_table_missing reports): they go too, rather than stay for as long as
+-- its stream runs.
+--
+-- Of a table's object, what the slot's and the stream's work read (tide.cdc.objects, tables,
+-- ddl, ddl_entries, reverse): four fields, where the object had a dozen; its list of columns
+-- the table entry's when they hold the same columns (interned alike). They look objects up
+-- for partitioned tables (which have no entry) and for the columns a table's entry leaves out
+-- (generated ones, dropped ones): a table whose entry says all its object does keeps none (at
+-- 100,000 tables 22 MB). The entries' columns, key columns and names are interned the same
+-- way (a table's target the same table as its source when they are equal).
+function M.keep_for_run(plan, task)
+  plan.catalog, plan.target_catalog, plan.target_model, plan.existing = nil, nil, nil, nil
+  if task and task.phases and not task.phases.schema then plan.pre_data, plan.post_data = {}, {} end
+  if plan.model then plan.model = { schemas = plan.model.schemas } end
   local pool = intern.pool()   -- (for this pass only: what it shares stays shared)
-  -- (The table's names too: its target the same table as its source when they are equal.)
   local entry_of = {}
   for _, tbl in ipairs(plan.tables or {}) do
     breathe()
@@ -455,12 +449,6 @@ function M.keep_for_stream(plan)
     tbl.source, tbl.target = pool:value(tbl.source), pool:value(tbl.target)
     entry_of["table:" .. tbl.key] = tbl
   end
-  -- Of a table's object, what the stream reads (tide.cdc.tables, ddl, ddl_entries, reverse):
-  -- four fields, where the object had a dozen; its list of columns the table entry's when
-  -- they hold the same columns (interned alike). The stream looks objects up for partitioned
-  -- tables (which have no entry) and for the columns a table's entry leaves out (generated
-  -- ones, dropped ones): a table whose entry says all its object does keeps none (at 100,000
-  -- tables 22 MB).
   local tables = {}
   for key, obj in pairs(plan.by_key or {}) do
     breathe()
@@ -476,6 +464,13 @@ function M.keep_for_stream(plan)
     end
   end
   plan.by_key, plan.objects = tables, {}
+end
+
+-- What the change stream reads of a plan (tide.cdc): what keep_for_run kept, without the
+-- steps: past the post-data phase no step runs again in this attempt (a retry makes its plan
+-- anew), and the stream may run for days.
+function M.keep_for_stream(plan)
+  plan.pre_data, plan.post_data = {}, {}
   plan.for_stream = true
 end
 

@@ -28,8 +28,8 @@ end
 
 local function describe(plan, step)
   local obj = plan.by_key[step.object]
-  if obj then return require("tide.plan.objects").describe(obj) end
-  return step.object or step.key
+  if obj and obj.def then return require("tide.plan.objects").describe(obj) end
+  return step.object and require("tide.kinds").describe_key(step.object) or step.key
 end
 
 local function step_failure(plan, step, err)

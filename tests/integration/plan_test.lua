@@ -377,43 +377,46 @@ CREATE INDEX t_v_idx ON dropcol.t (v);]]))
   T.nomatch(all, "mood", "nothing uses the left-out type")
 end)
 
-T.test("what a run keeps of the plan: no steps for a task without the schema phase", function(ctx)
+T.test("what a run keeps of the plan: no steps for a task without the schema phase, only the tables' objects", function(ctx)
   load_fixture(ctx)
   local with_schema = build(ctx, { migrate = { "schema", "full" } })
   local without = build(ctx, { migrate = { "full", "incremental" } })
   T.ok(#without.pre_data > 0 and #without.post_data > 0, "the plan itself has the steps (pgtide plan shows them)")
-  local tables, objects = #without.tables, #without.objects
+  local tables = #without.tables
   local pre, post = #with_schema.pre_data, #with_schema.post_data
+  -- What each table's object said before (names, target, columns), and the other objects' keys.
+  local table_keys, other_keys, before = {}, {}, {}
+  for key, obj in pairs(with_schema.by_key) do
+    if key:sub(1, 6) == "table:" then
+      table_keys[#table_keys + 1] = key
+      local names = {}
+      for i, c in ipairs(obj.columns or {}) do names[i] = c.name .. ":" .. tostring(c.type_oid) end
+      before[key] = { obj.schema, obj.name, obj.target.schema, obj.target.name, table.concat(names, ",") }
+    else
+      other_keys[#other_keys + 1] = key
+    end
+  end
+  T.ok(#table_keys > 0 and #other_keys > 0, "the plan has table objects and others")
   plan_module.keep_for_run(with_schema, tide.task { name = "k", source = ctx.source_url, target = ctx.target_url,
                                                     migrate = { "schema", "full" } })
   plan_module.keep_for_run(without, tide.task { name = "k", source = ctx.source_url, target = ctx.target_url,
                                                 migrate = { "full", "incremental" } })
   T.eq({ #with_schema.pre_data, #with_schema.post_data }, { pre, post }, "a run with the schema phase keeps them")
   T.eq({ #without.pre_data, #without.post_data }, { 0, 0 }, "one without it runs none of them, and keeps none")
-  T.eq({ #without.tables, #without.objects }, { tables, objects }, "its tables and objects stay")
+  T.eq(#without.tables, tables, "its tables stay")
   T.eq(without.catalog, nil, "the catalogs go in both")
   T.eq(with_schema.target_catalog, nil)
-  -- The change stream keeps the tables, the sequences and the tables' objects by key: nothing
-  -- else of the plan's objects, and no step.
-  local table_keys, other = {}, 0
-  for key in pairs(with_schema.by_key) do
-    if key:sub(1, 6) == "table:" then table_keys[#table_keys + 1] = key else other = other + 1 end
+  T.eq(#with_schema.objects, 0, "the list of objects goes")
+  -- A step names its object by key; a failed step's message describes the object from it.
+  local kinds = require "tide.kinds"
+  for _, step in ipairs(with_schema.post_data) do
+    T.match(kinds.describe_key(step.object), "^[a-z ]+ %S", step.key .. ": described from its key")
   end
-  T.ok(#table_keys > 0 and other > 0, "the plan has table objects and others")
-  local wtables, sequences = #with_schema.tables, #with_schema.sequences
-  local before = {}   -- what each table's object said: names, target, columns
-  for _, key in ipairs(table_keys) do
-    local obj, names = with_schema.by_key[key], {}
-    for i, c in ipairs(obj.columns or {}) do names[i] = c.name .. ":" .. tostring(c.type_oid) end
-    before[key] = { obj.schema, obj.name, obj.target.schema, obj.target.name, table.concat(names, ",") }
-  end
-  plan_module.keep_for_stream(with_schema)
-  T.eq({ #with_schema.pre_data, #with_schema.post_data, #with_schema.objects }, { 0, 0, 0 })
-  T.ok(wtables > 0, "the plan has tables")
-  T.eq({ #with_schema.tables, #with_schema.sequences }, { wtables, sequences })
-  -- A table's object stays where its entry does not say all of it (a partitioned table has
-  -- no entry; generated and dropped columns are not in the entry's list); the others' entries
-  -- stand for them, saying the same.
+  T.eq(kinds.describe_key("matview:app.\"Totals\""), 'materialized view app."Totals"')
+  T.eq(kinds.describe_key("no key"), "no key")
+  -- Of the objects, only tables' stay: where a table's entry does not say all of it (a
+  -- partitioned table has no entry; generated and dropped columns are not in the entry's
+  -- list); the others' entries stand for them, saying the same.
   local entry_of = {}
   for _, tbl in ipairs(with_schema.tables) do entry_of["table:" .. tbl.key] = tbl end
   local function says(o, columns)
@@ -425,7 +428,7 @@ T.test("what a run keeps of the plan: no steps for a task without the schema pha
   for _, key in ipairs(table_keys) do
     local obj, tbl = with_schema.by_key[key], entry_of[key]
     if obj then
-      T.eq(obj.def, nil, key .. ": what the stream does not read goes")
+      T.eq(obj.def, nil, key .. ": what the run does not read goes")
       T.eq(says(obj, obj.columns), before[key], key .. ": the kept object says what the object said")
     else
       T.ok(tbl, key .. ": an object not kept has an entry")
@@ -436,6 +439,19 @@ T.test("what a run keeps of the plan: no steps for a task without the schema pha
   end
   for key in pairs(with_schema.by_key) do T.ok(before[key], key .. ": only tables' objects stay") end
   T.ok(stood_for > 0, "a plain table's entry stands for its object")
+  for _, tbl in ipairs(with_schema.tables) do
+    for _, c in ipairs(tbl.columns) do T.eq(rawget(c, "relid"), nil, tbl.key .. ": a column row without its table's oid") end
+  end
+  -- The change stream keeps the tables, the sequences and those objects; no step.
+  local wtables, sequences, kept_keys = #with_schema.tables, #with_schema.sequences, 0
+  for _ in pairs(with_schema.by_key) do kept_keys = kept_keys + 1 end
+  plan_module.keep_for_stream(with_schema)
+  T.eq({ #with_schema.pre_data, #with_schema.post_data, #with_schema.objects }, { 0, 0, 0 })
+  T.ok(wtables > 0, "the plan has tables")
+  T.eq({ #with_schema.tables, #with_schema.sequences }, { wtables, sequences })
+  local after = 0
+  for _ in pairs(with_schema.by_key) do after = after + 1 end
+  T.eq(after, kept_keys, "the stream keeps the tables' objects the run kept")
 end)
 
 T.test("a task without the schema phase uses what the target has: no conflicts, no statements for it", function(ctx)

@@ -115,6 +115,10 @@ local function run_once(run, opts, progress)
     require("tide.precheck").gate(task, plan, source, target, { resumed = resumed, progress = progress })
   end
   require("tide.plan").keep_for_run(plan, task)
+  -- What the prechecks, the catalogs and the objects held goes back to the system now, not
+  -- when the allocator next works on those pages: the schema phase, the slot and the full
+  -- load run beside what is left (docs/performance.md).
+  require("tide.core").release_memory()
 
   if finished then
     -- --again, and nothing in the way: forget the finished run (as `pgtide release`), so every
@@ -135,6 +139,8 @@ local function run_once(run, opts, progress)
     collectgarbage("collect")
     local again = require("tide.plan").build(task, source, target)
     require("tide.plan").keep_for_run(again, task)
+    again.pre_data = {}   -- (made past the schema phase's pre-data part: see below)
+    require("tide.core").release_memory()
     return again
   end
   local schema = require "tide.schema"
@@ -162,6 +168,9 @@ local function run_once(run, opts, progress)
       end })
     progress:phase_end("schema", string.format("%d pre-data statements", n))
   end
+  -- Past here no pre-data step runs in this attempt (a start over makes its plan anew): they
+  -- go, CREATE TABLE statements and all, before the slot and the load.
+  plan.pre_data = {}
 
   local cdc, info
   if phases.incremental then
