@@ -73,16 +73,24 @@ end
 -- or this one.
 function Pool:value(v)
   if type(v) ~= "table" then return v end
-  local keys = {}
+  local keys, strings, integers = {}, 0, 0
   for k in next, v do
-    if type(k) ~= "string" and math.type(k) ~= "integer" then return v end
+    if type(k) == "string" then strings = strings + 1
+    elseif math.type(k) == "integer" then integers = integers + 1
+    else return v end
     keys[#keys + 1] = k
   end
-  table.sort(keys, function(a, b)
-    local ta, tb = type(a), type(b)
-    if ta ~= tb then return ta == "number" end
-    return a < b
-  end)
+  -- (Keys of one type sort with the built-in comparison: a row of a catalog is all strings, a
+  -- list all integers, and a comparison function called for each pair was most of the time.)
+  if strings > 0 and integers > 0 then
+    table.sort(keys, function(a, b)
+      local ta, tb = type(a), type(b)
+      if ta ~= tb then return ta == "number" end
+      return a < b
+    end)
+  else
+    table.sort(keys)
+  end
   local mt = getmetatable(v)
   local parts = { "V", mt and part(self, mt) or "-" }
   for _, k in ipairs(keys) do

@@ -408,15 +408,73 @@ end
 -- the stream and verify at cutover never read it), so that equal columns of different tables
 -- are one row, and the list one list (tide.intern: a schema-per-tenant database's tables
 -- repeat from schema to schema; at 10,000 tables of four columns 11 MB of rows and lists before).
-local function compact_columns(pool, columns)
+local function compact_columns(pool, columns, done)
   if type(columns) ~= "table" then return columns end
   local out = {}
   for i, c in ipairs(columns) do
-    local row = {}
-    for f, v in next, c do if f ~= "relid" then row[f] = v end end
-    out[i] = pool:value(setmetatable(row, getmetatable(c)))
+    local row = done[c]   -- (a table's entry and its object hold the same rows: each made once)
+    if not row then
+      row = {}
+      for f, v in next, c do if f ~= "relid" then row[f] = v end end
+      row = pool:value(setmetatable(row, getmetatable(c)))
+      done[c] = row
+    end
+    out[i] = row
   end
   return pool:value(out)
+end
+
+-- The parts of the plan a run keeps, copied anew: every table and long string reachable from
+-- plan.tables, plan.sequences, the steps and the tables' objects (tables shared stay shared,
+-- equal long strings become one; metatables, functions and short strings, which Lua keeps
+-- one of, are kept as they are). They were made among everything the run lets go, and a page
+-- of memory with one of them alive stays in the process: at 10,000 tables 32 MB of kept heap
+-- held 81-101 MB of RSS, the copies 70 MB (docs/performance.md). A statement with secrets
+-- keeps its real text (tide.secret.carry). The originals live until the copies are done: the
+-- collector waits meanwhile (it would only walk them again and again).
+local function relocate(plan)
+  local carry = require("tide.secret").carry
+  local json_null = require("tide.json").null
+  local memo, queue = { [json_null] = json_null }, {}
+  local function copy(v)
+    local t = type(v)
+    if t == "string" then
+      if #v <= 40 then return v end
+      local c = memo[v]
+      if not c then c = v:sub(1); memo[v] = c end
+      return c
+    end
+    if t ~= "table" then return v end
+    local c = memo[v]
+    if not c then
+      c = {}
+      memo[v], queue[#queue + 1] = c, v
+    end
+    return c
+  end
+  local was_running = collectgarbage("isrunning")
+  collectgarbage("stop")
+  for _, name in ipairs({ "tables", "sequences", "pre_data", "post_data" }) do
+    local list = plan[name]
+    for i = 1, #(list or {}) do list[i] = copy(list[i]) end
+  end
+  local by_key = {}
+  for key, obj in pairs(plan.by_key or {}) do by_key[key] = copy(obj) end
+  plan.by_key = by_key
+  -- (a queue, not recursion: follow rules chain entry to entry as deep as the foreign keys go)
+  local i = 1
+  while queue[i] do
+    breathe()
+    local v = queue[i]
+    queue[i] = false
+    i = i + 1
+    local c = memo[v]
+    for k, x in next, v do c[copy(k)] = copy(x) end
+    local mt = getmetatable(v)
+    if mt then setmetatable(c, mt) end
+    carry(v, c)
+  end
+  if was_running then collectgarbage("restart") end
 end
 
 -- What a run keeps of the plan once its prechecks passed: the steps, plan.tables and
@@ -441,11 +499,11 @@ function M.keep_for_run(plan, task)
   plan.catalog, plan.target_catalog, plan.target_model, plan.existing = nil, nil, nil, nil
   if task and task.phases and not task.phases.schema then plan.pre_data, plan.post_data = {}, {} end
   if plan.model then plan.model = { schemas = plan.model.schemas } end
-  local pool = intern.pool()   -- (for this pass only: what it shares stays shared)
+  local pool, done = intern.pool(), {}   -- (for this pass only: what it shares stays shared)
   local entry_of = {}
   for _, tbl in ipairs(plan.tables or {}) do
     breathe()
-    tbl.columns, tbl.key_columns = compact_columns(pool, tbl.columns), pool:names(tbl.key_columns)
+    tbl.columns, tbl.key_columns = compact_columns(pool, tbl.columns, done), pool:names(tbl.key_columns)
     tbl.source, tbl.target = pool:value(tbl.source), pool:value(tbl.target)
     entry_of["table:" .. tbl.key] = tbl
   end
@@ -454,7 +512,7 @@ function M.keep_for_run(plan, task)
     breathe()
     if key:sub(1, 6) == "table:" then
       local kept = { schema = obj.schema, name = obj.name, target = pool:value(obj.target),
-                     columns = compact_columns(pool, obj.columns) }
+                     columns = compact_columns(pool, obj.columns, done) }
       if obj.dropped_columns then kept.dropped_columns = obj.dropped_columns end
       local tbl = entry_of[key]
       if not (tbl and not kept.dropped_columns and rawequal(kept.columns, tbl.columns) and
@@ -464,6 +522,18 @@ function M.keep_for_run(plan, task)
     end
   end
   plan.by_key, plan.objects = tables, {}
+  -- The steps' lists of keys (the steps each waits for, the tables whose rows it needs) are
+  -- read, never changed, by the schema phase and the load: equal ones are one list (a table's
+  -- index, key and foreign key need its rows alike; most steps wait for none).
+  for _, list in ipairs({ plan.pre_data or {}, plan.post_data or {} }) do
+    for _, step in ipairs(list) do
+      breathe()
+      step.after, step.needs_data = pool:names(step.after), pool:names(step.needs_data)
+    end
+  end
+  pool, done, entry_of, tables = nil, nil, nil, nil   -- luacheck: ignore 311
+  collectgarbage("collect")   -- (what goes, gone before the copies are made)
+  relocate(plan)
 end
 
 -- What the change stream reads of a plan (tide.cdc): what keep_for_run kept, without the
