@@ -425,7 +425,7 @@ local function compact_columns(pool, columns, done)
 end
 
 -- The parts of the plan a run keeps, copied anew: every table and long string reachable from
--- plan.tables, plan.sequences, the steps and the tables' objects (tables shared stay shared,
+-- plan.tables, plan.sequences, the post-data steps and the tables' objects (tables shared stay shared,
 -- equal long strings become one; metatables, functions and short strings, which Lua keeps
 -- one of, are kept as they are). They were made among everything the run lets go, and a page
 -- of memory with one of them alive stays in the process: at 10,000 tables 32 MB of kept heap
@@ -454,7 +454,10 @@ local function relocate(plan)
   end
   local was_running = collectgarbage("isrunning")
   collectgarbage("stop")
-  for _, name in ipairs({ "tables", "sequences", "pre_data", "post_data" }) do
+  local _ <close> = setmetatable({}, { __close = function() if was_running then collectgarbage("restart") end end })
+  -- (Not the pre-data steps: they go once the schema phase has run them, and their copies
+  -- would leave holes among the kept ones.)
+  for _, name in ipairs({ "tables", "sequences", "post_data" }) do
     local list = plan[name]
     for i = 1, #(list or {}) do list[i] = copy(list[i]) end
   end
@@ -474,7 +477,6 @@ local function relocate(plan)
     if mt then setmetatable(c, mt) end
     carry(v, c)
   end
-  if was_running then collectgarbage("restart") end
 end
 
 -- What a run keeps of the plan once its prechecks passed: the steps, plan.tables and
@@ -498,7 +500,14 @@ end
 function M.keep_for_run(plan, task)
   plan.catalog, plan.target_catalog, plan.target_model, plan.existing = nil, nil, nil, nil
   if task and task.phases and not task.phases.schema then plan.pre_data, plan.post_data = {}, {} end
-  if plan.model then plan.model = { schemas = plan.model.schemas } end
+  -- (Of the model, DDL replication reads which schemas are selected; the drops and the
+  -- security labels, which hold objects, only the prechecks read.)
+  if plan.model then
+    local schemas = {}
+    for name, obj in pairs(plan.model.schemas or {}) do schemas[name] = { selected = obj.selected } end
+    plan.model = { schemas = schemas }
+  end
+  plan.drops, plan.security_labels = {}, nil
   local pool, done = intern.pool(), {}   -- (for this pass only: what it shares stays shared)
   local entry_of = {}
   for _, tbl in ipairs(plan.tables or {}) do
