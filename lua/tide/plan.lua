@@ -429,7 +429,7 @@ end
 -- equal long strings become one; metatables, functions and short strings, which Lua keeps
 -- one of, are kept as they are). They were made among everything the run lets go, and a page
 -- of memory with one of them alive stays in the process: at 10,000 tables 32 MB of kept heap
--- held 81-101 MB of RSS, the copies 70 MB (docs/performance.md). A statement with secrets
+-- held 81-101 MB of RSS, the copies 60-70 MB (docs/performance.md). A statement with secrets
 -- keeps its real text (tide.secret.carry). The originals live until the copies are done: the
 -- collector waits meanwhile (it would only walk them again and again).
 local function relocate(plan)
@@ -491,7 +491,7 @@ end
 -- its stream runs.
 --
 -- Of a table's object, what the slot's and the stream's work read (tide.cdc.objects, tables,
--- ddl, ddl_entries, reverse): four fields, where the object had a dozen; its list of columns
+-- ddl, ddl_entries, reverse): five fields at most, where the object had a dozen; its list of columns
 -- the table entry's when they hold the same columns (interned alike). They look objects up
 -- for partitioned tables (which have no entry) and for the columns a table's entry leaves out
 -- (generated ones, dropped ones): a table whose entry says all its object does keeps none (at
