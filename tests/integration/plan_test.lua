@@ -377,6 +377,45 @@ CREATE INDEX t_v_idx ON dropcol.t (v);]]))
   T.nomatch(all, "mood", "nothing uses the left-out type")
 end)
 
+T.test("tables alike in two schemas share their column rows; a column renamed in one keeps its name in the other", function(ctx)
+  local src = assert(tide.connect(ctx.source_url))
+  assert(src:exec([[
+DROP SCHEMA IF EXISTS twin_a, twin_b CASCADE;
+CREATE SCHEMA twin_a;
+CREATE SCHEMA twin_b;
+CREATE TABLE twin_a.t (id int PRIMARY KEY, v text NOT NULL, n serial);
+CREATE TABLE twin_b.t (id int PRIMARY KEY, v text NOT NULL, n serial);]]))
+  src:close()
+  local plan = build(ctx, { select = { include = { "twin_a", "twin_b" } },
+                            rename = { column = { ["twin_a.t.v"] = "w" } } })
+  T.eq(plan.errors, {})
+  local sql = {}
+  for _, step in ipairs(plan.pre_data) do sql[step.key] = step.sql end
+  local a, b = assert(sql["table:twin_a.t"], "twin_a.t planned"), assert(sql["table:twin_b.t"], "twin_b.t planned")
+  T.match(a, '"?w"? text NOT NULL', a)
+  T.nomatch(a, '[ (]"?v"? text', a)
+  T.match(b, '"?v"? text NOT NULL', b)
+  T.nomatch(b, '[ (]"?w"? text', b)
+  T.match(a, "twin_a%.t_n_seq", "each serial column keeps its own default: " .. a)
+  T.match(b, "twin_b%.t_n_seq", b)
+  -- The catalog holds one row for both tables' id column (no default: nothing sets them
+  -- apart), and one row each for n (its default, its own sequence).
+  local obj_a, obj_b = plan.by_key["table:twin_a.t"], plan.by_key["table:twin_b.t"]
+  local rows_a, rows_b = plan.catalog.columns_by_relid[obj_a.oid], plan.catalog.columns_by_relid[obj_b.oid]
+  T.eq(#rows_a, 3)
+  T.ok(rawequal(rows_a[1], rows_b[1]), "the id columns' rows are one row")
+  T.ok(not rawequal(rows_a[3], rows_b[3]), "the serial columns' rows are two")
+  T.eq(rows_a[1].relid, nil, "a column row carries no relation oid")
+  local targets = {}
+  for _, tbl in ipairs(plan.tables) do
+    local names = {}
+    for i, c in ipairs(tbl.columns) do names[i] = c.target end
+    targets[tbl.key] = table.concat(names, ",")
+  end
+  T.eq(targets["twin_a.t"], "id,w,n")
+  T.eq(targets["twin_b.t"], "id,v,n")
+end)
+
 T.test("what a run keeps of the plan: no steps for a task without the schema phase, only the tables' objects", function(ctx)
   load_fixture(ctx)
   local with_schema = build(ctx, { migrate = { "schema", "full" } })

@@ -87,7 +87,7 @@ local constraint = {
     if CONSTRAINT_WORD[row.type] and index_row and not partitioned then
       -- Built as a plain unique index first (several can build at once), then attached as the
       -- constraint, which takes no time.
-      local index_obj = { name = row.index_name, target = { schema = owner.target.schema, name = obj.target.name } }
+      local index_obj = { name = index_row.name, target = { schema = owner.target.schema, name = obj.target.name } }
       steps[1] = { kind = "index", suffix = "index",
         sql = ddl.definition(ctx, index_row.definition, owner,
           { own_kind = "index", own = index_obj, warn_object = obj, describe = "index of constraint " .. obj.name }) }

@@ -63,9 +63,11 @@ function M.resolve(model, opts)
   opts = opts or {}
   local cat = model.cat
   local default_column = {}
-  for _, c in ipairs(cat.columns) do
-    breathe()
-    if c.default_oid then default_column[c.default_oid] = c.num end
+  for _, columns in pairs(cat.columns_by_relid) do
+    for _, c in ipairs(columns) do
+      breathe()
+      if c.default_oid then default_column[c.default_oid] = c.num end
+    end
   end
   local external = {}
   for _, d in ipairs(cat.depends) do

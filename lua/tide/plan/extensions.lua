@@ -62,13 +62,14 @@ local function wait_for_config_rows(plan, config_keys)
       local found = {}
       uses(plan.by_key[step.object], found, step.kind == "matview_refresh", {})
       if next(found) then
-        local have = {}
-        step.needs_data = step.needs_data or {}
-        for _, key in ipairs(step.needs_data) do have[key] = true end
+        -- (A list of its own: the plan's lists are shared between steps, tide.plan.build.)
+        local have, needs = {}, {}
+        for i, key in ipairs(step.needs_data or {}) do have[key] = true; needs[i] = key end
         for key in pairs(found) do
-          if not have[key] then step.needs_data[#step.needs_data + 1] = key end
+          if not have[key] then needs[#needs + 1] = key end
         end
-        table.sort(step.needs_data)
+        table.sort(needs)
+        step.needs_data = needs
       end
     end
   end

@@ -97,11 +97,11 @@ function M.collect(cat)
     if obj.inline_of ~= nil then obj.root = stands_for end
   end
   -- Column defaults (pg_attrdef) stand for their table in pg_depend.
-  for _, column in ipairs(cat.columns) do
-    breathe()
-    if column.default_oid then
-      local rel = model.identity["pg_class:" .. column.relid]
-      if rel then model.identity["pg_attrdef:" .. column.default_oid] = rel end
+  for relid, columns in pairs(cat.columns_by_relid) do
+    local rel = model.identity["pg_class:" .. relid]
+    for _, column in ipairs(columns) do
+      breathe()
+      if rel and column.default_oid then model.identity["pg_attrdef:" .. column.default_oid] = rel end
     end
   end
   for _, obj in ipairs(model.objects) do
@@ -323,7 +323,7 @@ function M.assign_targets(model, ctx, on_error)
     end
     obj.target = { schema = schema, name = name }
     if obj.columns then
-      for _, c in ipairs(obj.columns) do
+      for i, c in ipairs(obj.columns) do
         local cok, target = pcall(function()
           if ctx.identity then return c.name end
           return ctx.map:column(obj.schema, obj.name, c.name)
@@ -332,7 +332,17 @@ function M.assign_targets(model, ctx, on_error)
           if obj.selected then on_error(obj, tostring(target)) end
           target = c.name
         end
-        c.target = target
+        if c.target ~= target then
+          -- A row another relation's column shares, mapped otherwise there: a copy of its own
+          -- (tide.catalog.read shares equal column rows).
+          if c.target ~= nil then
+            local copy = {}
+            for f, v in next, c do copy[f] = v end
+            c = setmetatable(copy, getmetatable(c))
+            obj.columns[i] = c
+          end
+          c.target = target
+        end
       end
     end
   end

@@ -16,8 +16,10 @@ local human_bytes = require("tide.units").human_bytes
 -- only, every column NOT NULL. Returns table oid → first such index row.
 local function identity_candidates(cat)
   local not_null = {}
-  for _, c in ipairs(cat.columns) do
-    if c.not_null then not_null[c.relid .. ":" .. c.name] = true end
+  for relid, columns in pairs(cat.columns_by_relid) do
+    for _, c in ipairs(columns) do
+      if c.not_null then not_null[relid .. ":" .. c.name] = true end
+    end
   end
   local out = {}
   for _, ix in ipairs(cat.indexes) do
