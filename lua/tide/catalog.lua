@@ -360,7 +360,8 @@ SELECT a.attrelid AS relid, a.attnum AS num, a.attname AS name,
        pg_get_expr(ad.adbin, ad.adrelid) AS default_expr, ad.oid AS default_oid,
        CASE WHEN a.attstorage <> t.typstorage THEN a.attstorage END AS storage,
        -- (attstattarget is in every version; to_jsonb of the row, for attcompression (14+),
-       -- was half of this statement's time: only where a compression can be set.)
+       -- was half of this statement's time: only where a compression can be set; from 14 on,
+       -- the column itself, NEWER below.)
        NULLIF(a.attstattarget::int, -1) AS statistics,
        CASE WHEN t.typstorage <> 'p' THEN NULLIF(to_jsonb(a) ->> 'attcompression', '') END AS compression,
        CASE WHEN a.attoptions IS NOT NULL THEN
@@ -669,6 +670,16 @@ require("tide.catalog.global")(S)
 
 for name, sql in pairs(S) do S[name] = sql:gsub("%%USER_SCHEMA%%", USER_SCHEMA) end
 
+-- Statements with a cheaper form on newer servers, the same rows: PostgreSQL 14 has
+-- attcompression, read as it is rather than out of to_jsonb of the row (a fifth of the columns
+-- statement's time at 10,000 tables: 0.5 to 0.4 s).
+local NEWER = {
+  { since = 140000, statements = setmetatable({
+      columns = (S.columns:gsub("CASE WHEN t%.typstorage <> 'p' THEN NULLIF%(to_jsonb%(a%) %->> 'attcompression', ''%) END",
+                                "NULLIF(a.attcompression, '')")) }, { __index = S }) },
+}
+assert(NEWER[1].statements.columns ~= S.columns, "tide.catalog: the columns statement's compression moved")
+
 ------------------------------------------------------------------------ reading
 
 local json = require "tide.json"
@@ -680,7 +691,11 @@ local rows_mod = require "tide.catalog.rows"
 M.defaults = rows_mod.defaults
 
 local function run(conn, name, split)
-  local rows, err = conn:query_sparse(require("tide.catalog.parallel").statement(S, name, split))
+  local statements = S
+  for _, newer in ipairs(NEWER) do
+    if conn:server_version() >= newer.since then statements = newer.statements end
+  end
+  local rows, err = conn:query_sparse(require("tide.catalog.parallel").statement(statements, name, split))
   name = name:gsub("/%d$", "")   -- (a half of the indexes statement)
   if not rows then
     -- A failure with the server's error inside (tide.retry reads its SQLSTATE: a catalog

@@ -341,6 +341,7 @@ function M.build(task, source, target)
     if obj.selected and obj.inline_of == nil and not placed[obj] then plan.objects[#plan.objects + 1] = obj end
   end
   for _, obj in ipairs(plan.objects) do breathe(); plan.by_key[obj.key] = obj end
+  stage("write")
 
   local primary_keys = {}
   for _, obj in ipairs(model.objects) do
@@ -356,6 +357,7 @@ function M.build(task, source, target)
     end
   end
   -- Configuration tables of the selected extensions: rows only (CREATE EXTENSION makes them).
+  stage("entries")
   extensions.config_tables(plan, model, selector)
   -- on.row: one Lua function over a table's rows, in every phase (tide.plan.transforms).
   if task.on and task.on.row then require("tide.plan.transforms").attach(plan, task) end
@@ -406,6 +408,7 @@ function M.build(task, source, target)
     end
   end
   plan.model, plan.target_model = model, tmodel
+  stage("warnings")
   plan.timing.total = core.monotonic() - started
   return plan
 end

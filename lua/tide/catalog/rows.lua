@@ -28,13 +28,19 @@ local function decode_json(rows)
     if name:sub(-5) == "_json" then json_columns[#json_columns + 1] = { name, name:sub(1, -6) } end
   end
   if #json_columns == 0 then return rows end
+  -- Lists of column names (an index's, a key's, the columns a foreign key references): equal
+  -- lists are one list, never changed in place (at 10,000 tables of the scale shape, 45,000
+  -- lists of 72 bytes, most of them {"id"}).
+  local pool = require("tide.intern").pool()
   for _, row in ipairs(rows) do
     breathe()
     for _, c in ipairs(json_columns) do
       local v = row[c[1]]
       if v then
         row[c[1]] = nil
-        row[c[2]] = json.decode(v)
+        v = json.decode(v)
+        if c[2]:sub(-7) == "columns" then v = pool:names(v) end
+        row[c[2]] = v
       end
     end
   end
