@@ -420,10 +420,11 @@ function M.build(task, source, target)
   return plan
 end
 
--- A table's column rows as a run keeps them: each without the table's oid (relid; the load,
--- the stream and verify at cutover never read it), so that equal columns of different tables
--- are one row, and the list one list (tide.intern: a schema-per-tenant database's tables
--- repeat from schema to schema; at 10,000 tables of four columns 11 MB of rows and lists before).
+-- A table's column rows as a run keeps them: equal columns of different tables one row, and
+-- the list one list (tide.intern: a schema-per-tenant database's tables repeat from schema to
+-- schema). tide.catalog.read shares equal rows already; here the copies tide.plan.objects made
+-- for a column mapped to another name join their equals too (a relid, which catalog rows no
+-- longer carry, is left out all the same).
 local function compact_columns(pool, columns, done)
   if type(columns) ~= "table" then return columns end
   local out = {}
