@@ -442,8 +442,7 @@ local function compact_columns(pool, columns, done)
 end
 
 -- The parts of the plan a run keeps, copied anew: every table and long string reachable from
--- plan.tables, plan.sequences, the post-data steps and the tables' objects, then from the
--- pre-data steps (tables shared stay shared,
+-- plan.tables, plan.sequences, the post-data steps and the tables' objects (tables shared stay shared,
 -- equal long strings become one; metatables, functions and short strings, which Lua keeps
 -- one of, are kept as they are). They were made among everything the run lets go, and a page
 -- of memory with one of them alive stays in the process: at 10,000 tables 32 MB of kept heap
@@ -473,36 +472,28 @@ local function relocate(plan)
   local was_running = collectgarbage("isrunning")
   collectgarbage("stop")
   local _ <close> = setmetatable({}, { __close = function() if was_running then collectgarbage("restart") end end })
-  -- (a queue, not recursion: follow rules chain entry to entry as deep as the foreign keys go)
-  local i = 1
-  local function drain()
-    while queue[i] do
-      breathe()
-      local v = queue[i]
-      queue[i] = false
-      i = i + 1
-      local c = memo[v]
-      for k, x in next, v do c[copy(k)] = copy(x) end
-      local mt = getmetatable(v)
-      if mt then setmetatable(c, mt) end
-      carry(v, c)
-    end
-  end
+  -- (Not the pre-data steps: they go once the schema phase has run them, and their copies
+  -- would leave holes among the kept ones.)
   for _, name in ipairs({ "tables", "sequences", "post_data" }) do
     local list = plan[name]
-    for j = 1, #(list or {}) do list[j] = copy(list[j]) end
+    for i = 1, #(list or {}) do list[i] = copy(list[i]) end
   end
   local by_key = {}
   for key, obj in pairs(plan.by_key or {}) do by_key[key] = copy(obj) end
   plan.by_key = by_key
-  drain()
-  -- The pre-data steps last, after every kept part: they go once the schema phase has run
-  -- them, and then leave whole pages behind, not holes among the kept copies; meanwhile they
-  -- no longer hold pages of what went (at 100,000 tables the schema phase held 35 MB more
-  -- without their copies, the fifteenth session's runs).
-  local pre = plan.pre_data
-  for j = 1, #(pre or {}) do pre[j] = copy(pre[j]) end
-  drain()
+  -- (a queue, not recursion: follow rules chain entry to entry as deep as the foreign keys go)
+  local i = 1
+  while queue[i] do
+    breathe()
+    local v = queue[i]
+    queue[i] = false
+    i = i + 1
+    local c = memo[v]
+    for k, x in next, v do c[copy(k)] = copy(x) end
+    local mt = getmetatable(v)
+    if mt then setmetatable(c, mt) end
+    carry(v, c)
+  end
 end
 
 -- What a run keeps of the plan once its prechecks passed: the steps, plan.tables and
