@@ -705,43 +705,6 @@ local function run(conn, name, split, statements)
   return rows_mod.finish(name, rows)
 end
 
--- Each relation's column rows, in attnum order: relation oid → rows. A row goes without its
--- relation's oid (relid), and equal rows of different relations are one (the same number,
--- name, type and flags: a schema-per-tenant database repeats its tables from schema to
--- schema, and at 10,000 tables of four columns 40,000 rows of 250 bytes became 4). A column
--- with a default is its own row (its pg_attrdef oid sets it apart, and the planner marks such
--- rows: drop_default, default_split). A shared row is never changed in place: a column mapped
--- to another name gets a copy (tide.plan.objects.assign_targets).
-local function share_columns(rows)
-  local names, by_relid, shared = rows.columns or {}, {}, {}
-  local parts, share = {}, #names > 0
-  for _, name in ipairs(names) do
-    if name:sub(-5) == "_json" then share = false end   -- (decoded under another name)
-  end
-  for _, c in ipairs(rows) do
-    breathe()
-    local relid, row = c.relid, c
-    c.relid = nil
-    if share and c.default_oid == nil then
-      local n = 0
-      for _, name in ipairs(names) do
-        local v = rawget(c, name)
-        if v ~= nil then
-          parts[n + 1], parts[n + 2], parts[n + 3] = name, type(v), tostring(v)
-          n = n + 3
-        end
-      end
-      local sig = table.concat(parts, "\0", 1, n)
-      row = shared[sig]
-      if row == nil then shared[sig] = c; row = c end
-    end
-    local list = by_relid[relid]
-    if not list then list = {}; by_relid[relid] = list end
-    list[#list + 1] = row
-  end
-  return by_relid
-end
-
 -- The statements every read runs, in order; synonyms and packages join when their catalogs
 -- exist (settings.has_synonyms / has_packages).
 M.kinds_read = { "roles", "schemas", "extensions", "extension_members", "extension_config",
@@ -809,7 +772,7 @@ function M.read(conn, opts)
   cat.server_version = cat.settings.server_version
   cat.roles_set = {}
   for _, r in ipairs(cat.roles) do cat.roles_set[r.name] = r end
-  cat.columns_by_relid = share_columns(cat.columns)
+  cat.columns_by_relid = rows_mod.share_columns(cat.columns)
   cat.columns = nil   -- (its rows lost their relid: read them by relation, above)
   cat.extension_of, cat.extension_description = {}, {}
   for _, m in ipairs(cat.extension_members) do
