@@ -399,22 +399,21 @@ SELECT co.oid, n.nspname AS schema, co.conname AS name, co.contype AS type,
        NULLIF(co.coninhcount, 0) AS inherited_count, NULLIF(co.convalidated, true) AS validated,
        NULLIF(co.condeferrable, false) AS deferrable, NULLIF(co.condeferred, false) AS deferred,
        pg_get_constraintdef(co.oid) AS definition,
-       -- (Each column looked up by its key, (attrelid, attnum): LIMIT 1, which changes
-       -- nothing on a unique key, keeps the planner from joining all the table's columns
-       -- to the list through a hash built for every row.)
-       (SELECT json_agg(a.attname ORDER BY k.ord)
-          FROM unnest(co.conkey) WITH ORDINALITY k(attnum, ord)
-          CROSS JOIN LATERAL (SELECT a.attname FROM pg_attribute a
-                               WHERE a.attrelid = co.conrelid AND a.attnum = k.attnum LIMIT 1) a)::text AS columns_json,
-       (SELECT json_agg(a.attname ORDER BY k.ord)
-          FROM unnest(co.confkey) WITH ORDINALITY k(attnum, ord)
-          CROSS JOIN LATERAL (SELECT a.attname FROM pg_attribute a
-                               WHERE a.attrelid = co.confrelid AND a.attnum = k.attnum LIMIT 1) a)::text AS ref_columns_json
+       -- (Key columns as numbers, named by tide.catalog.rows.name_key_columns.)
+       co.conkey::text AS column_nums, co.confkey::text AS ref_column_nums
 FROM pg_constraint co
 JOIN pg_namespace n ON n.oid = co.connamespace
 WHERE %USER_SCHEMA% AND co.contype IN ('c', 'f', 'p', 'u', 'x')
   AND (co.conrelid <> 0 OR co.contypid <> 0)
 ORDER BY co.conrelid, co.contypid, co.conname
+]]
+
+-- The columns of some relations, system columns included: the few key columns the columns
+-- statement cannot name (tide.catalog.rows.name_key_columns). Not in kinds_read.
+S.attributes = [[
+SELECT a.attrelid AS relid, a.attnum AS num, a.attname AS name
+FROM pg_attribute a
+WHERE a.attrelid = ANY ($1::oid[]) AND NOT a.attisdropped
 ]]
 
 -- Indexes, including the ones behind constraints (marked by constraint_oid) and the
@@ -423,11 +422,7 @@ S.indexes = [[
 SELECT i.indexrelid AS oid, n.nspname AS schema, ic.relname AS name, i.indrelid AS table_oid,
        NULLIF(ic.relkind = 'I', false) AS partitioned, NULLIF(i.indisvalid, true) AS valid,
        pg_get_indexdef(i.indexrelid) AS definition,
-       -- (Expression columns, attnum 0, have no row: left out. LIMIT 1: see constraints.)
-       (SELECT json_agg(a.attname ORDER BY k.ord)
-          FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
-          CROSS JOIN LATERAL (SELECT a.attname FROM pg_attribute a
-                               WHERE a.attrelid = i.indrelid AND a.attnum = k.attnum LIMIT 1) a)::text AS columns_json,
+       i.indkey::text AS column_nums,   -- (named as the constraints' are)
        h.inhparent AS parent_oid,
        -- ALTER INDEX ... ALTER COLUMN n SET STATISTICS (expression columns): [[n, target], ...]
        CASE WHEN i.indexprs IS NOT NULL THEN
@@ -693,8 +688,10 @@ M.null = json.null
 local rows_mod = require "tide.catalog.rows"
 M.defaults = rows_mod.defaults
 
-local function run(conn, name, split, statements)
-  local rows, err = conn:query_sparse(require("tide.catalog.parallel").statement(statements or S, name, split))
+local function run(conn, name, split, statements, param)
+  local rows, err
+  if param ~= nil then rows, err = conn:query_sparse(S[name], param)
+  else rows, err = conn:query_sparse(require("tide.catalog.parallel").statement(statements or S, name, split)) end
   name = name:gsub("/%d$", "")   -- (a half of the indexes statement)
   if not rows then
     -- A failure with the server's error inside (tide.retry reads its SQLSTATE: a catalog
@@ -762,6 +759,12 @@ function M.read(conn, opts)
       cat.timing[name] = core.monotonic() - started
     end)
     parallel.join(cat)
+    -- Inside the snapshot still: the key columns' names may need a look at pg_attribute.
+    cat.columns_by_relid = rows_mod.share_columns(cat.columns or {})
+    cat.columns = nil   -- (its rows lost their relid: read them by relation)
+    rows_mod.name_key_columns(cat, cat.columns_by_relid, function(relids)
+      return run(conn, "attributes", nil, nil, "{" .. table.concat(relids, ",") .. "}")
+    end)
     return cat
   end))
   conn:exec(result[1] and "COMMIT" or "ROLLBACK")
@@ -772,8 +775,6 @@ function M.read(conn, opts)
   cat.server_version = cat.settings.server_version
   cat.roles_set = {}
   for _, r in ipairs(cat.roles) do cat.roles_set[r.name] = r end
-  cat.columns_by_relid = rows_mod.share_columns(cat.columns)
-  cat.columns = nil   -- (its rows lost their relid: read them by relation, above)
   cat.extension_of, cat.extension_description = {}, {}
   for _, m in ipairs(cat.extension_members) do
     breathe()

@@ -248,3 +248,86 @@ print("connections " .. plan.catalog.connections .. " tables " .. #plan.catalog.
   end)
   P.exec(ctx.source_admin, "DROP ROLE " .. role)
 end)
+
+-- Key columns come as attribute numbers and are named from the columns statement's rows
+-- (tide.catalog.rows.name_key_columns): every index's and constraint's names are the ones the
+-- server gives those numbers, in key order, expressions left out; numbers the columns
+-- statement cannot name (a system column, a table of an extension) are asked for in the
+-- read's snapshot.
+T.test("key columns named from their numbers as the server names them", function(ctx)
+  load_fixture(ctx)
+  P.exec(ctx.source_url, [[
+    CREATE SCHEMA keys;
+    -- dropped columns before the key: the n-th column row is no longer number n; wide
+    CREATE TABLE keys.gaps (a int, b int, c int, d text);
+    ALTER TABLE keys.gaps DROP COLUMN a;
+    ALTER TABLE keys.gaps ADD PRIMARY KEY (d, b);
+    ALTER TABLE keys.gaps ADD CONSTRAINT gaps_sys CHECK (tableoid <> 0 AND c > 0);
+    CREATE INDEX gaps_mixed ON keys.gaps (c, (b * 2), d);
+    CREATE INDEX gaps_expr ON keys.gaps ((b + c));
+    CREATE UNIQUE INDEX gaps_incl ON keys.gaps (c) INCLUDE (d, b);
+    DO $$ BEGIN
+      EXECUTE 'CREATE TABLE keys.wide (' || (SELECT string_agg('c' || g || ' int', ', ') FROM generate_series(1, 60) g) || ')';
+    END $$;
+    ALTER TABLE keys.wide DROP COLUMN c3, DROP COLUMN c17;
+    ALTER TABLE keys.wide ADD CONSTRAINT wide_key UNIQUE (c58, c2, c40);
+    -- a table of an extension (the columns statement leaves those out), referenced
+    CREATE TABLE keys.ext_owned (code int, label text, PRIMARY KEY (label, code));
+    ALTER EXTENSION plpgsql ADD TABLE keys.ext_owned;
+    CREATE TABLE keys.uses_ext (id int PRIMARY KEY, l text, c int,
+      FOREIGN KEY (l, c) REFERENCES keys.ext_owned (label, code));
+    CREATE TABLE keys."Odd ""name""" ("Key col" int PRIMARY KEY, "x y" int REFERENCES keys.uses_ext);]])
+  local ok, err = pcall(function()
+    local task = make_task(ctx)
+    local source <close> = connect.open(task, "source")
+    -- (the look-ups the read asks for: only the relations the columns statement cannot name)
+    local asked = {}
+    local cat = catalog.read(setmetatable({}, { __index = function(_, method)
+      return function(_, sql, ...)
+        if type(sql) == "string" and sql:find("ANY ($1::oid[])", 1, true) then asked[#asked + 1] = ... end
+        return source[method](source, sql, ...)
+      end
+    end }))
+    local oids = source:query([[SELECT string_agg(oid::text, ',' ORDER BY oid) AS list FROM pg_class
+                                 WHERE oid IN ('keys.gaps'::regclass, 'keys.ext_owned'::regclass)]])[1].list
+    T.eq(asked, { "{" .. oids .. "}" }, "the relations looked up")
+    -- What the server names each number, in key order (attnum 0, an expression, has no row).
+    local function server_names(sql)
+      local out = {}
+      for _, r in ipairs(source:query_sparse(sql)) do out[r.oid] = r.names and require("tide.json").decode(r.names) or false end
+      return out
+    end
+    local NAMES = [[(SELECT json_agg(a.attname ORDER BY k.ord)::text
+                       FROM unnest(%s) WITH ORDINALITY k(attnum, ord)
+                       JOIN pg_attribute a ON a.attrelid = %s AND a.attnum = k.attnum)]]
+    local by_index = server_names("SELECT i.indexrelid AS oid, " .. NAMES:format("i.indkey::int2[]", "i.indrelid")
+      .. " AS names FROM pg_index i")
+    local by_key = server_names("SELECT c.oid, " .. NAMES:format("c.conkey", "c.conrelid") .. " AS names FROM pg_constraint c")
+    local by_ref = server_names("SELECT c.oid, " .. NAMES:format("c.confkey", "c.confrelid") .. " AS names FROM pg_constraint c")
+    local function same(label, row, field, want)
+      T.eq(row[field] or false, want, label .. " " .. row.name .. "'s " .. field)
+      T.eq(row.column_nums, nil, "numbers left in " .. row.name)
+      T.eq(row.ref_column_nums, nil, "numbers left in " .. row.name)
+    end
+    for _, row in ipairs(cat.indexes) do same("index", row, "columns", by_index[row.oid]) end
+    local seen = {}
+    for _, row in ipairs(cat.constraints) do
+      same("constraint", row, "columns", by_key[row.oid])
+      same("constraint", row, "ref_columns", by_ref[row.oid])
+      seen[row.name] = row
+    end
+    -- The cases are there, with what they should be (not only what the server says).
+    T.eq(seen.gaps_pkey.columns, { "d", "b" })
+    T.eq(seen.gaps_sys.columns, { "tableoid", "c" })
+    T.eq(seen.wide_key.columns, { "c58", "c2", "c40" })
+    T.eq(seen.uses_ext_l_c_fkey.ref_columns, { "label", "code" })
+    T.eq(seen["Odd \"name\"_x y_fkey"].ref_columns, { "id" })
+    local idx = {}
+    for _, row in ipairs(cat.indexes) do idx[row.name] = row end
+    T.eq(idx.gaps_mixed.columns, { "c", "d" })
+    T.eq(idx.gaps_expr.columns, nil)
+    T.eq(idx.gaps_incl.columns, { "c", "d", "b" })
+  end)
+  P.exec(ctx.source_url, "ALTER EXTENSION plpgsql DROP TABLE keys.ext_owned; DROP SCHEMA keys CASCADE")
+  if not ok then error(err, 0) end
+end)
