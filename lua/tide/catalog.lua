@@ -30,7 +30,10 @@ SELECT current_user AS current_user, current_database() AS database,
        to_regclass('pg_catalog.pg_synonym') IS NOT NULL AS has_synonyms,
        to_regclass('pg_catalog.edb_package') IS NOT NULL AS has_packages,
        EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = 'pg_catalog.pg_attribute'::regclass
-                 AND a.attname = 'attcompression' AND NOT a.attisdropped) AS has_attcompression
+                 AND a.attname = 'attcompression' AND NOT a.attisdropped) AS has_attcompression,
+       EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = 'pg_catalog.pg_index'::regclass
+                 AND a.attname = 'indnullsnotdistinct' AND NOT a.attisdropped) AS has_indnullsnotdistinct,
+       %BTREE_DEFAULTS%
 FROM pg_database d
 WHERE d.datname = current_database()
 ]]
@@ -352,6 +355,7 @@ ORDER BY n.nspname, c.relname
 -- Columns of every relation that has them (tables, views, composite types, ...).
 S.columns = [[
 SELECT a.attrelid AS relid, a.attnum AS num, a.attname AS name,
+       NULLIF(quote_ident(a.attname), a.attname) AS quoted,
        format_type(a.atttypid, a.atttypmod) AS type, a.atttypid AS type_oid,
        a.attnotnull AS not_null,
        -- (The usual values come as NULL: absent from the row, given by M.defaults.)
@@ -406,14 +410,6 @@ JOIN pg_namespace n ON n.oid = co.connamespace
 WHERE %USER_SCHEMA% AND co.contype IN ('c', 'f', 'p', 'u', 'x')
   AND (co.conrelid <> 0 OR co.contypid <> 0)
 ORDER BY co.conrelid, co.contypid, co.conname
-]]
-
--- The columns of some relations, system columns included: the few key columns the columns
--- statement cannot name (tide.catalog.rows.name_key_columns). Not in kinds_read.
-S.attributes = [[
-SELECT a.attrelid AS relid, a.attnum AS num, a.attname AS name
-FROM pg_attribute a
-WHERE a.attrelid = ANY ($1::oid[]) AND NOT a.attisdropped
 ]]
 
 -- Indexes, including the ones behind constraints (marked by constraint_oid) and the
@@ -665,18 +661,25 @@ ORDER BY n.nspname, p.pkgname
 require("tide.catalog.operators")(S)
 require("tide.catalog.global")(S)
 
+local indexdef = require "tide.catalog.indexdef"
+S.settings = S.settings:gsub("%%BTREE_DEFAULTS%%", function() return indexdef.DEFAULTS end)
+-- Look-ups of a few rows, not in kinds_read: key columns tide.catalog.rows cannot name, and
+-- the definitions of indexes tide.catalog.indexdef cannot write.
+S.attributes, S.index_definitions = require("tide.catalog.rows").ATTRIBUTES, indexdef.FETCH
 for name, sql in pairs(S) do S[name] = sql:gsub("%%USER_SCHEMA%%", USER_SCHEMA) end
 
--- Statements with a cheaper form where the server's catalog allows it, the same rows: from
--- PostgreSQL 14 on, pg_attribute has attcompression, read as it is rather than out of to_jsonb
--- of the row (a fifth of the columns statement's time at 10,000 tables: 0.5 to 0.4 s). The
--- settings statement says whether the column is there (a fork may number itself otherwise).
+-- Statements with a cheaper form where the server's catalog allows it, the same rows; the
+-- settings statement says whether the catalog has what each needs (a fork may number itself
+-- otherwise). From PostgreSQL 14 on, pg_attribute has attcompression, read as it is rather
+-- than out of to_jsonb of the row (a fifth of the columns statement's time at 10,000 tables:
+-- 0.5 to 0.4 s); from 15 on, plain indexes' definitions are written by tide.catalog.indexdef.
 local NEWER = {
-  { setting = "has_attcompression", statements = setmetatable({
-      columns = (S.columns:gsub("CASE WHEN t%.typstorage <> 'p' THEN NULLIF%(to_jsonb%(a%) %->> 'attcompression', ''%) END",
-                                "NULLIF(a.attcompression, '')")) }, { __index = S }) },
+  { setting = "has_attcompression",
+    columns = (S.columns:gsub("CASE WHEN t%.typstorage <> 'p' THEN NULLIF%(to_jsonb%(a%) %->> 'attcompression', ''%) END",
+                              "NULLIF(a.attcompression, '')")) },
+  { setting = "has_indnullsnotdistinct", indexes = indexdef.statement(S.indexes) },
 }
-assert(NEWER[1].statements.columns ~= S.columns, "tide.catalog: the columns statement's compression moved")
+assert(NEWER[1].columns ~= S.columns, "tide.catalog: the columns statement's compression moved")
 
 ------------------------------------------------------------------------ reading
 
@@ -745,7 +748,11 @@ function M.read(conn, opts)
     cat.settings = run(conn, "settings")[1]
     local statements = S
     for _, newer in ipairs(NEWER) do
-      if cat.settings[newer.setting] then statements = newer.statements end
+      if cat.settings[newer.setting] then
+        local over = {}
+        for name, sql in pairs(newer) do if name ~= "setting" then over[name] = sql end end
+        statements = setmetatable(over, { __index = statements })
+      end
     end
     local names = opts.only or M.kinds_read
     local list = {}
@@ -762,6 +769,9 @@ function M.read(conn, opts)
     -- Inside the snapshot still: the key columns' names may need a look at pg_attribute.
     cat.columns_by_relid = rows_mod.share_columns(cat.columns or {})
     cat.columns = nil   -- (its rows lost their relid: read them by relation)
+    indexdef.build(cat, cat.columns_by_relid, rows_mod.column_row, function(oids)
+      return run(conn, "index_definitions", nil, nil, "{" .. table.concat(oids, ",") .. "}")
+    end)
     rows_mod.name_key_columns(cat, cat.columns_by_relid, function(relids)
       return run(conn, "attributes", nil, nil, "{" .. table.concat(relids, ",") .. "}")
     end)

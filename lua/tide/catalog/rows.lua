@@ -102,6 +102,12 @@ end
 -- `fetch(relids)` → rows { relid =, num =, name = }, in the same snapshot. Number 0 (an
 -- expression) has no name and is left out; a list with no name left is nil, as the server's
 -- json_agg of nothing was.
+M.ATTRIBUTES = [[
+SELECT a.attrelid AS relid, a.attnum AS num, a.attname AS name
+FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = ANY ($1::oid[]) AND NOT a.attisdropped
+]]
+
 local KEY_LISTS = {
   { statement = "indexes", nums = "column_nums", relid = "table_oid", names = "columns" },
   { statement = "constraints", nums = "column_nums", relid = "table_oid", names = "columns" },
@@ -121,6 +127,8 @@ local function column_row(columns, num)
   end
   return nil
 end
+
+M.column_row = column_row
 
 function M.name_key_columns(cat, by_relid, fetch)
   local pool = require("tide.intern").pool()

@@ -1,0 +1,123 @@
+-- tide.catalog.indexdef — the definitions of plain indexes written here, not by the server.
+--
+-- pg_get_indexdef opens the index's table on the server (its relation cache entry built, its
+-- lock taken and let go) to print a definition: at 100,000 tables about 47 µs an index, 9.4
+-- of the indexes statement's seconds on one connection, and the backend grew by 800 MB of
+-- relation cache on the way. Most indexes are plain: btree, key columns only (no
+-- expression, no WHERE), ascending, each column with its type's default operator class and
+-- its own collation, no storage parameters, no NULLS NOT DISTINCT. For those the statement
+-- sends what the definition is made of instead, and M.build writes the very text
+-- pg_get_indexdef would:
+--
+--   CREATE [UNIQUE ]INDEX name ON schema.table USING btree (key, ...)[ INCLUDE (column, ...)]
+--
+-- every name quoted by the server's quote_ident (the index's, schema's and table's in the
+-- statement, the columns' in the columns statement: `quoted`, where it differs from the
+-- name). What the server cannot tell cheaply per index, the operator classes and the
+-- collations, is checked here against the default btree operator class of each column's
+-- exact type (the settings statement's btree_defaults); an index that fails a check has its
+-- definition asked of the server after all (fetch), in the same snapshot. So the text is
+-- always the server's own, written by one or the other.
+local breathe = require("tide.wait").breathe
+
+local M = {}
+
+-- What makes an index plain, decided on the server from its pg_index and pg_class rows (no
+-- look-up per index: one into pg_attribute for the columns' operator class parameters cost
+-- as much as the rest of the statement at 100,000 tables; a default class that could take
+-- parameters is not in btree_defaults instead).
+local PLAIN = [[(ic.relkind = 'i' AND ic.relam = (SELECT am.oid FROM pg_am am WHERE am.amname = 'btree')
+        AND i.indexprs IS NULL AND i.indpred IS NULL AND ic.reloptions IS NULL
+        AND NOT i.indnullsnotdistinct AND 0 = ALL (i.indoption::int2[]))]]
+
+-- M.statement(indexes_sql) → the indexes statement that leaves plain indexes to M.build
+-- (servers with pg_index.indnullsnotdistinct: PostgreSQL 15 on).
+function M.statement(sql)
+  local out, n = sql:gsub("pg_get_indexdef%(i%.indexrelid%) AS definition,",
+    "CASE WHEN NOT q.plain THEN pg_get_indexdef(i.indexrelid) END AS definition,\n" ..
+    "       CASE WHEN q.plain THEN quote_ident(ic.relname) || ' ON ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) END AS quick_head,\n" ..
+    "       CASE WHEN q.plain THEN NULLIF(i.indisunique, false) END AS quick_unique,\n" ..
+    "       CASE WHEN q.plain THEN i.indnkeyatts END AS quick_keys,\n" ..
+    "       CASE WHEN q.plain THEN i.indclass::text END AS quick_opclasses,\n" ..
+    "       CASE WHEN q.plain THEN i.indcollation::text END AS quick_collations,", 1)
+  assert(n == 1, "tide.catalog.indexdef: the indexes statement's definition moved")
+  local m
+  out, m = out:gsub("\nJOIN pg_namespace n ON n%.oid = ic%.relnamespace\n",
+    "\nJOIN pg_namespace n ON n.oid = ic.relnamespace\nCROSS JOIN LATERAL (SELECT " .. PLAIN .. " AS plain) q\n", 1)
+  assert(m == 1, "tide.catalog.indexdef: the indexes statement's joins moved")
+  return out
+end
+
+-- The settings statement's column: type oid → { its default btree operator class, the type's
+-- collation } (JSON; the keys are the type oids as text). Only types with one default class
+-- (two make CREATE INDEX fail), and only classes whose family has no support function past
+-- equalimage (4): from the options function (5, PostgreSQL 13) on, a class may take
+-- parameters, which pg_get_indexdef prints.
+M.DEFAULTS = [[(SELECT json_object_agg(d.type_oid::text, json_build_array(d.opclass, d.collation))
+          FROM (SELECT oc.opcintype AS type_oid, min(oc.oid)::int8 AS opclass, min(t.typcollation)::int8 AS collation
+                  FROM pg_opclass oc JOIN pg_type t ON t.oid = oc.opcintype
+                 WHERE oc.opcdefault AND oc.opcmethod = (SELECT am.oid FROM pg_am am WHERE am.amname = 'btree')
+                   AND NOT EXISTS (SELECT FROM pg_amproc p WHERE p.amprocfamily = oc.opcfamily AND p.amprocnum > 4)
+                 GROUP BY oc.opcintype HAVING count(*) = 1) d)::text AS btree_defaults_json]]
+
+-- The server's definitions of the indexes M.build leaves to it ($1: their oids).
+M.FETCH = [[
+SELECT i.oid, pg_catalog.pg_get_indexdef(i.oid) AS definition FROM unnest($1::oid[]) AS i(oid)
+]]
+
+local function numbers(text)
+  local out = {}
+  for n in text:gmatch("%-?%d+") do out[#out + 1] = math.tointeger(n) end
+  return out
+end
+
+-- The definition of a plain index row, or nil when a column's operator class or collation
+-- is not the one pg_get_indexdef leaves unsaid.
+local function write(row, columns, defaults, column_row)
+  if not columns or not row.column_nums then return nil end
+  local nums, opclasses, collations = numbers(row.column_nums), numbers(row.quick_opclasses), numbers(row.quick_collations)
+  local keys, names = row.quick_keys, {}
+  for k, num in ipairs(nums) do
+    local c = column_row(columns, num)
+    if not c then return nil end
+    if k <= keys then
+      local d = defaults[tostring(c.type_oid)]
+      if not d or d[1] ~= opclasses[k] then return nil end
+      -- A column's collation is its type's unless the columns statement names another; an
+      -- index on it prints a collation that is not the column's.
+      local collation = collations[k]
+      if collation ~= 0 and (c.collation_name ~= nil or collation ~= d[2]) then return nil end
+    end
+    names[k] = c.quoted or c.name
+  end
+  if #names == 0 then return nil end
+  local text = "CREATE " .. (row.quick_unique and "UNIQUE " or "") .. "INDEX " .. row.quick_head
+    .. " USING btree (" .. table.concat(names, ", ", 1, math.min(keys, #names))
+  if #names > keys then text = text .. ") INCLUDE (" .. table.concat(names, ", ", keys + 1) end
+  return text .. ")"
+end
+
+-- M.build(cat, by_relid, column_row, fetch): the definition of every index row the statement
+-- left to it; fetch(oids) → rows { oid =, definition = } for the ones it cannot write.
+-- Before the key columns are named (it reads column_nums).
+function M.build(cat, by_relid, column_row, fetch)
+  local defaults = cat.settings and cat.settings.btree_defaults or {}
+  local asked = {}
+  for _, row in ipairs(cat.indexes or {}) do
+    breathe()
+    if row.quick_head then
+      local text = write(row, by_relid[row.table_oid], defaults, column_row)
+      if text then row.definition = text else asked[#asked + 1] = row end
+      row.quick_head, row.quick_unique, row.quick_keys, row.quick_opclasses, row.quick_collations = nil, nil, nil, nil, nil
+    end
+  end
+  if #asked == 0 then return end
+  local oids, by_oid = {}, {}
+  for i, row in ipairs(asked) do oids[i] = row.oid; by_oid[row.oid] = row end
+  for _, r in ipairs(fetch(oids)) do
+    local row = by_oid[r.oid]
+    if row then row.definition = r.definition end
+  end
+end
+
+return M
