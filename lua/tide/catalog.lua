@@ -663,9 +663,10 @@ require("tide.catalog.global")(S)
 
 local indexdef = require "tide.catalog.indexdef"
 S.settings = S.settings:gsub("%%BTREE_DEFAULTS%%", function() return indexdef.DEFAULTS end)
--- Look-ups of a few rows, not in kinds_read: key columns tide.catalog.rows cannot name, and
--- the definitions of indexes tide.catalog.indexdef cannot write.
-S.attributes, S.index_definitions = require("tide.catalog.rows").ATTRIBUTES, indexdef.FETCH
+-- Look-ups of a few rows, not in kinds_read: key columns tide.catalog.rows cannot name, the
+-- definitions tide.catalog.indexdef cannot write.
+S.attributes, S.index_definitions, S.constraint_definitions =
+  require("tide.catalog.rows").ATTRIBUTES, indexdef.FETCH, indexdef.FETCH_CONSTRAINTS
 for name, sql in pairs(S) do S[name] = sql:gsub("%%USER_SCHEMA%%", USER_SCHEMA) end
 
 -- Statements with a cheaper form where the server's catalog allows it, the same rows; the
@@ -677,7 +678,8 @@ local NEWER = {
   { setting = "has_attcompression",
     columns = (S.columns:gsub("CASE WHEN t%.typstorage <> 'p' THEN NULLIF%(to_jsonb%(a%) %->> 'attcompression', ''%) END",
                               "NULLIF(a.attcompression, '')")) },
-  { setting = "has_indnullsnotdistinct", indexes = indexdef.statement(S.indexes) },
+  { setting = "has_indnullsnotdistinct", indexes = indexdef.statement(S.indexes),
+    constraints = indexdef.constraint_statement(S.constraints) },
 }
 assert(NEWER[1].columns ~= S.columns, "tide.catalog: the columns statement's compression moved")
 
@@ -769,12 +771,10 @@ function M.read(conn, opts)
     -- Inside the snapshot still: the key columns' names may need a look at pg_attribute.
     cat.columns_by_relid = rows_mod.share_columns(cat.columns or {})
     cat.columns = nil   -- (its rows lost their relid: read them by relation)
-    indexdef.build(cat, cat.columns_by_relid, rows_mod.column_row, function(oids)
-      return run(conn, "index_definitions", nil, nil, "{" .. table.concat(oids, ",") .. "}")
-    end)
-    rows_mod.name_key_columns(cat, cat.columns_by_relid, function(relids)
-      return run(conn, "attributes", nil, nil, "{" .. table.concat(relids, ",") .. "}")
-    end)
+    local function lookup(name) return function(oids) return run(conn, name, nil, nil, "{" .. table.concat(oids, ",") .. "}") end end
+    indexdef.build(cat, cat.columns_by_relid, rows_mod.column_row, lookup("index_definitions"))
+    indexdef.build_constraints(cat, cat.columns_by_relid, rows_mod.column_row, lookup("constraint_definitions"))
+    rows_mod.name_key_columns(cat, cat.columns_by_relid, lookup("attributes"))
     return cat
   end))
   conn:exec(result[1] and "COMMIT" or "ROLLBACK")

@@ -384,9 +384,11 @@ T.test("index definitions written as the server writes them", function(ctx)
       end
     end }))
     local server = {}
+    assert(source:exec("SET search_path = pg_catalog"))   -- (as the read has it)
     for _, r in ipairs(source:query("SELECT indexrelid AS oid, pg_get_indexdef(indexrelid) AS def FROM pg_index")) do
       server[r.oid] = r.def
     end
+    assert(source:exec("RESET search_path"))
     local by_name, written = {}, 0
     for _, row in ipairs(cat.indexes) do
       T.eq(row.definition, server[row.oid], "the definition of " .. row.name)
@@ -418,5 +420,71 @@ T.test("index definitions written as the server writes them", function(ctx)
     end
   end)
   P.exec(ctx.source_url, 'DROP SCHEMA "Idx s" CASCADE')
+  if not ok then error(err, 0) end
+end)
+
+-- Key constraints' definitions are written by tide.catalog.indexdef too: every constraint's
+-- text must be pg_get_constraintdef's, over keys written here and keys left to the server.
+T.test("key constraint definitions written as the server writes them", function(ctx)
+  load_fixture(ctx)
+  P.exec(ctx.source_url, [[
+    CREATE SCHEMA "Con s";
+    CREATE TABLE "Con s"."Parent" ("Id" int, "user" text, k2 int, extra text, PRIMARY KEY ("Id", k2));
+    ALTER TABLE "Con s"."Parent" ADD CONSTRAINT parent_u UNIQUE ("user") INCLUDE (extra);
+    ALTER TABLE "Con s"."Parent" ADD CONSTRAINT parent_nnd UNIQUE NULLS NOT DISTINCT (extra);
+    ALTER TABLE "Con s"."Parent" ADD CONSTRAINT parent_def UNIQUE (k2, extra) DEFERRABLE INITIALLY DEFERRED;
+    CREATE TABLE "Con s".child (a int, drop_me int, b int, c int, u text, PRIMARY KEY (b));
+    ALTER TABLE "Con s".child DROP COLUMN drop_me;
+    ALTER TABLE "Con s".child ADD CONSTRAINT child_fk FOREIGN KEY (a, c) REFERENCES "Con s"."Parent" ("Id", k2)
+      ON DELETE CASCADE ON UPDATE SET NULL;
+    ALTER TABLE "Con s".child ADD CONSTRAINT child_fk_nv FOREIGN KEY (u) REFERENCES "Con s"."Parent" ("user") NOT VALID;
+    ALTER TABLE "Con s".child ADD CONSTRAINT child_fk_full FOREIGN KEY (a, c) REFERENCES "Con s"."Parent" ("Id", k2) MATCH FULL;
+    ALTER TABLE "Con s".child ADD CONSTRAINT child_fk_cols FOREIGN KEY (a, c) REFERENCES "Con s"."Parent" ("Id", k2)
+      ON DELETE SET NULL (a);
+    ALTER TABLE "Con s".child ADD CONSTRAINT child_fk_r FOREIGN KEY (a, c) REFERENCES "Con s"."Parent" ("Id", k2)
+      ON UPDATE RESTRICT ON DELETE SET DEFAULT DEFERRABLE;
+    ALTER TABLE "Con s".child ADD CONSTRAINT child_check CHECK (b > 0);
+    CREATE TABLE "Con s".ext_owned (code int PRIMARY KEY);
+    ALTER EXTENSION plpgsql ADD TABLE "Con s".ext_owned;
+    ALTER TABLE "Con s".child ADD CONSTRAINT child_fk_ext FOREIGN KEY (b) REFERENCES "Con s".ext_owned (code);
+    CREATE TABLE "Con s".parted (k int, v text, PRIMARY KEY (k)) PARTITION BY RANGE (k);
+    CREATE TABLE "Con s".part1 PARTITION OF "Con s".parted FOR VALUES FROM (0) TO (10);]])
+  local ok, err = pcall(function()
+    local task = make_task(ctx)
+    local source <close> = connect.open(task, "source")
+    local fetched = {}
+    local cat = catalog.read(setmetatable({}, { __index = function(_, method)
+      return function(_, sql, ...)
+        if type(sql) == "string" and sql:find("pg_get_constraintdef(c.oid)", 1, true) then
+          for oid in (...):gmatch("%d+") do fetched[tonumber(oid)] = true end
+        end
+        return source[method](source, sql, ...)
+      end
+    end }))
+    local server = {}
+    assert(source:exec("SET search_path = pg_catalog"))   -- (as the read has it)
+    for _, r in ipairs(source:query("SELECT oid, pg_get_constraintdef(oid) AS def FROM pg_constraint")) do server[r.oid] = r.def end
+    assert(source:exec("RESET search_path"))
+    local by_name = {}
+    for _, row in ipairs(cat.constraints) do
+      T.eq(row.definition, server[row.oid], "the definition of " .. row.name)
+      T.eq(row.quick, nil, "left in " .. row.name)
+      by_name[row.name] = row
+    end
+    for _, row in ipairs(cat.indexes) do T.eq(row.quick_nulls_not_distinct, nil, "left in " .. row.name) end
+    -- Written here, or asked of the server after the statement (a key of an extension's
+    -- table, or referencing one: its columns are not read). MATCH FULL and SET NULL (columns)
+    -- the statement has the server write.
+    for _, name in ipairs({ "Parent_pkey", "parent_u", "parent_nnd", "parent_def", "child_pkey", "child_fk",
+                            "child_fk_nv", "child_fk_r", "parted_pkey", "part1_pkey", "child_fk_full", "child_fk_cols" }) do
+      T.ok(by_name[name], name .. " read")
+      T.eq(fetched[by_name[name].oid], nil, name .. " asked of the server")
+    end
+    T.eq(fetched[by_name.child_fk_ext.oid], true, "child_fk_ext asked of the server")
+    local n = 0
+    for _ in pairs(fetched) do n = n + 1 end
+    T.eq(n, 2, "constraints asked of the server (child_fk_ext, ext_owned_pkey)")
+  end)
+  P.exec(ctx.source_url, [[ALTER EXTENSION plpgsql DROP TABLE "Con s".ext_owned; DROP SCHEMA "Con s" CASCADE]])
   if not ok then error(err, 0) end
 end)

@@ -18,6 +18,13 @@
 -- exact type (the settings statement's btree_defaults); an index that fails a check has its
 -- definition asked of the server after all (fetch), in the same snapshot. So the text is
 -- always the server's own, written by one or the other.
+--
+-- Key constraints too (M.constraint_statement, M.build_constraints): a primary key's, a
+-- unique constraint's and a foreign key's text (pg_get_constraintdef: 1.95 and 2.5 s of
+-- server time for 100,000 primary keys and 75,000 foreign keys, in a fresh session) is
+-- written from the key's columns, the index's included ones and the referenced table's name
+-- as the server quoted it; a foreign key with MATCH FULL or ON DELETE SET NULL (columns) is
+-- the server's to write.
 local breathe = require("tide.wait").breathe
 
 local M = {}
@@ -42,6 +49,8 @@ function M.statement(sql)
     "       CASE WHEN q.plain THEN i.indcollation::text END AS quick_collations,", 1)
   assert(n == 1, "tide.catalog.indexdef: the indexes statement's definition moved")
   local m
+  out = out:gsub("(       CASE WHEN q%.plain THEN i%.indcollation::text END AS quick_collations,)",
+    "%1\n       NULLIF(i.indnullsnotdistinct, false) AS quick_nulls_not_distinct,", 1)
   out, m = out:gsub("\nJOIN pg_namespace n ON n%.oid = ic%.relnamespace\n",
     "\nJOIN pg_namespace n ON n.oid = ic.relnamespace\nCROSS JOIN LATERAL (SELECT " .. PLAIN .. " AS plain) q\n", 1)
   assert(m == 1, "tide.catalog.indexdef: the indexes statement's joins moved")
@@ -60,9 +69,34 @@ M.DEFAULTS = [[(SELECT json_object_agg(d.type_oid::text, json_build_array(d.opcl
                    AND NOT EXISTS (SELECT FROM pg_amproc p WHERE p.amprocfamily = oc.opcfamily AND p.amprocnum > 4)
                  GROUP BY oc.opcintype HAVING count(*) = 1) d)::text AS btree_defaults_json]]
 
+-- M.constraint_statement(constraints_sql) → the constraints statement that leaves key
+-- constraints to M.build_constraints (the servers M.statement is for).
+function M.constraint_statement(sql)
+  local out, n = sql:gsub("pg_get_constraintdef%(co%.oid%) AS definition,",
+    "CASE WHEN NOT q.quick THEN pg_get_constraintdef(co.oid) END AS definition,\n" ..
+    "       NULLIF(q.quick, false) AS quick,\n" ..
+    "       CASE WHEN q.quick AND co.contype = 'f' THEN quote_ident(rn.nspname) || '.' || quote_ident(rc.relname) END AS quick_ref,\n" ..
+    "       CASE WHEN q.quick AND co.contype = 'f' THEN NULLIF(co.confupdtype, 'a') END AS quick_on_update,\n" ..
+    "       CASE WHEN q.quick AND co.contype = 'f' THEN NULLIF(co.confdeltype, 'a') END AS quick_on_delete,", 1)
+  assert(n == 1, "tide.catalog.indexdef: the constraints statement's definition moved")
+  local m
+  out, m = out:gsub("\nJOIN pg_namespace n ON n%.oid = co%.connamespace\n",
+    "\nJOIN pg_namespace n ON n.oid = co.connamespace\n" ..
+    "LEFT JOIN pg_class rc ON rc.oid = co.confrelid\nLEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace\n" ..
+    "CROSS JOIN LATERAL (SELECT co.contype IN ('p', 'u') OR (co.contype = 'f' AND co.confmatchtype = 's'\n" ..
+    "                           AND co.confdelsetcols IS NULL) AS quick) q\n", 1)
+  assert(m == 1, "tide.catalog.indexdef: the constraints statement's joins moved")
+  return out
+end
+
 -- The server's definitions of the indexes M.build leaves to it ($1: their oids).
 M.FETCH = [[
 SELECT i.oid, pg_catalog.pg_get_indexdef(i.oid) AS definition FROM unnest($1::oid[]) AS i(oid)
+]]
+
+-- The same for constraints.
+M.FETCH_CONSTRAINTS = [[
+SELECT c.oid, pg_catalog.pg_get_constraintdef(c.oid) AS definition FROM unnest($1::oid[]) AS c(oid)
 ]]
 
 local function numbers(text)
@@ -95,6 +129,89 @@ local function write(row, columns, defaults, column_row)
     .. " USING btree (" .. table.concat(names, ", ", 1, math.min(keys, #names))
   if #names > keys then text = text .. ") INCLUDE (" .. table.concat(names, ", ", keys + 1) end
   return text .. ")"
+end
+
+-- The quoted names of columns `nums` (from `first` to `last`) of a relation, or nil when one is
+-- not in its rows.
+local function quoted_names(columns, nums, first, last, column_row)
+  if not columns then return nil end
+  local out = {}
+  for k = first, last do
+    local c = column_row(columns, nums[k])
+    if not c then return nil end
+    out[#out + 1] = c.quoted or c.name
+  end
+  return table.concat(out, ", ")
+end
+
+local ACTIONS = { r = "RESTRICT", c = "CASCADE", n = "SET NULL", d = "SET DEFAULT" }
+
+-- The definition of a key constraint row the statement left to the engine, or nil.
+local function write_constraint(row, by_relid, index_of, column_row)
+  if not row.column_nums then return nil end
+  local nums = numbers(row.column_nums)
+  local columns = by_relid[row.table_oid]
+  local keys = quoted_names(columns, nums, 1, #nums, column_row)
+  if not keys or #nums == 0 then return nil end
+  local text
+  if row.type == "f" then
+    local ref_nums = numbers(row.ref_column_nums or "")
+    local refs = quoted_names(by_relid[row.referenced_oid], ref_nums, 1, #ref_nums, column_row)
+    if not refs or #ref_nums == 0 or not row.quick_ref then return nil end
+    text = "FOREIGN KEY (" .. keys .. ") REFERENCES " .. row.quick_ref .. "(" .. refs .. ")"
+    if row.quick_on_update then
+      if not ACTIONS[row.quick_on_update] then return nil end
+      text = text .. " ON UPDATE " .. ACTIONS[row.quick_on_update]
+    end
+    if row.quick_on_delete then
+      if not ACTIONS[row.quick_on_delete] then return nil end
+      text = text .. " ON DELETE " .. ACTIONS[row.quick_on_delete]
+    end
+  elseif row.type == "p" or row.type == "u" then
+    -- The index behind it: its columns past the key's are the INCLUDE list.
+    local index = index_of[row.index_oid]
+    if not index or not index.column_nums then return nil end
+    local index_nums = numbers(index.column_nums)
+    if #index_nums < #nums then return nil end
+    for k = 1, #nums do if index_nums[k] ~= nums[k] then return nil end end
+    text = (row.type == "p" and "PRIMARY KEY " or "UNIQUE ") .. (index.quick_nulls_not_distinct and "NULLS NOT DISTINCT " or "")
+      .. "(" .. keys .. ")"
+    if #index_nums > #nums then
+      local include = quoted_names(columns, index_nums, #nums + 1, #index_nums, column_row)
+      if not include then return nil end
+      text = text .. " INCLUDE (" .. include .. ")"
+    end
+  else
+    return nil
+  end
+  if row.deferrable then text = text .. " DEFERRABLE" end
+  if row.deferred then text = text .. " INITIALLY DEFERRED" end
+  if not row.validated then text = text .. " NOT VALID" end
+  return text
+end
+
+-- M.build_constraints(cat, by_relid, column_row, fetch): the definition of every constraint row
+-- the statement left to it (fetch as M.build's, for constraints). After M.build, before the
+-- key columns are named.
+function M.build_constraints(cat, by_relid, column_row, fetch)
+  local index_of, asked = {}, {}
+  for _, index in ipairs(cat.indexes or {}) do index_of[index.oid] = index end
+  for _, row in ipairs(cat.constraints or {}) do
+    breathe()
+    if row.quick then
+      local text = write_constraint(row, by_relid, index_of, column_row)
+      if text then row.definition = text else asked[#asked + 1] = row end
+      row.quick, row.quick_ref, row.quick_on_update, row.quick_on_delete = nil, nil, nil, nil
+    end
+  end
+  for _, index in ipairs(cat.indexes or {}) do index.quick_nulls_not_distinct = nil end
+  if #asked == 0 then return end
+  local oids, by_oid = {}, {}
+  for i, row in ipairs(asked) do oids[i] = row.oid; by_oid[row.oid] = row end
+  for _, r in ipairs(fetch(oids)) do
+    local row = by_oid[r.oid]
+    if row then row.definition = r.definition end
+  end
 end
 
 -- M.build(cat, by_relid, column_row, fetch): the definition of every index row the statement
