@@ -31,8 +31,10 @@ SELECT current_user AS current_user, current_database() AS database,
        to_regclass('pg_catalog.edb_package') IS NOT NULL AS has_packages,
        EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = 'pg_catalog.pg_attribute'::regclass
                  AND a.attname = 'attcompression' AND NOT a.attisdropped) AS has_attcompression,
+       -- (tide.catalog.indexdef: the catalogs of 15 to 17, whose definitions it knows.)
        EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = 'pg_catalog.pg_index'::regclass
-                 AND a.attname = 'indnullsnotdistinct' AND NOT a.attisdropped) AS has_indnullsnotdistinct,
+                 AND a.attname = 'indnullsnotdistinct' AND NOT a.attisdropped)
+         AND current_setting('server_version_num')::int < 180000 AS writes_definitions,
        %BTREE_DEFAULTS%
 FROM pg_database d
 WHERE d.datname = current_database()
@@ -669,16 +671,15 @@ S.attributes, S.index_definitions, S.constraint_definitions =
   require("tide.catalog.rows").ATTRIBUTES, indexdef.FETCH, indexdef.FETCH_CONSTRAINTS
 for name, sql in pairs(S) do S[name] = sql:gsub("%%USER_SCHEMA%%", USER_SCHEMA) end
 
--- Statements with a cheaper form where the server's catalog allows it, the same rows; the
--- settings statement says whether the catalog has what each needs (a fork may number itself
--- otherwise). From PostgreSQL 14 on, pg_attribute has attcompression, read as it is rather
--- than out of to_jsonb of the row (a fifth of the columns statement's time at 10,000 tables:
--- 0.5 to 0.4 s); from 15 on, plain indexes' definitions are written by tide.catalog.indexdef.
+-- Statements with a cheaper form where the server's catalog allows it, the same rows (the
+-- settings statement says which: a fork may number itself otherwise). From PostgreSQL 14 on,
+-- attcompression read as it is, not out of to_jsonb of the row (0.5 to 0.4 s at 10,000
+-- tables); from 15 to 17, plain indexes' and keys' definitions written by tide.catalog.indexdef.
 local NEWER = {
   { setting = "has_attcompression",
     columns = (S.columns:gsub("CASE WHEN t%.typstorage <> 'p' THEN NULLIF%(to_jsonb%(a%) %->> 'attcompression', ''%) END",
                               "NULLIF(a.attcompression, '')")) },
-  { setting = "has_indnullsnotdistinct", indexes = indexdef.statement(S.indexes),
+  { setting = "writes_definitions", indexes = indexdef.statement(S.indexes),
     constraints = indexdef.constraint_statement(S.constraints) },
 }
 assert(NEWER[1].columns ~= S.columns, "tide.catalog: the columns statement's compression moved")

@@ -409,13 +409,31 @@ T.test("index definitions written as the server writes them", function(ctx)
     T.ok(by_name.T_pk and by_name.T_select_id_idx and by_name.t_incl and by_name.mv_id_idx, "the cases are read: " .. table.concat(names, " "))
     T.eq(by_name.T_select_id_idx.definition, 'CREATE INDEX "T_select_id_idx" ON "Idx s"."T" USING btree ("select", id)')
     T.eq(asked, 1, "look-ups of the definitions the engine did not write")
-    -- Written here: plain, on columns of types with an exact default class. Asked for: plain
-    -- on the server's side, but a collation, a class or a type (varchar, an array) away; a
+    -- quote_all_identifiers (a database's setting): the server quotes every name, the access
+    -- method's too, and so must the written text.
+    P.exec(ctx.source_admin, "ALTER DATABASE " .. ctx.dbname .. " SET quote_all_identifiers = on")
+    local quoted_ok, quoted_err = pcall(function()
+      local again <close> = connect.open(task, "source")
+      local qcat = catalog.read(again)
+      assert(again:exec("SET search_path = pg_catalog"))
+      local n = 0
+      for _, row in ipairs(qcat.indexes) do
+        local want = again:query("SELECT pg_get_indexdef($1::oid) AS d", row.oid)[1].d
+        T.eq(row.definition, want, "quote_all_identifiers: the definition of " .. row.name)
+        if row.name == "T_pk" then n = n + 1; T.ok(want:find('USING "btree"', 1, true), want) end
+      end
+      T.eq(n, 1, "T_pk read")
+    end)
+    P.exec(ctx.source_admin, "ALTER DATABASE " .. ctx.dbname .. " RESET quote_all_identifiers")
+    if not quoted_ok then error(quoted_err, 0) end
+    -- Written here: plain, on columns of types with an exact default class (or varchar's,
+    -- text's). Asked for: plain on the server's side, but a collation, a class or a type (an
+    -- array) away; a
     -- column of a collation of its own too (the columns statement names it, not its oid).
-    for _, name in ipairs({ "T_pk", "T_select_id_idx", "t_incl", "mv_id_idx", "gone_c_b_idx", "t_int_ops" }) do
+    for _, name in ipairs({ "T_pk", "T_select_id_idx", "t_incl", "mv_id_idx", "gone_c_b_idx", "t_int_ops", "T_Mixed Col_idx" }) do
       T.eq(fetched[by_name[name].oid], nil, name .. " asked of the server")
     end
-    for _, name in ipairs({ "t_text_c", "t_pattern", "t_cc_default", "T_cc_idx", "t_arr", "T_Mixed Col_idx" }) do
+    for _, name in ipairs({ "t_text_c", "t_pattern", "t_cc_default", "T_cc_idx", "t_arr" }) do
       T.eq(fetched[by_name[name].oid], true, name .. " not asked of the server")
     end
   end)
@@ -447,6 +465,9 @@ T.test("key constraint definitions written as the server writes them", function(
     CREATE TABLE "Con s".ext_owned (code int PRIMARY KEY);
     ALTER EXTENSION plpgsql ADD TABLE "Con s".ext_owned;
     ALTER TABLE "Con s".child ADD CONSTRAINT child_fk_ext FOREIGN KEY (b) REFERENCES "Con s".ext_owned (code);
+    CREATE TABLE "Con s".nnd_pk (a int NOT NULL);
+    CREATE UNIQUE INDEX nnd_pk_i ON "Con s".nnd_pk (a) NULLS NOT DISTINCT;
+    ALTER TABLE "Con s".nnd_pk ADD CONSTRAINT nnd_pk_key PRIMARY KEY USING INDEX nnd_pk_i;
     CREATE TABLE "Con s".parted (k int, v text, PRIMARY KEY (k)) PARTITION BY RANGE (k);
     CREATE TABLE "Con s".part1 PARTITION OF "Con s".parted FOR VALUES FROM (0) TO (10);]])
   local ok, err = pcall(function()
@@ -476,7 +497,8 @@ T.test("key constraint definitions written as the server writes them", function(
     -- table, or referencing one: its columns are not read). MATCH FULL and SET NULL (columns)
     -- the statement has the server write.
     for _, name in ipairs({ "Parent_pkey", "parent_u", "parent_nnd", "parent_def", "child_pkey", "child_fk",
-                            "child_fk_nv", "child_fk_r", "parted_pkey", "part1_pkey", "child_fk_full", "child_fk_cols" }) do
+                            "child_fk_nv", "child_fk_r", "parted_pkey", "part1_pkey", "child_fk_full", "child_fk_cols",
+                            "nnd_pk_key" }) do
       T.ok(by_name[name], name .. " read")
       T.eq(fetched[by_name[name].oid], nil, name .. " asked of the server")
     end

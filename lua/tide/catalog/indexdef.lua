@@ -11,13 +11,16 @@
 --
 --   CREATE [UNIQUE ]INDEX name ON schema.table USING btree (key, ...)[ INCLUDE (column, ...)]
 --
--- every name quoted by the server's quote_ident (the index's, schema's and table's in the
--- statement, the columns' in the columns statement: `quoted`, where it differs from the
--- name). What the server cannot tell cheaply per index, the operator classes and the
+-- every name quoted by the server's quote_ident (the index's, schema's, table's and access
+-- method's in the statement, the columns' in the columns statement: `quoted`, where it
+-- differs from the name; quote_all_identifiers quotes them all). What the server cannot tell cheaply per index, the operator classes and the
 -- collations, is checked here against the default btree operator class of each column's
 -- exact type (the settings statement's btree_defaults); an index that fails a check has its
--- definition asked of the server after all (fetch), in the same snapshot. So the text is
--- always the server's own, written by one or the other.
+-- definition asked of the server after all (fetch: pg_get_indexdef reads the catalog as it is
+-- now, as the statement's call did). So the text is always the server's own, written by one
+-- or the other. Only on PostgreSQL 15 to 17 (the settings statement's writes_definitions):
+-- 18 prints what these catalogs do not say (a key's WITHOUT OVERLAPS, a foreign key's
+-- PERIOD and NOT ENFORCED), and a later version may print more.
 --
 -- Key constraints too (M.constraint_statement, M.build_constraints): a primary key's, a
 -- unique constraint's and a foreign key's text (pg_get_constraintdef: 1.95 and 2.5 s of
@@ -42,7 +45,8 @@ local PLAIN = [[(ic.relkind = 'i' AND ic.relam = (SELECT am.oid FROM pg_am am WH
 function M.statement(sql)
   local out, n = sql:gsub("pg_get_indexdef%(i%.indexrelid%) AS definition,",
     "CASE WHEN NOT q.plain THEN pg_get_indexdef(i.indexrelid) END AS definition,\n" ..
-    "       CASE WHEN q.plain THEN quote_ident(ic.relname) || ' ON ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) END AS quick_head,\n" ..
+    "       CASE WHEN q.plain THEN quote_ident(ic.relname) || ' ON ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname)\n" ..
+    "         || ' USING ' || quote_ident('btree') END AS quick_head,\n" ..
     "       CASE WHEN q.plain THEN NULLIF(i.indisunique, false) END AS quick_unique,\n" ..
     "       CASE WHEN q.plain THEN i.indnkeyatts END AS quick_keys,\n" ..
     "       CASE WHEN q.plain THEN i.indclass::text END AS quick_opclasses,\n" ..
@@ -61,13 +65,19 @@ end
 -- collation } (JSON; the keys are the type oids as text). Only types with one default class
 -- (two make CREATE INDEX fail), and only classes whose family has no support function past
 -- equalimage (4): from the options function (5, PostgreSQL 13) on, a class may take
--- parameters, which pg_get_indexdef prints.
-M.DEFAULTS = [[(SELECT json_object_agg(d.type_oid::text, json_build_array(d.opclass, d.collation))
+-- parameters, which pg_get_indexdef prints. And varchar, which has no class of its own: the
+-- server's default for it is text's (binary-coercible, text the preferred string type).
+M.DEFAULTS = [[(SELECT json_object_agg(k.type_oid::text, json_build_array(d.opclass, d.collation))
           FROM (SELECT oc.opcintype AS type_oid, min(oc.oid)::int8 AS opclass, min(t.typcollation)::int8 AS collation
                   FROM pg_opclass oc JOIN pg_type t ON t.oid = oc.opcintype
                  WHERE oc.opcdefault AND oc.opcmethod = (SELECT am.oid FROM pg_am am WHERE am.amname = 'btree')
                    AND NOT EXISTS (SELECT FROM pg_amproc p WHERE p.amprocfamily = oc.opcfamily AND p.amprocnum > 4)
-                 GROUP BY oc.opcintype HAVING count(*) = 1) d)::text AS btree_defaults_json]]
+                 GROUP BY oc.opcintype HAVING count(*) = 1) d
+           CROSS JOIN LATERAL (VALUES (d.type_oid), (CASE WHEN d.type_oid = 'text'::regtype
+                   AND NOT EXISTS (SELECT FROM pg_opclass v WHERE v.opcdefault AND v.opcintype = 'varchar'::regtype
+                                     AND v.opcmethod = (SELECT am.oid FROM pg_am am WHERE am.amname = 'btree'))
+                 THEN 'varchar'::regtype::oid END)) AS k(type_oid)
+         WHERE k.type_oid IS NOT NULL)::text AS btree_defaults_json]]
 
 -- M.constraint_statement(constraints_sql) → the constraints statement that leaves key
 -- constraints to M.build_constraints (the servers M.statement is for).
@@ -126,7 +136,7 @@ local function write(row, columns, defaults, column_row)
   end
   if #names == 0 then return nil end
   local text = "CREATE " .. (row.quick_unique and "UNIQUE " or "") .. "INDEX " .. row.quick_head
-    .. " USING btree (" .. table.concat(names, ", ", 1, math.min(keys, #names))
+    .. " (" .. table.concat(names, ", ", 1, math.min(keys, #names))
   if #names > keys then text = text .. ") INCLUDE (" .. table.concat(names, ", ", keys + 1) end
   return text .. ")"
 end
@@ -174,8 +184,9 @@ local function write_constraint(row, by_relid, index_of, column_row)
     local index_nums = numbers(index.column_nums)
     if #index_nums < #nums then return nil end
     for k = 1, #nums do if index_nums[k] ~= nums[k] then return nil end end
-    text = (row.type == "p" and "PRIMARY KEY " or "UNIQUE ") .. (index.quick_nulls_not_distinct and "NULLS NOT DISTINCT " or "")
-      .. "(" .. keys .. ")"
+    -- (NULLS NOT DISTINCT is a unique constraint's only: a primary key on such an index has none.)
+    text = row.type == "p" and "PRIMARY KEY " or ("UNIQUE " .. (index.quick_nulls_not_distinct and "NULLS NOT DISTINCT " or ""))
+    text = text .. "(" .. keys .. ")"
     if #index_nums > #nums then
       local include = quoted_names(columns, index_nums, #nums + 1, #index_nums, column_row)
       if not include then return nil end
