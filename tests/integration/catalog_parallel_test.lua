@@ -392,7 +392,7 @@ T.test("index definitions written as the server writes them", function(ctx)
     local by_name, written = {}, 0
     for _, row in ipairs(cat.indexes) do
       T.eq(row.definition, server[row.oid], "the definition of " .. row.name)
-      T.eq(row.quick_head, nil, "left in " .. row.name)
+      T.eq(row.quick, nil, "left in " .. row.name)
       by_name[row.name] = row
     end
     -- Which ones this server's statement left to the engine: the plain ones, and those were

@@ -45,15 +45,15 @@ local PLAIN = [[(ic.relkind = 'i' AND ic.relam = (SELECT am.oid FROM pg_am am WH
 function M.statement(sql)
   local out, n = sql:gsub("pg_get_indexdef%(i%.indexrelid%) AS definition,",
     "CASE WHEN NOT q.plain THEN pg_get_indexdef(i.indexrelid) END AS definition,\n" ..
-    "       CASE WHEN q.plain THEN quote_ident(ic.relname) || ' ON ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname)\n" ..
-    "         || ' USING ' || quote_ident('btree') END AS quick_head,\n" ..
-    "       CASE WHEN q.plain THEN NULLIF(i.indisunique, false) END AS quick_unique,\n" ..
-    "       CASE WHEN q.plain THEN i.indnkeyatts END AS quick_keys,\n" ..
-    "       CASE WHEN q.plain THEN i.indclass::text END AS quick_opclasses,\n" ..
-    "       CASE WHEN q.plain THEN i.indcollation::text END AS quick_collations,", 1)
+    -- (What M.build needs in one field, in place of the definition: a row's fields take the
+    -- next power of two in slots, and a table's slots stay after its fields go.)
+    "       CASE WHEN q.plain THEN CASE WHEN i.indisunique THEN 'u' ELSE '-' END || ' ' || i.indnkeyatts\n" ..
+    "         || ' ' || array_to_string(i.indclass::oid[], ',') || ' ' || array_to_string(i.indcollation::oid[], ',')\n" ..
+    "         || ' ' || quote_ident(ic.relname) || ' ON ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname)\n" ..
+    "         || ' USING ' || quote_ident('btree') END AS quick,", 1)
   assert(n == 1, "tide.catalog.indexdef: the indexes statement's definition moved")
   local m
-  out = out:gsub("(       CASE WHEN q%.plain THEN i%.indcollation::text END AS quick_collations,)",
+  out = out:gsub("(         || ' USING ' || quote_ident%('btree'%) END AS quick,)",
     "%1\n       NULLIF(i.indnullsnotdistinct, false) AS quick_nulls_not_distinct,", 1)
   out, m = out:gsub("\nJOIN pg_namespace n ON n%.oid = ic%.relnamespace\n",
     "\nJOIN pg_namespace n ON n.oid = ic.relnamespace\nCROSS JOIN LATERAL (SELECT " .. PLAIN .. " AS plain) q\n", 1)
@@ -84,10 +84,10 @@ M.DEFAULTS = [[(SELECT json_object_agg(k.type_oid::text, json_build_array(d.opcl
 function M.constraint_statement(sql)
   local out, n = sql:gsub("pg_get_constraintdef%(co%.oid%) AS definition,",
     "CASE WHEN NOT q.quick THEN pg_get_constraintdef(co.oid) END AS definition,\n" ..
-    "       NULLIF(q.quick, false) AS quick,\n" ..
-    "       CASE WHEN q.quick AND co.contype = 'f' THEN quote_ident(rn.nspname) || '.' || quote_ident(rc.relname) END AS quick_ref,\n" ..
-    "       CASE WHEN q.quick AND co.contype = 'f' THEN NULLIF(co.confupdtype, 'a') END AS quick_on_update,\n" ..
-    "       CASE WHEN q.quick AND co.contype = 'f' THEN NULLIF(co.confdeltype, 'a') END AS quick_on_delete,", 1)
+    -- (In one field, as the indexes': "k" for a key, the two actions and the referenced
+    -- table for a foreign key.)
+    "       CASE WHEN q.quick THEN CASE WHEN co.contype = 'f' THEN co.confupdtype::text || co.confdeltype::text || ' '\n" ..
+    "         || quote_ident(rn.nspname) || '.' || quote_ident(rc.relname) ELSE 'k' END END AS quick,", 1)
   assert(n == 1, "tide.catalog.indexdef: the constraints statement's definition moved")
   local m
   out, m = out:gsub("\nJOIN pg_namespace n ON n%.oid = co%.connamespace\n",
@@ -119,8 +119,11 @@ end
 -- is not the one pg_get_indexdef leaves unsaid.
 local function write(row, columns, defaults, column_row)
   if not columns or not row.column_nums then return nil end
-  local nums, opclasses, collations = numbers(row.column_nums), numbers(row.quick_opclasses), numbers(row.quick_collations)
-  local keys, names = row.quick_keys, {}
+  local unique, keys, opclass_list, collation_list, head = row.quick:match("^(%S) (%d+) (%S+) (%S+) (.+)$")
+  if not head then return nil end
+  keys = math.tointeger(keys)
+  local nums, opclasses, collations = numbers(row.column_nums), numbers(opclass_list), numbers(collation_list)
+  local names = {}
   for k, num in ipairs(nums) do
     local c = column_row(columns, num)
     if not c then return nil end
@@ -135,7 +138,7 @@ local function write(row, columns, defaults, column_row)
     names[k] = c.quoted or c.name
   end
   if #names == 0 then return nil end
-  local text = "CREATE " .. (row.quick_unique and "UNIQUE " or "") .. "INDEX " .. row.quick_head
+  local text = "CREATE " .. (unique == "u" and "UNIQUE " or "") .. "INDEX " .. head
     .. " (" .. table.concat(names, ", ", 1, math.min(keys, #names))
   if #names > keys then text = text .. ") INCLUDE (" .. table.concat(names, ", ", keys + 1) end
   return text .. ")"
@@ -165,17 +168,16 @@ local function write_constraint(row, by_relid, index_of, column_row)
   if not keys or #nums == 0 then return nil end
   local text
   if row.type == "f" then
+    local on_update, on_delete, ref = row.quick:match("^(.)(.) (.+)$")
     local ref_nums = numbers(row.ref_column_nums or "")
     local refs = quoted_names(by_relid[row.referenced_oid], ref_nums, 1, #ref_nums, column_row)
-    if not refs or #ref_nums == 0 or not row.quick_ref then return nil end
-    text = "FOREIGN KEY (" .. keys .. ") REFERENCES " .. row.quick_ref .. "(" .. refs .. ")"
-    if row.quick_on_update then
-      if not ACTIONS[row.quick_on_update] then return nil end
-      text = text .. " ON UPDATE " .. ACTIONS[row.quick_on_update]
-    end
-    if row.quick_on_delete then
-      if not ACTIONS[row.quick_on_delete] then return nil end
-      text = text .. " ON DELETE " .. ACTIONS[row.quick_on_delete]
+    if not refs or #ref_nums == 0 or not ref then return nil end
+    text = "FOREIGN KEY (" .. keys .. ") REFERENCES " .. ref .. "(" .. refs .. ")"
+    for _, action in ipairs({ { "UPDATE", on_update }, { "DELETE", on_delete } }) do
+      if action[2] ~= "a" then   -- (a: NO ACTION, not printed)
+        if not ACTIONS[action[2]] then return nil end
+        text = text .. " ON " .. action[1] .. " " .. ACTIONS[action[2]]
+      end
     end
   elseif row.type == "p" or row.type == "u" then
     -- The index behind it: its columns past the key's are the INCLUDE list.
@@ -211,8 +213,8 @@ function M.build_constraints(cat, by_relid, column_row, fetch)
     breathe()
     if row.quick then
       local text = write_constraint(row, by_relid, index_of, column_row)
+      row.quick = nil
       if text then row.definition = text else asked[#asked + 1] = row end
-      row.quick, row.quick_ref, row.quick_on_update, row.quick_on_delete = nil, nil, nil, nil
     end
   end
   for _, index in ipairs(cat.indexes or {}) do index.quick_nulls_not_distinct = nil end
@@ -233,10 +235,10 @@ function M.build(cat, by_relid, column_row, fetch)
   local asked = {}
   for _, row in ipairs(cat.indexes or {}) do
     breathe()
-    if row.quick_head then
+    if row.quick then
       local text = write(row, by_relid[row.table_oid], defaults, column_row)
+      row.quick = nil
       if text then row.definition = text else asked[#asked + 1] = row end
-      row.quick_head, row.quick_unique, row.quick_keys, row.quick_opclasses, row.quick_collations = nil, nil, nil, nil, nil
     end
   end
   if #asked == 0 then return end
