@@ -69,6 +69,17 @@ local function with_helpers(fn)
   if not ok then error(err, 0) end
 end
 
+-- A connection that hands every call to `conn` and calls seen(param) for each statement with
+-- `text` in it (the look-ups of a few rows after the read's statements: their $1).
+local function recording(conn, text, seen)
+  return setmetatable({}, { __index = function(_, method)
+    return function(_, sql, ...)
+      if type(sql) == "string" and sql:find(text, 1, true) then seen(...) end
+      return conn[method](conn, sql, ...)
+    end
+  end })
+end
+
 T.test("helpers read the same catalog as one connection, in the main read's snapshot", function(ctx)
   load_fixture(ctx)
   local task = make_task(ctx)
@@ -282,12 +293,7 @@ T.test("key columns named from their numbers as the server names them", function
     local source <close> = connect.open(task, "source")
     -- (the look-ups the read asks for: only the relations the columns statement cannot name)
     local asked = {}
-    local cat = catalog.read(setmetatable({}, { __index = function(_, method)
-      return function(_, sql, ...)
-        if type(sql) == "string" and sql:find("ANY ($1::oid[])", 1, true) then asked[#asked + 1] = ... end
-        return source[method](source, sql, ...)
-      end
-    end }))
+    local cat = catalog.read(recording(source, "ANY ($1::oid[])", function(param) asked[#asked + 1] = param end))
     local oids = source:query([[SELECT string_agg(oid::text, ',' ORDER BY oid) AS list FROM pg_class
                                  WHERE oid IN ('keys.gaps'::regclass, 'keys.ext_owned'::regclass)]])[1].list
     T.eq(asked, { "{" .. oids .. "}" }, "the relations looked up")
@@ -374,15 +380,10 @@ T.test("index definitions written as the server writes them", function(ctx)
     local task = make_task(ctx)
     local source <close> = connect.open(task, "source")
     local asked, fetched = 0, {}
-    local cat = catalog.read(setmetatable({}, { __index = function(_, method)
-      return function(_, sql, ...)
-        if type(sql) == "string" and sql:find("pg_get_indexdef(i.oid)", 1, true) then
-          asked = asked + 1
-          for oid in (...):gmatch("%d+") do fetched[tonumber(oid)] = true end
-        end
-        return source[method](source, sql, ...)
-      end
-    end }))
+    local cat = catalog.read(recording(source, "pg_get_indexdef(i.oid)", function(param)
+      asked = asked + 1
+      for oid in param:gmatch("%d+") do fetched[tonumber(oid)] = true end
+    end))
     local server = {}
     assert(source:exec("SET search_path = pg_catalog"))   -- (as the read has it)
     for _, r in ipairs(source:query("SELECT indexrelid AS oid, pg_get_indexdef(indexrelid) AS def FROM pg_index")) do
@@ -474,14 +475,9 @@ T.test("key constraint definitions written as the server writes them", function(
     local task = make_task(ctx)
     local source <close> = connect.open(task, "source")
     local fetched = {}
-    local cat = catalog.read(setmetatable({}, { __index = function(_, method)
-      return function(_, sql, ...)
-        if type(sql) == "string" and sql:find("pg_get_constraintdef(c.oid)", 1, true) then
-          for oid in (...):gmatch("%d+") do fetched[tonumber(oid)] = true end
-        end
-        return source[method](source, sql, ...)
-      end
-    end }))
+    local cat = catalog.read(recording(source, "pg_get_constraintdef(c.oid)", function(param)
+      for oid in param:gmatch("%d+") do fetched[tonumber(oid)] = true end
+    end))
     local server = {}
     assert(source:exec("SET search_path = pg_catalog"))   -- (as the read has it)
     for _, r in ipairs(source:query("SELECT oid, pg_get_constraintdef(oid) AS def FROM pg_constraint")) do server[r.oid] = r.def end

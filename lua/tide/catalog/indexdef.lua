@@ -203,6 +203,18 @@ local function write_constraint(row, by_relid, index_of, column_row)
   return text
 end
 
+-- The server's definitions of the rows the engine could not write: fetch(oids) → rows
+-- { oid =, definition = }.
+local function ask(asked, fetch)
+  if #asked == 0 then return end
+  local oids, by_oid = {}, {}
+  for i, row in ipairs(asked) do oids[i] = row.oid; by_oid[row.oid] = row end
+  for _, r in ipairs(fetch(oids)) do
+    local row = by_oid[r.oid]
+    if row then row.definition = r.definition end
+  end
+end
+
 -- M.build_constraints(cat, by_relid, column_row, fetch): the definition of every constraint row
 -- the statement left to it (fetch as M.build's, for constraints). After M.build, before the
 -- key columns are named.
@@ -218,13 +230,7 @@ function M.build_constraints(cat, by_relid, column_row, fetch)
     end
   end
   for _, index in ipairs(cat.indexes or {}) do index.quick_nulls_not_distinct = nil end
-  if #asked == 0 then return end
-  local oids, by_oid = {}, {}
-  for i, row in ipairs(asked) do oids[i] = row.oid; by_oid[row.oid] = row end
-  for _, r in ipairs(fetch(oids)) do
-    local row = by_oid[r.oid]
-    if row then row.definition = r.definition end
-  end
+  ask(asked, fetch)
 end
 
 -- M.build(cat, by_relid, column_row, fetch): the definition of every index row the statement
@@ -241,13 +247,7 @@ function M.build(cat, by_relid, column_row, fetch)
       if text then row.definition = text else asked[#asked + 1] = row end
     end
   end
-  if #asked == 0 then return end
-  local oids, by_oid = {}, {}
-  for i, row in ipairs(asked) do oids[i] = row.oid; by_oid[row.oid] = row end
-  for _, r in ipairs(fetch(oids)) do
-    local row = by_oid[r.oid]
-    if row then row.definition = r.definition end
-  end
+  ask(asked, fetch)
 end
 
 return M
