@@ -1,9 +1,9 @@
 -- tide.catalog.indexdef — the definitions of plain indexes written here, not by the server.
 --
 -- pg_get_indexdef opens the index's table on the server (its relation cache entry built, its
--- lock taken and let go) to print a definition: at 100,000 tables about 47 µs an index, 9.4
--- of the indexes statement's seconds on one connection, and the backend grew by 800 MB of
--- relation cache on the way. Most indexes are plain: btree, key columns only (no
+-- lock taken and let go) to print a definition: at 100,000 tables about 47 µs an index (the
+-- indexes statement took 12-13 s on a fresh connection, 3-4 s without it), and the backend
+-- grew by 800 MB of relation cache on the way. Most indexes are plain: btree, key columns only (no
 -- expression, no WHERE), ascending, each column with its type's default operator class and
 -- its own collation, no storage parameters, no NULLS NOT DISTINCT. For those the statement
 -- sends what the definition is made of instead, and M.build writes the very text
@@ -13,9 +13,10 @@
 --
 -- every name quoted by the server's quote_ident (the index's, schema's, table's and access
 -- method's in the statement, the columns' in the columns statement: `quoted`, where it
--- differs from the name; quote_all_identifiers quotes them all). What the server cannot tell cheaply per index, the operator classes and the
--- collations, is checked here against the default btree operator class of each column's
--- exact type (the settings statement's btree_defaults); an index that fails a check has its
+-- differs from the name; quote_all_identifiers quotes them all). What the server cannot tell
+-- cheaply per index, the operator classes and the collations, is checked here against the
+-- default btree operator class of each column's exact type (the settings statement's
+-- btree_defaults; varchar's is text's, as the server finds it); an index that fails a check has its
 -- definition asked of the server after all (fetch: pg_get_indexdef reads the catalog as it is
 -- now, as the statement's call did). So the text is always the server's own, written by one
 -- or the other. Only on PostgreSQL 15 to 17 (the settings statement's writes_definitions):

@@ -92,16 +92,16 @@ function M.share_columns(rows)
   return by_relid
 end
 
--- Key columns by name. The indexes and constraints statements send an index's or a key's
--- columns as attribute numbers (int2vector or int2[] text: "1 3", "{1,3}"), named here from
--- the columns statement's rows: on the server, each number was looked up in pg_attribute (at
--- 100,000 tables, alone on one connection, the constraints statement took 6.3 s with the
--- look-ups and 5.2 s without, in a fresh session; 2.2 and 1.1 s in a warm one). A number the rows do not
--- know (a relation the columns statement leaves out: an extension's table that a foreign key
--- references; a system column such as tableoid in a CHECK constraint) is looked up by
--- `fetch(relids)` → rows { relid =, num =, name = }, in the same snapshot. Number 0 (an
--- expression) has no name and is left out; a list with no name left is nil, as the server's
--- json_agg of nothing was.
+-- Key columns by name: M.name_key_columns(cat, by_relid, fetch). The indexes and constraints
+-- statements send an index's or a key's columns as attribute numbers (int2vector or int2[]
+-- text: "1 3", "{1,3}"), named here from the columns statement's rows. On the server each
+-- number was looked up in pg_attribute: at 100,000 tables, alone on one connection, the
+-- constraints statement took 6.3 s with the look-ups and 5.2 s without in a fresh session
+-- (2.2 and 1.1 s in a warm one). A number the rows do not know (a relation the columns
+-- statement leaves out: an extension's table that a foreign key references; a system column
+-- such as tableoid in a CHECK constraint) is looked up by `fetch(relids)` → rows { relid =,
+-- num =, name = } (M.ATTRIBUTES, in the read's snapshot). Number 0 (an expression) has no name
+-- and is left out; a list with no name left is nil, as the server's json_agg of nothing was.
 M.ATTRIBUTES = [[
 SELECT a.attrelid AS relid, a.attnum AS num, a.attname AS name
 FROM pg_catalog.pg_attribute a
