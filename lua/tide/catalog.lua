@@ -782,6 +782,7 @@ function M.read(conn, opts)
   if not result[1] then error(result[2], 0) end
   local cat = result[2]
   for _, name in ipairs(M.kinds_read) do cat[name] = cat[name] or {} end
+  cat.columns = nil   -- (read by relation: cat.columns_by_relid)
   cat.synonyms, cat.packages = cat.synonyms or {}, cat.packages or {}
   cat.server_version = cat.settings.server_version
   cat.roles_set = {}
