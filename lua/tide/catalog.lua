@@ -781,8 +781,8 @@ function M.read(conn, opts)
   conn:exec(result[1] and "COMMIT" or "ROLLBACK")
   if not result[1] then error(result[2], 0) end
   local cat = result[2]
-  for _, name in ipairs(M.kinds_read) do cat[name] = cat[name] or {} end
-  cat.columns = nil   -- (read by relation: cat.columns_by_relid)
+  -- (Not columns: read by relation, cat.columns_by_relid.)
+  for _, name in ipairs(M.kinds_read) do if name ~= "columns" then cat[name] = cat[name] or {} end end
   cat.synonyms, cat.packages = cat.synonyms or {}, cat.packages or {}
   cat.server_version = cat.settings.server_version
   cat.roles_set = {}
