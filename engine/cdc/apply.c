@@ -55,7 +55,7 @@ void apply__q_pop(apply_state *ap) {
 }
 
 void apply__watch(apply_state *ap) {
-    if (!ap->c->pg || ap->failed) return;
+    if (!ap->started || !ap->c->pg || ap->failed) return;
     conn_watch(ap->c, UV_READABLE | (ap->want_writable ? UV_WRITABLE : 0));
 }
 
@@ -111,6 +111,8 @@ static int stmt_lookup(apply_state *ap, const char *sql, int nparams) {
         j = (j + 1) & (ap->stmt_cap - 1);
     }
     int id = (int) ++ap->stmt_count;
+    if (ap->opt.session_statements > 0 && ap->stmt_count >= (size_t) ap->opt.session_statements)
+        ap->reconnect_due = true;
     ap->stmt_sql[j] = strdup(sql);
     ap->stmt_id[j] = id;
     char name[24];
@@ -206,9 +208,9 @@ void apply__group_commit(apply_state *ap) {
 /* ---------------------------------------------------------------- flow control */
 
 static bool should_block(const apply_state *ap) {
-    return ap->failed || ap->held || ap->group == G_CHECKING || ap->group == G_WAIT_LUA ||
+    return ap->failed || ap->held || ap->reconnecting || ap->group == G_CHECKING || ap->group == G_WAIT_LUA ||
            ap->q_count >= MAX_INFLIGHT || ap->want_writable ||
-           ((ap->paused || ap->stop_requested) && !ap->in_tx);
+           ((ap->paused || ap->stop_requested || ap->reconnect_due) && !ap->in_tx);
 }
 
 bool apply_blocked(const apply_state *ap) { return should_block(ap); }
@@ -231,7 +233,7 @@ static apply_feed_result feed_result(apply_state *ap) {
 }
 
 void apply__check_stopped(apply_state *ap) {
-    if (!ap->stop_requested || ap->stopped || ap->failed || ap->in_tx) return;
+    if (!ap->stop_requested || ap->stopped || ap->failed || ap->in_tx || ap->reconnecting) return;
     if (ap->group == G_OPEN) {
         group_close(ap);
         return;
@@ -493,7 +495,7 @@ apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *paylo
         ap->group_txs++;
         ap->queued_lsn = ap->skip_below = m->commit.end_lsn;
         if (ap->group_changes >= (uint32_t) ap->opt.group_changes || ap->paused || ap->stop_requested ||
-            apply__now() - ap->group_started >= group_limit(ap))
+            ap->reconnect_due || apply__now() - ap->group_started >= group_limit(ap))
             group_close(ap);
         break;
     case PGOUTPUT_RELATION:
@@ -691,9 +693,11 @@ void apply_tick(apply_state *ap, uint64_t keepalive_lsn) {
         send_sync(ap, IF_SYNC);
     }
     /* A group whose source transaction boundary came while no data followed. */
-    if (ap->group == G_OPEN && !ap->in_tx && apply__now() - ap->group_started >= group_limit(ap))
+    if (ap->group == G_OPEN && !ap->in_tx &&
+        (ap->reconnect_due || apply__now() - ap->group_started >= group_limit(ap)))
         group_close(ap);
     apply__check_stopped(ap);
+    apply__maybe_reconnect(ap);
 }
 
 void apply_set_paused(apply_state *ap, bool paused) {
@@ -711,6 +715,36 @@ void apply_request_stop(apply_state *ap) {
 }
 
 bool apply_stopped(const apply_state *ap) { return ap->stopped; }
+
+/* A new session, between target transactions: nothing is in flight, so nothing is lost with the
+ * old one; its statements are prepared again on the new one as changes need them. The stop
+ * path comes first (a stopping stream ends on the connection it has). */
+void apply__maybe_reconnect(apply_state *ap) {
+    if (!ap->reconnect_due || ap->reconnecting || ap->failed || !ap->started || ap->stop_requested) return;
+    if (ap->in_tx || ap->group != G_NONE || ap->commits_in_flight || ap->progress_in_flight || ap->q_count ||
+        ap->held || ap->nconflicts || ap->want_writable)
+        return;
+    apply_release(ap);
+    ap->reconnecting = true;
+    if (ap->cb.on_event) ap->cb.on_event(ap->cb.arg);
+}
+
+int apply_reconnect(apply_state *ap, tide_conn *c) {
+    if (!ap->reconnecting) return -1;
+    for (size_t i = 0; i < ap->stmt_cap; i++) free(ap->stmt_sql[i]);
+    free(ap->stmt_sql);
+    free(ap->stmt_id);
+    ap->stmt_sql = NULL;
+    ap->stmt_id = NULL;
+    ap->stmt_cap = ap->stmt_count = 0;
+    ap->c = c;
+    ap->reconnecting = ap->reconnect_due = false;
+    ap->since_flush = 0;
+    ap->n.sessions++;
+    if (apply_start(ap) < 0) return -1;
+    apply__maybe_unblock(ap);
+    return 0;
+}
 
 void apply_release(apply_state *ap) {
     tide_conn *c = ap->c;

@@ -207,6 +207,8 @@ typedef enum apply_event {
     APPLY_EVENT_CONFLICT, /* a conflict waits for the Lua hook's decision */
     APPLY_EVENT_DDL,      /* a DDL message of the task waits for Lua (apply_held_ddl, apply_ddl_*) */
     APPLY_EVENT_FOLLOW,   /* rows moved into a followed filter wait for Lua (apply_follow_*) */
+    APPLY_EVENT_RECONNECT, /* the connection prepared session_statements statements and nothing is
+                              in flight: it was released; Lua gives a new one (apply_reconnect) */
 } apply_event;
 
 typedef struct apply_callbacks {
@@ -244,6 +246,11 @@ typedef struct apply_options {
                             message lane 0 applies, and a Relation message may reach them before
                             that; every lane gets the Relation messages of the transactions it
                             skips, which may describe a table as it was before an applied DDL) */
+    int session_statements; /* replace the target connection, between target transactions, once
+                               it prepared this many statements (0: never). A backend keeps every
+                               relation and plan it used; with tens of thousands of tables it
+                               grows by gigabytes and PostgreSQL 15's catalog caches search their
+                               lists linearly (docs/performance.md, "A fresh apply session") */
     char *ddl_prefix;    /* the prefix of the task's DDL messages (transactional logical
                             decoding messages its event trigger emits); NULL: none are
                             followed. Owned by apply (freed with it). */
@@ -268,6 +275,7 @@ typedef struct apply_counters {
     uint64_t conflicts_skipped, conflicts_overwritten;
     uint64_t conflicts_tolerated; /* rows missing before a table's tolerate_lsn (not counted above) */
     uint64_t prepared_statements;
+    uint64_t sessions; /* target connections replaced (session_statements) */
     uint64_t origin_skipped; /* transactions not applied: replayed under a skip_origins origin */
     uint64_t ddl_applied, ddl_skipped, ddl_statements; /* DDL messages, statements run for them */
 } apply_counters;
@@ -304,6 +312,10 @@ void apply_set_paused(apply_state *ap, bool paused);
 /* Finish: close the group at the next boundary, commit, read durable progress. */
 void apply_request_stop(apply_state *ap);
 bool apply_stopped(const apply_state *ap); /* stop requested and everything durable */
+/* APPLY_EVENT_RECONNECT's answer: go on with `c`, a new target connection set up like the first
+ * (settings, replication origin: the old session reset its origin before). -1 on failure (see
+ * error). */
+int apply_reconnect(apply_state *ap, tide_conn *c);
 /* Give the connection back: leave pipeline mode when possible, stop watching. */
 void apply_release(apply_state *ap);
 void apply_free(apply_state *ap);

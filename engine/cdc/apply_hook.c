@@ -12,6 +12,7 @@ apply_event apply_pending_event(const apply_state *ap) {
     if (ap->held) return ap->held_ddl ? APPLY_EVENT_DDL : APPLY_EVENT_CHANGE;
     if (ap->nconflicts) return APPLY_EVENT_CONFLICT;
     if (ap->nfollow && ap->group == G_WAIT_LUA) return APPLY_EVENT_FOLLOW;
+    if (ap->reconnecting) return APPLY_EVENT_RECONNECT;
     return APPLY_EVENT_NONE;
 }
 

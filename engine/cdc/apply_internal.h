@@ -94,6 +94,9 @@ struct apply_state {
     double last_progress, last_group;
     /* control */
     bool started, feeding_blocked, paused, stop_requested, stopped, failed;
+    /* session_statements reached: stop feeding at the next boundary (reconnect_due), then,
+     * nothing in flight, give the connection back and wait for Lua's new one (reconnecting) */
+    bool reconnect_due, reconnecting;
     apply_error err;
     /* Lua */
     uint8_t *held;
@@ -138,6 +141,8 @@ void apply__names_free(apply_state *ap);
 /* The stream's relation `relid` resolved to its target (NULL when the task has none). */
 apply_rel *apply__rel_get(apply_state *ap, uint32_t relid, const relcache_relation **relp);
 void apply__check_stopped(apply_state *ap);
+/* Nothing in flight and a new connection is due: release this one, tell Lua. */
+void apply__maybe_reconnect(apply_state *ap);
 /* Queue the statement(s) for one change; `merged` earlier changes were folded into it. */
 void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_tuple *old,
                          const pgoutput_tuple *row, uint64_t lsn, uint64_t commit_lsn, uint32_t merged);

@@ -441,4 +441,5 @@ void apply__on_io(tide_conn *c, int events) {
     apply__watch(ap);
     apply__check_stopped(ap);
     apply__maybe_unblock(ap);
+    apply__maybe_reconnect(ap);
 }

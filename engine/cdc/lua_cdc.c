@@ -13,13 +13,17 @@
  *                    columns = { {source=, target_sql=}, ... }, known = { names },
  *                    key = { names }, partitioned=, heartbeat=, hooked= }, ... } })
  *       ddl_prefix = "pgtide_x_ddl",                -- DDL messages to hold for Lua (or nil)
+ *       session_statements = 10000,                 -- new target connection after this many
+ *                                                      prepared statements (0: never), per lane
  *   s:next([timeout])  → event: {kind="tick"} | {kind="change", ...} | {kind="conflict", ...}
  *                        | {kind="ddl", content=, lsn=, commit_lsn=} | {kind="failed", err=}
- *                        | {kind="stopped"}
+ *                        | {kind="reconnect", lane=} | {kind="stopped"}
  *   s:reply(v)         → answers a change (the table, possibly edited, or false to drop), a
  *                        conflict ("skip" or "error") or a DDL message ({ applied =, statements =
  *                        { {sql=, context=} }, targets = { entry (+ replaces = {schema, name}) },
- *                        remove = { {schema, name} } })
+ *                        remove = { {schema, name} } }) or a reconnect (a new target
+ *                        connection and the lane, s:reply(conn, lane): its origin session set
+ *                        up; the old one is released and its origin session must be reset before)
  *   s:stats()          → figures (positions, counts, conflicts)
  *   s:conflicts(since) → recent skipped/overwritten conflicts numbered after `since`, total
  *   s:pause() / s:resume() / s:stop() (waits: commits, reports the flush, ends the stream; returns
@@ -275,6 +279,15 @@ static void push_conflict(lua_State *L, const apply_conflict *c) {
     push_lsn(L, c->commit_lsn, "commit_lsn");
 }
 
+/* The lane (0: the only apply) whose new connection Lua is to give, or -1. Lane 0's other
+ * events come first (they are answered by the same s:reply). */
+static int reconnect_lane(const cdc_stream *s) {
+    int n = s->lanes ? lanes_count(s->lanes) : 1;
+    for (int i = 0; i < n; i++)
+        if (apply_pending_event(s->lanes ? lanes_lane(s->lanes, i) : s->ap) == APPLY_EVENT_RECONNECT) return i;
+    return -1;
+}
+
 /* {kind="ddl", content=<the message's text>, lsn=, commit_lsn=, commit_time=} */
 /* Push the event waiting for Lua, if any; returns 1 when one was pushed. */
 static int push_event(lua_State *L, cdc_stream *s) {
@@ -301,8 +314,44 @@ static int push_event(lua_State *L, cdc_stream *s) {
         lua_pushliteral(L, "conflict");
         lua_setfield(L, -2, "kind");
         return 1;
-    default: return 0;
+    default: break;
     }
+    int lane = reconnect_lane(s);
+    if (lane < 0) return 0;
+    lua_createtable(L, 0, 2);
+    lua_pushliteral(L, "reconnect");
+    lua_setfield(L, -2, "kind");
+    lua_pushinteger(L, lane);
+    lua_setfield(L, -2, "lane");
+    return 1;
+}
+
+/* The answer to {kind="reconnect", lane=}: s:reply(conn, lane), the lane's new connection, set
+ * up under that lane's origin. Several lanes may wait at once, and Lua yields while it opens a
+ * connection: the lane is named, never guessed. The stream holds the connection from now on
+ * (lane 0's as user value 2, the others' in opts.lanes.conns); the old one is Lua's to close. */
+static int reply_reconnect(lua_State *L, cdc_stream *s) {
+    tide_conn *c = tide_check_conn(L, 2);
+    int lane = (int) luaL_checkinteger(L, 3);
+    int n = s->lanes ? lanes_count(s->lanes) : 1;
+    if (lane < 0 || lane >= n ||
+        apply_pending_event(s->lanes ? lanes_lane(s->lanes, lane) : s->ap) != APPLY_EVENT_RECONNECT)
+        return luaL_argerror(L, 3, "a lane that waits for a new connection");
+    if (c->replication || c->busy || !c->pg)
+        return luaL_argerror(L, 2, "an open, idle, ordinary target connection");
+    lua_settop(L, 2);
+    if (lane == 0) {
+        lua_pushvalue(L, 2);
+        lua_setiuservalue(L, 1, 2);
+    } else {
+        lua_getiuservalue(L, 1, 3);
+        lua_getfield(L, -1, "conns");
+        lua_pushvalue(L, 2);
+        lua_rawseti(L, -2, lane);
+        lua_settop(L, 2);
+    }
+    if (apply_reconnect(s->lanes ? lanes_lane(s->lanes, lane) : s->ap, c) < 0) kick(s);
+    return 0;
 }
 
 static int next_k(lua_State *L, int status, lua_KContext ctx) {
@@ -401,7 +450,9 @@ static int l_reply(lua_State *L) {
         return cdc_reply_ddl(L, s->ap, others, n);
     }
     case APPLY_EVENT_FOLLOW: return cdc_reply_follow(L, s->ap);
-    default: return luaL_error(L, "no change or conflict waits for a reply");
+    default:
+        if (reconnect_lane(s) >= 0) return reply_reconnect(L, s);
+        return luaL_error(L, "no change or conflict waits for a reply");
     }
 }
 
@@ -468,6 +519,7 @@ static void push_stats(lua_State *L, cdc_stream *s) {
     SET_INT("truncates", n->truncates);
     SET_INT("heartbeats", n->heartbeats);
     SET_INT("prepared_statements", n->prepared_statements);
+    SET_INT("apply_sessions", n->sessions);
     SET_INT("ddl_applied", n->ddl_applied);
     SET_INT("ddl_skipped", n->ddl_skipped);
     SET_INT("ddl_statements", n->ddl_statements);
@@ -565,7 +617,7 @@ static int stop_k(lua_State *L, int status, lua_KContext ctx) {
     }
     /* The transaction being finished holds something for Lua: false, event (answer it with
      * s:reply, then call s:stop() again). */
-    if (apply_pending_event(s->ap) != APPLY_EVENT_NONE) {
+    if (apply_pending_event(s->ap) != APPLY_EVENT_NONE || reconnect_lane(s) >= 0) {
         lua_pushboolean(L, 0);
         if (push_event(L, s)) return 2;
         lua_pop(L, 1);

@@ -199,6 +199,9 @@ void cdc_options_from_lua(lua_State *L, int o, apply_options *opt) {
     lua_getfield(L, o, "group_live_ms");
     opt->group_live_seconds = luaL_optnumber(L, -1, 20) / 1000.0;
     lua_pop(L, 1);
+    lua_getfield(L, o, "session_statements");
+    opt->session_statements = (int) luaL_optinteger(L, -1, 0);
+    lua_pop(L, 1);
     if (lua_getfield(L, o, "skip_origins") == LUA_TTABLE) {
         lua_Integer n = luaL_len(L, -1);
         if (n > APPLY_MAX_SKIP_ORIGINS) luaL_error(L, "cdc_stream: too many skip_origins");

@@ -208,6 +208,10 @@ local function start_sql(task, repl, names, lsn)
 end
 
 -- A target connection for applying changes under replication origin `origin`.
+-- A fresh apply session after this many prepared statements (incremental.apply_session_statements;
+-- docs/performance.md, "A fresh apply session").
+local SESSION_STATEMENTS = 10000
+
 local function apply_connection(task, origin, role)
   local a = connect.open(task, "target", { application_name = "pgtide:" .. task.name .. ":" .. role,
     -- enable_seqscan = off: every row is looked up by its key, or without one by all its
@@ -309,8 +313,32 @@ local function open_session(task, st)
     skip_origins = require("tide.cdc.reverse").skip_origins(task),
     tables = st.tables, ddl_prefix = st.ddl and ddl.names(task).prefix or nil,
     lanes = par and par.stream or nil,
+    session_statements = conf(task).apply_session_statements or SESSION_STATEMENTS,
   })
   return ses
+end
+
+-- The stream asked for a new apply session ({kind="reconnect", lane=}: the old one prepared
+-- apply_session_statements statements, and nothing is in flight on it). The old session gives
+-- the origin back first (an origin is active in one session at a time), then the new one takes
+-- it. Raises when either fails: the session ends and the stream resumes from the origin (the
+-- lanes' rows with parallel apply).
+local function reconnect(task, st, s, ev)
+  local ses, k = st.session, ev.lane or 0
+  local old = k == 0 and ses.apply or ses.lanes[k]
+  local ok, err = old:query("SELECT pg_catalog.pg_replication_origin_session_reset()")
+  if not ok then error(err, 0) end
+  local new = apply_connection(task, lanes.origin(st.names, k), k == 0 and "apply" or "apply" .. k)
+  if k == 0 then ses.apply = new else ses.lanes[k] = new end
+  old:close()
+  s:reply(new, k)
+  if not st.reconnect_noted then
+    st.reconnect_noted = true
+    local n = conf(task).apply_session_statements or SESSION_STATEMENTS
+    log.note("apply_session", string.format("the apply session prepared %d statements (many tables): it was " ..
+      "replaced by a new one between two target transactions, as it will be again each time (apply_sessions " ..
+      "in the status counts them)", n), { statements = n })
+  end
 end
 
 local function close_session(st)
@@ -478,6 +506,9 @@ local function session(task, st, opts)
     elseif ev.kind == "follow" then
       local fok, ferr = pcall(follow.handle, st, s, ev)
       if not fok then st.stream = nil return nil, ferr end
+    elseif ev.kind == "reconnect" then
+      local rok, rerr = pcall(reconnect, task, st, s, ev)
+      if not rok then st.stream = nil return nil, rerr end
     else
       local stats = s:stats()
       local status = st.figures:status(stats, core.now(), { paused = st.paused, reconnects = st.reconnects })
@@ -524,7 +555,8 @@ local function session(task, st, opts)
             if held.kind == "ddl" then ddl.handle(st.ddl, s, held)
             elseif held.kind == "change" then on_change(st, s, held)
             elseif held.kind == "conflict" then on_conflict(task, st, s, held)
-            elseif held.kind == "follow" then follow.handle(st, s, held) end
+            elseif held.kind == "follow" then follow.handle(st, s, held)
+            elseif held.kind == "reconnect" then reconnect(task, st, s, held) end
           end)
           if not hok then st.stream = nil return nil, herr end
           stats_or_nil, err = s:stop()

@@ -231,7 +231,10 @@ return tide.task {
   rename = { table = { ["public.ddl_renamed_src"] = "ddl_renamed" } },
   retry = { attempts = 12, max_delay = 1 },
   incremental = { release = true, heartbeat_interval = 0.2, decoding_work_mem = "64kB", slot_timeout = "60s",
-                  apply_connections = %d, apply_tx_limit = "256kB" },
+                  apply_connections = %d, apply_tx_limit = "256kB",
+                  -- a new apply session every few dozen prepared statements (one connection):
+                  -- kills land before, during and after the switches
+                  apply_session_statements = 25 },
   stop = tide.when { lag_below = "1s", for_at_least = "1s", file_exists = %q },
   on = { row = { ["public.actor"] = function(r) r.last_name = r.last_name:upper() end },
          cutover = {

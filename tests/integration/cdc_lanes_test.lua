@@ -217,3 +217,30 @@ T.test("a backlog of independent transactions: spread over 2 connections, in lar
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
+
+T.test("three connections, each replaced every few statements: every change shape ends as on the source", function(ctx)
+  P.both(ctx, "DROP TABLE IF EXISTS " .. table.concat(TABLES, ", ") .. " CASCADE;" .. DDL)
+  local src, tgt = P.connect(ctx.source_url), P.connect(ctx.target_url)
+  seed(src)
+  local ref = {}
+  local task = H.task(ctx, "lanes_sessions", { stop = H.stop_at(ref),
+    incremental = { apply_connections = 3, apply_tx_limit = 65536, apply_session_statements = 4, group_changes = 40 } })
+  local plan = H.plan(src)
+  setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  local ws = {}
+  for w = 1, 3 do ws[w] = tide.spawn(function() writer(ctx.source_url, w, 200) end) end
+  for _, w in ipairs(ws) do w:wait() end
+  special(src)
+  writer(ctx.source_url, 9, 100)
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  for _, tbl in ipairs(TABLES) do P.same(src, tgt, tbl) end
+  T.eq(summary.lanes.connections, 3)
+  T.ok(summary.status.apply_sessions >= 6, "the lanes' sessions were replaced: " .. tostring(summary.status.apply_sessions))
+  local rows = assert(tgt:query("SELECT count(*)::int AS n FROM pg_replication_origin_status s " ..
+    "JOIN pg_replication_origin o ON o.roident = s.local_id WHERE o.roname LIKE '%lanes_sessions%'"))
+  T.eq(rows[1].n, 3, "one origin per lane, each with its progress")
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)

@@ -126,3 +126,35 @@ T.test("a workload during and after the copy ends with target = source", functio
   H.release(ctx, task)
   s:close(); t:close(); src:close()
 end)
+
+-- The same workload with a new apply session after every 3 prepared statements: the switch
+-- happens many times, between target transactions, and nothing is lost or applied twice.
+T.test("a workload applied across many apply sessions ends with target = source", function(ctx)
+  local cs, ct = P.clean(ctx)
+  cs:close(); ct:close()
+  P.both(ctx, DDL)
+  local src = P.connect(ctx.source_url)
+  assert(src:exec("INSERT INTO accounts SELECT g, g, " .. BIG .. " FROM generate_series(1, 200) g"))
+  assert(src:exec("INSERT INTO moves SELECT g, 'v' || g FROM generate_series(1, 50) g"))
+  assert(src:exec("INSERT INTO hot SELECT g, 0, " .. BIG .. " FROM generate_series(1, 3) g"))
+  local ref = {}
+  local task = H.task(ctx, "sessions", { stop = H.stop_at(ref),
+    incremental = { decoding_work_mem = "64kB", apply_session_statements = 3, group_changes = 50 } })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  workload_after(src)
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.stopped_by, "condition")
+  local t = P.connect(ctx.target_url)
+  for _, name in ipairs(TABLES) do P.same(src, t, name) end
+  T.ok(summary.status.apply_sessions >= 5, "the apply session was replaced: " .. tostring(summary.status.apply_sessions))
+  T.eq(summary.conflicts.update_missing + summary.conflicts.delete_missing + summary.conflicts.insert_exists, 0)
+  -- one apply session holds the task's origin at the end, none is left behind
+  local active = assert(t:query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1",
+                                "pgtide:sessions:apply%"))[1].n
+  T.eq(active, 0, "no apply session is left once the stream stopped")
+  H.release(ctx, task)
+  t:close(); src:close()
+end)

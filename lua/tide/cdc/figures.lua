@@ -94,7 +94,7 @@ function Figures:status(stats, now, extra)
     batched_inserts = stats.batched_inserts, batched_updates = stats.batched_updates,
     changes_per_second = cps, transactions_per_second = tps,
     skipped_transactions = stats.skipped_transactions, heartbeats = stats.heartbeats,
-    conflicts = stats.conflicts, groups = stats.groups,
+    conflicts = stats.conflicts, groups = stats.groups, apply_sessions = stats.apply_sessions or 0,
     last_commit_time = stats.applied_commit_time,
     streamed_transactions = stats.streamed_transactions or 0, streamed_aborts = stats.streamed_aborts or 0,
     streamed_subtransaction_aborts = stats.streamed_subtransaction_aborts or 0,
