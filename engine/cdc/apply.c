@@ -451,6 +451,11 @@ static void hold_change(apply_state *ap, uint64_t lsn, const uint8_t *payload, s
 
 apply_feed_result apply_feed(apply_state *ap, uint64_t lsn, const uint8_t *payload, size_t len) {
     if (ap->failed) return APPLY_FAILED;
+    if (!ap->started) { /* released (apply__maybe_reconnect waits for a blocked feed): a bug */
+        apply__fail(ap, "stream", "XX000", "a change reached apply while its target connection was released",
+                    NULL);
+        return APPLY_FAILED;
+    }
     pgoutput_message *m = &ap->msg;
     if (pgoutput_decode(payload, len, false, m, ap->errbuf, sizeof ap->errbuf) != 0) {
         apply__fail(ap, "stream", "08P01", ap->errbuf, "decoding a pgoutput message");
@@ -716,14 +721,31 @@ void apply_request_stop(apply_state *ap) {
 
 bool apply_stopped(const apply_state *ap) { return ap->stopped; }
 
-/* A new session, between target transactions: nothing is in flight, so nothing is lost with the
- * old one; its statements are prepared again on the new one as changes need them. The stop
- * path comes first (a stopping stream ends on the connection it has). */
+/* A new session, between target transactions: its statements are prepared again on the new one
+ * as changes need them. The stop path comes first (a stopping stream ends on the connection it
+ * has). Three conditions before the old session goes:
+ * - feeding has stopped (a feed returned BLOCKED): a group closed by the tick or a pause may have
+ *   set reconnect_due while the stream still feeds; nothing may reach a released connection;
+ * - nothing is in flight, no group is open;
+ * - what it committed is durable (commits are asynchronous): once the origin session is reset, a
+ *   target crash before the new session takes the origin would otherwise lose the last groups,
+ *   which this stream, skipping what it applied, would not send again. */
 void apply__maybe_reconnect(apply_state *ap) {
-    if (!ap->reconnect_due || ap->reconnecting || ap->failed || !ap->started || ap->stop_requested) return;
+    if (!ap->reconnect_due || ap->reconnecting || ap->failed || !ap->started || ap->stop_requested ||
+        !ap->feeding_blocked)
+        return;
     if (ap->in_tx || ap->group != G_NONE || ap->commits_in_flight || ap->progress_in_flight || ap->q_count ||
         ap->held || ap->nconflicts || ap->want_writable)
         return;
+    if (ap->durable_lsn < ap->applied_lsn) {
+        progress_send(ap);
+        send_sync(ap, IF_SYNC);
+        return;
+    }
+    if (!PQexitPipelineMode(ap->c->pg)) {
+        apply__fail(ap, "target", "08000", PQerrorMessage(ap->c->pg), "leaving pipeline mode to change sessions");
+        return;
+    }
     apply_release(ap);
     ap->reconnecting = true;
     if (ap->cb.on_event) ap->cb.on_event(ap->cb.arg);
@@ -740,8 +762,11 @@ int apply_reconnect(apply_state *ap, tide_conn *c) {
     ap->c = c;
     ap->reconnecting = ap->reconnect_due = false;
     ap->since_flush = 0;
-    ap->n.sessions++;
     if (apply_start(ap) < 0) return -1;
+    send_plain(ap, IF_ORIGIN_CHECK, "SELECT pg_catalog.pg_replication_origin_session_progress(false)");
+    send_sync(ap, IF_SYNC);
+    if (ap->failed) return -1;
+    ap->n.sessions++;
     apply__maybe_unblock(ap);
     return 0;
 }

@@ -24,6 +24,7 @@ enum inflight_kind {
     IF_SETUP,
     IF_COMMIT,
     IF_PROGRESS,
+    IF_ORIGIN_CHECK, /* a new session's origin position (apply_reconnect) */
     IF_SYNC
 };
 

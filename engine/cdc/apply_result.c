@@ -29,7 +29,7 @@ void apply__fail(apply_state *ap, const char *side, const char *sqlstate, const 
     while (n && ap->err.message[n - 1] == '\n') ap->err.message[--n] = '\0';
     ap->err.context = apply__strdup(context);
     ap->err.side = side;
-    if (ap->c->pg) conn_watch(ap->c, 0);
+    if (ap->started && ap->c->pg) conn_watch(ap->c, 0); /* released: the connection is Lua's again */
     if (ap->cb.on_event) ap->cb.on_event(ap->cb.arg);
 }
 
@@ -364,6 +364,25 @@ static void handle_result(apply_state *ap, inflight *e, PGresult *r) {
          * so the oldest transaction still waiting is the first one of the open group. */
         ap->pending_commit_ts = ap->group != G_NONE ? ap->group_first_ts : 0;
         if (ap->cb.on_commit) ap->cb.on_commit(ap->cb.arg);
+        break;
+    }
+    case IF_ORIGIN_CHECK: {
+        /* The new session's origin must hold what the old one made durable (apply__maybe_reconnect
+         * waited for that): behind it, the target lost committed transactions meanwhile, and this
+         * stream, which skips what it applied, would leave them out. */
+        uint64_t lsn = 0;
+        if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0) || apply_parse_lsn(PQgetvalue(r, 0, 0), &lsn) < 0 ||
+            lsn < ap->durable_lsn) {
+            char msg[320], have[32], want[32];
+            apply_format_lsn(have, sizeof have, lsn);
+            apply_format_lsn(want, sizeof want, ap->durable_lsn);
+            snprintf(msg, sizeof msg,
+                     "the replication origin on the target is at %s, behind %s that this stream applied and "
+                     "made durable: the target lost committed transactions (restarted from an older state, or "
+                     "failed over to a standby that was behind)",
+                     have, want);
+            apply__fail(ap, "target", "XX000", msg, "taking the replication origin over in a new apply session");
+        }
         break;
     }
     case IF_PROGRESS:

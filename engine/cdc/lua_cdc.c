@@ -388,6 +388,9 @@ static int l_next(lua_State *L) {
 static int l_reply(lua_State *L) {
     cdc_stream *s = check_stream(L);
     if (s->state == CDC_FAILED) return 0;
+    /* A connection answers a reconnect, whatever lane 0 holds meanwhile (a DDL message may reach
+     * it while Lua opens lane k's connection). */
+    if (luaL_testudata(L, 2, "tide.conn") && reconnect_lane(s) >= 0) return reply_reconnect(L, s);
     switch (apply_pending_event(s->ap)) {
     case APPLY_EVENT_CHANGE: {
         if (lua_isnoneornil(L, 2) || (lua_isboolean(L, 2) && !lua_toboolean(L, 2))) {

@@ -200,7 +200,8 @@ void cdc_options_from_lua(lua_State *L, int o, apply_options *opt) {
     opt->group_live_seconds = luaL_optnumber(L, -1, 20) / 1000.0;
     lua_pop(L, 1);
     lua_getfield(L, o, "session_statements");
-    opt->session_statements = (int) luaL_optinteger(L, -1, 0);
+    lua_Integer statements = luaL_optinteger(L, -1, 0);
+    opt->session_statements = statements < 0 ? 0 : statements > 1000000000 ? 1000000000 : (int) statements;
     lua_pop(L, 1);
     if (lua_getfield(L, o, "skip_origins") == LUA_TTABLE) {
         lua_Integer n = luaL_len(L, -1);

@@ -492,9 +492,13 @@ local function session(task, st, opts)
   st.stream = s
   if st.paused then s:pause() end
   local tick = opts.tick or 0.25
+  local last_tick = core.monotonic()
   while true do
     local ev = s:next(tick)
     if ev.kind == "failed" then st.stream = nil return nil, ev.err end
+    -- The tick's work (status, stop condition, cutover) also runs when events keep coming
+    -- (hooked changes, session switches): every `tick` seconds at the latest.
+    local due = core.monotonic() - last_tick >= tick
     if ev.kind == "change" then
       local hok, herr = pcall(on_change, st, s, ev)
       if not hok then st.stream = nil return nil, herr end
@@ -510,6 +514,10 @@ local function session(task, st, opts)
       local rok, rerr = pcall(reconnect, task, st, s, ev)
       if not rok then st.stream = nil return nil, rerr end
     else
+      due = true
+    end
+    if due then
+      last_tick = core.monotonic()
       local stats = s:stats()
       local status = st.figures:status(stats, core.now(), { paused = st.paused, reconnects = st.reconnects })
       if st.ddl then status.ddl = { applied = st.ddl.applied, skipped = st.ddl.skipped, recent = st.ddl.recent } end

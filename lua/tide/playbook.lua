@@ -214,9 +214,9 @@ M.schema = {
                              return false, 'an integer from 1 to 16, or "auto"'
                            end },
     apply_tx_limit     = { check = size_value },
-    apply_session_statements = { check = function(v) return math.type(v) == "integer" and v >= 0,
-                                   "an integer: 0 (keep one session) or the prepared statements after which the " ..
-                                   "apply connection is replaced" end },
+    apply_session_statements = { check = function(v) return math.type(v) == "integer" and v >= 0 and v <= 1000000000,
+                                   "an integer from 0 (keep one session) to 1000000000: the prepared statements " ..
+                                   "after which the apply connection is replaced" end },
   } },
   precheck = { check = "table" },
   stop     = { check = callable },

@@ -232,7 +232,7 @@ return tide.task {
   retry = { attempts = 12, max_delay = 1 },
   incremental = { release = true, heartbeat_interval = 0.2, decoding_work_mem = "64kB", slot_timeout = "60s",
                   apply_connections = %d, apply_tx_limit = "256kB",
-                  -- a new apply session every few dozen prepared statements (one connection):
+                  -- a new apply session every few dozen prepared statements (on every lane):
                   -- kills land before, during and after the switches
                   apply_session_statements = 25 },
   stop = tide.when { lag_below = "1s", for_at_least = "1s", file_exists = %q },

@@ -244,3 +244,52 @@ T.test("three connections, each replaced every few statements: every change shap
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
+
+-- Session switches while Lua is slow to answer them (an on.progress hook that sleeps) and the
+-- stream is paused and resumed: a group closed by a pause or its age, not by a Commit, must not
+-- let changes reach a released connection (the switch waits until feeding stopped; a change fed
+-- to a released connection fails the stream instead of being lost). A backlog over a second old
+-- (groups close by size and age), then single transactions; on one connection and on two.
+for _, n in ipairs({ 1, 2 }) do
+  T.test(string.format("sessions switched while Lua is slow and the stream pauses (%d connection(s)): no gap, no duplicate", n),
+  function(ctx)
+    P.both(ctx, "DROP TABLE IF EXISTS " .. table.concat(TABLES, ", ") .. " CASCADE;" .. DDL)
+    local src, tgt = P.connect(ctx.source_url), P.connect(ctx.target_url)
+    seed(src)
+    local ref = {}
+    local run = require("tide.taskrun").of(H.task(ctx, "lanes_slow" .. n, { stop = H.stop_at(ref),
+      incremental = { apply_connections = n, apply_session_statements = 4, group_changes = 30 },
+      on = { progress = function() tide.sleep(0.4) end } }))
+    local plan = H.plan(src)
+    setup(ctx, run.task, plan)
+    local function backlog(c, n_tx, base)
+      local parts = {}
+      for i = 1, n_tx do
+        parts[#parts + 1] = string.format("BEGIN; UPDATE accounts SET bal = bal + 1 WHERE id = %d; " ..
+          "INSERT INTO history (aid, delta) VALUES (%d, 1); UPDATE parted SET v = v + 1 WHERE id = %d; COMMIT;",
+          1 + ((i + base) * 7919) % 2000, i + base, 1 + i % 200)
+      end
+      assert(c:exec(table.concat(parts, "\n")))
+    end
+    backlog(src, 1500, 0)
+    local written = tide.now()
+    P.wait_for("the backlog to be a second old", function() return tide.now() - written > 1.5 end)
+    local h = H.stream(ctx, run, plan)
+    -- then single transactions updating 1 to 9 rows each (folded, sent at the group's close as
+    -- one UPDATE of k rows: a statement new to the session, prepared as a pause closes the group)
+    for i = 1, 120 do
+      local k = 1 + i % 9
+      assert(src:exec(string.format("UPDATE accounts SET bal = bal + 1 WHERE id BETWEEN %d AND %d; " ..
+        "INSERT INTO history (aid, delta) VALUES (%d, 2)", 10 * i, 10 * i + k - 1, i)))
+      if i % 2 == 0 then run:pause(); tide.sleep(0.03); run:resume() end
+      tide.sleep(0.03)
+    end
+    ref.lsn = P.lsn(src, true)
+    local summary = h:wait()
+    T.eq(count(tgt, "history"), count(src, "history"), "no duplicate in a table without a key")
+    for _, tbl in ipairs(TABLES) do P.same(src, tgt, tbl) end
+    T.ok(summary.status.apply_sessions >= 5, "sessions were replaced: " .. tostring(summary.status.apply_sessions))
+    H.release(ctx, run.task)
+    src:close(); tgt:close()
+  end)
+end

@@ -182,3 +182,44 @@ T.test("the heartbeat moves confirmed_flush_lsn on an idle source; release leave
   T.eq(#assert(tgt:query("SELECT 1 FROM pg_replication_origin WHERE roname = $1", names.origin)), 0)
   src:close(); tgt:close()
 end)
+
+-- Between two apply sessions the task's origin is held by none: a target that lost transactions
+-- then (here the origin moved back by hand in that moment, as a crash of an asynchronous commit
+-- or a failover to a standby behind would leave it) must stop the stream, not let it go on
+-- past what the origin no longer holds.
+T.test("the origin found behind when a new apply session takes it over: the stream stops and says why", function(ctx)
+  P.both(ctx, "DROP TABLE IF EXISTS " .. table.concat(TABLES, ", ") .. " CASCADE;" .. DDL)
+  local src, tgt = P.connect(ctx.source_url), P.connect(ctx.target_url)
+  assert(src:exec("INSERT INTO counter VALUES (1, 0)"))
+  local ref = {}   -- a stream that did not notice would stop here, once everything is applied
+  local run = require("tide.taskrun").of(H.task(ctx, "origin_back",
+    { stop = H.stop_at(ref), incremental = { apply_session_statements = 2, group_changes = 4 } }))
+  local task = run.task
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, run, plan)
+  local origin = cdc.names(task).origin
+  local moved = false
+  local writer = tide.spawn(function()
+    local i = 1
+    while not moved and i < 5000 do write(src, i, 5); i = i + 5 end
+  end)
+  P.wait_for("a first switch of apply sessions", function()
+    local status = run:stream_status()
+    return status and (status.apply_sessions or 0) >= 1
+  end)
+  -- the origin can only be moved while no session holds it: between two sessions
+  P.wait_for("a moment between two apply sessions", function()
+    local ok = tgt:query("SELECT pg_catalog.pg_replication_origin_advance($1, '0/1')", origin)
+    moved = ok ~= nil
+    return moved
+  end, 60)
+  writer:wait()
+  ref.lsn = P.lsn(src, true)
+  local ok, err = pcall(h.wait, h)
+  T.ok(not ok, "the stream stopped")
+  T.ok(tostring(err):find("behind", 1, true) and tostring(err):find("lost", 1, true),
+       "the error says the target's origin is behind: " .. tostring(err))
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
