@@ -140,6 +140,8 @@ local function stream_series(w, run)
   w:one("pgtide_spool_bytes", "gauge", "bytes of streamed transactions spooled to disk now", num(inc.spooled_bytes))
   w:one("pgtide_reconnects_total", "counter", "times the change stream reconnected after a failure",
         num(inc.reconnects))
+  w:one("pgtide_apply_sessions_total", "counter", "times an apply connection was replaced by a new session " ..
+        "(incremental.apply_session_statements)", num(inc.apply_sessions))
   local conflicts = type(inc.conflicts) == "table" and inc.conflicts or {}
   w:family("pgtide_conflicts_total", "counter", "apply conflicts by how they were resolved")
   for _, kind in ipairs(CONFLICT_KINDS) do w:sample(num(conflicts[kind]) or 0, { kind = kind }) end

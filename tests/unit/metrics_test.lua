@@ -30,7 +30,7 @@ T.test("phase, full-load and stream figures, each series with the task label", f
   run.load = fake_load(2)
   run.stream = { status = function()
     return { transactions = 7, changes = 70, delay = 1.5, source_delay = 1.5, apply_delay = 0.25, bytes_behind = 4096,
-             spooled_bytes = 0, reconnects = 1, conflicts = { skipped = 2, overwritten = 0, tolerated = 1 } }
+             spooled_bytes = 0, reconnects = 1, apply_sessions = 4, conflicts = { skipped = 2, overwritten = 0, tolerated = 1 } }
   end }
   run.retries = 3
   local text = metrics.render(run, { started = 1700000000 })
@@ -48,6 +48,7 @@ T.test("phase, full-load and stream figures, each series with the task label", f
   T.eq(value_of(s, "pgtide_apply_delay_seconds"), 0.25)
   T.eq(value_of(s, "pgtide_conflicts_total", { kind = "skipped" }), 2)
   T.eq(value_of(s, "pgtide_reconnects_total"), 1)
+  T.eq(value_of(s, "pgtide_apply_sessions_total"), 4)
   T.eq(value_of(s, "pgtide_retries_total"), 3)
   T.eq(value_of(s, "pgtide_last_error_timestamp_seconds"), 0)
   T.eq(types.pgtide_full_rows_total, "counter")

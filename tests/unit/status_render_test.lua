@@ -83,3 +83,12 @@ T.test("a brief status (pgtide status without --json) carries the shown tables a
   T.eq(few.full.tables_left, nil)
   T.eq(status.brief({ task = "t" }).task, "t", "no full load: nothing to cut")
 end)
+
+T.test("the stream: the apply sessions replaced are said once there are some", function()
+  local st = status_with({})
+  st.phase = "incremental"
+  st.incremental = { delay = 0.2, not_delayed = true, bytes_behind = 0, applied_lsn = "0/10", apply_sessions = 0 }
+  T.nomatch(status.render(st), "new session")
+  st.incremental.apply_sessions = 12
+  T.match(status.render(st), "apply connection replaced by a new session 12 time%(s%)")
+end)

@@ -243,6 +243,10 @@ function M.render(st)
         num(inc.delay) and string.format("%.3f s", inc.delay) or "?", inc.not_delayed and "not delayed" or "delayed",
         human_bytes(num(inc.bytes_behind) or 0), rate(inc.transactions_per_second, "tx"),
         rate(inc.changes_per_second, "changes"), tostring(inc.applied_lsn), inc.paused and ", paused" or "")
+    if (num(inc.apply_sessions) or 0) > 0 then
+      add("    apply connection replaced by a new session %s time(s) (incremental.apply_session_statements)",
+          count(inc.apply_sessions))
+    end
     local d = type(inc.ddl) == "table" and inc.ddl or nil
     if d then
       -- DDL replication (tide.cdc.ddl): counts, and the latest commands with their decision
