@@ -743,7 +743,8 @@ void apply__maybe_reconnect(apply_state *ap) {
         return;
     }
     if (!PQexitPipelineMode(ap->c->pg)) {
-        apply__fail(ap, "target", "08000", PQerrorMessage(ap->c->pg), "leaving pipeline mode to change sessions");
+        apply__fail(ap, "target", "08000", PQerrorMessage(ap->c->pg),
+                    "leaving pipeline mode to change sessions");
         return;
     }
     apply_release(ap);

@@ -203,10 +203,10 @@ typedef enum apply_feed_result {
 
 typedef enum apply_event {
     APPLY_EVENT_NONE,
-    APPLY_EVENT_CHANGE,   /* a change of a hooked table waits for Lua (apply_held_*) */
-    APPLY_EVENT_CONFLICT, /* a conflict waits for the Lua hook's decision */
-    APPLY_EVENT_DDL,      /* a DDL message of the task waits for Lua (apply_held_ddl, apply_ddl_*) */
-    APPLY_EVENT_FOLLOW,   /* rows moved into a followed filter wait for Lua (apply_follow_*) */
+    APPLY_EVENT_CHANGE,    /* a change of a hooked table waits for Lua (apply_held_*) */
+    APPLY_EVENT_CONFLICT,  /* a conflict waits for the Lua hook's decision */
+    APPLY_EVENT_DDL,       /* a DDL message of the task waits for Lua (apply_held_ddl, apply_ddl_*) */
+    APPLY_EVENT_FOLLOW,    /* rows moved into a followed filter wait for Lua (apply_follow_*) */
     APPLY_EVENT_RECONNECT, /* the connection prepared session_statements statements and nothing is
                               in flight: it was released; Lua gives a new one (apply_reconnect) */
 } apply_event;
@@ -241,19 +241,19 @@ typedef struct apply_options {
      * own apply of a paired task: a reverse task's forward one) are not applied: no loop. */
     char skip_origins[APPLY_MAX_SKIP_ORIGINS][64];
     int nskip_origins;
-    bool lazy_relations; /* resolve a Relation message at the first change that needs it, not at
-                            once (parallel apply's lanes: the map of lanes 1.. changes with a DDL
-                            message lane 0 applies, and a Relation message may reach them before
-                            that; every lane gets the Relation messages of the transactions it
-                            skips, which may describe a table as it was before an applied DDL) */
+    bool lazy_relations;    /* resolve a Relation message at the first change that needs it, not at
+                               once (parallel apply's lanes: the map of lanes 1.. changes with a DDL
+                               message lane 0 applies, and a Relation message may reach them before
+                               that; every lane gets the Relation messages of the transactions it
+                               skips, which may describe a table as it was before an applied DDL) */
     int session_statements; /* replace the target connection, between target transactions, once
                                it prepared this many statements (0: never). A backend keeps every
                                relation and plan it used; with tens of thousands of tables it
                                grows by gigabytes and PostgreSQL 15's catalog caches search their
                                lists linearly (docs/performance.md, "A fresh apply session") */
-    char *ddl_prefix;    /* the prefix of the task's DDL messages (transactional logical
-                            decoding messages its event trigger emits); NULL: none are
-                            followed. Owned by apply (freed with it). */
+    char *ddl_prefix;       /* the prefix of the task's DDL messages (transactional logical
+                               decoding messages its event trigger emits); NULL: none are
+                               followed. Owned by apply (freed with it). */
 } apply_options;
 
 typedef struct apply_conflict {
@@ -275,7 +275,7 @@ typedef struct apply_counters {
     uint64_t conflicts_skipped, conflicts_overwritten;
     uint64_t conflicts_tolerated; /* rows missing before a table's tolerate_lsn (not counted above) */
     uint64_t prepared_statements;
-    uint64_t sessions; /* target connections replaced (session_statements) */
+    uint64_t sessions;       /* target connections replaced (session_statements) */
     uint64_t origin_skipped; /* transactions not applied: replayed under a skip_origins origin */
     uint64_t ddl_applied, ddl_skipped, ddl_statements; /* DDL messages, statements run for them */
 } apply_counters;

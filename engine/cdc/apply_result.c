@@ -376,12 +376,14 @@ static void handle_result(apply_state *ap, inflight *e, PGresult *r) {
             char msg[320], have[32], want[32];
             apply_format_lsn(have, sizeof have, lsn);
             apply_format_lsn(want, sizeof want, ap->durable_lsn);
-            snprintf(msg, sizeof msg,
-                     "the replication origin on the target is at %s, behind %s that this stream applied and "
-                     "made durable: the target lost committed transactions (restarted from an older state, or "
-                     "failed over to a standby that was behind)",
-                     have, want);
-            apply__fail(ap, "target", "XX000", msg, "taking the replication origin over in a new apply session");
+            snprintf(
+                msg, sizeof msg,
+                "the replication origin on the target is at %s, behind %s that this stream applied and "
+                "made durable: the target lost committed transactions (restarted from an older state, or "
+                "failed over to a standby that was behind)",
+                have, want);
+            apply__fail(ap, "target", "XX000", msg,
+                        "taking the replication origin over in a new apply session");
         }
         break;
     }

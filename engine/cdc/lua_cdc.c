@@ -284,7 +284,8 @@ static void push_conflict(lua_State *L, const apply_conflict *c) {
 static int reconnect_lane(const cdc_stream *s) {
     int n = s->lanes ? lanes_count(s->lanes) : 1;
     for (int i = 0; i < n; i++)
-        if (apply_pending_event(s->lanes ? lanes_lane(s->lanes, i) : s->ap) == APPLY_EVENT_RECONNECT) return i;
+        if (apply_pending_event(s->lanes ? lanes_lane(s->lanes, i) : s->ap) == APPLY_EVENT_RECONNECT)
+            return i;
     return -1;
 }
 
