@@ -35,7 +35,8 @@
  * table whose rows cannot be found by `=` on their key.
  *
  * Memory: at most MERGE_WINDOW pending rows per table and MERGE_MAX_BYTES over all tables;
- * past either, what is pending is sent. Everything pending is sent before the group's check.
+ * past either, what is pending is sent. Everything pending is sent before the group's check,
+ * and the windows are freed then (apply__merge_flush_all).
  */
 #include "cdc/apply_internal.h"
 
@@ -484,10 +485,13 @@ void apply__merge_flush_rel(apply_state *ap, apply_rel *r) {
     memset(m->slot, 0, sizeof *m->slot * (size_t) m->cap * 2);
 }
 
+/* Everything pending is sent, and each table's window freed with it: a stream over 100,000
+ * tables would otherwise keep one (some 2 kB, the insert batch's positions most of it) for every
+ * table it ever touched; a table written again gets a new one, a few allocations per group. */
 void apply__merge_flush_all(apply_state *ap) {
     for (int i = 0; i < ap->ndirty; i++) {
         apply__merge_flush_rel(ap, ap->dirty[i]);
-        ap->dirty[i]->merge->listed = false;
+        apply__merge_free(ap->dirty[i]);
     }
     ap->ndirty = 0;
 }
