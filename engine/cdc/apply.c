@@ -70,76 +70,31 @@ void apply__flush(apply_state *ap) {
     apply__watch(ap);
 }
 
-static void sent(apply_state *ap, int ok, const char *what) {
+void apply__sent(apply_state *ap, int ok, const char *what) {
     if (!ok)
         apply__fail(ap, "target", "08006", PQerrorMessage(ap->c->pg), what);
     else if (++ap->since_flush >= FLUSH_EVERY)
         apply__flush(ap);
 }
 
-/* ---------------------------------------------------------------- prepared statements */
-
-static uint64_t hash_text(const char *s) {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) h = (h ^ (unsigned char) *s) * 1099511628211ULL;
-    return h;
-}
-
-/* The statement number for this SQL text, preparing it (queued) the first time. */
-static int stmt_lookup(apply_state *ap, const char *sql, int nparams) {
-    if (ap->stmt_count * 2 >= ap->stmt_cap) {
-        size_t cap = ap->stmt_cap ? ap->stmt_cap * 2 : 64;
-        char **keys = calloc(cap, sizeof *keys);
-        int *ids = calloc(cap, sizeof *ids);
-        if (!keys || !ids) abort();
-        for (size_t i = 0; i < ap->stmt_cap; i++) {
-            if (!ap->stmt_sql[i]) continue;
-            size_t j = hash_text(ap->stmt_sql[i]) & (cap - 1);
-            while (keys[j]) j = (j + 1) & (cap - 1);
-            keys[j] = ap->stmt_sql[i];
-            ids[j] = ap->stmt_id[i];
-        }
-        free(ap->stmt_sql);
-        free(ap->stmt_id);
-        ap->stmt_sql = keys;
-        ap->stmt_id = ids;
-        ap->stmt_cap = cap;
-    }
-    size_t j = hash_text(sql) & (ap->stmt_cap - 1);
-    while (ap->stmt_sql[j]) {
-        if (strcmp(ap->stmt_sql[j], sql) == 0) return ap->stmt_id[j];
-        j = (j + 1) & (ap->stmt_cap - 1);
-    }
-    int id = (int) ++ap->stmt_count;
-    if (ap->opt.session_statements > 0 && ap->stmt_count >= (size_t) ap->opt.session_statements)
-        ap->reconnect_due = true;
-    ap->stmt_sql[j] = strdup(sql);
-    ap->stmt_id[j] = id;
-    char name[24];
-    apply_stmt_name(name, id);
-    (void) nparams;
-    apply__q_push(ap, IF_PREPARE);
-    ap->n.prepared_statements++;
-    sent(ap, PQsendPrepare(ap->c->pg, name, sql, 0, NULL), "preparing a statement");
-    return id;
-}
+/* ---------------------------------------------------------------- statements */
 
 static void send_prepared(apply_state *ap, int id, int nparams, const char *const *params) {
     char name[24];
     apply_stmt_name(name, id);
-    sent(ap, PQsendQueryPrepared(ap->c->pg, name, nparams, params, NULL, NULL, 0), "sending a change");
+    apply__sent(ap, PQsendQueryPrepared(ap->c->pg, name, nparams, params, NULL, NULL, 0), "sending a change");
 }
 
 static void send_plain(apply_state *ap, int kind, const char *sql) {
     apply__q_push(ap, kind);
-    sent(ap, PQsendQueryParams(ap->c->pg, sql, 0, NULL, NULL, NULL, NULL, 0), sql);
+    apply__sent(ap, PQsendQueryParams(ap->c->pg, sql, 0, NULL, NULL, NULL, NULL, 0), sql);
 }
 
 void apply__send_plain(apply_state *ap, int kind, const char *sql) { send_plain(ap, kind, sql); }
 
 void apply__send_params(apply_state *ap, int kind, const char *sql, int nparams, const char *const *params) {
     apply__q_push(ap, kind);
-    sent(ap, PQsendQueryParams(ap->c->pg, sql, nparams, NULL, params, NULL, NULL, 0), sql);
+    apply__sent(ap, PQsendQueryParams(ap->c->pg, sql, nparams, NULL, params, NULL, NULL, 0), sql);
 }
 
 static void send_sync(apply_state *ap, int kind) {
@@ -154,7 +109,7 @@ void apply__send_sync(apply_state *ap, int kind) { send_sync(ap, kind); }
 
 /* ---------------------------------------------------------------- groups */
 
-static void progress_send(apply_state *ap) {
+void apply__progress_send(apply_state *ap) {
     send_plain(ap, IF_PROGRESS, "SELECT pg_catalog.pg_replication_origin_session_progress(true)");
     ap->progress_in_flight++;
     ap->last_progress = apply__now();
@@ -181,18 +136,18 @@ void apply__group_commit(apply_state *ap) {
     const char *params[2] = { lsn, ts };
     if (ap->cb.before_commit) ap->cb.before_commit(ap->cb.arg, ap, ap->group_end_lsn, ap->group_txs);
     apply__q_push(ap, IF_SETUP);
-    sent(ap, PQsendQueryPrepared(ap->c->pg, "pgtide_origin_setup", 2, params, NULL, NULL, 0),
-         "recording the origin position");
+    apply__sent(ap, PQsendQueryPrepared(ap->c->pg, "pgtide_origin_setup", 2, params, NULL, NULL, 0),
+                "recording the origin position");
     inflight *e = apply__q_push(ap, IF_COMMIT);
     e->lsn = ap->group_end_lsn;
     e->commit_ts = ap->group_commit_ts;
     e->changes = ap->group_changes;
     e->txs = ap->group_txs;
-    sent(ap, PQsendQueryParams(ap->c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0), "COMMIT");
+    apply__sent(ap, PQsendQueryParams(ap->c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0), "COMMIT");
     ap->commits_in_flight++;
     ap->n.groups++;
     ap->last_group = apply__now();
-    if (ap->stop_requested || apply__now() - ap->last_progress >= PROGRESS_EVERY) progress_send(ap);
+    if (ap->stop_requested || apply__now() - ap->last_progress >= PROGRESS_EVERY) apply__progress_send(ap);
     send_sync(ap, IF_SYNC);
     ap->group = G_NONE;
     /* A source transaction that began while this group was being checked (the group was closed
@@ -241,7 +196,7 @@ void apply__check_stopped(apply_state *ap) {
     if (ap->group != G_NONE || ap->commits_in_flight) return;
     if (ap->durable_lsn < ap->applied_lsn) {
         if (!ap->progress_in_flight) {
-            progress_send(ap);
+            apply__progress_send(ap);
             send_sync(ap, IF_SYNC);
         }
         return;
@@ -270,7 +225,7 @@ static bool key_changed(const apply_rel *r, const pgoutput_tuple *old, const pgo
 static inflight *queue_stmt(apply_state *ap, apply_rel *r, int op, apply_form form, uint64_t lsn,
                             uint64_t commit_lsn, const pgoutput_tuple *keyed, uint32_t merged,
                             const char *sql, int nparams, const char *const *params) {
-    int id = stmt_lookup(ap, sql, nparams);
+    int id = apply__stmt_lookup(ap, sql, nparams);
     inflight *e = apply__q_push(ap, IF_DML);
     e->op = (uint8_t) op;
     e->form = (uint8_t) form;
@@ -672,7 +627,8 @@ int apply_start(apply_state *ap) {
              "pg_catalog.to_timestamp($2::float8 / 1000000)), %s",
              xid);
     apply__q_push(ap, IF_PREPARE);
-    sent(ap, PQsendPrepare(c->pg, "pgtide_origin_setup", sql, 0, NULL), "preparing the origin statement");
+    apply__sent(ap, PQsendPrepare(c->pg, "pgtide_origin_setup", sql, 0, NULL),
+                "preparing the origin statement");
     send_sync(ap, IF_SYNC);
     return ap->failed ? -1 : 0;
 }
@@ -694,7 +650,7 @@ void apply_tick(apply_state *ap, uint64_t keepalive_lsn) {
     }
     if (!ap->progress_in_flight && ap->durable_lsn < ap->applied_lsn && ap->group != G_CHECKING &&
         apply__now() - ap->last_progress >= PROGRESS_EVERY) {
-        progress_send(ap);
+        apply__progress_send(ap);
         send_sync(ap, IF_SYNC);
     }
     /* A group whose source transaction boundary came while no data followed. */
@@ -721,57 +677,6 @@ void apply_request_stop(apply_state *ap) {
 
 bool apply_stopped(const apply_state *ap) { return ap->stopped; }
 
-/* A new session, between target transactions: its statements are prepared again on the new one
- * as changes need them. The stop path comes first (a stopping stream ends on the connection it
- * has). Three conditions before the old session goes:
- * - feeding has stopped (a feed returned BLOCKED): a group closed by the tick or a pause may have
- *   set reconnect_due while the stream still feeds; nothing may reach a released connection;
- * - nothing is in flight, no group is open;
- * - what it committed is durable (commits are asynchronous): once the origin session is reset, a
- *   target crash before the new session takes the origin would otherwise lose the last groups,
- *   which this stream, skipping what it applied, would not send again. */
-void apply__maybe_reconnect(apply_state *ap) {
-    if (!ap->reconnect_due || ap->reconnecting || ap->failed || !ap->started || ap->stop_requested ||
-        !ap->feeding_blocked)
-        return;
-    if (ap->in_tx || ap->group != G_NONE || ap->commits_in_flight || ap->progress_in_flight || ap->q_count ||
-        ap->held || ap->nconflicts || ap->want_writable)
-        return;
-    if (ap->durable_lsn < ap->applied_lsn) {
-        progress_send(ap);
-        send_sync(ap, IF_SYNC);
-        return;
-    }
-    if (!PQexitPipelineMode(ap->c->pg)) {
-        apply__fail(ap, "target", "08000", PQerrorMessage(ap->c->pg),
-                    "leaving pipeline mode to change sessions");
-        return;
-    }
-    apply_release(ap);
-    ap->reconnecting = true;
-    if (ap->cb.on_event) ap->cb.on_event(ap->cb.arg);
-}
-
-int apply_reconnect(apply_state *ap, tide_conn *c) {
-    if (!ap->reconnecting) return -1;
-    for (size_t i = 0; i < ap->stmt_cap; i++) free(ap->stmt_sql[i]);
-    free(ap->stmt_sql);
-    free(ap->stmt_id);
-    ap->stmt_sql = NULL;
-    ap->stmt_id = NULL;
-    ap->stmt_cap = ap->stmt_count = 0;
-    ap->c = c;
-    ap->reconnecting = ap->reconnect_due = false;
-    ap->since_flush = 0;
-    if (apply_start(ap) < 0) return -1;
-    send_plain(ap, IF_ORIGIN_CHECK, "SELECT pg_catalog.pg_replication_origin_session_progress(false)");
-    send_sync(ap, IF_SYNC);
-    if (ap->failed) return -1;
-    ap->n.sessions++;
-    apply__maybe_unblock(ap);
-    return 0;
-}
-
 void apply_release(apply_state *ap) {
     tide_conn *c = ap->c;
     if (!ap->started || !c) return;
@@ -797,9 +702,7 @@ void apply_free(apply_state *ap) {
         }
     free(ap->dirty);
     free(ap->rels);
-    for (size_t i = 0; i < ap->stmt_cap; i++) free(ap->stmt_sql[i]);
-    free(ap->stmt_sql);
-    free(ap->stmt_id);
+    apply__stmts_free(ap);
     for (size_t i = 0; i < ap->q_count; i++) free(ap->q[(ap->q_head + i) % ap->q_cap].each);
     free(ap->q);
     free(ap->held);

@@ -142,8 +142,16 @@ void apply__names_free(apply_state *ap);
 /* The stream's relation `relid` resolved to its target (NULL when the task has none). */
 apply_rel *apply__rel_get(apply_state *ap, uint32_t relid, const relcache_relation **relp);
 void apply__check_stopped(apply_state *ap);
-/* Nothing in flight and a new connection is due: release this one, tell Lua. */
+/* apply_session.c: the statement number for this SQL text, preparing it (queued) the first
+ * time; forgetting them all (a session ends); and, nothing in flight and a new session due,
+ * releasing this one and telling Lua. */
+int apply__stmt_lookup(apply_state *ap, const char *sql, int nparams);
+void apply__stmts_free(apply_state *ap);
 void apply__maybe_reconnect(apply_state *ap);
+/* apply.c: after a send — a failure, or a flush every FLUSH_EVERY statements; the durable-progress
+ * read of the origin. */
+void apply__sent(apply_state *ap, int ok, const char *what);
+void apply__progress_send(apply_state *ap);
 /* Queue the statement(s) for one change; `merged` earlier changes were folded into it. */
 void apply__queue_change(apply_state *ap, apply_rel *r, int op, const pgoutput_tuple *old,
                          const pgoutput_tuple *row, uint64_t lsn, uint64_t commit_lsn, uint32_t merged);
