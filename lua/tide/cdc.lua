@@ -207,11 +207,11 @@ local function start_sql(task, repl, names, lsn)
                        table.concat(options, ", "))
 end
 
--- A target connection for applying changes under replication origin `origin`.
 -- A fresh apply session after this many prepared statements (incremental.apply_session_statements;
 -- docs/performance.md, "A fresh apply session").
 local SESSION_STATEMENTS = 10000
 
+-- A target connection for applying changes under replication origin `origin`.
 local function apply_connection(task, origin, role)
   local a = connect.open(task, "target", { application_name = "pgtide:" .. task.name .. ":" .. role,
     -- enable_seqscan = off: every row is looked up by its key, or without one by all its
