@@ -6,6 +6,8 @@
  *   tide.core.on_signal("INT" | "TERM" | "HUP", fn)   fn(name) runs as a new coroutine
  *   tide.core.cpu_count() → the CPUs this process may run on (its affinity mask, cgroup quota)
  *   tide.core.release_memory()   a full collection, and freed pages given back to the system
+ *   tide.core.new_table(narr [, nrec]) → an empty table with room for narr list items and
+ *     nrec fields (a list filled one item at a time grows to the next power of two)
  *
  * Tests use processes to run the engine the way an operator does and to SIGKILL it mid-work;
  * the CLI uses signals for a clean stop.
@@ -13,6 +15,7 @@
 #include "runtime/bindings.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <mimalloc.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -258,6 +261,14 @@ static int l_release_memory(lua_State *L) {
     return 0;
 }
 
+static int l_new_table(lua_State *L) {
+    lua_Integer narr = luaL_checkinteger(L, 1), nrec = luaL_optinteger(L, 2, 0);
+    luaL_argcheck(L, narr >= 0 && narr <= INT_MAX, 1, "out of range");
+    luaL_argcheck(L, nrec >= 0 && nrec <= INT_MAX, 2, "out of range");
+    lua_createtable(L, (int) narr, (int) nrec);
+    return 1;
+}
+
 int luaopen_tide_process(lua_State *L) {
     static const luaL_Reg methods[] = {
         { "wait", l_proc_wait },     { "kill", l_proc_kill }, { "pid", l_proc_pid },
@@ -265,8 +276,13 @@ int luaopen_tide_process(lua_State *L) {
     };
     static const luaL_Reg meta[] = { { "__gc", l_proc_gc }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
-        { "process", l_process },     { "on_signal", l_on_signal },           { "getpid", l_getpid },
-        { "cpu_count", l_cpu_count }, { "release_memory", l_release_memory }, { NULL, NULL },
+        { "process", l_process },
+        { "on_signal", l_on_signal },
+        { "getpid", l_getpid },
+        { "cpu_count", l_cpu_count },
+        { "release_memory", l_release_memory },
+        { "new_table", l_new_table },
+        { NULL, NULL },
     };
     tide_class_define(L, PROC_META, methods, meta);
     luaL_newlib(L, funcs);

@@ -32,6 +32,7 @@ local failure = require "tide.failure"
 local connect = require "tide.connect"
 local streams = require "tide.full.streams"
 local copy = require "tide.full.copy"
+local steplist = require "tide.plan.steplist"
 
 local M = {}
 
@@ -77,7 +78,7 @@ end
 -- the run would otherwise carry through the whole change stream (at 10,000 tables 38 of the
 -- 91 MB of live heap the stream started with).
 local SETTLED_AWAY = { "queue", "parts", "table_parts", "parts_left", "loaded", "untaken", "done_steps", "steps",
-                       "post_keys", "pending_steps", "critical_tables", "steps_running", "tables_by_key",
+                       "post_keys", "pending_steps", "critical_tables", "cost", "critical", "steps_running", "tables_by_key",
                        "analyzed", "copied", "sched", "routes_to", "routed_from", "route_cache" }
 
 local function settle(load)
@@ -202,8 +203,7 @@ local function step_job(load)
       return
     elseif load.copies_finished and not load:any_step_running() then
       -- Nothing can become ready any more: a step waits for something that never comes.
-      local waiting = {}
-      for _, s in ipairs(load.steps) do if not s.taken then waiting[#waiting + 1] = s.key end end
+      local waiting = schedule.untaken_keys(load, 10)
       load:fail(failure.new("failed", "post-data steps wait for steps or tables that are not part of this load: " ..
                                       table.concat(waiting, ", ", 1, math.min(#waiting, 10))))
       return
@@ -352,10 +352,13 @@ function M.run(task, plan, source, target, opts)
   -- indexes take long to build (a GIN index on jsonb, say) should start before a plain table
   -- of the same size, or its index builds end up alone at the end of the load.
   local weight = {}
-  for _, step in ipairs(task.phases.schema and plan.post_data or {}) do
-    if step.table and step.kind == "index" then
-      local cost = step.sql:find(" USING gin ", 1, true) and 1.5 or (step.sql:find(" USING gist ", 1, true) and 1.5 or 0.5)
-      weight[step.table] = (weight[step.table] or 1) + cost
+  local post = task.phases.schema and plan.post_data or {}
+  for i = 1, #post do
+    local t = steplist.field(post, i, "table")
+    if t and steplist.field(post, i, "kind") == "index" then
+      local sql = steplist.field(post, i, "sql")
+      local cost = sql:find(" USING gin ", 1, true) and 1.5 or (sql:find(" USING gist ", 1, true) and 1.5 or 0.5)
+      weight[t] = (weight[t] or 1) + cost
     end
   end
   table.sort(parts, function(a, b)
@@ -406,17 +409,19 @@ function M.run(task, plan, source, target, opts)
 
   -- Post-data steps not done yet, in plan order (only when this task migrates the schema:
   -- with migrate = { "full" } the target's schema is the operator's).
-  load.steps, load.post_keys = {}, {}
-  for _, step in ipairs(task.phases.schema and plan.post_data or {}) do
-    load.post_keys[step.key] = true
-    if not done_steps[step.key] then load.steps[#load.steps + 1] = step end
+  -- (load.steps: the plan's packed list itself when none is done, else a view of the others:
+  -- no table per step, tide.plan.steplist.)
+  load.post_keys = {}
+  local pending = {}
+  for i = 1, #post do
+    local key = steplist.field(post, i, "key")
+    load.post_keys[key] = true
+    if not done_steps[key] then pending[#pending + 1] = i end
   end
-  load.pending_steps, load.critical_tables = {}, {}
-  for _, step in ipairs(load.steps) do
-    if step.table then load.pending_steps[step.table] = (load.pending_steps[step.table] or 0) + 1 end
-    schedule.step_cost(load, step)
-    if step.critical then load.critical_tables[step.table] = true end
-  end
+  load.steps = #pending == #post and post or steplist.view(post, pending)
+  pending = nil   -- luacheck: ignore 311
+  load.critical_tables = {}
+  schedule.prepare(load, true)
   if opts.progress then opts.progress:start_load(load) end
   -- The run sees the load from now on; controls an operator gave before it began (pgtide
   -- attach: pause, throttle, stop) take effect here.

@@ -38,6 +38,9 @@ function M.carry(from, to)
   return to
 end
 
+-- True when `step` carries a statement with secrets.
+function M.has(step) return real[step] ~= nil end
+
 -- The statement to send to the target.
 function M.sql(step)
   local r = real[step]

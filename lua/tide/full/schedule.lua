@@ -7,6 +7,8 @@
 -- The ready steps are kept as steps finish and tables load (step_finished, table_loaded), so
 -- that choosing costs the same with 40 steps or 400,000.
 local heap_mod = require "tide.heap"
+local field = require("tide.plan.steplist").field
+local new_table = require("tide.core").new_table
 
 local M = {}
 
@@ -43,20 +45,46 @@ end
 local HEAVY_METHODS = { " USING gin ", " USING gist ", " USING spgist " }
 
 function M.step_cost(load, step)
-  if step.cost then return step.cost end
   local tbl = load.tables_by_key and load.tables_by_key[step.table]
   local bytes = tbl and tbl.bytes or 0
-  local factor = 0.1
+  local factor, critical = 0.1, false
   if step.kind == "index" then
     factor = 1
     for _, m in ipairs(HEAVY_METHODS) do if step.sql:find(m, 1, true) then factor = 3 end end
-    step.critical = factor == 3 and not (load.task and load.task.full.protect_critical == false) and
-                    bytes >= (load.total_bytes or 0) / (2 * (load.jobs or 4))
+    critical = factor == 3 and not (load.task and load.task.full.protect_critical == false) and
+               bytes >= (load.total_bytes or 0) / (2 * (load.jobs or 4))
   elseif step.kind == "fkey" then
     factor = 0.5
   end
-  step.cost = bytes * factor
-  return step.cost
+  return bytes * factor, critical
+end
+
+-- Each step's cost and whether it is critical, decided once as the load starts (load.cost,
+-- load.critical: arrays by the step's place in load.steps, which may be a packed list whose
+-- steps are new tables at each read, tide.plan.steplist), and the count of steps per table
+-- still to run (load.pending_steps) and the tables of critical steps.
+function M.prepare(load, count_pending)
+  if load.cost then return end
+  local steps = load.steps
+  local n = #steps
+  load.cost, load.critical = new_table(n), new_table(n)
+  load.critical_tables = load.critical_tables or {}
+  local pending = count_pending and {}
+  if pending then load.pending_steps = pending end
+  local view = { kind = false, sql = false, table = false }
+  for i = 1, n do
+    view.kind, view.sql, view.table = field(steps, i, "kind"), field(steps, i, "sql"), field(steps, i, "table")
+    load.cost[i], load.critical[i] = M.step_cost(load, view)
+    if view.table and pending then pending[view.table] = (pending[view.table] or 0) + 1 end
+    if load.critical[i] then load.critical_tables[view.table] = true end
+  end
+end
+
+-- Step i of the load, as a table the caller keeps (a running step): critical set on it.
+local function step_at(load, i)
+  local step = load.steps[i]
+  if load.critical[i] then step.critical = true end
+  return step
 end
 
 -- The tables a step locks: its own and the ones whose data it needs (a foreign key locks the
@@ -108,38 +136,40 @@ end
 -- made the load quadratic in its objects). A step is ready once every step it comes after
 -- (among this load's) is done and every table whose data it needs is in; the ready ones wait
 -- in a heap, the most expensive first, then in plan order.
-local function ready_before(a, b)
-  if a.cost ~= b.cost then return a.cost > b.cost end
-  return a.i < b.i
-end
-
 local function sched_of(load)
   local sc = load.sched
   if sc then return sc end
-  sc = { heap = heap_mod.new(ready_before), waiting_step = {}, waiting_table = {}, untaken = #load.steps,
-         analyze = {}, analyze_i = 1 }
+  M.prepare(load)
+  local steps, cost = load.steps, load.cost
+  local n = #steps
+  -- The ready steps wait in a heap of their places in load.steps, the most expensive first.
+  local heap = heap_mod.new(function(a, b)
+    if cost[a] ~= cost[b] then return cost[a] > cost[b] end
+    return a < b
+  end)
+  sc = { heap = heap, waiting_step = {}, waiting_table = {}, untaken = n, unmet = new_table(n),
+         taken = new_table(n), analyze = {}, analyze_i = 1 }
   load.sched = sc
-  for i, step in ipairs(load.steps) do
-    local e = { step = step, i = i, cost = M.step_cost(load, step) }   -- step_cost also decides step.critical
+  for i = 1, n do
     local unmet = 0
-    for _, key in ipairs(step.after or {}) do
+    for _, key in ipairs(field(steps, i, "after") or {}) do
       if load.post_keys[key] and not load.done_steps[key] then
         unmet = unmet + 1
         local list = sc.waiting_step[key] or {}
         sc.waiting_step[key] = list
-        list[#list + 1] = e
+        list[#list + 1] = i
       end
     end
-    for _, t in ipairs(step.needs_data or {}) do
+    for _, t in ipairs(field(steps, i, "needs_data") or {}) do
       if load.table_parts[t] and not load.loaded[t] then
         unmet = unmet + 1
         local list = sc.waiting_table[t] or {}
         sc.waiting_table[t] = list
-        list[#list + 1] = e
+        list[#list + 1] = i
       end
     end
-    e.unmet = unmet
-    if unmet == 0 then sc.heap:push(e) end
+    sc.unmet[i], sc.taken[i] = unmet, false
+    if unmet == 0 then heap:push(i) end
   end
   for _, tbl in ipairs(load.plan and load.plan.tables or {}) do
     if load.loaded[tbl.key] and (load.pending_steps and load.pending_steps[tbl.key] or 0) == 0 then
@@ -150,9 +180,9 @@ local function sched_of(load)
 end
 
 local function release(sc, list)
-  for _, e in ipairs(list or {}) do
-    e.unmet = e.unmet - 1
-    if e.unmet == 0 and not e.step.taken then sc.heap:push(e) end   -- (taken: into a batch, below)
+  for _, i in ipairs(list or {}) do
+    sc.unmet[i] = sc.unmet[i] - 1
+    if sc.unmet[i] == 0 and not sc.taken[i] then sc.heap:push(i) end   -- (taken: into a batch, below)
   end
 end
 
@@ -194,15 +224,15 @@ end
 -- A step taken for a unit: the steps waiting for it whose every unmet prerequisite is now in
 -- the same unit can follow in its transaction (a primary key's index, then the constraint
 -- attached to it, then a foreign key that waited for that constraint).
-local function taken(load, sc, e, unit)
-  e.step.taken = true
+local function taken(load, sc, i, step, unit)
+  sc.taken[i] = true
   sc.untaken = sc.untaken - 1
-  load.steps_running[e.step] = unit
+  load.steps_running[step] = unit
   unit.freed = unit.freed or {}
   unit.unlocked = unit.unlocked or {}
-  for _, w in ipairs(sc.waiting_step[e.step.key] or {}) do
+  for _, w in ipairs(sc.waiting_step[step.key] or {}) do
     unit.freed[w] = (unit.freed[w] or 0) + 1
-    if unit.freed[w] == w.unmet then unit.unlocked[#unit.unlocked + 1] = w end
+    if unit.freed[w] == sc.unmet[w] then unit.unlocked[#unit.unlocked + 1] = w end
   end
 end
 
@@ -210,19 +240,20 @@ end
 -- `small_only`, only if that step is small (M.small), else nothing is taken.
 local function take(load, unit, small_only)
   local sc = sched_of(load)
-  local skipped, best = {}, nil
+  local skipped, best, best_step = {}, nil, nil
   while not sc.heap:empty() do
-    local e = sc.heap:pop()
-    if not conflicts(load, e.step, unit) then
-      if small_only and not M.small(e.step, load) then skipped[#skipped + 1] = e else best = e end
+    local i = sc.heap:pop()
+    local step = step_at(load, i)
+    if not conflicts(load, step, unit) then
+      if small_only and not M.small(step, load) then skipped[#skipped + 1] = i else best, best_step = i, step end
       break
     end
-    skipped[#skipped + 1] = e
+    skipped[#skipped + 1] = i
   end
-  for _, e in ipairs(skipped) do sc.heap:push(e) end
+  for _, i in ipairs(skipped) do sc.heap:push(i) end
   if best then
-    taken(load, sc, best, unit)
-    return best.step, best.i
+    taken(load, sc, best, best_step, unit)
+    return best_step, best
   end
 end
 
@@ -263,10 +294,13 @@ function M.next_small_step(load, unit)
   local sc = sched_of(load)
   local q = unit.unlocked or {}
   while #q > 0 do
-    local e = table.remove(q, 1)
-    if not e.step.taken and M.small(e.step, load) and not conflicts(load, e.step, unit) then
-      taken(load, sc, e, unit)
-      return e.step
+    local i = table.remove(q, 1)
+    if not sc.taken[i] then
+      local step = step_at(load, i)
+      if M.small(step, load) and not conflicts(load, step, unit) then
+        taken(load, sc, i, step, unit)
+        return step
+      end
     end
   end
   return (take(load, unit, true))
@@ -274,6 +308,16 @@ end
 
 function M.all_steps_taken(load)
   return sched_of(load).untaken == 0
+end
+
+-- The keys of the steps not taken yet, up to `limit`.
+function M.untaken_keys(load, limit)
+  local sc, out = sched_of(load), {}
+  for i = 1, #load.steps do
+    if not sc.taken[i] then out[#out + 1] = field(load.steps, i, "key") end
+    if #out >= limit then break end
+  end
+  return out
 end
 
 -- A job with no step to run analyzes a table whose data is in and whose post-data steps are

@@ -1,0 +1,75 @@
+-- tide.plan.steplist: the post-data steps a run keeps, in arrays, read back as the steps they were.
+local T = require "testlib"
+local steplist = require "tide.plan.steplist"
+local secret = require "tide.secret"
+
+local function steps()
+  return {
+    { kind = "index", key = "index:app.t_v", object = "index:app.t_v", phase = "post", sql = "CREATE INDEX t_v ON app.t (v)",
+      after = {}, needs_data = { "app.t" }, table = "app.t" },
+    { kind = "fkey", key = "fkey:app.t.t_fk", object = "constraint:app.t.t_fk", phase = "post",
+      sql = "ALTER TABLE app.t ADD CONSTRAINT t_fk FOREIGN KEY (p) REFERENCES app.p(id)",
+      after = { "constraint:app.p.p_pkey", "index:app.t_v" }, needs_data = { "app.t", "app.p" }, table = "app.t",
+      undo = "ALTER TABLE app.t DROP CONSTRAINT IF EXISTS t_fk" },
+    { kind = "grant", key = "grant:app.f(integer)", object = "function:app.f(integer)", phase = "post",
+      sql = "GRANT EXECUTE ON FUNCTION app.f(integer) TO r", after = { "constraint:app.p.p_pkey" }, needs_data = {} },
+  }
+end
+
+T.test("packed steps read back as they were, field by field and whole", function()
+  local plain = steps()
+  local list = steplist.pack(steps())
+  T.ok(steplist.is_packed(list))
+  T.eq(#list, 3)
+  for i, want in ipairs(plain) do
+    T.eq(list[i], want, "step " .. i)
+    for f, v in pairs(want) do T.eq(steplist.field(list, i, f), v, "step " .. i .. " field " .. f) end
+  end
+  T.eq(list[4], nil)
+  T.eq(list[0], nil)
+  local n = 0
+  for i, s in ipairs(list) do n = n + 1; T.eq(s.key, plain[i].key) end
+  T.eq(n, 3, "ipairs reads every step")
+  T.eq(steplist.field(list, 3, "table"), nil, "a step of no table")
+  T.eq(steplist.field(list, 1, "undo"), nil)
+end)
+
+T.test("each read is a new table: what a reader writes on it stays on it", function()
+  local list = steplist.pack(steps())
+  local a = list[1]
+  a.critical = true
+  T.ok(not rawequal(a, list[1]))
+  T.eq(list[1].critical, nil)
+  T.raises(function() list[1] = {} end, "read only")
+end)
+
+T.test("a step with more fields or with secrets is kept whole, the same table at each read", function()
+  local plain = steps()
+  plain[1].drops = { "x" }
+  secret.keep(plain[3], "GRANT EXECUTE ON FUNCTION app.f(integer) TO r /* s3cret */", { "s3cret" })
+  local list = steplist.pack(plain)
+  T.ok(rawequal(list[1], plain[1]) and rawequal(list[1], list[1]))
+  T.ok(rawequal(list[3], plain[3]))
+  T.match(secret.sql(list[3]), "s3cret", "its real statement is still found")
+  T.eq(steplist.field(list, 1, "drops"), { "x" })
+  T.eq(list[2], steps()[2], "the others packed as before")
+end)
+
+T.test("steps of several phases keep theirs", function()
+  local plain = steps()
+  plain[2].phase = "pre"
+  local list = steplist.pack(plain)
+  T.eq({ list[1].phase, list[2].phase, list[3].phase }, { "post", "pre", "post" })
+  T.eq(#steplist.pack({}), 0, "an empty list")
+end)
+
+T.test("a view reads the steps at the places given; field reads plain lists too", function()
+  local list = steplist.pack(steps())
+  local view = steplist.view(list, { 3, 1 })
+  T.eq(#view, 2)
+  T.eq({ view[1].key, view[2].key, view[3] }, { "grant:app.f(integer)", "index:app.t_v", nil })
+  T.eq(steplist.field(view, 2, "sql"), "CREATE INDEX t_v ON app.t (v)")
+  local plain = steps()
+  T.eq(steplist.field(plain, 2, "undo"), plain[2].undo)
+  T.ok(rawequal(steplist.pack(list), list), "a packed list packs to itself")
+end)
