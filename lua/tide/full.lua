@@ -129,7 +129,6 @@ end
 ------------------------------------------------------------------------ post-data
 
 local function step_finished(load, step, seconds)
-  load.done_steps[step.key] = true
   load.steps_running[step] = nil
   if step.table then load.pending_steps[step.table] = (load.pending_steps[step.table] or 1) - 1 end
   schedule.step_finished(load, step)
@@ -411,13 +410,19 @@ function M.run(task, plan, source, target, opts)
   -- with migrate = { "full" } the target's schema is the operator's).
   -- (load.steps: the plan's packed list itself when none is done, else a view of the others:
   -- no table per step, tide.plan.steplist.)
+  -- load.post_keys: of the keys the steps wait for, the ones of post-data steps (a step waits
+  -- only for those of this load, tide.full.schedule).
+  local pending, waited = {}, {}
+  for i = 1, #post do
+    for _, key in ipairs(steplist.field(post, i, "after") or {}) do waited[key] = true end
+  end
   load.post_keys = {}
-  local pending = {}
   for i = 1, #post do
     local key = steplist.field(post, i, "key")
-    load.post_keys[key] = true
+    if waited[key] then load.post_keys[key] = true end
     if not done_steps[key] then pending[#pending + 1] = i end
   end
+  waited = nil   -- luacheck: ignore 311
   load.steps = #pending == #post and post or steplist.view(post, pending)
   pending = nil   -- luacheck: ignore 311
   load.critical_tables = {}

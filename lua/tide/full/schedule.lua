@@ -155,9 +155,15 @@ local function sched_of(load)
     for _, key in ipairs(field(steps, i, "after") or {}) do
       if load.post_keys[key] and not load.done_steps[key] then
         unmet = unmet + 1
-        local list = sc.waiting_step[key] or {}
-        sc.waiting_step[key] = list
-        list[#list + 1] = i
+        -- (one step waiting for a key: its place; several: a list of them)
+        local list = sc.waiting_step[key]
+        if not list then
+          sc.waiting_step[key] = i
+        elseif type(list) == "number" then
+          sc.waiting_step[key] = { list, i }
+        else
+          list[#list + 1] = i
+        end
       end
     end
     for _, t in ipairs(field(steps, i, "needs_data") or {}) do
@@ -180,6 +186,7 @@ local function sched_of(load)
 end
 
 local function release(sc, list)
+  if type(list) == "number" then list = { list } end
   for _, i in ipairs(list or {}) do
     sc.unmet[i] = sc.unmet[i] - 1
     if sc.unmet[i] == 0 and not sc.taken[i] then sc.heap:push(i) end   -- (taken: into a batch, below)
@@ -230,7 +237,8 @@ local function taken(load, sc, i, step, unit)
   load.steps_running[step] = unit
   unit.freed = unit.freed or {}
   unit.unlocked = unit.unlocked or {}
-  for _, w in ipairs(sc.waiting_step[step.key] or {}) do
+  local waiting = sc.waiting_step[step.key]
+  for _, w in ipairs(type(waiting) == "number" and { waiting } or waiting or {}) do
     unit.freed[w] = (unit.freed[w] or 0) + 1
     if unit.freed[w] == sc.unmet[w] then unit.unlocked[#unit.unlocked + 1] = w end
   end
