@@ -26,6 +26,7 @@ local order = require "tide.plan.order"
 local playbook = require "tide.playbook"
 local intern = require "tide.intern"
 local steplist = require "tide.plan.steplist"
+local relocate = require "tide.plan.relocate"
 
 local M = {}
 
@@ -442,66 +443,6 @@ local function compact_columns(pool, columns, done)
   return pool:value(out)
 end
 
--- The parts of the plan a run keeps, copied anew: every table and long string reachable from
--- plan.tables, plan.sequences, the post-data steps and the tables' objects (tables shared stay shared,
--- equal long strings become one; metatables, functions and short strings, which Lua keeps
--- one of, are kept as they are). They were made among everything the run lets go, and a page
--- of memory with one of them alive stays in the process: at 10,000 tables 32 MB of kept heap
--- held 81-101 MB of RSS, the copies 60-70 MB (docs/performance.md). A statement with secrets
--- keeps its real text (tide.secret.carry). The originals live until the copies are done: the
--- collector waits meanwhile (it would only walk them again and again).
-local function relocate(plan)
-  local carry = require("tide.secret").carry
-  local new_table = require("tide.core").new_table
-  local json_null = require("tide.json").null
-  local memo, queue = { [json_null] = json_null }, {}
-  local function copy(v)
-    local t = type(v)
-    if t == "string" then
-      if #v <= 40 then return v end
-      local c = memo[v]
-      if not c then c = v:sub(1); memo[v] = c end
-      return c
-    end
-    if t ~= "table" then return v end
-    local c = memo[v]
-    if not c then
-      c = new_table(rawlen(v))   -- (a list's copy at its size, not grown to the next power of two)
-      memo[v], queue[#queue + 1] = c, v
-    end
-    return c
-  end
-  local was_running = collectgarbage("isrunning")
-  collectgarbage("stop")
-  local _ <close> = setmetatable({}, { __close = function() if was_running then collectgarbage("restart") end end })
-  -- (Not the pre-data steps: they go once the schema phase has run them, and their copies
-  -- would leave holes among the kept ones.)
-  for _, name in ipairs({ "tables", "sequences", "post_data" }) do
-    local list = plan[name]
-    if steplist.is_packed(list) then
-      plan[name] = copy(list)
-    else
-      for i = 1, #(list or {}) do list[i] = copy(list[i]) end
-    end
-  end
-  local by_key = {}
-  for key, obj in pairs(plan.by_key or {}) do by_key[key] = copy(obj) end
-  plan.by_key = by_key
-  -- (a queue, not recursion: follow rules chain entry to entry as deep as the foreign keys go)
-  local i = 1
-  while queue[i] do
-    breathe()
-    local v = queue[i]
-    queue[i] = false
-    i = i + 1
-    local c = memo[v]
-    for k, x in next, v do c[copy(k)] = copy(x) end
-    local mt = getmetatable(v)
-    if mt then setmetatable(c, mt) end
-    carry(v, c)
-  end
-end
-
 -- What a run keeps of the plan once its prechecks passed: the steps, plan.tables and
 -- plan.sequences, the tables' objects by key, and the source's schemas (DDL replication
 -- follows the selected ones). Only the prechecks read the rest: both catalogs, the target's
@@ -564,11 +505,23 @@ function M.keep_for_run(plan, task)
     end
   end
   pool, done, entry_of, tables = nil, nil, nil, nil   -- luacheck: ignore 311
-  -- The post-data steps in arrays (tide.plan.steplist): two thirds of what a run keeps at
-  -- 10,000 tables were those steps, one table each.
+  -- The steps in arrays (tide.plan.steplist): two thirds of what a run keeps at 10,000
+  -- tables were the post-data steps, one table each.
   if plan.post_data then plan.post_data = steplist.pack(plan.post_data) end
-  collectgarbage("collect")   -- (what goes, gone before the copies are made)
-  relocate(plan)
+  if plan.pre_data then plan.pre_data = steplist.pack(plan.pre_data) end
+  -- What is kept, written out, let go and read back in memory of its own (tide.plan.relocate);
+  -- the pre-data steps apart, after the rest: they go once the schema phase has run them.
+  local keep = { [require("tide.json").null] = true, [require("tide.core").null] = true }
+  local names = { "tables", "sequences", "post_data", "by_key" }
+  local kept = {}
+  for i, name in ipairs(names) do kept[i] = plan[name] or false; plan[name] = nil end
+  local written, written_pre = relocate.write(kept, keep), relocate.write({ plan.pre_data or false }, keep)
+  kept, plan.pre_data = nil, nil   -- luacheck: ignore 311
+  require("tide.core").release_memory()   -- (a full collection first)
+  kept = relocate.read(written)
+  written = nil   -- luacheck: ignore 311
+  for i, name in ipairs(names) do plan[name] = kept[i] or nil end
+  plan.pre_data = relocate.read(written_pre)[1] or nil
 end
 
 -- What the change stream reads of a plan (tide.cdc): what keep_for_run kept, without the

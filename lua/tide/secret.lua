@@ -41,6 +41,11 @@ end
 -- True when `step` carries a statement with secrets.
 function M.has(step) return real[step] ~= nil end
 
+-- What `step` carries, to give to another step with M.restore (tide.plan.relocate: the step is
+-- made anew after the old one went).
+function M.record(step) return real[step] end
+function M.restore(step, record) real[step] = record; return step end
+
 -- The statement to send to the target.
 function M.sql(step)
   local r = real[step]

@@ -144,6 +144,15 @@ T.test("pgtide plan, its JSON and a failing statement never show a password", fu
   T.eq(code, 0, out)
   no_secret(out, "pgtide plan --json")
   T.match(out, "password '%*%*%*%*%*%*%*%*'")
+  -- `pgtide run`: its plan's steps are packed and made anew after the prechecks
+  -- (tide.plan.keep_for_run); the user mappings still get the real passwords.
+  code, out = T.sh(PGTIDE .. " run " .. file .. " 2>&1")
+  T.eq(code, 0, out)
+  no_secret(out, "pgtide run")
+  local options = [[SELECT string_agg(coalesce(usename, '-') || ' ' || srvname || ' ' || array_to_string(umoptions, ','), '; '
+    ORDER BY srvname, usename) AS s FROM pg_user_mappings]]
+  T.match(P.query(ctx.source_url, options)[1].s, "password=pg%-secret%-Xq7!", "the fixture's password")
+  T.eq(P.query(target_url, options)[1].s, P.query(ctx.source_url, options)[1].s)
 
   -- A user mapping whose statement fails: its role is dropped on the target after planning.
   ensure_role(ctx.source_admin, "tide gone user")
