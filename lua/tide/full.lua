@@ -488,7 +488,6 @@ M.part_finished = copy.part_finished
 M._copy_limit = schedule.copy_limit
 M._next_small_step, M._small = schedule.next_small_step, schedule.small
 M._next_step, M._step_done = schedule.next_step, function(load, step)
-  load.done_steps[step.key] = true
   load.steps_running[step] = nil
   schedule.step_finished(load, step)
 end

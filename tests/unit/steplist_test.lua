@@ -32,6 +32,10 @@ T.test("packed steps read back as they were, field by field and whole", function
   T.eq(n, 3, "ipairs reads every step")
   T.eq(steplist.field(list, 3, "table"), nil, "a step of no table")
   T.eq(steplist.field(list, 1, "undo"), nil)
+  T.eq(steplist.field(list, 1, "last"), nil, "a field no step has")
+  local no_object = steps()[1]
+  no_object.object = nil
+  T.eq(steplist.pack({ no_object })[1].object, nil, "a step without an object has none")
 end)
 
 T.test("each read is a new table: what a reader writes on it stays on it", function()

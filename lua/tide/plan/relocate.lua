@@ -4,16 +4,17 @@
 -- work let go, and a page of memory with one of them alive stays in the process. Copying the
 -- kept tables while the originals live moves the tables and the long strings, but not the
 -- short strings (keys, names, up to 40 bytes): Lua keeps one copy of each, and a copy made
--- while the original lives is the original. At 100,000 tables 256 MB of kept heap held 541 MB
--- of RSS that way (docs/performance.md, "What a run keeps, written out and read back").
+-- while the original lives is the original. At 100,000 tables 256 MB of kept heap held
+-- 479-541 MB of RSS that way (docs/performance.md, "What a run keeps: its steps in arrays,
+-- written out and read back").
 --
 -- So the kept parts are written out first, into numbers and one string holding every string
 -- they use, with nothing of them left in Lua's heap; everything goes; the allocator gives its
 -- emptied pages back; and the parts are read back from the numbers, each string made anew:
 --
---   local roots = relocate.write({ a, b, ... })   -- the values and what they reach
---   a, b = nil ... ; collectgarbage("collect") ; core.release_memory()
---   local a2, b2 = table.unpack(relocate.read(roots))
+--   local written = relocate.write({ a, b, ... })   -- the values and what they reach
+--   a, b = nil, nil; core.release_memory()             -- (a full collection first)
+--   local a2, b2 = table.unpack(relocate.read(written))
 --
 -- Tables keep their sharing (one table reached twice is one table after), their metatables
 -- (kept as they are: they are the modules'), cycles and sizes (each made at its size); values
@@ -43,6 +44,8 @@ function M.write(roots, keep_given)
   local refs, nrefs, ref_of = {}, 0, {}
   local secrets = {}
   local function put_ref(v)
+    -- (a number each time: as a key, NaN is refused, and 0.0 is -0.0 and 2^60 is 2.0^60)
+    if type(v) == "number" then nrefs = nrefs + 1; refs[nrefs] = v; return nrefs * 8 + REF end
     local id = ref_of[v]
     if not id then nrefs = nrefs + 1; id = nrefs; refs[id] = v; ref_of[v] = id end
     return id * 8 + REF

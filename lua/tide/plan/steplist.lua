@@ -1,8 +1,8 @@
 -- tide.plan.steplist — the post-data steps a run keeps, held in one array per field instead of
--- one Lua table per step. A step as a table costs about 600 bytes at 10,000 tables (its hash
--- part alone 250-440 bytes, its one-key lists of the steps it waits for and of the tables whose
--- rows it needs another 70); in arrays about 340 (docs/performance.md, "The post-data steps in
--- arrays"). The list is read as a list of steps:
+-- one Lua table per step. A step as a table cost about 600 bytes at 10,000 tables (its table
+-- 250-440 bytes, its lists of the steps it waits for and of the tables whose rows it needs
+-- another 70); in arrays about 390 (docs/performance.md, "What a run keeps: its steps in
+-- arrays, written out and read back"). The list is read as a list of steps:
 --
 --   local list = steplist.pack(steps)   -- steps: plain step tables (tide.plan's)
 --   #list, list[i], ipairs(list)        -- list[i] is the step as a new table at each read
@@ -60,7 +60,11 @@ function M.pack(steps)
       self.table[i] = s.table or false
       self.after[i], self.needs_data[i] = as_names(s.after), as_names(s.needs_data)
       self.undo[i] = s.undo or false
-      self.object[i] = s.object ~= s.key and (s.object or false) or true   -- true: the step's key
+      if s.object == nil then
+        self.object[i] = false
+      else
+        self.object[i] = s.object == s.key or s.object   -- true: the step's key
+      end
     else
       self.whole[i] = s
       self.key[i], self.sql[i], self.kind[i], self.table[i] = false, false, false, false
@@ -73,6 +77,7 @@ end
 local function get(self, i, f)
   local w = self.whole[i]
   if w then return w[f] end
+  if not FIELDS[f] then return nil end
   if f == "phase" then return self.phases and (self.phases[i] or nil) or self.phase end
   local v = self[f][i]
   if f == "object" then return v == true and self.key[i] or (v or nil) end
