@@ -30,6 +30,11 @@ T.test("packed steps read back as they were, field by field and whole", function
   local n = 0
   for i, s in ipairs(list) do n = n + 1; T.eq(s.key, plain[i].key) end
   T.eq(n, 3, "ipairs reads every step")
+  local keys = {}
+  for i, s in pairs(list) do keys[i] = s.key end
+  T.eq(keys, { plain[1].key, plain[2].key, plain[3].key }, "pairs too")
+  T.eq(require("tide.json").decode(require("tide.json").encode(list))[2].undo, plain[2].undo, "JSON sees a list of steps")
+  T.eq(#require("tide.json").decode(require("tide.json").encode(steplist.view(list, { 2 }))), 1)
   T.eq(steplist.field(list, 3, "table"), nil, "a step of no table")
   T.eq(steplist.field(list, 1, "undo"), nil)
   T.eq(steplist.field(list, 1, "last"), nil, "a field no step has")

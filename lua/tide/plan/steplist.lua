@@ -5,7 +5,7 @@
 -- arrays, written out and read back"). The list is read as a list of steps:
 --
 --   local list = steplist.pack(steps)   -- steps: plain step tables (tide.plan's)
---   #list, list[i], ipairs(list)        -- list[i] is the step as a new table at each read
+--   #list, list[i], ipairs(list), pairs(list)   -- list[i]: the step, a new table at each read
 --   steplist.field(list, i, "sql")      -- one field (plain lists too); after and needs_data
 --                                       -- as lists, which may be shared: read only
 --
@@ -94,6 +94,13 @@ List.__index = function(self, i)
            needs_data = get(self, i, "needs_data"), undo = get(self, i, "undo") }
 end
 List.__len = function(self) return self.n end
+-- pairs() walks the steps as ipairs does (tide.json and the REPL's printer see a list).
+local function walk(list, i)
+  i = i + 1
+  local step = list[i]
+  if step ~= nil then return i, step end
+end
+List.__pairs = function(self) return walk, self, 0 end
 List.__newindex = function() error("tide.plan.steplist: a packed list of steps is read only", 2) end
 
 -- M.view(list, places) → the steps of `list` at those places (a list of numbers), read as a
@@ -104,6 +111,7 @@ View.__index = function(self, i)
   return at and self.list[at]
 end
 View.__len = function(self) return #self.places end
+View.__pairs = List.__pairs
 View.__newindex = List.__newindex
 
 function M.view(list, places)
