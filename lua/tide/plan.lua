@@ -515,6 +515,11 @@ function M.keep_for_run(plan, task)
   local names = { "tables", "sequences", "post_data", "by_key" }
   local kept = {}
   for i, name in ipairs(names) do kept[i] = plan[name] or false; plan[name] = nil end
+  -- (The collector waits while they are written and read: it would only walk the same heap
+  -- again and again.)
+  local was_running = collectgarbage("isrunning")
+  collectgarbage("stop")
+  local _ <close> = setmetatable({}, { __close = function() if was_running then collectgarbage("restart") end end })
   local written, written_pre = relocate.write(kept, keep), relocate.write({ plan.pre_data or false }, keep)
   kept, plan.pre_data = nil, nil   -- luacheck: ignore 311
   require("tide.core").release_memory()   -- (a full collection first)
