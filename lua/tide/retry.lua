@@ -11,7 +11,9 @@
 --       replication origin still held by a session that is ending), and the source's logical
 --       decoding failing to map a relation (XX000 "could not map filenode/filenumber"; a new
 --       walsender decoding again from the slot's restart point does not meet it), and an
---       object dropped while the catalog was read (XX000 "cache lookup failed for ..."). Never
+--       object dropped while the catalog was read (XX000 "cache lookup failed for ..."), and
+--       the full load's snapshot gone with the session that exported it (22023 "invalid
+--       snapshot identifier"). Never
 --       transient, whatever the SQLSTATE: playbook errors; failures of kind precheck,
 --       mismatch, interrupted, slot_lost, usage; apply conflicts; and connection errors that
 --       name a wrong password, a missing role or database, or a pg_hba.conf refusal.
@@ -55,6 +57,13 @@ local DECODING_MESSAGES = { "could not map filenode", "could not map filenumber"
 -- with "cache lookup failed for index 19894" (seen in the kill-anywhere suite). Read again.
 local CONCURRENT_DDL_MESSAGES = { "cache lookup failed for " }
 
+-- A part of the full load imports the load's snapshot (SET TRANSACTION SNAPSHOT); once the
+-- session that exported it has ended (terminated, or its server restarted), the import fails
+-- with "invalid snapshot identifier" (22023). Seen in server_faults_test: a copy job that
+-- opened its connection after the sessions were terminated. The run starts again: a slot whose
+-- full load did not finish is made anew, and the load goes on under its snapshot.
+local SNAPSHOT_GONE = "invalid snapshot identifier"
+
 function M.transient(e)
   local state, message, connection
   for _ = 0, 4 do
@@ -72,6 +81,9 @@ function M.transient(e)
     if message:find(pattern) then return nil end
   end
   if TRANSIENT_STATES[state] then return TRANSIENT_STATES[state] end
+  if state == "22023" and message:find(SNAPSHOT_GONE, 1, true) then
+    return "the full load's snapshot is gone (the session that exported it ended)"
+  end
   if state:sub(1, 2) == "08" then return "the connection was lost or refused" end
   if state == "XX000" then
     for _, m in ipairs(DECODING_MESSAGES) do

@@ -27,6 +27,7 @@ T.test("transient: the server went away, restarted, or was busy for a moment", f
     { "XX000", 'could not map filenode "base/16384/16390" to relation OID' },
     { "XX000", 'could not map filenumber "base/16384/16390" to relation OID' },
     { "XX000", "cache lookup failed for index 19894" },
+    { "22023", 'invalid snapshot identifier: "00000005-00000040-1"' },
   }
   for _, c in ipairs(cases) do
     local why = retry.transient(err(c[1], c[2]))
@@ -40,6 +41,7 @@ T.test("not transient: data, privileges, wrong credentials, other internal error
     { "42501", "permission denied for table t" },
     { "42P01", 'relation "t" does not exist' },
     { "22P02", "invalid input syntax for type integer" },
+    { "22023", "invalid value for parameter \"work_mem\": \"-1\"" },
     { "XX000", "some other internal error" },
     { "55000", 'can no longer get changes from replication slot "s"' },
     { "08001", 'password authentication failed for user "x"' },
