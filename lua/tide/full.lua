@@ -204,7 +204,7 @@ local function step_job(load)
       -- Nothing can become ready any more: a step waits for something that never comes.
       local waiting = schedule.untaken_keys(load, 10)
       load:fail(failure.new("failed", "post-data steps wait for steps or tables that are not part of this load: " ..
-                                      table.concat(waiting, ", ", 1, math.min(#waiting, 10))))
+                                      table.concat(waiting, ", ")))
       return
     else
       load.changed:wait(1)

@@ -185,9 +185,14 @@ local function sched_of(load)
   return sc
 end
 
+-- The places waiting for a key or a table, as sched_of keeps them: one place, or a list.
+local function places(v)
+  if type(v) == "number" then return { v } end
+  return v or {}
+end
+
 local function release(sc, list)
-  if type(list) == "number" then list = { list } end
-  for _, i in ipairs(list or {}) do
+  for _, i in ipairs(places(list)) do
     sc.unmet[i] = sc.unmet[i] - 1
     if sc.unmet[i] == 0 and not sc.taken[i] then sc.heap:push(i) end   -- (taken: into a batch, below)
   end
@@ -237,8 +242,7 @@ local function taken(load, sc, i, step, unit)
   load.steps_running[step] = unit
   unit.freed = unit.freed or {}
   unit.unlocked = unit.unlocked or {}
-  local waiting = sc.waiting_step[step.key]
-  for _, w in ipairs(type(waiting) == "number" and { waiting } or waiting or {}) do
+  for _, w in ipairs(places(sc.waiting_step[step.key])) do
     unit.freed[w] = (unit.freed[w] or 0) + 1
     if unit.freed[w] == sc.unmet[w] then unit.unlocked[#unit.unlocked + 1] = w end
   end
