@@ -302,7 +302,7 @@ function M.build(task, source, target)
     end
     if step.undo then out.undo = step.undo end   -- a kind's own (an event trigger enabled: disabled)
     local after = {}
-    for i, other in ipairs(step.after_steps or {}) do after[i] = other.key end
+    for i, other in ipairs(step.waits or {}) do after[i] = other.key end
     out.after = lists:names(after)
     if step.phase == "post" then
       out.needs_data, out.table = order.data_needs(model, ctx, step)
@@ -331,7 +331,7 @@ function M.build(task, source, target)
       local step = list[i]
       list[i] = false
       into[#into + 1] = finish(step)
-      step.after_steps = nil
+      step.waits = nil
       if not placed[step.object] then placed[step.object] = true; plan.objects[#plan.objects + 1] = step.object end
     end
   end

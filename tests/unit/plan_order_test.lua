@@ -81,8 +81,8 @@ T.test("an object's steps stay in order, and each waits for the one before", fun
   local pre, _, errors, steps = plan { t }
   T.eq(errors, {})
   T.eq(pre, { "table:app.t", "table_alter:app.t/alter" })
-  T.eq(steps[2].after_steps, { steps[1] })
-  T.eq(steps[1].after_steps, {})
+  T.eq(steps[2].waits, { steps[1] })
+  T.eq(steps[1].waits, {})
 end)
 
 T.test("post-data: indexes before constraints before foreign keys, dependencies first", function()
@@ -182,8 +182,8 @@ T.test("trailing steps (comments, owners, grants) hold nothing up", function()
   local pre, _, errors, steps = plan { t, v }
   T.eq(errors, {})
   T.eq(pre, { "table:app.t", "view:app.v", "comment:app.t/comment" })
-  T.eq(steps[2].after_steps[1].key, "table:app.t", "the view waits for CREATE TABLE only")
-  T.eq(#steps[2].after_steps, 1)
+  T.eq(steps[2].waits[1].key, "table:app.t", "the view waits for CREATE TABLE only")
+  T.eq(#steps[2].waits, 1)
 end)
 
 T.test("a step's `after` objects, and a `last` step waiting for everything", function()
@@ -197,8 +197,8 @@ T.test("a step's `after` objects, and a `last` step waiting for everything", fun
   for i, k in ipairs(pre) do pos[k] = i end
   T.ok(pos["table:app.b"] < pos["view:app.c"], "after = { b }")
   local last_step = steps[#steps]
-  T.eq(#last_step.after_steps, 3)
-  T.ok(last_step.after_steps[1].seq > last_step.after_steps[3].seq, "the latest first")
+  T.eq(#last_step.waits, 3)
+  T.ok(last_step.waits[1].seq > last_step.waits[3].seq, "the latest first")
 end)
 
 T.test("`last` levels: an event trigger enabled (2) after default privileges (true, 1)", function()
@@ -211,10 +211,10 @@ T.test("`last` levels: an event trigger enabled (2) after default privileges (tr
   local by_key = {}
   for _, step in ipairs(steps) do by_key[step.object.key] = step end
   local waits = {}
-  for _, other in ipairs(by_key["function:app.evt()"].after_steps) do waits[#waits + 1] = other.object.key end
+  for _, other in ipairs(by_key["function:app.evt()"].waits) do waits[#waits + 1] = other.object.key end
   table.sort(waits)
   T.eq(waits, { "schema:app", "table:app.a" }, "level 2 waits for level 1 and for unmarked steps")
-  T.eq(#by_key["schema:app"].after_steps, 1, "level 1 does not wait for level 2")
+  T.eq(#by_key["schema:app"].waits, 1, "level 1 does not wait for level 2")
 end)
 
 T.test("objects not selected, kept as they exist, or written by another object write no step", function()
