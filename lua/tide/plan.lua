@@ -283,40 +283,65 @@ function M.build(task, source, target)
   all = nil   -- luacheck: ignore 311 (the working steps go as they are written, below)
   stage("order")
 
-  -- The plan's steps: plain tables, keys instead of objects. Equal lists of the keys a step
-  -- waits for are one list (shared: never changed in place; at 10,000 tables 3 MB less at the
-  -- plan's peak: most post-data steps wait for nothing, or for their table's rows alone).
-  local carry_secrets = require("tide.secret").carry
+  -- The plan's steps: keys instead of objects, packed in arrays as they are written
+  -- (tide.plan.steplist: one array per field, about 210 bytes a step less than a table each;
+  -- at 100,000 tables 475,000 steps). A list of keys (the steps a step waits for, the tables
+  -- whose rows it needs) is kept as false when empty, as its key when it has one (most do),
+  -- and else as one list for all equal lists (tide.intern: never changed in place).
+  local secret = require "tide.secret"
   local lists = intern.pool()
-  local function finish(step)
+  local function keys_of(list)
+    local n = #list
+    if n == 0 then return false end
+    if n == 1 then return list[1] end
+    return lists:names(list)
+  end
+  local function finish(step, into)
     breathe()
-    local out = { kind = step.kind, key = step.key, sql = step.sql, object = step.object.key, phase = step.phase }
-    carry_secrets(step, out)   -- a statement with secrets runs with the real values
+    local undo
     -- Post-data objects that act on rows as they are written (foreign keys check them,
     -- triggers change them): a full load that starts over first drops the ones it built.
     if (step.kind == "fkey" or step.kind == "trigger") and step.object.def.drop then
       local dropped, drop = pcall(step.object.def.drop, ctx, step.object)
       if dropped and drop then
-        out.undo = drop:gsub("^DROP TRIGGER ", "DROP TRIGGER IF EXISTS ", 1):gsub(" DROP CONSTRAINT ", " DROP CONSTRAINT IF EXISTS ", 1)
+        undo = drop:gsub("^DROP TRIGGER ", "DROP TRIGGER IF EXISTS ", 1):gsub(" DROP CONSTRAINT ", " DROP CONSTRAINT IF EXISTS ", 1)
       end
     end
-    if step.undo then out.undo = step.undo end   -- a kind's own (an event trigger enabled: disabled)
-    local after = {}
-    for i, other in ipairs(step.waits or {}) do after[i] = other.key end
-    out.after = lists:names(after)
-    if step.phase == "post" then
-      out.needs_data, out.table = order.data_needs(model, ctx, step)
-      out.needs_data = lists:names(out.needs_data)
-      out.table = out.table or step.locks   -- (an extension's grant on one of its tables)
-    else
-      out.table = order.owner_key(step)
+    if step.undo then undo = step.undo end   -- a kind's own (an event trigger enabled: disabled)
+    local after = false
+    local waits = step.waits
+    if waits and #waits == 1 then
+      after = waits[1].key
+    elseif waits and #waits > 1 then
+      after = {}
+      for i, other in ipairs(waits) do after[i] = other.key end
+      after = lists:names(after)
     end
-    return out
+    local needs, tbl
+    if step.phase == "post" then
+      needs, tbl = order.data_needs(model, ctx, step)
+      needs = keys_of(needs)
+      tbl = tbl or step.locks   -- (an extension's grant on one of its tables)
+    else
+      needs, tbl = false, order.owner_key(step)
+    end
+    if secret.has(step) then
+      -- A statement with secrets runs with the real values, kept by its step's table (a step
+      -- kept whole: its lists as lists).
+      local function as_list(keys) return type(keys) == "string" and { keys } or keys or {} end
+      local out = { kind = step.kind, key = step.key, sql = step.sql, object = step.object.key, phase = step.phase,
+                    table = tbl, after = as_list(after), needs_data = as_list(needs), undo = undo }
+      secret.carry(step, out)
+      steplist.add(into, out)
+    else
+      steplist.add_fields(into, step.kind, step.key, step.sql, step.object.key, step.phase, tbl, after, needs, undo)
+    end
   end
+  plan.pre_data, plan.post_data = steplist.new(#plan.drops + #pre), steplist.new(#post)
   for _, drop in ipairs(plan.drops) do
     breathe()
-    plan.pre_data[#plan.pre_data + 1] = { kind = "drop", key = drop.key, sql = drop.sql, object = drop.object.key,
-                                          phase = "pre", after = {}, drops = drop.keys }
+    steplist.add(plan.pre_data, { kind = "drop", key = drop.key, sql = drop.sql, object = drop.object.key,
+                                  phase = "pre", after = {}, drops = drop.keys })
   end
   -- Each working step goes once written: the objects' lists of them first, then each one's
   -- place in its phase's list; what still holds it is only the lists of the steps after it
@@ -330,7 +355,7 @@ function M.build(task, source, target)
       breathe()
       local step = list[i]
       list[i] = false
-      into[#into + 1] = finish(step)
+      finish(step, into)
       step.waits = nil
       if not placed[step.object] then placed[step.object] = true; plan.objects[#plan.objects + 1] = step.object end
     end
@@ -499,10 +524,8 @@ function M.keep_for_run(plan, task)
   -- read, never changed, by the schema phase and the load: equal ones are one list (a table's
   -- index, key and foreign key need its rows alike; most steps wait for none).
   for _, list in ipairs({ plan.pre_data or {}, plan.post_data or {} }) do
-    for _, step in ipairs(list) do
-      breathe()
-      step.after, step.needs_data = pool:names(step.after), pool:names(step.needs_data)
-    end
+    breathe()
+    steplist.share_lists(list, pool)
   end
   pool, done, entry_of, tables = nil, nil, nil, nil   -- luacheck: ignore 311
   -- The steps in arrays (tide.plan.steplist): two thirds of what a run keeps at 10,000

@@ -82,3 +82,60 @@ T.test("a view reads the steps at the places given; field reads plain lists too"
   T.eq(steplist.field(plain, 2, "undo"), plain[2].undo)
   T.ok(rawequal(steplist.pack(list), list), "a packed list packs to itself")
 end)
+
+T.test("a list made a step at a time reads as the packed list of the same steps", function()
+  local plain = steps()
+  local list = steplist.new(3)
+  steplist.add(list, plain[1])
+  -- (from its fields: lists of keys may come as one key or false)
+  local s = plain[2]
+  steplist.add_fields(list, s.kind, s.key, s.sql, s.object, s.phase, s.table, s.after, s.needs_data, s.undo)
+  s = plain[3]
+  steplist.add_fields(list, s.kind, s.key, s.sql, s.object, s.phase, s.table, s.after[1], false, nil)
+  T.eq(#list, 3)
+  for i, want in ipairs(steps()) do T.eq(list[i], want, "step " .. i) end
+  T.eq(steplist.field(list, 3, "needs_data"), {})
+  local one = steplist.new(0)
+  steplist.add_fields(one, "index", "index:app.x", "CREATE INDEX x ON app.t (v)", "index:app.x", "post", "app.t", false, "app.t")
+  T.eq(one[1], { kind = "index", key = "index:app.x", object = "index:app.x", sql = "CREATE INDEX x ON app.t (v)",
+                 phase = "post", table = "app.t", after = {}, needs_data = { "app.t" } })
+end)
+
+T.test("a step read, changed and put back (set) keeps the change; phases change with it", function()
+  local list = steplist.pack(steps())
+  local step = list[2]
+  step.needs_data = { "app.t", "app.p", "app.q" }
+  steplist.set(list, 2, step)
+  T.eq(list[2].needs_data, { "app.t", "app.p", "app.q" })
+  T.eq(list[1], steps()[1], "its neighbours unchanged")
+  step = list[3]
+  step.phase = "pre"
+  steplist.set(list, 3, step)
+  T.eq({ list[1].phase, list[2].phase, list[3].phase }, { "post", "post", "pre" })
+  step = list[1]
+  step.drops = { "x" }
+  steplist.set(list, 1, step)
+  T.ok(rawequal(list[1], step), "a step with a field of its own is kept whole")
+  step = steps()[1]
+  steplist.set(list, 1, step)
+  T.ok(not rawequal(list[1], step), "and packed again once it is plain")
+  T.eq(list[1], steps()[1])
+  T.raises(function() steplist.set(list, 4, step) end, "no such step")
+  local plain = steps()
+  steplist.set(plain, 1, step)
+  T.ok(rawequal(plain[1], step), "a plain list's place is set as it is")
+end)
+
+T.test("share_lists makes equal lists of keys one list, packed or not", function()
+  local a, b = steps(), steps()
+  b[2].key = "fkey:app.t.t_fk2"
+  local list = steplist.pack({ a[2], b[2] })
+  T.ok(not rawequal(steplist.field(list, 1, "after"), steplist.field(list, 2, "after")))
+  local pool = require("tide.intern").pool()
+  steplist.share_lists(list, pool)
+  T.ok(rawequal(steplist.field(list, 1, "after"), steplist.field(list, 2, "after")))
+  T.ok(rawequal(steplist.field(list, 1, "needs_data"), steplist.field(list, 2, "needs_data")))
+  local plain = { steps()[2], steps()[2] }
+  steplist.share_lists(plain, pool)
+  T.ok(rawequal(plain[1].after, plain[2].after) and rawequal(plain[1].after, steplist.field(list, 1, "after")))
+end)

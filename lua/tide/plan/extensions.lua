@@ -16,6 +16,7 @@ local sqlident = require "tide.sqlident"
 local attributes = require "tide.plan.attributes"
 local objects = require "tide.plan.objects"
 local order = require "tide.plan.order"
+local steplist = require "tide.plan.steplist"
 
 local breathe = require("tide.wait").breathe
 
@@ -56,20 +57,23 @@ local function wait_for_config_rows(plan, config_keys)
       end
     end
   end
-  for _, step in ipairs(plan.post_data) do
+  for i = 1, #plan.post_data do
     breathe()
-    if step.kind == "fkey" or step.kind == "matview_refresh" then
+    local kind = steplist.field(plan.post_data, i, "kind")
+    if kind == "fkey" or kind == "matview_refresh" then
+      local step = plan.post_data[i]
       local found = {}
       uses(plan.by_key[step.object], found, step.kind == "matview_refresh", {})
       if next(found) then
         -- (A list of its own: the plan's lists are shared between steps, tide.plan.build.)
         local have, needs = {}, {}
-        for i, key in ipairs(step.needs_data or {}) do have[key] = true; needs[i] = key end
+        for j, key in ipairs(step.needs_data or {}) do have[key] = true; needs[j] = key end
         for key in pairs(found) do
           if not have[key] then needs[#needs + 1] = key end
         end
         table.sort(needs)
         step.needs_data = needs
+        steplist.set(plan.post_data, i, step)   -- (a packed list's step is a copy: put back)
       end
     end
   end

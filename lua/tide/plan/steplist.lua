@@ -1,10 +1,12 @@
--- tide.plan.steplist — the post-data steps a run keeps, held in one array per field instead of
--- one Lua table per step. A step as a table cost about 600 bytes at 10,000 tables (its table
+-- tide.plan.steplist — a plan's steps (plan.pre_data, plan.post_data), held in one array per
+-- field instead of one Lua table per step, from the time tide.plan.build writes them. A step as a table cost about 600 bytes at 10,000 tables (its table
 -- 250-440 bytes, its lists of the steps it waits for and of the tables whose rows it needs
 -- another 70); in arrays about 390 (docs/performance.md, "What a run keeps: its steps in
 -- arrays, written out and read back"). The list is read as a list of steps:
 --
 --   local list = steplist.pack(steps)   -- steps: plain step tables (tide.plan's)
+--   local list = steplist.new(n); steplist.add(list, step) ...   -- the same, a step at a time
+--   steplist.set(list, i, step)         -- step i replaced (read it, change it, put it back)
 --   #list, list[i], ipairs(list), pairs(list)   -- list[i]: the step, a new table at each read
 --   steplist.field(list, i, "sql")      -- one field (plain lists too); after and needs_data
 --                                       -- as lists, which may be shared: read only
@@ -31,7 +33,8 @@ end
 -- A list of one name is kept as that name (a string the list shares with other steps or the
 -- plan's tables); an empty one as false.
 local function as_names(v)
-  if v == nil or #v == 0 then return false end
+  if type(v) ~= "table" then return v or false end
+  if #v == 0 then return false end
   if #v == 1 and type(v[1]) == "string" then return v[1] end
   return v
 end
@@ -42,43 +45,114 @@ local function plain(step)
   return type(step.key) == "string"
 end
 
+-- The phase of step i: one for the whole list while every step has it, else an array.
+local function set_phase(self, i, phase)
+  phase = phase or false
+  if self.n == 0 then
+    self.phase = phase
+  elseif not self.phases and phase ~= self.phase then
+    local phases = core.new_table(self.n + 1)
+    for j = 1, self.n do phases[j] = self.phase end
+    self.phases = phases
+  end
+  if self.phases then self.phases[i] = phase end
+end
+
+-- The fields of a plain step at place i.
+local function set_fields(self, i, kind, key, sql, object, tbl, after, needs_data, undo)
+  self.whole[i] = nil
+  self.key[i], self.sql[i], self.kind[i], self.table[i] = key, sql or false, kind or false, tbl or false
+  self.after[i], self.needs_data[i], self.undo[i] = as_names(after), as_names(needs_data), undo or false
+  if object == nil then
+    self.object[i] = false
+  else
+    self.object[i] = object == key or object   -- true: the step's key
+  end
+end
+
+-- Step s at place i of a packed list (a new place, or one whose step is replaced).
+local function put(self, i, s)
+  set_phase(self, i, s.phase)
+  if plain(s) then
+    set_fields(self, i, s.kind, s.key, s.sql, s.object, s.table, s.after, s.needs_data, s.undo)
+  else
+    self.whole[i] = s
+    self.key[i], self.sql[i], self.kind[i], self.table[i] = false, false, false, false
+    self.after[i], self.needs_data[i], self.undo[i], self.object[i] = false, false, false, false
+  end
+end
+
+-- M.new(n) → an empty packed list, with room for n steps; M.add(list, step) appends a step
+-- (tide.plan.build packs its steps as it writes them, so that the plan never holds them as
+-- tables).
+function M.new(n)
+  n = n or 0
+  return setmetatable({ n = 0, key = core.new_table(n), sql = core.new_table(n), kind = core.new_table(n),
+                        table = core.new_table(n), after = core.new_table(n), needs_data = core.new_table(n),
+                        undo = core.new_table(n), object = core.new_table(n), whole = {}, phase = false,
+                        phases = false }, List)
+end
+
+function M.add(self, s)
+  local i = self.n + 1
+  put(self, i, s)
+  self.n = i
+end
+
+-- M.add_fields(list, kind, key, sql, object, phase, table, after, needs_data, undo): a plain
+-- step appended from its fields, without a table made for it (after and needs_data: a list of
+-- keys, one key, or false for none).
+function M.add_fields(self, kind, key, sql, object, phase, tbl, after, needs_data, undo)
+  local i = self.n + 1
+  set_phase(self, i, phase)
+  set_fields(self, i, kind, key, sql, object, tbl, after, needs_data, undo)
+  self.n = i
+end
+
 function M.pack(steps)
   if getmetatable(steps) == List then return steps end
-  local n = #steps
-  local self = { n = n, key = core.new_table(n), sql = core.new_table(n), kind = core.new_table(n),
-                 table = core.new_table(n), after = core.new_table(n), needs_data = core.new_table(n),
-                 undo = core.new_table(n), object = core.new_table(n), whole = {}, phase = steps[1] and steps[1].phase,
-                 phases = false }
-  for i = 1, n do
-    if self.phase ~= steps[i].phase then self.phases = core.new_table(n); break end
+  local self = M.new(#steps)
+  for i = 1, #steps do M.add(self, steps[i]) end
+  return self
+end
+
+-- M.set(list, i, step): step i replaced (a step read, changed and put back; a plain list's
+-- place is set as it is).
+function M.set(list, i, step)
+  if getmetatable(list) ~= List then list[i] = step; return end
+  assert(math.type(i) == "integer" and i >= 1 and i <= list.n, "tide.plan.steplist.set: no such step")
+  put(list, i, step)
+end
+
+-- M.share_lists(list, pool): every step's lists of keys (after, needs_data) made one with the
+-- equal lists of the pool (tide.intern), in place.
+function M.share_lists(list, pool)
+  if getmetatable(list) ~= List then
+    for _, step in ipairs(list) do
+      step.after, step.needs_data = pool:names(step.after), pool:names(step.needs_data)
+    end
+    return
   end
-  for i = 1, n do
-    local s = steps[i]
-    if self.phases then self.phases[i] = s.phase or false end
-    if plain(s) then
-      self.key[i], self.sql[i], self.kind[i] = s.key, s.sql or false, s.kind or false
-      self.table[i] = s.table or false
-      self.after[i], self.needs_data[i] = as_names(s.after), as_names(s.needs_data)
-      self.undo[i] = s.undo or false
-      if s.object == nil then
-        self.object[i] = false
-      else
-        self.object[i] = s.object == s.key or s.object   -- true: the step's key
-      end
+  for i = 1, list.n do
+    local w = list.whole[i]
+    if w then
+      w.after, w.needs_data = pool:names(w.after), pool:names(w.needs_data)
     else
-      self.whole[i] = s
-      self.key[i], self.sql[i], self.kind[i], self.table[i] = false, false, false, false
-      self.after[i], self.needs_data[i], self.undo[i], self.object[i] = false, false, false, false
+      local a, d = list.after[i], list.needs_data[i]
+      if type(a) == "table" then list.after[i] = pool:names(a) end
+      if type(d) == "table" then list.needs_data[i] = pool:names(d) end
     end
   end
-  return setmetatable(self, List)
 end
 
 local function get(self, i, f)
   local w = self.whole[i]
   if w then return w[f] end
   if not FIELDS[f] then return nil end
-  if f == "phase" then return self.phases and (self.phases[i] or nil) or self.phase end
+  if f == "phase" then
+    if self.phases then return self.phases[i] or nil end
+    return self.phase or nil
+  end
   local v = self[f][i]
   if f == "object" then return v == true and self.key[i] or (v or nil) end
   if f == "after" or f == "needs_data" then return as_list(v) end
