@@ -528,8 +528,8 @@ function M.keep_for_run(plan, task)
     steplist.share_lists(list, pool)
   end
   pool, done, entry_of, tables = nil, nil, nil, nil   -- luacheck: ignore 311
-  -- The steps in arrays (tide.plan.steplist): two thirds of what a run keeps at 10,000
-  -- tables were the post-data steps, one table each.
+  -- The steps in arrays (tide.plan.steplist): plan.build packs them as it writes them; a
+  -- plan whose lists were made otherwise (lists of tables) is packed here.
   if plan.post_data then plan.post_data = steplist.pack(plan.post_data) end
   if plan.pre_data then plan.pre_data = steplist.pack(plan.pre_data) end
   -- What is kept, written out, let go and read back in memory of its own (tide.plan.relocate);

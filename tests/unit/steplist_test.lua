@@ -35,6 +35,8 @@ T.test("packed steps read back as they were, field by field and whole", function
   T.eq(keys, { plain[1].key, plain[2].key, plain[3].key }, "pairs too")
   T.eq(require("tide.json").decode(require("tide.json").encode(list))[2].undo, plain[2].undo, "JSON sees a list of steps")
   T.eq(#require("tide.json").decode(require("tide.json").encode(steplist.view(list, { 2 }))), 1)
+  T.eq(require("tide.json").encode({ pre = steplist.new(0), view = steplist.view(list, {}) }), '{"pre":[],"view":[]}',
+    "an empty list is an empty JSON list")
   T.eq(steplist.field(list, 3, "table"), nil, "a step of no table")
   T.eq(steplist.field(list, 1, "undo"), nil)
   T.eq(steplist.field(list, 1, "last"), nil, "a field no step has")
