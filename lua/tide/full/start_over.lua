@@ -92,12 +92,12 @@ local function start_over(task, plan, target, state)
       n = n + 1   -- the caller plans again, so the new load enables it at its end
     end
   end
-  -- Event triggers enabled at the end (`last` steps) are disabled first, so the drops that
-  -- follow do not fire them.
+  -- Event triggers enabled at the end are disabled first, so the drops that follow do not
+  -- fire them. (By kind: the plan's steps do not keep the kinds' `last`.)
   local post = task.phases.schema and plan.post_data or {}
   for pass = 1, 2 do
     for _, step in ipairs(post) do
-      if step.undo and done[step.key] and (pass == 1) == (step.last ~= nil and step.last ~= false) then
+      if step.undo and done[step.key] and (pass == 1) == (step.kind == "event_trigger_enable") then
         sql[#sql + 1] = step.undo
         dropped[step.key:match("^[^:]+:(.*)$")] = true
         n = n + 1
