@@ -40,7 +40,10 @@ end
 
 -- Decide each object's phase: its kind's, or post-data when it needs a post-data object.
 local function assign_phases(model, on_error)
-  for _, obj in ipairs(model.objects) do breathe(); obj.phase = obj.def.phase end
+  for _, obj in ipairs(model.objects) do
+    breathe()
+    if obj.phase ~= obj.def.phase then obj.phase = obj.def.phase end   -- (most have it by their kind)
+  end
   local changed = true
   while changed do
     changed = false
