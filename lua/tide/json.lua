@@ -31,10 +31,12 @@ local function encode(value, out)
   elseif t == "string" then out[#out + 1] = encode_string(value)
   elseif t == "table" then
     local n = #value
+    -- (A table whose metatable says `__list` is a list, empty or not, read by # and [i]:
+    -- tide.plan.steplist's.)
     local mt = getmetatable(value)
-    -- (A table with a length of its own is a list, empty or not: tide.plan.steplist's.)
-    local is_array = (mt ~= nil and mt.__len ~= nil) or n > 0 or next(value) == nil
-    if is_array and not (mt and mt.__len) then
+    local list = mt ~= nil and rawget(mt, "__list") == true
+    local is_array = list or n > 0 or next(value) == nil
+    if is_array and not list then
       for k in pairs(value) do if math.type(k) ~= "integer" then is_array = false end end
     end
     if is_array then

@@ -226,3 +226,10 @@ T.test("decode: random values round-trip through encode (seeded)", function()
     T.ok(same_types(v, back), "integers stay integers and floats floats in " .. text)
   end
 end)
+
+T.test("a table whose metatable says __list is a list, empty or not; a length alone does not make one", function()
+  local List = { __list = true, __len = function(t) return t.n end, __index = function(t, i) return t.items[i] end }
+  T.eq(json.encode(setmetatable({ n = 0, items = {} }, List)), "[]")
+  T.eq(json.encode(setmetatable({ n = 2, items = { "a", "b" } }, List)), '["a","b"]')
+  T.eq(json.encode(setmetatable({ text = "abc" }, { __len = function(t) return #t.text end })), '{"text":"abc"}')
+end)

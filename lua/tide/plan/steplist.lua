@@ -168,6 +168,7 @@ List.__index = function(self, i)
            needs_data = get(self, i, "needs_data"), undo = get(self, i, "undo") }
 end
 List.__len = function(self) return self.n end
+List.__list = true   -- (tide.json: a list, empty or not)
 -- pairs() walks the steps as ipairs does (tide.json and the REPL's printer see a list).
 local function walk(list, i)
   i = i + 1
@@ -185,6 +186,7 @@ View.__index = function(self, i)
   return at and self.list[at]
 end
 View.__len = function(self) return #self.places end
+View.__list = true
 View.__pairs = List.__pairs
 View.__newindex = List.__newindex
 
