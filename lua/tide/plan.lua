@@ -497,6 +497,9 @@ function M.keep_for_run(plan, task)
     plan.model = { schemas = schemas }
   end
   plan.drops, plan.security_labels = {}, nil
+  -- (What went is collected before the kept parts are made compact: at 100,000 tables the
+  -- catalogs and the target's model are a third of the heap.)
+  collectgarbage("collect")
   local pool, done = intern.pool(), {}   -- (for this pass only: what it shares stays shared)
   local entry_of = {}
   for _, tbl in ipairs(plan.tables or {}) do
@@ -539,8 +542,11 @@ function M.keep_for_run(plan, task)
   local kept = {}
   for i, name in ipairs(names) do kept[i] = plan[name] or false; plan[name] = nil end
   -- (The collector waits while they are written and read: it would only walk the same heap
-  -- again and again.)
+  -- again and again. What the prechecks read and the run does not keep goes first: written
+  -- out beside it, the kept parts set the run's peak, at 100,000 tables 1.32 GB against the
+  -- plan's own 1.17.)
   local was_running = collectgarbage("isrunning")
+  collectgarbage("collect")
   collectgarbage("stop")
   local _ <close> = setmetatable({}, { __close = function() if was_running then collectgarbage("restart") end end })
   local written, written_pre = relocate.write(kept, keep), relocate.write({ plan.pre_data or false }, keep)
