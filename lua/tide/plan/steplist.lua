@@ -1,7 +1,8 @@
 -- tide.plan.steplist — a plan's steps (plan.pre_data, plan.post_data), held in one array per
--- field instead of one Lua table per step, from the time tide.plan.build writes them. A step as a table cost about 600 bytes at 10,000 tables (its table
--- 250-440 bytes, its lists of the steps it waits for and of the tables whose rows it needs
--- another 70); in arrays about 390 (docs/performance.md, "What a run keeps: its steps in
+-- field instead of one Lua table per step, from the time tide.plan.build writes them. A
+-- step as a table cost about 600 bytes at 10,000 tables (its table 250-440 bytes, its lists
+-- of the steps it waits for and of the tables whose rows it needs another 70); in arrays
+-- about 390 (docs/performance.md, "What a run keeps: its steps in
 -- arrays, written out and read back"). The list is read as a list of steps:
 --
 --   local list = steplist.pack(steps)   -- steps: plain step tables (tide.plan's)
