@@ -11,6 +11,9 @@
  *   tide.core.object_index(fixed, global) → an __index function for the plan's objects
  *     (tide.plan.objects): fixed[field], else name and oid from the object's row, schema from
  *     it too (row.schema or row.name; none when `global`), root along inline_of
+ *   tide.core.pack_rows(rows [, defaults]) → meta: each row of the list made a packed row, its
+ *     fields the items of a list read and written by name through `meta` (a nil one answered
+ *     by `defaults`, a field equal to its default left out), the fields most rows have first
  *
  * Tests use processes to run the engine the way an operator does and to SIGKILL it mid-work;
  * the CLI uses signals for a clean stop.
@@ -339,6 +342,173 @@ static int l_object_index(lua_State *L) {
     return 1;
 }
 
+/* Packed rows (tide.catalog.rows): a catalog row as a list of its fields' values instead of
+ * a table of named fields: 16 bytes a field instead of 24, and no rounding up to a power of
+ * two. The fields most rows have come first, so a row's list ends at its last field (an index
+ * row of seven fields: 168 bytes instead of 248). Upvalues of both functions: slot (name →
+ * item number); __index also the defaults (or nil). */
+static int l_packed_index(lua_State *L) {
+    lua_settop(L, 2);
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TNUMBER) {
+        lua_Integer i = lua_tointeger(L, -1);
+        if (lua_rawgeti(L, 1, i) != LUA_TNIL) return 1;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (lua_type(L, lua_upvalueindex(2)) != LUA_TTABLE) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(2));
+    return 1;
+}
+
+static int l_packed_newindex(lua_State *L) {
+    lua_settop(L, 3);
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TNUMBER) {
+        lua_Integer i = lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        lua_rawseti(L, 1, i);
+        return 0;
+    }
+    lua_pop(L, 1);
+    lua_rawset(L, 1);
+    return 0;
+}
+
+/* True when the value on top of the stack (a field's, its name below it) equals the field's
+ * default (the table at index d, or none when d is 0): such a field is left out of the row. */
+static bool is_default(lua_State *L, int d) {
+    if (d == 0 || lua_type(L, -2) != LUA_TSTRING) return false;
+    lua_pushvalue(L, -2);
+    lua_rawget(L, d);
+    bool same = !lua_isnil(L, -1) && lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    return same;
+}
+
+typedef struct field_count {
+    const char *name;
+    lua_Integer count;
+} field_count;
+
+static int by_count(const void *a, const void *b) {
+    const field_count *x = a, *y = b;
+    if (x->count != y->count) return x->count > y->count ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* tide.core.pack_rows(rows [, defaults]) → meta: every table in the list `rows` made a packed
+ * row (its string-named fields the list's items, any other key its own field; a field equal
+ * to its default left out, the metatable answers for it). */
+static int l_pack_rows(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    int d = lua_istable(L, 2) ? 2 : 0;
+    lua_Integer n = luaL_len(L, 1);
+    lua_newtable(L); /* 3: name → count */
+    int names = 0;
+    for (lua_Integer r = 1; r <= n; r++) {
+        if (lua_rawgeti(L, 1, r) == LUA_TTABLE) {
+            lua_pushnil(L);
+            while (lua_next(L, -2)) {
+                bool skip = is_default(L, d);
+                lua_pop(L, 1);
+                if (skip || lua_type(L, -1) != LUA_TSTRING) continue;
+                lua_pushvalue(L, -1);
+                lua_Integer c = lua_rawget(L, 3) == LUA_TNUMBER ? lua_tointeger(L, -1) : 0;
+                lua_pop(L, 1);
+                if (c == 0) names++;
+                lua_pushvalue(L, -1);
+                lua_pushinteger(L, c + 1);
+                lua_rawset(L, 3);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    field_count *fields = lua_newuserdatauv(L, sizeof(field_count) * (size_t) (names + 1), 0); /* 4 */
+    int k = 0;
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+        if (k == names) return luaL_error(L, "pack_rows: a row changed while it was packed");
+        fields[k].name = lua_tostring(L, -2); /* (the key stays alive in table 3) */
+        fields[k].count = lua_tointeger(L, -1);
+        k++;
+        lua_pop(L, 1);
+    }
+    qsort(fields, (size_t) k, sizeof *fields, by_count);
+    lua_createtable(L, 0, k); /* 5: slot */
+    lua_createtable(L, k, 0); /* 6: the names in item order */
+    for (int i = 0; i < k; i++) {
+        lua_pushstring(L, fields[i].name);
+        lua_pushinteger(L, i + 1);
+        lua_rawset(L, 5);
+        lua_pushstring(L, fields[i].name);
+        lua_rawseti(L, 6, i + 1);
+    }
+    lua_createtable(L, 0, 4); /* 7: the metatable */
+    lua_pushvalue(L, 5);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, l_packed_index, 2);
+    lua_setfield(L, 7, "__index");
+    lua_pushvalue(L, 5);
+    lua_pushcclosure(L, l_packed_newindex, 1);
+    lua_setfield(L, 7, "__newindex");
+    lua_pushvalue(L, 6);
+    lua_setfield(L, 7, "__packed");
+    for (lua_Integer r = 1; r <= n; r++) {
+        if (lua_rawgeti(L, 1, r) != LUA_TTABLE) { /* 8: the row */
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_Integer last = 0;
+        int extra = 0;
+        lua_pushnil(L);
+        while (lua_next(L, 8)) {
+            bool skip = is_default(L, d);
+            lua_pop(L, 1);
+            if (skip) continue;
+            lua_pushvalue(L, -1);
+            if (lua_type(L, -1) == LUA_TSTRING && lua_rawget(L, 5) == LUA_TNUMBER) {
+                lua_Integer i = lua_tointeger(L, -1);
+                if (i > last) last = i;
+            } else {
+                extra++;
+            }
+            lua_pop(L, 1);
+        }
+        lua_createtable(L, (int) last, extra); /* 9: the packed row */
+        lua_pushnil(L);
+        while (lua_next(L, 8)) {
+            if (is_default(L, d)) {
+                lua_pop(L, 1);
+                continue;
+            }
+            lua_pushvalue(L, -2);
+            if (lua_type(L, -1) == LUA_TSTRING && lua_rawget(L, 5) == LUA_TNUMBER) {
+                lua_Integer i = lua_tointeger(L, -1);
+                lua_pop(L, 1);
+                lua_rawseti(L, 9, i);
+            } else {
+                lua_pop(L, 1);
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_rawset(L, 9);
+            }
+        }
+        lua_pushvalue(L, 7);
+        lua_setmetatable(L, 9);
+        lua_rawseti(L, 1, r);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 7);
+    return 1;
+}
+
 int luaopen_tide_process(lua_State *L) {
     static const luaL_Reg methods[] = {
         { "wait", l_proc_wait },     { "kill", l_proc_kill }, { "pid", l_proc_pid },
@@ -353,6 +523,7 @@ int luaopen_tide_process(lua_State *L) {
         { "release_memory", l_release_memory },
         { "new_table", l_new_table },
         { "object_index", l_object_index },
+        { "pack_rows", l_pack_rows },
         { NULL, NULL },
     };
     tide_class_define(L, PROC_META, methods, meta);

@@ -781,6 +781,7 @@ function M.read(conn, opts)
   conn:exec(result[1] and "COMMIT" or "ROLLBACK")
   if not result[1] then error(result[2], 0) end
   local cat = result[2]
+  rows_mod.pack(cat)
   -- (Not columns: read by relation, cat.columns_by_relid.)
   for _, name in ipairs(M.kinds_read) do if name ~= "columns" then cat[name] = cat[name] or {} end end
   cat.synonyms, cat.packages = cat.synonyms or {}, cat.packages or {}
