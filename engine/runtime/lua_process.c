@@ -8,12 +8,15 @@
  *   tide.core.release_memory()   a full collection, and freed pages given back to the system
  *   tide.core.new_table(narr [, nrec]) → an empty table with room for narr list items and
  *     nrec fields (a list filled one item at a time grows to the next power of two)
- *   tide.core.object_index(fixed, global) → an __index function for the plan's objects
- *     (tide.plan.objects): fixed[field], else name and oid from the object's row, schema from
- *     it too (row.schema or row.name; none when `global`), root along inline_of
+ *   tide.core.object_index(fixed, global [, slots]) → an __index function for the plan's
+ *     objects (tide.plan.objects): fixed[field], else name and oid from the object's row,
+ *     schema from it too (row.schema or row.name; none when `global`), root along inline_of;
+ *     with slots (field name → list item), the fields the object keeps as list items, and a
+ *     __newindex function that writes them there
  *   tide.core.pack_rows(rows [, defaults]) → meta: each row of the list made a packed row, its
  *     fields the items of a list read and written by name through `meta` (a nil one answered
  *     by `defaults`, a field equal to its default left out), the fields most rows have first
+ *   tide.core.slots_meta(names [, defaults]) → such a metatable for the names given
  *
  * Tests use processes to run the engine the way an operator does and to SIGKILL it mid-work;
  * the CLI uses signals for a clean stop.
@@ -289,11 +292,20 @@ static bool is(const char *key, size_t len, const char *name) {
     return len == strlen(name) && memcmp(key, name, len) == 0;
 }
 
-/* __index(obj, field), upvalues: fixed (a table), global (a boolean). In C: an object reads
- * a missing field through it a million times per 10,000 tables (a Lua function made the
- * plan a third slower). */
+/* __index(obj, field), upvalues: fixed (a table), global (a boolean), slots (name → list
+ * item, or nil). In C: an object reads a missing field through it a million times per 10,000
+ * tables (a Lua function made the plan a third slower). */
 static int l_object_index_call(lua_State *L) {
     lua_settop(L, 2);
+    if (lua_type(L, lua_upvalueindex(3)) == LUA_TTABLE) {
+        lua_pushvalue(L, 2);
+        if (lua_rawget(L, lua_upvalueindex(3)) == LUA_TNUMBER) {
+            /* A field the objects of the kind keep as a list item: that item, nil or not. */
+            lua_rawgeti(L, 1, lua_tointeger(L, -1));
+            return 1;
+        }
+        lua_pop(L, 1);
+    }
     lua_pushvalue(L, 2);
     if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
     lua_pop(L, 1);
@@ -315,8 +327,7 @@ static int l_object_index_call(lua_State *L) {
         return row_field(L, "name");
     }
     if (is(key, len, "root")) {
-        lua_pushliteral(L, "inline_of");
-        if (lua_rawget(L, 1) == LUA_TNIL) return 1;
+        if (lua_getfield(L, 1, "inline_of") == LUA_TNIL) return 1;
         lua_pop(L, 1);
         lua_pushvalue(L, 1); /* the root so far */
         for (int guard = 0; guard < 32; guard++) {
@@ -333,13 +344,21 @@ static int l_object_index_call(lua_State *L) {
     return 1;
 }
 
+static int l_packed_newindex(lua_State *L);
+
 static int l_object_index(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 2);
+    bool packed = !lua_isnoneornil(L, 3);
+    if (packed) luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    lua_pushvalue(L, 1);
     lua_pushboolean(L, lua_toboolean(L, 2));
-    lua_remove(L, 2);
-    lua_pushcclosure(L, l_object_index_call, 2);
-    return 1;
+    lua_pushvalue(L, 3);
+    lua_pushcclosure(L, l_object_index_call, 3);
+    if (!packed) return 1;
+    lua_pushvalue(L, 3);
+    lua_pushcclosure(L, l_packed_newindex, 1);
+    return 2;
 }
 
 /* Packed rows (tide.catalog.rows): a catalog row as a list of its fields' values instead of
@@ -388,6 +407,43 @@ static bool is_default(lua_State *L, int d) {
     bool same = !lua_isnil(L, -1) && lua_rawequal(L, -1, -2);
     lua_pop(L, 1);
     return same;
+}
+
+/* Pushes slot (name → item number, from the list of names at index `names`) and a metatable
+ * whose __index and __newindex read and write those fields as list items (__index answering
+ * a nil one from the table at index `defaults`, when not 0); the names are its __packed. */
+static void push_slots_meta(lua_State *L, int names, int defaults) {
+    lua_Integer n = luaL_len(L, names);
+    lua_createtable(L, 0, (int) n);
+    int slot = lua_gettop(L);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, names, i) != LUA_TSTRING) luaL_error(L, "names[%d] is not a string", (int) i);
+        lua_pushinteger(L, i);
+        lua_rawset(L, slot);
+    }
+    lua_createtable(L, 0, 4);
+    lua_pushvalue(L, slot);
+    if (defaults)
+        lua_pushvalue(L, defaults);
+    else
+        lua_pushnil(L);
+    lua_pushcclosure(L, l_packed_index, 2);
+    lua_setfield(L, -2, "__index");
+    lua_pushvalue(L, slot);
+    lua_pushcclosure(L, l_packed_newindex, 1);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushvalue(L, names);
+    lua_setfield(L, -2, "__packed");
+}
+
+/* tide.core.slots_meta(names [, defaults]) → a metatable for tables that keep the fields named
+ * in `names` as list items (names[i] is item i): tide.plan.order's working steps. */
+static int l_slots_meta(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    push_slots_meta(L, 1, lua_istable(L, 2) ? 2 : 0);
+    return 1;
 }
 
 typedef struct field_count {
@@ -441,25 +497,12 @@ static int l_pack_rows(lua_State *L) {
         lua_pop(L, 1);
     }
     qsort(fields, (size_t) k, sizeof *fields, by_count);
-    lua_createtable(L, 0, k); /* 5: slot */
-    lua_createtable(L, k, 0); /* 6: the names in item order */
+    lua_createtable(L, k, 0); /* 5: the names in item order */
     for (int i = 0; i < k; i++) {
         lua_pushstring(L, fields[i].name);
-        lua_pushinteger(L, i + 1);
-        lua_rawset(L, 5);
-        lua_pushstring(L, fields[i].name);
-        lua_rawseti(L, 6, i + 1);
+        lua_rawseti(L, 5, i + 1);
     }
-    lua_createtable(L, 0, 4); /* 7: the metatable */
-    lua_pushvalue(L, 5);
-    lua_pushvalue(L, 2);
-    lua_pushcclosure(L, l_packed_index, 2);
-    lua_setfield(L, 7, "__index");
-    lua_pushvalue(L, 5);
-    lua_pushcclosure(L, l_packed_newindex, 1);
-    lua_setfield(L, 7, "__newindex");
-    lua_pushvalue(L, 6);
-    lua_setfield(L, 7, "__packed");
+    push_slots_meta(L, 5, d); /* 6: slot, 7: the metatable */
     for (lua_Integer r = 1; r <= n; r++) {
         if (lua_rawgeti(L, 1, r) != LUA_TTABLE) { /* 8: the row */
             lua_pop(L, 1);
@@ -473,7 +516,7 @@ static int l_pack_rows(lua_State *L) {
             lua_pop(L, 1);
             if (skip) continue;
             lua_pushvalue(L, -1);
-            if (lua_type(L, -1) == LUA_TSTRING && lua_rawget(L, 5) == LUA_TNUMBER) {
+            if (lua_type(L, -1) == LUA_TSTRING && lua_rawget(L, 6) == LUA_TNUMBER) {
                 lua_Integer i = lua_tointeger(L, -1);
                 if (i > last) last = i;
             } else {
@@ -489,7 +532,7 @@ static int l_pack_rows(lua_State *L) {
                 continue;
             }
             lua_pushvalue(L, -2);
-            if (lua_type(L, -1) == LUA_TSTRING && lua_rawget(L, 5) == LUA_TNUMBER) {
+            if (lua_type(L, -1) == LUA_TSTRING && lua_rawget(L, 6) == LUA_TNUMBER) {
                 lua_Integer i = lua_tointeger(L, -1);
                 lua_pop(L, 1);
                 lua_rawseti(L, 9, i);
@@ -524,6 +567,7 @@ int luaopen_tide_process(lua_State *L) {
         { "new_table", l_new_table },
         { "object_index", l_object_index },
         { "pack_rows", l_pack_rows },
+        { "slots_meta", l_slots_meta },
         { NULL, NULL },
     };
     tide_class_define(L, PROC_META, methods, meta);

@@ -60,7 +60,42 @@ T.test("collect: objects of a small catalog, with few fields of their own", func
   T.eq(t.columns[1].name, "id")
   local s = model.schemas.app
   T.eq({ s.kind, s.schema, s.name }, { "schema", "app", "app" })
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  T.ok(n <= 8, "a table object has eight fields or fewer of its own (" .. n .. ")")
+  local own = {}
+  for k in pairs(t) do own[#own + 1] = k end
+  table.sort(own)
+  T.eq(own, { "columns", "ident", "key", "row" }, "pairs sees its own fields by name")
+  local raw = 0
+  for k in next, t do raw = raw + 1; T.eq(math.type(k), "integer", "kept as list items, not named fields") end
+  T.eq(raw, 4)
+  -- Fields every object gets, written and cleared by name; any other field its own.
+  t.selected, t.deps, t.reason = true, { x = 1 }, "why"
+  T.eq({ t.selected, t.deps.x, t.reason, rawget(t, "reason") }, { true, 1, "why", "why" })
+  t.deps = nil
+  T.eq(t.deps, nil)
+  own = {}
+  for k, v in pairs(t) do own[#own + 1] = k .. "=" .. type(v) end
+  table.sort(own)
+  T.eq(own, { "columns=table", "ident=string", "key=string", "reason=string", "row=table", "selected=boolean" })
+end)
+
+T.test("collect: a part's owner and inline_of are list items, and root follows them", function()
+  local cat = {
+    schemas = { { oid = 2200, name = "app", owner = "postgres" } },
+    tables = { { oid = 16384, schema = "app", name = "t", relkind = "r", owner = "postgres" } },
+    columns_by_relid = { [16384] = { { num = 1, name = "id", type = "integer" } } },
+    constraints = { { oid = 16390, schema = "app", name = "t_pkey", type = "p", table_oid = 16384, index_oid = 16389,
+                      columns = { "id" }, definition = "PRIMARY KEY (id)" },
+                    { oid = 16391, schema = "app", name = "t_id_check", type = "c", table_oid = 16384, domain_oid = 0,
+                      validated = true, definition = "CHECK (id > 0)" } },
+    indexes = { { oid = 16389, schema = "app", name = "t_pkey", table_oid = 16384, constraint_oid = 16390,
+                  columns = { "id" }, definition = "CREATE UNIQUE INDEX t_pkey ON app.t USING btree (id)" } },
+  }
+  local model = objects.collect(cat)
+  local t, index = model.exact["pg_class:16384"], model.exact["pg_class:16389"]
+  local pkey, check = model.exact["pg_constraint:16390"], model.exact["pg_constraint:16391"]
+  T.ok(index and rawequal(index.owner, t), "the index's owner")
+  T.ok(rawequal(index.inline_of, pkey) and rawequal(index.root, pkey), "the index stands with its constraint")
+  T.ok(rawequal(check.root, t), "a CHECK constraint with its table")
+  T.eq({ pkey.root, rawget(index, "owner"), rawget(index, "inline_of") }, {}, "not named fields")
+  T.ok(rawequal(model.identity["pg_constraint:16391"], t), "the CHECK constraint's identity: its table")
 end)

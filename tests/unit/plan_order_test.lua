@@ -82,7 +82,7 @@ T.test("an object's steps stay in order, and each waits for the one before", fun
   T.eq(errors, {})
   T.eq(pre, { "table:app.t", "table_alter:app.t/alter" })
   T.eq(steps[2].waits, { steps[1] })
-  T.eq(steps[1].waits, {})
+  T.eq(steps[1].waits, nil, "a step that waits for nothing in its phase has no list")
 end)
 
 T.test("post-data: indexes before constraints before foreign keys, dependencies first", function()
@@ -272,4 +272,26 @@ T.test("a step with secrets keeps its real statement through the order (tide.sec
   T.eq(pre, { "table:app.s" })
   T.eq(steps[1].sql, "CREATE SERVER s OPTIONS (password '********')", "shown masked")
   T.eq(secret.sql(steps[1]), "CREATE SERVER s OPTIONS (password 'real')", "sent with the real value")
+end)
+
+T.test("a working step keeps its fields as list items, read, written and listed by name", function()
+  local t = object("table", "app.t")
+  t.phase = "pre"   -- (tide.plan.objects gives an object its kind's phase)
+  local parent = object("table", "app.p")
+  local all = {}
+  local fk = order.add_step(t, { kind = "fkey", sql = "ALTER TABLE app.t ADD ...", data = "referenced", after = { parent },
+                                 custom = 7 }, all)
+  T.eq({ fk.kind, fk.data, fk.after_objects[1], fk.custom, fk.seq, fk.key, fk.phase, fk.trailing },
+       { "fkey", "referenced", parent, 7, 1, "fkey:app.t", "pre" })
+  T.eq({ rawget(fk, "kind"), rawget(fk, "data"), rawget(fk, "custom") }, { nil, nil, 7 },
+       "named fields are list items; a field STEP_FIELDS does not name is the step's own")
+  local names = {}
+  for k in pairs(fk) do names[#names + 1] = k end
+  table.sort(names)
+  T.eq(names, { "after_objects", "custom", "data", "key", "kind", "object", "phase", "rank", "seq", "sql" })
+  fk.waits = { fk }
+  fk.phase = "post"
+  T.eq({ #fk.waits, fk.phase }, { 1, "post" })
+  local comment = order.add_step(t, { kind = "comment", sql = "COMMENT ON TABLE app.t IS 'x'" }, all)
+  T.eq({ comment.trailing, comment.seq, comment.data }, { true, 2, nil }, "a comment finishes its object off")
 end)

@@ -16,6 +16,7 @@ local kinds = require "tide.kinds"
 local heap_mod = require "tide.heap"
 local objects = require "tide.plan.objects"
 local breathe = require("tide.wait").breathe
+local new_table = require("tide.core").new_table
 
 local M = {}
 
@@ -33,6 +34,32 @@ local TRAILING = { sequence_owned_by = true, comment = true, owner = true, grant
 -- Fields of a kind's step that are not copied as they are (the step's key is made of the
 -- suffix; its `after` becomes after_objects; trailing is kept when true only).
 local NOT_COPIED = { after = true, after_objects = true, suffix = true, trailing = true, waits = true, seq = true }
+
+-- A working step keeps its fields as the items of a list, read and written by name through one
+-- metatable (tide.core.slots_meta): 16 bytes a field, no power of two. The eight every step
+-- has come first; a step is made as long as the last field it has when made (a foreign key's
+-- `data`: 10 items, 216 bytes, where a table of nine fields took sixteen slots, 440 bytes).
+-- After it is made only these fields change (waits, phase, rank). A field not named here is
+-- the step's own; pairs() over a step sees its fields by name.
+local STEP_FIELDS = { "object", "kind", "sql", "phase", "key", "rank", "seq", "waits",
+                      "trailing", "data", "after_objects", "locks", "attaches", "last", "undo", "needs_data" }
+local STEP_SLOT = {}
+for i, name in ipairs(STEP_FIELDS) do STEP_SLOT[name] = i end
+local STEP_META = require("tide.core").slots_meta(STEP_FIELDS)
+STEP_META.__pairs = function(step)
+  local i, key = 0, nil
+  return function()
+    while i < #STEP_FIELDS do
+      i = i + 1
+      local v = rawget(step, i)
+      if v ~= nil then return STEP_FIELDS[i], v end
+    end
+    local v
+    repeat key, v = next(step, key) until key == nil or math.type(key) ~= "integer"
+    return key, v
+  end
+end
+M.STEP_META = STEP_META
 
 local function step_rank(step, obj)
   return STEP_RANK[step.kind] or kinds.step_rank[step.kind] or obj.def.rank or 500
@@ -182,14 +209,22 @@ end
 -- Adds one step to an object (also used for comments, owners and grants); returns it (a copy
 -- of `given`).
 function M.add_step(obj, given, all)
-  -- The step is a new table of eight fields, the ones every step has (the constructor sizes
-  -- it for them; `waits` is only room until the order sets it): a table of nine fields or
-  -- more takes sixteen slots, 190 bytes more a step (475,000 working steps at 100,000 tables).
-  -- What few steps have is set only when they have it: the objects a step waits for (kinds
-  -- name them in `after`; the plan's `after` is keys), `trailing` when true, and the kind's
-  -- own fields (data, locks, attaches, last, undo).
-  local step = { object = obj, kind = given.kind or obj.kind, sql = given.sql, phase = given.phase, key = nil,
-                 rank = given.rank, seq = nil, waits = nil }
+  -- The step holds the eight fields every step has (STEP_FIELDS: `waits` is only room until
+  -- the order sets it) and what few steps have, only when they have it: the objects a step
+  -- waits for (kinds name them in `after`; the plan's `after` is keys), `trailing` when true,
+  -- and the kind's own fields (data, locks, attaches, last, undo).
+  local kind = given.kind or obj.kind
+  local trailing = given.trailing
+  if trailing == nil then trailing = TRAILING[kind] end
+  local width = 8
+  for field in pairs(given) do
+    local i = STEP_SLOT[field]
+    if i and i > width and not NOT_COPIED[field] then width = i end
+  end
+  if given.after ~= nil then width = math.max(width, STEP_SLOT.after_objects) end
+  if trailing then width = math.max(width, STEP_SLOT.trailing) end
+  local step = setmetatable(new_table(width), STEP_META)
+  step.object, step.kind, step.sql, step.phase, step.rank = obj, kind, given.sql, given.phase, given.rank
   for field, value in pairs(given) do
     if step[field] == nil and not NOT_COPIED[field] then step[field] = value end
   end
@@ -212,8 +247,6 @@ function M.add_step(obj, given, all)
   step.key = step.kind .. ":" .. ident .. (given.suffix and ("/" .. given.suffix) or "")
   -- Steps nothing else waits for: they finish an object off (a sequence's OWNED BY, which
   -- needs the table that needs the sequence; comments, owners, privileges).
-  local trailing = given.trailing
-  if trailing == nil then trailing = TRAILING[step.kind] end
   if trailing then step.trailing = true end
   step.rank = step.rank or step_rank(step, obj)
   obj.steps = obj.steps or {}
@@ -272,11 +305,11 @@ local function by_seq(a, b) return a.seq < b.seq end
 function M.sort(all, on_error)
   -- What each step waits for: a list, sorted and made unique once all is known (a set per
   -- step, then a list of it, were two tables per step).
-  for _, step in ipairs(all) do breathe(); step.waits = {} end
+  -- (A step that waits for nothing in its phase, most post-data ones, has no list.)
   local function wait(step, other)
     if other ~= step and other.phase == step.phase then
       local waits = step.waits
-      waits[#waits + 1] = other
+      if waits then waits[#waits + 1] = other else step.waits = { other } end
     end
   end
   do   -- (the per-phase tables go before the sort)
@@ -333,7 +366,7 @@ function M.sort(all, on_error)
   local indegree, dependents = {}, {}
   for i, step in ipairs(all) do
     breathe()
-    local waits = step.waits
+    local waits = step.waits or NONE
     if #waits > 1 then
       table.sort(waits, by_seq)
       local kept = 1
@@ -399,7 +432,7 @@ function M.sort(all, on_error)
       local after = step.waits
       -- A `last` step waits for everything: the latest first, so a check of its list (the
       -- full load's, at every step) stops at once while the others still run.
-      if step.last then
+      if step.last and after then
         for i = 1, #after // 2 do after[i], after[#after + 1 - i] = after[#after + 1 - i], after[i] end
       end
     end
