@@ -27,6 +27,7 @@ local playbook = require "tide.playbook"
 local intern = require "tide.intern"
 local steplist = require "tide.plan.steplist"
 local relocate = require "tide.plan.relocate"
+local id_of = require("tide.plan.ids").id
 
 local M = {}
 
@@ -37,9 +38,9 @@ local function make_ctx(model, map, identity, report)
   local ctx = { identity = identity, map = map, cat = model.cat, by_name = model.by_name,
                 objects = model.objects, schema_names = {}, json_null = catalog.null }
   for _, s in ipairs(model.cat.schemas) do ctx.schema_names[s.name] = true end
-  function ctx.object_at(class, oid) return model.identity[class .. ":" .. tostring(oid)] end
+  function ctx.object_at(class, oid) return model.identity[id_of(class, oid)] end
   function ctx.row_at(class, oid)
-    local obj = model.exact[class .. ":" .. tostring(oid)]
+    local obj = model.exact[id_of(class, oid)]
     return obj and obj.row
   end
   function ctx.map_name(kind, schema, name)
@@ -127,7 +128,7 @@ local function table_entry(model, obj, selector, primary_keys, lists)
   end
   local key_columns = primary_keys[obj]
   if not key_columns and row.replica_index_oid then
-    local index = model.exact["pg_class:" .. row.replica_index_oid]
+    local index = model.exact[id_of("pg_class", row.replica_index_oid)]
     key_columns = index and index.row.columns
   end
   local int_key
@@ -166,7 +167,7 @@ end
 
 local function sequence_entry(model, obj)
   local row = obj.row
-  local owner = row.owned_table_oid and model.exact["pg_class:" .. row.owned_table_oid] or nil
+  local owner = row.owned_table_oid and model.exact[id_of("pg_class", row.owned_table_oid)] or nil
   return {
     key = objects.table_key(obj),
     source = { schema = obj.schema, name = obj.name },

@@ -5,6 +5,7 @@
 local T = require "testlib"
 local core = require "tide.core"
 local objects = require "tide.plan.objects"
+local id_of = require("tide.plan.ids").id
 
 local def = { name = "index", class = "pg_class", phase = "post" }
 
@@ -56,7 +57,7 @@ T.test("collect: objects of a small catalog, with few fields of their own", func
   local t = model.by_key["table:app.t"]
   T.ok(t, "the table is there by its key")
   T.eq({ t.kind, t.oid, t.schema, t.name, t.class, t.phase }, { "table", 16384, "app", "t", "pg_class", "pre" })
-  T.ok(rawequal(model.exact["pg_class:16384"], t))
+  T.ok(rawequal(model.exact[id_of("pg_class", 16384)], t))
   T.eq(t.columns[1].name, "id")
   local s = model.schemas.app
   T.eq({ s.kind, s.schema, s.name }, { "schema", "app", "app" })
@@ -91,11 +92,19 @@ T.test("collect: a part's owner and inline_of are list items, and root follows t
                   columns = { "id" }, definition = "CREATE UNIQUE INDEX t_pkey ON app.t USING btree (id)" } },
   }
   local model = objects.collect(cat)
-  local t, index = model.exact["pg_class:16384"], model.exact["pg_class:16389"]
-  local pkey, check = model.exact["pg_constraint:16390"], model.exact["pg_constraint:16391"]
+  local t, index = model.exact[id_of("pg_class", 16384)], model.exact[id_of("pg_class", 16389)]
+  local pkey, check = model.exact[id_of("pg_constraint", 16390)], model.exact[id_of("pg_constraint", 16391)]
   T.ok(index and rawequal(index.owner, t), "the index's owner")
   T.ok(rawequal(index.inline_of, pkey) and rawequal(index.root, pkey), "the index stands with its constraint")
   T.ok(rawequal(check.root, t), "a CHECK constraint with its table")
   T.eq({ pkey.root, rawget(index, "owner"), rawget(index, "inline_of") }, {}, "not named fields")
-  T.ok(rawequal(model.identity["pg_constraint:16391"], t), "the CHECK constraint's identity: its table")
+  T.ok(rawequal(model.identity[id_of("pg_constraint", 16391)], t), "the CHECK constraint's identity: its table")
+end)
+
+T.test("ids: a catalog and an oid make one integer, an oid's text the same one", function()
+  T.eq(math.type(id_of("pg_class", 16384)), "integer")
+  T.eq(id_of("pg_class", "16384"), id_of("pg_class", 16384))
+  T.ok(id_of("pg_class", 16384) ~= id_of("pg_type", 16384), "the same oid in two catalogs: two ids")
+  T.ok(id_of("pg_class", 4294967295) ~= id_of("pg_class", 4294967294), "the largest oids stay apart")
+  T.ok(id_of("pg_class", 4294967295) < id_of("pg_class", 0) + (1 << 32), "an oid stays below the catalog's bits")
 end)

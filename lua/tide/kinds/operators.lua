@@ -181,11 +181,10 @@ local cast = {
     local row = obj.row
     local found
     for _, ref in ipairs({ { "pg_type", row.source_oid }, { "pg_type", row.target_oid }, { "pg_proc", row.function_oid } }) do
-      local id = ref[2] and (ref[1] .. ":" .. ref[2])
       -- a user object, or an extension's (which CREATE EXTENSION makes)
-      local other = id and model.identity[id]
-      local extension = id and model.cat.extension_of[id]
-      if not other and extension then other = model.exact["pg_extension:" .. extension] end
+      local other = ref[2] and model.identity[require("tide.plan.ids").id(ref[1], ref[2])]
+      local extension = ref[2] and model.cat.extension_of[ref[1] .. ":" .. ref[2]]
+      if not other and extension then other = model.exact[require("tide.plan.ids").id("pg_extension", extension)] end
       if other and other.selected then return true end
       found = found or other
     end

@@ -19,6 +19,7 @@ local ddl = require "tide.ddl"
 local order = require "tide.plan.order"
 
 local breathe = require("tide.wait").breathe
+local id_of = require("tide.plan.ids").id
 
 local M = {}
 
@@ -70,7 +71,7 @@ function M.add(plan, model, tmodel, ctx, task, selector, all)
     end
     for _, row in ipairs(model.cat.comments) do
       breathe()
-      local obj = model.exact[row.class .. ":" .. row.objoid]
+      local obj = model.exact[id_of(row.class, row.objoid)]
       if obj and usable(obj) and obj.kind ~= "extension" and not (obj.kind == "index" and obj.inline_of) then
         local existing = obj.existing_target
         local same = existing and target_comments[existing.class .. ":" .. existing.oid .. ":" .. row.objsubid] == row.description
@@ -101,7 +102,7 @@ function M.add(plan, model, tmodel, ctx, task, selector, all)
       target_labels[label_id(row.class, row.objoid, row.objsubid, row.provider)] = row.label
     end
     for _, row in ipairs(model.cat.security_labels or {}) do
-      local obj = model.exact[row.class .. ":" .. row.objoid]
+      local obj = model.exact[id_of(row.class, row.objoid)]
       if obj and usable(obj) and obj.kind ~= "extension" then
         local existing = obj.existing_target
         local same = existing and target_labels[label_id(existing.class, existing.oid, row.objsubid, row.provider)] == row.label
@@ -169,7 +170,7 @@ function M.add(plan, model, tmodel, ctx, task, selector, all)
     local groups, order_list = {}, {}
     for _, row in ipairs(model.cat.privileges) do
       breathe()
-      local obj = model.exact[row.class .. ":" .. row.objoid]
+      local obj = model.exact[id_of(row.class, row.objoid)]
       if obj and usable(obj) and not same_privileges(obj) then
         local grantee
         if row.to_owner then grantee = owner_role(obj)

@@ -12,6 +12,7 @@
 --     select.include, a `pulled` kind (wrappers, servers) is selected when a selected object
 --     needs it (a foreign table its server, a server its wrapper).
 local breathe = require("tide.wait").breathe
+local id_of = require("tide.plan.ids").id
 
 local M = {}
 
@@ -40,8 +41,8 @@ function M.select(model, selector, list, skipped, task)
   local needed_by = {}
   for _, d in ipairs(model.cat.depends) do
     breathe()
-    local ref = model.exact[d.refclass .. ":" .. d.refobjid]
-    local dep = model.identity[d.class .. ":" .. d.objid]
+    local ref = model.exact[id_of(d.refclass, d.refobjid)]
+    local dep = model.identity[id_of(d.class, d.objid)]
     if ref and ref.def.global and dep and dep ~= ref then
       needed_by[ref] = needed_by[ref] or {}
       table.insert(needed_by[ref], dep)
@@ -50,7 +51,7 @@ function M.select(model, selector, list, skipped, task)
   local function followed(obj)
     if not obj.def.follows then return nil end
     local class, oid = obj.def.follows(obj.row)
-    return oid and model.exact[class .. ":" .. tostring(oid)] or nil
+    return oid and model.exact[id_of(class, oid)] or nil
   end
   local function wanted(obj)
     local leader = followed(obj)

@@ -8,6 +8,7 @@
 -- uses, so that schema.dependents = "drop" can leave out just that piece.
 local objects = require "tide.plan.objects"
 local breathe = require("tide.wait").breathe
+local id_of = require("tide.plan.ids").id
 
 local M = {}
 
@@ -72,21 +73,21 @@ function M.resolve(model, opts)
   local external = {}
   for _, d in ipairs(cat.depends) do
     breathe()
-    local dep_id = d.class .. ":" .. d.objid
+    local dep_id = id_of(d.class, d.objid)
     local dep = model.identity[dep_id]
     -- A sequence OWNED BY a column points at its table, but is created before it (the
     -- column's default uses it); the ownership is a step after the table instead.
     local owned_by = dep and d.deptype == "a" and dep.kind == "sequence" and d.refclass == "pg_class"
     if dep and not owned_by then
-      local ref_id = d.refclass .. ":" .. d.refobjid
+      local ref_id = id_of(d.refclass, d.refobjid)
       local ref = model.identity[ref_id]
       -- An extension's member stands for its extension; so does a part of an extension's
       -- table (its unique constraint, referenced by a foreign key): CREATE EXTENSION makes it.
       local part = model.exact[ref_id]
-      local extension = cat.extension_of[ref_id]
+      local extension = cat.extension_of[d.refclass .. ":" .. d.refobjid]
         or (part and part.owner_missing and cat.extension_of[part.owner_missing])
       if extension and (not ref or ref.owner_missing) then
-        ref = model.exact["pg_extension:" .. extension]
+        ref = model.exact[id_of("pg_extension", extension)]
         -- The extension's relations it uses (a configuration table, whose rows the full load
         -- copies: a foreign key to it, a materialized view on it wait for them).
         if ref and d.refclass == "pg_class" then

@@ -19,6 +19,7 @@ local order = require "tide.plan.order"
 local steplist = require "tide.plan.steplist"
 
 local breathe = require("tide.wait").breathe
+local id_of = require("tide.plan.ids").id
 
 local M = {}
 
@@ -86,7 +87,7 @@ function M.config_tables(plan, model, selector)
   local seen = {}
   for _, t in ipairs(plan.tables) do breathe(); seen[t.key] = true end
   for _, row in ipairs(model.cat.extension_config or {}) do
-    local ext = model.exact["pg_extension:" .. tostring(row.extension)]
+    local ext = model.exact[id_of("pg_extension", row.extension)]
     local key = quote(row.schema) .. "." .. quote(row.name)
     local word = row.relkind == "S" and "sequence" or "table"
     local what = word .. " " .. key
@@ -184,7 +185,7 @@ function M.member_grants(_plan, model, tmodel, ctx, task, selector, all)
   end
   local groups, list = {}, {}
   for _, row in ipairs(model.cat.extension_privileges or {}) do
-    local ext = model.exact["pg_extension:" .. tostring(row.extension)]
+    local ext = model.exact[id_of("pg_extension", row.extension)]
     if ext and ext.selected then
       local grantee = row.to_owner and target_user or row.grantee
       -- The target's identity of the same difference: the member's target schema, and the

@@ -11,6 +11,7 @@ local kinds = require "tide.kinds"
 local sqlident = require "tide.sqlident"
 local breathe = require("tide.wait").breathe
 local new_table = require("tide.core").new_table
+local id_of = require("tide.plan.ids").id
 
 local M = {}
 
@@ -86,15 +87,15 @@ end
 
 -- M.collect(cat) → model: every catalog row of every kind as an object, linked.
 --   model.objects          in kind order, then catalog order
---   model.exact["class:oid"] → the object of that row
---   model.identity["class:oid"] → the object that stands for it in dependencies (an inline
+--   model.exact[id]        → the object of that row (id: tide.plan.ids.id(class, oid))
+--   model.identity[id]     → the object that stands for it in dependencies (an inline
 --                          row answers with its owner: a CHECK constraint with its table)
 --   model.by_name["space\0schema\0name"] → object, for tide.ddl.lookup
 --   model.by_key[key]      → object
 function M.collect(cat)
   local model = { cat = cat, objects = {}, exact = {}, identity = {}, by_name = {}, by_key = {},
                   schemas = {}, children = {} }
-  local ids = {}   -- "class:oid" of each object, made once (model.objects' order)
+  local ids = {}   -- the id of each object (model.objects' order)
   for _, def in ipairs(kinds.list) do
     for _, row in ipairs(cat[def.list] or {}) do
       breathe()
@@ -103,7 +104,7 @@ function M.collect(cat)
         local obj = setmetatable(new_table(meta.width), meta)
         obj.row = row
         local n = #model.objects + 1
-        local id = def.class .. ":" .. row.oid
+        local id = id_of(def.class, row.oid)
         model.objects[n], ids[n] = obj, id
         model.exact[id] = obj
         if def.name == "schema" then model.schemas[row.name] = obj end
@@ -115,14 +116,14 @@ function M.collect(cat)
     breathe()
     if obj.def.owner then
       local class, oid = obj.def.owner(obj.row)
-      obj.owner = model.exact[class .. ":" .. oid]
+      obj.owner = model.exact[id_of(class, oid)]
       -- A part of a table (or domain) the catalog does not list: one an extension created
       -- (tide.plan.select leaves the part out with its extension's name).
       if not obj.owner then obj.owner_missing = class .. ":" .. tostring(oid) end
     end
     if obj.def.inline then
       local class, oid = obj.def.inline(obj.row)
-      if class then obj.inline_of = model.exact[class .. ":" .. oid] or false end
+      if class then obj.inline_of = model.exact[id_of(class, oid)] or false end
     end
   end
   local function root(obj)
@@ -135,15 +136,15 @@ function M.collect(cat)
     local stands_for = root(obj)
     model.identity[ids[i]] = stands_for
     for _, extra in ipairs(obj.def.identities and obj.def.identities(obj.row) or {}) do
-      model.identity[extra[1] .. ":" .. extra[2]] = stands_for
+      model.identity[id_of(extra[1], extra[2])] = stands_for
     end
   end
   -- Column defaults (pg_attrdef) stand for their table in pg_depend.
   for relid, columns in pairs(cat.columns_by_relid) do
-    local rel = model.identity["pg_class:" .. relid]
+    local rel = model.identity[id_of("pg_class", relid)]
     for _, column in ipairs(columns) do
       breathe()
-      if rel and column.default_oid then model.identity["pg_attrdef:" .. column.default_oid] = rel end
+      if rel and column.default_oid then model.identity[id_of("pg_attrdef", column.default_oid)] = rel end
     end
   end
   for _, obj in ipairs(model.objects) do
@@ -169,7 +170,7 @@ function M.collect(cat)
     if row.parents then
       obj.parents = {}
       for _, oid in ipairs(row.parents) do
-        local parent = model.exact["pg_class:" .. oid]
+        local parent = model.exact[id_of("pg_class", oid)]
         if parent then
           obj.parents[#obj.parents + 1] = parent
           if row.is_partition then
@@ -215,7 +216,7 @@ end
 local function missing_owner_reason(model, obj)
   local cat = model.cat
   local ext_oid = cat.extension_of and cat.extension_of[obj.owner_missing]
-  local ext = ext_oid and model.exact["pg_extension:" .. tostring(ext_oid)]
+  local ext = ext_oid and model.exact[id_of("pg_extension", ext_oid)]
   local what = cat.extension_description and cat.extension_description[obj.owner_missing]
   if ext_oid then
     return string.format("its %s belongs to extension %s: CREATE EXTENSION creates it",
@@ -249,7 +250,7 @@ function M.select(model, task, selector, skipped)
       return false, "the heartbeat table of a pgtide task"
     end
     if obj.kind == "sequence" and row.owned_table_oid then
-      local owner = model.exact["pg_class:" .. row.owned_table_oid]
+      local owner = model.exact[id_of("pg_class", row.owned_table_oid)]
       if owner and owner.row.pgtide_heartbeat then
         return false, "owned by " .. M.describe(owner) .. ", the heartbeat table of a pgtide task"
       end

@@ -4,6 +4,7 @@
 local context = require "tide.precheck.context"
 local privileges = require "tide.precheck.privileges"
 local breathe = require("tide.wait").breathe
+local id_of = require("tide.plan.ids").id
 
 local M = {}
 local quote = context.quote
@@ -187,7 +188,7 @@ M.checks = {
         local row = obj.row
         if obj.kind == "constraint" and row.type == "f" and not obj.keep_existing then
           local child, parent = by_table[row.table_oid], by_table[row.referenced_oid]
-          local pobj = model.exact["pg_class:" .. tostring(row.referenced_oid)]
+          local pobj = model.exact[id_of("pg_class", row.referenced_oid)]
           if child and parent and pobj and (child.row_filter or parent.row_filter) and row.columns
             and row.ref_columns and #row.columns == #row.ref_columns then
             -- No alias for the child, and none for the parent unless it is the child itself: a

@@ -27,6 +27,7 @@ local ddl = require "tide.ddl"
 local json = require "tide.json"
 local kinds = require "tide.kinds"
 local breathe = require("tide.wait").breathe
+local id_of = require("tide.plan.ids").id
 
 local M = {}
 local quote = context.quote
@@ -169,7 +170,7 @@ end
 
 -- One side of a cast or transform: owned when the plan creates it, else asked of the target.
 local function type_side(ctx, items, oid, text)
-  local obj = oid and ctx.plan.model.identity["pg_type:" .. tostring(oid)]
+  local obj = oid and ctx.plan.model.identity[id_of("pg_type", oid)]
   if creates(ctx, obj) then return { owned = true, name = text } end
   local item = { what = "type", name = ddl.type_text(naming(ctx), text) }
   items[#items + 1] = item
@@ -177,7 +178,7 @@ local function type_side(ctx, items, oid, text)
 end
 
 local function function_side(ctx, items, fn)
-  local obj = fn[3] and ctx.plan.model.identity["pg_proc:" .. tostring(fn[3])]
+  local obj = fn[3] and ctx.plan.model.identity[id_of("pg_proc", fn[3])]
   local n = naming(ctx)
   local name = ddl.qualified(ddl.lookup(n, "function", fn[1], fn[2])) .. "(" .. ddl.type_text(n, fn[4] or "") .. ")"
   if creates(ctx, obj) then return { owned = true, name = name } end
