@@ -295,3 +295,21 @@ T.test("a working step keeps its fields as list items, read, written and listed 
   local comment = order.add_step(t, { kind = "comment", sql = "COMMENT ON TABLE app.t IS 'x'" }, all)
   T.eq({ comment.trailing, comment.seq, comment.data }, { true, 2, nil }, "a comment finishes its object off")
 end)
+
+T.test("an object's steps: its one step, or a list once it has more, each_step goes through either", function()
+  local t = object("table", "app.t")
+  t.phase = "pre"
+  local function keys(obj)
+    local out = {}
+    for i, step in order.each_step(obj) do out[i] = step.key end
+    return out
+  end
+  T.eq(keys(t), {}, "none yet")
+  local all = {}
+  local first = order.add_step(t, { sql = "CREATE TABLE app.t ()" }, all)
+  T.ok(rawequal(t.steps, first), "one step: the step itself")
+  T.eq(keys(t), { "table:app.t" })
+  order.add_step(t, { kind = "comment", sql = "COMMENT ON TABLE app.t IS 'x'" }, all)
+  order.add_step(t, { kind = "owner", sql = "ALTER TABLE app.t OWNER TO app" }, all)
+  T.eq(keys(t), { "table:app.t", "comment:app.t", "owner:app.t" }, "then a list, in order")
+end)

@@ -61,6 +61,19 @@ STEP_META.__pairs = function(step)
 end
 M.STEP_META = STEP_META
 
+-- An object's steps (obj.steps) are its one step, as most objects have one, or a list of them
+-- (a list for each was 72 bytes more at each of 475,000 objects at 100,000 tables, alive from
+-- the DDL to the writing of the steps). `for i, step in each_step(obj)` goes through either.
+local NO_STEPS = {}
+local function step_after(steps, i)
+  i = i + 1
+  local step
+  if getmetatable(steps) == STEP_META then step = i == 1 and steps or nil else step = steps[i] end
+  if step ~= nil then return i, step end
+end
+local function each_step(obj) return step_after, obj.steps or NO_STEPS, 0 end
+M.each_step = each_step
+
 local function step_rank(step, obj)
   return STEP_RANK[step.kind] or kinds.step_rank[step.kind] or obj.def.rank or 500
 end
@@ -199,7 +212,6 @@ function M.build_steps(model, ctx, on_error)
         on_error(obj, "could not write the DDL of " .. objects.describe(obj) .. ": " .. tostring(steps))
         steps = {}
       end
-      obj.steps = {}
       for _, step in ipairs(steps) do M.add_step(obj, step, all) end
     end
   end
@@ -249,8 +261,14 @@ function M.add_step(obj, given, all)
   -- needs the table that needs the sequence; comments, owners, privileges).
   if trailing then step.trailing = true end
   step.rank = step.rank or step_rank(step, obj)
-  obj.steps = obj.steps or {}
-  obj.steps[#obj.steps + 1] = step
+  local have = obj.steps
+  if have == nil then
+    obj.steps = step
+  elseif getmetatable(have) == STEP_META then
+    obj.steps = { have, step }
+  else
+    have[#have + 1] = step
+  end
   step.seq = #all + 1
   all[#all + 1] = step
   if step.attaches then
@@ -266,7 +284,7 @@ local function ready(obj, phase, out, seen)
   out, seen = out or {}, seen or {}
   if seen[obj] then return out end
   seen[obj] = true
-  for _, step in ipairs(obj.steps or {}) do
+  for _, step in each_step(obj) do
     if step.phase == phase and not step.trailing then out[#out + 1] = step end
   end
   for _, attach in ipairs(obj.attached_by or {}) do
@@ -329,7 +347,7 @@ function M.sort(all, on_error)
         for ref, e in pairs(obj.deps or {}) do
           if ref.selected and e.first_step then
             -- only the first step of what it needs (a base type's I/O function: the shell type)
-            for _, other in ipairs(ref.steps or {}) do
+            for _, other in each_step(ref) do
               if other.phase == phase and not other.trailing then wait(step, other); break end
             end
           elseif ref.selected then
@@ -341,7 +359,7 @@ function M.sort(all, on_error)
       end
       per.latest[obj] = step
       for _, ref in ipairs(step.after_objects or {}) do
-        for _, other in ipairs(ref.steps or {}) do
+        for _, other in each_step(ref) do
           if not other.trailing then wait(step, other) end
         end
       end
