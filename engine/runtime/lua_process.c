@@ -296,6 +296,7 @@ static bool is(const char *key, size_t len, const char *name) {
  * item, or nil). In C: an object reads a missing field through it a million times per 10,000
  * tables (a Lua function made the plan a third slower). */
 static int l_object_index_call(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);
     if (lua_type(L, lua_upvalueindex(3)) == LUA_TTABLE) {
         lua_pushvalue(L, 2);
@@ -367,6 +368,7 @@ static int l_object_index(lua_State *L) {
  * row of seven fields: 168 bytes instead of 248). Upvalues of both functions: slot (name →
  * item number); __index also the defaults (or nil). */
 static int l_packed_index(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);
     lua_pushvalue(L, 2);
     if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TNUMBER) {
@@ -385,6 +387,7 @@ static int l_packed_index(lua_State *L) {
 }
 
 static int l_packed_newindex(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 3);
     lua_pushvalue(L, 2);
     if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TNUMBER) {
@@ -470,10 +473,18 @@ static int l_pack_rows(lua_State *L) {
     int names = 0;
     for (lua_Integer r = 1; r <= n; r++) {
         if (lua_rawgeti(L, 1, r) == LUA_TTABLE) {
+            /* A row packed already, or with list items of its own, would lose its fields. */
+            if (lua_getmetatable(L, -1)) {
+                if (lua_getfield(L, -1, "__packed") != LUA_TNIL)
+                    return luaL_error(L, "pack_rows: row %d is packed already", (int) r);
+                lua_pop(L, 2);
+            }
             lua_pushnil(L);
             while (lua_next(L, -2)) {
                 bool skip = is_default(L, d);
                 lua_pop(L, 1);
+                if (lua_type(L, -1) == LUA_TNUMBER)
+                    return luaL_error(L, "pack_rows: row %d has a numbered field", (int) r);
                 if (skip || lua_type(L, -1) != LUA_TSTRING) continue;
                 lua_pushvalue(L, -1);
                 lua_Integer c = lua_rawget(L, 3) == LUA_TNUMBER ? lua_tointeger(L, -1) : 0;

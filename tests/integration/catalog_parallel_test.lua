@@ -29,11 +29,23 @@ local function make_task(ctx, source_url)
                      migrate = { "schema" } }
 end
 
--- A catalog without what differs from one read to the next (timings, connection count).
+-- A catalog without what differs from one read to the next (timings, connection count), its
+-- packed rows (tide.catalog.rows.pack) as tables of named fields.
 local function rows_of(cat)
   local out = {}
   for k, v in pairs(cat) do
-    if k ~= "timing" and k ~= "connections" then out[k] = v end
+    if k ~= "timing" and k ~= "connections" then
+      local mt = type(v) == "table" and type(v[1]) == "table" and getmetatable(v[1])
+      if mt and mt.__packed then
+        local named = {}
+        for i, row in ipairs(v) do
+          named[i] = {}
+          for field, value in pairs(row) do named[i][field] = value end
+        end
+        v = named
+      end
+      out[k] = v
+    end
   end
   return out
 end

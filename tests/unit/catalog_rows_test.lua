@@ -83,3 +83,18 @@ T.test("bad input is an error that names it; no rows still make a metatable", fu
   local meta = core.pack_rows({})
   T.eq({ type(meta.__index), #meta.__packed }, { "function", 0 })
 end)
+
+T.test("pairs over a packed row lists its fields by name; packing twice, or numbered fields, is refused", function()
+  local cat = { indexes = { { oid = 1, name = "i", partitioned = false, columns = { "a" } } } }
+  rows_mod.pack(cat)
+  local seen = {}
+  for k, v in pairs(cat.indexes[1]) do seen[#seen + 1] = k .. "=" .. tostring(type(v) == "table" and v[1] or v) end
+  table.sort(seen)
+  T.eq(seen, { "columns=a", "name=i", "oid=1" }, "the default (partitioned = false) is not listed")
+  local ok, err = pcall(core.pack_rows, cat.indexes)
+  T.ok(not ok and tostring(err):find("packed already", 1, true), tostring(err))
+  ok, err = pcall(core.pack_rows, { { "x", name = "n" } })
+  T.ok(not ok and tostring(err):find("numbered field", 1, true), tostring(err))
+  ok, err = pcall(getmetatable(cat.indexes[1]).__index, "not a row", "name")
+  T.ok(not ok and tostring(err):find("table expected", 1, true), tostring(err))
+end)

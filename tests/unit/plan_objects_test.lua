@@ -108,3 +108,7 @@ T.test("ids: a catalog and an oid make one integer, an oid's text the same one",
   T.ok(id_of("pg_class", 4294967295) ~= id_of("pg_class", 4294967294), "the largest oids stay apart")
   T.ok(id_of("pg_class", 4294967295) < id_of("pg_class", 0) + (1 << 32), "an oid stays below the catalog's bits")
 end)
+
+T.test("ids: no oid makes no id (a look-up finds nothing)", function()
+  T.eq({ id_of("pg_class", nil), id_of("pg_class", "x"), id_of("pg_class", 1.5) }, {})
+end)

@@ -51,8 +51,8 @@ end
 -- rows of a database of many tables. A packed row is a list of its fields' values, read and
 -- written by name through its metatable, the fields most rows have first: at 100,000 tables
 -- of the scale shape, 475,000 rows of 16 fields or fewer, in 8 or 16 slots of 24 bytes, become
--- lists of 16 bytes an item. pairs() over a packed row sees item numbers: nothing reads these
--- rows with it (a field set later is the row's own, as before).
+-- lists of 16 bytes an item. pairs() over a packed row lists its fields by name (not the ones
+-- its defaults answer for); a field set later that no row had is the row's own.
 M.PACKED = { "tables", "sequences", "views", "indexes", "constraints" }
 
 -- (A field equal to its default is left out of a packed row, the metatable answers for it: a
@@ -66,7 +66,10 @@ function M.pack(cat)
   local core = require "tide.core"
   for _, name in ipairs(M.PACKED) do
     local defaults = M.defaults[name] or PACK_DEFAULTS[name]
-    if cat[name] and #cat[name] > 0 then core.pack_rows(cat[name], defaults) end
+    if cat[name] and #cat[name] > 0 then
+      local meta = core.pack_rows(cat[name], defaults)
+      meta.__pairs = require("tide.fields").pairs_by(meta.__packed)
+    end
   end
 end
 

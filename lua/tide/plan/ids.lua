@@ -6,15 +6,18 @@ local M = {}
 
 local numbers, count = {}, 0
 
--- M.id(class, oid) → integer (oid: an integer or its text).
+-- M.id(class, oid) → integer (oid: an integer or its text), or nil for no oid (nil, a
+-- JSON null, text that is no number): a look-up with it finds nothing.
 function M.id(class, oid)
+  oid = math.tointeger(tonumber(oid))
+  if oid == nil then return nil end
   local n = numbers[class]
   if not n then
     count = count + 1
     n = count
     numbers[class] = n
   end
-  return n << 32 | math.tointeger(tonumber(oid))
+  return n << 32 | oid
 end
 
 return M

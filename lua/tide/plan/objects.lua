@@ -68,19 +68,7 @@ local function object_meta(def)
   local index, newindex = require("tide.core").object_index(
     { kind = def.name, def = def, class = def.class, phase = def.phase }, def.global, slots)
   meta = { __index = index, __newindex = newindex, width = #names,
-           __pairs = function(obj)
-             local i, key = 0, nil
-             return function()
-               while i < #names do
-                 i = i + 1
-                 local v = rawget(obj, i)
-                 if v ~= nil then return names[i], v end
-               end
-               local v
-               repeat key, v = next(obj, key) until key == nil or math.type(key) ~= "integer"
-               return key, v
-             end
-           end }
+           __pairs = require("tide.fields").pairs_by(names) }
   metas[def] = meta
   return meta
 end
@@ -157,16 +145,17 @@ function M.collect(cat)
   -- (tide.ddl.lookup maps the names in definitions; without a rename they stay as they are),
   -- and its keys were a string per relation and function (22 MB at 100,000 tables).
   setmetatable(model.by_name, { __index = function(by_name, wanted)
-    setmetatable(by_name, nil)
-    -- (No breathe here: a look-up may come from a C call, lpeg's, that cannot yield.)
+    -- (No breathe here: a look-up may come from a C call, lpeg's, that cannot yield. The
+    -- metatable goes once the map is whole.)
     for _, obj in ipairs(model.objects) do
       local space = obj.def.space
       if space == "relation" or space == "function" or space == "collation" or obj.def.by_name then
         local name_key = space .. "\0" .. obj.schema .. "\0" .. obj.name
-        if not by_name[name_key] then by_name[name_key] = obj end
-        if obj.def.list == "types" then by_name["type\0" .. obj.schema .. "\0" .. obj.name] = obj end
+        if rawget(by_name, name_key) == nil then rawset(by_name, name_key, obj) end
+        if obj.def.list == "types" then rawset(by_name, "type\0" .. obj.schema .. "\0" .. obj.name, obj) end
       end
     end
+    setmetatable(by_name, nil)
     return rawget(by_name, wanted)
   end })
   -- Table structure: columns, parents, CHECK constraints and identity sequences.

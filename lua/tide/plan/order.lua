@@ -46,19 +46,7 @@ local STEP_FIELDS = { "object", "kind", "sql", "phase", "key", "rank", "seq", "w
 local STEP_SLOT = {}
 for i, name in ipairs(STEP_FIELDS) do STEP_SLOT[name] = i end
 local STEP_META = require("tide.core").slots_meta(STEP_FIELDS)
-STEP_META.__pairs = function(step)
-  local i, key = 0, nil
-  return function()
-    while i < #STEP_FIELDS do
-      i = i + 1
-      local v = rawget(step, i)
-      if v ~= nil then return STEP_FIELDS[i], v end
-    end
-    local v
-    repeat key, v = next(step, key) until key == nil or math.type(key) ~= "integer"
-    return key, v
-  end
-end
+STEP_META.__pairs = require("tide.fields").pairs_by(STEP_FIELDS)
 M.STEP_META = STEP_META
 
 -- An object's steps (obj.steps) are its one step, as most objects have one, or a list of them
