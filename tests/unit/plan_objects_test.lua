@@ -47,12 +47,19 @@ T.test("root: the end of the inline_of chain, for an inline object only", functi
   T.ok(a.root ~= nil, "a cycle ends (after 32 links)")
 end)
 
-T.test("collect: objects of a small catalog, with few fields of their own", function()
+-- A catalog of schema app and its table app.t (id integer), with `more` statements' rows.
+local function small_catalog(more)
   local cat = {
     schemas = { { oid = 2200, name = "app", owner = "postgres" } },
     tables = { { oid = 16384, schema = "app", name = "t", relkind = "r", owner = "postgres" } },
     columns_by_relid = { [16384] = { { num = 1, name = "id", type = "integer" } } },
   }
+  for name, rows in pairs(more or {}) do cat[name] = rows end
+  return cat
+end
+
+T.test("collect: objects of a small catalog, with few fields of their own", function()
+  local cat = small_catalog()
   local model = objects.collect(cat)
   local t = model.by_key["table:app.t"]
   T.ok(t, "the table is there by its key")
@@ -80,10 +87,7 @@ T.test("collect: objects of a small catalog, with few fields of their own", func
 end)
 
 T.test("collect: a part's owner and inline_of are list items, and root follows them", function()
-  local cat = {
-    schemas = { { oid = 2200, name = "app", owner = "postgres" } },
-    tables = { { oid = 16384, schema = "app", name = "t", relkind = "r", owner = "postgres" } },
-    columns_by_relid = { [16384] = { { num = 1, name = "id", type = "integer" } } },
+  local cat = small_catalog {
     constraints = { { oid = 16390, schema = "app", name = "t_pkey", type = "p", table_oid = 16384, index_oid = 16389,
                       columns = { "id" }, definition = "PRIMARY KEY (id)" },
                     { oid = 16391, schema = "app", name = "t_id_check", type = "c", table_oid = 16384, domain_oid = 0,

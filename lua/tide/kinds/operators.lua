@@ -21,6 +21,7 @@
 -- or for their family when they are loose, so what they use orders the class or family.
 local ddl = require "tide.ddl"
 local sqlident = require "tide.sqlident"
+local id_of = require("tide.plan.ids").id
 
 local quote = sqlident.quote
 
@@ -182,9 +183,9 @@ local cast = {
     local found
     for _, ref in ipairs({ { "pg_type", row.source_oid }, { "pg_type", row.target_oid }, { "pg_proc", row.function_oid } }) do
       -- a user object, or an extension's (which CREATE EXTENSION makes)
-      local other = ref[2] and model.identity[require("tide.plan.ids").id(ref[1], ref[2])]
+      local other = ref[2] and model.identity[id_of(ref[1], ref[2])]
       local extension = ref[2] and model.cat.extension_of[ref[1] .. ":" .. ref[2]]
-      if not other and extension then other = model.exact[require("tide.plan.ids").id("pg_extension", extension)] end
+      if not other and extension then other = model.exact[id_of("pg_extension", extension)] end
       if other and other.selected then return true end
       found = found or other
     end

@@ -94,7 +94,6 @@ end
 function M.collect(cat)
   local model = { cat = cat, objects = {}, exact = {}, identity = {}, by_name = {}, by_key = {},
                   schemas = {}, children = {} }
-  local ids = {}   -- the id of each object (model.objects' order)
   for _, def in ipairs(kinds.list) do
     for _, row in ipairs(cat[def.list] or {}) do
       breathe()
@@ -103,9 +102,8 @@ function M.collect(cat)
         local obj = setmetatable(new_table(meta.width), meta)
         obj.row = row
         local n = #model.objects + 1
-        local id = id_of(def.class, row.oid)
-        model.objects[n], ids[n] = obj, id
-        model.exact[id] = obj
+        model.objects[n] = obj
+        model.exact[id_of(def.class, row.oid)] = obj
         if def.name == "schema" then model.schemas[row.name] = obj end
       end
     end
@@ -130,10 +128,10 @@ function M.collect(cat)
     while obj and obj.inline_of and guard < 32 do obj, guard = obj.inline_of, guard + 1 end
     return obj
   end
-  for i, obj in ipairs(model.objects) do
+  for _, obj in ipairs(model.objects) do
     breathe()
     local stands_for = root(obj)
-    model.identity[ids[i]] = stands_for
+    model.identity[id_of(obj.class, obj.oid)] = stands_for
     for _, extra in ipairs(obj.def.identities and obj.def.identities(obj.row) or {}) do
       model.identity[id_of(extra[1], extra[2])] = stands_for
     end
