@@ -147,10 +147,10 @@ local function table_entry(model, obj, selector, primary_keys, lists)
   local root_filter = root ~= obj and selector:row_filter(root.schema, root.name) or nil
   local row_filter = own_filter
   if root_filter then row_filter = own_filter and ("(" .. root_filter .. ") AND (" .. own_filter .. ")") or root_filter end
+  local source = { schema = obj.schema, name = obj.name }
   local entry = {
-    key = objects.table_key(obj), oid = obj.oid,
-    source = { schema = obj.schema, name = obj.name },
-    target = obj.target, columns = lists:value(columns), bytes = row.bytes, pages = row.pages, rows_estimate = row.rows_estimate,
+    key = objects.table_key(obj), oid = obj.oid, source = source,
+    target = rawequal(obj.target, obj) and source or obj.target, columns = lists:value(columns), bytes = row.bytes, pages = row.pages, rows_estimate = row.rows_estimate,
     replica_identity = row.replica_identity, unlogged = row.unlogged,
   }
   -- The fields most tables lack are set one by one: a constructor naming all twenty sizes
@@ -520,7 +520,9 @@ function M.keep_for_run(plan, task)
   for key, obj in pairs(plan.by_key or {}) do
     breathe()
     if key:sub(1, 6) == "table:" then
-      local kept = { schema = obj.schema, name = obj.name, target = pool:value(obj.target),
+      local target = obj.target
+      if rawequal(target, obj) then target = { schema = obj.schema, name = obj.name } end
+      local kept = { schema = obj.schema, name = obj.name, target = pool:value(target),
                      columns = compact_columns(pool, obj.columns, done) }
       if obj.dropped_columns then kept.dropped_columns = obj.dropped_columns end
       local tbl = entry_of[key]

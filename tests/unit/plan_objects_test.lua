@@ -116,3 +116,69 @@ end)
 T.test("ids: no oid makes no id (a look-up finds nothing)", function()
   T.eq({ id_of("pg_class", nil), id_of("pg_class", "x"), id_of("pg_class", 1.5) }, {})
 end)
+
+T.test("identity: only what differs from exact is its own, the rest read through", function()
+  local cat = small_catalog {
+    constraints = { { oid = 16391, schema = "app", name = "t_id_check", type = "c", table_oid = 16384, domain_oid = 0,
+                      validated = true, definition = "CHECK (id > 0)" } },
+  }
+  cat.tables[1].type_oid = 16386   -- (the table's row type stands for the table)
+  local model = objects.collect(cat)
+  local t = model.exact[id_of("pg_class", 16384)]
+  T.ok(rawequal(model.identity[id_of("pg_class", 16384)], t), "an object stands for itself")
+  T.eq(rawget(model.identity, id_of("pg_class", 16384)), nil, "without an entry of its own")
+  T.ok(rawequal(rawget(model.identity, id_of("pg_constraint", 16391)), t), "an inline row has one: its owner")
+  T.ok(rawequal(model.identity[id_of("pg_type", 16386)], t), "so does a table's row type")
+  T.eq(model.identity[id_of("pg_class", 99999)], nil, "an unknown id finds nothing")
+end)
+
+T.test("targets: an object its own target without rename, a table of its own with", function()
+  local function targets(map)
+    local model = objects.collect(small_catalog())
+    local ctx = { identity = map == nil, map_name = function(_, schema, name) return (map or {})[name] or schema, name end,
+                  map = { column = function(_, _, _, c) return c == "id" and map and "ident" or c end,
+                          schema = function(_, name) return name end } }
+    for _, obj in ipairs(model.objects) do obj.selected = true end
+    objects.assign_targets(model, ctx, function(_, message) error(message) end)
+    return model, model.by_key["table:app.t"]
+  end
+  local model, t = targets(nil)
+  T.ok(rawequal(t.target, t), "the same names: the object itself")
+  T.eq({ t.target.schema, t.target.name }, { "app", "t" })
+  T.ok(rawequal(t.columns, model.cat.columns_by_relid[16384]), "the columns: the catalog's own list")
+  T.eq(t.columns[1].target, "id")
+  local _, renamed = targets({ t = "other" })
+  t = renamed
+  T.eq({ t.target.schema, t.target.name }, { "other", "t" }, "another schema: a table of its own")
+  T.ok(not rawequal(t.target, t))
+  T.eq(t.columns[1].target, "ident", "a column mapped to another name")
+end)
+
+T.test("targets: a column row two tables share, mapped otherwise in one, copied onto its own list", function()
+  local cat = small_catalog()
+  cat.tables[2] = { oid = 16400, schema = "app", name = "u", relkind = "r", owner = "postgres" }
+  cat.columns_by_relid[16400] = { cat.columns_by_relid[16384][1] }   -- (tide.catalog.read shares equal rows)
+  local model = objects.collect(cat)
+  local ctx = { identity = false, map_name = function(_, schema, name) return schema, name end,
+                map = { column = function(_, _, table_name, c) return table_name == "u" and "uid" or c end,
+                        schema = function(_, name) return name end } }
+  for _, obj in ipairs(model.objects) do obj.selected = true end
+  objects.assign_targets(model, ctx, function(_, message) error(message) end)
+  local t, u = model.by_key["table:app.t"], model.by_key["table:app.u"]
+  T.eq({ t.columns[1].target, u.columns[1].target }, { "id", "uid" })
+  T.ok(rawequal(t.columns, cat.columns_by_relid[16384]), "the first keeps the catalog's list")
+  T.ok(not rawequal(u.columns, cat.columns_by_relid[16400]), "the other a list of its own")
+  T.eq(cat.columns_by_relid[16400][1].target, "id", "the catalog's list keeps the shared row")
+end)
+
+T.test("own_columns: the catalog's list copied once, before the first change", function()
+  local model = objects.collect(small_catalog())
+  local t = model.by_key["table:app.t"]
+  local catalog_list = model.cat.columns_by_relid[16384]
+  local own = objects.own_columns(model, t)
+  T.ok(not rawequal(own, catalog_list) and rawequal(t.columns, own), "a copy, now the object's")
+  T.ok(rawequal(own[1], catalog_list[1]), "of the same rows")
+  T.ok(rawequal(objects.own_columns(model, t), own), "copied once")
+  table.remove(own, 1)
+  T.eq({ #t.columns, #catalog_list }, { 0, 1 })
+end)

@@ -160,13 +160,13 @@ end
 
 -- Leaves out the pieces an edge runs through (columns, defaults, CHECK constraints), when
 -- the edge runs only through such pieces. Returns true when it could.
-local function drop_pieces(obj, e, skipped)
+local function drop_pieces(model, obj, e, skipped)
   if e.whole or #e.vias == 0 then return false end
   for _, via in ipairs(e.vias) do
     if via.column then
       for i, c in ipairs(obj.columns or {}) do
         if c.num == via.column then
-          table.remove(obj.columns, i)
+          table.remove(objects.own_columns(model, obj), i)
           obj.dropped_columns = obj.dropped_columns or {}
           obj.dropped_columns[c.num] = c
           skipped[#skipped + 1] = { kind = "column", schema = obj.schema, name = obj.name .. "." .. c.name,
@@ -256,7 +256,7 @@ function M.check_missing(model, opts)
             entry.action = "dropped"
             opts.warnings[#opts.warnings + 1] = { kind = obj.kind, object = obj.key,
               message = string.format("%s is left out: it needs %s, which is left out (%s)", dependent, what, why) }
-            if not drop_pieces(obj, e, opts.skipped) then
+            if not drop_pieces(model, obj, e, opts.skipped) then
               obj.selected = false
               obj.reason = "needs " .. what .. ", which is left out"
               opts.skipped[#opts.skipped + 1] = { kind = obj.kind, schema = obj.schema, name = obj.name,

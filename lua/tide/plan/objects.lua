@@ -88,12 +88,19 @@ end
 --   model.objects          in kind order, then catalog order
 --   model.exact[id]        → the object of that row (id: tide.plan.ids.id(class, oid))
 --   model.identity[id]     → the object that stands for it in dependencies (an inline
---                          row answers with its owner: a CHECK constraint with its table)
+--                          row answers with its owner: a CHECK constraint with its table);
+--                          it holds only what differs from model.exact and reads that for the
+--                          rest (at 100,000 tables 12 MB less: half as many entries)
 --   model.by_name["space\0schema\0name"] → object, for tide.ddl.lookup (made when first read)
 --   model.by_key[key]      → object (made when first read)
 function M.collect(cat)
-  local model = { cat = cat, objects = {}, exact = {}, identity = {}, by_name = {}, by_key = {},
-                  schemas = {}, children = {} }
+  local exact = {}
+  local model = { cat = cat, objects = {}, exact = exact, identity = setmetatable({}, { __index = exact }),
+                  by_name = {}, by_key = {}, schemas = {}, children = {} }
+  local identity = model.identity
+  local function stands(id, obj)
+    if exact[id] == obj then rawset(identity, id, nil) else identity[id] = obj end
+  end
   for _, def in ipairs(kinds.list) do
     for _, row in ipairs(cat[def.list] or {}) do
       breathe()
@@ -131,9 +138,9 @@ function M.collect(cat)
   for _, obj in ipairs(model.objects) do
     breathe()
     local stands_for = root(obj)
-    model.identity[id_of(obj.class, obj.oid)] = stands_for
+    stands(id_of(obj.class, obj.oid), stands_for)
     for _, extra in ipairs(obj.def.identities and obj.def.identities(obj.row) or {}) do
-      model.identity[id_of(extra[1], extra[2])] = stands_for
+      stands(id_of(extra[1], extra[2]), stands_for)
     end
   end
   -- Column defaults (pg_attrdef) stand for their table in pg_depend.
@@ -141,7 +148,7 @@ function M.collect(cat)
     local rel = model.identity[id_of("pg_class", relid)]
     for _, column in ipairs(columns) do
       breathe()
-      if rel and column.default_oid then model.identity[id_of("pg_attrdef", column.default_oid)] = rel end
+      if rel and column.default_oid then stands(id_of("pg_attrdef", column.default_oid), rel) end
     end
   end
   for _, obj in ipairs(model.objects) do
@@ -172,8 +179,9 @@ function M.collect(cat)
     breathe()
     local row = obj.row
     if obj.def.list == "tables" or obj.def.list == "views" then
-      obj.columns = {}
-      for i, c in ipairs(cat.columns_by_relid[obj.oid] or {}) do obj.columns[i] = c end
+      -- The catalog's own list until something changes it in place (M.own_columns): at
+      -- 100,000 tables a copy each was 11 MB.
+      obj.columns = cat.columns_by_relid[obj.oid] or {}
     end
     if row.parents then
       obj.parents = {}
@@ -356,6 +364,20 @@ function M.select(model, task, selector, skipped)
   end
 end
 
+-- M.own_columns(model, obj) → obj.columns, a list of the object's own: the catalog's list
+-- (cat.columns_by_relid, which others read as the relation's whole list) is copied before
+-- the first change in place.
+function M.own_columns(model, obj)
+  local columns = obj.columns
+  if rawequal(columns, model.cat.columns_by_relid[obj.oid]) then
+    local copy = {}
+    for i, c in ipairs(columns) do copy[i] = c end
+    obj.columns = copy
+    return copy
+  end
+  return columns
+end
+
 -- M.assign_targets(model, ctx, on_error): obj.target for every object (owners first) and
 -- .target on the columns of tables, views and composite types.
 function M.assign_targets(model, ctx, on_error)
@@ -372,7 +394,14 @@ function M.assign_targets(model, ctx, on_error)
       if obj.selected then on_error(obj, tostring(schema)) end
       schema, name = obj.schema, obj.name
     end
-    obj.target = { schema = schema, name = name }
+    -- An object whose target names are its own (every object of a task without `rename`) is
+    -- its own target: obj.target.schema and .name read its own (at 100,000 tables 47 MB of
+    -- {schema, name} tables less). Read obj.target for those two fields only.
+    if schema == obj.schema and name == obj.name then
+      obj.target = obj
+    else
+      obj.target = { schema = schema, name = name }
+    end
     if obj.columns then
       for i, c in ipairs(obj.columns) do
         local cok, target = pcall(function()
@@ -390,7 +419,7 @@ function M.assign_targets(model, ctx, on_error)
             local copy = {}
             for f, v in next, c do copy[f] = v end
             c = setmetatable(copy, getmetatable(c))
-            obj.columns[i] = c
+            M.own_columns(model, obj)[i] = c
           end
           c.target = target
         end
