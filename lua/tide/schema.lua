@@ -144,11 +144,13 @@ end
 
 -- Post-data, step by step in plan order. opts.skip(step) → true to leave a step out (done in
 -- an earlier run, say); opts.record_sql(step) → SQL committed with the step (its "done" mark);
--- opts.on_step(step, seconds) after each step.
+-- opts.on_step(step, seconds) after each step. opts.resuming: a run that goes on where an
+-- earlier one stopped, whose objects on the target are the plan's conflicts (its tables, the
+-- steps it recorded as done): they are not in the way.
 function M.apply_post(task, plan, target, opts)
   local _ = task
   opts = opts or {}
-  local refusal = M.refusal(plan)
+  local refusal = not opts.resuming and M.refusal(plan)
   if refusal then failure.raise("precheck", refusal) end
   local core = require "tide.core"
   local count = 0

@@ -167,3 +167,38 @@ T.test("pre-data and its record commit together: a task killed right after pre-d
   for _, rel in ipairs(TABLES) do T.eq(P.fingerprint(t, rel), P.fingerprint(s, rel), rel) end
   s:close(); t:close()
 end)
+
+-- Each post-data step commits with its record, so a kill leaves some steps done, the rest not
+-- begun. A task of the schema phase alone runs post-data itself (schema.apply_post): run again,
+-- the objects of the first run are on the target and are the plan's conflicts, which must not
+-- stop it (they did: "the schema plan cannot run", and the task could never finish).
+T.test("a schema-only task stopped between two post-data steps resumes and finishes", function(ctx)
+  local s, t = setup(ctx)
+  local pb = H.playbook(ctx, "handover_post", [[migrate = { "schema" }, progress = "plain",]])
+  local task = require("tide.playbook").load(pb)
+  local connect = require "tide.connect"
+  local source, target = connect.open_both(task)
+  local plan = require("tide.plan").build(task, source, target)
+  local state = require("tide.state").open(task, target)
+  local schema = require "tide.schema"
+  schema.apply_pre(task, plan, target, {
+    record = function(keys, final) return final and state:phase_sql(target, "schema_pre") or state:steps_done_sql(target, keys) end })
+  local stopped = {}
+  local ok = pcall(schema.apply_post, task, plan, target, {
+    record_sql = function(step) return state:step_done_sql(target, step.key, 0) end,
+    on_step = function(step) stopped[#stopped + 1] = step.key; if #stopped == 2 then error("killed") end end })
+  T.ok(not ok and #stopped == 2 and #plan.post_data > 3, "stopped after two of the post-data steps")
+  T.eq(state:phase(), "schema_pre")
+  source:close(); target:close()
+  local code, out = H.run("run " .. pb)
+  T.eq(code, 0, out)
+  T.match(out, "resuming task handover_post from phase 'schema_pre'")
+  T.ok(not out:find("cannot run", 1, true), out)
+  local q = [[SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), '; ' ORDER BY conname) AS d
+              FROM pg_constraint WHERE connamespace = 'public'::regnamespace]]
+  T.eq(assert(t:query(q))[1].d, assert(s:query(q))[1].d, "every constraint, once")
+  q = "SELECT string_agg(indexdef, '; ' ORDER BY indexname) AS d FROM pg_indexes WHERE schemaname = 'public'"
+  T.eq(assert(t:query(q))[1].d, assert(s:query(q))[1].d, "every index, once")
+  T.eq(assert(t:query("SELECT phase FROM pgtide.tasks WHERE task = 'handover_post'"))[1].phase, "done")
+  s:close(); t:close()
+end)

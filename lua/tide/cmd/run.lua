@@ -233,7 +233,9 @@ local function run_once(run, opts, progress)
   elseif phases.schema and not reached(phase, "post") then
     run:set_phase("post-data"); progress:phase_start("post-data")
     local done = state:steps_done()
-    local n = schema.apply_post(task, plan, target, {
+    -- (A resumed run's plan conflicts with what the earlier one made: not in the way, as
+    -- checked above.)
+    local n = schema.apply_post(task, plan, target, { resuming = resumed,
       skip = function(step) return done[step.key] end,
       record_sql = function(step) return state:step_done_sql(target, step.key, 0) end,
     })
