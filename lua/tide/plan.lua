@@ -211,7 +211,7 @@ function M.build(task, source, target)
   local map = compile_section(task, "rename", require("tide.rename").compile)
   local options = task.schema or {}
   local plan = { objects = {}, pre_data = {}, post_data = {}, tables = {}, sequences = {}, skipped = {},
-                 warnings = {}, conflicts = {}, errors = {}, missing = {}, existing = {}, drops = {},
+                 warnings = {}, conflicts = existing.entries(true), errors = {}, missing = {}, existing = existing.entries(), drops = {},
                  by_key = {}, timing = {} }
   local cat, tcat = read_catalogs(task, source, target)
   plan.catalog, plan.target_catalog = cat, tcat
@@ -496,6 +496,8 @@ end
 -- way (a table's target the same table as its source when they are equal).
 function M.keep_for_run(plan, task)
   plan.catalog, plan.target_catalog, plan.target_model, plan.existing = nil, nil, nil, nil
+  -- (Its entries hold objects: as plain tables, the objects can go.)
+  plan.conflicts = existing.detached(plan.conflicts)
   if task and task.phases and not task.phases.schema then plan.pre_data, plan.post_data = {}, {} end
   -- (Of the model, DDL replication reads which schemas are selected; the drops and the
   -- security labels, which hold objects, only the prechecks read.)

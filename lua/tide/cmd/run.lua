@@ -114,6 +114,9 @@ local function run_once(run, opts, progress)
   if not opts["no-precheck"] then
     require("tide.precheck").gate(task, plan, source, target, { resumed = resumed, progress = progress })
   end
+  -- A resumed run's conflicts are what the earlier run made (not in the way, as checked
+  -- above): nothing reads them past here (at 100,000 tables one for every object).
+  if resumed then plan.conflicts = {} end
   require("tide.plan").keep_for_run(plan, task)
   -- What the prechecks, the catalogs and the objects held goes back to the system now, not
   -- when the allocator next works on those pages: the schema phase, the slot and the full
@@ -138,6 +141,7 @@ local function run_once(run, opts, progress)
     plan = nil
     collectgarbage("collect")
     local again = require("tide.plan").build(task, source, target)
+    again.conflicts = {}   -- (what this run and the earlier one made, as above)
     require("tide.plan").keep_for_run(again, task)
     again.pre_data = {}   -- (made past the schema phase's pre-data part: see below)
     require("tide.core").release_memory()

@@ -49,6 +49,63 @@ function M.key(obj, ctx)
   return space_key(obj, obj.target.schema, obj.target.name, owner, args)
 end
 
+-- The name an existing object goes by on the target, as the plan says it.
+local function target_text(obj)
+  if obj.def.target_text then return obj.def.target_text(obj) end
+  if obj.kind == "schema" or obj.kind == "extension" then return ddl.quote(obj.target.name) end
+  return obj.def.global and obj.ident or ddl.target(obj)
+end
+
+local ERROR_MESSAGE = "%s %s already exists on the target (schema.existing = \"error\"): drop it there, or set " ..
+  "schema.existing = \"skip\" or \"drop\""
+
+-- plan.existing and plan.conflicts: an entry is the object it is about and one value (the
+-- action; a conflict's message when it is not the one of schema.existing = "error"), and its
+-- table is made when read: { kind =, key =, target =, action = } or { kind =, key =, target =,
+-- message = }. A run that resumes finds every object of its plan on the target: at 100,000
+-- tables an entry of each kind per object, as tables with their texts, were 230 MB. Read as a
+-- list (#, [i], ipairs, pairs; tide.json writes it as one); `M.add(list, obj, value)`.
+local Entries = {}
+Entries.__len = function(self) return self.n end
+Entries.__list = true
+Entries.__index = function(self, i)
+  if math.type(i) ~= "integer" or i < 1 or i > self.n then return nil end
+  local obj, value = self.objects[i], self.values[i]
+  local entry = { kind = obj.kind, key = obj.key, target = target_text(obj) }
+  if self.conflicts then
+    entry.message = value or string.format(ERROR_MESSAGE, obj.kind, entry.target)
+  else
+    entry.action = value
+  end
+  return entry
+end
+Entries.__pairs = function(self)
+  return function(list, i)
+    i = i + 1
+    local entry = list[i]
+    if entry ~= nil then return i, entry end
+  end, self, 0
+end
+Entries.__newindex = function() error("tide.plan.existing: a list of entries grows by M.add", 2) end
+
+-- M.entries(conflicts) → an empty list of entries (of conflicts when `conflicts`).
+function M.entries(conflicts)
+  return setmetatable({ n = 0, objects = {}, values = {}, conflicts = conflicts or false }, Entries)
+end
+
+function M.add(list, obj, value)
+  local i = list.n + 1
+  list.objects[i], list.values[i], list.n = obj, value or false, i
+end
+
+-- M.detached(list) → the same entries as plain tables, which keep no object alive.
+function M.detached(list)
+  if getmetatable(list) ~= Entries then return list end
+  local out = {}
+  for i = 1, list.n do out[i] = list[i] end
+  return out
+end
+
 local function statements(def, ctx, obj)
   local list = {}
   for _, step in ipairs(def.create(ctx, obj)) do list[#list + 1] = step.sql end
@@ -69,8 +126,8 @@ local function first_difference(a, b)
 end
 
 -- M.detect(plan, model, ctx, tctx, index, policy, creates): marks obj.existing_target,
--- obj.keep_existing; fills plan.conflicts, plan.existing and plan.drops (statements for policy
--- "drop"). `creates` false: the task has no schema phase, so it creates nothing and what the
+-- obj.keep_existing; fills plan.conflicts, plan.existing (lists of M.entries) and plan.drops
+-- (statements for policy "drop"). `creates` false: the task has no schema phase, so it creates nothing and what the
 -- target has is used as it is, whatever the policy (no conflict, no drop, no statement).
 function M.detect(plan, model, ctx, tctx, index, policy, creates)
   local quiet = setmetatable({ warn = function() end, error = function() end }, { __index = ctx })
@@ -79,46 +136,40 @@ function M.detect(plan, model, ctx, tctx, index, policy, creates)
     if obj.selected and obj.inline_of == nil then
       local tobj = index[M.key(obj, ctx)]
       if tobj then
-        local target_text = obj.def.global and obj.ident or ddl.target(obj)
-        if obj.kind == "schema" or obj.kind == "extension" then target_text = ddl.quote(obj.target.name) end
-        if obj.def.target_text then target_text = obj.def.target_text(obj) end
         obj.existing_target = tobj
-        local entry = { kind = obj.kind, key = obj.key, target = target_text }
-        plan.existing[#plan.existing + 1] = entry
+        local action
         if obj.kind == "schema" or obj.kind == "extension" then
           obj.keep_existing = true
-          entry.action = "used"
+          action = "used"
         elseif creates == false then
           obj.keep_existing = true
-          entry.action = "used as it is (the task has no schema phase)"
+          action = "used as it is (the task has no schema phase)"
         elseif obj.owner and obj.owner.drop_existing then
-          entry.action = "dropped with " .. objects.describe(obj.owner)
+          action = "dropped with " .. objects.describe(obj.owner)
         elseif policy == "skip" then
           local ok_source, planned = pcall(statements, obj.def, quiet, obj)
           local ok_target, present = pcall(statements, tobj.def, tctx, tobj)
           if ok_source and ok_target and planned == present then
             obj.keep_existing = true
-            entry.action = "kept (same definition)"
+            action = "kept (same definition)"
           else
-            entry.action = "conflict"
-            plan.conflicts[#plan.conflicts + 1] = { kind = obj.kind, key = obj.key, target = target_text,
-              message = string.format("%s %s already exists on the target with a different definition (schema.existing = \"skip\" keeps only identical objects)\n    %s",
-                obj.kind, target_text, ok_source and ok_target and first_difference(planned, present) or tostring(planned) .. " / " .. tostring(present)) }
+            action = "conflict"
+            M.add(plan.conflicts, obj, string.format("%s %s already exists on the target with a different definition (schema.existing = \"skip\" keeps only identical objects)\n    %s",
+                obj.kind, target_text(obj), ok_source and ok_target and first_difference(planned, present) or tostring(planned) .. " / " .. tostring(present)))
           end
         elseif policy == "drop" then
           obj.drop_existing = true
-          entry.action = "dropped and created again"
+          action = "dropped and created again"
           local ok, sql = pcall(tobj.def.drop, tctx, tobj)
           if ok and sql then
             plan.drops[#plan.drops + 1] = { kind = "drop", key = "drop:" .. obj.key, sql = sql, object = obj,
               rank = tobj.def.rank or 500, phase_rank = tobj.def.phase == "post" and 0 or 1 }
           end
         else
-          entry.action = "conflict"
-          plan.conflicts[#plan.conflicts + 1] = { kind = obj.kind, key = obj.key, target = target_text,
-            message = string.format("%s %s already exists on the target (schema.existing = \"error\"): drop it there, or set schema.existing = \"skip\" or \"drop\"",
-              obj.kind, target_text) }
+          action = "conflict"
+          M.add(plan.conflicts, obj)
         end
+        M.add(plan.existing, obj, action)
       end
     end
   end
