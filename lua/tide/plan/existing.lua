@@ -127,8 +127,9 @@ end
 
 -- M.detect(plan, model, ctx, tctx, index, policy, creates): marks obj.existing_target,
 -- obj.keep_existing; fills plan.conflicts, plan.existing (lists of M.entries) and plan.drops
--- (statements for policy "drop"). `creates` false: the task has no schema phase, so it creates nothing and what the
--- target has is used as it is, whatever the policy (no conflict, no drop, no statement).
+-- (statements for policy "drop"). `creates` false: the task has no schema phase, so it
+-- creates nothing and what the target has is used as it is, whatever the policy (no
+-- conflict, no drop, no statement).
 function M.detect(plan, model, ctx, tctx, index, policy, creates)
   local quiet = setmetatable({ warn = function() end, error = function() end }, { __index = ctx })
   for _, obj in ipairs(model.objects) do
