@@ -21,4 +21,15 @@ function M.pairs_by(names)
   end
 end
 
+-- M.list_pairs: a __pairs for a list whose items __index makes when read (tide.plan.steplist,
+-- tide.plan.existing's entries): pairs() walks it as ipairs does, so tide.json and the REPL's
+-- printer see a list.
+local function walk(list, i)
+  i = i + 1
+  local item = list[i]
+  if item ~= nil then return i, item end
+end
+
+function M.list_pairs(list) return walk, list, 0 end
+
 return M

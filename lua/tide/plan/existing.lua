@@ -79,13 +79,7 @@ Entries.__index = function(self, i)
   end
   return entry
 end
-Entries.__pairs = function(self)
-  return function(list, i)
-    i = i + 1
-    local entry = list[i]
-    if entry ~= nil then return i, entry end
-  end, self, 0
-end
+Entries.__pairs = require("tide.fields").list_pairs
 Entries.__newindex = function() error("tide.plan.existing: a list of entries grows by M.add", 2) end
 
 -- M.entries(conflicts) → an empty list of entries (of conflicts when `conflicts`).

@@ -170,13 +170,7 @@ List.__index = function(self, i)
 end
 List.__len = function(self) return self.n end
 List.__list = true   -- (tide.json: a list, empty or not)
--- pairs() walks the steps as ipairs does (tide.json and the REPL's printer see a list).
-local function walk(list, i)
-  i = i + 1
-  local step = list[i]
-  if step ~= nil then return i, step end
-end
-List.__pairs = function(self) return walk, self, 0 end
+List.__pairs = require("tide.fields").list_pairs   -- (pairs() walks the steps as ipairs does)
 List.__newindex = function() error("tide.plan.steplist: a packed list of steps is read only", 2) end
 
 -- M.view(list, places) → the steps of `list` at those places (a list of numbers), read as a
