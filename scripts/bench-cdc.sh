@@ -201,8 +201,22 @@ mb_median_max() {  # mb_median_max FILE → "median max" in MB
     printf "%.2f %.2f\n", v[int((NR + 1) / 2)] / 1048576, v[NR] / 1048576 }'
 }
 
-steady_window() {  # steady_window TARGET_URL SLOT → "median p99 max samples behind_median behind_max tps"
+# CPU seconds a process has used (user + system), from /proc: the servers run on this machine.
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# The target's next transaction id: only the consumer writes there during a window, one id for
+# each transaction it commits (read from a snapshot, which takes no id of its own).
+next_xid() { psql -qXAt "$1" -c "SELECT pg_snapshot_xmax(pg_current_snapshot())"; }
+
+# Besides the delay and the slot, the window's cost on the target: the CPU time of the backend
+# that applies (pgtide's apply session, native's apply worker) and of pgtide's own process, and
+# the transactions committed on the target (pgtide commits groups of source transactions).
+steady_window() {  # steady_window TARGET_URL SLOT [PGTIDE_PID] → "median p99 max samples behind_median behind_max tps
+                   #   backend_cpu pgtide_cpu commits"
   psql -qX "$1" -c "TRUNCATE bench_lag"
+  local backend cpu0 own0=0 commits0
+  backend=$(psql -qXAt "$1" -c "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+    AND (backend_type = 'logical replication worker' OR application_name = 'pgtide:bench:apply') LIMIT 1")
+  cpu0=$(cpu_secs "$backend"); [ -n "${3:-}" ] && own0=$(cpu_secs "$3"); commits0=$(next_xid "$1")
   slot_sampler "$2" "$work/behind.$2"
   pgbench -n -c 1 -R 10 -T "$STEADY" -f "$work/probe.sql" "$SRC" >"$work/probe.log" 2>&1 &
   local probe=$!
@@ -210,9 +224,13 @@ steady_window() {  # steady_window TARGET_URL SLOT → "median p99 max samples b
   wait "$probe"
   kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
   "$PGTIDE" script "$work/wait.lua" "$1" "$(history_rows "$SRC")" >/dev/null
+  local cpu1 own="-" commits1
+  cpu1=$(cpu_secs "$backend"); [ -n "${3:-}" ] && own=$(awk -v a="$own0" -v b="$(cpu_secs "$3")" 'BEGIN { printf "%.2f", b - a }')
+  commits1=$(next_xid "$1")
   echo "$(psql -qXAt -F ' ' "$1" -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag)::numeric, 4),
     round(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)::numeric, 4), round(max(lag)::numeric, 4), count(*)
-    FROM bench_lag") $(mb_median_max "$work/behind.$2") $(awk '/^tps/ {print int($3); exit}' "$work/steady.log")"
+    FROM bench_lag") $(mb_median_max "$work/behind.$2") $(awk '/^tps/ {print int($3); exit}' "$work/steady.log") \
+    $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }') $own $((commits1 - commits0))"
 }
 
 steady() {  # steady pgtide|native → steady_window's figures
@@ -232,7 +250,7 @@ steady() {  # steady pgtide|native → steady_window's figures
   done
   # The window starts once pgtide applied what it missed (the other consumer's window).
   "$PGTIDE" script "$work/wait.lua" "$TGT_PGTIDE" marker "$(marker)" >/dev/null
-  steady_window "$TGT_PGTIDE" pgtide_bench
+  steady_window "$TGT_PGTIDE" pgtide_bench "$stream"
   touch "$work/stop"
   wait "$stream" || { echo "pgtide's steady stream failed:" >&2; tail -20 "$work/pgtide-steady.log" >&2; exit 1; }
   wait_inactive pgtide_bench
@@ -312,7 +330,7 @@ SQL
     all_pg="$all_pg $pg_c"; all_nt="$all_nt $nt_c"; all_ratio="$all_ratio $(ratio "$nt_c" "$pg_c")"; all_wal="$all_wal $wal"
     pg_d="$pg_d ${p[0]}"; pg_p99="$pg_p99 ${p[1]}"; pg_dmax="$pg_dmax ${p[2]}"; pg_beh="$pg_beh ${p[4]}"; pg_behmax="$pg_behmax ${p[5]}"
     nt_d="$nt_d ${n[0]}"; nt_p99="$nt_p99 ${n[1]}"; nt_dmax="$nt_dmax ${n[2]}"; nt_beh="$nt_beh ${n[4]}"; nt_behmax="$nt_behmax ${n[5]}"
-    rows_md="$rows_md| $r | ${order%% *} | $pg_c / $nt_c | $(ratio "$nt_c" "$pg_c") | ${p[4]} / ${p[5]} | ${n[4]} / ${n[5]} | ${p[0]} / ${p[1]} / ${p[2]} | ${n[0]} / ${n[1]} / ${n[2]} | ${p[3]} / ${n[3]} | ${p[6]} / ${n[6]} |
+    rows_md="$rows_md| $r | ${order%% *} | $pg_c / $nt_c | $(ratio "$nt_c" "$pg_c") | ${p[4]} / ${p[5]} | ${n[4]} / ${n[5]} | ${p[0]} / ${p[1]} / ${p[2]} | ${n[0]} / ${n[1]} / ${n[2]} | ${p[3]} / ${n[3]} | ${p[6]} / ${n[6]} | ${p[7]} + ${p[8]} / ${n[7]} | ${p[9]} / ${n[9]} |
 "
   done
   sync_both
@@ -344,8 +362,8 @@ SQL
 **$shape**: pgbench scale $scale; backlog of $backlog_tx tpcb-like transactions by $clients clients ($(median $all_wal) MB of WAL);
 steady state ${STEADY} s of \`pgbench -c $clients\` per consumer, probe at 10 rows/s; $RUNS runs, pgtide first in odd runs.
 
-| run | first | catch-up pgtide / native (s) | native ÷ pgtide | slot behind pgtide median / max (MB) | native (MB) | delay pgtide median / p99 / max (s) | native (s) | probe samples | source tps |
-|---|---|---|---|---|---|---|---|---|---|
+| run | first | catch-up pgtide / native (s) | native ÷ pgtide | slot behind pgtide median / max (MB) | native (MB) | delay pgtide median / p99 / max (s) | native (s) | probe samples | source tps | steady CPU: pgtide's apply backend + pgtide / native's worker (s) | target commits pgtide / native |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 $rows_md
 | figure | pgtide | native | native ÷ pgtide |
 |---|---|---|---|
