@@ -45,6 +45,7 @@
 local core = require "tide.core"
 local log = require "tide.log"
 local connect = require "tide.connect"
+local wait = require "tide.wait"
 local failure = require "tide.failure"
 local retry = require "tide.retry"
 local when = require "tide.when"
@@ -250,9 +251,29 @@ local function open_session(task, st)
   end
   local ses = {}
   st.session = ses
-  ses.repl = connect.open(task, "source", { replication = "database", settings = repl_settings,
-    application_name = "pgtide:" .. task.name .. ":stream", client_encoding = st.encoding })
-  ses.apply = apply_connection(task, names.origin, "apply")
+  if not st.control then
+    st.control = connect.open(task, "source", { application_name = "pgtide:" .. task.name .. ":control" })
+  end
+  -- The replication connection, the apply session and the slot's state at once: each waits
+  -- for a server (a new backend takes tens of milliseconds to start), and a catch-up starts
+  -- when all three are there. A connection that opened is closed if another failed.
+  local opened = wait.all({
+    core.spawn(connect.open, task, "source", { replication = "database", settings = repl_settings,
+      application_name = "pgtide:" .. task.name .. ":stream", client_encoding = st.encoding }),
+    core.spawn(apply_connection, task, names.origin, "apply"),
+    core.spawn(function() return objects.slot_info(st.control, names), objects.publications(st.control, names) end),
+  })
+  for _, r in ipairs(opened) do
+    if not r.ok then
+      for i = 1, 2 do
+        if opened[i].ok then opened[i].values[1]:close() end
+      end
+      error(r.err, 0)
+    end
+  end
+  ses.repl, ses.apply = opened[1].values[1], opened[2].values[1]
+  local slot = opened[3].values[1]
+  names.publications = opened[3].values[2]
   local a = ses.apply
   local rows = assert(a:query("SELECT pg_catalog.pg_replication_origin_session_progress(false)::text AS lsn"))
   local lsn = rows[1].lsn
@@ -279,11 +300,6 @@ local function open_session(task, st)
   end
   ses.start_lsn = lsn
   -- The slot must not be ahead of what the target has (a restored target, say).
-  if not st.control then
-    st.control = connect.open(task, "source", { application_name = "pgtide:" .. task.name .. ":control" })
-  end
-  local slot = objects.slot_info(st.control, names)
-  names.publications = objects.publications(st.control, names)
   if not slot then
     failure.raise("failed", "the replication slot " .. names.slot .. " does not exist on the source (released?)" ..
       "\n  hint: run the task again from the start")

@@ -33,3 +33,37 @@ T.test("changes made after the snapshot reach the target, once", function(ctx)
   T.eq(#H.release(ctx, task), 0, "release is idempotent")
   src:close(); tgt:close()
 end)
+
+-- A session opens its replication connection and its apply session at once (tide.cdc,
+-- open_session): when the apply session is refused (the task's origin is held by a stream
+-- that runs), the replication connection that opened beside it is closed again.
+T.test("a second stream of a task that streams is refused, and leaves no connection open", function(ctx)
+  P.both(ctx, "DROP TABLE IF EXISTS items; CREATE TABLE items (id int PRIMARY KEY, n int);")
+  local src = P.connect(ctx.source_url)
+  local tgt = P.connect(ctx.target_url)
+  local ref = {}
+  local task = H.task(ctx, "twice", { stop = H.stop_at(ref) })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local first = H.stream(ctx, task, plan)
+  local function sessions(conn, name)
+    return assert(conn:query("SELECT count(*)::int AS n FROM pg_catalog.pg_stat_activity WHERE application_name = $1",
+                             name))[1].n
+  end
+  P.wait_for("the first stream's apply session", function() return sessions(tgt, "pgtide:twice:apply") == 1 end)
+  P.wait_for("the first stream's replication connection", function() return sessions(src, "pgtide:twice:stream") == 1 end)
+  local again = H.task(ctx, "twice", { retry = { attempts = 1, max_delay = 0.1 } })
+  local ok, err = pcall(function() return H.stream(ctx, again, plan):wait() end)
+  T.ok(not ok, "the second stream stopped")
+  T.match(tostring(type(err) == "table" and err.message or err), "another pgtide process may be applying this task")
+  -- Only the first stream's connections are left (a backend leaves pg_stat_activity as it exits).
+  P.wait_for("the second stream's connections to close", function()
+    return sessions(src, "pgtide:twice:stream") == 1 and sessions(tgt, "pgtide:twice:apply") == 1
+  end, 10)
+  assert(src:exec("INSERT INTO items SELECT g, g FROM generate_series(1, 20) g"))
+  ref.lsn = P.lsn(src, true)
+  T.eq(first:wait().stopped_by, "condition")
+  P.same(src, tgt, "items")
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
