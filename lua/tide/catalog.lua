@@ -694,11 +694,50 @@ M.null = json.null
 local rows_mod = require "tide.catalog.rows"
 M.defaults = rows_mod.defaults
 
+-- The statements whose rows grow with the database's tables are read through a cursor,
+-- M.piece_rows rows at a time: libpq holds one piece, never a whole result beside the Lua rows
+-- made of it (at 100,000 tables the results and their rows side by side took the read to
+-- 683 MB with a Lua heap of 474). Each costs two round trips more than one query (DECLARE,
+-- CLOSE); the others, a few rows each, are one query. (The read's transaction sets
+-- cursor_tuple_fraction to 1: a cursor's statement is planned for all its rows, as a query's.)
+M.piece_rows = 20000
+M.in_pieces = { tables = true, sequences = true, columns = true, constraints = true, indexes = true,
+                views = true, functions = true, triggers = true, comments = true, privileges = true,
+                depends = true, extension_members = true }
+
+local CURSOR = "pgtide_catalog"
+
+-- Rows of `sql` (with its parameters) a piece at a time; each piece goes to take(piece) when
+-- given (the rows are then take's to keep), else into one list. → the list (or true), or nil
+-- and the error.
+local function query_in_pieces(conn, take, sql, ...)
+  local ok, err = conn:exec("DECLARE " .. CURSOR .. " NO SCROLL CURSOR FOR " .. sql, ...)
+  if not ok then return nil, err end
+  local fetch, rows = string.format("FETCH FORWARD %d FROM %s", M.piece_rows, CURSOR), nil
+  repeat
+    local piece, e = conn:query_sparse(fetch)
+    if not piece then return nil, e end
+    if take then take(piece)
+    elseif rows == nil then rows = piece
+    else table.move(piece, 1, #piece, #rows + 1, rows) end
+  until #piece < M.piece_rows
+  ok, err = conn:exec("CLOSE " .. CURSOR)
+  if not ok then return nil, err end
+  return rows or true
+end
+
 local function run(conn, name, split, statements, param)
   local rows, err
+  local whole = name:gsub("/%d$", "")   -- (a half of the indexes statement)
   if param ~= nil then rows, err = conn:query_sparse(S[name], param)
+  elseif M.in_pieces[whole] then
+    local collect = rows_mod.collect[whole]
+    local into = collect and collect.new()
+    rows, err = query_in_pieces(conn, into and function(piece) collect.add(into, piece) end,
+                                require("tide.catalog.parallel").statement(statements or S, name, split))
+    if rows and into then return into end
   else rows, err = conn:query_sparse(require("tide.catalog.parallel").statement(statements or S, name, split)) end
-  name = name:gsub("/%d$", "")   -- (a half of the indexes statement)
+  name = whole
   if not rows then
     -- A failure with the server's error inside (tide.retry reads its SQLSTATE: a catalog
     -- changed under the read is read again), never an internal error.
@@ -744,6 +783,7 @@ function M.read(conn, opts)
       -- The large catalog statements cross jit_above_cost on a big catalog, and compiling them
       -- took 1.7 s of the 2 s the types statement needed on 10,000 tables: no JIT here.
       if conn:server_version() >= 110000 then assert(conn:exec("SET LOCAL jit = off")) end
+      assert(conn:exec("SET LOCAL cursor_tuple_fraction = 1"))   -- (M.in_pieces)
     end
     set_local()
     local shared = parallel.prepare(conn, opts.open, function() begin(); set_local() end)

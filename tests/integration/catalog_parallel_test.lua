@@ -118,7 +118,8 @@ T.test("helpers read the same catalog as one connection, in the main read's snap
       local c = connect.open(task, "source", opts)
       helpers[#helpers + 1] = c
       return watched(c, counter, { rewrite = function(sql, method)
-        if method == "query_sparse" and sql:find("(i.indrelid < $1::oid)", 1, true) then halves = halves + 1 end
+        -- (read through a cursor: tide.catalog.in_pieces)
+        if method == "exec" and sql:find("(i.indrelid < $1::oid)", 1, true) then halves = halves + 1 end
         return sql
       end })
     end })
@@ -143,6 +144,33 @@ T.test("helpers read the same catalog as one connection, in the main read's snap
   end
   -- The main connection is out of its transaction and reads on.
   T.eq(source:query("SELECT pg_catalog.current_setting('transaction_isolation') AS i")[1].i, "read committed")
+end)
+
+T.test("statements read a few rows at a time give the catalog that whole results give", function(ctx)
+  load_fixture(ctx)
+  local task = make_task(ctx)
+  local source <close> = connect.open(task, "source")
+  local whole = catalog.read(source)   -- (the fixture's statements: one piece each)
+  local saved, fetches = catalog.piece_rows, 0
+  catalog.piece_rows = 3
+  local ok, cat = pcall(catalog.read, recording(source, "FETCH FORWARD 3 ", function() fetches = fetches + 1 end))
+  catalog.piece_rows = saved
+  if not ok then error(cat, 0) end
+  T.eq(rows_of(cat), rows_of(whole), "the catalog read in pieces of 3 rows")
+  T.ok(fetches > #whole.tables // 3 + #whole.indexes // 3, "pieces fetched: " .. fetches)
+  -- Every pg_depend row the statement selects, each with its fields (kept as lists of fields).
+  local expected = source:query("SELECT count(*) AS n, count(*) FILTER (WHERE d.objsubid > 0) AS sub FROM (" ..
+                                catalog.statements.depends .. ") d")[1]
+  local n, sub, fields = 0, 0, 0
+  for d in require("tide.catalog.rows").each_depend(cat.depends) do
+    n = n + 1
+    if d.objsubid > 0 then sub = sub + 1 end
+    if d.class and d.objid and d.refclass and d.refobjid and d.refobjsubid and d.deptype then fields = fields + 1 end
+  end
+  T.ok(expected.n > 20 and expected.sub > 0, "the fixture has dependencies: " .. expected.n)
+  T.eq({ n, sub, fields }, { expected.n, expected.sub, expected.n }, "pg_depend's rows: count, with a column, whole")
+  -- The cursor is gone with the read: the connection declares it again.
+  T.ok(source:exec("BEGIN") and source:exec("DECLARE pgtide_catalog CURSOR FOR SELECT 1") and source:exec("ROLLBACK"))
 end)
 
 T.test("a server's idle_in_transaction_session_timeout does not end a spread read", function(ctx)

@@ -61,7 +61,7 @@ SELECT (SELECT count(*) FROM pg_catalog.pg_class) AS relations,
          WHERE s.name IN ('search_path', 'jit', 'datestyle', 'intervalstyle', 'timezone',
                           'extra_float_digits', 'bytea_output', 'quote_all_identifiers',
                           'standard_conforming_strings', 'xmloption', 'xmlbinary',
-                          'lc_monetary', 'lc_numeric', 'lc_time'))::text AS settings_json
+                          'lc_monetary', 'lc_numeric', 'lc_time', 'cursor_tuple_fraction'))::text AS settings_json
 ]]
 
 local SET_SETTINGS = [[

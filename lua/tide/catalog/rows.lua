@@ -73,6 +73,49 @@ function M.pack(cat)
   end
 end
 
+-- pg_depend's rows (the depends statement: at 100,000 tables of the scale shape 725,000 of
+-- them, about 200 bytes each as tables) are kept as one list per field, taken a piece at a
+-- time as tide.catalog.read fetches them: 16 bytes a field. M.each_depend reads them.
+local DEPEND_FIELDS = { "class", "objid", "objsubid", "refclass", "refobjid", "refobjsubid", "deptype" }
+
+M.collect = {
+  depends = {
+    new = function()
+      local into = { n = 0 }
+      for _, f in ipairs(DEPEND_FIELDS) do into[f] = {} end
+      return into
+    end,
+    add = function(into, piece)
+      local n = into.n
+      for i = 1, #piece do
+        breathe()
+        local row = piece[i]
+        piece[i] = false
+        n = n + 1
+        for _, f in ipairs(DEPEND_FIELDS) do into[f][n] = row[f] end
+      end
+      into.n = n
+    end,
+  },
+}
+
+-- for d in M.each_depend(cat.depends) do ... end: each row of pg_depend as a table of its
+-- fields (one table, filled anew at each step: copy what outlives the step). A plain list
+-- of rows (a catalog built otherwise) is read as it is.
+function M.each_depend(deps)
+  if deps.n == nil then
+    local i = 0
+    return function() i = i + 1; return deps[i] end
+  end
+  local row, i, n = {}, 0, deps.n
+  return function()
+    i = i + 1
+    if i > n then return nil end
+    for _, f in ipairs(DEPEND_FIELDS) do row[f] = deps[f][i] end
+    return row
+  end
+end
+
 -- M.finish(statement name, rows) → rows, ready for the planner.
 function M.finish(name, rows)
   local meta = default_meta[name]

@@ -39,7 +39,7 @@ function M.select(model, selector, list, skipped, task)
 
   -- Who needs whom, among the objects of the model (pg_depend).
   local needed_by = {}
-  for _, d in ipairs(model.cat.depends) do
+  for d in require("tide.catalog.rows").each_depend(model.cat.depends) do
     breathe()
     local ref = model.exact[id_of(d.refclass, d.refobjid)]
     local dep = model.identity[id_of(d.class, d.objid)]

@@ -71,7 +71,7 @@ function M.resolve(model, opts)
     end
   end
   local external = {}
-  for _, d in ipairs(cat.depends) do
+  for d in require("tide.catalog.rows").each_depend(cat.depends) do
     breathe()
     local dep_id = id_of(d.class, d.objid)
     local dep = model.identity[dep_id]
