@@ -45,7 +45,6 @@
 local core = require "tide.core"
 local log = require "tide.log"
 local connect = require "tide.connect"
-local wait = require "tide.wait"
 local failure = require "tide.failure"
 local retry = require "tide.retry"
 local when = require "tide.when"
@@ -254,31 +253,18 @@ local function open_session(task, st)
   if not st.control then
     st.control = connect.open(task, "source", { application_name = "pgtide:" .. task.name .. ":control" })
   end
-  -- The replication connection, the apply session and the slot's state at once: each waits
-  -- for a server (a new backend takes tens of milliseconds to start), and a catch-up starts
-  -- when all three are there. A connection that opened is closed if another failed; the
-  -- first failure in that order is raised as it was raised (pcall inside the coroutine: no
-  -- traceback added).
-  local function try(f, ...) return table.pack(pcall(f, ...)) end
-  local opened = wait.all({
-    core.spawn(try, connect.open, task, "source", { replication = "database", settings = repl_settings,
-      application_name = "pgtide:" .. task.name .. ":stream", client_encoding = st.encoding }),
-    core.spawn(try, apply_connection, task, names.origin, "apply"),
-    core.spawn(try, function() return objects.slot_info(st.control, names), objects.publications(st.control, names) end),
+  -- The replication connection, the apply session and the slot's state at once: a catch-up
+  -- starts when all three are there (tide.connect.together: a connection that opened is
+  -- closed if another failed).
+  local opened = connect.together({
+    { connect.open, task, "source", { replication = "database", settings = repl_settings,
+      application_name = "pgtide:" .. task.name .. ":stream", client_encoding = st.encoding } },
+    { apply_connection, task, names.origin, "apply" },
+    { function() return objects.slot_info(st.control, names), objects.publications(st.control, names) end },
   })
-  local done = {}
-  for i, r in ipairs(opened) do done[i] = r.ok and r.values[1] or { false, r.err } end
-  for _, r in ipairs(done) do
-    if not r[1] then
-      for i = 1, 2 do
-        if done[i][1] then done[i][2]:close() end
-      end
-      error(r[2], 0)
-    end
-  end
-  ses.repl, ses.apply = done[1][2], done[2][2]
-  local slot = done[3][2]
-  names.publications = done[3][3]
+  ses.repl, ses.apply = opened[1][1], opened[2][1]
+  local slot = opened[3][1]
+  names.publications = opened[3][2]
   local a = ses.apply
   local rows = assert(a:query("SELECT pg_catalog.pg_replication_origin_session_progress(false)::text AS lsn"))
   local lsn = rows[1].lsn

@@ -29,19 +29,38 @@ function M.open(task, side, opts)
   return conn
 end
 
--- Open both sides at once; returns source, target.
-function M.open_both(task)
-  local hs = { core.spawn(M.open, task, "source"), core.spawn(M.open, task, "target") }
-  local results = require("tide.wait").all(hs)
-  for _, r in ipairs(results) do
-    if not r.ok then
-      for _, other in ipairs(results) do
-        if other.ok then other.values[1]:close() end
+-- M.together(calls) → for each call { f, args... } its values as a packed list, the calls
+-- run at once (each waits for a server: a new backend takes tens of milliseconds to start).
+-- When one raises, the connections the others returned (a first value with a close method)
+-- are closed, and the first failure in the list's order is raised as it was raised (pcall
+-- inside each coroutine: no scheduler's traceback added).
+function M.together(calls)
+  local function try(call) return table.pack(pcall(table.unpack(call))) end
+  local handles = {}
+  for i, call in ipairs(calls) do handles[i] = core.spawn(try, call) end
+  local outcomes = {}
+  for i, r in ipairs(require("tide.wait").all(handles)) do
+    outcomes[i] = r.ok and r.values[1] or { n = 2, false, r.err }
+  end
+  for _, failed in ipairs(outcomes) do
+    if not failed[1] then
+      for _, other in ipairs(outcomes) do
+        local c = other[1] and other[2]
+        local kind = type(c)
+        if (kind == "userdata" or kind == "table") and type(c.close) == "function" then c:close() end
       end
-      error(r.err, 0)
+      error(failed[2], 0)
     end
   end
-  return results[1].values[1], results[2].values[1]
+  local values = {}
+  for i, o in ipairs(outcomes) do values[i] = table.pack(table.unpack(o, 2, o.n)) end
+  return values
+end
+
+-- Open both sides at once; returns source, target.
+function M.open_both(task)
+  local opened = M.together({ { M.open, task, "source" }, { M.open, task, "target" } })
+  return opened[1][1], opened[2][1]
 end
 
 -- "15.18" from 150018

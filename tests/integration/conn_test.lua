@@ -210,3 +210,33 @@ T.test("a large result becomes rows a chunk at a time while other coroutines run
   end
   c:close()
 end)
+
+T.test("connections opened together: one refused closes the others and raises its own failure", function(ctx)
+  local connect = require "tide.connect"
+  local task = tide.task { name = "together", source = ctx.source_url, target = ctx.target_url, migrate = { "schema" } }
+  local app = "pgtide-together-" .. tostring(tide.monotonic()):gsub("%D", "")
+  local function open(side) return connect.open(task, side, { application_name = app }) end
+  local function count_open()
+    local c = P.connect(ctx.source_url)
+    local rows = assert(c:query("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1", app))
+    c:close()
+    return rows[1].n
+  end
+  -- All succeed: each call's values in the calls' order.
+  local got = connect.together({ { open, "source" }, { function() return "a", "b" end }, { open, "source" } })
+  T.eq({ got[2][1], got[2][2], got[2].n }, { "a", "b", 2 })
+  T.eq(count_open(), 2)
+  got[1][1]:close(); got[3][1]:close()
+  -- The second call raises (after the others opened): its failure, as raised, and nothing left open.
+  local failure = { reason = "refused here" }
+  local ok, err = pcall(connect.together, {
+    { open, "source" },
+    { function() tide.sleep(0.2); error(failure, 0) end },
+    { open, "source" },
+  })
+  T.eq(ok, false)
+  T.ok(err == failure, "the failure is raised as it was raised: " .. tostring(err))
+  local deadline = tide.monotonic() + 5
+  while count_open() > 0 and tide.monotonic() < deadline do tide.sleep(0.02) end
+  T.eq(count_open(), 0, "connections left open")
+end)
