@@ -35,7 +35,8 @@ SELECT current_user AS current_user, current_database() AS database,
        EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = 'pg_catalog.pg_index'::regclass
                  AND a.attname = 'indnullsnotdistinct' AND NOT a.attisdropped)
          AND current_setting('server_version_num')::int < 180000 AS writes_definitions,
-       %BTREE_DEFAULTS%
+       %BTREE_DEFAULTS%,
+       (SELECT count(*) FROM pg_class) AS relations   -- (M.pieces_from)
 FROM pg_database d
 WHERE d.datname = current_database()
 ]]
@@ -694,12 +695,15 @@ M.null = json.null
 local rows_mod = require "tide.catalog.rows"
 M.defaults = rows_mod.defaults
 
--- The statements whose rows grow with the database's tables are read through a cursor,
--- M.piece_rows rows at a time: libpq holds one piece, never a whole result beside the Lua rows
--- made of it (at 100,000 tables the results and their rows side by side took the read to
--- 683 MB with a Lua heap of 474). Each costs two round trips more than one query (DECLARE,
--- CLOSE); the others, a few rows each, are one query. (The read's transaction sets
--- cursor_tuple_fraction to 1: a cursor's statement is planned for all its rows, as a query's.)
+-- On a big catalog (M.pieces_from pg_class rows or more: about 4,000 tables), the statements
+-- whose rows grow with the database's tables are read through a cursor, M.piece_rows rows at a
+-- time: libpq holds one piece, never a whole result beside the Lua rows made of it (at 100,000
+-- tables the results and their rows side by side took the read to 683 MB with a Lua heap of
+-- 474). Each costs two round trips more than one query (DECLARE, CLOSE), which a small
+-- catalog far from the engine would feel and not gain from; the other statements, a few rows
+-- each, are always one query. (The read's transaction sets cursor_tuple_fraction to 1: a
+-- cursor's statement is planned for all its rows, as the plain statement is.)
+M.pieces_from = 20000
 M.piece_rows = 20000
 M.in_pieces = { tables = true, sequences = true, columns = true, constraints = true, indexes = true,
                 views = true, functions = true, triggers = true, comments = true, privileges = true,
@@ -726,17 +730,20 @@ local function query_in_pieces(conn, take, sql, ...)
   return rows or true
 end
 
-local function run(conn, name, split, statements, param)
+-- One statement's rows (statements: S or its newer forms; split: tide.catalog.parallel's; big:
+-- read in pieces when M.in_pieces names it; param: a look-up's).
+local function run(conn, name, split, statements, param, big)
   local rows, err
   local whole = name:gsub("/%d$", "")   -- (a half of the indexes statement)
+  local collect = rows_mod.collect[whole]
+  local into = collect and collect.new()
   if param ~= nil then rows, err = conn:query_sparse(S[name], param)
-  elseif M.in_pieces[whole] then
-    local collect = rows_mod.collect[whole]
-    local into = collect and collect.new()
+  elseif big and M.in_pieces[whole] then
     rows, err = query_in_pieces(conn, into and function(piece) collect.add(into, piece) end,
                                 require("tide.catalog.parallel").statement(statements or S, name, split))
     if rows and into then return into end
   else rows, err = conn:query_sparse(require("tide.catalog.parallel").statement(statements or S, name, split)) end
+  if rows and into then collect.add(into, rows); return into end
   name = whole
   if not rows then
     -- A failure with the server's error inside (tide.retry reads its SQLSTATE: a catalog
@@ -805,7 +812,7 @@ function M.read(conn, opts)
     local split = parallel.split(conn, shared, list)
     cat.connections = parallel.read(conn, shared, list, function(c, name)
       local started = core.monotonic()
-      cat[name] = run(c, name, split, statements)
+      cat[name] = run(c, name, split, statements, nil, cat.settings.relations >= M.pieces_from)
       cat.timing[name] = core.monotonic() - started
     end)
     parallel.join(cat)
