@@ -28,7 +28,7 @@ end
 
 -- Which of the plan's missing dependencies are foreign keys.
 local function is_foreign_key(ctx, entry)
-  local obj = ctx.plan.model.by_key[entry.object]
+  local obj = ctx:object(entry.object)
   return obj ~= nil and obj.kind == "constraint" and obj.row.type == "f", obj
 end
 
@@ -37,7 +37,7 @@ local function missing_findings(ctx, want_fkeys)
   for _, entry in ipairs(ctx.plan.missing) do
     local fkey, obj = is_foreign_key(ctx, entry)
     if fkey == want_fkeys then
-      local needs = ctx.plan.model.by_key[entry.needs]
+      local needs = ctx:object(entry.needs)
       local what = needs and require("tide.plan.objects").describe(needs) or entry.needs
       local f = context.finding(obj, nil, nil)
       f.object = entry.piece or (obj and obj.ident) or entry.object
@@ -88,7 +88,7 @@ M.checks = {
       end
       local policy = ctx.task.schema.existing or "error"
       for _, c in ipairs(plan.conflicts) do
-        local f = context.finding(plan.model.by_key[c.key], c.message)
+        local f = context.finding(ctx:object(c.key), c.message)
         f.object = c.kind .. " " .. (c.target or c.key)
         f.fix = policy == "skip"
           and "drop it on the target, or make it identical, or set schema.existing = \"drop\""
@@ -97,7 +97,7 @@ M.checks = {
       end
       for _, e in ipairs(plan.existing) do
         if e.action and e.action:find("^dropped") then
-          local f = context.finding(plan.model.by_key[e.key],
+          local f = context.finding(ctx:object(e.key),
             string.format("exists on the target and is %s (schema.existing = \"drop\")%s", e.action,
               e.kind == "table" and ": its rows on the target are lost" or ""))
           f.object, f.grade = e.kind .. " " .. (e.target or e.key), "warn"
@@ -180,6 +180,14 @@ M.checks = {
     id = "foreign_key_filtered", title = "Foreign keys between tables that row filters cut apart", grade = "fail",
     applies = function(ctx) return ctx.phases.full == true and ctx.phases.schema == true end,
     run = function(ctx)
+      -- Without a row filter nothing is cut apart (and the graph of foreign keys below is not
+      -- made: 33 MB at 100,000 tables).
+      local filtered = false
+      for _, t in ipairs(ctx.plan.tables) do
+        breathe()
+        if t.row_filter then filtered = true; break end
+      end
+      if not filtered then return {} end
       local model, by_table = ctx.plan.model, {}
       for _, t in ipairs(ctx.plan.tables) do breathe(); by_table[t.oid] = t end
       local out = {}

@@ -47,9 +47,9 @@ local function source_access(ctx)
     for _, tbl in ipairs(plan.tables) do
       breathe()
       add(ctx:table_object(tbl))
-      if tbl.parent then add(model.by_key["table:" .. tbl.parent]) end
+      if tbl.parent then add(ctx:object("table:" .. tbl.parent)) end
     end
-    for _, seq in ipairs(plan.sequences) do add(model.by_key["sequence:" .. seq.key]) end
+    for _, seq in ipairs(plan.sequences) do add(ctx:object("sequence:" .. seq.key)) end
     local by_oid = {}
     for _, row in ipairs(ctx:query("source", SOURCE_ACCESS, oids, schema_oids)) do
       by_oid[row.kind .. ":" .. row.oid] = row
@@ -62,7 +62,6 @@ end
 local function relations(ctx, want)
   local access = source_access(ctx)
   local out, seen = {}, {}
-  local model = ctx.plan.model
   local function visit(obj)
     if obj and not seen[obj] then
       seen[obj] = true
@@ -73,9 +72,9 @@ local function relations(ctx, want)
   for _, tbl in ipairs(ctx.plan.tables) do
     breathe()
     visit(ctx:table_object(tbl))
-    if tbl.parent then visit(model.by_key["table:" .. tbl.parent]) end
+    if tbl.parent then visit(ctx:object("table:" .. tbl.parent)) end
   end
-  for _, seq in ipairs(ctx.plan.sequences) do visit(model.by_key["sequence:" .. seq.key]) end
+  for _, seq in ipairs(ctx.plan.sequences) do visit(ctx:object("sequence:" .. seq.key)) end
   return out
 end
 
