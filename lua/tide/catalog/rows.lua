@@ -86,13 +86,16 @@ M.collect = {
       return into
     end,
     add = function(into, piece)
+      local class, objid, objsubid, refclass, refobjid, refobjsubid, deptype =
+        into.class, into.objid, into.objsubid, into.refclass, into.refobjid, into.refobjsubid, into.deptype
       local n = into.n
       for i = 1, #piece do
         breathe()
         local row = piece[i]
         piece[i] = false
         n = n + 1
-        for _, f in ipairs(DEPEND_FIELDS) do into[f][n] = row[f] end
+        class[n], objid[n], objsubid[n], refclass[n], refobjid[n], refobjsubid[n], deptype[n] =
+          row.class, row.objid, row.objsubid, row.refclass, row.refobjid, row.refobjsubid, row.deptype
       end
       into.n = n
     end,
@@ -107,11 +110,14 @@ function M.each_depend(deps)
     local i = 0
     return function() i = i + 1; return deps[i] end
   end
+  local class, objid, objsubid, refclass, refobjid, refobjsubid, deptype =
+    deps.class, deps.objid, deps.objsubid, deps.refclass, deps.refobjid, deps.refobjsubid, deps.deptype
   local row, i, n = {}, 0, deps.n
   return function()
     i = i + 1
     if i > n then return nil end
-    for _, f in ipairs(DEPEND_FIELDS) do row[f] = deps[f][i] end
+    row.class, row.objid, row.objsubid, row.refclass, row.refobjid, row.refobjsubid, row.deptype =
+      class[i], objid[i], objsubid[i], refclass[i], refobjid[i], refobjsubid[i], deptype[i]
     return row
   end
 end
