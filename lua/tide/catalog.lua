@@ -717,14 +717,16 @@ local CURSOR = "pgtide_catalog"
 local function query_in_pieces(conn, take, sql, ...)
   local ok, err = conn:exec("DECLARE " .. CURSOR .. " NO SCROLL CURSOR FOR " .. sql, ...)
   if not ok then return nil, err end
-  local fetch, rows = string.format("FETCH FORWARD %d FROM %s", M.piece_rows, CURSOR), nil
+  local size, rows = M.piece_rows, nil
+  local fetch = string.format("FETCH FORWARD %d FROM %s", size, CURSOR)
   repeat
     local piece, e = conn:query_sparse(fetch)
     if not piece then return nil, e end
+    local got = #piece
     if take then take(piece)
     elseif rows == nil then rows = piece
-    else table.move(piece, 1, #piece, #rows + 1, rows) end
-  until #piece < M.piece_rows
+    else table.move(piece, 1, got, #rows + 1, rows) end
+  until got < size
   ok, err = conn:exec("CLOSE " .. CURSOR)
   if not ok then return nil, err end
   return rows or true

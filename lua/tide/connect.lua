@@ -35,7 +35,7 @@ end
 -- are closed, and the first failure in the list's order is raised as it was raised (pcall
 -- inside each coroutine: no scheduler's traceback added).
 function M.together(calls)
-  local function try(call) return table.pack(pcall(table.unpack(call))) end
+  local function try(call) return table.pack(pcall(table.unpack(call, 1, call.n or #call))) end
   local handles = {}
   for i, call in ipairs(calls) do handles[i] = core.spawn(try, call) end
   local outcomes = {}
@@ -44,10 +44,14 @@ function M.together(calls)
   end
   for _, failed in ipairs(outcomes) do
     if not failed[1] then
+      -- (A value that cannot be indexed, or a close that raises, leaves the failure as it was.)
       for _, other in ipairs(outcomes) do
         local c = other[1] and other[2]
         local kind = type(c)
-        if (kind == "userdata" or kind == "table") and type(c.close) == "function" then c:close() end
+        if kind == "userdata" or kind == "table" then
+          local ok, close = pcall(function() return c.close end)
+          if ok and type(close) == "function" then pcall(close, c) end
+        end
       end
       error(failed[2], 0)
     end

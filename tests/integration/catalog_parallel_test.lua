@@ -148,24 +148,48 @@ T.test("helpers read the same catalog as one connection, in the main read's snap
   T.eq(source:query("SELECT pg_catalog.current_setting('transaction_isolation') AS i")[1].i, "read committed")
 end)
 
+-- A connection that hands every call to `conn` and counts the cursor statements it sees
+-- (counts.DECLARE, .FETCH, .CLOSE; counts.halves: the indexes statement's halves declared).
+local function counting(conn, counts)
+  return setmetatable({}, { __index = function(_, method)
+    return function(_, sql, ...)
+      if type(sql) == "string" then
+        local word = sql:match("^(%u+) ")
+        if counts[word] then counts[word] = counts[word] + 1 end
+        if word == "DECLARE" and sql:find("(i.indrelid < $1::oid)", 1, true) then counts.halves = counts.halves + 1 end
+      end
+      return conn[method](conn, sql, ...)
+    end
+  end })
+end
+
+-- Reads with every catalog's statements in pieces of `rows` rows; restores the settings.
+local function in_pieces(rows, fn)
+  local saved, saved_from = catalog.piece_rows, catalog.pieces_from
+  catalog.piece_rows, catalog.pieces_from = rows, 0
+  local ok, err = pcall(fn)
+  catalog.piece_rows, catalog.pieces_from = saved, saved_from
+  if not ok then error(err, 0) end
+end
+
 T.test("statements read a few rows at a time give the catalog that whole results give", function(ctx)
   load_fixture(ctx)
   local task = make_task(ctx)
   local source <close> = connect.open(task, "source")
   local whole = catalog.read(source)   -- (a small catalog: each statement one query)
-  local saved, saved_from, fetches = catalog.piece_rows, catalog.pieces_from, 0
-  catalog.piece_rows, catalog.pieces_from = 3, 0
-  -- (with helpers: the indexes statement's halves are cursors with parameters)
-  local ok, cat
-  with_helpers(function()
-    ok, cat = pcall(catalog.read, recording(source, "FETCH FORWARD 3 ", function() fetches = fetches + 1 end),
-                    { open = function(opts) return connect.open(task, "source", opts) end })
+  -- With helpers: the indexes statement's halves are cursors with parameters.
+  local counts, cat = { DECLARE = 0, FETCH = 0, CLOSE = 0, halves = 0 }, nil
+  in_pieces(3, function()
+    with_helpers(function()
+      cat = catalog.read(counting(source, counts),
+                         { open = function(opts) return counting(connect.open(task, "source", opts), counts) end })
+    end)
   end)
-  catalog.piece_rows, catalog.pieces_from = saved, saved_from
-  if not ok then error(cat, 0) end
   T.eq(cat.connections, 1 + parallel.helpers)
   T.eq(rows_of(cat), rows_of(whole), "the catalog read in pieces of 3 rows")
-  T.ok(fetches > 10, "pieces fetched on the main connection: " .. fetches)
+  T.ok(counts.DECLARE >= 10 and counts.FETCH > 2 * counts.DECLARE, "cursors and pieces: " .. counts.DECLARE .. ", " .. counts.FETCH)
+  T.eq(counts.CLOSE, counts.DECLARE, "every cursor closed")
+  T.eq(counts.halves, 2, "the indexes statement's halves, each a cursor")
   -- Every pg_depend row the statement selects, each with its fields (kept as lists of fields).
   local expected = source:query("SELECT count(*) AS n, count(*) FILTER (WHERE d.objsubid > 0) AS sub FROM (" ..
                                 catalog.statements.depends .. ") d")[1]
@@ -180,8 +204,38 @@ T.test("statements read a few rows at a time give the catalog that whole results
   local whole_n = 0
   for _ in require("tide.catalog.rows").each_depend(whole.depends) do whole_n = whole_n + 1 end
   T.eq(whole_n, expected.n, "pg_depend's rows read in one query")
-  -- The cursor is gone with the read: the connection declares it again.
-  T.ok(source:exec("BEGIN") and source:exec("DECLARE pgtide_catalog CURSOR FOR SELECT 1") and source:exec("ROLLBACK"))
+end)
+
+T.test("a piece that fails fails the read: no transaction and no helper left open, the next read whole", function(ctx)
+  load_fixture(ctx)
+  local task = make_task(ctx)
+  local source <close> = connect.open(task, "source")
+  local helpers, fetches = {}, 0
+  local ok, err
+  in_pieces(3, function()
+    with_helpers(function()
+      -- The main connection's second FETCH names no cursor: its statement fails between two pieces.
+      local main = watched(source, { statements = 0 }, { rewrite = function(sql)
+        if sql:find("^FETCH ") then
+          fetches = fetches + 1
+          if fetches == 2 then return "FETCH FORWARD 3 FROM no_such_cursor" end
+        end
+        return sql
+      end })
+      ok, err = pcall(catalog.read, main, { open = function(opts)
+        local c = connect.open(task, "source", opts)
+        helpers[#helpers + 1] = c
+        return c
+      end })
+    end)
+  end)
+  T.eq(ok, false)
+  T.match(tostring(err), "catalog: reading [%w_]+ failed.*no_such_cursor")
+  T.ok(#helpers > 0, "no helper opened")
+  for _, c in ipairs(helpers) do T.eq(c:status(), "closed", "a helper connection") end
+  T.eq(source:query("SELECT pg_catalog.current_setting('transaction_isolation') AS i")[1].i, "read committed")
+  local again = catalog.read(source)
+  T.ok(#again.tables > 10 and again.depends.n > 20, "the next read")
 end)
 
 T.test("a server's idle_in_transaction_session_timeout does not end a spread read", function(ctx)

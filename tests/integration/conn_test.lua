@@ -215,7 +215,12 @@ T.test("connections opened together: one refused closes the others and raises it
   local connect = require "tide.connect"
   local task = tide.task { name = "together", source = ctx.source_url, target = ctx.target_url, migrate = { "schema" } }
   local app = "pgtide-together-" .. tostring(tide.monotonic()):gsub("%D", "")
-  local function open(side) return connect.open(task, side, { application_name = app }) end
+  local opened = {}
+  local function open(side)
+    local c = connect.open(task, side, { application_name = app })
+    opened[#opened + 1] = c
+    return c
+  end
   local function count_open()
     local c = P.connect(ctx.source_url)
     local rows = assert(c:query("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1", app))
@@ -229,13 +234,18 @@ T.test("connections opened together: one refused closes the others and raises it
   got[1][1]:close(); got[3][1]:close()
   -- The second call raises (after the others opened): its failure, as raised, and nothing left open.
   local failure = { reason = "refused here" }
+  opened = {}
   local ok, err = pcall(connect.together, {
     { open, "source" },
     { function() tide.sleep(0.2); error(failure, 0) end },
     { open, "source" },
+    { function() return tide.null end },   -- (a value that cannot be indexed: no close to look for)
   })
   T.eq(ok, false)
   T.ok(err == failure, "the failure is raised as it was raised: " .. tostring(err))
+  -- (held here, so that no collection closes them instead)
+  T.eq(#opened, 2, "connections the other calls opened")
+  for _, c in ipairs(opened) do T.eq(c:status(), "closed", "a connection another call opened") end
   local deadline = tide.monotonic() + 5
   while count_open() > 0 and tide.monotonic() < deadline do tide.sleep(0.02) end
   T.eq(count_open(), 0, "connections left open")
