@@ -36,7 +36,7 @@ SELECT current_user AS current_user, current_database() AS database,
                  AND a.attname = 'indnullsnotdistinct' AND NOT a.attisdropped)
          AND current_setting('server_version_num')::int < 180000 AS writes_definitions,
        %BTREE_DEFAULTS%,
-       (SELECT count(*) FROM pg_class) AS relations   -- (M.pieces_from)
+       (SELECT count(*) FROM pg_class) AS relations   -- (tide.catalog.fetch.pieces_from)
 FROM pg_database d
 WHERE d.datname = current_database()
 ]]
@@ -695,65 +695,9 @@ M.null = json.null
 local rows_mod = require "tide.catalog.rows"
 M.defaults = rows_mod.defaults
 
--- On a big catalog (M.pieces_from pg_class rows or more: about 4,000 tables), the statements
--- whose rows grow with the database's tables are read through a cursor, M.piece_rows rows at a
--- time: libpq holds one piece, never a whole result beside the Lua rows made of it (at 100,000
--- tables the results and their rows side by side took the read to 683 MB with a Lua heap of
--- 474). Each costs two round trips more than one query (DECLARE, CLOSE), which a small
--- catalog far from the engine would feel and not gain from; the other statements, a few rows
--- each, are always one query. (The read's transaction sets cursor_tuple_fraction to 1: a
--- cursor's statement is planned for all its rows, as the plain statement is.)
-M.pieces_from = 20000
-M.piece_rows = 20000
-M.in_pieces = { tables = true, sequences = true, columns = true, constraints = true, indexes = true,
-                views = true, functions = true, triggers = true, comments = true, privileges = true,
-                depends = true, extension_members = true }
-
-local CURSOR = "pgtide_catalog"
-
--- Rows of `sql` (with its parameters) a piece at a time; each piece goes to take(piece) when
--- given (the rows are then take's to keep), else into one list. → the list (or true), or nil
--- and the error.
-local function query_in_pieces(conn, take, sql, ...)
-  local ok, err = conn:exec("DECLARE " .. CURSOR .. " NO SCROLL CURSOR FOR " .. sql, ...)
-  if not ok then return nil, err end
-  local size, rows = M.piece_rows, nil
-  local fetch = string.format("FETCH FORWARD %d FROM %s", size, CURSOR)
-  repeat
-    local piece, e = conn:query_sparse(fetch)
-    if not piece then return nil, e end
-    local got = #piece
-    if take then take(piece)
-    elseif rows == nil then rows = piece
-    else table.move(piece, 1, got, #rows + 1, rows) end
-  until got < size
-  ok, err = conn:exec("CLOSE " .. CURSOR)
-  if not ok then return nil, err end
-  return rows or true
-end
-
--- One statement's rows (statements: S or its newer forms; split: tide.catalog.parallel's; big:
--- read in pieces when M.in_pieces names it; param: a look-up's).
+local fetch = require "tide.catalog.fetch"
 local function run(conn, name, split, statements, param, big)
-  local rows, err
-  local whole = name:gsub("/%d$", "")   -- (a half of the indexes statement)
-  local collect = rows_mod.collect[whole]
-  local into = collect and collect.new()
-  if param ~= nil then rows, err = conn:query_sparse(S[name], param)
-  elseif big and M.in_pieces[whole] then
-    rows, err = query_in_pieces(conn, into and function(piece) collect.add(into, piece) end,
-                                require("tide.catalog.parallel").statement(statements or S, name, split))
-    if rows and into then return into end
-  else rows, err = conn:query_sparse(require("tide.catalog.parallel").statement(statements or S, name, split)) end
-  if rows and into then collect.add(into, rows); return into end
-  name = whole
-  if not rows then
-    -- A failure with the server's error inside (tide.retry reads its SQLSTATE: a catalog
-    -- changed under the read is read again), never an internal error.
-    require("tide.failure").raise("failed", string.format("catalog: reading %s failed on %s: %s", name,
-      conn:conninfo(), tostring(err)), { err = type(err) == "table" and err or nil })
-  end
-  return rows_mod.finish(name, rows)
+  return fetch.run(S, conn, name, split, statements, param, big)
 end
 
 -- The statements every read runs, in order; synonyms and packages join when their catalogs
@@ -792,7 +736,7 @@ function M.read(conn, opts)
       -- The large catalog statements cross jit_above_cost on a big catalog, and compiling them
       -- took 1.7 s of the 2 s the types statement needed on 10,000 tables: no JIT here.
       if conn:server_version() >= 110000 then assert(conn:exec("SET LOCAL jit = off")) end
-      assert(conn:exec("SET LOCAL cursor_tuple_fraction = 1"))   -- (M.in_pieces)
+      assert(conn:exec("SET LOCAL cursor_tuple_fraction = 1"))   -- (tide.catalog.fetch)
     end
     set_local()
     local shared = parallel.prepare(conn, opts.open, function() begin(); set_local() end)
@@ -814,7 +758,7 @@ function M.read(conn, opts)
     local split = parallel.split(conn, shared, list)
     cat.connections = parallel.read(conn, shared, list, function(c, name)
       local started = core.monotonic()
-      cat[name] = run(c, name, split, statements, nil, cat.settings.relations >= M.pieces_from)
+      cat[name] = run(c, name, split, statements, nil, cat.settings.relations >= fetch.pieces_from)
       cat.timing[name] = core.monotonic() - started
     end)
     parallel.join(cat)

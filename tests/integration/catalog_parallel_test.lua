@@ -7,6 +7,7 @@ local P = require "pg"
 local tide = require "tide"
 local catalog = require "tide.catalog"
 local parallel = require "tide.catalog.parallel"
+local fetch = require "tide.catalog.fetch"
 local connect = require "tide.connect"
 
 local PGTIDE = os.getenv("PGTIDE") or "build/pgtide"
@@ -118,7 +119,7 @@ T.test("helpers read the same catalog as one connection, in the main read's snap
       local c = connect.open(task, "source", opts)
       helpers[#helpers + 1] = c
       return watched(c, counter, { rewrite = function(sql, method)
-        -- (one query, or a cursor's DECLARE on a big catalog: tide.catalog.in_pieces)
+        -- (one query, or a cursor's DECLARE on a big catalog: tide.catalog.fetch.in_pieces)
         if (method == "query_sparse" or method == "exec") and sql:find("(i.indrelid < $1::oid)", 1, true) then
           halves = halves + 1
         end
@@ -165,10 +166,10 @@ end
 
 -- Reads with every catalog's statements in pieces of `rows` rows; restores the settings.
 local function in_pieces(rows, fn)
-  local saved, saved_from = catalog.piece_rows, catalog.pieces_from
-  catalog.piece_rows, catalog.pieces_from = rows, 0
+  local saved, saved_from = fetch.piece_rows, fetch.pieces_from
+  fetch.piece_rows, fetch.pieces_from = rows, 0
   local ok, err = pcall(fn)
-  catalog.piece_rows, catalog.pieces_from = saved, saved_from
+  fetch.piece_rows, fetch.pieces_from = saved, saved_from
   if not ok then error(err, 0) end
 end
 
