@@ -19,14 +19,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-passed=0; failed=0; skipped=0; failed_files=()
+passed=0; failed=0; skipped=0; failed_files=(); durations=()
 export PGTIDE_TEST_TMP="$work"
 # Control sockets of tasks started by tests live here, apart from any other run's.
 export XDG_RUNTIME_DIR="$work/run"; mkdir -p "$XDG_RUNTIME_DIR"; chmod 700 "$XDG_RUNTIME_DIR"
 
 run_one() {  # run_one LABEL CMD...
   local label=$1; shift
-  local out="$work/out.txt" rc p f s plan reported
+  local out="$work/out.txt" rc p f s plan reported t0=$SECONDS
   # A hung test file fails after FILE_TIMEOUT seconds instead of hanging the suite
   # (timeout signals the whole process group: child pgtide processes too).
   timeout -k 10 "${FILE_TIMEOUT:-600}" "$@" >"$out" 2>&1; rc=$?
@@ -52,6 +52,7 @@ run_one() {  # run_one LABEL CMD...
     failed=$((failed + 1)); f=1
   fi
   if [ "$rc" != 0 ] || [ "$f" != 0 ]; then failed_files+=("$label"); fi
+  durations+=("$((SECONDS - t0)) $label")
 }
 
 # C unit tests (no server needed)
@@ -88,6 +89,11 @@ if [ ${#integration[@]} -gt 0 ]; then
   done
 fi
 
+# The slowest files, to keep the suite within its time budget.
+if [ ${#durations[@]} -gt 1 ]; then
+  echo "# slowest files (seconds): $(printf '%s\n' "${durations[@]}" | sort -rn | head -8 | tr '\n' ';' | sed 's/;$//; s/;/; /g')"
+  echo "# whole run: $SECONDS s"
+fi
 if [ ${#failed_files[@]} -gt 0 ]; then
   echo "# failing: ${failed_files[*]}"
 fi
