@@ -259,7 +259,7 @@ for _, n in ipairs({ 1, 2 }) do
     local ref = {}
     local run = require("tide.taskrun").of(H.task(ctx, "lanes_slow" .. n, { stop = H.stop_at(ref),
       incremental = { apply_connections = n, apply_session_statements = 4, group_changes = 30 },
-      on = { progress = function() tide.sleep(0.4) end } }))
+      on = { progress = function() tide.sleep(0.1) end } }))
     local plan = H.plan(src)
     setup(ctx, run.task, plan)
     local function backlog(c, n_tx, base)
