@@ -236,6 +236,32 @@ T.test("a session's map from the record: a table without DDL since keeps the pla
   T.eq(by.w.unique_free, not w.unique_free)
 end)
 
+T.test("a session's map from the record: a root of 300 partitions has its record read once, not once a partition", function()
+  local d = context()
+  local cols = { col(1, "id", "integer", { not_null = true }), col(2, "d", "integer") }
+  local parts = {}
+  for i = 1, 300 do parts[i] = { oid = 1000 + i, schema = "public", name = "ev_" .. i } end
+  d.known:set("200", { desc = desc("ev", cols, { oid = 200, kind = "p", partitions = parts }),
+                       cols = { id = "id", d = "d" }, target = { schema = "public", name = "ev" } })
+  local root = { schema = "public", name = "ev", target = { schema = "public", name = "ev" } }
+  local plan = { tables = {}, by_key = { ["table:public.ev"] = root } }
+  for i = 1, 300 do
+    plan.tables[i] = { oid = 1000 + i, parent = "public.ev", source = { schema = "public", name = "ev_" .. i } }
+  end
+  local entry = ddl.entry(d, d.known:get("200"))
+  entry.target_sql = "public.ev"
+  local reads, get = {}, d.known.get
+  d.known.get = function(self, oid)
+    reads[tostring(oid)] = (reads[tostring(oid)] or 0) + 1
+    return get(self, oid)
+  end
+  local out = ddl.overlay(d, { entry }, plan)
+  d.known.get = nil
+  T.eq(#out, 1)
+  T.eq(out[1].source_name, "ev")
+  T.ok((reads["200"] or 0) <= 2, "the root's record was decoded " .. tostring(reads["200"]) .. " times")
+end)
+
 T.test("DROP INDEX of two indexes of one table: both go from its record", function()
   local d = context()
   local idx = { { oid = 501, name = "t_a_idx", unique = true, def = "CREATE UNIQUE INDEX t_a_idx ON public.t USING btree (a)" },

@@ -134,15 +134,17 @@ function M.overlay(d, entries, plan)
     breathe()
     if tbl.oid and not tbl.parent then oid_of[tbl.source.schema .. "\0" .. tbl.source.name] = tostring(tbl.oid) end
     local root = tbl.parent and plan.by_key and plan.by_key["table:" .. tbl.parent]
-    if root then
-      local oid = tbl_sql.known_by_name(d, root.schema, root.name)
-      if oid then oid_of[root.schema .. "\0" .. root.name] = oid end
+    -- once per root, not once per partition (each look-up decodes the root's record, which
+    -- lists every partition: at 2,000 partitions the stream's start took seconds)
+    local rkey = root and root.schema .. "\0" .. root.name
+    if root and oid_of[rkey] == nil then
+      oid_of[rkey] = tbl_sql.known_by_name(d, root.schema, root.name) or false
     end
   end
   local out, seen = {}, {}
   for _, e in ipairs(entries) do
     breathe()
-    local oid = oid_of[e.source_schema .. "\0" .. e.source_name]
+    local oid = oid_of[e.source_schema .. "\0" .. e.source_name] or nil
     local info = oid and d.known:get(oid)
     if e.heartbeat or not oid then
       out[#out + 1] = e
