@@ -87,8 +87,7 @@ for t in $( [ -z "${NO_UNIT:-}" ] && ls tests/unit/*_test.lua 2>/dev/null); do
 done
 
 # Integration tests on real servers (TEST_DIRS: which directories, default tests/faults and
-# tests/integration;
-# `make test-faults` runs tests/faults)
+# tests/integration; `make test-faults` runs tests/faults)
 integration=()
 for t in $(for d in ${TEST_DIRS:-tests/faults tests/integration}; do ls "$d"/*_test.lua 2>/dev/null; done); do
   [ -f "$t" ] || continue
@@ -100,7 +99,7 @@ worker() {  # worker N
   worker_dir "$1"
   local dir="$PGTIDE_TEST_TMP" i t
   if ! bash scripts/clusters.sh start "$dir/clusters" >"$dir/clusters.log" 2>&1; then
-    { flock 9; cat "$dir/clusters.log"; echo "0 1 0 0 clusters of worker $1"  >>"$results"; } 9>"$work/print.lock"
+    { flock 9; cat "$dir/clusters.log"; echo "0 1 0 0 clusters of worker $1" >>"$results"; } 9>"$work/print.lock"
     return 1
   fi
   set -a; . "$dir/clusters/env"; set +a
