@@ -220,7 +220,7 @@ local function apply_connection(task, origin, role)
     settings = { synchronous_commit = "off", statement_timeout = "0", lock_timeout = "0",
                  idle_in_transaction_session_timeout = "0", enable_seqscan = "off" } })
   -- jit = off: with enable_seqscan = off a row of a table without a usable index costs more
-  -- than jit_above_cost, and the server compiled every such statement (about 40 ms each).
+  -- than jit_above_cost, and the server compiled every such statement (40 to 65 ms each).
   -- A setting PostgreSQL 11 brought, so SET after connecting, not in the startup packet.
   if a:server_version() >= 110000 then
     local ok, err = a:exec("SET jit = off")
