@@ -176,7 +176,7 @@ uninstall:
 # (scripts/deb.sh: control file, Depends from the binary's libraries, dpkg-deb).
 deb: $(BUILD)/pgtide
 	rm -rf $(BUILD)/deb
-	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD))/deb/debian/pgtide PREFIX=/usr
+	$(MAKE) --no-print-directory -o $(BUILD)/pgtide install DESTDIR=$(abspath $(BUILD))/deb/debian/pgtide PREFIX=/usr
 	bash scripts/deb.sh "$(BUILD)/deb" "$(BUILD)"
 
 clean:

@@ -20,8 +20,11 @@ local BUILD = H.PGTIDE:match("^(.*)/[^/]+$") or "."
 -- file newer than the binary) would drop the sanitizer's flags and leave no binary at all.
 local SAN_FLAGS = os.getenv("ASAN_OPTIONS") and " SAN=1 OPT=-O1" or ""
 
+-- `-o BUILD/pgtide`: make installs the binary under test as it is, never relinks it (other
+-- test files run it at the same time: a relink made it unexecutable for a moment).
 local function make(args)
-  return T.sh("make --no-print-directory BUILD=" .. quote(BUILD) .. SAN_FLAGS .. " " .. args)
+  return T.sh("make --no-print-directory BUILD=" .. quote(BUILD) .. SAN_FLAGS .. " -o " .. quote(BUILD .. "/pgtide") ..
+              " " .. args)
 end
 
 local function read(path)
