@@ -631,6 +631,44 @@ T.test("partitions: created, attached and detached while streaming, rows through
   src:close(); tgt:close()
 end)
 
+-- A partitioned table one of whose partitions is partitioned further (made by the schema phase,
+-- so the record knows its leaves, not it): the root's own DDL and a partition attached to it
+-- while streaming are followed, the partitioned partition left as it is.
+T.test("partitions: the root of a partition partitioned further altered and attached to", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.both(ctx, [[
+    CREATE TABLE sp (id int, d int, v int, PRIMARY KEY (id, d)) PARTITION BY RANGE (d);
+    CREATE TABLE sp_a PARTITION OF sp FOR VALUES FROM (0) TO (10);
+    CREATE TABLE sp_b PARTITION OF sp FOR VALUES FROM (10) TO (20) PARTITION BY LIST (id);
+    CREATE TABLE sp_b1 PARTITION OF sp_b DEFAULT;
+    CREATE TABLE sp_e PARTITION OF sp FOR VALUES FROM (90) TO (100) PARTITION BY LIST (id)]])
+  local src = P.connect(ctx.source_url)
+  assert(src:exec("INSERT INTO sp SELECT g, g % 20, g FROM generate_series(1, 40) g"))
+  local ref = {}
+  local task = H.task(ctx, "ddl_subparts", { stop = H.stop_at(ref) })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  assert(src:exec([[
+    ALTER TABLE sp ADD COLUMN note text;
+    INSERT INTO sp VALUES (100, 5, 1, 'a'), (101, 15, 1, 'b');
+    CREATE TABLE sp_c (LIKE sp INCLUDING ALL);
+    INSERT INTO sp_c VALUES (200, 25, 5, 'c');
+    ALTER TABLE sp ATTACH PARTITION sp_c FOR VALUES FROM (20) TO (30);
+    INSERT INTO sp VALUES (201, 26, 6, 'd'), (102, 16, 2, 'e');
+    UPDATE sp SET v = -v WHERE id IN (2, 12, 200)]]))
+  ref.lsn = P.lsn(src, true)
+  local summary = h:wait()
+  T.eq(summary.stopped_by, "condition")
+  local tgt = P.connect(ctx.target_url)
+  T.eq(partition_tree(tgt), partition_tree(src), "the target's partitions are the source's")
+  T.eq(columns(tgt, "public.sp_b1"), columns(src, "public.sp_b1"), "the column reached the partitions' partitions")
+  for _, rel in ipairs({ "sp", "sp_a", "sp_b1", "sp_c" }) do P.same(src, tgt, rel) end
+  H.release(ctx, task)
+  src:close(); tgt:close()
+end)
+
 T.test("a partitioned table created with its partitions in one transaction and filled", function(ctx)
   local s0, t0 = P.clean(ctx)
   s0:close(); t0:close()

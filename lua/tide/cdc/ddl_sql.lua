@@ -26,7 +26,7 @@ local DESCRIBE = [[
   'bound', CASE WHEN c.relispartition THEN pg_catalog.pg_get_expr(c.relpartbound, c.oid) END,
   'partkey', CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END,
   'partitions', CASE WHEN c.relkind = 'p' THEN COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-       'oid', ch.oid::bigint, 'schema', chn.nspname, 'name', ch.relname,
+       'oid', ch.oid::bigint, 'schema', chn.nspname, 'name', ch.relname, 'kind', ch.relkind,
        'bound', pg_catalog.pg_get_expr(ch.relpartbound, ch.oid)) ORDER BY ch.oid)
      FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class ch ON ch.oid = i.inhrelid
      JOIN pg_catalog.pg_namespace chn ON chn.oid = ch.relnamespace WHERE i.inhparent = c.oid), '[]'::jsonb) END,

@@ -356,6 +356,10 @@ function M.partitions_sql(d, desc, pt)
     local info = d.known:get(oid)
     if info and info.partition then
       -- already a partition of it on the target
+    elseif not info and p.kind == "p" then
+      -- a partition partitioned further that the schema phase made (the record holds its
+      -- leaves, whose rows come through the root, not it; one made while streaming is known):
+      -- already a partition on the target
     elseif info and not info.ignored then
       out[#out + 1] = "ALTER TABLE " .. qq(pt.schema, pt.name) .. " ATTACH PARTITION " ..
                       qq(info.target.schema, info.target.name) .. " " .. p.bound
