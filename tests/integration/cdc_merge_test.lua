@@ -256,3 +256,91 @@ INSERT INTO counters SELECT g, 0 FROM generate_series(1, 20) g]])
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
+
+-- A partitioned target (its rows in its partitions): updates folded and inserts batched when no
+-- partition has a unique index or a trigger of its own that could see the order; a partition
+-- with a second unique index (folding would break it row by row, as with mails above) or an
+-- ALWAYS trigger (it would see inserts late) keeps its root out; and a table attached as a
+-- partition during the stream, with a unique index of its own, takes its root out from then on.
+T.test("partitioned targets: folded and batched unless a partition's index or trigger forbids it", function(ctx)
+  local s0, t0 = P.clean(ctx)
+  s0:close(); t0:close()
+  P.both(ctx, [[
+CREATE TABLE pev (id int, d int, n int NOT NULL, PRIMARY KEY (id, d)) PARTITION BY RANGE (d);
+CREATE TABLE pev_0 PARTITION OF pev FOR VALUES FROM (0) TO (10);
+CREATE TABLE pev_1 PARTITION OF pev FOR VALUES FROM (10) TO (20);
+CREATE TABLE pev_2 PARTITION OF pev FOR VALUES FROM (20) TO (30);
+CREATE TABLE puq (id int, d int, email text NOT NULL, PRIMARY KEY (id, d)) PARTITION BY LIST (d);
+CREATE TABLE puq_1 PARTITION OF puq FOR VALUES IN (1);
+CREATE UNIQUE INDEX puq_1_email ON puq_1 (email);
+CREATE TABLE ptrg (id int, v text, PRIMARY KEY (id, v)) PARTITION BY RANGE (id);
+CREATE TABLE ptrg_0 PARTITION OF ptrg FOR VALUES FROM (0) TO (1000) PARTITION BY LIST (v);
+CREATE TABLE ptrg_0a PARTITION OF ptrg_0 DEFAULT;
+]])
+  local src, tgt = P.connect(ctx.source_url), P.connect(ctx.target_url)
+  assert(src:exec([[INSERT INTO pev SELECT g, g % 30, 0 FROM generate_series(1, 60) g;
+INSERT INTO puq SELECT g, 1, 'm' || g FROM generate_series(1, 3) g]]))
+  -- on the target only: a trigger that fires in the apply session's replica role, on a
+  -- partition of a partition
+  assert(tgt:exec([[
+CREATE FUNCTION ptrg_seen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER ptrg_seen BEFORE INSERT ON ptrg_0a FOR EACH ROW EXECUTE FUNCTION ptrg_seen();
+ALTER TABLE ptrg_0a ENABLE ALWAYS TRIGGER ptrg_seen;
+]]))
+  local ref = {}
+  local task = H.task(ctx, "parts", { stop = H.stop_at(ref) })
+  local plan = H.plan(src)
+  H.setup(ctx, task, plan)
+  local h = H.stream(ctx, task, plan)
+  -- pev: 200 inserts (batched: 64 + 64 + 64 + 8), ten rows updated five times each (40
+  -- folded), one of them then moved to another partition (its key changes: sent apart) and
+  -- updated there. puq: the swap of unique values of mails above, in its one partition.
+  -- ptrg: 30 inserts, one at a time.
+  assert(src:exec([[BEGIN;
+INSERT INTO pev SELECT g, g % 30, 1 FROM generate_series(100, 299) g;
+UPDATE pev SET n = n + 1 WHERE id BETWEEN 1 AND 10;
+UPDATE pev SET n = n + 1 WHERE id BETWEEN 1 AND 10;
+UPDATE pev SET n = n + 1 WHERE id BETWEEN 1 AND 10;
+UPDATE pev SET n = n + 1 WHERE id BETWEEN 1 AND 10;
+UPDATE pev SET n = n + 1 WHERE id BETWEEN 1 AND 10;
+UPDATE pev SET d = 25 WHERE id = 3;
+UPDATE pev SET n = 33 WHERE id = 3;
+UPDATE puq SET email = 'tmp' WHERE id = 1;
+UPDATE puq SET email = 'm1' WHERE id = 2;
+UPDATE puq SET email = 'm2' WHERE id = 1;
+UPDATE puq SET email = 'x' || email WHERE id = 3;
+INSERT INTO ptrg SELECT g, 'v' || g FROM generate_series(1, 30) g;
+COMMIT]]))
+  ref.lsn = P.lsn(src, true)
+  local summary = assert(h:wait())
+  T.eq(summary.stopped_by, "condition")
+  for _, t in ipairs({ "pev", "puq", "ptrg" }) do P.same(src, tgt, t) end
+  T.eq(assert(tgt:query("SELECT d, n FROM pev WHERE id = 3"))[1].d, 25, "the moved row is in its new partition")
+  T.eq(summary.status.merged_changes, 40, "pev's updates folded, puq's not")
+  T.eq(summary.status.batched_inserts, 200, "pev's inserts sent together, ptrg's not")
+  H.release(ctx, task)
+
+  -- A table with a unique index of its own, attached to pev while the stream runs: pev's
+  -- updates are no longer folded (the swap below would break that index if they were).
+  local task2 = H.task(ctx, "parts2", { stop = H.stop_at(ref) })
+  H.setup(ctx, task2, plan, { snapshot = false })
+  local h2 = H.stream(ctx, task2, plan)
+  assert(src:exec([[
+CREATE TABLE pev_late (id int, d int, n int NOT NULL UNIQUE, PRIMARY KEY (id, d));
+INSERT INTO pev_late VALUES (1000, 35, 1000), (1001, 35, 1001);
+ALTER TABLE pev ATTACH PARTITION pev_late FOR VALUES FROM (30) TO (40);
+BEGIN;
+UPDATE pev SET n = -1 WHERE id = 1000;
+UPDATE pev SET n = 1000 WHERE id = 1001;
+UPDATE pev SET n = 1001 WHERE id = 1000;
+UPDATE pev SET n = n + 1 WHERE id BETWEEN 1 AND 10;
+UPDATE pev SET n = n + 1 WHERE id BETWEEN 1 AND 10;
+COMMIT]]))
+  ref.lsn = P.lsn(src, true)
+  local summary2 = assert(h2:wait())
+  T.eq(summary2.stopped_by, "condition")
+  P.same(src, tgt, "pev")
+  T.eq(summary2.status.merged_changes, 0, "after the attach, pev's updates are not folded")
+  H.release(ctx, task2)
+  src:close(); tgt:close()
+end)

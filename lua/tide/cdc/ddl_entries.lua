@@ -47,6 +47,7 @@ function M.entry(d, info, base)
   e.key = key
   e.unique_free = uniques == 0
   e.partitioned = desc.kind == "p" or nil
+  local started = base ~= nil
   base = base or {}
   local may = d and conf(d.task).replica_role ~= false
   e.mergeable = may and conf(d.task).merge_updates ~= false and uniques == 1 and key ~= nil and base.mergeable ~= false
@@ -54,7 +55,13 @@ function M.entry(d, info, base)
   e.hooked, e.filter, e.known_type, e.filter_columns = base.hooked, base.filter, base.known_type, base.filter_columns
   e.follow_cascade = base.follow_cascade
   e.routes = base.routes   -- on.route (tide.cdc.route): as the stream started
-  if base.filter or desc.kind == "p" then e.mergeable, e.batchable = false, false end
+  if base.filter then e.mergeable, e.batchable = false, false end
+  -- A partitioned table's record describes the root, not its partitions' own unique indexes
+  -- and triggers: only the stream start's verdict, which counted the whole tree on the target
+  -- (tide.cdc.tables), holds; a table created or a partition attached since then, none.
+  if desc.kind == "p" and not (started and not (d and d.attached and d.attached[tostring(desc.oid)])) then
+    e.mergeable, e.batchable = false, false
+  end
   -- Parallel apply (tide.cdc.lanes.table_rules) for a table DDL described: the stream start's
   -- rule when it already put the table in a group (foreign keys, unique indexes) or when
   -- nothing here asks for more; a foreign key the start did not see makes its transactions

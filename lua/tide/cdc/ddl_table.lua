@@ -361,6 +361,9 @@ function M.partitions_sql(d, desc, pt)
       -- leaves, whose rows come through the root, not it; one made while streaming is known):
       -- already a partition on the target
     elseif info and not info.ignored then
+      -- (its own unique indexes and triggers join the root's tree: tide.cdc.ddl_entries)
+      d.attached = d.attached or {}
+      d.attached[tostring(desc.oid)] = true
       out[#out + 1] = "ALTER TABLE " .. qq(pt.schema, pt.name) .. " ATTACH PARTITION " ..
                       qq(info.target.schema, info.target.name) .. " " .. p.bound
       local pdesc = {}

@@ -182,7 +182,11 @@ function M.build(task, plan, target, names, source)
   end
   -- Which targets are partitioned (never TRUNCATE ONLY, find rows through the root), and
   -- which may have successive updates of a row folded into one (engine/cdc/apply_merge.c): one
-  -- unique index (the key), no exclusion constraint, no trigger firing in replica mode.
+  -- unique index (the key), no exclusion constraint, no trigger firing in replica mode. A
+  -- partitioned target's rows live in its partitions, which may have unique indexes and
+  -- triggers of their own: its whole tree is counted (an index attached to one of the tree's
+  -- partitioned indexes once, as that index), and a tree with a partition other than a table
+  -- (a foreign table) is neither folded nor batched.
   local tnames = {}
   for i, e in ipairs(order) do
     breathe()
@@ -197,17 +201,30 @@ function M.build(task, plan, target, names, source)
   local may_batch = conf(task).batch_inserts ~= false and conf(task).replica_role ~= false
   if #tnames > 0 then
     for _, r in ipairs(assert(target:query([[
-SELECT u.i, c.relkind,
-       (SELECT count(*) FROM pg_catalog.pg_index x
-         WHERE x.indrelid = c.oid AND (x.indisunique OR x.indisexclusion)) AS uniques,
-       (SELECT count(*) FROM pg_catalog.pg_trigger g
-         WHERE g.tgrelid = c.oid AND NOT g.tgisinternal AND g.tgenabled IN ('A', 'R')) AS replica_triggers
+SELECT u.i, c.relkind, s.uniques, s.replica_triggers, s.others
 FROM unnest($1::text[]) WITH ORDINALITY AS u(name, i)
-LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)]], tnames))) do
+LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)
+LEFT JOIN LATERAL (
+  WITH RECURSIVE tree(oid) AS (
+    SELECT c.oid
+    UNION ALL
+    SELECT h.inhrelid FROM pg_catalog.pg_inherits h JOIN tree ON h.inhparent = tree.oid
+    WHERE c.relkind = 'p')
+  SELECT (SELECT count(*) FROM pg_catalog.pg_index x
+           WHERE x.indrelid IN (SELECT oid FROM tree) AND (x.indisunique OR x.indisexclusion)
+             AND NOT EXISTS (SELECT FROM pg_catalog.pg_inherits h
+                             JOIN pg_catalog.pg_index px ON px.indexrelid = h.inhparent
+                             WHERE h.inhrelid = x.indexrelid AND px.indrelid IN (SELECT oid FROM tree))) AS uniques,
+         (SELECT count(*) FROM pg_catalog.pg_trigger g
+           WHERE g.tgrelid IN (SELECT oid FROM tree) AND NOT g.tgisinternal
+             AND g.tgenabled IN ('A', 'R')) AS replica_triggers,
+         (SELECT count(*) FROM pg_catalog.pg_class k
+           WHERE k.oid IN (SELECT oid FROM tree) AND k.relkind NOT IN ('r', 'p')) AS others) s ON true]], tnames))) do
       breathe()
       kinds[r.i] = r.relkind
-      mergeable[r.i] = may_merge and r.relkind == "r" and r.uniques == 1 and r.replica_triggers == 0
-      batchable[r.i] = may_batch and r.relkind == "r" and r.replica_triggers == 0
+      local table_tree = (r.relkind == "r" or r.relkind == "p") and r.others == 0
+      mergeable[r.i] = may_merge and table_tree and r.uniques == 1 and r.replica_triggers == 0
+      batchable[r.i] = may_batch and table_tree and r.replica_triggers == 0
       unique_free[r.i] = r.uniques == 0
       facts[r.i] = { uniques = r.uniques or 0, triggers = r.replica_triggers or 0, has_key = order[r.i].key ~= nil }
     end
