@@ -657,14 +657,16 @@ T.test("partitions: the root of a partition partitioned further altered and atta
     INSERT INTO sp_c VALUES (200, 25, 5, 'c');
     ALTER TABLE sp ATTACH PARTITION sp_c FOR VALUES FROM (20) TO (30);
     INSERT INTO sp VALUES (201, 26, 6, 'd'), (102, 16, 2, 'e');
-    UPDATE sp SET v = -v WHERE id IN (2, 12, 200)]]))
+    UPDATE sp SET v = -v WHERE id IN (2, 12, 200);
+    CREATE TABLE sp_b2 PARTITION OF sp_b FOR VALUES IN (7, 107);
+    INSERT INTO sp VALUES (107, 17, 7, 'f')]]))
   ref.lsn = P.lsn(src, true)
   local summary = h:wait()
   T.eq(summary.stopped_by, "condition")
   local tgt = P.connect(ctx.target_url)
   T.eq(partition_tree(tgt), partition_tree(src), "the target's partitions are the source's")
   T.eq(columns(tgt, "public.sp_b1"), columns(src, "public.sp_b1"), "the column reached the partitions' partitions")
-  for _, rel in ipairs({ "sp", "sp_a", "sp_b1", "sp_c" }) do P.same(src, tgt, rel) end
+  for _, rel in ipairs({ "sp", "sp_a", "sp_b1", "sp_c", "sp_b2" }) do P.same(src, tgt, rel) end
   H.release(ctx, task)
   src:close(); tgt:close()
 end)
