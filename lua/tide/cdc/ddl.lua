@@ -36,13 +36,18 @@ function M.enabled(task)
   return task.phases ~= nil and task.phases.incremental == true and conf(task).ddl ~= false
 end
 
--- names(task) → { task, prefix (of the messages), fn_schema, fn, end_trigger, drop_trigger, publication }
+-- names(task) → { task, prefix (of the messages), fn_schema, fn, end_trigger, drop_trigger, publication,
+-- truncate_fn, truncate_trigger (a partition's TRUNCATE: tide.cdc.ddl_sql.truncate_function_sql) }
 function M.names(task)
   local n = objects.names(task)
   local base = n.prefix:sub(1, 55)
-  return { task = task.name, prefix = n.prefix .. "_ddl", fn_schema = n.heartbeat_schema, fn = base .. "_ddl",
-           end_trigger = base .. "_ddl_end", drop_trigger = base .. "_ddl_drop", publication = n.publication,
-           heartbeat_schema = n.heartbeat_schema, heartbeat_name = n.heartbeat_name }
+  local r = { task = task.name, prefix = n.prefix .. "_ddl", fn_schema = n.heartbeat_schema, fn = base .. "_ddl",
+              end_trigger = base .. "_ddl_end", drop_trigger = base .. "_ddl_drop", publication = n.publication,
+              heartbeat_schema = n.heartbeat_schema, heartbeat_name = n.heartbeat_name,
+              truncate_fn = base .. "_truncate", truncate_trigger = base .. "_truncate",
+              inserts_publication = n.inserts_publication }
+  r.truncate_fn_qualified = sqlident.quote_always(r.fn_schema) .. "." .. sqlident.quote_always(r.truncate_fn)
+  return r
 end
 
 local function q(s) return sqlident.quote(s) end
@@ -75,6 +80,28 @@ function M.can_install(source)
            "is not one" }
 end
 
+-- The truncate trigger on every partition of the publication's partitioned tables that lacks
+-- it (tide.cdc.ddl_sql.truncate_triggers_sql; before the slot is made, so that no TRUNCATE of a
+-- partition the stream will read goes unrecorded). CREATE TRIGGER waits for the writes in flight
+-- on the partition; it gives up after TRUNCATE_LOCK_WAIT.
+local TRUNCATE_LOCK_WAIT = "10s"
+local function truncate_triggers(task, n, source)
+  local sql = ddl_sql.truncate_triggers_sql(n.truncate_fn_qualified, n)
+  local steps = { "BEGIN", "SET TRANSACTION READ WRITE", "SET LOCAL lock_timeout = " .. lit(TRUNCATE_LOCK_WAIT), sql, "COMMIT" }
+  for _, st in ipairs(steps) do
+    local ok, err = source:exec(st)
+    if not ok then
+      source:exec("ROLLBACK")
+      failure.raise("failed", string.format("cannot give the partitions of task %s's partitioned tables their " ..
+        "TRUNCATE trigger on the source: %s\n  hint: %s", task.name, err.message or tostring(err),
+        err.sqlstate == "55P03" and ("a partition was locked by another session for " .. TRUNCATE_LOCK_WAIT ..
+          " (CREATE TRIGGER waits for the writes in flight on it): run again when it is free") or
+        "run the task as a superuser of the source, or set incremental.ddl = false (a TRUNCATE of a single " ..
+        "partition is then not followed)"), { err = err })
+    end
+  end
+end
+
 -- Create (or replace) the event trigger and its function on the source.
 function M.install(task, plan, source)
   local n = M.names(task)
@@ -88,10 +115,20 @@ function M.install(task, plan, source)
 SELECT p.prosrc, (SELECT count(*) FROM pg_catalog.pg_event_trigger e
                   WHERE e.evtfoid = p.oid AND e.evtname = ANY ($2) AND e.evtenabled <> 'D') AS triggers
 FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure($1)]], fn .. "()", { n.end_trigger, n.drop_trigger }))
-  if have[1] and have[1].prosrc == body and tonumber(have[1].triggers) == 2 then return schemas end
+  local tsql = ddl_sql.truncate_function_sql(n.truncate_fn_qualified, n)
+  local tbody = tsql:match("%$pgtide%$(.*)%$pgtide%$$")
+  local thave = assert(source:query("SELECT p.prosrc FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure($1)",
+                                    n.truncate_fn_qualified .. "()"))
+  if have[1] and have[1].prosrc == body and tonumber(have[1].triggers) == 2 and thave[1] and thave[1].prosrc == tbody then
+    truncate_triggers(task, n, source)
+    return schemas
+  end
   local statements = {
     "BEGIN",
     "SET TRANSACTION READ WRITE",
+    tsql,
+    "COMMENT ON FUNCTION " .. n.truncate_fn_qualified .. "() IS " ..
+      lit("pgtide: TRUNCATE of a partition, for DDL replication of task " .. task.name),
     sql,
     "COMMENT ON FUNCTION " .. fn .. "() IS " .. lit("pgtide: DDL replication of task " .. task.name),
     "DROP EVENT TRIGGER IF EXISTS " .. q(n.end_trigger),
@@ -110,6 +147,7 @@ FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure($1)]], fn .. 
         err.message or tostring(err)), { err = err })
     end
   end
+  truncate_triggers(task, n, source)
   return schemas
 end
 
@@ -128,6 +166,21 @@ function M.remove(task, source)
   if f[1].present then
     assert(source:exec("DROP FUNCTION IF EXISTS " .. fn .. "()"))
     dropped[#dropped + 1] = "function " .. n.fn_schema .. "." .. n.fn .. "()"
+  end
+  -- the truncate function and, with it, its triggers on the partitions (DROP TRIGGER locks each
+  -- partition for a moment)
+  local t = assert(source:query([[
+SELECT (SELECT count(*) FROM pg_catalog.pg_trigger g WHERE g.tgfoid = p.oid) AS triggers
+FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure($1)]], n.truncate_fn_qualified .. "()"))
+  if t[1] then
+    local ok, err = source:exec("DROP FUNCTION IF EXISTS " .. n.truncate_fn_qualified .. "() CASCADE")
+    if not ok then
+      failure.raise("failed", string.format("cannot drop task %s's TRUNCATE trigger function on the source: %s\n" ..
+        "  hint: a partition was busy (DROP TRIGGER locks it for a moment); run the release again", task.name,
+        err.message or tostring(err)), { err = err })
+    end
+    dropped[#dropped + 1] = string.format("function %s.%s() and its TRUNCATE trigger on %d partition(s)",
+      n.fn_schema, n.truncate_fn, tonumber(t[1].triggers) or 0)
   end
   return dropped
 end
@@ -570,6 +623,29 @@ local function hook_view(r, ev)
            statements = r.mapped, lsn = ev.lsn, commit_lsn = ev.commit_lsn, selected = r.selected }
 end
 
+-- A TRUNCATE of one partition (its trigger's message): the partition's target table truncated at
+-- the message's place in its transaction. A TRUNCATE of the partitioned table sends one for each
+-- partition after its own (the target's partitions are empty by then: no harm).
+local function truncate_partition(d, s, ev, msg)
+  local info = d.known:get(tostring(msg.oid))
+  local reply = { applied = false, statements = {}, targets = {}, remove = {} }
+  local name = tostring(msg.schema) .. "." .. tostring(msg.name)
+  if info and info.partition and not info.ignored then
+    local sql = "TRUNCATE TABLE ONLY " .. qq(info.target.schema, info.target.name)
+    reply.applied = true
+    reply.statements[1] = { sql = sql, context = string.format("applying the TRUNCATE of partition %s at LSN %s " ..
+      "on the target: %s", name, ev.lsn, sql) }
+  end
+  s:reply(reply)
+  if reply.applied then
+    log.write("info", "ddl", string.format("TRUNCATE of partition %s at LSN %s applied to %s.%s", name, ev.lsn,
+      info.target.schema, info.target.name), { lsn = ev.lsn, tag = "TRUNCATE" })
+  else
+    log.warning("ddl", string.format("TRUNCATE of %s at LSN %s: not a partition the target has of a followed table; " ..
+      "not applied", name, ev.lsn), { lsn = ev.lsn })
+  end
+end
+
 -- Handle one { kind = "ddl" } event: decide, then answer the stream. Raises a failure to stop.
 function M.handle(d, s, ev)
   local ok, msg = pcall(json.decode, ev.content)
@@ -577,6 +653,7 @@ function M.handle(d, s, ev)
     failure.raise("failed", string.format("a DDL message at LSN %s could not be read (%s): not written by this " ..
       "version of pgtide?", ev.lsn, tostring(msg)))
   end
+  if msg.event == "truncate" then return truncate_partition(d, s, ev, msg) end
   local pok, r = pcall(M.plan_message, d, msg)
   if not pok then
     failure.raise("failed", string.format("cannot follow the DDL at LSN %s (%s): %s\n  hint: make the same change " ..

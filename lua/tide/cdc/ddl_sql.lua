@@ -273,11 +273,78 @@ BEGIN
     PERFORM pg_catalog.pg_logical_emit_message(true, %PREFIX%, pg_catalog.jsonb_build_object(
       'event', 'end', 'statement', pg_catalog.current_query(), 'commands', cmds, 'tables', tabs)::text);
   END IF;
+  -- A partition made or attached by these commands, of a partitioned table the publication
+  -- sends through its root: the truncate trigger (tide.cdc.ddl_sql.truncate_function_sql), in
+  -- this transaction, before any TRUNCATE of it can commit. (The CREATE TRIGGER runs this
+  -- function again, and is left out above: a trigger has no schema.)
+  FOR rel IN SELECT DISTINCT t.relid FROM pg_catalog.jsonb_object_keys(tabs) AS k(oid)
+             CROSS JOIN LATERAL pg_catalog.pg_partition_tree(pg_catalog.pg_partition_root(k.oid::oid)) t
+             JOIN pg_catalog.pg_class l ON l.oid = t.relid
+             WHERE l.relkind = 'r' AND l.relispartition
+               AND EXISTS (SELECT FROM pg_catalog.pg_publication_rel pr
+                           JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+                           WHERE p.pubname IN (pub, %PUBINS%) AND p.pubviaroot
+                             AND pr.prrelid = pg_catalog.pg_partition_root(k.oid::oid))
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g WHERE g.tgrelid = t.relid AND g.tgname = %TRIGGER%)
+  LOOP
+    EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
+                              %TRIGGER%, rel::regclass, %TFN%);
+  END LOOP;
 END
 $pgtide$]]):gsub("%%(%u+)%%", {
     FN = qualified_fn, TASK = n.task:gsub("[^%w_]", "_"), SCHEMAS = text_array(schemas), SKIP = text_array(skipped),
     PUB = literal(n.publication), PREFIX = literal(n.prefix), DESCRIBE = DESCRIBE:format("rel"),
+    TRIGGER = literal(n.truncate_trigger), TFN = literal(n.truncate_fn_qualified),
+    PUBINS = literal(n.inserts_publication),
   })
+end
+
+-- A TRUNCATE of one partition: pgoutput leaves it out when the publication sends partitions
+-- through their root (publish_via_partition_root), so the target's partition would keep its
+-- rows. Each partition of a published partitioned table gets a statement trigger, AFTER
+-- TRUNCATE, that records the truncate as a transactional message at its place (the stream
+-- applies it: tide.cdc.ddl). Its function, for a task (n: tide.cdc.ddl names):
+function M.truncate_function_sql(qualified_fn, n)
+  return ([[
+CREATE OR REPLACE FUNCTION %FN%() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $pgtide$
+-- pgtide: records a TRUNCATE of a partition of a table task %TASK% follows (its publication sends
+-- partitions through their root, and pgoutput leaves a partition's TRUNCATE out); made by
+-- pgtide, pgtide release drops it and its triggers
+BEGIN
+  PERFORM pg_catalog.pg_logical_emit_message(true, %PREFIX%, pg_catalog.jsonb_build_object(
+    'event', 'truncate', 'statement', pg_catalog.current_query(), 'oid', TG_RELID::bigint,
+    'schema', TG_TABLE_SCHEMA, 'name', TG_TABLE_NAME)::text);
+  RETURN NULL;
+END
+$pgtide$]]):gsub("%%(%u+)%%", { FN = qualified_fn, TASK = n.task:gsub("[^%w_]", "_"), PREFIX = literal(n.prefix) })
+end
+
+-- The statement giving every partition (a table) of the publication's partitioned tables that
+-- lacks it the task's truncate trigger (CREATE TRIGGER locks the partition SHARE ROW EXCLUSIVE
+-- for a moment: the caller sets a lock_timeout).
+function M.truncate_triggers_sql(qualified_fn, n)
+  return ([[
+DO $pgtide$
+DECLARE
+  part regclass;
+BEGIN
+  FOR part IN
+    SELECT DISTINCT t.relid FROM pg_catalog.pg_publication_rel pr
+    JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+    JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
+    CROSS JOIN LATERAL pg_catalog.pg_partition_tree(c.oid) t
+    JOIN pg_catalog.pg_class l ON l.oid = t.relid
+    WHERE p.pubname IN (%PUB%, %PUBINS%) AND p.pubviaroot AND c.relkind = 'p' AND l.relkind = 'r'
+      AND t.relid <> c.oid
+      AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g WHERE g.tgrelid = t.relid AND g.tgname = %TRIGGER%)
+  LOOP
+    EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
+                              %TRIGGER%, part, %FNLIT%);
+  END LOOP;
+END
+$pgtide$]]):gsub("%%(%u+)%%", { PUB = literal(n.publication), PUBINS = literal(n.inserts_publication),
+                                 TRIGGER = literal(n.truncate_trigger), FNLIT = literal(qualified_fn) })
 end
 
 return M

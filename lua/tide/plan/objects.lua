@@ -257,10 +257,14 @@ function M.select(model, task, selector, skipped)
     -- Another task's heartbeat table (tide.catalog marks it by its comment, or by its name and
     -- columns), and a sequence OWNED BY one of its columns. Its indexes, constraints,
     -- comments and grants follow it as parts of a left-out table.
-    -- The DDL event triggers of pgtide tasks and their function (tide.cdc.ddl).
+    -- The DDL event triggers of pgtide tasks and their function, and the partitions' TRUNCATE
+    -- triggers and theirs (tide.cdc.ddl).
     if (obj.kind == "event_trigger" and (obj.name or ""):match("^pgtide_[%w_]+_ddl_[ed][nr][do]p?$"))
       or (obj.kind == "function" and (obj.name or ""):match("^pgtide_[%w_]+_ddl$")) then
       return false, "pgtide's DDL event trigger (incremental.ddl)"
+    end
+    if (obj.kind == "trigger" or obj.kind == "function") and (obj.name or ""):match("^pgtide_[%w_]+_truncate$") then
+      return false, "pgtide's TRUNCATE trigger of a partition (incremental.ddl)"
     end
     if obj.kind == "table" and row.pgtide_heartbeat then
       return false, "the heartbeat table of a pgtide task"
