@@ -59,9 +59,8 @@ function M.entry(d, info, base)
   -- A partitioned table's record describes the root, not its partitions' own unique indexes
   -- and triggers: only the stream start's verdict, which counted the whole tree on the target
   -- (tide.cdc.tables), holds; a table created or a partition attached since then, none.
-  if desc.kind == "p" and not (started and not (d and d.attached and d.attached[tostring(desc.oid)])) then
-    e.mergeable, e.batchable = false, false
-  end
+  local attached = d and d.attached and d.attached[tostring(desc.oid)]
+  if desc.kind == "p" and (not started or attached) then e.mergeable, e.batchable = false, false end
   -- Parallel apply (tide.cdc.lanes.table_rules) for a table DDL described: the stream start's
   -- rule when it already put the table in a group (foreign keys, unique indexes) or when
   -- nothing here asks for more; a foreign key the start did not see makes its transactions

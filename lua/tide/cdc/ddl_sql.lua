@@ -336,7 +336,6 @@ BEGIN
     CROSS JOIN LATERAL pg_catalog.pg_partition_tree(c.oid) t
     JOIN pg_catalog.pg_class l ON l.oid = t.relid
     WHERE p.pubname IN (%PUB%, %PUBINS%) AND p.pubviaroot AND c.relkind = 'p' AND l.relkind = 'r'
-      AND t.relid <> c.oid
       AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g WHERE g.tgrelid = t.relid AND g.tgname = %TRIGGER%)
   LOOP
     EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
